@@ -1,0 +1,96 @@
+/*
+ * Scalar per-token float operations in the canonical order documented in ops.h. These
+ * are the reference; any faster version must produce the same bits.
+ */
+#include "kernels/ops.h"
+
+#include <math.h>
+
+float br_dot_f32(const float *a, const float *b, size_t n)
+{
+    float l[8] = {0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) l[j] = fmaf(a[k + j], b[k + j], l[j]);
+    for (; k < n; k++) l[k % 8] = fmaf(a[k], b[k], l[k % 8]);
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+void br_sumsq_chunks(const float *x, size_t n, float *out)
+{
+    for (size_t c = 0; c * BR_CHUNK < n; c++) {
+        size_t len = n - c * BR_CHUNK < BR_CHUNK ? n - c * BR_CHUNK : BR_CHUNK;
+        out[c] = br_dot_f32(x + c * BR_CHUNK, x + c * BR_CHUNK, len);
+    }
+}
+
+float br_sum_chunks(const float *chunks, size_t nchunks)
+{
+    float s = 0.0f;
+    for (size_t c = 0; c < nchunks; c++) s += chunks[c];
+    return s;
+}
+
+void br_rmsnorm(const float *x, const float *w, size_t n, float eps, float *y)
+{
+    float chunks[64];
+    float ss = 0.0f;
+    size_t nch = (n + BR_CHUNK - 1) / BR_CHUNK;
+    for (size_t c0 = 0; c0 < nch; c0 += 64) {
+        /* groups of 64 chunks keep the stack small; summation order is unchanged */
+        size_t cnt = nch - c0 < 64 ? nch - c0 : 64;
+        size_t off = c0 * BR_CHUNK;
+        br_sumsq_chunks(x + off, n - off < cnt * BR_CHUNK ? n - off : cnt * BR_CHUNK, chunks);
+        for (size_t c = 0; c < cnt; c++) ss += chunks[c];
+    }
+    float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+}
+
+float br_absmax(const float *x, size_t n)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > m) m = a;
+    }
+    return m;
+}
+
+float br_quantize_with_max(const float *x, size_t n, size_t npad, float absmax, int8_t *q)
+{
+    float s = 127.0f / fmaxf(absmax, 1e-5f);
+    for (size_t i = 0; i < n; i++) {
+        float v = nearbyintf(x[i] * s);
+        if (v > 127.0f) v = 127.0f;
+        if (v < -128.0f) v = -128.0f;
+        q[i] = (int8_t)v;
+    }
+    for (size_t i = n; i < npad; i++) q[i] = 0;
+    return s;
+}
+
+float br_quantize_absmax(const float *x, size_t n, size_t npad, int8_t *q)
+{
+    return br_quantize_with_max(x, n, npad, br_absmax(x, n), q);
+}
+
+void br_rope(float *v, int head_dim, int n_rot, int pos, float base, int neox)
+{
+    (void)head_dim;
+    int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        double theta = (double)pos * pow((double)base, -2.0 * i / (double)n_rot);
+        float c = (float)cos(theta), s = (float)sin(theta);
+        int a = neox ? i : 2 * i;
+        int b = neox ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+    }
+}
+
+float br_silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}

@@ -1,0 +1,52 @@
+/*
+ * Per-token float operations of the forward pass, in their canonical order.
+ *
+ * Exactness across layouts and thread counts (ARCHITECTURE.md "Exactness") rests on every
+ * float reduction being done in one fixed order, written down here:
+ *  - br_dot_f32: 8 running sums, element k into lane k % 8, each updated with fmaf in
+ *    increasing k; lanes combined as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). SIMD versions
+ *    must reproduce exactly this (8-lane FMA accumulators, same combine).
+ *  - sums of squares (RMSNorm): per 256-element chunk, br_dot_f32 of the chunk with
+ *    itself; chunk sums added in chunk order starting from 0.0f.
+ *  - absmax: order-free.
+ */
+#ifndef BR_KERNELS_OPS_H
+#define BR_KERNELS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BR_CHUNK 256 /* the canonical reduction chunk */
+
+/* Canonical float dot product (see above). */
+float br_dot_f32(const float *a, const float *b, size_t n);
+
+/* Chunk sums of squares: out[c] = dot(x[256c..], same) for c < ceil(n/256). */
+void br_sumsq_chunks(const float *x, size_t n, float *out);
+/* Combines chunk sums in order. */
+float br_sum_chunks(const float *chunks, size_t nchunks);
+
+/* y = x / sqrt(mean(x^2) + eps) * w, with mean from the canonical chunk sums. */
+void br_rmsnorm(const float *x, const float *w, size_t n, float eps, float *y);
+
+/* BitLinear input quantization (FORMATS.md §3): s = 127 / max(absmax, 1e-5);
+ * q[k] = clamp(round_half_even(x[k] * s), -128, 127) for k < n, 0 for n <= k < npad.
+ * Returns s. */
+float br_quantize_absmax(const float *x, size_t n, size_t npad, int8_t *q);
+/* Same with a given absmax (distributed case: the max is global). */
+float br_quantize_with_max(const float *x, size_t n, size_t npad, float absmax, int8_t *q);
+float br_absmax(const float *x, size_t n);
+
+/* RoPE on one head vector of head_dim values at position pos; n_rot dims rotated.
+ * neox: dim i pairs with i + n_rot/2; else adjacent pairs (2i, 2i+1).
+ * theta_i = pos * base^(-2i/n_rot), computed in double then rounded to float. */
+void br_rope(float *v, int head_dim, int n_rot, int pos, float base, int neox);
+
+/* Activations, elementwise. */
+static inline float br_relu2(float x)
+{
+    return x > 0.0f ? x * x : 0.0f;
+}
+float br_silu(float x);
+
+#endif

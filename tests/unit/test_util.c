@@ -1,0 +1,71 @@
+/* Helpers shared by the unit tests (see test_util.h). */
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+const char *br_test_shared(const char *rel)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", env_or("BR_SHARED_DATA", "../shared/data"), rel);
+    return buf;
+}
+
+const char *br_test_data(const char *rel)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", env_or("BR_TEST_DATA", "tests/data"), rel);
+    return buf;
+}
+
+char *br_test_tmp_path(const char *stem)
+{
+    static unsigned counter;
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s-%ld-%u", env_or("BR_TMP", "/tmp"), stem, (long)getpid(),
+             counter++);
+    return strdup(buf);
+}
+
+uint8_t *br_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf && len) *len = (size_t)n;
+    return buf;
+}
+
+int br_test_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, len, f);
+    return (fclose(f) == 0 && w == len) ? 0 : -1;
+}
+
+uint64_t br_test_rand(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}

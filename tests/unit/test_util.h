@@ -1,0 +1,21 @@
+/* Helpers shared by the unit tests: locating test data, temporary files, whole-file reads. */
+#ifndef BR_TEST_UTIL_H
+#define BR_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Path of a file under ../shared/data (BR_SHARED_DATA), in a static buffer. */
+const char *br_test_shared(const char *rel);
+/* Path of a file under tests/data (BR_TEST_DATA), in a static buffer. */
+const char *br_test_data(const char *rel);
+/* A fresh path in the build's scratch folder (BR_TMP or /tmp); caller frees. */
+char *br_test_tmp_path(const char *stem);
+/* Reads a whole file; returns a malloc'd buffer (caller frees) or NULL. */
+uint8_t *br_test_read_file(const char *path, size_t *len);
+/* Writes len bytes; returns 0 on success. */
+int br_test_write_file(const char *path, const void *data, size_t len);
+/* Deterministic xorshift64* stream for tests. */
+uint64_t br_test_rand(uint64_t *state);
+
+#endif

@@ -134,7 +134,7 @@ struct br_gguf_writer;
 int br_gguf_writer_create(struct br_gguf_writer **out);
 void br_gguf_writer_destroy(struct br_gguf_writer **w);
 
-/* Metadata, in the order given (a key set twice keeps its first position, last value). */
+/* Metadata, in the order given. Setting a key twice is BR_E_INVALID. */
 int br_gguf_writer_set_u32(struct br_gguf_writer *w, const char *key, uint32_t v);
 int br_gguf_writer_set_i32(struct br_gguf_writer *w, const char *key, int32_t v);
 int br_gguf_writer_set_u64(struct br_gguf_writer *w, const char *key, uint64_t v);

@@ -1,24 +1,41 @@
-/* bitrack command line: one executable, one subcommand per verb. */
+/* bitrack command line: one executable, one subcommand per verb (cli/cmd_*.c). */
 #include <stdio.h>
 #include <string.h>
 
-#include "bitrack/status.h"
+#include "cli/cli.h"
+
+struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+};
+
+static const struct command commands[] = {
+    {"info", br_cmd_info, "describe a model file: architecture, shapes, types, memory"},
+    {"synth", br_cmd_synth, "write a synthetic model (presets tiny, 2b-4t, large, llama3-8b, 100b)"},
+    {"run", br_cmd_run, "generate on this machine"},
+};
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bitrack <command> [options]\n"
-               "commands:\n"
-               "  info      describe a model file\n"
-               "  synth     write a synthetic model\n"
-               "  run       generate text on one machine\n");
+    fprintf(f, "usage: bitrack <command> [options]   (bitrack <command> --help for its options)\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
     }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "bitrack: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

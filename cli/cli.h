@@ -1,0 +1,18 @@
+/* Shared pieces of the command-line front end: subcommand entry points and small parsers. */
+#ifndef BR_CLI_H
+#define BR_CLI_H
+
+#include <stdint.h>
+
+int br_cmd_info(int argc, char **argv);
+int br_cmd_synth(int argc, char **argv);
+int br_cmd_run(int argc, char **argv);
+
+/* Parses a whole decimal integer in [min, max]; returns 0 on success. */
+int br_cli_int(const char *s, long long min, long long max, long long *out);
+/* Parses "1,2,3" into a malloc'd array; returns 0 on success. */
+int br_cli_int_list(const char *s, int32_t **out, int32_t *n);
+/* Prints "bitrack <cmd>: message" on stderr and returns exit code 2 (usage errors). */
+int br_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

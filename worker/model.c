@@ -1,0 +1,191 @@
+/*
+ * Model loading: validate the configuration against the file, decode every ternary
+ * projection into the canonical packed layout (kernels/ternary.h), copy the norms, and
+ * point the embedding and head at the mapping. Optional per-tensor scale tensors
+ * (`blk.N.attn_q.scale`, older bitnet files) multiply the decoded row scales.
+ */
+#include "worker/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitrack/progress.h"
+#include "sharding/decode.h"
+#include "sharding/types.h"
+
+int br_dense_row(const struct br_dense *d, int64_t r, float *out, struct br_err *err)
+{
+    if (r < 0 || r >= d->rows) return br_err_set(err, BR_E_RANGE, "row %lld out of range", (long long)r);
+    return br_decode_rows_f32(d->type, d->data, (uint64_t)d->cols, (uint64_t)r, 1, out, err);
+}
+
+static int dense_from(const struct br_gguf_tensor *t, struct br_dense *d, struct br_err *err)
+{
+    switch (t->type) {
+    case BR_GGML_F32:
+    case BR_GGML_F16:
+    case BR_GGML_BF16:
+    case BR_GGML_Q8_0:
+    case BR_GGML_Q6_K: break;
+    default:
+        return br_err_set(err, BR_E_UNSUPPORTED,
+                          "tensor %s: type %s is not supported for embeddings/head (F32, F16, "
+                          "BF16, Q8_0, Q6_K)",
+                          t->name, br_ggml_type_name(t->type));
+    }
+    d->type = t->type;
+    d->data = t->data;
+    d->cols = (int64_t)t->ne[0];
+    d->rows = (int64_t)t->ne[1];
+    uint64_t rb;
+    br_ggml_type_nbytes(t->type, t->ne[0], t->ne[0], &rb);
+    d->row_bytes = (size_t)rb;
+    return BR_OK;
+}
+
+static int load_norm(const struct br_gguf *g, const char *name, int64_t n, float **out,
+                     struct br_err *err)
+{
+    const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
+    if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
+    if (t->nelem != (uint64_t)n)
+        return br_err_set(err, BR_E_FORMAT, "tensor %s has %llu elements, expected %lld", name,
+                          (unsigned long long)t->nelem, (long long)n);
+    *out = malloc((size_t)n * sizeof **out);
+    if (!*out) return br_err_set(err, BR_E_NOMEM, "out of memory for %s", name);
+    int rc = br_decode_rows_f32(t->type, t->data, (uint64_t)n, 0, 1, *out, err);
+    if (rc) return br_err_prefix(err, rc, "tensor %s", name);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite((*out)[i]))
+            return br_err_set(err, BR_E_FORMAT, "tensor %s: element %lld is not finite", name,
+                              (long long)i);
+    return BR_OK;
+}
+
+/* Optional separate scale: "blk.N.attn_q.scale" for "blk.N.attn_q.weight". */
+static int apply_scale_tensor(const struct br_gguf *g, const char *wname, struct br_tmat *m,
+                              struct br_err *err)
+{
+    char sname[80];
+    size_t n = strlen(wname);
+    if (n < 7 || strcmp(wname + n - 7, ".weight")) return BR_OK;
+    snprintf(sname, sizeof sname, "%.*s.scale", (int)(n - 7), wname);
+    const struct br_gguf_tensor *t = br_gguf_find_tensor(g, sname);
+    if (!t) return BR_OK;
+    if (t->nelem != 1)
+        return br_err_set(err, BR_E_FORMAT, "tensor %s: expected one element, found %llu", sname,
+                          (unsigned long long)t->nelem);
+    float s;
+    int rc = br_decode_rows_f32(t->type, t->data, 1, 0, 1, &s, err);
+    if (rc) return br_err_prefix(err, rc, "tensor %s", sname);
+    if (!isfinite(s)) return br_err_set(err, BR_E_FORMAT, "tensor %s is not finite", sname);
+    for (int32_t r = 0; r < m->rows; r++) m->scale[r] *= s;
+    return BR_OK;
+}
+
+static struct br_tmat *layer_tmat(struct br_layer_weights *lw, enum br_wname w)
+{
+    switch (w) {
+    case BR_W_Q: return &lw->q;
+    case BR_W_K: return &lw->k;
+    case BR_W_V: return &lw->v;
+    case BR_W_O: return &lw->o;
+    case BR_W_GATE: return &lw->gate;
+    case BR_W_UP: return &lw->up;
+    case BR_W_DOWN: return &lw->down;
+    default: return NULL;
+    }
+}
+
+static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
+{
+    switch (w) {
+    case BR_W_ATTN_NORM: return &lw->attn_norm;
+    case BR_W_ATTN_SUB_NORM: return &lw->attn_sub_norm;
+    case BR_W_FFN_NORM: return &lw->ffn_norm;
+    case BR_W_FFN_SUB_NORM: return &lw->ffn_sub_norm;
+    default: return NULL;
+    }
+}
+
+int br_model_load(const char *path, struct br_model **out, struct br_err *err)
+{
+    *out = NULL;
+    struct br_model *m = calloc(1, sizeof *m);
+    if (!m) return br_err_set(err, BR_E_NOMEM, "out of memory");
+    int rc = br_gguf_open(path, &m->gguf, err);
+    if (rc) goto fail;
+    if ((rc = br_config_from_gguf(m->gguf, &m->cfg, err))) {
+        br_err_prefix(err, rc, "%s", path);
+        goto fail;
+    }
+    const struct br_model_config *c = &m->cfg;
+    const struct br_gguf *g = m->gguf;
+    if ((rc = dense_from(br_gguf_find_tensor(g, "token_embd.weight"), &m->embd, err))) goto fail;
+    if ((rc = dense_from(br_gguf_find_tensor(g, c->tied_head ? "token_embd.weight" : "output.weight"),
+                         &m->head, err)))
+        goto fail;
+    if ((rc = load_norm(g, "output_norm.weight", c->n_embd, &m->output_norm, err))) goto fail;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    struct br_progress prog;
+    br_progress_begin(&prog, "loading", (uint64_t)c->n_layer);
+    for (int l = 0; l < c->n_layer; l++) {
+        struct br_layer_weights *lw = &m->layers[l];
+        for (int w = 0; w < BR_W_COUNT; w++) {
+            char name[64];
+            int64_t cols, rows;
+            if (br_wname_is_subnorm((enum br_wname)w) && !c->has_subnorm) continue;
+            br_layer_tensor_name(name, l, (enum br_wname)w);
+            br_config_wshape(c, (enum br_wname)w, &cols, &rows);
+            const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
+            if (br_wname_is_ternary((enum br_wname)w)) {
+                struct br_tmat *tm = layer_tmat(lw, (enum br_wname)w);
+                rc = br_decode_ternary(t, 0, (int32_t)rows, 0, (int32_t)cols, tm, err);
+                if (!rc) rc = apply_scale_tensor(g, name, tm, err);
+                if (!rc) rc = br_tmat_prepare(tm);
+                if (rc) goto fail_prog;
+                m->ternary_bytes += tm->row_bytes * (size_t)tm->rows;
+            } else {
+                rc = load_norm(g, name, cols, layer_norm(lw, (enum br_wname)w), err);
+                if (rc) goto fail_prog;
+            }
+        }
+        br_progress_add(&prog, 1);
+    }
+    br_progress_end(&prog);
+    *out = m;
+    return BR_OK;
+fail_prog:
+    br_progress_end(&prog);
+    br_err_prefix(err, rc, "%s", path);
+fail:
+    br_model_destroy(&m);
+    return rc;
+}
+
+void br_model_destroy(struct br_model **mp)
+{
+    if (!mp || !*mp) return;
+    struct br_model *m = *mp;
+    if (m->layers) {
+        for (int l = 0; l < m->cfg.n_layer; l++) {
+            struct br_layer_weights *lw = &m->layers[l];
+            free(lw->attn_norm);
+            free(lw->attn_sub_norm);
+            free(lw->ffn_norm);
+            free(lw->ffn_sub_norm);
+            for (int w = 0; w < BR_W_COUNT; w++) br_tmat_free(layer_tmat(lw, (enum br_wname)w));
+        }
+        free(m->layers);
+    }
+    free(m->output_norm);
+    br_gguf_close(&m->gguf);
+    free(m);
+    *mp = NULL;
+}

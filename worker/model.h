@@ -1,0 +1,51 @@
+/*
+ * A loaded model: configuration, ternary projections in the kernels' layout, norms as
+ * float arrays, and the non-ternary embedding and head referenced in place in the file
+ * mapping (they are the largest tensors and are read row by row).
+ *
+ * A model can be loaded whole or as one rank's part (a layer range, and a row or column
+ * slice of every projection): the slice rules live in struct br_model_part so that the
+ * single-process path and the cluster share one loader.
+ */
+#ifndef BR_WORKER_MODEL_H
+#define BR_WORKER_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bitrack/status.h"
+#include "kernels/ternary.h"
+#include "sharding/config.h"
+#include "sharding/gguf.h"
+
+/* A non-ternary matrix read in place: rows of `cols` values of ggml `type`. */
+struct br_dense {
+    uint32_t type;
+    const uint8_t *data; /* inside the mapping */
+    int64_t rows, cols;
+    size_t row_bytes;
+};
+
+/* Decodes row r of d into out (cols floats). */
+int br_dense_row(const struct br_dense *d, int64_t r, float *out, struct br_err *err);
+
+struct br_layer_weights {
+    float *attn_norm, *attn_sub_norm, *ffn_norm, *ffn_sub_norm; /* NULL when absent */
+    struct br_tmat q, k, v, o, gate, up, down;
+};
+
+struct br_model {
+    struct br_model_config cfg;
+    struct br_gguf *gguf; /* owned; keeps the mapping alive */
+    struct br_dense embd, head;
+    float *output_norm;              /* (n_embd,) */
+    struct br_layer_weights *layers; /* (n_layer,) */
+    uint64_t ternary_bytes;          /* packed weight bytes held */
+};
+
+/* Loads the whole model from a GGUF file. On failure *out is NULL and err says why. */
+int br_model_load(const char *path, struct br_model **out, struct br_err *err);
+/* NULL-safe; NULLs the caller's pointer. */
+void br_model_destroy(struct br_model **m);
+
+#endif

@@ -186,6 +186,9 @@ int br_config_from_gguf(const struct br_gguf *g, struct br_model_config *c, stru
     if ((rc = get_int(g, a, "attention.value_length", false, 65536, &c->head_dim_v, err)) &&
         rc != BR_E_NOTFOUND)
         return rc;
+    if (c->head_dim > 512 || c->head_dim_v > 512)
+        return br_err_set(err, BR_E_UNSUPPORTED, "head dimension %d/%d is above the supported 512",
+                          c->head_dim, c->head_dim_v);
     if (c->n_head % c->n_head_kv != 0)
         return br_err_set(err, BR_E_FORMAT, "head_count %d is not a multiple of head_count_kv %d",
                           c->n_head, c->n_head_kv);

@@ -203,6 +203,15 @@ struct attn_job {
     int32_t T, pos0;
 };
 
+static float f16_round(float x)
+{
+    return br_f16_to_f32(br_f32_to_f16(x));
+}
+
+/* Causal attention for one head over the f16 cache. Like the KV cache, the query and
+ * the unnormalized softmax weights are rounded to f16 precision before their products: this is what
+ * the reference CPU implementations compute, and matching it keeps greedy continuations
+ * of real files identical to theirs (tests/unit/bitnet_cpp_test.c). */
 static void attn_task(void *ctx, int h, int n_heads)
 {
     (void)n_heads;
@@ -214,21 +223,17 @@ static void attn_task(void *ctx, int h, int n_heads)
     int32_t kvh = h / (c->n_head / c->n_head_kv);
     const struct layer_cache *lc = &e->cache[j->layer];
     float *scores = e->scores + (size_t)h * e->n_ctx;
-    float kbuf[512];
+    float kbuf[BR_MAX_HEAD_DIM], qbuf[BR_MAX_HEAD_DIM];
     float scale = 1.0f / sqrtf((float)hd);
     for (int32_t t = 0; t < j->T; t++) {
         int32_t npos = j->pos0 + t + 1;
         const float *qh = e->q + (size_t)t * c->n_head * hd + (size_t)h * hd;
+        for (int32_t i = 0; i < hd; i++) qbuf[i] = f16_round(qh[i]);
         float mx = -INFINITY;
         for (int32_t p = 0; p < npos; p++) {
             const uint16_t *kp = lc->k + (size_t)p * kd + (size_t)kvh * hd;
-            float dot = 0.0f;
-            for (int32_t i0 = 0; i0 < hd; i0 += 512) {
-                int32_t len = hd - i0 < 512 ? hd - i0 : 512;
-                for (int32_t i = 0; i < len; i++) kbuf[i] = br_f16_to_f32(kp[i0 + i]);
-                dot += br_dot_f32(qh + i0, kbuf, (size_t)len);
-            }
-            scores[p] = dot * scale;
+            for (int32_t i = 0; i < hd; i++) kbuf[i] = br_f16_to_f32(kp[i]);
+            scores[p] = br_dot_f32(qbuf, kbuf, (size_t)hd) * scale;
             if (scores[p] > mx) mx = scores[p];
         }
         float sum = 0.0f;
@@ -241,7 +246,7 @@ static void attn_task(void *ctx, int h, int n_heads)
         for (int32_t i = 0; i < hdv; i++) out[i] = 0.0f;
         for (int32_t p = 0; p < npos; p++) {
             const uint16_t *vp = lc->v + (size_t)p * vd + (size_t)kvh * hdv;
-            float w = scores[p];
+            float w = f16_round(scores[p]);
             for (int32_t i = 0; i < hdv; i++) out[i] = fmaf(w, br_f16_to_f32(vp[i]), out[i]);
         }
         for (int32_t i = 0; i < hdv; i++) out[i] *= inv;

@@ -16,6 +16,8 @@
 
 struct br_engine;
 
+#define BR_MAX_HEAD_DIM 512 /* attention keeps a head's vectors on the stack */
+
 struct br_engine_opts {
     int32_t n_ctx;      /* KV positions to allocate; 0: the model's context length */
     int32_t max_batch;  /* tokens per forward step; 0: 64 */

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages bitrack builds and tests with. Uses sudo when not
+# root. Safe to run again: apt-get skips what is already there.
+set -euo pipefail
+PKGS=(build-essential cmake pkg-config
+      libopenmpi-dev openmpi-bin
+      libzmq3-dev libmsgpack-dev libcmocka-dev
+      python3 python3-zmq python3-msgpack
+      iproute2)
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

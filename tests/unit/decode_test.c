@@ -615,6 +615,18 @@ static void test_errors(void **state)
     t = tensor("t.q8", BR_GGML_Q8_0, 32, 1, i2, sizeof i2);
     assert_error(&t, 0, 1, 0, 32, BR_E_UNSUPPORTED, NULL);
 
+    /* I2_S rows that do not start on block boundaries (ne0 = 192): a code 3 at flat index
+     * 130 (block 1, byte 2, bits 7-6) is row 0 col 130; row 1 alone is still fine. */
+    uint8_t fl[96 + 32];
+    memset(fl, 0x55, 96);
+    memset(fl + 96, 0, 32);
+    put32f(fl + 96, 1.0f);
+    fl[34] = 0xd5;
+    t = tensor("blk.4.attn_output.weight", BR_GGML_I2_S, 192, 2, fl, sizeof fl);
+    assert_error(&t, 0, 1, 0, 192, BR_E_FORMAT, "row 0 col 130");
+    assert_int_equal(br_decode_ternary(&t, 1, 2, 0, 192, &m, NULL), BR_OK);
+    br_tmat_free(&m);
+
     /* TQ2_0: a code 3 at col 256 + 128 + 32 + 4 = 420 (block 1, qs[32 + 4], bits 3-2). */
     uint8_t tq[2 * 66];
     memset(tq, 0x55, sizeof tq);
@@ -634,6 +646,15 @@ static void test_errors(void **state)
     assert_error(&t, 0, 1, 0, 256, BR_E_FORMAT, "different scales (0.5 vs 1)");
     put16(tq + 64, 0x7e00); /* NaN d */
     assert_error(&t, 0, 1, 0, 512, BR_E_FORMAT, "scale");
+
+    /* An all-zero TQ2_0 row keeps its first block's d (re-encoding gives the same bytes). */
+    memset(tq, 0x55, sizeof tq);
+    put16(tq + 64, 0x3800);
+    put16(tq + 66 + 64, 0x0000);
+    assert_int_equal(br_decode_ternary(&t, 0, 1, 0, 512, &m, NULL), BR_OK);
+    assert_true(m.scale[0] == 0.5f);
+    assert_weights(&m, NULL);
+    br_tmat_free(&m);
 
     /* TQ1_0 with mixed scales: block 0 weight -1 at element 0 (qs[0] trit 0 = 0: v = 40,
      * ceil(40*256/243) = 43), block 1 all zero but for element 1 (qs[1] = 43). */
@@ -662,6 +683,11 @@ static void test_errors(void **state)
     assert_error(&t, 0, 1, 0, 2, BR_E_FORMAT, "col 3: value 0.5");
     put32f(fb + 12, NAN);
     assert_error(&t, 0, 1, 0, 6, BR_E_FORMAT, "col 3");
+    uint8_t bb[4];
+    put16(bb, 0x3f80);     /* bf16 1 */
+    put16(bb + 2, 0x3f00); /* bf16 0.5 */
+    t = tensor("blk.2.ffn_gate.weight", BR_GGML_BF16, 2, 1, bb, sizeof bb);
+    assert_error(&t, 0, 1, 0, 1, BR_E_FORMAT, "col 1: value 0.5 is not 0 or +-1");
     uint8_t hb[4];
     put16(hb, 0x3c00);
     put16(hb + 2, 0x3c01);

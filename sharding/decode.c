@@ -105,7 +105,8 @@ int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t r
                           br_ggml_type_name(type), (unsigned long long)ne0,
                           br_ggml_type_block(type));
     if (nrows == 0) return BR_OK;
-    if (row0 > UINT64_MAX / row_bytes - nrows || nrows > SIZE_MAX / ne0)
+    if (nrows > UINT64_MAX / row_bytes || row0 > UINT64_MAX / row_bytes - nrows ||
+        nrows > SIZE_MAX / ne0)
         return br_err_set(err, BR_E_RANGE, "rows %llu+%llu of %llu bytes overflow",
                           (unsigned long long)row0, (unsigned long long)nrows,
                           (unsigned long long)row_bytes);
@@ -311,51 +312,85 @@ static int tq1_scan_row(struct tsrc *s, int64_t r, float *scale, struct br_err *
     return BR_OK;
 }
 
-static inline float float_at(const struct tsrc *s, const uint8_t *row, int64_t c)
+/* Bits of element c of a float row, widened to 32 bits. */
+static inline uint32_t float_bits(const struct tsrc *s, const uint8_t *row, int64_t c)
+{
+    return s->type == BR_GGML_F32 ? ld32(row + 4 * c) : ld16(row + 2 * c);
+}
+
+/* The value of such bits. */
+static float float_value(const struct tsrc *s, uint32_t u)
 {
     switch (s->type) {
     case BR_GGML_F32:
-        return br_fp32_from_bits(ld32(row + 4 * c));
+        return br_fp32_from_bits(u);
     case BR_GGML_F16:
-        return br_f16_to_f32(ld16(row + 2 * c));
+        return br_f16_to_f32((uint16_t)u);
     default:
-        return br_bf16_to_f32(ld16(row + 2 * c));
+        return br_bf16_to_f32((uint16_t)u);
     }
 }
 
 /* Whole-row check and scale of a float row; fills s->buf with its codes. s is the row's
- * max |value|; every value must be exactly 0, +s or -s. */
+ * max |value|; every value must be exactly 0, +s or -s. The work is done on bit patterns:
+ * with the sign cleared, IEEE bits order like magnitudes, and "exactly +-s" is bit
+ * equality, so the loops are plain integer compares (a 2B model stored as F16 has 2.4 G
+ * of them). */
 static int float_scan_row(struct tsrc *s, int64_t r, float *scale, struct br_err *err)
 {
     const uint8_t *row = s->data + (size_t)r * s->row_bytes;
-    float mx = 0.0f;
-    for (int64_t c = 0; c < s->ne0; c++) {
-        float v = float_at(s, row, c);
-        if (!isfinite(v))
-            return br_err_set(err, BR_E_FORMAT,
-                              "tensor %s row %lld col %lld: value %g is not ternary", s->t->name,
-                              (long long)r, (long long)c, (double)v);
-        float a = fabsf(v);
-        if (a > mx) mx = a;
+    const int64_t n = s->ne0;
+    const int wide = s->type == BR_GGML_F32;
+    const uint32_t sign = wide ? 0x80000000u : 0x8000u;
+    const uint32_t inf = wide ? 0x7f800000u : s->type == BR_GGML_F16 ? 0x7c00u : 0x7f80u;
+    uint32_t mx = 0;
+    if (wide) {
+        for (int64_t c = 0; c < n; c++) {
+            uint32_t a = ld32(row + 4 * c) & 0x7fffffffu;
+            mx = a > mx ? a : mx;
+        }
+    } else {
+        for (int64_t c = 0; c < n; c++) {
+            uint32_t a = ld16(row + 2 * c) & 0x7fffu;
+            mx = a > mx ? a : mx;
+        }
     }
-    for (int64_t c = 0; c < s->ne0; c++) {
-        float v = float_at(s, row, c);
-        uint8_t code;
-        if (v == 0.0f)
-            code = 1;
-        else if (v == mx)
-            code = 2;
-        else if (v == -mx)
-            code = 0;
-        else
-            return br_err_set(err, BR_E_FORMAT,
-                              "tensor %s row %lld col %lld: value %g is not 0 or +-%g "
-                              "(not ternary)",
-                              s->t->name, (long long)r, (long long)c, (double)v, (double)mx);
-        s->buf[c] = code;
+    if (mx >= inf) { /* some value is inf or NaN: name the first */
+        int64_t c = 0;
+        while ((float_bits(s, row, c) & (sign - 1)) < inf) c++;
+        return br_err_set(err, BR_E_FORMAT, "tensor %s row %lld col %lld: value %g is not ternary",
+                          s->t->name, (long long)r, (long long)c,
+                          (double)float_value(s, float_bits(s, row, c)));
     }
-    /* An all-zero row has no scale; 1 keeps it harmless and distinguishable. */
-    *scale = mx > 0.0f ? mx : 1.0f;
+    const uint32_t neg = mx | sign;
+    unsigned bad = 0;
+    uint8_t *codes = s->buf;
+    if (wide) {
+        for (int64_t c = 0; c < n; c++) {
+            uint32_t u = ld32(row + 4 * c);
+            uint8_t code = (u & 0x7fffffffu) == 0 ? 1 : u == mx ? 2 : u == neg ? 0 : 3;
+            codes[c] = code;
+            bad |= code == 3;
+        }
+    } else {
+        for (int64_t c = 0; c < n; c++) {
+            uint32_t u = ld16(row + 2 * c);
+            uint8_t code = (u & 0x7fffu) == 0 ? 1 : u == mx ? 2 : u == neg ? 0 : 3;
+            codes[c] = code;
+            bad |= code == 3;
+        }
+    }
+    if (bad) {
+        int64_t c = 0;
+        while (codes[c] != 3) c++;
+        return br_err_set(err, BR_E_FORMAT,
+                          "tensor %s row %lld col %lld: value %g is not 0 or +-%g (not ternary)",
+                          s->t->name, (long long)r, (long long)c,
+                          (double)float_value(s, float_bits(s, row, c)),
+                          (double)float_value(s, mx));
+    }
+    /* An all-zero row has no scale; 1 keeps it harmless. */
+    *scale = mx ? float_value(s, mx) : 1.0f;
     return BR_OK;
 }
 

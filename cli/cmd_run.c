@@ -124,7 +124,7 @@ int br_cmd_run(int argc, char **argv)
                 n_prompt, n_gen, n_ctx, model->cfg.n_ctx);
         goto done;
     }
-    struct br_engine_opts eo = {(int32_t)n_ctx, 64, pool};
+    struct br_engine_opts eo = {.n_ctx = (int32_t)n_ctx, .max_batch = 64, .pool = pool};
     if (br_engine_create(model, &eo, &eng, &err)) {
         fprintf(stderr, "bitrack run: %s\n", err.msg);
         goto done;

@@ -3,6 +3,10 @@
  *
  *   bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) -n N [--temp T] [--seed S]
  *               [--dump-logits FILE] [-t THREADS] [-v]
+ *   mpirun -np T*P bitrack run ... --tp T --pp P [--stats]
+ *
+ * Under mpirun every rank loads only its part of the plan; rank 0 decides the steps,
+ * prints the output and writes the logits. Results are bit-identical to one process.
  *
  * --tokens are used exactly as given (no BOS). The generated text goes to stdout as it is
  * produced; diagnostics go to stderr. --dump-logits writes little-endian f32 logits of
@@ -18,6 +22,9 @@
 #include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "kernels/pool.h"
+#include "sharding/plan.h"
+#include "worker/comm_mpi.h"
+#include "worker/dist.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
@@ -25,7 +32,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T] "
                "[--seed S]\n"
-               "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n");
+               "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n"
+               "                  [--tp T --pp P under mpirun] [--stats]\n");
 }
 
 static int32_t argmax(const float *x, int32_t n)
@@ -36,69 +44,154 @@ static int32_t argmax(const float *x, int32_t n)
     return best;
 }
 
-int br_cmd_run(int argc, char **argv)
+struct run_args {
+    const char *model_path, *prompt, *tokens_arg, *dump;
+    long long n_gen, threads, n_ctx, seed, tp, pp;
+    double temp;
+    int verbose, stats;
+};
+
+static int parse(int argc, char **argv, struct run_args *a)
 {
-    const char *model_path = NULL, *prompt = NULL, *tokens_arg = NULL, *dump = NULL;
-    long long n_gen = 16, threads = 1, n_ctx = 0, seed = 0;
-    double temp = 0.0;
-    int verbose = 0;
-    enum { O_TOKENS = 256, O_TEMP, O_DUMP, O_SEED };
+    enum { O_TOKENS = 256, O_TEMP, O_DUMP, O_SEED, O_TP, O_PP, O_STATS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"prompt", required_argument, 0, 'p'},
         {"tokens", required_argument, 0, O_TOKENS}, {"n-predict", required_argument, 0, 'n'},
         {"temp", required_argument, 0, O_TEMP},   {"seed", required_argument, 0, O_SEED},
         {"dump-logits", required_argument, 0, O_DUMP}, {"threads", required_argument, 0, 't'},
         {"ctx", required_argument, 0, 'c'},       {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+        {"tp", required_argument, 0, O_TP},       {"pp", required_argument, 0, O_PP},
+        {"stats", no_argument, 0, O_STATS},       {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    memset(a, 0, sizeof *a);
+    a->n_gen = 16, a->threads = 1, a->tp = 1, a->pp = 1;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:p:n:t:c:vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model_path = optarg; break;
-        case 'p': prompt = optarg; break;
-        case O_TOKENS: tokens_arg = optarg; break;
+        case 'm': a->model_path = optarg; break;
+        case 'p': a->prompt = optarg; break;
+        case O_TOKENS: a->tokens_arg = optarg; break;
         case 'n':
-            if (br_cli_int(optarg, 1, 1 << 24, &n_gen)) return br_cli_usage_error("run", "bad -n");
+            if (br_cli_int(optarg, 1, 1 << 24, &a->n_gen)) return br_cli_usage_error("run", "bad -n");
             break;
         case 't':
-            if (br_cli_int(optarg, 1, 1024, &threads)) return br_cli_usage_error("run", "bad -t");
+            if (br_cli_int(optarg, 1, 1024, &a->threads)) return br_cli_usage_error("run", "bad -t");
             break;
         case 'c':
-            if (br_cli_int(optarg, 1, 1 << 22, &n_ctx)) return br_cli_usage_error("run", "bad -c");
+            if (br_cli_int(optarg, 1, 1 << 22, &a->n_ctx)) return br_cli_usage_error("run", "bad -c");
+            break;
+        case O_TP:
+            if (br_cli_int(optarg, 1, 4096, &a->tp)) return br_cli_usage_error("run", "bad --tp");
+            break;
+        case O_PP:
+            if (br_cli_int(optarg, 1, 4096, &a->pp)) return br_cli_usage_error("run", "bad --pp");
             break;
         case O_TEMP: {
             char *end;
-            temp = strtod(optarg, &end);
-            if (*end || !(temp >= 0.0) || temp > 100.0)
+            a->temp = strtod(optarg, &end);
+            if (*end || !(a->temp >= 0.0) || a->temp > 100.0)
                 return br_cli_usage_error("run", "bad --temp '%s'", optarg);
             break;
         }
         case O_SEED:
-            if (br_cli_int(optarg, 0, INT64_MAX, &seed)) return br_cli_usage_error("run", "bad --seed");
+            if (br_cli_int(optarg, 0, INT64_MAX, &a->seed)) return br_cli_usage_error("run", "bad --seed");
             break;
-        case O_DUMP: dump = optarg; break;
-        case 'v': verbose = 1; break;
-        case 'h': usage(stdout); return 0;
+        case O_DUMP: a->dump = optarg; break;
+        case O_STATS: a->stats = 1; break;
+        case 'v': a->verbose = 1; break;
+        case 'h': usage(stdout); return -1;
         default: usage(stderr); return 2;
         }
     }
-    if (!model_path) return br_cli_usage_error("run", "a model is required (-m MODEL.gguf)");
-    if (!!prompt == !!tokens_arg)
+    if (!a->model_path) return br_cli_usage_error("run", "a model is required (-m MODEL.gguf)");
+    if (!!a->prompt == !!a->tokens_arg)
         return br_cli_usage_error("run", "give exactly one of -p TEXT or --tokens 1,2,3");
+    return 0;
+}
+
+/* Rank 0's generation: prompt in batches, then one token at a time. */
+static int generate(const struct run_args *a, const struct br_model *model, struct br_engine *eng,
+                    struct br_comm *comm, const int32_t *toks, int32_t n_prompt, FILE *df,
+                    struct br_err *err)
+{
+    int32_t vocab = model->cfg.n_vocab, mb = br_engine_max_batch(eng);
+    float *logits = malloc((size_t)mb * (size_t)vocab * sizeof *logits);
+    int32_t *pos = malloc((size_t)mb * sizeof *pos), *seq = calloc((size_t)mb, sizeof *seq);
+    int32_t *rows = malloc((size_t)mb * sizeof *rows);
+    int rc = BR_OK;
+    if (!logits || !pos || !seq || !rows) {
+        rc = br_err_set(err, BR_E_NOMEM, "out of memory for logits");
+        goto done;
+    }
+    for (int32_t i = 0; i < mb; i++) rows[i] = i;
+    double t1 = br_now();
+    const float *last = NULL;
+    for (int32_t off = 0; off < n_prompt && !rc; off += mb) {
+        int32_t T = n_prompt - off < mb ? n_prompt - off : mb;
+        for (int32_t t = 0; t < T; t++) pos[t] = off + t;
+        struct br_batch b = {T, toks + off, pos, seq};
+        int final = off + T == n_prompt;
+        int32_t nr = df ? T : final ? 1 : 0;
+        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr, logits, err);
+        if (!rc && df && fwrite(logits, sizeof(float), (size_t)T * vocab, df) != (size_t)T * vocab)
+            rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
+        if (final) last = logits + (size_t)(nr - 1) * vocab;
+    }
+    double t_prompt = br_now() - t1, t2 = br_now();
+    int32_t p = n_prompt;
+    for (long long i = 0; i < a->n_gen && !rc; i++) {
+        int32_t next = argmax(last, vocab);
+        printf("%s%d", i ? " " : "", next);
+        fflush(stdout);
+        if (i + 1 == a->n_gen) break;
+        pos[0] = p++;
+        struct br_batch b = {1, &next, pos, seq};
+        rc = br_dist_step(eng, comm, &b, rows, 1, logits, err);
+        last = logits;
+        if (!rc && df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab)
+            rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
+    }
+    printf("\n");
+    double t_gen = br_now() - t2;
+    if (!rc && a->verbose && !comm) {
+        const float *rms = br_engine_layer_rms(eng);
+        fprintf(stderr, "residual rms by layer:");
+        for (int l = 0; l <= model->cfg.n_layer; l++) fprintf(stderr, " %.3g", rms[l]);
+        fprintf(stderr, "\n");
+    }
+    if (!rc)
+        fprintf(stderr, "bitrack run: prompt %d tokens in %.3f s (%.1f tok/s); generated %lld tokens "
+                        "in %.3f s (%.2f tok/s after the first); %lld threads x %d ranks\n",
+                n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), a->n_gen, t_gen,
+                a->n_gen > 1 ? (double)(a->n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0,
+                a->threads, comm ? comm->world_size : 1);
+done:
+    free(logits), free(pos), free(seq), free(rows);
+    return rc;
+}
+
+int br_cmd_run(int argc, char **argv)
+{
+    struct run_args a;
+    int prc = parse(argc, argv, &a);
+    if (prc) return prc < 0 ? 0 : prc;
 
     int exit_code = 1;
     struct br_err err = {{0}};
+    struct br_comm *comm = NULL;
+    struct br_plan *plan = NULL;
     struct br_model *model = NULL;
     struct br_pool *pool = NULL;
     struct br_engine *eng = NULL;
     int32_t *toks = NULL, n_prompt = 0;
-    float *logits = NULL;
     FILE *df = NULL;
+    int rank = 0;
 
-    if (tokens_arg) {
-        if (br_cli_int_list(tokens_arg, &toks, &n_prompt) || n_prompt == 0) {
+    if (a.tokens_arg) {
+        if (br_cli_int_list(a.tokens_arg, &toks, &n_prompt) || n_prompt == 0) {
             exit_code = br_cli_usage_error("run", "bad --tokens '%s' (comma-separated ids)",
-                                           tokens_arg);
+                                           a.tokens_arg);
             goto done;
         }
     } else {
@@ -106,93 +199,94 @@ int br_cmd_run(int argc, char **argv)
                         "--tokens\n");
         goto done;
     }
+    if (a.tp * a.pp > 1 || br_comm_mpi_launched()) {
+        if (br_comm_mpi_create(&argc, &argv, (int)a.tp, (int)a.pp, &comm, &err)) {
+            fprintf(stderr, "bitrack run: %s\n", err.msg);
+            goto done;
+        }
+        rank = comm->world_rank;
+    }
     double t0 = br_now();
-    if (br_model_load(model_path, &model, &err)) {
-        fprintf(stderr, "bitrack run: %s\n", err.msg);
+    if (comm) {
+        /* the plan needs the configuration: read it from the file's header */
+        struct br_model *probe = NULL;
+        struct br_part none = {0};
+        none.tp = none.pp = 1;
+        struct br_gguf *g = NULL;
+        struct br_model_config cfg;
+        (void)probe, (void)none;
+        if (br_gguf_open(a.model_path, &g, &err) || br_config_from_gguf(g, &cfg, &err) ||
+            br_plan_create(&cfg, (int32_t)a.tp, (int32_t)a.pp, &plan, &err)) {
+            br_gguf_close(&g);
+            fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
+            goto done;
+        }
+        br_gguf_close(&g);
+        if (rank == 0 && a.verbose) br_plan_describe(plan, 0, stderr);
+    }
+    if (br_model_load_part(a.model_path, plan ? &plan->parts[rank] : NULL, &model, &err)) {
+        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }
     double t_load = br_now() - t0;
-    if (br_pool_create((int)threads, &pool)) {
-        fprintf(stderr, "bitrack run: cannot start %lld threads\n", threads);
+    if (br_pool_create((int)a.threads, &pool)) {
+        fprintf(stderr, "bitrack run: cannot start %lld threads\n", a.threads);
         goto done;
     }
-    int32_t need = n_prompt + (int32_t)n_gen;
-    if (n_ctx == 0) n_ctx = need;
+    int32_t need = n_prompt + (int32_t)a.n_gen;
+    long long n_ctx = a.n_ctx ? a.n_ctx : need;
     if (need > n_ctx || need > model->cfg.n_ctx) {
         fprintf(stderr, "bitrack run: %d prompt + %lld generated tokens exceed the context of %lld "
                         "(model: %d)\n",
-                n_prompt, n_gen, n_ctx, model->cfg.n_ctx);
+                n_prompt, a.n_gen, n_ctx, model->cfg.n_ctx);
         goto done;
     }
-    struct br_engine_opts eo = {.n_ctx = (int32_t)n_ctx, .max_batch = 64, .pool = pool};
+    struct br_engine_opts eo = {.n_ctx = (int32_t)n_ctx, .max_batch = 64, .pool = pool, .comm = comm};
     if (br_engine_create(model, &eo, &eng, &err)) {
-        fprintf(stderr, "bitrack run: %s\n", err.msg);
+        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }
-    int32_t vocab = model->cfg.n_vocab;
-    size_t rows = dump ? (size_t)n_prompt : 1;
-    logits = malloc(rows * (size_t)vocab * sizeof *logits);
-    if (!logits) {
-        fprintf(stderr, "bitrack run: out of memory for logits\n");
-        goto done;
-    }
-    if (dump && !(df = fopen(dump, "wb"))) {
-        fprintf(stderr, "bitrack run: cannot write %s\n", dump);
-        goto done;
-    }
-    (void)seed;
-    (void)temp;
-    double t1 = br_now();
-    if (br_engine_eval(eng, toks, n_prompt, 0, logits, dump ? BR_LOGITS_ALL : BR_LOGITS_LAST,
-                       &err)) {
-        fprintf(stderr, "bitrack run: %s\n", err.msg);
-        goto done;
-    }
-    double t_prompt = br_now() - t1;
-    const float *last = logits + (rows - 1) * (size_t)vocab;
-    if (df && fwrite(logits, sizeof(float), rows * (size_t)vocab, df) != rows * (size_t)vocab) {
-        fprintf(stderr, "bitrack run: write to %s failed\n", dump);
-        goto done;
-    }
-    double t2 = br_now();
-    int32_t pos = n_prompt;
-    for (long long i = 0; i < n_gen; i++) {
-        int32_t next = argmax(last, vocab);
-        printf("%s%d", i ? " " : "", next);
-        fflush(stdout);
-        if (i + 1 == n_gen) break;
-        if (br_engine_eval(eng, &next, 1, pos++, logits, BR_LOGITS_LAST, &err)) {
-            fprintf(stderr, "\nbitrack run: %s\n", err.msg);
+    if (rank != 0) {
+        if (br_dist_serve(eng, comm, &err)) {
+            fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
             goto done;
         }
-        last = logits;
-        if (df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab) {
-            fprintf(stderr, "bitrack run: write to %s failed\n", dump);
+    } else {
+        if (a.dump && !(df = fopen(a.dump, "wb"))) {
+            fprintf(stderr, "bitrack run: cannot write %s\n", a.dump);
+            br_dist_stop(eng, comm, &err);
+            goto done;
+        }
+        if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", t_load);
+        int rc = generate(&a, model, eng, comm, toks, n_prompt, df, &err);
+        br_dist_stop(eng, comm, NULL);
+        if (rc) {
+            fprintf(stderr, "bitrack run: %s\n", err.msg);
             goto done;
         }
     }
-    printf("\n");
-    double t_gen = br_now() - t2;
-    if (verbose) {
-        const float *rms = br_engine_layer_rms(eng);
-        fprintf(stderr, "residual rms by layer:");
-        for (int l = 0; l <= model->cfg.n_layer; l++) fprintf(stderr, " %.3g", rms[l]);
-        fprintf(stderr, "\n");
+    if (a.stats && comm) {
+        long long steps = n_prompt + a.n_gen - 1;
+        fprintf(stderr, "rank %d stats: %llu bytes in %llu messages sent (%.0f bytes/token over %lld "
+                        "evaluated tokens)\n",
+                rank, (unsigned long long)comm->stats.bytes_sent,
+                (unsigned long long)comm->stats.messages,
+                (double)comm->stats.bytes_sent / (double)steps, steps);
     }
-    fprintf(stderr, "bitrack run: load %.2f s; prompt %d tokens in %.3f s (%.1f tok/s); "
-                    "generated %lld tokens in %.3f s (%.1f tok/s); %lld threads\n",
-            t_load, n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen,
-            t_gen, n_gen > 1 ? (double)(n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0, threads);
     exit_code = 0;
 done:
     if (df && fclose(df) != 0 && exit_code == 0) {
-        fprintf(stderr, "bitrack run: closing %s failed\n", dump);
+        fprintf(stderr, "bitrack run: closing %s failed\n", a.dump);
         exit_code = 1;
     }
-    free(logits);
     free(toks);
     br_engine_destroy(&eng);
     br_pool_destroy(&pool);
     br_model_destroy(&model);
+    br_plan_destroy(&plan);
+    if (comm) {
+        if (exit_code != 0) br_comm_mpi_abort(comm, exit_code);
+        br_comm_mpi_destroy(&comm);
+    }
     return exit_code;
 }

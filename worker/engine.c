@@ -34,6 +34,7 @@ struct group_dims {
     int32_t d0, dl;      /* residual slice */
     int32_t ff0, ffl;    /* FFN rows */
     int32_t qh0, qhl;    /* query heads */
+    int32_t v0, v1;      /* vocabulary rows on the last stage */
 };
 
 struct br_engine {
@@ -142,7 +143,8 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     e->displs = xalloc((size_t)e->tp * sizeof *e->displs);
     if (!e->grp || !e->counts || !e->displs) goto nomem;
     if (e->tp == 1) {
-        e->grp[0] = (struct group_dims){p->d0, e->dl, p->ff0, e->ffl, p->kv0 * e->g, e->qhl};
+        e->grp[0] = (struct group_dims){p->d0, e->dl, p->ff0, e->ffl, p->kv0 * e->g, e->qhl,
+                                        0, c->n_vocab};
     } else {
         struct br_plan *plan = NULL;
         int rc = br_plan_create(c, p->tp, p->pp, &plan, err);
@@ -152,8 +154,9 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
         }
         for (int r = 0; r < e->tp; r++) {
             const struct br_part *q = &plan->parts[p->pp_rank * p->tp + r];
+            const struct br_part *lq = &plan->parts[(p->pp - 1) * p->tp + r];
             e->grp[r] = (struct group_dims){q->d0, q->d1 - q->d0, q->ff0, q->ff1 - q->ff0,
-                                            q->kv0 * e->g, (q->kv1 - q->kv0) * e->g};
+                                            q->kv0 * e->g, (q->kv1 - q->kv0) * e->g, lq->v0, lq->v1};
         }
         int same = e->grp[p->tp_rank].d0 == p->d0 && e->grp[p->tp_rank].dl == e->dl &&
                    e->grp[p->tp_rank].ff0 == p->ff0 && e->grp[p->tp_rank].ffl == e->ffl;
@@ -217,6 +220,14 @@ nomem:
 
 int32_t br_engine_n_ctx(const struct br_engine *e) { return e->n_ctx; }
 int32_t br_engine_max_batch(const struct br_engine *e) { return e->max_batch; }
+int32_t br_engine_vocab(const struct br_engine *e) { return e->m->cfg.n_vocab; }
+int32_t br_engine_residual_width(const struct br_engine *e) { return e->dl; }
+
+void br_engine_vocab_slice(const struct br_engine *e, int tp_rank, int32_t *v0, int32_t *v1)
+{
+    *v0 = e->grp[tp_rank].v0;
+    *v1 = e->grp[tp_rank].v1;
+}
 float *br_engine_residual(struct br_engine *e) { return e->x; }
 const float *br_engine_layer_rms(const struct br_engine *e) { return e->layer_rms; }
 

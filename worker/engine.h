@@ -62,6 +62,11 @@ int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t 
 float *br_engine_residual(struct br_engine *e);
 
 int32_t br_engine_n_ctx(const struct br_engine *e);
+int32_t br_engine_vocab(const struct br_engine *e);
+/* Width of this rank's residual slice (d1 - d0). */
+int32_t br_engine_residual_width(const struct br_engine *e);
+/* The vocabulary rows [v0, v1) that TP rank `tp_rank` of the last stage holds. */
+void br_engine_vocab_slice(const struct br_engine *e, int tp_rank, int32_t *v0, int32_t *v1);
 int32_t br_engine_max_batch(const struct br_engine *e);
 
 enum br_logits_mode { BR_LOGITS_NONE = 0, BR_LOGITS_LAST = 1, BR_LOGITS_ALL = 2 };

@@ -209,12 +209,8 @@ int br_cmd_run(int argc, char **argv)
     double t0 = br_now();
     if (comm) {
         /* the plan needs the configuration: read it from the file's header */
-        struct br_model *probe = NULL;
-        struct br_part none = {0};
-        none.tp = none.pp = 1;
         struct br_gguf *g = NULL;
         struct br_model_config cfg;
-        (void)probe, (void)none;
         if (br_gguf_open(a.model_path, &g, &err) || br_config_from_gguf(g, &cfg, &err) ||
             br_plan_create(&cfg, (int32_t)a.tp, (int32_t)a.pp, &plan, &err)) {
             br_gguf_close(&g);
@@ -266,12 +262,22 @@ int br_cmd_run(int argc, char **argv)
         }
     }
     if (a.stats && comm) {
-        long long steps = n_prompt + a.n_gen - 1;
-        fprintf(stderr, "rank %d stats: %llu bytes in %llu messages sent (%.0f bytes/token over %lld "
-                        "evaluated tokens)\n",
+        /* what this run evaluated, to compare with the plan's prediction */
+        int32_t mb = br_engine_max_batch(eng);
+        uint64_t psteps = (uint64_t)((n_prompt + mb - 1) / mb);
+        uint64_t steps = psteps + (uint64_t)(a.n_gen - 1);
+        uint64_t tokens = (uint64_t)n_prompt + (uint64_t)(a.n_gen - 1);
+        uint64_t rows = (a.dump ? (uint64_t)n_prompt : 1) + (uint64_t)(a.n_gen - 1);
+        uint64_t row_steps = (a.dump ? psteps : 1) + (uint64_t)(a.n_gen - 1);
+        uint64_t pb, pm;
+        br_plan_traffic(plan, rank, tokens, steps, rows, row_steps, mb, &pb, &pm);
+        fprintf(stderr, "rank %d stats: sent %llu bytes in %llu messages (%.0f bytes/token); plan "
+                        "predicts %llu bytes in %llu messages%s\n",
                 rank, (unsigned long long)comm->stats.bytes_sent,
                 (unsigned long long)comm->stats.messages,
-                (double)comm->stats.bytes_sent / (double)steps, steps);
+                (double)comm->stats.bytes_sent / (double)tokens, (unsigned long long)pb,
+                (unsigned long long)pm,
+                pb == comm->stats.bytes_sent && pm == comm->stats.messages ? " (match)" : " (MISMATCH)");
     }
     exit_code = 0;
 done:

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/ops.h"
+#include "sharding/types.h"
 
 static void split(int32_t n, int32_t k, int32_t i, int32_t *a, int32_t *b)
 {
@@ -73,28 +74,35 @@ int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp,
     p->cfg = *c;
     p->tp = tp;
     p->pp = pp;
-    /* Stages: greedy fill to the average, with the embedding and head counted. */
+    /* Stages: greedy fill to the average bytes touched per token. The head is streamed
+     * once per token, so it counts on the last stage; the embedding is only looked up. */
     uint64_t lb = layer_bytes(c);
-    uint64_t eb = (uint64_t)c->n_embd * (uint64_t)c->n_vocab * 2;
-    uint64_t total = lb * (uint64_t)c->n_layer + eb * (c->tied_head ? 1 : 2);
+    uint64_t hb = 0;
+    if (!br_ggml_type_nbytes(c->head_type, (uint64_t)c->n_embd,
+                             (uint64_t)c->n_embd * (uint64_t)c->n_vocab, &hb))
+        hb = (uint64_t)c->n_embd * (uint64_t)c->n_vocab * 2;
+    uint64_t total = lb * (uint64_t)c->n_layer + hb;
     int32_t *bounds = calloc((size_t)pp + 1, sizeof *bounds);
     if (!bounds) {
         br_plan_destroy(&p);
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
-    int32_t l = 0;
-    for (int32_t s = 0; s < pp; s++) {
-        bounds[s] = l;
-        uint64_t have = s == 0 ? eb : 0;
-        uint64_t target = total / (uint64_t)pp;
-        int32_t left_stages = pp - s - 1;
-        while (l < c->n_layer - left_stages) {
-            if (have > 0 && have + lb / 2 > target && l > bounds[s]) break;
-            have += lb;
-            l++;
-        }
-        if (s == pp - 1) l = c->n_layer;
+    /* In layer units the model is n_layer + h (the head); each stage should carry
+     * (n_layer + h) / pp. The last stage gets what is left of that after the head (at
+     * least one layer); the other stages share the rest evenly. */
+    double h = lb ? (double)hb / (double)lb : 0.0;
+    double ideal = ((double)c->n_layer + h) / pp;
+    int32_t last_layers = (int32_t)(ideal - h + 0.5);
+    if (last_layers < 1) last_layers = 1;
+    if (last_layers > c->n_layer - (pp - 1)) last_layers = c->n_layer - (pp - 1);
+    if (pp == 1) last_layers = c->n_layer;
+    (void)total;
+    for (int32_t s = 0; s < pp - 1; s++) {
+        int32_t a, b;
+        split(c->n_layer - last_layers, pp - 1, s, &a, &b);
+        bounds[s] = a;
     }
+    bounds[pp - 1] = c->n_layer - last_layers;
     bounds[pp] = c->n_layer;
     for (int32_t s = 0; s < pp; s++)
         for (int32_t t = 0; t < tp; t++) {
@@ -158,6 +166,49 @@ void br_part_cost(const struct br_model_config *c, const struct br_part *p, int 
     }
 }
 
+void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uint64_t steps,
+                     uint64_t rows, uint64_t row_steps, int32_t max_batch, uint64_t *bytes,
+                     uint64_t *messages)
+{
+    const struct br_model_config *c = &p->cfg;
+    const struct br_part *q = &p->parts[rank];
+    int32_t g = c->n_head / c->n_head_kv;
+    uint64_t tp1 = (uint64_t)(p->tp - 1), nl = (uint64_t)(q->layer1 - q->layer0);
+    uint64_t dl = (uint64_t)(q->d1 - q->d0), d = (uint64_t)c->n_embd;
+    uint64_t dch = (dl + BR_CHUNK - 1) / BR_CHUNK;
+    uint64_t ffch = ((uint64_t)(q->ff1 - q->ff0) + BR_CHUNK - 1) / BR_CHUNK;
+    uint64_t qhl = (uint64_t)(q->kv1 - q->kv0) * (uint64_t)g;
+    uint64_t desc = 4 * (4 + 4 * (uint64_t)max_batch);
+    uint64_t b = 0, m = 0;
+    if (p->tp > 1) {
+        /* per layer and token: two residual norms (statistics + int8 slice), two sub-norm
+         * statistics, two int32 reduce-scatters; per layer and step: 8 collectives */
+        uint64_t per_tok = 2 * (4 * (1 + dch) + dl) * tp1 + 4 * (1 + qhl) * tp1 +
+                           4 * (1 + ffch) * tp1 + 2 * 4 * (d - dl);
+        b += nl * tokens * per_tok;
+        m += nl * steps * 8;
+        if (q->last_stage && rows > 0) {
+            /* final norm: chunk sums and the normalized slice */
+            b += rows * (4 * dch + 4 * dl) * tp1;
+            m += 2 * row_steps;
+        }
+        if (q->first_stage && q->tp_rank == 0) {
+            b += (steps + 1) * desc * tp1; /* the step broadcasts and the stop */
+            m += steps + 1;
+        }
+    }
+    if (!q->last_stage) {
+        b += (steps + 1) * desc + tokens * 4 * dl; /* descriptors, residuals, the stop */
+        m += 2 * steps + 1;
+    }
+    if (q->last_stage && rank != 0 && rows > 0) {
+        b += rows * 4 * (uint64_t)(q->v1 - q->v0);
+        m += row_steps;
+    }
+    *bytes = b;
+    *messages = m;
+}
+
 static double mib(uint64_t b)
 {
     return (double)b / (1024.0 * 1024.0);
@@ -172,12 +223,18 @@ int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
             p->tp, p->pp, p->tp * p->pp, c->arch_name, c->n_embd, c->n_layer, c->n_head,
             c->n_head_kv, c->n_ff, c->n_vocab);
     fprintf(f, "%5s %5s %9s %9s %11s %11s %12s %11s %12s %10s\n", "rank", "stage", "layers",
-            "kv heads", "ffn rows", "hidden", "weights MiB", "KV MiB/1k", "sent B/tok", "msgs/tok");
+            "kv heads", "ffn rows", "hidden", "weights MiB", "KV MiB/1k", "decode B/tok", "msgs/tok");
     uint64_t maxw = 0, minw = UINT64_MAX;
     for (int32_t r = 0; r < p->tp * p->pp; r++) {
         const struct br_part *q = &p->parts[r];
         struct br_part_cost cost;
         br_part_cost(c, q, eb, hb, &cost);
+        /* decode traffic: one token per step, one logits row (descriptors of a 64-token
+         * batch limit included) */
+        uint64_t tb, tm;
+        br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, &tb, &tm);
+        cost.send_bytes_per_tok = tb / 1000;
+        cost.messages_per_tok = (uint32_t)(tm / 1000);
         char layers[32], heads[32], ff[32], hid[32];
         snprintf(layers, sizeof layers, "%d-%d", q->layer0, q->layer1 - 1);
         snprintf(heads, sizeof heads, "%d-%d", q->kv0, q->kv1 - 1);

@@ -46,5 +46,18 @@ for model in kv5 bitnet llama; do
         done
     done
 done
+# communication accounting: every rank's measured bytes and messages equal the plan's
+for layout in 2x2 3x1 1x3; do
+    tp=${layout%x*}; pp=${layout#*x}
+    timeout 120 "${MPIRUN[@]}" $((tp * pp)) "$BIN" run -m "$TMP/kv5.gguf" --tokens "$prompt" -n 4 \
+        --tp "$tp" --pp "$pp" --stats > /dev/null 2> "$TMP/stats.txt" || true
+    n_match=$(grep -c '(match)' "$TMP/stats.txt" || true)
+    if [ "$n_match" -ne $((tp * pp)) ]; then
+        echo "FAIL stats $layout: $n_match of $((tp * pp)) ranks match the plan"; cat "$TMP/stats.txt"; fails=$((fails + 1))
+    else
+        echo "ok   stats $layout: measured traffic equals the plan on all $((tp * pp)) ranks"
+        grep 'stats' "$TMP/stats.txt" | sort
+    fi
+done
 echo "$runs layouts compared, $fails failures"
 [ "$fails" -eq 0 ]

@@ -126,29 +126,30 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
     }
     for (int32_t i = 0; i < mb; i++) rows[i] = i;
     double t1 = br_now();
-    const float *last = NULL;
+    int32_t next_tok = 0; /* greedy: the highest logit, ties to the lowest id */
     for (int32_t off = 0; off < n_prompt && !rc; off += mb) {
         int32_t T = n_prompt - off < mb ? n_prompt - off : mb;
         for (int32_t t = 0; t < T; t++) pos[t] = off + t;
         struct br_batch b = {T, toks + off, pos, seq};
         int final = off + T == n_prompt;
         int32_t nr = df ? T : final ? 1 : 0;
-        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr, logits, err);
+        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr, df ? logits : NULL,
+                          &next_tok, err);
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)T * vocab, df) != (size_t)T * vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
-        if (final) last = logits + (size_t)(nr - 1) * vocab;
+        if (final && df) next_tok = argmax(logits + (size_t)(nr - 1) * vocab, vocab);
     }
     double t_prompt = br_now() - t1, t2 = br_now();
     int32_t p = n_prompt;
     for (long long i = 0; i < a->n_gen && !rc; i++) {
-        int32_t next = argmax(last, vocab);
+        int32_t next = next_tok;
         printf("%s%d", i ? " " : "", next);
         fflush(stdout);
         if (i + 1 == a->n_gen) break;
         pos[0] = p++;
         struct br_batch b = {1, &next, pos, seq};
-        rc = br_dist_step(eng, comm, &b, rows, 1, logits, err);
-        last = logits;
+        rc = br_dist_step(eng, comm, &b, rows, 1, df ? logits : NULL, &next_tok, err);
+        if (!rc && df) next_tok = argmax(logits, vocab);
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
     }
@@ -270,7 +271,7 @@ int br_cmd_run(int argc, char **argv)
         uint64_t rows = (a.dump ? (uint64_t)n_prompt : 1) + (uint64_t)(a.n_gen - 1);
         uint64_t row_steps = (a.dump ? psteps : 1) + (uint64_t)(a.n_gen - 1);
         uint64_t pb, pm;
-        br_plan_traffic(plan, rank, tokens, steps, rows, row_steps, mb, &pb, &pm);
+        br_plan_traffic(plan, rank, tokens, steps, rows, row_steps, mb, a.dump == NULL, &pb, &pm);
         fprintf(stderr, "rank %d stats: sent %llu bytes in %llu messages (%.0f bytes/token); plan "
                         "predicts %llu bytes in %llu messages%s\n",
                 rank, (unsigned long long)comm->stats.bytes_sent,

@@ -167,8 +167,8 @@ void br_part_cost(const struct br_model_config *c, const struct br_part *p, int 
 }
 
 void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uint64_t steps,
-                     uint64_t rows, uint64_t row_steps, int32_t max_batch, uint64_t *bytes,
-                     uint64_t *messages)
+                     uint64_t rows, uint64_t row_steps, int32_t max_batch, int top1,
+                     uint64_t *bytes, uint64_t *messages)
 {
     const struct br_model_config *c = &p->cfg;
     const struct br_part *q = &p->parts[rank];
@@ -202,7 +202,7 @@ void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uin
         m += 2 * steps + 1;
     }
     if (q->last_stage && rank != 0 && rows > 0) {
-        b += rows * 4 * (uint64_t)(q->v1 - q->v0);
+        b += rows * (top1 ? 8 : 4 * (uint64_t)(q->v1 - q->v0));
         m += row_steps;
     }
     *bytes = b;
@@ -232,7 +232,7 @@ int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
         /* decode traffic: one token per step, one logits row (descriptors of a 64-token
          * batch limit included) */
         uint64_t tb, tm;
-        br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, &tb, &tm);
+        br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, 1, &tb, &tm);
         cost.send_bytes_per_tok = tb / 1000;
         cost.messages_per_tok = (uint32_t)(tm / 1000);
         char layers[32], heads[32], ff[32], hid[32];

@@ -13,7 +13,25 @@
 
 #include "sharding/plan.h"
 
-enum { DESC_STOP = 1 };
+enum { DESC_STOP = 1, DESC_TOP1 = 2 };
+
+/* (value, id) of the best logit in each row of a (n_rows, w) slice starting at id v0. */
+struct top1 {
+    float value;
+    int32_t id;
+};
+
+static void slice_top1(const float *logits, int32_t n_rows, int32_t w, int32_t v0, struct top1 *out)
+{
+    for (int32_t i = 0; i < n_rows; i++) {
+        const float *row = logits + (size_t)i * (size_t)w;
+        int32_t best = 0;
+        for (int32_t v = 1; v < w; v++)
+            if (row[v] > row[best]) best = v;
+        out[i].value = row[best];
+        out[i].id = v0 + best;
+    }
+}
 enum { HDR = 4 };
 
 static size_t desc_ints(const struct br_engine *e)
@@ -60,23 +78,26 @@ static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, float *l
 }
 
 int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *b,
-                 const int32_t *rows, int32_t n_rows, float *logits, struct br_err *err)
+                 const int32_t *rows, int32_t n_rows, float *logits, int32_t *top1,
+                 struct br_err *err)
 {
     int rc = br_engine_check(e, b, err);
     if (rc) return rc;
     int32_t mb = br_engine_max_batch(e);
     int32_t *d = malloc(desc_ints(e) * sizeof *d);
     if (!d) return br_err_set(err, BR_E_NOMEM, "out of memory");
-    desc_pack(d, mb, b, rows, n_rows, 0);
+    int want_top1 = logits == NULL;
+    desc_pack(d, mb, b, rows, n_rows, want_top1 ? DESC_TOP1 : 0);
     int last = !c || c->pp == 1;
     int tp = c ? c->tp : 1;
     int32_t vocab = br_engine_vocab(e);
-    float *mine = NULL;
+    float *mine = NULL, *slice = NULL;
+    struct top1 *best = NULL, *part = NULL;
     if (c && c->tp > 1 && (rc = c->ops->bcast(c, d, desc_ints(e) * 4))) {
         rc = br_err_set(err, rc, "broadcast of the step failed");
         goto done;
     }
-    if (last && tp == 1) {
+    if (last && tp == 1 && !want_top1) {
         rc = run_desc(e, c, d, logits, err);
         goto done;
     }
@@ -90,10 +111,44 @@ int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *
             goto done;
         }
     }
+    if (last && want_top1 && tp == 1) {
+        mine = malloc((size_t)(n_rows ? n_rows : 1) * (size_t)vocab * sizeof *mine);
+        if (!mine) {
+            rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+            goto done;
+        }
+    }
     if ((rc = run_desc(e, c, d, mine, err))) goto done;
     if (n_rows == 0) goto done;
+    if (want_top1) {
+        best = malloc((size_t)n_rows * sizeof *best);
+        part = malloc((size_t)n_rows * sizeof *part);
+        if (!best || !part) {
+            rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+            goto done;
+        }
+        for (int t = 0; t < tp && !rc; t++) {
+            int32_t a, z;
+            br_engine_vocab_slice(e, t, &a, &z);
+            if (last && t == 0) {
+                slice_top1(mine, n_rows, z - a, a, part);
+            } else {
+                int src = (c->pp - 1) * c->tp + t;
+                if ((rc = c->ops->recv_from(c, src, part, (size_t)n_rows * sizeof *part))) {
+                    rc = br_err_set(err, rc, "receiving results from rank %d failed", src);
+                    break;
+                }
+            }
+            /* slices come in vocabulary order: a strictly greater value wins, so ties keep
+             * the lowest id */
+            for (int32_t i = 0; i < n_rows; i++)
+                if (t == 0 || part[i].value > best[i].value) best[i] = part[i];
+        }
+        for (int32_t i = 0; i < n_rows && !rc; i++) top1[i] = best[i].id;
+        goto done;
+    }
     /* gather the last stage's slices: world ranks (pp - 1) * tp + t */
-    float *slice = malloc((size_t)n_rows * (size_t)vocab * sizeof *slice);
+    slice = malloc((size_t)n_rows * (size_t)vocab * sizeof *slice);
     if (!slice) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
         goto done;
@@ -112,8 +167,10 @@ int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *
         for (int32_t i = 0; i < n_rows && !rc; i++)
             memcpy(logits + (size_t)i * vocab + a, slice + (size_t)i * w, w * sizeof(float));
     }
-    free(slice);
 done:
+    free(slice);
+    free(best);
+    free(part);
     free(mine);
     free(d);
     return rc;
@@ -140,8 +197,9 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
     int last = c->pp_rank == c->pp - 1;
     float *logits = last ? malloc((size_t)br_engine_max_batch(e) * (size_t)(v1 - v0) * sizeof *logits)
                          : NULL;
+    void *top1buf = malloc((size_t)br_engine_max_batch(e) * sizeof(struct top1));
     int rc = BR_OK;
-    if (!d || (last && !logits)) {
+    if (!d || !top1buf || (last && !logits)) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
         goto done;
     }
@@ -171,14 +229,23 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
             }
         }
         if ((rc = run_desc(e, c, d, logits, err))) break;
-        if (last && d[2] > 0 &&
-            (rc = c->ops->send_root(c, logits, (size_t)d[2] * (size_t)(v1 - v0) * sizeof(float)))) {
-            rc = br_err_set(err, rc, "sending logits to rank 0 failed");
-            break;
+        if (last && d[2] > 0) {
+            if (d[1] & DESC_TOP1) {
+                struct top1 *t1 = (struct top1 *)top1buf;
+                slice_top1(logits, d[2], v1 - v0, v0, t1);
+                rc = c->ops->send_root(c, t1, (size_t)d[2] * sizeof *t1);
+            } else {
+                rc = c->ops->send_root(c, logits, (size_t)d[2] * (size_t)(v1 - v0) * sizeof(float));
+            }
+            if (rc) {
+                rc = br_err_set(err, rc, "sending results to rank 0 failed");
+                break;
+            }
         }
     }
 done:
     free(d);
+    free(top1buf);
     free(logits);
     return rc;
 }

@@ -13,10 +13,14 @@
 #include "worker/comm.h"
 #include "worker/engine.h"
 
-/* Rank 0: runs one step on every rank and gathers the logits of rows[0..n_rows) into
- * logits (n_rows, vocab). With comm NULL (one process) it is embed + layers + head. */
+/* Rank 0: runs one step on every rank. For rows[0..n_rows) it returns either the full
+ * logits (logits, (n_rows, vocab)) or, with logits NULL, only the greedy choice
+ * (top1, (n_rows,): the highest logit, ties to the lowest id), for which each last-stage
+ * rank sends 8 bytes per row instead of its whole vocabulary slice. With comm NULL (one
+ * process) it is embed + layers + head. */
 int br_dist_step(struct br_engine *e, struct br_comm *comm, const struct br_batch *b,
-                 const int32_t *rows, int32_t n_rows, float *logits, struct br_err *err);
+                 const int32_t *rows, int32_t n_rows, float *logits, int32_t *top1,
+                 struct br_err *err);
 
 /* Rank 0: tells every rank to leave br_dist_serve. */
 int br_dist_stop(struct br_engine *e, struct br_comm *comm, struct br_err *err);

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 _Static_assert(sizeof(struct br_block_q8_0) == 34, "Q8_0 block is 34 bytes");
 _Static_assert(sizeof(struct br_block_q6_k) == 210, "Q6_K block is 210 bytes");

@@ -371,7 +371,7 @@ static int parse(struct br_gguf *g, struct br_err *err)
         uint64_t *offs = NULL;
         if ((rc = parse_value(&c, kv, &offs))) {
             if (kv->type == BR_GGUF_ARRAY) kv->v.arr.str_offsets = NULL;
-            return br_err_prefix(err, rc, "metadata entry %zu", i);
+            return br_err_prefix(err, rc, "metadata entry %zu ('%.64s')", i, kv->key);
         }
         if (!strcmp(kv->key, "general.alignment")) {
             /* Writers use u32, but like every integer key any integer type is read (the

@@ -337,6 +337,13 @@ static int parse(struct br_gguf *g, struct br_err *err)
                           "tensor count %llu at byte offset 8 is impossible for a %llu-byte file "
                           "(truncated, or a bad count)",
                           (unsigned long long)n_tensors, (unsigned long long)g->size);
+    /* together, too (each product is at most what is left, so the sum cannot wrap) */
+    if (n_kv * 14 + n_tensors * 33 > remaining(&c))
+        return br_err_set(err, BR_E_FORMAT,
+                          "kv count %llu (byte offset 16) and tensor count %llu (byte offset 8) "
+                          "are impossible for a %llu-byte file (truncated, or a bad count)",
+                          (unsigned long long)n_kv, (unsigned long long)n_tensors,
+                          (unsigned long long)g->size);
     g->n_kv = (size_t)n_kv;
     g->n_tensors = (size_t)n_tensors;
     g->kvs = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kvs);
@@ -371,7 +378,7 @@ static int parse(struct br_gguf *g, struct br_err *err)
         uint64_t *offs = NULL;
         if ((rc = parse_value(&c, kv, &offs))) {
             if (kv->type == BR_GGUF_ARRAY) kv->v.arr.str_offsets = NULL;
-            return br_err_prefix(err, rc, "metadata entry %zu ('%.64s')", i, kv->key);
+            return br_err_prefix(err, rc, "metadata entry %zu", i);
         }
         if (!strcmp(kv->key, "general.alignment")) {
             /* Writers use u32, but like every integer key any integer type is read (the
@@ -537,6 +544,12 @@ static int open_common(struct br_gguf *g, struct br_gguf **out, struct br_err *e
     int rc = parse(g, err);
     if (rc) {
         br_err_prefix(err, rc, "%s", g->path);
+        /* Messages quote keys and names from the file, which may hold any byte but NUL; a
+         * control character there (a newline, an escape sequence) must not reach a
+         * terminal or split the one-line message. */
+        if (err)
+            for (char *p = err->msg; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
         br_gguf_close(&g);
         return rc;
     }
@@ -1072,7 +1085,12 @@ int br_gguf_writer_begin(struct br_gguf_writer *w, const char *path, struct br_e
         return br_err_set(err, BR_E_IO, "%s: %s", path, strerror(errno));
     }
     free(w->path);
-    w->path = strdup(path);
+    if (!(w->path = strdup(path))) {
+        free(h.p);
+        fclose(w->f);
+        w->f = NULL;
+        return br_err_set(err, BR_E_NOMEM, "out of memory");
+    }
     uint64_t pad = (w->alignment - h.len % w->alignment) % w->alignment;
     if (fwrite(h.p, 1, h.len, w->f) != h.len || write_zeros(w->f, pad)) rc = BR_E_IO;
     free(h.p);

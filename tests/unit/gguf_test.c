@@ -891,10 +891,12 @@ enum mut {
     M_NT_2_40,
     M_NKV_2_63,
     M_NKV_2_40,
+    M_COUNTS_SUM,
     M_KEYLEN_2_63,
     M_KEYLEN_MAX,
     M_EMPTY_KEY,
     M_KEY_NUL,
+    M_KEY_CTRL,
     M_DUP_KEY,
     M_ALIGN_0,
     M_ALIGN_3,
@@ -920,6 +922,7 @@ enum mut {
     M_NAME_HUGE,
     M_NAME_EMPTY,
     M_NAME_NUL,
+    M_NAME_CTRL,
     M_NDIMS_0,
     M_NDIMS_5,
     M_NE_0,
@@ -956,10 +959,12 @@ static const struct mcase mcases[M_COUNT] = {
     [M_NT_2_40] = {"n-tensors-2e40", BR_E_FORMAT, "tensor count"},
     [M_NKV_2_63] = {"n-kv-2e63", BR_E_FORMAT, "kv count"},
     [M_NKV_2_40] = {"n-kv-2e40", BR_E_FORMAT, "kv count"},
+    [M_COUNTS_SUM] = {"counts-sum", BR_E_FORMAT, "kv count 30"},
     [M_KEYLEN_2_63] = {"key-length-2e63", BR_E_FORMAT, "key"},
     [M_KEYLEN_MAX] = {"key-length-max", BR_E_FORMAT, "key"},
     [M_EMPTY_KEY] = {"key-empty", BR_E_FORMAT, "empty key"},
     [M_KEY_NUL] = {"key-nul", BR_E_FORMAT, "NUL"},
+    [M_KEY_CTRL] = {"key-control-chars", BR_E_FORMAT, "unknown value type 13"},
     [M_DUP_KEY] = {"key-duplicate", BR_E_FORMAT, "duplicate metadata key 'general.architecture'"},
     [M_ALIGN_0] = {"alignment-0", BR_E_FORMAT, "general.alignment"},
     [M_ALIGN_3] = {"alignment-3", BR_E_FORMAT, "general.alignment"},
@@ -985,6 +990,7 @@ static const struct mcase mcases[M_COUNT] = {
     [M_NAME_HUGE] = {"tensor-name-2e63", BR_E_FORMAT, "tensor name"},
     [M_NAME_EMPTY] = {"tensor-name-empty", BR_E_FORMAT, "name length 0"},
     [M_NAME_NUL] = {"tensor-name-nul", BR_E_FORMAT, "NUL"},
+    [M_NAME_CTRL] = {"tensor-name-control-chars", BR_E_FORMAT, "unknown type 99"},
     [M_NDIMS_0] = {"n-dims-0", BR_E_FORMAT, "n_dims 0"},
     [M_NDIMS_5] = {"n-dims-5", BR_E_FORMAT, "n_dims 5"},
     [M_NE_0] = {"ne-0", BR_E_FORMAT, "dimension 0 = 0"},
@@ -1016,9 +1022,10 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
     if (m == M_VERSION1 || m == M_VERSION4 || m == M_BIG_ENDIAN) MARK();
     rb_u32(b, m == M_VERSION1 ? 1 : m == M_VERSION4 ? 4 : m == M_BIG_ENDIAN ? 0x03000000u : 3);
     if (m == M_NT_2_63 || m == M_NT_2_40) MARK();
-    rb_u64(b, m == M_NT_2_63 ? 1ull << 63 : m == M_NT_2_40 ? 1ull << 40 : 2);
-    if (m == M_NKV_2_63 || m == M_NKV_2_40) MARK();
-    rb_u64(b, m == M_NKV_2_63 ? 1ull << 63 : m == M_NKV_2_40 ? 1ull << 40 : 3);
+    /* counts-sum: 30 keys or 10 tensors would each fit the file's 520 bytes, not both */
+    rb_u64(b, m == M_NT_2_63 ? 1ull << 63 : m == M_NT_2_40 ? 1ull << 40 : m == M_COUNTS_SUM ? 10 : 2);
+    if (m == M_NKV_2_63 || m == M_NKV_2_40 || m == M_COUNTS_SUM) MARK();
+    rb_u64(b, m == M_NKV_2_63 ? 1ull << 63 : m == M_NKV_2_40 ? 1ull << 40 : m == M_COUNTS_SUM ? 30 : 3);
 
     /* kv 0 */
     if (m == M_KEYLEN_2_63 || m == M_KEYLEN_MAX) {
@@ -1049,9 +1056,11 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
     if (m == M_EMPTY_KEY) rb_str(b, "");
     else if (m == M_KEY_NUL) rb_strn(b, "test\0value", 10);
     else if (m == M_DUP_KEY) rb_str(b, "general.architecture");
+    else if (m == M_KEY_CTRL) rb_str(b, "test\n\x1b[31mvalue\r");
     else rb_str(b, "test.value");
     switch (m) {
-    case M_VTYPE_13: MARK(), rb_u32(b, 13), rb_u32(b, 0); break;
+    case M_VTYPE_13:
+    case M_KEY_CTRL: MARK(), rb_u32(b, 13), rb_u32(b, 0); break;
     case M_VTYPE_MAX: MARK(), rb_u32(b, UINT32_MAX), rb_u32(b, 0); break;
     case M_BOOL_2:
     case M_BOOL_255: rb_u32(b, BR_GGUF_BOOL), MARK(), rb_u8(b, m == M_BOOL_2 ? 2 : 255); break;
@@ -1105,6 +1114,7 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
     case M_NAME_HUGE: rb_u64(b, 1ull << 63), rb_put(b, "b", 1); break;
     case M_NAME_EMPTY: rb_str(b, ""); break;
     case M_NAME_NUL: rb_strn(b, "b\0", 2); break;
+    case M_NAME_CTRL: rb_str(b, "b\nnext line\t"); break;
     default: rb_str(b, "b"); break;
     }
     if (m == M_DUP_NAME || m == M_NAME_64 || m == M_NAME_HUGE || m == M_NAME_EMPTY ||
@@ -1128,8 +1138,8 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
     case M_NE_NOT_BLOCK: rb_u32(b, 1), rb_u64(b, 33); break;
     default: rb_u32(b, 1), rb_u64(b, 32); break;
     }
-    if (m == M_TYPE_99 || m == M_TYPE_GAP || m == M_TYPE_MAX) MARK();
-    rb_u32(b, m == M_TYPE_99 ? 99 : m == M_TYPE_GAP ? 4 : m == M_TYPE_MAX ? UINT32_MAX
+    if (m == M_TYPE_99 || m == M_TYPE_GAP || m == M_TYPE_MAX || m == M_NAME_CTRL) MARK();
+    rb_u32(b, m == M_TYPE_99 || m == M_NAME_CTRL ? 99 : m == M_TYPE_GAP ? 4 : m == M_TYPE_MAX ? UINT32_MAX
                                                                            : BR_GGML_Q8_0);
     rb_u64(b, m == M_OFF_UNALIGNED ? 272 : m == M_OFF_OVERLAP ? 224 : m == M_OFF_SAME ? 0
               : m == M_OFF_OUT ? 1ull << 20 : m == M_OFF_WRAP ? UINT64_MAX - 31 : 256);
@@ -1158,6 +1168,10 @@ static void check_case(enum mut m)
         expect_msg(o.err.msg, c->field);
         expect_msg(o.err.msg, "<memory>: ");
         expect_msg(o.err.msg, "byte");
+        /* one line, whatever bytes the file's keys and names hold */
+        for (const char *p = o.err.msg; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                fail_msg("case %s: control character in '%s'", c->name, o.err.msg);
         if (!has_number(o.err.msg, mark))
             fail_msg("case %s: '%s' does not name byte offset %llu", c->name, o.err.msg,
                      (unsigned long long)mark);
@@ -1299,6 +1313,15 @@ static void test_corrupted_bytes(void **state)
 
 /* ---- corpus files for the CLI check and the fuzzer ---- */
 
+static int make_dir(const char *dir)
+{
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "gguf_test: cannot create %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 static int write_one(const char *dir, const char *name, const void *p, size_t n)
 {
     char path[4096];
@@ -1315,7 +1338,7 @@ static int write_one(const char *dir, const char *name, const void *p, size_t n)
 static int write_corpus(const char *dir)
 {
     int bad = 0;
-    mkdir(dir, 0777);
+    if (make_dir(dir)) return 1;
     for (int m = 1; m < M_COUNT; m++) {
         struct rb b = {0};
         uint64_t mark;
@@ -1345,7 +1368,7 @@ static int write_corpus(const char *dir)
 static int write_seeds(const char *dir)
 {
     int bad = 0;
-    mkdir(dir, 0777);
+    if (make_dir(dir)) return 1;
     struct rb b = {0};
     uint64_t mark;
     build_case(M_NONE, &b, &mark);

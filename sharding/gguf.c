@@ -26,7 +26,7 @@
 
 #include "sharding/types.h"
 
-#define GGUF_MAGIC "GGUF"
+#define GGUF_MAGIC    "GGUF"
 #define MAX_ALIGNMENT (1u << 30)
 
 struct br_gguf {
@@ -42,7 +42,7 @@ struct br_gguf {
     struct br_gguf_tensor *tensors;
     const struct br_gguf_kv **kv_sorted;         /* sorted by key, for lookups */
     const struct br_gguf_tensor **tensor_sorted; /* sorted by name */
-    char *names;           /* all keys and names, NUL-terminated, one allocation */
+    char *names; /* all keys and names, NUL-terminated, one allocation */
 };
 
 /* ---- bounds-checked cursor ---- */
@@ -126,16 +126,21 @@ size_t br_gguf_vtype_size(enum br_gguf_vtype t)
     switch (t) {
     case BR_GGUF_U8:
     case BR_GGUF_I8:
-    case BR_GGUF_BOOL: return 1;
+    case BR_GGUF_BOOL:
+        return 1;
     case BR_GGUF_U16:
-    case BR_GGUF_I16: return 2;
+    case BR_GGUF_I16:
+        return 2;
     case BR_GGUF_U32:
     case BR_GGUF_I32:
-    case BR_GGUF_F32: return 4;
+    case BR_GGUF_F32:
+        return 4;
     case BR_GGUF_U64:
     case BR_GGUF_I64:
-    case BR_GGUF_F64: return 8;
-    default: return 0;
+    case BR_GGUF_F64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -165,12 +170,24 @@ static void decode_scalar(enum br_gguf_vtype t, const uint8_t *p, struct br_gguf
     case BR_GGUF_U8:
     case BR_GGUF_U16:
     case BR_GGUF_U32:
-    case BR_GGUF_U64: kv->v.u = raw; break;
-    case BR_GGUF_I8: kv->v.i = (int8_t)raw; break;
-    case BR_GGUF_I16: kv->v.i = (int16_t)raw; break;
-    case BR_GGUF_I32: kv->v.i = (int32_t)raw; break;
-    case BR_GGUF_I64: kv->v.i = (int64_t)raw; break;
-    case BR_GGUF_BOOL: kv->v.b = raw != 0; break;
+    case BR_GGUF_U64:
+        kv->v.u = raw;
+        break;
+    case BR_GGUF_I8:
+        kv->v.i = (int8_t)raw;
+        break;
+    case BR_GGUF_I16:
+        kv->v.i = (int16_t)raw;
+        break;
+    case BR_GGUF_I32:
+        kv->v.i = (int32_t)raw;
+        break;
+    case BR_GGUF_I64:
+        kv->v.i = (int64_t)raw;
+        break;
+    case BR_GGUF_BOOL:
+        kv->v.b = raw != 0;
+        break;
     case BR_GGUF_F32: {
         uint32_t u = (uint32_t)raw;
         float f;
@@ -184,7 +201,8 @@ static void decode_scalar(enum br_gguf_vtype t, const uint8_t *p, struct br_gguf
         kv->v.f = d;
         break;
     }
-    default: assert(0);
+    default:
+        assert(0);
     }
 }
 
@@ -196,9 +214,8 @@ static int parse_value(struct cursor *c, struct br_gguf_kv *kv, uint64_t **offse
     int rc = read_u32(c, &t, "value type");
     if (rc) return rc;
     if (t >= BR_GGUF_VTYPE_COUNT)
-        return br_err_set(err, BR_E_FORMAT,
-                          "key '%s': unknown value type %u at byte offset %llu", kv->key, t,
-                          (unsigned long long)at);
+        return br_err_set(err, BR_E_FORMAT, "key '%s': unknown value type %u at byte offset %llu",
+                          kv->key, t, (unsigned long long)at);
     kv->type = (enum br_gguf_vtype)t;
     if (t == BR_GGUF_STRING) return read_str(c, &kv->v.str.ptr, &kv->v.str.len, "string value");
     if (t != BR_GGUF_ARRAY) {
@@ -218,8 +235,8 @@ static int parse_value(struct cursor *c, struct br_gguf_kv *kv, uint64_t **offse
         return rc;
     if (et >= BR_GGUF_VTYPE_COUNT)
         return br_err_set(err, BR_E_FORMAT,
-                          "key '%s': unknown array element type %u at byte offset %llu",
-                          kv->key, et, (unsigned long long)eat);
+                          "key '%s': unknown array element type %u at byte offset %llu", kv->key,
+                          et, (unsigned long long)eat);
     if (et == BR_GGUF_ARRAY)
         return br_err_set(err, BR_E_UNSUPPORTED,
                           "key '%s': nested arrays are not supported (byte offset %llu)", kv->key,
@@ -384,8 +401,10 @@ static int parse(struct br_gguf *g, struct br_err *err)
             /* Writers use u32, but like every integer key any integer type is read (the
              * writer below accepts the same set, so its files always read back). */
             uint64_t a = 0;
-            if (is_unsigned_type(kv->type) && kv->type != BR_GGUF_BOOL) a = kv->v.u;
-            else if (is_signed_type(kv->type) && kv->v.i > 0) a = (uint64_t)kv->v.i;
+            if (is_unsigned_type(kv->type) && kv->type != BR_GGUF_BOOL)
+                a = kv->v.u;
+            else if (is_signed_type(kv->type) && kv->v.i > 0)
+                a = (uint64_t)kv->v.i;
             else if (!is_signed_type(kv->type))
                 return br_err_set(err, BR_E_FORMAT,
                                   "general.alignment at byte offset %llu must be an integer, "
@@ -394,8 +413,10 @@ static int parse(struct br_gguf *g, struct br_err *err)
                                   br_gguf_vtype_name(kv->type));
             if (a == 0 || (a & (a - 1)) != 0 || a > MAX_ALIGNMENT) {
                 char val[32];
-                if (is_signed_type(kv->type)) snprintf(val, sizeof val, "%lld", (long long)kv->v.i);
-                else snprintf(val, sizeof val, "%llu", (unsigned long long)kv->v.u);
+                if (is_signed_type(kv->type))
+                    snprintf(val, sizeof val, "%lld", (long long)kv->v.i);
+                else
+                    snprintf(val, sizeof val, "%llu", (unsigned long long)kv->v.u);
                 return br_err_set(err, BR_E_FORMAT,
                                   "general.alignment at byte offset %llu must be a power of two "
                                   "up to 2^30, found %s",
@@ -427,8 +448,8 @@ static int parse(struct br_gguf *g, struct br_err *err)
             return br_err_prefix(err, rc, "tensor '%s'", t->name);
         if (t->n_dims < 1 || t->n_dims > BR_GGUF_MAX_DIMS)
             return br_err_set(err, BR_E_FORMAT,
-                              "tensor '%s': n_dims %u at byte offset %llu is not in 1..%d",
-                              t->name, t->n_dims, (unsigned long long)dat, BR_GGUF_MAX_DIMS);
+                              "tensor '%s': n_dims %u at byte offset %llu is not in 1..%d", t->name,
+                              t->n_dims, (unsigned long long)dat, BR_GGUF_MAX_DIMS);
         uint64_t nelem = 1;
         for (uint32_t d = 0; d < BR_GGUF_MAX_DIMS; d++) t->ne[d] = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) {
@@ -479,16 +500,14 @@ static int parse(struct br_gguf *g, struct br_err *err)
                               "tensor '%s': data offset %llu (info at byte %llu) is not a "
                               "multiple of the alignment %llu",
                               t->name, (unsigned long long)t->offset,
-                              (unsigned long long)t->info_offset,
-                              (unsigned long long)g->alignment);
+                              (unsigned long long)t->info_offset, (unsigned long long)g->alignment);
         if (t->offset > avail || t->nbytes > avail - t->offset)
             return br_err_set(err, BR_E_FORMAT,
                               "tensor '%s' (info at byte offset %llu): %llu bytes at data offset "
                               "%llu run past the end of the %llu-byte file (truncated, or a bad "
                               "offset)",
                               t->name, (unsigned long long)t->info_offset,
-                              (unsigned long long)t->nbytes,
-                              (unsigned long long)t->offset,
+                              (unsigned long long)t->nbytes, (unsigned long long)t->offset,
                               (unsigned long long)g->size);
         t->data = g->base + data + t->offset;
     }
@@ -500,20 +519,26 @@ static int parse(struct br_gguf *g, struct br_err *err)
         if (!strcmp(g->kv_sorted[i - 1]->key, g->kv_sorted[i]->key)) {
             /* qsort is not stable: name the later of the two records */
             const struct br_gguf_kv *a = g->kv_sorted[i - 1], *b = g->kv_sorted[i];
-            return br_err_set(err, BR_E_FORMAT,
-                              "duplicate metadata key '%s' at byte offsets %llu and %llu",
-                              b->key, (unsigned long long)(a->file_offset < b->file_offset ? a->file_offset : b->file_offset),
-                              (unsigned long long)(a->file_offset < b->file_offset ? b->file_offset : a->file_offset));
+            return br_err_set(
+                err, BR_E_FORMAT, "duplicate metadata key '%s' at byte offsets %llu and %llu",
+                b->key,
+                (unsigned long long)(a->file_offset < b->file_offset ? a->file_offset
+                                                                     : b->file_offset),
+                (unsigned long long)(a->file_offset < b->file_offset ? b->file_offset
+                                                                     : a->file_offset));
         }
     for (size_t i = 0; i < g->n_tensors; i++) g->tensor_sorted[i] = &g->tensors[i];
     qsort(g->tensor_sorted, g->n_tensors, sizeof *g->tensor_sorted, cmp_tensor_name);
     for (size_t i = 1; i < g->n_tensors; i++)
         if (!strcmp(g->tensor_sorted[i - 1]->name, g->tensor_sorted[i]->name)) {
             const struct br_gguf_tensor *a = g->tensor_sorted[i - 1], *b = g->tensor_sorted[i];
-            return br_err_set(err, BR_E_FORMAT,
-                              "duplicate tensor name '%s' at byte offsets %llu and %llu", b->name,
-                              (unsigned long long)(a->info_offset < b->info_offset ? a->info_offset : b->info_offset),
-                              (unsigned long long)(a->info_offset < b->info_offset ? b->info_offset : a->info_offset));
+            return br_err_set(
+                err, BR_E_FORMAT, "duplicate tensor name '%s' at byte offsets %llu and %llu",
+                b->name,
+                (unsigned long long)(a->info_offset < b->info_offset ? a->info_offset
+                                                                     : b->info_offset),
+                (unsigned long long)(a->info_offset < b->info_offset ? b->info_offset
+                                                                     : a->info_offset));
         }
     if (g->n_tensors > 1) {
         const struct br_gguf_tensor **by_off = malloc(g->n_tensors * sizeof *by_off);
@@ -612,13 +637,34 @@ void br_gguf_close(struct br_gguf **gp)
     *gp = NULL;
 }
 
-uint32_t br_gguf_version(const struct br_gguf *g) { return g->version; }
-uint64_t br_gguf_alignment(const struct br_gguf *g) { return g->alignment; }
-uint64_t br_gguf_data_offset(const struct br_gguf *g) { return g->data_offset; }
-uint64_t br_gguf_file_size(const struct br_gguf *g) { return g->size; }
-const char *br_gguf_path(const struct br_gguf *g) { return g->path; }
-size_t br_gguf_n_kv(const struct br_gguf *g) { return g->n_kv; }
-size_t br_gguf_n_tensors(const struct br_gguf *g) { return g->n_tensors; }
+uint32_t br_gguf_version(const struct br_gguf *g)
+{
+    return g->version;
+}
+uint64_t br_gguf_alignment(const struct br_gguf *g)
+{
+    return g->alignment;
+}
+uint64_t br_gguf_data_offset(const struct br_gguf *g)
+{
+    return g->data_offset;
+}
+uint64_t br_gguf_file_size(const struct br_gguf *g)
+{
+    return g->size;
+}
+const char *br_gguf_path(const struct br_gguf *g)
+{
+    return g->path;
+}
+size_t br_gguf_n_kv(const struct br_gguf *g)
+{
+    return g->n_kv;
+}
+size_t br_gguf_n_tensors(const struct br_gguf *g)
+{
+    return g->n_tensors;
+}
 
 const struct br_gguf_kv *br_gguf_kv_at(const struct br_gguf *g, size_t i)
 {
@@ -637,8 +683,10 @@ const struct br_gguf_kv *br_gguf_find_kv(const struct br_gguf *g, const char *ke
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(g->kv_sorted[mid]->key, key);
         if (c == 0) return g->kv_sorted[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -650,8 +698,10 @@ const struct br_gguf_tensor *br_gguf_find_tensor(const struct br_gguf *g, const 
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(g->tensor_sorted[mid]->name, name);
         if (c == 0) return g->tensor_sorted[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -676,8 +726,8 @@ int br_gguf_get_i64(const struct br_gguf *g, const char *key, int64_t *out, stru
         *out = (int64_t)u;
         return BR_OK;
     }
-    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)",
-                      key, br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)", key,
+                      br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
 }
 
 int br_gguf_get_u64(const struct br_gguf *g, const char *key, uint64_t *out, struct br_err *err)
@@ -695,8 +745,8 @@ int br_gguf_get_u64(const struct br_gguf *g, const char *key, uint64_t *out, str
         *out = (uint64_t)kv->v.i;
         return BR_OK;
     }
-    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)",
-                      key, br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)", key,
+                      br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
 }
 
 int br_gguf_get_u32(const struct br_gguf *g, const char *key, uint32_t *out, struct br_err *err)
@@ -705,9 +755,9 @@ int br_gguf_get_u32(const struct br_gguf *g, const char *key, uint32_t *out, str
     int rc = br_gguf_get_u64(g, key, &v, err);
     if (rc) return rc;
     if (v > UINT32_MAX)
-        return br_err_set(err, BR_E_FORMAT, "%s: value %llu does not fit 32 bits (byte offset %llu)",
-                          key, (unsigned long long)v,
-                          (unsigned long long)br_gguf_find_kv(g, key)->file_offset);
+        return br_err_set(
+            err, BR_E_FORMAT, "%s: value %llu does not fit 32 bits (byte offset %llu)", key,
+            (unsigned long long)v, (unsigned long long)br_gguf_find_kv(g, key)->file_offset);
     *out = (uint32_t)v;
     return BR_OK;
 }
@@ -774,13 +824,17 @@ double br_gguf_arr_f64(const struct br_gguf_kv *kv, uint64_t i)
     decode_scalar(kv->v.arr.elem, kv->v.arr.data + i * sz, &tmp);
     switch (kv->v.arr.elem) {
     case BR_GGUF_F32:
-    case BR_GGUF_F64: return tmp.v.f;
-    case BR_GGUF_BOOL: return tmp.v.b;
+    case BR_GGUF_F64:
+        return tmp.v.f;
+    case BR_GGUF_BOOL:
+        return tmp.v.b;
     case BR_GGUF_I8:
     case BR_GGUF_I16:
     case BR_GGUF_I32:
-    case BR_GGUF_I64: return (double)tmp.v.i;
-    default: return (double)tmp.v.u;
+    case BR_GGUF_I64:
+        return (double)tmp.v.i;
+    default:
+        return (double)tmp.v.u;
     }
 }
 
@@ -800,12 +854,15 @@ int64_t br_gguf_arr_i64(const struct br_gguf_kv *kv, uint64_t i)
         if (tmp.v.f >= 9223372036854775808.0) return INT64_MAX;
         if (tmp.v.f < -9223372036854775808.0) return INT64_MIN;
         return (int64_t)tmp.v.f;
-    case BR_GGUF_BOOL: return tmp.v.b;
+    case BR_GGUF_BOOL:
+        return tmp.v.b;
     case BR_GGUF_I8:
     case BR_GGUF_I16:
     case BR_GGUF_I32:
-    case BR_GGUF_I64: return tmp.v.i;
-    default: return (int64_t)tmp.v.u;
+    case BR_GGUF_I64:
+        return tmp.v.i;
+    default:
+        return (int64_t)tmp.v.u;
     }
 }
 
@@ -984,8 +1041,8 @@ int br_gguf_writer_set_arr(struct br_gguf_writer *w, const char *key, enum br_gg
     return rc;
 }
 
-int br_gguf_writer_set_arr_str(struct br_gguf_writer *w, const char *key,
-                               const char *const *strs, const size_t *lens, uint64_t n)
+int br_gguf_writer_set_arr_str(struct br_gguf_writer *w, const char *key, const char *const *strs,
+                               const size_t *lens, uint64_t n)
 {
     int rc = kv_begin(w, key, BR_GGUF_ARRAY);
     if (!rc) rc = buf_u32(&w->kv, BR_GGUF_STRING);
@@ -1101,8 +1158,7 @@ int br_gguf_writer_begin(struct br_gguf_writer *w, const char *path, struct br_e
     return BR_OK;
 }
 
-int br_gguf_writer_write(struct br_gguf_writer *w, const void *data, size_t n,
-                         struct br_err *err)
+int br_gguf_writer_write(struct br_gguf_writer *w, const void *data, size_t n, struct br_err *err)
 {
     const uint8_t *p = data;
     if (!w->f) return br_err_set(err, BR_E_INVALID, "write before begin");

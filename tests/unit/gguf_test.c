@@ -54,7 +54,10 @@ static void rb_put(struct rb *b, const void *p, size_t n)
     b->len += n;
 }
 
-static void rb_u8(struct rb *b, uint8_t v) { rb_put(b, &v, 1); }
+static void rb_u8(struct rb *b, uint8_t v)
+{
+    rb_put(b, &v, 1);
+}
 
 static void rb_u32(struct rb *b, uint32_t v)
 {
@@ -74,7 +77,10 @@ static void rb_strn(struct rb *b, const char *s, size_t n)
     rb_put(b, s, n);
 }
 
-static void rb_str(struct rb *b, const char *s) { rb_strn(b, s, strlen(s)); }
+static void rb_str(struct rb *b, const char *s)
+{
+    rb_strn(b, s, strlen(s));
+}
 
 static void rb_pad(struct rb *b, size_t align)
 {
@@ -102,8 +108,10 @@ static void open_exact(struct opened *o, const void *bytes, size_t len)
     assert_non_null(o->copy);
     if (len) memcpy(o->copy, bytes, len);
     o->rc = br_gguf_open_memory(o->copy, len, &o->g, &o->err);
-    if (o->rc == BR_OK) assert_non_null(o->g);
-    else assert_null(o->g);
+    if (o->rc == BR_OK)
+        assert_non_null(o->g);
+    else
+        assert_null(o->g);
 }
 
 static void close_exact(struct opened *o)
@@ -155,9 +163,15 @@ static uint8_t *write_to_memory(struct br_gguf_writer *w, size_t n, const uint8_
     return bytes;
 }
 
-static uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+static uint64_t round_up(uint64_t x, uint64_t a)
+{
+    return (x + a - 1) / a * a;
+}
 
 /* ---- metadata round trips ---- */
+
+/* 12 bytes: UTF-8 and a control byte, which must come back untouched */
+#define ODD_STR "h\xc3\xa9llo wor\001d"
 
 static void test_scalar_values(void **state)
 {
@@ -194,7 +208,7 @@ static void test_scalar_values(void **state)
     assert_int_equal(br_gguf_writer_set_u64(w, "c.u64", 1ull << 40), BR_OK);
     assert_int_equal(br_gguf_writer_set_f32(w, "c.f32", 1e-5f), BR_OK);
     assert_int_equal(br_gguf_writer_set_bool(w, "c.bool", true), BR_OK);
-    assert_int_equal(br_gguf_writer_set_str(w, "c.str", "h\xc3\xa9llo wor\x01" "d"), BR_OK);
+    assert_int_equal(br_gguf_writer_set_str(w, "c.str", ODD_STR), BR_OK);
     assert_int_equal(br_gguf_writer_set_str(w, "c.empty", ""), BR_OK);
     size_t len;
     uint8_t *bytes = write_to_memory(w, 0, NULL, NULL, &len);
@@ -253,8 +267,8 @@ static void test_scalar_values(void **state)
     assert_non_null(kv = br_gguf_find_kv(g, "c.str"));
     assert_int_equal(kv->type, BR_GGUF_STRING);
     assert_int_equal(kv->v.str.len, 12);
-    assert_memory_equal(kv->v.str.ptr, "h\xc3\xa9llo wor\x01" "d", 12);
-    assert_null(br_gguf_find_kv(g, "t.u"));  /* a prefix is not a match */
+    assert_memory_equal(kv->v.str.ptr, ODD_STR, 12);
+    assert_null(br_gguf_find_kv(g, "t.u")); /* a prefix is not a match */
     assert_null(br_gguf_find_kv(g, "t.u8x"));
 
     /* typed getters, each with its exact value */
@@ -302,7 +316,7 @@ static void test_scalar_values(void **state)
     assert_int_equal(br_gguf_get_bool(g, "t.u8", &b, &err), BR_OK); /* non-zero integer */
     assert_true(b);
     assert_int_equal(br_gguf_get_str(g, "c.str", s, sizeof s, &err), BR_OK);
-    assert_string_equal(s, "h\xc3\xa9llo wor\x01" "d");
+    assert_string_equal(s, ODD_STR);
     s[0] = 'x';
     assert_int_equal(br_gguf_get_str(g, "c.empty", s, sizeof s, &err), BR_OK);
     assert_string_equal(s, "");
@@ -348,14 +362,14 @@ static void test_getter_errors(void **state)
     bool b = false;
     char s[16];
     /* each failing getter leaves its output alone and names the key and byte offset */
-#define EXPECT_FAIL(call, status, key, what)                                                \
-    do {                                                                                   \
-        memset(&err, 0, sizeof err);                                                       \
-        assert_int_equal(call, status);                                                    \
-        expect_msg(err.msg, key);                                                          \
-        expect_msg(err.msg, what);                                                         \
-        if (!has_number(err.msg, br_gguf_find_kv(g, key)->file_offset))                    \
-            fail_msg("'%s' lacks the byte offset", err.msg);                               \
+#define EXPECT_FAIL(call, status, key, what)                                                       \
+    do {                                                                                           \
+        memset(&err, 0, sizeof err);                                                               \
+        assert_int_equal(call, status);                                                            \
+        expect_msg(err.msg, key);                                                                  \
+        expect_msg(err.msg, what);                                                                 \
+        if (!has_number(err.msg, br_gguf_find_kv(g, key)->file_offset))                            \
+            fail_msg("'%s' lacks the byte offset", err.msg);                                       \
     } while (0)
     EXPECT_FAIL(br_gguf_get_u32(g, "k.big", &v32, &err), BR_E_FORMAT, "k.big", "32 bits");
     assert_int_equal(v32, 77);
@@ -436,9 +450,9 @@ static void test_arrays(void **state)
     const char *plain[] = {"x", "yz"};
     assert_int_equal(br_gguf_writer_set_arr_str(w, "a.str2", plain, NULL, 2), BR_OK);
     /* empty arrays of every element type, data pointer NULL */
-    static const enum br_gguf_vtype fixed[] = {
-        BR_GGUF_U8,  BR_GGUF_I8,   BR_GGUF_U16, BR_GGUF_I16, BR_GGUF_U32, BR_GGUF_I32,
-        BR_GGUF_F32, BR_GGUF_BOOL, BR_GGUF_U64, BR_GGUF_I64, BR_GGUF_F64};
+    static const enum br_gguf_vtype fixed[] = {BR_GGUF_U8,  BR_GGUF_I8,  BR_GGUF_U16, BR_GGUF_I16,
+                                               BR_GGUF_U32, BR_GGUF_I32, BR_GGUF_F32, BR_GGUF_BOOL,
+                                               BR_GGUF_U64, BR_GGUF_I64, BR_GGUF_F64};
     enum { N_FIXED = sizeof fixed / sizeof fixed[0] };
     for (size_t k = 0; k < N_FIXED; k++) {
         char key[32];
@@ -456,12 +470,12 @@ static void test_arrays(void **state)
     assert_int_equal(br_gguf_n_kv(g), 14 + N_FIXED + 1);
 
     const struct br_gguf_kv *kv;
-#define ARR(key, et, count)                                                                \
-    do {                                                                                   \
-        assert_non_null(kv = br_gguf_find_kv(g, key));                                     \
-        assert_int_equal(kv->type, BR_GGUF_ARRAY);                                         \
-        assert_int_equal(kv->v.arr.elem, et);                                              \
-        assert_int_equal(kv->v.arr.n, count);                                              \
+#define ARR(key, et, count)                                                                        \
+    do {                                                                                           \
+        assert_non_null(kv = br_gguf_find_kv(g, key));                                             \
+        assert_int_equal(kv->type, BR_GGUF_ARRAY);                                                 \
+        assert_int_equal(kv->v.arr.elem, et);                                                      \
+        assert_int_equal(kv->v.arr.n, count);                                                      \
     } while (0)
     ARR("a.u8", BR_GGUF_U8, 4);
     for (uint64_t k = 0; k < 4; k++) {
@@ -575,8 +589,7 @@ static void test_writer_rejects(void **state)
     assert_int_equal(br_gguf_writer_add_tensor(w, "", 1, ne, BR_GGML_F32, &err), BR_E_INVALID);
     assert_int_equal(br_gguf_writer_add_tensor(w, "t", 0, ne, BR_GGML_F32, &err), BR_E_INVALID);
     assert_int_equal(br_gguf_writer_add_tensor(w, "t", 5, ne, BR_GGML_F32, &err), BR_E_INVALID);
-    assert_int_equal(br_gguf_writer_add_tensor(w, "t", 1, bad0, BR_GGML_Q8_0, &err),
-                     BR_E_INVALID);
+    assert_int_equal(br_gguf_writer_add_tensor(w, "t", 1, bad0, BR_GGML_Q8_0, &err), BR_E_INVALID);
     expect_msg(err.msg, "'t'");
     assert_int_equal(br_gguf_writer_add_tensor(w, "t", 2, zero, BR_GGML_F32, &err), BR_E_INVALID);
     assert_int_equal(br_gguf_writer_add_tensor(w, "t", 2, ovf, BR_GGML_F32, &err), BR_E_INVALID);
@@ -591,8 +604,7 @@ static void test_writer_rejects(void **state)
     char *path = br_test_tmp_path("gguf-rej");
     assert_int_equal(br_gguf_writer_begin(w, path, &err), BR_OK);
     assert_int_equal(br_gguf_writer_set_u32(w, "late", 1), BR_E_INVALID);
-    assert_int_equal(br_gguf_writer_add_tensor(w, "late", 1, ne, BR_GGML_F32, &err),
-                     BR_E_INVALID);
+    assert_int_equal(br_gguf_writer_add_tensor(w, "late", 1, ne, BR_GGML_F32, &err), BR_E_INVALID);
     assert_int_equal(br_gguf_writer_write(w, data, 128, &err), BR_OK); /* n64: 32 f32 */
     assert_int_equal(br_gguf_writer_finish(w, &err), BR_E_INVALID);
     expect_msg(err.msg, "'t' is missing 64 bytes");
@@ -1023,9 +1035,15 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
     rb_u32(b, m == M_VERSION1 ? 1 : m == M_VERSION4 ? 4 : m == M_BIG_ENDIAN ? 0x03000000u : 3);
     if (m == M_NT_2_63 || m == M_NT_2_40) MARK();
     /* counts-sum: 30 keys or 10 tensors would each fit the file's 520 bytes, not both */
-    rb_u64(b, m == M_NT_2_63 ? 1ull << 63 : m == M_NT_2_40 ? 1ull << 40 : m == M_COUNTS_SUM ? 10 : 2);
+    rb_u64(b, m == M_NT_2_63      ? 1ull << 63
+              : m == M_NT_2_40    ? 1ull << 40
+              : m == M_COUNTS_SUM ? 10
+                                  : 2);
     if (m == M_NKV_2_63 || m == M_NKV_2_40 || m == M_COUNTS_SUM) MARK();
-    rb_u64(b, m == M_NKV_2_63 ? 1ull << 63 : m == M_NKV_2_40 ? 1ull << 40 : m == M_COUNTS_SUM ? 30 : 3);
+    rb_u64(b, m == M_NKV_2_63     ? 1ull << 63
+              : m == M_NKV_2_40   ? 1ull << 40
+              : m == M_COUNTS_SUM ? 30
+                                  : 3);
 
     /* kv 0 */
     if (m == M_KEYLEN_2_63 || m == M_KEYLEN_MAX) {
@@ -1042,28 +1060,65 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
     if (m >= M_ALIGN_0 && m <= M_ALIGN_NEG) MARK();
     rb_str(b, "general.alignment");
     switch (m) {
-    case M_ALIGN_0: rb_u32(b, BR_GGUF_U32), rb_u32(b, 0); break;
-    case M_ALIGN_3: rb_u32(b, BR_GGUF_U32), rb_u32(b, 3); break;
-    case M_ALIGN_2_40: rb_u32(b, BR_GGUF_U64), rb_u64(b, 1ull << 40); break;
-    case M_ALIGN_STR: rb_u32(b, BR_GGUF_STRING), rb_str(b, "32"); break;
-    case M_ALIGN_F32: rb_u32(b, BR_GGUF_F32), rb_u32(b, 0x42000000u); break; /* 32.0f */
-    case M_ALIGN_NEG: rb_u32(b, BR_GGUF_I32), rb_u32(b, (uint32_t)-32); break;
-    default: rb_u32(b, BR_GGUF_U32), rb_u32(b, 32); break;
+    case M_ALIGN_0:
+        rb_u32(b, BR_GGUF_U32);
+        rb_u32(b, 0);
+        break;
+    case M_ALIGN_3:
+        rb_u32(b, BR_GGUF_U32);
+        rb_u32(b, 3);
+        break;
+    case M_ALIGN_2_40:
+        rb_u32(b, BR_GGUF_U64);
+        rb_u64(b, 1ull << 40);
+        break;
+    case M_ALIGN_STR:
+        rb_u32(b, BR_GGUF_STRING);
+        rb_str(b, "32");
+        break;
+    case M_ALIGN_F32:
+        rb_u32(b, BR_GGUF_F32);
+        rb_u32(b, 0x42000000u); /* 32.0f */
+        break;
+    case M_ALIGN_NEG:
+        rb_u32(b, BR_GGUF_I32);
+        rb_u32(b, (uint32_t)-32);
+        break;
+    default:
+        rb_u32(b, BR_GGUF_U32);
+        rb_u32(b, 32);
+        break;
     }
 
     /* kv 2: an ordinary value, or a broken one */
     if (m == M_EMPTY_KEY || m == M_KEY_NUL || m == M_DUP_KEY) MARK();
-    if (m == M_EMPTY_KEY) rb_str(b, "");
-    else if (m == M_KEY_NUL) rb_strn(b, "test\0value", 10);
-    else if (m == M_DUP_KEY) rb_str(b, "general.architecture");
-    else if (m == M_KEY_CTRL) rb_str(b, "test\n\x1b[31mvalue\r");
-    else rb_str(b, "test.value");
+    if (m == M_EMPTY_KEY)
+        rb_str(b, "");
+    else if (m == M_KEY_NUL)
+        rb_strn(b, "test\0value", 10);
+    else if (m == M_DUP_KEY)
+        rb_str(b, "general.architecture");
+    else if (m == M_KEY_CTRL)
+        rb_str(b, "test\n\x1b[31mvalue\r");
+    else
+        rb_str(b, "test.value");
     switch (m) {
     case M_VTYPE_13:
-    case M_KEY_CTRL: MARK(), rb_u32(b, 13), rb_u32(b, 0); break;
-    case M_VTYPE_MAX: MARK(), rb_u32(b, UINT32_MAX), rb_u32(b, 0); break;
+    case M_KEY_CTRL:
+        MARK();
+        rb_u32(b, 13);
+        rb_u32(b, 0);
+        break;
+    case M_VTYPE_MAX:
+        MARK();
+        rb_u32(b, UINT32_MAX);
+        rb_u32(b, 0);
+        break;
     case M_BOOL_2:
-    case M_BOOL_255: rb_u32(b, BR_GGUF_BOOL), MARK(), rb_u8(b, m == M_BOOL_2 ? 2 : 255); break;
+    case M_BOOL_255:
+        rb_u32(b, BR_GGUF_BOOL), MARK();
+        rb_u8(b, m == M_BOOL_2 ? 2 : 255);
+        break;
     case M_STRLEN_2_63:
     case M_STRLEN_PAST:
         rb_u32(b, BR_GGUF_STRING), MARK();
@@ -1074,28 +1129,52 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
     case M_ARR_2_62:
     case M_ARR_PAST:
         rb_u32(b, BR_GGUF_ARRAY), MARK();
-        rb_u32(b, BR_GGUF_U32), rb_u64(b, m == M_ARR_2_62 ? 1ull << 62 : 1024), rb_u32(b, 1);
+        rb_u32(b, BR_GGUF_U32);
+        rb_u64(b, m == M_ARR_2_62 ? 1ull << 62 : 1024);
+        rb_u32(b, 1);
         break;
     case M_ARR_STR_2_61:
         rb_u32(b, BR_GGUF_ARRAY), MARK();
-        rb_u32(b, BR_GGUF_STRING), rb_u64(b, 1ull << 61), rb_str(b, "x");
+        rb_u32(b, BR_GGUF_STRING);
+        rb_u64(b, 1ull << 61);
+        rb_str(b, "x");
         break;
     case M_ARR_STR_ELEM_2_63:
-        rb_u32(b, BR_GGUF_ARRAY), rb_u32(b, BR_GGUF_STRING), rb_u64(b, 3), rb_str(b, "ok");
-        MARK(), rb_u64(b, 1ull << 63), rb_str(b, "z");
+        rb_u32(b, BR_GGUF_ARRAY);
+        rb_u32(b, BR_GGUF_STRING);
+        rb_u64(b, 3);
+        rb_str(b, "ok");
+        MARK();
+        rb_u64(b, 1ull << 63);
+        rb_str(b, "z");
         break;
     case M_ARR_NESTED:
         rb_u32(b, BR_GGUF_ARRAY), MARK();
-        rb_u32(b, BR_GGUF_ARRAY), rb_u64(b, 1), rb_u32(b, BR_GGUF_U8), rb_u64(b, 1), rb_u8(b, 5);
+        rb_u32(b, BR_GGUF_ARRAY);
+        rb_u64(b, 1);
+        rb_u32(b, BR_GGUF_U8);
+        rb_u64(b, 1);
+        rb_u8(b, 5);
         break;
     case M_ARR_ELEM_13:
-        rb_u32(b, BR_GGUF_ARRAY), MARK(), rb_u32(b, 13), rb_u64(b, 1), rb_u32(b, 0);
+        rb_u32(b, BR_GGUF_ARRAY), MARK();
+        rb_u32(b, 13);
+        rb_u64(b, 1);
+        rb_u32(b, 0);
         break;
     case M_ARR_BOOL_2:
-        rb_u32(b, BR_GGUF_ARRAY), rb_u32(b, BR_GGUF_BOOL), rb_u64(b, 3), rb_u8(b, 1), rb_u8(b, 0);
-        MARK(), rb_u8(b, 2);
+        rb_u32(b, BR_GGUF_ARRAY);
+        rb_u32(b, BR_GGUF_BOOL);
+        rb_u64(b, 3);
+        rb_u8(b, 1);
+        rb_u8(b, 0);
+        MARK();
+        rb_u8(b, 2);
         break;
-    default: rb_u32(b, BR_GGUF_U32), rb_u32(b, 7); break;
+    default:
+        rb_u32(b, BR_GGUF_U32);
+        rb_u32(b, 7);
+        break;
     }
 
     /* tensor a: {32, 2} F32 at 0 (256 bytes) */
@@ -1109,13 +1188,28 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
     /* tensor b: {32} Q8_0 at 256 (34 bytes) */
     uint64_t info_b = b->len;
     switch (m) {
-    case M_DUP_NAME: rb_str(b, "a"); break;
-    case M_NAME_64: rb_str(b, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"); break;
-    case M_NAME_HUGE: rb_u64(b, 1ull << 63), rb_put(b, "b", 1); break;
-    case M_NAME_EMPTY: rb_str(b, ""); break;
-    case M_NAME_NUL: rb_strn(b, "b\0", 2); break;
-    case M_NAME_CTRL: rb_str(b, "b\nnext line\t"); break;
-    default: rb_str(b, "b"); break;
+    case M_DUP_NAME:
+        rb_str(b, "a");
+        break;
+    case M_NAME_64:
+        rb_str(b, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+        break;
+    case M_NAME_HUGE:
+        rb_u64(b, 1ull << 63);
+        rb_put(b, "b", 1);
+        break;
+    case M_NAME_EMPTY:
+        rb_str(b, "");
+        break;
+    case M_NAME_NUL:
+        rb_strn(b, "b\0", 2);
+        break;
+    case M_NAME_CTRL:
+        rb_str(b, "b\nnext line\t");
+        break;
+    default:
+        rb_str(b, "b");
+        break;
     }
     if (m == M_DUP_NAME || m == M_NAME_64 || m == M_NAME_HUGE || m == M_NAME_EMPTY ||
         m == M_NAME_NUL || m == M_OFF_UNALIGNED || m == M_OFF_OVERLAP || m == M_OFF_SAME ||
@@ -1123,26 +1217,47 @@ static void build_case(enum mut m, struct rb *b, uint64_t *mark)
         *mark = info_b;
     if (m == M_NDIMS_0 || m == M_NDIMS_5 || m == M_NE_NOT_BLOCK) MARK();
     switch (m) {
-    case M_NDIMS_0: rb_u32(b, 0); break;
+    case M_NDIMS_0:
+        rb_u32(b, 0);
+        break;
     case M_NDIMS_5:
         rb_u32(b, 5);
         for (int d = 0; d < 5; d++) rb_u64(b, d ? 1 : 32);
         break;
-    case M_NE_0: rb_u32(b, 1), MARK(), rb_u64(b, 0); break;
-    case M_NE_HUGE: rb_u32(b, 1), MARK(), rb_u64(b, 1ull << 63); break;
+    case M_NE_0:
+        rb_u32(b, 1), MARK();
+        rb_u64(b, 0);
+        break;
+    case M_NE_HUGE:
+        rb_u32(b, 1), MARK();
+        rb_u64(b, 1ull << 63);
+        break;
     case M_NE_OVERFLOW:
     case M_NE_INT64:
-        rb_u32(b, 2), rb_u64(b, 1ull << 32), MARK();
+        rb_u32(b, 2);
+        rb_u64(b, 1ull << 32), MARK();
         rb_u64(b, m == M_NE_OVERFLOW ? 1ull << 32 : 1ull << 31);
         break;
-    case M_NE_NOT_BLOCK: rb_u32(b, 1), rb_u64(b, 33); break;
-    default: rb_u32(b, 1), rb_u64(b, 32); break;
+    case M_NE_NOT_BLOCK:
+        rb_u32(b, 1);
+        rb_u64(b, 33);
+        break;
+    default:
+        rb_u32(b, 1);
+        rb_u64(b, 32);
+        break;
     }
     if (m == M_TYPE_99 || m == M_TYPE_GAP || m == M_TYPE_MAX || m == M_NAME_CTRL) MARK();
-    rb_u32(b, m == M_TYPE_99 || m == M_NAME_CTRL ? 99 : m == M_TYPE_GAP ? 4 : m == M_TYPE_MAX ? UINT32_MAX
-                                                                           : BR_GGML_Q8_0);
-    rb_u64(b, m == M_OFF_UNALIGNED ? 272 : m == M_OFF_OVERLAP ? 224 : m == M_OFF_SAME ? 0
-              : m == M_OFF_OUT ? 1ull << 20 : m == M_OFF_WRAP ? UINT64_MAX - 31 : 256);
+    rb_u32(b, m == M_TYPE_99 || m == M_NAME_CTRL ? 99
+              : m == M_TYPE_GAP                  ? 4
+              : m == M_TYPE_MAX                  ? UINT32_MAX
+                                                 : BR_GGML_Q8_0);
+    rb_u64(b, m == M_OFF_UNALIGNED ? 272
+              : m == M_OFF_OVERLAP ? 224
+              : m == M_OFF_SAME    ? 0
+              : m == M_OFF_OUT     ? 1ull << 20
+              : m == M_OFF_WRAP    ? UINT64_MAX - 31
+                                   : 256);
     if (m == M_NO_DATA) {
         *mark = round_up(b->len, 32); /* where the data section would start */
         return;
@@ -1259,8 +1374,7 @@ static void test_truncated_everywhere(void **state)
     for (size_t cut = 0; cut < data_end; cut++) {
         struct opened o;
         open_exact(&o, bytes, cut);
-        if (o.rc != BR_E_FORMAT)
-            fail_msg("cut at %zu: status %d (%s)", cut, o.rc, o.err.msg);
+        if (o.rc != BR_E_FORMAT) fail_msg("cut at %zu: status %d (%s)", cut, o.rc, o.err.msg);
         expect_msg(o.err.msg, "truncated");
         expect_msg(o.err.msg, "byte");
         close_exact(&o);

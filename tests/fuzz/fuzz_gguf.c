@@ -34,8 +34,7 @@ static void walk_kv(const struct br_gguf *g, const struct br_gguf_kv *kv)
     br_gguf_get_f32(g, kv->key, &f, &err);
     br_gguf_get_bool(g, kv->key, &b, &err);
     br_gguf_get_str(g, kv->key, s, sizeof s, &err);
-    /* lookups by key find a record with that key (the first of any duplicates is refused
-     * by the reader, so the match is this very one) */
+    /* the reader refuses duplicate keys, so a lookup finds this very record */
     if (br_gguf_find_kv(g, kv->key) != kv) abort();
     if (kv->type == BR_GGUF_STRING) {
         uint64_t acc = 0;
@@ -62,6 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct br_gguf *g = NULL;
     struct br_err err;
+    err.msg[0] = '\0'; /* so the check below sees whether a message was written */
     int rc = br_gguf_open_memory(data, size, &g, &err);
     if (rc != BR_OK) {
         /* a refusal always comes with a message and no reader */

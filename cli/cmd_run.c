@@ -130,7 +130,7 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
     for (int32_t off = 0; off < n_prompt && !rc; off += mb) {
         int32_t T = n_prompt - off < mb ? n_prompt - off : mb;
         for (int32_t t = 0; t < T; t++) pos[t] = off + t;
-        struct br_batch b = {T, toks + off, pos, seq};
+        struct br_batch b = {T, toks + off, pos, seq, 0, NULL};
         int final = off + T == n_prompt;
         int32_t nr = df ? T : final ? 1 : 0;
         rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr, df ? logits : NULL,
@@ -147,7 +147,7 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
         fflush(stdout);
         if (i + 1 == a->n_gen) break;
         pos[0] = p++;
-        struct br_batch b = {1, &next, pos, seq};
+        struct br_batch b = {1, &next, pos, seq, 0, NULL};
         rc = br_dist_step(eng, comm, &b, rows, 1, df ? logits : NULL, &next_tok, err);
         if (!rc && df) next_tok = argmax(logits, vocab);
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab)

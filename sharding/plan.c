@@ -178,7 +178,7 @@ void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uin
     uint64_t dch = (dl + BR_CHUNK - 1) / BR_CHUNK;
     uint64_t ffch = ((uint64_t)(q->ff1 - q->ff0) + BR_CHUNK - 1) / BR_CHUNK;
     uint64_t qhl = (uint64_t)(q->kv1 - q->kv0) * (uint64_t)g;
-    uint64_t desc = 4 * (4 + 4 * (uint64_t)max_batch);
+    uint64_t desc = 4 * (4 + 5 * (uint64_t)max_batch);
     uint64_t b = 0, m = 0;
     if (p->tp > 1) {
         /* per layer and token: two residual norms (statistics + int8 slice), two sub-norm

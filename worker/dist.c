@@ -1,8 +1,9 @@
 /*
  * Step protocol (see dist.h). The descriptor is a fixed-size int32 array so that it can
  * be broadcast and sent without a length exchange:
- *   [0] n tokens  [1] flags  [2] n_rows  [3] reserved
- *   then tokens[max_batch], pos[max_batch], seq[max_batch], rows[max_batch].
+ *   [0] n tokens  [1] flags  [2] n_rows  [3] n_free
+ *   then tokens[max_batch], pos[max_batch], seq[max_batch], rows[max_batch],
+ *   free_seqs[max_batch] (sequence slots released before the step).
  * Per step, stage s > 0 receives the descriptor and then the residual slice (n, dl) from
  * the same TP rank of stage s - 1; the last stage sends (n_rows, v1 - v0) logits to rank 0.
  */
@@ -36,7 +37,7 @@ enum { HDR = 4 };
 
 static size_t desc_ints(const struct br_engine *e)
 {
-    return HDR + 4 * (size_t)br_engine_max_batch(e);
+    return HDR + 5 * (size_t)br_engine_max_batch(e);
 }
 
 static void desc_pack(int32_t *d, int32_t mb, const struct br_batch *b, const int32_t *rows,
@@ -45,12 +46,13 @@ static void desc_pack(int32_t *d, int32_t mb, const struct br_batch *b, const in
     d[0] = b ? b->n : 0;
     d[1] = flags;
     d[2] = n_rows;
-    d[3] = 0;
+    d[3] = b ? b->n_free : 0;
     if (!b) return;
     memcpy(d + HDR, b->tokens, (size_t)b->n * 4);
     memcpy(d + HDR + mb, b->pos, (size_t)b->n * 4);
     memcpy(d + HDR + 2 * mb, b->seq, (size_t)b->n * 4);
     memcpy(d + HDR + 3 * mb, rows, (size_t)n_rows * 4);
+    if (b->n_free > 0) memcpy(d + HDR + 4 * mb, b->free_seqs, (size_t)b->n_free * 4);
 }
 
 /* Runs this rank's share of the step described by d; forwards it down the pipeline. */
@@ -58,12 +60,12 @@ static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, float *l
                     struct br_err *err)
 {
     int32_t mb = br_engine_max_batch(e);
-    struct br_batch b = {d[0], d + HDR, d + HDR + mb, d + HDR + 2 * mb};
+    struct br_batch b = {d[0], d + HDR, d + HDR + mb, d + HDR + 2 * mb, d[3], d + HDR + 4 * mb};
     const int32_t *rows = d + HDR + 3 * mb;
     int32_t n_rows = d[2];
     int rc = BR_OK;
     int first = c ? c->pp_rank == 0 : 1, last = c ? c->pp_rank == c->pp - 1 : 1;
-    if (b.n < 1 || b.n > mb || n_rows < 0 || n_rows > b.n)
+    if (b.n < 1 || b.n > mb || n_rows < 0 || n_rows > b.n || b.n_free < 0 || b.n_free > mb)
         return br_err_set(err, BR_E_PROTOCOL, "bad step descriptor (%d tokens, %d rows)", b.n, n_rows);
     if (first && (rc = br_engine_embed(e, &b, err))) return rc;
     if ((rc = br_engine_layers(e, &b, err))) return rc;
@@ -106,13 +108,6 @@ int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *
     br_engine_vocab_slice(e, 0, &v0, &v1);
     if (last) {
         mine = malloc((size_t)(n_rows ? n_rows : 1) * (size_t)(v1 - v0) * sizeof *mine);
-        if (!mine) {
-            rc = br_err_set(err, BR_E_NOMEM, "out of memory");
-            goto done;
-        }
-    }
-    if (last && want_top1 && tp == 1) {
-        mine = malloc((size_t)(n_rows ? n_rows : 1) * (size_t)vocab * sizeof *mine);
         if (!mine) {
             rc = br_err_set(err, BR_E_NOMEM, "out of memory");
             goto done;

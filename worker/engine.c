@@ -23,10 +23,11 @@
 #include "bitrack/fp.h"
 #include "kernels/ops.h"
 #include "sharding/plan.h"
+#include "worker/kvcache.h"
 
 struct layer_cache {
-    uint16_t *k; /* (n_seq, n_ctx, kdl) f16 */
-    uint16_t *v; /* (n_seq, n_ctx, vdl) f16 */
+    uint16_t *k; /* (kv_blocks * BR_KV_BLOCK, kdl) f16 */
+    uint16_t *v; /* (kv_blocks * BR_KV_BLOCK, vdl) f16 */
 };
 
 /* What every rank of the TP group holds, for laying out collectives. */
@@ -49,6 +50,8 @@ struct br_engine {
     size_t kpad_d, kpad_o, kpad_f;       /* padded widths of the int8 inputs */
     struct group_dims *grp;              /* (tp,) */
     struct layer_cache *cache;           /* (n_layer,), only own layers allocated */
+    struct br_kv_alloc *kv;              /* block tables */
+    int64_t *rows;                       /* (max_batch,) cache row of each batch token */
     /* scratch, all sized for max_batch tokens */
     float *x;        /* residual slice (T, dl) */
     int8_t *q8;      /* full or local int8 input (T, max kpad) */
@@ -93,6 +96,8 @@ void br_engine_destroy(struct br_engine **ep)
             free(e->cache[l].v);
         }
     free(e->cache);
+    br_kv_alloc_destroy(&e->kv);
+    free(e->rows);
     free(e->grp);
     free(e->x), free(e->q8), free(e->q8loc), free(e->qs), free(e->stats), free(e->gstats);
     free(e->acc), free(e->rs), free(e->q), free(e->k), free(e->v), free(e->att);
@@ -203,7 +208,12 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
         !e->q || !e->k || !e->v || !e->att || !e->gbuf || !e->ubuf || !e->xn || !e->xnl ||
         !e->scores || !e->layer_rms || !e->gbuf_raw || !e->cache)
         goto nomem;
-    size_t slots = (size_t)e->n_seq * (size_t)e->n_ctx;
+    int32_t per_seq = (e->n_ctx + BR_KV_BLOCK - 1) / BR_KV_BLOCK;
+    int32_t n_blocks = o && o->kv_blocks > 0 ? o->kv_blocks : per_seq * e->n_seq;
+    if (br_kv_alloc_create(e->n_seq, e->n_ctx, BR_KV_BLOCK, n_blocks, &e->kv)) goto nomem;
+    e->rows = xalloc(T * sizeof *e->rows);
+    if (!e->rows) goto nomem;
+    size_t slots = (size_t)n_blocks * BR_KV_BLOCK;
     for (int l = p->layer0; l < p->layer1; l++) {
         e->cache[l].k = xalloc(slots * (size_t)e->kdl * sizeof(uint16_t));
         e->cache[l].v = xalloc(slots * (size_t)e->vdl * sizeof(uint16_t));
@@ -219,6 +229,7 @@ nomem:
 }
 
 int32_t br_engine_n_ctx(const struct br_engine *e) { return e->n_ctx; }
+int32_t br_engine_free_blocks(const struct br_engine *e) { return br_kv_alloc_free_blocks(e->kv); }
 int32_t br_engine_max_batch(const struct br_engine *e) { return e->max_batch; }
 int32_t br_engine_vocab(const struct br_engine *e) { return e->m->cfg.n_vocab; }
 int32_t br_engine_residual_width(const struct br_engine *e) { return e->dl; }
@@ -246,6 +257,11 @@ int br_engine_check(const struct br_engine *e, const struct br_batch *b, struct 
             return br_err_set(err, BR_E_RANGE, "sequence slot %d out of range (0..%d)", b->seq[i],
                               e->n_seq - 1);
     }
+    if (b->n_free < 0 || b->n_free > e->max_batch)
+        return br_err_set(err, BR_E_INVALID, "%d slots to free (0..%d)", b->n_free, e->max_batch);
+    for (int32_t i = 0; i < b->n_free; i++)
+        if (b->free_seqs[i] < 0 || b->free_seqs[i] >= e->n_seq)
+            return br_err_set(err, BR_E_RANGE, "freed slot %d out of range", b->free_seqs[i]);
     return BR_OK;
 }
 
@@ -444,12 +460,13 @@ static void attn_task(void *ctx, int h, int n_heads)
     float scale = 1.0f / sqrtf((float)hd);
     for (int32_t t = 0; t < j->b->n; t++) {
         int32_t npos = j->b->pos[t] + 1;
-        size_t base = (size_t)j->b->seq[t] * (size_t)e->n_ctx;
+        int32_t sq = j->b->seq[t];
         const float *qh = e->q + (size_t)t * e->qdl + (size_t)h * hd;
         for (int32_t i = 0; i < hd; i++) qbuf[i] = f16_round(qh[i]);
         float mx = -INFINITY;
         for (int32_t p = 0; p < npos; p++) {
-            const uint16_t *kp = lc->k + (base + (size_t)p) * e->kdl + (size_t)kvh * hd;
+            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p);
+            const uint16_t *kp = lc->k + row * e->kdl + (size_t)kvh * hd;
             for (int32_t i = 0; i < hd; i++) kbuf[i] = br_f16_to_f32(kp[i]);
             scores[p] = br_dot_f32(qbuf, kbuf, (size_t)hd) * scale;
             if (scores[p] > mx) mx = scores[p];
@@ -463,7 +480,8 @@ static void attn_task(void *ctx, int h, int n_heads)
         float *out = e->att + (size_t)t * e->odl + (size_t)h * hdv;
         for (int32_t i = 0; i < hdv; i++) out[i] = 0.0f;
         for (int32_t p = 0; p < npos; p++) {
-            const uint16_t *vp = lc->v + (base + (size_t)p) * e->vdl + (size_t)kvh * hdv;
+            const uint16_t *vp =
+                lc->v + (size_t)br_kv_alloc_row(e->kv, sq, p) * e->vdl + (size_t)kvh * hdv;
             float w = f16_round(scores[p]);
             for (int32_t i = 0; i < hdv; i++) out[i] = fmaf(w, br_f16_to_f32(vp[i]), out[i]);
         }
@@ -508,6 +526,16 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         cpr_head[r] = e->grp[r].qhl;
         cpr_ff[r] = (int32_t)chunks_of(e->grp[r].ffl, BR_CHUNK);
     }
+    /* KV blocks: frees, then each token's position, on every rank in the same order */
+    for (int32_t i = 0; i < b->n_free; i++) br_kv_alloc_release(e->kv, b->free_seqs[i]);
+    for (int32_t t = 0; t < T; t++) {
+        int64_t row = br_kv_alloc_append(e->kv, b->seq[t], b->pos[t]);
+        if (row < 0)
+            return br_err_set(err, (int)row, row == BR_E_BUSY ? "no free KV block for slot %d "
+                              "position %d" : "slot %d position %d is not next in its sequence",
+                              b->seq[t], b->pos[t]);
+        e->rows[t] = row;
+    }
     if (p->first_stage) e->layer_rms[0] = rms_of(e->x + (size_t)(T - 1) * e->dl, e->dl);
     for (int l = p->layer0; l < p->layer1; l++) {
         const struct br_layer_weights *lw = &m->layers[l];
@@ -525,7 +553,7 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
             for (int32_t h = 0; h < e->kvl; h++)
                 br_rope(e->k + (size_t)t * e->kdl + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
                         c->rope_neox);
-            size_t slot = (size_t)b->seq[t] * (size_t)e->n_ctx + (size_t)pos;
+            size_t slot = (size_t)e->rows[t];
             for (int32_t i = 0; i < e->kdl; i++)
                 lc->k[slot * e->kdl + i] = br_f32_to_f16(e->k[(size_t)t * e->kdl + i]);
             for (int32_t i = 0; i < e->vdl; i++)
@@ -669,7 +697,7 @@ int br_engine_eval(struct br_engine *e, const int32_t *tokens, int32_t n, int32_
     for (int32_t off = 0; off < n && !rc; off += e->max_batch) {
         int32_t T = n - off < e->max_batch ? n - off : e->max_batch;
         for (int32_t t = 0; t < T; t++) pos[t] = pos0 + off + t, rows[t] = t;
-        struct br_batch b = {T, tokens + off, pos, seq};
+        struct br_batch b = {T, tokens + off, pos, seq, 0, NULL};
         if ((rc = br_engine_embed(e, &b, err)) || (rc = br_engine_layers(e, &b, err))) break;
         if (mode == BR_LOGITS_ALL)
             rc = br_engine_head(e, &b, rows, T, logits + (size_t)off * vocab, err);

@@ -9,7 +9,8 @@
  * bit-identical for every TP x PP layout and thread count. The single-process engine is
  * the oracle the distributed runs are compared against.
  *
- * KV cache: f16, per sequence slot, (n_seq, n_ctx, local KV heads * head_dim) per layer.
+ * KV cache: f16, paged (worker/kvcache.h): blocks of BR_KV_BLOCK positions handed to
+ * sequence slots as they grow; per layer (kv_blocks * BR_KV_BLOCK, local KV heads * hd).
  */
 #ifndef BR_WORKER_ENGINE_H
 #define BR_WORKER_ENGINE_H
@@ -24,11 +25,13 @@
 struct br_engine;
 
 #define BR_MAX_HEAD_DIM 512 /* attention keeps a head's vectors on the stack */
+#define BR_KV_BLOCK 32      /* positions per KV-cache block */
 
 struct br_engine_opts {
     int32_t n_ctx;        /* KV positions per sequence; 0: the model's context length */
     int32_t max_batch;    /* tokens per forward step; 0: 64 */
     int32_t n_seq;        /* sequence slots; 0: 1 */
+    int32_t kv_blocks;    /* KV blocks in all; 0: enough for every slot's full context */
     struct br_pool *pool; /* borrowed; NULL: serial */
     struct br_comm *comm; /* borrowed; NULL: a single process holding the whole model */
 };
@@ -40,11 +43,17 @@ void br_engine_destroy(struct br_engine **e);
 
 /* A batch: token i is tokens[i] of sequence slot seq[i] at position pos[i]. Positions of
  * one sequence must be consecutive and in order within the batch, and earlier positions
- * of that sequence must already be cached. */
+ * of that sequence must already be cached (a position below the cached length truncates
+ * the sequence there). Before the tokens, the slots free_seqs[0..n_free) are released. */
 struct br_batch {
     int32_t n;
     const int32_t *tokens, *pos, *seq;
+    int32_t n_free;
+    const int32_t *free_seqs;
 };
+
+/* Free KV blocks, and the block size (for admission decisions). */
+int32_t br_engine_free_blocks(const struct br_engine *e);
 
 /* Checks a batch against the engine's limits (ids, positions, slots); BR_OK or an error
  * naming the offending entry. */

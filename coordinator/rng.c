@@ -51,11 +51,21 @@ uint64_t br_rng_u64(uint64_t seed, uint64_t seq, uint64_t pos, uint64_t stream)
     return ((uint64_t)out[1] << 32) | out[0];
 }
 
-double br_rng_uniform(uint64_t seed, uint64_t seq, uint64_t pos, uint64_t stream)
+double br_rng_uniform_from_bits(uint64_t bits)
 {
     /* (m + 0.5) * 2^-52 with m < 2^52 needs 53 significant bits, so it is exact. */
-    uint64_t m = br_rng_u64(seed, seq, pos, stream) >> 12;
+    uint64_t m = bits >> 12;
     return ((double)m + 0.5) * 0x1p-52;
+}
+
+double br_rng_gumbel_from_bits(uint64_t bits)
+{
+    return -log(-log(br_rng_uniform_from_bits(bits)));
+}
+
+double br_rng_uniform(uint64_t seed, uint64_t seq, uint64_t pos, uint64_t stream)
+{
+    return br_rng_uniform_from_bits(br_rng_u64(seed, seq, pos, stream));
 }
 
 float br_rng_uniformf(uint64_t seed, uint64_t seq, uint64_t pos, uint64_t stream)
@@ -66,5 +76,21 @@ float br_rng_uniformf(uint64_t seed, uint64_t seq, uint64_t pos, uint64_t stream
 
 double br_rng_gumbel(uint64_t seed, uint64_t seq, uint64_t pos, uint64_t stream)
 {
-    return -log(-log(br_rng_uniform(seed, seq, pos, stream)));
+    return br_rng_gumbel_from_bits(br_rng_u64(seed, seq, pos, stream));
+}
+
+struct br_rng_step br_rng_step_key(uint64_t seed, uint64_t seq, uint64_t pos)
+{
+    const uint32_t ctr[4] = {(uint32_t)pos, BR_RNG_STREAM_STEP, (uint32_t)seq,
+                             (uint32_t)(seq >> 32)};
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    uint32_t out[4];
+    br_rng_philox4x32_10(ctr, key, out);
+    return (struct br_rng_step){((uint64_t)out[1] << 32) | out[0],
+                                ((uint64_t)out[3] << 32) | out[2]};
+}
+
+double br_rng_token_gumbel(uint64_t seed, uint64_t seq, uint64_t pos, uint64_t id)
+{
+    return br_rng_gumbel_from_bits(br_rng_token_bits(br_rng_step_key(seed, seq, pos), id));
 }

@@ -73,6 +73,9 @@ int br_sample_params_check(const struct br_sample_params *p, int32_t n_vocab,
     return BR_OK;
 }
 
+_Static_assert(sizeof(struct br_cand) == 16, "candidate layout");
+_Static_assert(sizeof(struct br_sample_chunk_stat) == 8, "chunk statistics layout");
+
 /* Which selector a slice runs. */
 enum select_mode { SEL_GREEDY, SEL_GUMBEL, SEL_TOPC };
 
@@ -197,12 +200,37 @@ static void heap_offer(struct br_cand *h, int32_t *n, int32_t cap, struct br_can
     }
 }
 
-static double gumbel_key(const struct br_sample_params *p, uint64_t seq, uint64_t pos,
-                         int32_t id, float logit)
+/*
+ * Plain temperature sampling draws a Gumbel key for every token; most tokens start far
+ * behind the leader and need a draw near 1 to catch up. The gate rejects them from the
+ * random bits alone, without the two logarithms. A token d >= 2 behind the best key can
+ * only win if -log(-log u) > d - 1 (the 1 absorbs any rounding of the key), hence
+ * -log u < e^-(d-1), and since -log u >= 1 - u, 1 - u < e^-K for K = floor(d) - 1. With
+ * u = (m + 0.5) 2^-52 that is 2^52 - m < e^-K 2^52 + 1/2; the table holds those bounds
+ * rounded generously up, so the gate only ever rejects tokens that would lose.
+ */
+struct gumbel_gate {
+    uint64_t bound[41]; /* (41,) bound[K] >= e^-K 2^52 + 1/2, for K = 0 .. 40 */
+};
+
+static void gumbel_gate_init(struct gumbel_gate *g)
+{
+    for (int k = 0; k <= 40; k++) g->bound[k] = (uint64_t)(exp(-(double)k) * 0x1p52 * 1.001) + 2;
+}
+
+static int gumbel_cannot_win(const struct gumbel_gate *g, double d, uint64_t bits)
+{
+    int k = (int)d - 1; /* d in [2, 40]: k in [1, 39] */
+    uint64_t m = bits >> 12;
+    return (UINT64_C(1) << 52) - m >= g->bound[k];
+}
+
+static double gumbel_key(const struct br_sample_params *p, struct br_rng_step step, int32_t id,
+                         float logit)
 {
     if (logit == -INFINITY) return -INFINITY;
     return (double)logit / (double)p->temperature +
-           br_rng_gumbel(p->seed, seq, pos, (uint64_t)id);
+           br_rng_gumbel_from_bits(br_rng_token_bits(step, (uint64_t)id));
 }
 
 int br_sample_candidates(const struct br_sample_params *p, const float *logits, int32_t v0,
@@ -249,6 +277,9 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
     int32_t n_out = 0;      /* heap size (SEL_TOPC) or 0/1 */
     struct br_cand best = {v0, -INFINITY, -INFINITY};
     float buf[BR_SAMPLE_CHUNK]; /* one chunk of adjusted logits */
+    struct gumbel_gate gate;
+    struct br_rng_step step = br_rng_step_key(p->seed, seq, pos);
+    if (mode == SEL_GUMBEL) gumbel_gate_init(&gate);
     for (int32_t c0 = v0, ci = 0; c0 < v1; c0 += BR_SAMPLE_CHUNK, ci++) {
         int32_t n = v1 - c0 < BR_SAMPLE_CHUNK ? v1 - c0 : BR_SAMPLE_CHUNK;
         float mx = -INFINITY;
@@ -266,29 +297,33 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
             buf[j] = l;
             if (l > mx) mx = l;
         }
-        /* Summed in index order inside the chunk: the same on every layout. */
+        /* Summed in index order inside the chunk, so the same on every layout. Single
+         * precision exp is ample for a logprob and several times cheaper than double over
+         * a whole vocabulary; the sum is kept in double. */
         double sum = 0.0;
         if (mx != -INFINITY)
-            for (int32_t j = 0; j < n; j++) sum += exp((double)buf[j] - (double)mx);
-        stats[ci] = (struct br_sample_chunk_stat){mx, sum};
+            for (int32_t j = 0; j < n; j++) sum += (double)expf(buf[j] - mx);
+        stats[ci] = (struct br_sample_chunk_stat){mx, (float)sum};
 
         switch (mode) {
         case SEL_GREEDY:
             for (int32_t j = 0; j < n; j++)
                 if (buf[j] > best.logit) best = (struct br_cand){c0 + j, buf[j], -INFINITY};
             break;
-        case SEL_GUMBEL: {
-            /* A Gumbel draw is below BR_RNG_GUMBEL_MAX, so a token whose l/T is that far
-             * behind the best key cannot win: skipping it changes nothing. */
+        case SEL_GUMBEL:
             for (int32_t j = 0; j < n; j++) {
                 if (buf[j] == -INFINITY) continue;
                 double lt = (double)buf[j] / (double)p->temperature;
-                if (lt + BR_RNG_GUMBEL_MAX < best.key) continue;
-                double key = lt + br_rng_gumbel(p->seed, seq, pos, (uint64_t)(c0 + j));
+                double d = best.key - lt; /* how far behind the leader this token starts */
+                /* A Gumbel draw is below BR_RNG_GUMBEL_MAX, so a token that far behind
+                 * cannot win: skipping it changes nothing. */
+                if (d > BR_RNG_GUMBEL_MAX) continue;
+                uint64_t bits = br_rng_token_bits(step, (uint64_t)(c0 + j));
+                if (d >= 2.0 && gumbel_cannot_win(&gate, d, bits)) continue;
+                double key = lt + br_rng_gumbel_from_bits(bits);
                 if (key > best.key) best = (struct br_cand){c0 + j, buf[j], key};
             }
             break;
-        }
         case SEL_TOPC:
             for (int32_t j = 0; j < n; j++) {
                 struct br_cand c = {c0 + j, buf[j], 0.0};
@@ -301,7 +336,7 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
     if (mode == SEL_TOPC) {
         qsort(out, (size_t)n_out, sizeof *out, cand_cmp);
         for (int32_t i = 0; i < n_out; i++)
-            out[i].key = gumbel_key(p, seq, pos, out[i].id, out[i].logit);
+            out[i].key = gumbel_key(p, step, out[i].id, out[i].logit);
         rc = n_out;
     } else {
         /* An all-banned slice still reports a (-inf) candidate; merge never picks it
@@ -369,13 +404,13 @@ int br_sample_merge(const struct br_sample_params *p, const struct br_sample_sli
     double gmax = -INFINITY, gsum = 0.0;
     for (int32_t i = 0; i < n_slices; i++)
         for (int32_t c = 0, nc = br_sample_n_chunks(slices[i].v0, slices[i].v1); c < nc; c++)
-            if (slices[i].stats[c].max > gmax) gmax = slices[i].stats[c].max;
+            if (slices[i].stats[c].max > gmax) gmax = (double)slices[i].stats[c].max;
     if (gmax == -INFINITY)
         return br_err_set(err, BR_E_INVALID, "sampling: every token is banned");
     for (int32_t i = 0; i < n_slices; i++)
         for (int32_t c = 0, nc = br_sample_n_chunks(slices[i].v0, slices[i].v1); c < nc; c++) {
             const struct br_sample_chunk_stat *st = &slices[i].stats[c];
-            if (st->max != -INFINITY) gsum += st->sum * exp(st->max - gmax);
+            if (st->max != -INFINITY) gsum += (double)st->sum * exp((double)st->max - gmax);
         }
     double lse = gmax + log(gsum);
 
@@ -480,6 +515,15 @@ enum br_sample_stop_reason br_sample_stop_token(const struct br_sample_stop *s, 
     return BR_SAMPLE_STOP_NONE;
 }
 
+/* First occurrence of needle (nl > 0,) in hay (hl,), or NULL. Written out rather than
+ * memmem, which is not in C11; stop strings and generations are short. */
+static const char *find_bytes(const char *hay, size_t hl, const char *needle, size_t nl)
+{
+    for (size_t i = 0; i + nl <= hl; i++)
+        if (hay[i] == needle[0] && memcmp(hay + i, needle, nl) == 0) return hay + i;
+    return NULL;
+}
+
 /* Bytes at the end of text (len,) that form an incomplete UTF-8 sequence. */
 static size_t utf8_incomplete_tail(const char *text, size_t len)
 {
@@ -501,7 +545,7 @@ enum br_sample_stop_reason br_sample_stop_text(const struct br_sample_stop *s,
     for (int32_t i = 0; i < s->n_strings; i++) {
         size_t sl = strlen(s->strings[i]);
         if (sl == 0 || sl > len - from) continue;
-        const char *hit = memmem(text + from, len - from, s->strings[i], sl);
+        const char *hit = find_bytes(text + from, len - from, s->strings[i], sl);
         if (hit && (size_t)(hit - text) < first) first = (size_t)(hit - text);
     }
     if (first <= len) {

@@ -380,7 +380,7 @@ static int32_t naive_sample(const struct br_sample_params *p, const float *logit
         for (int32_t i = 0; i < k; i++) {
             if (t[i].l == -INFINITY) continue;
             double key = (double)t[i].l / (double)p->temperature +
-                         br_rng_gumbel(p->seed, seq, pos, (uint64_t)t[i].id);
+                         br_rng_token_gumbel(p->seed, seq, pos, (uint64_t)t[i].id);
             if (key > best || (key == best && t[i].id < t[pick].id)) {
                 best = key;
                 pick = i;
@@ -437,7 +437,7 @@ static void test_split_equals_full(void **state)
             double nlp;
             int32_t naive = naive_sample(p, l, N, hist, 40, seq, pos, &nlp);
             assert_int_equal(ref.token, naive);
-            assert_true(fabs(ref.logprob - nlp) < 1e-9);
+            assert_true(fabs(ref.logprob - nlp) < 1e-6); /* chunk sums are floats */
             for (int32_t ns = 1; ns <= 5; ns++) {
                 /* Random distinct chunk boundaries. */
                 int32_t b[6] = {0};
@@ -597,7 +597,7 @@ static void test_logprob(void **state)
         for (uint64_t pos = 0; pos < 50; pos++) {
             struct br_sample_result r = full(&p, l, N, NULL, 0, 2, pos);
             double direct = (double)l[r.token] - m - log(z);
-            assert_true(fabs(r.logprob - direct) < 1e-12);
+            assert_true(fabs(r.logprob - direct) < 1e-6);
             assert_true(r.logit == l[r.token]);
         }
     }
@@ -644,7 +644,7 @@ static void test_errors(void **state)
     /* A gap between slices is refused. */
     p.top_k = 0;
     struct br_cand c1 = {0, 0.0f, 0.0}, c2 = {600, 0.0f, 0.0};
-    struct br_sample_chunk_stat s1[1] = {{0.0, 1.0}}, s2[1] = {{0.0, 1.0}};
+    struct br_sample_chunk_stat s1[1] = {{0.0f, 1.0f}}, s2[1] = {{0.0f, 1.0f}};
     struct br_sample_slice sl[2] = {{0, 256, &c1, 1, s1}, {512, 700, &c2, 1, s2}};
     struct br_sample_result r;
     assert_int_equal(br_sample_merge(&p, sl, 2, &r, &e), BR_E_INVALID);

@@ -121,6 +121,13 @@ static void test_rng_pure_and_distinct(void **state)
         sum += u;
     }
     assert_true(fabs(sum / 100000 - 0.5) < 0.005);
+    /* Per-token draws: pure, and different across tokens, positions and sequences. */
+    struct br_rng_step k = br_rng_step_key(1, 2, 3);
+    assert_true(br_rng_token_bits(k, 5) == br_rng_token_bits(br_rng_step_key(1, 2, 3), 5));
+    assert_true(br_rng_token_bits(k, 5) != br_rng_token_bits(k, 6));
+    assert_true(br_rng_token_bits(k, 5) != br_rng_token_bits(br_rng_step_key(1, 2, 4), 5));
+    assert_true(br_rng_token_bits(k, 5) != br_rng_token_bits(br_rng_step_key(1, 3, 3), 5));
+    assert_true(br_rng_token_gumbel(1, 2, 3, 5) == br_rng_gumbel_from_bits(br_rng_token_bits(k, 5)));
     /* The extreme uniforms are what the Gumbel bound relies on. */
     assert_true(-log(-log(1.0 - 0x1p-53)) < BR_RNG_GUMBEL_MAX);
 }
@@ -495,6 +502,32 @@ static void test_top_p_cap_boundary(void **state)
     assert_int_equal(full(&p, l, N, NULL, 0, 1, 0).n_kept, 171); /* .9 of 190 = 171 */
 }
 
+/* Plain temperature sampling skips hopeless tokens (the Gumbel bound and the gate on the
+ * random bits); top-k = vocabulary computes every key in full. Both must agree. */
+static void test_gumbel_gate_exact(void **state)
+{
+    (void)state;
+    enum { N = 1300 };
+    float *l = malloc(N * sizeof *l);
+    uint64_t s = 1234;
+    const float temps[4] = {0.2f, 0.5f, 1.0f, 3.0f};
+    int differ_from_greedy = 0;
+    for (int t = 0; t < 4; t++) {
+        for (uint64_t pos = 0; pos < 150; pos++) {
+            for (int32_t i = 0; i < N; i++) l[i] = (float)(rand_normal(&s) * (pos % 2 ? 6.0 : 1.5));
+            struct br_sample_params p = params(temps[t]);
+            struct br_sample_result a = full(&p, l, N, NULL, 0, 4, pos);
+            p.top_k = N;
+            struct br_sample_result b = full(&p, l, N, NULL, 0, 4, pos);
+            assert_int_equal(a.token, b.token);
+            p = params(0.0f);
+            differ_from_greedy += full(&p, l, N, NULL, 0, 4, pos).token != a.token;
+        }
+    }
+    assert_true(differ_from_greedy > 100); /* the draws really are random */
+    free(l);
+}
+
 static void chi_square_case(const struct br_sample_params *p, const float *l, int32_t n,
                             int32_t k_expect)
 {
@@ -741,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_bias_bans),
         cmocka_unit_test(test_split_equals_full),
         cmocka_unit_test(test_top_p_cap_boundary),
+        cmocka_unit_test(test_gumbel_gate_exact),
         cmocka_unit_test(test_temperature_chi_square),
         cmocka_unit_test(test_batch_composition),
         cmocka_unit_test(test_logprob),

@@ -65,8 +65,8 @@ static void put(struct sbuf *b, const char *s)
 
 enum role { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 
-static void render_bitnet(struct sbuf *b, const struct br_chat_msg *m, const enum role *r,
-                          size_t n, int gen)
+static void render_bitnet(struct sbuf *b, const struct br_chat_msg *m, const enum role *r, size_t n,
+                          int gen)
 {
     static const char *const prefix[] = {"System: ", "User: ", "Assistant: "};
     for (size_t i = 0; i < n; i++) {
@@ -123,8 +123,8 @@ static void render_falcon3(struct sbuf *b, const struct br_chat_msg *m, const en
  * the first is preceded by the BOS marker "<s>" as text, every assistant turn closed by
  * " </s>". The leading BOS comes from the tokenizer. The prompt already ends where the
  * assistant speaks, so there is no separate generation prompt. */
-static int render_llama2(struct sbuf *b, const struct br_chat_msg *m, const enum role *r,
-                         size_t n, struct br_err *err)
+static int render_llama2(struct sbuf *b, const struct br_chat_msg *m, const enum role *r, size_t n,
+                         struct br_err *err)
 {
     const char *sys = NULL;
     int turns = 0;
@@ -181,9 +181,12 @@ int br_chat_render(const char *template_name, const struct br_chat_msg *msgs, si
     struct sbuf b = {0};
     for (size_t i = 0; i < n; i++) {
         const char *role = msgs[i].role;
-        if (role && strcmp(role, "system") == 0) roles[i] = ROLE_SYSTEM;
-        else if (role && strcmp(role, "user") == 0) roles[i] = ROLE_USER;
-        else if (role && strcmp(role, "assistant") == 0) roles[i] = ROLE_ASSISTANT;
+        if (role && strcmp(role, "system") == 0)
+            roles[i] = ROLE_SYSTEM;
+        else if (role && strcmp(role, "user") == 0)
+            roles[i] = ROLE_USER;
+        else if (role && strcmp(role, "assistant") == 0)
+            roles[i] = ROLE_ASSISTANT;
         else {
             rc = br_err_set(err, BR_E_INVALID,
                             "chat: message %zu has role '%s' (system, user or assistant)", i,

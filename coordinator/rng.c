@@ -43,8 +43,7 @@ void br_rng_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t
 
 uint64_t br_rng_u64(uint64_t seed, uint64_t seq, uint64_t pos, uint64_t stream)
 {
-    const uint32_t ctr[4] = {(uint32_t)pos, (uint32_t)stream, (uint32_t)seq,
-                             (uint32_t)(seq >> 32)};
+    const uint32_t ctr[4] = {(uint32_t)pos, (uint32_t)stream, (uint32_t)seq, (uint32_t)(seq >> 32)};
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
     uint32_t out[4];
     br_rng_philox4x32_10(ctr, key, out);

@@ -35,8 +35,7 @@ void br_sample_params_default(struct br_sample_params *p)
     p->seed = 0;
 }
 
-int br_sample_params_check(const struct br_sample_params *p, int32_t n_vocab,
-                           struct br_err *err)
+int br_sample_params_check(const struct br_sample_params *p, int32_t n_vocab, struct br_err *err)
 {
     if (!(p->temperature >= 0.0f) || isinf(p->temperature))
         return br_err_set(err, BR_E_INVALID, "temperature %g: must be finite and >= 0",
@@ -52,8 +51,7 @@ int br_sample_params_check(const struct br_sample_params *p, int32_t n_vocab,
     if (!isfinite(p->presence_penalty) || !isfinite(p->frequency_penalty))
         return br_err_set(err, BR_E_INVALID, "presence/frequency penalty must be finite");
     if (p->penalty_last_n < -1)
-        return br_err_set(err, BR_E_INVALID, "penalty_last_n %d: must be >= -1",
-                          p->penalty_last_n);
+        return br_err_set(err, BR_E_INVALID, "penalty_last_n %d: must be >= -1", p->penalty_last_n);
     if (p->cand_cap < 1)
         return br_err_set(err, BR_E_INVALID, "cand_cap %d: must be >= 1", p->cand_cap);
     if (p->n_bias < 0 || (p->n_bias > 0 && !p->bias))
@@ -61,8 +59,8 @@ int br_sample_params_check(const struct br_sample_params *p, int32_t n_vocab,
     for (int32_t i = 0; i < p->n_bias; i++) {
         if (p->bias[i].id < 0 || p->bias[i].id >= n_vocab)
             return br_err_set(err, BR_E_INVALID,
-                              "logit bias entry %d: token id %d outside the vocabulary [0, %d)",
-                              i, p->bias[i].id, n_vocab);
+                              "logit bias entry %d: token id %d outside the vocabulary [0, %d)", i,
+                              p->bias[i].id, n_vocab);
         float b = p->bias[i].bias;
         if (isnan(b) || (isinf(b) && b > 0))
             return br_err_set(err, BR_E_INVALID,
@@ -145,7 +143,8 @@ static float adj_apply(const struct br_sample_params *p, const struct adj *a, fl
     l += a->bias;
     if (a->count > 0) {
         /* llama.cpp: a non-positive logit is multiplied, a positive one divided. */
-        if (p->repeat_penalty != 1.0f) l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
+        if (p->repeat_penalty != 1.0f)
+            l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
         l -= (float)a->count * p->frequency_penalty + p->presence_penalty;
     }
     return l;
@@ -249,14 +248,14 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
     int32_t cap = br_sample_max_candidates(p);
     if (cap > v1 - v0) cap = v1 - v0;
     if (max_out < cap)
-        return br_err_set(err, BR_E_INVALID, "sample candidates: room for %d, need %d",
-                          max_out, cap);
+        return br_err_set(err, BR_E_INVALID, "sample candidates: room for %d, need %d", max_out,
+                          cap);
 
     /* Penalty window: the last penalty_last_n history tokens (all for -1). */
     size_t n_win = 0;
     const int32_t *win = history;
-    int penalties = p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f ||
-                    p->frequency_penalty != 0.0f;
+    int penalties =
+        p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
     if (penalties && p->penalty_last_n != 0) {
         n_win = p->penalty_last_n < 0 || (size_t)p->penalty_last_n > n_history
                     ? n_history
@@ -273,8 +272,8 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
     size_t n_adj = adj_build(p, v0, v1, win, n_win, adj);
 
     int rc = BR_OK;
-    size_t ai = 0;          /* next entry of adj not yet passed */
-    int32_t n_out = 0;      /* heap size (SEL_TOPC) or 0/1 */
+    size_t ai = 0;     /* next entry of adj not yet passed */
+    int32_t n_out = 0; /* heap size (SEL_TOPC) or 0/1 */
     struct br_cand best = {v0, -INFINITY, -INFINITY};
     float buf[BR_SAMPLE_CHUNK]; /* one chunk of adjusted logits */
     struct gumbel_gate gate;
@@ -290,8 +289,7 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
             if (isnan(l) || l == INFINITY) {
                 rc = br_err_set(err, BR_E_RANGE, "logit of token %d is %g%s", id,
                                 (double)logits[id - v0],
-                                isnan(l) && !isnan(logits[id - v0]) ? " (after penalties)"
-                                                                     : "");
+                                isnan(l) && !isnan(logits[id - v0]) ? " (after penalties)" : "");
                 goto done;
             }
             buf[j] = l;
@@ -405,8 +403,7 @@ int br_sample_merge(const struct br_sample_params *p, const struct br_sample_sli
     for (int32_t i = 0; i < n_slices; i++)
         for (int32_t c = 0, nc = br_sample_n_chunks(slices[i].v0, slices[i].v1); c < nc; c++)
             if (slices[i].stats[c].max > gmax) gmax = (double)slices[i].stats[c].max;
-    if (gmax == -INFINITY)
-        return br_err_set(err, BR_E_INVALID, "sampling: every token is banned");
+    if (gmax == -INFINITY) return br_err_set(err, BR_E_INVALID, "sampling: every token is banned");
     for (int32_t i = 0; i < n_slices; i++)
         for (int32_t c = 0, nc = br_sample_n_chunks(slices[i].v0, slices[i].v1); c < nc; c++) {
             const struct br_sample_chunk_stat *st = &slices[i].stats[c];
@@ -528,17 +525,18 @@ static const char *find_bytes(const char *hay, size_t hl, const char *needle, si
 static size_t utf8_incomplete_tail(const char *text, size_t len)
 {
     size_t cont = 0;
-    while (cont < 3 && cont < len && ((unsigned char)text[len - 1 - cont] & 0xC0) == 0x80)
-        cont++;
+    while (cont < 3 && cont < len && ((unsigned char)text[len - 1 - cont] & 0xC0) == 0x80) cont++;
     if (cont == len) return 0; /* only continuation bytes: invalid, nothing to wait for */
     unsigned char lead = (unsigned char)text[len - 1 - cont];
-    size_t need = (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 1;
+    size_t need = (lead & 0xE0) == 0xC0   ? 2
+                  : (lead & 0xF0) == 0xE0 ? 3
+                  : (lead & 0xF8) == 0xF0 ? 4
+                                          : 1;
     return cont + 1 < need ? cont + 1 : 0;
 }
 
-enum br_sample_stop_reason br_sample_stop_text(const struct br_sample_stop *s,
-                                               const char *text, size_t len, size_t from,
-                                               size_t *emit_len)
+enum br_sample_stop_reason br_sample_stop_text(const struct br_sample_stop *s, const char *text,
+                                               size_t len, size_t from, size_t *emit_len)
 {
     if (from > len) from = len;
     size_t first = len + 1;

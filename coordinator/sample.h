@@ -42,6 +42,8 @@
  *    per fixed 256-token chunk (BR_SAMPLE_CHUNK, aligned to global ids), the chunk's max
  *    and sum of exp(l - max); merge folds the chunks in chunk order (ARCHITECTURE.md
  *    "Exactness" rule 2). Slices must therefore start on a chunk boundary.
+ *  - all ranks run the same binary: bit-identity assumes the same libm (exp, log, expf).
+ * The logprob carries the rounding of the float chunk sums: accurate to about 1e-7.
  */
 #ifndef BITRACK_COORDINATOR_SAMPLE_H
 #define BITRACK_COORDINATOR_SAMPLE_H
@@ -61,17 +63,17 @@ struct br_sample_bias {
 };
 
 struct br_sample_params {
-    float temperature;       /* 0 = greedy; > 0 samples softmax(l / T) */
-    int32_t top_k;           /* 0 = off */
-    float top_p;             /* 1 = off; in (0, 1] */
-    float min_p;             /* 0 = off; in [0, 1] */
-    float repeat_penalty;    /* 1 = off; > 0 */
-    float presence_penalty;  /* 0 = off */
-    float frequency_penalty; /* 0 = off */
-    int32_t penalty_last_n;  /* history window for penalties: -1 = all, 0 = none */
+    float temperature;                 /* 0 = greedy; > 0 samples softmax(l / T) */
+    int32_t top_k;                     /* 0 = off */
+    float top_p;                       /* 1 = off; in [0, 1], 0 keeps the best token */
+    float min_p;                       /* 0 = off; in [0, 1] */
+    float repeat_penalty;              /* 1 = off; > 0 */
+    float presence_penalty;            /* 0 = off */
+    float frequency_penalty;           /* 0 = off */
+    int32_t penalty_last_n;            /* history window for penalties: -1 = all, 0 = none */
     const struct br_sample_bias *bias; /* (n_bias,), borrowed; may be NULL when n_bias 0 */
     int32_t n_bias;
-    int32_t cand_cap;        /* candidates per slice when top-k is off and top-p/min-p on */
+    int32_t cand_cap; /* candidates per slice when top-k is off and top-p/min-p on */
     uint64_t seed;
 };
 
@@ -81,8 +83,7 @@ void br_sample_params_default(struct br_sample_params *p);
 
 /* Checks ranges (and that bias ids fall in [0, n_vocab)); BR_E_INVALID with the field
  * named. The other functions assume checked parameters. */
-int br_sample_params_check(const struct br_sample_params *p, int32_t n_vocab,
-                           struct br_err *err);
+int br_sample_params_check(const struct br_sample_params *p, int32_t n_vocab, struct br_err *err);
 
 /* A candidate sent by a slice: token id, its logit after bias and penalties, and its
  * Gumbel-perturbed key l / T + Gumbel(seed, seq, pos, id) (-inf when greedy). */
@@ -133,9 +134,9 @@ struct br_sample_slice {
 
 struct br_sample_result {
     int32_t token;
-    int32_t n_kept;  /* size of the set drawn from (vocabulary size when untruncated) */
-    float logit;     /* the token's logit after bias and penalties */
-    double logprob;  /* log softmax at temperature 1 over the whole vocabulary */
+    int32_t n_kept; /* size of the set drawn from (vocabulary size when untruncated) */
+    float logit;    /* the token's logit after bias and penalties */
+    double logprob; /* log softmax at temperature 1 over the whole vocabulary */
 };
 
 /*
@@ -161,12 +162,12 @@ enum br_sample_stop_reason {
 };
 
 struct br_sample_stop {
-    const int32_t *tokens;      /* (n_tokens,) stop token ids, borrowed */
+    const int32_t *tokens; /* (n_tokens,) stop token ids, borrowed */
     int32_t n_tokens;
     const char *const *strings; /* (n_strings,) NUL-terminated stop strings, borrowed;
                                    empty strings are ignored */
     int32_t n_strings;
-    int32_t max_tokens;         /* 0 = no limit */
+    int32_t max_tokens; /* 0 = no limit */
 };
 
 /* After sampling `token`, the n_generated-th generated token (counting it): stop token
@@ -185,8 +186,7 @@ enum br_sample_stop_reason br_sample_stop_token(const struct br_sample_stop *s, 
  * prefix of a stop string (it may still become one), and an incomplete UTF-8 sequence at
  * the end, so a client never receives text later cut off or half a character.
  */
-enum br_sample_stop_reason br_sample_stop_text(const struct br_sample_stop *s,
-                                               const char *text, size_t len, size_t from,
-                                               size_t *emit_len);
+enum br_sample_stop_reason br_sample_stop_text(const struct br_sample_stop *s, const char *text,
+                                               size_t len, size_t from, size_t *emit_len);
 
 #endif

@@ -162,10 +162,10 @@ static void test_detect(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bitnet),          cmocka_unit_test(test_llama3),
-        cmocka_unit_test(test_llama2),          cmocka_unit_test(test_falcon3),
-        cmocka_unit_test(test_chatml),          cmocka_unit_test(test_content_verbatim),
-        cmocka_unit_test(test_errors),          cmocka_unit_test(test_many_messages),
+        cmocka_unit_test(test_bitnet), cmocka_unit_test(test_llama3),
+        cmocka_unit_test(test_llama2), cmocka_unit_test(test_falcon3),
+        cmocka_unit_test(test_chatml), cmocka_unit_test(test_content_verbatim),
+        cmocka_unit_test(test_errors), cmocka_unit_test(test_many_messages),
         cmocka_unit_test(test_detect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

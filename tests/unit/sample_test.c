@@ -42,8 +42,8 @@ static struct br_sample_result full(const struct br_sample_params *p, const floa
 
 /* Samples over the slices whose boundaries are bounds (n_slices + 1,). */
 static struct br_sample_result split(const struct br_sample_params *p, const float *logits,
-                                     const int32_t *bounds, int32_t n_slices,
-                                     const int32_t *hist, size_t nh, uint64_t seq, uint64_t pos)
+                                     const int32_t *bounds, int32_t n_slices, const int32_t *hist,
+                                     size_t nh, uint64_t seq, uint64_t pos)
 {
     struct br_sample_slice sl[8];
     struct br_cand *cands[8];
@@ -127,7 +127,8 @@ static void test_rng_pure_and_distinct(void **state)
     assert_true(br_rng_token_bits(k, 5) != br_rng_token_bits(k, 6));
     assert_true(br_rng_token_bits(k, 5) != br_rng_token_bits(br_rng_step_key(1, 2, 4), 5));
     assert_true(br_rng_token_bits(k, 5) != br_rng_token_bits(br_rng_step_key(1, 3, 3), 5));
-    assert_true(br_rng_token_gumbel(1, 2, 3, 5) == br_rng_gumbel_from_bits(br_rng_token_bits(k, 5)));
+    assert_true(br_rng_token_gumbel(1, 2, 3, 5) ==
+                br_rng_gumbel_from_bits(br_rng_token_bits(k, 5)));
     /* The extreme uniforms are what the Gumbel bound relies on. */
     assert_true(-log(-log(1.0 - 0x1p-53)) < BR_RNG_GUMBEL_MAX);
 }
@@ -167,8 +168,10 @@ static void check_kept(const struct br_sample_params *p, const float *l, int32_t
     for (int32_t i = 0; i < n; i++) {
         int in_head = 0;
         for (int32_t j = 0; j < expect_kept; j++) in_head |= head[j] == i;
-        if (in_head) assert_true(seen[i] > 0);
-        else assert_int_equal(seen[i], 0);
+        if (in_head)
+            assert_true(seen[i] > 0);
+        else
+            assert_int_equal(seen[i], 0);
     }
 }
 
@@ -347,7 +350,8 @@ static int32_t naive_sample(const struct br_sample_params *p, const float *logit
         for (size_t j = w0; j < nh; j++) c += hist[j] == i;
         if (c > 0 && (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f ||
                       p->frequency_penalty != 0.0f)) {
-            if (p->repeat_penalty != 1.0f) l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
+            if (p->repeat_penalty != 1.0f)
+                l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
             l -= (float)c * p->frequency_penalty + p->presence_penalty;
         }
         t[i] = (struct naive_tok){i, l};
@@ -667,8 +671,7 @@ static void test_errors(void **state)
                      BR_E_INVALID);
     assert_non_null(strstr(e.msg, "multiple of 256"));
     l[17] = NAN;
-    assert_int_equal(br_sample_candidates(&p, l, 0, 300, NULL, 0, 0, 0, c, 4, st, &e),
-                     BR_E_RANGE);
+    assert_int_equal(br_sample_candidates(&p, l, 0, 300, NULL, 0, 0, 0, c, 4, st, &e), BR_E_RANGE);
     assert_non_null(strstr(e.msg, "token 17"));
     l[17] = 0.0f;
     p.top_k = 8;
@@ -700,9 +703,8 @@ static void test_stop_tokens_and_length(void **state)
 }
 
 /* Feeds pieces one by one, as a streaming server would; returns the text streamed. */
-static enum br_sample_stop_reason stream(const struct br_sample_stop *s,
-                                         const char *const *pieces, int n, const size_t *emits,
-                                         char *streamed)
+static enum br_sample_stop_reason stream(const struct br_sample_stop *s, const char *const *pieces,
+                                         int n, const size_t *emits, char *streamed)
 {
     char text[256] = "";
     size_t len = 0, sent = 0;

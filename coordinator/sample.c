@@ -281,19 +281,25 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
     if (mode == SEL_GUMBEL) gumbel_gate_init(&gate);
     for (int32_t c0 = v0, ci = 0; c0 < v1; c0 += BR_SAMPLE_CHUNK, ci++) {
         int32_t n = v1 - c0 < BR_SAMPLE_CHUNK ? v1 - c0 : BR_SAMPLE_CHUNK;
+        memcpy(buf, logits + (c0 - v0), (size_t)n * sizeof *buf);
+        for (; ai < n_adj && adj[ai].id < c0 + n; ai++)
+            buf[adj[ai].id - c0] = adj_apply(p, &adj[ai], buf[adj[ai].id - c0]);
+        /* Branch-free so the compiler can vectorise it; the rare bad value is located
+         * afterwards. !(l < inf) is true for NaN and +inf alike. */
         float mx = -INFINITY;
+        int bad = 0;
         for (int32_t j = 0; j < n; j++) {
+            bad |= !(buf[j] < INFINITY);
+            mx = buf[j] > mx ? buf[j] : mx;
+        }
+        if (bad) {
+            int32_t j = 0;
+            while (buf[j] < INFINITY) j++;
             int32_t id = c0 + j;
-            float l = logits[id - v0];
-            if (ai < n_adj && adj[ai].id == id) l = adj_apply(p, &adj[ai++], l);
-            if (isnan(l) || l == INFINITY) {
-                rc = br_err_set(err, BR_E_RANGE, "logit of token %d is %g%s", id,
-                                (double)logits[id - v0],
-                                isnan(l) && !isnan(logits[id - v0]) ? " (after penalties)" : "");
-                goto done;
-            }
-            buf[j] = l;
-            if (l > mx) mx = l;
+            float raw = logits[id - v0];
+            rc = br_err_set(err, BR_E_RANGE, "logit of token %d is %g%s", id, (double)raw,
+                            raw < INFINITY ? " (after bias and penalties)" : "");
+            goto done;
         }
         /* Summed in index order inside the chunk, so the same on every layout. Single
          * precision exp is ample for a logprob and several times cheaper than double over

@@ -145,6 +145,24 @@ static void test_greedy_ties_lowest(void **state)
         assert_int_equal(r.token, 1);
         assert_int_equal(r.n_kept, 1);
     }
+    /* A slice whose every token is banned takes no part. */
+    float two[512];
+    for (int i = 0; i < 512; i++) two[i] = (float)(i % 7);
+    struct br_sample_bias ban[256];
+    for (int i = 0; i < 256; i++) ban[i] = (struct br_sample_bias){i, -INFINITY};
+    p.bias = ban;
+    p.n_bias = 256;
+    const int32_t b2[3] = {0, 256, 512};
+    for (int t = 0; t < 3; t++) {
+        p.temperature = (float)t * 0.6f;
+        p.top_k = t == 2 ? 3 : 0;
+        for (uint64_t pos = 0; pos < 20; pos++) {
+            struct br_sample_result r = split(&p, two, b2, 2, NULL, 0, 1, pos);
+            assert_true(r.token >= 256);
+            assert_int_equal(r.token, full(&p, two, 512, NULL, 0, 1, pos).token);
+        }
+    }
+    p = params(0.0f);
     /* Same across a split whose first slice holds none of the maxima. */
     float big[600] = {0};
     big[300] = 5.0f;
@@ -674,6 +692,10 @@ static void test_errors(void **state)
     assert_int_equal(br_sample_candidates(&p, l, 0, 300, NULL, 0, 0, 0, c, 4, st, &e), BR_E_RANGE);
     assert_non_null(strstr(e.msg, "token 17"));
     l[17] = 0.0f;
+    l[290] = INFINITY;
+    assert_int_equal(br_sample_candidates(&p, l, 0, 300, NULL, 0, 0, 0, c, 4, st, &e), BR_E_RANGE);
+    assert_non_null(strstr(e.msg, "token 290"));
+    l[290] = 0.0f;
     p.top_k = 8;
     assert_int_equal(br_sample_candidates(&p, l, 0, 300, NULL, 0, 0, 0, c, 4, st, &e),
                      BR_E_INVALID);

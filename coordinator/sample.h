@@ -22,7 +22,8 @@
  *                      else over the whole vocabulary
  *   6. min-p           keep tokens with p >= min_p * p_max
  *   7. temperature     and draw: argmax over the kept set of l / T + Gumbel(seed, seq,
- *                      pos, token id), which samples softmax(l / T) restricted to the set
+ *                      pos, token id) (br_rng_token_gumbel), which samples softmax(l / T)
+ *                      restricted to the set
  * The reported logprob is log softmax(l) at temperature 1 over the whole vocabulary, of
  * the logits after steps 1-2 (the distribution the sampler works from).
  *

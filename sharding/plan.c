@@ -64,6 +64,10 @@ int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp,
     if (tp > d_chunks || tp > ff_chunks)
         return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d hidden / %d FFN chunks of 256",
                           tp, d_chunks, ff_chunks);
+    int32_t v_chunks = (c->n_vocab + BR_CHUNK - 1) / BR_CHUNK;
+    if (tp > v_chunks)
+        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d vocabulary chunks of 256",
+                          tp, v_chunks);
     if (pp > c->n_layer)
         return br_err_set(err, BR_E_INVALID, "--pp %d exceeds the %d layers", pp, c->n_layer);
     struct br_plan *p = calloc(1, sizeof *p);
@@ -114,7 +118,9 @@ int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp,
             split_chunks(c->n_ff, tp, t, &q->ff0, &q->ff1);
             q->first_stage = s == 0;
             q->last_stage = s == pp - 1;
-            if (q->last_stage) split(c->n_vocab, tp, t, &q->v0, &q->v1);
+            /* vocabulary slices start on 256-token chunks: the sampler's statistics are
+             * per chunk (coordinator/sample.h), so they combine the same in any layout */
+            if (q->last_stage) split_chunks(c->n_vocab, tp, t, &q->v0, &q->v1);
         }
     free(bounds);
     *out = p;

@@ -8,7 +8,7 @@
  *    where d itself does;
  *  - attention is split by whole KV-head groups (a KV head and the query heads using it);
  *  - FFN rows are split in whole 256-row chunks;
- *  - the head is split by vocabulary rows (any boundary);
+ *  - the head is split by vocabulary rows in whole 256-row chunks;
  *  - stages own contiguous layer ranges, balanced by weight bytes, the first stage also
  *    holding the embedding and the last the output norm and head.
  * Splits may be uneven (5 KV heads over 2 ranks): br_plan_describe reports the imbalance.

@@ -15,11 +15,11 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 MPIRUN=(mpirun --oversubscribe --bind-to none -np)
 
 "$BIN" synth --preset tiny --arch bitnet-b1.58 --embd 1280 --heads 10 --kv-heads 5 --ff 1536 \
-    --layers 3 --vocab 700 --type i2_s --seed 21 -o "$TMP/kv5.gguf"
+    --layers 3 --vocab 1100 --type i2_s --seed 21 -o "$TMP/kv5.gguf"
 "$BIN" synth --preset tiny --arch bitnet --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
-    --layers 3 --vocab 600 --type tq2_0 --seed 22 -o "$TMP/bitnet.gguf"
+    --layers 3 --vocab 1030 --type tq2_0 --seed 22 -o "$TMP/bitnet.gguf"
 "$BIN" synth --preset tiny --arch llama --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
-    --layers 3 --vocab 600 --type tq1_0 --untied --seed 23 -o "$TMP/llama.gguf"
+    --layers 3 --vocab 1030 --type tq1_0 --untied --seed 23 -o "$TMP/llama.gguf"
 
 # 70 prompt tokens: more than one 64-token batch
 prompt=$(seq -s, 3 72)

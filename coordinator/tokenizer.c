@@ -703,8 +703,9 @@ static struct spm_cand spm_heap_pop(struct enc *e)
 /* Symbol i: bytes buf[start[i] .. start[i] + len[i]); len 0 = merged away. */
 static void spm_cand_at(struct enc *e, int32_t l)
 {
+    if (l < 0) return;
     int32_t r = e->nxt[l];
-    if (l < 0 || r < 0) return;
+    if (r < 0) return;
     const int32_t *start = e->aux, *len = e->sym;
     uint32_t size = (uint32_t)(len[l] + len[r]);
     int32_t id = br_tok_lookup(e->t, (const char *)e->buf + start[l], size);

@@ -5,7 +5,7 @@
  * decoded bytes (piece/piece_off); a string -> id hash table serves vocabulary lookups
  * and, for byte-level BPE, a (left id, right id) -> (rank, merged id) table serves merges.
  * Both tables are open-addressed with linear probing, sized to a power of two at least
- * twice their contents, so a probe ends at an empty slot quickly.
+ * 1.5 times their contents, so a probe ends at an empty slot quickly.
  *
  * Byte-level BPE (merge ranks): a word's bytes start as the ids of their GPT-2 byte
  * characters, then the lowest-ranked adjacent pair is merged (the leftmost on ties) until
@@ -68,7 +68,7 @@ static uint64_t hash_pair(uint64_t key)
 static size_t table_size(size_t n)
 {
     size_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
+    while (cap < n + n / 2) cap *= 2; /* load at most 2/3: short probes, small tables */
     return cap;
 }
 
@@ -104,31 +104,30 @@ static inline int merge_find(const struct br_tok *t, int32_t l, int32_t r, int32
                              int32_t *id)
 {
     if (l < 0 || r < 0) return 0;
-    uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
+    uint64_t key = ((uint64_t)(l + 1) << 44) | ((uint64_t)r << 24);
     size_t i = (size_t)hash_pair(key) & t->merge_mask;
     for (;;) {
-        const struct br_tok_merge *m = &t->merge[i];
-        if (m->key == key) {
-            *rank = m->rank;
-            *id = m->id;
+        uint64_t m = t->merge[i];
+        if ((m & ~BR_TOK_MERGE_RANK_MASK) == key) {
+            *rank = (int32_t)(m & BR_TOK_MERGE_RANK_MASK);
+            *id = t->merge_res[*rank];
             return 1;
         }
-        if (m->key == BR_TOK_EMPTY_KEY) return 0;
+        if (m == 0) return 0;
         i = (i + 1) & t->merge_mask;
     }
 }
 
 static void merge_insert(struct br_tok *t, int32_t l, int32_t r, int32_t rank, int32_t id)
 {
-    uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
+    uint64_t key = ((uint64_t)(l + 1) << 44) | ((uint64_t)r << 24);
     size_t i = (size_t)hash_pair(key) & t->merge_mask;
-    while (t->merge[i].key != BR_TOK_EMPTY_KEY) {
-        if (t->merge[i].key == key) return; /* a repeated merge keeps its first rank */
+    while (t->merge[i] != 0) {
+        if ((t->merge[i] & ~BR_TOK_MERGE_RANK_MASK) == key) return; /* first rank stays */
         i = (i + 1) & t->merge_mask;
     }
-    t->merge[i].key = key;
-    t->merge[i].rank = rank;
-    t->merge[i].id = id;
+    t->merge[i] = key | (uint64_t)rank;
+    t->merge_res[rank] = id;
 }
 
 /* ---- construction ---- */
@@ -355,14 +354,16 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
         }
     }
     if (t->model == BR_TOK_MODEL_BPE) {
-        if (p->n_merges > INT32_MAX) {
-            rc = br_err_set(err, BR_E_INVALID, "tokenizer: %zu merges", p->n_merges);
+        if (p->n_merges > BR_TOK_MERGE_MAX_MERGES || n > BR_TOK_MERGE_MAX_TOKENS) {
+            rc = br_err_set(err, BR_E_UNSUPPORTED,
+                            "tokenizer: %zu merges over %d tokens (limits: %d, %d)", p->n_merges,
+                            (int)n, BR_TOK_MERGE_MAX_MERGES, BR_TOK_MERGE_MAX_TOKENS);
             goto fail;
         }
         t->merge_mask = table_size(p->n_merges) - 1;
-        t->merge = malloc((t->merge_mask + 1) * sizeof *t->merge);
-        if (!t->merge) goto nomem;
-        for (size_t i = 0; i <= t->merge_mask; i++) t->merge[i].key = BR_TOK_EMPTY_KEY;
+        t->merge = calloc(t->merge_mask + 1, sizeof *t->merge);
+        t->merge_res = malloc((p->n_merges + 1) * sizeof *t->merge_res);
+        if (!t->merge || !t->merge_res) goto nomem;
         char *cat = NULL;
         size_t cat_cap = 0;
         for (size_t i = 0; i < p->n_merges; i++) {
@@ -395,6 +396,13 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
                 merge_insert(t, l, r, (int32_t)i, id);
         }
         free(cat);
+        t->byte_pair = malloc(65536 * 2 * sizeof *t->byte_pair);
+        if (!t->byte_pair) goto nomem;
+        for (int i = 0; i < 65536; i++) {
+            int32_t *bp = t->byte_pair + 2 * i;
+            if (!merge_find(t, t->byte_id[i >> 8], t->byte_id[i & 255], &bp[0], &bp[1]))
+                bp[0] = INT32_MAX;
+        }
     }
 
     /* Decoded pieces. */
@@ -460,6 +468,8 @@ void br_tok_destroy(struct br_tok **tp)
     free(t->scores);
     free(t->vocab);
     free(t->merge);
+    free(t->merge_res);
+    free(t->byte_pair);
     free(t->piece);
     free(t->piece_off);
     free(t->special);
@@ -584,21 +594,27 @@ static int bpe_merge_heap(struct enc *e, size_t n)
     return rc;
 }
 
-/* Short words: an array with each adjacent pair's rank cached, rescanned per merge. */
-static int bpe_merge_small(struct enc *e, size_t n)
+/* Short words: an array with each adjacent pair's rank cached, rescanned per merge. The
+ * first ranks come from the byte-pair table (w: the word's bytes). */
+static int bpe_merge_small(struct enc *e, const uint8_t *w, size_t n)
 {
     int32_t *sym = e->sym, *rank = e->aux, *res = e->nxt;
-    for (size_t i = 0; i + 1 < n; i++)
-        if (!merge_find(e->t, sym[i], sym[i + 1], &rank[i], &res[i])) rank[i] = INT32_MAX;
+    for (size_t i = 0; i + 1 < n; i++) {
+        const int32_t *bp = e->t->byte_pair + 2 * (((size_t)w[i] << 8) | w[i + 1]);
+        rank[i] = bp[0];
+        res[i] = bp[1];
+    }
     while (n > 1) {
         size_t best = 0;
         for (size_t i = 1; i + 1 < n; i++)
             if (rank[i] < rank[best]) best = i;
         if (rank[best] == INT32_MAX) break;
         sym[best] = res[best];
-        memmove(sym + best + 1, sym + best + 2, (n - best - 2) * sizeof *sym);
-        memmove(rank + best + 1, rank + best + 2, (n - best - 2) * sizeof *rank);
-        memmove(res + best + 1, res + best + 2, (n - best - 2) * sizeof *res);
+        for (size_t i = best + 1; i + 1 < n; i++) {
+            sym[i] = sym[i + 1];
+            rank[i] = rank[i + 1];
+            res[i] = res[i + 1];
+        }
         n--;
         if (best + 1 < n && !merge_find(e->t, sym[best], sym[best + 1], &rank[best], &res[best]))
             rank[best] = INT32_MAX;
@@ -632,7 +648,7 @@ static int bpe_word(void *ctx, size_t begin, size_t end)
     }
     if (n == 1) return push_or_unk(e, t->byte_id[w[0]]);
     for (size_t i = 0; i < n; i++) e->sym[i] = t->byte_id[w[i]];
-    if (n <= BPE_SMALL_WORD && !(e->flags & BR_TOK_FORCE_HEAP)) return bpe_merge_small(e, n);
+    if (n <= BPE_SMALL_WORD && !(e->flags & BR_TOK_FORCE_HEAP)) return bpe_merge_small(e, w, n);
     return bpe_merge_heap(e, n);
 }
 

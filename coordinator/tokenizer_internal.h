@@ -10,17 +10,15 @@
 #include "coordinator/tokenizer.h"
 #include "coordinator/tokenizer_pre.h"
 
-#define BR_TOK_EMPTY_KEY UINT64_MAX
+/* Merge table slots pack (left + 1) << 44 | right << 24 | rank into 64 bits (0 = empty),
+ * half the size of a struct, because BPE speed is bound by cache misses on this table. */
+#define BR_TOK_MERGE_MAX_TOKENS ((1 << 20) - 1)
+#define BR_TOK_MERGE_MAX_MERGES (1 << 24)
+#define BR_TOK_MERGE_RANK_MASK ((uint64_t)(BR_TOK_MERGE_MAX_MERGES - 1))
 #define BR_TOK_MAX_EOG 16
 
 struct br_tok_slot { /* vocabulary hash table entry; id -1 = empty */
     uint32_t hash;
-    int32_t id;
-};
-
-struct br_tok_merge { /* (left << 32 | right) -> rank, merged id */
-    uint64_t key;
-    int32_t rank;
     int32_t id;
 };
 
@@ -42,8 +40,12 @@ struct br_tok {
 
     struct br_tok_slot *vocab; /* (vocab_mask + 1,) */
     size_t vocab_mask;
-    struct br_tok_merge *merge; /* (merge_mask + 1,), BPE only */
+    uint64_t *merge;     /* (merge_mask + 1,) packed slots, BPE only */
     size_t merge_mask;
+    int32_t *merge_res; /* (n_merges,) merged id by rank */
+    int32_t *byte_pair; /* (65536, 2) BPE: rank and merged id of the pair of bytes
+                           (b0, b1) as first symbols (rank INT32_MAX: none); a dense
+                           copy of the hottest lookups, small enough to stay in cache */
 
     int32_t byte_id[256];      /* BPE: the token of byte b's character; SPM: <0xXX>; -1 */
     uint8_t byte_cp[256][2];   /* BPE: UTF-8 of byte b's character */

@@ -3,17 +3,12 @@
  *
  * The decoder accepts exactly the well-formed sequences of the Unicode standard (no
  * overlong forms, no surrogates, nothing above U+10FFFF); anything else is one invalid
- * byte. Classes come from a sorted range table (unicode_data.h) searched by bisection,
- * with a 128-entry table in front because ASCII dominates real prompts.
+ * byte. Classes come from a generated two-stage table (unicode_data.h), with a 128-entry
+ * table in front because ASCII dominates real prompts.
  */
 #include "coordinator/unicode.h"
 
 #include <assert.h>
-
-struct br_uc_range {
-    uint32_t lo, hi;
-    uint8_t cls;
-};
 
 #include "coordinator/unicode_data.h"
 
@@ -43,16 +38,7 @@ enum br_uc_class br_uc_class_of(uint32_t cp)
 {
     if (cp < 128) return (enum br_uc_class)ascii_class[cp];
     if (cp > 0x10FFFF) return BR_UC_OTHER;
-    size_t lo = 0, hi = BR_UC_N_RANGES;
-    while (lo < hi) { /* first range with hi >= cp */
-        size_t mid = (lo + hi) / 2;
-        if (br_uc_ranges[mid].hi < cp)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo < BR_UC_N_RANGES && br_uc_ranges[lo].lo <= cp) return (enum br_uc_class)br_uc_ranges[lo].cls;
-    return BR_UC_OTHER;
+    return (enum br_uc_class)br_uc_blocks[br_uc_stage1[cp >> 7]][cp & 127];
 }
 
 /* Expected length of a sequence from its lead byte, 0 for bytes that cannot lead. */

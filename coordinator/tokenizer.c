@@ -72,14 +72,20 @@ static size_t table_size(size_t n)
     return cap;
 }
 
+static inline uint32_t slot_tag(uint64_t h, size_t len)
+{
+    return ((uint32_t)(h >> 32) & 0xFFFFFF00u) | (uint32_t)(len < 255 ? len : 255);
+}
+
 int32_t br_tok_lookup(const struct br_tok *t, const char *text, size_t len)
 {
     uint64_t h = hash_bytes((const uint8_t *)text, len);
+    uint32_t tag = slot_tag(h, len);
     size_t i = (size_t)h & t->vocab_mask;
     for (;;) {
         const struct br_tok_slot *s = &t->vocab[i];
         if (s->id < 0) return -1;
-        if (s->hash == (uint32_t)h && t->text_off[s->id + 1] - t->text_off[s->id] == len &&
+        if (s->tag == tag && (len < 255 || t->text_off[s->id + 1] - t->text_off[s->id] == len) &&
             memcmp(t->text + t->text_off[s->id], text, len) == 0)
             return s->id;
         i = (i + 1) & t->vocab_mask;
@@ -95,7 +101,7 @@ static void vocab_insert(struct br_tok *t, int32_t id)
     uint64_t h = hash_bytes((const uint8_t *)s, len);
     size_t i = (size_t)h & t->vocab_mask;
     while (t->vocab[i].id >= 0) i = (i + 1) & t->vocab_mask;
-    t->vocab[i].hash = (uint32_t)h;
+    t->vocab[i].tag = slot_tag(h, len);
     t->vocab[i].id = id;
 }
 
@@ -627,7 +633,7 @@ static int bpe_merge_small(struct enc *e, const uint8_t *w, size_t n)
     return rc;
 }
 
-#define BPE_SMALL_WORD 32
+#define BPE_SMALL_WORD 64
 
 static int bpe_word(void *ctx, size_t begin, size_t end)
 {
@@ -635,6 +641,12 @@ static int bpe_word(void *ctx, size_t begin, size_t end)
     const struct br_tok *t = e->t;
     const uint8_t *w = e->frag + begin;
     size_t n = end - begin;
+    /* One and two bytes need no search: the byte's token, or the pair's merge. */
+    if (n == 1) return push_or_unk(e, t->byte_id[w[0]]);
+    if (n == 2) {
+        const int32_t *bp = t->byte_pair + 2 * (((size_t)w[0] << 8) | w[1]);
+        if (bp[0] != INT32_MAX) return push_id(e, bp[1]);
+    }
     if (t->ignore_merges) {
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
@@ -646,7 +658,6 @@ static int bpe_word(void *ctx, size_t begin, size_t end)
         int32_t id = br_tok_lookup(t, (const char *)e->buf, m);
         if (id >= 0 && text_producible(t->type[id])) return push_id(e, id);
     }
-    if (n == 1) return push_or_unk(e, t->byte_id[w[0]]);
     for (size_t i = 0; i < n; i++) e->sym[i] = t->byte_id[w[i]];
     if (n <= BPE_SMALL_WORD && !(e->flags & BR_TOK_FORCE_HEAP)) return bpe_merge_small(e, w, n);
     return bpe_merge_heap(e, n);

@@ -18,7 +18,8 @@
 #define BR_TOK_MAX_EOG 16
 
 struct br_tok_slot { /* vocabulary hash table entry; id -1 = empty */
-    uint32_t hash;
+    uint32_t tag; /* 24 hash bits above the length (255 for 255 and longer), so most
+                     mismatches are rejected without touching the token text */
     int32_t id;
 };
 

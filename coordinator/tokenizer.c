@@ -178,8 +178,8 @@ int br_tok_resolve_pre(const char *name, int32_t n_tokens, const char *const *to
         }
         return BR_OK;
     }
-    static const char *const llama3[] = {"llama-bpe", "llama3", "llama-v3", "falcon3",
-                                         "falcon_e", "falcon-h1"};
+    static const char *const llama3[] = {"llama-bpe", "llama3",   "llama-v3",
+                                         "falcon3",   "falcon_e", "falcon-h1"};
     for (size_t i = 0; i < sizeof llama3 / sizeof llama3[0]; i++)
         if (strcmp(name, llama3[i]) == 0) return *pre = BR_TOK_PRE_LLAMA3, BR_OK;
     if (!strcmp(name, "default") || !strcmp(name, "gpt-2") || !strcmp(name, "gpt2"))
@@ -274,10 +274,12 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
     int32_t n = p->n_tokens;
     int rc;
     if ((rc = check_id(p->bos_id, n, "BOS", err)) || (rc = check_id(p->eos_id, n, "EOS", err)) ||
-        (rc = check_id(p->eot_id, n, "EOT", err)) || (rc = check_id(p->unk_id, n, "unknown", err)) ||
+        (rc = check_id(p->eot_id, n, "EOT", err)) ||
+        (rc = check_id(p->unk_id, n, "unknown", err)) ||
         (rc = check_id(p->pad_id, n, "padding", err)))
         return rc;
-    if (p->n_merges && !p->merges) return br_err_set(err, BR_E_INVALID, "tokenizer: merges missing");
+    if (p->n_merges && !p->merges)
+        return br_err_set(err, BR_E_INVALID, "tokenizer: merges missing");
 
     enum br_tok_pre pre = BR_TOK_PRE_GPT2;
     if (p->model == BR_TOK_MODEL_BPE &&
@@ -307,8 +309,8 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
             goto fail;
         }
         size_t len = p->token_lens ? p->token_lens[i] : strlen(p->tokens[i]);
-        if (len == 0 || len > 4096) {
-            rc = br_err_set(err, BR_E_INVALID, "tokenizer: token %d has length %zu (1..4096)",
+        if (len > 4096) { /* empty tokens exist in some files (padding); they never match */
+            rc = br_err_set(err, BR_E_INVALID, "tokenizer: token %d has length %zu (max 4096)",
                             (int)i, len);
             goto fail;
         }
@@ -331,8 +333,8 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
         pos += len;
         int32_t type = p->token_types ? p->token_types[i] : BR_TOK_TYPE_NORMAL;
         if (type < 0 || type > BR_TOK_TYPE_BYTE) {
-            rc = br_err_set(err, BR_E_INVALID, "tokenizer: token %d has type %d", (int)i,
-                            (int)type);
+            rc =
+                br_err_set(err, BR_E_INVALID, "tokenizer: token %d has type %d", (int)i, (int)type);
             goto fail;
         }
         t->type[i] = (uint8_t)type;
@@ -344,7 +346,8 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
     t->vocab = malloc((t->vocab_mask + 1) * sizeof *t->vocab);
     if (!t->vocab) goto nomem;
     for (size_t i = 0; i <= t->vocab_mask; i++) t->vocab[i].id = -1;
-    for (int32_t i = 0; i < n; i++) vocab_insert(t, i);
+    for (int32_t i = 0; i < n; i++)
+        if (t->text_off[i + 1] > t->text_off[i]) vocab_insert(t, i);
 
     /* Byte tokens and merges. */
     build_byte_map(t);
@@ -427,6 +430,7 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
     if (!t->special) goto nomem;
     for (int32_t i = 0; i < n; i++) {
         int type = t->type[i];
+        if (t->text_off[i + 1] == t->text_off[i]) continue;
         if (type == BR_TOK_TYPE_CONTROL || type == BR_TOK_TYPE_UNKNOWN ||
             type == BR_TOK_TYPE_USER_DEFINED) {
             t->special[t->n_special++] = i;
@@ -437,11 +441,11 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
     }
     sort_specials(t);
 
-    static const char *const eot_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>",
-                                            "<end_of_turn>", "<|eom_id|>"};
-    static const char *const eog_names[] = {"<|eot_id|>",   "<|end_of_text|>", "<|im_end|>",
-                                            "<|end|>",      "<|endoftext|>",   "<|eom_id|>",
-                                            "<end_of_turn>", "<EOT>"};
+    static const char *const eot_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
+                                            "<|eom_id|>"};
+    static const char *const eog_names[] = {
+        "<|eot_id|>",    "<|end_of_text|>", "<|im_end|>",    "<|end|>",
+        "<|endoftext|>", "<|eom_id|>",      "<end_of_turn>", "<EOT>"};
     t->eot = p->eot_id;
     for (size_t i = 0; t->eot < 0 && i < sizeof eot_names / sizeof eot_names[0]; i++) {
         int32_t id = br_tok_lookup(t, eot_names[i], strlen(eot_names[i]));
@@ -451,7 +455,8 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
     if (t->eot >= 0) t->eog[t->n_eog++] = t->eot;
     for (size_t i = 0; i < sizeof eog_names / sizeof eog_names[0]; i++) {
         int32_t id = br_tok_lookup(t, eog_names[i], strlen(eog_names[i]));
-        if (id >= 0 && (t->type[id] == BR_TOK_TYPE_CONTROL || t->type[id] == BR_TOK_TYPE_USER_DEFINED))
+        if (id >= 0 &&
+            (t->type[id] == BR_TOK_TYPE_CONTROL || t->type[id] == BR_TOK_TYPE_USER_DEFINED))
             t->eog[t->n_eog++] = id;
     }
     *out = t;
@@ -625,7 +630,8 @@ static int bpe_merge_small(struct enc *e, const uint8_t *w, size_t n)
         if (best + 1 < n && !merge_find(e->t, sym[best], sym[best + 1], &rank[best], &res[best]))
             rank[best] = INT32_MAX;
         if (best + 1 >= n) rank[best] = INT32_MAX;
-        if (best > 0 && !merge_find(e->t, sym[best - 1], sym[best], &rank[best - 1], &res[best - 1]))
+        if (best > 0 &&
+            !merge_find(e->t, sym[best - 1], sym[best], &rank[best - 1], &res[best - 1]))
             rank[best - 1] = INT32_MAX;
     }
     int rc = BR_OK;
@@ -881,8 +887,7 @@ int br_tok_encode(const struct br_tok *t, const char *text, size_t len, unsigned
                 p++;
                 continue;
             }
-            if ((rc = encode_fragment(&e, s + frag, p - frag)) || (rc = push_id(&e, id)))
-                goto done;
+            if ((rc = encode_fragment(&e, s + frag, p - frag)) || (rc = push_id(&e, id))) goto done;
             p += t->text_off[id + 1] - t->text_off[id];
             frag = p;
         }
@@ -951,8 +956,9 @@ int br_tok_decode(const struct br_tok *t, const int32_t *ids, size_t n_ids, unsi
     size_t total = 0;
     for (size_t i = 0; i < n_ids; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_tokens)
-            return br_err_set(err, BR_E_RANGE, "tokenizer: id %d at %zu outside the vocabulary (%d)",
-                              (int)ids[i], i, (int)t->n_tokens);
+            return br_err_set(err, BR_E_RANGE,
+                              "tokenizer: id %d at %zu outside the vocabulary (%d)", (int)ids[i], i,
+                              (int)t->n_tokens);
         total += t->piece_off[ids[i] + 1] - t->piece_off[ids[i]] + 3;
     }
     char *out = malloc(total + 1);
@@ -1023,9 +1029,12 @@ const char *br_tok_pre_name(const struct br_tok *t)
 {
     if (t->model == BR_TOK_MODEL_SPM) return "spm";
     switch (t->pre) {
-    case BR_TOK_PRE_LLAMA3: return "llama3";
-    case BR_TOK_PRE_FALCON: return "falcon";
-    default: return "gpt2";
+    case BR_TOK_PRE_LLAMA3:
+        return "llama3";
+    case BR_TOK_PRE_FALCON:
+        return "falcon";
+    default:
+        return "gpt2";
     }
 }
 

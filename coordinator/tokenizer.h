@@ -49,9 +49,9 @@ struct br_tok_params {
      * unknown name is BR_E_UNSUPPORTED. */
     const char *pre;
     int32_t n_tokens;
-    const char *const *tokens; /* (n_tokens,) token text as stored in the file */
-    const size_t *token_lens;  /* (n_tokens,) byte lengths, or NULL for strlen */
-    const float *scores;       /* (n_tokens,) SPM merge scores, or NULL (all 0) */
+    const char *const *tokens;  /* (n_tokens,) token text as stored in the file */
+    const size_t *token_lens;   /* (n_tokens,) byte lengths, or NULL for strlen */
+    const float *scores;        /* (n_tokens,) SPM merge scores, or NULL (all 0) */
     const int32_t *token_types; /* (n_tokens,) enum br_tok_type, or NULL (all normal) */
     size_t n_merges;
     const char *const *merges; /* (n_merges,) "left right", highest priority first (BPE) */
@@ -68,7 +68,8 @@ void br_tok_params_init(struct br_tok_params *p);
 struct br_tok;
 
 /* Builds a tokenizer; on success *out owns it (free with br_tok_destroy). Bad parameters
- * (ids out of range, an empty token, a malformed merge) are BR_E_INVALID with a message. */
+ * (ids out of range, a token over 4096 bytes, a malformed merge) are BR_E_INVALID with a
+ * message. */
 int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_err *err);
 
 /* Builds a tokenizer from a GGUF file's tokenizer.ggml.* keys. Missing special ids take
@@ -79,27 +80,31 @@ int br_tok_from_gguf(const struct br_gguf *g, struct br_tok **out, struct br_err
 /* NULL-safe; NULLs the caller's pointer. */
 void br_tok_destroy(struct br_tok **t);
 
-/* Encode flags. */
-#define BR_TOK_ADD_BOS 1u /* prepend BOS if the model asks for it (add_bos); pass it for the
-                             start of a prompt, not for text that continues a sequence */
-#define BR_TOK_ADD_EOS 2u /* append EOS if the model asks for it (add_eos) */
-#define BR_TOK_PARSE_SPECIAL 4u /* control tokens (<|eot_id|>, <s>) and the unknown token
-                                   written in the text become their ids; without it they
-                                   are ordinary text. User-defined tokens (type 4) are
-                                   always matched, as their vocabularies intend. */
-#define BR_TOK_FORCE_HEAP 256u /* testing: always use the heap merge path in BPE */
+/* Encode flags.
+ * BR_TOK_ADD_BOS: prepend BOS if the model asks for it (add_bos); pass it for the start of
+ *   a prompt, not for text that continues a sequence.
+ * BR_TOK_ADD_EOS: append EOS if the model asks for it (add_eos).
+ * BR_TOK_PARSE_SPECIAL: control tokens (<|eot_id|>, <s>) and the unknown token written in
+ *   the text become their ids; without it they are ordinary text. User-defined tokens
+ *   (type 4) are always matched, as their vocabularies intend.
+ * BR_TOK_FORCE_HEAP: for tests, always use the heap merge path of byte-level BPE. */
+#define BR_TOK_ADD_BOS       1u
+#define BR_TOK_ADD_EOS       2u
+#define BR_TOK_PARSE_SPECIAL 4u
+#define BR_TOK_FORCE_HEAP    256u
 
 /* Tokenizes text[0..len) (any bytes). On success *ids is a malloc'd array of *n_ids ids
  * that the caller frees (it may be NULL when *n_ids is 0). */
 int br_tok_encode(const struct br_tok *t, const char *text, size_t len, unsigned flags,
                   int32_t **ids, size_t *n_ids, struct br_err *err);
 
-/* Decode flags. */
-#define BR_TOK_DECODE_SPECIAL 1u /* render control and unknown tokens as their text (else
-                                    they produce nothing, the unknown token U+FFFD) */
-#define BR_TOK_DECODE_KEEP_SPACE 2u /* SPM: keep the space the encoder put before the
-                                       text (by default it is removed from the first
-                                       piece, so decode(encode(s)) == s) */
+/* Decode flags.
+ * BR_TOK_DECODE_SPECIAL: render control and unknown tokens as their text (else control
+ *   tokens produce nothing and the unknown token U+FFFD).
+ * BR_TOK_DECODE_KEEP_SPACE: SPM: keep the space the encoder put before the text (by
+ *   default it is removed from the first piece, so decode(encode(s)) == s). */
+#define BR_TOK_DECODE_SPECIAL    1u
+#define BR_TOK_DECODE_KEEP_SPACE 2u
 
 /* ids -> bytes. *text is malloc'd, NUL-terminated (the bytes may contain NULs: use *len);
  * the caller frees it. An id out of range is BR_E_RANGE. */

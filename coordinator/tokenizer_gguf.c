@@ -40,8 +40,8 @@ static int get_id(const struct br_gguf *g, const char *key, int32_t n_tokens, in
     if (rc == BR_E_NOTFOUND) return BR_OK;
     if (rc) return rc;
     if (v >= (uint32_t)n_tokens)
-        return br_err_set(err, BR_E_FORMAT, "%s: id %u outside the vocabulary (%d tokens)", key,
-                          v, (int)n_tokens);
+        return br_err_set(err, BR_E_FORMAT, "%s: id %u outside the vocabulary (%d tokens)", key, v,
+                          (int)n_tokens);
     *id = (int32_t)v;
     return BR_OK;
 }

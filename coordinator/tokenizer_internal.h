@@ -14,12 +14,12 @@
  * half the size of a struct, because BPE speed is bound by cache misses on this table. */
 #define BR_TOK_MERGE_MAX_TOKENS ((1 << 20) - 1)
 #define BR_TOK_MERGE_MAX_MERGES (1 << 24)
-#define BR_TOK_MERGE_RANK_MASK ((uint64_t)(BR_TOK_MERGE_MAX_MERGES - 1))
-#define BR_TOK_MAX_EOG 16
+#define BR_TOK_MERGE_RANK_MASK  ((uint64_t)(BR_TOK_MERGE_MAX_MERGES - 1))
+#define BR_TOK_MAX_EOG          16
 
 struct br_tok_slot { /* vocabulary hash table entry; id -1 = empty */
-    uint32_t tag; /* 24 hash bits above the length (255 for 255 and longer), so most
-                     mismatches are rejected without touching the token text */
+    uint32_t tag;    /* 24 hash bits above the length (255 for 255 and longer), so most
+                        mismatches are rejected without touching the token text */
     int32_t id;
 };
 
@@ -41,19 +41,19 @@ struct br_tok {
 
     struct br_tok_slot *vocab; /* (vocab_mask + 1,) */
     size_t vocab_mask;
-    uint64_t *merge;     /* (merge_mask + 1,) packed slots, BPE only */
+    uint64_t *merge; /* (merge_mask + 1,) packed slots, BPE only */
     size_t merge_mask;
     int32_t *merge_res; /* (n_merges,) merged id by rank */
     int32_t *byte_pair; /* (65536, 2) BPE: rank and merged id of the pair of bytes
                            (b0, b1) as first symbols (rank INT32_MAX: none); a dense
                            copy of the hottest lookups, small enough to stay in cache */
 
-    int32_t byte_id[256];      /* BPE: the token of byte b's character; SPM: <0xXX>; -1 */
-    uint8_t byte_cp[256][2];   /* BPE: UTF-8 of byte b's character */
+    int32_t byte_id[256];    /* BPE: the token of byte b's character; SPM: <0xXX>; -1 */
+    uint8_t byte_cp[256][2]; /* BPE: UTF-8 of byte b's character */
     uint8_t byte_cp_len[256];
-    int16_t byte_of_cp[512];   /* inverse of the byte map; -1 elsewhere */
+    int16_t byte_of_cp[512]; /* inverse of the byte map; -1 elsewhere */
 
-    int32_t *special;       /* (n_special,) ids by first byte, longest first */
+    int32_t *special; /* (n_special,) ids by first byte, longest first */
     size_t n_special;
     uint8_t first_byte[256]; /* bit 0: some special token starts with this byte; bit 1:
                                 some user-defined one does */

@@ -57,11 +57,16 @@ static size_t lead_len(uint8_t b)
 static int second_ok(uint8_t lead, uint8_t b)
 {
     switch (lead) {
-    case 0xE0: return b >= 0xA0 && b <= 0xBF;
-    case 0xED: return b >= 0x80 && b <= 0x9F;
-    case 0xF0: return b >= 0x90 && b <= 0xBF;
-    case 0xF4: return b >= 0x80 && b <= 0x8F;
-    default: return (b & 0xC0) == 0x80;
+    case 0xE0:
+        return b >= 0xA0 && b <= 0xBF;
+    case 0xED:
+        return b >= 0x80 && b <= 0x9F;
+    case 0xF0:
+        return b >= 0x90 && b <= 0xBF;
+    case 0xF4:
+        return b >= 0x80 && b <= 0x8F;
+    default:
+        return (b & 0xC0) == 0x80;
     }
 }
 
@@ -78,8 +83,12 @@ size_t br_uc_decode(const uint8_t *s, size_t n, uint32_t *cp)
     for (size_t i = 2; i < len; i++)
         if ((s[i] & 0xC0) != 0x80) goto invalid;
     switch (len) {
-    case 2: *cp = ((uint32_t)(b0 & 0x1F) << 6) | (s[1] & 0x3F); break;
-    case 3: *cp = ((uint32_t)(b0 & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F); break;
+    case 2:
+        *cp = ((uint32_t)(b0 & 0x1F) << 6) | (s[1] & 0x3F);
+        break;
+    case 3:
+        *cp = ((uint32_t)(b0 & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+        break;
     default:
         *cp = ((uint32_t)(b0 & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) |
               ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);

@@ -401,6 +401,21 @@ static void test_llama3_detected(void **state)
     assert_string_equal(br_tok_pre_name(t), "llama3");
     assert_int_equal(check_cases(t, f->c3, f->n3, 0, "llama3 detected"), f->n3);
     br_tok_destroy(&t);
+    /* The other rule sets over the same vocabulary: any text still comes back whole. */
+    const char *others[] = {"gpt-2", "falcon", "default"};
+    for (size_t k = 0; k < 3; k++) {
+        p.pre = others[k];
+        assert_int_equal(br_tok_create(&p, &t, NULL), BR_OK);
+        assert_string_equal(br_tok_pre_name(t), k == 1 ? "falcon" : "gpt2");
+        for (size_t i = 0; i < f->n3; i++) {
+            int32_t *ids;
+            size_t n;
+            encode(t, f->c3[i].text, f->c3[i].len, 0, &ids, &n);
+            assert_round_trip(t, f->c3[i].text, f->c3[i].len, ids, n);
+            free(ids);
+        }
+        br_tok_destroy(&t);
+    }
     p.pre = "no-such-rules";
     struct br_err err = {{0}};
     assert_int_equal(br_tok_create(&p, &t, &err), BR_E_UNSUPPORTED);
@@ -559,6 +574,13 @@ static void test_stream(void **state)
     assert_int_equal(len, 5);
     assert_memory_equal(out, "Hello", 5);
     assert_int_equal(br_detok_push(d, 99999, &out, &len), BR_E_RANGE);
+    br_detok_destroy(&d);
+
+    /* A continuation keeps the space of its first piece. */
+    assert_int_equal(br_detok_create(f->l2, BR_TOK_DECODE_KEEP_SPACE, &d), BR_OK);
+    assert_int_equal(br_detok_push(d, 15043, &out, &len), BR_OK);
+    assert_int_equal(len, 6);
+    assert_memory_equal(out, " Hello", 6);
     br_detok_destroy(&d);
 }
 

@@ -824,6 +824,36 @@ static void test_gguf(void **state)
     free(path2);
 }
 
+/* A file written by bitnet.cpp's converter (a 1024-piece SentencePiece vocabulary). */
+static void test_bitnet_cpp_file(void **state)
+{
+    (void)state;
+    struct br_err err = {{0}};
+    struct br_gguf *g;
+    struct br_tok *t;
+    if (br_gguf_open(br_test_shared("bitnet-cpp/gqa-i2_s.gguf"), &g, &err))
+        fail_msg("open: %s", err.msg);
+    if (br_tok_from_gguf(g, &t, &err)) fail_msg("from_gguf: %s", err.msg);
+    br_gguf_close(&g);
+    assert_int_equal(br_tok_n_vocab(t), 1024);
+    assert_int_equal(br_tok_model(t), BR_TOK_MODEL_SPM);
+    assert_int_equal(br_tok_bos(t), 1);
+    assert_int_equal(br_tok_eos(t), 2);
+    assert_true(br_tok_is_eog(t, 2));
+    /* "Hello world, 123 ünïcödé 🦙!", spelled in bytes: rare characters become byte tokens.
+     */
+    const char *s = "Hello world, 123 \xc3\xbcn\xc3\xaf"
+                    "c\xc3\xb6"
+                    "d\xc3\xa9 \xf0\x9f\xa6\x99!";
+    int32_t *ids;
+    size_t n;
+    encode(t, s, strlen(s), BR_TOK_ADD_BOS, &ids, &n);
+    assert_int_equal(ids[0], 1);
+    assert_round_trip(t, s, strlen(s), ids, n);
+    free(ids);
+    br_tok_destroy(&t);
+}
+
 /* Bad parameters are errors with messages, never crashes. */
 static void test_bad_params(void **state)
 {
@@ -864,11 +894,12 @@ static void test_bad_params(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unicode),        cmocka_unit_test(test_pre_tokenizers),
-        cmocka_unit_test(test_bad_params),     cmocka_unit_test(test_llama3_cases),
-        cmocka_unit_test(test_llama2_cases),   cmocka_unit_test(test_llama3_detected),
-        cmocka_unit_test(test_special_tokens), cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_hostile),        cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_unicode),         cmocka_unit_test(test_pre_tokenizers),
+        cmocka_unit_test(test_bad_params),      cmocka_unit_test(test_llama3_cases),
+        cmocka_unit_test(test_llama2_cases),    cmocka_unit_test(test_llama3_detected),
+        cmocka_unit_test(test_special_tokens),  cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_hostile),         cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_bitnet_cpp_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

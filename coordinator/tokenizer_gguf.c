@@ -6,6 +6,7 @@
  * type or an array whose length differs from the token count are BR_E_FORMAT naming the
  * key; absent optional keys take the model's defaults (see tokenizer.h).
  */
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,17 +14,28 @@
 #include "coordinator/tokenizer_internal.h"
 #include "sharding/gguf.h"
 
-/* An array key of n elements of the wanted kind (string or numeric), or NULL when absent. */
-static int find_array(const struct br_gguf *g, const char *key, int want_string, uint64_t n,
+enum elem_kind { ELEM_STRING, ELEM_NUMBER, ELEM_INTEGER };
+
+static int elem_ok(enum br_gguf_vtype t, enum elem_kind want)
+{
+    if (want == ELEM_STRING) return t == BR_GGUF_STRING;
+    if (br_gguf_vtype_size(t) == 0) return 0;
+    /* Integers are never read from float elements: a NaN or huge value would not convert. */
+    return want == ELEM_NUMBER || (t != BR_GGUF_F32 && t != BR_GGUF_F64);
+}
+
+/* An array key of n elements (any count when n is 0) of the wanted kind, or NULL when
+ * absent. */
+static int find_array(const struct br_gguf *g, const char *key, enum elem_kind want, uint64_t n,
                       const struct br_gguf_kv **out, struct br_err *err)
 {
+    static const char *const names[] = {"strings", "numbers", "integers"};
     const struct br_gguf_kv *kv = br_gguf_find_kv(g, key);
     *out = NULL;
     if (!kv) return BR_OK;
-    if (kv->type != BR_GGUF_ARRAY || (want_string != (kv->v.arr.elem == BR_GGUF_STRING)) ||
-        (!want_string && br_gguf_vtype_size(kv->v.arr.elem) == 0))
+    if (kv->type != BR_GGUF_ARRAY || !elem_ok(kv->v.arr.elem, want))
         return br_err_set(err, BR_E_FORMAT, "%s: expected an array of %s (byte offset %llu)", key,
-                          want_string ? "strings" : "numbers", (unsigned long long)kv->file_offset);
+                          names[want], (unsigned long long)kv->file_offset);
     if (n && kv->v.arr.n != n)
         return br_err_set(err, BR_E_FORMAT, "%s: %llu elements for %llu tokens", key,
                           (unsigned long long)kv->v.arr.n, (unsigned long long)n);
@@ -77,13 +89,13 @@ int br_tok_from_gguf(const struct br_gguf *g, struct br_tok **out, struct br_err
     p.pre = rc == BR_E_NOTFOUND ? NULL : pre;
 
     const struct br_gguf_kv *tok, *scores, *types, *merges;
-    if ((rc = find_array(g, "tokenizer.ggml.tokens", 1, 0, &tok, err))) return rc;
+    if ((rc = find_array(g, "tokenizer.ggml.tokens", ELEM_STRING, 0, &tok, err))) return rc;
     if (!tok || tok->v.arr.n == 0 || tok->v.arr.n > INT32_MAX / 2)
         return br_err_set(err, BR_E_FORMAT, "tokenizer.ggml.tokens: missing or of bad length");
     uint64_t n = tok->v.arr.n;
-    if ((rc = find_array(g, "tokenizer.ggml.scores", 0, n, &scores, err)) ||
-        (rc = find_array(g, "tokenizer.ggml.token_type", 0, n, &types, err)) ||
-        (rc = find_array(g, "tokenizer.ggml.merges", 1, 0, &merges, err)))
+    if ((rc = find_array(g, "tokenizer.ggml.scores", ELEM_NUMBER, n, &scores, err)) ||
+        (rc = find_array(g, "tokenizer.ggml.token_type", ELEM_INTEGER, n, &types, err)) ||
+        (rc = find_array(g, "tokenizer.ggml.merges", ELEM_STRING, 0, &merges, err)))
         return rc;
     size_t n_merges = merges ? (size_t)merges->v.arr.n : 0;
 
@@ -102,7 +114,10 @@ int br_tok_from_gguf(const struct br_gguf *g, struct br_tok **out, struct br_err
         uint64_t len;
         br_gguf_arr_str(tok, i, &strs[i], &len);
         lens[i] = (size_t)len;
-        if (sc) sc[i] = (float)br_gguf_arr_f64(scores, i);
+        if (sc) { /* clamped: a double beyond float range does not convert */
+            double v = br_gguf_arr_f64(scores, i);
+            sc[i] = v > FLT_MAX ? FLT_MAX : v < -FLT_MAX ? -FLT_MAX : v == v ? (float)v : 0.0f;
+        }
         if (ty) {
             int64_t v = br_gguf_arr_i64(types, i);
             ty[i] = v < 0 || v > 255 ? -1 : (int32_t)v;

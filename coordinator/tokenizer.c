@@ -47,8 +47,8 @@ static uint64_t hash_bytes(const uint8_t *s, size_t n)
         s += 8;
         n -= 8;
     }
-    uint64_t v = 0;
-    memcpy(&v, s, n);
+    uint64_t v = 0; /* the tail, byte by byte: a variable-length memcpy is a libc call */
+    for (size_t i = 0; i < n; i++) v |= (uint64_t)s[i] << (8 * i);
     h = (h ^ v) * 0xC4CEB9FE1A85EC53ull;
     h ^= h >> 29;
     h *= 0xFF51AFD7ED558CCDull;
@@ -639,7 +639,7 @@ static int bpe_merge_small(struct enc *e, const uint8_t *w, size_t n)
     return rc;
 }
 
-#define BPE_SMALL_WORD 64
+#define BPE_SMALL_WORD 16
 
 static int bpe_word(void *ctx, size_t begin, size_t end)
 {

@@ -21,6 +21,8 @@
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "coordinator/sample.h"
+#include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
 #include "sharding/plan.h"
 #include "worker/comm_mpi.h"
@@ -33,27 +35,22 @@ static void usage(FILE *f)
     fprintf(f, "usage: bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T] "
                "[--seed S]\n"
                "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n"
-               "                  [--tp T --pp P under mpirun] [--stats]\n");
+               "                  [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
+               "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n");
 }
 
-static int32_t argmax(const float *x, int32_t n)
-{
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
 
 struct run_args {
     const char *model_path, *prompt, *tokens_arg, *dump;
-    long long n_gen, threads, n_ctx, seed, tp, pp;
-    double temp;
-    int verbose, stats;
+    long long n_gen, threads, n_ctx, seed, tp, pp, top_k;
+    double temp, top_p, min_p, repeat_penalty;
+    int verbose, stats, print_ids, ignore_eos;
 };
 
 static int parse(int argc, char **argv, struct run_args *a)
 {
-    enum { O_TOKENS = 256, O_TEMP, O_DUMP, O_SEED, O_TP, O_PP, O_STATS };
+    enum { O_TOKENS = 256, O_TEMP, O_DUMP, O_SEED, O_TP, O_PP, O_STATS, O_TOPK, O_TOPP, O_MINP,
+           O_REP, O_IDS, O_IGN };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"prompt", required_argument, 0, 'p'},
         {"tokens", required_argument, 0, O_TOKENS}, {"n-predict", required_argument, 0, 'n'},
@@ -62,9 +59,13 @@ static int parse(int argc, char **argv, struct run_args *a)
         {"ctx", required_argument, 0, 'c'},       {"verbose", no_argument, 0, 'v'},
         {"tp", required_argument, 0, O_TP},       {"pp", required_argument, 0, O_PP},
         {"stats", no_argument, 0, O_STATS},       {"help", no_argument, 0, 'h'},
+        {"top-k", required_argument, 0, O_TOPK},  {"top-p", required_argument, 0, O_TOPP},
+        {"min-p", required_argument, 0, O_MINP},  {"repeat-penalty", required_argument, 0, O_REP},
+        {"ids", no_argument, 0, O_IDS},           {"ignore-eos", no_argument, 0, O_IGN},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->n_gen = 16, a->threads = 1, a->tp = 1, a->pp = 1;
+    a->top_p = 1.0, a->repeat_penalty = 1.0;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:p:n:t:c:vh", opts, NULL)) != -1) {
@@ -87,13 +88,23 @@ static int parse(int argc, char **argv, struct run_args *a)
         case O_PP:
             if (br_cli_int(optarg, 1, 4096, &a->pp)) return br_cli_usage_error("run", "bad --pp");
             break;
-        case O_TEMP: {
+        case O_TEMP:
+        case O_TOPP:
+        case O_MINP:
+        case O_REP: {
             char *end;
-            a->temp = strtod(optarg, &end);
-            if (*end || !(a->temp >= 0.0) || a->temp > 100.0)
-                return br_cli_usage_error("run", "bad --temp '%s'", optarg);
+            double v = strtod(optarg, &end);
+            if (*end || !(v >= 0.0) || v > 100.0)
+                return br_cli_usage_error("run", "bad value '%s'", optarg);
+            *(c == O_TEMP ? &a->temp : c == O_TOPP ? &a->top_p : c == O_MINP ? &a->min_p
+                                                                  : &a->repeat_penalty) = v;
             break;
         }
+        case O_TOPK:
+            if (br_cli_int(optarg, 0, 1 << 20, &a->top_k)) return br_cli_usage_error("run", "bad --top-k");
+            break;
+        case O_IDS: a->print_ids = 1; break;
+        case O_IGN: a->ignore_eos = 1; break;
         case O_SEED:
             if (br_cli_int(optarg, 0, INT64_MAX, &a->seed)) return br_cli_usage_error("run", "bad --seed");
             break;
@@ -110,48 +121,89 @@ static int parse(int argc, char **argv, struct run_args *a)
     return 0;
 }
 
-/* Rank 0's generation: prompt in batches, then one token at a time. */
+/* Rank 0's generation: prompt in batches, then one token at a time. Greedy steps bring
+ * back only each vocabulary slice's best token; sampling brings back the logits and draws
+ * with the counter RNG keyed by (seed, 0, position), as the server does. */
 static int generate(const struct run_args *a, const struct br_model *model, struct br_engine *eng,
-                    struct br_comm *comm, const int32_t *toks, int32_t n_prompt, FILE *df,
-                    struct br_err *err)
+                    struct br_comm *comm, const struct br_tok *tok, const int32_t *toks,
+                    int32_t n_prompt, FILE *df, struct br_err *err)
 {
     int32_t vocab = model->cfg.n_vocab, mb = br_engine_max_batch(eng);
+    struct br_sample_params sp;
+    br_sample_params_default(&sp);
+    sp.temperature = (float)a->temp;
+    sp.top_k = (int32_t)a->top_k;
+    sp.top_p = (float)a->top_p;
+    sp.min_p = (float)a->min_p;
+    sp.repeat_penalty = (float)a->repeat_penalty;
+    sp.seed = (uint64_t)a->seed;
+    int rc = br_sample_params_check(&sp, vocab, err);
+    if (rc) return rc;
+    int greedy = sp.temperature == 0.0f && sp.repeat_penalty == 1.0f;
+    int need_logits = df || !greedy;
     float *logits = malloc((size_t)mb * (size_t)vocab * sizeof *logits);
     int32_t *pos = malloc((size_t)mb * sizeof *pos), *seq = calloc((size_t)mb, sizeof *seq);
     int32_t *rows = malloc((size_t)mb * sizeof *rows);
-    int rc = BR_OK;
-    if (!logits || !pos || !seq || !rows) {
+    int32_t *hist = malloc(((size_t)n_prompt + (size_t)a->n_gen) * sizeof *hist);
+    struct br_detok *dt = NULL;
+    if (!logits || !pos || !seq || !rows || !hist || (tok && br_detok_create(tok, 0, &dt))) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory for logits");
         goto done;
     }
+    memcpy(hist, toks, (size_t)n_prompt * sizeof *hist);
+    int32_t n_hist = n_prompt;
     for (int32_t i = 0; i < mb; i++) rows[i] = i;
     double t1 = br_now();
-    int32_t next_tok = 0; /* greedy: the highest logit, ties to the lowest id */
+    int32_t next_tok = 0;
+    const float *last = NULL;
     for (int32_t off = 0; off < n_prompt && !rc; off += mb) {
         int32_t T = n_prompt - off < mb ? n_prompt - off : mb;
         for (int32_t t = 0; t < T; t++) pos[t] = off + t;
         struct br_batch b = {T, toks + off, pos, seq, 0, NULL};
         int final = off + T == n_prompt;
         int32_t nr = df ? T : final ? 1 : 0;
-        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr, df ? logits : NULL,
-                          &next_tok, err);
+        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr,
+                          need_logits ? logits : NULL, &next_tok, err);
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)T * vocab, df) != (size_t)T * vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
-        if (final && df) next_tok = argmax(logits + (size_t)(nr - 1) * vocab, vocab);
+        if (final && need_logits) last = logits + (size_t)(nr - 1) * vocab;
     }
     double t_prompt = br_now() - t1, t2 = br_now();
     int32_t p = n_prompt;
+    long long produced = 0;
     for (long long i = 0; i < a->n_gen && !rc; i++) {
         int32_t next = next_tok;
-        printf("%s%d", i ? " " : "", next);
+        if (need_logits) {
+            struct br_sample_result res;
+            if ((rc = br_sample_full(&sp, last, vocab, hist, (size_t)n_hist, 0, (uint64_t)p, &res,
+                                     err)))
+                break;
+            next = res.token;
+        }
+        hist[n_hist++] = next;
+        produced++;
+        if (a->print_ids || !tok) {
+            printf("%s%d", i ? " " : "", next);
+        } else {
+            const char *piece;
+            size_t len;
+            if (br_detok_push(dt, next, &piece, &len) == BR_OK) fwrite(piece, 1, len, stdout);
+        }
         fflush(stdout);
+        if (!a->ignore_eos && tok && br_tok_is_eog(tok, next)) break;
         if (i + 1 == a->n_gen) break;
         pos[0] = p++;
         struct br_batch b = {1, &next, pos, seq, 0, NULL};
-        rc = br_dist_step(eng, comm, &b, rows, 1, df ? logits : NULL, &next_tok, err);
-        if (!rc && df) next_tok = argmax(logits, vocab);
+        rc = br_dist_step(eng, comm, &b, rows, 1, need_logits ? logits : NULL, &next_tok, err);
+        last = logits;
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
+    }
+    if (dt && !a->print_ids) {
+        const char *piece;
+        size_t len;
+        br_detok_flush(dt, &piece, &len);
+        fwrite(piece, 1, len, stdout);
     }
     printf("\n");
     double t_gen = br_now() - t2;
@@ -164,11 +216,12 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
     if (!rc)
         fprintf(stderr, "bitrack run: prompt %d tokens in %.3f s (%.1f tok/s); generated %lld tokens "
                         "in %.3f s (%.2f tok/s after the first); %lld threads x %d ranks\n",
-                n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), a->n_gen, t_gen,
-                a->n_gen > 1 ? (double)(a->n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0,
+                n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), produced, t_gen,
+                produced > 1 ? (double)(produced - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0,
                 a->threads, comm ? comm->world_size : 1);
 done:
-    free(logits), free(pos), free(seq), free(rows);
+    br_detok_destroy(&dt);
+    free(logits), free(pos), free(seq), free(rows), free(hist);
     return rc;
 }
 
@@ -187,17 +240,12 @@ int br_cmd_run(int argc, char **argv)
     struct br_engine *eng = NULL;
     int32_t *toks = NULL, n_prompt = 0;
     FILE *df = NULL;
+    struct br_tok *tok = NULL;
     int rank = 0;
 
-    if (a.tokens_arg) {
-        if (br_cli_int_list(a.tokens_arg, &toks, &n_prompt) || n_prompt == 0) {
-            exit_code = br_cli_usage_error("run", "bad --tokens '%s' (comma-separated ids)",
-                                           a.tokens_arg);
-            goto done;
-        }
-    } else {
-        fprintf(stderr, "bitrack run: -p needs the tokenizer, which this build lacks; use "
-                        "--tokens\n");
+    if (a.tokens_arg && (br_cli_int_list(a.tokens_arg, &toks, &n_prompt) || n_prompt == 0)) {
+        exit_code = br_cli_usage_error("run", "bad --tokens '%s' (comma-separated ids)",
+                                       a.tokens_arg);
         goto done;
     }
     if (a.tp * a.pp > 1 || br_comm_mpi_launched()) {
@@ -230,6 +278,26 @@ int br_cmd_run(int argc, char **argv)
         fprintf(stderr, "bitrack run: cannot start %lld threads\n", a.threads);
         goto done;
     }
+    if (a.prompt || (rank == 0 && !a.print_ids)) {
+        /* the model's own tokenizer: for -p, and to print text */
+        int trc = br_tok_from_gguf(model->gguf, &tok, &err);
+        if (trc && a.prompt) {
+            fprintf(stderr, "bitrack run: %s\n", err.msg);
+            goto done;
+        }
+    }
+    if (a.prompt) { /* every rank has the same arguments: all tokenize */
+        size_t n = 0;
+        if (br_tok_encode(tok, a.prompt, strlen(a.prompt), BR_TOK_ADD_BOS, &toks, &n, &err)) {
+            fprintf(stderr, "bitrack run: %s\n", err.msg);
+            goto done;
+        }
+        n_prompt = (int32_t)n;
+        if (n_prompt == 0) {
+            fprintf(stderr, "bitrack run: the prompt has no tokens\n");
+            goto done;
+        }
+    }
     int32_t need = n_prompt + (int32_t)a.n_gen;
     long long n_ctx = a.n_ctx ? a.n_ctx : need;
     if (need > n_ctx || need > model->cfg.n_ctx) {
@@ -255,7 +323,7 @@ int br_cmd_run(int argc, char **argv)
             goto done;
         }
         if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", t_load);
-        int rc = generate(&a, model, eng, comm, toks, n_prompt, df, &err);
+        int rc = generate(&a, model, eng, comm, tok, toks, n_prompt, df, &err);
         br_dist_stop(eng, comm, NULL);
         if (rc) {
             fprintf(stderr, "bitrack run: %s\n", err.msg);
@@ -287,6 +355,7 @@ done:
         exit_code = 1;
     }
     free(toks);
+    br_tok_destroy(&tok);
     br_engine_destroy(&eng);
     br_pool_destroy(&pool);
     br_model_destroy(&model);

@@ -26,14 +26,14 @@ prompt=$(seq -s, 3 72)
 fails=0; runs=0
 for model in kv5 bitnet llama; do
     f="$TMP/$model.gguf"
-    "$BIN" run -m "$f" --tokens "$prompt" -n 5 --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
+    "$BIN" run -m "$f" --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
     for layout in 1x1 2x1 1x2 2x2 3x1 4x1 1x3; do
         tp=${layout%x*}; pp=${layout#*x}
         for threads in 1 2; do
             [ "$threads" = 2 ] && [ "$layout" != 2x2 ] && [ "$layout" != 1x1 ] && continue
             rm -f "$TMP/out.f32"
             if ! timeout 120 "${MPIRUN[@]}" $((tp * pp)) "$BIN" run -m "$f" --tokens "$prompt" -n 5 \
-                    --tp "$tp" --pp "$pp" -t "$threads" --dump-logits "$TMP/out.f32" \
+                    --tp "$tp" --pp "$pp" -t "$threads" --ids --ignore-eos --dump-logits "$TMP/out.f32" \
                     > "$TMP/out.txt" 2> "$TMP/err.txt"; then
                 echo "FAIL $model $layout t$threads: run failed"; cat "$TMP/err.txt"; fails=$((fails + 1)); continue
             fi

@@ -37,7 +37,7 @@ if ! diff -u "$TMP/want.txt" "$TMP/got.txt" > "$TMP/diff.txt"; then
     echo "FAIL: tensor table differs from the official layout"
     exit 1
 fi
-out=$("$BIN" run -m "$TMP/m.gguf" --tokens 128000,791 -n 2 -t 2)
+out=$("$BIN" run -m "$TMP/m.gguf" --tokens 128000,791 -n 2 -t 2 --ids --ignore-eos)
 echo "generated: $out"
 test "$(echo "$out" | wc -w)" -eq 2
 echo "PASS: 332 tensors match the official 2B-4T layout; run generated 2 tokens"

@@ -54,8 +54,11 @@ else
 fi
 printf 'nodeA slots=3\nnodeB slots=1\n' > "$TMP/uneven"
 "$LAUNCH" --hostfile "$TMP/uneven" --tp 2 --pp 2 --dry-run -- run -m x.gguf > /dev/null 2> "$TMP/err.txt"
-grep -q 'splits a TP group' "$TMP/err.txt" && echo "ok   TP group split across hosts is warned about" ||
+if grep -q 'splits a TP group' "$TMP/err.txt"; then
+    echo "ok   TP group split across hosts is warned about"
+else
     fail "no warning for a TP group split across hosts"
+fi
 
 "$BIN" synth --preset tiny --arch bitnet --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
     --layers 3 --vocab 600 --type tq2_0 --seed 31 -o "$TMP/m.gguf" > /dev/null

@@ -50,6 +50,7 @@ echo "cluster up in $(elapsed "$start") s:"; sed 's/^/    /' "$TMP/up.txt"
 "$NETNS" hostfile 2 > "$TMP/hosts"
 
 # Where do the ranks run? Rank r must be in host r/2's namespace, with its address.
+# shellcheck disable=SC2016 # expanded by each rank's shell
 "$NETNS" mpirun --hostfile "$TMP/hosts" -np 4 --map-by slot sh -c \
     'echo "$OMPI_COMM_WORLD_RANK $(ip netns identify $$) $(ip -4 -o addr show dev eth0 | awk "{print \$4}")"' \
     2> "$TMP/err.txt" | sort -n > "$TMP/where.txt" || { fail "placement probe failed"; cat "$TMP/err.txt"; }

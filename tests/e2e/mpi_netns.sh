@@ -38,6 +38,7 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT # so that a killed test still tears down
 fails=0
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 now() { date +%s.%N; }

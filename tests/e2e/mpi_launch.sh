@@ -52,6 +52,12 @@ elif grep -q 'must be equal' "$TMP/err.txt"; then
 else
     fail "2x2 on 3 ranks: unexpected message: $(cat "$TMP/err.txt")"
 fi
+printf 'nodeA slots=2\nnodeB\n' > "$TMP/noslots"
+if "$LAUNCH" --hostfile "$TMP/noslots" --tp 2 --pp 1 --dry-run -- run > /dev/null 2> "$TMP/err.txt"; then
+    fail "a hostfile line without slots= was accepted"
+else
+    echo "ok   hostfile line without slots= refused: $(cat "$TMP/err.txt")"
+fi
 printf 'nodeA slots=3\nnodeB slots=1\n' > "$TMP/uneven"
 "$LAUNCH" --hostfile "$TMP/uneven" --tp 2 --pp 2 --dry-run -- run -m x.gguf > /dev/null 2> "$TMP/err.txt"
 if grep -q 'splits a TP group' "$TMP/err.txt"; then

@@ -67,7 +67,7 @@ else
 fi
 
 "$BIN" synth --preset tiny --arch bitnet --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
-    --layers 3 --vocab 600 --type tq2_0 --seed 31 -o "$TMP/m.gguf" > /dev/null
+    --layers 3 --vocab 1030 --type tq2_0 --seed 31 -o "$TMP/m.gguf" > /dev/null
 "$BIN" run -m "$TMP/m.gguf" --tokens "$prompt" -n 5 --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
 for layout in 2x1 2x2; do
     tp=${layout%x*} pp=${layout#*x}

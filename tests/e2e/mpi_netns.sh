@@ -64,7 +64,7 @@ done
 [ "$fails" -eq 0 ] && echo "ok   ranks 0,1 in ${BR_NETNS_PREFIX}h0 (10.77.0.10), ranks 2,3 in ${BR_NETNS_PREFIX}h1 (10.77.0.11)"
 
 "$BIN" synth --preset tiny --arch bitnet --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
-    --layers 3 --vocab 600 --type tq2_0 --seed 41 -o "$TMP/m.gguf" > /dev/null
+    --layers 3 --vocab 1030 --type tq2_0 --seed 41 -o "$TMP/m.gguf" > /dev/null
 prompt=$(seq -s, 3 20)
 "$BIN" run -m "$TMP/m.gguf" --tokens "$prompt" -n 5 --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
 

@@ -65,7 +65,7 @@ static void put(struct sbuf *b, const char *s)
 
 enum role { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 
-static void render_bitnet(struct sbuf *b, const struct br_chat_msg *m, const enum role *r, size_t n,
+static void render_bitnet(struct sbuf *b, const struct br_chat_turn *m, const enum role *r, size_t n,
                           int gen)
 {
     static const char *const prefix[] = {"System: ", "User: ", "Assistant: "};
@@ -77,7 +77,7 @@ static void render_bitnet(struct sbuf *b, const struct br_chat_msg *m, const enu
     if (gen) put(b, "Assistant: ");
 }
 
-static void render_llama3(struct sbuf *b, const struct br_chat_msg *m, size_t n, int gen)
+static void render_llama3(struct sbuf *b, const struct br_chat_turn *m, size_t n, int gen)
 {
     for (size_t i = 0; i < n; i++) {
         put(b, "<|start_header_id|>");
@@ -89,7 +89,7 @@ static void render_llama3(struct sbuf *b, const struct br_chat_msg *m, size_t n,
     if (gen) put(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
-static void render_chatml(struct sbuf *b, const struct br_chat_msg *m, size_t n, int gen)
+static void render_chatml(struct sbuf *b, const struct br_chat_turn *m, size_t n, int gen)
 {
     for (size_t i = 0; i < n; i++) {
         put(b, "<|im_start|>");
@@ -101,7 +101,7 @@ static void render_chatml(struct sbuf *b, const struct br_chat_msg *m, size_t n,
     if (gen) put(b, "<|im_start|>assistant\n");
 }
 
-static void render_falcon3(struct sbuf *b, const struct br_chat_msg *m, const enum role *r,
+static void render_falcon3(struct sbuf *b, const struct br_chat_turn *m, const enum role *r,
                            size_t n, int gen)
 {
     for (size_t i = 0; i < n; i++) {
@@ -123,7 +123,7 @@ static void render_falcon3(struct sbuf *b, const struct br_chat_msg *m, const en
  * the first is preceded by the BOS marker "<s>" as text, every assistant turn closed by
  * " </s>". The leading BOS comes from the tokenizer. The prompt already ends where the
  * assistant speaks, so there is no separate generation prompt. */
-static int render_llama2(struct sbuf *b, const struct br_chat_msg *m, const enum role *r, size_t n,
+static int render_llama2(struct sbuf *b, const struct br_chat_turn *m, const enum role *r, size_t n,
                          struct br_err *err)
 {
     const char *sys = NULL;
@@ -162,7 +162,7 @@ static int render_llama2(struct sbuf *b, const struct br_chat_msg *m, const enum
     return BR_OK;
 }
 
-int br_chat_render(const char *template_name, const struct br_chat_msg *msgs, size_t n,
+int br_chat_render(const char *template_name, const struct br_chat_turn *msgs, size_t n,
                    int add_generation_prompt, char **out, size_t *out_len, struct br_err *err)
 {
     *out = NULL;

@@ -24,7 +24,7 @@
 
 #include "bitrack/status.h"
 
-struct br_chat_msg {
+struct br_chat_turn {
     const char *role;    /* "system", "user" or "assistant" */
     const char *content; /* NUL-terminated UTF-8 */
 };
@@ -50,7 +50,7 @@ const char *br_chat_template_detect(const char *template_text, const char *arch)
  * template (the message lists the choices), an unknown role, a NULL content, or a layout
  * the template cannot express; BR_E_NOMEM.
  */
-int br_chat_render(const char *template_name, const struct br_chat_msg *msgs, size_t n,
+int br_chat_render(const char *template_name, const struct br_chat_turn *msgs, size_t n,
                    int add_generation_prompt, char **out, size_t *out_len, struct br_err *err);
 
 #endif

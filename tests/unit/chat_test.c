@@ -9,14 +9,14 @@
 
 #include "coordinator/chat.h"
 
-static const struct br_chat_msg conv[4] = {
+static const struct br_chat_turn conv[4] = {
     {"system", "Be brief."},
     {"user", "Hi"},
     {"assistant", "Hello!"},
     {"user", "2+2?"},
 };
 
-static void expect(const char *tmpl, const struct br_chat_msg *m, size_t n, int gen,
+static void expect(const char *tmpl, const struct br_chat_turn *m, size_t n, int gen,
                    const char *want)
 {
     char *out = NULL;
@@ -58,7 +58,7 @@ static void test_llama2(void **state)
     expect("llama2", conv + 1, 3, 1, "[INST] Hi [/INST] Hello! </s><s>[INST] 2+2? [/INST]");
     expect("llama2", conv, 1, 1, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n [/INST]");
     /* A system message later in the conversation cannot be expressed. */
-    const struct br_chat_msg late[2] = {{"user", "a"}, {"system", "b"}};
+    const struct br_chat_turn late[2] = {{"user", "a"}, {"system", "b"}};
     char *out = (char *)1;
     struct br_err e = {{0}};
     assert_int_equal(br_chat_render("llama2", late, 2, 1, &out, NULL, &e), BR_E_INVALID);
@@ -91,7 +91,7 @@ static void test_content_verbatim(void **state)
 {
     (void)state;
     /* Whitespace and markers inside content are passed through untouched. */
-    const struct br_chat_msg m[1] = {{"user", "  x\n<|eot_id|> "}};
+    const struct br_chat_turn m[1] = {{"user", "  x\n<|eot_id|> "}};
     expect("bitnet", m, 1, 0, "User:   x\n<|eot_id|> <|eot_id|>");
 }
 
@@ -105,10 +105,10 @@ static void test_errors(void **state)
     assert_non_null(strstr(e.msg, "vicuna"));
     assert_non_null(strstr(e.msg, "bitnet, llama3, llama2, falcon3, chatml"));
     assert_int_equal(br_chat_render(NULL, conv, 4, 1, &out, NULL, &e), BR_E_INVALID);
-    const struct br_chat_msg bad_role[2] = {{"user", "a"}, {"tool", "b"}};
+    const struct br_chat_turn bad_role[2] = {{"user", "a"}, {"tool", "b"}};
     assert_int_equal(br_chat_render("chatml", bad_role, 2, 1, &out, NULL, &e), BR_E_INVALID);
     assert_non_null(strstr(e.msg, "'tool'"));
-    const struct br_chat_msg no_content[1] = {{"user", NULL}};
+    const struct br_chat_turn no_content[1] = {{"user", NULL}};
     assert_int_equal(br_chat_render("chatml", no_content, 1, 1, &out, NULL, &e), BR_E_INVALID);
     assert_true(br_chat_template_known("falcon3"));
     assert_false(br_chat_template_known("Falcon3"));
@@ -118,8 +118,8 @@ static void test_many_messages(void **state)
 {
     (void)state;
     /* More messages than the renderer's stack buffer of roles. */
-    struct br_chat_msg m[200];
-    for (int i = 0; i < 200; i++) m[i] = (struct br_chat_msg){i % 2 ? "assistant" : "user", "x"};
+    struct br_chat_turn m[200];
+    for (int i = 0; i < 200; i++) m[i] = (struct br_chat_turn){i % 2 ? "assistant" : "user", "x"};
     char *out = NULL;
     size_t len = 0;
     assert_int_equal(br_chat_render("bitnet", m, 200, 1, &out, &len, NULL), BR_OK);

@@ -486,7 +486,7 @@ static int read_int(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *ou
 static int read_num(const msgpack_object *o, double lo, double hi, double *out,
                     const char *name, struct br_err *err)
 {
-    double v;
+    double v = 0;
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) v = (double)o->via.u64;
     else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) v = (double)o->via.i64;
     else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
@@ -521,7 +521,7 @@ static int opt_float(const msgpack_object *m, const char *key, double lo, double
                      struct br_err *err)
 {
     const msgpack_object *o = field(m, key);
-    double v;
+    double v = 0;
     if (!o) return BR_OK;
     int rc = read_num(o, lo, hi, &v, key, err);
     if (rc == BR_OK) *out = (float)v;
@@ -532,7 +532,7 @@ static int opt_i32(const msgpack_object *m, const char *key, int64_t lo, int64_t
                    int32_t *out, struct br_err *err)
 {
     const msgpack_object *o = field(m, key);
-    int64_t v;
+    int64_t v = 0;
     if (!o) return BR_OK;
     int rc = read_int(o, lo, hi, &v, key, err);
     if (rc == BR_OK) *out = (int32_t)v;
@@ -563,7 +563,7 @@ static int read_tokens(const msgpack_object *o, uint32_t minn, uint32_t max, int
         if (!t) return br_err_set(err, BR_E_NOMEM, "%s: out of memory", name);
     }
     for (uint32_t i = 0; i < n; i++) {
-        int64_t v;
+        int64_t v = 0;
         snprintf(sub, sizeof sub, "%s[%" PRIu32 "]", name, i);
         int rc = read_int(&o->via.array.ptr[i], 0, id_max, &v, sub, err);
         if (rc) {
@@ -625,7 +625,7 @@ static int read_bias_value(const msgpack_object *o, float *out, const char *name
         *out = -INFINITY;
         return BR_OK;
     }
-    double v;
+    double v = 0;
     int rc = read_num(o, -100.0, 100.0, &v, name, err);
     if (rc == BR_OK) *out = (float)v;
     return rc;
@@ -665,7 +665,7 @@ static int read_logit_bias(const msgpack_object *m, const struct br_proto_limits
             k = &e->via.array.ptr[0];
             v = &e->via.array.ptr[1];
         }
-        int64_t id;
+        int64_t id = 0;
         snprintf(sub, sizeof sub, "logit_bias[%" PRIu32 "].id", i);
         if (k->type == MSGPACK_OBJECT_STR) {
             /* JSON-born clients can only write string keys. */
@@ -829,7 +829,7 @@ int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_l
     struct br_proto_limits dl;
     msgpack_unpacked u;
     const msgpack_object *o;
-    int64_t v;
+    int64_t v = 0;
     if (!lim) {
         br_proto_limits_default(&dl);
         lim = &dl;
@@ -1020,7 +1020,7 @@ int br_proto_encode_request(const struct br_req *r, struct br_buf *out)
     switch (r->type) {
     case BR_REQ_GENERATE:
         if (r->input == BR_INPUT_NONE) return BR_E_INVALID;
-        n += 1 + 4 + 8 + 1 + (r->chat_template != NULL) + (s->has_seed != 0) +
+        n += 1 + 4 + 8 + (r->chat_template != NULL) + (s->has_seed != 0) +
              (s->n_stop > 0) + (s->n_stop_tokens > 0) + (s->n_logit_bias > 0);
         put_head(&e, n, "generate", r->id);
         if (r->input == BR_INPUT_PROMPT) {
@@ -1279,7 +1279,7 @@ static int read_ku32(const msgpack_object *m, const char *key, uint32_t *out,
                      struct br_err *err)
 {
     const msgpack_object *o;
-    int64_t v;
+    int64_t v = 0;
     int rc = req_field(m, key, &o, err);
     if (!rc) rc = read_int(o, 0, UINT32_MAX, &v, key, err);
     if (!rc) *out = (uint32_t)v;
@@ -1336,7 +1336,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
     struct br_proto_limits dl;
     msgpack_unpacked u;
     const msgpack_object *o, *sub;
-    int64_t v;
+    int64_t v = 0;
     int e = 0;
     if (!lim) {
         br_proto_limits_default(&dl);
@@ -1375,7 +1375,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
             (rc = read_str(o, 0, lim->max_msg_bytes, &out->text, &out->text_len, "text", err)))
             break;
         if ((o = field(m, "logprob"))) {
-            double d;
+            double d = 0;
             if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64) {
                 d = o->via.f64; /* -inf is a legitimate log-probability */
                 if (isnan(d)) {

@@ -232,6 +232,7 @@ int32_t br_engine_n_ctx(const struct br_engine *e) { return e->n_ctx; }
 int32_t br_engine_free_blocks(const struct br_engine *e) { return br_kv_alloc_free_blocks(e->kv); }
 int32_t br_engine_max_batch(const struct br_engine *e) { return e->max_batch; }
 int32_t br_engine_vocab(const struct br_engine *e) { return e->m->cfg.n_vocab; }
+int32_t br_engine_n_seq(const struct br_engine *e) { return e->n_seq; }
 int32_t br_engine_residual_width(const struct br_engine *e) { return e->dl; }
 
 void br_engine_vocab_slice(const struct br_engine *e, int tp_rank, int32_t *v0, int32_t *v1)

@@ -72,6 +72,7 @@ float *br_engine_residual(struct br_engine *e);
 
 int32_t br_engine_n_ctx(const struct br_engine *e);
 int32_t br_engine_vocab(const struct br_engine *e);
+int32_t br_engine_n_seq(const struct br_engine *e);
 /* Width of this rank's residual slice (d1 - d0). */
 int32_t br_engine_residual_width(const struct br_engine *e);
 /* The vocabulary rows [v0, v1) that TP rank `tp_rank` of the last stage holds. */

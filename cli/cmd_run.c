@@ -278,7 +278,7 @@ int br_cmd_run(int argc, char **argv)
         fprintf(stderr, "bitrack run: cannot start %lld threads\n", a.threads);
         goto done;
     }
-    if (a.prompt || (rank == 0 && !a.print_ids)) {
+    if (a.prompt || rank == 0) { /* rank 0 also needs it to stop at end-of-generation tokens */
         /* the model's own tokenizer: for -p, and to print text */
         int trc = br_tok_from_gguf(model->gguf, &tok, &err);
         if (trc && a.prompt) {

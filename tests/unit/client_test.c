@@ -97,8 +97,10 @@ static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const
     case BR_REQ_METRICS: {
         struct br_kv kv[] = {{.key = "model", .kind = BR_KV_STR, .s = "fake"},
                              {.key = "n_ctx", .kind = BR_KV_INT, .i = 2048}};
-        if (r.type == BR_REQ_INFO) br_proto_encode_info(&b, r.id, kv, 2);
-        else br_proto_encode_metrics(&b, r.id, kv + 1, 1);
+        if (r.type == BR_REQ_INFO)
+            br_proto_encode_info(&b, r.id, kv, 2);
+        else
+            br_proto_encode_metrics(&b, r.id, kv + 1, 1);
         reply(f, ident, ident_len, &b);
         break;
     }
@@ -162,7 +164,8 @@ static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const
         }
         break;
     }
-    default: break;
+    default:
+        break;
     }
 out:
     br_req_free(&r);
@@ -200,8 +203,7 @@ static void *fake_main(void *arg)
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&id, f->sock, 0) >= 0 && zmq_msg_more(&id) &&
             zmq_msg_recv(&msg, f->sock, 0) >= 0 && zmq_msg_size(&id) <= sizeof f->ident)
-            handle(f, zmq_msg_data(&id), zmq_msg_size(&id), zmq_msg_data(&msg),
-                   zmq_msg_size(&msg));
+            handle(f, zmq_msg_data(&id), zmq_msg_size(&id), zmq_msg_data(&msg), zmq_msg_size(&msg));
         zmq_msg_close(&id);
         zmq_msg_close(&msg);
     }
@@ -370,7 +372,7 @@ static void test_silent_server_times_out(void **state)
     assert_non_null(strstr(e.msg, "300 ms"));
     for (int i = 0; i < 100 && atomic_load(&f->cancels) == cancels0; i++) sleep_ms(10);
     assert_true(atomic_load(&f->pings) - pings0 >= 3); /* pinged while waiting */
-    assert_true(atomic_load(&f->cancels) > cancels0);   /* and cancelled on giving up */
+    assert_true(atomic_load(&f->cancels) > cancels0);  /* and cancelled on giving up */
     /* a ping to a silent server times out too */
     br_client_set_timeout(c, 100);
     gen_req(&r, "silent", true);

@@ -296,6 +296,30 @@ static uint64_t rd_be(const uint8_t *p, int n)
     return v;
 }
 
+/* Layout of the type bytes 0xc0..0xdf: bytes of the big-endian length field after the type
+ * byte (-1: a byte msgpack never uses), fixed payload bytes, and what the length field
+ * counts (0: payload bytes, 1: array items, 2: map pairs). */
+struct scan_type {
+    int8_t lenb;
+    uint8_t body;
+    uint8_t counts;
+};
+
+/* clang-format off */
+static const struct scan_type scan_types[32] = {
+    {0, 0, 0},  {-1, 0, 0}, {0, 0, 0},  {0, 0, 0},  /* nil, (unused), false, true */
+    {1, 0, 0},  {2, 0, 0},  {4, 0, 0},              /* bin 8/16/32 */
+    {1, 1, 0},  {2, 1, 0},  {4, 1, 0},              /* ext 8/16/32: +1 type byte */
+    {0, 4, 0},  {0, 8, 0},                          /* float 32/64 */
+    {0, 1, 0},  {0, 2, 0},  {0, 4, 0},  {0, 8, 0},  /* uint 8..64 */
+    {0, 1, 0},  {0, 2, 0},  {0, 4, 0},  {0, 8, 0},  /* int 8..64 */
+    {0, 2, 0},  {0, 3, 0},  {0, 5, 0},  {0, 9, 0},  {0, 17, 0}, /* fixext 1..16 */
+    {1, 0, 0},  {2, 0, 0},  {4, 0, 0},              /* str 8/16/32 */
+    {2, 0, 1},  {4, 0, 1},                          /* array 16/32 */
+    {2, 0, 2},  {4, 0, 2},                          /* map 16/32 */
+};
+/* clang-format on */
+
 /* Checks that p[0..len) is exactly one msgpack object within the depth limit and with
  * container counts that fit in the remaining bytes. */
 static int scan(const uint8_t *p, size_t len, struct br_err *err)
@@ -318,6 +342,7 @@ static int scan(const uint8_t *p, size_t len, struct br_err *err)
         uint64_t body = 0;  /* payload bytes after the header */
         uint64_t items = 0; /* child objects of a container */
         int lenb = 0;       /* bytes of a big-endian length field after the type byte */
+        int counts = 0;     /* the length field counts: 0 payload bytes, 1 items, 2 pairs */
         if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
         } else if (c >= 0x80 && c <= 0x8f) {
             items = 2u * (c & 0x0fu);
@@ -326,77 +351,13 @@ static int scan(const uint8_t *p, size_t len, struct br_err *err)
         } else if (c >= 0xa0 && c <= 0xbf) {
             body = c & 0x1fu;
         } else {
-            switch (c) {
-            case 0xc4:
-            case 0xd9:
-                lenb = 1;
-                break;
-            case 0xc5:
-            case 0xda:
-                lenb = 2;
-                break;
-            case 0xc6:
-            case 0xdb:
-                lenb = 4;
-                break;
-            case 0xc7:
-                lenb = 1, body = 1;
-                break; /* ext: +1 type byte */
-            case 0xc8:
-                lenb = 2, body = 1;
-                break;
-            case 0xc9:
-                lenb = 4, body = 1;
-                break;
-            case 0xca:
-                body = 4;
-                break;
-            case 0xcb:
-                body = 8;
-                break;
-            case 0xcc:
-            case 0xd0:
-                body = 1;
-                break;
-            case 0xcd:
-            case 0xd1:
-                body = 2;
-                break;
-            case 0xce:
-            case 0xd2:
-                body = 4;
-                break;
-            case 0xcf:
-            case 0xd3:
-                body = 8;
-                break;
-            case 0xd4:
-                body = 2;
-                break;
-            case 0xd5:
-                body = 3;
-                break;
-            case 0xd6:
-                body = 5;
-                break;
-            case 0xd7:
-                body = 9;
-                break;
-            case 0xd8:
-                body = 17;
-                break;
-            case 0xdc:
-            case 0xde:
-                lenb = 2;
-                break;
-            case 0xdd:
-            case 0xdf:
-                lenb = 4;
-                break;
-            default:
+            const struct scan_type *t = &scan_types[c - 0xc0];
+            if (t->lenb < 0)
                 return br_err_set(err, BR_E_PROTOCOL,
                                   "message: not valid msgpack (byte 0x%02x at offset %zu)", c, pos);
-            }
+            lenb = t->lenb;
+            body = t->body;
+            counts = t->counts;
         }
         if (lenb) {
             if (len - pos < 1 + (size_t)lenb)
@@ -404,9 +365,9 @@ static int scan(const uint8_t *p, size_t len, struct br_err *err)
                                   "message: not valid msgpack (truncated at byte %zu)", pos);
             uint64_t n = rd_be(p + pos + 1, lenb);
             head += (size_t)lenb;
-            if (c == 0xdc || c == 0xdd)
+            if (counts == 1)
                 items = n;
-            else if (c == 0xde || c == 0xdf)
+            else if (counts == 2)
                 items = 2 * n;
             else
                 body += n;

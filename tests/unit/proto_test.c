@@ -800,13 +800,45 @@ static void test_bad_nesting(void **state)
     mb_free(&m);
 }
 
-/* Random mutations of valid messages: anything may be refused, nothing may crash or leak. */
+/* Mutates seed (flips 1..4 bytes, sometimes truncates) many times and decodes each result as
+ * a request and as a response: anything may be refused, nothing may crash or leak, and a
+ * refusal always says why. Returns how many mutants decoded as a request. */
+static int mutate(const struct br_buf *seed, uint64_t rs, int rounds)
+{
+    uint8_t *copy = malloc(seed->len);
+    int ok = 0;
+    assert_non_null(copy);
+    for (int it = 0; it < rounds; it++) {
+        memcpy(copy, seed->data, seed->len);
+        int nflip = 1 + (int)(br_test_rand(&rs) % 4);
+        for (int k = 0; k < nflip; k++)
+            copy[br_test_rand(&rs) % seed->len] = (uint8_t)br_test_rand(&rs);
+        size_t n = seed->len - (br_test_rand(&rs) % 8 == 0 ? br_test_rand(&rs) % seed->len : 0);
+        struct br_req r;
+        struct br_resp resp;
+        struct br_err e = {{0}};
+        int rc = br_proto_decode_request(copy, n, NULL, &r, &e);
+        assert_true(rc == BR_OK || rc == BR_E_PROTOCOL);
+        if (rc) assert_true(e.msg[0] != '\0');
+        ok += rc == BR_OK;
+        br_req_free(&r);
+        e.msg[0] = '\0';
+        rc = br_proto_decode_response(copy, n, NULL, &resp, &e);
+        assert_true(rc == BR_OK || rc == BR_E_PROTOCOL);
+        if (rc) assert_true(e.msg[0] != '\0');
+        br_resp_free(&resp);
+    }
+    free(copy);
+    return ok;
+}
+
 static void test_mutations(void **state)
 {
     (void)state;
     struct br_req in;
     struct br_buf b = {0};
     char *stop[] = {"a", "bc"};
+    int32_t toks[] = {1, 300, 70000};
     struct br_logit_bias lb[] = {{1, 1.0f}};
     struct br_chat_msg msgs[] = {{BR_ROLE_USER, "hello", 5}};
     br_req_init(&in);
@@ -821,30 +853,29 @@ static void test_mutations(void **state)
     in.sampling.n_logit_bias = 1;
     in.sampling.has_seed = true;
     assert_int_equal(br_proto_encode_request(&in, &b), BR_OK);
-    uint8_t *copy = malloc(b.len);
-    assert_non_null(copy);
-    uint64_t rs = 0x1234567;
-    int ok = 0;
-    for (int it = 0; it < 20000; it++) {
-        memcpy(copy, b.data, b.len);
-        int nflip = 1 + (int)(br_test_rand(&rs) % 4);
-        for (int k = 0; k < nflip; k++)
-            copy[br_test_rand(&rs) % b.len] = (uint8_t)br_test_rand(&rs);
-        size_t n = b.len - (br_test_rand(&rs) % 8 == 0 ? br_test_rand(&rs) % b.len : 0);
-        struct br_req r;
-        struct br_err e = {{0}};
-        int rc = br_proto_decode_request(copy, n, NULL, &r, &e);
-        assert_true(rc == BR_OK || rc == BR_E_PROTOCOL);
-        if (rc) assert_true(e.msg[0] != '\0');
-        ok += rc == BR_OK;
-        br_req_free(&r);
-        struct br_resp resp;
-        rc = br_proto_decode_response(copy, n, NULL, &resp, &e);
-        assert_true(rc == BR_OK || rc == BR_E_PROTOCOL);
-        br_resp_free(&resp);
-    }
-    assert_true(ok > 0);
-    free(copy);
+    assert_true(mutate(&b, 0x1234567, 20000) > 0);
+    in.input = BR_INPUT_TOKENS;
+    in.tokens = toks;
+    in.n_tokens = 3;
+    in.sampling.stop_tokens = toks;
+    in.sampling.n_stop_tokens = 3;
+    assert_int_equal(br_proto_encode_request(&in, &b), BR_OK);
+    assert_true(mutate(&b, 0x89abcdef, 20000) > 0);
+
+    /* responses as seeds */
+    struct br_usage u = {1, 2};
+    struct br_timings t = {1, 2, 3, 4};
+    struct br_kv kv[] = {{.key = "a", .kind = BR_KV_STR, .s = "b"},
+                         {.key = "n", .kind = BR_KV_DOUBLE, .d = 2.5}};
+    float lp = -1.0f;
+    assert_int_equal(br_proto_encode_done(&b, "d", BR_FINISH_STOP, &u, &t, "text", 4), BR_OK);
+    mutate(&b, 11, 10000);
+    assert_int_equal(br_proto_encode_token(&b, "t", 1, 2, "piece", 5, &lp), BR_OK);
+    mutate(&b, 12, 10000);
+    assert_int_equal(br_proto_encode_info(&b, "i", kv, 2), BR_OK);
+    mutate(&b, 13, 10000);
+    assert_int_equal(br_proto_encode_tokenize(&b, "k", toks, 3), BR_OK);
+    mutate(&b, 14, 10000);
     br_buf_free(&b);
 }
 

@@ -170,7 +170,14 @@ void br_req_free(struct br_req *r);
  * ("max_tokens: must be an integer in [1, 65536], got -3"), and *out holds what was decoded
  * so far: in particular out->id is set whenever the message had a readable `id`, so the
  * caller can address its `error` (code bad_request) to it. Call br_req_free either way.
- * lim may be NULL (defaults). */
+ * lim may be NULL (defaults); a server sets lim->vocab_size so token ids are range-checked.
+ * Typical use in a front end:
+ *
+ *     rc = br_proto_decode_request(frame, n, &lim, &req, &err);
+ *     if (rc) br_proto_encode_error(&out, req.id, br_proto_status_code(rc), err.msg);
+ *     ...
+ *     br_req_free(&req);
+ */
 int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_limits *lim,
                             struct br_req *out, struct br_err *err);
 

@@ -1427,7 +1427,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
     case BR_RESP_TOKEN:
         if ((rc = read_ku32(m, "index", &out->index, err))) break;
         if ((rc = req_field(m, "token", &o, err)) ||
-            (rc = read_int(o, 0, INT32_MAX, &v, "token", err)))
+            (rc = read_int(o, -1, INT32_MAX, &v, "token", err)))
             break;
         out->token = (int32_t)v;
         if ((rc = req_field(m, "text", &o, err)) ||

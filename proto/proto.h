@@ -260,7 +260,7 @@ struct br_resp {
 
     /* token */
     uint32_t index; /* 0-based position among the completion tokens */
-    int32_t token;
+    int32_t token;  /* -1: a text-only event (see br_proto_encode_token) */
     bool has_logprob;
     float logprob;
     /* token: the piece; done: the full text when not streaming (else NULL);
@@ -303,7 +303,9 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
  * arguments are bytes (piece, len); invalid UTF-8 is replaced with U+FFFD, so callers
  * should hold back an incomplete trailing character (br_proto_utf8_complete). */
 
-/* logprob: NULL when the request did not ask for logprobs. */
+/* logprob: NULL when the request did not ask for logprobs. token -1 marks a text-only event
+ * (bytes held back for UTF-8 completeness, flushed at the end); its index repeats the last
+ * token's. */
 int br_proto_encode_token(struct br_buf *out, const char *id, uint32_t index, int32_t token,
                           const char *piece, size_t piece_len, const float *logprob);
 /* text: the full completion for non-streaming requests, NULL when streaming. */

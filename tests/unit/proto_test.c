@@ -916,6 +916,13 @@ static void test_resp_round_trips(void **state)
     assert_string_equal(r.text, "");
     br_resp_free(&r);
 
+    /* a text-only event (held-back bytes flushed at the end) has token -1 */
+    assert_int_equal(br_proto_encode_token(&b, "g1", 4, -1, "\xc3\xa9", 2, NULL), BR_OK);
+    decode_resp(&b, &r);
+    assert_int_equal(r.token, -1);
+    assert_string_equal(r.text, "\xc3\xa9");
+    br_resp_free(&r);
+
     /* invalid UTF-8 in a piece becomes U+FFFD */
     assert_int_equal(br_proto_encode_token(&b, "g1", 1, 7,
                                            "a\xff"

@@ -188,7 +188,9 @@ class Client:
         """Starts a generation and yields its events as dicts: `token` events (stream=True)
         then one `done`. An `error` response raises BitrackError. Closing the generator
         early cancels the request. Exactly one of prompt, tokens, messages is required;
-        options are the sampling fields of PROTOCOL.md (temperature=..., stop=[...])."""
+        options are the sampling fields of PROTOCOL.md (temperature=..., stop=[...]).
+        A token event with token == -1 carries only text (bytes held back until they formed
+        complete UTF-8 characters); joining every event's "text" gives the completion."""
         given = [x for x in (prompt, tokens, messages) if x is not None]
         if len(given) != 1:
             raise ValueError("exactly one of prompt, tokens, messages is required")

@@ -244,8 +244,10 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
             if (req->type == BR_REQ_GENERATE) send_simple(c, BR_REQ_CANCEL, req->id, NULL);
             return rc;
         }
-        /* Replies to other (abandoned) requests, and pongs, are not about this call. */
-        bool ours = resp.id && strcmp(resp.id, req->id) == 0;
+        /* Replies to other (abandoned) requests, and pongs, are not about this call. An
+         * error without an id answers a message the server could not read far enough to
+         * find its id (too large, say); calls are sequential, so it is this call's. */
+        bool ours = resp.id ? strcmp(resp.id, req->id) == 0 : resp.type == BR_RESP_ERROR;
         if (!ours || (resp.type == BR_RESP_PONG && req->type != BR_REQ_PING)) {
             br_resp_free(&resp);
             continue;

@@ -153,7 +153,10 @@ class Client:
             if not poller.poll(None if wait is None else max(0, int(wait * 1000)) + 1):
                 continue
             msg = self._recv_one()
-            if msg.get("id") != rid or (msg["type"] == "pong" and not want_pong):
+            mid = msg.get("id")
+            if mid is None and msg["type"] == "error":
+                mid = rid  # the server could not read our message's id: it is this call's
+            if mid != rid or (msg["type"] == "pong" and not want_pong):
                 continue  # an abandoned request's reply, or a heartbeat answer
             last = time.monotonic()
             yield msg

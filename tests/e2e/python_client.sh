@@ -89,6 +89,9 @@ def serve():
                 send(ident, d)
             elif p == "busy":
                 send(ident, {"type": "error", "id": rid, "code": "busy", "message": "queue full"})
+            elif p == "noid":
+                send(ident, {"type": "error", "id": None, "code": "bad_request",
+                             "message": "message: too large"})
             elif p == "silent":
                 silent = True
             elif p == "endless":
@@ -143,6 +146,14 @@ with Client(ADDR, timeout=5.0) as c:
         check(False, "busy raises")
     except BitrackError as e:
         check(e.code == "busy" and "queue full" in str(e), "busy: BitrackError(code=busy)")
+
+    t0 = time.monotonic()
+    try:
+        list(c.generate(prompt="noid"))
+        check(False, "id-less error raises")
+    except BitrackError as e:
+        check(e.code == "bad_request" and time.monotonic() - t0 < 1.0,
+              "an error without an id ends the call at once")
 
     cancels = stats["cancel"]
     got = 0

@@ -154,6 +154,9 @@ static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const
             snprintf(f->id, sizeof f->id, "%s", r.id);
             f->due_ms = mono_ms() + (f->endless ? 5 : 400);
             f->index = 0;
+        } else if (strcmp(p, "noid") == 0) {
+            br_proto_encode_error(&b, NULL, BR_PROTO_BAD_REQUEST, "message: too large");
+            reply(f, ident, ident_len, &b);
         } else if (strcmp(p, "garbage") == 0) {
             static const uint8_t junk[] = {0xc1, 0x00};
             struct br_buf g = {(uint8_t *)junk, sizeof junk, sizeof junk};
@@ -349,6 +352,12 @@ static void test_server_errors(void **state)
     assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_PROTOCOL);
     assert_non_null(strstr(e.msg, "bad_request"));
     assert_non_null(strstr(e.msg, "temperature"));
+    /* an error without an id (the server could not read ours) ends the call at once */
+    gen_req(&r, "noid", true);
+    int64_t t0 = mono_ms();
+    assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_PROTOCOL);
+    assert_true(mono_ms() - t0 < 1000);
+    assert_non_null(strstr(e.msg, "too large"));
     /* a reply that is not msgpack */
     gen_req(&r, "garbage", true);
     assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_PROTOCOL);

@@ -22,9 +22,9 @@ struct br_client {
     void *ctx;  /* own ZeroMQ context: no state shared between clients */
     void *sock; /* DEALER */
     char addr[256];
-    int timeout_ms; /* <= 0: wait forever */
-    int ping_ms;    /* <= 0: no pings */
-    uint64_t seq;   /* for generated request ids */
+    int timeout_ms;    /* <= 0: wait forever */
+    int ping_ms;       /* <= 0: no pings */
+    uint64_t seq;      /* for generated request ids */
     struct br_buf buf; /* reused encode buffer */
     struct br_proto_limits lim;
 };
@@ -36,8 +36,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int br_client_connect(const char *addr, int timeout_ms, struct br_client **out,
-                      struct br_err *err)
+int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, struct br_err *err)
 {
     struct br_client *c;
     int zero = 0, one = 1, rc;
@@ -147,7 +146,8 @@ static int recv_resp(struct br_client *c, struct br_resp *resp, struct br_err *e
     zmq_msg_t msg;
     zmq_msg_init(&msg);
     int n;
-    while ((n = zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT)) < 0 && errno == EINTR) {}
+    while ((n = zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT)) < 0 && errno == EINTR) {
+    }
     if (n < 0) {
         int e = errno;
         zmq_msg_close(&msg);
@@ -173,16 +173,26 @@ static int recv_resp(struct br_client *c, struct br_resp *resp, struct br_err *e
 static bool is_final(const struct br_resp *r, enum br_req_type type)
 {
     switch (r->type) {
-    case BR_RESP_ERROR: return true;
-    case BR_RESP_DONE: return type == BR_REQ_GENERATE;
-    case BR_RESP_TOKEN: return false;
-    case BR_RESP_PONG: return type == BR_REQ_PING;
-    case BR_RESP_TOKENIZE: return type == BR_REQ_TOKENIZE;
-    case BR_RESP_DETOKENIZE: return type == BR_REQ_DETOKENIZE;
-    case BR_RESP_HEALTH: return type == BR_REQ_HEALTH;
-    case BR_RESP_INFO: return type == BR_REQ_INFO;
-    case BR_RESP_METRICS: return type == BR_REQ_METRICS;
-    default: return false;
+    case BR_RESP_ERROR:
+        return true;
+    case BR_RESP_DONE:
+        return type == BR_REQ_GENERATE;
+    case BR_RESP_TOKEN:
+        return false;
+    case BR_RESP_PONG:
+        return type == BR_REQ_PING;
+    case BR_RESP_TOKENIZE:
+        return type == BR_REQ_TOKENIZE;
+    case BR_RESP_DETOKENIZE:
+        return type == BR_REQ_DETOKENIZE;
+    case BR_RESP_HEALTH:
+        return type == BR_REQ_HEALTH;
+    case BR_RESP_INFO:
+        return type == BR_REQ_INFO;
+    case BR_RESP_METRICS:
+        return type == BR_REQ_METRICS;
+    default:
+        return false;
     }
 }
 
@@ -207,9 +217,8 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
             wait = last + c->timeout_ms - now;
             if (wait <= 0) {
                 if (req->type == BR_REQ_GENERATE) send_simple(c, BR_REQ_CANCEL, req->id, NULL);
-                return br_err_set(err, BR_E_TIMEOUT,
-                                  "%s %s: no reply from %s for %d ms", what, req->id, c->addr,
-                                  c->timeout_ms);
+                return br_err_set(err, BR_E_TIMEOUT, "%s %s: no reply from %s for %d ms", what,
+                                  req->id, c->addr, c->timeout_ms);
             }
         }
         if (c->ping_ms > 0 && req->type != BR_REQ_PING) {
@@ -235,8 +244,10 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
             if (req->type == BR_REQ_GENERATE) send_simple(c, BR_REQ_CANCEL, req->id, NULL);
             return rc;
         }
-        /* Replies to other (abandoned) requests, and pongs, are not about this call. */
-        bool ours = resp.id && strcmp(resp.id, req->id) == 0;
+        /* Replies to other (abandoned) requests, and pongs, are not about this call. An
+         * error without an id answers a message the server could not read far enough to
+         * find its id (too large, say); calls are sequential, so it is this call's. */
+        bool ours = resp.id ? strcmp(resp.id, req->id) == 0 : resp.type == BR_RESP_ERROR;
         if (!ours || (resp.type == BR_RESP_PONG && req->type != BR_REQ_PING)) {
             br_resp_free(&resp);
             continue;
@@ -259,8 +270,10 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
             br_resp_free(&resp);
             return rc;
         }
-        if (final) *final = resp;
-        else br_resp_free(&resp);
+        if (final)
+            *final = resp;
+        else
+            br_resp_free(&resp);
         return BR_OK;
     }
 }
@@ -271,8 +284,8 @@ static void next_id(struct br_client *c, char *id, size_t n)
     snprintf(id, n, "c%" PRIu64, ++c->seq);
 }
 
-int br_client_generate(struct br_client *c, const struct br_req *req, br_client_cb cb,
-                       void *user, struct br_err *err)
+int br_client_generate(struct br_client *c, const struct br_req *req, br_client_cb cb, void *user,
+                       struct br_err *err)
 {
     char id[32];
     if (!c || !req || req->type != BR_REQ_GENERATE)

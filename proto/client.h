@@ -28,8 +28,7 @@ struct br_client;
  * address). timeout_ms: how long a call waits for the server's next message about its
  * request before failing with BR_E_TIMEOUT; <= 0 waits forever. On success *out owns the
  * client (free with br_client_close). */
-int br_client_connect(const char *addr, int timeout_ms, struct br_client **out,
-                      struct br_err *err);
+int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, struct br_err *err);
 
 /* Closes the socket, frees the client, and sets *c to NULL; NULL-safe (c or *c). */
 void br_client_close(struct br_client **c);
@@ -48,8 +47,8 @@ typedef int (*br_client_cb)(const struct br_resp *resp, void *user);
  * its end. Returns BR_OK on `done` (whatever its finish_reason), the status for an `error`
  * response (br_proto_code_status: BR_E_BUSY, BR_E_PROTOCOL, ...) with the server's message
  * in err, BR_E_TIMEOUT, BR_E_UNAVAILABLE when the message cannot be sent. cb may be NULL. */
-int br_client_generate(struct br_client *c, const struct br_req *req, br_client_cb cb,
-                       void *user, struct br_err *err);
+int br_client_generate(struct br_client *c, const struct br_req *req, br_client_cb cb, void *user,
+                       struct br_err *err);
 
 /* Sends `cancel` for the request id (fire and forget; the server answers on the
  * generate's own stream with done/cancelled, or nothing if the id is unknown). */

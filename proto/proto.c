@@ -116,8 +116,7 @@ void br_req_free(struct br_req *r)
     for (uint32_t i = 0; r->messages && i < r->n_messages; i++) free(r->messages[i].content);
     free(r->messages);
     free(r->chat_template);
-    for (uint32_t i = 0; r->sampling.stop && i < r->sampling.n_stop; i++)
-        free(r->sampling.stop[i]);
+    for (uint32_t i = 0; r->sampling.stop && i < r->sampling.n_stop; i++) free(r->sampling.stop[i]);
     free(r->sampling.stop);
     free(r->sampling.stop_len);
     free(r->sampling.stop_tokens);
@@ -140,8 +139,8 @@ void br_resp_free(struct br_resp *r)
     memset(r, 0, sizeof *r);
 }
 
-static const char *const req_names[] = {"",     "generate", "cancel",  "tokenize", "detokenize",
-                                        "health", "info",   "metrics", "ping"};
+static const char *const req_names[] = {"",       "generate", "cancel",  "tokenize", "detokenize",
+                                        "health", "info",     "metrics", "ping"};
 static const char *const resp_names[] = {"",           "token",  "done", "error",   "tokenize",
                                          "detokenize", "health", "info", "metrics", "pong"};
 static const char *const finish_names[] = {"stop", "length", "cancelled", "error"};
@@ -150,7 +149,7 @@ static const char *const code_names[] = {"bad_request", "too_long",    "busy",
 static const char *const health_names[] = {"loading", "ready", "draining"};
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
 
-#define NAME_OF(table, v)                                                                  \
+#define NAME_OF(table, v)                                                                          \
     ((unsigned)(v) < sizeof(table) / sizeof(table[0]) ? table[(unsigned)(v)] : "?")
 
 const char *br_proto_req_type_name(enum br_req_type t)
@@ -181,12 +180,18 @@ const char *br_proto_role_name(enum br_chat_role r)
 int br_proto_code_status(enum br_proto_code c)
 {
     switch (c) {
-    case BR_PROTO_BAD_REQUEST: return BR_E_PROTOCOL;
-    case BR_PROTO_TOO_LONG: return BR_E_TOO_LONG;
-    case BR_PROTO_BUSY: return BR_E_BUSY;
-    case BR_PROTO_CANCELLED: return BR_E_CANCELLED;
-    case BR_PROTO_UNAVAILABLE: return BR_E_UNAVAILABLE;
-    case BR_PROTO_INTERNAL: return BR_E_INTERNAL;
+    case BR_PROTO_BAD_REQUEST:
+        return BR_E_PROTOCOL;
+    case BR_PROTO_TOO_LONG:
+        return BR_E_TOO_LONG;
+    case BR_PROTO_BUSY:
+        return BR_E_BUSY;
+    case BR_PROTO_CANCELLED:
+        return BR_E_CANCELLED;
+    case BR_PROTO_UNAVAILABLE:
+        return BR_E_UNAVAILABLE;
+    case BR_PROTO_INTERNAL:
+        return BR_E_INTERNAL;
     }
     return BR_E_INTERNAL;
 }
@@ -198,14 +203,20 @@ enum br_proto_code br_proto_status_code(int status)
     case BR_E_INVALID:
     case BR_E_RANGE:
     case BR_E_FORMAT:
-    case BR_E_UNSUPPORTED: return BR_PROTO_BAD_REQUEST;
-    case BR_E_TOO_LONG: return BR_PROTO_TOO_LONG;
+    case BR_E_UNSUPPORTED:
+        return BR_PROTO_BAD_REQUEST;
+    case BR_E_TOO_LONG:
+        return BR_PROTO_TOO_LONG;
     case BR_E_BUSY:
-    case BR_E_NOMEM: return BR_PROTO_BUSY;
-    case BR_E_CANCELLED: return BR_PROTO_CANCELLED;
+    case BR_E_NOMEM:
+        return BR_PROTO_BUSY;
+    case BR_E_CANCELLED:
+        return BR_PROTO_CANCELLED;
     case BR_E_UNAVAILABLE:
-    case BR_E_TIMEOUT: return BR_PROTO_UNAVAILABLE;
-    default: return BR_PROTO_INTERNAL;
+    case BR_E_TIMEOUT:
+        return BR_PROTO_UNAVAILABLE;
+    default:
+        return BR_PROTO_INTERNAL;
     }
 }
 
@@ -227,15 +238,24 @@ static int utf8_next(const uint8_t *s, size_t n)
     uint8_t c = s[0], lo = 0x80, hi = 0xBF;
     int k;
     if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) k = 2;
-    else if (c == 0xE0) k = 3, lo = 0xA0;
-    else if (c >= 0xE1 && c <= 0xEC) k = 3;
-    else if (c == 0xED) k = 3, hi = 0x9F;
-    else if (c >= 0xEE && c <= 0xEF) k = 3;
-    else if (c == 0xF0) k = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) k = 4;
-    else if (c == 0xF4) k = 4, hi = 0x8F;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        k = 2;
+    else if (c == 0xE0)
+        k = 3, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC)
+        k = 3;
+    else if (c == 0xED)
+        k = 3, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF)
+        k = 3;
+    else if (c == 0xF0)
+        k = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+        k = 4;
+    else if (c == 0xF4)
+        k = 4, hi = 0x8F;
+    else
+        return 0;
     for (int i = 1; i < k; i++) {
         if ((size_t)i >= n) return -1;
         uint8_t b = s[i];
@@ -276,6 +296,30 @@ static uint64_t rd_be(const uint8_t *p, int n)
     return v;
 }
 
+/* Layout of the type bytes 0xc0..0xdf: bytes of the big-endian length field after the type
+ * byte (-1: a byte msgpack never uses), fixed payload bytes, and what the length field
+ * counts (0: payload bytes, 1: array items, 2: map pairs). */
+struct scan_type {
+    int8_t lenb;
+    uint8_t body;
+    uint8_t counts;
+};
+
+/* clang-format off */
+static const struct scan_type scan_types[32] = {
+    {0, 0, 0},  {-1, 0, 0}, {0, 0, 0},  {0, 0, 0},  /* nil, (unused), false, true */
+    {1, 0, 0},  {2, 0, 0},  {4, 0, 0},              /* bin 8/16/32 */
+    {1, 1, 0},  {2, 1, 0},  {4, 1, 0},              /* ext 8/16/32: +1 type byte */
+    {0, 4, 0},  {0, 8, 0},                          /* float 32/64 */
+    {0, 1, 0},  {0, 2, 0},  {0, 4, 0},  {0, 8, 0},  /* uint 8..64 */
+    {0, 1, 0},  {0, 2, 0},  {0, 4, 0},  {0, 8, 0},  /* int 8..64 */
+    {0, 2, 0},  {0, 3, 0},  {0, 5, 0},  {0, 9, 0},  {0, 17, 0}, /* fixext 1..16 */
+    {1, 0, 0},  {2, 0, 0},  {4, 0, 0},              /* str 8/16/32 */
+    {2, 0, 1},  {4, 0, 1},                          /* array 16/32 */
+    {2, 0, 2},  {4, 0, 2},                          /* map 16/32 */
+};
+/* clang-format on */
+
 /* Checks that p[0..len) is exactly one msgpack object within the depth limit and with
  * container counts that fit in the remaining bytes. */
 static int scan(const uint8_t *p, size_t len, struct br_err *err)
@@ -294,10 +338,11 @@ static int scan(const uint8_t *p, size_t len, struct br_err *err)
             return br_err_set(err, BR_E_PROTOCOL,
                               "message: not valid msgpack (truncated at byte %zu)", pos);
         uint8_t c = p[pos];
-        size_t head = 1;  /* bytes of the header, type byte included */
-        uint64_t body = 0; /* payload bytes after the header */
+        size_t head = 1;    /* bytes of the header, type byte included */
+        uint64_t body = 0;  /* payload bytes after the header */
         uint64_t items = 0; /* child objects of a container */
-        int lenb = 0;      /* bytes of a big-endian length field after the type byte */
+        int lenb = 0;       /* bytes of a big-endian length field after the type byte */
+        int counts = 0;     /* the length field counts: 0 payload bytes, 1 items, 2 pairs */
         if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
         } else if (c >= 0x80 && c <= 0x8f) {
             items = 2u * (c & 0x0fu);
@@ -306,31 +351,13 @@ static int scan(const uint8_t *p, size_t len, struct br_err *err)
         } else if (c >= 0xa0 && c <= 0xbf) {
             body = c & 0x1fu;
         } else {
-            switch (c) {
-            case 0xc4: case 0xd9: lenb = 1; break;
-            case 0xc5: case 0xda: lenb = 2; break;
-            case 0xc6: case 0xdb: lenb = 4; break;
-            case 0xc7: lenb = 1, body = 1; break; /* ext: +1 type byte */
-            case 0xc8: lenb = 2, body = 1; break;
-            case 0xc9: lenb = 4, body = 1; break;
-            case 0xca: body = 4; break;
-            case 0xcb: body = 8; break;
-            case 0xcc: case 0xd0: body = 1; break;
-            case 0xcd: case 0xd1: body = 2; break;
-            case 0xce: case 0xd2: body = 4; break;
-            case 0xcf: case 0xd3: body = 8; break;
-            case 0xd4: body = 2; break;
-            case 0xd5: body = 3; break;
-            case 0xd6: body = 5; break;
-            case 0xd7: body = 9; break;
-            case 0xd8: body = 17; break;
-            case 0xdc: case 0xde: lenb = 2; break;
-            case 0xdd: case 0xdf: lenb = 4; break;
-            default:
+            const struct scan_type *t = &scan_types[c - 0xc0];
+            if (t->lenb < 0)
                 return br_err_set(err, BR_E_PROTOCOL,
-                                  "message: not valid msgpack (byte 0x%02x at offset %zu)", c,
-                                  pos);
-            }
+                                  "message: not valid msgpack (byte 0x%02x at offset %zu)", c, pos);
+            lenb = t->lenb;
+            body = t->body;
+            counts = t->counts;
         }
         if (lenb) {
             if (len - pos < 1 + (size_t)lenb)
@@ -338,9 +365,12 @@ static int scan(const uint8_t *p, size_t len, struct br_err *err)
                                   "message: not valid msgpack (truncated at byte %zu)", pos);
             uint64_t n = rd_be(p + pos + 1, lenb);
             head += (size_t)lenb;
-            if (c == 0xdc || c == 0xdd) items = n;
-            else if (c == 0xde || c == 0xdf) items = 2 * n;
-            else body += n;
+            if (counts == 1)
+                items = n;
+            else if (counts == 2)
+                items = 2 * n;
+            else
+                body += n;
         }
         if (len - pos < head || body > len - pos - head)
             return br_err_set(err, BR_E_PROTOCOL,
@@ -367,17 +397,26 @@ static int scan(const uint8_t *p, size_t len, struct br_err *err)
 static const char *type_name(const msgpack_object *o)
 {
     switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return "nil";
-    case MSGPACK_OBJECT_BOOLEAN: return "bool";
+    case MSGPACK_OBJECT_NIL:
+        return "nil";
+    case MSGPACK_OBJECT_BOOLEAN:
+        return "bool";
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "integer";
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return "integer";
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return "float";
-    case MSGPACK_OBJECT_STR: return "string";
-    case MSGPACK_OBJECT_ARRAY: return "array";
-    case MSGPACK_OBJECT_MAP: return "map";
-    case MSGPACK_OBJECT_BIN: return "binary";
-    case MSGPACK_OBJECT_EXT: return "ext";
+    case MSGPACK_OBJECT_FLOAT64:
+        return "float";
+    case MSGPACK_OBJECT_STR:
+        return "string";
+    case MSGPACK_OBJECT_ARRAY:
+        return "array";
+    case MSGPACK_OBJECT_MAP:
+        return "map";
+    case MSGPACK_OBJECT_BIN:
+        return "binary";
+    case MSGPACK_OBJECT_EXT:
+        return "ext";
     }
     return "?";
 }
@@ -441,22 +480,20 @@ static int read_str(const msgpack_object *o, size_t minlen, size_t maxlen, char 
                     size_t *out_len, const char *name, struct br_err *err)
 {
     if (o->type != MSGPACK_OBJECT_STR)
-        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a string, got %s", name,
-                          type_name(o));
+        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a string, got %s", name, type_name(o));
     size_t n = o->via.str.size;
     if (n > maxlen)
         return br_err_set(err, BR_E_PROTOCOL, "%s: %zu bytes exceeds the limit %zu", name, n,
                           maxlen);
-    if (n < minlen)
-        return br_err_set(err, BR_E_PROTOCOL, "%s: must not be empty", name);
+    if (n < minlen) return br_err_set(err, BR_E_PROTOCOL, "%s: must not be empty", name);
     if (!br_proto_utf8_valid(o->via.str.ptr, n))
         return br_err_set(err, BR_E_PROTOCOL, "%s: not valid UTF-8", name);
     return dup_str(o, out, out_len, name, err);
 }
 
 /* An integer object in [lo, hi]. Floats are refused, even integral ones. */
-static int read_int(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *out,
-                    const char *name, struct br_err *err)
+static int read_int(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *out, const char *name,
+                    struct br_err *err)
 {
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
         if (o->via.u64 <= (uint64_t)INT64_MAX && (int64_t)o->via.u64 >= lo &&
@@ -478,25 +515,26 @@ static int read_int(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *ou
                           name, lo, hi, o->via.i64);
     }
     return br_err_set(err, BR_E_PROTOCOL,
-                      "%s: must be an integer in [%" PRId64 ", %" PRId64 "], got %s", name, lo,
-                      hi, type_name(o));
+                      "%s: must be an integer in [%" PRId64 ", %" PRId64 "], got %s", name, lo, hi,
+                      type_name(o));
 }
 
 /* A number (integer or float) that is finite and in [lo, hi]. */
-static int read_num(const msgpack_object *o, double lo, double hi, double *out,
-                    const char *name, struct br_err *err)
+static int read_num(const msgpack_object *o, double lo, double hi, double *out, const char *name,
+                    struct br_err *err)
 {
     double v = 0;
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) v = (double)o->via.u64;
-    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) v = (double)o->via.i64;
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        v = (double)o->via.u64;
+    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        v = (double)o->via.i64;
     else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
         v = o->via.f64;
     else
-        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a number, got %s", name,
-                          type_name(o));
+        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a number, got %s", name, type_name(o));
     if (!(v >= lo && v <= hi)) /* also catches NaN */
-        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a number in [%g, %g], got %g", name,
-                          lo, hi, v);
+        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a number in [%g, %g], got %g", name, lo,
+                          hi, v);
     *out = v;
     return BR_OK;
 }
@@ -504,8 +542,7 @@ static int read_num(const msgpack_object *o, double lo, double hi, double *out,
 static int read_bool(const msgpack_object *o, bool *out, const char *name, struct br_err *err)
 {
     if (o->type != MSGPACK_OBJECT_BOOLEAN)
-        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a bool, got %s", name,
-                          type_name(o));
+        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a bool, got %s", name, type_name(o));
     *out = o->via.boolean;
     return BR_OK;
 }
@@ -528,8 +565,8 @@ static int opt_float(const msgpack_object *m, const char *key, double lo, double
     return rc;
 }
 
-static int opt_i32(const msgpack_object *m, const char *key, int64_t lo, int64_t hi,
-                   int32_t *out, struct br_err *err)
+static int opt_i32(const msgpack_object *m, const char *key, int64_t lo, int64_t hi, int32_t *out,
+                   struct br_err *err)
 {
     const msgpack_object *o = field(m, key);
     int64_t v = 0;
@@ -601,8 +638,7 @@ static int read_stop(const msgpack_object *m, const struct br_proto_limits *lim,
     uint32_t n = o->via.array.size;
     if (n > lim->max_stop)
         return br_err_set(err, BR_E_PROTOCOL,
-                          "stop: %" PRIu32 " strings exceeds the limit %" PRIu32, n,
-                          lim->max_stop);
+                          "stop: %" PRIu32 " strings exceeds the limit %" PRIu32, n, lim->max_stop);
     if (n == 0) return BR_OK;
     s->stop = calloc(n, sizeof *s->stop);
     s->stop_len = calloc(n, sizeof *s->stop_len);
@@ -679,8 +715,8 @@ static int read_logit_bias(const msgpack_object *m, const struct br_proto_limits
             errno = 0;
             long long ll = strtoll(tmp, &end, 10);
             if (errno || *end || tmp[0] < '0' || tmp[0] > '9' || ll > id_max)
-                return br_err_set(err, BR_E_PROTOCOL, "%s: not a token id in [0, %" PRId64 "]",
-                                  sub, id_max);
+                return br_err_set(err, BR_E_PROTOCOL, "%s: not a token id in [0, %" PRId64 "]", sub,
+                                  id_max);
             id = ll;
         } else {
             int rc = read_int(k, 0, id_max, &id, sub, err);
@@ -718,17 +754,15 @@ static int read_sampling(const msgpack_object *m, const struct br_proto_limits *
         } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 == -1) {
             s->has_seed = false;
         } else {
-            return br_err_set(err, BR_E_PROTOCOL,
-                              "seed: must be an integer in [0, 2^64-1] or -1, got %s",
-                              o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? "a negative integer"
-                                                                         : type_name(o));
+            return br_err_set(
+                err, BR_E_PROTOCOL, "seed: must be an integer in [0, 2^64-1] or -1, got %s",
+                o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? "a negative integer" : type_name(o));
         }
     }
     if ((rc = read_stop(m, lim, s, err))) return rc;
     o = field(m, "stop_tokens");
-    if (o &&
-        (rc = read_tokens(o, 0, lim->max_stop_tokens, token_max(lim), &s->stop_tokens,
-                          &s->n_stop_tokens, "stop_tokens", err)))
+    if (o && (rc = read_tokens(o, 0, lim->max_stop_tokens, token_max(lim), &s->stop_tokens,
+                               &s->n_stop_tokens, "stop_tokens", err)))
         return rc;
     return read_logit_bias(m, lim, s, err);
 }
@@ -753,8 +787,8 @@ static int read_messages(const msgpack_object *o, const struct br_proto_limits *
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
         if (e->type != MSGPACK_OBJECT_MAP)
-            return br_err_set(err, BR_E_PROTOCOL, "messages[%" PRIu32 "]: must be a map, got %s",
-                              i, type_name(e));
+            return br_err_set(err, BR_E_PROTOCOL, "messages[%" PRIu32 "]: must be a map, got %s", i,
+                              type_name(e));
         const msgpack_object *role = field(e, "role"), *content = field(e, "content");
         if (!role) return br_err_set(err, BR_E_PROTOCOL, "messages[%" PRIu32 "].role: missing", i);
         if (role->type != MSGPACK_OBJECT_STR)
@@ -763,16 +797,15 @@ static int read_messages(const msgpack_object *o, const struct br_proto_limits *
                               type_name(role));
         int ri = lookup(role_names, 4, role->via.str.ptr, role->via.str.size);
         if (ri < 0)
-            return br_err_set(err, BR_E_PROTOCOL,
-                              "messages[%" PRIu32
-                              "].role: must be one of system, user, assistant, tool",
-                              i);
+            return br_err_set(
+                err, BR_E_PROTOCOL,
+                "messages[%" PRIu32 "].role: must be one of system, user, assistant, tool", i);
         if (!content)
             return br_err_set(err, BR_E_PROTOCOL, "messages[%" PRIu32 "].content: missing", i);
         snprintf(sub, sizeof sub, "messages[%" PRIu32 "].content", i);
         size_t room = lim->max_prompt_bytes - total;
-        int rc = read_str(content, 0, room, &r->messages[i].content,
-                          &r->messages[i].content_len, sub, err);
+        int rc = read_str(content, 0, room, &r->messages[i].content, &r->messages[i].content_len,
+                          sub, err);
         if (rc) {
             if (content->type == MSGPACK_OBJECT_STR && content->via.str.size > room)
                 br_err_set(err, BR_E_PROTOCOL,
@@ -793,19 +826,17 @@ static int read_generate(const msgpack_object *m, const struct br_proto_limits *
     const msgpack_object *prompt = field(m, "prompt"), *tokens = field(m, "tokens"),
                          *messages = field(m, "messages"), *o;
     int given = (prompt != NULL) + (tokens != NULL) + (messages != NULL), rc;
-    if (given == 0)
-        return bad(err, "%s: one of prompt, tokens, messages is required", "prompt");
+    if (given == 0) return bad(err, "%s: one of prompt, tokens, messages is required", "prompt");
     if (given > 1)
         return bad(err, "%s: only one of prompt, tokens, messages may be given", "prompt");
     if (prompt) {
         r->input = BR_INPUT_PROMPT;
-        rc = read_str(prompt, 0, lim->max_prompt_bytes, &r->prompt, &r->prompt_len, "prompt",
-                      err);
+        rc = read_str(prompt, 0, lim->max_prompt_bytes, &r->prompt, &r->prompt_len, "prompt", err);
     } else if (tokens) {
         r->input = BR_INPUT_TOKENS;
         r->add_bos = false;
-        rc = read_tokens(tokens, 1, lim->max_tokens_in, token_max(lim), &r->tokens,
-                         &r->n_tokens, "tokens", err);
+        rc = read_tokens(tokens, 1, lim->max_tokens_in, token_max(lim), &r->tokens, &r->n_tokens,
+                         "tokens", err);
     } else {
         r->input = BR_INPUT_MESSAGES;
         rc = read_messages(messages, lim, r, err);
@@ -856,8 +887,8 @@ int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_l
         rc = br_err_set(err, BR_E_PROTOCOL, "type: must be a string, got %s", type_name(o));
         goto done;
     }
-    int t = lookup(req_names + 1, (int)(sizeof req_names / sizeof req_names[0]) - 1,
-                   o->via.str.ptr, o->via.str.size);
+    int t = lookup(req_names + 1, (int)(sizeof req_names / sizeof req_names[0]) - 1, o->via.str.ptr,
+                   o->via.str.size);
     if (t < 0) {
         int n = o->via.str.size > 32 ? 32 : (int)o->via.str.size;
         bool printable = br_proto_utf8_valid(o->via.str.ptr, (size_t)n);
@@ -871,15 +902,18 @@ int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_l
     }
     if ((rc = read_int(o, 0, INT32_MAX, &v, "v", err))) goto done;
     if (v != BR_PROTO_VERSION) {
-        rc = br_err_set(err, BR_E_PROTOCOL, "v: unsupported protocol version %" PRId64
-                        " (this server speaks %d)", v, BR_PROTO_VERSION);
+        rc = br_err_set(err, BR_E_PROTOCOL,
+                        "v: unsupported protocol version %" PRId64 " (this server speaks %d)", v,
+                        BR_PROTO_VERSION);
         goto done;
     }
     out->version = (int32_t)v;
     out->type = (enum br_req_type)(t + 1);
 
     switch (out->type) {
-    case BR_REQ_GENERATE: rc = read_generate(m, lim, out, err); break;
+    case BR_REQ_GENERATE:
+        rc = read_generate(m, lim, out, err);
+        break;
     case BR_REQ_TOKENIZE:
         if (!(o = field(m, "text"))) {
             rc = bad(err, "%s: missing", "text");
@@ -898,7 +932,8 @@ int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_l
         rc = read_tokens(o, 0, lim->max_tokens_in, token_max(lim), &out->tokens, &out->n_tokens,
                          "tokens", err);
         break;
-    default: break; /* cancel, health, info, metrics, ping: id only */
+    default:
+        break; /* cancel, health, info, metrics, ping: id only */
     }
 done:
     msgpack_unpacked_destroy(&u);
@@ -939,8 +974,10 @@ static void put_text(struct enc *e, const char *s, size_t n)
     size_t outn = 0;
     for (size_t i = 0; i < n;) {
         int k = utf8_next(u + i, n - i);
-        if (k > 0) outn += (size_t)k, i += (size_t)k;
-        else outn += 3, i++;
+        if (k > 0)
+            outn += (size_t)k, i += (size_t)k;
+        else
+            outn += 3, i++;
     }
     e->fail |= msgpack_pack_str(&e->pk, outn);
     for (size_t i = 0; i < n;) {
@@ -998,8 +1035,10 @@ static void put_head(struct enc *e, size_t n, const char *type, const char *id)
     put_kint(e, "v", BR_PROTO_VERSION);
     put_kstr(e, "type", type);
     put_key(e, "id");
-    if (id) put_cstr(e, id);
-    else e->fail |= msgpack_pack_nil(&e->pk);
+    if (id)
+        put_cstr(e, id);
+    else
+        e->fail |= msgpack_pack_nil(&e->pk);
 }
 
 static int enc_end(struct enc *e)
@@ -1020,8 +1059,8 @@ int br_proto_encode_request(const struct br_req *r, struct br_buf *out)
     switch (r->type) {
     case BR_REQ_GENERATE:
         if (r->input == BR_INPUT_NONE) return BR_E_INVALID;
-        n += 1 + 4 + 8 + (r->chat_template != NULL) + (s->has_seed != 0) +
-             (s->n_stop > 0) + (s->n_stop_tokens > 0) + (s->n_logit_bias > 0);
+        n += 1 + 4 + 8 + (r->chat_template != NULL) + (s->has_seed != 0) + (s->n_stop > 0) +
+             (s->n_stop_tokens > 0) + (s->n_logit_bias > 0);
         put_head(&e, n, "generate", r->id);
         if (r->input == BR_INPUT_PROMPT) {
             put_key(&e, "prompt");
@@ -1085,7 +1124,9 @@ int br_proto_encode_request(const struct br_req *r, struct br_buf *out)
         put_head(&e, n + 1, "detokenize", r->id);
         put_tokens(&e, "tokens", r->tokens, r->n_tokens);
         break;
-    default: put_head(&e, n, br_proto_req_type_name(r->type), r->id); break;
+    default:
+        put_head(&e, n, br_proto_req_type_name(r->type), r->id);
+        break;
     }
     return enc_end(&e);
 }
@@ -1099,12 +1140,18 @@ static void put_kv_map(struct enc *e, const char *k, const struct br_kv *kv, siz
     for (size_t i = 0; i < n; i++) {
         put_cstr(e, kv[i].key);
         switch (kv[i].kind) {
-        case BR_KV_INT: e->fail |= msgpack_pack_int64(&e->pk, kv[i].i); break;
-        case BR_KV_DOUBLE: e->fail |= msgpack_pack_double(&e->pk, kv[i].d); break;
+        case BR_KV_INT:
+            e->fail |= msgpack_pack_int64(&e->pk, kv[i].i);
+            break;
+        case BR_KV_DOUBLE:
+            e->fail |= msgpack_pack_double(&e->pk, kv[i].d);
+            break;
         case BR_KV_BOOL:
             e->fail |= kv[i].i ? msgpack_pack_true(&e->pk) : msgpack_pack_false(&e->pk);
             break;
-        case BR_KV_STR: put_cstr(e, kv[i].s); break;
+        case BR_KV_STR:
+            put_cstr(e, kv[i].s);
+            break;
         }
     }
 }
@@ -1166,7 +1213,9 @@ int br_proto_encode_response(const struct br_resp *r, struct br_buf *out)
         put_head(&e, 4, name, r->id);
         put_kv_map(&e, name, r->kv, r->n_kv);
         break;
-    default: put_head(&e, 3, name, r->id); break;
+    default:
+        put_head(&e, 3, name, r->id);
+        break;
     }
     return enc_end(&e);
 }
@@ -1174,8 +1223,12 @@ int br_proto_encode_response(const struct br_resp *r, struct br_buf *out)
 int br_proto_encode_token(struct br_buf *out, const char *id, uint32_t index, int32_t token,
                           const char *piece, size_t piece_len, const float *logprob)
 {
-    struct br_resp r = {.type = BR_RESP_TOKEN, .id = (char *)id, .index = index,
-                        .token = token, .text = (char *)piece, .text_len = piece_len};
+    struct br_resp r = {.type = BR_RESP_TOKEN,
+                        .id = (char *)id,
+                        .index = index,
+                        .token = token,
+                        .text = (char *)piece,
+                        .text_len = piece_len};
     if (logprob) r.has_logprob = true, r.logprob = *logprob;
     return br_proto_encode_response(&r, out);
 }
@@ -1184,8 +1237,11 @@ int br_proto_encode_done(struct br_buf *out, const char *id, enum br_finish reas
                          const struct br_usage *usage, const struct br_timings *timings,
                          const char *text, size_t text_len)
 {
-    struct br_resp r = {.type = BR_RESP_DONE, .id = (char *)id, .finish_reason = reason,
-                        .text = (char *)text, .text_len = text_len};
+    struct br_resp r = {.type = BR_RESP_DONE,
+                        .id = (char *)id,
+                        .finish_reason = reason,
+                        .text = (char *)text,
+                        .text_len = text_len};
     if (usage) r.usage = *usage;
     if (timings) r.timings = *timings;
     return br_proto_encode_response(&r, out);
@@ -1194,15 +1250,17 @@ int br_proto_encode_done(struct br_buf *out, const char *id, enum br_finish reas
 int br_proto_encode_error(struct br_buf *out, const char *id, enum br_proto_code code,
                           const char *message)
 {
-    struct br_resp r = {.type = BR_RESP_ERROR, .id = (char *)id, .code = code,
-                        .message = (char *)message};
+    struct br_resp r = {
+        .type = BR_RESP_ERROR, .id = (char *)id, .code = code, .message = (char *)message};
     return br_proto_encode_response(&r, out);
 }
 
 int br_proto_encode_tokenize(struct br_buf *out, const char *id, const int32_t *tokens,
                              uint32_t n_tokens)
 {
-    struct br_resp r = {.type = BR_RESP_TOKENIZE, .id = (char *)id, .tokens = (int32_t *)tokens,
+    struct br_resp r = {.type = BR_RESP_TOKENIZE,
+                        .id = (char *)id,
+                        .tokens = (int32_t *)tokens,
                         .n_tokens = n_tokens};
     return br_proto_encode_response(&r, out);
 }
@@ -1210,8 +1268,8 @@ int br_proto_encode_tokenize(struct br_buf *out, const char *id, const int32_t *
 int br_proto_encode_detokenize(struct br_buf *out, const char *id, const char *text,
                                size_t text_len)
 {
-    struct br_resp r = {.type = BR_RESP_DETOKENIZE, .id = (char *)id, .text = (char *)text,
-                        .text_len = text_len};
+    struct br_resp r = {
+        .type = BR_RESP_DETOKENIZE, .id = (char *)id, .text = (char *)text, .text_len = text_len};
     return br_proto_encode_response(&r, out);
 }
 
@@ -1224,17 +1282,16 @@ int br_proto_encode_health(struct br_buf *out, const char *id, enum br_health_st
 int br_proto_encode_info(struct br_buf *out, const char *id, const struct br_kv *kv, size_t n)
 {
     if (n > UINT32_MAX) return BR_E_INVALID;
-    struct br_resp r = {.type = BR_RESP_INFO, .id = (char *)id, .kv = (struct br_kv *)kv,
-                        .n_kv = (uint32_t)n};
+    struct br_resp r = {
+        .type = BR_RESP_INFO, .id = (char *)id, .kv = (struct br_kv *)kv, .n_kv = (uint32_t)n};
     return br_proto_encode_response(&r, out);
 }
 
-int br_proto_encode_metrics(struct br_buf *out, const char *id, const struct br_kv *kv,
-                            size_t n)
+int br_proto_encode_metrics(struct br_buf *out, const char *id, const struct br_kv *kv, size_t n)
 {
     if (n > UINT32_MAX) return BR_E_INVALID;
-    struct br_resp r = {.type = BR_RESP_METRICS, .id = (char *)id, .kv = (struct br_kv *)kv,
-                        .n_kv = (uint32_t)n};
+    struct br_resp r = {
+        .type = BR_RESP_METRICS, .id = (char *)id, .kv = (struct br_kv *)kv, .n_kv = (uint32_t)n};
     return br_proto_encode_response(&r, out);
 }
 
@@ -1253,15 +1310,14 @@ static int req_field(const msgpack_object *m, const char *key, const msgpack_obj
     return *o ? BR_OK : bad(err, "%s: missing", key);
 }
 
-static int read_enum(const msgpack_object *m, const char *key, const char *const *table,
-                     int count, int *out, struct br_err *err)
+static int read_enum(const msgpack_object *m, const char *key, const char *const *table, int count,
+                     int *out, struct br_err *err)
 {
     const msgpack_object *o;
     int rc = req_field(m, key, &o, err);
     if (rc) return rc;
     if (o->type != MSGPACK_OBJECT_STR)
-        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a string, got %s", key,
-                          type_name(o));
+        return br_err_set(err, BR_E_PROTOCOL, "%s: must be a string, got %s", key, type_name(o));
     int i = lookup(table, count, o->via.str.ptr, o->via.str.size);
     if (i < 0) return bad(err, "%s: unknown value", key);
     *out = i;
@@ -1275,8 +1331,7 @@ static int read_kdbl(const msgpack_object *m, const char *key, double *out, stru
     return rc ? rc : read_num(o, -1e300, 1e300, out, key, err);
 }
 
-static int read_ku32(const msgpack_object *m, const char *key, uint32_t *out,
-                     struct br_err *err)
+static int read_ku32(const msgpack_object *m, const char *key, uint32_t *out, struct br_err *err)
 {
     const msgpack_object *o;
     int64_t v = 0;
@@ -1286,8 +1341,8 @@ static int read_ku32(const msgpack_object *m, const char *key, uint32_t *out,
     return rc;
 }
 
-static int read_kv_map(const msgpack_object *m, const char *key, size_t maxlen,
-                       struct br_resp *r, struct br_err *err)
+static int read_kv_map(const msgpack_object *m, const char *key, size_t maxlen, struct br_resp *r,
+                       struct br_err *err)
 {
     const msgpack_object *o;
     int rc = req_field(m, key, &o, err);
@@ -1312,19 +1367,24 @@ static int read_kv_map(const msgpack_object *m, const char *key, size_t maxlen,
                 return br_err_set(err, BR_E_PROTOCOL, "%s.%s: integer too large", key, ks);
             kv->kind = BR_KV_INT, kv->i = (int64_t)v->via.u64;
             break;
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER: kv->kind = BR_KV_INT, kv->i = v->via.i64; break;
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+            kv->kind = BR_KV_INT, kv->i = v->via.i64;
+            break;
         case MSGPACK_OBJECT_FLOAT32:
-        case MSGPACK_OBJECT_FLOAT64: kv->kind = BR_KV_DOUBLE, kv->d = v->via.f64; break;
-        case MSGPACK_OBJECT_BOOLEAN: kv->kind = BR_KV_BOOL, kv->i = v->via.boolean; break;
+        case MSGPACK_OBJECT_FLOAT64:
+            kv->kind = BR_KV_DOUBLE, kv->d = v->via.f64;
+            break;
+        case MSGPACK_OBJECT_BOOLEAN:
+            kv->kind = BR_KV_BOOL, kv->i = v->via.boolean;
+            break;
         case MSGPACK_OBJECT_STR:
             rc = read_str(v, 0, maxlen, &vs, NULL, key, err);
             if (rc) return rc;
             kv->kind = BR_KV_STR, kv->s = vs;
             break;
         default:
-            return br_err_set(err, BR_E_PROTOCOL,
-                              "%s.%s: must be a number, bool or string, got %s", key, ks,
-                              type_name(v));
+            return br_err_set(err, BR_E_PROTOCOL, "%s.%s: must be a number, bool or string, got %s",
+                              key, ks, type_name(v));
         }
     }
     return BR_OK;
@@ -1358,8 +1418,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
         goto done;
     out->type = (enum br_resp_type)(e + 1);
     if ((o = field(m, "id"))) {
-        if ((rc = read_str(o, 0, lim->max_id_bytes, &out->id, &out->id_len, "id", err)))
-            goto done;
+        if ((rc = read_str(o, 0, lim->max_id_bytes, &out->id, &out->id_len, "id", err))) goto done;
     } else if (out->type != BR_RESP_ERROR) {
         rc = bad(err, "%s: missing", "id");
         goto done;
@@ -1368,7 +1427,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
     case BR_RESP_TOKEN:
         if ((rc = read_ku32(m, "index", &out->index, err))) break;
         if ((rc = req_field(m, "token", &o, err)) ||
-            (rc = read_int(o, 0, INT32_MAX, &v, "token", err)))
+            (rc = read_int(o, -1, INT32_MAX, &v, "token", err)))
             break;
         out->token = (int32_t)v;
         if ((rc = req_field(m, "text", &o, err)) ||
@@ -1424,8 +1483,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
         break;
     case BR_RESP_TOKENIZE:
         if ((rc = req_field(m, "tokens", &o, err))) break;
-        rc = read_tokens(o, 0, UINT32_MAX, INT32_MAX, &out->tokens, &out->n_tokens, "tokens",
-                         err);
+        rc = read_tokens(o, 0, UINT32_MAX, INT32_MAX, &out->tokens, &out->n_tokens, "tokens", err);
         break;
     case BR_RESP_DETOKENIZE:
         if ((rc = req_field(m, "text", &o, err))) break;
@@ -1439,7 +1497,8 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
     case BR_RESP_METRICS:
         rc = read_kv_map(m, br_proto_resp_type_name(out->type), lim->max_msg_bytes, out, err);
         break;
-    default: break;
+    default:
+        break;
     }
 done:
     msgpack_unpacked_destroy(&u);

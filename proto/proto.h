@@ -75,13 +75,13 @@ void br_proto_limits_default(struct br_proto_limits *lim);
 enum br_req_type {
     BR_REQ_NONE = 0, /* not decoded (yet) */
     BR_REQ_GENERATE,
-    BR_REQ_CANCEL,     /* cancels the generate request whose id is `id` */
+    BR_REQ_CANCEL, /* cancels the generate request whose id is `id` */
     BR_REQ_TOKENIZE,
     BR_REQ_DETOKENIZE,
     BR_REQ_HEALTH,
     BR_REQ_INFO,
     BR_REQ_METRICS,
-    BR_REQ_PING,       /* heartbeat; answered by `pong` */
+    BR_REQ_PING, /* heartbeat; answered by `pong` */
 };
 
 /* Which of prompt / tokens / messages a generate request carries (exactly one). */
@@ -122,7 +122,7 @@ struct br_req_sampling {
     float frequency_penalty; /* [-2, 2]                          default 0 */
     bool has_seed;           /* false: the server picks a seed (also for seed = -1) */
     uint64_t seed;
-    char **stop; /* (n_stop) owned strings, each 1..max_stop_bytes bytes */
+    char **stop;      /* (n_stop) owned strings, each 1..max_stop_bytes bytes */
     size_t *stop_len; /* (n_stop) */
     uint32_t n_stop;
     int32_t *stop_tokens; /* (n_stop_tokens) */
@@ -148,11 +148,11 @@ struct br_req {
     uint32_t n_tokens;
     struct br_chat_msg *messages; /* (n_messages) BR_INPUT_MESSAGES */
     uint32_t n_messages;
-    int32_t max_tokens;   /* [1, max_new_tokens], default 256 */
-    bool stream;          /* default false */
-    bool logprobs;        /* default false */
-    bool add_bos;         /* default true for prompt/messages/tokenize, false for tokens */
-    char *chat_template;  /* NULL = the model's own */
+    int32_t max_tokens;  /* [1, max_new_tokens], default 256 */
+    bool stream;         /* default false */
+    bool logprobs;       /* default false */
+    bool add_bos;        /* default true for prompt/messages/tokenize, false for tokens */
+    char *chat_template; /* NULL = the model's own */
     size_t chat_template_len;
     struct br_req_sampling sampling;
 };
@@ -170,7 +170,14 @@ void br_req_free(struct br_req *r);
  * ("max_tokens: must be an integer in [1, 65536], got -3"), and *out holds what was decoded
  * so far: in particular out->id is set whenever the message had a readable `id`, so the
  * caller can address its `error` (code bad_request) to it. Call br_req_free either way.
- * lim may be NULL (defaults). */
+ * lim may be NULL (defaults); a server sets lim->vocab_size so token ids are range-checked.
+ * Typical use in a front end:
+ *
+ *     rc = br_proto_decode_request(frame, n, &lim, &req, &err);
+ *     if (rc) br_proto_encode_error(&out, req.id, br_proto_status_code(rc), err.msg);
+ *     ...
+ *     br_req_free(&req);
+ */
 int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_limits *lim,
                             struct br_req *out, struct br_err *err);
 
@@ -252,8 +259,8 @@ struct br_resp {
     size_t id_len;
 
     /* token */
-    uint32_t index;     /* 0-based position among the completion tokens */
-    int32_t token;
+    uint32_t index; /* 0-based position among the completion tokens */
+    int32_t token;  /* -1: a text-only event (see br_proto_encode_token) */
     bool has_logprob;
     float logprob;
     /* token: the piece; done: the full text when not streaming (else NULL);
@@ -296,7 +303,9 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
  * arguments are bytes (piece, len); invalid UTF-8 is replaced with U+FFFD, so callers
  * should hold back an incomplete trailing character (br_proto_utf8_complete). */
 
-/* logprob: NULL when the request did not ask for logprobs. */
+/* logprob: NULL when the request did not ask for logprobs. token -1 marks a text-only event
+ * (bytes held back for UTF-8 completeness, flushed at the end); its index repeats the last
+ * token's. */
 int br_proto_encode_token(struct br_buf *out, const char *id, uint32_t index, int32_t token,
                           const char *piece, size_t piece_len, const float *logprob);
 /* text: the full completion for non-streaming requests, NULL when streaming. */
@@ -313,8 +322,7 @@ int br_proto_encode_detokenize(struct br_buf *out, const char *id, const char *t
 int br_proto_encode_health(struct br_buf *out, const char *id, enum br_health_state state);
 /* kv: (n) entries, keys and string values borrowed for the call. */
 int br_proto_encode_info(struct br_buf *out, const char *id, const struct br_kv *kv, size_t n);
-int br_proto_encode_metrics(struct br_buf *out, const char *id, const struct br_kv *kv,
-                            size_t n);
+int br_proto_encode_metrics(struct br_buf *out, const char *id, const struct br_kv *kv, size_t n);
 int br_proto_encode_pong(struct br_buf *out, const char *id);
 
 /* Encodes any decoded response (the inverse of br_proto_decode_response); handy for

@@ -97,8 +97,10 @@ static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const
     case BR_REQ_METRICS: {
         struct br_kv kv[] = {{.key = "model", .kind = BR_KV_STR, .s = "fake"},
                              {.key = "n_ctx", .kind = BR_KV_INT, .i = 2048}};
-        if (r.type == BR_REQ_INFO) br_proto_encode_info(&b, r.id, kv, 2);
-        else br_proto_encode_metrics(&b, r.id, kv + 1, 1);
+        if (r.type == BR_REQ_INFO)
+            br_proto_encode_info(&b, r.id, kv, 2);
+        else
+            br_proto_encode_metrics(&b, r.id, kv + 1, 1);
         reply(f, ident, ident_len, &b);
         break;
     }
@@ -152,6 +154,9 @@ static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const
             snprintf(f->id, sizeof f->id, "%s", r.id);
             f->due_ms = mono_ms() + (f->endless ? 5 : 400);
             f->index = 0;
+        } else if (strcmp(p, "noid") == 0) {
+            br_proto_encode_error(&b, NULL, BR_PROTO_BAD_REQUEST, "message: too large");
+            reply(f, ident, ident_len, &b);
         } else if (strcmp(p, "garbage") == 0) {
             static const uint8_t junk[] = {0xc1, 0x00};
             struct br_buf g = {(uint8_t *)junk, sizeof junk, sizeof junk};
@@ -162,7 +167,8 @@ static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const
         }
         break;
     }
-    default: break;
+    default:
+        break;
     }
 out:
     br_req_free(&r);
@@ -200,8 +206,7 @@ static void *fake_main(void *arg)
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&id, f->sock, 0) >= 0 && zmq_msg_more(&id) &&
             zmq_msg_recv(&msg, f->sock, 0) >= 0 && zmq_msg_size(&id) <= sizeof f->ident)
-            handle(f, zmq_msg_data(&id), zmq_msg_size(&id), zmq_msg_data(&msg),
-                   zmq_msg_size(&msg));
+            handle(f, zmq_msg_data(&id), zmq_msg_size(&id), zmq_msg_data(&msg), zmq_msg_size(&msg));
         zmq_msg_close(&id);
         zmq_msg_close(&msg);
     }
@@ -347,6 +352,12 @@ static void test_server_errors(void **state)
     assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_PROTOCOL);
     assert_non_null(strstr(e.msg, "bad_request"));
     assert_non_null(strstr(e.msg, "temperature"));
+    /* an error without an id (the server could not read ours) ends the call at once */
+    gen_req(&r, "noid", true);
+    int64_t t0 = mono_ms();
+    assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_PROTOCOL);
+    assert_true(mono_ms() - t0 < 1000);
+    assert_non_null(strstr(e.msg, "too large"));
     /* a reply that is not msgpack */
     gen_req(&r, "garbage", true);
     assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_PROTOCOL);
@@ -370,7 +381,7 @@ static void test_silent_server_times_out(void **state)
     assert_non_null(strstr(e.msg, "300 ms"));
     for (int i = 0; i < 100 && atomic_load(&f->cancels) == cancels0; i++) sleep_ms(10);
     assert_true(atomic_load(&f->pings) - pings0 >= 3); /* pinged while waiting */
-    assert_true(atomic_load(&f->cancels) > cancels0);   /* and cancelled on giving up */
+    assert_true(atomic_load(&f->cancels) > cancels0);  /* and cancelled on giving up */
     /* a ping to a silent server times out too */
     br_client_set_timeout(c, 100);
     gen_req(&r, "silent", true);

@@ -573,10 +573,11 @@ static void test_bad_sampling(void **state)
     struct {
         const char *key;
         double v;
-    } cases[] = {{"temperature", -0.1},   {"temperature", NAN},    {"temperature", INFINITY},
-                 {"top_p", 1.5},          {"top_p", -0.01},        {"min_p", -1},
-                 {"repeat_penalty", 0.0}, {"repeat_penalty", 11},  {"presence_penalty", 3},
-                 {"frequency_penalty", -2.5}};
+    } cases[] = {{"temperature", -0.1},     {"temperature", NAN},
+                 {"temperature", INFINITY}, {"top_p", 1.5},
+                 {"top_p", -0.01},          {"min_p", -1},
+                 {"repeat_penalty", 0.0},   {"repeat_penalty", 11},
+                 {"presence_penalty", 3},   {"frequency_penalty", -2.5}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         mb_init(&m);
         head(&m, "generate", 2);
@@ -692,13 +693,20 @@ static void test_bad_logit_bias(void **state)
         kstr(&m, "prompt", "hi");
         pstr(&m, "logit_bias");
         msgpack_pack_map(&m.pk, 1);
-        if (i == 3) pstr(&m, "abc");
-        else if (i == 4) msgpack_pack_int(&m.pk, -1);
-        else pstr(&m, "5");
-        if (i == 0) pstr(&m, "x");
-        else if (i == 1) msgpack_pack_double(&m.pk, NAN);
-        else if (i == 2) msgpack_pack_double(&m.pk, 1e9);
-        else msgpack_pack_double(&m.pk, 1.0);
+        if (i == 3)
+            pstr(&m, "abc");
+        else if (i == 4)
+            msgpack_pack_int(&m.pk, -1);
+        else
+            pstr(&m, "5");
+        if (i == 0)
+            pstr(&m, "x");
+        else if (i == 1)
+            msgpack_pack_double(&m.pk, NAN);
+        else if (i == 2)
+            msgpack_pack_double(&m.pk, 1e9);
+        else
+            msgpack_pack_double(&m.pk, 1.0);
         (void)why;
         expect_bad(&m, NULL, "logit_bias[0]");
     }
@@ -792,13 +800,45 @@ static void test_bad_nesting(void **state)
     mb_free(&m);
 }
 
-/* Random mutations of valid messages: anything may be refused, nothing may crash or leak. */
+/* Mutates seed (flips 1..4 bytes, sometimes truncates) many times and decodes each result as
+ * a request and as a response: anything may be refused, nothing may crash or leak, and a
+ * refusal always says why. Returns how many mutants decoded as a request. */
+static int mutate(const struct br_buf *seed, uint64_t rs, int rounds)
+{
+    uint8_t *copy = malloc(seed->len);
+    int ok = 0;
+    assert_non_null(copy);
+    for (int it = 0; it < rounds; it++) {
+        memcpy(copy, seed->data, seed->len);
+        int nflip = 1 + (int)(br_test_rand(&rs) % 4);
+        for (int k = 0; k < nflip; k++)
+            copy[br_test_rand(&rs) % seed->len] = (uint8_t)br_test_rand(&rs);
+        size_t n = seed->len - (br_test_rand(&rs) % 8 == 0 ? br_test_rand(&rs) % seed->len : 0);
+        struct br_req r;
+        struct br_resp resp;
+        struct br_err e = {{0}};
+        int rc = br_proto_decode_request(copy, n, NULL, &r, &e);
+        assert_true(rc == BR_OK || rc == BR_E_PROTOCOL);
+        if (rc) assert_true(e.msg[0] != '\0');
+        ok += rc == BR_OK;
+        br_req_free(&r);
+        e.msg[0] = '\0';
+        rc = br_proto_decode_response(copy, n, NULL, &resp, &e);
+        assert_true(rc == BR_OK || rc == BR_E_PROTOCOL);
+        if (rc) assert_true(e.msg[0] != '\0');
+        br_resp_free(&resp);
+    }
+    free(copy);
+    return ok;
+}
+
 static void test_mutations(void **state)
 {
     (void)state;
     struct br_req in;
     struct br_buf b = {0};
     char *stop[] = {"a", "bc"};
+    int32_t toks[] = {1, 300, 70000};
     struct br_logit_bias lb[] = {{1, 1.0f}};
     struct br_chat_msg msgs[] = {{BR_ROLE_USER, "hello", 5}};
     br_req_init(&in);
@@ -813,30 +853,29 @@ static void test_mutations(void **state)
     in.sampling.n_logit_bias = 1;
     in.sampling.has_seed = true;
     assert_int_equal(br_proto_encode_request(&in, &b), BR_OK);
-    uint8_t *copy = malloc(b.len);
-    assert_non_null(copy);
-    uint64_t rs = 0x1234567;
-    int ok = 0;
-    for (int it = 0; it < 20000; it++) {
-        memcpy(copy, b.data, b.len);
-        int nflip = 1 + (int)(br_test_rand(&rs) % 4);
-        for (int k = 0; k < nflip; k++)
-            copy[br_test_rand(&rs) % b.len] = (uint8_t)br_test_rand(&rs);
-        size_t n = b.len - (br_test_rand(&rs) % 8 == 0 ? br_test_rand(&rs) % b.len : 0);
-        struct br_req r;
-        struct br_err e = {{0}};
-        int rc = br_proto_decode_request(copy, n, NULL, &r, &e);
-        assert_true(rc == BR_OK || rc == BR_E_PROTOCOL);
-        if (rc) assert_true(e.msg[0] != '\0');
-        ok += rc == BR_OK;
-        br_req_free(&r);
-        struct br_resp resp;
-        rc = br_proto_decode_response(copy, n, NULL, &resp, &e);
-        assert_true(rc == BR_OK || rc == BR_E_PROTOCOL);
-        br_resp_free(&resp);
-    }
-    assert_true(ok > 0);
-    free(copy);
+    assert_true(mutate(&b, 0x1234567, 20000) > 0);
+    in.input = BR_INPUT_TOKENS;
+    in.tokens = toks;
+    in.n_tokens = 3;
+    in.sampling.stop_tokens = toks;
+    in.sampling.n_stop_tokens = 3;
+    assert_int_equal(br_proto_encode_request(&in, &b), BR_OK);
+    assert_true(mutate(&b, 0x89abcdef, 20000) > 0);
+
+    /* responses as seeds */
+    struct br_usage u = {1, 2};
+    struct br_timings t = {1, 2, 3, 4};
+    struct br_kv kv[] = {{.key = "a", .kind = BR_KV_STR, .s = "b"},
+                         {.key = "n", .kind = BR_KV_DOUBLE, .d = 2.5}};
+    float lp = -1.0f;
+    assert_int_equal(br_proto_encode_done(&b, "d", BR_FINISH_STOP, &u, &t, "text", 4), BR_OK);
+    mutate(&b, 11, 10000);
+    assert_int_equal(br_proto_encode_token(&b, "t", 1, 2, "piece", 5, &lp), BR_OK);
+    mutate(&b, 12, 10000);
+    assert_int_equal(br_proto_encode_info(&b, "i", kv, 2), BR_OK);
+    mutate(&b, 13, 10000);
+    assert_int_equal(br_proto_encode_tokenize(&b, "k", toks, 3), BR_OK);
+    mutate(&b, 14, 10000);
     br_buf_free(&b);
 }
 
@@ -877,10 +916,22 @@ static void test_resp_round_trips(void **state)
     assert_string_equal(r.text, "");
     br_resp_free(&r);
 
-    /* invalid UTF-8 in a piece becomes U+FFFD */
-    assert_int_equal(br_proto_encode_token(&b, "g1", 1, 7, "a\xff" "b", 3, NULL), BR_OK);
+    /* a text-only event (held-back bytes flushed at the end) has token -1 */
+    assert_int_equal(br_proto_encode_token(&b, "g1", 4, -1, "\xc3\xa9", 2, NULL), BR_OK);
     decode_resp(&b, &r);
-    assert_string_equal(r.text, "a\xEF\xBF\xBD" "b");
+    assert_int_equal(r.token, -1);
+    assert_string_equal(r.text, "\xc3\xa9");
+    br_resp_free(&r);
+
+    /* invalid UTF-8 in a piece becomes U+FFFD */
+    assert_int_equal(br_proto_encode_token(&b, "g1", 1, 7,
+                                           "a\xff"
+                                           "b",
+                                           3, NULL),
+                     BR_OK);
+    decode_resp(&b, &r);
+    assert_string_equal(r.text, "a\xEF\xBF\xBD"
+                                "b");
     br_resp_free(&r);
 
     struct br_usage u = {12, 34};
@@ -906,14 +957,16 @@ static void test_resp_round_trips(void **state)
     }
 
     for (int c = BR_PROTO_BAD_REQUEST; c <= BR_PROTO_INTERNAL; c++) {
-        assert_int_equal(br_proto_encode_error(&b, c == 0 ? NULL : "e", (enum br_proto_code)c,
-                                               "went wrong"),
-                         BR_OK);
+        assert_int_equal(
+            br_proto_encode_error(&b, c == 0 ? NULL : "e", (enum br_proto_code)c, "went wrong"),
+            BR_OK);
         decode_resp(&b, &r);
         assert_int_equal(r.type, BR_RESP_ERROR);
         assert_int_equal(r.code, c);
-        if (c == 0) assert_null(r.id);
-        else assert_string_equal(r.id, "e");
+        if (c == 0)
+            assert_null(r.id);
+        else
+            assert_string_equal(r.id, "e");
         assert_string_equal(r.message, "went wrong");
         assert_int_equal(br_proto_status_code(br_proto_code_status(r.code)), c);
         br_resp_free(&r);
@@ -950,8 +1003,8 @@ static void test_resp_round_trips(void **state)
                          {.key = "load", .kind = BR_KV_DOUBLE, .d = 0.5},
                          {.key = "draining", .kind = BR_KV_BOOL, .i = 1}};
     for (int which = 0; which < 2; which++) {
-        int rc = which ? br_proto_encode_metrics(&b, "i", kv, 4)
-                       : br_proto_encode_info(&b, "i", kv, 4);
+        int rc =
+            which ? br_proto_encode_metrics(&b, "i", kv, 4) : br_proto_encode_info(&b, "i", kv, 4);
         assert_int_equal(rc, BR_OK);
         decode_resp(&b, &r);
         assert_int_equal(r.type, which ? BR_RESP_METRICS : BR_RESP_INFO);
@@ -991,8 +1044,7 @@ static void test_bad_responses(void **state)
     head(&m, "token", 2);
     kint(&m, "token", 5);
     kstr(&m, "text", "x");
-    assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e),
-                     BR_E_PROTOCOL);
+    assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e), BR_E_PROTOCOL);
     assert_non_null(strstr(e.msg, "index"));
     br_resp_free(&r);
     mb_free(&m);
@@ -1002,16 +1054,14 @@ static void test_bad_responses(void **state)
     kstr(&m, "finish_reason", "bored");
     pstr(&m, "usage");
     msgpack_pack_map(&m.pk, 0);
-    assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e),
-                     BR_E_PROTOCOL);
+    assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e), BR_E_PROTOCOL);
     assert_non_null(strstr(e.msg, "finish_reason"));
     br_resp_free(&r);
     mb_free(&m);
     /* an unknown response type */
     mb_init(&m);
     head(&m, "surprise", 0);
-    assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e),
-                     BR_E_PROTOCOL);
+    assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e), BR_E_PROTOCOL);
     assert_non_null(strstr(e.msg, "type"));
     br_resp_free(&r);
     mb_free(&m);
@@ -1038,6 +1088,48 @@ static void test_utf8(void **state)
     assert_string_equal(br_proto_finish_name((enum br_finish)99), "?");
 }
 
+/* A request as the Python client writes it (msgpack.packb of a dict, use_bin_type=True):
+ * Python sends floats as float64, string logit_bias keys, and -inf to ban a token. */
+static void test_python_encoded_request(void **state)
+{
+    (void)state;
+    static const uint8_t py[] = {
+        0xde, 0x00, 0x10, 0xa1, 0x76, 0x01, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa8, 0x67, 0x65, 0x6e,
+        0x65, 0x72, 0x61, 0x74, 0x65, 0xa2, 0x69, 0x64, 0xa4, 0x70, 0x79, 0x2d, 0x31, 0xa6, 0x70,
+        0x72, 0x6f, 0x6d, 0x70, 0x74, 0xa5, 0x48, 0x69, 0x20, 0xc3, 0xbc, 0xaa, 0x6d, 0x61, 0x78,
+        0x5f, 0x74, 0x6f, 0x6b, 0x65, 0x6e, 0x73, 0x10, 0xa6, 0x73, 0x74, 0x72, 0x65, 0x61, 0x6d,
+        0xc3, 0xab, 0x74, 0x65, 0x6d, 0x70, 0x65, 0x72, 0x61, 0x74, 0x75, 0x72, 0x65, 0xcb, 0x3f,
+        0xe0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa5, 0x74, 0x6f, 0x70, 0x5f, 0x6b, 0x14, 0xa5,
+        0x74, 0x6f, 0x70, 0x5f, 0x70, 0xcb, 0x3f, 0xec, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcd, 0xa4,
+        0x73, 0x65, 0x65, 0x64, 0x07, 0xa4, 0x73, 0x74, 0x6f, 0x70, 0x91, 0xa1, 0x0a, 0xab, 0x73,
+        0x74, 0x6f, 0x70, 0x5f, 0x74, 0x6f, 0x6b, 0x65, 0x6e, 0x73, 0x91, 0x02, 0xaa, 0x6c, 0x6f,
+        0x67, 0x69, 0x74, 0x5f, 0x62, 0x69, 0x61, 0x73, 0x82, 0xa1, 0x35, 0xcb, 0xbf, 0xf0, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0xa1, 0x39, 0xcb, 0xff, 0xf0, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0xa8, 0x6c, 0x6f, 0x67, 0x70, 0x72, 0x6f, 0x62, 0x73, 0xc3, 0xa7, 0x61, 0x64, 0x64,
+        0x5f, 0x62, 0x6f, 0x73, 0xc2, 0xae, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x5f,
+        0x65, 0x78, 0x74, 0x72, 0x61, 0xc0};
+    struct br_req r;
+    struct br_err e = {{0}};
+    int rc = br_proto_decode_request(py, sizeof py, NULL, &r, &e);
+    if (rc) print_error("%s\n", e.msg);
+    assert_int_equal(rc, BR_OK);
+    assert_string_equal(r.id, "py-1");
+    assert_string_equal(r.prompt, "Hi \xc3\xbc");
+    assert_int_equal(r.max_tokens, 16);
+    assert_true(r.stream && r.logprobs && !r.add_bos);
+    assert_true(r.sampling.temperature == 0.5f && r.sampling.top_k == 20);
+    assert_true(r.sampling.top_p == 0.9f);
+    assert_true(r.sampling.has_seed && r.sampling.seed == 7);
+    assert_int_equal(r.sampling.n_stop, 1);
+    assert_string_equal(r.sampling.stop[0], "\n");
+    assert_int_equal(r.sampling.stop_tokens[0], 2);
+    assert_int_equal(r.sampling.n_logit_bias, 2);
+    assert_int_equal(r.sampling.logit_bias[0].token, 5);
+    assert_true(r.sampling.logit_bias[0].bias == -1.0f);
+    assert_true(isinf(r.sampling.logit_bias[1].bias));
+    br_req_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1045,6 +1137,7 @@ int main(void)
         cmocka_unit_test(test_req_generate_tokens_and_messages),
         cmocka_unit_test(test_req_other_types),
         cmocka_unit_test(test_unknown_fields_ignored),
+        cmocka_unit_test(test_python_encoded_request),
         cmocka_unit_test(test_bad_framing),
         cmocka_unit_test(test_bad_envelope),
         cmocka_unit_test(test_bad_prompt),

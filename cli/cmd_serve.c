@@ -11,6 +11,7 @@
  * follow rank 0's steps.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,10 @@ int br_cmd_serve(int argc, char **argv)
         goto done;
     }
     if (rank != 0) {
+        /* mpirun forwards SIGINT/SIGTERM to every rank; only rank 0 acts on them, and the
+         * others leave when its stop message arrives */
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
         if (br_dist_serve(eng, comm, &err)) {
             fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
             goto done;

@@ -17,6 +17,8 @@ static const struct command commands[] = {
     {"plan", br_cmd_plan, "show how a model splits over --tp x --pp ranks"},
     {"serve", br_cmd_serve, "serve the model over ZeroMQ (under mpirun for a cluster)"},
     {"generate", br_cmd_generate, "send a prompt to a server and stream the answer"},
+    {"chat", br_cmd_chat, "interactive chat, local (-m MODEL) or with a server (--server)"},
+    {"tokenize", br_cmd_tokenize, "print the token ids of a text as JSON"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,285 @@
+/*
+ * `bitrack chat`: an interactive chat on the terminal, streaming each reply.
+ *
+ *   bitrack chat -m MODEL [-t THREADS] [--system TEXT] [--chat-template NAME] [--temp T] ...
+ *   bitrack chat --server ADDR [--system TEXT] ...
+ *
+ * Locally the conversation is rendered with the model's chat template each turn and only
+ * the tokens past the part already in the KV cache are evaluated. With --server the
+ * messages go to `bitrack serve`, which renders them. Lines are read from stdin until EOF
+ * or "/quit"; "/reset" starts over.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "coordinator/chat.h"
+#include "coordinator/sample.h"
+#include "coordinator/tokenizer.h"
+#include "kernels/pool.h"
+#include "proto/client.h"
+#include "worker/engine.h"
+#include "worker/model.h"
+
+struct convo {
+    char **role, **content;
+    size_t n, cap;
+};
+
+static int convo_add(struct convo *c, const char *role, const char *text, size_t len)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        char **r = realloc(c->role, cap * sizeof *r), **t;
+        if (!r) return -1;
+        c->role = r;
+        if (!(t = realloc(c->content, cap * sizeof *t))) return -1;
+        c->content = t;
+        c->cap = cap;
+    }
+    c->role[c->n] = strdup(role);
+    c->content[c->n] = malloc(len + 1);
+    if (!c->role[c->n] || !c->content[c->n]) return -1;
+    memcpy(c->content[c->n], text, len);
+    c->content[c->n][len] = '\0';
+    c->n++;
+    return 0;
+}
+
+static void convo_clear(struct convo *c, size_t keep)
+{
+    while (c->n > keep) {
+        c->n--;
+        free(c->role[c->n]);
+        free(c->content[c->n]);
+    }
+}
+
+struct chat_opts {
+    const char *model, *server, *system, *tmpl;
+    long long threads, n_max, seed;
+    double temp, top_p, min_p;
+    long long top_k;
+};
+
+struct reply_buf {
+    char *text;
+    size_t len;
+};
+
+static int on_event(const struct br_resp *r, void *user)
+{
+    struct reply_buf *rb = user;
+    if (r->type == BR_RESP_TOKEN && r->text) {
+        fwrite(r->text, 1, r->text_len, stdout);
+        fflush(stdout);
+        char *nt = realloc(rb->text, rb->len + r->text_len + 1);
+        if (nt) {
+            memcpy(nt + rb->len, r->text, r->text_len);
+            rb->len += r->text_len;
+            nt[rb->len] = '\0';
+            rb->text = nt;
+        }
+    }
+    return 0;
+}
+
+/* One reply from the server; appends it to the conversation. */
+static int server_turn(struct br_client *cl, const struct chat_opts *o, struct convo *c,
+                       struct reply_buf *rb, struct br_err *err)
+{
+    struct br_req req;
+    br_req_init(&req);
+    req.type = BR_REQ_GENERATE;
+    req.stream = true;
+    req.max_tokens = (int32_t)o->n_max;
+    req.sampling.temperature = (float)o->temp;
+    req.sampling.top_k = (int32_t)o->top_k;
+    req.sampling.top_p = (float)o->top_p;
+    req.sampling.min_p = (float)o->min_p;
+    req.sampling.has_seed = true;
+    req.sampling.seed = (uint64_t)o->seed;
+    struct br_chat_msg *msgs = calloc(c->n, sizeof *msgs);
+    if (!msgs) return BR_E_NOMEM;
+    for (size_t i = 0; i < c->n; i++) {
+        msgs[i].role = !strcmp(c->role[i], "system") ? BR_ROLE_SYSTEM
+                       : !strcmp(c->role[i], "assistant") ? BR_ROLE_ASSISTANT : BR_ROLE_USER;
+        msgs[i].content = c->content[i];
+        msgs[i].content_len = strlen(c->content[i]);
+    }
+    req.input = BR_INPUT_MESSAGES;
+    req.messages = msgs;
+    req.n_messages = (uint32_t)c->n;
+    req.chat_template = (char *)o->tmpl;
+    req.chat_template_len = o->tmpl ? strlen(o->tmpl) : 0;
+    int rc = br_client_generate(cl, &req, on_event, rb, err);
+    free(msgs);
+    return rc;
+}
+
+int br_cmd_chat(int argc, char **argv)
+{
+    struct chat_opts o = {0};
+    o.threads = 1, o.n_max = 256, o.top_p = 1.0;
+    enum { O_SERVER = 256, O_SYSTEM, O_TMPL, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_SEED };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},      {"server", required_argument, 0, O_SERVER},
+        {"system", required_argument, 0, O_SYSTEM}, {"chat-template", required_argument, 0, O_TMPL},
+        {"threads", required_argument, 0, 't'},    {"n-predict", required_argument, 0, 'n'},
+        {"temp", required_argument, 0, O_TEMP},    {"top-k", required_argument, 0, O_TOPK},
+        {"top-p", required_argument, 0, O_TOPP},   {"min-p", required_argument, 0, O_MINP},
+        {"seed", required_argument, 0, O_SEED},   {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:t:n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.model = optarg; break;
+        case O_SERVER: o.server = optarg; break;
+        case O_SYSTEM: o.system = optarg; break;
+        case O_TMPL: o.tmpl = optarg; break;
+        case 't':
+            if (br_cli_int(optarg, 1, 1024, &o.threads)) return br_cli_usage_error("chat", "bad -t");
+            break;
+        case 'n':
+            if (br_cli_int(optarg, 1, 1 << 20, &o.n_max)) return br_cli_usage_error("chat", "bad -n");
+            break;
+        case O_TEMP: o.temp = strtod(optarg, NULL); break;
+        case O_TOPK: o.top_k = atoll(optarg); break;
+        case O_TOPP: o.top_p = strtod(optarg, NULL); break;
+        case O_MINP: o.min_p = strtod(optarg, NULL); break;
+        case O_SEED: o.seed = atoll(optarg); break;
+        case 'h':
+            printf("usage: bitrack chat (-m MODEL | --server ADDR) [--system TEXT] "
+                   "[--chat-template NAME] [-t T] [-n N] [--temp T] [--top-k K] [--top-p P] "
+                   "[--min-p P] [--seed S]\n");
+            return 0;
+        default: return 2;
+        }
+    }
+    if (!!o.model == !!o.server) return br_cli_usage_error("chat", "give -m MODEL or --server ADDR");
+    struct br_err err = {{0}};
+    struct convo cv = {0};
+    struct br_model *m = NULL;
+    struct br_pool *pool = NULL;
+    struct br_engine *e = NULL;
+    struct br_tok *tok = NULL;
+    struct br_client *cl = NULL;
+    int32_t *cached = NULL;
+    size_t n_cached = 0;
+    float *logits = NULL;
+    char tmpl[32] = "bitnet";
+    int rc = 0, exit_code = 1;
+    if (o.system && convo_add(&cv, "system", o.system, strlen(o.system))) goto done;
+    size_t keep = cv.n;
+    if (o.server) {
+        if ((rc = br_client_connect(o.server, 300000, &cl, &err))) {
+            fprintf(stderr, "bitrack chat: %s\n", err.msg);
+            goto done;
+        }
+    } else {
+        if (br_model_load(o.model, &m, &err) || br_tok_from_gguf(m->gguf, &tok, &err) ||
+            br_pool_create((int)o.threads, &pool)) {
+            fprintf(stderr, "bitrack chat: %s\n", err.msg);
+            goto done;
+        }
+        struct br_engine_opts eo = {.pool = pool};
+        if (br_engine_create(m, &eo, &e, &err)) {
+            fprintf(stderr, "bitrack chat: %s\n", err.msg);
+            goto done;
+        }
+        const char *t = o.tmpl ? o.tmpl : br_chat_template_detect(NULL, m->cfg.arch_name);
+        snprintf(tmpl, sizeof tmpl, "%s", t ? t : "chatml");
+        logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
+        cached = malloc((size_t)br_engine_n_ctx(e) * sizeof *cached);
+        if (!logits || !cached) goto done;
+    }
+    fprintf(stderr, "bitrack chat: type a message (/reset to start over, /quit or EOF to leave)\n");
+    char line[65536];
+    while (fputs("> ", stderr), fgets(line, sizeof line, stdin)) {
+        size_t len = strcspn(line, "\n");
+        line[len] = '\0';
+        if (!strcmp(line, "/quit")) break;
+        if (!strcmp(line, "/reset")) {
+            convo_clear(&cv, keep);
+            n_cached = 0;
+            continue;
+        }
+        if (len == 0) continue;
+        if (convo_add(&cv, "user", line, len)) goto done;
+        if (cl) {
+            struct reply_buf rb = {NULL, 0};
+            if ((rc = server_turn(cl, &o, &cv, &rb, &err))) fprintf(stderr, "\nbitrack chat: %s\n", err.msg);
+            fputc('\n', stdout);
+            convo_add(&cv, "assistant", rb.text ? rb.text : "", rb.len); /* the server keeps no state */
+            free(rb.text);
+            continue;
+        }
+        /* local: render, tokenize, evaluate what is new, generate */
+        struct br_chat_turn *turns = calloc(cv.n, sizeof *turns);
+        char *prompt = NULL;
+        size_t plen = 0;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        for (size_t i = 0; turns && i < cv.n; i++) turns[i].role = cv.role[i], turns[i].content = cv.content[i];
+        rc = !turns ? BR_E_NOMEM : br_chat_render(tmpl, turns, cv.n, 1, &prompt, &plen, &err);
+        free(turns);
+        if (!rc) rc = br_tok_encode(tok, prompt, plen, BR_TOK_ADD_BOS | BR_TOK_PARSE_SPECIAL, &ids, &n, &err);
+        free(prompt);
+        int32_t ctx = br_engine_n_ctx(e);
+        if (!rc && (int64_t)n + 1 >= ctx) rc = br_err_set(&err, BR_E_TOO_LONG, "the conversation no longer fits the context (%d tokens); /reset", ctx);
+        size_t common = 0;
+        while (!rc && common < n && common < n_cached && cached[common] == ids[common]) common++;
+        if (!rc && common == n) common = n - 1; /* evaluate at least the last token */
+        if (!rc) rc = br_engine_eval(e, ids + common, (int32_t)(n - common), (int32_t)common, logits, BR_LOGITS_LAST, &err);
+        if (rc) {
+            fprintf(stderr, "bitrack chat: %s\n", err.msg);
+            free(ids);
+            convo_clear(&cv, cv.n - 1);
+            continue;
+        }
+        memcpy(cached, ids, n * sizeof *cached);
+        n_cached = n;
+        free(ids);
+        struct br_sample_params sp;
+        br_sample_params_default(&sp);
+        sp.temperature = (float)o.temp, sp.top_k = (int32_t)o.top_k, sp.top_p = (float)o.top_p;
+        sp.min_p = (float)o.min_p, sp.seed = (uint64_t)o.seed;
+        struct br_detok *dt = NULL;
+        br_detok_create(tok, 0, &dt);
+        char *reply = NULL;
+        size_t rlen = 0;
+        for (long long i = 0; i < o.n_max && n_cached < (size_t)ctx; i++) {
+            struct br_sample_result res;
+            if (br_sample_full(&sp, logits, m->cfg.n_vocab, cached, n_cached, 0, n_cached, &res, &err)) break;
+            if (br_tok_is_eog(tok, res.token)) break;
+            const char *piece;
+            size_t pl;
+            if (dt && br_detok_push(dt, res.token, &piece, &pl) == BR_OK && pl) {
+                fwrite(piece, 1, pl, stdout);
+                fflush(stdout);
+                char *nr = realloc(reply, rlen + pl + 1);
+                if (nr) memcpy(nr + rlen, piece, pl), rlen += pl, reply = nr;
+            }
+            cached[n_cached] = res.token;
+            if (br_engine_eval(e, &res.token, 1, (int32_t)n_cached, logits, BR_LOGITS_LAST, &err)) break;
+            n_cached++;
+        }
+        br_detok_destroy(&dt);
+        fputc('\n', stdout);
+        convo_add(&cv, "assistant", reply ? reply : "", rlen);
+        free(reply);
+    }
+    exit_code = 0;
+done:
+    convo_clear(&cv, 0);
+    free(cv.role), free(cv.content), free(cached), free(logits);
+    br_client_close(&cl);
+    br_engine_destroy(&e);
+    br_pool_destroy(&pool);
+    br_tok_destroy(&tok);
+    br_model_destroy(&m);
+    return exit_code;
+}

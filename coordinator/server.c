@@ -38,6 +38,7 @@
 #include "worker/dist.h"
 
 #define ROUTE_MAX 255
+#define BR_SCHED_MAX_BATCH 1024
 #define INPROC "inproc://bitrack-frontend"
 
 enum job_state { JOB_WAITING, JOB_PREFILL, JOB_DECODE, JOB_DONE };
@@ -52,6 +53,7 @@ struct job {
     /* main thread */
     enum job_state state;
     int32_t slot, n_fed, n_gen, max_new, next_token, blocks;
+    int inflight; /* a step that will sample this job's next token is in flight */
     int32_t *hist; /* prompt then generated, (n_prompt + max_new,) */
     int32_t n_hist;
     struct br_sample_params sp;
@@ -724,6 +726,15 @@ struct sched {
     struct job *waiting_tail;
     int32_t *to_free;      /* slots to release in the next descriptor */
     int32_t n_to_free;
+    /* steps in flight, oldest first (pipeline parallelism keeps up to pp of them) */
+    struct br_dist dist;
+    struct inflight {
+        int32_t n_rows;
+        int full;
+        struct job *row_job[BR_SCHED_MAX_BATCH];
+    } steps[BR_DIST_MAX_INFLIGHT];
+    int step_head, step_count, depth;
+    float *logits;  /* (max_batch, vocab) when a step needs logits */
 };
 
 static int32_t blocks_for(int32_t positions)
@@ -926,11 +937,11 @@ static void flush_text(struct sched *sc, struct job *j, int stopped_by_string)
     j->emitted = j->text_len;
 }
 
-/* One scheduler step. Returns BR_OK, or an error that ends serving (a lost rank). */
-static int step(struct sched *sc, struct br_err *err)
+/* Housekeeping before composing: cancelled requests end (unless a step in flight still
+ * carries them: they end when it returns), waiting requests are admitted in order. */
+static void admit(struct sched *sc)
 {
     struct br_server *s = sc->s;
-    /* cancelled waiting requests end now */
     for (struct job **pp = &sc->waiting; *pp;) {
         struct job *j = *pp;
         if (j->cancelled) {
@@ -945,20 +956,15 @@ static int step(struct sched *sc, struct br_err *err)
         }
     }
     for (int32_t i = 0; i < sc->n_slots; i++)
-        if (sc->slots[i] && sc->slots[i]->cancelled) {
+        if (sc->slots[i] && sc->slots[i]->cancelled && !sc->slots[i]->inflight) {
             flush_text(sc, sc->slots[i], 0);
             finish(sc, sc->slots[i], BR_FINISH_CANCELLED, NULL);
         }
-    /* admission, in arrival order */
     while (sc->waiting) {
         struct job *j = sc->waiting;
         int32_t slot = -1;
         for (int32_t i = 0; i < sc->n_slots && slot < 0; i++)
-            if (!sc->slots[i]) {
-                int pending = 0;
-                slot = i;
-                (void)pending;
-            }
+            if (!sc->slots[i]) slot = i;
         if (slot < 0 || j->blocks > sc->free_blocks) break;
         sc->waiting = j->next;
         if (!sc->waiting) sc->waiting_tail = NULL;
@@ -970,25 +976,33 @@ static int step(struct sched *sc, struct br_err *err)
         sc->free_blocks -= j->blocks;
         atomic_fetch_add(&s->n_running, 1);
     }
-    /* compose the batch: decode tokens first, then prompt chunks */
+}
+
+/* Composes and issues one step: a decode token for every running sequence not waiting on
+ * a step in flight, then prompt chunks, oldest admission first, up to the budget.
+ * Returns BR_OK with *issued 0 when there is nothing to do. */
+static int issue(struct sched *sc, int *issued, struct br_err *err)
+{
+    *issued = 0;
     int32_t mb = br_engine_max_batch(sc->e);
     int32_t budget = sc->budget < mb ? sc->budget : mb;
-    int32_t tokens[1024], pos[1024], seqs[1024], rows[1024];
-    struct job *row_job[1024];
+    int32_t tokens[BR_SCHED_MAX_BATCH], pos[BR_SCHED_MAX_BATCH], seqs[BR_SCHED_MAX_BATCH];
+    int32_t rows[BR_SCHED_MAX_BATCH];
+    struct inflight *st = &sc->steps[(sc->step_head + sc->step_count) % BR_DIST_MAX_INFLIGHT];
     int32_t n = 0, n_rows = 0;
     for (int32_t i = 0; i < sc->n_slots && n < budget; i++) {
         struct job *j = sc->slots[i];
-        if (!j || j->state != JOB_DECODE) continue;
+        if (!j || j->state != JOB_DECODE || j->inflight || j->cancelled) continue;
         tokens[n] = j->next_token, pos[n] = j->n_prompt + j->n_gen - 1, seqs[n] = j->slot;
-        row_job[n_rows] = j;
+        st->row_job[n_rows] = j;
         rows[n_rows++] = n++;
+        j->inflight = 1;
     }
-    for (int32_t i = 0; i < sc->n_slots && n < budget; i++) {
-        /* oldest admitted first: slots are reused, so order by admission time */
+    while (n < budget) {
         struct job *best = NULL;
         for (int32_t k = 0; k < sc->n_slots; k++) {
             struct job *j = sc->slots[k];
-            if (j && j->state == JOB_PREFILL && j->n_fed < j->n_prompt &&
+            if (j && j->state == JOB_PREFILL && !j->cancelled && j->n_fed < j->n_prompt &&
                 (!best || j->t_admit < best->t_admit))
                 best = j;
         }
@@ -999,45 +1013,57 @@ static int step(struct sched *sc, struct br_err *err)
             tokens[n] = best->prompt[best->n_fed + t], pos[n] = best->n_fed + t, seqs[n] = best->slot;
         best->n_fed += take;
         if (best->n_fed == best->n_prompt) {
-            row_job[n_rows] = best;
+            st->row_job[n_rows] = best;
             rows[n_rows++] = n - 1;
             best->state = JOB_DECODE; /* its first token comes from this step */
-        } else {
-            break; /* the budget is used up */
+            best->inflight = 1;
         }
     }
     if (n == 0) return BR_OK;
-    struct br_batch b = {n, tokens, pos, seqs, sc->n_to_free, sc->to_free};
     /* greedy rows without logprobs need only each slice's best; anything else the logits */
     int full = 0;
     for (int32_t r = 0; r < n_rows; r++) {
-        const struct job *j = row_job[r];
+        const struct job *j = st->row_job[r];
         full |= j->sp.temperature > 0 || j->req.logprobs || j->sp.repeat_penalty != 1.0f ||
                 j->sp.presence_penalty != 0 || j->sp.frequency_penalty != 0 || j->sp.n_bias > 0;
     }
-    static float *logits;
-    static size_t logits_cap;
-    size_t need = full ? (size_t)n_rows * (size_t)sc->vocab : 0;
-    if (need > logits_cap) {
-        free(logits);
-        logits = malloc(need * sizeof *logits);
-        logits_cap = logits ? need : 0;
-        if (!logits) return br_err_set(err, BR_E_NOMEM, "out of memory for logits");
-    }
-    int32_t top1[1024];
-    int rc = br_dist_step(sc->e, sc->comm, &b, rows, n_rows, full ? logits : NULL, top1, err);
+    struct br_batch b = {n, tokens, pos, seqs, sc->n_to_free, sc->to_free};
+    int rc = br_dist_issue(&sc->dist, sc->e, sc->comm, &b, rows, n_rows, full, err);
     if (rc) return rc;
     sc->n_to_free = 0;
-    atomic_fetch_add(&s->n_steps, 1);
+    st->n_rows = n_rows;
+    st->full = full;
+    sc->step_count++;
+    atomic_fetch_add(&sc->s->n_steps, 1);
+    *issued = 1;
+    return BR_OK;
+}
+
+/* Collects the oldest step in flight: samples each row and sends the events. */
+static int collect(struct sched *sc, struct br_err *err)
+{
+    struct br_server *s = sc->s;
+    struct inflight *st = &sc->steps[sc->step_head];
+    int32_t top1[BR_SCHED_MAX_BATCH];
+    int rc = br_dist_collect(&sc->dist, sc->e, sc->comm, st->full ? sc->logits : NULL, top1, err);
+    sc->step_head = (sc->step_head + 1) % BR_DIST_MAX_INFLIGHT;
+    sc->step_count--;
+    if (rc) return rc;
     double now = br_now();
-    for (int32_t r = 0; r < n_rows; r++) {
-        struct job *j = row_job[r];
+    for (int32_t r = 0; r < st->n_rows; r++) {
+        struct job *j = st->row_job[r];
+        j->inflight = 0;
+        if (j->cancelled) {
+            flush_text(sc, j, 0);
+            finish(sc, j, BR_FINISH_CANCELLED, NULL);
+            continue;
+        }
         int32_t tok = top1[r];
         float lp = 0.0f;
-        if (full) {
+        if (st->full) {
             struct br_sample_result res;
             struct br_err serr = {{0}};
-            if (br_sample_full(&j->sp, logits + (size_t)r * sc->vocab, sc->vocab, j->hist,
+            if (br_sample_full(&j->sp, sc->logits + (size_t)r * sc->vocab, sc->vocab, j->hist,
                                (size_t)j->n_hist, 0, (uint64_t)(j->n_prompt + j->n_gen), &res,
                                &serr)) {
                 finish(sc, j, BR_FINISH_ERROR, serr.msg);
@@ -1050,8 +1076,7 @@ static int step(struct sched *sc, struct br_err *err)
         if (j->t_first == 0) j->t_first = now;
         j->hist[j->n_hist++] = tok;
         enum br_sample_stop_reason why = br_sample_stop_token(&j->stop, tok, j->n_gen);
-        int eog = br_tok_is_eog(sc->tok, tok);
-        if (why == BR_SAMPLE_STOP_TOKEN || eog) {
+        if (why == BR_SAMPLE_STOP_TOKEN || br_tok_is_eog(sc->tok, tok)) {
             /* a stop token is not part of the output */
             if (j->req.stream) {
                 struct br_buf bb = {0};
@@ -1078,6 +1103,19 @@ static int step(struct sched *sc, struct br_err *err)
     return BR_OK;
 }
 
+/* One round: admit, keep up to `depth` steps in flight, collect the oldest. */
+static int step(struct sched *sc, struct br_err *err)
+{
+    admit(sc);
+    while (sc->step_count < sc->depth) {
+        int issued = 0;
+        int rc = issue(sc, &issued, err);
+        if (rc) return rc;
+        if (!issued) break;
+    }
+    return sc->step_count > 0 ? collect(sc, err) : BR_OK;
+}
+
 int br_server_run(struct br_server *s, const struct br_model *m, struct br_engine *e,
                   struct br_comm *comm, const struct br_tok *tok, struct br_err *err)
 {
@@ -1087,11 +1125,15 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     sc.n_slots = br_engine_n_seq(e);
     sc.total_blocks = sc.free_blocks = br_engine_free_blocks(e);
     sc.budget = s->o.batch_tokens > 0 ? s->o.batch_tokens : br_engine_max_batch(e);
-    if (sc.budget > 1024) sc.budget = 1024;
+    if (sc.budget > BR_SCHED_MAX_BATCH) sc.budget = BR_SCHED_MAX_BATCH;
+    /* one step per stage in flight keeps every stage busy */
+    sc.depth = comm ? comm->pp : 1;
+    if (sc.depth > BR_DIST_MAX_INFLIGHT) sc.depth = BR_DIST_MAX_INFLIGHT;
+    sc.logits = malloc((size_t)br_engine_max_batch(e) * (size_t)sc.vocab * sizeof *sc.logits);
     sc.slots = calloc((size_t)sc.n_slots, sizeof *sc.slots);
     sc.to_free = calloc((size_t)sc.n_slots + (size_t)br_engine_max_batch(e), sizeof *sc.to_free);
-    if (!sc.slots || !sc.to_free) {
-        free(sc.slots), free(sc.to_free);
+    if (!sc.slots || !sc.to_free || !sc.logits) {
+        free(sc.slots), free(sc.to_free), free(sc.logits);
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
     s->tok = tok;
@@ -1110,12 +1152,16 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     atomic_store(&s->ready, 1);
     int rc = BR_OK;
     while (atomic_load(&s->stop) == 0) {
-        int busy = sc.waiting != NULL;
+        int busy = sc.waiting != NULL || sc.step_count > 0;
         for (int32_t i = 0; i < sc.n_slots; i++) busy |= sc.slots[i] != NULL;
         take_messages(&sc, busy ? 0 : 100);
         if ((rc = step(&sc, err))) break;
     }
     /* drain: every request still here gets a final answer */
+    while (!rc && sc.step_count > 0) rc = collect(&sc, err);
+    br_dist_clear(&sc.dist);
+    for (int32_t i = 0; i < sc.n_slots; i++)
+        if (sc.slots[i]) sc.slots[i]->inflight = 0;
     const char *why = rc ? "a rank was lost; the server is shutting down" : "the server is shutting down";
     for (int32_t i = 0; i < sc.n_slots; i++)
         if (sc.slots[i]) finish(&sc, sc.slots[i], BR_FINISH_ERROR, why);
@@ -1135,5 +1181,6 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     if (!rc) br_dist_stop(e, comm, NULL);
     free(sc.slots);
     free(sc.to_free);
+    free(sc.logits);
     return rc;
 }

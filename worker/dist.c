@@ -79,43 +79,64 @@ static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, float *l
     return br_engine_head(e, &b, rows, n_rows, logits, err);
 }
 
-int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *b,
-                 const int32_t *rows, int32_t n_rows, float *logits, int32_t *top1,
-                 struct br_err *err)
+int br_dist_issue(struct br_dist *q, struct br_engine *e, struct br_comm *c,
+                  const struct br_batch *b, const int32_t *rows, int32_t n_rows, int want_logits,
+                  struct br_err *err)
 {
     int rc = br_engine_check(e, b, err);
     if (rc) return rc;
+    if (q->count == BR_DIST_MAX_INFLIGHT)
+        return br_err_set(err, BR_E_BUSY, "too many steps in flight");
     int32_t mb = br_engine_max_batch(e);
     int32_t *d = malloc(desc_ints(e) * sizeof *d);
     if (!d) return br_err_set(err, BR_E_NOMEM, "out of memory");
-    int want_top1 = logits == NULL;
-    desc_pack(d, mb, b, rows, n_rows, want_top1 ? DESC_TOP1 : 0);
+    desc_pack(d, mb, b, rows, n_rows, want_logits ? 0 : DESC_TOP1);
+    int last = !c || c->pp == 1;
+    float *mine = NULL;
+    if (c && c->tp > 1 && (rc = c->ops->bcast(c, d, desc_ints(e) * 4))) {
+        free(d);
+        return br_err_set(err, rc, "broadcast of the step failed");
+    }
+    if (last) {
+        /* this rank's own logits slice: the whole vocabulary when alone */
+        int32_t v0, v1;
+        br_engine_vocab_slice(e, 0, &v0, &v1);
+        mine = malloc((size_t)(n_rows ? n_rows : 1) * (size_t)(v1 - v0) * sizeof *mine);
+        if (!mine) {
+            free(d);
+            return br_err_set(err, BR_E_NOMEM, "out of memory");
+        }
+    }
+    rc = run_desc(e, c, d, mine, err);
+    free(d);
+    if (rc) {
+        free(mine);
+        return rc;
+    }
+    struct br_dist_pending *p = &q->ring[(q->head + q->count) % BR_DIST_MAX_INFLIGHT];
+    p->n_rows = n_rows;
+    p->want_logits = want_logits;
+    p->mine = mine;
+    q->count++;
+    return BR_OK;
+}
+
+int br_dist_collect(struct br_dist *q, struct br_engine *e, struct br_comm *c, float *logits,
+                    int32_t *top1, struct br_err *err)
+{
+    if (q->count == 0) return br_err_set(err, BR_E_INVALID, "no step in flight");
+    struct br_dist_pending p = q->ring[q->head];
+    q->head = (q->head + 1) % BR_DIST_MAX_INFLIGHT;
+    q->count--;
+    int32_t n_rows = p.n_rows;
     int last = !c || c->pp == 1;
     int tp = c ? c->tp : 1;
     int32_t vocab = br_engine_vocab(e);
-    float *mine = NULL, *slice = NULL;
+    int rc = BR_OK;
+    float *slice = NULL;
     struct top1 *best = NULL, *part = NULL;
-    if (c && c->tp > 1 && (rc = c->ops->bcast(c, d, desc_ints(e) * 4))) {
-        rc = br_err_set(err, rc, "broadcast of the step failed");
-        goto done;
-    }
-    if (last && tp == 1 && !want_top1) {
-        rc = run_desc(e, c, d, logits, err);
-        goto done;
-    }
-    /* this rank's own logits slice, when it is on the last stage */
-    int32_t v0, v1;
-    br_engine_vocab_slice(e, 0, &v0, &v1);
-    if (last) {
-        mine = malloc((size_t)(n_rows ? n_rows : 1) * (size_t)(v1 - v0) * sizeof *mine);
-        if (!mine) {
-            rc = br_err_set(err, BR_E_NOMEM, "out of memory");
-            goto done;
-        }
-    }
-    if ((rc = run_desc(e, c, d, mine, err))) goto done;
     if (n_rows == 0) goto done;
-    if (want_top1) {
+    if (!p.want_logits) {
         best = malloc((size_t)n_rows * sizeof *best);
         part = malloc((size_t)n_rows * sizeof *part);
         if (!best || !part) {
@@ -126,7 +147,7 @@ int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *
             int32_t a, z;
             br_engine_vocab_slice(e, t, &a, &z);
             if (last && t == 0) {
-                slice_top1(mine, n_rows, z - a, a, part);
+                slice_top1(p.mine, n_rows, z - a, a, part);
             } else {
                 int src = (c->pp - 1) * c->tp + t;
                 if ((rc = c->ops->recv_from(c, src, part, (size_t)n_rows * sizeof *part))) {
@@ -142,7 +163,7 @@ int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *
         for (int32_t i = 0; i < n_rows && !rc; i++) top1[i] = best[i].id;
         goto done;
     }
-    /* gather the last stage's slices: world ranks (pp - 1) * tp + t */
+    /* the last stage's logits slices: world ranks (pp - 1) * tp + t */
     slice = malloc((size_t)n_rows * (size_t)vocab * sizeof *slice);
     if (!slice) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
@@ -153,7 +174,7 @@ int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *
         br_engine_vocab_slice(e, t, &a, &z);
         size_t w = (size_t)(z - a);
         if (last && t == 0) {
-            memcpy(slice, mine, (size_t)n_rows * w * sizeof(float));
+            memcpy(slice, p.mine, (size_t)n_rows * w * sizeof(float));
         } else {
             int src = (c->pp - 1) * c->tp + t;
             if ((rc = c->ops->recv_from(c, src, slice, (size_t)n_rows * w * sizeof(float))))
@@ -166,8 +187,27 @@ done:
     free(slice);
     free(best);
     free(part);
-    free(mine);
-    free(d);
+    free(p.mine);
+    return rc;
+}
+
+void br_dist_clear(struct br_dist *q)
+{
+    while (q->count > 0) {
+        free(q->ring[q->head].mine);
+        q->head = (q->head + 1) % BR_DIST_MAX_INFLIGHT;
+        q->count--;
+    }
+}
+
+int br_dist_step(struct br_engine *e, struct br_comm *c, const struct br_batch *b,
+                 const int32_t *rows, int32_t n_rows, float *logits, int32_t *top1,
+                 struct br_err *err)
+{
+    struct br_dist q = {0};
+    int rc = br_dist_issue(&q, e, c, b, rows, n_rows, logits != NULL, err);
+    if (!rc) rc = br_dist_collect(&q, e, c, logits, top1, err);
+    br_dist_clear(&q);
     return rc;
 }
 

@@ -22,6 +22,35 @@ int br_dist_step(struct br_engine *e, struct br_comm *comm, const struct br_batc
                  const int32_t *rows, int32_t n_rows, float *logits, int32_t *top1,
                  struct br_err *err);
 
+/* Steps in flight (pipeline parallelism): rank 0 may issue up to BR_DIST_MAX_INFLIGHT
+ * steps before collecting the oldest one's results, so that every stage has work. Results
+ * come back in issue order. Steps in flight must not depend on each other's sampled
+ * tokens (a sequence has at most one decode step in flight); prompt chunks of one
+ * sequence may follow each other, since every stage applies steps in order. */
+#define BR_DIST_MAX_INFLIGHT 16
+
+struct br_dist_pending {
+    int32_t n_rows;
+    int want_logits;
+    float *mine; /* this rank's logits slice when it is on the last stage */
+};
+
+struct br_dist {
+    struct br_dist_pending ring[BR_DIST_MAX_INFLIGHT];
+    int head, count;
+};
+
+/* Rank 0: sends a step down the pipeline (and runs this rank's share). With want_logits
+ * the collect returns logits, else only the greedy choice. */
+int br_dist_issue(struct br_dist *q, struct br_engine *e, struct br_comm *comm,
+                  const struct br_batch *b, const int32_t *rows, int32_t n_rows, int want_logits,
+                  struct br_err *err);
+/* Rank 0: the results of the oldest step in flight: logits (n_rows, vocab) or top1. */
+int br_dist_collect(struct br_dist *q, struct br_engine *e, struct br_comm *comm, float *logits,
+                    int32_t *top1, struct br_err *err);
+/* Forgets the steps in flight (after an error). */
+void br_dist_clear(struct br_dist *q);
+
 /* Rank 0: tells every rank to leave br_dist_serve. */
 int br_dist_stop(struct br_engine *e, struct br_comm *comm, struct br_err *err);
 

@@ -178,6 +178,19 @@ float br_dot_f16_f32(const uint16_t *w_f16, const float *x, size_t n)
     return br_kernels_active()->dot_f16_f32(w_f16, x, n);
 }
 
+/* Scalar multiply-adds in 8 independent chains. */
+static int64_t peak_macs_ref(int64_t iters)
+{
+    volatile int32_t seed = 3;
+    int32_t c = seed, a[8] = {0};
+    for (int64_t i = 0; i < iters; i++)
+        for (int k = 0; k < 8; k++) a[k] += c * (int32_t)(int8_t)(i + k);
+    int32_t s = 0;
+    for (int k = 0; k < 8; k++) s += a[k];
+    seed = s;
+    return iters * 8;
+}
+
 const struct br_kernel_ops br_kernels_ref = {
     .name = "ref",
     .gemv = br_tmat_gemv_ref,
@@ -185,4 +198,5 @@ const struct br_kernel_ops br_kernels_ref = {
     .prepare = NULL,
     .dot_f32 = br_dot_f32_ref,
     .dot_f16_f32 = br_dot_f16_f32_ref,
+    .peak_macs = peak_macs_ref,
 };

@@ -39,6 +39,9 @@ struct br_kernel_ops {
     int (*prepare)(struct br_tmat *m);
     br_dot_f32_fn dot_f32;
     br_dot_f16_fn dot_f16_f32;
+    /* A tight loop of this variant's int8 multiply-add instruction with independent
+     * accumulators (the peak the GEMM is compared with); returns the MACs performed. */
+    int64_t (*peak_macs)(int64_t iters);
 };
 
 extern const struct br_kernel_ops br_kernels_ref;

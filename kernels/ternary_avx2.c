@@ -220,6 +220,37 @@ static float dot_f16_f32_avx2(const uint16_t *w, const float *x, size_t n)
     return combine8(l);
 }
 
+/* 6 independent vpmaddubsw + vpaddw chains; 32 MACs per vpmaddubsw. Written in asm
+ * because the compiler would merge identical chains. */
+static int64_t peak_macs_avx2(int64_t iters)
+{
+    __m256i c = _mm256_set1_epi8(1), q = _mm256_set1_epi8(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+    __m256i t0, t1, t2, t3, t4, t5;
+    for (int64_t i = 0; i < iters; i++) {
+        __asm__ volatile("vpmaddubsw %[q], %[c], %[t0]\n\t"
+                         "vpmaddubsw %[q], %[c], %[t1]\n\t"
+                         "vpmaddubsw %[q], %[c], %[t2]\n\t"
+                         "vpmaddubsw %[q], %[c], %[t3]\n\t"
+                         "vpmaddubsw %[q], %[c], %[t4]\n\t"
+                         "vpmaddubsw %[q], %[c], %[t5]\n\t"
+                         "vpaddw %[t0], %[a0], %[a0]\n\t"
+                         "vpaddw %[t1], %[a1], %[a1]\n\t"
+                         "vpaddw %[t2], %[a2], %[a2]\n\t"
+                         "vpaddw %[t3], %[a3], %[a3]\n\t"
+                         "vpaddw %[t4], %[a4], %[a4]\n\t"
+                         "vpaddw %[t5], %[a5], %[a5]"
+                         : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3),
+                           [a4] "+x"(a4), [a5] "+x"(a5), [t0] "=&x"(t0), [t1] "=&x"(t1),
+                           [t2] "=&x"(t2), [t3] "=&x"(t3), [t4] "=&x"(t4), [t5] "=&x"(t5)
+                         : [c] "x"(c), [q] "x"(q));
+    }
+    __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(a0, a1), _mm256_add_epi16(a2, a3)),
+                                 _mm256_add_epi16(a4, a5));
+    __asm__ volatile("" ::"x"(s));
+    return iters * 6 * 32;
+}
+
 const struct br_kernel_ops br_kernels_avx2 = {
     .name = "avx2",
     .gemv = gemv_avx2,
@@ -227,4 +258,5 @@ const struct br_kernel_ops br_kernels_avx2 = {
     .prepare = NULL,
     .dot_f32 = dot_f32_avx2,
     .dot_f16_f32 = dot_f16_f32_avx2,
+    .peak_macs = peak_macs_avx2,
 };

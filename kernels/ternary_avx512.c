@@ -156,39 +156,40 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
 
 #define GEMM_T 8 /* tokens per block */
 
-/* R rows (<= 2) times T tokens (<= 8). qp: (T, pairs * 256) permuted activations;
- * q: original activations for the odd last block. */
+#define GEMM_KC 16 /* most block pairs per column chunk: 8 tokens x 16 x 256 B = 32 KiB of L1 */
+
+/* R rows (<= 2) times T tokens (<= 8) over block pairs j0..j1-1 (plus the odd last block
+ * when `tail`), added to out. qp: (T, pairs * 256) permuted activations; q: original
+ * activations, read for the odd last block. */
 static inline __attribute__((always_inline)) void gemm_rows(
-    const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q, size_t q_stride,
-    const int8_t *qp, size_t qp_stride, const int32_t *sumq, int R, int T, int32_t *out,
+    const uint8_t *w, size_t stride, int32_t j0, int32_t j1, int tail, const int8_t *q,
+    size_t q_stride, const int8_t *qp, size_t qp_stride, int R, int T, int32_t *out,
     size_t out_stride)
 {
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i a[2][GEMM_T];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) a[r][t] = _mm512_setzero_si512();
-    int32_t pairs = blocks / 2;
-    for (int32_t j = 0; j < pairs; j++) {
-        __m512i c[2][4];
-        for (int r = 0; r < R; r++) {
-            __m512i x = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
-            c[r][0] = _mm512_and_si512(_mm512_srli_epi16(x, 6), m3);
-            c[r][1] = _mm512_and_si512(_mm512_srli_epi16(x, 4), m3);
-            c[r][2] = _mm512_and_si512(_mm512_srli_epi16(x, 2), m3);
-            c[r][3] = _mm512_and_si512(x, m3);
-        }
-        for (int t = 0; t < T; t++) {
-            const int8_t *qj = qp + (size_t)t * qp_stride + (size_t)j * 256;
-            for (int g = 0; g < 4; g++) {
-                __m512i qv = _mm512_loadu_si512(qj + 64 * g);
-                for (int r = 0; r < R; r++) a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r][g], qv);
+    int32_t pairs = j1;
+    for (int32_t j = j0; j < j1; j++) {
+        __m512i x[2];
+        for (int r = 0; r < R; r++) x[r] = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
+        /* one bit pair at a time keeps few code registers live next to the R*T sums */
+        for (int g = 0; g < 4; g++) {
+            __m512i c[2];
+            for (int r = 0; r < R; r++)
+                c[r] = _mm512_and_si512(_mm512_srli_epi16(x[r], 6 - 2 * g), m3);
+            const int8_t *qj = qp + (size_t)j * 256 + 64 * g;
+            for (int t = 0; t < T; t++) {
+                __m512i qv = _mm512_loadu_si512(qj + (size_t)t * qp_stride);
+                for (int r = 0; r < R; r++) a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r], qv);
             }
         }
     }
     for (int r = 0; r < R; r++) {
         __m256i c[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                         _mm256_setzero_si256()};
-        if (blocks & 1) {
+        if (tail) {
             __m256i x = _mm256_loadu_si256(
                 (const __m256i *)(w + (size_t)r * stride + (size_t)pairs * 64));
             __m256i m3y = _mm256_set1_epi8(3);
@@ -199,7 +200,7 @@ static inline __attribute__((always_inline)) void gemm_rows(
         }
         for (int t = 0; t < T; t++) {
             int32_t s = _mm512_reduce_add_epi32(a[r][t]);
-            if (blocks & 1) {
+            if (tail) {
                 const int8_t *qb = q + (size_t)t * q_stride + (size_t)pairs * 256;
                 __m256i u = _mm256_setzero_si256();
                 for (int g = 0; g < 4; g++)
@@ -207,14 +208,13 @@ static inline __attribute__((always_inline)) void gemm_rows(
                                             _mm256_loadu_si256((const __m256i *)(qb + 32 * g)));
                 s += hsum256(u);
             }
-            out[(size_t)t * out_stride + (size_t)r] = s - sumq[t];
+            out[(size_t)t * out_stride + (size_t)r] += s;
         }
     }
 }
 
 #define GEMM_CASE(RR, TT)                                                                  \
-    gemm_rows(w, m->row_bytes, m->blocks, qt, q_stride, qp, qp_stride, sumq, RR, TT, o,    \
-              acc_stride)
+    gemm_rows(w, m->row_bytes, j0, j1, tail, qt, q_stride, qp, qp_stride, RR, TT, o, acc_stride)
 
 static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
                         const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
@@ -222,6 +222,9 @@ static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t
     size_t kpad = (size_t)m->blocks * BR_TMAT_BLOCK;
     int32_t pairs = m->blocks / 2;
     size_t qp_stride = (size_t)pairs * 256;
+    /* equal chunks of at most GEMM_KC pairs: every chunk ends with a reduction */
+    int32_t nchunks = (pairs + GEMM_KC - 1) / GEMM_KC;
+    int32_t kc = nchunks ? (pairs + nchunks - 1) / nchunks : 1;
     int8_t *qp = aligned_alloc(64, qp_stride * GEMM_T + 64);
     if (!qp) {
         br_tmat_gemm_ref(m, r0, r1, ntok, q, q_stride, acc, acc_stride);
@@ -236,8 +239,14 @@ static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t
             sumq[t] = sum_i8_avx512(qt + (size_t)t * q_stride, kpad);
         }
         int32_t *at = acc + (size_t)t0 * acc_stride;
-        int32_t r = r0;
-        for (; r < r1; r += 2) {
+        for (int t = 0; t < T; t++)
+            for (int32_t r = r0; r < r1; r++) at[(size_t)t * acc_stride + (size_t)(r - r0)] = -sumq[t];
+        /* Column chunks outermost keep this chunk's activations of every token in L1 while
+         * all rows stream past; each weight byte is still read once per token block. */
+        for (int32_t j0 = 0;; j0 += kc) {
+        int32_t j1 = j0 + kc < pairs ? j0 + kc : pairs;
+        int tail = j1 == pairs && (m->blocks & 1);
+        for (int32_t r = r0; r < r1; r += 2) {
             const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
             int32_t *o = at + (r - r0);
             if (r + 2 <= r1) {
@@ -263,6 +272,8 @@ static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t
                 default: GEMM_CASE(1, 1); break;
                 }
             }
+        }
+        if (j1 >= pairs) break;
         }
     }
     free(qp);
@@ -401,6 +412,40 @@ static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n)
     return combine8(l);
 }
 
+/* 20 independent vpdpbusd chains (more than latency x throughput); 64 MACs each.
+ * Written in asm because the compiler would merge identical chains. */
+#define DP(i) "vpdpbusd %[q], %[c], %[a" #i "]\n\t"
+static int64_t peak_macs_avx512(int64_t iters)
+{
+    __m512i c = _mm512_set1_epi8(1), q = _mm512_set1_epi8(1);
+    __m512i a[20];
+    for (int k = 0; k < 20; k++) a[k] = _mm512_set1_epi32(k);
+    __m512i a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5], a6 = a[6],
+            a7 = a[7], a8 = a[8], a9 = a[9], a10 = a[10], a11 = a[11], a12 = a[12],
+            a13 = a[13], a14 = a[14], a15 = a[15], a16 = a[16], a17 = a[17], a18 = a[18],
+            a19 = a[19];
+    for (int64_t i = 0; i < iters; i++) {
+        __asm__ volatile(DP(0) DP(1) DP(2) DP(3) DP(4) DP(5) DP(6) DP(7) DP(8) DP(9)
+                         : [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3),
+                           [a4] "+v"(a4), [a5] "+v"(a5), [a6] "+v"(a6), [a7] "+v"(a7),
+                           [a8] "+v"(a8), [a9] "+v"(a9)
+                         : [c] "v"(c), [q] "v"(q));
+        __asm__ volatile(DP(10) DP(11) DP(12) DP(13) DP(14) DP(15) DP(16) DP(17) DP(18) DP(19)
+                         : [a10] "+v"(a10), [a11] "+v"(a11), [a12] "+v"(a12), [a13] "+v"(a13),
+                           [a14] "+v"(a14), [a15] "+v"(a15), [a16] "+v"(a16), [a17] "+v"(a17),
+                           [a18] "+v"(a18), [a19] "+v"(a19)
+                         : [c] "v"(c), [q] "v"(q));
+    }
+    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                                 _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a12, a13), _mm512_add_epi32(a14, a15)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a16, a17), _mm512_add_epi32(a18, a19)));
+    __asm__ volatile("" ::"v"(s));
+    return iters * 20 * 64;
+}
+#undef DP
+
 const struct br_kernel_ops br_kernels_avx512 = {
     .name = "avx512",
     .gemv = gemv_avx512,
@@ -408,4 +453,5 @@ const struct br_kernel_ops br_kernels_avx512 = {
     .prepare = NULL,
     .dot_f32 = dot_f32_avx512,
     .dot_f16_f32 = dot_f16_f32_avx512,
+    .peak_macs = peak_macs_avx512,
 };

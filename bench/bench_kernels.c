@@ -1,0 +1,540 @@
+/*
+ * Kernel benchmark: how close the ternary kernels come to the machine's limits.
+ *
+ * Decode is bound by memory bandwidth, so GEMV is reported as weight bytes per second
+ * and as a fraction of bandwidth measured in the same run (a STREAM-like triad over about
+ * 1 GB, and a read-only sweep, which is what a GEMV does). The GEMV working set is many
+ * copies of the matrix (about 1 GB in all, far beyond the last-level cache), visited in
+ * turn with one fork/join per matrix, as a forward pass would. Prefill and batched decode
+ * are bound by int8 multiply-add throughput, so GEMM is reported as GOPS (2 ops per
+ * multiply-add of a weight and an activation) and as a fraction of the peak MAC rate of
+ * the variant's own multiply-add instruction, measured by a tight loop on the same
+ * threads. Every figure is the best of several repetitions.
+ *
+ * Shapes: BitNet-b1.58-2B-4T (d 2560, ffn 6912: 2560x2560, 640x2560, 6912x2560,
+ * 2560x6912) and the 100B benchmark shape (d 8192, ffn 45568). Rows are split over the
+ * pool's threads in multiples of 4, as the engine splits projections.
+ */
+#include "bench/bench.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/dispatch.h"
+#include "kernels/kernel_impl.h"
+#include "kernels/pool.h"
+#include "kernels/ternary.h"
+
+#define MAX_LIST 8
+
+struct opts {
+    int threads[MAX_LIST];
+    int n_threads;
+    const char *variants[MAX_LIST];
+    int n_variants;
+    const char *json;
+    size_t ws_mb;
+    int quick;
+};
+
+struct shape {
+    const char *model;
+    const char *name; /* which projection */
+    int32_t rows, cols;
+};
+
+static const struct shape g_shapes[] = {
+    {"2B-4T", "attn_qo", 2560, 2560},   {"2B-4T", "attn_kv", 640, 2560},
+    {"2B-4T", "ffn_up", 6912, 2560},    {"2B-4T", "ffn_down", 2560, 6912},
+    {"100B", "attn", 8192, 8192},       {"100B", "ffn_up", 45568, 8192},
+    {"100B", "ffn_down", 8192, 45568},
+};
+#define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+/* ---- JSON output: records written as they are measured ---- */
+
+struct json_out {
+    FILE *f;
+    int n;
+};
+
+static void json_record(struct json_out *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void json_record(struct json_out *j, const char *fmt, ...)
+{
+    if (!j->f) return;
+    fputs(j->n++ ? ",\n  " : "\n  ", j->f);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(j->f, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- memory bandwidth ---- */
+
+struct bw_ctx {
+    double *a, *b, *c; /* (n,) each */
+    size_t n;
+    uint64_t sink[64];
+};
+
+static void range_of(size_t n, int task, int n_tasks, size_t *lo, size_t *hi)
+{
+    *lo = n * (size_t)task / (size_t)n_tasks;
+    *hi = n * (size_t)(task + 1) / (size_t)n_tasks;
+}
+
+static void bw_init_task(void *v, int task, int n_tasks)
+{
+    struct bw_ctx *c = v;
+    size_t lo, hi;
+    range_of(c->n, task, n_tasks, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        c->a[i] = 0.0;
+        c->b[i] = 1.0;
+        c->c[i] = 2.0;
+    }
+}
+
+static void bw_triad_task(void *v, int task, int n_tasks)
+{
+    struct bw_ctx *c = v;
+    size_t lo, hi;
+    range_of(c->n, task, n_tasks, &lo, &hi);
+    double *restrict a = c->a;
+    const double *restrict b = c->b, *restrict cc = c->c;
+    for (size_t i = lo; i < hi; i++) a[i] = b[i] + 3.0 * cc[i];
+}
+
+static void bw_read_task(void *v, int task, int n_tasks)
+{
+    struct bw_ctx *c = v;
+    size_t lo, hi;
+    range_of(c->n, task, n_tasks, &lo, &hi);
+    /* integer adds vectorize freely, so the loop is load bound */
+    const uint64_t *p = (const uint64_t *)c->b;
+    uint64_t s = 0;
+    for (size_t i = lo; i < hi; i++) s += p[i];
+    c->sink[task & 63] = s;
+}
+
+static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *triad_gbs,
+                              double *read_gbs)
+{
+    struct bw_ctx c;
+    memset(&c, 0, sizeof c);
+    c.n = total_mb * 1024 * 1024 / 3 / sizeof(double);
+    c.a = aligned_alloc(64, c.n * sizeof(double));
+    c.b = aligned_alloc(64, c.n * sizeof(double));
+    c.c = aligned_alloc(64, c.n * sizeof(double));
+    *triad_gbs = *read_gbs = 0;
+    if (!c.a || !c.b || !c.c) goto out;
+    int nt = br_pool_threads(pool);
+    br_pool_run(pool, bw_init_task, &c, nt);
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now_s();
+        br_pool_run(pool, bw_triad_task, &c, nt);
+        double t1 = now_s();
+        /* STREAM's count: two arrays read, one written */
+        double gbs = 3.0 * (double)c.n * sizeof(double) / (t1 - t0) / 1e9;
+        if (gbs > *triad_gbs) *triad_gbs = gbs;
+        t0 = now_s();
+        br_pool_run(pool, bw_read_task, &c, nt);
+        t1 = now_s();
+        gbs = (double)c.n * sizeof(double) / (t1 - t0) / 1e9;
+        if (gbs > *read_gbs) *read_gbs = gbs;
+    }
+out:
+    free(c.a);
+    free(c.b);
+    free(c.c);
+}
+
+/* ---- peak multiply-add rate ---- */
+
+struct peak_ctx {
+    const struct br_kernel_ops *k;
+    int64_t iters;
+    int64_t macs[64];
+};
+
+static void peak_task(void *v, int task, int n_tasks)
+{
+    (void)n_tasks;
+    struct peak_ctx *c = v;
+    c->macs[task & 63] = c->k->peak_macs(c->iters);
+}
+
+static double measure_peak(struct br_pool *pool, const struct br_kernel_ops *k)
+{
+    struct peak_ctx c = {k, 2000000, {0}};
+    int nt = br_pool_threads(pool);
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now_s();
+        br_pool_run(pool, peak_task, &c, nt);
+        double t = now_s() - t0;
+        int64_t macs = 0;
+        for (int i = 0; i < nt; i++) macs += c.macs[i];
+        if ((double)macs / t > best) best = (double)macs / t;
+    }
+    return best; /* MAC/s over all threads */
+}
+
+/* ---- GEMV / GEMM ---- */
+
+struct mm_ctx {
+    const struct br_kernel_ops *k;
+    const struct br_tmat *m;
+    const int8_t *q; /* (ntok, kpad) */
+    int32_t *acc;    /* (ntok, rows) */
+    int32_t ntok;
+};
+
+static void rows_of(int32_t rows, int task, int n_tasks, int32_t *r0, int32_t *r1)
+{
+    int32_t per = (rows + n_tasks - 1) / n_tasks;
+    per = (per + 3) / 4 * 4;
+    *r0 = per * task < rows ? per * task : rows;
+    *r1 = per * (task + 1) < rows ? per * (task + 1) : rows;
+}
+
+static void mm_task(void *v, int task, int n_tasks)
+{
+    struct mm_ctx *c = v;
+    int32_t r0, r1;
+    rows_of(c->m->rows, task, n_tasks, &r0, &r1);
+    if (r0 >= r1) return;
+    size_t kpad = (size_t)c->m->blocks * BR_TMAT_BLOCK;
+    if (c->ntok == 1)
+        c->k->gemv(c->m, r0, r1, c->q, c->acc + r0);
+    else
+        c->k->gemm(c->m, r0, r1, c->ntok, c->q, kpad, c->acc + r0, (size_t)c->m->rows);
+}
+
+/* Random ternary codes, padding columns left as the weight 0. */
+static void fill_random(struct br_tmat *m, uint64_t *rng)
+{
+    uint8_t lut[81];
+    for (int v = 0; v < 81; v++)
+        lut[v] = (uint8_t)(((v % 3) << 6) | (((v / 3) % 3) << 4) | (((v / 9) % 3) << 2) | (v / 27));
+    size_t n = (size_t)m->rows * m->row_bytes;
+    for (size_t i = 0; i < n; i++) m->codes[i] = lut[rng_next(rng) % 81];
+}
+
+struct copies {
+    struct br_tmat *mats; /* (n,) views into one buffer; only `codes`/`packed` differ */
+    uint8_t *codes, *packed;
+    int n;
+};
+
+static int make_copies(const struct br_tmat *proto, size_t ws_bytes, struct copies *cp)
+{
+    size_t one = (size_t)proto->rows * proto->row_bytes;
+    memset(cp, 0, sizeof *cp);
+    cp->n = (int)((ws_bytes + one - 1) / one);
+    if (cp->n < 2) cp->n = 2;
+    cp->codes = aligned_alloc(64, one * (size_t)cp->n);
+    cp->mats = calloc((size_t)cp->n, sizeof *cp->mats);
+    if (!cp->codes || !cp->mats) return -1;
+    for (int i = 0; i < cp->n; i++) {
+        memcpy(cp->codes + one * (size_t)i, proto->codes, one);
+        cp->mats[i] = *proto;
+        cp->mats[i].codes = cp->codes + one * (size_t)i;
+        cp->mats[i].packed = NULL;
+        cp->mats[i].packed_kind = BR_PACK_NONE;
+    }
+    return 0;
+}
+
+#if defined(BR_HAVE_AVX512)
+/* Gives every copy the 1.6-bit layout of proto (already packed). */
+static int add_t5(const struct br_tmat *proto, struct copies *cp, size_t *bytes_per_copy)
+{
+    size_t kpad = (size_t)proto->blocks * BR_TMAT_BLOCK;
+    size_t rb = (kpad + 319) / 320 * 64, one = rb * (size_t)proto->rows;
+    cp->packed = aligned_alloc(64, one * (size_t)cp->n);
+    if (!cp->packed) return -1;
+    for (int i = 0; i < cp->n; i++) {
+        memcpy(cp->packed + one * (size_t)i, proto->packed, one);
+        cp->mats[i].packed = cp->packed + one * (size_t)i;
+        cp->mats[i].packed_kind = BR_PACK_T5;
+    }
+    *bytes_per_copy = one;
+    return 0;
+}
+#endif
+
+static void free_copies(struct copies *cp)
+{
+    free(cp->codes);
+    free(cp->packed);
+    free(cp->mats);
+    memset(cp, 0, sizeof *cp);
+}
+
+/* Best seconds for one pass over all copies (one fork/join per matrix). */
+static double time_gemv_pass(struct br_pool *pool, const struct br_kernel_ops *k,
+                             const struct copies *cp, const int8_t *q, int32_t *acc)
+{
+    int nt = br_pool_threads(pool);
+    double best = 1e30, spent = 0;
+    for (int rep = 0; rep < 20 && (rep < 3 || spent < 0.5); rep++) {
+        double t0 = now_s();
+        for (int i = 0; i < cp->n; i++) {
+            struct mm_ctx c = {k, &cp->mats[i], q, acc, 1};
+            br_pool_run(pool, mm_task, &c, nt);
+        }
+        double t = now_s() - t0;
+        spent += t;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+static double time_gemm(struct br_pool *pool, const struct br_kernel_ops *k,
+                        const struct br_tmat *m, const int8_t *q, int32_t *acc, int32_t ntok)
+{
+    int nt = br_pool_threads(pool);
+    double best = 1e30, spent = 0;
+    for (int rep = 0; rep < 20 && (rep < 2 || spent < 0.3); rep++) {
+        struct mm_ctx c = {k, m, q, acc, ntok};
+        double t0 = now_s();
+        br_pool_run(pool, mm_task, &c, nt);
+        double t = now_s() - t0;
+        spent += t;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+static int parse_list(const char *s, const char **items, int max, char *buf, size_t buflen)
+{
+    if (strlen(s) + 1 > buflen) return -1;
+    strcpy(buf, s);
+    int n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max) return -1;
+        items[n++] = tok;
+    }
+    return n;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: bench kernels [-t 1,2] [--variants avx2,avx512,ref] [--json FILE]\n"
+            "                     [--mb N] [--quick]\n"
+            "  -t          thread counts to measure (default 1,2)\n"
+            "  --variants  kernel variants (default: every one this CPU runs, except ref)\n"
+            "  --json      also write the results as JSON\n"
+            "  --mb        GEMV working set and triad size in MiB (default 1024)\n"
+            "  --quick     2B-4T shapes only, smaller working set (for smoke tests)\n");
+}
+
+static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *vbuf)
+{
+    memset(o, 0, sizeof *o);
+    o->threads[0] = 1;
+    o->threads[1] = 2;
+    o->n_threads = 2;
+    o->ws_mb = 1024;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "-t") == 0 && val) {
+            const char *items[MAX_LIST];
+            int n = parse_list(val, items, MAX_LIST, tbuf, 256);
+            if (n <= 0) return -1;
+            for (int k = 0; k < n; k++) {
+                o->threads[k] = atoi(items[k]);
+                if (o->threads[k] < 1 || o->threads[k] > 256) return -1;
+            }
+            o->n_threads = n;
+            i++;
+        } else if (strcmp(a, "--variants") == 0 && val) {
+            o->n_variants = parse_list(val, o->variants, MAX_LIST, vbuf, 256);
+            if (o->n_variants <= 0) return -1;
+            i++;
+        } else if (strcmp(a, "--json") == 0 && val) {
+            o->json = val;
+            i++;
+        } else if (strcmp(a, "--mb") == 0 && val) {
+            long mb = atol(val);
+            if (mb < 16 || mb > 65536) return -1;
+            o->ws_mb = (size_t)mb;
+            i++;
+        } else if (strcmp(a, "--quick") == 0) {
+            o->quick = 1;
+            o->ws_mb = 256;
+        } else {
+            return -1;
+        }
+    }
+    if (o->n_variants == 0) {
+        static const char *const all[] = {"avx512", "avx2", "neon"};
+        for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+            if (br_kernels_available(all[k])) o->variants[o->n_variants++] = all[k];
+        if (o->n_variants == 0) o->variants[o->n_variants++] = "ref";
+    }
+    return 0;
+}
+
+int br_bench_kernels_main(int argc, char **argv)
+{
+    struct opts o;
+    char tbuf[256], vbuf[256];
+    if (parse_args(argc, argv, &o, tbuf, vbuf) != 0) {
+        usage();
+        return 2;
+    }
+    struct json_out js = {NULL, 0};
+    if (o.json) {
+        js.f = fopen(o.json, "w");
+        if (!js.f) {
+            fprintf(stderr, "bench: cannot write %s\n", o.json);
+            return 1;
+        }
+        fprintf(js.f, "{\"active\": \"%s\", \"records\": [", br_kernels_name());
+    }
+    size_t n_shapes = o.quick ? 4 : N_SHAPES;
+    size_t ws = o.ws_mb * 1024 * 1024;
+    printf("kernels: active %s; GEMV working set %zu MiB\n", br_kernels_name(), o.ws_mb);
+
+    double triad[MAX_LIST], readbw[MAX_LIST];
+    struct br_pool *pools[MAX_LIST] = {NULL};
+    for (int ti = 0; ti < o.n_threads; ti++) {
+        if (br_pool_create_pinned(o.threads[ti], &pools[ti]) != BR_OK) {
+            fprintf(stderr, "bench: cannot create a pool of %d threads\n", o.threads[ti]);
+            return 1;
+        }
+        measure_bandwidth(pools[ti], o.ws_mb, &triad[ti], &readbw[ti]);
+        printf("bandwidth  threads %d: triad %.1f GB/s, read %.1f GB/s\n", o.threads[ti],
+               triad[ti], readbw[ti]);
+        json_record(&js, "{\"kind\": \"bandwidth\", \"threads\": %d, \"triad_gbs\": %.3f, "
+                         "\"read_gbs\": %.3f}", o.threads[ti], triad[ti], readbw[ti]);
+    }
+
+    double peak[MAX_LIST][MAX_LIST];
+    for (int vi = 0; vi < o.n_variants; vi++) {
+        const struct br_kernel_ops *k = br_kernels_find(o.variants[vi]);
+        if (!k) {
+            printf("variant %s: not available on this build or CPU, skipped\n", o.variants[vi]);
+            continue;
+        }
+        for (int ti = 0; ti < o.n_threads; ti++) {
+            peak[vi][ti] = measure_peak(pools[ti], k);
+            printf("peak       %-7s threads %d: %.1f GMAC/s int8\n", k->name, o.threads[ti],
+                   peak[vi][ti] / 1e9);
+            json_record(&js, "{\"kind\": \"peak\", \"variant\": \"%s\", \"threads\": %d, "
+                             "\"gmacs\": %.3f}", k->name, o.threads[ti], peak[vi][ti] / 1e9);
+        }
+    }
+
+    uint64_t rng = 0x9e3779b97f4a7c15ULL;
+    printf("\n%-6s %-9s %-12s %-7s %-6s %3s %9s %8s %7s %7s\n", "model", "proj", "shape",
+           "variant", "layout", "thr", "us/call", "GB/s", "/triad", "/read");
+    for (size_t s = 0; s < n_shapes; s++) {
+        const struct shape *sh = &g_shapes[s];
+        struct br_tmat proto;
+        if (br_tmat_init(&proto, sh->rows, sh->cols) != BR_OK) return 1;
+        fill_random(&proto, &rng);
+        size_t kpad = (size_t)proto.blocks * BR_TMAT_BLOCK;
+        int8_t *q = aligned_alloc(64, kpad * 128);
+        int32_t *acc = aligned_alloc(64, (size_t)sh->rows * 128 * sizeof *acc);
+        if (!q || !acc) return 1;
+        for (size_t i = 0; i < kpad * 128; i++) q[i] = (int8_t)(rng_next(&rng) & 0xff);
+        struct copies cp;
+        if (make_copies(&proto, ws, &cp) != 0) return 1;
+        size_t bytes2 = (size_t)proto.rows * proto.row_bytes;
+        int have_t5 = 0;
+        size_t bytes5 = 0;
+#if defined(BR_HAVE_AVX512)
+        if (br_cpu_has_avx512vbmi() && br_tmat_pack_t5_avx512(&proto) == BR_OK &&
+            add_t5(&proto, &cp, &bytes5) == 0)
+            have_t5 = 1;
+#endif
+        char shape_s[32];
+        snprintf(shape_s, sizeof shape_s, "%dx%d", sh->rows, sh->cols);
+        for (int vi = 0; vi < o.n_variants; vi++) {
+            const struct br_kernel_ops *k = br_kernels_find(o.variants[vi]);
+            if (!k) continue;
+            int layouts = (have_t5 && strcmp(k->name, "avx512") == 0) ? 2 : 1;
+            for (int lay = 0; lay < layouts; lay++) {
+                for (int i = 0; i < cp.n; i++) cp.mats[i].packed_kind = lay ? BR_PACK_T5 : BR_PACK_NONE;
+                size_t bytes = lay ? bytes5 : bytes2;
+                const char *lname = lay ? "1.6bit" : "2bit";
+                for (int ti = 0; ti < o.n_threads; ti++) {
+                    double t = time_gemv_pass(pools[ti], k, &cp, q, acc);
+                    double gbs = (double)bytes * cp.n / t / 1e9;
+                    double us = t / cp.n * 1e6;
+                    double wps = (double)sh->rows * sh->cols * cp.n / t; /* weights per second */
+                    printf("%-6s %-9s %-12s %-7s %-6s %3d %9.1f %8.2f %6.0f%% %6.0f%%\n",
+                           sh->model, sh->name, shape_s, k->name, lname, o.threads[ti], us, gbs,
+                           100 * gbs / triad[ti], 100 * gbs / readbw[ti]);
+                    json_record(&js,
+                                "{\"kind\": \"gemv\", \"model\": \"%s\", \"proj\": \"%s\", "
+                                "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"layout\": "
+                                "\"%s\", \"threads\": %d, \"us_per_call\": %.3f, \"gbs\": %.3f, "
+                                "\"gweights_per_s\": %.3f, \"frac_triad\": %.4f, \"frac_read\": %.4f}",
+                                sh->model, sh->name, sh->rows, sh->cols, k->name, lname,
+                                o.threads[ti], us, gbs, wps / 1e9, gbs / triad[ti],
+                                gbs / readbw[ti]);
+                }
+            }
+            for (int i = 0; i < cp.n; i++) cp.mats[i].packed_kind = BR_PACK_NONE;
+        }
+        free_copies(&cp);
+        /* GEMM: one matrix, compute bound */
+        static const int32_t ntoks[] = {8, 32, 128};
+        for (int vi = 0; vi < o.n_variants; vi++) {
+            const struct br_kernel_ops *k = br_kernels_find(o.variants[vi]);
+            if (!k) continue;
+            for (size_t n = 0; n < sizeof ntoks / sizeof ntoks[0]; n++)
+                for (int ti = 0; ti < o.n_threads; ti++) {
+                    double t = time_gemm(pools[ti], k, &proto, q, acc, ntoks[n]);
+                    double macs = (double)sh->rows * sh->cols * ntoks[n];
+                    double frac = macs / t / peak[vi][ti];
+                    printf("%-6s %-9s %-12s %-7s gemm ntok %3d thr %d: %9.1f us  %7.1f GOPS  "
+                           "%5.1f%% of peak int8\n",
+                           sh->model, sh->name, shape_s, k->name, ntoks[n], o.threads[ti],
+                           t * 1e6, 2 * macs / t / 1e9, 100 * frac);
+                    json_record(&js,
+                                "{\"kind\": \"gemm\", \"model\": \"%s\", \"proj\": \"%s\", "
+                                "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"ntok\": %d, "
+                                "\"threads\": %d, \"us_per_call\": %.3f, \"gops\": %.3f, "
+                                "\"frac_peak\": %.4f}",
+                                sh->model, sh->name, sh->rows, sh->cols, k->name, ntoks[n],
+                                o.threads[ti], t * 1e6, 2 * macs / t / 1e9, frac);
+                }
+        }
+        free(q);
+        free(acc);
+        br_tmat_free(&proto);
+    }
+    for (int ti = 0; ti < o.n_threads; ti++) br_pool_destroy(&pools[ti]);
+    if (js.f) {
+        fputs("\n]}\n", js.f);
+        fclose(js.f);
+        printf("\nwrote %s\n", o.json);
+    }
+    return 0;
+}

@@ -82,7 +82,6 @@ int br_cpu_has_avx512vbmi(void)
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
 #endif
-int br_cpu_has_dotprod(void);
 int br_cpu_has_dotprod(void)
 {
     return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
@@ -100,7 +99,10 @@ const struct br_kernel_ops *br_kernels_find(const char *name)
     if (strcmp(name, "avx512") == 0) return x86_features()->avx512 ? &br_kernels_avx512 : NULL;
 #endif
 #if defined(BR_HAVE_NEON)
-    if (strcmp(name, "neon") == 0) return &br_kernels_neon; /* NEON is baseline on aarch64 */
+    /* NEON is baseline on aarch64; SDOT is optional */
+    if (strcmp(name, "neon") == 0)
+        return br_cpu_has_dotprod() ? &br_kernels_neon_dot : &br_kernels_neon_plain;
+    if (strcmp(name, "neon-nodot") == 0) return &br_kernels_neon_plain;
 #endif
     return NULL;
 }

@@ -56,10 +56,14 @@ int br_tmat_pack_t5_avx512(struct br_tmat *m);
 int br_cpu_has_avx512vbmi(void);
 #endif
 #if defined(BR_HAVE_NEON)
-extern const struct br_kernel_ops br_kernels_neon;
+/* "neon" runs the SDOT table where the CPU has the dot-product extension and the plain
+ * one elsewhere; "neon-nodot" always names the plain one (so tests reach both). */
+extern const struct br_kernel_ops br_kernels_neon_dot;
+extern const struct br_kernel_ops br_kernels_neon_plain;
+int br_cpu_has_dotprod(void);
 #endif
 
-/* The variant called `name` ("ref", "avx2", "avx512", "neon") if compiled in and
+/* The variant called `name` ("ref", "avx2", "avx512", "neon", "neon-nodot") if compiled in and
  * supported by this CPU, else NULL. */
 const struct br_kernel_ops *br_kernels_find(const char *name);
 /* The variant chosen for this process (first call decides; thread-safe). */

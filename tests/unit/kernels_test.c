@@ -319,6 +319,7 @@ int main(void)
         VARIANT_TESTS("avx2"),
         VARIANT_TESTS("avx512"),
         VARIANT_TESTS("neon"),
+        VARIANT_TESTS("neon-nodot"),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,28 +52,26 @@ static struct x86_features probe_x86(void)
     return f;
 }
 
-static const struct x86_features *x86_features(void)
+static struct x86_features x86_features(void)
 {
-    /* Bits: 1 probed, 2 avx2, 4 avx512, 8 vbmi. One word, so publishing needs no lock. */
-    static _Atomic unsigned word;
-    static _Thread_local struct x86_features out;
+    /* Bits: 1 probed, 2 avx2, 4 avx512, 8 vbmi. One word, so publishing needs no lock;
+     * racing first callers store the same value. */
+    static atomic_uint word;
     unsigned w = atomic_load_explicit(&word, memory_order_relaxed);
     if (!w) {
         struct x86_features f = probe_x86();
         w = 1u | (f.avx2 ? 2u : 0u) | (f.avx512 ? 4u : 0u) | (f.vbmi ? 8u : 0u);
         atomic_store_explicit(&word, w, memory_order_relaxed);
     }
-    out.avx2 = (w & 2u) != 0;
-    out.avx512 = (w & 4u) != 0;
-    out.vbmi = (w & 8u) != 0;
-    return &out;
+    struct x86_features out = {(w & 2u) != 0, (w & 4u) != 0, (w & 8u) != 0};
+    return out;
 }
 #endif
 
 #if defined(BR_HAVE_AVX512)
 int br_cpu_has_avx512vbmi(void)
 {
-    return x86_features()->vbmi;
+    return x86_features().vbmi;
 }
 #endif
 
@@ -93,10 +91,10 @@ const struct br_kernel_ops *br_kernels_find(const char *name)
     if (!name) return NULL;
     if (strcmp(name, "ref") == 0) return &br_kernels_ref;
 #if defined(BR_HAVE_AVX2)
-    if (strcmp(name, "avx2") == 0) return x86_features()->avx2 ? &br_kernels_avx2 : NULL;
+    if (strcmp(name, "avx2") == 0) return x86_features().avx2 ? &br_kernels_avx2 : NULL;
 #endif
 #if defined(BR_HAVE_AVX512)
-    if (strcmp(name, "avx512") == 0) return x86_features()->avx512 ? &br_kernels_avx512 : NULL;
+    if (strcmp(name, "avx512") == 0) return x86_features().avx512 ? &br_kernels_avx512 : NULL;
 #endif
 #if defined(BR_HAVE_NEON)
     /* NEON is baseline on aarch64; SDOT is optional */

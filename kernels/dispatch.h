@@ -10,7 +10,9 @@
 #ifndef BR_KERNELS_DISPATCH_H
 #define BR_KERNELS_DISPATCH_H
 
-/* Name of the active variant: "ref", "avx2", "avx512" or "neon". Static text. */
+/* Name of the active variant: "ref", "avx2", "avx512", "neon" (with SDOT) or "neon-nodot"
+ * (aarch64 without the dot-product extension; BITRACK_KERNELS=neon selects it there).
+ * Static text. */
 const char *br_kernels_name(void);
 
 /* 1 if the named variant is compiled in and this CPU can run it, else 0. */

@@ -24,6 +24,14 @@
  * bytes each; byte p of chunk j holds the codes of columns 320j + 64n + p (n = 0..4) as
  * v = sum c_n 3^n (v < 243). Decoding looks each trit up in 256-entry tables with two
  * vpermi2b and a blend on v's top bit. Columns past kpad hold code 1 and meet q = 0.
+ *
+ * Why 2 bits is the default (measured with bench_kernels on a Sapphire Rapids VM, one
+ * thread): the 1.6-bit GEMV is bound by its decode at about 8 GB/s of packed bytes (about
+ * 41 G weights/s) even from cache, while the 2-bit GEMV streams DRAM at about 13 GB/s
+ * (about 52 G weights/s) and runs near 29 GB/s from cache. Fewer bytes only pay off where
+ * a core gets less than about 8 GB/s of DRAM bandwidth, and the packed copy would sit next
+ * to the canonical codes (which must stay). So prepare() builds nothing; the 1.6-bit path
+ * stays, tested, for machines where that balance differs.
  */
 #include <immintrin.h>
 #include <stdint.h>

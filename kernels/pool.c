@@ -1,18 +1,29 @@
 /*
  * Thread pool: n-1 worker threads plus the caller.
  *
- * A run writes the job (fn, ctx, n) into plain fields, resets the claim counter and the
- * count of workers still to check in, then bumps the generation with a release store.
- * Workers that see the new generation (acquire) read the job, claim tasks with an atomic
- * counter alongside the caller, and check in; the run returns when every worker has
- * checked in, so no worker can still be reading the job when the next run rewrites it.
+ * A run finishes when all of its tasks are done, whether or not every worker took part:
+ * on a shared or oversubscribed machine a descheduled worker must not stall the caller
+ * (which then runs the tasks itself).
  *
- * Idle threads first spin (cheap wake-up for back-to-back runs), then sleep on a
+ * That makes late workers the hard case: a worker may wake up long after its run ended,
+ * while the caller writes the next job. Every run therefore goes through one 64-bit word
+ * `claim` = (generation << 32) | next task:
+ *   1. the caller closes the old run by storing an odd generation (no claim can succeed);
+ *   2. writes the job (fn, ctx, n) and zeroes the done count;
+ *   3. opens the run with the next even generation and next task 0.
+ * A worker claims task i only by a compare-and-swap from (gen, i) to (gen, i + 1) with the
+ * even generation it read the job under, so a job read during step 2 is never used: the
+ * swap fails because the generation moved on. The job fields are sequentially consistent
+ * atomics, which is what rules out reading a newer job before a successful swap.
+ * (A worker stalled for 2^31 runs between its read and its swap could be fooled; that is
+ * not a practical concern.)
+ *
+ * Idle threads first spin (cheap hand-off for back-to-back runs), then sleep on a
  * condition variable. Lost wake-ups are excluded by a Dekker-style handshake with
  * sequentially consistent atomics: a worker announces itself in `sleepers` before its
- * last look at the generation, and the caller bumps the generation before it looks at
- * `sleepers`; at least one of them sees the other. The caller's own wait for check-ins
- * uses the same pattern with `caller_sleeping` and `pending`.
+ * last look at `claim`, and the caller opens a run before it looks at `sleepers`; at
+ * least one of them sees the other. The caller's own wait for the done count uses the
+ * same pattern with `caller_sleeping`.
  */
 #include "kernels/pool.h"
 
@@ -41,18 +52,20 @@ struct br_pool {
     pthread_t *threads;
     int *cpus; /* (n_threads,) CPU per thread when pinned, else NULL */
     pthread_mutex_t mu;
-    pthread_cond_t wake, done;
-    /* the job of the current generation; written only while no worker reads it */
-    br_pool_fn fn;
-    void *ctx;
-    int n_tasks;
-    atomic_uint generation;
+    pthread_cond_t wake, done_cv;
+    /* the job of the open run (see the header comment) */
+    _Atomic(br_pool_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_int n_tasks;
+    atomic_ullong claim; /* (generation << 32) | next task */
+    atomic_int done;     /* tasks finished in the open run */
     atomic_int stop;
-    atomic_int next;     /* next task to claim */
-    atomic_int pending;  /* workers yet to check in for this generation */
     atomic_int sleepers; /* workers blocked (or about to block) on `wake` */
     atomic_int caller_sleeping;
 };
+
+#define CLAIM_GEN(c) ((unsigned)((c) >> 32))
+#define CLAIM_NEXT(c) ((unsigned)((c)&0xffffffffu))
 
 static long long now_ns(void)
 {
@@ -61,23 +74,38 @@ static long long now_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void run_tasks(struct br_pool *p, br_pool_fn fn, void *ctx, int n)
+/* Claims and runs tasks of the run opened under generation gen until none is left or
+ * the run is closed. fn, ctx and n were read after seeing gen. */
+static void run_tasks(struct br_pool *p, unsigned gen, br_pool_fn fn, void *ctx, int n)
 {
+    unsigned long long c = atomic_load(&p->claim);
     for (;;) {
-        int i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (i >= n) break;
+        if (CLAIM_GEN(c) != gen || CLAIM_NEXT(c) >= (unsigned)n) return;
+        if (!atomic_compare_exchange_weak(&p->claim, &c, c + 1)) continue; /* c reloaded */
+        int i = (int)CLAIM_NEXT(c);
         fn(ctx, i, n);
+        if (atomic_fetch_add(&p->done, 1) + 1 == n && atomic_load(&p->caller_sleeping)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+        c = atomic_load(&p->claim);
     }
 }
 
-/* Spins until pred changes or the budget runs out; returns nonzero if it changed. */
-static int spin_until_generation(struct br_pool *p, unsigned seen)
+/* An open run (even generation) other than the one last seen, or stop. */
+static int has_work(struct br_pool *p, unsigned seen)
+{
+    unsigned g = CLAIM_GEN(atomic_load(&p->claim));
+    return (g % 2 == 0 && g != seen) || atomic_load(&p->stop);
+}
+
+/* Spins until has_work or the spin budget runs out; returns has_work. */
+static int spin_for_work(struct br_pool *p, unsigned seen)
 {
     long long deadline = 0;
     for (unsigned i = 0;; i++) {
-        if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen ||
-            atomic_load_explicit(&p->stop, memory_order_acquire))
-            return 1;
+        if (has_work(p, seen)) return 1;
         cpu_relax();
         if ((i & 63) == 63) {
             long long t = now_ns();
@@ -108,24 +136,20 @@ static void *worker(void *arg)
     struct br_pool *p = wa->pool;
     pin_self(p, wa->index);
     free(wa);
-    unsigned seen = 0;
+    unsigned seen = 0; /* generation 0 is the initial, never opened, run */
     for (;;) {
-        if (!spin_until_generation(p, seen)) {
+        if (!spin_for_work(p, seen)) {
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleepers, 1);
-            while (atomic_load(&p->generation) == seen && !atomic_load(&p->stop))
-                pthread_cond_wait(&p->wake, &p->mu);
+            while (!has_work(p, seen)) pthread_cond_wait(&p->wake, &p->mu);
             atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
         }
-        if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
-        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
-        run_tasks(p, p->fn, p->ctx, p->n_tasks);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_sleeping)) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        if (atomic_load(&p->stop)) break;
+        unsigned gen = CLAIM_GEN(atomic_load(&p->claim));
+        if (gen % 2) continue; /* closed again already: wait for the next opening */
+        seen = gen;
+        run_tasks(p, gen, atomic_load(&p->fn), atomic_load(&p->ctx), atomic_load(&p->n_tasks));
     }
     return NULL;
 }
@@ -151,11 +175,13 @@ int br_pool_create_opts(const struct br_pool_opts *o, struct br_pool **out)
     p->spin_us = o->spin_us < 0 ? DEFAULT_SPIN_US : o->spin_us;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
-    pthread_cond_init(&p->done, NULL);
-    atomic_init(&p->generation, 0);
+    pthread_cond_init(&p->done_cv, NULL);
+    atomic_init(&p->fn, NULL);
+    atomic_init(&p->ctx, NULL);
+    atomic_init(&p->n_tasks, 0);
+    atomic_init(&p->claim, 0);
+    atomic_init(&p->done, 0);
     atomic_init(&p->stop, 0);
-    atomic_init(&p->next, 0);
-    atomic_init(&p->pending, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->caller_sleeping, 0);
     int rc = BR_E_NOMEM;
@@ -218,7 +244,7 @@ void br_pool_destroy(struct br_pool **pp)
     for (int i = 0; i < p->n_threads - 1; i++) pthread_join(p->threads[i], NULL);
     free(p->threads);
     free(p->cpus);
-    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->done_cv);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -237,22 +263,24 @@ void br_pool_run(struct br_pool *p, br_pool_fn fn, void *ctx, int n_tasks)
         for (int i = 0; i < n_tasks; i++) fn(ctx, i, n_tasks);
         return;
     }
-    /* Every worker checked in after the previous run, so none reads these now. */
-    p->fn = fn;
-    p->ctx = ctx;
-    p->n_tasks = n_tasks;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
-    atomic_fetch_add(&p->generation, 1); /* seq_cst: publishes the job, pairs with sleepers */
+    /* close (odd generation), write the job, open (next even generation) */
+    unsigned gen = CLAIM_GEN(atomic_load(&p->claim));
+    atomic_store(&p->claim, (unsigned long long)(gen + 1) << 32);
+    atomic_store(&p->fn, fn);
+    atomic_store(&p->ctx, ctx);
+    atomic_store(&p->n_tasks, n_tasks);
+    atomic_store(&p->done, 0);
+    gen += 2;
+    atomic_store(&p->claim, (unsigned long long)gen << 32);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->mu);
     }
-    run_tasks(p, fn, ctx, n_tasks);
+    run_tasks(p, gen, fn, ctx, n_tasks);
 
     long long deadline = 0;
-    for (unsigned i = 0; atomic_load_explicit(&p->pending, memory_order_acquire) != 0; i++) {
+    for (unsigned i = 0; atomic_load(&p->done) != n_tasks; i++) {
         cpu_relax();
         if ((i & 63) != 63) continue;
         long long t = now_ns();
@@ -263,7 +291,7 @@ void br_pool_run(struct br_pool *p, br_pool_fn fn, void *ctx, int n_tasks)
         if (t < deadline) continue;
         pthread_mutex_lock(&p->mu);
         atomic_store(&p->caller_sleeping, 1);
-        while (atomic_load(&p->pending) != 0) pthread_cond_wait(&p->done, &p->mu);
+        while (atomic_load(&p->done) != n_tasks) pthread_cond_wait(&p->done_cv, &p->mu);
         atomic_store(&p->caller_sleeping, 0);
         pthread_mutex_unlock(&p->mu);
         break;

@@ -84,6 +84,29 @@ static void test_after_sleep(void **state)
     br_pool_destroy(&p);
 }
 
+/* Many tiny runs back to back with more threads than cores: workers are often
+ * descheduled and wake up after their run has ended, while the next job is being
+ * written. Each run has its own context on the stack, so a late worker that ran a stale
+ * job (or the right job twice) would show up as a count other than 1. */
+static void test_back_to_back_oversubscribed(void **state)
+{
+    (void)state;
+    struct br_pool *p = NULL;
+    assert_int_equal(br_pool_create(4, &p), BR_OK);
+    for (int run = 0; run < 20000; run++) {
+        atomic_int hits[6];
+        for (int i = 0; i < 6; i++) atomic_init(&hits[i], 0);
+        struct count_ctx c;
+        c.hits = hits;
+        c.n = 2 + run % 5;
+        atomic_init(&c.bad_n, 0);
+        br_pool_run(p, count_task, &c, c.n);
+        assert_int_equal(atomic_load(&c.bad_n), 0);
+        for (int i = 0; i < 6; i++) assert_int_equal(atomic_load(&hits[i]), i < c.n ? 1 : 0);
+    }
+    br_pool_destroy(&p);
+}
+
 static void test_pinned(void **state)
 {
     (void)state;
@@ -110,6 +133,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_task_once),
         cmocka_unit_test(test_after_sleep),
+        cmocka_unit_test(test_back_to_back_oversubscribed),
         cmocka_unit_test(test_pinned),
         cmocka_unit_test(test_null_and_invalid),
     };

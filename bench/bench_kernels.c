@@ -13,7 +13,8 @@
  *
  * Shapes: BitNet-b1.58-2B-4T (d 2560, ffn 6912: 2560x2560, 640x2560, 6912x2560,
  * 2560x6912) and the 100B benchmark shape (d 8192, ffn 45568). Rows are split over the
- * pool's threads in multiples of 4, as the engine splits projections.
+ * pool's threads in multiples of 4 (TASKS_PER_THREAD ranges per thread), as the engine
+ * splits projections.
  */
 #include "bench/bench.h"
 
@@ -30,6 +31,9 @@
 #include "kernels/ternary.h"
 
 #define MAX_LIST 8
+/* Row ranges per thread in a run: a few, so a thread that is descheduled (the machine
+ * may be shared) holds up only a small piece of the work. */
+#define TASKS_PER_THREAD 4
 
 struct opts {
     int threads[MAX_LIST];
@@ -48,9 +52,9 @@ struct shape {
 };
 
 static const struct shape g_shapes[] = {
-    {"2B-4T", "attn_qo", 2560, 2560},   {"2B-4T", "attn_kv", 640, 2560},
-    {"2B-4T", "ffn_up", 6912, 2560},    {"2B-4T", "ffn_down", 2560, 6912},
-    {"100B", "attn", 8192, 8192},       {"100B", "ffn_up", 45568, 8192},
+    {"2B-4T", "attn_qo", 2560, 2560},  {"2B-4T", "attn_kv", 640, 2560},
+    {"2B-4T", "ffn_up", 6912, 2560},   {"2B-4T", "ffn_down", 2560, 6912},
+    {"100B", "attn", 8192, 8192},      {"100B", "ffn_up", 45568, 8192},
     {"100B", "ffn_down", 8192, 45568},
 };
 #define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
@@ -77,7 +81,8 @@ struct json_out {
     int n;
 };
 
-static void json_record(struct json_out *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void json_record(struct json_out *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void json_record(struct json_out *j, const char *fmt, ...)
 {
     if (!j->f) return;
@@ -301,7 +306,7 @@ static double time_gemv_pass(struct br_pool *pool, const struct br_kernel_ops *k
         double t0 = now_s();
         for (int i = 0; i < cp->n; i++) {
             struct mm_ctx c = {k, &cp->mats[i], q, acc, 1};
-            br_pool_run(pool, mm_task, &c, nt);
+            br_pool_run(pool, mm_task, &c, nt == 1 ? 1 : TASKS_PER_THREAD * nt);
         }
         double t = now_s() - t0;
         spent += t;
@@ -318,7 +323,7 @@ static double time_gemm(struct br_pool *pool, const struct br_kernel_ops *k,
     for (int rep = 0; rep < 20 && (rep < 2 || spent < 0.3); rep++) {
         struct mm_ctx c = {k, m, q, acc, ntok};
         double t0 = now_s();
-        br_pool_run(pool, mm_task, &c, nt);
+        br_pool_run(pool, mm_task, &c, nt == 1 ? 1 : TASKS_PER_THREAD * nt);
         double t = now_s() - t0;
         spent += t;
         if (t < best) best = t;
@@ -340,14 +345,13 @@ static int parse_list(const char *s, const char **items, int max, char *buf, siz
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: bench kernels [-t 1,2] [--variants avx2,avx512,ref] [--json FILE]\n"
-            "                     [--mb N] [--quick]\n"
-            "  -t          thread counts to measure (default 1,2)\n"
-            "  --variants  kernel variants (default: every one this CPU runs, except ref)\n"
-            "  --json      also write the results as JSON\n"
-            "  --mb        GEMV working set and triad size in MiB (default 1024)\n"
-            "  --quick     2B-4T shapes only, smaller working set (for smoke tests)\n");
+    fprintf(stderr, "usage: bench kernels [-t 1,2] [--variants avx2,avx512,ref] [--json FILE]\n"
+                    "                     [--mb N] [--quick]\n"
+                    "  -t          thread counts to measure (default 1,2)\n"
+                    "  --variants  kernel variants (default: every one this CPU runs, except ref)\n"
+                    "  --json      also write the results as JSON\n"
+                    "  --mb        GEMV working set and triad size in MiB (default 1024)\n"
+                    "  --quick     2B-4T shapes only, smaller working set (for smoke tests)\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *vbuf)
@@ -427,10 +431,12 @@ int br_bench_kernels_main(int argc, char **argv)
             return 1;
         }
         measure_bandwidth(pools[ti], o.ws_mb, &triad[ti], &readbw[ti]);
-        printf("bandwidth  threads %d: triad %.1f GB/s, read %.1f GB/s\n", o.threads[ti],
-               triad[ti], readbw[ti]);
-        json_record(&js, "{\"kind\": \"bandwidth\", \"threads\": %d, \"triad_gbs\": %.3f, "
-                         "\"read_gbs\": %.3f}", o.threads[ti], triad[ti], readbw[ti]);
+        printf("bandwidth  threads %d: triad %.1f GB/s, read %.1f GB/s\n", o.threads[ti], triad[ti],
+               readbw[ti]);
+        json_record(&js,
+                    "{\"kind\": \"bandwidth\", \"threads\": %d, \"triad_gbs\": %.3f, "
+                    "\"read_gbs\": %.3f}",
+                    o.threads[ti], triad[ti], readbw[ti]);
     }
 
     double peak[MAX_LIST][MAX_LIST];
@@ -444,14 +450,16 @@ int br_bench_kernels_main(int argc, char **argv)
             peak[vi][ti] = measure_peak(pools[ti], k);
             printf("peak       %-7s threads %d: %.1f GMAC/s int8\n", k->name, o.threads[ti],
                    peak[vi][ti] / 1e9);
-            json_record(&js, "{\"kind\": \"peak\", \"variant\": \"%s\", \"threads\": %d, "
-                             "\"gmacs\": %.3f}", k->name, o.threads[ti], peak[vi][ti] / 1e9);
+            json_record(&js,
+                        "{\"kind\": \"peak\", \"variant\": \"%s\", \"threads\": %d, "
+                        "\"gmacs\": %.3f}",
+                        k->name, o.threads[ti], peak[vi][ti] / 1e9);
         }
     }
 
     uint64_t rng = 0x9e3779b97f4a7c15ULL;
-    printf("\n%-6s %-9s %-12s %-7s %-6s %3s %9s %8s %7s %7s\n", "model", "proj", "shape",
-           "variant", "layout", "thr", "us/call", "GB/s", "/triad", "/read");
+    printf("\n%-6s %-9s %-12s %-7s %-6s %3s %9s %8s %7s %7s\n", "model", "proj", "shape", "variant",
+           "layout", "thr", "us/call", "GB/s", "/triad", "/read");
     for (size_t s = 0; s < n_shapes; s++) {
         const struct shape *sh = &g_shapes[s];
         struct br_tmat proto;
@@ -479,7 +487,8 @@ int br_bench_kernels_main(int argc, char **argv)
             if (!k) continue;
             int layouts = (have_t5 && strcmp(k->name, "avx512") == 0) ? 2 : 1;
             for (int lay = 0; lay < layouts; lay++) {
-                for (int i = 0; i < cp.n; i++) cp.mats[i].packed_kind = lay ? BR_PACK_T5 : BR_PACK_NONE;
+                for (int i = 0; i < cp.n; i++)
+                    cp.mats[i].packed_kind = lay ? BR_PACK_T5 : BR_PACK_NONE;
                 size_t bytes = lay ? bytes5 : bytes2;
                 const char *lname = lay ? "1.6bit" : "2bit";
                 for (int ti = 0; ti < o.n_threads; ti++) {
@@ -487,17 +496,17 @@ int br_bench_kernels_main(int argc, char **argv)
                     double gbs = (double)bytes * cp.n / t / 1e9;
                     double us = t / cp.n * 1e6;
                     double wps = (double)sh->rows * sh->cols * cp.n / t; /* weights per second */
-                    printf("%-6s %-9s %-12s %-7s %-6s %3d %9.1f %8.2f %6.0f%% %6.0f%%\n",
-                           sh->model, sh->name, shape_s, k->name, lname, o.threads[ti], us, gbs,
+                    printf("%-6s %-9s %-12s %-7s %-6s %3d %9.1f %8.2f %6.0f%% %6.0f%%\n", sh->model,
+                           sh->name, shape_s, k->name, lname, o.threads[ti], us, gbs,
                            100 * gbs / triad[ti], 100 * gbs / readbw[ti]);
-                    json_record(&js,
-                                "{\"kind\": \"gemv\", \"model\": \"%s\", \"proj\": \"%s\", "
-                                "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"layout\": "
-                                "\"%s\", \"threads\": %d, \"us_per_call\": %.3f, \"gbs\": %.3f, "
-                                "\"gweights_per_s\": %.3f, \"frac_triad\": %.4f, \"frac_read\": %.4f}",
-                                sh->model, sh->name, sh->rows, sh->cols, k->name, lname,
-                                o.threads[ti], us, gbs, wps / 1e9, gbs / triad[ti],
-                                gbs / readbw[ti]);
+                    json_record(
+                        &js,
+                        "{\"kind\": \"gemv\", \"model\": \"%s\", \"proj\": \"%s\", "
+                        "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"layout\": "
+                        "\"%s\", \"threads\": %d, \"us_per_call\": %.3f, \"gbs\": %.3f, "
+                        "\"gweights_per_s\": %.3f, \"frac_triad\": %.4f, \"frac_read\": %.4f}",
+                        sh->model, sh->name, sh->rows, sh->cols, k->name, lname, o.threads[ti], us,
+                        gbs, wps / 1e9, gbs / triad[ti], gbs / readbw[ti]);
                 }
             }
             for (int i = 0; i < cp.n; i++) cp.mats[i].packed_kind = BR_PACK_NONE;
@@ -515,8 +524,8 @@ int br_bench_kernels_main(int argc, char **argv)
                     double frac = macs / t / peak[vi][ti];
                     printf("%-6s %-9s %-12s %-7s gemm ntok %3d thr %d: %9.1f us  %7.1f GOPS  "
                            "%5.1f%% of peak int8\n",
-                           sh->model, sh->name, shape_s, k->name, ntoks[n], o.threads[ti],
-                           t * 1e6, 2 * macs / t / 1e9, 100 * frac);
+                           sh->model, sh->name, shape_s, k->name, ntoks[n], o.threads[ti], t * 1e6,
+                           2 * macs / t / 1e9, 100 * frac);
                     json_record(&js,
                                 "{\"kind\": \"gemm\", \"model\": \"%s\", \"proj\": \"%s\", "
                                 "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"ntok\": %d, "

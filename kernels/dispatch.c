@@ -38,7 +38,7 @@ static struct x86_features probe_x86(void)
     int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1, avx = (c >> 28) & 1;
     if (!osxsave || !avx) return f;
     unsigned long long xcr0 = xgetbv0();
-    int ymm_os = (xcr0 & 0x6) == 0x6;          /* SSE and AVX state */
+    int ymm_os = (xcr0 & 0x6) == 0x6;             /* SSE and AVX state */
     int zmm_os = ymm_os && (xcr0 & 0xe0) == 0xe0; /* opmask, ZMM0-15 upper, ZMM16-31 */
     if (__get_cpuid_max(0, NULL) < 7) return f;
     __cpuid_count(7, 0, a, b, c, d);
@@ -117,8 +117,10 @@ static const struct br_kernel_ops *choose(void)
     if (env && *env) {
         const struct br_kernel_ops *k = br_kernels_find(env);
         if (k) return k;
-        fprintf(stderr, "bitrack: BITRACK_KERNELS=%s is not available on this build or CPU; "
-                        "choosing automatically\n", env);
+        fprintf(stderr,
+                "bitrack: BITRACK_KERNELS=%s is not available on this build or CPU; "
+                "choosing automatically\n",
+                env);
     }
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         const struct br_kernel_ops *k = br_kernels_find(order[i]);
@@ -135,8 +137,7 @@ const struct br_kernel_ops *br_kernels_active(void)
         k = choose();
         /* Every racing caller computes the same table, so the first store wins harmlessly. */
         const struct br_kernel_ops *expected = NULL;
-        if (!atomic_compare_exchange_strong_explicit(&active, &expected, k,
-                                                     memory_order_acq_rel,
+        if (!atomic_compare_exchange_strong_explicit(&active, &expected, k, memory_order_acq_rel,
                                                      memory_order_acquire))
             k = expected;
     }
@@ -156,14 +157,13 @@ int br_tmat_prepare(struct br_tmat *m)
     return k->prepare ? k->prepare(m) : BR_OK;
 }
 
-void br_tmat_gemv(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
-                  int32_t *acc)
+void br_tmat_gemv(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q, int32_t *acc)
 {
     br_kernels_active()->gemv(m, r0, r1, q, acc);
 }
 
-void br_tmat_gemm(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
-                  const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+void br_tmat_gemm(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok, const int8_t *q,
+                  size_t q_stride, int32_t *acc, size_t acc_stride)
 {
     br_kernels_active()->gemm(m, r0, r1, ntok, q, q_stride, acc, acc_stride);
 }

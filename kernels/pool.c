@@ -64,7 +64,7 @@ struct br_pool {
     atomic_int caller_sleeping;
 };
 
-#define CLAIM_GEN(c) ((unsigned)((c) >> 32))
+#define CLAIM_GEN(c)  ((unsigned)((c) >> 32))
 #define CLAIM_NEXT(c) ((unsigned)((c)&0xffffffffu))
 
 static long long now_ns(void)
@@ -109,8 +109,10 @@ static int spin_for_work(struct br_pool *p, unsigned seen)
         cpu_relax();
         if ((i & 63) == 63) {
             long long t = now_ns();
-            if (!deadline) deadline = t + (long long)p->spin_us * 1000;
-            else if (t >= deadline) return 0;
+            if (!deadline)
+                deadline = t + (long long)p->spin_us * 1000;
+            else if (t >= deadline)
+                return 0;
         }
     }
 }

@@ -72,15 +72,16 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
                 __m256i x = _mm256_loadu_si256(
                     (const __m256i *)(w + (size_t)r * stride + (size_t)b * BR_TMAT_BLOCK_BYTES));
                 /* next row group's bytes: see ternary_avx512.c on why software prefetch */
-                _mm_prefetch((const char *)(w + (size_t)(r + R) * stride +
-                                            (size_t)b * BR_TMAT_BLOCK_BYTES),
-                             _MM_HINT_T0);
+                _mm_prefetch(
+                    (const char *)(w + (size_t)(r + R) * stride + (size_t)b * BR_TMAT_BLOCK_BYTES),
+                    _MM_HINT_T0);
                 __m256i x4 = _mm256_srli_epi16(x, 4);
                 /* bits 1-0: columns +96, bits 3-2: +64 (x4), bits 5-4: +32, bits 7-6: +0 (x4) */
                 s1[r] = _mm256_add_epi16(s1[r], _mm256_maddubs_epi16(_mm256_and_si256(x, m3), q3));
                 s1[r] = _mm256_add_epi16(s1[r], _mm256_maddubs_epi16(_mm256_and_si256(x4, m3), q1));
                 s4[r] = _mm256_add_epi16(s4[r], _mm256_maddubs_epi16(_mm256_and_si256(x, m12), q2));
-                s4[r] = _mm256_add_epi16(s4[r], _mm256_maddubs_epi16(_mm256_and_si256(x4, m12), q0));
+                s4[r] =
+                    _mm256_add_epi16(s4[r], _mm256_maddubs_epi16(_mm256_and_si256(x4, m12), q0));
             }
         }
         for (int r = 0; r < R; r++) {
@@ -112,8 +113,8 @@ static void gemv_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, const int
  * for every token, so each weight byte is loaded once per token block. */
 static inline __attribute__((always_inline)) void gemm_row(const uint8_t *w, int32_t blocks,
                                                            const int8_t *q, size_t q_stride,
-                                                           const int32_t *sumq, int T,
-                                                           int32_t *out, size_t out_stride)
+                                                           const int32_t *sumq, int T, int32_t *out,
+                                                           size_t out_stride)
 {
     const __m256i m3 = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
     int32_t tot[8] = {0};
@@ -130,12 +131,12 @@ static inline __attribute__((always_inline)) void gemm_row(const uint8_t *w, int
             for (int t = 0; t < T; t++) {
                 const int8_t *qb = q + (size_t)t * q_stride + (size_t)b * BR_TMAT_BLOCK;
                 __m256i p = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)qb));
-                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(
-                                            c1, _mm256_loadu_si256((const __m256i *)(qb + 32))));
-                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(
-                                            c2, _mm256_loadu_si256((const __m256i *)(qb + 64))));
-                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(
-                                            c3, _mm256_loadu_si256((const __m256i *)(qb + 96))));
+                p = _mm256_add_epi16(
+                    p, _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(qb + 32))));
+                p = _mm256_add_epi16(
+                    p, _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(qb + 64))));
+                p = _mm256_add_epi16(
+                    p, _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(qb + 96))));
                 s[t] = _mm256_add_epi16(s[t], p);
             }
         }
@@ -158,14 +159,30 @@ static void gemm_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t n
             const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
             int32_t *o = at + (r - r0);
             switch (T) { /* constant T lets the compiler keep all accumulators in registers */
-            case 8: gemm_row(w, m->blocks, qt, q_stride, sumq, 8, o, acc_stride); break;
-            case 7: gemm_row(w, m->blocks, qt, q_stride, sumq, 7, o, acc_stride); break;
-            case 6: gemm_row(w, m->blocks, qt, q_stride, sumq, 6, o, acc_stride); break;
-            case 5: gemm_row(w, m->blocks, qt, q_stride, sumq, 5, o, acc_stride); break;
-            case 4: gemm_row(w, m->blocks, qt, q_stride, sumq, 4, o, acc_stride); break;
-            case 3: gemm_row(w, m->blocks, qt, q_stride, sumq, 3, o, acc_stride); break;
-            case 2: gemm_row(w, m->blocks, qt, q_stride, sumq, 2, o, acc_stride); break;
-            default: gemm_row(w, m->blocks, qt, q_stride, sumq, 1, o, acc_stride); break;
+            case 8:
+                gemm_row(w, m->blocks, qt, q_stride, sumq, 8, o, acc_stride);
+                break;
+            case 7:
+                gemm_row(w, m->blocks, qt, q_stride, sumq, 7, o, acc_stride);
+                break;
+            case 6:
+                gemm_row(w, m->blocks, qt, q_stride, sumq, 6, o, acc_stride);
+                break;
+            case 5:
+                gemm_row(w, m->blocks, qt, q_stride, sumq, 5, o, acc_stride);
+                break;
+            case 4:
+                gemm_row(w, m->blocks, qt, q_stride, sumq, 4, o, acc_stride);
+                break;
+            case 3:
+                gemm_row(w, m->blocks, qt, q_stride, sumq, 3, o, acc_stride);
+                break;
+            case 2:
+                gemm_row(w, m->blocks, qt, q_stride, sumq, 2, o, acc_stride);
+                break;
+            default:
+                gemm_row(w, m->blocks, qt, q_stride, sumq, 1, o, acc_stride);
+                break;
             }
         }
     }
@@ -194,12 +211,14 @@ static float dot_f32_avx2(const float *a, const float *b, size_t n)
 {
     __m256 l = _mm256_setzero_ps();
     size_t k = 0;
-    for (; k + 8 <= n; k += 8) l = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), l);
+    for (; k + 8 <= n; k += 8)
+        l = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), l);
     if (k < n) {
         /* Lanes past n keep their value untouched (a blend, not an FMA with zero, which
          * could turn -0.0 into +0.0). */
         __m256i mask = tail_mask(n - k);
-        __m256 p = _mm256_fmadd_ps(_mm256_maskload_ps(a + k, mask), _mm256_maskload_ps(b + k, mask), l);
+        __m256 p =
+            _mm256_fmadd_ps(_mm256_maskload_ps(a + k, mask), _mm256_maskload_ps(b + k, mask), l);
         l = _mm256_blendv_ps(l, p, _mm256_castsi256_ps(mask));
     }
     return combine8(l);
@@ -249,8 +268,9 @@ static int64_t peak_macs_avx2(int64_t iters)
                            [t2] "=&x"(t2), [t3] "=&x"(t3), [t4] "=&x"(t4), [t5] "=&x"(t5)
                          : [c] "x"(c), [q] "x"(q));
     }
-    __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(a0, a1), _mm256_add_epi16(a2, a3)),
-                                 _mm256_add_epi16(a4, a5));
+    __m256i s =
+        _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(a0, a1), _mm256_add_epi16(a2, a3)),
+                         _mm256_add_epi16(a4, a5));
     __asm__ volatile("" ::"x"(s));
     return iters * 6 * 32;
 }

@@ -64,8 +64,7 @@ static void permute_q(const int8_t *q, int32_t pairs, int8_t *qp)
         for (int g = 0; g < 4; g++) {
             __m256i lo = _mm256_loadu_si256((const __m256i *)(a + 32 * g));
             __m256i hi = _mm256_loadu_si256((const __m256i *)(b + 32 * g));
-            _mm512_storeu_si512(d + 64 * g,
-                                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+            _mm512_storeu_si512(d + 64 * g, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
         }
     }
 }
@@ -82,8 +81,8 @@ static inline int32_t hsum256(__m256i v)
 
 static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, size_t stride,
                                                             int32_t blocks, const int8_t *q,
-                                                            const int8_t *qp, int32_t sumq,
-                                                            int R, int32_t *out)
+                                                            const int8_t *qp, int32_t sumq, int R,
+                                                            int32_t *out)
 {
     const __m512i mC0 = _mm512_set1_epi8((char)0xC0), m30 = _mm512_set1_epi8(0x30);
     const __m512i m0C = _mm512_set1_epi8(0x0C), m03 = _mm512_set1_epi8(0x03);
@@ -100,7 +99,8 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
             /* The hardware prefetcher ramps up too slowly on these short interleaved
              * streams; asking for the next row group's bytes now nearly doubles the
              * DRAM throughput on 2560-column rows. Prefetches past the matrix are harmless. */
-            _mm_prefetch((const char *)(w + (size_t)(r + R) * stride + (size_t)j * 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + (size_t)(r + R) * stride + (size_t)j * 64),
+                         _MM_HINT_T0);
             a[r][0] = _mm512_dpbusd_epi32(a[r][0], _mm512_and_si512(x, mC0), q0);
             a[r][1] = _mm512_dpbusd_epi32(a[r][1], _mm512_and_si512(x, m30), q1);
             a[r][2] = _mm512_dpbusd_epi32(a[r][2], _mm512_and_si512(x, m0C), q2);
@@ -113,8 +113,8 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
         if (blocks & 1) {
             /* the odd last block: natural activation order, 256-bit */
             const int8_t *qb = q + (size_t)pairs * 256;
-            __m256i x = _mm256_loadu_si256(
-                (const __m256i *)(w + (size_t)r * stride + (size_t)pairs * 64));
+            __m256i x =
+                _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)pairs * 64));
             __m256i m3 = _mm256_set1_epi8(3), z = _mm256_setzero_si256();
             __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
             __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
@@ -131,8 +131,7 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
     }
 }
 
-static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
-                    int32_t *acc);
+static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q, int32_t *acc);
 
 static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
                         int32_t *acc)
@@ -173,10 +172,10 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
 /* R rows (<= 2) times T tokens (<= 8) over block pairs j0..j1-1 (plus the odd last block
  * when `tail`), added to out. qp: (T, pairs * 256) permuted activations; q: original
  * activations, read for the odd last block. */
-static inline __attribute__((always_inline)) void gemm_rows(
-    const uint8_t *w, size_t stride, int32_t j0, int32_t j1, int tail, const int8_t *q,
-    size_t q_stride, const int8_t *qp, size_t qp_stride, int R, int T, int32_t *out,
-    size_t out_stride)
+static inline __attribute__((always_inline)) void
+gemm_rows(const uint8_t *w, size_t stride, int32_t j0, int32_t j1, int tail, const int8_t *q,
+          size_t q_stride, const int8_t *qp, size_t qp_stride, int R, int T, int32_t *out,
+          size_t out_stride)
 {
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i a[2][GEMM_T];
@@ -185,7 +184,8 @@ static inline __attribute__((always_inline)) void gemm_rows(
     int32_t pairs = j1;
     for (int32_t j = j0; j < j1; j++) {
         __m512i x[2];
-        for (int r = 0; r < R; r++) x[r] = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
+        for (int r = 0; r < R; r++)
+            x[r] = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
         /* one bit pair at a time keeps few code registers live next to the R*T sums */
         for (int g = 0; g < 4; g++) {
             __m512i c[2];
@@ -202,8 +202,8 @@ static inline __attribute__((always_inline)) void gemm_rows(
         __m256i c[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                         _mm256_setzero_si256()};
         if (tail) {
-            __m256i x = _mm256_loadu_si256(
-                (const __m256i *)(w + (size_t)r * stride + (size_t)pairs * 64));
+            __m256i x =
+                _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)pairs * 64));
             __m256i m3y = _mm256_set1_epi8(3);
             c[0] = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3y);
             c[1] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3y);
@@ -225,7 +225,7 @@ static inline __attribute__((always_inline)) void gemm_rows(
     }
 }
 
-#define GEMM_CASE(RR, TT)                                                                  \
+#define GEMM_CASE(RR, TT)                                                                          \
     gemm_rows(w, m->row_bytes, j0, j1, tail, qt, q_stride, qp, qp_stride, RR, TT, o, acc_stride)
 
 static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
@@ -252,40 +252,73 @@ static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t
         }
         int32_t *at = acc + (size_t)t0 * acc_stride;
         for (int t = 0; t < T; t++)
-            for (int32_t r = r0; r < r1; r++) at[(size_t)t * acc_stride + (size_t)(r - r0)] = -sumq[t];
+            for (int32_t r = r0; r < r1; r++)
+                at[(size_t)t * acc_stride + (size_t)(r - r0)] = -sumq[t];
         /* Column chunks outermost keep this chunk's activations of every token in L1 while
          * all rows stream past; each weight byte is still read once per token block. */
         for (int32_t j0 = 0;; j0 += kc) {
-        int32_t j1 = j0 + kc < pairs ? j0 + kc : pairs;
-        int tail = j1 == pairs && (m->blocks & 1);
-        for (int32_t r = r0; r < r1; r += 2) {
-            const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
-            int32_t *o = at + (r - r0);
-            if (r + 2 <= r1) {
-                switch (T) { /* constant shapes keep every accumulator in a register */
-                case 8: GEMM_CASE(2, 8); break;
-                case 7: GEMM_CASE(2, 7); break;
-                case 6: GEMM_CASE(2, 6); break;
-                case 5: GEMM_CASE(2, 5); break;
-                case 4: GEMM_CASE(2, 4); break;
-                case 3: GEMM_CASE(2, 3); break;
-                case 2: GEMM_CASE(2, 2); break;
-                default: GEMM_CASE(2, 1); break;
-                }
-            } else {
-                switch (T) {
-                case 8: GEMM_CASE(1, 8); break;
-                case 7: GEMM_CASE(1, 7); break;
-                case 6: GEMM_CASE(1, 6); break;
-                case 5: GEMM_CASE(1, 5); break;
-                case 4: GEMM_CASE(1, 4); break;
-                case 3: GEMM_CASE(1, 3); break;
-                case 2: GEMM_CASE(1, 2); break;
-                default: GEMM_CASE(1, 1); break;
+            int32_t j1 = j0 + kc < pairs ? j0 + kc : pairs;
+            int tail = j1 == pairs && (m->blocks & 1);
+            for (int32_t r = r0; r < r1; r += 2) {
+                const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
+                int32_t *o = at + (r - r0);
+                if (r + 2 <= r1) {
+                    switch (T) { /* constant shapes keep every accumulator in a register */
+                    case 8:
+                        GEMM_CASE(2, 8);
+                        break;
+                    case 7:
+                        GEMM_CASE(2, 7);
+                        break;
+                    case 6:
+                        GEMM_CASE(2, 6);
+                        break;
+                    case 5:
+                        GEMM_CASE(2, 5);
+                        break;
+                    case 4:
+                        GEMM_CASE(2, 4);
+                        break;
+                    case 3:
+                        GEMM_CASE(2, 3);
+                        break;
+                    case 2:
+                        GEMM_CASE(2, 2);
+                        break;
+                    default:
+                        GEMM_CASE(2, 1);
+                        break;
+                    }
+                } else {
+                    switch (T) {
+                    case 8:
+                        GEMM_CASE(1, 8);
+                        break;
+                    case 7:
+                        GEMM_CASE(1, 7);
+                        break;
+                    case 6:
+                        GEMM_CASE(1, 6);
+                        break;
+                    case 5:
+                        GEMM_CASE(1, 5);
+                        break;
+                    case 4:
+                        GEMM_CASE(1, 4);
+                        break;
+                    case 3:
+                        GEMM_CASE(1, 3);
+                        break;
+                    case 2:
+                        GEMM_CASE(1, 2);
+                        break;
+                    default:
+                        GEMM_CASE(1, 1);
+                        break;
+                    }
                 }
             }
-        }
-        if (j1 >= pairs) break;
+            if (j1 >= pairs) break;
         }
     }
     free(qp);
@@ -327,10 +360,9 @@ int br_tmat_pack_t5_avx512(struct br_tmat *m)
     return BR_OK;
 }
 
-__attribute__((target("avx512vbmi"))) static void gemv_t5_rows(const uint8_t *packed,
-                                                                size_t rb, int32_t nrows,
-                                                                const int8_t *qz, int32_t sumq,
-                                                                int32_t *out)
+__attribute__((target("avx512vbmi"))) static void gemv_t5_rows(const uint8_t *packed, size_t rb,
+                                                               int32_t nrows, const int8_t *qz,
+                                                               int32_t sumq, int32_t *out)
 {
     /* tab[n][i]: entry 64i + e is trit n of the byte value 64i + e (0 for values >= 243) */
     _Alignas(64) uint8_t tabs[5][256];
@@ -368,8 +400,7 @@ __attribute__((target("avx512vbmi"))) static void gemv_t5_rows(const uint8_t *pa
     }
 }
 
-static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
-                    int32_t *acc)
+static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q, int32_t *acc)
 {
     size_t kpad = (size_t)m->blocks * BR_TMAT_BLOCK, rb = t5_row_bytes(m);
     size_t qlen = rb / 64 * T5_COLS;
@@ -404,11 +435,12 @@ static float dot_f32_avx512(const float *a, const float *b, size_t n)
 {
     __m256 l = _mm256_setzero_ps();
     size_t k = 0;
-    for (; k + 8 <= n; k += 8) l = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), l);
+    for (; k + 8 <= n; k += 8)
+        l = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), l);
     if (k < n) {
         __mmask8 mk = (__mmask8)((1u << (n - k)) - 1);
-        l = _mm256_mask3_fmadd_ps(_mm256_maskz_loadu_ps(mk, a + k), _mm256_maskz_loadu_ps(mk, b + k),
-                                  l, mk);
+        l = _mm256_mask3_fmadd_ps(_mm256_maskz_loadu_ps(mk, a + k),
+                                  _mm256_maskz_loadu_ps(mk, b + k), l, mk);
     }
     return combine8(l);
 }
@@ -437,27 +469,29 @@ static int64_t peak_macs_avx512(int64_t iters)
     __m512i c = _mm512_set1_epi8(1), q = _mm512_set1_epi8(1);
     __m512i a[20];
     for (int k = 0; k < 20; k++) a[k] = _mm512_set1_epi32(k);
-    __m512i a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5], a6 = a[6],
-            a7 = a[7], a8 = a[8], a9 = a[9], a10 = a[10], a11 = a[11], a12 = a[12],
-            a13 = a[13], a14 = a[14], a15 = a[15], a16 = a[16], a17 = a[17], a18 = a[18],
-            a19 = a[19];
+    __m512i a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5], a6 = a[6], a7 = a[7],
+            a8 = a[8], a9 = a[9], a10 = a[10], a11 = a[11], a12 = a[12], a13 = a[13], a14 = a[14],
+            a15 = a[15], a16 = a[16], a17 = a[17], a18 = a[18], a19 = a[19];
     for (int64_t i = 0; i < iters; i++) {
-        __asm__ volatile(DP(0) DP(1) DP(2) DP(3) DP(4) DP(5) DP(6) DP(7) DP(8) DP(9)
-                         : [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3),
-                           [a4] "+v"(a4), [a5] "+v"(a5), [a6] "+v"(a6), [a7] "+v"(a7),
-                           [a8] "+v"(a8), [a9] "+v"(a9)
-                         : [c] "v"(c), [q] "v"(q));
-        __asm__ volatile(DP(10) DP(11) DP(12) DP(13) DP(14) DP(15) DP(16) DP(17) DP(18) DP(19)
-                         : [a10] "+v"(a10), [a11] "+v"(a11), [a12] "+v"(a12), [a13] "+v"(a13),
-                           [a14] "+v"(a14), [a15] "+v"(a15), [a16] "+v"(a16), [a17] "+v"(a17),
-                           [a18] "+v"(a18), [a19] "+v"(a19)
-                         : [c] "v"(c), [q] "v"(q));
+        __asm__ volatile(
+            DP(0) DP(1) DP(2) DP(3) DP(4) DP(5) DP(6) DP(7) DP(8) DP(9)
+            : [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3), [a4] "+v"(a4),
+              [a5] "+v"(a5), [a6] "+v"(a6), [a7] "+v"(a7), [a8] "+v"(a8), [a9] "+v"(a9)
+            : [c] "v"(c), [q] "v"(q));
+        __asm__ volatile(
+            DP(10) DP(11) DP(12) DP(13) DP(14) DP(15) DP(16) DP(17) DP(18) DP(19)
+            : [a10] "+v"(a10), [a11] "+v"(a11), [a12] "+v"(a12), [a13] "+v"(a13), [a14] "+v"(a14),
+              [a15] "+v"(a15), [a16] "+v"(a16), [a17] "+v"(a17), [a18] "+v"(a18), [a19] "+v"(a19)
+            : [c] "v"(c), [q] "v"(q));
     }
-    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
-                                 _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
+    __m512i s =
+        _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                         _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
     s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
-    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a12, a13), _mm512_add_epi32(a14, a15)));
-    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a16, a17), _mm512_add_epi32(a18, a19)));
+    s = _mm512_add_epi32(s,
+                         _mm512_add_epi32(_mm512_add_epi32(a12, a13), _mm512_add_epi32(a14, a15)));
+    s = _mm512_add_epi32(s,
+                         _mm512_add_epi32(_mm512_add_epi32(a16, a17), _mm512_add_epi32(a18, a19)));
     __asm__ volatile("" ::"v"(s));
     return iters * 20 * 64;
 }

@@ -23,7 +23,7 @@
 #include "kernels/ops.h"
 
 #define DOT_ATTR __attribute__((target("arch=armv8.2-a+dotprod")))
-#define FLUSH 8 /* blocks per int16 run (plain NEON) */
+#define FLUSH    8 /* blocks per int16 run (plain NEON) */
 
 static int32_t sum_i8_neon(const int8_t *q, size_t n)
 {
@@ -40,10 +40,14 @@ static inline int8x16_t codes(uint8x16_t x, int g)
 {
     uint8x16_t m3 = vdupq_n_u8(3);
     switch (g) {
-    case 0: return vreinterpretq_s8_u8(vshrq_n_u8(x, 6));
-    case 1: return vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(x, 4), m3));
-    case 2: return vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(x, 2), m3));
-    default: return vreinterpretq_s8_u8(vandq_u8(x, m3));
+    case 0:
+        return vreinterpretq_s8_u8(vshrq_n_u8(x, 6));
+    case 1:
+        return vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(x, 4), m3));
+    case 2:
+        return vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(x, 2), m3));
+    default:
+        return vreinterpretq_s8_u8(vandq_u8(x, m3));
     }
 }
 
@@ -68,8 +72,8 @@ DOT_ATTR static int32_t row_dot_sdot(const uint8_t *w, int32_t blocks, const int
     return vaddvq_s32(vaddq_s32(vaddq_s32(a0, a1), vaddq_s32(a2, a3)));
 }
 
-DOT_ATTR static void gemv_sdot(const struct br_tmat *m, int32_t r0, int32_t r1,
-                               const int8_t *q, int32_t *acc)
+DOT_ATTR static void gemv_sdot(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
+                               int32_t *acc)
 {
     int32_t sumq = sum_i8_neon(q, (size_t)m->blocks * BR_TMAT_BLOCK);
     for (int32_t r = r0; r < r1; r++)
@@ -78,8 +82,7 @@ DOT_ATTR static void gemv_sdot(const struct br_tmat *m, int32_t r0, int32_t r1,
 
 /* One row times up to 4 tokens: codes decoded once per block, reused per token. */
 DOT_ATTR static void gemm_sdot(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
-                               const int8_t *q, size_t q_stride, int32_t *acc,
-                               size_t acc_stride)
+                               const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
 {
     size_t kpad = (size_t)m->blocks * BR_TMAT_BLOCK;
     for (int32_t t0 = 0; t0 < ntok; t0 += 4) {
@@ -90,7 +93,8 @@ DOT_ATTR static void gemm_sdot(const struct br_tmat *m, int32_t r0, int32_t r1, 
             const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
             int32x4_t a[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
             for (int32_t b = 0; b < m->blocks; b++) {
-                uint8x16_t x0 = vld1q_u8(w + (size_t)b * 32), x1 = vld1q_u8(w + (size_t)b * 32 + 16);
+                uint8x16_t x0 = vld1q_u8(w + (size_t)b * 32),
+                           x1 = vld1q_u8(w + (size_t)b * 32 + 16);
                 int8x16_t c[8];
                 for (int g = 0; g < 4; g++) {
                     c[2 * g] = codes(x0, g);
@@ -158,14 +162,16 @@ static void gemm_plain(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t 
                 int16x8_t lo[4], hi[4];
                 for (int t = 0; t < T; t++) lo[t] = hi[t] = vdupq_n_s16(0);
                 for (int32_t b = b0; b < b1; b++) {
-                    uint8x16_t x0 = vld1q_u8(w + (size_t)b * 32), x1 = vld1q_u8(w + (size_t)b * 32 + 16);
+                    uint8x16_t x0 = vld1q_u8(w + (size_t)b * 32),
+                               x1 = vld1q_u8(w + (size_t)b * 32 + 16);
                     int8x16_t c[8];
                     for (int g = 0; g < 4; g++) {
                         c[2 * g] = codes(x0, g);
                         c[2 * g + 1] = codes(x1, g);
                     }
                     for (int t = 0; t < T; t++) {
-                        const int8_t *qb = q + (size_t)(t0 + t) * q_stride + (size_t)b * BR_TMAT_BLOCK;
+                        const int8_t *qb =
+                            q + (size_t)(t0 + t) * q_stride + (size_t)b * BR_TMAT_BLOCK;
                         for (int k = 0; k < 8; k++) {
                             int8x16_t qv = vld1q_s8(qb + 16 * k);
                             lo[t] = vmlal_s8(lo[t], vget_low_s8(c[k]), vget_low_s8(qv));
@@ -235,8 +241,8 @@ DOT_ATTR static int64_t peak_macs_sdot(int64_t iters)
                          "sdot %5.4s, %8.16b, %9.16b\n\t"
                          "sdot %6.4s, %8.16b, %9.16b\n\t"
                          "sdot %7.4s, %8.16b, %9.16b"
-                         : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3), "+w"(a4), "+w"(a5),
-                           "+w"(a6), "+w"(a7)
+                         : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3), "+w"(a4), "+w"(a5), "+w"(a6),
+                           "+w"(a7)
                          : "w"(c), "w"(q));
     }
     int32x4_t s = vaddq_s32(vaddq_s32(vaddq_s32(a0, a1), vaddq_s32(a2, a3)),
@@ -258,8 +264,8 @@ static int64_t peak_macs_plain(int64_t iters)
                          "smlal %5.8h, %8.8b, %9.8b\n\t"
                          "smlal %6.8h, %8.8b, %9.8b\n\t"
                          "smlal %7.8h, %8.8b, %9.8b"
-                         : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3), "+w"(a4), "+w"(a5),
-                           "+w"(a6), "+w"(a7)
+                         : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3), "+w"(a4), "+w"(a5), "+w"(a6),
+                           "+w"(a7)
                          : "w"(c), "w"(q));
     }
     int16x8_t s = vaddq_s16(vaddq_s16(vaddq_s16(a0, a1), vaddq_s16(a2, a3)),

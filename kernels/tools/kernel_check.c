@@ -35,8 +35,8 @@ static void fill(struct br_tmat *m, int how, uint64_t *s)
             br_tmat_set(m, r, k, how == 1 ? -1 : how == 2 ? 1 : (int)(rnd(s) % 3) - 1);
 }
 
-static void check_gemv(const struct br_kernel_ops *k, int32_t rows, int32_t cols, int how,
-                       int qhow, uint64_t *s)
+static void check_gemv(const struct br_kernel_ops *k, int32_t rows, int32_t cols, int how, int qhow,
+                       uint64_t *s)
 {
     struct br_tmat m;
     if (br_tmat_init(&m, rows, cols) != BR_OK) exit(2);
@@ -47,14 +47,15 @@ static void check_gemv(const struct br_kernel_ops *k, int32_t rows, int32_t cols
     if (!q || !want || !got) exit(2);
     for (int32_t c = 0; c < cols; c++)
         q[c] = qhow == 1 ? -128 : qhow == 2 ? 127 : (int8_t)(rnd(s) & 0xff);
-    int32_t ranges[3][2] = {{0, rows}, {rows > 2 ? 1 : 0, rows > 2 ? rows - 1 : rows}, {rows - 1, rows}};
+    int32_t ranges[3][2] = {
+        {0, rows}, {rows > 2 ? 1 : 0, rows > 2 ? rows - 1 : rows}, {rows - 1, rows}};
     for (int i = 0; i < 3; i++) {
         int32_t r0 = ranges[i][0], r1 = ranges[i][1];
         br_tmat_gemv_ref(&m, r0, r1, q, want);
         k->gemv(&m, r0, r1, q, got);
         if (memcmp(want, got, (size_t)(r1 - r0) * 4) != 0) {
-            printf("FAIL %s gemv %dx%d fill %d q %d rows %d..%d\n", k->name, rows, cols, how,
-                   qhow, r0, r1);
+            printf("FAIL %s gemv %dx%d fill %d q %d rows %d..%d\n", k->name, rows, cols, how, qhow,
+                   r0, r1);
             g_fail = 1;
         }
     }
@@ -138,8 +139,8 @@ static void check_variant(const char *name)
         return;
     }
     uint64_t s = 42;
-    static const int32_t shapes[][2] = {{1, 100}, {3, 128}, {5, 129}, {7, 2560}, {11, 8640},
-                                        {2, 45568}, {17, 1000}};
+    static const int32_t shapes[][2] = {{1, 100},   {3, 128},   {5, 129},  {7, 2560},
+                                        {11, 8640}, {2, 45568}, {17, 1000}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         check_gemv(k, shapes[i][0], shapes[i][1], 0, 0, &s);
     for (int how = 1; how <= 2; how++)

@@ -42,10 +42,18 @@ static void fill_matrix(struct br_tmat *m, enum fill how, uint64_t *rng)
         for (int32_t k = 0; k < m->cols; k++) {
             int w;
             switch (how) {
-            case FILL_MINUS: w = -1; break;
-            case FILL_PLUS: w = 1; break;
-            case FILL_ZERO_HEAVY: w = (br_test_rand(rng) % 8 == 0) ? 1 - 2 * (int)(br_test_rand(rng) & 1) : 0; break;
-            default: w = (int)(br_test_rand(rng) % 3) - 1; break;
+            case FILL_MINUS:
+                w = -1;
+                break;
+            case FILL_PLUS:
+                w = 1;
+                break;
+            case FILL_ZERO_HEAVY:
+                w = (br_test_rand(rng) % 8 == 0) ? 1 - 2 * (int)(br_test_rand(rng) & 1) : 0;
+                break;
+            default:
+                w = (int)(br_test_rand(rng) % 3) - 1;
+                break;
             }
             br_tmat_set(m, r, k, w);
         }
@@ -84,8 +92,8 @@ static void check_gemv(const struct br_kernel_ops *k, struct br_tmat *m, const i
 }
 
 /* Runs gemv on the canonical layout and, where the variant has one, its packed layout. */
-static void check_gemv_layouts(const struct br_kernel_ops *k, struct br_tmat *m,
-                               const int8_t *q, int32_t r0, int32_t r1)
+static void check_gemv_layouts(const struct br_kernel_ops *k, struct br_tmat *m, const int8_t *q,
+                               int32_t r0, int32_t r1)
 {
     check_gemv(k, m, q, r0, r1);
     if (k->prepare) {
@@ -107,8 +115,8 @@ static void check_gemv_layouts(const struct br_kernel_ops *k, struct br_tmat *m,
 static void test_gemv_shapes(void **state)
 {
     const struct br_kernel_ops *k = variant_or_skip(state);
-    static const int32_t shapes[][2] = {{1, 100},  {3, 128},   {5, 129},  {7, 256},
-                                        {9, 384},  {4, 2560},  {11, 8640}, {6, 6912},
+    static const int32_t shapes[][2] = {{1, 100},   {3, 128},   {5, 129},   {7, 256},
+                                        {9, 384},   {4, 2560},  {11, 8640}, {6, 6912},
                                         {2, 45568}, {17, 1000}, {33, 640}};
     uint64_t rng = 12345;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -297,29 +305,26 @@ static void test_dispatch(void **state)
         b[i] = rand_float(&rng);
         h[i] = br_f32_to_f16(a[i]);
     }
-    assert_int_equal(br_fp32_to_bits(br_dot_f32(a, b, 299)), br_fp32_to_bits(br_dot_f32_ref(a, b, 299)));
+    assert_int_equal(br_fp32_to_bits(br_dot_f32(a, b, 299)),
+                     br_fp32_to_bits(br_dot_f32_ref(a, b, 299)));
     assert_int_equal(br_fp32_to_bits(br_dot_f16_f32(h, b, 299)),
                      br_fp32_to_bits(br_dot_f16_f32_ref(h, b, 299)));
     free(q);
     br_tmat_free(&m);
 }
 
-#define VARIANT_TESTS(v)                                                                   \
-    cmocka_unit_test_prestate(test_gemv_shapes, (void *)v),                                \
-        cmocka_unit_test_prestate(test_gemv_extremes, (void *)v),                          \
-        cmocka_unit_test_prestate(test_gemm, (void *)v),                                   \
-        cmocka_unit_test_prestate(test_dot_f32, (void *)v),                                \
+#define VARIANT_TESTS(v)                                                                           \
+    cmocka_unit_test_prestate(test_gemv_shapes, (void *)v),                                        \
+        cmocka_unit_test_prestate(test_gemv_extremes, (void *)v),                                  \
+        cmocka_unit_test_prestate(test_gemm, (void *)v),                                           \
+        cmocka_unit_test_prestate(test_dot_f32, (void *)v),                                        \
         cmocka_unit_test_prestate(test_dot_f16, (void *)v)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dispatch),
-        VARIANT_TESTS("ref"),
-        VARIANT_TESTS("avx2"),
-        VARIANT_TESTS("avx512"),
-        VARIANT_TESTS("neon"),
-        VARIANT_TESTS("neon-nodot"),
+        cmocka_unit_test(test_dispatch), VARIANT_TESTS("ref"),  VARIANT_TESTS("avx2"),
+        VARIANT_TESTS("avx512"),         VARIANT_TESTS("neon"), VARIANT_TESTS("neon-nodot"),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

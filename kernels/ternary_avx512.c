@@ -172,29 +172,82 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
 /* R rows (<= 2) times T tokens (<= 8) over block pairs j0..j1-1 (plus the odd last block
  * when `tail`), added to out. qp: (T, pairs * 256) permuted activations; q: original
  * activations, read for the odd last block. */
+/* The hot shape, 2 rows x 8 tokens, written with named accumulators: with arrays the
+ * compiler shuffled and spilled registers inside the loop, costing about a fifth of the
+ * multiply-add rate. Leaves the 16 sums in acc[r * 8 + t]. */
+#define G2X8_STEP(t)                                                                               \
+    do {                                                                                           \
+        __m512i qv = _mm512_loadu_si512(qj + (size_t)(t)*qp_stride);                               \
+        a0##t = _mm512_dpbusd_epi32(a0##t, c0, qv);                                                \
+        a1##t = _mm512_dpbusd_epi32(a1##t, c1, qv);                                                \
+    } while (0)
+#define G2X8_GROUP(g)                                                                              \
+    do {                                                                                           \
+        __m512i c0 = (g) == 3 ? _mm512_and_si512(x0, m3)                                           \
+                              : _mm512_and_si512(_mm512_srli_epi16(x0, 6 - 2 * (g)), m3);          \
+        __m512i c1 = (g) == 3 ? _mm512_and_si512(x1, m3)                                           \
+                              : _mm512_and_si512(_mm512_srli_epi16(x1, 6 - 2 * (g)), m3);          \
+        const int8_t *qj = qp + (size_t)j * 256 + 64 * (g);                                        \
+        G2X8_STEP(0);                                                                              \
+        G2X8_STEP(1);                                                                              \
+        G2X8_STEP(2);                                                                              \
+        G2X8_STEP(3);                                                                              \
+        G2X8_STEP(4);                                                                              \
+        G2X8_STEP(5);                                                                              \
+        G2X8_STEP(6);                                                                              \
+        G2X8_STEP(7);                                                                              \
+    } while (0)
+
+static void gemm_core_2x8(const uint8_t *w, size_t stride, int32_t j0, int32_t j1, const int8_t *qp,
+                          size_t qp_stride, __m512i *acc)
+{
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00,
+            a06 = a00, a07 = a00;
+    __m512i a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00, a16 = a00, a17 = a00;
+    for (int32_t j = j0; j < j1; j++) {
+        __m512i x0 = _mm512_loadu_si512(w + (size_t)j * 64);
+        __m512i x1 = _mm512_loadu_si512(w + stride + (size_t)j * 64);
+        G2X8_GROUP(0);
+        G2X8_GROUP(1);
+        G2X8_GROUP(2);
+        G2X8_GROUP(3);
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03;
+    acc[4] = a04, acc[5] = a05, acc[6] = a06, acc[7] = a07;
+    acc[8] = a10, acc[9] = a11, acc[10] = a12, acc[11] = a13;
+    acc[12] = a14, acc[13] = a15, acc[14] = a16, acc[15] = a17;
+}
+#undef G2X8_GROUP
+#undef G2X8_STEP
+
 static inline __attribute__((always_inline)) void
 gemm_rows(const uint8_t *w, size_t stride, int32_t j0, int32_t j1, int tail, const int8_t *q,
           size_t q_stride, const int8_t *qp, size_t qp_stride, int R, int T, int32_t *out,
           size_t out_stride)
 {
-    const __m512i m3 = _mm512_set1_epi8(3);
     __m512i a[2][GEMM_T];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) a[r][t] = _mm512_setzero_si512();
     int32_t pairs = j1;
-    for (int32_t j = j0; j < j1; j++) {
-        __m512i x[2];
+    if (R == 2 && T == GEMM_T) {
+        gemm_core_2x8(w, stride, j0, j1, qp, qp_stride, &a[0][0]);
+    } else {
+        const __m512i m3 = _mm512_set1_epi8(3);
         for (int r = 0; r < R; r++)
-            x[r] = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
-        /* one bit pair at a time keeps few code registers live next to the R*T sums */
-        for (int g = 0; g < 4; g++) {
-            __m512i c[2];
+            for (int t = 0; t < T; t++) a[r][t] = _mm512_setzero_si512();
+        for (int32_t j = j0; j < j1; j++) {
+            __m512i x[2];
             for (int r = 0; r < R; r++)
-                c[r] = _mm512_and_si512(_mm512_srli_epi16(x[r], 6 - 2 * g), m3);
-            const int8_t *qj = qp + (size_t)j * 256 + 64 * g;
-            for (int t = 0; t < T; t++) {
-                __m512i qv = _mm512_loadu_si512(qj + (size_t)t * qp_stride);
-                for (int r = 0; r < R; r++) a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r], qv);
+                x[r] = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
+            /* one bit pair at a time keeps few code registers live next to the R*T sums */
+            for (int g = 0; g < 4; g++) {
+                __m512i c[2];
+                for (int r = 0; r < R; r++)
+                    c[r] = _mm512_and_si512(_mm512_srli_epi16(x[r], 6 - 2 * g), m3);
+                const int8_t *qj = qp + (size_t)j * 256 + 64 * g;
+                for (int t = 0; t < T; t++) {
+                    __m512i qv = _mm512_loadu_si512(qj + (size_t)t * qp_stride);
+                    for (int r = 0; r < R; r++) a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r], qv);
+                }
             }
         }
     }

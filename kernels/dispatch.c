@@ -110,17 +110,16 @@ int br_kernels_available(const char *name)
     return br_kernels_find(name) != NULL;
 }
 
-static const struct br_kernel_ops *choose(void)
+const struct br_kernel_ops *br_kernels_select(const char *request)
 {
     static const char *const order[] = {"avx512", "avx2", "neon", "ref"};
-    const char *env = getenv("BITRACK_KERNELS");
-    if (env && *env) {
-        const struct br_kernel_ops *k = br_kernels_find(env);
+    if (request && *request) {
+        const struct br_kernel_ops *k = br_kernels_find(request);
         if (k) return k;
         fprintf(stderr,
                 "bitrack: BITRACK_KERNELS=%s is not available on this build or CPU; "
                 "choosing automatically\n",
-                env);
+                request);
     }
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         const struct br_kernel_ops *k = br_kernels_find(order[i]);
@@ -134,7 +133,7 @@ const struct br_kernel_ops *br_kernels_active(void)
     static _Atomic(const struct br_kernel_ops *) active;
     const struct br_kernel_ops *k = atomic_load_explicit(&active, memory_order_acquire);
     if (!k) {
-        k = choose();
+        k = br_kernels_select(getenv("BITRACK_KERNELS"));
         /* Every racing caller computes the same table, so the first store wins harmlessly. */
         const struct br_kernel_ops *expected = NULL;
         if (!atomic_compare_exchange_strong_explicit(&active, &expected, k, memory_order_acq_rel,

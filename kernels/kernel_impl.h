@@ -66,6 +66,9 @@ int br_cpu_has_dotprod(void);
 /* The variant called `name` ("ref", "avx2", "avx512", "neon", "neon-nodot") if compiled in and
  * supported by this CPU, else NULL. */
 const struct br_kernel_ops *br_kernels_find(const char *name);
+/* What the dispatcher picks for a BITRACK_KERNELS value (NULL or "" = automatic): the
+ * requested variant if it is available, else (with a message on stderr) the best one. */
+const struct br_kernel_ops *br_kernels_select(const char *request);
 /* The variant chosen for this process (first call decides; thread-safe). */
 const struct br_kernel_ops *br_kernels_active(void);
 

@@ -145,44 +145,57 @@ static inline __attribute__((always_inline)) void gemm_row(const uint8_t *w, int
     for (int t = 0; t < T; t++) out[(size_t)t * out_stride] = tot[t] - sumq[t];
 }
 
+#define GEMM_RB_BYTES (256 * 1024) /* weight bytes of a row block, kept in L2 */
+
+/* Row blocks of about 256 KiB of weights stay in L2 while every 8-token block passes, so
+ * a weight byte comes from memory once per call and from L2 once per 8 tokens. */
 static void gemm_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
                       const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
 {
     size_t kpad = (size_t)m->blocks * BR_TMAT_BLOCK;
-    for (int32_t t0 = 0; t0 < ntok; t0 += 8) {
-        int T = ntok - t0 < 8 ? (int)(ntok - t0) : 8;
-        int32_t sumq[8];
-        const int8_t *qt = q + (size_t)t0 * q_stride;
-        for (int t = 0; t < T; t++) sumq[t] = sum_i8_avx2(qt + (size_t)t * q_stride, kpad);
-        int32_t *at = acc + (size_t)t0 * acc_stride;
-        for (int32_t r = r0; r < r1; r++) {
-            const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
-            int32_t *o = at + (r - r0);
-            switch (T) { /* constant T lets the compiler keep all accumulators in registers */
-            case 8:
-                gemm_row(w, m->blocks, qt, q_stride, sumq, 8, o, acc_stride);
-                break;
-            case 7:
-                gemm_row(w, m->blocks, qt, q_stride, sumq, 7, o, acc_stride);
-                break;
-            case 6:
-                gemm_row(w, m->blocks, qt, q_stride, sumq, 6, o, acc_stride);
-                break;
-            case 5:
-                gemm_row(w, m->blocks, qt, q_stride, sumq, 5, o, acc_stride);
-                break;
-            case 4:
-                gemm_row(w, m->blocks, qt, q_stride, sumq, 4, o, acc_stride);
-                break;
-            case 3:
-                gemm_row(w, m->blocks, qt, q_stride, sumq, 3, o, acc_stride);
-                break;
-            case 2:
-                gemm_row(w, m->blocks, qt, q_stride, sumq, 2, o, acc_stride);
-                break;
-            default:
-                gemm_row(w, m->blocks, qt, q_stride, sumq, 1, o, acc_stride);
-                break;
+    int32_t rb = (int32_t)(GEMM_RB_BYTES / m->row_bytes);
+    if (rb < 1) rb = 1;
+    for (int32_t t = 0; t < ntok; t++) {
+        int32_t sumq = sum_i8_avx2(q + (size_t)t * q_stride, kpad);
+        for (int32_t r = r0; r < r1; r++) acc[(size_t)t * acc_stride + (size_t)(r - r0)] = sumq;
+    }
+    for (int32_t b0 = r0; b0 < r1; b0 += rb) {
+        int32_t b1 = b0 + rb < r1 ? b0 + rb : r1;
+        for (int32_t t0 = 0; t0 < ntok; t0 += 8) {
+            int T = ntok - t0 < 8 ? (int)(ntok - t0) : 8;
+            const int8_t *qt = q + (size_t)t0 * q_stride;
+            int32_t *at = acc + (size_t)t0 * acc_stride;
+            for (int32_t r = b0; r < b1; r++) {
+                const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
+                int32_t *o = at + (r - r0);
+                int32_t sumq[8]; /* stored in the output above; read back before overwriting */
+                for (int t = 0; t < T; t++) sumq[t] = o[(size_t)t * acc_stride];
+                switch (T) { /* constant T lets the compiler keep all accumulators in registers */
+                case 8:
+                    gemm_row(w, m->blocks, qt, q_stride, sumq, 8, o, acc_stride);
+                    break;
+                case 7:
+                    gemm_row(w, m->blocks, qt, q_stride, sumq, 7, o, acc_stride);
+                    break;
+                case 6:
+                    gemm_row(w, m->blocks, qt, q_stride, sumq, 6, o, acc_stride);
+                    break;
+                case 5:
+                    gemm_row(w, m->blocks, qt, q_stride, sumq, 5, o, acc_stride);
+                    break;
+                case 4:
+                    gemm_row(w, m->blocks, qt, q_stride, sumq, 4, o, acc_stride);
+                    break;
+                case 3:
+                    gemm_row(w, m->blocks, qt, q_stride, sumq, 3, o, acc_stride);
+                    break;
+                case 2:
+                    gemm_row(w, m->blocks, qt, q_stride, sumq, 2, o, acc_stride);
+                    break;
+                default:
+                    gemm_row(w, m->blocks, qt, q_stride, sumq, 1, o, acc_stride);
+                    break;
+                }
             }
         }
     }

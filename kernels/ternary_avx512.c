@@ -278,9 +278,63 @@ gemm_rows(const uint8_t *w, size_t stride, int32_t j0, int32_t j1, int tail, con
     }
 }
 
+/* One tile: R rows (1 or 2) x T tokens (1..8) over pairs j0..j1-1; constant shapes keep
+ * every accumulator in a register. */
+static void gemm_tile(const uint8_t *w, size_t stride, int R, int T, int32_t j0, int32_t j1,
+                      int tail, const int8_t *q, size_t q_stride, const int8_t *qp,
+                      size_t qp_stride, int32_t *o, size_t acc_stride)
+{
 #define GEMM_CASE(RR, TT)                                                                          \
-    gemm_rows(w, m->row_bytes, j0, j1, tail, qt, q_stride, qp, qp_stride, RR, TT, o, acc_stride)
+    gemm_rows(w, stride, j0, j1, tail, q, q_stride, qp, qp_stride, RR, TT, o, acc_stride);         \
+    return
+    if (R == 2) {
+        switch (T) {
+        case 8:
+            GEMM_CASE(2, 8);
+        case 7:
+            GEMM_CASE(2, 7);
+        case 6:
+            GEMM_CASE(2, 6);
+        case 5:
+            GEMM_CASE(2, 5);
+        case 4:
+            GEMM_CASE(2, 4);
+        case 3:
+            GEMM_CASE(2, 3);
+        case 2:
+            GEMM_CASE(2, 2);
+        default:
+            GEMM_CASE(2, 1);
+        }
+    }
+    switch (T) {
+    case 8:
+        GEMM_CASE(1, 8);
+    case 7:
+        GEMM_CASE(1, 7);
+    case 6:
+        GEMM_CASE(1, 6);
+    case 5:
+        GEMM_CASE(1, 5);
+    case 4:
+        GEMM_CASE(1, 4);
+    case 3:
+        GEMM_CASE(1, 3);
+    case 2:
+        GEMM_CASE(1, 2);
+    default:
+        GEMM_CASE(1, 1);
+    }
+#undef GEMM_CASE
+}
 
+#define GEMM_TS       64           /* tokens whose activations are permuted together */
+#define GEMM_RB_BYTES (512 * 1024) /* weight bytes of a row block, kept in L2 */
+
+/* Loop nest, outermost first: 64-token super-blocks (activations permuted once), row
+ * blocks of about 512 KiB of weights (stay in L2 while every token block of the
+ * super-block passes), 8-token blocks, column chunks (their activations stay in L1),
+ * row pairs. So a weight byte comes from memory once per 64 tokens, from L2 once per 8. */
 static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
                         const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
 {
@@ -290,88 +344,40 @@ static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t
     /* equal chunks of at most GEMM_KC pairs: every chunk ends with a reduction */
     int32_t nchunks = (pairs + GEMM_KC - 1) / GEMM_KC;
     int32_t kc = nchunks ? (pairs + nchunks - 1) / nchunks : 1;
-    int8_t *qp = aligned_alloc(64, qp_stride * GEMM_T + 64);
+    int32_t rb = (int32_t)(GEMM_RB_BYTES / m->row_bytes) & ~1;
+    if (rb < 2) rb = 2;
+    int32_t ts_max = ntok < GEMM_TS ? ntok : GEMM_TS;
+    int8_t *qp = aligned_alloc(64, qp_stride * (size_t)ts_max + 64);
     if (!qp) {
         br_tmat_gemm_ref(m, r0, r1, ntok, q, q_stride, acc, acc_stride);
         return;
     }
-    for (int32_t t0 = 0; t0 < ntok; t0 += GEMM_T) {
-        int T = ntok - t0 < GEMM_T ? (int)(ntok - t0) : GEMM_T;
-        const int8_t *qt = q + (size_t)t0 * q_stride;
-        int32_t sumq[GEMM_T];
-        for (int t = 0; t < T; t++) {
-            permute_q(qt + (size_t)t * q_stride, pairs, qp + (size_t)t * qp_stride);
-            sumq[t] = sum_i8_avx512(qt + (size_t)t * q_stride, kpad);
+    for (int32_t s0 = 0; s0 < ntok; s0 += GEMM_TS) {
+        int32_t ts = ntok - s0 < GEMM_TS ? ntok - s0 : GEMM_TS;
+        for (int32_t t = 0; t < ts; t++) {
+            const int8_t *qt = q + (size_t)(s0 + t) * q_stride;
+            permute_q(qt, pairs, qp + (size_t)t * qp_stride);
+            int32_t sumq = sum_i8_avx512(qt, kpad);
+            int32_t *at = acc + (size_t)(s0 + t) * acc_stride;
+            for (int32_t r = r0; r < r1; r++) at[r - r0] = -sumq;
         }
-        int32_t *at = acc + (size_t)t0 * acc_stride;
-        for (int t = 0; t < T; t++)
-            for (int32_t r = r0; r < r1; r++)
-                at[(size_t)t * acc_stride + (size_t)(r - r0)] = -sumq[t];
-        /* Column chunks outermost keep this chunk's activations of every token in L1 while
-         * all rows stream past; each weight byte is still read once per token block. */
-        for (int32_t j0 = 0;; j0 += kc) {
-            int32_t j1 = j0 + kc < pairs ? j0 + kc : pairs;
-            int tail = j1 == pairs && (m->blocks & 1);
-            for (int32_t r = r0; r < r1; r += 2) {
-                const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
-                int32_t *o = at + (r - r0);
-                if (r + 2 <= r1) {
-                    switch (T) { /* constant shapes keep every accumulator in a register */
-                    case 8:
-                        GEMM_CASE(2, 8);
-                        break;
-                    case 7:
-                        GEMM_CASE(2, 7);
-                        break;
-                    case 6:
-                        GEMM_CASE(2, 6);
-                        break;
-                    case 5:
-                        GEMM_CASE(2, 5);
-                        break;
-                    case 4:
-                        GEMM_CASE(2, 4);
-                        break;
-                    case 3:
-                        GEMM_CASE(2, 3);
-                        break;
-                    case 2:
-                        GEMM_CASE(2, 2);
-                        break;
-                    default:
-                        GEMM_CASE(2, 1);
-                        break;
-                    }
-                } else {
-                    switch (T) {
-                    case 8:
-                        GEMM_CASE(1, 8);
-                        break;
-                    case 7:
-                        GEMM_CASE(1, 7);
-                        break;
-                    case 6:
-                        GEMM_CASE(1, 6);
-                        break;
-                    case 5:
-                        GEMM_CASE(1, 5);
-                        break;
-                    case 4:
-                        GEMM_CASE(1, 4);
-                        break;
-                    case 3:
-                        GEMM_CASE(1, 3);
-                        break;
-                    case 2:
-                        GEMM_CASE(1, 2);
-                        break;
-                    default:
-                        GEMM_CASE(1, 1);
-                        break;
-                    }
+        for (int32_t b0 = r0; b0 < r1; b0 += rb) {
+            int32_t b1 = b0 + rb < r1 ? b0 + rb : r1;
+            for (int32_t t0 = 0; t0 < ts; t0 += GEMM_T) {
+                int T = ts - t0 < GEMM_T ? (int)(ts - t0) : GEMM_T;
+                const int8_t *qt = q + (size_t)(s0 + t0) * q_stride;
+                const int8_t *qpt = qp + (size_t)t0 * qp_stride;
+                int32_t *at = acc + (size_t)(s0 + t0) * acc_stride;
+                for (int32_t j0 = 0;; j0 += kc) {
+                    int32_t j1 = j0 + kc < pairs ? j0 + kc : pairs;
+                    int tail = j1 == pairs && (m->blocks & 1);
+                    for (int32_t r = b0; r < b1; r += 2)
+                        gemm_tile(m->codes + (size_t)r * m->row_bytes, m->row_bytes,
+                                  r + 2 <= b1 ? 2 : 1, T, j0, j1, tail, qt, q_stride, qpt,
+                                  qp_stride, at + (r - r0), acc_stride);
+                    if (j1 >= pairs) break;
                 }
             }
-            if (j1 >= pairs) break;
         }
     }
     free(qp);

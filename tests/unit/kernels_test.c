@@ -166,6 +166,40 @@ static void test_gemv_extremes(void **state)
     br_tmat_free(&m);
 }
 
+/* GEMM of rows 1..rows-1 (or all when rows <= 2) for ntok tokens with padded strides;
+ * one token saturated low, one high, and the gaps between outputs must stay untouched. */
+static void check_gemm(const struct br_kernel_ops *k, struct br_tmat *m, int32_t ntok,
+                       uint64_t *rng)
+{
+    int32_t kpad = m->blocks * BR_TMAT_BLOCK;
+    size_t q_stride = (size_t)kpad + (ntok % 2 ? 64 : 0);
+    size_t acc_stride = (size_t)m->rows + (size_t)(ntok % 3);
+    int8_t *q = calloc((size_t)ntok * q_stride, 1);
+    assert_non_null(q);
+    for (int32_t t = 0; t < ntok; t++)
+        for (int32_t c = 0; c < m->cols; c++) {
+            int8_t v = (int8_t)(br_test_rand(rng) & 0xff);
+            if (t == 1) v = -128;
+            if (t == 2) v = 127;
+            q[(size_t)t * q_stride + (size_t)c] = v;
+        }
+    size_t n = (size_t)ntok * acc_stride;
+    int32_t *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    assert_non_null(want);
+    assert_non_null(got);
+    for (size_t i = 0; i < n; i++) want[i] = got[i] = -7;
+    int32_t r0 = m->rows > 2 ? 1 : 0, r1 = m->rows;
+    br_tmat_gemm_ref(m, r0, r1, ntok, q, q_stride, want, acc_stride);
+    k->gemm(m, r0, r1, ntok, q, q_stride, got, acc_stride);
+    for (size_t i = 0; i < n; i++)
+        if (want[i] != got[i])
+            fail_msg("%s gemm %dx%d ntok %d index %zu: want %d got %d", k->name, m->rows, m->cols,
+                     ntok, i, want[i], got[i]);
+    free(want);
+    free(got);
+    free(q);
+}
+
 static void test_gemm(void **state)
 {
     const struct br_kernel_ops *k = variant_or_skip(state);
@@ -175,35 +209,26 @@ static void test_gemm(void **state)
         struct br_tmat m;
         assert_int_equal(br_tmat_init(&m, shapes[s][0], shapes[s][1]), BR_OK);
         fill_matrix(&m, s == 1 ? FILL_ZERO_HEAVY : FILL_RANDOM, &rng);
-        int32_t kpad = m.blocks * BR_TMAT_BLOCK;
-        for (int32_t ntok = 1; ntok <= 9; ntok++) {
-            size_t q_stride = (size_t)kpad + (ntok % 2 ? 64 : 0);
-            size_t acc_stride = (size_t)m.rows + (size_t)(ntok % 3);
-            int8_t *q = calloc((size_t)ntok * q_stride, 1);
-            assert_non_null(q);
-            for (int32_t t = 0; t < ntok; t++)
-                for (int32_t c = 0; c < m.cols; c++) {
-                    int8_t v = (int8_t)(br_test_rand(&rng) & 0xff);
-                    if (t == 1) v = -128; /* one saturated token in every batch */
-                    if (t == 2) v = 127;
-                    q[(size_t)t * q_stride + (size_t)c] = v;
-                }
-            size_t n = (size_t)ntok * acc_stride;
-            int32_t *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
-            assert_non_null(want);
-            assert_non_null(got);
-            for (size_t i = 0; i < n; i++) want[i] = got[i] = -7; /* gaps must stay untouched */
-            int32_t r0 = m.rows > 2 ? 1 : 0, r1 = m.rows;
-            br_tmat_gemm_ref(&m, r0, r1, ntok, q, q_stride, want, acc_stride);
-            k->gemm(&m, r0, r1, ntok, q, q_stride, got, acc_stride);
-            for (size_t i = 0; i < n; i++)
-                if (want[i] != got[i])
-                    fail_msg("%s gemm %dx%d ntok %d index %zu: want %d got %d", k->name, m.rows,
-                             m.cols, ntok, i, want[i], got[i]);
-            free(want);
-            free(got);
-            free(q);
-        }
+        for (int32_t ntok = 1; ntok <= 9; ntok++) check_gemm(k, &m, ntok, &rng);
+        br_tmat_free(&m);
+    }
+}
+
+/* Shapes that cross the kernels' blocking: several row blocks (about 256-512 KiB of
+ * weights each) ending on an odd row, and token counts past the 64-token super-block. */
+static void test_gemm_blocking(void **state)
+{
+    const struct br_kernel_ops *k = variant_or_skip(state);
+    static const struct {
+        int32_t rows, cols, ntok;
+    } cases[] = {{97, 45568, 9}, {97, 45568, 1}, {263, 8192, 10},
+                 {9, 384, 64},   {9, 384, 70},   {5, 8640, 130}};
+    uint64_t rng = 4711;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct br_tmat m;
+        assert_int_equal(br_tmat_init(&m, cases[i].rows, cases[i].cols), BR_OK);
+        fill_matrix(&m, FILL_RANDOM, &rng);
+        check_gemm(k, &m, cases[i].ntok, &rng);
         br_tmat_free(&m);
     }
 }
@@ -313,18 +338,40 @@ static void test_dispatch(void **state)
     br_tmat_free(&m);
 }
 
+/* The override picks the named variant where it can run and falls back to the best one
+ * otherwise; the automatic choice prefers the widest vectors the CPU supports. */
+static void test_select(void **state)
+{
+    (void)state;
+    const struct br_kernel_ops *best = br_kernels_select(NULL);
+    assert_ptr_equal(br_kernels_select(""), best);
+    assert_ptr_equal(br_kernels_select("ref"), &br_kernels_ref);
+    assert_ptr_equal(br_kernels_select("no-such-isa"), best);
+    static const char *const names[] = {"avx2", "avx512", "neon"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const struct br_kernel_ops *k = br_kernels_find(names[i]);
+        assert_ptr_equal(br_kernels_select(names[i]), k ? k : best);
+    }
+    if (br_kernels_find("avx512"))
+        assert_string_equal(best->name, "avx512");
+    else if (br_kernels_find("avx2"))
+        assert_string_equal(best->name, "avx2");
+}
+
 #define VARIANT_TESTS(v)                                                                           \
     cmocka_unit_test_prestate(test_gemv_shapes, (void *)v),                                        \
         cmocka_unit_test_prestate(test_gemv_extremes, (void *)v),                                  \
         cmocka_unit_test_prestate(test_gemm, (void *)v),                                           \
+        cmocka_unit_test_prestate(test_gemm_blocking, (void *)v),                                  \
         cmocka_unit_test_prestate(test_dot_f32, (void *)v),                                        \
         cmocka_unit_test_prestate(test_dot_f16, (void *)v)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dispatch), VARIANT_TESTS("ref"),  VARIANT_TESTS("avx2"),
-        VARIANT_TESTS("avx512"),         VARIANT_TESTS("neon"), VARIANT_TESTS("neon-nodot"),
+        cmocka_unit_test(test_dispatch), cmocka_unit_test(test_select), VARIANT_TESTS("ref"),
+        VARIANT_TESTS("avx2"),           VARIANT_TESTS("avx512"),       VARIANT_TESTS("neon"),
+        VARIANT_TESTS("neon-nodot"),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,9 +31,9 @@
 #include "kernels/ternary.h"
 
 #define MAX_LIST 8
-/* Row ranges per thread in a run: a few, so a thread that is descheduled (the machine
- * may be shared) holds up only a small piece of the work. */
-#define TASKS_PER_THREAD 4
+/* Row ranges per thread in a run. One each measured best: every range re-derives the
+ * activation layout and sum, and short ranges cut the GEMV's prefetch streams short. */
+#define TASKS_PER_THREAD 1
 
 struct opts {
     int threads[MAX_LIST];

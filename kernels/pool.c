@@ -156,13 +156,25 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* The CPUs the process may use, as they were when the first pinned pool was made: a
+ * pinned pool pins its creator, and asking the creator's mask again would then return
+ * that one CPU and stack every later pool onto it. */
+static cpu_set_t g_allowed;
+static int g_allowed_ok;
+static pthread_once_t g_allowed_once = PTHREAD_ONCE_INIT;
+
+static void probe_allowed(void)
+{
+    g_allowed_ok = sched_getaffinity(0, sizeof g_allowed, &g_allowed) == 0;
+}
+
 static int allowed_cpus(int *cpus, int n)
 {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    pthread_once(&g_allowed_once, probe_allowed);
+    if (!g_allowed_ok) return 0;
     int found = 0;
     for (int c = 0; c < CPU_SETSIZE && found < n; c++)
-        if (CPU_ISSET(c, &set)) cpus[found++] = c;
+        if (CPU_ISSET(c, &g_allowed)) cpus[found++] = c;
     return found;
 }
 

@@ -25,7 +25,8 @@ struct br_pool_opts {
 
 /* n_threads counts the caller: 1 means no extra threads. */
 int br_pool_create(int n_threads, struct br_pool **out);
-/* Same, with every thread (the calling one included) pinned to its own CPU. */
+/* Same, with every thread (the calling one included) pinned to its own CPU: thread i to
+ * the i-th CPU the process was allowed when the first pinned pool was created. */
 int br_pool_create_pinned(int n_threads, struct br_pool **out);
 int br_pool_create_opts(const struct br_pool_opts *opts, struct br_pool **out);
 void br_pool_destroy(struct br_pool **pool);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sched.h>
 
 #include "bitrack/status.h"
 #include "kernels/pool.h"
@@ -107,12 +108,37 @@ static void test_back_to_back_oversubscribed(void **state)
     br_pool_destroy(&p);
 }
 
+struct cpu_ctx {
+    int cpu[2];
+};
+
+static void record_cpu(void *vctx, int task, int n_tasks)
+{
+    (void)n_tasks;
+    struct cpu_ctx *c = vctx;
+    /* long enough that both threads take a task */
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    c->cpu[task] = sched_getcpu();
+}
+
 static void test_pinned(void **state)
 {
     (void)state;
+    cpu_set_t before;
+    CPU_ZERO(&before);
+    assert_int_equal(sched_getaffinity(0, sizeof before, &before), 0);
     struct br_pool *p = NULL;
     assert_int_equal(br_pool_create_pinned(2, &p), BR_OK);
     check_runs(p, 10, 0);
+    /* A second pinned pool made by the (now pinned) caller still spreads its threads over
+     * the process's CPUs instead of stacking them on the caller's one. */
+    struct br_pool *p2 = NULL;
+    assert_int_equal(br_pool_create_pinned(2, &p2), BR_OK);
+    struct cpu_ctx c = {{-1, -1}};
+    br_pool_run(p2, record_cpu, &c, 2);
+    if (CPU_COUNT(&before) > 1) assert_int_not_equal(c.cpu[0], c.cpu[1]);
+    br_pool_destroy(&p2);
     br_pool_destroy(&p);
 }
 

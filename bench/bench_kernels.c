@@ -148,6 +148,12 @@ static double timed_run(struct br_pool *pool, br_pool_fn fn, void *ctx, int n_ta
     return sw_elapsed(sw, br_pool_threads(pool));
 }
 
+/* 64-byte aligned memory; C11 wants the size to be a multiple of the alignment. */
+static void *alloc64(size_t n)
+{
+    return aligned_alloc(64, (n + 63) / 64 * 64);
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
     *s ^= *s >> 12;
@@ -239,9 +245,9 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
     struct bw_ctx c;
     memset(&c, 0, sizeof c);
     c.n = total_mb * 1024 * 1024 / 3 / sizeof(double);
-    c.a = aligned_alloc(64, c.n * sizeof(double));
-    c.b = aligned_alloc(64, c.n * sizeof(double));
-    c.c = aligned_alloc(64, c.n * sizeof(double));
+    c.a = alloc64(c.n * sizeof(double));
+    c.b = alloc64(c.n * sizeof(double));
+    c.c = alloc64(c.n * sizeof(double));
     *triad_gbs = *read_gbs = 0;
     if (!c.a || !c.b || !c.c) goto out;
     int nt = br_pool_threads(pool);
@@ -370,7 +376,7 @@ static int make_copies(const struct br_tmat *proto, size_t ws_bytes, struct copi
     memset(cp, 0, sizeof *cp);
     cp->n = (int)((ws_bytes + one - 1) / one);
     if (cp->n < 2) cp->n = 2;
-    cp->codes = aligned_alloc(64, one * (size_t)cp->n);
+    cp->codes = alloc64(one * (size_t)cp->n);
     cp->mats = calloc((size_t)cp->n, sizeof *cp->mats);
     if (!cp->codes || !cp->mats) return -1;
     for (int i = 0; i < cp->n; i++) {
@@ -389,7 +395,7 @@ static int add_t5(const struct br_tmat *proto, struct copies *cp, size_t *bytes_
 {
     size_t kpad = (size_t)proto->blocks * BR_TMAT_BLOCK;
     size_t rb = (kpad + 319) / 320 * 64, one = rb * (size_t)proto->rows;
-    cp->packed = aligned_alloc(64, one * (size_t)cp->n);
+    cp->packed = alloc64(one * (size_t)cp->n);
     if (!cp->packed) return -1;
     for (int i = 0; i < cp->n; i++) {
         memcpy(cp->packed + one * (size_t)i, proto->packed, one);
@@ -639,8 +645,8 @@ int br_bench_kernels_main(int argc, char **argv)
         if (br_tmat_init(&proto, sh->rows, sh->cols) != BR_OK) return 1;
         fill_random(&proto, &rng);
         size_t kpad = (size_t)proto.blocks * BR_TMAT_BLOCK;
-        int8_t *q = aligned_alloc(64, kpad * 128);
-        int32_t *acc = aligned_alloc(64, (size_t)sh->rows * 128 * sizeof *acc);
+        int8_t *q = alloc64(kpad * 128);
+        int32_t *acc = alloc64((size_t)sh->rows * 128 * sizeof *acc);
         if (!q || !acc) return 1;
         for (size_t i = 0; i < kpad * 128; i++) q[i] = (int8_t)(rng_next(&rng) & 0xff);
         struct copies cp;

@@ -211,6 +211,9 @@ static void gemm_core_2x8(const uint8_t *w, size_t stride, int32_t j0, int32_t j
     for (int32_t j = j0; j < j1; j++) {
         __m512i x0 = _mm512_loadu_si512(w + (size_t)j * 64);
         __m512i x1 = _mm512_loadu_si512(w + stride + (size_t)j * 64);
+        /* the next row pair's bytes, so DRAM streams while the multiply-adds run */
+        _mm_prefetch((const char *)(w + 2 * stride + (size_t)j * 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + 3 * stride + (size_t)j * 64), _MM_HINT_T0);
         G2X8_GROUP(0);
         G2X8_GROUP(1);
         G2X8_GROUP(2);

@@ -1,18 +1,32 @@
 /*
  * Scalar per-token float operations in the canonical order documented in ops.h. These
- * are the reference; any faster version must produce the same bits.
+ * are the reference; any faster version must produce the same bits. br_dot_f32 and
+ * br_dot_f16_f32 themselves dispatch (dispatch.c) to a SIMD copy of the *_ref functions.
  */
 #include "kernels/ops.h"
 
 #include <math.h>
 
-float br_dot_f32(const float *a, const float *b, size_t n)
+#include "bitrack/fp.h"
+
+float br_dot_f32_ref(const float *a, const float *b, size_t n)
 {
     float l[8] = {0};
     size_t k = 0;
     for (; k + 8 <= n; k += 8)
         for (int j = 0; j < 8; j++) l[j] = fmaf(a[k + j], b[k + j], l[j]);
     for (; k < n; k++) l[k % 8] = fmaf(a[k], b[k], l[k % 8]);
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+float br_dot_f16_f32_ref(const uint16_t *w_f16, const float *x, size_t n)
+{
+    /* Same lanes and combine as br_dot_f32: the row is widened (exactly) element by element. */
+    float l[8] = {0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) l[j] = fmaf(br_f16_to_f32(w_f16[k + j]), x[k + j], l[j]);
+    for (; k < n; k++) l[k % 8] = fmaf(br_f16_to_f32(w_f16[k]), x[k], l[k % 8]);
     return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 

@@ -18,8 +18,15 @@
 
 #define BR_CHUNK 256 /* the canonical reduction chunk */
 
-/* Canonical float dot product (see above). */
+/* Canonical float dot product (see above). Dispatches to the active SIMD variant, which
+ * returns the same bits as the scalar br_dot_f32_ref. */
 float br_dot_f32(const float *a, const float *b, size_t n);
+float br_dot_f32_ref(const float *a, const float *b, size_t n);
+
+/* Dot of an F16 row (output head, embeddings) with a float vector: each w is widened to
+ * float (exact) and the products summed in br_dot_f32's order. Dispatching and scalar. */
+float br_dot_f16_f32(const uint16_t *w_f16, const float *x, size_t n);
+float br_dot_f16_f32_ref(const uint16_t *w_f16, const float *x, size_t n);
 
 /* Chunk sums of squares: out[c] = dot(x[256c..], same) for c < ceil(n/256). */
 void br_sumsq_chunks(const float *x, size_t n, float *out);

@@ -1,6 +1,6 @@
 /*
- * Ternary matrices: allocation, the scalar reference product, and the entry points that
- * dispatch to the active kernel (the reference until SIMD kernels are registered).
+ * Ternary matrices: allocation and the scalar reference product. The dispatching entry
+ * points (br_tmat_prepare, br_tmat_gemv, br_tmat_gemm) live in dispatch.c.
  *
  * The reference multiplies unsigned codes by signed activations and subtracts the
  * activation sum (sum w*q = sum c*q - sum q), the same identity the SIMD kernels use,
@@ -72,22 +72,4 @@ void br_tmat_gemm_ref(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t n
 {
     for (int32_t t = 0; t < ntok; t++)
         br_tmat_gemv_ref(m, r0, r1, q + (size_t)t * q_stride, acc + (size_t)t * acc_stride);
-}
-
-int br_tmat_prepare(struct br_tmat *m)
-{
-    (void)m;
-    return BR_OK;
-}
-
-void br_tmat_gemv(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
-                  int32_t *acc)
-{
-    br_tmat_gemv_ref(m, r0, r1, q, acc);
-}
-
-void br_tmat_gemm(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
-                  const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
-{
-    br_tmat_gemm_ref(m, r0, r1, ntok, q, q_stride, acc, acc_stride);
 }

@@ -1,0 +1,735 @@
+/*
+ * Kernel benchmark: how close the ternary kernels come to the machine's limits.
+ *
+ * Decode is bound by memory bandwidth, so GEMV is reported as weight bytes per second
+ * and as a fraction of bandwidth measured in the same run (a STREAM-like triad over about
+ * 1 GB, and a read-only sweep, which is what a GEMV does). The GEMV working set is many
+ * copies of the matrix (about 1 GB in all, far beyond the last-level cache), visited in
+ * turn with one fork/join per matrix, as a forward pass would. Prefill and batched decode
+ * are bound by int8 multiply-add throughput, so GEMM is reported as GOPS (2 ops per
+ * multiply-add of a weight and an activation) and as a fraction of the peak MAC rate of
+ * the variant's own multiply-add instruction, measured by a tight loop on the same
+ * threads. Every figure is the best of several repetitions.
+ *
+ * Shapes: BitNet-b1.58-2B-4T (d 2560, ffn 6912: 2560x2560, 640x2560, 6912x2560,
+ * 2560x6912) and the 100B benchmark shape (d 8192, ffn 45568). Rows are split over the
+ * pool's threads in multiples of 4 (TASKS_PER_THREAD ranges per thread), as the engine
+ * splits projections.
+ */
+#include "bench/bench.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/dispatch.h"
+#include "kernels/kernel_impl.h"
+#include "kernels/pool.h"
+#include "kernels/ternary.h"
+
+#define MAX_LIST 8
+/* Row ranges per thread in a run. One each measured best: every range re-derives the
+ * activation layout and sum, and short ranges cut the GEMV's prefetch streams short. */
+#ifndef TASKS_PER_THREAD
+#define TASKS_PER_THREAD 1
+#endif
+
+struct opts {
+    int threads[MAX_LIST];
+    int n_threads;
+    const char *variants[MAX_LIST];
+    int n_variants;
+    const char *json;
+    size_t ws_mb;
+    int quick;
+    int gemv_only;
+};
+
+struct shape {
+    const char *model;
+    const char *name; /* which projection */
+    int32_t rows, cols;
+};
+
+static const struct shape g_shapes[] = {
+    {"2B-4T", "attn_qo", 2560, 2560},  {"2B-4T", "attn_kv", 640, 2560},
+    {"2B-4T", "ffn_up", 6912, 2560},   {"2B-4T", "ffn_down", 2560, 6912},
+    {"100B", "attn", 8192, 8192},      {"100B", "ffn_up", 45568, 8192},
+    {"100B", "ffn_down", 8192, 45568},
+};
+#define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Interval timing, three clocks (--clock):
+ *  thread (default): per run, the CPU time of the busiest thread (struct task_clock);
+ *    on a machine shared with other programs this is what dedicated cores would take.
+ *  wall: elapsed time; every figure is the best of several repetitions.
+ *  cpu: process CPU time / threads; a diagnostic only: it over-reports short threaded
+ *    runs (a running thread's CPU time is brought up to date only at ticks and switches). */
+enum { CLOCK_THREAD, CLOCK_WALL, CLOCK_CPU };
+static int g_clock = CLOCK_THREAD; /* set once from the options */
+
+struct stopwatch {
+    double wall, cpu;
+};
+
+static struct stopwatch sw_start(void)
+{
+    struct stopwatch s = {now_s(), cpu_s()};
+    return s;
+}
+
+static double sw_elapsed(struct stopwatch s, int threads)
+{
+    double wall = now_s() - s.wall, cpu = (cpu_s() - s.cpu) / threads;
+    if (g_clock == CLOCK_CPU) return cpu < wall ? cpu : wall;
+    return wall;
+}
+
+/* Which thread ran each task of a run and for how much of its own CPU time. A thread
+ * reading its own CPU clock gets an exact value, so the busiest thread's total is the
+ * time the run would take on dedicated cores, unaffected by other programs taking our
+ * CPUs (a thread that ran several tasks is charged for all of them). */
+struct task_clock {
+    pthread_t who[64];
+    double cpu[64];
+};
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void tc_record(struct task_clock *tc, int task, double t0)
+{
+    tc->who[task & 63] = pthread_self();
+    tc->cpu[task & 63] = thread_cpu_s() - t0;
+}
+
+static double tc_elapsed(const struct task_clock *tc, int n_tasks)
+{
+    int n = n_tasks < 64 ? n_tasks : 64;
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        double sum = 0;
+        for (int j = 0; j < n; j++)
+            if (pthread_equal(tc->who[i], tc->who[j])) sum += tc->cpu[j];
+        if (sum > worst) worst = sum;
+    }
+    return worst;
+}
+
+/* One timed pool run under the chosen clock. */
+static double timed_run(struct br_pool *pool, br_pool_fn fn, void *ctx, int n_tasks,
+                        const struct task_clock *tc)
+{
+    struct stopwatch sw = sw_start();
+    br_pool_run(pool, fn, ctx, n_tasks);
+    if (g_clock == CLOCK_THREAD) return tc_elapsed(tc, n_tasks);
+    return sw_elapsed(sw, br_pool_threads(pool));
+}
+
+/* 64-byte aligned memory; C11 wants the size to be a multiple of the alignment. */
+static void *alloc64(size_t n)
+{
+    return aligned_alloc(64, (n + 63) / 64 * 64);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+/* ---- JSON output: records written as they are measured ---- */
+
+struct json_out {
+    FILE *f;
+    int n;
+};
+
+static void json_record(struct json_out *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void json_record(struct json_out *j, const char *fmt, ...)
+{
+    if (!j->f) return;
+    fputs(j->n++ ? ",\n  " : "\n  ", j->f);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(j->f, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- memory bandwidth ---- */
+
+struct bw_ctx {
+    double *a, *b, *c; /* (n,) each */
+    size_t n;
+    size_t seg_off, seg_n; /* the part a run covers */
+    struct task_clock tc;
+    uint64_t sink[64];
+};
+
+static void range_of(size_t n, int task, int n_tasks, size_t *lo, size_t *hi)
+{
+    *lo = n * (size_t)task / (size_t)n_tasks;
+    *hi = n * (size_t)(task + 1) / (size_t)n_tasks;
+}
+
+static void bw_init_task(void *v, int task, int n_tasks)
+{
+    struct bw_ctx *c = v;
+    size_t lo, hi;
+    range_of(c->n, task, n_tasks, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        c->a[i] = 0.0;
+        c->b[i] = 1.0;
+        c->c[i] = 2.0;
+    }
+}
+
+static void bw_triad_task(void *v, int task, int n_tasks)
+{
+    struct bw_ctx *c = v;
+    double t0 = thread_cpu_s();
+    size_t lo, hi;
+    range_of(c->seg_n, task, n_tasks, &lo, &hi);
+    lo += c->seg_off;
+    hi += c->seg_off;
+    double *restrict a = c->a;
+    const double *restrict b = c->b, *restrict cc = c->c;
+    for (size_t i = lo; i < hi; i++) a[i] = b[i] + 3.0 * cc[i];
+    tc_record(&c->tc, task, t0);
+}
+
+static void bw_read_task(void *v, int task, int n_tasks)
+{
+    struct bw_ctx *c = v;
+    double t0 = thread_cpu_s();
+    size_t lo, hi;
+    range_of(c->seg_n, task, n_tasks, &lo, &hi);
+    lo += c->seg_off;
+    hi += c->seg_off;
+    /* integer adds vectorize freely, so the loop is load bound */
+    const uint64_t *p = (const uint64_t *)c->b;
+    uint64_t s = 0;
+    for (size_t i = lo; i < hi; i++) s += p[i];
+    c->sink[task & 63] = s;
+    tc_record(&c->tc, task, t0);
+}
+
+static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *triad_gbs,
+                              double *read_gbs)
+{
+    struct bw_ctx c;
+    memset(&c, 0, sizeof c);
+    c.n = total_mb * 1024 * 1024 / 3 / sizeof(double);
+    c.a = alloc64(c.n * sizeof(double));
+    c.b = alloc64(c.n * sizeof(double));
+    c.c = alloc64(c.n * sizeof(double));
+    *triad_gbs = *read_gbs = 0;
+    if (!c.a || !c.b || !c.c) goto out;
+    int nt = br_pool_threads(pool);
+    br_pool_run(pool, bw_init_task, &c, nt);
+    /* The arrays are swept in BW_SEGS pieces, each its own timed run; the best time of
+     * every piece over the repetitions adds up to one clean sweep of the whole arrays.
+     * Short pieces are far more likely than a whole sweep to run undisturbed on a shared
+     * machine. */
+    enum { BW_SEGS = 16 };
+    double best_triad[BW_SEGS], best_read[BW_SEGS];
+    for (int g = 0; g < BW_SEGS; g++) best_triad[g] = best_read[g] = 1e30;
+    for (int rep = 0; rep < 8; rep++) {
+        for (int g = 0; g < BW_SEGS; g++) {
+            size_t lo, hi;
+            range_of(c.n, g, BW_SEGS, &lo, &hi);
+            c.seg_off = lo;
+            c.seg_n = hi - lo;
+            double t = timed_run(pool, bw_triad_task, &c, nt, &c.tc);
+            if (t < best_triad[g]) best_triad[g] = t;
+            t = timed_run(pool, bw_read_task, &c, nt, &c.tc);
+            if (t < best_read[g]) best_read[g] = t;
+        }
+    }
+    double tt = 0, tr = 0;
+    for (int g = 0; g < BW_SEGS; g++) {
+        tt += best_triad[g];
+        tr += best_read[g];
+    }
+    /* STREAM's count for the triad: two arrays read, one written */
+    *triad_gbs = 3.0 * (double)c.n * sizeof(double) / tt / 1e9;
+    *read_gbs = (double)c.n * sizeof(double) / tr / 1e9;
+out:
+    free(c.a);
+    free(c.b);
+    free(c.c);
+}
+
+/* ---- peak multiply-add rate ---- */
+
+struct peak_ctx {
+    const struct br_kernel_ops *k;
+    int64_t iters;
+    int64_t macs[64];
+    struct task_clock tc;
+};
+
+static void peak_task(void *v, int task, int n_tasks)
+{
+    (void)n_tasks;
+    struct peak_ctx *c = v;
+    double t0 = thread_cpu_s();
+    c->macs[task & 63] = c->k->peak_macs(c->iters);
+    tc_record(&c->tc, task, t0);
+}
+
+static double measure_peak(struct br_pool *pool, const struct br_kernel_ops *k)
+{
+    struct peak_ctx c;
+    memset(&c, 0, sizeof c);
+    c.k = k;
+    c.iters = 2000000;
+    int nt = br_pool_threads(pool);
+    double best = 0;
+    /* many short repetitions: on a shared machine the best one is the undisturbed one */
+    for (int rep = 0; rep < 25; rep++) {
+        double t = timed_run(pool, peak_task, &c, nt, &c.tc);
+        int64_t macs = 0;
+        for (int i = 0; i < nt; i++) macs += c.macs[i];
+        if ((double)macs / t > best) best = (double)macs / t;
+    }
+    return best; /* MAC/s over all threads */
+}
+
+/* ---- GEMV / GEMM ---- */
+
+struct mm_ctx {
+    const struct br_kernel_ops *k;
+    const struct br_tmat *m;
+    const int8_t *q; /* (ntok, kpad) */
+    int32_t *acc;    /* (ntok, rows) */
+    int32_t ntok;
+    struct task_clock tc;
+};
+
+static void rows_of(int32_t rows, int task, int n_tasks, int32_t *r0, int32_t *r1)
+{
+    int32_t per = (rows + n_tasks - 1) / n_tasks;
+    per = (per + 3) / 4 * 4;
+    *r0 = per * task < rows ? per * task : rows;
+    *r1 = per * (task + 1) < rows ? per * (task + 1) : rows;
+}
+
+static void mm_task(void *v, int task, int n_tasks)
+{
+    struct mm_ctx *c = v;
+    double t0 = thread_cpu_s();
+    int32_t r0, r1;
+    rows_of(c->m->rows, task, n_tasks, &r0, &r1);
+    size_t kpad = (size_t)c->m->blocks * BR_TMAT_BLOCK;
+    if (r0 < r1 && c->ntok == 1)
+        c->k->gemv(c->m, r0, r1, c->q, c->acc + r0);
+    else if (r0 < r1)
+        c->k->gemm(c->m, r0, r1, c->ntok, c->q, kpad, c->acc + r0, (size_t)c->m->rows);
+    tc_record(&c->tc, task, t0);
+}
+
+/* Random ternary codes, padding columns left as the weight 0. */
+static void fill_random(struct br_tmat *m, uint64_t *rng)
+{
+    uint8_t lut[81];
+    for (int v = 0; v < 81; v++)
+        lut[v] = (uint8_t)(((v % 3) << 6) | (((v / 3) % 3) << 4) | (((v / 9) % 3) << 2) | (v / 27));
+    size_t n = (size_t)m->rows * m->row_bytes;
+    for (size_t i = 0; i < n; i++) m->codes[i] = lut[rng_next(rng) % 81];
+}
+
+struct copies {
+    struct br_tmat *mats; /* (n,) views into one buffer; only `codes`/`packed` differ */
+    uint8_t *codes, *packed;
+    int n;
+};
+
+static int make_copies(const struct br_tmat *proto, size_t ws_bytes, struct copies *cp)
+{
+    size_t one = (size_t)proto->rows * proto->row_bytes;
+    memset(cp, 0, sizeof *cp);
+    cp->n = (int)((ws_bytes + one - 1) / one);
+    if (cp->n < 2) cp->n = 2;
+    cp->codes = alloc64(one * (size_t)cp->n);
+    cp->mats = calloc((size_t)cp->n, sizeof *cp->mats);
+    if (!cp->codes || !cp->mats) return -1;
+    for (int i = 0; i < cp->n; i++) {
+        memcpy(cp->codes + one * (size_t)i, proto->codes, one);
+        cp->mats[i] = *proto;
+        cp->mats[i].codes = cp->codes + one * (size_t)i;
+        cp->mats[i].packed = NULL;
+        cp->mats[i].packed_kind = BR_PACK_NONE;
+    }
+    return 0;
+}
+
+#if defined(BR_HAVE_AVX512)
+/* Gives every copy the 1.6-bit layout of proto (already packed). */
+static int add_t5(const struct br_tmat *proto, struct copies *cp, size_t *bytes_per_copy)
+{
+    size_t kpad = (size_t)proto->blocks * BR_TMAT_BLOCK;
+    size_t rb = (kpad + 319) / 320 * 64, one = rb * (size_t)proto->rows;
+    cp->packed = alloc64(one * (size_t)cp->n);
+    if (!cp->packed) return -1;
+    for (int i = 0; i < cp->n; i++) {
+        memcpy(cp->packed + one * (size_t)i, proto->packed, one);
+        cp->mats[i].packed = cp->packed + one * (size_t)i;
+        cp->mats[i].packed_kind = BR_PACK_T5;
+    }
+    *bytes_per_copy = one;
+    return 0;
+}
+#endif
+
+static void free_copies(struct copies *cp)
+{
+    free(cp->codes);
+    free(cp->packed);
+    free(cp->mats);
+    memset(cp, 0, sizeof *cp);
+}
+
+/* Best seconds for one pass over all copies (one fork/join per matrix). */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+struct gemv_time {
+    double pass;     /* best seconds for one pass over all copies (the chosen clock) */
+    double call_p10; /* seconds of one call: 10th percentile, median */
+    double call_med;
+};
+
+/* One fork/join per matrix, as a forward pass would. Besides whole passes, every call is
+ * kept: the fast end and the middle of their distribution show how steady the rate is. */
+static struct gemv_time time_gemv_pass(struct br_pool *pool, const struct br_kernel_ops *k,
+                                       const struct copies *cp, const int8_t *q, int32_t *acc)
+{
+    int nt = br_pool_threads(pool);
+    struct gemv_time r = {1e30, 0, 0};
+    double spent = 0;
+    size_t max_calls = (size_t)cp->n * 20, n_calls = 0;
+    double *calls = malloc(max_calls * sizeof *calls);
+    for (int rep = 0; rep < 20 && (rep < 3 || spent < 0.5); rep++) {
+        double t = 0;
+        for (int i = 0; i < cp->n; i++) {
+            struct mm_ctx c;
+            memset(&c, 0, sizeof c);
+            c.k = k;
+            c.m = &cp->mats[i];
+            c.q = q;
+            c.acc = acc;
+            c.ntok = 1;
+            double tc = timed_run(pool, mm_task, &c, nt == 1 ? 1 : TASKS_PER_THREAD * nt, &c.tc);
+            if (calls && n_calls < max_calls) calls[n_calls++] = tc;
+            t += tc;
+        }
+        spent += t;
+        if (t < r.pass) r.pass = t;
+    }
+    if (calls && n_calls) {
+        qsort(calls, n_calls, sizeof *calls, cmp_double);
+        r.call_p10 = calls[n_calls / 10];
+        r.call_med = calls[n_calls / 2];
+    }
+    free(calls);
+    return r;
+}
+
+static double time_gemm(struct br_pool *pool, const struct br_kernel_ops *k,
+                        const struct br_tmat *m, const int8_t *q, int32_t *acc, int32_t ntok)
+{
+    int nt = br_pool_threads(pool);
+    double best = 1e30, spent = 0;
+    for (int rep = 0; rep < 20 && (rep < 2 || spent < 0.3); rep++) {
+        struct mm_ctx c;
+        memset(&c, 0, sizeof c);
+        c.k = k;
+        c.m = m;
+        c.q = q;
+        c.acc = acc;
+        c.ntok = ntok;
+        double t = timed_run(pool, mm_task, &c, nt == 1 ? 1 : TASKS_PER_THREAD * nt, &c.tc);
+        spent += t;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+static int parse_list(const char *s, const char **items, int max, char *buf, size_t buflen)
+{
+    if (strlen(s) + 1 > buflen) return -1;
+    strcpy(buf, s);
+    int n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max) return -1;
+        items[n++] = tok;
+    }
+    return n;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: bench kernels [-t 1,2] [--variants avx2,avx512,ref] [--json FILE]\n"
+            "                     [--mb N] [--clock cpu|wall] [--quick]\n"
+            "  -t          thread counts to measure (default 1,2)\n"
+            "  --variants  kernel variants (default: every one this CPU runs, except ref)\n"
+            "  --json      also write the results as JSON\n"
+            "  --mb        GEMV working set and triad size in MiB (default 1024)\n"
+            "  --clock     thread (default: CPU time of the busiest thread, what dedicated\n"
+            "              cores take), wall, or cpu (process CPU / threads, a diagnostic)\n"
+            "  --gemv-only skip the GEMM measurements\n"
+            "  --quick     2B-4T shapes only, smaller working set (for smoke tests)\n");
+}
+
+static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *vbuf)
+{
+    memset(o, 0, sizeof *o);
+    g_clock = CLOCK_THREAD;
+    o->threads[0] = 1;
+    o->threads[1] = 2;
+    o->n_threads = 2;
+    o->ws_mb = 1024;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "-t") == 0 && val) {
+            const char *items[MAX_LIST];
+            int n = parse_list(val, items, MAX_LIST, tbuf, 256);
+            if (n <= 0) return -1;
+            for (int k = 0; k < n; k++) {
+                o->threads[k] = atoi(items[k]);
+                if (o->threads[k] < 1 || o->threads[k] > 256) return -1;
+            }
+            o->n_threads = n;
+            i++;
+        } else if (strcmp(a, "--variants") == 0 && val) {
+            o->n_variants = parse_list(val, o->variants, MAX_LIST, vbuf, 256);
+            if (o->n_variants <= 0) return -1;
+            i++;
+        } else if (strcmp(a, "--json") == 0 && val) {
+            o->json = val;
+            i++;
+        } else if (strcmp(a, "--mb") == 0 && val) {
+            long mb = atol(val);
+            if (mb < 16 || mb > 65536) return -1;
+            o->ws_mb = (size_t)mb;
+            i++;
+        } else if (strcmp(a, "--clock") == 0 && val) {
+            if (strcmp(val, "thread") == 0)
+                g_clock = CLOCK_THREAD;
+            else if (strcmp(val, "wall") == 0)
+                g_clock = CLOCK_WALL;
+            else if (strcmp(val, "cpu") == 0)
+                g_clock = CLOCK_CPU;
+            else
+                return -1;
+            i++;
+        } else if (strcmp(a, "--gemv-only") == 0) {
+            o->gemv_only = 1;
+        } else if (strcmp(a, "--quick") == 0) {
+            o->quick = 1;
+            o->ws_mb = 256;
+        } else {
+            return -1;
+        }
+    }
+    if (o->n_variants == 0) {
+        static const char *const all[] = {"avx512", "avx2", "neon"};
+        for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+            if (br_kernels_available(all[k])) o->variants[o->n_variants++] = all[k];
+        if (o->n_variants == 0) o->variants[o->n_variants++] = "ref";
+    }
+    return 0;
+}
+
+int br_bench_kernels_main(int argc, char **argv)
+{
+    struct opts o;
+    char tbuf[256], vbuf[256];
+    if (parse_args(argc, argv, &o, tbuf, vbuf) != 0) {
+        usage();
+        return 2;
+    }
+    struct json_out js = {NULL, 0};
+    if (o.json) {
+        js.f = fopen(o.json, "w");
+        if (!js.f) {
+            fprintf(stderr, "bench: cannot write %s\n", o.json);
+            return 1;
+        }
+        fprintf(js.f, "{\"active\": \"%s\", \"clock\": \"%s\", \"records\": [", br_kernels_name(),
+                g_clock == CLOCK_THREAD ? "thread"
+                : g_clock == CLOCK_WALL ? "wall"
+                                        : "cpu");
+    }
+    size_t n_shapes = o.quick ? 4 : N_SHAPES;
+    size_t ws = o.ws_mb * 1024 * 1024;
+    printf("kernels: active %s; GEMV working set %zu MiB; clock %s\n", br_kernels_name(), o.ws_mb,
+           g_clock == CLOCK_THREAD ? "busiest thread's CPU time"
+           : g_clock == CLOCK_WALL ? "wall"
+                                   : "process CPU / threads");
+
+    double triad[MAX_LIST], readbw[MAX_LIST];
+    struct br_pool *pools[MAX_LIST] = {NULL};
+    for (int ti = 0; ti < o.n_threads; ti++) {
+        if (br_pool_create_pinned(o.threads[ti], &pools[ti]) != BR_OK) {
+            fprintf(stderr, "bench: cannot create a pool of %d threads\n", o.threads[ti]);
+            return 1;
+        }
+        measure_bandwidth(pools[ti], o.ws_mb, &triad[ti], &readbw[ti]);
+        printf("bandwidth  threads %d: triad %.1f GB/s, read %.1f GB/s\n", o.threads[ti], triad[ti],
+               readbw[ti]);
+        json_record(&js,
+                    "{\"kind\": \"bandwidth\", \"threads\": %d, \"triad_gbs\": %.3f, "
+                    "\"read_gbs\": %.3f}",
+                    o.threads[ti], triad[ti], readbw[ti]);
+    }
+
+    double peak[MAX_LIST][MAX_LIST];
+    for (int vi = 0; vi < o.n_variants; vi++) {
+        const struct br_kernel_ops *k = br_kernels_find(o.variants[vi]);
+        if (!k) {
+            printf("variant %s: not available on this build or CPU, skipped\n", o.variants[vi]);
+            continue;
+        }
+        for (int ti = 0; ti < o.n_threads; ti++) {
+            peak[vi][ti] = measure_peak(pools[ti], k);
+            printf("peak       %-7s threads %d: %.1f GMAC/s int8\n", k->name, o.threads[ti],
+                   peak[vi][ti] / 1e9);
+            json_record(&js,
+                        "{\"kind\": \"peak\", \"variant\": \"%s\", \"threads\": %d, "
+                        "\"gmacs\": %.3f}",
+                        k->name, o.threads[ti], peak[vi][ti] / 1e9);
+        }
+    }
+
+    uint64_t rng = 0x9e3779b97f4a7c15ULL;
+    printf("\nGEMV: whole passes over the working set (chosen clock) | single calls: fastest "
+           "10%% and median\n");
+    printf("%-6s %-9s %-12s %-7s %-6s %3s %9s %8s %7s | %8s %7s %8s\n", "model", "proj", "shape",
+           "variant", "layout", "thr", "us/call", "GB/s", "/triad", "p10 GB/s", "/triad",
+           "med GB/s");
+    for (size_t s = 0; s < n_shapes; s++) {
+        const struct shape *sh = &g_shapes[s];
+        struct br_tmat proto;
+        if (br_tmat_init(&proto, sh->rows, sh->cols) != BR_OK) return 1;
+        fill_random(&proto, &rng);
+        size_t kpad = (size_t)proto.blocks * BR_TMAT_BLOCK;
+        int8_t *q = alloc64(kpad * 128);
+        int32_t *acc = alloc64((size_t)sh->rows * 128 * sizeof *acc);
+        if (!q || !acc) return 1;
+        for (size_t i = 0; i < kpad * 128; i++) q[i] = (int8_t)(rng_next(&rng) & 0xff);
+        struct copies cp;
+        if (make_copies(&proto, ws, &cp) != 0) return 1;
+        size_t bytes2 = (size_t)proto.rows * proto.row_bytes;
+        int have_t5 = 0;
+        size_t bytes5 = 0;
+#if defined(BR_HAVE_AVX512)
+        if (br_cpu_has_avx512vbmi() && br_tmat_pack_t5_avx512(&proto) == BR_OK &&
+            add_t5(&proto, &cp, &bytes5) == 0)
+            have_t5 = 1;
+#endif
+        char shape_s[32];
+        snprintf(shape_s, sizeof shape_s, "%dx%d", sh->rows, sh->cols);
+        for (int vi = 0; vi < o.n_variants; vi++) {
+            const struct br_kernel_ops *k = br_kernels_find(o.variants[vi]);
+            if (!k) continue;
+            int layouts = (have_t5 && strcmp(k->name, "avx512") == 0) ? 2 : 1;
+            for (int lay = 0; lay < layouts; lay++) {
+                for (int i = 0; i < cp.n; i++)
+                    cp.mats[i].packed_kind = lay ? BR_PACK_T5 : BR_PACK_NONE;
+                size_t bytes = lay ? bytes5 : bytes2;
+                const char *lname = lay ? "1.6bit" : "2bit";
+                for (int ti = 0; ti < o.n_threads; ti++) {
+                    struct gemv_time gt = time_gemv_pass(pools[ti], k, &cp, q, acc);
+                    double t = gt.pass;
+                    double gbs = (double)bytes * cp.n / t / 1e9;
+                    double us = t / cp.n * 1e6;
+                    double wps = (double)sh->rows * sh->cols * cp.n / t; /* weights per second */
+                    double gbs_p10 = (double)bytes / gt.call_p10 / 1e9;
+                    double gbs_med = (double)bytes / gt.call_med / 1e9;
+                    printf("%-6s %-9s %-12s %-7s %-6s %3d %9.1f %8.2f %6.0f%% | %8.2f %6.0f%% "
+                           "%8.2f\n",
+                           sh->model, sh->name, shape_s, k->name, lname, o.threads[ti], us, gbs,
+                           100 * gbs / triad[ti], gbs_p10, 100 * gbs_p10 / triad[ti], gbs_med);
+                    json_record(
+                        &js,
+                        "{\"kind\": \"gemv\", \"model\": \"%s\", \"proj\": \"%s\", "
+                        "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"layout\": "
+                        "\"%s\", \"threads\": %d, \"us_per_call\": %.3f, \"gbs\": %.3f, "
+                        "\"gweights_per_s\": %.3f, \"frac_triad\": %.4f, \"frac_read\": %.4f, "
+                        "\"call_p10_us\": %.3f, \"call_median_us\": %.3f, \"gbs_call_p10\": %.3f, "
+                        "\"gbs_call_median\": %.3f, \"frac_triad_call_p10\": %.4f}",
+                        sh->model, sh->name, sh->rows, sh->cols, k->name, lname, o.threads[ti], us,
+                        gbs, wps / 1e9, gbs / triad[ti], gbs / readbw[ti], gt.call_p10 * 1e6,
+                        gt.call_med * 1e6, gbs_p10, gbs_med, gbs_p10 / triad[ti]);
+                }
+            }
+            for (int i = 0; i < cp.n; i++) cp.mats[i].packed_kind = BR_PACK_NONE;
+        }
+        free_copies(&cp);
+        /* GEMM: one matrix, compute bound */
+        static const int32_t ntoks[] = {8, 32, 128};
+        for (int vi = 0; vi < o.n_variants && !o.gemv_only; vi++) {
+            const struct br_kernel_ops *k = br_kernels_find(o.variants[vi]);
+            if (!k) continue;
+            for (size_t n = 0; n < sizeof ntoks / sizeof ntoks[0]; n++)
+                for (int ti = 0; ti < o.n_threads; ti++) {
+                    double t = time_gemm(pools[ti], k, &proto, q, acc, ntoks[n]);
+                    double macs = (double)sh->rows * sh->cols * ntoks[n];
+                    double frac = macs / t / peak[vi][ti];
+                    printf("%-6s %-9s %-12s %-7s gemm ntok %3d thr %d: %9.1f us  %7.1f GOPS  "
+                           "%5.1f%% of peak int8\n",
+                           sh->model, sh->name, shape_s, k->name, ntoks[n], o.threads[ti], t * 1e6,
+                           2 * macs / t / 1e9, 100 * frac);
+                    json_record(&js,
+                                "{\"kind\": \"gemm\", \"model\": \"%s\", \"proj\": \"%s\", "
+                                "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"ntok\": %d, "
+                                "\"threads\": %d, \"us_per_call\": %.3f, \"gops\": %.3f, "
+                                "\"frac_peak\": %.4f}",
+                                sh->model, sh->name, sh->rows, sh->cols, k->name, ntoks[n],
+                                o.threads[ti], t * 1e6, 2 * macs / t / 1e9, frac);
+                }
+        }
+        free(q);
+        free(acc);
+        br_tmat_free(&proto);
+    }
+    for (int ti = 0; ti < o.n_threads; ti++) br_pool_destroy(&pools[ti]);
+    if (js.f) {
+        fputs("\n]}\n", js.f);
+        fclose(js.f);
+        printf("\nwrote %s\n", o.json);
+    }
+    return 0;
+}

@@ -1,0 +1,166 @@
+/*
+ * Stand-alone exactness check of the kernel variants against the scalar reference, for
+ * targets where the cmocka suite cannot run (kernels/test-neon.sh cross-compiles it for
+ * aarch64 and runs it under qemu). It covers what tests/unit/kernels_test.c covers:
+ * GEMV on ragged and extreme shapes with row sub-ranges, GEMM with 1..9 tokens and
+ * padded strides, and the canonical float dots for n = 0..300 and 2560.
+ * Usage: kernel_check [variant...]   (default: every variant this CPU runs)
+ * Exit status 0 when every compared value is identical, 1 otherwise.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitrack/fp.h"
+#include "kernels/dispatch.h"
+#include "kernels/kernel_impl.h"
+#include "kernels/ops.h"
+#include "kernels/ternary.h"
+
+static int g_fail;
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+static void fill(struct br_tmat *m, int how, uint64_t *s)
+{
+    for (int32_t r = 0; r < m->rows; r++)
+        for (int32_t k = 0; k < m->cols; k++)
+            br_tmat_set(m, r, k, how == 1 ? -1 : how == 2 ? 1 : (int)(rnd(s) % 3) - 1);
+}
+
+static void check_gemv(const struct br_kernel_ops *k, int32_t rows, int32_t cols, int how, int qhow,
+                       uint64_t *s)
+{
+    struct br_tmat m;
+    if (br_tmat_init(&m, rows, cols) != BR_OK) exit(2);
+    fill(&m, how, s);
+    size_t kpad = (size_t)m.blocks * BR_TMAT_BLOCK;
+    int8_t *q = calloc(kpad, 1);
+    int32_t *want = calloc((size_t)rows, 4), *got = calloc((size_t)rows, 4);
+    if (!q || !want || !got) exit(2);
+    for (int32_t c = 0; c < cols; c++)
+        q[c] = qhow == 1 ? -128 : qhow == 2 ? 127 : (int8_t)(rnd(s) & 0xff);
+    int32_t ranges[3][2] = {
+        {0, rows}, {rows > 2 ? 1 : 0, rows > 2 ? rows - 1 : rows}, {rows - 1, rows}};
+    for (int i = 0; i < 3; i++) {
+        int32_t r0 = ranges[i][0], r1 = ranges[i][1];
+        br_tmat_gemv_ref(&m, r0, r1, q, want);
+        k->gemv(&m, r0, r1, q, got);
+        if (memcmp(want, got, (size_t)(r1 - r0) * 4) != 0) {
+            printf("FAIL %s gemv %dx%d fill %d q %d rows %d..%d\n", k->name, rows, cols, how, qhow,
+                   r0, r1);
+            g_fail = 1;
+        }
+    }
+    free(q);
+    free(want);
+    free(got);
+    br_tmat_free(&m);
+}
+
+static void check_gemm(const struct br_kernel_ops *k, int32_t rows, int32_t cols, uint64_t *s)
+{
+    struct br_tmat m;
+    if (br_tmat_init(&m, rows, cols) != BR_OK) exit(2);
+    fill(&m, 0, s);
+    size_t kpad = (size_t)m.blocks * BR_TMAT_BLOCK;
+    for (int32_t ntok = 1; ntok <= 9; ntok++) {
+        size_t qs = kpad + (ntok % 2 ? 64 : 0), as = (size_t)rows + (size_t)(ntok % 3);
+        int8_t *q = calloc((size_t)ntok * qs, 1);
+        int32_t *want = malloc((size_t)ntok * as * 4), *got = malloc((size_t)ntok * as * 4);
+        if (!q || !want || !got) exit(2);
+        for (int32_t t = 0; t < ntok; t++)
+            for (int32_t c = 0; c < cols; c++)
+                q[(size_t)t * qs + (size_t)c] = t == 1 ? -128 : (int8_t)(rnd(s) & 0xff);
+        for (size_t i = 0; i < (size_t)ntok * as; i++) want[i] = got[i] = -7;
+        br_tmat_gemm_ref(&m, 0, rows, ntok, q, qs, want, as);
+        k->gemm(&m, 0, rows, ntok, q, qs, got, as);
+        if (memcmp(want, got, (size_t)ntok * as * 4) != 0) {
+            printf("FAIL %s gemm %dx%d ntok %d\n", k->name, rows, cols, ntok);
+            g_fail = 1;
+        }
+        free(q);
+        free(want);
+        free(got);
+    }
+    br_tmat_free(&m);
+}
+
+static float rf(uint64_t *s)
+{
+    uint64_t r = rnd(s);
+    return ldexpf((float)(r & 0xffffff) / 16777216.0f - 0.5f, (int)((r >> 24) % 16) - 8);
+}
+
+static void check_dots(const struct br_kernel_ops *k, uint64_t *s)
+{
+    enum { N = 2600 };
+    float *a = malloc(N * 4), *b = malloc(N * 4);
+    uint16_t *h = malloc(N * 2);
+    if (!a || !b || !h) exit(2);
+    for (int i = 0; i < N; i++) {
+        a[i] = rf(s);
+        b[i] = rf(s);
+        uint16_t v = (uint16_t)(rnd(s) & 0xffff);
+        h[i] = ((v >> 10) & 0x1f) == 0x1f ? (uint16_t)(v & 0xbfff) : v;
+    }
+    for (size_t n = 0; n <= 2560; n = n < 300 ? n + 1 : 2560) {
+        for (size_t off = 0; off < 2; off++) {
+            if (br_fp32_to_bits(k->dot_f32(a + off, b + off, n)) !=
+                br_fp32_to_bits(br_dot_f32_ref(a + off, b + off, n))) {
+                printf("FAIL %s dot_f32 n=%zu\n", k->name, n);
+                g_fail = 1;
+            }
+            if (br_fp32_to_bits(k->dot_f16_f32(h + off, b + off, n)) !=
+                br_fp32_to_bits(br_dot_f16_f32_ref(h + off, b + off, n))) {
+                printf("FAIL %s dot_f16 n=%zu\n", k->name, n);
+                g_fail = 1;
+            }
+        }
+        if (n == 2560) break;
+    }
+    free(a);
+    free(b);
+    free(h);
+}
+
+static void check_variant(const char *name)
+{
+    const struct br_kernel_ops *k = br_kernels_find(name);
+    if (!k) {
+        printf("skip %s: not compiled in or not supported by this CPU\n", name);
+        return;
+    }
+    uint64_t s = 42;
+    static const int32_t shapes[][2] = {{1, 100},   {3, 128},   {5, 129},  {7, 2560},
+                                        {11, 8640}, {2, 45568}, {17, 1000}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        check_gemv(k, shapes[i][0], shapes[i][1], 0, 0, &s);
+    for (int how = 1; how <= 2; how++)
+        for (int qhow = 1; qhow <= 2; qhow++) check_gemv(k, 3, 45568, how, qhow, &s);
+    check_gemm(k, 5, 100, &s);
+    check_gemm(k, 7, 2560, &s);
+    check_gemm(k, 3, 8640, &s);
+    check_dots(k, &s);
+    printf("%s %s\n", g_fail ? "checked (with failures)" : "ok", name);
+}
+
+int main(int argc, char **argv)
+{
+    printf("active kernels: %s\n", br_kernels_name());
+    if (argc > 1) {
+        for (int i = 1; i < argc; i++) check_variant(argv[i]);
+    } else {
+        static const char *const all[] = {"avx2", "avx512", "neon", "neon-nodot"};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) check_variant(all[i]);
+    }
+    printf(g_fail ? "FAILED\n" : "PASSED\n");
+    return g_fail;
+}

@@ -857,23 +857,32 @@ int br_tok_encode(const struct br_tok *t, const char *text, size_t len, unsigned
         return br_err_set(err, BR_E_TOO_LONG, "tokenizer: text of %zu bytes is too long", len);
     struct enc e = {.t = t, .flags = flags};
     int rc = BR_OK;
+    uint8_t *block = NULL;
+    /* All scratch in one block (one malloc per call matters for short prompts), widest
+     * alignment first. The heap part is mostly untouched, so it costs address space only. */
     size_t slots = len + 2;
-    e.c.cp = malloc(slots * sizeof *e.c.cp);
-    e.c.cls = malloc(slots);
-    e.c.off = malloc(slots * sizeof *e.c.off);
-    e.buf = malloc(3 * slots);
-    e.sym = malloc(slots * sizeof *e.sym);
-    e.aux = malloc(slots * sizeof *e.aux);
-    e.nxt = malloc(slots * sizeof *e.nxt);
-    e.prv = malloc(slots * sizeof *e.prv);
     size_t cand = sizeof(struct bpe_cand) > sizeof(struct spm_cand) ? sizeof(struct bpe_cand)
                                                                     : sizeof(struct spm_cand);
-    e.heap = malloc(3 * slots * cand);
-    if (!e.c.cp || !e.c.cls || !e.c.off || !e.buf || !e.sym || !e.aux || !e.nxt || !e.prv ||
-        !e.heap) {
+    size_t per_slot = sizeof *e.c.off + 3 * cand + sizeof *e.c.cp + 4 * sizeof(int32_t) + 1 + 3;
+    block = slots <= SIZE_MAX / per_slot ? malloc(slots * per_slot) : NULL;
+    if (!block) {
         rc = BR_E_NOMEM;
         goto done;
     }
+    uint8_t *q = block;
+    e.c.off = (size_t *)(void *)q;
+    q += slots * sizeof *e.c.off;
+    e.heap = q;
+    q += 3 * slots * cand;
+    e.c.cp = (uint32_t *)(void *)q;
+    q += slots * sizeof *e.c.cp;
+    e.sym = (int32_t *)(void *)q;
+    e.aux = e.sym + slots;
+    e.nxt = e.aux + slots;
+    e.prv = e.nxt + slots;
+    q += 4 * slots * sizeof(int32_t);
+    e.c.cls = q;
+    e.buf = q + slots;
     if ((flags & BR_TOK_ADD_BOS) && t->add_bos && t->bos >= 0 && (rc = push_id(&e, t->bos)))
         goto done;
 
@@ -897,15 +906,7 @@ int br_tok_encode(const struct br_tok *t, const char *text, size_t len, unsigned
         goto done;
 
 done:
-    free(e.c.cp);
-    free(e.c.cls);
-    free(e.c.off);
-    free(e.buf);
-    free(e.sym);
-    free(e.aux);
-    free(e.nxt);
-    free(e.prv);
-    free(e.heap);
+    free(block);
     if (rc) {
         free(e.ids);
         return br_err_set(err, rc, "tokenizer: out of memory encoding %zu bytes", len);

@@ -578,8 +578,9 @@ static void bpe_cand_at(struct enc *e, int32_t pos)
     bpe_heap_push(e, c);
 }
 
-/* Merges the symbols sym[0..n) of a long word; the survivors are then listed in order. */
-static int bpe_merge_heap(struct enc *e, size_t n)
+/* Merges the symbols sym[0..n) of a long word (bytes w); the survivors are then listed
+ * in order. The first candidates come from the byte-pair table. */
+static int bpe_merge_heap(struct enc *e, const uint8_t *w, size_t n)
 {
     int32_t *sym = e->sym, *nxt = e->nxt, *prv = e->prv;
     for (size_t i = 0; i < n; i++) {
@@ -587,7 +588,12 @@ static int bpe_merge_heap(struct enc *e, size_t n)
         prv[i] = (int32_t)i - 1;
     }
     e->heap_n = 0;
-    for (size_t i = 0; i + 1 < n; i++) bpe_cand_at(e, (int32_t)i);
+    for (size_t i = 0; i + 1 < n; i++) {
+        const int32_t *bp = e->t->byte_pair + 2 * (((size_t)w[i] << 8) | w[i + 1]);
+        if (bp[0] == INT32_MAX) continue;
+        struct bpe_cand c = {bp[0], (uint32_t)i, sym[i], sym[i + 1], bp[1]};
+        bpe_heap_push(e, c);
+    }
     while (e->heap_n) {
         struct bpe_cand c = bpe_heap_pop(e);
         int32_t q = nxt[c.pos];
@@ -666,7 +672,7 @@ static int bpe_word(void *ctx, size_t begin, size_t end)
     }
     for (size_t i = 0; i < n; i++) e->sym[i] = t->byte_id[w[i]];
     if (n <= BPE_SMALL_WORD && !(e->flags & BR_TOK_FORCE_HEAP)) return bpe_merge_small(e, w, n);
-    return bpe_merge_heap(e, n);
+    return bpe_merge_heap(e, w, n);
 }
 
 /* Decodes frag[0..len) into e->c. */

@@ -684,11 +684,11 @@ static void decode_chars(struct enc *e, const uint8_t *frag, size_t len)
         size_t k = frag[i] < 0x80 ? (cp = frag[i], 1) : br_uc_decode(frag + i, len - i, &cp);
         e->c.cp[n] = cp;
         e->c.cls[n] = (uint8_t)br_uc_class_of(cp);
-        e->c.off[n] = i;
+        e->c.off[n] = (uint32_t)i;
         n++;
         i += k;
     }
-    e->c.off[n] = len;
+    e->c.off[n] = (uint32_t)len;
     e->c.n = n;
 }
 
@@ -876,7 +876,7 @@ int br_tok_encode(const struct br_tok *t, const char *text, size_t len, unsigned
         goto done;
     }
     uint8_t *q = block;
-    e.c.off = (size_t *)(void *)q;
+    e.c.off = (uint32_t *)(void *)q;
     q += slots * sizeof *e.c.off;
     e.heap = q;
     q += 3 * slots * cand;

@@ -604,12 +604,12 @@ static void check_split(enum br_tok_pre pre, const char *text, const char *want)
     c.cls = malloc(len + 1);
     c.off = malloc((len + 1) * sizeof *c.off);
     for (size_t i = 0; i < len;) {
-        c.off[c.n] = i;
+        c.off[c.n] = (uint32_t)i;
         i += br_uc_decode((const uint8_t *)text + i, len - i, &c.cp[c.n]);
         c.cls[c.n] = (uint8_t)br_uc_class_of(c.cp[c.n]);
         c.n++;
     }
-    c.off[c.n] = len;
+    c.off[c.n] = (uint32_t)len;
     char buf[512];
     char *ctx[3] = {buf, (char *)text, buf};
     assert_int_equal(br_tok_pre_split(pre, &c, collect, ctx), 0);

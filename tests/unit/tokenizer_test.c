@@ -717,6 +717,9 @@ static void test_hostile(void **state)
         unsigned flags = fills[fi][0] == '<' ? BR_TOK_PARSE_SPECIAL : 0;
         for (int k = 0; k < 2; k++) hostile_one(toks[k], big, len, flags);
     }
+    /* Text made of the first bytes of special tokens, parsed: bounded work per byte. */
+    for (size_t i = 0; i < mb / 4; i++) big[i] = "<|"[i & 1];
+    hostile_one(f->l3, big, mb / 4, BR_TOK_PARSE_SPECIAL);
     free(big);
 }
 
@@ -891,14 +894,59 @@ static void test_bad_params(void **state)
     br_tok_destroy(&t);
 }
 
+/* User-defined tokens match with or without special parsing; control tokens only with it;
+ * the longest special wins; a one-byte special token works too. */
+static void test_special_kinds(void **state)
+{
+    (void)state;
+    const char *toks[] = {"a", "b", "ab", "<x>", "<ctl>", "|", "<x>y"};
+    int32_t types[] = {1,
+                       1,
+                       1,
+                       BR_TOK_TYPE_USER_DEFINED,
+                       BR_TOK_TYPE_CONTROL,
+                       BR_TOK_TYPE_CONTROL,
+                       BR_TOK_TYPE_USER_DEFINED};
+    const char *merges[] = {"a b"};
+    struct br_tok_params p;
+    struct br_tok *t = NULL;
+    br_tok_params_init(&p);
+    p.n_tokens = 7;
+    p.tokens = toks;
+    p.token_types = types;
+    p.n_merges = 1;
+    p.merges = merges;
+    assert_int_equal(br_tok_create(&p, &t, NULL), BR_OK);
+    const char *s = "a<x>b<ctl>|<x>yab";
+    int32_t *ids;
+    size_t n;
+    encode(t, s, strlen(s), 0, &ids, &n); /* the control text's letters are not tokens */
+    int32_t want0[] = {0, 3, 1, 6, 2};
+    assert_int_equal(n, 5);
+    assert_memory_equal(ids, want0, sizeof want0);
+    free(ids);
+    encode(t, s, strlen(s), BR_TOK_PARSE_SPECIAL, &ids, &n);
+    int32_t want1[] = {0, 3, 1, 4, 5, 6, 2};
+    assert_int_equal(n, 7);
+    assert_memory_equal(ids, want1, sizeof want1);
+    free(ids);
+    br_tok_destroy(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unicode),         cmocka_unit_test(test_pre_tokenizers),
-        cmocka_unit_test(test_bad_params),      cmocka_unit_test(test_llama3_cases),
-        cmocka_unit_test(test_llama2_cases),    cmocka_unit_test(test_llama3_detected),
-        cmocka_unit_test(test_special_tokens),  cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_hostile),         cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_unicode),
+        cmocka_unit_test(test_pre_tokenizers),
+        cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_special_kinds),
+        cmocka_unit_test(test_llama3_cases),
+        cmocka_unit_test(test_llama2_cases),
+        cmocka_unit_test(test_llama3_detected),
+        cmocka_unit_test(test_special_tokens),
+        cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_gguf),
         cmocka_unit_test(test_bitnet_cpp_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -94,3 +94,39 @@ float br_silu(float x)
 {
     return x / (1.0f + expf(-x));
 }
+
+float br_normq_stats(const float *x, const float *g, size_t n, size_t chunk, float *chunk_sums)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float y = g ? x[i] * g[i] : x[i];
+        float a = fabsf(y);
+        if (a > m) m = a;
+    }
+    for (size_t c = 0; c * chunk < n; c++) {
+        size_t len = n - c * chunk < chunk ? n - c * chunk : chunk;
+        chunk_sums[c] = br_dot_f32(x + c * chunk, x + c * chunk, len);
+    }
+    return m;
+}
+
+float br_normq_r(float ss, size_t n_total, float eps, int normed)
+{
+    return normed ? 1.0f / sqrtf(ss / (float)n_total + eps) : 1.0f;
+}
+
+float br_normq_quantize(const float *x, const float *g, size_t n, size_t npad, float absmax, float r,
+                        int8_t *q)
+{
+    float ar = absmax * r;
+    float qm = ar >= 1e-5f ? 127.0f / absmax : 127.0f * r / 1e-5f;
+    for (size_t i = 0; i < n; i++) {
+        float y = g ? x[i] * g[i] : x[i];
+        float v = nearbyintf(y * qm);
+        if (v > 127.0f) v = 127.0f;
+        if (v < -128.0f) v = -128.0f;
+        q[i] = (int8_t)v;
+    }
+    for (size_t i = n; i < npad; i++) q[i] = 0;
+    return 127.0f / fmaxf(ar, 1e-5f);
+}

@@ -37,6 +37,23 @@ float br_quantize_absmax(const float *x, size_t n, size_t npad, int8_t *q);
 float br_quantize_with_max(const float *x, size_t n, size_t npad, float absmax, int8_t *q);
 float br_absmax(const float *x, size_t n);
 
+/* Norm-and-quantize, the canonical input of every BitLinear (ARCHITECTURE.md: the RMS
+ * cancels out of the quantized values). With y_i = x_i * g_i (g NULL: y = x):
+ *   absmax = max |y_i|                                    (order-free)
+ *   ss     = sum of chunk sums of x_i^2                   (canonical chunks)
+ *   r      = 1 / sqrtf(ss / n + eps) if normed, else 1
+ *   qm     = 127 / absmax if absmax * r >= 1e-5, else 127 * r / 1e-5
+ *   q_i    = clamp(round_half_even(y_i * qm), -128, 127)
+ *   s      = 127 / max(absmax * r, 1e-5)                 (BitLinear output = acc / s * w)
+ * so a rank holding a slice of x needs only the global absmax and chunk sums. */
+/* Local part: returns absmax of y over x[0..n); writes ceil(n / chunk) chunk sums of x^2. */
+float br_normq_stats(const float *x, const float *g, size_t n, size_t chunk, float *chunk_sums);
+/* r from the global statistics (1 when not normed). */
+float br_normq_r(float ss, size_t n_total, float eps, int normed);
+/* Quantizes x[0..n) with the global absmax and r; zero-fills q[n..npad). Returns s. */
+float br_normq_quantize(const float *x, const float *g, size_t n, size_t npad, float absmax, float r,
+                        int8_t *q);
+
 /* RoPE on one head vector of head_dim values at position pos; n_rot dims rotated.
  * neox: dim i pairs with i + n_rot/2; else adjacent pairs (2i, 2i+1).
  * theta_i = pos * base^(-2i/n_rot), computed in double then rounded to float. */

@@ -26,7 +26,7 @@
 
 #include "sharding/types.h"
 
-#define GGUF_MAGIC "GGUF"
+#define GGUF_MAGIC    "GGUF"
 #define MAX_ALIGNMENT (1u << 30)
 
 struct br_gguf {
@@ -40,9 +40,9 @@ struct br_gguf {
     size_t n_kv, n_tensors;
     struct br_gguf_kv *kvs;
     struct br_gguf_tensor *tensors;
-    size_t *kv_sorted;     /* indices sorted by key */
-    size_t *tensor_sorted; /* indices sorted by name */
-    char *names;           /* all keys and names, NUL-terminated, one allocation */
+    const struct br_gguf_kv **kv_sorted;         /* sorted by key, for lookups */
+    const struct br_gguf_tensor **tensor_sorted; /* sorted by name */
+    char *names; /* all keys and names, NUL-terminated, one allocation */
 };
 
 /* ---- bounds-checked cursor ---- */
@@ -104,7 +104,7 @@ static int read_str(struct cursor *c, const char **ptr, uint64_t *len, const cha
     if (*len > remaining(c))
         return br_err_set(c->err, BR_E_FORMAT,
                           "%s at byte offset %llu: string length %llu exceeds the %llu bytes "
-                          "left in the file",
+                          "left in the file (truncated, or a bad length)",
                           what, (unsigned long long)at, (unsigned long long)*len,
                           (unsigned long long)remaining(c));
     *ptr = (const char *)c->base + c->pos;
@@ -126,16 +126,21 @@ size_t br_gguf_vtype_size(enum br_gguf_vtype t)
     switch (t) {
     case BR_GGUF_U8:
     case BR_GGUF_I8:
-    case BR_GGUF_BOOL: return 1;
+    case BR_GGUF_BOOL:
+        return 1;
     case BR_GGUF_U16:
-    case BR_GGUF_I16: return 2;
+    case BR_GGUF_I16:
+        return 2;
     case BR_GGUF_U32:
     case BR_GGUF_I32:
-    case BR_GGUF_F32: return 4;
+    case BR_GGUF_F32:
+        return 4;
     case BR_GGUF_U64:
     case BR_GGUF_I64:
-    case BR_GGUF_F64: return 8;
-    default: return 0;
+    case BR_GGUF_F64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -146,6 +151,17 @@ static uint64_t load_le(const uint8_t *p, size_t n)
     return v;
 }
 
+static bool is_signed_type(enum br_gguf_vtype t)
+{
+    return t == BR_GGUF_I8 || t == BR_GGUF_I16 || t == BR_GGUF_I32 || t == BR_GGUF_I64;
+}
+
+static bool is_unsigned_type(enum br_gguf_vtype t)
+{
+    return t == BR_GGUF_U8 || t == BR_GGUF_U16 || t == BR_GGUF_U32 || t == BR_GGUF_U64 ||
+           t == BR_GGUF_BOOL;
+}
+
 /* Decodes one fixed-size scalar at p into kv->v. */
 static void decode_scalar(enum br_gguf_vtype t, const uint8_t *p, struct br_gguf_kv *kv)
 {
@@ -154,12 +170,24 @@ static void decode_scalar(enum br_gguf_vtype t, const uint8_t *p, struct br_gguf
     case BR_GGUF_U8:
     case BR_GGUF_U16:
     case BR_GGUF_U32:
-    case BR_GGUF_U64: kv->v.u = raw; break;
-    case BR_GGUF_I8: kv->v.i = (int8_t)raw; break;
-    case BR_GGUF_I16: kv->v.i = (int16_t)raw; break;
-    case BR_GGUF_I32: kv->v.i = (int32_t)raw; break;
-    case BR_GGUF_I64: kv->v.i = (int64_t)raw; break;
-    case BR_GGUF_BOOL: kv->v.b = raw != 0; break;
+    case BR_GGUF_U64:
+        kv->v.u = raw;
+        break;
+    case BR_GGUF_I8:
+        kv->v.i = (int8_t)raw;
+        break;
+    case BR_GGUF_I16:
+        kv->v.i = (int16_t)raw;
+        break;
+    case BR_GGUF_I32:
+        kv->v.i = (int32_t)raw;
+        break;
+    case BR_GGUF_I64:
+        kv->v.i = (int64_t)raw;
+        break;
+    case BR_GGUF_BOOL:
+        kv->v.b = raw != 0;
+        break;
     case BR_GGUF_F32: {
         uint32_t u = (uint32_t)raw;
         float f;
@@ -173,7 +201,8 @@ static void decode_scalar(enum br_gguf_vtype t, const uint8_t *p, struct br_gguf
         kv->v.f = d;
         break;
     }
-    default: assert(0);
+    default:
+        assert(0);
     }
 }
 
@@ -185,9 +214,8 @@ static int parse_value(struct cursor *c, struct br_gguf_kv *kv, uint64_t **offse
     int rc = read_u32(c, &t, "value type");
     if (rc) return rc;
     if (t >= BR_GGUF_VTYPE_COUNT)
-        return br_err_set(err, BR_E_FORMAT,
-                          "key '%s': unknown value type %u at byte offset %llu", kv->key, t,
-                          (unsigned long long)at);
+        return br_err_set(err, BR_E_FORMAT, "key '%s': unknown value type %u at byte offset %llu",
+                          kv->key, t, (unsigned long long)at);
     kv->type = (enum br_gguf_vtype)t;
     if (t == BR_GGUF_STRING) return read_str(c, &kv->v.str.ptr, &kv->v.str.len, "string value");
     if (t != BR_GGUF_ARRAY) {
@@ -207,8 +235,8 @@ static int parse_value(struct cursor *c, struct br_gguf_kv *kv, uint64_t **offse
         return rc;
     if (et >= BR_GGUF_VTYPE_COUNT)
         return br_err_set(err, BR_E_FORMAT,
-                          "key '%s': unknown array element type %u at byte offset %llu",
-                          kv->key, et, (unsigned long long)eat);
+                          "key '%s': unknown array element type %u at byte offset %llu", kv->key,
+                          et, (unsigned long long)eat);
     if (et == BR_GGUF_ARRAY)
         return br_err_set(err, BR_E_UNSUPPORTED,
                           "key '%s': nested arrays are not supported (byte offset %llu)", kv->key,
@@ -222,7 +250,7 @@ static int parse_value(struct cursor *c, struct br_gguf_kv *kv, uint64_t **offse
         if (n > remaining(c) / sz)
             return br_err_set(err, BR_E_FORMAT,
                               "key '%s': array of %llu %s elements at byte offset %llu exceeds "
-                              "the %llu bytes left",
+                              "the %llu bytes left (truncated, or a bad count)",
                               kv->key, (unsigned long long)n, br_gguf_vtype_name(et),
                               (unsigned long long)eat, (unsigned long long)remaining(c));
         if (et == BR_GGUF_BOOL)
@@ -239,7 +267,7 @@ static int parse_value(struct cursor *c, struct br_gguf_kv *kv, uint64_t **offse
     if (n > remaining(c) / 8)
         return br_err_set(err, BR_E_FORMAT,
                           "key '%s': array of %llu strings at byte offset %llu exceeds the %llu "
-                          "bytes left",
+                          "bytes left (truncated, or a bad count)",
                           kv->key, (unsigned long long)n, (unsigned long long)eat,
                           (unsigned long long)remaining(c));
     uint64_t *offs = malloc((n ? n : 1) * sizeof *offs);
@@ -260,38 +288,27 @@ static int parse_value(struct cursor *c, struct br_gguf_kv *kv, uint64_t **offse
     return BR_OK;
 }
 
-static const struct br_gguf *sort_ctx; /* qsort has no context argument in C11 */
-
+/* Lookups sort pointers rather than indices, so the comparators need no context (qsort has
+ * no context argument in C11, and a file-static one would be shared by concurrent opens). */
 static int cmp_kv(const void *a, const void *b)
 {
-    return strcmp(sort_ctx->kvs[*(const size_t *)a].key, sort_ctx->kvs[*(const size_t *)b].key);
+    const struct br_gguf_kv *x = *(const struct br_gguf_kv *const *)a;
+    const struct br_gguf_kv *y = *(const struct br_gguf_kv *const *)b;
+    return strcmp(x->key, y->key);
 }
 
 static int cmp_tensor_name(const void *a, const void *b)
 {
-    return strcmp(sort_ctx->tensors[*(const size_t *)a].name,
-                  sort_ctx->tensors[*(const size_t *)b].name);
+    const struct br_gguf_tensor *x = *(const struct br_gguf_tensor *const *)a;
+    const struct br_gguf_tensor *y = *(const struct br_gguf_tensor *const *)b;
+    return strcmp(x->name, y->name);
 }
 
 static int cmp_tensor_offset(const void *a, const void *b)
 {
-    const struct br_gguf_tensor *x = &sort_ctx->tensors[*(const size_t *)a];
-    const struct br_gguf_tensor *y = &sort_ctx->tensors[*(const size_t *)b];
+    const struct br_gguf_tensor *x = *(const struct br_gguf_tensor *const *)a;
+    const struct br_gguf_tensor *y = *(const struct br_gguf_tensor *const *)b;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
-}
-
-/* qsort with a file-static context: guarded so concurrent opens stay correct. */
-#include <pthread.h>
-static pthread_mutex_t sort_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void sort_indices(const struct br_gguf *g, size_t *idx, size_t n,
-                         int (*cmp)(const void *, const void *))
-{
-    pthread_mutex_lock(&sort_mu);
-    sort_ctx = g;
-    qsort(idx, n, sizeof *idx, cmp);
-    sort_ctx = NULL;
-    pthread_mutex_unlock(&sort_mu);
 }
 
 static void free_contents(struct br_gguf *g)
@@ -329,18 +346,27 @@ static int parse(struct br_gguf *g, struct br_err *err)
      * 4 + 8: counts beyond what the file can hold are rejected before allocating. */
     if (n_kv > remaining(&c) / 14)
         return br_err_set(err, BR_E_FORMAT,
-                          "kv count %llu at byte offset 16 is impossible for a %llu-byte file",
+                          "kv count %llu at byte offset 16 is impossible for a %llu-byte file "
+                          "(truncated, or a bad count)",
                           (unsigned long long)n_kv, (unsigned long long)g->size);
     if (n_tensors > remaining(&c) / 33)
         return br_err_set(err, BR_E_FORMAT,
-                          "tensor count %llu at byte offset 8 is impossible for a %llu-byte file",
+                          "tensor count %llu at byte offset 8 is impossible for a %llu-byte file "
+                          "(truncated, or a bad count)",
                           (unsigned long long)n_tensors, (unsigned long long)g->size);
+    /* together, too (each product is at most what is left, so the sum cannot wrap) */
+    if (n_kv * 14 + n_tensors * 33 > remaining(&c))
+        return br_err_set(err, BR_E_FORMAT,
+                          "kv count %llu (byte offset 16) and tensor count %llu (byte offset 8) "
+                          "are impossible for a %llu-byte file (truncated, or a bad count)",
+                          (unsigned long long)n_kv, (unsigned long long)n_tensors,
+                          (unsigned long long)g->size);
     g->n_kv = (size_t)n_kv;
     g->n_tensors = (size_t)n_tensors;
     g->kvs = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kvs);
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
-    g->kv_sorted = malloc((g->n_kv ? g->n_kv : 1) * sizeof(size_t));
-    g->tensor_sorted = malloc((g->n_tensors ? g->n_tensors : 1) * sizeof(size_t));
+    g->kv_sorted = malloc((g->n_kv ? g->n_kv : 1) * sizeof *g->kv_sorted);
+    g->tensor_sorted = malloc((g->n_tensors ? g->n_tensors : 1) * sizeof *g->tensor_sorted);
     /* keys and names are copied NUL-terminated into one buffer no larger than the file */
     g->names = malloc(g->size + 1);
     if (!g->kvs || !g->tensors || !g->kv_sorted || !g->tensor_sorted || !g->names)
@@ -372,15 +398,30 @@ static int parse(struct br_gguf *g, struct br_err *err)
             return br_err_prefix(err, rc, "metadata entry %zu", i);
         }
         if (!strcmp(kv->key, "general.alignment")) {
-            bool is_int = kv->type == BR_GGUF_U32 || kv->type == BR_GGUF_U64 ||
-                          kv->type == BR_GGUF_I32 || kv->type == BR_GGUF_U16;
-            uint64_t a = kv->type == BR_GGUF_I32 ? (uint64_t)kv->v.i : kv->v.u;
-            if (!is_int || (kv->type == BR_GGUF_I32 && kv->v.i <= 0) || a == 0 ||
-                (a & (a - 1)) != 0 || a > MAX_ALIGNMENT)
+            /* Writers use u32, but like every integer key any integer type is read (the
+             * writer below accepts the same set, so its files always read back). */
+            uint64_t a = 0;
+            if (is_unsigned_type(kv->type) && kv->type != BR_GGUF_BOOL)
+                a = kv->v.u;
+            else if (is_signed_type(kv->type) && kv->v.i > 0)
+                a = (uint64_t)kv->v.i;
+            else if (!is_signed_type(kv->type))
+                return br_err_set(err, BR_E_FORMAT,
+                                  "general.alignment at byte offset %llu must be an integer, "
+                                  "found %s",
+                                  (unsigned long long)kv->file_offset,
+                                  br_gguf_vtype_name(kv->type));
+            if (a == 0 || (a & (a - 1)) != 0 || a > MAX_ALIGNMENT) {
+                char val[32];
+                if (is_signed_type(kv->type))
+                    snprintf(val, sizeof val, "%lld", (long long)kv->v.i);
+                else
+                    snprintf(val, sizeof val, "%llu", (unsigned long long)kv->v.u);
                 return br_err_set(err, BR_E_FORMAT,
                                   "general.alignment at byte offset %llu must be a power of two "
-                                  "integer up to 2^30",
-                                  (unsigned long long)kv->file_offset);
+                                  "up to 2^30, found %s",
+                                  (unsigned long long)kv->file_offset, val);
+            }
             g->alignment = a;
         }
     }
@@ -407,15 +448,17 @@ static int parse(struct br_gguf *g, struct br_err *err)
             return br_err_prefix(err, rc, "tensor '%s'", t->name);
         if (t->n_dims < 1 || t->n_dims > BR_GGUF_MAX_DIMS)
             return br_err_set(err, BR_E_FORMAT,
-                              "tensor '%s': n_dims %u at byte offset %llu is not in 1..%d",
-                              t->name, t->n_dims, (unsigned long long)dat, BR_GGUF_MAX_DIMS);
+                              "tensor '%s': n_dims %u at byte offset %llu is not in 1..%d", t->name,
+                              t->n_dims, (unsigned long long)dat, BR_GGUF_MAX_DIMS);
         uint64_t nelem = 1;
         for (uint32_t d = 0; d < BR_GGUF_MAX_DIMS; d++) t->ne[d] = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) {
             uint64_t nat = c.pos;
             if ((rc = read_u64(&c, &t->ne[d], "tensor dimension")))
                 return br_err_prefix(err, rc, "tensor '%s'", t->name);
-            if (t->ne[d] == 0 || t->ne[d] > (uint64_t)INT64_MAX || nelem > UINT64_MAX / t->ne[d])
+            /* the element count must fit int64_t, which consumers index with */
+            if (t->ne[d] == 0 || t->ne[d] > (uint64_t)INT64_MAX ||
+                nelem > (uint64_t)INT64_MAX / t->ne[d])
                 return br_err_set(err, BR_E_FORMAT,
                                   "tensor '%s': dimension %u = %llu at byte offset %llu is zero "
                                   "or overflows",
@@ -457,45 +500,60 @@ static int parse(struct br_gguf *g, struct br_err *err)
                               "tensor '%s': data offset %llu (info at byte %llu) is not a "
                               "multiple of the alignment %llu",
                               t->name, (unsigned long long)t->offset,
-                              (unsigned long long)t->info_offset,
-                              (unsigned long long)g->alignment);
+                              (unsigned long long)t->info_offset, (unsigned long long)g->alignment);
         if (t->offset > avail || t->nbytes > avail - t->offset)
             return br_err_set(err, BR_E_FORMAT,
-                              "tensor '%s': %llu bytes at data offset %llu (file byte %llu) run "
-                              "past the end of the %llu-byte file",
-                              t->name, (unsigned long long)t->nbytes,
-                              (unsigned long long)t->offset, (unsigned long long)(data + t->offset),
+                              "tensor '%s' (info at byte offset %llu): %llu bytes at data offset "
+                              "%llu run past the end of the %llu-byte file (truncated, or a bad "
+                              "offset)",
+                              t->name, (unsigned long long)t->info_offset,
+                              (unsigned long long)t->nbytes, (unsigned long long)t->offset,
                               (unsigned long long)g->size);
         t->data = g->base + data + t->offset;
     }
 
     /* unique keys, unique names, no overlapping tensors */
-    for (size_t i = 0; i < g->n_kv; i++) g->kv_sorted[i] = i;
-    sort_indices(g, g->kv_sorted, g->n_kv, cmp_kv);
+    for (size_t i = 0; i < g->n_kv; i++) g->kv_sorted[i] = &g->kvs[i];
+    qsort(g->kv_sorted, g->n_kv, sizeof *g->kv_sorted, cmp_kv);
     for (size_t i = 1; i < g->n_kv; i++)
-        if (!strcmp(g->kvs[g->kv_sorted[i - 1]].key, g->kvs[g->kv_sorted[i]].key))
-            return br_err_set(err, BR_E_FORMAT, "duplicate metadata key '%s' at byte offset %llu",
-                              g->kvs[g->kv_sorted[i]].key,
-                              (unsigned long long)g->kvs[g->kv_sorted[i]].file_offset);
-    for (size_t i = 0; i < g->n_tensors; i++) g->tensor_sorted[i] = i;
-    sort_indices(g, g->tensor_sorted, g->n_tensors, cmp_tensor_name);
+        if (!strcmp(g->kv_sorted[i - 1]->key, g->kv_sorted[i]->key)) {
+            /* qsort is not stable: name the later of the two records */
+            const struct br_gguf_kv *a = g->kv_sorted[i - 1], *b = g->kv_sorted[i];
+            return br_err_set(
+                err, BR_E_FORMAT, "duplicate metadata key '%s' at byte offsets %llu and %llu",
+                b->key,
+                (unsigned long long)(a->file_offset < b->file_offset ? a->file_offset
+                                                                     : b->file_offset),
+                (unsigned long long)(a->file_offset < b->file_offset ? b->file_offset
+                                                                     : a->file_offset));
+        }
+    for (size_t i = 0; i < g->n_tensors; i++) g->tensor_sorted[i] = &g->tensors[i];
+    qsort(g->tensor_sorted, g->n_tensors, sizeof *g->tensor_sorted, cmp_tensor_name);
     for (size_t i = 1; i < g->n_tensors; i++)
-        if (!strcmp(g->tensors[g->tensor_sorted[i - 1]].name, g->tensors[g->tensor_sorted[i]].name))
-            return br_err_set(err, BR_E_FORMAT, "duplicate tensor name '%s' at byte offset %llu",
-                              g->tensors[g->tensor_sorted[i]].name,
-                              (unsigned long long)g->tensors[g->tensor_sorted[i]].info_offset);
+        if (!strcmp(g->tensor_sorted[i - 1]->name, g->tensor_sorted[i]->name)) {
+            const struct br_gguf_tensor *a = g->tensor_sorted[i - 1], *b = g->tensor_sorted[i];
+            return br_err_set(
+                err, BR_E_FORMAT, "duplicate tensor name '%s' at byte offsets %llu and %llu",
+                b->name,
+                (unsigned long long)(a->info_offset < b->info_offset ? a->info_offset
+                                                                     : b->info_offset),
+                (unsigned long long)(a->info_offset < b->info_offset ? b->info_offset
+                                                                     : a->info_offset));
+        }
     if (g->n_tensors > 1) {
-        size_t *by_off = malloc(g->n_tensors * sizeof *by_off);
+        const struct br_gguf_tensor **by_off = malloc(g->n_tensors * sizeof *by_off);
         if (!by_off) return br_err_set(err, BR_E_NOMEM, "out of memory checking tensor overlap");
-        for (size_t i = 0; i < g->n_tensors; i++) by_off[i] = i;
-        sort_indices(g, by_off, g->n_tensors, cmp_tensor_offset);
+        for (size_t i = 0; i < g->n_tensors; i++) by_off[i] = &g->tensors[i];
+        qsort(by_off, g->n_tensors, sizeof *by_off, cmp_tensor_offset);
         for (size_t i = 1; i < g->n_tensors; i++) {
-            const struct br_gguf_tensor *a = &g->tensors[by_off[i - 1]];
-            const struct br_gguf_tensor *b = &g->tensors[by_off[i]];
+            const struct br_gguf_tensor *a = by_off[i - 1], *b = by_off[i];
+            /* both ends were checked against the file size above, so no overflow */
             if (a->offset + a->nbytes > b->offset) {
                 rc = br_err_set(err, BR_E_FORMAT,
-                                "tensors '%s' and '%s' overlap (data offsets %llu+%llu and %llu)",
-                                a->name, b->name, (unsigned long long)a->offset,
+                                "tensors '%s' (info at byte offset %llu) and '%s' (info at byte "
+                                "offset %llu) overlap: data offsets %llu+%llu and %llu",
+                                a->name, (unsigned long long)a->info_offset, b->name,
+                                (unsigned long long)b->info_offset, (unsigned long long)a->offset,
                                 (unsigned long long)a->nbytes, (unsigned long long)b->offset);
                 free(by_off);
                 return rc;
@@ -511,6 +569,12 @@ static int open_common(struct br_gguf *g, struct br_gguf **out, struct br_err *e
     int rc = parse(g, err);
     if (rc) {
         br_err_prefix(err, rc, "%s", g->path);
+        /* Messages quote keys and names from the file, which may hold any byte but NUL; a
+         * control character there (a newline, an escape sequence) must not reach a
+         * terminal or split the one-line message. */
+        if (err)
+            for (char *p = err->msg; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
         br_gguf_close(&g);
         return rc;
     }
@@ -573,13 +637,34 @@ void br_gguf_close(struct br_gguf **gp)
     *gp = NULL;
 }
 
-uint32_t br_gguf_version(const struct br_gguf *g) { return g->version; }
-uint64_t br_gguf_alignment(const struct br_gguf *g) { return g->alignment; }
-uint64_t br_gguf_data_offset(const struct br_gguf *g) { return g->data_offset; }
-uint64_t br_gguf_file_size(const struct br_gguf *g) { return g->size; }
-const char *br_gguf_path(const struct br_gguf *g) { return g->path; }
-size_t br_gguf_n_kv(const struct br_gguf *g) { return g->n_kv; }
-size_t br_gguf_n_tensors(const struct br_gguf *g) { return g->n_tensors; }
+uint32_t br_gguf_version(const struct br_gguf *g)
+{
+    return g->version;
+}
+uint64_t br_gguf_alignment(const struct br_gguf *g)
+{
+    return g->alignment;
+}
+uint64_t br_gguf_data_offset(const struct br_gguf *g)
+{
+    return g->data_offset;
+}
+uint64_t br_gguf_file_size(const struct br_gguf *g)
+{
+    return g->size;
+}
+const char *br_gguf_path(const struct br_gguf *g)
+{
+    return g->path;
+}
+size_t br_gguf_n_kv(const struct br_gguf *g)
+{
+    return g->n_kv;
+}
+size_t br_gguf_n_tensors(const struct br_gguf *g)
+{
+    return g->n_tensors;
+}
 
 const struct br_gguf_kv *br_gguf_kv_at(const struct br_gguf *g, size_t i)
 {
@@ -596,10 +681,12 @@ const struct br_gguf_kv *br_gguf_find_kv(const struct br_gguf *g, const char *ke
     size_t lo = 0, hi = g->n_kv;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(g->kvs[g->kv_sorted[mid]].key, key);
-        if (c == 0) return &g->kvs[g->kv_sorted[mid]];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        int c = strcmp(g->kv_sorted[mid]->key, key);
+        if (c == 0) return g->kv_sorted[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -609,26 +696,17 @@ const struct br_gguf_tensor *br_gguf_find_tensor(const struct br_gguf *g, const 
     size_t lo = 0, hi = g->n_tensors;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(g->tensors[g->tensor_sorted[mid]].name, name);
-        if (c == 0) return &g->tensors[g->tensor_sorted[mid]];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        int c = strcmp(g->tensor_sorted[mid]->name, name);
+        if (c == 0) return g->tensor_sorted[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
 
 /* ---- typed getters ---- */
-
-static bool is_signed_type(enum br_gguf_vtype t)
-{
-    return t == BR_GGUF_I8 || t == BR_GGUF_I16 || t == BR_GGUF_I32 || t == BR_GGUF_I64;
-}
-
-static bool is_unsigned_type(enum br_gguf_vtype t)
-{
-    return t == BR_GGUF_U8 || t == BR_GGUF_U16 || t == BR_GGUF_U32 || t == BR_GGUF_U64 ||
-           t == BR_GGUF_BOOL;
-}
 
 int br_gguf_get_i64(const struct br_gguf *g, const char *key, int64_t *out, struct br_err *err)
 {
@@ -641,13 +719,15 @@ int br_gguf_get_i64(const struct br_gguf *g, const char *key, int64_t *out, stru
     if (is_unsigned_type(kv->type)) {
         uint64_t u = kv->type == BR_GGUF_BOOL ? (uint64_t)kv->v.b : kv->v.u;
         if (u > (uint64_t)INT64_MAX)
-            return br_err_set(err, BR_E_FORMAT, "%s: value %llu is out of range", key,
-                              (unsigned long long)u);
+            return br_err_set(err, BR_E_FORMAT,
+                              "%s: value %llu does not fit a signed 64-bit integer (byte offset "
+                              "%llu)",
+                              key, (unsigned long long)u, (unsigned long long)kv->file_offset);
         *out = (int64_t)u;
         return BR_OK;
     }
-    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)",
-                      key, br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)", key,
+                      br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
 }
 
 int br_gguf_get_u64(const struct br_gguf *g, const char *key, uint64_t *out, struct br_err *err)
@@ -660,13 +740,13 @@ int br_gguf_get_u64(const struct br_gguf *g, const char *key, uint64_t *out, str
     }
     if (is_signed_type(kv->type)) {
         if (kv->v.i < 0)
-            return br_err_set(err, BR_E_FORMAT, "%s: value %lld is negative", key,
-                              (long long)kv->v.i);
+            return br_err_set(err, BR_E_FORMAT, "%s: value %lld is negative (byte offset %llu)",
+                              key, (long long)kv->v.i, (unsigned long long)kv->file_offset);
         *out = (uint64_t)kv->v.i;
         return BR_OK;
     }
-    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)",
-                      key, br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)", key,
+                      br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
 }
 
 int br_gguf_get_u32(const struct br_gguf *g, const char *key, uint32_t *out, struct br_err *err)
@@ -675,8 +755,9 @@ int br_gguf_get_u32(const struct br_gguf *g, const char *key, uint32_t *out, str
     int rc = br_gguf_get_u64(g, key, &v, err);
     if (rc) return rc;
     if (v > UINT32_MAX)
-        return br_err_set(err, BR_E_FORMAT, "%s: value %llu does not fit 32 bits", key,
-                          (unsigned long long)v);
+        return br_err_set(
+            err, BR_E_FORMAT, "%s: value %llu does not fit 32 bits (byte offset %llu)", key,
+            (unsigned long long)v, (unsigned long long)br_gguf_find_kv(g, key)->file_offset);
     *out = (uint32_t)v;
     return BR_OK;
 }
@@ -726,8 +807,9 @@ int br_gguf_get_str(const struct br_gguf *g, const char *key, char *buf, size_t 
         return br_err_set(err, BR_E_FORMAT, "%s: expected a string, found %s (byte offset %llu)",
                           key, br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
     if (kv->v.str.len >= cap)
-        return br_err_set(err, BR_E_TOO_LONG, "%s: string of %llu bytes is too long (max %zu)",
-                          key, (unsigned long long)kv->v.str.len, cap - 1);
+        return br_err_set(err, BR_E_TOO_LONG,
+                          "%s: string of %llu bytes does not fit a %zu-byte buffer", key,
+                          (unsigned long long)kv->v.str.len, cap);
     memcpy(buf, kv->v.str.ptr, kv->v.str.len);
     buf[kv->v.str.len] = '\0';
     return BR_OK;
@@ -737,17 +819,22 @@ double br_gguf_arr_f64(const struct br_gguf_kv *kv, uint64_t i)
 {
     assert(kv->type == BR_GGUF_ARRAY && i < kv->v.arr.n);
     size_t sz = br_gguf_vtype_size(kv->v.arr.elem);
+    if (sz == 0) return 0; /* string elements have no numeric value */
     struct br_gguf_kv tmp;
     decode_scalar(kv->v.arr.elem, kv->v.arr.data + i * sz, &tmp);
     switch (kv->v.arr.elem) {
     case BR_GGUF_F32:
-    case BR_GGUF_F64: return tmp.v.f;
-    case BR_GGUF_BOOL: return tmp.v.b;
+    case BR_GGUF_F64:
+        return tmp.v.f;
+    case BR_GGUF_BOOL:
+        return tmp.v.b;
     case BR_GGUF_I8:
     case BR_GGUF_I16:
     case BR_GGUF_I32:
-    case BR_GGUF_I64: return (double)tmp.v.i;
-    default: return (double)tmp.v.u;
+    case BR_GGUF_I64:
+        return (double)tmp.v.i;
+    default:
+        return (double)tmp.v.u;
     }
 }
 
@@ -755,17 +842,27 @@ int64_t br_gguf_arr_i64(const struct br_gguf_kv *kv, uint64_t i)
 {
     assert(kv->type == BR_GGUF_ARRAY && i < kv->v.arr.n);
     size_t sz = br_gguf_vtype_size(kv->v.arr.elem);
+    if (sz == 0) return 0; /* string elements have no numeric value */
     struct br_gguf_kv tmp;
     decode_scalar(kv->v.arr.elem, kv->v.arr.data + i * sz, &tmp);
     switch (kv->v.arr.elem) {
     case BR_GGUF_F32:
-    case BR_GGUF_F64: return (int64_t)tmp.v.f;
-    case BR_GGUF_BOOL: return tmp.v.b;
+    case BR_GGUF_F64:
+        /* A float outside int64's range (or NaN) would make the cast undefined; a file can
+         * hold any bits, so truncate toward zero and saturate instead. */
+        if (tmp.v.f != tmp.v.f) return 0;
+        if (tmp.v.f >= 9223372036854775808.0) return INT64_MAX;
+        if (tmp.v.f < -9223372036854775808.0) return INT64_MIN;
+        return (int64_t)tmp.v.f;
+    case BR_GGUF_BOOL:
+        return tmp.v.b;
     case BR_GGUF_I8:
     case BR_GGUF_I16:
     case BR_GGUF_I32:
-    case BR_GGUF_I64: return tmp.v.i;
-    default: return (int64_t)tmp.v.u;
+    case BR_GGUF_I64:
+        return tmp.v.i;
+    default:
+        return (int64_t)tmp.v.u;
     }
 }
 
@@ -807,6 +904,8 @@ struct br_gguf_writer {
 
 static int buf_put(struct buf *b, const void *p, size_t n)
 {
+    if (n == 0) return BR_OK; /* p may be NULL (an empty array), and memcpy forbids that */
+    if (n > SIZE_MAX / 2 - b->len) return BR_E_NOMEM;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n) cap *= 2;
@@ -864,6 +963,11 @@ void br_gguf_writer_destroy(struct br_gguf_writer **wp)
 static int kv_begin(struct br_gguf_writer *w, const char *key, uint32_t type)
 {
     if (w->f || !key || !*key) return BR_E_INVALID;
+    /* general.alignment changes the layout; only an integer the reader accepts may set it
+     * (set_raw checks the value), so the writer cannot produce a file it cannot read. */
+    if (!strcmp(key, "general.alignment") &&
+        !(is_signed_type(type) || (is_unsigned_type(type) && type != BR_GGUF_BOOL)))
+        return BR_E_INVALID;
     for (uint64_t i = 0; i < w->n_kv; i++)
         if (!strcmp(w->keys[i], key)) return BR_E_INVALID;
     char **nk = realloc(w->keys, (size_t)(w->n_kv + 1) * sizeof *nk);
@@ -885,14 +989,15 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "GGUF writer assumes l
 int br_gguf_writer_set_raw(struct br_gguf_writer *w, const char *key, enum br_gguf_vtype t,
                            const void *v)
 {
-    if (!br_gguf_vtype_size(t)) return BR_E_INVALID;
-    int rc = kv_begin(w, key, t);
-    if (rc) return rc;
+    if (!br_gguf_vtype_size(t) || !key) return BR_E_INVALID;
     if (!strcmp(key, "general.alignment")) {
         uint64_t a = load_le(v, br_gguf_vtype_size(t));
+        /* a negative signed value reads as a huge unsigned one and fails the range check */
         if (a == 0 || (a & (a - 1)) || a > MAX_ALIGNMENT) return BR_E_INVALID;
-        w->alignment = a;
     }
+    int rc = kv_begin(w, key, t);
+    if (rc) return rc;
+    if (!strcmp(key, "general.alignment")) w->alignment = load_le(v, br_gguf_vtype_size(t));
     return put_scalar(&w->kv, t, v);
 }
 
@@ -928,7 +1033,7 @@ int br_gguf_writer_set_arr(struct br_gguf_writer *w, const char *key, enum br_gg
                            const void *data, uint64_t n)
 {
     size_t sz = br_gguf_vtype_size(elem);
-    if (!sz) return BR_E_INVALID;
+    if (!sz || n > SIZE_MAX / sz || (n && !data)) return BR_E_INVALID;
     int rc = kv_begin(w, key, BR_GGUF_ARRAY);
     if (!rc) rc = buf_u32(&w->kv, elem);
     if (!rc) rc = buf_u64(&w->kv, n);
@@ -936,8 +1041,8 @@ int br_gguf_writer_set_arr(struct br_gguf_writer *w, const char *key, enum br_gg
     return rc;
 }
 
-int br_gguf_writer_set_arr_str(struct br_gguf_writer *w, const char *key,
-                               const char *const *strs, const size_t *lens, uint64_t n)
+int br_gguf_writer_set_arr_str(struct br_gguf_writer *w, const char *key, const char *const *strs,
+                               const size_t *lens, uint64_t n)
 {
     int rc = kv_begin(w, key, BR_GGUF_ARRAY);
     if (!rc) rc = buf_u32(&w->kv, BR_GGUF_STRING);
@@ -982,12 +1087,8 @@ int br_gguf_writer_add_tensor(struct br_gguf_writer *w, const char *name, uint32
     t->type = type;
     for (uint32_t d = 0; d < BR_GGUF_MAX_DIMS; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
     t->nbytes = nbytes;
-    uint64_t off = 0;
-    if (w->n_tensors > 0) {
-        const struct wtensor *p = &w->tensors[w->n_tensors - 1];
-        off = (p->offset + p->nbytes + w->alignment - 1) / w->alignment * w->alignment;
-    }
-    t->offset = off;
+    /* the final offsets are assigned by begin(), once general.alignment is known */
+    t->offset = 0;
     w->n_tensors++;
     return BR_OK;
 }
@@ -1011,6 +1112,10 @@ int br_gguf_writer_begin(struct br_gguf_writer *w, const char *path, struct br_e
     uint64_t off = 0;
     for (size_t i = 0; i < w->n_tensors; i++) {
         w->tensors[i].offset = off;
+        /* the reader bounds every tensor by the file size; refuse sums that would wrap */
+        if (w->tensors[i].nbytes > (uint64_t)INT64_MAX - off)
+            return br_err_set(err, BR_E_INVALID, "tensor '%s': the data section overflows",
+                              w->tensors[i].name);
         off = (off + w->tensors[i].nbytes + w->alignment - 1) / w->alignment * w->alignment;
     }
     struct buf h = {0};
@@ -1037,7 +1142,12 @@ int br_gguf_writer_begin(struct br_gguf_writer *w, const char *path, struct br_e
         return br_err_set(err, BR_E_IO, "%s: %s", path, strerror(errno));
     }
     free(w->path);
-    w->path = strdup(path);
+    if (!(w->path = strdup(path))) {
+        free(h.p);
+        fclose(w->f);
+        w->f = NULL;
+        return br_err_set(err, BR_E_NOMEM, "out of memory");
+    }
     uint64_t pad = (w->alignment - h.len % w->alignment) % w->alignment;
     if (fwrite(h.p, 1, h.len, w->f) != h.len || write_zeros(w->f, pad)) rc = BR_E_IO;
     free(h.p);
@@ -1048,8 +1158,7 @@ int br_gguf_writer_begin(struct br_gguf_writer *w, const char *path, struct br_e
     return BR_OK;
 }
 
-int br_gguf_writer_write(struct br_gguf_writer *w, const void *data, size_t n,
-                         struct br_err *err)
+int br_gguf_writer_write(struct br_gguf_writer *w, const void *data, size_t n, struct br_err *err)
 {
     const uint8_t *p = data;
     if (!w->f) return br_err_set(err, BR_E_INVALID, "write before begin");

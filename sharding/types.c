@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 _Static_assert(sizeof(struct br_block_q8_0) == 34, "Q8_0 block is 34 bytes");
 _Static_assert(sizeof(struct br_block_q6_k) == 210, "Q6_K block is 210 bytes");
@@ -29,16 +30,16 @@ struct type_info {
 static const struct type_info *info(uint32_t type)
 {
     static const struct type_info table[BR_GGML_TYPE_MAX] = {
-        [BR_GGML_F32] = {"F32", 1, 4},       [BR_GGML_F16] = {"F16", 1, 2},
-        [BR_GGML_Q4_0] = {"Q4_0", 32, 18},   [BR_GGML_Q4_1] = {"Q4_1", 32, 20},
-        [BR_GGML_Q5_0] = {"Q5_0", 32, 22},   [BR_GGML_Q5_1] = {"Q5_1", 32, 24},
-        [BR_GGML_Q8_0] = {"Q8_0", 32, 34},   [BR_GGML_Q8_1] = {"Q8_1", 32, 36},
-        [BR_GGML_Q2_K] = {"Q2_K", 256, 84},  [BR_GGML_Q3_K] = {"Q3_K", 256, 110},
-        [BR_GGML_Q4_K] = {"Q4_K", 256, 144}, [BR_GGML_Q5_K] = {"Q5_K", 256, 176},
-        [BR_GGML_Q6_K] = {"Q6_K", 256, 210}, [BR_GGML_Q8_K] = {"Q8_K", 256, 292},
-        [BR_GGML_I8] = {"I8", 1, 1},         [BR_GGML_I16] = {"I16", 1, 2},
-        [BR_GGML_I32] = {"I32", 1, 4},       [BR_GGML_I64] = {"I64", 1, 8},
-        [BR_GGML_F64] = {"F64", 1, 8},       [BR_GGML_BF16] = {"BF16", 1, 2},
+        [BR_GGML_F32] = {"F32", 1, 4},        [BR_GGML_F16] = {"F16", 1, 2},
+        [BR_GGML_Q4_0] = {"Q4_0", 32, 18},    [BR_GGML_Q4_1] = {"Q4_1", 32, 20},
+        [BR_GGML_Q5_0] = {"Q5_0", 32, 22},    [BR_GGML_Q5_1] = {"Q5_1", 32, 24},
+        [BR_GGML_Q8_0] = {"Q8_0", 32, 34},    [BR_GGML_Q8_1] = {"Q8_1", 32, 36},
+        [BR_GGML_Q2_K] = {"Q2_K", 256, 84},   [BR_GGML_Q3_K] = {"Q3_K", 256, 110},
+        [BR_GGML_Q4_K] = {"Q4_K", 256, 144},  [BR_GGML_Q5_K] = {"Q5_K", 256, 176},
+        [BR_GGML_Q6_K] = {"Q6_K", 256, 210},  [BR_GGML_Q8_K] = {"Q8_K", 256, 292},
+        [BR_GGML_I8] = {"I8", 1, 1},          [BR_GGML_I16] = {"I16", 1, 2},
+        [BR_GGML_I32] = {"I32", 1, 4},        [BR_GGML_I64] = {"I64", 1, 8},
+        [BR_GGML_F64] = {"F64", 1, 8},        [BR_GGML_BF16] = {"BF16", 1, 2},
         [BR_GGML_TQ1_0] = {"TQ1_0", 256, 54}, [BR_GGML_TQ2_0] = {"TQ2_0", 256, 66},
         [BR_GGML_I2_S] = {"I2_S", 128, 32},
     };

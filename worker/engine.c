@@ -1,18 +1,18 @@
 /*
- * Reference forward pass (see engine.h and FORMATS.md §4).
+ * Forward pass of one part of the model (see engine.h, FORMATS.md §4, ARCHITECTURE.md).
  *
- * Per layer, for a batch of T tokens (positions p0..p0+T-1):
- *   n = rmsnorm(x) * attn_norm; q8 = quant(n)            (T, d) -> int8 (T, kpad)
- *   q, k, v = BitLinear(Wq|Wk|Wv, q8)                    exact int32, then * scale / s
- *   rope(q), rope(k); k, v -> f16 KV cache               cache (n_ctx, n_kv * hd)
- *   a = causal GQA attention; a = subnorm(a)             (T, n_head * hd_v)
- *   x += BitLinear(Wo, quant(a))
- *   m = rmsnorm(x) * ffn_norm; g, u = BitLinear(Wg|Wu, quant(m))
- *   f = act(g) * u; f = subnorm(f); x += BitLinear(Wd, quant(f))
- * then logits = head(rmsnorm(x) * output_norm).
+ * Per layer, for a batch of T tokens, on a rank holding residual columns [d0, d1), KV
+ * heads [kv0, kv1) (and their query heads) and FFN rows [ff0, ff1):
+ *   attn_norm statistics of its residual slice -> all-gather -> int8 slice -> all-gather
+ *   Q/K/V of its heads from the full int8 input; RoPE; f16 KV cache; attention
+ *   attn_sub_norm statistics per head -> all-gather -> int8 of its heads' outputs
+ *   O partial sums over its columns (all d rows) -> int32 reduce-scatter -> residual slice
+ *   ffn_norm as attn_norm; gate/up of its FFN rows; act(g) * u
+ *   ffn_sub_norm statistics -> all-gather -> int8 -> down partial sums -> reduce-scatter
+ * With one rank the collectives are copies and the code is the single-process reference.
  *
- * Work is split over output rows (projections, head) and heads (attention), never over a
- * reduction, so results do not depend on the thread count.
+ * Work inside a rank is split over output rows (projections, head) and heads (attention),
+ * never over a reduction, so results do not depend on the thread count.
  */
 #include "worker/engine.h"
 
@@ -22,30 +22,53 @@
 
 #include "bitrack/fp.h"
 #include "kernels/ops.h"
+#include "sharding/plan.h"
+#include "worker/kvcache.h"
 
 struct layer_cache {
-    uint16_t *k; /* (n_ctx, n_head_kv * head_dim) f16 */
-    uint16_t *v; /* (n_ctx, n_head_kv * head_dim_v) f16 */
+    uint16_t *k; /* (kv_blocks * BR_KV_BLOCK, kdl) f16 */
+    uint16_t *v; /* (kv_blocks * BR_KV_BLOCK, vdl) f16 */
+};
+
+/* What every rank of the TP group holds, for laying out collectives. */
+struct group_dims {
+    int32_t d0, dl;      /* residual slice */
+    int32_t ff0, ffl;    /* FFN rows */
+    int32_t qh0, qhl;    /* query heads */
+    int32_t v0, v1;      /* vocabulary rows on the last stage */
 };
 
 struct br_engine {
     const struct br_model *m;
     struct br_pool *pool;
-    int32_t n_ctx, max_batch;
-    int32_t kpad_max; /* widest padded activation */
-    struct layer_cache *cache;
-    /* scratch, all (max_batch, ...) */
-    float *x;      /* residual (T, d) */
-    float *xn;     /* normed input (T, max(d, ff, qdim)) */
-    int8_t *q8;    /* quantized input (T, kpad_max) */
-    float *qs;     /* quantization scales (T,) */
-    int32_t *acc;  /* integer sums (T, max rows) */
-    float *q, *k, *v; /* (T, n_head*hd), (T, n_kv*hd), (T, n_kv*hd_v) */
-    float *att;    /* attention output (T, n_head*hd_v) */
-    float *g, *u;  /* (T, ff) */
-    float *scores; /* (n_head, n_ctx) softmax scratch per head */
-    float *logits_tmp;
-    float *layer_rms; /* (n_layer + 1,) */
+    struct br_comm *comm;
+    int tp, tp_rank;
+    int32_t n_ctx, max_batch, n_seq;
+    /* local sizes */
+    int32_t g;                           /* query heads per KV head */
+    int32_t dl, qhl, kvl, qdl, kdl, vdl, odl, ffl, vl;
+    size_t kpad_d, kpad_o, kpad_f;       /* padded widths of the int8 inputs */
+    struct group_dims *grp;              /* (tp,) */
+    struct layer_cache *cache;           /* (n_layer,), only own layers allocated */
+    struct br_kv_alloc *kv;              /* block tables */
+    int64_t *rows;                       /* (max_batch,) cache row of each batch token */
+    /* scratch, all sized for max_batch tokens */
+    float *x;        /* residual slice (T, dl) */
+    int8_t *q8;      /* full or local int8 input (T, max kpad) */
+    int8_t *q8loc;   /* local int8 slice before the all-gather (T, dl) */
+    float *qs;       /* per-token quantization scale s (T,) */
+    float *stats;    /* local statistics (T, 1 + chunks) */
+    float *gstats;   /* gathered statistics */
+    int32_t *acc;    /* integer sums (T, max rows) */
+    int32_t *rs;     /* reduce-scatter send (T, d) / recv (T, dl) scratch */
+    float *q, *k, *v, *att, *gbuf, *ubuf;
+    float *xn;       /* normalized full residual for the head (T, d) */
+    float *xnl;      /* local normalized slice (T, dl) */
+    float *scores;   /* (qhl, n_ctx) */
+    float *layer_rms;
+    int *counts, *displs; /* (tp,) collective layout scratch */
+    void *gbuf_raw;       /* all-gather receive scratch */
+    size_t gbuf_raw_size;
 };
 
 static void *xalloc(size_t n)
@@ -53,54 +76,14 @@ static void *xalloc(size_t n)
     return calloc(1, n ? n : 1);
 }
 
-int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
-                     struct br_engine **out, struct br_err *err)
+static size_t pad128(int32_t n)
 {
-    *out = NULL;
-    const struct br_model_config *c = &m->cfg;
-    struct br_engine *e = xalloc(sizeof *e);
-    if (!e) return br_err_set(err, BR_E_NOMEM, "out of memory");
-    e->m = m;
-    e->pool = o ? o->pool : NULL;
-    e->n_ctx = o && o->n_ctx > 0 ? o->n_ctx : c->n_ctx;
-    e->max_batch = o && o->max_batch > 0 ? o->max_batch : 64;
-    int32_t qd = c->n_head * c->head_dim, kd = c->n_head_kv * c->head_dim;
-    int32_t vd = c->n_head_kv * c->head_dim_v, od = c->n_head * c->head_dim_v;
-    int32_t widest = c->n_embd;
-    if (c->n_ff > widest) widest = c->n_ff;
-    if (od > widest) widest = od;
-    if (qd > widest) widest = qd;
-    e->kpad_max = br_tmat_blocks(widest) * BR_TMAT_BLOCK;
-    int32_t rows_max = qd + 2 * kd > widest ? qd + 2 * kd : widest;
-    size_t T = (size_t)e->max_batch;
-    e->cache = xalloc((size_t)c->n_layer * sizeof *e->cache);
-    e->x = xalloc(T * (size_t)c->n_embd * sizeof(float));
-    e->xn = xalloc(T * (size_t)widest * sizeof(float));
-    e->q8 = xalloc(T * (size_t)e->kpad_max);
-    e->qs = xalloc(T * sizeof(float));
-    e->acc = xalloc(T * (size_t)rows_max * sizeof(int32_t));
-    e->q = xalloc(T * (size_t)qd * sizeof(float));
-    e->k = xalloc(T * (size_t)kd * sizeof(float));
-    e->v = xalloc(T * (size_t)vd * sizeof(float));
-    e->att = xalloc(T * (size_t)od * sizeof(float));
-    e->g = xalloc(T * (size_t)c->n_ff * sizeof(float));
-    e->u = xalloc(T * (size_t)c->n_ff * sizeof(float));
-    e->scores = xalloc((size_t)c->n_head * (size_t)e->n_ctx * sizeof(float));
-    e->layer_rms = xalloc(((size_t)c->n_layer + 1) * sizeof(float));
-    if (!e->cache || !e->x || !e->xn || !e->q8 || !e->qs || !e->acc || !e->q || !e->k || !e->v ||
-        !e->att || !e->g || !e->u || !e->scores || !e->layer_rms)
-        goto nomem;
-    for (int l = 0; l < c->n_layer; l++) {
-        e->cache[l].k = xalloc((size_t)e->n_ctx * (size_t)kd * sizeof(uint16_t));
-        e->cache[l].v = xalloc((size_t)e->n_ctx * (size_t)vd * sizeof(uint16_t));
-        if (!e->cache[l].k || !e->cache[l].v) goto nomem;
-    }
-    *out = e;
-    return BR_OK;
-nomem:
-    br_engine_destroy(&e);
-    return br_err_set(err, BR_E_NOMEM, "out of memory allocating the engine (context %d)",
-                      o && o->n_ctx > 0 ? o->n_ctx : c->n_ctx);
+    return (size_t)br_tmat_blocks(n) * BR_TMAT_BLOCK;
+}
+
+static size_t chunks_of(int32_t n, int32_t chunk)
+{
+    return (size_t)((n + chunk - 1) / chunk);
 }
 
 void br_engine_destroy(struct br_engine **ep)
@@ -113,35 +96,259 @@ void br_engine_destroy(struct br_engine **ep)
             free(e->cache[l].v);
         }
     free(e->cache);
-    free(e->x);
-    free(e->xn);
-    free(e->q8);
-    free(e->qs);
-    free(e->acc);
-    free(e->q);
-    free(e->k);
-    free(e->v);
-    free(e->att);
-    free(e->g);
-    free(e->u);
-    free(e->scores);
-    free(e->logits_tmp);
-    free(e->layer_rms);
+    br_kv_alloc_destroy(&e->kv);
+    free(e->rows);
+    free(e->grp);
+    free(e->x), free(e->q8), free(e->q8loc), free(e->qs), free(e->stats), free(e->gstats);
+    free(e->acc), free(e->rs), free(e->q), free(e->k), free(e->v), free(e->att);
+    free(e->gbuf), free(e->ubuf), free(e->xn), free(e->xnl), free(e->scores);
+    free(e->layer_rms), free(e->counts), free(e->displs), free(e->gbuf_raw);
     free(e);
     *ep = NULL;
 }
 
-int32_t br_engine_n_ctx(const struct br_engine *e)
+int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
+                     struct br_engine **out, struct br_err *err)
 {
-    return e->n_ctx;
+    *out = NULL;
+    const struct br_model_config *c = &m->cfg;
+    const struct br_part *p = &m->part;
+    struct br_engine *e = xalloc(sizeof *e);
+    if (!e) return br_err_set(err, BR_E_NOMEM, "out of memory");
+    e->m = m;
+    e->pool = o ? o->pool : NULL;
+    e->comm = o ? o->comm : NULL;
+    e->tp = p->tp;
+    e->tp_rank = p->tp_rank;
+    if ((e->tp > 1 || p->pp > 1) && !e->comm) {
+        free(e);
+        return br_err_set(err, BR_E_INVALID, "a part of a %dx%d plan needs a communicator",
+                          p->tp, p->pp);
+    }
+    e->n_ctx = o && o->n_ctx > 0 ? o->n_ctx : c->n_ctx;
+    e->max_batch = o && o->max_batch > 0 ? o->max_batch : 64;
+    e->n_seq = o && o->n_seq > 0 ? o->n_seq : 1;
+    e->g = c->n_head / c->n_head_kv;
+    e->dl = p->d1 - p->d0;
+    e->kvl = p->kv1 - p->kv0;
+    e->qhl = e->kvl * e->g;
+    e->qdl = e->qhl * c->head_dim;
+    e->kdl = e->kvl * c->head_dim;
+    e->vdl = e->kvl * c->head_dim_v;
+    e->odl = e->qhl * c->head_dim_v;
+    e->ffl = p->ff1 - p->ff0;
+    e->vl = p->v1 - p->v0;
+    e->kpad_d = pad128(c->n_embd);
+    e->kpad_o = pad128(e->odl);
+    e->kpad_f = pad128(e->ffl);
+
+    /* the group's layout, from the same plan every rank computes */
+    e->grp = xalloc((size_t)e->tp * sizeof *e->grp);
+    e->counts = xalloc((size_t)e->tp * sizeof *e->counts);
+    e->displs = xalloc((size_t)e->tp * sizeof *e->displs);
+    if (!e->grp || !e->counts || !e->displs) goto nomem;
+    if (e->tp == 1) {
+        e->grp[0] = (struct group_dims){p->d0, e->dl, p->ff0, e->ffl, p->kv0 * e->g, e->qhl,
+                                        0, c->n_vocab};
+    } else {
+        struct br_plan *plan = NULL;
+        int rc = br_plan_create(c, p->tp, p->pp, &plan, err);
+        if (rc) {
+            br_engine_destroy(&e);
+            return rc;
+        }
+        for (int r = 0; r < e->tp; r++) {
+            const struct br_part *q = &plan->parts[p->pp_rank * p->tp + r];
+            const struct br_part *lq = &plan->parts[(p->pp - 1) * p->tp + r];
+            e->grp[r] = (struct group_dims){q->d0, q->d1 - q->d0, q->ff0, q->ff1 - q->ff0,
+                                            q->kv0 * e->g, (q->kv1 - q->kv0) * e->g, lq->v0, lq->v1};
+        }
+        int same = e->grp[p->tp_rank].d0 == p->d0 && e->grp[p->tp_rank].dl == e->dl &&
+                   e->grp[p->tp_rank].ff0 == p->ff0 && e->grp[p->tp_rank].ffl == e->ffl;
+        br_plan_destroy(&plan);
+        if (!same) {
+            br_engine_destroy(&e);
+            return br_err_set(err, BR_E_MISMATCH, "this rank's part differs from the plan");
+        }
+    }
+
+    size_t T = (size_t)e->max_batch;
+    int32_t d = c->n_embd;
+    size_t kmax = e->kpad_d;
+    if (e->kpad_o > kmax) kmax = e->kpad_o;
+    if (e->kpad_f > kmax) kmax = e->kpad_f;
+    size_t rows_max = (size_t)d;
+    if ((size_t)e->qdl > rows_max) rows_max = (size_t)e->qdl;
+    if ((size_t)e->ffl > rows_max) rows_max = (size_t)e->ffl;
+    size_t stat_max = 1 + chunks_of(d, BR_CHUNK);
+    if (1 + (size_t)c->n_head > stat_max) stat_max = 1 + (size_t)c->n_head;
+    if (1 + chunks_of(c->n_ff, BR_CHUNK) > stat_max) stat_max = 1 + chunks_of(c->n_ff, BR_CHUNK);
+    e->x = xalloc(T * (size_t)e->dl * sizeof(float));
+    e->q8 = xalloc(T * kmax);
+    e->q8loc = xalloc(T * (size_t)e->dl);
+    e->qs = xalloc(T * sizeof(float));
+    e->stats = xalloc(T * stat_max * sizeof(float));
+    e->gstats = xalloc(T * (stat_max + (size_t)e->tp) * sizeof(float));
+    e->acc = xalloc(T * rows_max * sizeof(int32_t));
+    e->rs = xalloc(T * (size_t)d * sizeof(int32_t));
+    e->q = xalloc(T * (size_t)e->qdl * sizeof(float));
+    e->k = xalloc(T * (size_t)e->kdl * sizeof(float));
+    e->v = xalloc(T * (size_t)e->vdl * sizeof(float));
+    e->att = xalloc(T * (size_t)e->odl * sizeof(float));
+    e->gbuf = xalloc(T * (size_t)e->ffl * sizeof(float));
+    e->ubuf = xalloc(T * (size_t)e->ffl * sizeof(float));
+    e->xn = xalloc(T * (size_t)d * sizeof(float));
+    e->xnl = xalloc(T * (size_t)e->dl * sizeof(float));
+    e->scores = xalloc((size_t)e->qhl * (size_t)e->n_ctx * sizeof(float));
+    e->layer_rms = xalloc(((size_t)c->n_layer + 1) * sizeof(float));
+    e->gbuf_raw_size = T * (size_t)d * sizeof(float) + T * (stat_max + (size_t)e->tp) * sizeof(float);
+    e->gbuf_raw = xalloc(e->gbuf_raw_size);
+    e->cache = xalloc((size_t)c->n_layer * sizeof *e->cache);
+    if (!e->x || !e->q8 || !e->q8loc || !e->qs || !e->stats || !e->gstats || !e->acc || !e->rs ||
+        !e->q || !e->k || !e->v || !e->att || !e->gbuf || !e->ubuf || !e->xn || !e->xnl ||
+        !e->scores || !e->layer_rms || !e->gbuf_raw || !e->cache)
+        goto nomem;
+    int32_t per_seq = (e->n_ctx + BR_KV_BLOCK - 1) / BR_KV_BLOCK;
+    int32_t n_blocks = o && o->kv_blocks > 0 ? o->kv_blocks : per_seq * e->n_seq;
+    if (br_kv_alloc_create(e->n_seq, e->n_ctx, BR_KV_BLOCK, n_blocks, &e->kv)) goto nomem;
+    e->rows = xalloc(T * sizeof *e->rows);
+    if (!e->rows) goto nomem;
+    size_t slots = (size_t)n_blocks * BR_KV_BLOCK;
+    for (int l = p->layer0; l < p->layer1; l++) {
+        e->cache[l].k = xalloc(slots * (size_t)e->kdl * sizeof(uint16_t));
+        e->cache[l].v = xalloc(slots * (size_t)e->vdl * sizeof(uint16_t));
+        if (!e->cache[l].k || !e->cache[l].v) goto nomem;
+    }
+    *out = e;
+    return BR_OK;
+nomem:
+    br_engine_destroy(&e);
+    return br_err_set(err, BR_E_NOMEM,
+                      "out of memory allocating the engine (%d sequences x %d positions)",
+                      o && o->n_seq > 0 ? o->n_seq : 1, o && o->n_ctx > 0 ? o->n_ctx : c->n_ctx);
 }
 
-const float *br_engine_layer_rms(const struct br_engine *e)
+int32_t br_engine_n_ctx(const struct br_engine *e) { return e->n_ctx; }
+int32_t br_engine_free_blocks(const struct br_engine *e) { return br_kv_alloc_free_blocks(e->kv); }
+int32_t br_engine_max_batch(const struct br_engine *e) { return e->max_batch; }
+int32_t br_engine_vocab(const struct br_engine *e) { return e->m->cfg.n_vocab; }
+int32_t br_engine_n_seq(const struct br_engine *e) { return e->n_seq; }
+int32_t br_engine_residual_width(const struct br_engine *e) { return e->dl; }
+
+void br_engine_vocab_slice(const struct br_engine *e, int tp_rank, int32_t *v0, int32_t *v1)
 {
-    return e->layer_rms;
+    *v0 = e->grp[tp_rank].v0;
+    *v1 = e->grp[tp_rank].v1;
+}
+float *br_engine_residual(struct br_engine *e) { return e->x; }
+const float *br_engine_layer_rms(const struct br_engine *e) { return e->layer_rms; }
+
+int br_engine_check(const struct br_engine *e, const struct br_batch *b, struct br_err *err)
+{
+    if (b->n <= 0 || b->n > e->max_batch)
+        return br_err_set(err, BR_E_INVALID, "batch of %d tokens (1..%d)", b->n, e->max_batch);
+    for (int32_t i = 0; i < b->n; i++) {
+        if (b->tokens[i] < 0 || b->tokens[i] >= e->m->cfg.n_vocab)
+            return br_err_set(err, BR_E_RANGE, "token id %d at position %d is outside the "
+                              "vocabulary (0..%d)", b->tokens[i], b->pos[i], e->m->cfg.n_vocab - 1);
+        if (b->pos[i] < 0 || b->pos[i] >= e->n_ctx)
+            return br_err_set(err, BR_E_TOO_LONG, "position %d exceeds the context of %d tokens",
+                              b->pos[i], e->n_ctx);
+        if (b->seq[i] < 0 || b->seq[i] >= e->n_seq)
+            return br_err_set(err, BR_E_RANGE, "sequence slot %d out of range (0..%d)", b->seq[i],
+                              e->n_seq - 1);
+    }
+    if (b->n_free < 0 || b->n_free > e->max_batch)
+        return br_err_set(err, BR_E_INVALID, "%d slots to free (0..%d)", b->n_free, e->max_batch);
+    for (int32_t i = 0; i < b->n_free; i++)
+        if (b->free_seqs[i] < 0 || b->free_seqs[i] >= e->n_seq)
+            return br_err_set(err, BR_E_RANGE, "freed slot %d out of range", b->free_seqs[i]);
+    return BR_OK;
 }
 
-/* ---- BitLinear: quantize T rows, integer product split over output rows, scale ---- */
+/* ---- collectives (copies when alone) ---- */
+
+/* Gathers per-rank blocks of `elem` bytes x per_rank[r] elements for each of T tokens,
+ * block r token-major, into out laid out rank-major: out + disp(r) (T, per_rank[r]). */
+static int gather_blocks(struct br_engine *e, const void *mine, size_t elem, const int32_t *per_rank,
+                         int32_t T, void *out)
+{
+    if (e->tp == 1) {
+        memcpy(out, mine, (size_t)T * (size_t)per_rank[0] * elem);
+        return BR_OK;
+    }
+    int off = 0;
+    for (int r = 0; r < e->tp; r++) {
+        e->counts[r] = (int)((size_t)T * (size_t)per_rank[r] * elem);
+        e->displs[r] = off;
+        off += e->counts[r];
+    }
+    return e->comm->ops->allgather(e->comm, mine, out, e->counts, e->displs);
+}
+
+/* Norm-and-quantize across the group (kernels/ops.h): x (T, n_local) with chunk sums over
+ * `chunk`, statistics of every rank combined in rank (= chunk) order. Writes q (T, npad)
+ * and e->qs (T,). chunks_per_rank[r] and n_total describe the group. */
+static int normq(struct br_engine *e, const float *x, const float *g, int32_t n_local,
+                 int32_t n_total, int32_t chunk, const int32_t *chunks_per_rank, int normed,
+                 int32_t T, int8_t *q, size_t npad)
+{
+    const float eps = e->m->cfg.eps;
+    int32_t mine = chunks_per_rank[e->tp_rank];
+    size_t stride = 1 + (size_t)mine;
+    for (int32_t t = 0; t < T; t++)
+        e->stats[t * stride] = br_normq_stats(x + (size_t)t * n_local, g, (size_t)n_local,
+                                              (size_t)chunk, e->stats + t * stride + 1);
+    int32_t per_rank[64];
+    int32_t *pr = e->tp <= 64 ? per_rank : NULL;
+    if (!pr) return BR_E_UNSUPPORTED;
+    for (int r = 0; r < e->tp; r++) pr[r] = 1 + chunks_per_rank[r];
+    int rc = gather_blocks(e, e->stats, sizeof(float), pr, T, e->gstats);
+    if (rc) return rc;
+    for (int32_t t = 0; t < T; t++) {
+        float absmax = 0.0f, ss = 0.0f;
+        size_t off = 0;
+        for (int r = 0; r < e->tp; r++) {
+            const float *blk = e->gstats + off + (size_t)t * (size_t)pr[r];
+            if (blk[0] > absmax) absmax = blk[0];
+            for (int32_t c = 0; c < chunks_per_rank[r]; c++) ss += blk[1 + c];
+            off += (size_t)T * (size_t)pr[r];
+        }
+        float rr = br_normq_r(ss, (size_t)n_total, eps, normed);
+        e->qs[t] = br_normq_quantize(x + (size_t)t * n_local, g, (size_t)n_local, npad, absmax, rr,
+                                     q + (size_t)t * npad);
+    }
+    return BR_OK;
+}
+
+/* Residual norm + quantize, then the all-gather of int8 slices into e->q8 (T, kpad_d). */
+static int residual_normq(struct br_engine *e, const float *g, int32_t T)
+{
+    const struct br_model_config *c = &e->m->cfg;
+    int32_t cpr[64], sizes[64];
+    for (int r = 0; r < e->tp; r++) {
+        cpr[r] = (int32_t)chunks_of(e->grp[r].dl, BR_CHUNK);
+        sizes[r] = e->grp[r].dl;
+    }
+    if (e->tp == 1)
+        return normq(e, e->x, g, e->dl, c->n_embd, BR_CHUNK, cpr, 1, T, e->q8, e->kpad_d);
+    int rc = normq(e, e->x, g, e->dl, c->n_embd, BR_CHUNK, cpr, 1, T, e->q8loc, (size_t)e->dl);
+    if (rc) return rc;
+    int8_t *raw = e->gbuf_raw;
+    if ((rc = gather_blocks(e, e->q8loc, 1, sizes, T, raw))) return rc;
+    size_t off = 0;
+    for (int r = 0; r < e->tp; r++) {
+        for (int32_t t = 0; t < T; t++)
+            memcpy(e->q8 + (size_t)t * e->kpad_d + e->grp[r].d0, raw + off + (size_t)t * sizes[r],
+                   (size_t)sizes[r]);
+        off += (size_t)T * (size_t)sizes[r];
+    }
+    for (int32_t t = 0; t < T; t++)
+        memset(e->q8 + (size_t)t * e->kpad_d + c->n_embd, 0, e->kpad_d - (size_t)c->n_embd);
+    return BR_OK;
+}
+
+/* ---- projections ---- */
 
 struct proj_job {
     const struct br_tmat *w;
@@ -164,43 +371,71 @@ static void proj_task(void *ctx, int task, int n_tasks)
         br_tmat_gemm(j->w, r0, r1, j->T, j->q8, j->kpad, j->acc + r0, (size_t)rows);
 }
 
-static int n_tasks_for(const struct br_engine *e, int32_t rows)
+static void integer_product(struct br_engine *e, const struct br_tmat *w, const int8_t *q8,
+                            size_t kpad, int32_t T)
 {
+    struct proj_job j = {w, q8, kpad, T, e->acc};
     int t = br_pool_threads(e->pool);
-    if (t == 1) return 1;
-    int n = t * 4;
-    return n > rows ? rows : n;
+    int n = t == 1 ? 1 : t * 4;
+    if (n > w->rows) n = w->rows;
+    br_pool_run(e->pool, proj_task, &j, n);
 }
 
-/* Quantizes x (T, n) into e->q8 (T, kpad) with per-token scales e->qs. */
-static void quantize_rows(struct br_engine *e, const float *x, int32_t T, int32_t n, size_t kpad)
+/* Column-split projection: y (T, w->rows) = acc / s * scale. */
+static void project(struct br_engine *e, const struct br_tmat *w, const int8_t *q8, size_t kpad,
+                    int32_t T, float *y)
 {
-    for (int32_t t = 0; t < T; t++)
-        e->qs[t] = br_quantize_absmax(x + (size_t)t * n, (size_t)n, kpad, e->q8 + (size_t)t * kpad);
-}
-
-/* y (T, w->rows) = BitLinear(w, e->q8) with the scales of quantize_rows. If add, y += . */
-static void bitlinear(struct br_engine *e, const struct br_tmat *w, int32_t T, float *y, int add)
-{
-    struct proj_job j = {w, e->q8, (size_t)w->blocks * BR_TMAT_BLOCK, T, e->acc};
-    br_pool_run(e->pool, proj_task, &j, n_tasks_for(e, w->rows));
+    integer_product(e, w, q8, kpad, T);
     for (int32_t t = 0; t < T; t++) {
         const int32_t *a = e->acc + (size_t)t * w->rows;
         float *yt = y + (size_t)t * w->rows;
         float s = e->qs[t];
-        for (int32_t r = 0; r < w->rows; r++) {
-            float v = (float)a[r] / s * w->scale[r];
-            yt[r] = add ? yt[r] + v : v;
-        }
+        for (int32_t r = 0; r < w->rows; r++) yt[r] = (float)a[r] / s * w->scale[r];
     }
 }
 
-/* ---- attention, one task per head ---- */
+/* Row-split projection (O, Down): partial sums over local columns for all d rows, summed
+ * exactly across the group, then added to the residual slice. */
+static int project_add_residual(struct br_engine *e, const struct br_tmat *w, const int8_t *q8,
+                                size_t kpad, int32_t T)
+{
+    integer_product(e, w, q8, kpad, T);
+    int32_t d = e->m->cfg.n_embd, d0 = e->m->part.d0;
+    const int32_t *sums = e->acc;
+    size_t stride = (size_t)d;
+    if (e->tp > 1) {
+        /* send blocks in rank order, each (T, dl_r) */
+        size_t off = 0;
+        for (int r = 0; r < e->tp; r++) {
+            for (int32_t t = 0; t < T; t++)
+                memcpy(e->rs + off + (size_t)t * e->grp[r].dl,
+                       e->acc + (size_t)t * d + e->grp[r].d0, (size_t)e->grp[r].dl * sizeof(int32_t));
+            off += (size_t)T * (size_t)e->grp[r].dl;
+            e->counts[r] = T * e->grp[r].dl;
+        }
+        int32_t *recv = e->acc; /* acc is free again once rs holds the blocks */
+        int rc = e->comm->ops->reduce_scatter_i32(e->comm, e->rs, recv, e->counts);
+        if (rc) return rc;
+        sums = recv;
+        stride = (size_t)e->dl;
+        d0 = 0;
+    }
+    for (int32_t t = 0; t < T; t++) {
+        float s = e->qs[t];
+        float *xt = e->x + (size_t)t * e->dl;
+        const int32_t *a = sums + (size_t)t * stride + d0;
+        const float *sc = w->scale + e->m->part.d0;
+        for (int32_t i = 0; i < e->dl; i++) xt[i] += (float)a[i] / s * sc[i];
+    }
+    return BR_OK;
+}
+
+/* ---- attention, one task per local query head ---- */
 
 struct attn_job {
     struct br_engine *e;
     int layer;
-    int32_t T, pos0;
+    const struct br_batch *b;
 };
 
 static float f16_round(float x)
@@ -208,10 +443,10 @@ static float f16_round(float x)
     return br_f16_to_f32(br_f32_to_f16(x));
 }
 
-/* Causal attention for one head over the f16 cache. Like the KV cache, the query and
- * the unnormalized softmax weights are rounded to f16 precision before their products: this is what
- * the reference CPU implementations compute, and matching it keeps greedy continuations
- * of real files identical to theirs (tests/unit/bitnet_cpp_test.c). */
+/* Causal attention for one head over the f16 cache. Like the KV cache, the query and the
+ * unnormalized softmax weights are rounded to f16 precision before their products: this
+ * is what the reference CPU implementations compute, and matching it keeps greedy
+ * continuations of real files identical to theirs (tests/unit/bitnet_cpp_test.c). */
 static void attn_task(void *ctx, int h, int n_heads)
 {
     (void)n_heads;
@@ -219,19 +454,20 @@ static void attn_task(void *ctx, int h, int n_heads)
     struct br_engine *e = j->e;
     const struct br_model_config *c = &e->m->cfg;
     int32_t hd = c->head_dim, hdv = c->head_dim_v;
-    int32_t kd = c->n_head_kv * hd, vd = c->n_head_kv * hdv;
-    int32_t kvh = h / (c->n_head / c->n_head_kv);
+    int32_t kvh = h / e->g;
     const struct layer_cache *lc = &e->cache[j->layer];
     float *scores = e->scores + (size_t)h * e->n_ctx;
     float kbuf[BR_MAX_HEAD_DIM], qbuf[BR_MAX_HEAD_DIM];
     float scale = 1.0f / sqrtf((float)hd);
-    for (int32_t t = 0; t < j->T; t++) {
-        int32_t npos = j->pos0 + t + 1;
-        const float *qh = e->q + (size_t)t * c->n_head * hd + (size_t)h * hd;
+    for (int32_t t = 0; t < j->b->n; t++) {
+        int32_t npos = j->b->pos[t] + 1;
+        int32_t sq = j->b->seq[t];
+        const float *qh = e->q + (size_t)t * e->qdl + (size_t)h * hd;
         for (int32_t i = 0; i < hd; i++) qbuf[i] = f16_round(qh[i]);
         float mx = -INFINITY;
         for (int32_t p = 0; p < npos; p++) {
-            const uint16_t *kp = lc->k + (size_t)p * kd + (size_t)kvh * hd;
+            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p);
+            const uint16_t *kp = lc->k + row * e->kdl + (size_t)kvh * hd;
             for (int32_t i = 0; i < hd; i++) kbuf[i] = br_f16_to_f32(kp[i]);
             scores[p] = br_dot_f32(qbuf, kbuf, (size_t)hd) * scale;
             if (scores[p] > mx) mx = scores[p];
@@ -242,10 +478,11 @@ static void attn_task(void *ctx, int h, int n_heads)
             sum += scores[p];
         }
         float inv = 1.0f / sum;
-        float *out = e->att + (size_t)t * c->n_head * hdv + (size_t)h * hdv;
+        float *out = e->att + (size_t)t * e->odl + (size_t)h * hdv;
         for (int32_t i = 0; i < hdv; i++) out[i] = 0.0f;
         for (int32_t p = 0; p < npos; p++) {
-            const uint16_t *vp = lc->v + (size_t)p * vd + (size_t)kvh * hdv;
+            const uint16_t *vp =
+                lc->v + (size_t)br_kv_alloc_row(e->kv, sq, p) * e->vdl + (size_t)kvh * hdv;
             float w = f16_round(scores[p]);
             for (int32_t i = 0; i < hdv; i++) out[i] = fmaf(w, br_f16_to_f32(vp[i]), out[i]);
         }
@@ -253,36 +490,21 @@ static void attn_task(void *ctx, int h, int n_heads)
     }
 }
 
-/* ---- head, one task per slice of the vocabulary ---- */
+/* ---- the stages ---- */
 
-struct head_job {
-    struct br_engine *e;
-    const float *xn; /* (T, d) */
-    int32_t T;
-    float *logits; /* (T, vocab) */
-    int failed;
-};
-
-static void head_task(void *ctx, int task, int n_tasks)
+int br_engine_embed(struct br_engine *e, const struct br_batch *b, struct br_err *err)
 {
-    struct head_job *j = ctx;
-    const struct br_dense *h = &j->e->m->head;
-    int64_t v0 = h->rows * task / n_tasks, v1 = h->rows * (task + 1) / n_tasks;
-    float *row = malloc((size_t)h->cols * sizeof *row);
-    if (!row) {
-        j->failed = 1;
-        return;
+    int rc = br_engine_check(e, b, err);
+    if (rc) return rc;
+    const struct br_model *m = e->m;
+    int32_t d = m->cfg.n_embd;
+    float *row = e->xn; /* (d,) scratch */
+    for (int32_t t = 0; t < b->n; t++) {
+        if ((rc = br_dense_row(&m->embd, b->tokens[t], row, err))) return rc;
+        memcpy(e->x + (size_t)t * e->dl, row + m->part.d0, (size_t)e->dl * sizeof(float));
     }
-    for (int64_t v = v0; v < v1; v++) {
-        if (br_dense_row(h, v, row, NULL) != BR_OK) {
-            j->failed = 1;
-            break;
-        }
-        for (int32_t t = 0; t < j->T; t++)
-            j->logits[(size_t)t * h->rows + v] =
-                br_dot_f32(row, j->xn + (size_t)t * h->cols, (size_t)h->cols);
-    }
-    free(row);
+    (void)d;
+    return BR_OK;
 }
 
 static float rms_of(const float *x, int32_t n)
@@ -292,110 +514,197 @@ static float rms_of(const float *x, int32_t n)
     return (float)sqrt(s / n);
 }
 
-static int eval_batch(struct br_engine *e, const int32_t *tokens, int32_t T, int32_t pos0,
-                      float *logits, int want_all, int want_last, struct br_err *err)
+int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_err *err)
+{
+    int rc = br_engine_check(e, b, err);
+    if (rc) return rc;
+    const struct br_model *m = e->m;
+    const struct br_model_config *c = &m->cfg;
+    const struct br_part *p = &m->part;
+    int32_t T = b->n, hd = c->head_dim;
+    int32_t cpr_head[64], cpr_ff[64];
+    for (int r = 0; r < e->tp; r++) {
+        cpr_head[r] = e->grp[r].qhl;
+        cpr_ff[r] = (int32_t)chunks_of(e->grp[r].ffl, BR_CHUNK);
+    }
+    /* KV blocks: frees, then each token's position, on every rank in the same order */
+    for (int32_t i = 0; i < b->n_free; i++) br_kv_alloc_release(e->kv, b->free_seqs[i]);
+    for (int32_t t = 0; t < T; t++) {
+        int64_t row = br_kv_alloc_append(e->kv, b->seq[t], b->pos[t]);
+        if (row < 0)
+            return br_err_set(err, (int)row, row == BR_E_BUSY ? "no free KV block for slot %d "
+                              "position %d" : "slot %d position %d is not next in its sequence",
+                              b->seq[t], b->pos[t]);
+        e->rows[t] = row;
+    }
+    if (p->first_stage) e->layer_rms[0] = rms_of(e->x + (size_t)(T - 1) * e->dl, e->dl);
+    for (int l = p->layer0; l < p->layer1; l++) {
+        const struct br_layer_weights *lw = &m->layers[l];
+        /* attention */
+        if ((rc = residual_normq(e, lw->attn_norm, T))) goto comm_fail;
+        project(e, &lw->q, e->q8, e->kpad_d, T, e->q);
+        project(e, &lw->k, e->q8, e->kpad_d, T, e->k);
+        project(e, &lw->v, e->q8, e->kpad_d, T, e->v);
+        const struct layer_cache *lc = &e->cache[l];
+        for (int32_t t = 0; t < T; t++) {
+            int32_t pos = b->pos[t];
+            for (int32_t h = 0; h < e->qhl; h++)
+                br_rope(e->q + (size_t)t * e->qdl + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
+                        c->rope_neox);
+            for (int32_t h = 0; h < e->kvl; h++)
+                br_rope(e->k + (size_t)t * e->kdl + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
+                        c->rope_neox);
+            size_t slot = (size_t)e->rows[t];
+            for (int32_t i = 0; i < e->kdl; i++)
+                lc->k[slot * e->kdl + i] = br_f32_to_f16(e->k[(size_t)t * e->kdl + i]);
+            for (int32_t i = 0; i < e->vdl; i++)
+                lc->v[slot * e->vdl + i] = br_f32_to_f16(e->v[(size_t)t * e->vdl + i]);
+        }
+        struct attn_job aj = {e, l, b};
+        br_pool_run(e->pool, attn_task, &aj, e->qhl);
+        if ((rc = normq(e, e->att, lw->attn_sub_norm, e->odl, c->n_head * c->head_dim_v,
+                        c->head_dim_v, cpr_head, lw->attn_sub_norm != NULL, T, e->q8, e->kpad_o)))
+            goto comm_fail;
+        if ((rc = project_add_residual(e, &lw->o, e->q8, e->kpad_o, T))) goto comm_fail;
+
+        /* feed-forward */
+        if ((rc = residual_normq(e, lw->ffn_norm, T))) goto comm_fail;
+        project(e, &lw->gate, e->q8, e->kpad_d, T, e->gbuf);
+        project(e, &lw->up, e->q8, e->kpad_d, T, e->ubuf);
+        for (size_t i = 0; i < (size_t)T * (size_t)e->ffl; i++) {
+            float a = c->act == BR_ACT_RELU2 ? br_relu2(e->gbuf[i]) : br_silu(e->gbuf[i]);
+            e->gbuf[i] = a * e->ubuf[i];
+        }
+        if ((rc = normq(e, e->gbuf, lw->ffn_sub_norm, e->ffl, c->n_ff, BR_CHUNK, cpr_ff,
+                        lw->ffn_sub_norm != NULL, T, e->q8, e->kpad_f)))
+            goto comm_fail;
+        if ((rc = project_add_residual(e, &lw->down, e->q8, e->kpad_f, T))) goto comm_fail;
+        e->layer_rms[l + 1] = rms_of(e->x + (size_t)(T - 1) * e->dl, e->dl);
+    }
+    return BR_OK;
+comm_fail:
+    return br_err_set(err, rc, "collective failed in the forward pass: %s", br_strerror(rc));
+}
+
+/* ---- head ---- */
+
+struct head_job {
+    struct br_engine *e;
+    const float *xn; /* (n_rows, d) */
+    int32_t n_rows;
+    float *logits; /* (n_rows, vl) */
+    int failed;
+};
+
+static void head_task(void *ctx, int task, int n_tasks)
+{
+    struct head_job *j = ctx;
+    struct br_engine *e = j->e;
+    const struct br_dense *h = &e->m->head;
+    int64_t vl = e->vl, v0 = e->m->part.v0;
+    int64_t a = vl * task / n_tasks, b = vl * (task + 1) / n_tasks;
+    float *row = malloc((size_t)h->cols * sizeof *row);
+    if (!row) {
+        j->failed = 1;
+        return;
+    }
+    for (int64_t v = a; v < b; v++) {
+        if (br_dense_row(h, v0 + v, row, NULL) != BR_OK) {
+            j->failed = 1;
+            break;
+        }
+        for (int32_t t = 0; t < j->n_rows; t++)
+            j->logits[(size_t)t * (size_t)vl + (size_t)v] =
+                br_dot_f32(row, j->xn + (size_t)t * (size_t)h->cols, (size_t)h->cols);
+    }
+    free(row);
+}
+
+int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t *rows,
+                   int32_t n_rows, float *logits, struct br_err *err)
 {
     const struct br_model *m = e->m;
     const struct br_model_config *c = &m->cfg;
-    int32_t d = c->n_embd, hd = c->head_dim, hdv = c->head_dim_v;
-    int32_t qd = c->n_head * hd, kd = c->n_head_kv * hd, vd = c->n_head_kv * hdv;
-    int32_t od = c->n_head * hdv, ff = c->n_ff;
-    size_t kpad_d = (size_t)br_tmat_blocks(d) * BR_TMAT_BLOCK;
-    size_t kpad_o = (size_t)br_tmat_blocks(od) * BR_TMAT_BLOCK;
-    size_t kpad_f = (size_t)br_tmat_blocks(ff) * BR_TMAT_BLOCK;
-
-    for (int32_t t = 0; t < T; t++) {
-        if (tokens[t] < 0 || tokens[t] >= c->n_vocab)
-            return br_err_set(err, BR_E_RANGE, "token id %d at position %d is outside the "
-                              "vocabulary (0..%d)", tokens[t], pos0 + t, c->n_vocab - 1);
-        int rc = br_dense_row(&m->embd, tokens[t], e->x + (size_t)t * d, err);
-        if (rc) return rc;
+    if (!m->part.last_stage) return br_err_set(err, BR_E_INVALID, "head on a non-last stage");
+    if (n_rows <= 0) return BR_OK;
+    int32_t d = c->n_embd;
+    /* final norm: chunk sums of the local slice, gathered, then the canonical rmsnorm */
+    size_t ch = chunks_of(e->dl, BR_CHUNK);
+    for (int32_t i = 0; i < n_rows; i++) {
+        if (rows[i] < 0 || rows[i] >= b->n) return br_err_set(err, BR_E_RANGE, "bad head row");
+        br_sumsq_chunks(e->x + (size_t)rows[i] * e->dl, (size_t)e->dl, e->stats + (size_t)i * ch);
     }
-    e->layer_rms[0] = rms_of(e->x + (size_t)(T - 1) * d, d);
-
-    for (int l = 0; l < c->n_layer; l++) {
-        const struct br_layer_weights *lw = &m->layers[l];
-        /* attention */
-        for (int32_t t = 0; t < T; t++)
-            br_rmsnorm(e->x + (size_t)t * d, lw->attn_norm, (size_t)d, c->eps, e->xn + (size_t)t * d);
-        quantize_rows(e, e->xn, T, d, kpad_d);
-        bitlinear(e, &lw->q, T, e->q, 0);
-        bitlinear(e, &lw->k, T, e->k, 0);
-        bitlinear(e, &lw->v, T, e->v, 0);
-        const struct layer_cache *lc = &e->cache[l];
-        for (int32_t t = 0; t < T; t++) {
-            int32_t pos = pos0 + t;
-            float rpos = (float)pos;
-            (void)rpos;
-            for (int32_t h = 0; h < c->n_head; h++)
-                br_rope(e->q + (size_t)t * qd + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
-                        c->rope_neox);
-            for (int32_t h = 0; h < c->n_head_kv; h++)
-                br_rope(e->k + (size_t)t * kd + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
-                        c->rope_neox);
-            for (int32_t i = 0; i < kd; i++)
-                lc->k[(size_t)pos * kd + i] = br_f32_to_f16(e->k[(size_t)t * kd + i]);
-            for (int32_t i = 0; i < vd; i++)
-                lc->v[(size_t)pos * vd + i] = br_f32_to_f16(e->v[(size_t)t * vd + i]);
+    int32_t pr[64];
+    for (int r = 0; r < e->tp; r++) pr[r] = (int32_t)chunks_of(e->grp[r].dl, BR_CHUNK);
+    int rc = gather_blocks(e, e->stats, sizeof(float), pr, n_rows, e->gstats);
+    if (rc) return br_err_set(err, rc, "collective failed in the head");
+    for (int32_t i = 0; i < n_rows; i++) {
+        float ss = 0.0f;
+        size_t off = 0;
+        for (int r = 0; r < e->tp; r++) {
+            for (int32_t k = 0; k < pr[r]; k++) ss += e->gstats[off + (size_t)i * pr[r] + k];
+            off += (size_t)n_rows * (size_t)pr[r];
         }
-        struct attn_job aj = {e, l, T, pos0};
-        br_pool_run(e->pool, attn_task, &aj, c->n_head);
-        if (lw->attn_sub_norm)
-            for (int32_t t = 0; t < T; t++)
-                br_rmsnorm(e->att + (size_t)t * od, lw->attn_sub_norm, (size_t)od, c->eps,
-                           e->att + (size_t)t * od);
-        quantize_rows(e, e->att, T, od, kpad_o);
-        bitlinear(e, &lw->o, T, e->x, 1);
-
-        /* feed-forward */
-        for (int32_t t = 0; t < T; t++)
-            br_rmsnorm(e->x + (size_t)t * d, lw->ffn_norm, (size_t)d, c->eps, e->xn + (size_t)t * d);
-        quantize_rows(e, e->xn, T, d, kpad_d);
-        bitlinear(e, &lw->gate, T, e->g, 0);
-        bitlinear(e, &lw->up, T, e->u, 0);
-        for (size_t i = 0; i < (size_t)T * ff; i++) {
-            float a = c->act == BR_ACT_RELU2 ? br_relu2(e->g[i]) : br_silu(e->g[i]);
-            e->g[i] = a * e->u[i];
-        }
-        if (lw->ffn_sub_norm)
-            for (int32_t t = 0; t < T; t++)
-                br_rmsnorm(e->g + (size_t)t * ff, lw->ffn_sub_norm, (size_t)ff, c->eps,
-                           e->g + (size_t)t * ff);
-        quantize_rows(e, e->g, T, ff, kpad_f);
-        bitlinear(e, &lw->down, T, e->x, 1);
-        e->layer_rms[l + 1] = rms_of(e->x + (size_t)(T - 1) * d, d);
+        float scale = 1.0f / sqrtf(ss / (float)d + c->eps);
+        const float *x = e->x + (size_t)rows[i] * e->dl;
+        float *y = e->xnl + (size_t)i * e->dl;
+        for (int32_t k = 0; k < e->dl; k++) y[k] = x[k] * scale * m->output_norm[k];
     }
-
-    if (!want_all && !want_last) return BR_OK;
-    int32_t t0 = want_all ? 0 : T - 1, nt = T - t0;
-    for (int32_t t = t0; t < T; t++)
-        br_rmsnorm(e->x + (size_t)t * d, m->output_norm, (size_t)d, c->eps,
-                   e->xn + (size_t)(t - t0) * d);
-    struct head_job hj = {e, e->xn, nt, logits, 0};
+    /* the full normalized vectors: (n_rows, d) */
+    if (e->tp == 1) {
+        memcpy(e->xn, e->xnl, (size_t)n_rows * (size_t)d * sizeof(float));
+    } else {
+        int32_t sz[64];
+        for (int r = 0; r < e->tp; r++) sz[r] = e->grp[r].dl;
+        float *raw = e->gbuf_raw;
+        if ((rc = gather_blocks(e, e->xnl, sizeof(float), sz, n_rows, raw)))
+            return br_err_set(err, rc, "collective failed in the head");
+        size_t off = 0;
+        for (int r = 0; r < e->tp; r++) {
+            for (int32_t i = 0; i < n_rows; i++)
+                memcpy(e->xn + (size_t)i * d + e->grp[r].d0, raw + off + (size_t)i * sz[r],
+                       (size_t)sz[r] * sizeof(float));
+            off += (size_t)n_rows * (size_t)sz[r];
+        }
+    }
+    struct head_job hj = {e, e->xn, n_rows, logits, 0};
     int ntask = br_pool_threads(e->pool) * 8;
+    if (ntask > e->vl) ntask = e->vl;
     br_pool_run(e->pool, head_task, &hj, ntask);
     if (hj.failed) return br_err_set(err, BR_E_NOMEM, "head evaluation failed");
     return BR_OK;
 }
 
+/* ---- single process, one sequence ---- */
+
 int br_engine_eval(struct br_engine *e, const int32_t *tokens, int32_t n, int32_t pos0,
                    float *logits, enum br_logits_mode mode, struct br_err *err)
 {
+    if (e->tp != 1 || e->m->part.pp != 1)
+        return br_err_set(err, BR_E_INVALID, "br_engine_eval runs a whole model in one process");
     if (n <= 0) return br_err_set(err, BR_E_INVALID, "no tokens to evaluate");
     if (pos0 < 0 || n > e->n_ctx - pos0)
-        return br_err_set(err, BR_E_TOO_LONG,
-                          "positions %d..%d exceed the context of %d tokens", pos0, pos0 + n - 1,
-                          e->n_ctx);
+        return br_err_set(err, BR_E_TOO_LONG, "positions %d..%d exceed the context of %d tokens",
+                          pos0, pos0 + n - 1, e->n_ctx);
     int32_t vocab = e->m->cfg.n_vocab;
-    for (int32_t off = 0; off < n; off += e->max_batch) {
-        int32_t T = n - off < e->max_batch ? n - off : e->max_batch;
-        int last_chunk = off + T == n;
-        float *lg = NULL;
-        int all = mode == BR_LOGITS_ALL, last = mode == BR_LOGITS_LAST && last_chunk;
-        if (all) lg = logits + (size_t)off * vocab;
-        if (last) lg = logits;
-        int rc = eval_batch(e, tokens + off, T, pos0 + off, lg, all, last, err);
-        if (rc) return rc;
+    int32_t *pos = malloc((size_t)e->max_batch * sizeof *pos);
+    int32_t *seq = calloc((size_t)e->max_batch, sizeof *seq);
+    int32_t *rows = malloc((size_t)e->max_batch * sizeof *rows);
+    if (!pos || !seq || !rows) {
+        free(pos), free(seq), free(rows);
+        return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
-    return BR_OK;
+    int rc = BR_OK;
+    for (int32_t off = 0; off < n && !rc; off += e->max_batch) {
+        int32_t T = n - off < e->max_batch ? n - off : e->max_batch;
+        for (int32_t t = 0; t < T; t++) pos[t] = pos0 + off + t, rows[t] = t;
+        struct br_batch b = {T, tokens + off, pos, seq, 0, NULL};
+        if ((rc = br_engine_embed(e, &b, err)) || (rc = br_engine_layers(e, &b, err))) break;
+        if (mode == BR_LOGITS_ALL)
+            rc = br_engine_head(e, &b, rows, T, logits + (size_t)off * vocab, err);
+        else if (mode == BR_LOGITS_LAST && off + T == n)
+            rc = br_engine_head(e, &b, rows + T - 1, 1, logits, err);
+    }
+    free(pos), free(seq), free(rows);
+    return rc;
 }

@@ -45,22 +45,34 @@ static int dense_from(const struct br_gguf_tensor *t, struct br_dense *d, struct
     return BR_OK;
 }
 
-static int load_norm(const struct br_gguf *g, const char *name, int64_t n, float **out,
-                     struct br_err *err)
+/* Loads elements [e0, e1) of a 1-D (or 1 x n) float tensor of n elements. */
+static int load_norm(const struct br_gguf *g, const char *name, int64_t n, int64_t e0, int64_t e1,
+                     float **out, struct br_err *err)
 {
     const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
     if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
     if (t->nelem != (uint64_t)n)
         return br_err_set(err, BR_E_FORMAT, "tensor %s has %llu elements, expected %lld", name,
                           (unsigned long long)t->nelem, (long long)n);
-    *out = malloc((size_t)n * sizeof **out);
-    if (!*out) return br_err_set(err, BR_E_NOMEM, "out of memory for %s", name);
-    int rc = br_decode_rows_f32(t->type, t->data, (uint64_t)n, 0, 1, *out, err);
-    if (rc) return br_err_prefix(err, rc, "tensor %s", name);
+    float *all = malloc((size_t)n * sizeof *all);
+    *out = malloc((size_t)(e1 - e0 > 0 ? e1 - e0 : 1) * sizeof **out);
+    if (!all || !*out) {
+        free(all);
+        return br_err_set(err, BR_E_NOMEM, "out of memory for %s", name);
+    }
+    int rc = br_decode_rows_f32(t->type, t->data, (uint64_t)n, 0, 1, all, err);
+    if (rc) {
+        free(all);
+        return br_err_prefix(err, rc, "tensor %s", name);
+    }
     for (int64_t i = 0; i < n; i++)
-        if (!isfinite((*out)[i]))
+        if (!isfinite(all[i])) {
+            free(all);
             return br_err_set(err, BR_E_FORMAT, "tensor %s: element %lld is not finite", name,
                               (long long)i);
+        }
+    memcpy(*out, all + e0, (size_t)(e1 - e0) * sizeof **out);
+    free(all);
     return BR_OK;
 }
 
@@ -110,7 +122,33 @@ static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
     }
 }
 
-int br_model_load(const char *path, struct br_model **out, struct br_err *err)
+/* The sub-rectangle and norm slice of a layer tensor that `part` holds. */
+static void part_slice(const struct br_model_config *c, const struct br_part *p, enum br_wname w,
+                       int64_t *r0, int64_t *r1, int64_t *c0, int64_t *c1)
+{
+    int64_t cols, rows;
+    br_config_wshape(c, w, &cols, &rows);
+    int64_t g = c->n_head / c->n_head_kv;
+    int64_t qh0 = p->kv0 * g, qh1 = p->kv1 * g;
+    *r0 = 0, *r1 = rows, *c0 = 0, *c1 = cols;
+    switch (w) {
+    case BR_W_ATTN_NORM:
+    case BR_W_FFN_NORM: *c0 = p->d0, *c1 = p->d1; break;
+    case BR_W_ATTN_SUB_NORM: *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v; break;
+    case BR_W_FFN_SUB_NORM: *c0 = p->ff0, *c1 = p->ff1; break;
+    case BR_W_Q: *r0 = qh0 * c->head_dim, *r1 = qh1 * c->head_dim; break;
+    case BR_W_K: *r0 = (int64_t)p->kv0 * c->head_dim, *r1 = (int64_t)p->kv1 * c->head_dim; break;
+    case BR_W_V: *r0 = (int64_t)p->kv0 * c->head_dim_v, *r1 = (int64_t)p->kv1 * c->head_dim_v; break;
+    case BR_W_O: *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v; break;
+    case BR_W_GATE:
+    case BR_W_UP: *r0 = p->ff0, *r1 = p->ff1; break;
+    case BR_W_DOWN: *c0 = p->ff0, *c1 = p->ff1; break;
+    default: break;
+    }
+}
+
+int br_model_load_part(const char *path, const struct br_part *part, struct br_model **out,
+                       struct br_err *err)
 {
     *out = NULL;
     struct br_model *m = calloc(1, sizeof *m);
@@ -123,36 +161,51 @@ int br_model_load(const char *path, struct br_model **out, struct br_err *err)
     }
     const struct br_model_config *c = &m->cfg;
     const struct br_gguf *g = m->gguf;
+    if (part) {
+        m->part = *part;
+        if (part->layer1 > c->n_layer || part->d1 > c->n_embd || part->kv1 > c->n_head_kv ||
+            part->ff1 > c->n_ff || part->v1 > c->n_vocab) {
+            rc = br_err_set(err, BR_E_MISMATCH, "%s: the plan does not fit this model", path);
+            goto fail;
+        }
+    } else {
+        br_part_whole(c, &m->part);
+    }
+    const struct br_part *p = &m->part;
     if ((rc = dense_from(br_gguf_find_tensor(g, "token_embd.weight"), &m->embd, err))) goto fail;
     if ((rc = dense_from(br_gguf_find_tensor(g, c->tied_head ? "token_embd.weight" : "output.weight"),
                          &m->head, err)))
         goto fail;
-    if ((rc = load_norm(g, "output_norm.weight", c->n_embd, &m->output_norm, err))) goto fail;
+    if (p->last_stage &&
+        (rc = load_norm(g, "output_norm.weight", c->n_embd, p->d0, p->d1, &m->output_norm, err)))
+        goto fail;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
         goto fail;
     }
     struct br_progress prog;
-    br_progress_begin(&prog, "loading", (uint64_t)c->n_layer);
-    for (int l = 0; l < c->n_layer; l++) {
+    br_progress_begin(&prog, "loading", (uint64_t)(p->layer1 - p->layer0));
+    for (int l = p->layer0; l < p->layer1; l++) {
         struct br_layer_weights *lw = &m->layers[l];
         for (int w = 0; w < BR_W_COUNT; w++) {
             char name[64];
-            int64_t cols, rows;
+            int64_t cols, rows, r0, r1, c0, c1;
             if (br_wname_is_subnorm((enum br_wname)w) && !c->has_subnorm) continue;
             br_layer_tensor_name(name, l, (enum br_wname)w);
             br_config_wshape(c, (enum br_wname)w, &cols, &rows);
+            part_slice(c, p, (enum br_wname)w, &r0, &r1, &c0, &c1);
             const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
             if (br_wname_is_ternary((enum br_wname)w)) {
                 struct br_tmat *tm = layer_tmat(lw, (enum br_wname)w);
-                rc = br_decode_ternary(t, 0, (int32_t)rows, 0, (int32_t)cols, tm, err);
+                rc = br_decode_ternary(t, (int32_t)r0, (int32_t)r1, (int32_t)c0, (int32_t)c1, tm,
+                                       err);
                 if (!rc) rc = apply_scale_tensor(g, name, tm, err);
                 if (!rc) rc = br_tmat_prepare(tm);
                 if (rc) goto fail_prog;
                 m->ternary_bytes += tm->row_bytes * (size_t)tm->rows;
             } else {
-                rc = load_norm(g, name, cols, layer_norm(lw, (enum br_wname)w), err);
+                rc = load_norm(g, name, cols, c0, c1, layer_norm(lw, (enum br_wname)w), err);
                 if (rc) goto fail_prog;
             }
         }
@@ -167,6 +220,11 @@ fail_prog:
 fail:
     br_model_destroy(&m);
     return rc;
+}
+
+int br_model_load(const char *path, struct br_model **out, struct br_err *err)
+{
+    return br_model_load_part(path, NULL, out, err);
 }
 
 void br_model_destroy(struct br_model **mp)

@@ -17,6 +17,7 @@
 #include "kernels/ternary.h"
 #include "sharding/config.h"
 #include "sharding/gguf.h"
+#include "sharding/plan.h"
 
 /* A non-ternary matrix read in place: rows of `cols` values of ggml `type`. */
 struct br_dense {
@@ -36,15 +37,23 @@ struct br_layer_weights {
 
 struct br_model {
     struct br_model_config cfg;
+    struct br_part part; /* what this process holds (everything when loaded whole) */
     struct br_gguf *gguf; /* owned; keeps the mapping alive */
     struct br_dense embd, head;
-    float *output_norm;              /* (n_embd,) */
-    struct br_layer_weights *layers; /* (n_layer,) */
+    float *output_norm;              /* (d1 - d0,) last stage only */
+    struct br_layer_weights *layers; /* (n_layer,), only [layer0, layer1) loaded */
     uint64_t ternary_bytes;          /* packed weight bytes held */
 };
 
 /* Loads the whole model from a GGUF file. On failure *out is NULL and err says why. */
 int br_model_load(const char *path, struct br_model **out, struct br_err *err);
+
+/* Loads one rank's part (sharding/plan.h): only its layers and its slices are decoded.
+ * Layer tensors are sliced as: Q/K/V rows of its query/KV heads, O columns of its heads,
+ * gate/up rows [ff0, ff1), down columns [ff0, ff1); norms to the matching slices; the
+ * embedding (first stage) and head rows [v0, v1) (last stage) stay in the mapping. */
+int br_model_load_part(const char *path, const struct br_part *part, struct br_model **out,
+                       struct br_err *err);
 /* NULL-safe; NULLs the caller's pointer. */
 void br_model_destroy(struct br_model **m);
 

@@ -54,7 +54,7 @@ static void check_file(const char *type, double min_cos, int check_greedy)
     assert_int_equal(m->cfg.n_head_kv, 2);
 
     struct br_engine *e = NULL;
-    struct br_engine_opts eo = {NPROMPT + NGEN, 0, NULL};
+    struct br_engine_opts eo = {.n_ctx = NPROMPT + NGEN};
     assert_int_equal(br_engine_create(m, &eo, &e, &err), 0);
     float *got = malloc(NPROMPT * V * sizeof *got);
     assert_int_equal(br_engine_eval(e, prompt, NPROMPT, 0, got, BR_LOGITS_ALL, &err), 0);

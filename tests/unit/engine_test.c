@@ -49,17 +49,31 @@ static void ref_rmsnorm(const float *x, const float *w, int n, float eps, float 
     for (int i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
 }
 
-/* BitLinear: y[r] = (sum_k w[r][k] q[k]) / s * scale[r] */
-static void ref_bitlinear(const struct br_tmat *m, const float *x, float *y)
+/* The canonical BitLinear input (kernels/ops.h): y = x * g (x alone when g is NULL),
+ * q = round(y * 127 / max|y|), and the output scale s = 127 / max(max|y| * r, 1e-5) with
+ * r the RMS normalization factor (1 without a norm). */
+static float ref_quant(const float *x, const float *g, int n, float eps, int *q)
 {
+    double ss = 0;
     float mx = 0;
-    for (int k = 0; k < m->cols; k++) mx = fmaxf(mx, fabsf(x[k]));
-    float s = 127.0f / fmaxf(mx, 1e-5f);
-    int *q = malloc((size_t)m->cols * sizeof *q);
-    for (int k = 0; k < m->cols; k++) {
-        float v = rintf(x[k] * s);
+    for (int k = 0; k < n; k++) {
+        ss += (double)x[k] * x[k];
+        mx = fmaxf(mx, fabsf(g ? x[k] * g[k] : x[k]));
+    }
+    float r = g ? (float)(1.0 / sqrt(ss / n + eps)) : 1.0f;
+    for (int k = 0; k < n; k++) {
+        float v = rintf((g ? x[k] * g[k] : x[k]) * (127.0f / mx));
         q[k] = (int)fminf(127.0f, fmaxf(-128.0f, v));
     }
+    return 127.0f / fmaxf(mx * r, 1e-5f);
+}
+
+/* BitLinear: y[r] = (sum_k w[r][k] q[k]) / s * scale[r], exact integer sum */
+static void ref_bitlinear(const struct br_tmat *m, const float *x, const float *g, float eps,
+                          float *y)
+{
+    int *q = malloc((size_t)m->cols * sizeof *q);
+    float s = ref_quant(x, g, m->cols, eps, q);
     for (int r = 0; r < m->rows; r++) {
         long acc = 0;
         for (int k = 0; k < m->cols; k++) acc += br_tmat_get(m, r, k) * q[k];
@@ -99,10 +113,9 @@ static void ref_forward(const struct br_model *m, const int32_t *tok, int n, flo
         float *K = kc + (size_t)l * n * nkv * hd, *V = vc + (size_t)l * n * nkv * hd;
         for (int t = 0; t < n; t++) {
             float *xt = x + (size_t)t * d;
-            ref_rmsnorm(xt, lw->attn_norm, d, c->eps, xn);
-            ref_bitlinear(&lw->q, xn, q);
-            ref_bitlinear(&lw->k, xn, k);
-            ref_bitlinear(&lw->v, xn, v);
+            ref_bitlinear(&lw->q, xt, lw->attn_norm, c->eps, q);
+            ref_bitlinear(&lw->k, xt, lw->attn_norm, c->eps, k);
+            ref_bitlinear(&lw->v, xt, lw->attn_norm, c->eps, v);
             for (int h = 0; h < nh; h++) ref_rope(q + h * hd, c->n_rot, t, c->rope_base, c->rope_neox);
             for (int h = 0; h < nkv; h++) ref_rope(k + h * hd, c->n_rot, t, c->rope_base, c->rope_neox);
             for (int i = 0; i < nkv * hd; i++) {
@@ -127,19 +140,16 @@ static void ref_forward(const struct br_model *m, const int32_t *tok, int n, flo
                     a[h * hd + i] = (float)(acc / sum);
                 }
             }
-            if (lw->attn_sub_norm) ref_rmsnorm(a, lw->attn_sub_norm, nh * hd, c->eps, a);
-            ref_bitlinear(&lw->o, a, o);
+            ref_bitlinear(&lw->o, a, lw->attn_sub_norm, c->eps, o);
             for (int i = 0; i < d; i++) xt[i] += o[i];
-            ref_rmsnorm(xt, lw->ffn_norm, d, c->eps, xn);
-            ref_bitlinear(&lw->gate, xn, g);
-            ref_bitlinear(&lw->up, xn, u);
+            ref_bitlinear(&lw->gate, xt, lw->ffn_norm, c->eps, g);
+            ref_bitlinear(&lw->up, xt, lw->ffn_norm, c->eps, u);
             for (int i = 0; i < ff; i++) {
                 double gi = g[i];
                 double act = c->act == BR_ACT_RELU2 ? (gi > 0 ? gi * gi : 0) : gi / (1 + exp(-gi));
                 g[i] = (float)(act * u[i]);
             }
-            if (lw->ffn_sub_norm) ref_rmsnorm(g, lw->ffn_sub_norm, ff, c->eps, g);
-            ref_bitlinear(&lw->down, g, o);
+            ref_bitlinear(&lw->down, g, lw->ffn_sub_norm, c->eps, o);
             for (int i = 0; i < d; i++) xt[i] += o[i];
         }
     }
@@ -186,7 +196,7 @@ static float *engine_logits(const struct br_model *m, int threads, const int32_t
 {
     struct br_pool *pool = NULL;
     assert_int_equal(br_pool_create(threads, &pool), 0);
-    struct br_engine_opts eo = {64, 8, pool};
+    struct br_engine_opts eo = {.n_ctx = 64, .max_batch = 8, .pool = pool};
     struct br_engine *e = NULL;
     struct br_err err = {{0}};
     assert_int_equal(br_engine_create(m, &eo, &e, &err), 0);
@@ -317,7 +327,7 @@ static void test_activation_range(void **state)
         assert_int_equal(br_model_load(path, &m, &err), 0);
         float *lg = engine_logits(m, 1, prompt, NP, 0);
         struct br_engine *e = NULL;
-        struct br_engine_opts eo = {64, 0, NULL};
+        struct br_engine_opts eo = {.n_ctx = 64};
         assert_int_equal(br_engine_create(m, &eo, &e, &err), 0);
         assert_int_equal(br_engine_eval(e, prompt, NP, 0, lg, BR_LOGITS_LAST, &err), 0);
         const float *rms = br_engine_layer_rms(e);
@@ -347,7 +357,7 @@ static void test_bad_token_and_context(void **state)
     struct br_err err = {{0}};
     assert_int_equal(br_model_load(path, &m, &err), 0);
     struct br_engine *e = NULL;
-    struct br_engine_opts eo = {4, 0, NULL};
+    struct br_engine_opts eo = {.n_ctx = 4};
     assert_int_equal(br_engine_create(m, &eo, &e, &err), 0);
     float *lg = malloc((size_t)m->cfg.n_vocab * sizeof *lg);
     int32_t bad = 300;

@@ -1,0 +1,1139 @@
+/*
+ * Serving coordinator (see server.h).
+ *
+ * Front end <-> main thread, over one inproc PAIR socket, one frame per message:
+ *   front end -> main   'J' + pointer to a struct job (ownership moves to main)
+ *                       'C' + route length (2) + route + request id  (cancel / timeout)
+ *   main -> front end   'E' + final flag (1) + route length (2) + route + payload
+ * The payload is an encoded response, forwarded to the route (the client's ROUTER
+ * identity). A final event ends the request: the front end forgets it.
+ *
+ * Scheduler (main thread), per step:
+ *   1. requests waiting in FIFO order are admitted while a sequence slot is free and
+ *      their worst-case KV blocks (prompt + max_tokens) fit the unreserved pool;
+ *   2. every running sequence with a token to feed contributes that token (decode);
+ *   3. the rest of the token budget goes to prompt chunks of admitted sequences, oldest
+ *      first; a chunk that completes its prompt asks for logits;
+ *   4. slots of finished sequences are freed in the next step's descriptor.
+ * Reserving blocks at admission means a running sequence never runs out of cache, so no
+ * preemption is needed; the price is that a long max_tokens holds blocks it may not use.
+ */
+#include "coordinator/server.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "bitrack/progress.h"
+#include "coordinator/chat.h"
+#include "coordinator/sample.h"
+#include "proto/proto.h"
+#include "worker/dist.h"
+
+#define ROUTE_MAX 255
+#define INPROC "inproc://bitrack-frontend"
+
+enum job_state { JOB_WAITING, JOB_PREFILL, JOB_DECODE, JOB_DONE };
+
+struct job {
+    uint8_t route[ROUTE_MAX];
+    size_t route_len;
+    struct br_req req;
+    int32_t *prompt; /* (n_prompt,) */
+    int32_t n_prompt;
+    double t_arrival, t_admit, t_first, t_last;
+    /* main thread */
+    enum job_state state;
+    int32_t slot, n_fed, n_gen, max_new, next_token, blocks;
+    int32_t *hist; /* prompt then generated, (n_prompt + max_new,) */
+    int32_t n_hist;
+    struct br_sample_params sp;
+    struct br_sample_stop stop;
+    struct br_detok *dt;
+    char *text; /* detokenized output so far */
+    size_t text_len, text_cap, emitted;
+    int cancelled;
+    struct job *next;
+};
+
+/* Front end's record of a live request. */
+struct live {
+    uint8_t route[ROUTE_MAX];
+    size_t route_len;
+    char *id;
+    double last_seen;
+    int stream;
+    struct live *next;
+};
+
+struct br_server {
+    struct br_server_opts o;
+    char *listen;
+    void *zctx;
+    void *fe_pair;   /* used by the front-end thread only */
+    void *main_pair; /* used by the main thread only */
+    pthread_t fe_thread;
+    int fe_started;
+    atomic_int stop;
+    atomic_int ready;
+    char **info;     /* NULL-terminated name/value pairs */
+    /* shared read-only after ready */
+    const struct br_tok *tok;
+    const struct br_model *model;
+    int32_t n_ctx;
+    /* metrics */
+    atomic_long n_requests, n_completed, n_rejected, n_tokens_out, n_tokens_in, n_steps;
+    atomic_int n_live, n_running;
+    char chat_template[32];
+    char *curve_secret_key;
+};
+
+static struct br_server *signal_server; /* for the signal handler only */
+
+/* ---- small helpers ---- */
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int send_frame(void *sock, const void *data, size_t len, int flags)
+{
+    return zmq_send(sock, data, len, flags) < 0 ? BR_E_UNAVAILABLE : BR_OK;
+}
+
+/* main -> front end: an event for a route */
+static void post_event(struct br_server *s, const struct job *j, const struct br_buf *payload,
+                       int final)
+{
+    size_t n = 4 + j->route_len + payload->len;
+    uint8_t *m = malloc(n);
+    if (!m) return;
+    m[0] = 'E';
+    m[1] = (uint8_t)final;
+    m[2] = (uint8_t)(j->route_len >> 8);
+    m[3] = (uint8_t)j->route_len;
+    memcpy(m + 4, j->route, j->route_len);
+    memcpy(m + 4 + j->route_len, payload->data, payload->len);
+    send_frame(s->main_pair, m, n, 0);
+    free(m);
+}
+
+static void job_free(struct job *j)
+{
+    if (!j) return;
+    br_req_free(&j->req);
+    free(j->prompt);
+    free(j->hist);
+    free(j->text);
+    br_detok_destroy(&j->dt);
+    free((void *)j->stop.strings);
+    free(j);
+}
+
+/* ---- front end ---- */
+
+static void fe_reply(void *router, const uint8_t *route, size_t route_len, const struct br_buf *b)
+{
+    if (send_frame(router, route, route_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == BR_OK)
+        send_frame(router, b->data, b->len, ZMQ_DONTWAIT);
+}
+
+static void fe_error(void *router, const uint8_t *route, size_t route_len, const char *id,
+                     enum br_proto_code code, const char *msg)
+{
+    struct br_buf b = {0};
+    if (br_proto_encode_error(&b, id, code, msg) == BR_OK) fe_reply(router, route, route_len, &b);
+    br_buf_free(&b);
+}
+
+static struct live *live_find(struct live *l, const uint8_t *route, size_t rl, const char *id)
+{
+    for (; l; l = l->next)
+        if (l->route_len == rl && !memcmp(l->route, route, rl) && !strcmp(l->id, id)) return l;
+    return NULL;
+}
+
+static void live_remove(struct live **head, const uint8_t *route, size_t rl, const char *id)
+{
+    for (struct live **p = head; *p; p = &(*p)->next)
+        if ((*p)->route_len == rl && !memcmp((*p)->route, route, rl) && !strcmp((*p)->id, id)) {
+            struct live *d = *p;
+            *p = d->next;
+            free(d->id);
+            free(d);
+            return;
+        }
+}
+
+static int live_count_route(const struct live *l, const uint8_t *route, size_t rl)
+{
+    int n = 0;
+    for (; l; l = l->next) n += l->route_len == rl && !memcmp(l->route, route, rl);
+    return n;
+}
+
+static void fe_cancel(struct br_server *s, const uint8_t *route, size_t rl, const char *id)
+{
+    size_t idl = strlen(id);
+    uint8_t *m = malloc(3 + rl + idl);
+    if (!m) return;
+    m[0] = 'C';
+    m[1] = (uint8_t)(rl >> 8);
+    m[2] = (uint8_t)rl;
+    memcpy(m + 3, route, rl);
+    memcpy(m + 3 + rl, id, idl);
+    send_frame(s->fe_pair, m, 3 + rl + idl, 0);
+    free(m);
+}
+
+/* Prepares a generate request: prompt tokens, limits. Returns 0 and hands the job to the
+ * main thread, or answers an error itself. */
+static void fe_generate(struct br_server *s, void *router, const uint8_t *route, size_t rl,
+                        struct br_req *req, struct live **lives)
+{
+    char msg[256];
+    if (!atomic_load(&s->ready)) {
+        fe_error(router, route, rl, req->id, BR_PROTO_UNAVAILABLE, "the model is still loading");
+        return;
+    }
+    if (live_find(*lives, route, rl, req->id)) {
+        fe_error(router, route, rl, req->id, BR_PROTO_BAD_REQUEST,
+                 "id: a request with this id is already running");
+        return;
+    }
+    if (atomic_load(&s->n_live) >= s->o.max_queue ||
+        live_count_route(*lives, route, rl) >= s->o.max_per_client) {
+        atomic_fetch_add(&s->n_rejected, 1);
+        fe_error(router, route, rl, req->id, BR_PROTO_BUSY, "the server queue is full; retry later");
+        return;
+    }
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) {
+        fe_error(router, route, rl, req->id, BR_PROTO_INTERNAL, "out of memory");
+        return;
+    }
+    j->t_arrival = br_now();
+    memcpy(j->route, route, rl);
+    j->route_len = rl;
+    struct br_err err = {{0}};
+    int rc = BR_OK;
+    if (req->input == BR_INPUT_TOKENS) {
+        j->n_prompt = (int32_t)req->n_tokens;
+        j->prompt = malloc(((size_t)req->n_tokens + 1) * sizeof *j->prompt);
+        if (!j->prompt) rc = br_err_set(&err, BR_E_NOMEM, "out of memory");
+        else memcpy(j->prompt, req->tokens, (size_t)req->n_tokens * sizeof *j->prompt);
+        for (uint32_t i = 0; !rc && i < req->n_tokens; i++)
+            if (req->tokens[i] < 0 || req->tokens[i] >= s->model->cfg.n_vocab)
+                rc = br_err_set(&err, BR_E_PROTOCOL, "tokens[%u]: id %d is outside the vocabulary",
+                                i, req->tokens[i]);
+    } else {
+        char *text = NULL;
+        size_t len = 0;
+        unsigned flags = req->add_bos ? BR_TOK_ADD_BOS : 0;
+        if (req->input == BR_INPUT_MESSAGES) {
+            const char *tmpl = req->chat_template ? req->chat_template : s->chat_template;
+            struct br_chat_turn *turns = calloc(req->n_messages ? req->n_messages : 1, sizeof *turns);
+            if (!turns) rc = br_err_set(&err, BR_E_NOMEM, "out of memory");
+            for (uint32_t i = 0; !rc && i < req->n_messages; i++) {
+                turns[i].role = br_proto_role_name(req->messages[i].role);
+                turns[i].content = req->messages[i].content;
+            }
+            if (!rc) rc = br_chat_render(tmpl, turns, req->n_messages, 1, &text, &len, &err);
+            free(turns);
+            flags |= BR_TOK_PARSE_SPECIAL; /* the template's control tokens */
+        } else {
+            text = req->prompt;
+            len = req->prompt_len;
+        }
+        size_t n = 0;
+        if (!rc) rc = br_tok_encode(s->tok, text, len, flags, &j->prompt, &n, &err);
+        if (req->input == BR_INPUT_MESSAGES) free(text);
+        j->n_prompt = (int32_t)n;
+    }
+    if (rc) {
+        fe_error(router, route, rl, req->id,
+                 rc == BR_E_NOMEM ? BR_PROTO_INTERNAL : BR_PROTO_BAD_REQUEST, err.msg);
+        job_free(j);
+        return;
+    }
+    if (j->n_prompt == 0) {
+        fe_error(router, route, rl, req->id, BR_PROTO_BAD_REQUEST, "prompt: no tokens");
+        job_free(j);
+        return;
+    }
+    if (j->n_prompt >= s->n_ctx) {
+        snprintf(msg, sizeof msg, "the prompt has %d tokens; the context holds %d (prompt and "
+                 "at least one generated token)", j->n_prompt, s->n_ctx);
+        fe_error(router, route, rl, req->id, BR_PROTO_TOO_LONG, msg);
+        job_free(j);
+        return;
+    }
+    j->req = *req; /* the job owns the request's memory now */
+    br_req_init(req);
+    struct live *lv = calloc(1, sizeof *lv);
+    if (!lv || !(lv->id = xstrdup(j->req.id))) {
+        free(lv);
+        fe_error(router, route, rl, j->req.id, BR_PROTO_INTERNAL, "out of memory");
+        job_free(j);
+        return;
+    }
+    memcpy(lv->route, route, rl);
+    lv->route_len = rl;
+    lv->last_seen = br_now();
+    lv->stream = j->req.stream;
+    lv->next = *lives;
+    *lives = lv;
+    atomic_fetch_add(&s->n_live, 1);
+    atomic_fetch_add(&s->n_requests, 1);
+    uint8_t m[1 + sizeof j];
+    m[0] = 'J';
+    memcpy(m + 1, &j, sizeof j);
+    send_frame(s->fe_pair, m, sizeof m, 0);
+}
+
+static void fe_handle_client(struct br_server *s, void *router, struct live **lives)
+{
+    /* [route][payload] (a DEALER sends one frame; tolerate an empty delimiter) */
+    uint8_t route[ROUTE_MAX];
+    int rl = zmq_recv(router, route, sizeof route, 0);
+    if (rl < 0) return;
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    int more = 1, have = 0;
+    while (more) {
+        zmq_msg_close(&msg);
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, router, 0) < 0) break;
+        have = 1;
+        more = zmq_msg_more(&msg);
+    }
+    if (!have || rl > ROUTE_MAX) {
+        zmq_msg_close(&msg);
+        return;
+    }
+    struct br_req req;
+    br_req_init(&req);
+    struct br_err err = {{0}};
+    struct br_proto_limits lim;
+    br_proto_limits_default(&lim);
+    lim.vocab_size = s->model ? s->model->cfg.n_vocab : 0;
+    int rc = br_proto_decode_request(zmq_msg_data(&msg), zmq_msg_size(&msg), &lim, &req, &err);
+    zmq_msg_close(&msg);
+    if (rc) {
+        fe_error(router, route, (size_t)rl, req.id, rc == BR_E_NOMEM ? BR_PROTO_INTERNAL
+                                                                      : BR_PROTO_BAD_REQUEST,
+                 err.msg);
+        br_req_free(&req);
+        return;
+    }
+    struct live *lv = live_find(*lives, route, (size_t)rl, req.id);
+    if (lv) lv->last_seen = br_now();
+    struct br_buf b = {0};
+    switch (req.type) {
+    case BR_REQ_GENERATE: fe_generate(s, router, route, (size_t)rl, &req, lives); break;
+    case BR_REQ_CANCEL:
+        if (lv) fe_cancel(s, route, (size_t)rl, req.id);
+        break;
+    case BR_REQ_PING:
+        if (br_proto_encode_pong(&b, req.id) == BR_OK) fe_reply(router, route, (size_t)rl, &b);
+        break;
+    case BR_REQ_HEALTH:
+        if (br_proto_encode_health(&b, req.id, atomic_load(&s->stop) ? BR_HEALTH_DRAINING
+                                               : atomic_load(&s->ready) ? BR_HEALTH_READY
+                                                                        : BR_HEALTH_LOADING) == BR_OK)
+            fe_reply(router, route, (size_t)rl, &b);
+        break;
+    case BR_REQ_INFO: {
+        struct br_kv kv[64];
+        size_t n = 0;
+        for (size_t i = 0; s->info && s->info[i] && s->info[i + 1] && n < 60; i += 2)
+            kv[n++] = (struct br_kv){s->info[i], BR_KV_STR, 0, 0, s->info[i + 1]};
+        kv[n++] = (struct br_kv){"protocol_version", BR_KV_INT, BR_PROTO_VERSION, 0, NULL};
+        kv[n++] = (struct br_kv){"context_length", BR_KV_INT, s->n_ctx, 0, NULL};
+        kv[n++] = (struct br_kv){"state", BR_KV_STR, 0, 0, atomic_load(&s->ready) ? "ready" : "loading"};
+        if (br_proto_encode_info(&b, req.id, kv, n) == BR_OK) fe_reply(router, route, (size_t)rl, &b);
+        break;
+    }
+    case BR_REQ_METRICS: {
+        struct br_kv kv[] = {
+            {"requests", BR_KV_INT, atomic_load(&s->n_requests), 0, NULL},
+            {"completed", BR_KV_INT, atomic_load(&s->n_completed), 0, NULL},
+            {"rejected_busy", BR_KV_INT, atomic_load(&s->n_rejected), 0, NULL},
+            {"live", BR_KV_INT, atomic_load(&s->n_live), 0, NULL},
+            {"running", BR_KV_INT, atomic_load(&s->n_running), 0, NULL},
+            {"prompt_tokens", BR_KV_INT, atomic_load(&s->n_tokens_in), 0, NULL},
+            {"generated_tokens", BR_KV_INT, atomic_load(&s->n_tokens_out), 0, NULL},
+            {"steps", BR_KV_INT, atomic_load(&s->n_steps), 0, NULL},
+        };
+        if (br_proto_encode_metrics(&b, req.id, kv, sizeof kv / sizeof *kv) == BR_OK)
+            fe_reply(router, route, (size_t)rl, &b);
+        break;
+    }
+    case BR_REQ_TOKENIZE: {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (!s->tok) {
+            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE, "the model is still loading");
+        } else if (br_tok_encode(s->tok, req.prompt, req.prompt_len, req.add_bos ? BR_TOK_ADD_BOS : 0,
+                                 &ids, &n, &err)) {
+            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
+        } else if (br_proto_encode_tokenize(&b, req.id, ids, (uint32_t)n) == BR_OK) {
+            fe_reply(router, route, (size_t)rl, &b);
+        }
+        free(ids);
+        break;
+    }
+    case BR_REQ_DETOKENIZE: {
+        char *text = NULL;
+        size_t len = 0;
+        if (!s->tok) {
+            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE, "the model is still loading");
+        } else if (br_tok_decode(s->tok, req.tokens, req.n_tokens, 0, &text, &len, &err)) {
+            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
+        } else if (br_proto_encode_detokenize(&b, req.id, text, len) == BR_OK) {
+            fe_reply(router, route, (size_t)rl, &b);
+        }
+        free(text);
+        break;
+    }
+    default:
+        fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, "type: not handled");
+        break;
+    }
+    br_buf_free(&b);
+    br_req_free(&req);
+}
+
+static void fe_handle_main(struct br_server *s, void *router, struct live **lives)
+{
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    if (zmq_msg_recv(&msg, s->fe_pair, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return;
+    }
+    const uint8_t *m = zmq_msg_data(&msg);
+    size_t n = zmq_msg_size(&msg);
+    if (n >= 4 && m[0] == 'E') {
+        size_t rl = (size_t)m[2] << 8 | m[3];
+        if (4 + rl <= n) {
+            struct br_buf b = {(uint8_t *)m + 4 + rl, n - 4 - rl, 0};
+            fe_reply(router, m + 4, rl, &b);
+            if (m[1]) {
+                /* final: the response carries the id; find the live entry by decoding */
+                struct br_resp r;
+                memset(&r, 0, sizeof r);
+                if (br_proto_decode_response(b.data, b.len, NULL, &r, NULL) == BR_OK && r.id) {
+                    if (live_find(*lives, m + 4, rl, r.id)) atomic_fetch_sub(&s->n_live, 1);
+                    live_remove(lives, m + 4, rl, r.id);
+                }
+                br_resp_free(&r);
+            }
+        }
+    }
+    zmq_msg_close(&msg);
+}
+
+static int load_curve(struct br_server *s, void *router, struct br_err *err);
+
+static void *fe_main(void *arg)
+{
+    struct br_server *s = arg;
+    void *router = zmq_socket(s->zctx, ZMQ_ROUTER);
+    struct live *lives = NULL;
+    int linger = 0, hwm = 100000;
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(router, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(router, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    struct br_err err = {{0}};
+    if (load_curve(s, router, &err) || zmq_bind(router, s->listen) != 0) {
+        fprintf(stderr, "bitrack serve: cannot listen on %s: %s\n", s->listen,
+                err.msg[0] ? err.msg : zmq_strerror(zmq_errno()));
+        atomic_store(&s->stop, 2);
+        zmq_close(router);
+        return NULL;
+    }
+    while (atomic_load(&s->stop) != 3) {
+        zmq_pollitem_t items[2] = {{router, 0, ZMQ_POLLIN, 0}, {s->fe_pair, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, 2, 200);
+        if (rc < 0 && zmq_errno() != EINTR) break;
+        if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
+            for (int k = 0; k < 256; k++) {
+                int ev = 0;
+                size_t evl = sizeof ev;
+                zmq_getsockopt(s->fe_pair, ZMQ_EVENTS, &ev, &evl);
+                if (!(ev & ZMQ_POLLIN)) break;
+                fe_handle_main(s, router, &lives);
+            }
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN))
+            for (int k = 0; k < 64; k++) {
+                int ev = 0;
+                size_t evl = sizeof ev;
+                zmq_getsockopt(router, ZMQ_EVENTS, &ev, &evl);
+                if (!(ev & ZMQ_POLLIN)) break;
+                fe_handle_client(s, router, &lives);
+            }
+        /* heartbeats: a streaming request whose client went silent is cancelled */
+        double now = br_now();
+        for (struct live *l = lives; l; l = l->next)
+            if (l->stream && s->o.client_timeout_s > 0 &&
+                now - l->last_seen > s->o.client_timeout_s) {
+                l->last_seen = now; /* one cancel, not one per poll */
+                fe_cancel(s, l->route, l->route_len, l->id);
+            }
+    }
+    while (lives) {
+        struct live *d = lives;
+        lives = d->next;
+        free(d->id);
+        free(d);
+    }
+    zmq_close(router);
+    return NULL;
+}
+
+/* CurveZMQ: the server's secret key from a file (40 z85 characters), and the authorized
+ * client public keys from a directory; a ZAP handler is beyond this front end, so client
+ * authorization uses the libzmq-native approach: only keys in the directory are accepted
+ * through ZMQ_CURVE_SERVER plus a ZAP domain checked by zap_main. */
+static void *zap_main(void *arg);
+
+static int load_key_file(const char *path, char out[41])
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[256];
+    int ok = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '#' || *p == '\n' || !*p) continue;
+        size_t n = strcspn(p, " \t\r\n");
+        if (n == 40) {
+            memcpy(out, p, 40);
+            out[40] = '\0';
+            ok = 1;
+        }
+        break;
+    }
+    fclose(f);
+    return ok ? 0 : -1;
+}
+
+struct zap_ctx {
+    struct br_server *s;
+    char (*keys)[41];
+    size_t n_keys;
+};
+static struct zap_ctx zap_state; /* set once before the ZAP thread starts */
+
+static int load_curve(struct br_server *s, void *router, struct br_err *err)
+{
+    if (!s->o.curve_secret) return BR_OK;
+    char secret[41];
+    if (load_key_file(s->o.curve_secret, secret))
+        return br_err_set(err, BR_E_INVALID, "%s: no 40-character z85 secret key", s->o.curve_secret);
+    int one = 1;
+    if (zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+        zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, secret, 40) ||
+        zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "bitrack", 7))
+        return br_err_set(err, BR_E_UNSUPPORTED, "CurveZMQ is not available in this libzmq");
+    if (s->o.curve_clients) {
+        DIR *d = opendir(s->o.curve_clients);
+        if (!d) return br_err_set(err, BR_E_INVALID, "%s: %s", s->o.curve_clients, strerror(errno));
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.') continue;
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", s->o.curve_clients, de->d_name);
+            char key[41];
+            if (load_key_file(path, key)) continue;
+            char(*nk)[41] = realloc(zap_state.keys, (zap_state.n_keys + 1) * sizeof *nk);
+            if (!nk) break;
+            zap_state.keys = nk;
+            memcpy(zap_state.keys[zap_state.n_keys++], key, 41);
+        }
+        closedir(d);
+        zap_state.s = s;
+        pthread_t t;
+        if (pthread_create(&t, NULL, zap_main, s) == 0) pthread_detach(t);
+    }
+    return BR_OK;
+}
+
+/* ZAP handler (RFC 27): accepts CURVE clients whose public key is authorized. */
+static void *zap_main(void *arg)
+{
+    struct br_server *s = arg;
+    void *zap = zmq_socket(s->zctx, ZMQ_REP);
+    if (zmq_bind(zap, "inproc://zeromq.zap.01") != 0) {
+        zmq_close(zap);
+        return NULL;
+    }
+    int timeout = 200;
+    zmq_setsockopt(zap, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    while (atomic_load(&s->stop) != 3) {
+        char parts[7][256];
+        size_t lens[7] = {0};
+        int n = 0, more = 1;
+        while (more && n < 7) {
+            int r = zmq_recv(zap, parts[n], sizeof parts[n], 0);
+            if (r < 0) break;
+            lens[n] = (size_t)r < sizeof parts[n] ? (size_t)r : sizeof parts[n];
+            n++;
+            size_t ml = sizeof more;
+            zmq_getsockopt(zap, ZMQ_RCVMORE, &more, &ml);
+        }
+        if (n == 0) continue;
+        while (more) { /* drain */
+            char junk[256];
+            if (zmq_recv(zap, junk, sizeof junk, 0) < 0) break;
+            size_t ml = sizeof more;
+            zmq_getsockopt(zap, ZMQ_RCVMORE, &more, &ml);
+        }
+        int ok = 0;
+        if (n >= 7 && lens[5] == 5 && !memcmp(parts[5], "CURVE", 5) && lens[6] == 32) {
+            char z85[41];
+            zmq_z85_encode(z85, (const uint8_t *)parts[6], 32);
+            for (size_t i = 0; i < zap_state.n_keys; i++) ok |= !strcmp(z85, zap_state.keys[i]);
+            if (!ok) fprintf(stderr, "bitrack serve: refused a client with unauthorized key %s\n", z85);
+        }
+        const char *code = ok ? "200" : "400";
+        zmq_send(zap, "1.0", 3, ZMQ_SNDMORE);
+        zmq_send(zap, parts[1], n > 1 ? lens[1] : 0, ZMQ_SNDMORE);
+        zmq_send(zap, code, 3, ZMQ_SNDMORE);
+        zmq_send(zap, ok ? "OK" : "unauthorized", ok ? 2 : 12, ZMQ_SNDMORE);
+        zmq_send(zap, "", 0, ZMQ_SNDMORE);
+        zmq_send(zap, "", 0, 0);
+    }
+    zmq_close(zap);
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+int br_server_start(const struct br_server_opts *o, const char *const *info,
+                    struct br_server **out, struct br_err *err)
+{
+    *out = NULL;
+    struct br_server *s = calloc(1, sizeof *s);
+    if (!s) return br_err_set(err, BR_E_NOMEM, "out of memory");
+    s->o = *o;
+    if (s->o.max_queue <= 0) s->o.max_queue = 256;
+    if (s->o.max_per_client <= 0) s->o.max_per_client = 64;
+    if (s->o.client_timeout_s < 0) s->o.client_timeout_s = 30;
+    if (s->o.max_tokens_cap <= 0) s->o.max_tokens_cap = 4096;
+    s->listen = xstrdup(o->listen ? o->listen : "tcp://127.0.0.1:5555");
+    size_t n = 0;
+    while (info && info[n]) n++;
+    s->info = calloc(n + 2, sizeof *s->info);
+    for (size_t i = 0; s->info && i < n; i++) s->info[i] = xstrdup(info[i]);
+    snprintf(s->chat_template, sizeof s->chat_template, "bitnet");
+    s->zctx = zmq_ctx_new();
+    s->main_pair = zmq_socket(s->zctx, ZMQ_PAIR);
+    s->fe_pair = zmq_socket(s->zctx, ZMQ_PAIR);
+    int linger = 0, hwm = 0;
+    zmq_setsockopt(s->main_pair, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s->fe_pair, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s->main_pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s->fe_pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s->main_pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s->fe_pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (!s->listen || !s->info || !s->zctx || zmq_bind(s->main_pair, INPROC) ||
+        zmq_connect(s->fe_pair, INPROC)) {
+        br_server_destroy(&s);
+        return br_err_set(err, BR_E_INTERNAL, "cannot set up the front end");
+    }
+    if (pthread_create(&s->fe_thread, NULL, fe_main, s) != 0) {
+        br_server_destroy(&s);
+        return br_err_set(err, BR_E_INTERNAL, "cannot start the front-end thread");
+    }
+    s->fe_started = 1;
+    /* give the bind a moment to fail loudly (bad address) */
+    for (int i = 0; i < 20 && atomic_load(&s->stop) != 2; i++) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&s->stop) == 2) {
+        br_server_destroy(&s);
+        return br_err_set(err, BR_E_UNAVAILABLE, "cannot listen on %s", o->listen ? o->listen : "tcp://127.0.0.1:5555");
+    }
+    *out = s;
+    return BR_OK;
+}
+
+void br_server_request_stop(struct br_server *s)
+{
+    if (s) atomic_store(&s->stop, 1);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    br_server_request_stop(signal_server);
+}
+
+void br_server_install_signals(struct br_server *s)
+{
+    signal_server = s;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+void br_server_destroy(struct br_server **sp)
+{
+    if (!sp || !*sp) return;
+    struct br_server *s = *sp;
+    atomic_store(&s->stop, 3);
+    if (s->fe_started) pthread_join(s->fe_thread, NULL);
+    if (s->main_pair) zmq_close(s->main_pair);
+    if (s->fe_pair) zmq_close(s->fe_pair);
+    if (s->zctx) zmq_ctx_term(s->zctx);
+    for (size_t i = 0; s->info && s->info[i]; i++) free(s->info[i]);
+    free(s->info);
+    free(s->listen);
+    free(zap_state.keys);
+    memset(&zap_state, 0, sizeof zap_state);
+    if (signal_server == s) signal_server = NULL;
+    free(s);
+    *sp = NULL;
+}
+
+/* ---- main thread: scheduler ---- */
+
+struct sched {
+    struct br_server *s;
+    const struct br_model *m;
+    struct br_engine *e;
+    struct br_comm *comm;
+    const struct br_tok *tok;
+    int32_t n_slots, free_blocks, total_blocks, budget, vocab;
+    struct job **slots;    /* (n_slots,) */
+    struct job *waiting;   /* FIFO */
+    struct job *waiting_tail;
+    int32_t *to_free;      /* slots to release in the next descriptor */
+    int32_t n_to_free;
+};
+
+static int32_t blocks_for(int32_t positions)
+{
+    return (positions + BR_KV_BLOCK - 1) / BR_KV_BLOCK;
+}
+
+static void finish(struct sched *sc, struct job *j, enum br_finish reason, const char *err_msg)
+{
+    struct br_buf b = {0};
+    double now = br_now();
+    if (err_msg) {
+        br_proto_encode_error(&b, j->req.id, BR_PROTO_INTERNAL, err_msg);
+    } else {
+        struct br_usage u = {(uint32_t)j->n_prompt, (uint32_t)j->n_gen};
+        double dec = j->t_first > 0 ? now - j->t_first : 0;
+        struct br_timings t = {
+            (j->t_admit > 0 ? j->t_admit : now) * 1e3 - j->t_arrival * 1e3,
+            j->t_first > 0 ? (j->t_first - j->t_arrival) * 1e3 : 0,
+            (now - j->t_arrival) * 1e3,
+            j->n_gen > 1 && dec > 0 ? (j->n_gen - 1) / dec : 0,
+        };
+        br_proto_encode_done(&b, j->req.id, reason, &u, &t, j->req.stream ? NULL : j->text,
+                             j->req.stream ? 0 : j->emitted);
+    }
+    post_event(sc->s, j, &b, 1);
+    br_buf_free(&b);
+    if (j->slot >= 0) {
+        sc->slots[j->slot] = NULL;
+        sc->to_free[sc->n_to_free++] = j->slot;
+        sc->free_blocks += j->blocks;
+        atomic_fetch_sub(&sc->s->n_running, 1);
+    }
+    atomic_fetch_add(&sc->s->n_completed, 1);
+    atomic_fetch_add(&sc->s->n_tokens_out, j->n_gen);
+    job_free(j);
+}
+
+static int job_setup(struct sched *sc, struct job *j, struct br_err *err)
+{
+    const struct br_req_sampling *q = &j->req.sampling;
+    br_sample_params_default(&j->sp);
+    j->sp.temperature = q->temperature;
+    j->sp.top_k = q->top_k;
+    j->sp.top_p = q->top_p;
+    j->sp.min_p = q->min_p;
+    j->sp.repeat_penalty = q->repeat_penalty;
+    j->sp.presence_penalty = q->presence_penalty;
+    j->sp.frequency_penalty = q->frequency_penalty;
+    j->sp.penalty_last_n = q->repeat_last_n;
+    j->sp.seed = q->has_seed ? q->seed : (uint64_t)(br_now() * 1e6);
+    j->sp.bias = (const struct br_sample_bias *)q->logit_bias;
+    j->sp.n_bias = (int32_t)q->n_logit_bias;
+    _Static_assert(sizeof(struct br_sample_bias) == sizeof(struct br_logit_bias),
+                   "bias entries share a layout");
+    int rc = br_sample_params_check(&j->sp, sc->vocab, err);
+    if (rc) return rc;
+    j->max_new = j->req.max_tokens;
+    if (j->max_new > sc->s->o.max_tokens_cap) j->max_new = sc->s->o.max_tokens_cap;
+    int32_t room = br_engine_n_ctx(sc->e) - j->n_prompt;
+    if (j->max_new > room) j->max_new = room;
+    j->stop.tokens = q->stop_tokens;
+    j->stop.n_tokens = (int32_t)q->n_stop_tokens;
+    j->stop.strings = (const char *const *)q->stop;
+    j->stop.n_strings = (int32_t)q->n_stop;
+    j->stop.max_tokens = j->max_new;
+    /* stop.strings aliases the request's array: job_free must not free it twice */
+    j->stop.strings = NULL;
+    if (q->n_stop) {
+        const char **copy = malloc(q->n_stop * sizeof *copy);
+        if (!copy) return br_err_set(err, BR_E_NOMEM, "out of memory");
+        for (uint32_t i = 0; i < q->n_stop; i++) copy[i] = q->stop[i];
+        j->stop.strings = copy;
+    }
+    j->hist = malloc(((size_t)j->n_prompt + (size_t)j->max_new + 1) * sizeof *j->hist);
+    if (!j->hist || br_detok_create(sc->tok, 0, &j->dt))
+        return br_err_set(err, BR_E_NOMEM, "out of memory");
+    memcpy(j->hist, j->prompt, (size_t)j->n_prompt * sizeof *j->hist);
+    j->n_hist = j->n_prompt;
+    j->blocks = blocks_for(j->n_prompt + j->max_new);
+    return BR_OK;
+}
+
+static void take_messages(struct sched *sc, int block_ms)
+{
+    struct br_server *s = sc->s;
+    zmq_pollitem_t it = {s->main_pair, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, block_ms) <= 0) return;
+    for (int k = 0; k < 1024; k++) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, s->main_pair, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            break;
+        }
+        const uint8_t *m = zmq_msg_data(&msg);
+        size_t n = zmq_msg_size(&msg);
+        if (n == 1 + sizeof(struct job *) && m[0] == 'J') {
+            struct job *j;
+            memcpy(&j, m + 1, sizeof j);
+            j->slot = -1;
+            struct br_err err = {{0}};
+            if (job_setup(sc, j, &err)) {
+                struct br_buf b = {0};
+                br_proto_encode_error(&b, j->req.id, BR_PROTO_BAD_REQUEST, err.msg);
+                post_event(s, j, &b, 1);
+                br_buf_free(&b);
+                job_free(j);
+            } else if (j->blocks > sc->total_blocks) {
+                struct br_buf b = {0};
+                br_proto_encode_error(&b, j->req.id, BR_PROTO_TOO_LONG,
+                                      "prompt and max_tokens need more KV cache than the server has");
+                post_event(s, j, &b, 1);
+                br_buf_free(&b);
+                job_free(j);
+            } else {
+                atomic_fetch_add(&s->n_tokens_in, j->n_prompt);
+                if (sc->waiting_tail) sc->waiting_tail->next = j;
+                else sc->waiting = j;
+                sc->waiting_tail = j;
+            }
+        } else if (n >= 3 && m[0] == 'C') {
+            size_t rl = (size_t)m[1] << 8 | m[2];
+            if (3 + rl <= n) {
+                const uint8_t *route = m + 3;
+                size_t idl = n - 3 - rl;
+                const char *id = (const char *)m + 3 + rl;
+                for (int32_t i = 0; i < sc->n_slots; i++) {
+                    struct job *j = sc->slots[i];
+                    if (j && j->route_len == rl && !memcmp(j->route, route, rl) &&
+                        strlen(j->req.id) == idl && !memcmp(j->req.id, id, idl))
+                        j->cancelled = 1;
+                }
+                for (struct job *j = sc->waiting; j; j = j->next)
+                    if (j->route_len == rl && !memcmp(j->route, route, rl) &&
+                        strlen(j->req.id) == idl && !memcmp(j->req.id, id, idl))
+                        j->cancelled = 1;
+            }
+        }
+        zmq_msg_close(&msg);
+    }
+}
+
+/* Appends a generated token's text and emits what is safe to stream. Returns non-zero
+ * when a stop string ended the sequence. */
+static int emit_token(struct sched *sc, struct job *j, int32_t token, const float *logprob)
+{
+    const char *piece = NULL;
+    size_t len = 0;
+    br_detok_push(j->dt, token, &piece, &len);
+    if (j->text_len + len + 1 > j->text_cap) {
+        size_t cap = j->text_cap ? j->text_cap * 2 : 256;
+        while (cap < j->text_len + len + 1) cap *= 2;
+        char *nt = realloc(j->text, cap);
+        if (!nt) return 1;
+        j->text = nt;
+        j->text_cap = cap;
+    }
+    memcpy(j->text + j->text_len, piece, len);
+    j->text_len += len;
+    j->text[j->text_len] = '\0';
+    size_t emit = 0;
+    enum br_sample_stop_reason r =
+        br_sample_stop_text(&j->stop, j->text, j->text_len, j->emitted, &emit);
+    if (emit < j->emitted) emit = j->emitted;
+    if (j->req.stream) {
+        struct br_buf b = {0};
+        if (br_proto_encode_token(&b, j->req.id, (uint32_t)(j->n_gen - 1), token,
+                                  j->text + j->emitted, emit - j->emitted, logprob) == BR_OK)
+            post_event(sc->s, j, &b, 0);
+        br_buf_free(&b);
+    }
+    j->emitted = emit;
+    return r == BR_SAMPLE_STOP_STRING;
+}
+
+/* At the end: whatever was held back (a partial stop-string prefix that never completed,
+ * a trailing partial character) is flushed, except text cut by a stop string. */
+static void flush_text(struct sched *sc, struct job *j, int stopped_by_string)
+{
+    if (stopped_by_string) return;
+    const char *piece = NULL;
+    size_t len = 0;
+    br_detok_flush(j->dt, &piece, &len);
+    if (len) {
+        char *nt = realloc(j->text, j->text_len + len + 1);
+        if (!nt) return;
+        j->text = nt;
+        memcpy(j->text + j->text_len, piece, len);
+        j->text_len += len;
+        j->text[j->text_len] = '\0';
+    }
+    if (j->text_len > j->emitted && j->req.stream) {
+        struct br_buf b = {0};
+        if (br_proto_encode_token(&b, j->req.id, (uint32_t)(j->n_gen ? j->n_gen - 1 : 0), -1,
+                                  j->text + j->emitted, j->text_len - j->emitted, NULL) == BR_OK)
+            post_event(sc->s, j, &b, 0);
+        br_buf_free(&b);
+    }
+    j->emitted = j->text_len;
+}
+
+/* One scheduler step. Returns BR_OK, or an error that ends serving (a lost rank). */
+static int step(struct sched *sc, struct br_err *err)
+{
+    struct br_server *s = sc->s;
+    /* cancelled waiting requests end now */
+    for (struct job **pp = &sc->waiting; *pp;) {
+        struct job *j = *pp;
+        if (j->cancelled) {
+            *pp = j->next;
+            if (sc->waiting_tail == j) {
+                sc->waiting_tail = NULL;
+                for (struct job *t = sc->waiting; t; t = t->next) sc->waiting_tail = t;
+            }
+            finish(sc, j, BR_FINISH_CANCELLED, NULL);
+        } else {
+            pp = &j->next;
+        }
+    }
+    for (int32_t i = 0; i < sc->n_slots; i++)
+        if (sc->slots[i] && sc->slots[i]->cancelled) {
+            flush_text(sc, sc->slots[i], 0);
+            finish(sc, sc->slots[i], BR_FINISH_CANCELLED, NULL);
+        }
+    /* admission, in arrival order */
+    while (sc->waiting) {
+        struct job *j = sc->waiting;
+        int32_t slot = -1;
+        for (int32_t i = 0; i < sc->n_slots && slot < 0; i++)
+            if (!sc->slots[i]) {
+                int pending = 0;
+                slot = i;
+                (void)pending;
+            }
+        if (slot < 0 || j->blocks > sc->free_blocks) break;
+        sc->waiting = j->next;
+        if (!sc->waiting) sc->waiting_tail = NULL;
+        j->next = NULL;
+        j->slot = slot;
+        j->state = JOB_PREFILL;
+        j->t_admit = br_now();
+        sc->slots[slot] = j;
+        sc->free_blocks -= j->blocks;
+        atomic_fetch_add(&s->n_running, 1);
+    }
+    /* compose the batch: decode tokens first, then prompt chunks */
+    int32_t mb = br_engine_max_batch(sc->e);
+    int32_t budget = sc->budget < mb ? sc->budget : mb;
+    int32_t tokens[1024], pos[1024], seqs[1024], rows[1024];
+    struct job *row_job[1024];
+    int32_t n = 0, n_rows = 0;
+    for (int32_t i = 0; i < sc->n_slots && n < budget; i++) {
+        struct job *j = sc->slots[i];
+        if (!j || j->state != JOB_DECODE) continue;
+        tokens[n] = j->next_token, pos[n] = j->n_prompt + j->n_gen - 1, seqs[n] = j->slot;
+        row_job[n_rows] = j;
+        rows[n_rows++] = n++;
+    }
+    for (int32_t i = 0; i < sc->n_slots && n < budget; i++) {
+        /* oldest admitted first: slots are reused, so order by admission time */
+        struct job *best = NULL;
+        for (int32_t k = 0; k < sc->n_slots; k++) {
+            struct job *j = sc->slots[k];
+            if (j && j->state == JOB_PREFILL && j->n_fed < j->n_prompt &&
+                (!best || j->t_admit < best->t_admit))
+                best = j;
+        }
+        if (!best) break;
+        int32_t take = best->n_prompt - best->n_fed;
+        if (take > budget - n) take = budget - n;
+        for (int32_t t = 0; t < take; t++, n++)
+            tokens[n] = best->prompt[best->n_fed + t], pos[n] = best->n_fed + t, seqs[n] = best->slot;
+        best->n_fed += take;
+        if (best->n_fed == best->n_prompt) {
+            row_job[n_rows] = best;
+            rows[n_rows++] = n - 1;
+            best->state = JOB_DECODE; /* its first token comes from this step */
+        } else {
+            break; /* the budget is used up */
+        }
+    }
+    if (n == 0) return BR_OK;
+    struct br_batch b = {n, tokens, pos, seqs, sc->n_to_free, sc->to_free};
+    /* greedy rows without logprobs need only each slice's best; anything else the logits */
+    int full = 0;
+    for (int32_t r = 0; r < n_rows; r++) {
+        const struct job *j = row_job[r];
+        full |= j->sp.temperature > 0 || j->req.logprobs || j->sp.repeat_penalty != 1.0f ||
+                j->sp.presence_penalty != 0 || j->sp.frequency_penalty != 0 || j->sp.n_bias > 0;
+    }
+    static float *logits;
+    static size_t logits_cap;
+    size_t need = full ? (size_t)n_rows * (size_t)sc->vocab : 0;
+    if (need > logits_cap) {
+        free(logits);
+        logits = malloc(need * sizeof *logits);
+        logits_cap = logits ? need : 0;
+        if (!logits) return br_err_set(err, BR_E_NOMEM, "out of memory for logits");
+    }
+    int32_t top1[1024];
+    int rc = br_dist_step(sc->e, sc->comm, &b, rows, n_rows, full ? logits : NULL, top1, err);
+    if (rc) return rc;
+    sc->n_to_free = 0;
+    atomic_fetch_add(&s->n_steps, 1);
+    double now = br_now();
+    for (int32_t r = 0; r < n_rows; r++) {
+        struct job *j = row_job[r];
+        int32_t tok = top1[r];
+        float lp = 0.0f;
+        if (full) {
+            struct br_sample_result res;
+            struct br_err serr = {{0}};
+            if (br_sample_full(&j->sp, logits + (size_t)r * sc->vocab, sc->vocab, j->hist,
+                               (size_t)j->n_hist, 0, (uint64_t)(j->n_prompt + j->n_gen), &res,
+                               &serr)) {
+                finish(sc, j, BR_FINISH_ERROR, serr.msg);
+                continue;
+            }
+            tok = res.token;
+            lp = (float)res.logprob;
+        }
+        j->n_gen++;
+        if (j->t_first == 0) j->t_first = now;
+        j->hist[j->n_hist++] = tok;
+        enum br_sample_stop_reason why = br_sample_stop_token(&j->stop, tok, j->n_gen);
+        int eog = br_tok_is_eog(sc->tok, tok);
+        if (why == BR_SAMPLE_STOP_TOKEN || eog) {
+            /* a stop token is not part of the output */
+            if (j->req.stream) {
+                struct br_buf bb = {0};
+                if (br_proto_encode_token(&bb, j->req.id, (uint32_t)(j->n_gen - 1), tok, "", 0,
+                                          j->req.logprobs ? &lp : NULL) == BR_OK)
+                    post_event(s, j, &bb, 0);
+                br_buf_free(&bb);
+            }
+            flush_text(sc, j, 0);
+            finish(sc, j, BR_FINISH_STOP, NULL);
+            continue;
+        }
+        int stopped = emit_token(sc, j, tok, j->req.logprobs ? &lp : NULL);
+        if (stopped) {
+            flush_text(sc, j, 1);
+            finish(sc, j, BR_FINISH_STOP, NULL);
+        } else if (why == BR_SAMPLE_STOP_LENGTH || j->n_gen >= j->max_new) {
+            flush_text(sc, j, 0);
+            finish(sc, j, BR_FINISH_LENGTH, NULL);
+        } else {
+            j->next_token = tok;
+        }
+    }
+    return BR_OK;
+}
+
+int br_server_run(struct br_server *s, const struct br_model *m, struct br_engine *e,
+                  struct br_comm *comm, const struct br_tok *tok, struct br_err *err)
+{
+    struct sched sc = {0};
+    sc.s = s, sc.m = m, sc.e = e, sc.comm = comm, sc.tok = tok;
+    sc.vocab = m->cfg.n_vocab;
+    sc.n_slots = br_engine_n_seq(e);
+    sc.total_blocks = sc.free_blocks = br_engine_free_blocks(e);
+    sc.budget = s->o.batch_tokens > 0 ? s->o.batch_tokens : br_engine_max_batch(e);
+    if (sc.budget > 1024) sc.budget = 1024;
+    sc.slots = calloc((size_t)sc.n_slots, sizeof *sc.slots);
+    sc.to_free = calloc((size_t)sc.n_slots + (size_t)br_engine_max_batch(e), sizeof *sc.to_free);
+    if (!sc.slots || !sc.to_free) {
+        free(sc.slots), free(sc.to_free);
+        return br_err_set(err, BR_E_NOMEM, "out of memory");
+    }
+    s->tok = tok;
+    s->model = m;
+    s->n_ctx = br_engine_n_ctx(e);
+    const char *tmpl = NULL;
+    const struct br_gguf_kv *kv = m->gguf ? br_gguf_find_kv(m->gguf, "tokenizer.chat_template") : NULL;
+    char *ttext = NULL;
+    if (kv && kv->type == BR_GGUF_STRING && (ttext = malloc(kv->v.str.len + 1))) {
+        memcpy(ttext, kv->v.str.ptr, kv->v.str.len);
+        ttext[kv->v.str.len] = '\0';
+    }
+    tmpl = br_chat_template_detect(ttext, m->cfg.arch_name);
+    free(ttext);
+    snprintf(s->chat_template, sizeof s->chat_template, "%s", tmpl ? tmpl : "chatml");
+    atomic_store(&s->ready, 1);
+    int rc = BR_OK;
+    while (atomic_load(&s->stop) == 0) {
+        int busy = sc.waiting != NULL;
+        for (int32_t i = 0; i < sc.n_slots; i++) busy |= sc.slots[i] != NULL;
+        take_messages(&sc, busy ? 0 : 100);
+        if ((rc = step(&sc, err))) break;
+    }
+    /* drain: every request still here gets a final answer */
+    const char *why = rc ? "a rank was lost; the server is shutting down" : "the server is shutting down";
+    for (int32_t i = 0; i < sc.n_slots; i++)
+        if (sc.slots[i]) finish(&sc, sc.slots[i], BR_FINISH_ERROR, why);
+    while (sc.waiting) {
+        struct job *j = sc.waiting;
+        sc.waiting = j->next;
+        struct br_buf b = {0};
+        br_proto_encode_error(&b, j->req.id, BR_PROTO_UNAVAILABLE, why);
+        post_event(s, j, &b, 1);
+        br_buf_free(&b);
+        job_free(j);
+    }
+    take_messages(&sc, 0);
+    /* let the front end forward the last events */
+    struct timespec ts = {0, 100000000};
+    nanosleep(&ts, NULL);
+    if (!rc) br_dist_stop(e, comm, NULL);
+    free(sc.slots);
+    free(sc.to_free);
+    return rc;
+}

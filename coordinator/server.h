@@ -1,0 +1,56 @@
+/*
+ * The serving coordinator on world rank 0 (ARCHITECTURE.md, "Coordinator and serving").
+ *
+ * Two threads. The front end owns the ZeroMQ ROUTER socket: it decodes and validates
+ * requests (proto/proto.h), answers health/info/metrics/tokenize/ping itself, turns
+ * prompts into tokens, bounds the queue (`busy`), tracks client heartbeats, and hands
+ * generate requests to the main thread over an inproc socket. The main thread owns MPI:
+ * it runs the continuous-batching scheduler — every step mixes one decode token of each
+ * running sequence with chunks of waiting prompts up to a token budget, admitting a
+ * sequence only when a slot and its KV blocks are free — drives the ranks through the
+ * step (worker/dist.h), samples, and sends token events back through the front end.
+ *
+ * A sequence's output depends only on its own request (the sampler's counter RNG is keyed
+ * by (seed, 0, position)), never on what shares its batches.
+ */
+#ifndef BR_COORDINATOR_SERVER_H
+#define BR_COORDINATOR_SERVER_H
+
+#include <stdint.h>
+
+#include "bitrack/status.h"
+#include "coordinator/tokenizer.h"
+#include "worker/comm.h"
+#include "worker/engine.h"
+
+struct br_server_opts {
+    const char *listen;      /* ZeroMQ endpoint; default tcp://127.0.0.1:5555 */
+    int32_t max_queue;       /* requests waiting or running before `busy`; default 256 */
+    int32_t max_per_client;  /* concurrent requests of one client; default 64 */
+    int32_t client_timeout_s;/* free a request whose client went silent; default 30 */
+    int32_t batch_tokens;    /* token budget per step; default the engine's max batch */
+    int32_t max_tokens_cap;  /* upper bound for a request's max_tokens; default 4096 */
+    const char *curve_secret;  /* optional CurveZMQ server secret key file (z85) */
+    const char *curve_clients; /* directory of authorized client public keys (z85 files) */
+};
+
+struct br_server;
+
+/* Starts the front end (answering health with `loading`). info: name/value strings shown
+ * by `info` requests (NULL-terminated pairs, copied). */
+int br_server_start(const struct br_server_opts *o, const char *const *info,
+                    struct br_server **out, struct br_err *err);
+
+/* Serves until br_server_request_stop (or SIGINT/SIGTERM via br_server_install_signals)
+ * with the loaded model. The engine, model, tokenizer and comm are borrowed. */
+int br_server_run(struct br_server *s, const struct br_model *m, struct br_engine *e,
+                  struct br_comm *comm, const struct br_tok *tok, struct br_err *err);
+
+/* Asks br_server_run to finish its current step and return (async-signal-safe). */
+void br_server_request_stop(struct br_server *s);
+void br_server_install_signals(struct br_server *s);
+
+/* Stops the front end and frees everything; NULL-safe. */
+void br_server_destroy(struct br_server **s);
+
+#endif

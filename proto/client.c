@@ -1,0 +1,403 @@
+/*
+ * The C client of protocol v1 (see client.h): one DEALER socket, synchronous calls.
+ *
+ * Every call follows the same exchange(): encode the request, send it, then poll the socket
+ * until the response that ends the call arrives, sending a `ping` every ping interval and
+ * failing with BR_E_TIMEOUT (after a best-effort `cancel`) when nothing about the request
+ * has arrived for timeout_ms. Responses carry the request id, so replies that belong to an
+ * earlier call (one that timed out) are dropped rather than mistaken for this call's.
+ * Invariant: between calls no request of ours is outstanding except abandoned ones.
+ */
+#include "proto/client.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+struct br_client {
+    void *ctx;  /* own ZeroMQ context: no state shared between clients */
+    void *sock; /* DEALER */
+    char addr[256];
+    int timeout_ms;    /* <= 0: wait forever */
+    int ping_ms;       /* <= 0: no pings */
+    uint64_t seq;      /* for generated request ids */
+    struct br_buf buf; /* reused encode buffer */
+    struct br_proto_limits lim;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, struct br_err *err)
+{
+    struct br_client *c;
+    int zero = 0, one = 1, rc;
+    if (!out) return br_err_set(err, BR_E_INVALID, "br_client_connect: out is NULL");
+    *out = NULL;
+    if (!addr) addr = BR_CLIENT_DEFAULT_ADDR;
+    if (strlen(addr) >= sizeof c->addr)
+        return br_err_set(err, BR_E_INVALID, "address too long: %.64s...", addr);
+    c = calloc(1, sizeof *c);
+    if (!c) return br_err_set(err, BR_E_NOMEM, "client: out of memory");
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
+    c->timeout_ms = timeout_ms;
+    c->ping_ms = 1000;
+    br_proto_limits_default(&c->lim);
+    c->ctx = zmq_ctx_new();
+    if (!c->ctx) {
+        rc = br_err_set(err, BR_E_NOMEM, "zmq_ctx_new: %s", zmq_strerror(errno));
+        goto fail_ctx;
+    }
+    c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    if (!c->sock) {
+        rc = br_err_set(err, BR_E_IO, "zmq_socket: %s", zmq_strerror(errno));
+        goto fail_sock;
+    }
+    int64_t maxmsg = (int64_t)c->lim.max_msg_bytes;
+    int sndtimeo = timeout_ms > 0 ? timeout_ms : -1;
+    /* IMMEDIATE: a send with no live connection waits (up to SNDTIMEO) instead of queueing
+     * for a server that may never come, so an absent server reads as "unavailable". */
+    if (zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one) ||
+        zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo) ||
+        zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) {
+        rc = br_err_set(err, BR_E_IO, "zmq_setsockopt: %s", zmq_strerror(errno));
+        goto fail_connect;
+    }
+    if (zmq_connect(c->sock, addr)) {
+        rc = br_err_set(err, BR_E_INVALID, "connecting to %s: %s", addr, zmq_strerror(errno));
+        goto fail_connect;
+    }
+    *out = c;
+    return BR_OK;
+
+fail_connect:
+    zmq_close(c->sock);
+fail_sock:
+    zmq_ctx_term(c->ctx);
+fail_ctx:
+    free(c);
+    return rc;
+}
+
+void br_client_close(struct br_client **cp)
+{
+    if (!cp || !*cp) return;
+    struct br_client *c = *cp;
+    zmq_close(c->sock);
+    zmq_ctx_term(c->ctx);
+    br_buf_free(&c->buf);
+    free(c);
+    *cp = NULL;
+}
+
+void br_client_set_timeout(struct br_client *c, int timeout_ms)
+{
+    int sndtimeo = timeout_ms > 0 ? timeout_ms : -1;
+    c->timeout_ms = timeout_ms;
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+}
+
+void br_client_set_ping_interval(struct br_client *c, int interval_ms)
+{
+    c->ping_ms = interval_ms;
+}
+
+/* Sends c->buf as one frame. */
+static int send_buf(struct br_client *c, const char *what, struct br_err *err)
+{
+    for (;;) {
+        if (zmq_send(c->sock, c->buf.data, c->buf.len, 0) >= 0) return BR_OK;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN)
+            return br_err_set(err, BR_E_UNAVAILABLE, "%s: no server reachable at %s within %d ms",
+                              what, c->addr, c->timeout_ms);
+        return br_err_set(err, BR_E_IO, "%s: sending to %s: %s", what, c->addr,
+                          zmq_strerror(errno));
+    }
+}
+
+/* Encodes and sends a request with only an id (cancel, ping, health, ...). */
+static int send_simple(struct br_client *c, enum br_req_type type, const char *id,
+                       struct br_err *err)
+{
+    struct br_req r;
+    br_req_init(&r);
+    r.type = type;
+    r.id = (char *)id;
+    r.id_len = strlen(id);
+    int rc = br_proto_encode_request(&r, &c->buf);
+    if (rc) return br_err_set(err, rc, "%s: encoding failed", br_proto_req_type_name(type));
+    return send_buf(c, br_proto_req_type_name(type), err);
+}
+
+/* Receives one frame (further frames of the same message are discarded) and decodes it.
+ * BR_E_TIMEOUT (with no message) when nothing is waiting. */
+static int recv_resp(struct br_client *c, struct br_resp *resp, struct br_err *err)
+{
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    int n;
+    while ((n = zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT)) < 0 && errno == EINTR) {
+    }
+    if (n < 0) {
+        int e = errno;
+        zmq_msg_close(&msg);
+        if (e == EAGAIN) return BR_E_TIMEOUT;
+        return br_err_set(err, BR_E_IO, "receiving from %s: %s", c->addr, zmq_strerror(e));
+    }
+    bool more = zmq_msg_more(&msg);
+    int rc = br_proto_decode_response(zmq_msg_data(&msg), zmq_msg_size(&msg), &c->lim, resp, err);
+    zmq_msg_close(&msg);
+    while (more) { /* a well-behaved server sends one frame; drop any extra */
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, c->sock, 0) < 0) {
+            zmq_msg_close(&msg);
+            break;
+        }
+        more = zmq_msg_more(&msg);
+        zmq_msg_close(&msg);
+    }
+    if (rc) br_err_prefix(err, rc, "bad response from %s", c->addr);
+    return rc;
+}
+
+static bool is_final(const struct br_resp *r, enum br_req_type type)
+{
+    switch (r->type) {
+    case BR_RESP_ERROR:
+        return true;
+    case BR_RESP_DONE:
+        return type == BR_REQ_GENERATE;
+    case BR_RESP_TOKEN:
+        return false;
+    case BR_RESP_PONG:
+        return type == BR_REQ_PING;
+    case BR_RESP_TOKENIZE:
+        return type == BR_REQ_TOKENIZE;
+    case BR_RESP_DETOKENIZE:
+        return type == BR_REQ_DETOKENIZE;
+    case BR_RESP_HEALTH:
+        return type == BR_REQ_HEALTH;
+    case BR_RESP_INFO:
+        return type == BR_REQ_INFO;
+    case BR_RESP_METRICS:
+        return type == BR_REQ_METRICS;
+    default:
+        return false;
+    }
+}
+
+/* Sends req (its id set) and waits for the response that ends it. token events and the
+ * final done/error go to cb when given. On success with final != NULL, *final owns the
+ * last response (caller frees); on an `error` response the status it maps to is returned
+ * and err holds the server's message. */
+static int exchange(struct br_client *c, const struct br_req *req, br_client_cb cb, void *user,
+                    struct br_resp *final, struct br_err *err)
+{
+    const char *what = br_proto_req_type_name(req->type);
+    int rc = br_proto_encode_request(req, &c->buf);
+    if (rc) return br_err_set(err, rc, "%s: request could not be encoded", what);
+    if ((rc = send_buf(c, what, err))) return rc;
+
+    int64_t last = now_ms(), next_ping = last + c->ping_ms;
+    bool cancelling = false;
+    zmq_pollitem_t item = {.socket = c->sock, .events = ZMQ_POLLIN};
+    for (;;) {
+        int64_t now = now_ms(), wait = -1;
+        if (c->timeout_ms > 0) {
+            wait = last + c->timeout_ms - now;
+            if (wait <= 0) {
+                if (req->type == BR_REQ_GENERATE) send_simple(c, BR_REQ_CANCEL, req->id, NULL);
+                return br_err_set(err, BR_E_TIMEOUT, "%s %s: no reply from %s for %d ms", what,
+                                  req->id, c->addr, c->timeout_ms);
+            }
+        }
+        if (c->ping_ms > 0 && req->type != BR_REQ_PING) {
+            if (next_ping <= now) {
+                /* A ping that cannot be sent now is not fatal; the timeout decides. */
+                send_simple(c, BR_REQ_PING, req->id, NULL);
+                next_ping = now + c->ping_ms;
+            }
+            if (wait < 0 || next_ping - now < wait) wait = next_ping - now;
+        }
+        int n = zmq_poll(&item, 1, (long)wait);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return br_err_set(err, BR_E_IO, "%s: poll: %s", what, zmq_strerror(errno));
+        }
+        if (n == 0) continue;
+
+        struct br_resp resp;
+        rc = recv_resp(c, &resp, err);
+        if (rc == BR_E_TIMEOUT) continue; /* spurious wake-up */
+        if (rc) {
+            br_resp_free(&resp);
+            if (req->type == BR_REQ_GENERATE) send_simple(c, BR_REQ_CANCEL, req->id, NULL);
+            return rc;
+        }
+        /* Replies to other (abandoned) requests, and pongs, are not about this call. An
+         * error without an id answers a message the server could not read far enough to
+         * find its id (too large, say); calls are sequential, so it is this call's. */
+        bool ours = resp.id ? strcmp(resp.id, req->id) == 0 : resp.type == BR_RESP_ERROR;
+        if (!ours || (resp.type == BR_RESP_PONG && req->type != BR_REQ_PING)) {
+            br_resp_free(&resp);
+            continue;
+        }
+        last = now_ms();
+        if (!is_final(&resp, req->type)) {
+            if (resp.type == BR_RESP_TOKEN && req->type == BR_REQ_GENERATE && cb &&
+                cb(&resp, user) != 0 && !cancelling) {
+                cancelling = true;
+                send_simple(c, BR_REQ_CANCEL, req->id, NULL);
+            }
+            br_resp_free(&resp);
+            continue;
+        }
+        if (req->type == BR_REQ_GENERATE && cb) cb(&resp, user);
+        if (resp.type == BR_RESP_ERROR) {
+            rc = br_err_set(err, br_proto_code_status(resp.code), "%s %s: server error %s: %s",
+                            what, req->id, br_proto_code_name(resp.code),
+                            resp.message ? resp.message : "");
+            br_resp_free(&resp);
+            return rc;
+        }
+        if (final)
+            *final = resp;
+        else
+            br_resp_free(&resp);
+        return BR_OK;
+    }
+}
+
+/* A fresh request id for this client ("c<seq>"). */
+static void next_id(struct br_client *c, char *id, size_t n)
+{
+    snprintf(id, n, "c%" PRIu64, ++c->seq);
+}
+
+int br_client_generate(struct br_client *c, const struct br_req *req, br_client_cb cb, void *user,
+                       struct br_err *err)
+{
+    char id[32];
+    if (!c || !req || req->type != BR_REQ_GENERATE)
+        return br_err_set(err, BR_E_INVALID, "generate: need a client and a generate request");
+    struct br_req r = *req; /* shallow: only the id may be replaced */
+    if (!r.id || !r.id[0]) {
+        next_id(c, id, sizeof id);
+        r.id = id;
+        r.id_len = strlen(id);
+    }
+    return exchange(c, &r, cb, user, NULL, err);
+}
+
+int br_client_cancel(struct br_client *c, const char *id, struct br_err *err)
+{
+    if (!c || !id || !id[0]) return br_err_set(err, BR_E_INVALID, "cancel: need an id");
+    return send_simple(c, BR_REQ_CANCEL, id, err);
+}
+
+/* Runs a request of the given type with a fresh id; *final receives the response. */
+static int simple_call(struct br_client *c, struct br_req *r, struct br_resp *final,
+                       struct br_err *err)
+{
+    char id[32];
+    next_id(c, id, sizeof id);
+    r->id = id;
+    r->id_len = strlen(id);
+    int rc = exchange(c, r, NULL, NULL, final, err);
+    r->id = NULL;
+    return rc;
+}
+
+int br_client_tokenize(struct br_client *c, const char *text, size_t len, bool add_bos,
+                       int32_t **tokens, uint32_t *n, struct br_err *err)
+{
+    struct br_req r;
+    struct br_resp resp;
+    if (!c || (!text && len) || !tokens || !n)
+        return br_err_set(err, BR_E_INVALID, "tokenize: bad arguments");
+    br_req_init(&r);
+    r.type = BR_REQ_TOKENIZE;
+    r.prompt = (char *)text;
+    r.prompt_len = len;
+    r.add_bos = add_bos;
+    int rc = simple_call(c, &r, &resp, err);
+    if (rc) return rc;
+    *tokens = resp.tokens;
+    *n = resp.n_tokens;
+    resp.tokens = NULL;
+    br_resp_free(&resp);
+    return BR_OK;
+}
+
+int br_client_detokenize(struct br_client *c, const int32_t *tokens, uint32_t n, char **text,
+                         size_t *len, struct br_err *err)
+{
+    struct br_req r;
+    struct br_resp resp;
+    if (!c || (!tokens && n) || !text)
+        return br_err_set(err, BR_E_INVALID, "detokenize: bad arguments");
+    br_req_init(&r);
+    r.type = BR_REQ_DETOKENIZE;
+    r.tokens = (int32_t *)tokens;
+    r.n_tokens = n;
+    int rc = simple_call(c, &r, &resp, err);
+    if (rc) return rc;
+    *text = resp.text;
+    if (len) *len = resp.text_len;
+    resp.text = NULL;
+    br_resp_free(&resp);
+    return BR_OK;
+}
+
+int br_client_health(struct br_client *c, enum br_health_state *state, struct br_err *err)
+{
+    struct br_req r;
+    struct br_resp resp;
+    if (!c || !state) return br_err_set(err, BR_E_INVALID, "health: bad arguments");
+    br_req_init(&r);
+    r.type = BR_REQ_HEALTH;
+    int rc = simple_call(c, &r, &resp, err);
+    if (rc) return rc;
+    *state = resp.state;
+    br_resp_free(&resp);
+    return BR_OK;
+}
+
+int br_client_info(struct br_client *c, struct br_resp *out, struct br_err *err)
+{
+    struct br_req r;
+    if (!c || !out) return br_err_set(err, BR_E_INVALID, "info: bad arguments");
+    memset(out, 0, sizeof *out);
+    br_req_init(&r);
+    r.type = BR_REQ_INFO;
+    return simple_call(c, &r, out, err);
+}
+
+int br_client_metrics(struct br_client *c, struct br_resp *out, struct br_err *err)
+{
+    struct br_req r;
+    if (!c || !out) return br_err_set(err, BR_E_INVALID, "metrics: bad arguments");
+    memset(out, 0, sizeof *out);
+    br_req_init(&r);
+    r.type = BR_REQ_METRICS;
+    return simple_call(c, &r, out, err);
+}
+
+int br_client_ping(struct br_client *c, struct br_err *err)
+{
+    struct br_req r;
+    if (!c) return br_err_set(err, BR_E_INVALID, "ping: no client");
+    br_req_init(&r);
+    r.type = BR_REQ_PING;
+    return simple_call(c, &r, NULL, err);
+}

@@ -1,0 +1,261 @@
+/*
+ * TP x PP plan (see plan.h for the rules). Splitting n units over k ranks gives the first
+ * n % k ranks one extra unit; units are 256-chunks (residual, FFN), KV-head groups
+ * (attention) or vocabulary rows (head). Layers go to stages greedily so that each stage
+ * carries about the same weight bytes, counting the embedding on the first stage and the
+ * head on the last.
+ */
+#include "sharding/plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+#include "sharding/types.h"
+
+static void split(int32_t n, int32_t k, int32_t i, int32_t *a, int32_t *b)
+{
+    int32_t base = n / k, extra = n % k;
+    *a = i * base + (i < extra ? i : extra);
+    *b = *a + base + (i < extra ? 1 : 0);
+}
+
+/* Splits `len` elements as whole 256-chunks; the last chunk may be partial. */
+static void split_chunks(int32_t len, int32_t k, int32_t i, int32_t *a, int32_t *b)
+{
+    int32_t chunks = (len + BR_CHUNK - 1) / BR_CHUNK, c0, c1;
+    split(chunks, k, i, &c0, &c1);
+    *a = c0 * BR_CHUNK;
+    *b = c1 * BR_CHUNK < len ? c1 * BR_CHUNK : len;
+}
+
+void br_part_whole(const struct br_model_config *c, struct br_part *p)
+{
+    memset(p, 0, sizeof *p);
+    p->tp = p->pp = 1;
+    p->layer1 = c->n_layer;
+    p->d1 = c->n_embd;
+    p->kv1 = c->n_head_kv;
+    p->ff1 = c->n_ff;
+    p->v1 = c->n_vocab;
+    p->first_stage = p->last_stage = 1;
+}
+
+static uint64_t layer_bytes(const struct br_model_config *c)
+{
+    uint64_t d = (uint64_t)c->n_embd;
+    uint64_t qd = (uint64_t)c->n_head * c->head_dim, kd = (uint64_t)c->n_head_kv * c->head_dim;
+    uint64_t vd = (uint64_t)c->n_head_kv * c->head_dim_v, od = (uint64_t)c->n_head * c->head_dim_v;
+    uint64_t w = d * (qd + kd + vd) + od * d + 3 * d * (uint64_t)c->n_ff;
+    return w / 4;
+}
+
+int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp,
+                   struct br_plan **out, struct br_err *err)
+{
+    *out = NULL;
+    if (tp < 1 || pp < 1 || tp > 4096 || pp > 4096)
+        return br_err_set(err, BR_E_INVALID, "--tp and --pp must be at least 1");
+    int32_t d_chunks = (c->n_embd + BR_CHUNK - 1) / BR_CHUNK;
+    int32_t ff_chunks = (c->n_ff + BR_CHUNK - 1) / BR_CHUNK;
+    if (tp > c->n_head_kv)
+        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d KV heads (attention is split "
+                          "by whole KV-head groups)", tp, c->n_head_kv);
+    if (tp > d_chunks || tp > ff_chunks)
+        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d hidden / %d FFN chunks of 256",
+                          tp, d_chunks, ff_chunks);
+    int32_t v_chunks = (c->n_vocab + BR_CHUNK - 1) / BR_CHUNK;
+    if (tp > v_chunks)
+        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d vocabulary chunks of 256",
+                          tp, v_chunks);
+    if (pp > c->n_layer)
+        return br_err_set(err, BR_E_INVALID, "--pp %d exceeds the %d layers", pp, c->n_layer);
+    struct br_plan *p = calloc(1, sizeof *p);
+    if (!p || !(p->parts = calloc((size_t)tp * (size_t)pp, sizeof *p->parts))) {
+        free(p);
+        return br_err_set(err, BR_E_NOMEM, "out of memory");
+    }
+    p->cfg = *c;
+    p->tp = tp;
+    p->pp = pp;
+    /* Stages: greedy fill to the average bytes touched per token. The head is streamed
+     * once per token, so it counts on the last stage; the embedding is only looked up. */
+    uint64_t lb = layer_bytes(c);
+    uint64_t hb = 0;
+    if (!br_ggml_type_nbytes(c->head_type, (uint64_t)c->n_embd,
+                             (uint64_t)c->n_embd * (uint64_t)c->n_vocab, &hb))
+        hb = (uint64_t)c->n_embd * (uint64_t)c->n_vocab * 2;
+    uint64_t total = lb * (uint64_t)c->n_layer + hb;
+    int32_t *bounds = calloc((size_t)pp + 1, sizeof *bounds);
+    if (!bounds) {
+        br_plan_destroy(&p);
+        return br_err_set(err, BR_E_NOMEM, "out of memory");
+    }
+    /* In layer units the model is n_layer + h (the head); each stage should carry
+     * (n_layer + h) / pp. The last stage gets what is left of that after the head (at
+     * least one layer); the other stages share the rest evenly. */
+    double h = lb ? (double)hb / (double)lb : 0.0;
+    double ideal = ((double)c->n_layer + h) / pp;
+    int32_t last_layers = (int32_t)(ideal - h + 0.5);
+    if (last_layers < 1) last_layers = 1;
+    if (last_layers > c->n_layer - (pp - 1)) last_layers = c->n_layer - (pp - 1);
+    if (pp == 1) last_layers = c->n_layer;
+    (void)total;
+    for (int32_t s = 0; s < pp - 1; s++) {
+        int32_t a, b;
+        split(c->n_layer - last_layers, pp - 1, s, &a, &b);
+        bounds[s] = a;
+    }
+    bounds[pp - 1] = c->n_layer - last_layers;
+    bounds[pp] = c->n_layer;
+    for (int32_t s = 0; s < pp; s++)
+        for (int32_t t = 0; t < tp; t++) {
+            struct br_part *q = &p->parts[s * tp + t];
+            q->tp = tp, q->pp = pp, q->tp_rank = t, q->pp_rank = s;
+            q->layer0 = bounds[s], q->layer1 = bounds[s + 1];
+            split_chunks(c->n_embd, tp, t, &q->d0, &q->d1);
+            split(c->n_head_kv, tp, t, &q->kv0, &q->kv1);
+            split_chunks(c->n_ff, tp, t, &q->ff0, &q->ff1);
+            q->first_stage = s == 0;
+            q->last_stage = s == pp - 1;
+            /* vocabulary slices start on 256-token chunks: the sampler's statistics are
+             * per chunk (coordinator/sample.h), so they combine the same in any layout */
+            if (q->last_stage) split_chunks(c->n_vocab, tp, t, &q->v0, &q->v1);
+        }
+    free(bounds);
+    *out = p;
+    return BR_OK;
+}
+
+void br_plan_destroy(struct br_plan **pp)
+{
+    if (!pp || !*pp) return;
+    free((*pp)->parts);
+    free(*pp);
+    *pp = NULL;
+}
+
+void br_part_cost(const struct br_model_config *c, const struct br_part *p, int embd_bytes,
+                  int head_bytes, struct br_part_cost *o)
+{
+    memset(o, 0, sizeof *o);
+    int32_t g = c->n_head / c->n_head_kv;
+    uint64_t nl = (uint64_t)(p->layer1 - p->layer0);
+    uint64_t d = (uint64_t)c->n_embd, dl = (uint64_t)(p->d1 - p->d0);
+    uint64_t kvh = (uint64_t)(p->kv1 - p->kv0), qh = kvh * (uint64_t)g;
+    uint64_t ffl = (uint64_t)(p->ff1 - p->ff0);
+    uint64_t blk = (d + 127) / 128 * 32; /* packed bytes per row of d inputs */
+    uint64_t per_layer = qh * (uint64_t)c->head_dim * blk + 2 * kvh * (uint64_t)c->head_dim * blk +
+                         d * ((qh * (uint64_t)c->head_dim_v + 127) / 128 * 32) +
+                         2 * ffl * blk + d * ((ffl + 127) / 128 * 32);
+    per_layer += 4 * (2 * dl + qh * (uint64_t)c->head_dim_v + ffl); /* norms */
+    o->weight_bytes = nl * per_layer;
+    if (p->first_stage) o->weight_bytes += (uint64_t)c->n_vocab * dl * (uint64_t)embd_bytes;
+    if (p->last_stage)
+        o->weight_bytes += (uint64_t)(p->v1 - p->v0) * d * (uint64_t)head_bytes + 4 * d;
+    o->kv_bytes_per_1k = nl * kvh * (uint64_t)(c->head_dim + c->head_dim_v) * 2 * 1000;
+    if (p->tp > 1) {
+        /* per layer: two stats all-gathers for the residual norms and two for the
+         * sub-norms (8 bytes each: max and one chunk sum... counted as sent bytes), two
+         * int8 all-gathers of the local residual slice, two int32 reduce-scatters of the
+         * partial sums for the other ranks' residual slices. */
+        uint64_t stats = 4 * (uint64_t)(1 + (dl + 255) / 256) * 2 +
+                         4 * (1 + qh) + 4 * (uint64_t)(1 + (ffl + 255) / 256);
+        uint64_t gathers = 2 * dl * (uint64_t)(p->tp - 1);
+        uint64_t rs = 2 * 4 * (d - dl);
+        o->send_bytes_per_tok += nl * (stats * (uint64_t)(p->tp - 1) + gathers + rs);
+        o->messages_per_tok += (uint32_t)(nl * 6);
+    }
+    if (!p->last_stage) {
+        o->send_bytes_per_tok += 4 * dl; /* residual slice to the next stage */
+        o->messages_per_tok += 1;
+    }
+}
+
+void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uint64_t steps,
+                     uint64_t rows, uint64_t row_steps, int32_t max_batch, int top1,
+                     uint64_t *bytes, uint64_t *messages)
+{
+    const struct br_model_config *c = &p->cfg;
+    const struct br_part *q = &p->parts[rank];
+    int32_t g = c->n_head / c->n_head_kv;
+    uint64_t tp1 = (uint64_t)(p->tp - 1), nl = (uint64_t)(q->layer1 - q->layer0);
+    uint64_t dl = (uint64_t)(q->d1 - q->d0), d = (uint64_t)c->n_embd;
+    uint64_t dch = (dl + BR_CHUNK - 1) / BR_CHUNK;
+    uint64_t ffch = ((uint64_t)(q->ff1 - q->ff0) + BR_CHUNK - 1) / BR_CHUNK;
+    uint64_t qhl = (uint64_t)(q->kv1 - q->kv0) * (uint64_t)g;
+    uint64_t desc = 4 * (4 + 5 * (uint64_t)max_batch);
+    uint64_t b = 0, m = 0;
+    if (p->tp > 1) {
+        /* per layer and token: two residual norms (statistics + int8 slice), two sub-norm
+         * statistics, two int32 reduce-scatters; per layer and step: 8 collectives */
+        uint64_t per_tok = 2 * (4 * (1 + dch) + dl) * tp1 + 4 * (1 + qhl) * tp1 +
+                           4 * (1 + ffch) * tp1 + 2 * 4 * (d - dl);
+        b += nl * tokens * per_tok;
+        m += nl * steps * 8;
+        if (q->last_stage && rows > 0) {
+            /* final norm: chunk sums and the normalized slice */
+            b += rows * (4 * dch + 4 * dl) * tp1;
+            m += 2 * row_steps;
+        }
+        if (q->first_stage && q->tp_rank == 0) {
+            b += (steps + 1) * desc * tp1; /* the step broadcasts and the stop */
+            m += steps + 1;
+        }
+    }
+    if (!q->last_stage) {
+        b += (steps + 1) * desc + tokens * 4 * dl; /* descriptors, residuals, the stop */
+        m += 2 * steps + 1;
+    }
+    if (q->last_stage && rank != 0 && rows > 0) {
+        b += rows * (top1 ? 8 : 4 * (uint64_t)(q->v1 - q->v0));
+        m += row_steps;
+    }
+    *bytes = b;
+    *messages = m;
+}
+
+static double mib(uint64_t b)
+{
+    return (double)b / (1024.0 * 1024.0);
+}
+
+int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
+{
+    const struct br_model_config *c = &p->cfg;
+    int over = 0;
+    int eb = c->embd_type == 0 ? 4 : 2, hb = c->head_type == 0 ? 4 : 2;
+    fprintf(f, "plan: tp %d x pp %d = %d ranks; %s d %d, %d layers, %d/%d heads, ffn %d, vocab %d\n",
+            p->tp, p->pp, p->tp * p->pp, c->arch_name, c->n_embd, c->n_layer, c->n_head,
+            c->n_head_kv, c->n_ff, c->n_vocab);
+    fprintf(f, "%5s %5s %9s %9s %11s %11s %12s %11s %12s %10s\n", "rank", "stage", "layers",
+            "kv heads", "ffn rows", "hidden", "weights MiB", "KV MiB/1k", "decode B/tok", "msgs/tok");
+    uint64_t maxw = 0, minw = UINT64_MAX;
+    for (int32_t r = 0; r < p->tp * p->pp; r++) {
+        const struct br_part *q = &p->parts[r];
+        struct br_part_cost cost;
+        br_part_cost(c, q, eb, hb, &cost);
+        /* decode traffic: one token per step, one logits row (descriptors of a 64-token
+         * batch limit included) */
+        uint64_t tb, tm;
+        br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, 1, &tb, &tm);
+        cost.send_bytes_per_tok = tb / 1000;
+        cost.messages_per_tok = (uint32_t)(tm / 1000);
+        char layers[32], heads[32], ff[32], hid[32];
+        snprintf(layers, sizeof layers, "%d-%d", q->layer0, q->layer1 - 1);
+        snprintf(heads, sizeof heads, "%d-%d", q->kv0, q->kv1 - 1);
+        snprintf(ff, sizeof ff, "%d-%d", q->ff0, q->ff1 - 1);
+        snprintf(hid, sizeof hid, "%d-%d", q->d0, q->d1 - 1);
+        int bad = mem_limit && cost.weight_bytes + cost.kv_bytes_per_1k * 4 > mem_limit;
+        over += bad;
+        fprintf(f, "%5d %5d %9s %9s %11s %11s %12.1f %11.1f %12llu %10u%s\n", r, q->pp_rank,
+                layers, heads, ff, hid, mib(cost.weight_bytes), mib(cost.kv_bytes_per_1k),
+                (unsigned long long)cost.send_bytes_per_tok, cost.messages_per_tok,
+                bad ? "  OVER" : "");
+        if (cost.weight_bytes > maxw) maxw = cost.weight_bytes;
+        if (cost.weight_bytes < minw) minw = cost.weight_bytes;
+    }
+    fprintf(f, "imbalance: largest rank holds %.2fx the smallest's weights\n",
+            minw ? (double)maxw / (double)minw : 0.0);
+    return over;
+}

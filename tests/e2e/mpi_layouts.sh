@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The cluster is exact: `mpirun bitrack run --tp T --pp P --dump-logits` writes the same
+# bytes as one process, for layouts 1x1 2x1 1x2 2x2 3x1 4x1 1x3, on models of each
+# architecture and ternary type (one with 5 KV heads, split unevenly), and with 1 or 2
+# threads per rank. Any difference fails.
+set -euo pipefail
+BIN=${BR_BIN:?}
+TMP=${BR_TMP:-/tmp}/mpilayouts.$$
+mkdir -p "$TMP"
+trap 'rm -rf "$TMP"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+# Open MPI's own allocations are not ours to leak-check.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+MPIRUN=(mpirun --oversubscribe --bind-to none -np)
+
+"$BIN" synth --preset tiny --arch bitnet-b1.58 --embd 1280 --heads 10 --kv-heads 5 --ff 1536 \
+    --layers 3 --vocab 1100 --type i2_s --seed 21 -o "$TMP/kv5.gguf"
+"$BIN" synth --preset tiny --arch bitnet --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
+    --layers 3 --vocab 1030 --type tq2_0 --seed 22 -o "$TMP/bitnet.gguf"
+"$BIN" synth --preset tiny --arch llama --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
+    --layers 3 --vocab 1030 --type tq1_0 --untied --seed 23 -o "$TMP/llama.gguf"
+
+# 70 prompt tokens: more than one 64-token batch
+prompt=$(seq -s, 3 72)
+fails=0; runs=0
+for model in kv5 bitnet llama; do
+    f="$TMP/$model.gguf"
+    "$BIN" run -m "$f" --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
+    for layout in 1x1 2x1 1x2 2x2 3x1 4x1 1x3; do
+        tp=${layout%x*}; pp=${layout#*x}
+        for threads in 1 2; do
+            [ "$threads" = 2 ] && [ "$layout" != 2x2 ] && [ "$layout" != 1x1 ] && continue
+            rm -f "$TMP/out.f32"
+            if ! timeout 120 "${MPIRUN[@]}" $((tp * pp)) "$BIN" run -m "$f" --tokens "$prompt" -n 5 \
+                    --tp "$tp" --pp "$pp" -t "$threads" --ids --ignore-eos --dump-logits "$TMP/out.f32" \
+                    > "$TMP/out.txt" 2> "$TMP/err.txt"; then
+                echo "FAIL $model $layout t$threads: run failed"; cat "$TMP/err.txt"; fails=$((fails + 1)); continue
+            fi
+            runs=$((runs + 1))
+            if cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
+                echo "ok   $model $layout threads=$threads: logits identical ($(stat -c %s "$TMP/out.f32") bytes), tokens $(cat "$TMP/out.txt")"
+            else
+                echo "FAIL $model $layout threads=$threads: output differs"; fails=$((fails + 1))
+            fi
+        done
+    done
+done
+# communication accounting: every rank's measured bytes and messages equal the plan's
+for layout in 2x2 3x1 1x3; do
+    tp=${layout%x*}; pp=${layout#*x}
+    timeout 120 "${MPIRUN[@]}" $((tp * pp)) "$BIN" run -m "$TMP/kv5.gguf" --tokens "$prompt" -n 4 \
+        --tp "$tp" --pp "$pp" --stats > /dev/null 2> "$TMP/stats.txt" || true
+    n_match=$(grep -c '(match)' "$TMP/stats.txt" || true)
+    if [ "$n_match" -ne $((tp * pp)) ]; then
+        echo "FAIL stats $layout: $n_match of $((tp * pp)) ranks match the plan"; cat "$TMP/stats.txt"; fails=$((fails + 1))
+    else
+        echo "ok   stats $layout: measured traffic equals the plan on all $((tp * pp)) ranks"
+        grep 'stats' "$TMP/stats.txt" | sort
+    fi
+done
+echo "$runs layouts compared, $fails failures"
+[ "$fails" -eq 0 ]

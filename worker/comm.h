@@ -1,0 +1,49 @@
+/*
+ * The collectives a rank's forward pass needs, behind one small interface so the engine
+ * is testable without MPI and the transport can change (worker/comm_mpi.c is the MPI one).
+ *
+ * TP group: the ranks of one pipeline stage, in tp_rank order. Pipeline: the same tp_rank
+ * in the previous and next stage. Every operation counts the bytes and messages this rank
+ * sends (struct br_comm_stats), so measured traffic can be checked against the plan.
+ */
+#ifndef BR_WORKER_COMM_H
+#define BR_WORKER_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct br_comm_stats {
+    uint64_t bytes_sent, messages;
+};
+
+struct br_comm;
+
+struct br_comm_ops {
+    /* All-gather within the TP group: rank i contributes counts[i] bytes (its own buffer
+     * `send` holds counts[tp_rank]); recv gets every rank's bytes at displs[i]. */
+    int (*allgather)(struct br_comm *c, const void *send, void *recv, const int *counts,
+                     const int *displs);
+    /* Sum-reduce-scatter of int32 within the TP group: send holds sum(counts) values,
+     * rank i's block first at the offset of the preceding counts; recv gets counts[tp_rank]
+     * summed values. Exact (integers). */
+    int (*reduce_scatter_i32)(struct br_comm *c, const int32_t *send, int32_t *recv,
+                              const int *counts);
+    /* Point to point along the pipeline (same tp_rank): to the next stage / from the
+     * previous stage. */
+    int (*send_next)(struct br_comm *c, const void *buf, size_t bytes);
+    int (*recv_prev)(struct br_comm *c, void *buf, size_t bytes);
+    /* To / from world rank 0 (the coordinator). */
+    int (*send_root)(struct br_comm *c, const void *buf, size_t bytes);
+    int (*recv_from)(struct br_comm *c, int world_rank, void *buf, size_t bytes);
+    /* Broadcast within the TP group from tp_rank 0. */
+    int (*bcast)(struct br_comm *c, void *buf, size_t bytes);
+};
+
+struct br_comm {
+    const struct br_comm_ops *ops;
+    void *impl;
+    int tp, tp_rank, pp, pp_rank, world_rank, world_size;
+    struct br_comm_stats stats;
+};
+
+#endif

@@ -949,8 +949,11 @@ static void token_bytes(const struct br_tok *t, int32_t id, unsigned flags, int 
     }
 }
 
-static int initial_strip(const struct br_tok *t, unsigned flags)
+/* Whether the SPM leading space is to be removed: decode strips unless told to keep it,
+ * a stream only when told to strip (detok != 0). */
+static int initial_strip(const struct br_tok *t, unsigned flags, int detok)
 {
+    if (detok && !(flags & BR_TOK_DECODE_STRIP_SPACE)) return 0;
     return t->model == BR_TOK_MODEL_SPM && t->add_space_prefix &&
            !(flags & BR_TOK_DECODE_KEEP_SPACE);
 }
@@ -971,7 +974,7 @@ int br_tok_decode(const struct br_tok *t, const int32_t *ids, size_t n_ids, unsi
     char *out = malloc(total + 1);
     if (!out) return br_err_set(err, BR_E_NOMEM, "tokenizer: out of memory decoding");
     size_t m = 0;
-    int strip = initial_strip(t, flags);
+    int strip = initial_strip(t, flags, 0);
     for (size_t i = 0; i < n_ids; i++) {
         const char *p;
         size_t n;
@@ -1076,7 +1079,7 @@ int br_detok_create(const struct br_tok *t, unsigned flags, struct br_detok **ou
     if (!d) return BR_E_NOMEM;
     d->t = t;
     d->flags = flags;
-    d->strip = initial_strip(t, flags);
+    d->strip = initial_strip(t, flags, 1);
     *out = d;
     return BR_OK;
 }
@@ -1119,7 +1122,7 @@ void br_detok_flush(struct br_detok *d, const char **out, size_t *len)
     }
     *len = d->n_held;
     d->n_held = 0;
-    d->strip = initial_strip(d->t, d->flags);
+    d->strip = initial_strip(d->t, d->flags, 1);
 }
 
 void br_detok_destroy(struct br_detok **d)

@@ -514,7 +514,7 @@ static void stream_check(const struct br_tok *t, const char *s, unsigned enc_fla
     size_t n;
     encode(t, s, strlen(s), enc_flags, &ids, &n);
     struct br_detok *d;
-    assert_int_equal(br_detok_create(t, 0, &d), BR_OK);
+    assert_int_equal(br_detok_create(t, BR_TOK_DECODE_STRIP_SPACE, &d), BR_OK);
     char acc[1024];
     size_t m = 0;
     int split_seen = 0;
@@ -557,7 +557,7 @@ static void test_stream(void **state)
 
     /* An unfinished character waits; flush hands it out. */
     struct br_detok *d;
-    assert_int_equal(br_detok_create(f->l2, 0, &d), BR_OK);
+    assert_int_equal(br_detok_create(f->l2, BR_TOK_DECODE_STRIP_SPACE, &d), BR_OK);
     int32_t f0 = br_tok_lookup(f->l2, "<0xF0>", 6), b9f = br_tok_lookup(f->l2, "<0x9F>", 6);
     assert_true(f0 >= 0 && b9f >= 0);
     const char *out;
@@ -576,8 +576,8 @@ static void test_stream(void **state)
     assert_int_equal(br_detok_push(d, 99999, &out, &len), BR_E_RANGE);
     br_detok_destroy(&d);
 
-    /* A continuation keeps the space of its first piece. */
-    assert_int_equal(br_detok_create(f->l2, BR_TOK_DECODE_KEEP_SPACE, &d), BR_OK);
+    /* By default a stream continues a prompt and keeps the space of its first piece. */
+    assert_int_equal(br_detok_create(f->l2, 0, &d), BR_OK);
     assert_int_equal(br_detok_push(d, 15043, &out, &len), BR_OK);
     assert_int_equal(len, 6);
     assert_memory_equal(out, " Hello", 6);

@@ -77,32 +77,40 @@ static inline uint32_t slot_tag(uint64_t h, size_t len)
     return ((uint32_t)(h >> 32) & 0xFFFFFF00u) | (uint32_t)(len < 255 ? len : 255);
 }
 
-int32_t br_tok_lookup(const struct br_tok *t, const char *text, size_t len)
+/* Lookup in a string table (the vocabulary, or the special tokens) with the hash of text
+ * already computed. */
+static int32_t table_find(const struct br_tok *t, const struct br_tok_slot *tab, size_t mask,
+                          const char *text, size_t len, uint64_t h)
 {
-    uint64_t h = hash_bytes((const uint8_t *)text, len);
     uint32_t tag = slot_tag(h, len);
-    size_t i = (size_t)h & t->vocab_mask;
+    size_t i = (size_t)h & mask;
     for (;;) {
-        const struct br_tok_slot *s = &t->vocab[i];
+        const struct br_tok_slot *s = &tab[i];
         if (s->id < 0) return -1;
         if (s->tag == tag && (len < 255 || t->text_off[s->id + 1] - t->text_off[s->id] == len) &&
             memcmp(t->text + t->text_off[s->id], text, len) == 0)
             return s->id;
-        i = (i + 1) & t->vocab_mask;
+        i = (i + 1) & mask;
     }
 }
 
+int32_t br_tok_lookup(const struct br_tok *t, const char *text, size_t len)
+{
+    return table_find(t, t->vocab, t->vocab_mask, text, len,
+                      hash_bytes((const uint8_t *)text, len));
+}
+
 /* Inserts id unless its text is already present (the first id of a duplicate wins). */
-static void vocab_insert(struct br_tok *t, int32_t id)
+static void table_insert(struct br_tok *t, struct br_tok_slot *tab, size_t mask, int32_t id)
 {
     const char *s = t->text + t->text_off[id];
     size_t len = t->text_off[id + 1] - t->text_off[id];
-    if (br_tok_lookup(t, s, len) >= 0) return;
     uint64_t h = hash_bytes((const uint8_t *)s, len);
-    size_t i = (size_t)h & t->vocab_mask;
-    while (t->vocab[i].id >= 0) i = (i + 1) & t->vocab_mask;
-    t->vocab[i].tag = slot_tag(h, len);
-    t->vocab[i].id = id;
+    if (table_find(t, tab, mask, s, len, h) >= 0) return;
+    size_t i = (size_t)h & mask;
+    while (tab[i].id >= 0) i = (i + 1) & mask;
+    tab[i].tag = slot_tag(h, len);
+    tab[i].id = id;
 }
 
 /* Merge of (l, r): its rank and result in *rank and *id; 0 when the pair has none. */
@@ -243,27 +251,6 @@ static size_t decode_text(const struct br_tok *t, int32_t id, uint8_t *dst)
     return m;
 }
 
-/* Sorts the special-token candidates by first byte, then longest first, so a scan can
- * stop at the first match. Insertion sort over a small list keeps it simple and stable. */
-static void sort_specials(struct br_tok *t)
-{
-    for (size_t i = 1; i < t->n_special; i++) {
-        int32_t id = t->special[i];
-        uint8_t fb = (uint8_t)t->text[t->text_off[id]];
-        size_t len = t->text_off[id + 1] - t->text_off[id];
-        size_t j = i;
-        while (j > 0) {
-            int32_t o = t->special[j - 1];
-            uint8_t ofb = (uint8_t)t->text[t->text_off[o]];
-            size_t olen = t->text_off[o + 1] - t->text_off[o];
-            if (ofb < fb || (ofb == fb && olen >= len)) break;
-            t->special[j] = o;
-            j--;
-        }
-        t->special[j] = id;
-    }
-}
-
 int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_err *err)
 {
     *out = NULL;
@@ -347,7 +334,7 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
     if (!t->vocab) goto nomem;
     for (size_t i = 0; i <= t->vocab_mask; i++) t->vocab[i].id = -1;
     for (int32_t i = 0; i < n; i++)
-        if (t->text_off[i + 1] > t->text_off[i]) vocab_insert(t, i);
+        if (t->text_off[i + 1] > t->text_off[i]) table_insert(t, t->vocab, t->vocab_mask, i);
 
     /* Byte tokens and merges. */
     build_byte_map(t);
@@ -425,21 +412,38 @@ int br_tok_create(const struct br_tok_params *p, struct br_tok **out, struct br_
     }
     t->piece_off[n] = (uint32_t)pos;
 
-    /* Special tokens that text can name, and end-of-generation tokens. */
-    t->special = malloc((size_t)n * sizeof *t->special);
-    if (!t->special) goto nomem;
+    /* Special tokens that text can name: their own table, the distinct lengths (longest
+     * first) to try at a position, and filters on the first two bytes. */
+    size_t n_spec = 0;
     for (int32_t i = 0; i < n; i++) {
         int type = t->type[i];
-        if (t->text_off[i + 1] == t->text_off[i]) continue;
-        if (type == BR_TOK_TYPE_CONTROL || type == BR_TOK_TYPE_UNKNOWN ||
-            type == BR_TOK_TYPE_USER_DEFINED) {
-            t->special[t->n_special++] = i;
-            t->first_byte[(uint8_t)t->text[t->text_off[i]]] |=
-                type == BR_TOK_TYPE_USER_DEFINED ? 3 : 1;
-            if (type == BR_TOK_TYPE_USER_DEFINED) t->has_user_defined = 1;
-        }
+        n_spec += t->text_off[i + 1] > t->text_off[i] &&
+                  (type == BR_TOK_TYPE_CONTROL || type == BR_TOK_TYPE_UNKNOWN ||
+                   type == BR_TOK_TYPE_USER_DEFINED);
     }
-    sort_specials(t);
+    t->spec_mask = table_size(n_spec) - 1;
+    t->spec = malloc((t->spec_mask + 1) * sizeof *t->spec);
+    t->spec_len = malloc((n_spec + 1) * sizeof *t->spec_len);
+    if (!t->spec || !t->spec_len) goto nomem;
+    for (size_t i = 0; i <= t->spec_mask; i++) t->spec[i].id = -1;
+    for (int32_t i = 0; i < n; i++) {
+        int type = t->type[i];
+        size_t len = t->text_off[i + 1] - t->text_off[i];
+        if (len == 0 || (type != BR_TOK_TYPE_CONTROL && type != BR_TOK_TYPE_UNKNOWN &&
+                         type != BR_TOK_TYPE_USER_DEFINED))
+            continue;
+        const uint8_t *s = (const uint8_t *)t->text + t->text_off[i];
+        table_insert(t, t->spec, t->spec_mask, i);
+        t->first_byte[s[0]] |= (type == BR_TOK_TYPE_USER_DEFINED ? 3 : 1) | (len == 1 ? 4 : 0);
+        if (len >= 2) t->spec_pair[((size_t)s[0] << 8 | s[1]) >> 3] |= (uint8_t)(1u << (s[1] & 7));
+        if (type == BR_TOK_TYPE_USER_DEFINED) t->has_user_defined = 1;
+        size_t k = 0; /* insert len into the descending list of distinct lengths */
+        while (k < t->n_spec_len && t->spec_len[k] > len) k++;
+        if (k < t->n_spec_len && t->spec_len[k] == len) continue;
+        memmove(t->spec_len + k + 1, t->spec_len + k, (t->n_spec_len - k) * sizeof *t->spec_len);
+        t->spec_len[k] = (uint32_t)len;
+        t->n_spec_len++;
+    }
 
     static const char *const eot_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
                                             "<|eom_id|>"};
@@ -483,7 +487,8 @@ void br_tok_destroy(struct br_tok **tp)
     free(t->byte_pair);
     free(t->piece);
     free(t->piece_off);
-    free(t->special);
+    free(t->spec);
+    free(t->spec_len);
     free(t);
     *tp = NULL;
 }
@@ -578,8 +583,9 @@ static void bpe_cand_at(struct enc *e, int32_t pos)
     bpe_heap_push(e, c);
 }
 
-/* Merges the symbols sym[0..n) of a long word; the survivors are then listed in order. */
-static int bpe_merge_heap(struct enc *e, size_t n)
+/* Merges the symbols sym[0..n) of a long word (bytes w); the survivors are then listed
+ * in order. The first candidates come from the byte-pair table. */
+static int bpe_merge_heap(struct enc *e, const uint8_t *w, size_t n)
 {
     int32_t *sym = e->sym, *nxt = e->nxt, *prv = e->prv;
     for (size_t i = 0; i < n; i++) {
@@ -587,7 +593,12 @@ static int bpe_merge_heap(struct enc *e, size_t n)
         prv[i] = (int32_t)i - 1;
     }
     e->heap_n = 0;
-    for (size_t i = 0; i + 1 < n; i++) bpe_cand_at(e, (int32_t)i);
+    for (size_t i = 0; i + 1 < n; i++) {
+        const int32_t *bp = e->t->byte_pair + 2 * (((size_t)w[i] << 8) | w[i + 1]);
+        if (bp[0] == INT32_MAX) continue;
+        struct bpe_cand c = {bp[0], (uint32_t)i, sym[i], sym[i + 1], bp[1]};
+        bpe_heap_push(e, c);
+    }
     while (e->heap_n) {
         struct bpe_cand c = bpe_heap_pop(e);
         int32_t q = nxt[c.pos];
@@ -666,7 +677,7 @@ static int bpe_word(void *ctx, size_t begin, size_t end)
     }
     for (size_t i = 0; i < n; i++) e->sym[i] = t->byte_id[w[i]];
     if (n <= BPE_SMALL_WORD && !(e->flags & BR_TOK_FORCE_HEAP)) return bpe_merge_small(e, w, n);
-    return bpe_merge_heap(e, n);
+    return bpe_merge_heap(e, w, n);
 }
 
 /* Decodes frag[0..len) into e->c. */
@@ -678,11 +689,11 @@ static void decode_chars(struct enc *e, const uint8_t *frag, size_t len)
         size_t k = frag[i] < 0x80 ? (cp = frag[i], 1) : br_uc_decode(frag + i, len - i, &cp);
         e->c.cp[n] = cp;
         e->c.cls[n] = (uint8_t)br_uc_class_of(cp);
-        e->c.off[n] = i;
+        e->c.off[n] = (uint32_t)i;
         n++;
         i += k;
     }
-    e->c.off[n] = len;
+    e->c.off[n] = (uint32_t)len;
     e->c.n = n;
 }
 
@@ -820,29 +831,24 @@ static int encode_fragment(struct enc *e, const uint8_t *frag, size_t len)
     return bpe_fragment(e, frag, len);
 }
 
-/* The special token starting at text[p], longest first; -1 if none. */
+/* The special token starting at text[p], longest first; -1 if none. Each distinct length
+ * costs one hash lookup, so the work per position is bounded whatever the vocabulary. */
 static int32_t special_at(const struct br_tok *t, const uint8_t *text, size_t len, size_t p,
                           int parse_special)
 {
-    uint8_t fb = text[p];
-    uint8_t mask = t->first_byte[fb];
+    uint8_t mask = t->first_byte[text[p]];
     if (!mask || (!parse_special && !(mask & 2))) return -1;
-    /* t->special is sorted by first byte: bisect to this byte's block. */
-    size_t lo = 0, hi = t->n_special;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if ((uint8_t)t->text[t->text_off[t->special[mid]]] < fb)
-            lo = mid + 1;
-        else
-            hi = mid;
+    if (!(mask & 4)) { /* no one-byte special starts here: the first two bytes must match */
+        if (p + 1 >= len) return -1;
+        size_t pair = (size_t)text[p] << 8 | text[p + 1];
+        if (!(t->spec_pair[pair >> 3] & (1u << (pair & 7)))) return -1;
     }
-    for (size_t i = lo; i < t->n_special; i++) {
-        int32_t id = t->special[i];
-        const char *s = t->text + t->text_off[id];
-        size_t n = t->text_off[id + 1] - t->text_off[id];
-        if ((uint8_t)s[0] != fb) break;
-        if (!parse_special && t->type[id] != BR_TOK_TYPE_USER_DEFINED) continue;
-        if (n <= len - p && memcmp(s, text + p, n) == 0) return id;
+    for (size_t k = 0; k < t->n_spec_len; k++) {
+        size_t n = t->spec_len[k];
+        if (n > len - p) continue;
+        const char *s = (const char *)text + p;
+        int32_t id = table_find(t, t->spec, t->spec_mask, s, n, hash_bytes(text + p, n));
+        if (id >= 0 && (parse_special || t->type[id] == BR_TOK_TYPE_USER_DEFINED)) return id;
     }
     return -1;
 }
@@ -857,23 +863,32 @@ int br_tok_encode(const struct br_tok *t, const char *text, size_t len, unsigned
         return br_err_set(err, BR_E_TOO_LONG, "tokenizer: text of %zu bytes is too long", len);
     struct enc e = {.t = t, .flags = flags};
     int rc = BR_OK;
+    uint8_t *block = NULL;
+    /* All scratch in one block (one malloc per call matters for short prompts), widest
+     * alignment first. The heap part is mostly untouched, so it costs address space only. */
     size_t slots = len + 2;
-    e.c.cp = malloc(slots * sizeof *e.c.cp);
-    e.c.cls = malloc(slots);
-    e.c.off = malloc(slots * sizeof *e.c.off);
-    e.buf = malloc(3 * slots);
-    e.sym = malloc(slots * sizeof *e.sym);
-    e.aux = malloc(slots * sizeof *e.aux);
-    e.nxt = malloc(slots * sizeof *e.nxt);
-    e.prv = malloc(slots * sizeof *e.prv);
     size_t cand = sizeof(struct bpe_cand) > sizeof(struct spm_cand) ? sizeof(struct bpe_cand)
                                                                     : sizeof(struct spm_cand);
-    e.heap = malloc(3 * slots * cand);
-    if (!e.c.cp || !e.c.cls || !e.c.off || !e.buf || !e.sym || !e.aux || !e.nxt || !e.prv ||
-        !e.heap) {
+    size_t per_slot = sizeof *e.c.off + 3 * cand + sizeof *e.c.cp + 4 * sizeof(int32_t) + 1 + 3;
+    block = slots <= SIZE_MAX / per_slot ? malloc(slots * per_slot) : NULL;
+    if (!block) {
         rc = BR_E_NOMEM;
         goto done;
     }
+    uint8_t *q = block;
+    e.c.off = (uint32_t *)(void *)q;
+    q += slots * sizeof *e.c.off;
+    e.heap = q;
+    q += 3 * slots * cand;
+    e.c.cp = (uint32_t *)(void *)q;
+    q += slots * sizeof *e.c.cp;
+    e.sym = (int32_t *)(void *)q;
+    e.aux = e.sym + slots;
+    e.nxt = e.aux + slots;
+    e.prv = e.nxt + slots;
+    q += 4 * slots * sizeof(int32_t);
+    e.c.cls = q;
+    e.buf = q + slots;
     if ((flags & BR_TOK_ADD_BOS) && t->add_bos && t->bos >= 0 && (rc = push_id(&e, t->bos)))
         goto done;
 
@@ -897,15 +912,7 @@ int br_tok_encode(const struct br_tok *t, const char *text, size_t len, unsigned
         goto done;
 
 done:
-    free(e.c.cp);
-    free(e.c.cls);
-    free(e.c.off);
-    free(e.buf);
-    free(e.sym);
-    free(e.aux);
-    free(e.nxt);
-    free(e.prv);
-    free(e.heap);
+    free(block);
     if (rc) {
         free(e.ids);
         return br_err_set(err, rc, "tokenizer: out of memory encoding %zu bytes", len);
@@ -942,8 +949,11 @@ static void token_bytes(const struct br_tok *t, int32_t id, unsigned flags, int 
     }
 }
 
-static int initial_strip(const struct br_tok *t, unsigned flags)
+/* Whether the SPM leading space is to be removed: decode strips unless told to keep it,
+ * a stream only when told to strip (detok != 0). */
+static int initial_strip(const struct br_tok *t, unsigned flags, int detok)
 {
+    if (detok && !(flags & BR_TOK_DECODE_STRIP_SPACE)) return 0;
     return t->model == BR_TOK_MODEL_SPM && t->add_space_prefix &&
            !(flags & BR_TOK_DECODE_KEEP_SPACE);
 }
@@ -964,7 +974,7 @@ int br_tok_decode(const struct br_tok *t, const int32_t *ids, size_t n_ids, unsi
     char *out = malloc(total + 1);
     if (!out) return br_err_set(err, BR_E_NOMEM, "tokenizer: out of memory decoding");
     size_t m = 0;
-    int strip = initial_strip(t, flags);
+    int strip = initial_strip(t, flags, 0);
     for (size_t i = 0; i < n_ids; i++) {
         const char *p;
         size_t n;
@@ -1069,7 +1079,7 @@ int br_detok_create(const struct br_tok *t, unsigned flags, struct br_detok **ou
     if (!d) return BR_E_NOMEM;
     d->t = t;
     d->flags = flags;
-    d->strip = initial_strip(t, flags);
+    d->strip = initial_strip(t, flags, 1);
     *out = d;
     return BR_OK;
 }
@@ -1112,7 +1122,7 @@ void br_detok_flush(struct br_detok *d, const char **out, size_t *len)
     }
     *len = d->n_held;
     d->n_held = 0;
-    d->strip = initial_strip(d->t, d->flags);
+    d->strip = initial_strip(d->t, d->flags, 1);
 }
 
 void br_detok_destroy(struct br_detok **d)

@@ -101,10 +101,13 @@ int br_tok_encode(const struct br_tok *t, const char *text, size_t len, unsigned
 /* Decode flags.
  * BR_TOK_DECODE_SPECIAL: render control and unknown tokens as their text (else control
  *   tokens produce nothing and the unknown token U+FFFD).
- * BR_TOK_DECODE_KEEP_SPACE: SPM: keep the space the encoder put before the text (by
- *   default it is removed from the first piece, so decode(encode(s)) == s). */
-#define BR_TOK_DECODE_SPECIAL    1u
-#define BR_TOK_DECODE_KEEP_SPACE 2u
+ * BR_TOK_DECODE_KEEP_SPACE: br_tok_decode, SPM: keep the space the encoder put before
+ *   the text (by default it is removed from the first piece, so decode(encode(s)) == s).
+ * BR_TOK_DECODE_STRIP_SPACE: br_detok, SPM: remove that space from the first piece (by
+ *   default a stream is taken to continue a prompt, so its first space is real text). */
+#define BR_TOK_DECODE_SPECIAL     1u
+#define BR_TOK_DECODE_KEEP_SPACE  2u
+#define BR_TOK_DECODE_STRIP_SPACE 4u
 
 /* ids -> bytes. *text is malloc'd, NUL-terminated (the bytes may contain NULs: use *len);
  * the caller frees it. An id out of range is BR_E_RANGE. */
@@ -140,8 +143,9 @@ bool br_tok_is_eog(const struct br_tok *t, int32_t id);
  * passed through as they are. It borrows t, which must outlive it. */
 struct br_detok;
 
-/* flags: BR_TOK_DECODE_*; for text that continues a prompt pass BR_TOK_DECODE_KEEP_SPACE,
- * since the leading-space removal applies to the first piece the object sees. */
+/* flags: BR_TOK_DECODE_SPECIAL, BR_TOK_DECODE_STRIP_SPACE (for a stream that starts a
+ * text rather than continuing a prompt; the removal applies to the first piece after
+ * creation or a flush). */
 int br_detok_create(const struct br_tok *t, unsigned flags, struct br_detok **out);
 /* Adds one id; *out and *len receive the bytes now complete (valid until the next call on d;
  * *len may be 0). BR_E_RANGE for a bad id. */

@@ -53,10 +53,13 @@ struct br_tok {
     uint8_t byte_cp_len[256];
     int16_t byte_of_cp[512]; /* inverse of the byte map; -1 elsewhere */
 
-    int32_t *special; /* (n_special,) ids by first byte, longest first */
-    size_t n_special;
-    uint8_t first_byte[256]; /* bit 0: some special token starts with this byte; bit 1:
-                                some user-defined one does */
+    struct br_tok_slot *spec; /* (spec_mask + 1,) control, unknown and user-defined tokens */
+    size_t spec_mask;
+    uint32_t *spec_len; /* (n_spec_len,) their distinct lengths, longest first */
+    size_t n_spec_len;
+    uint8_t first_byte[256]; /* bit 0: a special token starts with this byte; bit 1: a
+                                user-defined one does; bit 2: a one-byte one is this byte */
+    uint8_t spec_pair[8192]; /* bit set of the first two bytes of the longer ones */
     int has_user_defined;
 
     int32_t eog[BR_TOK_MAX_EOG];

@@ -11,7 +11,9 @@
  *           | \s+(?!\S) | \s+
  * Falcon:   three splits applied in turn, each keeping matches and the text between them
  *           as separate pieces: [\p{P}$+<=>^~|`]+, then GPT-2's regex, then [0-9]{3}.
- * Case-insensitivity of the Llama-3 contractions is ASCII-only.
+ * The Llama-3 contractions fold case as Unicode regex engines do (simple case folding):
+ * ASCII letters, and U+017F for s. Checked against Python's `regex` module on random
+ * strings of letters, digits, marks, punctuation and every kind of space.
  */
 #include "coordinator/tokenizer_pre.h"
 
@@ -36,19 +38,23 @@ static size_t run_of(const struct br_tok_chars *c, size_t i, size_t end, uint8_t
     return i;
 }
 
-static uint32_t lower_ascii(uint32_t cp, int fold)
+/* Case folding for the contractions: ASCII, plus U+017F (long s), the one non-ASCII
+ * character whose simple case fold is one of the letters involved (s). */
+static uint32_t fold_case(uint32_t cp, int fold)
 {
-    return (fold && cp >= 'A' && cp <= 'Z') ? cp + 32 : cp;
+    if (!fold) return cp;
+    if (cp >= 'A' && cp <= 'Z') return cp + 32;
+    return cp == 0x17F ? 's' : cp;
 }
 
 /* Length after the apostrophe at i of a contraction ('s 't 're 've 'm 'll 'd), 0 if none. */
 static size_t contraction(const struct br_tok_chars *c, size_t i, size_t end, int fold)
 {
     if (i + 1 >= end) return 0;
-    uint32_t a = lower_ascii(c->cp[i + 1], fold);
+    uint32_t a = fold_case(c->cp[i + 1], fold);
     if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
     if (i + 2 >= end) return 0;
-    uint32_t b = lower_ascii(c->cp[i + 2], fold);
+    uint32_t b = fold_case(c->cp[i + 2], fold);
     if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
     return 0;
 }

@@ -23,9 +23,9 @@ enum br_tok_pre {
  * its enum br_uc_class, off[i] its byte offset (off[n] = the fragment's byte length). */
 struct br_tok_chars {
     size_t n;
-    uint32_t *cp; /* (n,) */
-    uint8_t *cls; /* (n,) */
-    size_t *off;  /* (n + 1,) */
+    uint32_t *cp;  /* (n,) */
+    uint8_t *cls;  /* (n,) */
+    uint32_t *off; /* (n + 1,); fragments are shorter than 2^31 bytes */
 };
 
 /* Called once per word with its byte range [begin, end); a nonzero return stops the split

@@ -514,7 +514,7 @@ static void stream_check(const struct br_tok *t, const char *s, unsigned enc_fla
     size_t n;
     encode(t, s, strlen(s), enc_flags, &ids, &n);
     struct br_detok *d;
-    assert_int_equal(br_detok_create(t, 0, &d), BR_OK);
+    assert_int_equal(br_detok_create(t, BR_TOK_DECODE_STRIP_SPACE, &d), BR_OK);
     char acc[1024];
     size_t m = 0;
     int split_seen = 0;
@@ -557,7 +557,7 @@ static void test_stream(void **state)
 
     /* An unfinished character waits; flush hands it out. */
     struct br_detok *d;
-    assert_int_equal(br_detok_create(f->l2, 0, &d), BR_OK);
+    assert_int_equal(br_detok_create(f->l2, BR_TOK_DECODE_STRIP_SPACE, &d), BR_OK);
     int32_t f0 = br_tok_lookup(f->l2, "<0xF0>", 6), b9f = br_tok_lookup(f->l2, "<0x9F>", 6);
     assert_true(f0 >= 0 && b9f >= 0);
     const char *out;
@@ -576,27 +576,28 @@ static void test_stream(void **state)
     assert_int_equal(br_detok_push(d, 99999, &out, &len), BR_E_RANGE);
     br_detok_destroy(&d);
 
-    /* A continuation keeps the space of its first piece. */
-    assert_int_equal(br_detok_create(f->l2, BR_TOK_DECODE_KEEP_SPACE, &d), BR_OK);
+    /* By default a stream continues a prompt and keeps the space of its first piece. */
+    assert_int_equal(br_detok_create(f->l2, 0, &d), BR_OK);
     assert_int_equal(br_detok_push(d, 15043, &out, &len), BR_OK);
     assert_int_equal(len, 6);
     assert_memory_equal(out, " Hello", 6);
     br_detok_destroy(&d);
 }
 
-/* Pre-tokenizer words as strings joined by '|'. */
+/* Pre-tokenizer words as strings joined by a separator (ctx: output cursor, text, output
+ * start, separator). */
 static int collect(void *ctx, size_t begin, size_t end)
 {
     char **pp = ctx;
     char *p = pp[0];
     const char *text = pp[1];
-    if (p != pp[2]) *p++ = '|';
+    if (p != pp[2]) *p++ = *pp[3];
     memcpy(p, text + begin, end - begin);
     pp[0] = p + (end - begin);
     return 0;
 }
 
-static void check_split(enum br_tok_pre pre, const char *text, const char *want)
+static void check_split_sep(enum br_tok_pre pre, const char *text, const char *want, char sep)
 {
     size_t len = strlen(text);
     struct br_tok_chars c = {0};
@@ -604,14 +605,14 @@ static void check_split(enum br_tok_pre pre, const char *text, const char *want)
     c.cls = malloc(len + 1);
     c.off = malloc((len + 1) * sizeof *c.off);
     for (size_t i = 0; i < len;) {
-        c.off[c.n] = i;
+        c.off[c.n] = (uint32_t)i;
         i += br_uc_decode((const uint8_t *)text + i, len - i, &c.cp[c.n]);
         c.cls[c.n] = (uint8_t)br_uc_class_of(c.cp[c.n]);
         c.n++;
     }
-    c.off[c.n] = len;
+    c.off[c.n] = (uint32_t)len;
     char buf[512];
-    char *ctx[3] = {buf, (char *)text, buf};
+    char *ctx[4] = {buf, (char *)text, buf, &sep};
     assert_int_equal(br_tok_pre_split(pre, &c, collect, ctx), 0);
     *ctx[0] = '\0';
     if (strcmp(buf, want) != 0)
@@ -621,9 +622,243 @@ static void check_split(enum br_tok_pre pre, const char *text, const char *want)
     free(c.off);
 }
 
+static void check_split(enum br_tok_pre pre, const char *text, const char *want)
+{
+    check_split_sep(pre, text, want, '|');
+}
+
+/* Random strings over letters, digits, marks, punctuation, symbols and every kind of space,
+ * split by Python's `regex` module with each model's pattern (Falcon: its three splits in
+ * turn); words are separated by \001. */
+static const struct {
+    enum br_tok_pre pre;
+    const char *text, *want;
+} regex_cases[] = {
+    {BR_TOK_PRE_LLAMA3, "\342\205\240\302\240;\034\342\200\224\015\015\034\342\200\250\357\274\221",
+     "\342\205\240\001\302\240\001;"
+     "\034\342\200\224\015\015\001\034\001\342\200\250\001\357\274\221"},
+    {BR_TOK_PRE_LLAMA3, "\015m;>'V\344\270\255\302\262T\342\200\234@;",
+     "\015\001m\001;>'\001V\344\270\255\001\302\262\001T\001\342\200\234@;"},
+    {BR_TOK_PRE_LLAMA3, "\340\244\225\342\200\213 \340\244\277Z\303\211eRt\015!\342\200\234S",
+     "\340\244\225\001\342\200\213\001 \340\244\277\001Z\303\211eRt\001\015\001!\342\200\234\001S"},
+    {BR_TOK_PRE_LLAMA3, "|\134\342\200\224\012\303\251,\302\262=\013a",
+     "|\134\342\200\224\012\001\303\251\001,\001\302\262\001=\001\013a"},
+    {BR_TOK_PRE_LLAMA3, "v:\342\200\213+%\302\275v-~,\034<S",
+     "v\001:\342\200\213+%\001\302\275\001v\001-~,\034<\001S"},
+    {BR_TOK_PRE_LLAMA3, "\314\201M#M", "\314\201M\001#M"},
+    {BR_TOK_PRE_LLAMA3, "}es\342\204\252a90", "}es\342\204\252a\00190"},
+    {BR_TOK_PRE_LLAMA3, "\342\200\250{@", "\342\200\250\001{@"},
+    {BR_TOK_PRE_LLAMA3, "E\314\201\357\274\221\012\305\277$\042V^",
+     "E\001\314\201\001\357\274\221\001\012\001\305\277\001$\042\001V\001^"},
+    {BR_TOK_PRE_LLAMA3, "Z%LD?mZR", "Z\001%LD\001?mZR"},
+    {BR_TOK_PRE_LLAMA3, "\302\205\012\342\204\252\342\205\240\015;\034\015d&",
+     "\302\205\012\001\342\204\252\001\342\205\240\001\015\001;\034\015\001d\001&"},
+    {BR_TOK_PRE_LLAMA3, "}l@&9a$\342\200\224>s0\015@",
+     "}l\001@&\0019\001a\001$\342\200\224>\001s\0010\001\015\001@"},
+    {BR_TOK_PRE_LLAMA3, "\342\200\203\360\237\246\231mT'9\134_Z\340\244\225`=",
+     "\342\200\203\001\360\237\246\231mT\001'\0019\001\134_\001Z\340\244\225\001`="},
+    {BR_TOK_PRE_LLAMA3, "EEV0\302\277\302\262?Z\342\200\234",
+     "EEV\0010\001\302\277\001\302\262\001?Z\001\342\200\234"},
+    {BR_TOK_PRE_LLAMA3, "]\340\244\277:d\342\200\224\343\200\200\360\237\246\231D",
+     "]\340\244\277:\001d\001\342\200\224\001\343\200\200\001\360\237\246\231D"},
+    {BR_TOK_PRE_LLAMA3, "\015\357\274\221 ^,\340\244\225?\015 ",
+     "\015\001\357\274\221\001 ^,\001\340\244\225\001?\015\001 "},
+    {BR_TOK_PRE_LLAMA3, "\357\274\221\302\275\012\342\204\252}\343\200\200\327\220v&rMMt\034",
+     "\357\274\221\302\275\001\012\001\342\204\252\001}\001\343\200\200\327\220v\001&rMMt\001\034"},
+    {BR_TOK_PRE_LLAMA3, "!@-&\342\200\234\302\205=", "!@-&\342\200\234\001\302\205\001="},
+    {BR_TOK_PRE_LLAMA3, "\012ed,\343\200\200\342\205\240\342\200\213\340\244\225\340\244\225E+",
+     "\012\001ed\001,"
+     "\001\343\200\200\001\342\205\240\001\342\200\213\340\244\225\340\244\225E\001+"},
+    {BR_TOK_PRE_LLAMA3, "0se$%;", "0\001se\001$%;"},
+    {BR_TOK_PRE_LLAMA3, "RT\012<]\303\211", "RT\001\012\001<]\001\303\211"},
+    {BR_TOK_PRE_LLAMA3, "dV[D;`\357\273\277\303\251\302\277D\342\200\224t",
+     "dV\001[D\001;`\357\273\277\001\303\251\001\302\277D\001\342\200\224t"},
+    {BR_TOK_PRE_LLAMA3, "\342\200\250)^", "\342\200\250\001)^"},
+    {BR_TOK_PRE_LLAMA3, "s\342\200\234\302\262", "s\001\342\200\234\001\302\262"},
+    {BR_TOK_PRE_LLAMA3, "\343\200\200e^~", "\343\200\200e\001^~"},
+    {BR_TOK_PRE_LLAMA3, "EE;\331\241]", "EE\001;\001\331\241\001]"},
+    {BR_TOK_PRE_LLAMA3, "Td\042)v\342\204\252\342\200\250E&S\013\360\237\246\231Z\340\244\277",
+     "Td\001\042)\001v\342\204\252\001\342\200\250E\001&"
+     "S\001\013\001\360\237\246\231Z\001\340\244\277"},
+    {BR_TOK_PRE_LLAMA3, "{{\302\277Z\327\220EvV\302\262l-&`",
+     "{{\302\277\001Z\327\220EvV\001\302\262\001l\001-&`"},
+    {BR_TOK_PRE_LLAMA3, "\302\277:\134\302\240\331\241v\303\251\034S",
+     "\302\277:\134\001\302\240\001\331\241\001v\303\251\001\034S"},
+    {BR_TOK_PRE_LLAMA3, "\342\200\234V\343\200\200s,l\013",
+     "\342\200\234V\001\343\200\200s\001,l\001\013"},
+    {BR_TOK_PRE_LLAMA3, "\357\273\277\302\205-Z]>'\305\277\340\244\225\012\303\251\011",
+     "\357\273\277\001\302\205\001-Z\001]>'\001\305\277\340\244\225\001\012\001\303\251\001\011"},
+    {BR_TOK_PRE_LLAMA3, "\357\273\277\134\013!|#\312\260-",
+     "\357\273\277\134\001\013\001!|#\001\312\260\001-"},
+    {BR_TOK_PRE_LLAMA3, "\302\262/\0129}.", "\302\262\001/\012\0019\001}."},
+    {BR_TOK_PRE_LLAMA3, "~0DD\013(Te+\011l;", "~\0010\001DD\001\013\001(Te\001+\001\011l\001;"},
+    {BR_TOK_PRE_LLAMA3, "+9%{\357\274\221\303\251\013\305\277~\340\244\277",
+     "+\0019\001%{\001\357\274\221\001\303\251\001\013\305\277\001~\340\244\277"},
+    {BR_TOK_PRE_LLAMA3, "|Et+\327\220T\305\277+\360\237\246\231)",
+     "|Et\001+\327\220T\305\277\001+\360\237\246\231)"},
+    {BR_TOK_PRE_LLAMA3,
+     "\342\200\213\314\201s\342\200\203D#:", "\342\200\213\314\201\001s\001\342\200\203D\001#:"},
+    {BR_TOK_PRE_LLAMA3, "S$!'r\357\274\221", "S\001$!'\001r\001\357\274\221"},
+    {BR_TOK_PRE_LLAMA3, ";M\357\274\221\344\270\255", ";M\001\357\274\221\001\344\270\255"},
+    {BR_TOK_PRE_LLAMA3, "\302\262]E\342\204\252\012\012\342\200\250-\012Z\342\200\250\344\270\255t",
+     "\302\262\001]E\342\204\252\001\012\012\001\342\200\250\001-"
+     "\012\001Z\001\342\200\250\344\270\255t"},
+    {BR_TOK_PRE_GPT2, ".$(\331\241\303\251", ".$(\001\331\241\001\303\251"},
+    {BR_TOK_PRE_GPT2, "\340\244\225 @.V%}d;:\012",
+     "\340\244\225\001 @.\001V\001%}\001d\001;:\001\012"},
+    {BR_TOK_PRE_GPT2, "a{\302\275\314\201\342\200\213\014\042\302\240|\342\200\2130m\342\200\203",
+     "a\001{\001\302\275\001\314\201\342\200\213\001\014\001\042\001\302\240\001|"
+     "\342\200\213\0010\001m\001\342\200\203"},
+    {BR_TOK_PRE_GPT2, "L9?}V^\344\270\255|_s(\014vt",
+     "L\0019\001?}\001V\001^\001\344\270\255\001|_\001s\001(\001\014\001vt"},
+    {BR_TOK_PRE_GPT2, "\042\302\275&+\302\205S9e*t",
+     "\042\001\302\275\001&+\001\302\205\001S\0019\001e\001*\001t"},
+    {BR_TOK_PRE_GPT2, "\344\270\255`\342\204\252D\342\200\250",
+     "\344\270\255\001`\001\342\204\252D\001\342\200\250"},
+    {BR_TOK_PRE_GPT2, "\303\251\303\251\305\277\134\013",
+     "\303\251\303\251\305\277\001\134\001\013"},
+    {BR_TOK_PRE_GPT2, "V.\134\303\211\342\205\240=\342\205\240\302\262\011\303\251\034\342\205\240",
+     "V\001.\134\001\303\211\001\342\205\240\001="
+     "\001\342\205\240\302\262\001\011\001\303\251\001\034\001\342\205\240"},
+    {BR_TOK_PRE_GPT2, "^\312\260{\340\244\2250>'", "^\001\312\260\001{\001\340\244\225\0010\001>'"},
+    {BR_TOK_PRE_GPT2, "\303\211$\360\237\246\231\013\012%\344\270\255l\014a\327\220",
+     "\303\211\001$\360\237\246\231\001\013\001\012\001%\001\344\270\255l\001\014\001a\327\220"},
+    {BR_TOK_PRE_GPT2, "S\344\270\255T\303\251#\331\241\314\201L\302\205",
+     "S\344\270\255T\303\251\001#\001\331\241\001\314\201\001L\001\302\205"},
+    {BR_TOK_PRE_GPT2, "\011e\344\270\255:", "\011\001e\344\270\255\001:"},
+    {BR_TOK_PRE_GPT2, "#$?\342\200\250\013d\042/\342\200\250",
+     "#$?\001\342\200\250\001\013\001d\001\042/\001\342\200\250"},
+    {BR_TOK_PRE_GPT2, "~M\015&\340\244\277S_dst\015",
+     "~\001M\001\015\001&\340\244\277\001S\001_\001dst\001\015"},
+    {BR_TOK_PRE_GPT2, ",Z\342\204\252<|", ",\001Z\342\204\252\001<|"},
+    {BR_TOK_PRE_GPT2, ")?\340\244\277\013M\013\302\277L\034\340\244\277-\012\303\211/",
+     ")?\340\244\277\001\013\001M\001\013\001\302\277\001L\001\034\340\244\277-"
+     "\001\012\001\303\211\001/"},
+    {BR_TOK_PRE_GPT2, "{\302\262%", "{\001\302\262\001%"},
+    {BR_TOK_PRE_GPT2,
+     "\340\244\225 \344\270\2550\357\274\221\344\270\255\302\2629\303\2119\331\241",
+     "\340\244\225\001 "
+     "\344\270\255\0010\357\274\221\001\344\270\255\001\302\2629\001\303\211\0019\331\241"},
+    {BR_TOK_PRE_GPT2, "\342\200\224D,\357\274\221(\015~\327\220~\0159\015",
+     "\342\200\224\001D\001,\001\357\274\221\001(\001\015\001~\001\327\220\001~"
+     "\001\015\0019\001\015"},
+    {BR_TOK_PRE_GPT2, "D!dV", "D\001!\001dV"},
+    {BR_TOK_PRE_GPT2, "}m/&\331\241d\012", "}\001m\001/&\001\331\241\001d\001\012"},
+    {BR_TOK_PRE_GPT2, "\357\274\221\342\204\252sm\012\314\201\342\204\252)[",
+     "\357\274\221\001\342\204\252sm\001\012\001\314\201\001\342\204\252\001)["},
+    {BR_TOK_PRE_GPT2, "\014\302\262\042\014", "\014\001\302\262\001\042\001\014"},
+    {BR_TOK_PRE_GPT2, "\015E\343\200\200MSt\302\275\340\244\225\034\314\201\343\200\200'\015",
+     "\015\001E\001\343\200\200\001MSt\001\302\275\001\340\244\225\001\034\314\201\001\343\200\200"
+     "\001'\001\015"},
+    {BR_TOK_PRE_GPT2, "l0\012 <", "l\0010\001\012\001 <"},
+    {BR_TOK_PRE_GPT2, "m\302\277RD\342\204\252\302\240Em|@\302\240*\034",
+     "m\001\302\277\001RD\342\204\252\001\302\240\001Em\001|@\001\302\240\001*\034"},
+    {BR_TOK_PRE_GPT2, "/0\342\200\234]Z\302\262T\012",
+     "/\0010\001\342\200\234]\001Z\001\302\262\001T\001\012"},
+    {BR_TOK_PRE_GPT2, "%:[]#", "%:[]#"},
+    {BR_TOK_PRE_GPT2, "\327\220\011m\034Z|", "\327\220\001\011\001m\001\034\001Z\001|"},
+    {BR_TOK_PRE_GPT2, "\357\274\221#\314\201\342\200\234", "\357\274\221\001#\314\201\342\200\234"},
+    {BR_TOK_PRE_GPT2, "\014\302\277\042_+l", "\014\001\302\277\042_+\001l"},
+    {BR_TOK_PRE_GPT2, " #D`\344\270\255]/\015#0\015E\042>",
+     " #\001D\001`\001\344\270\255\001]/\001\015\001#\0010\001\015\001E\001\042>"},
+    {BR_TOK_PRE_GPT2, "mZ)\302\262\340\244\277r,$\312\260>",
+     "mZ\001)\001\302\262\001\340\244\277\001r\001,$\001\312\260\001>"},
+    {BR_TOK_PRE_GPT2, "9\357\273\277#\314\201\015\344\270\255E}",
+     "9\001\357\273\277#\314\201\001\015\001\344\270\255E\001}"},
+    {BR_TOK_PRE_GPT2, "\013\342\200\2039L@\360\237\246\231sl\340\244\225M!",
+     "\013\001\342\200\203\0019\001L\001@\360\237\246\231\001sl\340\244\225M\001!"},
+    {BR_TOK_PRE_GPT2, "\134#\014r\012\342\200\203{",
+     "\134#\001\014\001r\001\012\001\342\200\203\001{"},
+    {BR_TOK_PRE_GPT2, "m_-", "m\001_-"},
+    {BR_TOK_PRE_GPT2, "\042\302\275\331\241\034&\303\251\314\201",
+     "\042\001\302\275\331\241\001\034&\001\303\251\001\314\201"},
+    {BR_TOK_PRE_GPT2, "\302\262\134\342\200\203E", "\302\262\001\134\001\342\200\203\001E"},
+    {BR_TOK_PRE_GPT2, "\342\200\234\312\260T} }\342\200\250\011\013\331\241\340\244\225",
+     "\342\200\234\001\312\260T\001}\001 "
+     "}\001\342\200\250\011\001\013\001\331\241\001\340\244\225"},
+    {BR_TOK_PRE_FALCON, "R*\013&<\303\211#\342\200\234^[\303\211<",
+     "R\001*\001\013\001&<\001\303\211\001#\342\200\234^[\001\303\211\001<"},
+    {BR_TOK_PRE_FALCON, "\342\200\213$\342\205\240<\357\273\277=SZ?\302\277",
+     "\342\200\213\001$\001\342\205\240\001<\001\357\273\277\001=\001SZ\001?\302\277"},
+    {BR_TOK_PRE_FALCON, "\302\262 %", "\302\262\001 \001%"},
+    {BR_TOK_PRE_FALCON, "}r~@r\302\277~E.*\343\200\200-?",
+     "}\001r\001~@\001r\001\302\277~\001E\001.*\001\343\200\200\001-?"},
+    {BR_TOK_PRE_FALCON, "\303\251m\302\240", "\303\251m\001\302\240"},
+    {BR_TOK_PRE_FALCON, "?\327\220lr\340\244\277", "?\001\327\220lr\001\340\244\277"},
+    {BR_TOK_PRE_FALCON, ":L0r)\303\211 L[", ":\001L\0010\001r\001)\001\303\211\001 L\001["},
+    {BR_TOK_PRE_FALCON, "D\312\260&:\342\200\234_\302\262\302\277\342\204\252&",
+     "D\312\260\001&:\342\200\234_\001\302\262\001\302\277\001\342\204\252\001&"},
+    {BR_TOK_PRE_FALCON, "\303\211D=d!\343\200\200l\014",
+     "\303\211D\001=\001d\001!\001\343\200\200\001l\001\014"},
+    {BR_TOK_PRE_FALCON, "\014\340\244\277)+$\340\244\225\342\204\252",
+     "\014\001\340\244\277\001)+$\001\340\244\225\342\204\252"},
+    {BR_TOK_PRE_FALCON,
+     "\314\201\342\200\224\015\302\262+!\015?\014\342\200\213\012\342\204\252T\357\274\221",
+     "\314\201\001\342\200\224\001\015\001\302\262\001+!\001\015\001?"
+     "\001\014\001\342\200\213\001\012\001\342\204\252T\001\357\274\221"},
+    {BR_TOK_PRE_FALCON, "Z$_", "Z\001$_"},
+    {BR_TOK_PRE_FALCON, "S\340\244\277tM.\331\241+EV",
+     "S\001\340\244\277\001tM\001.\001\331\241\001+\001EV"},
+    {BR_TOK_PRE_FALCON, " \302\275!\357\274\221]\343\200\200\343\200\200)0\042\042\013D",
+     " \302\275\001!\001\357\274\221\001]\001\343\200\200\343\200\200\001)"
+     "\0010\001\042\042\001\013\001D"},
+    {BR_TOK_PRE_FALCON, "L;\340\244\2779", "L\001;\001\340\244\277\0019"},
+    {BR_TOK_PRE_FALCON,
+     "*_} ] \342\200\213\342\200\234|=", "*_}\001 \001]\001 \342\200\213\001\342\200\234|="},
+    {BR_TOK_PRE_FALCON, "\015*\342\200\213]\302\277m\302\240|v\331\241v",
+     "\015\001*\001\342\200\213\001]\302\277\001m\001\302\240\001|\001v\001\331\241\001v"},
+    {BR_TOK_PRE_FALCON, "\314\201\314\201\302\205\342\204\252\302\240>ZE^",
+     "\314\201\314\201\001\302\205\001\342\204\252\001\302\240\001>\001ZE\001^"},
+    {BR_TOK_PRE_FALCON, "\357\273\277\327\220v>\013|",
+     "\357\273\277\001\327\220v\001>\001\013\001|"},
+    {BR_TOK_PRE_FALCON, "'.)\357\273\277|[L", "'.)\001\357\273\277\001|[\001L"},
+    {BR_TOK_PRE_FALCON, "\134\314\201\342\200\234\342\204\252+\134\303\211^",
+     "\134\001\314\201\001\342\200\234\001\342\204\252\001+\134\001\303\211\001^"},
+    {BR_TOK_PRE_FALCON, "~.#\303\251?v[[S[", "~.#\001\303\251\001?\001v\001[[\001S\001["},
+    {BR_TOK_PRE_FALCON, "@\302\277}\015\314\201]}\331\241 \342\200\224\314\201\012\012",
+     "@\302\277}\001\015\001\314\201\001]}\001\331\241\001 "
+     "\001\342\200\224\001\314\201\001\012\012"},
+    {BR_TOK_PRE_FALCON, ":<s.", ":<\001s\001."},
+    {BR_TOK_PRE_FALCON, "R\331\241 \314\201=s\342\200\213*e\302\277\331\241",
+     "R\001\331\241\001 \314\201\001=\001s\001\342\200\213\001*\001e\001\302\277\001\331\241"},
+    {BR_TOK_PRE_FALCON, "\331\241v`v+M~", "\331\241\001v\001`\001v\001+\001M\001~"},
+    {BR_TOK_PRE_FALCON, "S\302\262\342\200\213'", "S\001\302\262\001\342\200\213\001'"},
+    {BR_TOK_PRE_FALCON, "\342\200\213*?.", "\342\200\213\001*?."},
+    {BR_TOK_PRE_FALCON, "\303\251\042:@(\042`\305\277D\013",
+     "\303\251\001\042:@(\042`\001\305\277D\001\013"},
+    {BR_TOK_PRE_FALCON, "\344\270\255E\340\244\277T%\312\260(a{V",
+     "\344\270\255E\001\340\244\277\001T\001%\001\312\260\001(\001a\001{\001V"},
+    {BR_TOK_PRE_FALCON, "\331\241\302\262S\303\211[Zl&&'",
+     "\331\241\302\262\001S\303\211\001[\001Zl\001&&'"},
+    {BR_TOK_PRE_FALCON, " \302\262{\342\204\252\011|",
+     " \302\262\001{\001\342\204\252\001\011\001|"},
+    {BR_TOK_PRE_FALCON, "}*\303\211=+R", "}*\001\303\211\001=+\001R"},
+    {BR_TOK_PRE_FALCON, "^l>\342\200\203 \012R:s\302\277",
+     "^\001l\001>\001\342\200\203 \001\012\001R\001:\001s\001\302\277"},
+    {BR_TOK_PRE_FALCON, "t~M\012\015)9\342\200\224!\342\200\234",
+     "t\001~\001M\001\012\015\001)\0019\001\342\200\224!\342\200\234"},
+    {BR_TOK_PRE_FALCON,
+     "\342\200\250\342\200\234\034.\134\015+#\012^\357\274\221\302\275\302\275\343\200\200",
+     "\342\200\250\001\342\200\234\001\034\001.\134\001\015\001+#\001\012\001^"
+     "\001\357\274\221\302\275\302\275\001\343\200\200"},
+    {BR_TOK_PRE_FALCON, "\302\205#\042\357\273\277\302\275V\343\200\200",
+     "\302\205\001#\042\001\357\273\277\001\302\275\001V\001\343\200\200"},
+    {BR_TOK_PRE_FALCON, "#r9D}\303\211", "#\001r\0019\001D\001}\001\303\211"},
+    {BR_TOK_PRE_FALCON, "+R\357\273\277!Z\342\200\250];?&\327\220",
+     "+\001R\001\357\273\277\001!\001Z\001\342\200\250\001];?&\001\327\220"},
+    {BR_TOK_PRE_FALCON, "& |'_", "&\001 \001|'_"},
+
+};
+
 static void test_pre_tokenizers(void **state)
 {
     (void)state;
+    for (size_t i = 0; i < sizeof regex_cases / sizeof regex_cases[0]; i++)
+        check_split_sep(regex_cases[i].pre, regex_cases[i].text, regex_cases[i].want, '\001');
+    check_split(BR_TOK_PRE_LLAMA3,
+                "'\xc5\xbf"
+                "a 'S x'LL",
+                "'\xc5\xbf|a| '|S| x|'LL"); /* long s: s */
     check_split(BR_TOK_PRE_LLAMA3, "I'M here's 12345 x", "I|'M| here|'s| |123|45| x");
     check_split(BR_TOK_PRE_LLAMA3, "a  \n\n b\t", "a|  \n\n| b|\t");
     check_split(BR_TOK_PRE_LLAMA3, "x...\n\ny", "x|...\n\n|y");
@@ -717,6 +952,9 @@ static void test_hostile(void **state)
         unsigned flags = fills[fi][0] == '<' ? BR_TOK_PARSE_SPECIAL : 0;
         for (int k = 0; k < 2; k++) hostile_one(toks[k], big, len, flags);
     }
+    /* Text made of the first bytes of special tokens, parsed: bounded work per byte. */
+    for (size_t i = 0; i < mb / 4; i++) big[i] = "<|"[i & 1];
+    hostile_one(f->l3, big, mb / 4, BR_TOK_PARSE_SPECIAL);
     free(big);
 }
 
@@ -891,14 +1129,59 @@ static void test_bad_params(void **state)
     br_tok_destroy(&t);
 }
 
+/* User-defined tokens match with or without special parsing; control tokens only with it;
+ * the longest special wins; a one-byte special token works too. */
+static void test_special_kinds(void **state)
+{
+    (void)state;
+    const char *toks[] = {"a", "b", "ab", "<x>", "<ctl>", "|", "<x>y"};
+    int32_t types[] = {1,
+                       1,
+                       1,
+                       BR_TOK_TYPE_USER_DEFINED,
+                       BR_TOK_TYPE_CONTROL,
+                       BR_TOK_TYPE_CONTROL,
+                       BR_TOK_TYPE_USER_DEFINED};
+    const char *merges[] = {"a b"};
+    struct br_tok_params p;
+    struct br_tok *t = NULL;
+    br_tok_params_init(&p);
+    p.n_tokens = 7;
+    p.tokens = toks;
+    p.token_types = types;
+    p.n_merges = 1;
+    p.merges = merges;
+    assert_int_equal(br_tok_create(&p, &t, NULL), BR_OK);
+    const char *s = "a<x>b<ctl>|<x>yab";
+    int32_t *ids;
+    size_t n;
+    encode(t, s, strlen(s), 0, &ids, &n); /* the control text's letters are not tokens */
+    int32_t want0[] = {0, 3, 1, 6, 2};
+    assert_int_equal(n, 5);
+    assert_memory_equal(ids, want0, sizeof want0);
+    free(ids);
+    encode(t, s, strlen(s), BR_TOK_PARSE_SPECIAL, &ids, &n);
+    int32_t want1[] = {0, 3, 1, 4, 5, 6, 2};
+    assert_int_equal(n, 7);
+    assert_memory_equal(ids, want1, sizeof want1);
+    free(ids);
+    br_tok_destroy(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unicode),         cmocka_unit_test(test_pre_tokenizers),
-        cmocka_unit_test(test_bad_params),      cmocka_unit_test(test_llama3_cases),
-        cmocka_unit_test(test_llama2_cases),    cmocka_unit_test(test_llama3_detected),
-        cmocka_unit_test(test_special_tokens),  cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_hostile),         cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_unicode),
+        cmocka_unit_test(test_pre_tokenizers),
+        cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_special_kinds),
+        cmocka_unit_test(test_llama3_cases),
+        cmocka_unit_test(test_llama2_cases),
+        cmocka_unit_test(test_llama3_detected),
+        cmocka_unit_test(test_special_tokens),
+        cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_gguf),
         cmocka_unit_test(test_bitnet_cpp_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -8,6 +8,7 @@ int br_cmd_info(int argc, char **argv);
 int br_cmd_synth(int argc, char **argv);
 int br_cmd_run(int argc, char **argv);
 int br_cmd_plan(int argc, char **argv);
+int br_cmd_shard(int argc, char **argv);
 
 /* Parses a whole decimal integer in [min, max]; returns 0 on success. */
 int br_cli_int(const char *s, long long min, long long max, long long *out);

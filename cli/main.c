@@ -15,6 +15,7 @@ static const struct command commands[] = {
     {"synth", br_cmd_synth, "write a synthetic model (presets tiny, 2b-4t, large, llama3-8b, 100b)"},
     {"run", br_cmd_run, "generate (one process, or under mpirun with --tp/--pp)"},
     {"plan", br_cmd_plan, "show how a model splits over --tp x --pp ranks"},
+    {"shard", br_cmd_shard, "write one shard file per rank of a --tp x --pp plan"},
 };
 
 static void usage(FILE *f)

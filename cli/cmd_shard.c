@@ -33,16 +33,24 @@ int br_cmd_shard(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
-        case 'o': dir = optarg; break;
+        case 'm':
+            model = optarg;
+            break;
+        case 'o':
+            dir = optarg;
+            break;
         case O_TP:
             if (br_cli_int(optarg, 1, 4096, &tp)) return br_cli_usage_error("shard", "bad --tp");
             break;
         case O_PP:
             if (br_cli_int(optarg, 1, 4096, &pp)) return br_cli_usage_error("shard", "bad --pp");
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!model) return br_cli_usage_error("shard", "a model is required (-m MODEL.gguf)");
@@ -61,7 +69,8 @@ int br_cmd_shard(int argc, char **argv)
     for (long long r = 0; r < tp * pp; r++) {
         char path[4096];
         struct stat st;
-        if (br_shard_path(path, sizeof path, dir, (int32_t)r, NULL) == BR_OK && stat(path, &st) == 0)
+        if (br_shard_path(path, sizeof path, dir, (int32_t)r, NULL) == BR_OK &&
+            stat(path, &st) == 0)
             total += (unsigned long long)st.st_size;
     }
     fprintf(stderr, "bitrack shard: wrote %lld files (%llu bytes in all) to %s in %.2f s\n",

@@ -37,17 +37,36 @@ void br_shard_slice(const struct br_model_config *c, const struct br_part *p, en
     *r0 = 0, *r1 = rows, *c0 = 0, *c1 = cols;
     switch (w) {
     case BR_W_ATTN_NORM:
-    case BR_W_FFN_NORM: *c0 = p->d0, *c1 = p->d1; break;
-    case BR_W_ATTN_SUB_NORM: *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v; break;
-    case BR_W_FFN_SUB_NORM: *c0 = p->ff0, *c1 = p->ff1; break;
-    case BR_W_Q: *r0 = qh0 * c->head_dim, *r1 = qh1 * c->head_dim; break;
-    case BR_W_K: *r0 = (int64_t)p->kv0 * c->head_dim, *r1 = (int64_t)p->kv1 * c->head_dim; break;
-    case BR_W_V: *r0 = (int64_t)p->kv0 * c->head_dim_v, *r1 = (int64_t)p->kv1 * c->head_dim_v; break;
-    case BR_W_O: *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v; break;
+    case BR_W_FFN_NORM:
+        *c0 = p->d0, *c1 = p->d1;
+        break;
+    case BR_W_ATTN_SUB_NORM:
+        *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v;
+        break;
+    case BR_W_FFN_SUB_NORM:
+        *c0 = p->ff0, *c1 = p->ff1;
+        break;
+    case BR_W_Q:
+        *r0 = qh0 * c->head_dim, *r1 = qh1 * c->head_dim;
+        break;
+    case BR_W_K:
+        *r0 = (int64_t)p->kv0 * c->head_dim, *r1 = (int64_t)p->kv1 * c->head_dim;
+        break;
+    case BR_W_V:
+        *r0 = (int64_t)p->kv0 * c->head_dim_v, *r1 = (int64_t)p->kv1 * c->head_dim_v;
+        break;
+    case BR_W_O:
+        *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v;
+        break;
     case BR_W_GATE:
-    case BR_W_UP: *r0 = p->ff0, *r1 = p->ff1; break;
-    case BR_W_DOWN: *c0 = p->ff0, *c1 = p->ff1; break;
-    default: break;
+    case BR_W_UP:
+        *r0 = p->ff0, *r1 = p->ff1;
+        break;
+    case BR_W_DOWN:
+        *c0 = p->ff0, *c1 = p->ff1;
+        break;
+    default:
+        break;
     }
 }
 
@@ -138,14 +157,15 @@ int br_shard_read_info(const struct br_gguf *g, struct br_shard_info *o, struct 
     int32_t ty[3];
     bool first, last;
     if ((rc = key_u32(g, "tp", &o->tp, err)) || (rc = key_u32(g, "pp", &o->pp, err)) ||
-        (rc = key_u32(g, "rank", &o->rank, err)) || (rc = key_u32(g, "tp_rank", &p->tp_rank, err)) ||
+        (rc = key_u32(g, "rank", &o->rank, err)) ||
+        (rc = key_u32(g, "tp_rank", &p->tp_rank, err)) ||
         (rc = key_u32(g, "pp_rank", &p->pp_rank, err)) ||
-        (rc = key_u32(g, "layer0", &p->layer0, err)) || (rc = key_u32(g, "layer1", &p->layer1, err)) ||
-        (rc = key_u32(g, "d0", &p->d0, err)) || (rc = key_u32(g, "d1", &p->d1, err)) ||
-        (rc = key_u32(g, "kv0", &p->kv0, err)) || (rc = key_u32(g, "kv1", &p->kv1, err)) ||
-        (rc = key_u32(g, "ff0", &p->ff0, err)) || (rc = key_u32(g, "ff1", &p->ff1, err)) ||
-        (rc = key_u32(g, "v0", &p->v0, err)) || (rc = key_u32(g, "v1", &p->v1, err)) ||
-        (rc = key_bool(g, "first_stage", &first, err)) ||
+        (rc = key_u32(g, "layer0", &p->layer0, err)) ||
+        (rc = key_u32(g, "layer1", &p->layer1, err)) || (rc = key_u32(g, "d0", &p->d0, err)) ||
+        (rc = key_u32(g, "d1", &p->d1, err)) || (rc = key_u32(g, "kv0", &p->kv0, err)) ||
+        (rc = key_u32(g, "kv1", &p->kv1, err)) || (rc = key_u32(g, "ff0", &p->ff0, err)) ||
+        (rc = key_u32(g, "ff1", &p->ff1, err)) || (rc = key_u32(g, "v0", &p->v0, err)) ||
+        (rc = key_u32(g, "v1", &p->v1, err)) || (rc = key_bool(g, "first_stage", &first, err)) ||
         (rc = key_bool(g, "last_stage", &last, err)) ||
         (rc = key_u32(g, "n_vocab", &o->n_vocab, err)) ||
         (rc = key_u32(g, "embd_type", &ty[0], err)) ||
@@ -157,7 +177,8 @@ int br_shard_read_info(const struct br_gguf *g, struct br_shard_info *o, struct 
         return rc;
     p->tp = o->tp, p->pp = o->pp;
     p->first_stage = first, p->last_stage = last;
-    o->embd_type = (uint32_t)ty[0], o->head_type = (uint32_t)ty[1], o->weight_type = (uint32_t)ty[2];
+    o->embd_type = (uint32_t)ty[0], o->head_type = (uint32_t)ty[1],
+    o->weight_type = (uint32_t)ty[2];
     return BR_OK;
 }
 
@@ -270,7 +291,7 @@ struct file_src {
 };
 
 int br_shard_apply_scale_tensor(const struct br_gguf *g, const char *wname, struct br_tmat *m,
-                       struct br_err *err)
+                                struct br_err *err)
 {
     char sname[80];
     size_t n = strlen(wname);
@@ -289,8 +310,8 @@ int br_shard_apply_scale_tensor(const struct br_gguf *g, const char *wname, stru
     return BR_OK;
 }
 
-static int file_ternary(void *ctx, int layer, enum br_wname w, int32_t r0, int32_t r1,
-                        int32_t c0, int32_t c1, struct br_tmat *out, struct br_err *err)
+static int file_ternary(void *ctx, int layer, enum br_wname w, int32_t r0, int32_t r1, int32_t c0,
+                        int32_t c1, struct br_tmat *out, struct br_err *err)
 {
     struct file_src *f = ctx;
     char name[64];
@@ -419,8 +440,8 @@ static int shard_list(const struct br_model_config *c, const struct br_part *p,
             e->kind = IT_TERNARY, e->type = BR_GGML_I2_S, e->n_dims = 2;
             e->ne[0] = (uint64_t)br_tmat_blocks((int32_t)(e->c1 - e->c0)) * BR_TMAT_BLOCK;
             e->ne[1] = (uint64_t)(e->r1 - e->r0);
-            rc = data->uniform(data->ctx, l, e->w, (int32_t)e->r0, (int32_t)e->r1, &e->uniform,
-                               err);
+            rc =
+                data->uniform(data->ctx, l, e->w, (int32_t)e->r0, (int32_t)e->r1, &e->uniform, err);
             if (!rc && !e->uniform) {
                 struct item *s = &it[n++];
                 *s = *e;
@@ -582,12 +603,15 @@ static int write_item(struct br_gguf_writer *w, const struct br_model_config *c,
     int rc;
     switch (e->kind) {
     case IT_EMBD:
-    case IT_HEAD: return write_dense(w, c, data, e, err);
+    case IT_HEAD:
+        return write_dense(w, c, data, e, err);
     case IT_NORM:
     case IT_OUT_NORM: {
         int64_t cols, rows;
-        if (e->kind == IT_NORM) br_config_wshape(c, e->w, &cols, &rows);
-        else cols = c->n_embd;
+        if (e->kind == IT_NORM)
+            br_config_wshape(c, e->w, &cols, &rows);
+        else
+            cols = c->n_embd;
         float *x = malloc((size_t)(e->c1 - e->c0) * sizeof *x);
         if (!x) return br_err_set(err, BR_E_NOMEM, "out of memory");
         rc = data->norm(data->ctx, e->name, cols, e->c0, e->c1, x, err);
@@ -615,15 +639,15 @@ static int write_item(struct br_gguf_writer *w, const struct br_model_config *c,
         br_tmat_free(&m);
         return rc;
     }
-    case IT_ROWSCALE: return BR_OK; /* written with its weight, which precedes it */
+    case IT_ROWSCALE:
+        return BR_OK; /* written with its weight, which precedes it */
     }
     return BR_E_INTERNAL;
 }
 
 int br_shard_write_rank(const struct br_gguf *src, const struct br_model_config *cfg,
-                        const struct br_shard_data *data, const struct br_plan *plan,
-                        int32_t rank, const char *path, struct br_progress *prog,
-                        struct br_err *err)
+                        const struct br_shard_data *data, const struct br_plan *plan, int32_t rank,
+                        const char *path, struct br_progress *prog, struct br_err *err)
 {
     struct file_src fs = {src, cfg};
     const struct br_shard_data file_data = {&fs, file_ternary, file_uniform, file_norm,
@@ -638,7 +662,8 @@ int br_shard_write_rank(const struct br_gguf *src, const struct br_model_config 
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return br_err_set(err, BR_E_TOO_LONG, "path %s is too long", path);
     if ((rc = br_gguf_writer_create(&w))) return br_err_set(err, rc, "out of memory");
-    if ((rc = set_keys(w, cfg, plan, rank, br_shard_source_checksum(src), br_gguf_file_size(src)))) {
+    if ((rc =
+             set_keys(w, cfg, plan, rank, br_shard_source_checksum(src), br_gguf_file_size(src)))) {
         br_err_set(err, rc, "out of memory");
         goto done;
     }

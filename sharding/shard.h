@@ -109,8 +109,8 @@ struct br_shard_data {
     int (*ternary)(void *ctx, int layer, enum br_wname w, int32_t r0, int32_t r1, int32_t c0,
                    int32_t c1, struct br_tmat *out, struct br_err *err);
     /* Whether rows [r0, r1) of that tensor share one final scale (decides .rowscale). */
-    int (*uniform)(void *ctx, int layer, enum br_wname w, int32_t r0, int32_t r1,
-                   bool *uniform, struct br_err *err);
+    int (*uniform)(void *ctx, int layer, enum br_wname w, int32_t r0, int32_t r1, bool *uniform,
+                   struct br_err *err);
     /* Elements [c0, c1) of a norm tensor (by name) of n elements into out (c1 - c0,). */
     int (*norm)(void *ctx, const char *name, int64_t n, int64_t c0, int64_t c1, float *out,
                 struct br_err *err);
@@ -125,9 +125,8 @@ struct br_shard_data {
  * tensor infos; with data == NULL also its data), cfg its configuration (br_config_from_gguf).
  * prog may be NULL; it advances by one per tensor written. */
 int br_shard_write_rank(const struct br_gguf *src, const struct br_model_config *cfg,
-                        const struct br_shard_data *data, const struct br_plan *plan,
-                        int32_t rank, const char *path, struct br_progress *prog,
-                        struct br_err *err);
+                        const struct br_shard_data *data, const struct br_plan *plan, int32_t rank,
+                        const char *path, struct br_progress *prog, struct br_err *err);
 
 /* Tensors a rank's shard holds (for progress totals). */
 uint64_t br_shard_tensor_count(const struct br_model_config *cfg, const struct br_part *p);

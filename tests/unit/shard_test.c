@@ -228,7 +228,8 @@ static void perturb_row_scale(const char *path)
     uint8_t *buf = br_test_read_file(path, &len);
     assert_non_null(buf);
     uint16_t h = br_f32_to_f16(0.375f);
-    for (uint64_t b = 0; b < nb; b++) memcpy(buf + at + b * sizeof(struct br_block_tq2_0) + 64, &h, 2);
+    for (uint64_t b = 0; b < nb; b++)
+        memcpy(buf + at + b * sizeof(struct br_block_tq2_0) + 64, &h, 2);
     assert_int_equal(br_test_write_file(path, buf, len), 0);
     free(buf);
 }
@@ -400,10 +401,8 @@ static void test_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tied_i2s),
-        cmocka_unit_test(test_untied_q8_tq2_rowscale),
-        cmocka_unit_test(test_odd_widths),
-        cmocka_unit_test(test_synth_rank_identical),
+        cmocka_unit_test(test_tied_i2s),   cmocka_unit_test(test_untied_q8_tq2_rowscale),
+        cmocka_unit_test(test_odd_widths), cmocka_unit_test(test_synth_rank_identical),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

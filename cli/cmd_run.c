@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
@@ -225,6 +226,23 @@ done:
     return rc;
 }
 
+/* -m may name a directory written by `bitrack shard`: each rank then loads only its own
+ * file, DIR/rank-<R>.gguf, and the plan comes from the configuration stored there. */
+static int is_shard_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int load_shard(const struct run_args *a, int rank, int want_plan, struct br_plan **plan,
+                      struct br_model **model, struct br_err *err)
+{
+    int rc = br_model_load_shard(a->model_path, (int)a->tp, (int)a->pp, rank, model, err);
+    if (!rc && want_plan)
+        rc = br_plan_create(&(*model)->cfg, (int32_t)a->tp, (int32_t)a->pp, plan, err);
+    return rc;
+}
+
 int br_cmd_run(int argc, char **argv)
 {
     struct run_args a;
@@ -256,7 +274,13 @@ int br_cmd_run(int argc, char **argv)
         rank = comm->world_rank;
     }
     double t0 = br_now();
-    if (comm) {
+    if (is_shard_dir(a.model_path)) {
+        if (load_shard(&a, rank, comm != NULL, &plan, &model, &err)) {
+            fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
+            goto done;
+        }
+        if (rank == 0 && a.verbose && plan) br_plan_describe(plan, 0, stderr);
+    } else if (comm) {
         /* the plan needs the configuration: read it from the file's header */
         struct br_gguf *g = NULL;
         struct br_model_config cfg;
@@ -269,7 +293,7 @@ int br_cmd_run(int argc, char **argv)
         br_gguf_close(&g);
         if (rank == 0 && a.verbose) br_plan_describe(plan, 0, stderr);
     }
-    if (br_model_load_part(a.model_path, plan ? &plan->parts[rank] : NULL, &model, &err)) {
+    if (!model && br_model_load_part(a.model_path, plan ? &plan->parts[rank] : NULL, &model, &err)) {
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }

@@ -127,7 +127,7 @@ static int check_tensor(const struct br_gguf *g, const char *name, int64_t cols,
     return BR_OK;
 }
 
-int br_config_from_gguf(const struct br_gguf *g, struct br_model_config *c, struct br_err *err)
+int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, struct br_err *err)
 {
     memset(c, 0, sizeof *c);
     int rc = br_gguf_get_str(g, "general.architecture", c->arch_name, sizeof c->arch_name, err);
@@ -231,6 +231,15 @@ int br_config_from_gguf(const struct br_gguf *g, struct br_model_config *c, stru
             return br_err_set(err, BR_E_UNSUPPORTED, "%s '%s' is not supported (relu2, silu)",
                               key, act);
     }
+    return BR_OK;
+}
+
+int br_config_from_gguf(const struct br_gguf *g, struct br_model_config *c, struct br_err *err)
+{
+    int rc = br_config_from_meta(g, c, err);
+    if (rc) return rc;
+    const char *a = c->arch_name;
+    const int64_t big = (int64_t)1 << 24;
 
     /* Tensors: embedding, then every layer, then output norm and head. */
     const struct br_gguf_tensor *emb = br_gguf_find_tensor(g, "token_embd.weight");

@@ -62,6 +62,10 @@ void br_config_wshape(const struct br_model_config *c, enum br_wname w, int64_t 
 
 int br_config_from_gguf(const struct br_gguf *g, struct br_model_config *c, struct br_err *err);
 
+/* The metadata part of br_config_from_gguf alone: n_vocab, the tensor types and tied_head
+ * stay zero, for files whose tensors are not the model's (shard files, sharding/shard.h). */
+int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, struct br_err *err);
+
 const char *br_arch_name(enum br_arch a);
 
 #endif

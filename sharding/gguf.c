@@ -323,6 +323,29 @@ static void free_contents(struct br_gguf *g)
     free(g->names);
 }
 
+/* Makes g->names hold at least `need` bytes, moving the first n_kv keys and n_t tensor
+ * names already copied there. Doubling keeps the copies linear; `need` never exceeds the
+ * file's size + 1 (every name is read from the file), which bounds the buffer as before,
+ * but a 25 GB model's few MB of names no longer ask for a 25 GB allocation. */
+static int names_reserve(struct br_gguf *g, size_t *cap, size_t need, size_t n_kv, size_t n_t)
+{
+    if (need <= *cap) return BR_OK;
+    size_t nc = *cap ? *cap : 4096;
+    while (nc < need) nc *= 2;
+    if (nc > g->size + 1 && need <= g->size + 1) nc = (size_t)g->size + 1;
+    char *nb = malloc(nc);
+    if (!nb) return BR_E_NOMEM;
+    if (g->names) {
+        memcpy(nb, g->names, *cap);
+        for (size_t i = 0; i < n_kv; i++) g->kvs[i].key = nb + (g->kvs[i].key - g->names);
+        for (size_t i = 0; i < n_t; i++) g->tensors[i].name = nb + (g->tensors[i].name - g->names);
+        free(g->names);
+    }
+    g->names = nb;
+    *cap = nc;
+    return BR_OK;
+}
+
 static int parse(struct br_gguf *g, struct br_err *err)
 {
     struct cursor c = {g->base, g->size, 0, err};
@@ -367,11 +390,11 @@ static int parse(struct br_gguf *g, struct br_err *err)
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
     g->kv_sorted = malloc((g->n_kv ? g->n_kv : 1) * sizeof *g->kv_sorted);
     g->tensor_sorted = malloc((g->n_tensors ? g->n_tensors : 1) * sizeof *g->tensor_sorted);
-    /* keys and names are copied NUL-terminated into one buffer no larger than the file */
-    g->names = malloc(g->size + 1);
-    if (!g->kvs || !g->tensors || !g->kv_sorted || !g->tensor_sorted || !g->names)
+    /* keys and names are copied NUL-terminated into one buffer, grown as they are read
+     * (names_reserve): never larger than the file, and only as large as the header needs */
+    if (!g->kvs || !g->tensors || !g->kv_sorted || !g->tensor_sorted)
         return br_err_set(err, BR_E_NOMEM, "out of memory reading the header");
-    size_t names_used = 0;
+    size_t names_used = 0, names_cap = 0;
 
     g->alignment = BR_GGUF_DEFAULT_ALIGNMENT;
     for (size_t i = 0; i < g->n_kv; i++) {
@@ -388,6 +411,8 @@ static int parse(struct br_gguf *g, struct br_err *err)
             return br_err_set(err, BR_E_FORMAT,
                               "metadata entry %zu at byte offset %llu: key contains a NUL byte", i,
                               (unsigned long long)kv->file_offset);
+        if (names_reserve(g, &names_cap, names_used + klen + 1, i, 0))
+            return br_err_set(err, BR_E_NOMEM, "out of memory reading the header");
         memcpy(g->names + names_used, kp, klen);
         g->names[names_used + klen] = '\0';
         kv->key = g->names + names_used;
@@ -439,6 +464,8 @@ static int parse(struct br_gguf *g, struct br_err *err)
                               "1..%d or contains NUL",
                               i, (unsigned long long)t->info_offset, (unsigned long long)nlen,
                               BR_GGUF_MAX_NAME - 1);
+        if (names_reserve(g, &names_cap, names_used + nlen + 1, g->n_kv, i))
+            return br_err_set(err, BR_E_NOMEM, "out of memory reading the header");
         memcpy(g->names + names_used, np, nlen);
         g->names[names_used + nlen] = '\0';
         t->name = g->names + names_used;

@@ -6,10 +6,13 @@
  */
 #include "sharding/synth.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bitrack/fp.h"
 #include "bitrack/progress.h"
@@ -17,6 +20,8 @@
 #include "sharding/config.h"
 #include "sharding/decode.h"
 #include "sharding/gguf.h"
+#include "sharding/plan.h"
+#include "sharding/shard.h"
 #include "sharding/types.h"
 
 struct preset {
@@ -80,15 +85,54 @@ static float uniform_pm1(uint64_t *s)
     return (float)((double)(splitmix(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
 }
 
-/* Ternary row: weight = (r % 3) - 1 for a 32-bit piece r of the stream. */
-static void ternary_row(uint64_t tensor_key, int64_t row, struct br_tmat *m, int32_t mrow)
+/* SplitMix64 advances its state by a constant per draw, so a stream can start at any
+ * draw: this is what lets one rank generate its columns of a row without the others. */
+static void splitmix_skip(uint64_t *s, uint64_t draws)
+{
+    *s += draws * 0x9e3779b97f4a7c15ULL;
+}
+
+/* Columns [c0, c1) of a ternary row into row mrow of m (whose columns are c - c0): column
+ * k is weight (r % 3) - 1 for the low (k even) or high (k odd) 32 bits of draw k / 2.
+ * Codes are packed a whole 128-column block at a time (kernels/ternary.h layout). */
+static void ternary_cols(uint64_t tensor_key, int64_t row, int32_t c0, int32_t c1,
+                         struct br_tmat *m, int32_t mrow)
 {
     uint64_t s = row_state(tensor_key, row);
-    for (int32_t k = 0; k < m->cols; k += 2) {
-        uint64_t r = splitmix(&s);
-        br_tmat_set(m, mrow, k, (int)((uint32_t)r % 3u) - 1);
-        if (k + 1 < m->cols) br_tmat_set(m, mrow, k + 1, (int)((uint32_t)(r >> 32) % 3u) - 1);
+    splitmix_skip(&s, (uint64_t)(c0 / 2));
+    uint8_t *out = m->codes + (size_t)mrow * m->row_bytes;
+    uint8_t codes[BR_TMAT_BLOCK];
+    uint64_t r = 0;
+    int32_t k = c0;
+    if (k % 2) r = splitmix(&s); /* an odd start takes the high half of its draw first */
+    for (int32_t b = 0; b < m->blocks; b++) {
+        int32_t n = c1 - k < BR_TMAT_BLOCK ? c1 - k : BR_TMAT_BLOCK;
+        for (int32_t i = 0; i < n; i++, k++) {
+            uint32_t half;
+            if (k % 2 == 0) {
+                r = splitmix(&s);
+                half = (uint32_t)r;
+            } else {
+                half = (uint32_t)(r >> 32);
+            }
+            codes[i] = (uint8_t)(half % 3u);
+        }
+        for (int32_t i = n; i < BR_TMAT_BLOCK; i++) codes[i] = 1; /* padding: weight 0 */
+        for (int p = 0; p < 32; p++)
+            out[b * BR_TMAT_BLOCK_BYTES + p] = (uint8_t)(codes[p] << 6 | codes[p + 32] << 4 |
+                                                         codes[p + 64] << 2 | codes[p + 96]);
     }
+}
+
+static void ternary_row(uint64_t tensor_key, int64_t row, struct br_tmat *m, int32_t mrow)
+{
+    ternary_cols(tensor_key, row, 0, m->cols, m, mrow);
+}
+
+/* One value of a dense tensor (embeddings, head, norms). */
+static float dense_value(float base, float spread, uint64_t *s)
+{
+    return base + spread * uniform_pm1(s);
 }
 
 /* ---- vocabulary: GPT-2 byte-level tokens, generated merges, special tokens ---- */
@@ -358,7 +402,7 @@ static int write_dense(struct br_gguf_writer *w, uint64_t key, uint32_t type, in
         int64_t n = rows - r < chunk ? rows - r : chunk;
         for (int64_t i = 0; i < n; i++) {
             uint64_t s = row_state(key, r + i);
-            for (int64_t k = 0; k < cols; k++) x[i * cols + k] = base + spread * uniform_pm1(&s);
+            for (int64_t k = 0; k < cols; k++) x[i * cols + k] = dense_value(base, spread, &s);
         }
         rc = br_encode_rows_f32(type, x, (uint64_t)cols, (uint64_t)n, buf, err);
         if (!rc)
@@ -410,35 +454,77 @@ static int set_meta(struct br_gguf_writer *w, const struct shape *s, const struc
     return rc ? BR_E_NOMEM : BR_OK;
 }
 
-int br_synth_write(const struct br_synth_opts *o, const char *path, struct br_err *err)
+/* Scale of a ternary projection: f16-rounded so that every storage type holds it exactly. */
+static float ternary_scale(uint64_t key, int64_t cols)
 {
+    uint64_t ks = key ^ 0x5ca1e;
+    float jitter = 1.0f + 0.1f * uniform_pm1(&ks);
+    return f16_round(jitter / sqrtf(2.0f * (float)cols / 3.0f));
+}
+
+/* Standard deviation 3/sqrt(d) for a uniform draw: std = a / sqrt(3). */
+static float embd_spread(const struct br_model_config *c)
+{
+    return 3.0f / sqrtf((float)c->n_embd) * sqrtf(3.0f);
+}
+
+/* A model being synthesized: its shape, vocabulary, and a writer holding its metadata and
+ * tensor declarations (the header), shared by the whole-file and the per-rank paths so
+ * both describe one source. */
+struct synth_model {
     struct shape s;
-    const struct preset *p = NULL;
-    int rc = resolve(o, &s, &p, err);
-    if (rc) return rc;
-    const struct br_model_config *c = &s.c;
-    uint32_t wt = o->weight_type;
-    if (wt != BR_GGML_I2_S && wt != BR_GGML_TQ1_0 && wt != BR_GGML_TQ2_0 && wt != BR_GGML_F16)
-        return br_err_set(err, BR_E_INVALID, "weight type %s is not one of i2_s, tq2_0, tq1_0, f16",
-                          br_ggml_type_name(wt) ? br_ggml_type_name(wt) : "?");
-    uint32_t head_type = o->head_type ? o->head_type : BR_GGML_F16;
+    const struct preset *p;
+    uint32_t wt, head_type;
     struct vocab v;
-    if ((rc = vocab_build(c->n_vocab, &v, err))) return rc;
-    struct br_gguf_writer *w = NULL;
-    if ((rc = br_gguf_writer_create(&w))) {
-        vocab_free(&v);
+    struct br_gguf_writer *w;
+    uint64_t total;      /* weights, for progress */
+    uint64_t data_bytes; /* the data section's size, alignment padding included */
+};
+
+static void model_free(struct synth_model *sm)
+{
+    br_gguf_writer_destroy(&sm->w);
+    vocab_free(&sm->v);
+}
+
+static int add_tensor(struct synth_model *sm, const char *name, uint32_t n_dims,
+                      const uint64_t *ne, uint32_t type, struct br_err *err)
+{
+    int rc = br_gguf_writer_add_tensor(sm->w, name, n_dims, ne, type, err);
+    uint64_t nb = 0;
+    if (!rc && !br_ggml_type_nbytes(type, ne[0], ne[0] * (n_dims > 1 ? ne[1] : 1), &nb))
+        rc = br_err_set(err, BR_E_INVALID, "tensor %s does not fit its type", name);
+    sm->data_bytes += (nb + BR_GGUF_DEFAULT_ALIGNMENT - 1) / BR_GGUF_DEFAULT_ALIGNMENT *
+                      BR_GGUF_DEFAULT_ALIGNMENT;
+    return rc;
+}
+
+static int model_declare(const struct br_synth_opts *o, struct synth_model *sm, struct br_err *err)
+{
+    memset(sm, 0, sizeof *sm);
+    int rc = resolve(o, &sm->s, &sm->p, err);
+    if (rc) return rc;
+    const struct br_model_config *c = &sm->s.c;
+    sm->wt = o->weight_type;
+    if (sm->wt != BR_GGML_I2_S && sm->wt != BR_GGML_TQ1_0 && sm->wt != BR_GGML_TQ2_0 &&
+        sm->wt != BR_GGML_F16)
+        return br_err_set(err, BR_E_INVALID, "weight type %s is not one of i2_s, tq2_0, tq1_0, f16",
+                          br_ggml_type_name(sm->wt) ? br_ggml_type_name(sm->wt) : "?");
+    sm->head_type = o->head_type ? o->head_type : BR_GGML_F16;
+    if ((rc = vocab_build(c->n_vocab, &sm->v, err))) return rc;
+    if ((rc = br_gguf_writer_create(&sm->w))) {
+        model_free(sm);
         return br_err_set(err, rc, "out of memory");
     }
-    if ((rc = set_meta(w, &s, p, o, &v))) {
+    if ((rc = set_meta(sm->w, &sm->s, sm->p, o, &sm->v))) {
         br_err_set(err, rc, "building metadata");
-        goto done;
+        goto fail;
     }
     /* declare tensors in the order of the official files */
     uint64_t ne[2];
-    uint64_t total = 0;
     ne[0] = (uint64_t)c->n_embd, ne[1] = (uint64_t)c->n_vocab;
-    if ((rc = br_gguf_writer_add_tensor(w, "token_embd.weight", 2, ne, BR_GGML_F16, err))) goto done;
-    total += ne[0] * ne[1];
+    if ((rc = add_tensor(sm, "token_embd.weight", 2, ne, BR_GGML_F16, err))) goto fail;
+    sm->total += ne[0] * ne[1];
     for (int l = 0; l < c->n_layer; l++)
         for (int wi = 0; wi < BR_W_COUNT; wi++) {
             if (br_wname_is_subnorm((enum br_wname)wi) && !c->has_subnorm) continue;
@@ -448,23 +534,36 @@ int br_synth_write(const struct br_synth_opts *o, const char *path, struct br_er
             br_config_wshape(c, (enum br_wname)wi, &cols, &rows);
             ne[0] = (uint64_t)cols, ne[1] = (uint64_t)rows;
             bool tern = br_wname_is_ternary((enum br_wname)wi);
-            if ((rc = br_gguf_writer_add_tensor(w, name, tern ? 2 : 1, ne,
-                                                tern ? wt : BR_GGML_F32, err)))
-                goto done;
-            total += (uint64_t)(cols * rows);
+            if ((rc = add_tensor(sm, name, tern ? 2 : 1, ne, tern ? sm->wt : BR_GGML_F32, err)))
+                goto fail;
+            sm->total += (uint64_t)(cols * rows);
         }
     ne[0] = (uint64_t)c->n_embd;
-    if ((rc = br_gguf_writer_add_tensor(w, "output_norm.weight", 1, ne, BR_GGML_F32, err))) goto done;
-    if (!s.tied) {
+    if ((rc = add_tensor(sm, "output_norm.weight", 1, ne, BR_GGML_F32, err))) goto fail;
+    if (!sm->s.tied) {
         ne[1] = (uint64_t)c->n_vocab;
-        if ((rc = br_gguf_writer_add_tensor(w, "output.weight", 2, ne, head_type, err))) goto done;
-        total += ne[0] * ne[1];
+        if ((rc = add_tensor(sm, "output.weight", 2, ne, sm->head_type, err))) goto fail;
+        sm->total += ne[0] * ne[1];
     }
+    return BR_OK;
+fail:
+    model_free(sm);
+    return rc;
+}
+
+int br_synth_write(const struct br_synth_opts *o, const char *path, struct br_err *err)
+{
+    struct synth_model sm;
+    int rc = model_declare(o, &sm, err);
+    if (rc) return rc;
+    const struct br_model_config *c = &sm.s.c;
+    struct br_gguf_writer *w = sm.w;
+    uint32_t wt = sm.wt;
     if ((rc = br_gguf_writer_begin(w, path, err))) goto done;
 
     struct br_progress prog;
-    br_progress_begin(&prog, "synth", total);
-    float emb_spread = 3.0f / sqrtf((float)c->n_embd) * sqrtf(3.0f); /* uniform: std = a/sqrt3 */
+    br_progress_begin(&prog, "synth", sm.total);
+    float emb_spread = embd_spread(c);
     rc = write_dense(w, hash_name(o->seed, "token_embd.weight"), BR_GGML_F16, c->n_vocab,
                      c->n_embd, 0.0f, emb_spread, &prog, err);
     for (int l = 0; l < c->n_layer && !rc; l++)
@@ -475,26 +574,150 @@ int br_synth_write(const struct br_synth_opts *o, const char *path, struct br_er
             br_layer_tensor_name(name, l, (enum br_wname)wi);
             br_config_wshape(c, (enum br_wname)wi, &cols, &rows);
             uint64_t key = hash_name(o->seed, name);
-            if (br_wname_is_ternary((enum br_wname)wi)) {
-                uint64_t ks = key ^ 0x5ca1e;
-                float jitter = 1.0f + 0.1f * uniform_pm1(&ks);
-                float scale = f16_round(jitter / sqrtf(2.0f * (float)cols / 3.0f));
-                rc = write_ternary(w, key, wt, (int32_t)rows, (int32_t)cols, scale, &prog, err);
-            } else {
+            if (br_wname_is_ternary((enum br_wname)wi))
+                rc = write_ternary(w, key, wt, (int32_t)rows, (int32_t)cols,
+                                   ternary_scale(key, cols), &prog, err);
+            else
                 rc = write_dense(w, key, BR_GGML_F32, 1, cols, 1.0f, 0.1f, &prog, err);
-            }
         }
     if (!rc)
         rc = write_dense(w, hash_name(o->seed, "output_norm.weight"), BR_GGML_F32, 1, c->n_embd,
                          1.0f, 0.1f, &prog, err);
-    if (!rc && !s.tied)
-        rc = write_dense(w, hash_name(o->seed, "output.weight"), head_type, c->n_vocab, c->n_embd,
-                         0.0f, emb_spread, &prog, err);
+    if (!rc && !sm.s.tied)
+        rc = write_dense(w, hash_name(o->seed, "output.weight"), sm.head_type, c->n_vocab,
+                         c->n_embd, 0.0f, emb_spread, &prog, err);
     br_progress_end(&prog);
     if (!rc) rc = br_gguf_writer_finish(w, err);
 done:
-    br_gguf_writer_destroy(&w);
-    vocab_free(&v);
+    model_free(&sm);
     if (rc) remove(path);
+    return rc;
+}
+
+/* ---- one rank's shard, generated directly ---- */
+
+struct rank_src {
+    const struct br_synth_opts *o;
+    const struct br_model_config *c; /* the source's, as read back from its header */
+    int tied;
+    uint32_t head_type;
+    float *x;    /* (rows, n_embd) scratch for dense rows */
+    void *enc;   /* the same rows encoded */
+    int64_t cap; /* rows both hold */
+};
+
+static int rank_ternary(void *ctx, int layer, enum br_wname w, int32_t r0, int32_t r1, int32_t c0,
+                        int32_t c1, struct br_tmat *out, struct br_err *err)
+{
+    struct rank_src *rs = ctx;
+    char name[64];
+    int64_t cols, rows;
+    br_layer_tensor_name(name, layer, w);
+    br_config_wshape(rs->c, w, &cols, &rows);
+    uint64_t key = hash_name(rs->o->seed, name);
+    float scale = ternary_scale(key, cols);
+    int rc = br_tmat_init(out, r1 - r0, c1 - c0);
+    if (rc) return br_err_set(err, rc, "%s: cannot allocate %d x %d codes", name, r1 - r0, c1 - c0);
+    for (int32_t r = r0; r < r1; r++) {
+        ternary_cols(key, r, c0, c1, out, r - r0);
+        out->scale[r - r0] = scale;
+    }
+    return BR_OK;
+}
+
+static int rank_uniform(void *ctx, int layer, enum br_wname w, int32_t r0, int32_t r1,
+                        bool *uniform, struct br_err *err)
+{
+    (void)ctx, (void)layer, (void)w, (void)r0, (void)r1, (void)err;
+    *uniform = true; /* one scale per tensor, whatever the storage type */
+    return BR_OK;
+}
+
+static int rank_norm(void *ctx, const char *name, int64_t n, int64_t c0, int64_t c1, float *out,
+                     struct br_err *err)
+{
+    struct rank_src *rs = ctx;
+    (void)n, (void)err;
+    uint64_t s = row_state(hash_name(rs->o->seed, name), 0);
+    splitmix_skip(&s, (uint64_t)c0); /* one draw per element */
+    for (int64_t i = 0; i < c1 - c0; i++) out[i] = dense_value(1.0f, 0.1f, &s);
+    return BR_OK;
+}
+
+static int rank_dense_rows(void *ctx, int head, int64_t r0, int64_t nrows, const void **rows,
+                           struct br_err *err)
+{
+    struct rank_src *rs = ctx;
+    const struct br_model_config *c = rs->c;
+    int own_head = head && !rs->tied;
+    uint32_t type = own_head ? rs->head_type : BR_GGML_F16;
+    if (nrows > rs->cap) {
+        free(rs->x);
+        free(rs->enc);
+        rs->x = malloc((size_t)nrows * (size_t)c->n_embd * sizeof *rs->x);
+        rs->enc = malloc((size_t)br_encode_rows_size(BR_GGML_F32, (uint64_t)c->n_embd,
+                                                     (uint64_t)nrows));
+        rs->cap = rs->x && rs->enc ? nrows : 0;
+        if (!rs->cap) return br_err_set(err, BR_E_NOMEM, "out of memory for %lld rows", (long long)nrows);
+    }
+    uint64_t key = hash_name(rs->o->seed, own_head ? "output.weight" : "token_embd.weight");
+    float spread = embd_spread(c);
+    for (int64_t i = 0; i < nrows; i++) {
+        uint64_t s = row_state(key, r0 + i);
+        for (int64_t k = 0; k < c->n_embd; k++)
+            rs->x[i * c->n_embd + k] = dense_value(0.0f, spread, &s);
+    }
+    int rc = br_encode_rows_f32(type, rs->x, (uint64_t)c->n_embd, (uint64_t)nrows, rs->enc, err);
+    *rows = rs->enc;
+    return rc;
+}
+
+int br_synth_write_shard(const struct br_synth_opts *o, int32_t tp, int32_t pp, int32_t rank,
+                         const char *dir, struct br_err *err)
+{
+    struct synth_model sm;
+    int rc = model_declare(o, &sm, err);
+    if (rc) return rc;
+    char skel[4096], path[4096];
+    struct br_gguf *g = NULL;
+    struct br_plan *plan = NULL;
+    struct br_model_config cfg;
+    struct rank_src rs = {.o = o, .c = &cfg, .tied = sm.s.tied, .head_type = sm.head_type};
+    int have_skel = 0;
+    if ((rc = br_shard_path(path, sizeof path, dir, rank, err))) goto done;
+    if (snprintf(skel, sizeof skel, "%s/.rank-%d.source.gguf", dir, (int)rank) >= (int)sizeof skel) {
+        rc = br_err_set(err, BR_E_TOO_LONG, "directory name %s is too long", dir);
+        goto done;
+    }
+    /* The source's header, exactly as br_synth_write would write it, followed by a hole as
+     * long as its data: a sparse file the GGUF reader accepts, from which the source's
+     * configuration, metadata, checksum and size are read as `bitrack shard` reads them. */
+    if ((rc = br_gguf_writer_begin(sm.w, skel, err))) goto done;
+    have_skel = 1;
+    br_gguf_writer_destroy(&sm.w); /* closes the file: the header is complete */
+    struct stat st;
+    if (stat(skel, &st) != 0 || truncate(skel, st.st_size + (off_t)sm.data_bytes) != 0) {
+        rc = br_err_set(err, BR_E_IO, "%s: %s", skel, strerror(errno));
+        goto done;
+    }
+    if ((rc = br_gguf_open(skel, &g, err))) goto done;
+    if ((rc = br_config_from_gguf(g, &cfg, err))) goto done;
+    if ((rc = br_plan_create(&cfg, tp, pp, &plan, err))) goto done;
+    if (rank < 0 || rank >= tp * pp) {
+        rc = br_err_set(err, BR_E_INVALID, "rank %d is not in a %dx%d layout", rank, tp, pp);
+        goto done;
+    }
+    const struct br_shard_data data = {&rs, rank_ternary, rank_uniform, rank_norm, rank_dense_rows};
+    struct br_progress prog;
+    br_progress_begin(&prog, "synth", br_shard_tensor_count(&cfg, &plan->parts[rank]));
+    rc = br_shard_write_rank(g, &cfg, &data, plan, rank, path, &prog, err);
+    br_progress_end(&prog);
+done:
+    br_plan_destroy(&plan);
+    br_gguf_close(&g);
+    if (have_skel) remove(skel);
+    free(rs.x);
+    free(rs.enc);
+    model_free(&sm);
     return rc;
 }

@@ -41,4 +41,13 @@ extern const char *const br_synth_presets[];
 /* Writes the model to path, with a progress bar on a terminal. */
 int br_synth_write(const struct br_synth_opts *o, const char *path, struct br_err *err);
 
+/* Writes only rank `rank`'s shard file, DIR/rank-<rank>.gguf, of the tp x pp sharding of
+ * the model o describes (sharding/shard.h), generating just that rank's values: byte for
+ * byte what `bitrack shard` cuts from the whole file br_synth_write writes, source checksum
+ * and size included. The whole model never exists: its header goes to a temporary sparse
+ * file DIR/.rank-<rank>.source.gguf (the header followed by a hole as long as the data,
+ * so it takes the header's size on disk), read back like a source and removed. */
+int br_synth_write_shard(const struct br_synth_opts *o, int32_t tp, int32_t pp, int32_t rank,
+                         const char *dir, struct br_err *err);
+
 #endif

@@ -13,12 +13,19 @@
 
 #include "bitrack/progress.h"
 #include "sharding/decode.h"
+#include "sharding/shard.h"
 #include "sharding/types.h"
 
 int br_dense_row(const struct br_dense *d, int64_t r, float *out, struct br_err *err)
 {
-    if (r < 0 || r >= d->rows) return br_err_set(err, BR_E_RANGE, "row %lld out of range", (long long)r);
-    return br_decode_rows_f32(d->type, d->data, (uint64_t)d->cols, (uint64_t)r, 1, out, err);
+    if (r < d->row0 || r >= d->row0 + d->rows)
+        return br_err_set(err, BR_E_RANGE, "row %lld out of range", (long long)r);
+    if (d->col0 == 0 && d->cols == d->full_cols)
+        return br_decode_rows_f32(d->type, d->data, (uint64_t)d->cols, (uint64_t)(r - d->row0), 1,
+                                  out, err);
+    memset(out, 0, (size_t)d->full_cols * sizeof *out);
+    return br_decode_rows_f32(d->type, d->data, (uint64_t)d->cols, (uint64_t)(r - d->row0), 1,
+                              out + d->col0, err);
 }
 
 static int dense_from(const struct br_gguf_tensor *t, struct br_dense *d, struct br_err *err)
@@ -42,6 +49,8 @@ static int dense_from(const struct br_gguf_tensor *t, struct br_dense *d, struct
     uint64_t rb;
     br_ggml_type_nbytes(t->type, t->ne[0], t->ne[0], &rb);
     d->row_bytes = (size_t)rb;
+    d->row0 = d->col0 = 0;
+    d->full_cols = d->cols;
     return BR_OK;
 }
 
@@ -76,27 +85,6 @@ static int load_norm(const struct br_gguf *g, const char *name, int64_t n, int64
     return BR_OK;
 }
 
-/* Optional separate scale: "blk.N.attn_q.scale" for "blk.N.attn_q.weight". */
-static int apply_scale_tensor(const struct br_gguf *g, const char *wname, struct br_tmat *m,
-                              struct br_err *err)
-{
-    char sname[80];
-    size_t n = strlen(wname);
-    if (n < 7 || strcmp(wname + n - 7, ".weight")) return BR_OK;
-    snprintf(sname, sizeof sname, "%.*s.scale", (int)(n - 7), wname);
-    const struct br_gguf_tensor *t = br_gguf_find_tensor(g, sname);
-    if (!t) return BR_OK;
-    if (t->nelem != 1)
-        return br_err_set(err, BR_E_FORMAT, "tensor %s: expected one element, found %llu", sname,
-                          (unsigned long long)t->nelem);
-    float s;
-    int rc = br_decode_rows_f32(t->type, t->data, 1, 0, 1, &s, err);
-    if (rc) return br_err_prefix(err, rc, "tensor %s", sname);
-    if (!isfinite(s)) return br_err_set(err, BR_E_FORMAT, "tensor %s is not finite", sname);
-    for (int32_t r = 0; r < m->rows; r++) m->scale[r] *= s;
-    return BR_OK;
-}
-
 static struct br_tmat *layer_tmat(struct br_layer_weights *lw, enum br_wname w)
 {
     switch (w) {
@@ -119,31 +107,6 @@ static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
     case BR_W_FFN_NORM: return &lw->ffn_norm;
     case BR_W_FFN_SUB_NORM: return &lw->ffn_sub_norm;
     default: return NULL;
-    }
-}
-
-/* The sub-rectangle and norm slice of a layer tensor that `part` holds. */
-static void part_slice(const struct br_model_config *c, const struct br_part *p, enum br_wname w,
-                       int64_t *r0, int64_t *r1, int64_t *c0, int64_t *c1)
-{
-    int64_t cols, rows;
-    br_config_wshape(c, w, &cols, &rows);
-    int64_t g = c->n_head / c->n_head_kv;
-    int64_t qh0 = p->kv0 * g, qh1 = p->kv1 * g;
-    *r0 = 0, *r1 = rows, *c0 = 0, *c1 = cols;
-    switch (w) {
-    case BR_W_ATTN_NORM:
-    case BR_W_FFN_NORM: *c0 = p->d0, *c1 = p->d1; break;
-    case BR_W_ATTN_SUB_NORM: *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v; break;
-    case BR_W_FFN_SUB_NORM: *c0 = p->ff0, *c1 = p->ff1; break;
-    case BR_W_Q: *r0 = qh0 * c->head_dim, *r1 = qh1 * c->head_dim; break;
-    case BR_W_K: *r0 = (int64_t)p->kv0 * c->head_dim, *r1 = (int64_t)p->kv1 * c->head_dim; break;
-    case BR_W_V: *r0 = (int64_t)p->kv0 * c->head_dim_v, *r1 = (int64_t)p->kv1 * c->head_dim_v; break;
-    case BR_W_O: *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v; break;
-    case BR_W_GATE:
-    case BR_W_UP: *r0 = p->ff0, *r1 = p->ff1; break;
-    case BR_W_DOWN: *c0 = p->ff0, *c1 = p->ff1; break;
-    default: break;
     }
 }
 
@@ -194,13 +157,13 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
             if (br_wname_is_subnorm((enum br_wname)w) && !c->has_subnorm) continue;
             br_layer_tensor_name(name, l, (enum br_wname)w);
             br_config_wshape(c, (enum br_wname)w, &cols, &rows);
-            part_slice(c, p, (enum br_wname)w, &r0, &r1, &c0, &c1);
+            br_shard_slice(c, p, (enum br_wname)w, &r0, &r1, &c0, &c1);
             const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
             if (br_wname_is_ternary((enum br_wname)w)) {
                 struct br_tmat *tm = layer_tmat(lw, (enum br_wname)w);
                 rc = br_decode_ternary(t, (int32_t)r0, (int32_t)r1, (int32_t)c0, (int32_t)c1, tm,
                                        err);
-                if (!rc) rc = apply_scale_tensor(g, name, tm, err);
+                if (!rc) rc = br_shard_apply_scale_tensor(g, name, tm, err);
                 if (!rc) rc = br_tmat_prepare(tm);
                 if (rc) goto fail_prog;
                 m->ternary_bytes += tm->row_bytes * (size_t)tm->rows;
@@ -225,6 +188,122 @@ fail:
 int br_model_load(const char *path, struct br_model **out, struct br_err *err)
 {
     return br_model_load_part(path, NULL, out, err);
+}
+
+/* A shard's window of the embedding or the head (sharding/shard.h): tensor `name`, rows x
+ * cols in `type` (or F32, the fallback for block types cut off their block boundaries),
+ * placed at (row0, col0) of a matrix full_cols wide. */
+static int dense_window(const struct br_gguf *g, const char *name, uint32_t type, int64_t rows,
+                        int64_t cols, int64_t row0, int64_t col0, int64_t full_cols,
+                        struct br_dense *d, struct br_err *err)
+{
+    const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
+    if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
+    if ((t->type != type && t->type != BR_GGML_F32) || t->n_dims != 2 ||
+        t->ne[0] != (uint64_t)cols || t->ne[1] != (uint64_t)rows)
+        return br_err_set(err, BR_E_FORMAT,
+                          "tensor %s is %s {%llu, %llu}, expected %s {%lld, %lld}", name,
+                          br_ggml_type_name(t->type) ? br_ggml_type_name(t->type) : "?",
+                          (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                          br_ggml_type_name(type) ? br_ggml_type_name(type) : "?", (long long)cols,
+                          (long long)rows);
+    int rc = dense_from(t, d, err);
+    if (rc) return rc;
+    d->row0 = row0, d->col0 = col0, d->full_cols = full_cols;
+    return BR_OK;
+}
+
+/* A shard's ternary slice: I2_S, rows x round_up(cols, 128), canonical already; an optional
+ * F32 "<blk.N.x>.rowscale" replaces the tail scale row by row. */
+static int load_shard_ternary(const struct br_gguf *g, const char *name, int64_t rows,
+                              int64_t cols, struct br_tmat *tm, struct br_err *err)
+{
+    const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
+    if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
+    uint64_t padded = (uint64_t)br_tmat_blocks((int32_t)cols) * BR_TMAT_BLOCK;
+    if (t->type != BR_GGML_I2_S || t->n_dims != 2 || t->ne[0] != padded ||
+        t->ne[1] != (uint64_t)rows)
+        return br_err_set(err, BR_E_FORMAT, "tensor %s is %s {%llu, %llu}, expected I2_S {%llu, %lld}",
+                          name, br_ggml_type_name(t->type) ? br_ggml_type_name(t->type) : "?",
+                          (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                          (unsigned long long)padded, (long long)rows);
+    int rc = br_decode_ternary(t, 0, (int32_t)rows, 0, (int32_t)cols, tm, err);
+    if (rc) return rc;
+    char sname[80];
+    size_t n = strlen(name);
+    snprintf(sname, sizeof sname, "%.*s.rowscale", (int)(n - 7), name); /* drop ".weight" */
+    const struct br_gguf_tensor *s = br_gguf_find_tensor(g, sname);
+    if (!s) return BR_OK;
+    if (s->type != BR_GGML_F32 || s->nelem != (uint64_t)rows)
+        return br_err_set(err, BR_E_FORMAT, "tensor %s: expected %lld F32 values", sname,
+                          (long long)rows);
+    memcpy(tm->scale, s->data, (size_t)rows * sizeof *tm->scale);
+    for (int64_t r = 0; r < rows; r++)
+        if (!isfinite(tm->scale[r]) || tm->scale[r] < 0.0f)
+            return br_err_set(err, BR_E_FORMAT, "tensor %s: row %lld scale is not finite and >= 0",
+                              sname, (long long)r);
+    return BR_OK;
+}
+
+int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_model **out,
+                        struct br_err *err)
+{
+    *out = NULL;
+    struct br_model *m = calloc(1, sizeof *m);
+    if (!m) return br_err_set(err, BR_E_NOMEM, "out of memory");
+    struct br_shard_info info;
+    int rc = br_shard_open(dir, tp, pp, rank, &m->gguf, &m->cfg, &info, err);
+    if (rc) goto fail;
+    const char *path = br_gguf_path(m->gguf);
+    const struct br_model_config *c = &m->cfg;
+    const struct br_gguf *g = m->gguf;
+    m->part = info.part;
+    const struct br_part *p = &m->part;
+    if (p->first_stage &&
+        (rc = dense_window(g, "token_embd.weight", c->embd_type, c->n_vocab, p->d1 - p->d0, 0,
+                           p->d0, c->n_embd, &m->embd, err)))
+        goto fail_path;
+    if (p->last_stage &&
+        ((rc = dense_window(g, "output.weight", c->head_type, p->v1 - p->v0, c->n_embd, p->v0, 0,
+                            c->n_embd, &m->head, err)) ||
+         (rc = load_norm(g, "output_norm.weight", p->d1 - p->d0, 0, p->d1 - p->d0,
+                         &m->output_norm, err))))
+        goto fail_path;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    struct br_progress prog;
+    br_progress_begin(&prog, "loading", (uint64_t)(p->layer1 - p->layer0));
+    for (int l = p->layer0; l < p->layer1 && !rc; l++) {
+        struct br_layer_weights *lw = &m->layers[l];
+        for (int w = 0; w < BR_W_COUNT && !rc; w++) {
+            char name[64];
+            int64_t r0, r1, c0, c1;
+            if (br_wname_is_subnorm((enum br_wname)w) && !c->has_subnorm) continue;
+            br_layer_tensor_name(name, l, (enum br_wname)w);
+            br_shard_slice(c, p, (enum br_wname)w, &r0, &r1, &c0, &c1);
+            if (br_wname_is_ternary((enum br_wname)w)) {
+                struct br_tmat *tm = layer_tmat(lw, (enum br_wname)w);
+                rc = load_shard_ternary(g, name, r1 - r0, c1 - c0, tm, err);
+                if (!rc) rc = br_tmat_prepare(tm);
+                if (!rc) m->ternary_bytes += tm->row_bytes * (size_t)tm->rows;
+            } else {
+                rc = load_norm(g, name, c1 - c0, 0, c1 - c0, layer_norm(lw, (enum br_wname)w), err);
+            }
+        }
+        br_progress_add(&prog, 1);
+    }
+    br_progress_end(&prog);
+    if (rc) goto fail_path;
+    *out = m;
+    return BR_OK;
+fail_path:
+    br_err_prefix(err, rc, "%s", path);
+fail:
+    br_model_destroy(&m);
+    return rc;
 }
 
 void br_model_destroy(struct br_model **mp)

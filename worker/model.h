@@ -19,15 +19,20 @@
 #include "sharding/gguf.h"
 #include "sharding/plan.h"
 
-/* A non-ternary matrix read in place: rows of `cols` values of ggml `type`. */
+/* A non-ternary matrix read in place: rows of `cols` values of ggml `type`. It may be a
+ * window of a larger matrix (a shard file holds only a rank's embedding columns or head
+ * rows): it then holds rows [row0, row0 + rows) and columns [col0, col0 + cols) of a
+ * matrix full_cols wide, and callers keep using the whole matrix's indices. */
 struct br_dense {
     uint32_t type;
     const uint8_t *data; /* inside the mapping */
     int64_t rows, cols;
     size_t row_bytes;
+    int64_t row0, col0, full_cols; /* the window's place; 0, 0, cols for a whole matrix */
 };
 
-/* Decodes row r of d into out (cols floats). */
+/* Decodes global row r of d into out (full_cols floats); columns outside the window are
+ * 0. BR_E_RANGE for a row outside the window. */
 int br_dense_row(const struct br_dense *d, int64_t r, float *out, struct br_err *err);
 
 struct br_layer_weights {
@@ -54,6 +59,16 @@ int br_model_load(const char *path, struct br_model **out, struct br_err *err);
  * embedding (first stage) and head rows [v0, v1) (last stage) stay in the mapping. */
 int br_model_load_part(const char *path, const struct br_part *part, struct br_model **out,
                        struct br_err *err);
+/* Loads rank `rank`'s shard file DIR/rank-<rank>.gguf of a tp x pp sharding (bitrack shard,
+ * sharding/shard.h). The result is the model br_model_load_part(source, &plan->parts[rank])
+ * gives: the same cfg (the full model's shapes), part, codes, scales and norms; embd (first
+ * stage) and head (last stage) are windows answering br_dense_row at the same global
+ * indices for the rows and columns the part reads. Refuses, naming the file, a missing
+ * file, a file cut for another tp/pp/rank, rank files of different sources, and any
+ * malformed file (the GGUF reader's errors). */
+int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_model **out,
+                        struct br_err *err);
+
 /* NULL-safe; NULLs the caller's pointer. */
 void br_model_destroy(struct br_model **m);
 

@@ -17,6 +17,7 @@ static const struct command commands[] = {
     {"plan", br_cmd_plan, "show how a model splits over --tp x --pp ranks"},
     {"serve", br_cmd_serve, "serve the model over ZeroMQ (under mpirun for a cluster)"},
     {"generate", br_cmd_generate, "send a prompt to a server and stream the answer"},
+    {"bench", br_cmd_bench, "benchmarks: load-test a server (--server ADDR), kernels, model"},
 };
 
 static void usage(FILE *f)

@@ -4,7 +4,8 @@
  * and writer, and whole runs against a scripted fake server: a ROUTER thread on an
  * ephemeral 127.0.0.1 port that answers each generate with its first token after FIRST_MS,
  * then one token every GAP_MS until max_tokens, then done, and answers `busy` at once to
- * prompts whose first id is BUSY_ID. Timing tolerances are wide (the machine may have two
+ * prompts whose first id is BUSY_ID, and never answers those whose first id is SILENT_ID
+ * (pongs aside, which do not count as an answer). Timing tolerances are wide (the machine may have two
  * loaded cores); counts are exact.
  */
 #include <setjmp.h>
@@ -28,6 +29,7 @@
 #define FIRST_MS 100.0
 #define GAP_MS 20.0
 #define BUSY_ID 999
+#define SILENT_ID 998
 #define MAX_STREAMS 32
 
 /* ---- the fake server ------------------------------------------------------------------ */
@@ -82,6 +84,8 @@ static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const
         if (req.n_tokens && req.tokens[0] == BUSY_ID) {
             br_proto_encode_error(&b, req.id, BR_PROTO_BUSY, "queue full");
             reply(f, ident, ident_len, &b);
+        } else if (req.n_tokens && req.tokens[0] == SILENT_ID) {
+            /* dropped: the client must time out */
         } else if (f->n_streams < MAX_STREAMS && ident_len <= 256 && req.id_len < 160) {
             struct stream *s = &f->s[f->n_streams++];
             memcpy(s->ident, ident, ident_len);
@@ -174,8 +178,9 @@ static void fake_stop(struct fake *f)
     free(f);
 }
 
-/* n prompts of 4 ids each (the first BUSY_ID for the items in busy[]), max_tokens out. */
-static void make_workload(struct br_loadgen_workload *wl, size_t n, int32_t out, const bool *busy)
+/* n prompts of 4 ids each (the first `marker` for the items in marked[]), max_tokens out. */
+static void make_workload_marked(struct br_loadgen_workload *wl, size_t n, int32_t out,
+                                 const bool *marked, int32_t marker)
 {
     wl->items = calloc(n, sizeof *wl->items);
     assert_non_null(wl->items);
@@ -184,10 +189,15 @@ static void make_workload(struct br_loadgen_workload *wl, size_t n, int32_t out,
         wl->items[i].tokens = malloc(4 * sizeof(int32_t));
         assert_non_null(wl->items[i].tokens);
         for (int k = 0; k < 4; k++) wl->items[i].tokens[k] = 10 + k;
-        if (busy && busy[i]) wl->items[i].tokens[0] = BUSY_ID;
+        if (marked && marked[i]) wl->items[i].tokens[0] = marker;
         wl->items[i].n_tokens = 4;
         wl->items[i].max_tokens = out;
     }
+}
+
+static void make_workload(struct br_loadgen_workload *wl, size_t n, int32_t out, const bool *busy)
+{
+    make_workload_marked(wl, n, out, busy, BUSY_ID);
 }
 
 static void assert_near(double got, double want, double rel)
@@ -521,6 +531,36 @@ static void test_open_loop_fake_server(void **state)
     fake_stop(f);
 }
 
+/* A request the server never answers fails with timeout after the client's timeout; the
+ * others on the same run are unaffected. */
+static void test_timeout_counted(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start();
+    bool silent[3] = {false, true, false};
+    struct br_loadgen_workload wl = {0};
+    make_workload_marked(&wl, 3, 2, silent, SILENT_ID);
+    struct br_loadgen_config cfg;
+    br_loadgen_config_default(&cfg);
+    cfg.server = f->endpoint;
+    cfg.concurrency = 3;
+    cfg.requests = 3;
+    cfg.timeout_ms = 400;
+    struct br_loadgen_result *r = NULL;
+    struct br_err err = {{0}};
+    double t0 = br_now();
+    assert_int_equal(br_loadgen_run(&cfg, &wl, &r, &err), BR_OK);
+    assert_true(br_now() - t0 < 5.0);
+    assert_int_equal(r->completed, 2);
+    assert_int_equal(r->errors[BR_LOADGEN_TIMEOUT], 1);
+    assert_int_equal(r->records[1].code, BR_LOADGEN_TIMEOUT);
+    assert_true(r->records[1].e2e_ms >= 350.0);
+    assert_int_equal(r->out_tokens, 4);
+    br_loadgen_result_free(&r);
+    br_loadgen_workload_free(&wl);
+    fake_stop(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,6 +573,7 @@ int main(void)
         cmocka_unit_test(test_dataset_load),
         cmocka_unit_test(test_closed_loop_fake_server),
         cmocka_unit_test(test_open_loop_fake_server),
+        cmocka_unit_test(test_timeout_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -545,16 +545,16 @@ static void test_timeout_counted(void **state)
     cfg.server = f->endpoint;
     cfg.concurrency = 3;
     cfg.requests = 3;
-    cfg.timeout_ms = 400;
+    cfg.timeout_ms = 1000; /* long enough for the answered ones on a loaded machine */
     struct br_loadgen_result *r = NULL;
     struct br_err err = {{0}};
     double t0 = br_now();
     assert_int_equal(br_loadgen_run(&cfg, &wl, &r, &err), BR_OK);
-    assert_true(br_now() - t0 < 5.0);
+    assert_true(br_now() - t0 < 8.0);
     assert_int_equal(r->completed, 2);
     assert_int_equal(r->errors[BR_LOADGEN_TIMEOUT], 1);
     assert_int_equal(r->records[1].code, BR_LOADGEN_TIMEOUT);
-    assert_true(r->records[1].e2e_ms >= 350.0);
+    assert_true(r->records[1].e2e_ms >= 900.0);
     assert_int_equal(r->out_tokens, 4);
     br_loadgen_result_free(&r);
     br_loadgen_workload_free(&wl);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "coordinator/loadgen.h"
+#include "proto/proto.h"
 
 /* ---- JSON ----------------------------------------------------------------------------- */
 
@@ -89,8 +90,11 @@ static void json_result(FILE *f, const struct br_loadgen_result *r, bool per_req
         fputs(",\n  \"requests\": [", f);
         for (size_t i = 0; i < r->n_records; i++) {
             const struct br_loadgen_record *q = &r->records[i];
-            fprintf(f, "%s\n    {\"index\": %d, \"code\": \"%s\", \"finish\": %d, \"sched_ms\": ",
-                    i ? "," : "", q->index, br_loadgen_code_name(q->code), q->finish);
+            fprintf(f, "%s\n    {\"index\": %d, \"code\": \"%s\", \"finish\": ", i ? "," : "",
+                    q->index, br_loadgen_code_name(q->code));
+            if (q->finish >= 0) fprintf(f, "\"%s\"", br_proto_finish_name((enum br_finish)q->finish));
+            else fputs("null", f);
+            fputs(", \"sched_ms\": ", f);
             json_num(f, q->sched_ms);
             fputs(", \"start_ms\": ", f);
             json_num(f, q->start_ms);

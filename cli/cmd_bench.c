@@ -36,32 +36,33 @@ struct subcommand {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: bitrack bench [serve] --server ADDR [options]\n"
-            "       bitrack bench kernels|model [options]\n"
-            "serving benchmark options:\n"
-            "  --server ADDR          server endpoint (default " BR_CLIENT_DEFAULT_ADDR ")\n"
-            "  --concurrency N        closed loop: N requests always in flight (default 1)\n"
-            "  --rate R               open loop: Poisson arrivals at R requests/s\n"
-            "  --max-concurrency N    open loop: at most N in flight (default min(requests, %d))\n"
-            "  --requests N           measured requests (default 100)\n"
-            "  --warmup W             requests sent first and not counted (default 0)\n"
-            "  --seed S               seed for prompts, arrivals and sampling (default 0)\n"
-            "  --dataset FILE.jsonl   prompts: {\"prompt\": \"...\"} or {\"tokens\": [...]},\n"
-            "                         optional \"max_tokens\" (default --output-len)\n"
-            "  --input-len L          random prompts of L token ids (default 128)\n"
-            "  --output-len O         completion tokens asked for (default 64)\n"
-            "  --len-spread F         lengths uniform in [L*(1-F), L*(1+F)] (default 0)\n"
-            "  --vocab V              vocabulary size for random ids (default: ask the server)\n"
-            "  --temp T               sampling temperature (default 0, greedy)\n"
-            "  --ban-tokens 2,...     token ids the server must not sample (fixed output length)\n"
-            "  --timeout MS           fail a request after MS ms of server silence (default 30000)\n"
-            "  --sweep 1,2,4,8        run at each concurrency; --rate-sweep 1,2.5,5 for rates\n"
-            "  --plot FILE.svg        sweep plot: output tokens/s vs latency p50/p90\n"
-            "  --plot-y tpot|e2e|ttft latency on the plot's y axis (default tpot)\n"
-            "  --json FILE            write config, aggregates and per-request records\n"
-            "  --no-progress          no progress line (it is drawn only on a terminal anyway)\n",
-            BR_LOADGEN_MAX_SLOTS);
+    fprintf(
+        f,
+        "usage: bitrack bench [serve] --server ADDR [options]\n"
+        "       bitrack bench kernels|model [options]\n"
+        "serving benchmark options:\n"
+        "  --server ADDR          server endpoint (default " BR_CLIENT_DEFAULT_ADDR ")\n"
+        "  --concurrency N        closed loop: N requests always in flight (default 1)\n"
+        "  --rate R               open loop: Poisson arrivals at R requests/s\n"
+        "  --max-concurrency N    open loop: at most N in flight (default min(requests, %d))\n"
+        "  --requests N           measured requests (default 100)\n"
+        "  --warmup W             requests sent first and not counted (default 0)\n"
+        "  --seed S               seed for prompts, arrivals and sampling (default 0)\n"
+        "  --dataset FILE.jsonl   prompts: {\"prompt\": \"...\"} or {\"tokens\": [...]},\n"
+        "                         optional \"max_tokens\" (default --output-len)\n"
+        "  --input-len L          random prompts of L token ids (default 128)\n"
+        "  --output-len O         completion tokens asked for (default 64)\n"
+        "  --len-spread F         lengths uniform in [L*(1-F), L*(1+F)] (default 0)\n"
+        "  --vocab V              vocabulary size for random ids (default: ask the server)\n"
+        "  --temp T               sampling temperature (default 0, greedy)\n"
+        "  --ban-tokens 2,...     token ids the server must not sample (fixed output length)\n"
+        "  --timeout MS           fail a request after MS ms of server silence (default 30000)\n"
+        "  --sweep 1,2,4,8        run at each concurrency; --rate-sweep 1,2.5,5 for rates\n"
+        "  --plot FILE.svg        sweep plot: output tokens/s vs latency p50/p90\n"
+        "  --plot-y tpot|e2e|ttft latency on the plot's y axis (default tpot)\n"
+        "  --json FILE            write config, aggregates and per-request records\n"
+        "  --no-progress          no progress line (it is drawn only on a terminal anyway)\n",
+        BR_LOADGEN_MAX_SLOTS);
 }
 
 static const struct subcommand subcommands[] = {
@@ -81,7 +82,8 @@ int br_cmd_bench(int argc, char **argv)
             }
             return subcommands[i].fn(argc - 1, argv + 1);
         }
-        return br_cli_usage_error("bench", "unknown benchmark '%s' (serve, kernels, model)", argv[1]);
+        return br_cli_usage_error("bench", "unknown benchmark '%s' (serve, kernels, model)",
+                                  argv[1]);
     }
     return bench_serve(argc, argv);
 }
@@ -126,7 +128,8 @@ static int parse_double(const char *s, double lo, double hi, double *out)
  * the range in the server's answer to an out-of-range token id (PROTOCOL.md documents the
  * message "tokens[0]: must be an integer in [0, N], got ..."). Also reports the context
  * length when info has it (0 otherwise). */
-static int ask_vocab(const char *server, int timeout_ms, int32_t *vocab, int64_t *ctx, struct br_err *err)
+static int ask_vocab(const char *server, int timeout_ms, int32_t *vocab, int64_t *ctx,
+                     struct br_err *err)
 {
     struct br_client *cl = NULL;
     struct br_resp info = {0};
@@ -158,8 +161,11 @@ static int ask_vocab(const char *server, int timeout_ms, int32_t *vocab, int64_t
     int prc = br_client_generate(cl, &req, NULL, NULL, &perr);
     const char *at = prc == BR_E_PROTOCOL ? strstr(perr.msg, "in [0, ") : NULL;
     long long hi;
-    if (at && sscanf(at, "in [0, %lld]", &hi) == 1 && hi >= 3 && hi < INT32_MAX) *vocab = (int32_t)(hi + 1);
-    else rc = br_err_set(err, BR_E_NOTFOUND, "the server did not tell its vocabulary size; pass --vocab");
+    if (at && sscanf(at, "in [0, %lld]", &hi) == 1 && hi >= 3 && hi < INT32_MAX)
+        *vocab = (int32_t)(hi + 1);
+    else
+        rc = br_err_set(err, BR_E_NOTFOUND,
+                        "the server did not tell its vocabulary size; pass --vocab");
 done:
     br_resp_free(&info);
     br_client_close(&cl);
@@ -186,65 +192,110 @@ static int bench_serve(int argc, char **argv)
     bool no_progress = false;
     int32_t *ban = NULL, n_ban = 0;
     enum br_loadgen_plot_y ploty = BR_LOADGEN_PLOT_TPOT;
-    enum { O_SERVER = 256, O_CONC, O_RATE, O_MAXC, O_REQ, O_WARM, O_SEED, O_DATA, O_IN, O_OUT,
-           O_SPREAD, O_VOCAB, O_TEMP, O_BAN, O_TIMEOUT, O_SWEEP, O_RSWEEP, O_PLOT, O_PLOTY, O_JSON,
-           O_NOPROG };
-    static const struct option opts[] = {
-        {"server", required_argument, 0, O_SERVER},  {"concurrency", required_argument, 0, O_CONC},
-        {"rate", required_argument, 0, O_RATE},      {"max-concurrency", required_argument, 0, O_MAXC},
-        {"requests", required_argument, 0, O_REQ},   {"warmup", required_argument, 0, O_WARM},
-        {"seed", required_argument, 0, O_SEED},      {"dataset", required_argument, 0, O_DATA},
-        {"input-len", required_argument, 0, O_IN},   {"output-len", required_argument, 0, O_OUT},
-        {"len-spread", required_argument, 0, O_SPREAD}, {"vocab", required_argument, 0, O_VOCAB},
-        {"temp", required_argument, 0, O_TEMP},      {"ban-tokens", required_argument, 0, O_BAN},
-        {"timeout", required_argument, 0, O_TIMEOUT}, {"sweep", required_argument, 0, O_SWEEP},
-        {"rate-sweep", required_argument, 0, O_RSWEEP}, {"plot", required_argument, 0, O_PLOT},
-        {"plot-y", required_argument, 0, O_PLOTY},   {"json", required_argument, 0, O_JSON},
-        {"no-progress", no_argument, 0, O_NOPROG},   {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    enum {
+        O_SERVER = 256,
+        O_CONC,
+        O_RATE,
+        O_MAXC,
+        O_REQ,
+        O_WARM,
+        O_SEED,
+        O_DATA,
+        O_IN,
+        O_OUT,
+        O_SPREAD,
+        O_VOCAB,
+        O_TEMP,
+        O_BAN,
+        O_TIMEOUT,
+        O_SWEEP,
+        O_RSWEEP,
+        O_PLOT,
+        O_PLOTY,
+        O_JSON,
+        O_NOPROG
+    };
+    static const struct option opts[] = {{"server", required_argument, 0, O_SERVER},
+                                         {"concurrency", required_argument, 0, O_CONC},
+                                         {"rate", required_argument, 0, O_RATE},
+                                         {"max-concurrency", required_argument, 0, O_MAXC},
+                                         {"requests", required_argument, 0, O_REQ},
+                                         {"warmup", required_argument, 0, O_WARM},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"dataset", required_argument, 0, O_DATA},
+                                         {"input-len", required_argument, 0, O_IN},
+                                         {"output-len", required_argument, 0, O_OUT},
+                                         {"len-spread", required_argument, 0, O_SPREAD},
+                                         {"vocab", required_argument, 0, O_VOCAB},
+                                         {"temp", required_argument, 0, O_TEMP},
+                                         {"ban-tokens", required_argument, 0, O_BAN},
+                                         {"timeout", required_argument, 0, O_TIMEOUT},
+                                         {"sweep", required_argument, 0, O_SWEEP},
+                                         {"rate-sweep", required_argument, 0, O_RSWEEP},
+                                         {"plot", required_argument, 0, O_PLOT},
+                                         {"plot-y", required_argument, 0, O_PLOTY},
+                                         {"json", required_argument, 0, O_JSON},
+                                         {"no-progress", no_argument, 0, O_NOPROG},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case O_SERVER: cfg.server = optarg; break;
+        case O_SERVER:
+            cfg.server = optarg;
+            break;
         case O_CONC:
-            if (br_cli_int(optarg, 1, BR_LOADGEN_MAX_SLOTS, &v)) return br_cli_usage_error("bench", "bad --concurrency");
+            if (br_cli_int(optarg, 1, BR_LOADGEN_MAX_SLOTS, &v))
+                return br_cli_usage_error("bench", "bad --concurrency");
             cfg.concurrency = (int32_t)v;
             break;
         case O_RATE:
-            if (parse_double(optarg, 1e-6, 1e6, &cfg.rate)) return br_cli_usage_error("bench", "bad --rate");
+            if (parse_double(optarg, 1e-6, 1e6, &cfg.rate))
+                return br_cli_usage_error("bench", "bad --rate");
             break;
         case O_MAXC:
-            if (br_cli_int(optarg, 1, BR_LOADGEN_MAX_SLOTS, &v)) return br_cli_usage_error("bench", "bad --max-concurrency");
+            if (br_cli_int(optarg, 1, BR_LOADGEN_MAX_SLOTS, &v))
+                return br_cli_usage_error("bench", "bad --max-concurrency");
             cfg.max_concurrency = (int32_t)v;
             break;
         case O_REQ:
-            if (br_cli_int(optarg, 1, 10000000, &v)) return br_cli_usage_error("bench", "bad --requests");
+            if (br_cli_int(optarg, 1, 10000000, &v))
+                return br_cli_usage_error("bench", "bad --requests");
             cfg.requests = (int32_t)v;
             break;
         case O_WARM:
-            if (br_cli_int(optarg, 0, 10000000, &v)) return br_cli_usage_error("bench", "bad --warmup");
+            if (br_cli_int(optarg, 0, 10000000, &v))
+                return br_cli_usage_error("bench", "bad --warmup");
             cfg.warmup = (int32_t)v;
             break;
         case O_SEED:
-            if (br_cli_int(optarg, 0, INT64_MAX, &v)) return br_cli_usage_error("bench", "bad --seed");
+            if (br_cli_int(optarg, 0, INT64_MAX, &v))
+                return br_cli_usage_error("bench", "bad --seed");
             cfg.seed = (uint64_t)v;
             break;
-        case O_DATA: dataset = optarg; break;
+        case O_DATA:
+            dataset = optarg;
+            break;
         case O_IN:
-            if (br_cli_int(optarg, 1, 131072, &input_len)) return br_cli_usage_error("bench", "bad --input-len");
+            if (br_cli_int(optarg, 1, 131072, &input_len))
+                return br_cli_usage_error("bench", "bad --input-len");
             break;
         case O_OUT:
-            if (br_cli_int(optarg, 1, 65536, &output_len)) return br_cli_usage_error("bench", "bad --output-len");
+            if (br_cli_int(optarg, 1, 65536, &output_len))
+                return br_cli_usage_error("bench", "bad --output-len");
             break;
         case O_SPREAD:
-            if (parse_double(optarg, 0.0, 0.999, &spread)) return br_cli_usage_error("bench", "bad --len-spread (want [0, 1))");
+            if (parse_double(optarg, 0.0, 0.999, &spread))
+                return br_cli_usage_error("bench", "bad --len-spread (want [0, 1))");
             break;
         case O_VOCAB:
-            if (br_cli_int(optarg, 4, INT32_MAX, &vocab)) return br_cli_usage_error("bench", "bad --vocab");
+            if (br_cli_int(optarg, 4, INT32_MAX, &vocab))
+                return br_cli_usage_error("bench", "bad --vocab");
             break;
         case O_TEMP:
-            if (parse_double(optarg, 0.0, 100.0, &d)) return br_cli_usage_error("bench", "bad --temp");
+            if (parse_double(optarg, 0.0, 100.0, &d))
+                return br_cli_usage_error("bench", "bad --temp");
             cfg.temperature = (float)d;
             break;
         case O_BAN:
@@ -256,22 +307,42 @@ static int bench_serve(int argc, char **argv)
             }
             break;
         case O_TIMEOUT:
-            if (br_cli_int(optarg, 1, 86400000, &v)) return br_cli_usage_error("bench", "bad --timeout");
+            if (br_cli_int(optarg, 1, 86400000, &v))
+                return br_cli_usage_error("bench", "bad --timeout");
             cfg.timeout_ms = (int32_t)v;
             break;
-        case O_SWEEP: sweep = optarg; break;
-        case O_RSWEEP: rate_sweep = optarg; break;
-        case O_PLOT: plot = optarg; break;
-        case O_PLOTY:
-            if (!strcmp(optarg, "tpot")) ploty = BR_LOADGEN_PLOT_TPOT;
-            else if (!strcmp(optarg, "e2e")) ploty = BR_LOADGEN_PLOT_E2E;
-            else if (!strcmp(optarg, "ttft")) ploty = BR_LOADGEN_PLOT_TTFT;
-            else return br_cli_usage_error("bench", "bad --plot-y (tpot, e2e or ttft)");
+        case O_SWEEP:
+            sweep = optarg;
             break;
-        case O_JSON: json = optarg; break;
-        case O_NOPROG: no_progress = true; break;
-        case 'h': usage(stdout); free(ban); return 0;
-        default: free(ban); return 2;
+        case O_RSWEEP:
+            rate_sweep = optarg;
+            break;
+        case O_PLOT:
+            plot = optarg;
+            break;
+        case O_PLOTY:
+            if (!strcmp(optarg, "tpot"))
+                ploty = BR_LOADGEN_PLOT_TPOT;
+            else if (!strcmp(optarg, "e2e"))
+                ploty = BR_LOADGEN_PLOT_E2E;
+            else if (!strcmp(optarg, "ttft"))
+                ploty = BR_LOADGEN_PLOT_TTFT;
+            else
+                return br_cli_usage_error("bench", "bad --plot-y (tpot, e2e or ttft)");
+            break;
+        case O_JSON:
+            json = optarg;
+            break;
+        case O_NOPROG:
+            no_progress = true;
+            break;
+        case 'h':
+            usage(stdout);
+            free(ban);
+            return 0;
+        default:
+            free(ban);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -302,7 +373,8 @@ static int bench_serve(int argc, char **argv)
             if (points[i] != (double)(int32_t)points[i] || points[i] > BR_LOADGEN_MAX_SLOTS) {
                 free(points);
                 free(ban);
-                return br_cli_usage_error("bench", "--sweep takes concurrencies in [1, %d]", BR_LOADGEN_MAX_SLOTS);
+                return br_cli_usage_error("bench", "--sweep takes concurrencies in [1, %d]",
+                                          BR_LOADGEN_MAX_SLOTS);
             }
     }
 
@@ -325,16 +397,20 @@ static int bench_serve(int argc, char **argv)
         int32_t vs = (int32_t)vocab;
         int64_t ctx = 0;
         if (!vs && ask_vocab(cfg.server, cfg.timeout_ms, &vs, &ctx, &err)) goto fail;
-        if (ctx > 0 && llround((double)input_len * (1 + spread)) + llround((double)output_len * (1 + spread)) > ctx)
-            fprintf(stderr, "bitrack bench: warning: prompts up to %lld + %lld tokens may exceed the "
-                            "server's context of %lld (too_long errors)\n",
+        if (ctx > 0 &&
+            llround((double)input_len * (1 + spread)) + llround((double)output_len * (1 + spread)) >
+                ctx)
+            fprintf(stderr,
+                    "bitrack bench: warning: prompts up to %lld + %lld tokens may exceed the "
+                    "server's context of %lld (too_long errors)\n",
                     (long long)llround((double)input_len * (1 + spread)),
                     (long long)llround((double)output_len * (1 + spread)), (long long)ctx);
         if (br_loadgen_workload_random(n_items, (int32_t)input_len, (int32_t)output_len, spread, vs,
                                        cfg.seed, &wl, &err))
             goto fail;
-        snprintf(desc, sizeof desc, "random token ids in [3, %d): input %lld, output %lld, spread %g",
-                 vs, input_len, output_len, spread);
+        snprintf(desc, sizeof desc,
+                 "random token ids in [3, %d): input %lld, output %lld, spread %g", vs, input_len,
+                 output_len, spread);
     }
     cfg.workload = desc;
 

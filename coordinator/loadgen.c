@@ -45,15 +45,24 @@ const char *br_loadgen_code_name(enum br_loadgen_code c)
 enum br_loadgen_code br_loadgen_code_of_status(int status)
 {
     switch (status) {
-    case BR_OK: return BR_LOADGEN_OK;
-    case BR_E_BUSY: return BR_LOADGEN_BUSY;
-    case BR_E_TOO_LONG: return BR_LOADGEN_TOO_LONG;
-    case BR_E_TIMEOUT: return BR_LOADGEN_TIMEOUT;
-    case BR_E_PROTOCOL: return BR_LOADGEN_BAD_REQUEST;
-    case BR_E_CANCELLED: return BR_LOADGEN_CANCELLED;
-    case BR_E_UNAVAILABLE: return BR_LOADGEN_UNAVAILABLE;
-    case BR_E_INTERNAL: return BR_LOADGEN_INTERNAL;
-    default: return BR_LOADGEN_OTHER;
+    case BR_OK:
+        return BR_LOADGEN_OK;
+    case BR_E_BUSY:
+        return BR_LOADGEN_BUSY;
+    case BR_E_TOO_LONG:
+        return BR_LOADGEN_TOO_LONG;
+    case BR_E_TIMEOUT:
+        return BR_LOADGEN_TIMEOUT;
+    case BR_E_PROTOCOL:
+        return BR_LOADGEN_BAD_REQUEST;
+    case BR_E_CANCELLED:
+        return BR_LOADGEN_CANCELLED;
+    case BR_E_UNAVAILABLE:
+        return BR_LOADGEN_UNAVAILABLE;
+    case BR_E_INTERNAL:
+        return BR_LOADGEN_INTERNAL;
+    default:
+        return BR_LOADGEN_OTHER;
     }
 }
 
@@ -123,11 +132,12 @@ int br_loadgen_workload_random(size_t n, int32_t input_len, int32_t output_len, 
 {
     memset(out, 0, sizeof *out);
     if (n == 0 || input_len < 1 || output_len < 1)
-        return br_err_set(err, BR_E_INVALID, "random workload: need requests, input and output "
-                                             "lengths >= 1");
+        return br_err_set(err, BR_E_INVALID,
+                          "random workload: need requests, input and output "
+                          "lengths >= 1");
     if (!(spread >= 0.0 && spread < 1.0))
-        return br_err_set(err, BR_E_INVALID, "random workload: len spread must be in [0, 1), got %g",
-                          spread);
+        return br_err_set(err, BR_E_INVALID,
+                          "random workload: len spread must be in [0, 1), got %g", spread);
     if (vocab <= 3)
         return br_err_set(err, BR_E_INVALID, "random workload: vocabulary size must be > 3, got %d",
                           vocab);
@@ -243,7 +253,8 @@ static void run_one(struct slot *sl, int32_t i)
     struct br_loadgen_record *rec = &ph->rec[i];
     struct br_logit_bias bias[64];
     uint32_t n_bias = cfg->n_ban < 64 ? cfg->n_ban : 64;
-    for (uint32_t k = 0; k < n_bias; k++) bias[k] = (struct br_logit_bias){cfg->ban_tokens[k], -INFINITY};
+    for (uint32_t k = 0; k < n_bias; k++)
+        bias[k] = (struct br_logit_bias){cfg->ban_tokens[k], -INFINITY};
 
     struct br_req req;
     br_req_init(&req);
@@ -297,7 +308,8 @@ static void run_one(struct slot *sl, int32_t i)
     if (st.n >= 2) {
         rec->itl_ms = malloc((st.n - 1) * sizeof *rec->itl_ms);
         if (rec->itl_ms)
-            for (uint32_t k = 1; k < st.n; k++) rec->itl_ms[k - 1] = (st.stamps[k] - st.stamps[k - 1]) * 1e3;
+            for (uint32_t k = 1; k < st.n; k++)
+                rec->itl_ms[k - 1] = (st.stamps[k] - st.stamps[k - 1]) * 1e3;
         else if (rec->code == BR_LOADGEN_OK)
             rec->code = BR_LOADGEN_OTHER;
     }
@@ -454,7 +466,8 @@ int br_loadgen_run(const struct br_loadgen_config *cfg, const struct br_loadgen_
     if (cfg->n_ban > 64) return br_err_set(err, BR_E_INVALID, "bench: at most 64 banned tokens");
     bool open_loop = cfg->rate > 0.0;
     if (cfg->rate < 0.0 || !isfinite(cfg->rate))
-        return br_err_set(err, BR_E_INVALID, "bench: rate must be a positive number, got %g", cfg->rate);
+        return br_err_set(err, BR_E_INVALID, "bench: rate must be a positive number, got %g",
+                          cfg->rate);
     int32_t n_slots = open_loop ? cfg->max_concurrency : cfg->concurrency;
     if (open_loop && n_slots <= 0)
         n_slots = cfg->requests < BR_LOADGEN_MAX_SLOTS ? cfg->requests : BR_LOADGEN_MAX_SLOTS;
@@ -465,8 +478,7 @@ int br_loadgen_run(const struct br_loadgen_config *cfg, const struct br_loadgen_
     struct br_loadgen_result *r = calloc(1, sizeof *r);
     struct slot *slots = calloc((size_t)n_slots, sizeof *slots);
     double *due = open_loop ? malloc((size_t)cfg->requests * sizeof *due) : NULL;
-    struct br_loadgen_record *warm =
-        cfg->warmup ? calloc((size_t)cfg->warmup, sizeof *warm) : NULL;
+    struct br_loadgen_record *warm = cfg->warmup ? calloc((size_t)cfg->warmup, sizeof *warm) : NULL;
     if (!r || !slots || (open_loop && !due) || (cfg->warmup && !warm)) {
         rc = br_err_set(err, BR_E_NOMEM, "bench: out of memory");
         goto fail_alloc;
@@ -481,7 +493,8 @@ int br_loadgen_run(const struct br_loadgen_config *cfg, const struct br_loadgen_
     r->slots = n_slots;
     if (open_loop) {
         double t = 0.0;
-        for (int32_t i = 0; i < cfg->requests; i++) due[i] = t += br_loadgen_interarrival(cfg->seed, (uint64_t)i, cfg->rate);
+        for (int32_t i = 0; i < cfg->requests; i++)
+            due[i] = t += br_loadgen_interarrival(cfg->seed, (uint64_t)i, cfg->rate);
     }
     int32_t n_clients = 0;
     for (; n_clients < n_slots; n_clients++) {
@@ -497,17 +510,23 @@ int br_loadgen_run(const struct br_loadgen_config *cfg, const struct br_loadgen_
         if (rc) goto fail_clients;
         for (int32_t k = 0; k < n_slots; k++) slots[k].first_err_index = -1;
     }
-    struct phase mp = {.cfg = cfg, .wl = wl, .item0 = (size_t)cfg->warmup, .n = cfg->requests,
-                       .due = due, .rec = r->records};
+    struct phase mp = {.cfg = cfg,
+                       .wl = wl,
+                       .item0 = (size_t)cfg->warmup,
+                       .n = cfg->requests,
+                       .due = due,
+                       .rec = r->records};
     rc = run_phase(&mp, slots, n_slots, false, err);
     if (rc) goto fail_clients;
     double end_ms = 0.0;
     for (size_t i = 0; i < r->n_records; i++)
-        if (r->records[i].start_ms + r->records[i].e2e_ms > end_ms) end_ms = r->records[i].start_ms + r->records[i].e2e_ms;
+        if (r->records[i].start_ms + r->records[i].e2e_ms > end_ms)
+            end_ms = r->records[i].start_ms + r->records[i].e2e_ms;
     r->duration_s = end_ms * 1e-3;
     int32_t best = -1;
     for (int32_t k = 0; k < n_slots; k++)
-        if (slots[k].first_err_index >= 0 && (best < 0 || slots[k].first_err_index < slots[best].first_err_index))
+        if (slots[k].first_err_index >= 0 &&
+            (best < 0 || slots[k].first_err_index < slots[best].first_err_index))
             best = k;
     if (best >= 0) snprintf(r->first_error, sizeof r->first_error, "%s", slots[best].first_err);
     rc = br_loadgen_aggregate(r);

@@ -66,22 +66,22 @@ void br_loadgen_workload_free(struct br_loadgen_workload *w);
 /* ---- runs ----------------------------------------------------------------------------- */
 
 /* Why a request failed; BR_LOADGEN_OK for a `done` that is not finish_reason error. */
-#define BR_LOADGEN_CODE_LIST(X)                                                             \
-    X(BR_LOADGEN_OK, "ok")                                                                  \
-    X(BR_LOADGEN_BUSY, "busy")                                                              \
-    X(BR_LOADGEN_TOO_LONG, "too_long")                                                      \
-    X(BR_LOADGEN_TIMEOUT, "timeout")                                                        \
-    X(BR_LOADGEN_BAD_REQUEST, "bad_request")                                                \
-    X(BR_LOADGEN_CANCELLED, "cancelled")                                                    \
-    X(BR_LOADGEN_UNAVAILABLE, "unavailable")                                                \
-    X(BR_LOADGEN_INTERNAL, "internal")                                                      \
+#define BR_LOADGEN_CODE_LIST(X)                                                                    \
+    X(BR_LOADGEN_OK, "ok")                                                                         \
+    X(BR_LOADGEN_BUSY, "busy")                                                                     \
+    X(BR_LOADGEN_TOO_LONG, "too_long")                                                             \
+    X(BR_LOADGEN_TIMEOUT, "timeout")                                                               \
+    X(BR_LOADGEN_BAD_REQUEST, "bad_request")                                                       \
+    X(BR_LOADGEN_CANCELLED, "cancelled")                                                           \
+    X(BR_LOADGEN_UNAVAILABLE, "unavailable")                                                       \
+    X(BR_LOADGEN_INTERNAL, "internal")                                                             \
     X(BR_LOADGEN_OTHER, "other")
 
 enum br_loadgen_code {
 #define BR_LOADGEN_CODE_ENUM(name, text) name,
     BR_LOADGEN_CODE_LIST(BR_LOADGEN_CODE_ENUM)
 #undef BR_LOADGEN_CODE_ENUM
-    BR_LOADGEN_N_CODES
+        BR_LOADGEN_N_CODES
 };
 
 /* Wire-style name of a code ("busy"); never NULL. */
@@ -90,19 +90,19 @@ const char *br_loadgen_code_name(enum br_loadgen_code c);
 enum br_loadgen_code br_loadgen_code_of_status(int status);
 
 struct br_loadgen_config {
-    const char *server;      /* ZeroMQ endpoint (borrowed) */
-    int32_t concurrency;     /* closed loop: slots; ignored when rate > 0 */
-    double rate;             /* open loop: requests/s; 0 = closed loop */
-    int32_t max_concurrency; /* open loop: slots; 0 = min(requests, BR_LOADGEN_MAX_SLOTS) */
-    int32_t requests;        /* measured requests, >= 1 */
-    int32_t warmup;          /* requests before the measured ones, not counted */
-    uint64_t seed;           /* arrivals and per-request sampling seeds */
-    float temperature;       /* sampling temperature (0 = greedy) */
+    const char *server;        /* ZeroMQ endpoint (borrowed) */
+    int32_t concurrency;       /* closed loop: slots; ignored when rate > 0 */
+    double rate;               /* open loop: requests/s; 0 = closed loop */
+    int32_t max_concurrency;   /* open loop: slots; 0 = min(requests, BR_LOADGEN_MAX_SLOTS) */
+    int32_t requests;          /* measured requests, >= 1 */
+    int32_t warmup;            /* requests before the measured ones, not counted */
+    uint64_t seed;             /* arrivals and per-request sampling seeds */
+    float temperature;         /* sampling temperature (0 = greedy) */
     const int32_t *ban_tokens; /* (n_ban) ids sent as logit_bias -inf (e.g. end of text) */
     uint32_t n_ban;
-    int32_t timeout_ms; /* the client's per-call silence timeout */
-    bool progress;      /* draw a progress line on stderr */
-    const char *label;  /* progress line prefix; NULL = "bench" */
+    int32_t timeout_ms;   /* the client's per-call silence timeout */
+    bool progress;        /* draw a progress line on stderr */
+    const char *label;    /* progress line prefix; NULL = "bench" */
     const char *workload; /* what the prompts are, for the reports; NULL = unknown */
 };
 
@@ -114,18 +114,18 @@ void br_loadgen_config_default(struct br_loadgen_config *c);
 
 /* What one request did, as seen by the client. Times are milliseconds. */
 struct br_loadgen_record {
-    int32_t index;         /* among the measured requests; warmup records are not kept */
+    int32_t index; /* among the measured requests; warmup records are not kept */
     enum br_loadgen_code code;
-    int status;            /* br_client_generate's status */
-    int32_t finish;        /* enum br_finish of the done, -1 without one */
-    double sched_ms;       /* when it was due, from the start of the measured phase */
-    double start_ms;       /* when it was sent, from the same origin (>= sched_ms) */
-    double ttft_ms;        /* send -> first token event; -1 without tokens */
-    double e2e_ms;         /* send -> done or error */
-    double tpot_ms;        /* (e2e - ttft) / (n_out - 1); -1 when n_out < 2 */
-    uint32_t n_in;         /* prompt tokens (the server's usage, else the ids sent) */
-    uint32_t n_out;        /* token events carrying a token id */
-    double *itl_ms;        /* (n_out - 1) owned gaps between consecutive token events */
+    int status;      /* br_client_generate's status */
+    int32_t finish;  /* enum br_finish of the done, -1 without one */
+    double sched_ms; /* when it was due, from the start of the measured phase */
+    double start_ms; /* when it was sent, from the same origin (>= sched_ms) */
+    double ttft_ms;  /* send -> first token event; -1 without tokens */
+    double e2e_ms;   /* send -> done or error */
+    double tpot_ms;  /* (e2e - ttft) / (n_out - 1); -1 when n_out < 2 */
+    uint32_t n_in;   /* prompt tokens (the server's usage, else the ids sent) */
+    uint32_t n_out;  /* token events carrying a token id */
+    double *itl_ms;  /* (n_out - 1) owned gaps between consecutive token events */
 };
 
 /* Mean and nearest-rank percentiles of a sample; all 0 when n == 0. */

@@ -57,10 +57,14 @@ static int hex4(struct parser *p, unsigned *out)
     for (int k = 0; k < 4; k++) {
         char c = p->s[p->pos++];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else return fail(p, "bad \\u escape");
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return fail(p, "bad \\u escape");
     }
     *out = v;
     return BR_OK;
@@ -108,14 +112,30 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
         char e = p->s[p->pos + 1];
         p->pos += 2;
         switch (e) {
-        case '"': o[n++] = '"'; break;
-        case '\\': o[n++] = '\\'; break;
-        case '/': o[n++] = '/'; break;
-        case 'b': o[n++] = '\b'; break;
-        case 'f': o[n++] = '\f'; break;
-        case 'n': o[n++] = '\n'; break;
-        case 'r': o[n++] = '\r'; break;
-        case 't': o[n++] = '\t'; break;
+        case '"':
+            o[n++] = '"';
+            break;
+        case '\\':
+            o[n++] = '\\';
+            break;
+        case '/':
+            o[n++] = '/';
+            break;
+        case 'b':
+            o[n++] = '\b';
+            break;
+        case 'f':
+            o[n++] = '\f';
+            break;
+        case 'n':
+            o[n++] = '\n';
+            break;
+        case 'r':
+            o[n++] = '\r';
+            break;
+        case 't':
+            o[n++] = '\t';
+            break;
         case 'u': {
             unsigned cp, lo;
             if ((rc = hex4(p, &cp))) break;
@@ -132,7 +152,9 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
             n += put_utf8(o + n, cp);
             break;
         }
-        default: rc = fail(p, "bad escape"); break;
+        default:
+            rc = fail(p, "bad escape");
+            break;
         }
         if (rc) break;
     }
@@ -303,11 +325,13 @@ static int prompt_from_line(const struct br_loadgen_json *o, int32_t default_max
     if (o->type != BR_LOADGEN_JSON_OBJECT)
         return br_err_set(err, BR_E_FORMAT, "line %zu: not a JSON object", line);
     if (!!pr == !!tk)
-        return br_err_set(err, BR_E_FORMAT, "line %zu: need exactly one of \"prompt\" and \"tokens\"", line);
+        return br_err_set(err, BR_E_FORMAT,
+                          "line %zu: need exactly one of \"prompt\" and \"tokens\"", line);
     p->max_tokens = default_max;
     if (mt) {
         if (mt->type != BR_LOADGEN_JSON_NUMBER || !mt->is_int || mt->num < 1 || mt->num > 65536)
-            return br_err_set(err, BR_E_FORMAT, "line %zu: max_tokens must be an integer in [1, 65536]", line);
+            return br_err_set(err, BR_E_FORMAT,
+                              "line %zu: max_tokens must be an integer in [1, 65536]", line);
         p->max_tokens = (int32_t)mt->num;
     }
     if (pr) {
@@ -320,14 +344,16 @@ static int prompt_from_line(const struct br_loadgen_json *o, int32_t default_max
         return BR_OK;
     }
     if (tk->type != BR_LOADGEN_JSON_ARRAY || tk->n == 0 || tk->n > 131072)
-        return br_err_set(err, BR_E_FORMAT, "line %zu: \"tokens\" must be an array of 1..131072 ids", line);
+        return br_err_set(err, BR_E_FORMAT,
+                          "line %zu: \"tokens\" must be an array of 1..131072 ids", line);
     p->tokens = malloc(tk->n * sizeof *p->tokens);
     if (!p->tokens) return br_err_set(err, BR_E_NOMEM, "line %zu: out of memory", line);
     p->n_tokens = (uint32_t)tk->n;
     for (size_t i = 0; i < tk->n; i++) {
         const struct br_loadgen_json *t = &tk->items[i];
         if (t->type != BR_LOADGEN_JSON_NUMBER || !t->is_int || t->num < 0 || t->num > 2147483647.0)
-            return br_err_set(err, BR_E_FORMAT, "line %zu: tokens[%zu] must be a non-negative integer", line, i);
+            return br_err_set(err, BR_E_FORMAT,
+                              "line %zu: tokens[%zu] must be a non-negative integer", line, i);
         p->tokens[i] = (int32_t)t->num;
     }
     return BR_OK;

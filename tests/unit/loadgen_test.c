@@ -5,8 +5,8 @@
  * ephemeral 127.0.0.1 port that answers each generate with its first token after FIRST_MS,
  * then one token every GAP_MS until max_tokens, then done, and answers `busy` at once to
  * prompts whose first id is BUSY_ID, and never answers those whose first id is SILENT_ID
- * (pongs aside, which do not count as an answer). Timing tolerances are wide (the machine may have two
- * loaded cores); counts are exact.
+ * (pongs aside, which do not count as an answer). Timing tolerances are wide (the machine may have
+ * two loaded cores); counts are exact.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,10 +26,10 @@
 #include "proto/proto.h"
 #include "test_util.h"
 
-#define FIRST_MS 100.0
-#define GAP_MS 20.0
-#define BUSY_ID 999
-#define SILENT_ID 998
+#define FIRST_MS    100.0
+#define GAP_MS      20.0
+#define BUSY_ID     999
+#define SILENT_ID   998
 #define MAX_STREAMS 32
 
 /* ---- the fake server ------------------------------------------------------------------ */
@@ -38,9 +38,9 @@ struct stream {
     uint8_t ident[256];
     size_t ident_len;
     char id[160];
-    double t0;    /* arrival, br_now() seconds */
-    uint32_t n;   /* tokens to send */
-    uint32_t k;   /* tokens sent */
+    double t0;  /* arrival, br_now() seconds */
+    uint32_t n; /* tokens to send */
+    uint32_t k; /* tokens sent */
     uint32_t n_in;
 };
 
@@ -64,7 +64,8 @@ static double due(const struct stream *s)
     return s->t0 + (FIRST_MS + GAP_MS * s->k) * 1e-3;
 }
 
-static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const void *msg, size_t len)
+static void handle(struct fake *f, const uint8_t *ident, size_t ident_len, const void *msg,
+                   size_t len)
 {
     struct br_req req;
     struct br_err err = {{0}};
@@ -202,7 +203,8 @@ static void make_workload(struct br_loadgen_workload *wl, size_t n, int32_t out,
 
 static void assert_near(double got, double want, double rel)
 {
-    if (fabs(got - want) > rel * want) fail_msg("got %.3f, want %.3f +- %.0f%%", got, want, rel * 100);
+    if (fabs(got - want) > rel * want)
+        fail_msg("got %.3f, want %.3f +- %.0f%%", got, want, rel * 100);
 }
 
 /* ---- arithmetic ----------------------------------------------------------------------- */
@@ -258,11 +260,14 @@ static void test_aggregate_records(void **state)
     r->records = calloc(3, sizeof *r->records);
     r->n_records = 3;
     double itl0[3] = {10, 20, 30};
-    r->records[0] = (struct br_loadgen_record){0, BR_LOADGEN_OK, 0, 1, 0, 0, 40, 100, 20, 7, 4, NULL};
+    r->records[0] =
+        (struct br_loadgen_record){0, BR_LOADGEN_OK, 0, 1, 0, 0, 40, 100, 20, 7, 4, NULL};
     r->records[0].itl_ms = malloc(sizeof itl0);
     memcpy(r->records[0].itl_ms, itl0, sizeof itl0);
-    r->records[1] = (struct br_loadgen_record){1, BR_LOADGEN_OK, 0, 1, 0, 0, 60, 60, -1, 5, 1, NULL};
-    r->records[2] = (struct br_loadgen_record){2, BR_LOADGEN_BUSY, BR_E_BUSY, -1, 0, 0, -1, 3, -1, 9, 0, NULL};
+    r->records[1] =
+        (struct br_loadgen_record){1, BR_LOADGEN_OK, 0, 1, 0, 0, 60, 60, -1, 5, 1, NULL};
+    r->records[2] =
+        (struct br_loadgen_record){2, BR_LOADGEN_BUSY, BR_E_BUSY, -1, 0, 0, -1, 3, -1, 9, 0, NULL};
     r->duration_s = 2.0;
     assert_int_equal(br_loadgen_aggregate(r), BR_OK);
     assert_int_equal(r->completed, 2);
@@ -325,7 +330,8 @@ static void test_random_workload(void **state)
     assert_int_equal(br_loadgen_workload_random(4, 20, 10, 0.0, 3, 7, &a, &err), BR_E_INVALID);
     /* no spread: exact lengths */
     assert_int_equal(br_loadgen_workload_random(4, 16, 8, 0.0, 1030, 1, &a, &err), BR_OK);
-    for (size_t i = 0; i < a.n; i++) assert_true(a.items[i].n_tokens == 16 && a.items[i].max_tokens == 8);
+    for (size_t i = 0; i < a.n; i++)
+        assert_true(a.items[i].n_tokens == 16 && a.items[i].max_tokens == 8);
     br_loadgen_workload_free(&a);
 }
 
@@ -336,7 +342,8 @@ static void test_json_reader(void **state)
     (void)state;
     struct br_loadgen_json *j = NULL;
     struct br_err err = {{0}};
-    const char *doc = " {\"a\": [1, -2.5e1, true, null], \"s\": \"x\\u00e9\\ud83d\\ude00\\n\", \"o\": {}} ";
+    const char *doc =
+        " {\"a\": [1, -2.5e1, true, null], \"s\": \"x\\u00e9\\ud83d\\ude00\\n\", \"o\": {}} ";
     assert_int_equal(br_loadgen_json_parse(doc, strlen(doc), &j, &err), BR_OK);
     const struct br_loadgen_json *a = br_loadgen_json_get(j, "a");
     assert_non_null(a);
@@ -350,7 +357,8 @@ static void test_json_reader(void **state)
     assert_null(br_loadgen_json_get(j, "missing"));
     br_loadgen_json_free(&j);
     assert_null(j);
-    const char *bad[] = {"", "{", "[1,]", "{\"a\" 1}", "01", "\"\\ud800\"", "[1] x", "\"a\nb\"", "tru", "{1: 2}"};
+    const char *bad[] = {"",      "{",        "[1,]", "{\"a\" 1}", "01", "\"\\ud800\"",
+                         "[1] x", "\"a\nb\"", "tru",  "{1: 2}"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(br_loadgen_json_parse(bad[i], strlen(bad[i]), &j, &err), BR_E_FORMAT);
         assert_null(j);
@@ -365,7 +373,8 @@ static void test_dataset_load(void **state)
 {
     (void)state;
     char *path = br_test_tmp_path("loadgen_ds");
-    const char *good = "{\"prompt\": \"Hello\", \"max_tokens\": 5}\n\n{\"tokens\": [3, 4, 5], \"x\": 1}\r\n";
+    const char *good =
+        "{\"prompt\": \"Hello\", \"max_tokens\": 5}\n\n{\"tokens\": [3, 4, 5], \"x\": 1}\r\n";
     assert_int_equal(br_test_write_file(path, good, strlen(good)), 0);
     struct br_loadgen_workload wl = {0};
     struct br_err err = {{0}};
@@ -401,13 +410,19 @@ static void check_json(const struct br_loadgen_result *r)
     struct br_loadgen_json *j = NULL;
     struct br_err err = {{0}};
     if (br_loadgen_json_parse(buf, len, &j, &err)) fail_msg("%s\n%s", err.msg, buf);
-    const char *keys[] = {"config", "duration_s", "completed", "failed", "errors", "input_tokens",
-                          "output_tokens", "request_throughput", "input_throughput",
-                          "output_throughput", "ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "requests"};
+    const char *keys[] = {"config",           "duration_s",
+                          "completed",        "failed",
+                          "errors",           "input_tokens",
+                          "output_tokens",    "request_throughput",
+                          "input_throughput", "output_throughput",
+                          "ttft_ms",          "tpot_ms",
+                          "itl_ms",           "e2e_ms",
+                          "requests"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (!br_loadgen_json_get(j, keys[i])) fail_msg("JSON lacks %s", keys[i]);
     assert_true(br_loadgen_json_get(j, "completed")->num == r->completed);
-    assert_true(br_loadgen_json_get(br_loadgen_json_get(j, "errors"), "busy")->num == r->errors[BR_LOADGEN_BUSY]);
+    assert_true(br_loadgen_json_get(br_loadgen_json_get(j, "errors"), "busy")->num ==
+                r->errors[BR_LOADGEN_BUSY]);
     assert_true(br_loadgen_json_get(br_loadgen_json_get(j, "tpot_ms"), "p90")->num > 0);
     assert_int_equal(br_loadgen_json_get(j, "requests")->n, r->n_records);
     br_loadgen_json_free(&j);

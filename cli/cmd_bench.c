@@ -189,7 +189,7 @@ static int bench_serve(int argc, char **argv)
     const char *dataset = NULL, *json = NULL, *plot = NULL, *sweep = NULL, *rate_sweep = NULL;
     long long v, input_len = 128, output_len = 64, vocab = 0;
     double spread = 0.0, d;
-    bool no_progress = false;
+    bool no_progress = false, conc_set = false;
     int32_t *ban = NULL, n_ban = 0;
     enum br_loadgen_plot_y ploty = BR_LOADGEN_PLOT_TPOT;
     enum {
@@ -249,6 +249,7 @@ static int bench_serve(int argc, char **argv)
             if (br_cli_int(optarg, 1, BR_LOADGEN_MAX_SLOTS, &v))
                 return br_cli_usage_error("bench", "bad --concurrency");
             cfg.concurrency = (int32_t)v;
+            conc_set = true;
             break;
         case O_RATE:
             if (parse_double(optarg, 1e-6, 1e6, &cfg.rate))
@@ -349,6 +350,17 @@ static int bench_serve(int argc, char **argv)
         free(ban);
         return br_cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     }
+    bool open_loop = cfg.rate > 0 || rate_sweep;
+    const char *conflict =
+        open_loop && conc_set               ? "--concurrency is for the closed loop; "
+                                              "bound the open loop with --max-concurrency"
+        : sweep && cfg.rate > 0             ? "--sweep is a closed-loop sweep; use --rate-sweep"
+        : !open_loop && cfg.max_concurrency ? "--max-concurrency needs --rate or --rate-sweep"
+                                            : NULL;
+    if (conflict) {
+        free(ban);
+        return br_cli_usage_error("bench", "%s", conflict);
+    }
     if (sweep && rate_sweep) {
         free(ban);
         return br_cli_usage_error("bench", "give --sweep or --rate-sweep, not both");
@@ -370,7 +382,7 @@ static int bench_serve(int argc, char **argv)
             return br_cli_usage_error("bench", "bad %s list", sweep ? "--sweep" : "--rate-sweep");
         }
         for (size_t i = 0; sweep && i < n_points; i++)
-            if (points[i] != (double)(int32_t)points[i] || points[i] > BR_LOADGEN_MAX_SLOTS) {
+            if (points[i] > BR_LOADGEN_MAX_SLOTS || points[i] != (double)(int32_t)points[i]) {
                 free(points);
                 free(ban);
                 return br_cli_usage_error("bench", "--sweep takes concurrencies in [1, %d]",

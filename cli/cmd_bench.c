@@ -6,9 +6,9 @@
  *
  * Other benchmarks plug in through the table below: a subcommand whose entry point is
  * declared weak and not linked in answers "not built", so adding cli/cmd_bench_<x>.c that
- * defines br_cmd_bench_<x> is all it takes to enable it. The definition must sit in an object
- * linked into the executable (the cli/ sources are): a weak reference does not pull a member out of
- * a static library, so a definition only in bitrack_core would stay unseen.
+ * defines br_cmd_bench_<x> is all it takes to enable it. The definition must sit in an
+ * object linked into the executable (the cli/ sources are): a weak reference does not pull
+ * a member out of a static library, so a definition only in bitrack_core stays unseen.
  *
  * Exit status of the serving benchmark: 0 when every measured request succeeded, 1 when
  * some failed or the run could not happen (reports are still written), 2 for usage errors.

@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"chat", br_cmd_chat, "interactive chat, local (-m MODEL) or with a server (--server)"},
     {"tokenize", br_cmd_tokenize, "print the token ids of a text as JSON"},
     {"shard", br_cmd_shard, "write one shard file per rank of a --tp x --pp plan"},
+    {"bench", br_cmd_bench, "benchmarks: load-test a server (--server ADDR), kernels, model"},
 };
 
 static void usage(FILE *f)

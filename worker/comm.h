@@ -32,8 +32,13 @@ struct br_comm_ops {
      * previous stage. */
     int (*send_next)(struct br_comm *c, const void *buf, size_t bytes);
     int (*recv_prev)(struct br_comm *c, void *buf, size_t bytes);
-    /* To / from world rank 0 (the coordinator). */
-    int (*send_root)(struct br_comm *c, const void *buf, size_t bytes);
+    /* To / from world rank 0 (the coordinator). send_root returns once the buffer may be
+     * reused but does not wait for rank 0 to take the message: *pending is set, and
+     * wait_root must be called on it before the buffer is written again. This keeps the
+     * last stage from blocking on rank 0 while rank 0 sends it the next step (with steps
+     * in flight, both would wait for each other). */
+    int (*send_root)(struct br_comm *c, const void *buf, size_t bytes, void **pending);
+    int (*wait_root)(struct br_comm *c, void **pending);
     int (*recv_from)(struct br_comm *c, int world_rank, void *buf, size_t bytes);
     /* Broadcast within the TP group from tp_rank 0. */
     int (*bcast)(struct br_comm *c, void *buf, size_t bytes);

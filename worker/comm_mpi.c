@@ -60,11 +60,30 @@ static int op_recv_prev(struct br_comm *c, void *buf, size_t bytes)
         MPI_Recv(buf, (int)bytes, MPI_BYTE, src, TAG_PIPE, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
 }
 
-static int op_send_root(struct br_comm *c, const void *buf, size_t bytes)
+static int op_send_root(struct br_comm *c, const void *buf, size_t bytes, void **pending)
 {
     c->stats.bytes_sent += bytes;
     c->stats.messages++;
-    return mpi_status(MPI_Send(buf, (int)bytes, MPI_BYTE, 0, TAG_ROOT, MPI_COMM_WORLD));
+    MPI_Request *req = malloc(sizeof *req);
+    if (!req) return BR_E_NOMEM;
+    int rc = MPI_Isend(buf, (int)bytes, MPI_BYTE, 0, TAG_ROOT, MPI_COMM_WORLD, req);
+    if (rc != MPI_SUCCESS) {
+        free(req);
+        return BR_E_UNAVAILABLE;
+    }
+    *pending = req;
+    return BR_OK;
+}
+
+static int op_wait_root(struct br_comm *c, void **pending)
+{
+    (void)c;
+    if (!*pending) return BR_OK;
+    MPI_Request *req = *pending;
+    int rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+    free(req);
+    *pending = NULL;
+    return mpi_status(rc);
 }
 
 static int op_recv_from(struct br_comm *c, int world_rank, void *buf, size_t bytes)
@@ -85,7 +104,7 @@ static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
 
 static const struct br_comm_ops mpi_ops = {
     op_allgather, op_reduce_scatter_i32, op_send_next, op_recv_prev,
-    op_send_root, op_recv_from,          op_bcast,
+    op_send_root, op_wait_root,          op_recv_from, op_bcast,
 };
 
 int br_comm_mpi_launched(void)

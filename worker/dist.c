@@ -230,11 +230,18 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
     int32_t v0, v1;
     br_engine_vocab_slice(e, c->tp_rank, &v0, &v1);
     int last = c->pp_rank == c->pp - 1;
-    float *logits = last ? malloc((size_t)br_engine_max_batch(e) * (size_t)(v1 - v0) * sizeof *logits)
-                         : NULL;
-    void *top1buf = malloc((size_t)br_engine_max_batch(e) * sizeof(struct top1));
-    int rc = BR_OK;
-    if (!d || !top1buf || (last && !logits)) {
+    size_t mb = (size_t)br_engine_max_batch(e);
+    /* two result buffers: one may still be on its way to rank 0 while the next step's
+     * results are written to the other */
+    float *logits[2] = {NULL, NULL};
+    struct top1 *t1[2] = {NULL, NULL};
+    void *pending[2] = {NULL, NULL};
+    int cur = 0, rc = BR_OK;
+    for (int k = 0; k < 2 && last; k++) {
+        logits[k] = malloc(mb * (size_t)(v1 - v0) * sizeof(float));
+        t1[k] = malloc(mb * sizeof(struct top1));
+    }
+    if (!d || (last && (!logits[0] || !logits[1] || !t1[0] || !t1[1]))) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
         goto done;
     }
@@ -263,24 +270,32 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
                 break;
             }
         }
-        if ((rc = run_desc(e, c, d, logits, err))) break;
+        if (last && (rc = c->ops->wait_root(c, &pending[cur]))) {
+            rc = br_err_set(err, rc, "sending results to rank 0 failed");
+            break;
+        }
+        if ((rc = run_desc(e, c, d, last ? logits[cur] : NULL, err))) break;
         if (last && d[2] > 0) {
             if (d[1] & DESC_TOP1) {
-                struct top1 *t1 = (struct top1 *)top1buf;
-                slice_top1(logits, d[2], v1 - v0, v0, t1);
-                rc = c->ops->send_root(c, t1, (size_t)d[2] * sizeof *t1);
+                slice_top1(logits[cur], d[2], v1 - v0, v0, t1[cur]);
+                rc = c->ops->send_root(c, t1[cur], (size_t)d[2] * sizeof(struct top1), &pending[cur]);
             } else {
-                rc = c->ops->send_root(c, logits, (size_t)d[2] * (size_t)(v1 - v0) * sizeof(float));
+                rc = c->ops->send_root(c, logits[cur], (size_t)d[2] * (size_t)(v1 - v0) * sizeof(float),
+                                       &pending[cur]);
             }
             if (rc) {
                 rc = br_err_set(err, rc, "sending results to rank 0 failed");
                 break;
             }
+            cur ^= 1;
         }
     }
 done:
+    for (int k = 0; k < 2; k++) {
+        if (pending[k]) c->ops->wait_root(c, &pending[k]);
+        free(logits[k]);
+        free(t1[k]);
+    }
     free(d);
-    free(top1buf);
-    free(logits);
     return rc;
 }

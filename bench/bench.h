@@ -9,4 +9,11 @@
  * --quick  -h. Returns 0 on success, 2 on bad arguments. */
 int br_bench_kernels_main(int argc, char **argv);
 
+struct br_pool;
+#include <stddef.h>
+/* STREAM-like triad bandwidth (GB/s) over total_mb MiB with the pool's threads. */
+double br_bench_bandwidth_gbs(struct br_pool *pool, size_t total_mb);
+/* The active kernel variant's peak int8 multiply-add rate (MAC/s) with the pool's threads. */
+double br_bench_peak_macs(struct br_pool *pool);
+
 #endif

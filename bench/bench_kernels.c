@@ -733,3 +733,17 @@ int br_bench_kernels_main(int argc, char **argv)
     }
     return 0;
 }
+
+/* ---- for other benchmarks (bench model) ---- */
+
+double br_bench_bandwidth_gbs(struct br_pool *pool, size_t total_mb)
+{
+    double triad, rd;
+    measure_bandwidth(pool, total_mb, &triad, &rd);
+    return triad;
+}
+
+double br_bench_peak_macs(struct br_pool *pool)
+{
+    return measure_peak(pool, br_kernels_active());
+}

@@ -25,8 +25,8 @@
 #include "proto/client.h"
 
 /* Entry points of other benchmarks; NULL at run time until a file defines them. */
-int br_cmd_bench_kernels(int argc, char **argv) __attribute__((weak));
-int br_cmd_bench_model(int argc, char **argv) __attribute__((weak));
+int br_cmd_bench_kernels(int argc, char **argv);
+int br_cmd_bench_model(int argc, char **argv);
 
 static int bench_serve(int argc, char **argv);
 

@@ -608,15 +608,10 @@ static void head_task(void *ctx, int task, int n_tasks)
         j->failed = 1;
         return;
     }
-    for (int64_t v = a; v < b; v++) {
-        if (br_dense_row(h, v0 + v, row, NULL) != BR_OK) {
-            j->failed = 1;
-            break;
-        }
+    for (int64_t v = a; v < b; v++)
         for (int32_t t = 0; t < j->n_rows; t++)
             j->logits[(size_t)t * (size_t)vl + (size_t)v] =
-                br_dot_f32(row, j->xn + (size_t)t * (size_t)h->cols, (size_t)h->cols);
-    }
+                br_dense_dot(h, v0 + v, j->xn + (size_t)t * (size_t)h->cols, row);
     free(row);
 }
 

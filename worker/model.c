@@ -6,12 +6,14 @@
  */
 #include "worker/model.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bitrack/progress.h"
+#include "kernels/ops.h"
 #include "sharding/decode.h"
 #include "sharding/shard.h"
 #include "sharding/types.h"
@@ -26,6 +28,23 @@ int br_dense_row(const struct br_dense *d, int64_t r, float *out, struct br_err 
     memset(out, 0, (size_t)d->full_cols * sizeof *out);
     return br_decode_rows_f32(d->type, d->data, (uint64_t)d->cols, (uint64_t)(r - d->row0), 1,
                               out + d->col0, err);
+}
+
+float br_dense_dot(const struct br_dense *d, int64_t r, const float *x, float *scratch)
+{
+    assert(r >= d->row0 && r < d->row0 + d->rows && d->col0 == 0 && d->cols == d->full_cols);
+    const uint8_t *row = d->data + (size_t)(r - d->row0) * d->row_bytes;
+    switch (d->type) {
+    case BR_GGML_F16: return br_dot_f16_f32((const uint16_t *)(const void *)row, x, (size_t)d->cols);
+    case BR_GGML_F32: {
+        memcpy(scratch, row, (size_t)d->cols * sizeof(float)); /* the mapping may be unaligned */
+        return br_dot_f32(scratch, x, (size_t)d->cols);
+    }
+    default:
+        if (br_decode_rows_f32(d->type, row, (uint64_t)d->cols, 0, 1, scratch, NULL) != BR_OK)
+            return NAN;
+        return br_dot_f32(scratch, x, (size_t)d->cols);
+    }
 }
 
 static int dense_from(const struct br_gguf_tensor *t, struct br_dense *d, struct br_err *err)

@@ -1,0 +1,174 @@
+/*
+ * `bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] [--json FILE]`:
+ * end-to-end prefill (pp) and decode (tg) tokens/s on one process, like llama-bench's
+ * tables, with the roofline measured in the same run.
+ *
+ *  tg: n tokens generated one at a time (each with its logits), from an empty cache.
+ *      Memory-bound: bytes_per_token = packed ternary weights + the head (every row is
+ *      read for the logits) + one embedding row; roofline = triad bandwidth / bytes.
+ *  pp: p prompt tokens in batches of 64, logits of the last only. Compute-bound:
+ *      roofline = the kernels' peak int8 multiply-add rate / ternary weights per token
+ *      (the head, on one token, is left out of the count).
+ * Times are wall clock, best of --reps runs (a shared machine's noise only adds time).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench.h"
+#include "bitrack/progress.h"
+#include "cli/cli.h"
+#include "kernels/dispatch.h"
+#include "kernels/pool.h"
+#include "worker/engine.h"
+#include "worker/model.h"
+
+int br_cmd_bench_model(int argc, char **argv);
+
+static uint64_t ternary_weights(const struct br_model *m)
+{
+    uint64_t n = 0;
+    for (int l = m->part.layer0; l < m->part.layer1; l++) {
+        const struct br_layer_weights *w = &m->layers[l];
+        const struct br_tmat *t[] = {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down};
+        for (int i = 0; i < 7; i++) n += (uint64_t)t[i]->rows * (uint64_t)t[i]->cols;
+    }
+    return n;
+}
+
+int br_cmd_bench_model(int argc, char **argv)
+{
+    const char *path = NULL, *json = NULL, *tlist = "1,2";
+    long long p = 128, n = 32, reps = 3;
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"prompt", required_argument, 0, 'p'},
+                                         {"gen", required_argument, 0, 'n'},
+                                         {"reps", required_argument, 0, 'r'},
+                                         {"json", required_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': path = optarg; break;
+        case 't': tlist = optarg; break;
+        case 'p':
+            if (br_cli_int(optarg, 1, 4096, &p)) return br_cli_usage_error("bench model", "bad -p");
+            break;
+        case 'n':
+            if (br_cli_int(optarg, 1, 4096, &n)) return br_cli_usage_error("bench model", "bad -n");
+            break;
+        case 'r':
+            if (br_cli_int(optarg, 1, 100, &reps)) return br_cli_usage_error("bench model", "bad --reps");
+            break;
+        case 'j': json = optarg; break;
+        case 'h':
+            printf("usage: bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] "
+                   "[--json FILE]\n");
+            return 0;
+        default: return 2;
+        }
+    }
+    if (!path) return br_cli_usage_error("bench model", "a model is required (-m MODEL.gguf)");
+    int32_t *threads = NULL, n_threads = 0;
+    if (br_cli_int_list(tlist, &threads, &n_threads) || n_threads == 0)
+        return br_cli_usage_error("bench model", "bad -t list '%s'", tlist);
+    struct br_err err = {{0}};
+    struct br_model *m = NULL;
+    if (br_model_load(path, &m, &err)) {
+        fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+        free(threads);
+        return 1;
+    }
+    const struct br_model_config *cfg = &m->cfg;
+    uint64_t nw = ternary_weights(m);
+    uint64_t head_bytes = (uint64_t)m->head.row_bytes * (uint64_t)m->head.rows;
+    uint64_t tg_bytes = m->ternary_bytes + head_bytes + m->embd.row_bytes;
+    FILE *jf = json ? fopen(json, "w") : NULL;
+    if (json && !jf) {
+        fprintf(stderr, "bitrack bench model: cannot write %s\n", json);
+        br_model_destroy(&m);
+        free(threads);
+        return 1;
+    }
+    if (jf) fprintf(jf, "[\n");
+    printf("model %s: %s, %.1f M ternary weights (%.0f MiB packed), head %s %.0f MiB; kernels %s\n",
+           path, cfg->arch_name, (double)nw / 1e6, (double)m->ternary_bytes / 1048576.0,
+           cfg->tied_head ? "(tied)" : "", (double)head_bytes / 1048576.0, br_kernels_name());
+    printf("| test  | threads | tokens/s | bytes/token | bandwidth GB/s | roofline tok/s | fraction |\n");
+    printf("|-------|---------|----------|-------------|----------------|----------------|----------|\n");
+    int32_t *toks = malloc((size_t)(p > n ? p : n) * sizeof *toks);
+    float *logits = malloc((size_t)cfg->n_vocab * sizeof *logits);
+    int first = 1, rc = 0;
+    for (int32_t ti = 0; ti < n_threads && toks && logits; ti++) {
+        struct br_pool *pool = NULL;
+        struct br_engine *e = NULL;
+        if (br_pool_create(threads[ti], &pool)) {
+            rc = 1;
+            break;
+        }
+        double bw = br_bench_bandwidth_gbs(pool, 768);
+        double peak = br_bench_peak_macs(pool);
+        struct br_engine_opts eo = {.n_ctx = (int32_t)(p > n ? p : n) + 1, .pool = pool};
+        if (br_engine_create(m, &eo, &e, &err)) {
+            fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+            br_pool_destroy(&pool);
+            rc = 1;
+            break;
+        }
+        uint64_t s = 12345;
+        for (long long i = 0; i < (p > n ? p : n); i++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            toks[i] = (int32_t)((s >> 33) % (uint64_t)cfg->n_vocab);
+        }
+        double best_pp = 1e30, best_tg = 1e30;
+        for (long long r = 0; r < reps && !rc; r++) {
+            double t0 = br_now();
+            if (br_engine_eval(e, toks, (int32_t)p, 0, logits, BR_LOGITS_LAST, &err)) rc = 1;
+            double t1 = br_now();
+            for (long long i = 0; i < n && !rc; i++)
+                if (br_engine_eval(e, toks + i, 1, (int32_t)i, logits, BR_LOGITS_LAST, &err)) rc = 1;
+            double t2 = br_now();
+            if (t1 - t0 < best_pp) best_pp = t1 - t0;
+            if (t2 - t1 < best_tg) best_tg = t2 - t1;
+        }
+        if (rc) fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+        double tg = (double)n / best_tg, pp = (double)p / best_pp;
+        double tg_roof = bw * 1e9 / (double)tg_bytes;
+        double pp_roof = peak / (double)nw;
+        struct {
+            const char *name;
+            double tps, bytes, roof, frac;
+        } rows[2] = {{"tg", tg, (double)tg_bytes, tg_roof, tg / tg_roof},
+                     {"pp", pp, (double)m->ternary_bytes, pp_roof, pp / pp_roof}};
+        for (int k = 0; k < 2 && !rc; k++) {
+            printf("| %-5s | %7d | %8.2f | %11.0f | %14.1f | %14.2f | %7.1f%% |\n",
+                   k == 0 ? "tg" : "pp", threads[ti], rows[k].tps, rows[k].bytes, bw, rows[k].roof,
+                   100.0 * rows[k].frac);
+            if (jf)
+                fprintf(jf,
+                        "%s  {\"test\": \"%s\", \"threads\": %d, \"n_tokens\": %lld, \"tokens_per_s\": "
+                        "%.4f, \"bytes_per_token\": %.0f, \"bandwidth_gbs\": %.3f, "
+                        "\"peak_int8_gmacs\": %.2f, \"roofline_tokens_per_s\": %.4f, "
+                        "\"roofline_fraction\": %.4f, \"kernels\": \"%s\", \"model\": \"%s\"}",
+                        first ? "" : ",\n", rows[k].name, threads[ti], k == 0 ? n : p, rows[k].tps,
+                        rows[k].bytes, bw, peak / 1e9, rows[k].roof, rows[k].frac, br_kernels_name(),
+                        path);
+            first = 0;
+        }
+        br_engine_destroy(&e);
+        br_pool_destroy(&pool);
+    }
+    if (jf) {
+        fprintf(jf, "\n]\n");
+        fclose(jf);
+    }
+    free(toks);
+    free(logits);
+    free(threads);
+    br_model_destroy(&m);
+    return rc;
+}

@@ -324,7 +324,11 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     struct br_err err = {{0}};
     struct br_proto_limits lim;
     br_proto_limits_default(&lim);
-    lim.vocab_size = s->model ? s->model->cfg.n_vocab : 0;
+    /* s->model, s->tok and s->n_ctx are written by the main thread before it sets ready;
+     * read them only after seeing ready (the atomic load orders the reads after those
+     * writes) */
+    const int ready = atomic_load(&s->ready);
+    lim.vocab_size = ready ? s->model->cfg.n_vocab : 0;
     int rc = br_proto_decode_request(zmq_msg_data(&msg), zmq_msg_size(&msg), &lim, &req, &err);
     zmq_msg_close(&msg);
     if (rc) {
@@ -357,8 +361,8 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         for (size_t i = 0; s->info && s->info[i] && s->info[i + 1] && n < 60; i += 2)
             kv[n++] = (struct br_kv){s->info[i], BR_KV_STR, 0, 0, s->info[i + 1]};
         kv[n++] = (struct br_kv){"protocol_version", BR_KV_INT, BR_PROTO_VERSION, 0, NULL};
-        kv[n++] = (struct br_kv){"context_length", BR_KV_INT, s->n_ctx, 0, NULL};
-        kv[n++] = (struct br_kv){"state", BR_KV_STR, 0, 0, atomic_load(&s->ready) ? "ready" : "loading"};
+        kv[n++] = (struct br_kv){"context_length", BR_KV_INT, ready ? s->n_ctx : 0, 0, NULL};
+        kv[n++] = (struct br_kv){"state", BR_KV_STR, 0, 0, ready ? "ready" : "loading"};
         if (br_proto_encode_info(&b, req.id, kv, n) == BR_OK) fe_reply(router, route, (size_t)rl, &b);
         break;
     }
@@ -380,7 +384,7 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     case BR_REQ_TOKENIZE: {
         int32_t *ids = NULL;
         size_t n = 0;
-        if (!s->tok) {
+        if (!ready) {
             fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE, "the model is still loading");
         } else if (br_tok_encode(s->tok, req.prompt, req.prompt_len, req.add_bos ? BR_TOK_ADD_BOS : 0,
                                  &ids, &n, &err)) {
@@ -394,7 +398,7 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     case BR_REQ_DETOKENIZE: {
         char *text = NULL;
         size_t len = 0;
-        if (!s->tok) {
+        if (!ready) {
             fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE, "the model is still loading");
         } else if (br_tok_decode(s->tok, req.tokens, req.n_tokens, 0, &text, &len, &err)) {
             fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);

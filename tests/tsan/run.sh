@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The ThreadSanitizer run: builds the tsan preset (build/tsan) and runs, with every TSan
+# report fatal (halt_on_error=1) and only the suppressions in tests/tsan/suppressions.txt
+# (libzmq and Open MPI internals):
+#   - the unit tests that start threads: engine_test (the thread pool, kernels/pool.c)
+#     and client_test (the C client, proto/client.c, against an in-process fake server);
+#     BR_TSAN_ALL=1 runs every unit test (single-threaded ones add minutes, find nothing);
+#   - the serving test on one rank (tests/e2e/serve.sh with BR_SERVE_LAYOUTS=1x1): the
+#     server's front-end thread, its main thread and the thread pool under 32 concurrent
+#     clients, cancels and a vanished client, plus `bitrack generate` (the C client).
+# Called by tests/run; runnable alone from the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+jobs=$(nproc 2>/dev/null || echo 2)
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan/suppressions.txt"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+echo "=== tsan: configure and build"
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan -j "$jobs"
+echo "=== tsan: unit tests"
+filter=(-R '^(engine_test|client_test)$')
+if [ "${BR_TSAN_ALL:-0}" = 1 ]; then filter=(); fi
+ctest --test-dir build/tsan -L unit "${filter[@]}" -j "$jobs" --output-on-failure
+echo "=== tsan: serving test, one rank"
+BR_SERVE_LAYOUTS=1x1 ctest --test-dir build/tsan -R '^e2e_serve$' --output-on-failure

@@ -3,7 +3,7 @@
 # each checked by tests/e2e/serve_check.py (stream equality with `bitrack run`, 32
 # concurrent clients, cancel, a vanished client, malformed messages, too_long), and
 # `bitrack generate` (the C client) against `run`. BR_SERVE_LAYOUTS (default "1x1 2x2")
-# picks the layouts; the ThreadSanitizer run (tests/tsan/run.sh) uses 1x1 only.
+# picks the layouts. A sanitizer report in the server's log fails the test.
 set -euo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/serve.$$

@@ -5,9 +5,8 @@
 #   - the unit tests that start threads: engine_test (the thread pool, kernels/pool.c)
 #     and client_test (the C client, proto/client.c, against an in-process fake server);
 #     BR_TSAN_ALL=1 runs every unit test (single-threaded ones add minutes, find nothing);
-#   - the serving test on one rank (tests/e2e/serve.sh with BR_SERVE_LAYOUTS=1x1): the
-#     server's front-end thread, its main thread and the thread pool under 32 concurrent
-#     clients, cancels and a vanished client, plus `bitrack generate` (the C client).
+#   - tests/tsan/serve.sh: one rank of `bitrack serve` (front-end thread, main thread, a
+#     2-thread pool) under concurrent C clients and a raw ZeroMQ client.
 # Called by tests/run; runnable alone from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,5 +20,6 @@ echo "=== tsan: unit tests"
 filter=(-R '^(engine_test|client_test)$')
 if [ "${BR_TSAN_ALL:-0}" = 1 ]; then filter=(); fi
 ctest --test-dir build/tsan -L unit "${filter[@]}" -j "$jobs" --output-on-failure
-echo "=== tsan: serving test, one rank"
-BR_SERVE_LAYOUTS=1x1 ctest --test-dir build/tsan -R '^e2e_serve$' --output-on-failure
+echo "=== tsan: serving, one rank"
+mkdir -p build/tsan/tmp
+BR_BIN="$PWD/build/tsan/bitrack" BR_TMP="$PWD/build/tsan/tmp" bash tests/tsan/serve.sh

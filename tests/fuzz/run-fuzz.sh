@@ -17,6 +17,8 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${BR_FUZZ_OUT:-$root/build/fuzz}"
 cc="${CC_FUZZ:-clang}"
 all=(gguf decode request tokenizer)
+# The shard loader's harness, once the shard format (sharding/shard.c) is in the tree.
+if [ -f "$root/sharding/shard.c" ]; then all+=(shard); fi
 if [ $# -gt 0 ]; then harnesses=("$@"); else harnesses=("${all[@]}"); fi
 
 # The library sources each harness needs (paths from the repository root).
@@ -29,12 +31,25 @@ sources() {
         echo coordinator/tokenizer.c coordinator/tokenizer_gguf.c coordinator/tokenizer_pre.c \
             coordinator/unicode.c sharding/gguf.c sharding/types.c common/status.c
         ;;
+    shard)
+        echo worker/model.c sharding/shard.c sharding/gguf.c sharding/types.c sharding/config.c \
+            sharding/plan.c sharding/decode.c kernels/ternary.c kernels/dispatch.c kernels/ops.c \
+            common/status.c common/progress.c
+        ;;
     *) return 1 ;;
     esac
 }
 libs() {
     case "$1" in
     request) echo -lmsgpackc ;;
+    esac
+}
+# Extra flags: the shard harness leaves out the ISA-specific kernel files (they need
+# their own -m flags), so the dispatcher's CPU probe goes unused and the scalar
+# reference kernels run.
+cflags() {
+    case "$1" in
+    shard) echo -Wno-unused-function ;;
     esac
 }
 # Longest input per harness: whole files for the GGUF reader, short texts for the
@@ -45,6 +60,7 @@ max_len() {
     decode) echo 16384 ;;
     request) echo 16384 ;;
     tokenizer) echo 2048 ;;
+    shard) echo 262144 ;;
     esac
 }
 
@@ -57,7 +73,7 @@ build() {
     "$cc" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
         -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
         -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Werror \
-        -DBR_FUZZ_REPO_ROOT="\"$root\"" \
+        -DBR_FUZZ_REPO_ROOT="\"$root\"" $(cflags "$name") \
         -I"$root/include" -I"$root" \
         "$root/tests/fuzz/fuzz_$name.c" "${paths[@]}" $(libs "$name") -lpthread -lm \
         -o "$out/$name/fuzz_$name"

@@ -34,7 +34,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const uint32_t k_types[8] = {BR_GGML_F32,  BR_GGML_F16,   BR_GGML_BF16,  BR_GGML_Q8_0,
+static const uint32_t k_types[8] = {BR_GGML_F32,  BR_GGML_F16,  BR_GGML_BF16,  BR_GGML_Q8_0,
                                     BR_GGML_Q6_K, BR_GGML_I2_S, BR_GGML_TQ1_0, BR_GGML_TQ2_0};
 
 /* Columns per "block" when the harness picks a well-formed width. */
@@ -142,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint32_t type = k_types[data[0] & 7];
     const bool exact = (data[0] & 0x80) != 0;
     const uint64_t ne0 = (data[1] & 0x80) ? (uint64_t)(data[1] & 0x7f)
-                                           : unit_cols(type) * (1 + (uint64_t)(data[1] & 3));
+                                          : unit_cols(type) * (1 + (uint64_t)(data[1] & 3));
     const uint64_t ne1 = 1 + (uint64_t)(data[2] % 8);
     const int32_t r0 = pick(data[3], (int32_t)ne1), r1 = pick(data[4], (int32_t)ne1);
     const int32_t c0 = pick(data[5], (int32_t)ne0), c1 = pick(data[6], (int32_t)ne0);

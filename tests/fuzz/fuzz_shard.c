@@ -21,8 +21,8 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char g_dir[64];       /* scratch directory */
-static char g_path[96];      /* g_dir/rank-0.gguf */
+static char g_dir[64];  /* scratch directory */
+static char g_path[96]; /* g_dir/rank-0.gguf */
 
 static void remove_dir(void)
 {

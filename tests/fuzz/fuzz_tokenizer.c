@@ -92,10 +92,14 @@ static bool hex4(const char *p, uint32_t *v)
     for (int i = 0; i < 4; i++) {
         char c = p[i];
         uint32_t d;
-        if (c >= '0' && c <= '9') d = (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') d = (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') d = (uint32_t)(c - 'A' + 10);
-        else return false;
+        if (c >= '0' && c <= '9')
+            d = (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (uint32_t)(c - 'A' + 10);
+        else
+            return false;
         *v = *v * 16 + d;
     }
     return true;
@@ -324,8 +328,8 @@ static void round_trip(const uint8_t *data, size_t size, unsigned flags)
     if (br_tok_decode(g_tok, ids, n_ids, BR_TOK_DECODE_SPECIAL, &out, &out_len, &err) != BR_OK)
         abort();
     if (out_len != size || (size && memcmp(out, data, size) != 0)) {
-        fprintf(stderr, "decode(encode(x)) != x: %zu bytes in, %zu out (flags %u)\n", size,
-                out_len, flags);
+        fprintf(stderr, "decode(encode(x)) != x: %zu bytes in, %zu out (flags %u)\n", size, out_len,
+                flags);
         abort();
     }
 

@@ -37,6 +37,26 @@
 #include "proto/proto.h"
 #include "worker/dist.h"
 
+/* A struct job changes threads as a pointer sent over the inproc PAIR socket. libzmq is
+ * not built with ThreadSanitizer, so TSan cannot see the synchronisation inside its pipe
+ * and would report the main thread's first use of a job as a race with the front end
+ * that filled it; under TSan the hand-over is declared explicitly. */
+#if defined(__SANITIZE_THREAD__)
+#define BR_SERVER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BR_SERVER_TSAN 1
+#endif
+#endif
+#ifdef BR_SERVER_TSAN
+#include <sanitizer/tsan_interface.h>
+#define HANDOFF_RELEASE(p) __tsan_release(p)
+#define HANDOFF_ACQUIRE(p) __tsan_acquire(p)
+#else
+#define HANDOFF_RELEASE(p) ((void)(p))
+#define HANDOFF_ACQUIRE(p) ((void)(p))
+#endif
+
 #define ROUTE_MAX 255
 #define BR_SCHED_MAX_BATCH 1024
 #define INPROC "inproc://bitrack-frontend"
@@ -298,6 +318,7 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
     uint8_t m[1 + sizeof j];
     m[0] = 'J';
     memcpy(m + 1, &j, sizeof j);
+    HANDOFF_RELEASE(j);
     send_frame(s->fe_pair, m, sizeof m, 0);
 }
 
@@ -326,7 +347,11 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     struct br_err err = {{0}};
     struct br_proto_limits lim;
     br_proto_limits_default(&lim);
-    lim.vocab_size = s->model ? s->model->cfg.n_vocab : 0;
+    /* s->model, s->tok and s->n_ctx are written by the main thread before it sets ready;
+     * read them only after seeing ready (the atomic load orders the reads after those
+     * writes) */
+    const int ready = atomic_load(&s->ready);
+    lim.vocab_size = ready ? s->model->cfg.n_vocab : 0;
     int rc = br_proto_decode_request(zmq_msg_data(&msg), zmq_msg_size(&msg), &lim, &req, &err);
     zmq_msg_close(&msg);
     if (rc) {
@@ -359,8 +384,8 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         for (size_t i = 0; s->info && s->info[i] && s->info[i + 1] && n < 60; i += 2)
             kv[n++] = (struct br_kv){s->info[i], BR_KV_STR, 0, 0, s->info[i + 1]};
         kv[n++] = (struct br_kv){"protocol_version", BR_KV_INT, BR_PROTO_VERSION, 0, NULL};
-        kv[n++] = (struct br_kv){"context_length", BR_KV_INT, s->n_ctx, 0, NULL};
-        kv[n++] = (struct br_kv){"state", BR_KV_STR, 0, 0, atomic_load(&s->ready) ? "ready" : "loading"};
+        kv[n++] = (struct br_kv){"context_length", BR_KV_INT, ready ? s->n_ctx : 0, 0, NULL};
+        kv[n++] = (struct br_kv){"state", BR_KV_STR, 0, 0, ready ? "ready" : "loading"};
         if (br_proto_encode_info(&b, req.id, kv, n) == BR_OK) fe_reply(router, route, (size_t)rl, &b);
         break;
     }
@@ -382,7 +407,7 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     case BR_REQ_TOKENIZE: {
         int32_t *ids = NULL;
         size_t n = 0;
-        if (!s->tok) {
+        if (!ready) {
             fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE, "the model is still loading");
         } else if (br_tok_encode(s->tok, req.prompt, req.prompt_len, req.add_bos ? BR_TOK_ADD_BOS : 0,
                                  &ids, &n, &err)) {
@@ -396,7 +421,7 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     case BR_REQ_DETOKENIZE: {
         char *text = NULL;
         size_t len = 0;
-        if (!s->tok) {
+        if (!ready) {
             fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE, "the model is still loading");
         } else if (br_tok_decode(s->tok, req.tokens, req.n_tokens, 0, &text, &len, &err)) {
             fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
@@ -835,6 +860,7 @@ static void take_messages(struct sched *sc, int block_ms)
         if (n == 1 + sizeof(struct job *) && m[0] == 'J') {
             struct job *j;
             memcpy(&j, m + 1, sizeof j);
+            HANDOFF_ACQUIRE(j);
             j->slot = -1;
             struct br_err err = {{0}};
             if (job_setup(sc, j, &err)) {

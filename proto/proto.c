@@ -878,6 +878,15 @@ int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_l
         goto done;
     }
     if ((rc = read_str(o, 1, lim->max_id_bytes, &out->id, &out->id_len, "id", err))) goto done;
+    /* ids are matched and echoed as C strings, so an embedded NUL would answer the request
+     * under a shorter id and make "a\0x" and "a\0y" the same request */
+    if (memchr(out->id, '\0', out->id_len)) {
+        free(out->id);
+        out->id = NULL;
+        out->id_len = 0;
+        rc = bad(err, "%s: must not contain a NUL byte", "id");
+        goto done;
+    }
 
     if (!(o = field(m, "type"))) {
         rc = bad(err, "%s: missing", "type");
@@ -1361,6 +1370,9 @@ static int read_kv_map(const msgpack_object *m, const char *key, size_t maxlen, 
         if (rc) return rc;
         kv->key = ks;
         r->n_kv = i + 1;
+        /* keys are C strings in struct br_kv: a NUL would cut them short */
+        if (memchr(k->via.str.ptr, '\0', k->via.str.size))
+            return br_err_set(err, BR_E_PROTOCOL, "%s: a key contains a NUL byte", key);
         switch (v->type) {
         case MSGPACK_OBJECT_POSITIVE_INTEGER:
             if (v->via.u64 > (uint64_t)INT64_MAX)

@@ -2,7 +2,8 @@
 # `bitrack serve` on a synthetic model, one rank and then a 2x2 cluster under mpirun,
 # each checked by tests/e2e/serve_check.py (stream equality with `bitrack run`, 32
 # concurrent clients, cancel, a vanished client, malformed messages, too_long), and
-# `bitrack generate` (the C client) against `run`.
+# `bitrack generate` (the C client) against `run`. BR_SERVE_LAYOUTS (default "1x1 2x2")
+# picks the layouts. A sanitizer report in the server's log fails the test.
 set -euo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/serve.$$
@@ -19,7 +20,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 --ctx 256 \
     -o "$TMP/m.gguf"
 rc=0
-for layout in 1x1 2x2; do
+for layout in ${BR_SERVE_LAYOUTS:-1x1 2x2}; do
     echo "=== server $layout"
     tp=${layout%x*}; pp=${layout#*x}
     if [ "$layout" = 1x1 ]; then
@@ -39,5 +40,6 @@ for layout in 1x1 2x2; do
     if [ "$a" = "$b" ]; then echo "ok   bitrack generate equals bitrack run: $a"; else echo "FAIL generate '$a' vs run '$b'"; rc=1; fi
     kill -TERM "$SPID"; wait "$SPID" || true; SPID=
     grep -q stopped "$TMP/serve.log" || { echo "FAIL: no clean stop"; cat "$TMP/serve.log"; rc=1; }
+    if grep -q "Sanitizer" "$TMP/serve.log"; then echo "FAIL: sanitizer report"; cat "$TMP/serve.log"; rc=1; fi
 done
 exit $rc

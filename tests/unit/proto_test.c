@@ -357,6 +357,24 @@ static void test_bad_envelope(void **state)
     struct mb m;
     struct br_proto_limits lim;
     br_proto_limits_default(&lim);
+    /* an id with a NUL byte: ids are C strings to the server, so it is refused, and the
+     * error goes out without an id */
+    mb_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    kint(&m, "v", 1);
+    kstr(&m, "type", "health");
+    pstr(&m, "id");
+    msgpack_pack_str(&m.pk, 3);
+    msgpack_pack_str_body(&m.pk, "a\0b", 3);
+    expect_bad_bytes(m.sb.data, m.sb.size, NULL, "NUL", false);
+    {
+        struct br_req r;
+        assert_int_equal(br_proto_decode_request(m.sb.data, m.sb.size, NULL, &r, NULL),
+                         BR_E_PROTOCOL);
+        assert_null(r.id);
+        br_req_free(&r);
+    }
+    mb_free(&m);
     /* missing type */
     mb_init(&m);
     msgpack_pack_map(&m.pk, 2);
@@ -1056,6 +1074,18 @@ static void test_bad_responses(void **state)
     msgpack_pack_map(&m.pk, 0);
     assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e), BR_E_PROTOCOL);
     assert_non_null(strstr(e.msg, "finish_reason"));
+    br_resp_free(&r);
+    mb_free(&m);
+    /* an info key with a NUL byte (keys are C strings once decoded) */
+    mb_init(&m);
+    head(&m, "info", 1);
+    pstr(&m, "info");
+    msgpack_pack_map(&m.pk, 1);
+    msgpack_pack_str(&m.pk, 3);
+    msgpack_pack_str_body(&m.pk, "k\0x", 3);
+    msgpack_pack_int(&m.pk, 1);
+    assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e), BR_E_PROTOCOL);
+    assert_non_null(strstr(e.msg, "NUL"));
     br_resp_free(&r);
     mb_free(&m);
     /* an unknown response type */

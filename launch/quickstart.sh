@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Starts a local multi-rank bitrack cluster, asks it one prompt through the client, and
+# shuts it down: the README's first command.
+#   launch/quickstart.sh [-m MODEL.gguf] [--tp T] [--pp P] [-n N] "prompt"
+# Without -m it synthesizes a small model (build/quickstart.gguf) with the built-in
+# byte-level vocabulary. The server listens on loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BITRACK_BIN:-build/release/bitrack}
+model= tp=2 pp=1 n=32 port=${BITRACK_PORT:-5599}
+while [ $# -gt 1 ]; do
+    case "$1" in
+        -m) model=$2; shift 2 ;;
+        --tp) tp=$2; shift 2 ;;
+        --pp) pp=$2; shift 2 ;;
+        -n) n=$2; shift 2 ;;
+        *) echo "usage: $0 [-m MODEL] [--tp T] [--pp P] [-n N] \"prompt\"" >&2; exit 2 ;;
+    esac
+done
+prompt=${1:-"Ternary weights are"}
+[ -x "$BIN" ] || { echo "build first: cmake --preset release && cmake --build --preset release" >&2; exit 1; }
+if [ -z "$model" ]; then
+    model=build/quickstart.gguf
+    [ -f "$model" ] || "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 4 --ff 1024 \
+        --layers 4 --vocab 2048 --ctx 1024 -o "$model"
+fi
+log=$(mktemp)
+addr="tcp://127.0.0.1:$port"
+echo "starting $((tp * pp)) ranks (tp $tp x pp $pp) serving $model on $addr" >&2
+launch/bitrack-launch --local $((tp * pp)) --tp "$tp" --pp "$pp" -- serve -m "$model" --listen "$addr" \
+    > "$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log"' EXIT
+for _ in $(seq 600); do
+    grep -q "ready on" "$log" && break
+    kill -0 $pid 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 0.1
+done
+grep "ready on" "$log" >&2 || { cat "$log" >&2; exit 1; }
+"$BIN" generate --server "$addr" -n "$n" -v "$prompt"

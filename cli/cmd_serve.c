@@ -11,7 +11,10 @@
  * follow rank 0's steps.
  */
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,37 @@
 #include "worker/dist.h"
 #include "worker/engine.h"
 #include "worker/model.h"
+
+static volatile sig_atomic_t g_term; /* a signal arrived (ranks other than 0) */
+static pid_t g_parent;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    g_term = 1;
+}
+
+/* Ranks other than 0: leave when orphaned (the launcher died) or 5 s after a signal
+ * without rank 0's stop message, since a rank blocked in MPI cannot notice by itself. */
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    double since = 0;
+    for (;;) {
+        struct timespec ts = {0, 200000000};
+        nanosleep(&ts, NULL);
+        if (getppid() != g_parent) {
+            fprintf(stderr, "bitrack serve: the launcher is gone; leaving\n");
+            _exit(3);
+        }
+        if (g_term && since == 0) since = br_now();
+        if (since > 0 && br_now() - since > 5.0) {
+            fprintf(stderr, "bitrack serve: no stop from rank 0 within 5 s of a signal; leaving\n");
+            _exit(3);
+        }
+    }
+    return NULL;
+}
 
 static void usage(FILE *f)
 {
@@ -96,6 +130,7 @@ int br_cmd_serve(int argc, char **argv)
     struct br_engine *eng = NULL;
     struct br_tok *tok = NULL;
     struct br_server *srv = NULL;
+    g_parent = getppid();
     if (tp * pp > 1 || br_comm_mpi_launched()) {
         if (br_comm_mpi_create(&argc, &argv, (int)tp, (int)pp, &comm, &err)) {
             fprintf(stderr, "bitrack serve: %s\n", err.msg);
@@ -147,9 +182,15 @@ int br_cmd_serve(int argc, char **argv)
     }
     if (rank != 0) {
         /* mpirun forwards SIGINT/SIGTERM to every rank; only rank 0 acts on them, and the
-         * others leave when its stop message arrives */
-        signal(SIGINT, SIG_IGN);
-        signal(SIGTERM, SIG_IGN);
+         * others leave when its stop message arrives. A watchdog ends this rank if that
+         * message never comes (rank 0 or mpirun died): it is blocked inside MPI. */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_term;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        pthread_t wd;
+        if (pthread_create(&wd, NULL, watchdog, NULL) == 0) pthread_detach(wd);
         if (br_dist_serve(eng, comm, &err)) {
             fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
             goto done;

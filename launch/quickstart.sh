@@ -27,10 +27,11 @@ fi
 log=$(mktemp)
 addr="tcp://127.0.0.1:$port"
 echo "starting $((tp * pp)) ranks (tp $tp x pp $pp) serving $model on $addr" >&2
-launch/bitrack-launch --local $((tp * pp)) --tp "$tp" --pp "$pp" -- serve -m "$model" --listen "$addr" \
-    > "$log" 2>&1 &
+setsid launch/bitrack-launch --local $((tp * pp)) --tp "$tp" --pp "$pp" -- serve -m "$model" \
+    --listen "$addr" > "$log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log"' EXIT
+# the launcher, mpirun and the ranks share one process group: stop them all
+trap 'kill -TERM -- -$pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log"' EXIT
 for _ in $(seq 600); do
     grep -q "ready on" "$log" && break
     kill -0 $pid 2>/dev/null || { cat "$log" >&2; exit 1; }

@@ -213,6 +213,10 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
         if ((rc = get_float(g, a, "rope.scaling.factor", &f, err)) && rc != BR_E_NOTFOUND)
             return rc;
         if (f <= 0.0f) return br_err_set(err, BR_E_FORMAT, "rope.scaling.factor must be > 0");
+        /* refused rather than ignored: positions would be wrong, silently */
+        if (f != 1.0f)
+            return br_err_set(err, BR_E_UNSUPPORTED,
+                              "linear RoPE scaling (factor %g) is not supported yet", f);
         c->rope_scale = f;
     }
     c->eps = 1e-5f;

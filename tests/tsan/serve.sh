@@ -63,8 +63,9 @@ check(r is not None and r.get("type") == "tokenize", "tokenize", r)
 r = ask(s, b"\x81\xa1v\x01", None)  # a map without type/id
 check(r is not None and r.get("code") == "bad_request", "malformed", r)
 # cancel a running stream
-s.send(msgpack.packb({"v": 1, "type": "generate", "id": "c", "stream": True, "max_tokens": 100, "tokens": [1, 2, 3]}))
-time.sleep(0.5)
+# (cancel right after the first token: a fast server could otherwise finish first)
+s.send(msgpack.packb({"v": 1, "type": "generate", "id": "c", "stream": True, "max_tokens": 400, "tokens": [1, 2, 3]}))
+first = msgpack.unpackb(s.recv(), raw=False) if s.poll(60000) else None
 r = ask(s, {"v": 1, "type": "cancel", "id": "c"}, None)
 end = time.time() + 60
 while r is not None and r.get("type") == "token" and time.time() < end:

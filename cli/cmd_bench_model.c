@@ -41,20 +41,21 @@ int br_cmd_bench_model(int argc, char **argv)
 {
     const char *path = NULL, *json = NULL, *tlist = "1,2";
     long long p = 128, n = 32, reps = 3;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"prompt", required_argument, 0, 'p'},
-                                         {"gen", required_argument, 0, 'n'},
-                                         {"reps", required_argument, 0, 'r'},
-                                         {"json", required_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},  {"threads", required_argument, 0, 't'},
+        {"prompt", required_argument, 0, 'p'}, {"gen", required_argument, 0, 'n'},
+        {"reps", required_argument, 0, 'r'},   {"json", required_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': path = optarg; break;
-        case 't': tlist = optarg; break;
+        case 'm':
+            path = optarg;
+            break;
+        case 't':
+            tlist = optarg;
+            break;
         case 'p':
             if (br_cli_int(optarg, 1, 4096, &p)) return br_cli_usage_error("bench model", "bad -p");
             break;
@@ -62,14 +63,18 @@ int br_cmd_bench_model(int argc, char **argv)
             if (br_cli_int(optarg, 1, 4096, &n)) return br_cli_usage_error("bench model", "bad -n");
             break;
         case 'r':
-            if (br_cli_int(optarg, 1, 100, &reps)) return br_cli_usage_error("bench model", "bad --reps");
+            if (br_cli_int(optarg, 1, 100, &reps))
+                return br_cli_usage_error("bench model", "bad --reps");
             break;
-        case 'j': json = optarg; break;
+        case 'j':
+            json = optarg;
+            break;
         case 'h':
             printf("usage: bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] "
                    "[--json FILE]\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (!path) return br_cli_usage_error("bench model", "a model is required (-m MODEL.gguf)");
@@ -98,8 +103,10 @@ int br_cmd_bench_model(int argc, char **argv)
     printf("model %s: %s, %.1f M ternary weights (%.0f MiB packed), head %s %.0f MiB; kernels %s\n",
            path, cfg->arch_name, (double)nw / 1e6, (double)m->ternary_bytes / 1048576.0,
            cfg->tied_head ? "(tied)" : "", (double)head_bytes / 1048576.0, br_kernels_name());
-    printf("| test  | threads | tokens/s | bytes/token | bandwidth GB/s | roofline tok/s | fraction |\n");
-    printf("|-------|---------|----------|-------------|----------------|----------------|----------|\n");
+    printf("| test  | threads | tokens/s | bytes/token | bandwidth GB/s | roofline tok/s | "
+           "fraction |\n");
+    printf("|-------|---------|----------|-------------|----------------|----------------|---------"
+           "-|\n");
     int32_t *toks = malloc((size_t)(p > n ? p : n) * sizeof *toks);
     float *logits = malloc((size_t)cfg->n_vocab * sizeof *logits);
     int first = 1, rc = 0;
@@ -130,7 +137,8 @@ int br_cmd_bench_model(int argc, char **argv)
             if (br_engine_eval(e, toks, (int32_t)p, 0, logits, BR_LOGITS_LAST, &err)) rc = 1;
             double t1 = br_now();
             for (long long i = 0; i < n && !rc; i++)
-                if (br_engine_eval(e, toks + i, 1, (int32_t)i, logits, BR_LOGITS_LAST, &err)) rc = 1;
+                if (br_engine_eval(e, toks + i, 1, (int32_t)i, logits, BR_LOGITS_LAST, &err))
+                    rc = 1;
             double t2 = br_now();
             if (t1 - t0 < best_pp) best_pp = t1 - t0;
             if (t2 - t1 < best_tg) best_tg = t2 - t1;
@@ -149,14 +157,15 @@ int br_cmd_bench_model(int argc, char **argv)
                    k == 0 ? "tg" : "pp", threads[ti], rows[k].tps, rows[k].bytes, bw, rows[k].roof,
                    100.0 * rows[k].frac);
             if (jf)
-                fprintf(jf,
-                        "%s  {\"test\": \"%s\", \"threads\": %d, \"n_tokens\": %lld, \"tokens_per_s\": "
-                        "%.4f, \"bytes_per_token\": %.0f, \"bandwidth_gbs\": %.3f, "
-                        "\"peak_int8_gmacs\": %.2f, \"roofline_tokens_per_s\": %.4f, "
-                        "\"roofline_fraction\": %.4f, \"kernels\": \"%s\", \"model\": \"%s\"}",
-                        first ? "" : ",\n", rows[k].name, threads[ti], k == 0 ? n : p, rows[k].tps,
-                        rows[k].bytes, bw, peak / 1e9, rows[k].roof, rows[k].frac, br_kernels_name(),
-                        path);
+                fprintf(
+                    jf,
+                    "%s  {\"test\": \"%s\", \"threads\": %d, \"n_tokens\": %lld, \"tokens_per_s\": "
+                    "%.4f, \"bytes_per_token\": %.0f, \"bandwidth_gbs\": %.3f, "
+                    "\"peak_int8_gmacs\": %.2f, \"roofline_tokens_per_s\": %.4f, "
+                    "\"roofline_fraction\": %.4f, \"kernels\": \"%s\", \"model\": \"%s\"}",
+                    first ? "" : ",\n", rows[k].name, threads[ti], k == 0 ? n : p, rows[k].tps,
+                    rows[k].bytes, bw, peak / 1e9, rows[k].roof, rows[k].frac, br_kernels_name(),
+                    path);
             first = 0;
         }
         br_engine_destroy(&e);

@@ -104,8 +104,9 @@ static int server_turn(struct br_client *cl, const struct chat_opts *o, struct c
     struct br_chat_msg *msgs = calloc(c->n, sizeof *msgs);
     if (!msgs) return BR_E_NOMEM;
     for (size_t i = 0; i < c->n; i++) {
-        msgs[i].role = !strcmp(c->role[i], "system") ? BR_ROLE_SYSTEM
-                       : !strcmp(c->role[i], "assistant") ? BR_ROLE_ASSISTANT : BR_ROLE_USER;
+        msgs[i].role = !strcmp(c->role[i], "system")      ? BR_ROLE_SYSTEM
+                       : !strcmp(c->role[i], "assistant") ? BR_ROLE_ASSISTANT
+                                                          : BR_ROLE_USER;
         msgs[i].content = c->content[i];
         msgs[i].content_len = strlen(c->content[i]);
     }
@@ -124,42 +125,69 @@ int br_cmd_chat(int argc, char **argv)
     struct chat_opts o = {0};
     o.threads = 1, o.n_max = 256, o.top_p = 1.0;
     enum { O_SERVER = 256, O_SYSTEM, O_TMPL, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_SEED };
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},      {"server", required_argument, 0, O_SERVER},
-        {"system", required_argument, 0, O_SYSTEM}, {"chat-template", required_argument, 0, O_TMPL},
-        {"threads", required_argument, 0, 't'},    {"n-predict", required_argument, 0, 'n'},
-        {"temp", required_argument, 0, O_TEMP},    {"top-k", required_argument, 0, O_TOPK},
-        {"top-p", required_argument, 0, O_TOPP},   {"min-p", required_argument, 0, O_MINP},
-        {"seed", required_argument, 0, O_SEED},   {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"server", required_argument, 0, O_SERVER},
+                                         {"system", required_argument, 0, O_SYSTEM},
+                                         {"chat-template", required_argument, 0, O_TMPL},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"n-predict", required_argument, 0, 'n'},
+                                         {"temp", required_argument, 0, O_TEMP},
+                                         {"top-k", required_argument, 0, O_TOPK},
+                                         {"top-p", required_argument, 0, O_TOPP},
+                                         {"min-p", required_argument, 0, O_MINP},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:t:n:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': o.model = optarg; break;
-        case O_SERVER: o.server = optarg; break;
-        case O_SYSTEM: o.system = optarg; break;
-        case O_TMPL: o.tmpl = optarg; break;
+        case 'm':
+            o.model = optarg;
+            break;
+        case O_SERVER:
+            o.server = optarg;
+            break;
+        case O_SYSTEM:
+            o.system = optarg;
+            break;
+        case O_TMPL:
+            o.tmpl = optarg;
+            break;
         case 't':
-            if (br_cli_int(optarg, 1, 1024, &o.threads)) return br_cli_usage_error("chat", "bad -t");
+            if (br_cli_int(optarg, 1, 1024, &o.threads))
+                return br_cli_usage_error("chat", "bad -t");
             break;
         case 'n':
-            if (br_cli_int(optarg, 1, 1 << 20, &o.n_max)) return br_cli_usage_error("chat", "bad -n");
+            if (br_cli_int(optarg, 1, 1 << 20, &o.n_max))
+                return br_cli_usage_error("chat", "bad -n");
             break;
-        case O_TEMP: o.temp = strtod(optarg, NULL); break;
-        case O_TOPK: o.top_k = atoll(optarg); break;
-        case O_TOPP: o.top_p = strtod(optarg, NULL); break;
-        case O_MINP: o.min_p = strtod(optarg, NULL); break;
-        case O_SEED: o.seed = atoll(optarg); break;
+        case O_TEMP:
+            o.temp = strtod(optarg, NULL);
+            break;
+        case O_TOPK:
+            o.top_k = atoll(optarg);
+            break;
+        case O_TOPP:
+            o.top_p = strtod(optarg, NULL);
+            break;
+        case O_MINP:
+            o.min_p = strtod(optarg, NULL);
+            break;
+        case O_SEED:
+            o.seed = atoll(optarg);
+            break;
         case 'h':
             printf("usage: bitrack chat (-m MODEL | --server ADDR) [--system TEXT] "
                    "[--chat-template NAME] [-t T] [-n N] [--temp T] [--top-k K] [--top-p P] "
                    "[--min-p P] [--seed S]\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
-    if (!!o.model == !!o.server) return br_cli_usage_error("chat", "give -m MODEL or --server ADDR");
+    if (!!o.model == !!o.server)
+        return br_cli_usage_error("chat", "give -m MODEL or --server ADDR");
     struct br_err err = {{0}};
     struct convo cv = {0};
     struct br_model *m = NULL;
@@ -211,9 +239,11 @@ int br_cmd_chat(int argc, char **argv)
         if (convo_add(&cv, "user", line, len)) goto done;
         if (cl) {
             struct reply_buf rb = {NULL, 0};
-            if ((rc = server_turn(cl, &o, &cv, &rb, &err))) fprintf(stderr, "\nbitrack chat: %s\n", err.msg);
+            if ((rc = server_turn(cl, &o, &cv, &rb, &err)))
+                fprintf(stderr, "\nbitrack chat: %s\n", err.msg);
             fputc('\n', stdout);
-            convo_add(&cv, "assistant", rb.text ? rb.text : "", rb.len); /* the server keeps no state */
+            convo_add(&cv, "assistant", rb.text ? rb.text : "",
+                      rb.len); /* the server keeps no state */
             free(rb.text);
             continue;
         }
@@ -223,17 +253,24 @@ int br_cmd_chat(int argc, char **argv)
         size_t plen = 0;
         int32_t *ids = NULL;
         size_t n = 0;
-        for (size_t i = 0; turns && i < cv.n; i++) turns[i].role = cv.role[i], turns[i].content = cv.content[i];
+        for (size_t i = 0; turns && i < cv.n; i++)
+            turns[i].role = cv.role[i], turns[i].content = cv.content[i];
         rc = !turns ? BR_E_NOMEM : br_chat_render(tmpl, turns, cv.n, 1, &prompt, &plen, &err);
         free(turns);
-        if (!rc) rc = br_tok_encode(tok, prompt, plen, BR_TOK_ADD_BOS | BR_TOK_PARSE_SPECIAL, &ids, &n, &err);
+        if (!rc)
+            rc = br_tok_encode(tok, prompt, plen, BR_TOK_ADD_BOS | BR_TOK_PARSE_SPECIAL, &ids, &n,
+                               &err);
         free(prompt);
         int32_t ctx = br_engine_n_ctx(e);
-        if (!rc && (int64_t)n + 1 >= ctx) rc = br_err_set(&err, BR_E_TOO_LONG, "the conversation no longer fits the context (%d tokens); /reset", ctx);
+        if (!rc && (int64_t)n + 1 >= ctx)
+            rc = br_err_set(&err, BR_E_TOO_LONG,
+                            "the conversation no longer fits the context (%d tokens); /reset", ctx);
         size_t common = 0;
         while (!rc && common < n && common < n_cached && cached[common] == ids[common]) common++;
         if (!rc && common == n) common = n - 1; /* evaluate at least the last token */
-        if (!rc) rc = br_engine_eval(e, ids + common, (int32_t)(n - common), (int32_t)common, logits, BR_LOGITS_LAST, &err);
+        if (!rc)
+            rc = br_engine_eval(e, ids + common, (int32_t)(n - common), (int32_t)common, logits,
+                                BR_LOGITS_LAST, &err);
         if (rc) {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             free(ids);
@@ -253,7 +290,9 @@ int br_cmd_chat(int argc, char **argv)
         size_t rlen = 0;
         for (long long i = 0; i < o.n_max && n_cached < (size_t)ctx; i++) {
             struct br_sample_result res;
-            if (br_sample_full(&sp, logits, m->cfg.n_vocab, cached, n_cached, 0, n_cached, &res, &err)) break;
+            if (br_sample_full(&sp, logits, m->cfg.n_vocab, cached, n_cached, 0, n_cached, &res,
+                               &err))
+                break;
             if (br_tok_is_eog(tok, res.token)) break;
             const char *piece;
             size_t pl;
@@ -264,7 +303,8 @@ int br_cmd_chat(int argc, char **argv)
                 if (nr) memcpy(nr + rlen, piece, pl), rlen += pl, reply = nr;
             }
             cached[n_cached] = res.token;
-            if (br_engine_eval(e, &res.token, 1, (int32_t)n_cached, logits, BR_LOGITS_LAST, &err)) break;
+            if (br_engine_eval(e, &res.token, 1, (int32_t)n_cached, logits, BR_LOGITS_LAST, &err))
+                break;
             n_cached++;
         }
         br_detok_destroy(&dt);

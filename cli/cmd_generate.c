@@ -24,8 +24,10 @@ static int on_event(const struct br_resp *r, void *user)
 {
     struct gen_state *g = user;
     if (r->type == BR_RESP_TOKEN) {
-        if (g->ids && r->token >= 0) printf("%s%d", g->n++ ? " " : "", r->token);
-        else if (!g->ids && r->text) fwrite(r->text, 1, r->text_len, stdout);
+        if (g->ids && r->token >= 0)
+            printf("%s%d", g->n++ ? " " : "", r->token);
+        else if (!g->ids && r->text)
+            fwrite(r->text, 1, r->text_len, stdout);
         fflush(stdout);
     } else if (r->type == BR_RESP_DONE) {
         if (r->text && !g->ids) fwrite(r->text, 1, r->text_len, stdout);
@@ -55,53 +57,99 @@ int br_cmd_generate(int argc, char **argv)
     char *stops[16];
     size_t stop_lens[16];
     uint32_t n_stop = 0;
-    enum { O_SERVER = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_SEED, O_TOKENS, O_STOP,
-           O_CHAT, O_NOSTREAM, O_IDS, O_TIMEOUT };
-    static const struct option opts[] = {
-        {"server", required_argument, 0, O_SERVER}, {"n-predict", required_argument, 0, 'n'},
-        {"temp", required_argument, 0, O_TEMP},     {"top-k", required_argument, 0, O_TOPK},
-        {"top-p", required_argument, 0, O_TOPP},    {"min-p", required_argument, 0, O_MINP},
-        {"repeat-penalty", required_argument, 0, O_REP}, {"seed", required_argument, 0, O_SEED},
-        {"tokens", required_argument, 0, O_TOKENS}, {"stop", required_argument, 0, O_STOP},
-        {"chat", no_argument, 0, O_CHAT},           {"no-stream", no_argument, 0, O_NOSTREAM},
-        {"ids", no_argument, 0, O_IDS},             {"timeout", required_argument, 0, O_TIMEOUT},
-        {"verbose", no_argument, 0, 'v'},           {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    enum {
+        O_SERVER = 256,
+        O_TEMP,
+        O_TOPK,
+        O_TOPP,
+        O_MINP,
+        O_REP,
+        O_SEED,
+        O_TOKENS,
+        O_STOP,
+        O_CHAT,
+        O_NOSTREAM,
+        O_IDS,
+        O_TIMEOUT
+    };
+    static const struct option opts[] = {{"server", required_argument, 0, O_SERVER},
+                                         {"n-predict", required_argument, 0, 'n'},
+                                         {"temp", required_argument, 0, O_TEMP},
+                                         {"top-k", required_argument, 0, O_TOPK},
+                                         {"top-p", required_argument, 0, O_TOPP},
+                                         {"min-p", required_argument, 0, O_MINP},
+                                         {"repeat-penalty", required_argument, 0, O_REP},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"tokens", required_argument, 0, O_TOKENS},
+                                         {"stop", required_argument, 0, O_STOP},
+                                         {"chat", no_argument, 0, O_CHAT},
+                                         {"no-stream", no_argument, 0, O_NOSTREAM},
+                                         {"ids", no_argument, 0, O_IDS},
+                                         {"timeout", required_argument, 0, O_TIMEOUT},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "n:vh", opts, NULL)) != -1) {
         switch (c) {
-        case O_SERVER: server = optarg; break;
+        case O_SERVER:
+            server = optarg;
+            break;
         case 'n':
             if (br_cli_int(optarg, 1, 1 << 20, &v)) return br_cli_usage_error("generate", "bad -n");
             req.max_tokens = (int32_t)v;
             break;
-        case O_TEMP: req.sampling.temperature = strtof(optarg, NULL); break;
-        case O_TOPK: req.sampling.top_k = atoi(optarg); break;
-        case O_TOPP: req.sampling.top_p = strtof(optarg, NULL); break;
-        case O_MINP: req.sampling.min_p = strtof(optarg, NULL); break;
-        case O_REP: req.sampling.repeat_penalty = strtof(optarg, NULL); break;
+        case O_TEMP:
+            req.sampling.temperature = strtof(optarg, NULL);
+            break;
+        case O_TOPK:
+            req.sampling.top_k = atoi(optarg);
+            break;
+        case O_TOPP:
+            req.sampling.top_p = strtof(optarg, NULL);
+            break;
+        case O_MINP:
+            req.sampling.min_p = strtof(optarg, NULL);
+            break;
+        case O_REP:
+            req.sampling.repeat_penalty = strtof(optarg, NULL);
+            break;
         case O_SEED:
-            if (br_cli_int(optarg, 0, INT64_MAX, &v)) return br_cli_usage_error("generate", "bad --seed");
+            if (br_cli_int(optarg, 0, INT64_MAX, &v))
+                return br_cli_usage_error("generate", "bad --seed");
             req.sampling.seed = (uint64_t)v;
             break;
-        case O_TOKENS: tokens = optarg; break;
+        case O_TOKENS:
+            tokens = optarg;
+            break;
         case O_STOP:
             if (n_stop < 16) stops[n_stop] = optarg, stop_lens[n_stop++] = strlen(optarg);
             break;
-        case O_CHAT: chat = 1; break;
-        case O_NOSTREAM: req.stream = false; break;
-        case O_IDS: ids = 1; break;
-        case O_TIMEOUT:
-            if (br_cli_int(optarg, 1, 86400000, &timeout_ms)) return br_cli_usage_error("generate", "bad --timeout");
+        case O_CHAT:
+            chat = 1;
             break;
-        case 'v': verbose = 1; break;
+        case O_NOSTREAM:
+            req.stream = false;
+            break;
+        case O_IDS:
+            ids = 1;
+            break;
+        case O_TIMEOUT:
+            if (br_cli_int(optarg, 1, 86400000, &timeout_ms))
+                return br_cli_usage_error("generate", "bad --timeout");
+            break;
+        case 'v':
+            verbose = 1;
+            break;
         case 'h':
-            printf("usage: bitrack generate [--server ADDR] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
+            printf("usage: bitrack generate [--server ADDR] [-n N] [--temp T] [--top-k K] [--top-p "
+                   "P]\n"
                    "       [--min-p P] [--repeat-penalty R] [--seed S] [--stop TEXT] [--chat]\n"
                    "       [--no-stream] [--ids] [--timeout MS] (PROMPT | --tokens 1,2,3)\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     const char *prompt = optind < argc ? argv[optind] : NULL;
@@ -109,7 +157,8 @@ int br_cmd_generate(int argc, char **argv)
     struct br_chat_msg msg;
     int32_t *ids_in = NULL, n_in = 0;
     if (tokens) {
-        if (br_cli_int_list(tokens, &ids_in, &n_in)) return br_cli_usage_error("generate", "bad --tokens");
+        if (br_cli_int_list(tokens, &ids_in, &n_in))
+            return br_cli_usage_error("generate", "bad --tokens");
         req.input = BR_INPUT_TOKENS;
         req.tokens = ids_in;
         req.n_tokens = (uint32_t)n_in;
@@ -135,11 +184,16 @@ int br_cmd_generate(int argc, char **argv)
     struct gen_state g = {ids, 0, 0, {0, 0}, {0, 0, 0, 0}};
     if (!rc) rc = br_client_generate(cl, &req, on_event, &g, &err);
     printf("\n");
-    if (rc) fprintf(stderr, "bitrack generate: %s\n", err.msg[0] ? err.msg : br_strerror(rc));
+    if (rc)
+        fprintf(stderr, "bitrack generate: %s\n", err.msg[0] ? err.msg : br_strerror(rc));
     else if (verbose)
-        fprintf(stderr, "bitrack generate: %s; %u prompt + %u generated tokens; queue %.1f ms, first "
-                        "token %.1f ms, total %.1f ms, %.1f tokens/s\n",
-                g.finish == 0 ? "stop" : g.finish == 1 ? "length" : g.finish == 2 ? "cancelled" : "error",
+        fprintf(stderr,
+                "bitrack generate: %s; %u prompt + %u generated tokens; queue %.1f ms, first "
+                "token %.1f ms, total %.1f ms, %.1f tokens/s\n",
+                g.finish == 0   ? "stop"
+                : g.finish == 1 ? "length"
+                : g.finish == 2 ? "cancelled"
+                                : "error",
                 g.usage.prompt_tokens, g.usage.completion_tokens, g.timings.queue_ms,
                 g.timings.ttft_ms, g.timings.total_ms, g.timings.tokens_per_s);
     br_client_close(&cl);

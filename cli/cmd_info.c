@@ -31,10 +31,18 @@ int br_cmd_info(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': path = optarg; break;
-        case 'T': list = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'm':
+            path = optarg;
+            break;
+        case 'T':
+            list = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!path && optind < argc) path = argv[optind];
@@ -76,8 +84,8 @@ int br_cmd_info(int argc, char **argv)
            cfg.has_subnorm ? "sub-norms" : "no sub-norms", cfg.rope_neox ? "NEOX" : "normal");
     printf("shape:         d %d, layers %d, ffn %d, heads %d / %d kv, head dim %d, vocab %d, "
            "context %d\n",
-           cfg.n_embd, cfg.n_layer, cfg.n_ff, cfg.n_head, cfg.n_head_kv, cfg.head_dim,
-           cfg.n_vocab, cfg.n_ctx);
+           cfg.n_embd, cfg.n_layer, cfg.n_ff, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_vocab,
+           cfg.n_ctx);
     printf("rope:          base %g, %d dims%s; rms eps %g\n", cfg.rope_base, cfg.n_rot,
            cfg.rope_scale != 1.0f ? " (linear scaling)" : "", cfg.eps);
     printf("weights:       %s, %.1f M ternary weights, %.3f GiB in file, %.3f GiB packed\n",

@@ -17,11 +17,28 @@ static int parse_size(const char *s, uint64_t *out)
     if (end == s || v <= 0) return -1;
     double mult = 1;
     switch (*end) {
-    case 'k': case 'K': mult = 1024.0; end++; break;
-    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        mult = 1024.0;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1024.0 * 1024;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mult = 1024.0 * 1024 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end == 'i' || *end == 'B' || *end == 'b') end++;
     if (*end == 'B') end++;
@@ -35,17 +52,17 @@ int br_cmd_plan(int argc, char **argv)
     const char *path = NULL;
     long long tp = 1, pp = 1;
     uint64_t mem = 0;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"tp", required_argument, 0, 'T'},
-                                         {"pp", required_argument, 0, 'P'},
-                                         {"mem-per-rank", required_argument, 0, 'M'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"tp", required_argument, 0, 'T'},
+        {"pp", required_argument, 0, 'P'},    {"mem-per-rank", required_argument, 0, 'M'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': path = optarg; break;
+        case 'm':
+            path = optarg;
+            break;
         case 'T':
             if (br_cli_int(optarg, 1, 4096, &tp)) return br_cli_usage_error("plan", "bad --tp");
             break;
@@ -59,7 +76,8 @@ int br_cmd_plan(int argc, char **argv)
         case 'h':
             printf("usage: bitrack plan -m MODEL --tp T --pp P [--mem-per-rank 16G]\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (!path) return br_cli_usage_error("plan", "a model is required (-m MODEL.gguf)");
@@ -77,8 +95,10 @@ int br_cmd_plan(int argc, char **argv)
     int over = br_plan_describe(plan, mem, stdout);
     int rc = 0;
     if (over) {
-        fprintf(stderr, "bitrack plan: %d of %lld ranks do not fit %.1f GiB (weights + KV for 4k "
-                        "tokens)\n", over, tp * pp, (double)mem / (1024.0 * 1024 * 1024));
+        fprintf(stderr,
+                "bitrack plan: %d of %lld ranks do not fit %.1f GiB (weights + KV for 4k "
+                "tokens)\n",
+                over, tp * pp, (double)mem / (1024.0 * 1024 * 1024));
         rc = 1;
     }
     br_plan_destroy(&plan);

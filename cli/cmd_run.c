@@ -40,7 +40,6 @@ static void usage(FILE *f)
                "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n");
 }
 
-
 struct run_args {
     const char *model_path, *prompt, *tokens_arg, *dump;
     long long n_gen, threads, n_ctx, seed, tp, pp, top_k;
@@ -50,20 +49,42 @@ struct run_args {
 
 static int parse(int argc, char **argv, struct run_args *a)
 {
-    enum { O_TOKENS = 256, O_TEMP, O_DUMP, O_SEED, O_TP, O_PP, O_STATS, O_TOPK, O_TOPP, O_MINP,
-           O_REP, O_IDS, O_IGN };
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},     {"prompt", required_argument, 0, 'p'},
-        {"tokens", required_argument, 0, O_TOKENS}, {"n-predict", required_argument, 0, 'n'},
-        {"temp", required_argument, 0, O_TEMP},   {"seed", required_argument, 0, O_SEED},
-        {"dump-logits", required_argument, 0, O_DUMP}, {"threads", required_argument, 0, 't'},
-        {"ctx", required_argument, 0, 'c'},       {"verbose", no_argument, 0, 'v'},
-        {"tp", required_argument, 0, O_TP},       {"pp", required_argument, 0, O_PP},
-        {"stats", no_argument, 0, O_STATS},       {"help", no_argument, 0, 'h'},
-        {"top-k", required_argument, 0, O_TOPK},  {"top-p", required_argument, 0, O_TOPP},
-        {"min-p", required_argument, 0, O_MINP},  {"repeat-penalty", required_argument, 0, O_REP},
-        {"ids", no_argument, 0, O_IDS},           {"ignore-eos", no_argument, 0, O_IGN},
-        {0, 0, 0, 0}};
+    enum {
+        O_TOKENS = 256,
+        O_TEMP,
+        O_DUMP,
+        O_SEED,
+        O_TP,
+        O_PP,
+        O_STATS,
+        O_TOPK,
+        O_TOPP,
+        O_MINP,
+        O_REP,
+        O_IDS,
+        O_IGN
+    };
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"prompt", required_argument, 0, 'p'},
+                                         {"tokens", required_argument, 0, O_TOKENS},
+                                         {"n-predict", required_argument, 0, 'n'},
+                                         {"temp", required_argument, 0, O_TEMP},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"dump-logits", required_argument, 0, O_DUMP},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"ctx", required_argument, 0, 'c'},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"tp", required_argument, 0, O_TP},
+                                         {"pp", required_argument, 0, O_PP},
+                                         {"stats", no_argument, 0, O_STATS},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"top-k", required_argument, 0, O_TOPK},
+                                         {"top-p", required_argument, 0, O_TOPP},
+                                         {"min-p", required_argument, 0, O_MINP},
+                                         {"repeat-penalty", required_argument, 0, O_REP},
+                                         {"ids", no_argument, 0, O_IDS},
+                                         {"ignore-eos", no_argument, 0, O_IGN},
+                                         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->n_gen = 16, a->threads = 1, a->tp = 1, a->pp = 1;
     a->top_p = 1.0, a->repeat_penalty = 1.0;
@@ -71,17 +92,26 @@ static int parse(int argc, char **argv, struct run_args *a)
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:p:n:t:c:vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': a->model_path = optarg; break;
-        case 'p': a->prompt = optarg; break;
-        case O_TOKENS: a->tokens_arg = optarg; break;
+        case 'm':
+            a->model_path = optarg;
+            break;
+        case 'p':
+            a->prompt = optarg;
+            break;
+        case O_TOKENS:
+            a->tokens_arg = optarg;
+            break;
         case 'n':
-            if (br_cli_int(optarg, 1, 1 << 24, &a->n_gen)) return br_cli_usage_error("run", "bad -n");
+            if (br_cli_int(optarg, 1, 1 << 24, &a->n_gen))
+                return br_cli_usage_error("run", "bad -n");
             break;
         case 't':
-            if (br_cli_int(optarg, 1, 1024, &a->threads)) return br_cli_usage_error("run", "bad -t");
+            if (br_cli_int(optarg, 1, 1024, &a->threads))
+                return br_cli_usage_error("run", "bad -t");
             break;
         case 'c':
-            if (br_cli_int(optarg, 1, 1 << 22, &a->n_ctx)) return br_cli_usage_error("run", "bad -c");
+            if (br_cli_int(optarg, 1, 1 << 22, &a->n_ctx))
+                return br_cli_usage_error("run", "bad -c");
             break;
         case O_TP:
             if (br_cli_int(optarg, 1, 4096, &a->tp)) return br_cli_usage_error("run", "bad --tp");
@@ -97,23 +127,41 @@ static int parse(int argc, char **argv, struct run_args *a)
             double v = strtod(optarg, &end);
             if (*end || !(v >= 0.0) || v > 100.0)
                 return br_cli_usage_error("run", "bad value '%s'", optarg);
-            *(c == O_TEMP ? &a->temp : c == O_TOPP ? &a->top_p : c == O_MINP ? &a->min_p
-                                                                  : &a->repeat_penalty) = v;
+            *(c == O_TEMP   ? &a->temp
+              : c == O_TOPP ? &a->top_p
+              : c == O_MINP ? &a->min_p
+                            : &a->repeat_penalty) = v;
             break;
         }
         case O_TOPK:
-            if (br_cli_int(optarg, 0, 1 << 20, &a->top_k)) return br_cli_usage_error("run", "bad --top-k");
+            if (br_cli_int(optarg, 0, 1 << 20, &a->top_k))
+                return br_cli_usage_error("run", "bad --top-k");
             break;
-        case O_IDS: a->print_ids = 1; break;
-        case O_IGN: a->ignore_eos = 1; break;
+        case O_IDS:
+            a->print_ids = 1;
+            break;
+        case O_IGN:
+            a->ignore_eos = 1;
+            break;
         case O_SEED:
-            if (br_cli_int(optarg, 0, INT64_MAX, &a->seed)) return br_cli_usage_error("run", "bad --seed");
+            if (br_cli_int(optarg, 0, INT64_MAX, &a->seed))
+                return br_cli_usage_error("run", "bad --seed");
             break;
-        case O_DUMP: a->dump = optarg; break;
-        case O_STATS: a->stats = 1; break;
-        case 'v': a->verbose = 1; break;
-        case 'h': usage(stdout); return -1;
-        default: usage(stderr); return 2;
+        case O_DUMP:
+            a->dump = optarg;
+            break;
+        case O_STATS:
+            a->stats = 1;
+            break;
+        case 'v':
+            a->verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!a->model_path) return br_cli_usage_error("run", "a model is required (-m MODEL.gguf)");
@@ -163,8 +211,8 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
         struct br_batch b = {T, toks + off, pos, seq, 0, NULL};
         int final = off + T == n_prompt;
         int32_t nr = df ? T : final ? 1 : 0;
-        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr,
-                          need_logits ? logits : NULL, &next_tok, err);
+        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr, need_logits ? logits : NULL,
+                          &next_tok, err);
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)T * vocab, df) != (size_t)T * vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
         if (final && need_logits) last = logits + (size_t)(nr - 1) * vocab;
@@ -215,8 +263,9 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
         fprintf(stderr, "\n");
     }
     if (!rc)
-        fprintf(stderr, "bitrack run: prompt %d tokens in %.3f s (%.1f tok/s); generated %lld tokens "
-                        "in %.3f s (%.2f tok/s after the first); %lld threads x %d ranks\n",
+        fprintf(stderr,
+                "bitrack run: prompt %d tokens in %.3f s (%.1f tok/s); generated %lld tokens "
+                "in %.3f s (%.2f tok/s after the first); %lld threads x %d ranks\n",
                 n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), produced, t_gen,
                 produced > 1 ? (double)(produced - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0,
                 a->threads, comm ? comm->world_size : 1);
@@ -262,8 +311,8 @@ int br_cmd_run(int argc, char **argv)
     int rank = 0;
 
     if (a.tokens_arg && (br_cli_int_list(a.tokens_arg, &toks, &n_prompt) || n_prompt == 0)) {
-        exit_code = br_cli_usage_error("run", "bad --tokens '%s' (comma-separated ids)",
-                                       a.tokens_arg);
+        exit_code =
+            br_cli_usage_error("run", "bad --tokens '%s' (comma-separated ids)", a.tokens_arg);
         goto done;
     }
     if (a.tp * a.pp > 1 || br_comm_mpi_launched()) {
@@ -293,7 +342,8 @@ int br_cmd_run(int argc, char **argv)
         br_gguf_close(&g);
         if (rank == 0 && a.verbose) br_plan_describe(plan, 0, stderr);
     }
-    if (!model && br_model_load_part(a.model_path, plan ? &plan->parts[rank] : NULL, &model, &err)) {
+    if (!model &&
+        br_model_load_part(a.model_path, plan ? &plan->parts[rank] : NULL, &model, &err)) {
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }
@@ -325,12 +375,14 @@ int br_cmd_run(int argc, char **argv)
     int32_t need = n_prompt + (int32_t)a.n_gen;
     long long n_ctx = a.n_ctx ? a.n_ctx : need;
     if (need > n_ctx || need > model->cfg.n_ctx) {
-        fprintf(stderr, "bitrack run: %d prompt + %lld generated tokens exceed the context of %lld "
-                        "(model: %d)\n",
+        fprintf(stderr,
+                "bitrack run: %d prompt + %lld generated tokens exceed the context of %lld "
+                "(model: %d)\n",
                 n_prompt, a.n_gen, n_ctx, model->cfg.n_ctx);
         goto done;
     }
-    struct br_engine_opts eo = {.n_ctx = (int32_t)n_ctx, .max_batch = 64, .pool = pool, .comm = comm};
+    struct br_engine_opts eo = {
+        .n_ctx = (int32_t)n_ctx, .max_batch = 64, .pool = pool, .comm = comm};
     if (br_engine_create(model, &eo, &eng, &err)) {
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
@@ -364,13 +416,15 @@ int br_cmd_run(int argc, char **argv)
         uint64_t row_steps = (a.dump ? psteps : 1) + (uint64_t)(a.n_gen - 1);
         uint64_t pb, pm;
         br_plan_traffic(plan, rank, tokens, steps, rows, row_steps, mb, a.dump == NULL, &pb, &pm);
-        fprintf(stderr, "rank %d stats: sent %llu bytes in %llu messages (%.0f bytes/token); plan "
-                        "predicts %llu bytes in %llu messages%s\n",
+        fprintf(stderr,
+                "rank %d stats: sent %llu bytes in %llu messages (%.0f bytes/token); plan "
+                "predicts %llu bytes in %llu messages%s\n",
                 rank, (unsigned long long)comm->stats.bytes_sent,
                 (unsigned long long)comm->stats.messages,
                 (double)comm->stats.bytes_sent / (double)tokens, (unsigned long long)pb,
                 (unsigned long long)pm,
-                pb == comm->stats.bytes_sent && pm == comm->stats.messages ? " (match)" : " (MISMATCH)");
+                pb == comm->stats.bytes_sent && pm == comm->stats.messages ? " (match)"
+                                                                           : " (MISMATCH)");
     }
     exit_code = 0;
 done:

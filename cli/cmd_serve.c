@@ -63,10 +63,11 @@ static void *watchdog(void *arg)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bitrack serve -m MODEL [--listen ADDR] [-t THREADS] [--ctx N] [--max-seqs N]\n"
-               "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
-               "                     [--client-timeout S] [--max-tokens-cap N]\n"
-               "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n");
+    fprintf(f,
+            "usage: bitrack serve -m MODEL [--listen ADDR] [-t THREADS] [--ctx N] [--max-seqs N]\n"
+            "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
+            "                     [--client-timeout S] [--max-tokens-cap N]\n"
+            "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n");
 }
 
 int br_cmd_serve(int argc, char **argv)
@@ -75,47 +76,99 @@ int br_cmd_serve(int argc, char **argv)
     struct br_server_opts so = {0};
     long long threads = 1, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, v;
     so.client_timeout_s = 30;
-    enum { O_LISTEN = 256, O_CTX, O_SEQS, O_BATCH, O_QUEUE, O_PERC, O_TIMEOUT, O_CAP, O_CS, O_CC,
-           O_TP, O_PP };
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},     {"listen", required_argument, 0, O_LISTEN},
-        {"threads", required_argument, 0, 't'},   {"ctx", required_argument, 0, O_CTX},
-        {"max-seqs", required_argument, 0, O_SEQS}, {"batch-tokens", required_argument, 0, O_BATCH},
-        {"max-queue", required_argument, 0, O_QUEUE}, {"max-per-client", required_argument, 0, O_PERC},
-        {"client-timeout", required_argument, 0, O_TIMEOUT},
-        {"max-tokens-cap", required_argument, 0, O_CAP},
-        {"curve-secret", required_argument, 0, O_CS}, {"curve-clients", required_argument, 0, O_CC},
-        {"tp", required_argument, 0, O_TP},       {"pp", required_argument, 0, O_PP},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    enum {
+        O_LISTEN = 256,
+        O_CTX,
+        O_SEQS,
+        O_BATCH,
+        O_QUEUE,
+        O_PERC,
+        O_TIMEOUT,
+        O_CAP,
+        O_CS,
+        O_CC,
+        O_TP,
+        O_PP
+    };
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"listen", required_argument, 0, O_LISTEN},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"ctx", required_argument, 0, O_CTX},
+                                         {"max-seqs", required_argument, 0, O_SEQS},
+                                         {"batch-tokens", required_argument, 0, O_BATCH},
+                                         {"max-queue", required_argument, 0, O_QUEUE},
+                                         {"max-per-client", required_argument, 0, O_PERC},
+                                         {"client-timeout", required_argument, 0, O_TIMEOUT},
+                                         {"max-tokens-cap", required_argument, 0, O_CAP},
+                                         {"curve-secret", required_argument, 0, O_CS},
+                                         {"curve-clients", required_argument, 0, O_CC},
+                                         {"tp", required_argument, 0, O_TP},
+                                         {"pp", required_argument, 0, O_PP},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:t:h", opts, NULL)) != -1) {
         long long *slot = NULL, lo = 1, hi = 1 << 20;
         int32_t *islot = NULL;
         switch (c) {
-        case 'm': model_path = optarg; break;
-        case O_LISTEN: so.listen = optarg; break;
-        case O_CS: so.curve_secret = optarg; break;
-        case O_CC: so.curve_clients = optarg; break;
-        case 't': slot = &threads, hi = 1024; break;
-        case O_TP: slot = &tp, hi = 4096; break;
-        case O_PP: slot = &pp, hi = 4096; break;
-        case O_CTX: slot = &ctx, hi = 1 << 22; break;
-        case O_SEQS: slot = &seqs, hi = 4096; break;
-        case O_BATCH: slot = &batch, hi = 1024; break;
-        case O_QUEUE: islot = &so.max_queue; break;
-        case O_PERC: islot = &so.max_per_client; break;
-        case O_TIMEOUT: islot = &so.client_timeout_s, lo = 0; break;
-        case O_CAP: islot = &so.max_tokens_cap; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'm':
+            model_path = optarg;
+            break;
+        case O_LISTEN:
+            so.listen = optarg;
+            break;
+        case O_CS:
+            so.curve_secret = optarg;
+            break;
+        case O_CC:
+            so.curve_clients = optarg;
+            break;
+        case 't':
+            slot = &threads, hi = 1024;
+            break;
+        case O_TP:
+            slot = &tp, hi = 4096;
+            break;
+        case O_PP:
+            slot = &pp, hi = 4096;
+            break;
+        case O_CTX:
+            slot = &ctx, hi = 1 << 22;
+            break;
+        case O_SEQS:
+            slot = &seqs, hi = 4096;
+            break;
+        case O_BATCH:
+            slot = &batch, hi = 1024;
+            break;
+        case O_QUEUE:
+            islot = &so.max_queue;
+            break;
+        case O_PERC:
+            islot = &so.max_per_client;
+            break;
+        case O_TIMEOUT:
+            islot = &so.client_timeout_s, lo = 0;
+            break;
+        case O_CAP:
+            islot = &so.max_tokens_cap;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
         if (slot || islot) {
             if (br_cli_int(optarg, lo, hi, &v))
                 return br_cli_usage_error("serve", "bad value '%s' for --%s", optarg,
                                           opts[optind > 0 ? 0 : 0].name);
-            if (slot) *slot = v;
-            else *islot = (int32_t)v;
+            if (slot)
+                *slot = v;
+            else
+                *islot = (int32_t)v;
         }
     }
     if (!model_path) return br_cli_usage_error("serve", "a model is required (-m MODEL.gguf)");
@@ -141,8 +194,8 @@ int br_cmd_serve(int argc, char **argv)
     char ranks[32], tpp[32];
     snprintf(ranks, sizeof ranks, "%lld", tp * pp);
     snprintf(tpp, sizeof tpp, "%lldx%lld", tp, pp);
-    const char *info[] = {"model_path", model_path, "ranks", ranks, "layout_tp_x_pp", tpp,
-                          "version", "bitrack 0.1.0", NULL};
+    const char *info[] = {"model_path", model_path, "ranks",         ranks, "layout_tp_x_pp",
+                          tpp,          "version",  "bitrack 0.1.0", NULL};
     if (rank == 0) {
         if (br_server_start(&so, info, &srv, &err)) {
             fprintf(stderr, "bitrack serve: %s\n", err.msg);
@@ -174,8 +227,11 @@ int br_cmd_serve(int argc, char **argv)
         goto done;
     }
     if (ctx == 0 || ctx > model->cfg.n_ctx) ctx = model->cfg.n_ctx;
-    struct br_engine_opts eo = {.n_ctx = (int32_t)ctx, .max_batch = (int32_t)batch,
-                                .n_seq = (int32_t)seqs, .pool = pool, .comm = comm};
+    struct br_engine_opts eo = {.n_ctx = (int32_t)ctx,
+                                .max_batch = (int32_t)batch,
+                                .n_seq = (int32_t)seqs,
+                                .pool = pool,
+                                .comm = comm};
     if (br_engine_create(model, &eo, &eng, &err)) {
         fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
         goto done;
@@ -203,8 +259,9 @@ int br_cmd_serve(int argc, char **argv)
         br_dist_stop(eng, comm, NULL);
         goto done;
     }
-    fprintf(stderr, "bitrack serve: ready on %s (%s, %lld ranks, %lld threads, context %lld, %lld "
-                    "sequences, loaded in %.1f s)\n",
+    fprintf(stderr,
+            "bitrack serve: ready on %s (%s, %lld ranks, %lld threads, context %lld, %lld "
+            "sequences, loaded in %.1f s)\n",
             so.listen ? so.listen : "tcp://127.0.0.1:5555", model->cfg.arch_name, tp * pp, threads,
             ctx, seqs, br_now() - t0);
     if (br_server_run(srv, model, eng, comm, tok, &err)) {

@@ -19,12 +19,18 @@ static void json_str(FILE *f, const char *s, size_t n)
     fputc('"', f);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c == '\n') fputs("\\n", f);
-        else if (c == '\t') fputs("\\t", f);
-        else if (c == '\r') fputs("\\r", f);
-        else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
     }
     fputc('"', f);
 }
@@ -54,24 +60,31 @@ int br_cmd_tokenize(int argc, char **argv)
 {
     const char *path = NULL;
     int bos = 0, special = 0, verbose = 0;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"bos", no_argument, 0, 'b'},
-                                         {"special", no_argument, 0, 's'},
-                                         {"verbose", no_argument, 0, 'v'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"bos", no_argument, 0, 'b'},
+        {"special", no_argument, 0, 's'},     {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': path = optarg; break;
-        case 'b': bos = 1; break;
-        case 's': special = 1; break;
-        case 'v': verbose = 1; break;
+        case 'm':
+            path = optarg;
+            break;
+        case 'b':
+            bos = 1;
+            break;
+        case 's':
+            special = 1;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
         case 'h':
             printf("usage: bitrack tokenize -m MODEL [--bos] [--special] [--verbose] (TEXT | -)\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (!path) return br_cli_usage_error("tokenize", "a model is required (-m MODEL.gguf)");

@@ -12,7 +12,8 @@ struct command {
 
 static const struct command commands[] = {
     {"info", br_cmd_info, "describe a model file: architecture, shapes, types, memory"},
-    {"synth", br_cmd_synth, "write a synthetic model (presets tiny, 2b-4t, large, llama3-8b, 100b)"},
+    {"synth", br_cmd_synth,
+     "write a synthetic model (presets tiny, 2b-4t, large, llama3-8b, 100b)"},
     {"run", br_cmd_run, "generate (one process, or under mpirun with --tp/--pp)"},
     {"plan", br_cmd_plan, "show how a model splits over --tp x --pp ranks"},
     {"serve", br_cmd_serve, "serve the model over ZeroMQ (under mpirun for a cluster)"},

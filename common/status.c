@@ -8,8 +8,9 @@
 const char *br_strerror(int status)
 {
     switch (status) {
-#define BR_STATUS_CASE(name, code, text)                                                   \
-    case code: return text;
+#define BR_STATUS_CASE(name, code, text)                                                           \
+    case code:                                                                                     \
+        return text;
         BR_STATUS_LIST(BR_STATUS_CASE)
 #undef BR_STATUS_CASE
     }

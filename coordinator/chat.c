@@ -65,8 +65,8 @@ static void put(struct sbuf *b, const char *s)
 
 enum role { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 
-static void render_bitnet(struct sbuf *b, const struct br_chat_turn *m, const enum role *r, size_t n,
-                          int gen)
+static void render_bitnet(struct sbuf *b, const struct br_chat_turn *m, const enum role *r,
+                          size_t n, int gen)
 {
     static const char *const prefix[] = {"System: ", "User: ", "Assistant: "};
     for (size_t i = 0; i < n; i++) {

@@ -57,9 +57,9 @@
 #define HANDOFF_ACQUIRE(p) ((void)(p))
 #endif
 
-#define ROUTE_MAX 255
+#define ROUTE_MAX          255
 #define BR_SCHED_MAX_BATCH 1024
-#define INPROC "inproc://bitrack-frontend"
+#define INPROC             "inproc://bitrack-frontend"
 
 enum job_state { JOB_WAITING, JOB_PREFILL, JOB_DECODE, JOB_DONE };
 
@@ -73,7 +73,7 @@ struct job {
     /* main thread */
     enum job_state state;
     int32_t slot, n_fed, n_gen, max_new, next_token, blocks;
-    int inflight; /* a step that will sample this job's next token is in flight */
+    int inflight;  /* a step that will sample this job's next token is in flight */
     int32_t *hist; /* prompt then generated, (n_prompt + max_new,) */
     int32_t n_hist;
     struct br_sample_params sp;
@@ -105,7 +105,7 @@ struct br_server {
     int fe_started;
     atomic_int stop;
     atomic_int ready;
-    char **info;     /* NULL-terminated name/value pairs */
+    char **info; /* NULL-terminated name/value pairs */
     /* shared read-only after ready */
     const struct br_tok *tok;
     const struct br_model *model;
@@ -139,7 +139,7 @@ static void post_event(struct br_server *s, const struct job *j, const struct br
     uint8_t *m = malloc(n);
     if (!m) return;
     m[0] = 'E';
-    m[1] = (uint8_t)final;
+    m[1] = (uint8_t) final;
     m[2] = (uint8_t)(j->route_len >> 8);
     m[3] = (uint8_t)j->route_len;
     memcpy(m + 4, j->route, j->route_len);
@@ -234,7 +234,8 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
     if (atomic_load(&s->n_live) >= s->o.max_queue ||
         live_count_route(*lives, route, rl) >= s->o.max_per_client) {
         atomic_fetch_add(&s->n_rejected, 1);
-        fe_error(router, route, rl, req->id, BR_PROTO_BUSY, "the server queue is full; retry later");
+        fe_error(router, route, rl, req->id, BR_PROTO_BUSY,
+                 "the server queue is full; retry later");
         return;
     }
     struct job *j = calloc(1, sizeof *j);
@@ -250,8 +251,10 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
     if (req->input == BR_INPUT_TOKENS) {
         j->n_prompt = (int32_t)req->n_tokens;
         j->prompt = malloc(((size_t)req->n_tokens + 1) * sizeof *j->prompt);
-        if (!j->prompt) rc = br_err_set(&err, BR_E_NOMEM, "out of memory");
-        else memcpy(j->prompt, req->tokens, (size_t)req->n_tokens * sizeof *j->prompt);
+        if (!j->prompt)
+            rc = br_err_set(&err, BR_E_NOMEM, "out of memory");
+        else
+            memcpy(j->prompt, req->tokens, (size_t)req->n_tokens * sizeof *j->prompt);
         for (uint32_t i = 0; !rc && i < req->n_tokens; i++)
             if (req->tokens[i] < 0 || req->tokens[i] >= s->model->cfg.n_vocab)
                 rc = br_err_set(&err, BR_E_PROTOCOL, "tokens[%u]: id %d is outside the vocabulary",
@@ -262,7 +265,8 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
         unsigned flags = req->add_bos ? BR_TOK_ADD_BOS : 0;
         if (req->input == BR_INPUT_MESSAGES) {
             const char *tmpl = req->chat_template ? req->chat_template : s->chat_template;
-            struct br_chat_turn *turns = calloc(req->n_messages ? req->n_messages : 1, sizeof *turns);
+            struct br_chat_turn *turns =
+                calloc(req->n_messages ? req->n_messages : 1, sizeof *turns);
             if (!turns) rc = br_err_set(&err, BR_E_NOMEM, "out of memory");
             for (uint32_t i = 0; !rc && i < req->n_messages; i++) {
                 turns[i].role = br_proto_role_name(req->messages[i].role);
@@ -292,8 +296,10 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
         return;
     }
     if (j->n_prompt >= s->n_ctx) {
-        snprintf(msg, sizeof msg, "the prompt has %d tokens; the context holds %d (prompt and "
-                 "at least one generated token)", j->n_prompt, s->n_ctx);
+        snprintf(msg, sizeof msg,
+                 "the prompt has %d tokens; the context holds %d (prompt and "
+                 "at least one generated token)",
+                 j->n_prompt, s->n_ctx);
         fe_error(router, route, rl, req->id, BR_PROTO_TOO_LONG, msg);
         job_free(j);
         return;
@@ -355,9 +361,8 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     int rc = br_proto_decode_request(zmq_msg_data(&msg), zmq_msg_size(&msg), &lim, &req, &err);
     zmq_msg_close(&msg);
     if (rc) {
-        fe_error(router, route, (size_t)rl, req.id, rc == BR_E_NOMEM ? BR_PROTO_INTERNAL
-                                                                      : BR_PROTO_BAD_REQUEST,
-                 err.msg);
+        fe_error(router, route, (size_t)rl, req.id,
+                 rc == BR_E_NOMEM ? BR_PROTO_INTERNAL : BR_PROTO_BAD_REQUEST, err.msg);
         br_req_free(&req);
         return;
     }
@@ -365,7 +370,9 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     if (lv) lv->last_seen = br_now();
     struct br_buf b = {0};
     switch (req.type) {
-    case BR_REQ_GENERATE: fe_generate(s, router, route, (size_t)rl, &req, lives); break;
+    case BR_REQ_GENERATE:
+        fe_generate(s, router, route, (size_t)rl, &req, lives);
+        break;
     case BR_REQ_CANCEL:
         if (lv) fe_cancel(s, route, (size_t)rl, req.id);
         break;
@@ -373,9 +380,10 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         if (br_proto_encode_pong(&b, req.id) == BR_OK) fe_reply(router, route, (size_t)rl, &b);
         break;
     case BR_REQ_HEALTH:
-        if (br_proto_encode_health(&b, req.id, atomic_load(&s->stop) ? BR_HEALTH_DRAINING
-                                               : atomic_load(&s->ready) ? BR_HEALTH_READY
-                                                                        : BR_HEALTH_LOADING) == BR_OK)
+        if (br_proto_encode_health(&b, req.id,
+                                   atomic_load(&s->stop)    ? BR_HEALTH_DRAINING
+                                   : atomic_load(&s->ready) ? BR_HEALTH_READY
+                                                            : BR_HEALTH_LOADING) == BR_OK)
             fe_reply(router, route, (size_t)rl, &b);
         break;
     case BR_REQ_INFO: {
@@ -386,7 +394,8 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         kv[n++] = (struct br_kv){"protocol_version", BR_KV_INT, BR_PROTO_VERSION, 0, NULL};
         kv[n++] = (struct br_kv){"context_length", BR_KV_INT, ready ? s->n_ctx : 0, 0, NULL};
         kv[n++] = (struct br_kv){"state", BR_KV_STR, 0, 0, ready ? "ready" : "loading"};
-        if (br_proto_encode_info(&b, req.id, kv, n) == BR_OK) fe_reply(router, route, (size_t)rl, &b);
+        if (br_proto_encode_info(&b, req.id, kv, n) == BR_OK)
+            fe_reply(router, route, (size_t)rl, &b);
         break;
     }
     case BR_REQ_METRICS: {
@@ -408,9 +417,10 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         int32_t *ids = NULL;
         size_t n = 0;
         if (!ready) {
-            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE, "the model is still loading");
-        } else if (br_tok_encode(s->tok, req.prompt, req.prompt_len, req.add_bos ? BR_TOK_ADD_BOS : 0,
-                                 &ids, &n, &err)) {
+            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE,
+                     "the model is still loading");
+        } else if (br_tok_encode(s->tok, req.prompt, req.prompt_len,
+                                 req.add_bos ? BR_TOK_ADD_BOS : 0, &ids, &n, &err)) {
             fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
         } else if (br_proto_encode_tokenize(&b, req.id, ids, (uint32_t)n) == BR_OK) {
             fe_reply(router, route, (size_t)rl, &b);
@@ -422,7 +432,8 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         char *text = NULL;
         size_t len = 0;
         if (!ready) {
-            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE, "the model is still loading");
+            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE,
+                     "the model is still loading");
         } else if (br_tok_decode(s->tok, req.tokens, req.n_tokens, 0, &text, &len, &err)) {
             fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
         } else if (br_proto_encode_detokenize(&b, req.id, text, len) == BR_OK) {
@@ -567,7 +578,8 @@ static int load_curve(struct br_server *s, void *router, struct br_err *err)
     if (!s->o.curve_secret) return BR_OK;
     char secret[41];
     if (load_key_file(s->o.curve_secret, secret))
-        return br_err_set(err, BR_E_INVALID, "%s: no 40-character z85 secret key", s->o.curve_secret);
+        return br_err_set(err, BR_E_INVALID, "%s: no 40-character z85 secret key",
+                          s->o.curve_secret);
     int one = 1;
     if (zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
         zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, secret, 40) ||
@@ -631,7 +643,8 @@ static void *zap_main(void *arg)
             char z85[41];
             zmq_z85_encode(z85, (const uint8_t *)parts[6], 32);
             for (size_t i = 0; i < zap_state.n_keys; i++) ok |= !strcmp(z85, zap_state.keys[i]);
-            if (!ok) fprintf(stderr, "bitrack serve: refused a client with unauthorized key %s\n", z85);
+            if (!ok)
+                fprintf(stderr, "bitrack serve: refused a client with unauthorized key %s\n", z85);
         }
         const char *code = ok ? "200" : "400";
         zmq_send(zap, "1.0", 3, ZMQ_SNDMORE);
@@ -647,8 +660,8 @@ static void *zap_main(void *arg)
 
 /* ---- lifecycle ---- */
 
-int br_server_start(const struct br_server_opts *o, const char *const *info,
-                    struct br_server **out, struct br_err *err)
+int br_server_start(const struct br_server_opts *o, const char *const *info, struct br_server **out,
+                    struct br_err *err)
 {
     *out = NULL;
     struct br_server *s = calloc(1, sizeof *s);
@@ -691,7 +704,8 @@ int br_server_start(const struct br_server_opts *o, const char *const *info,
     }
     if (atomic_load(&s->stop) == 2) {
         br_server_destroy(&s);
-        return br_err_set(err, BR_E_UNAVAILABLE, "cannot listen on %s", o->listen ? o->listen : "tcp://127.0.0.1:5555");
+        return br_err_set(err, BR_E_UNAVAILABLE, "cannot listen on %s",
+                          o->listen ? o->listen : "tcp://127.0.0.1:5555");
     }
     *out = s;
     return BR_OK;
@@ -746,10 +760,10 @@ struct sched {
     struct br_comm *comm;
     const struct br_tok *tok;
     int32_t n_slots, free_blocks, total_blocks, budget, vocab;
-    struct job **slots;    /* (n_slots,) */
-    struct job *waiting;   /* FIFO */
+    struct job **slots;  /* (n_slots,) */
+    struct job *waiting; /* FIFO */
     struct job *waiting_tail;
-    int32_t *to_free;      /* slots to release in the next descriptor */
+    int32_t *to_free; /* slots to release in the next descriptor */
     int32_t n_to_free;
     /* steps in flight, oldest first (pipeline parallelism keeps up to pp of them) */
     struct br_dist dist;
@@ -759,7 +773,7 @@ struct sched {
         struct job *row_job[BR_SCHED_MAX_BATCH];
     } steps[BR_DIST_MAX_INFLIGHT];
     int step_head, step_count, depth;
-    float *logits;  /* (max_batch, vocab) when a step needs logits */
+    float *logits; /* (max_batch, vocab) when a step needs logits */
 };
 
 static int32_t blocks_for(int32_t positions)
@@ -871,15 +885,18 @@ static void take_messages(struct sched *sc, int block_ms)
                 job_free(j);
             } else if (j->blocks > sc->total_blocks) {
                 struct br_buf b = {0};
-                br_proto_encode_error(&b, j->req.id, BR_PROTO_TOO_LONG,
-                                      "prompt and max_tokens need more KV cache than the server has");
+                br_proto_encode_error(
+                    &b, j->req.id, BR_PROTO_TOO_LONG,
+                    "prompt and max_tokens need more KV cache than the server has");
                 post_event(s, j, &b, 1);
                 br_buf_free(&b);
                 job_free(j);
             } else {
                 atomic_fetch_add(&s->n_tokens_in, j->n_prompt);
-                if (sc->waiting_tail) sc->waiting_tail->next = j;
-                else sc->waiting = j;
+                if (sc->waiting_tail)
+                    sc->waiting_tail->next = j;
+                else
+                    sc->waiting = j;
                 sc->waiting_tail = j;
             }
         } else if (n >= 3 && m[0] == 'C') {
@@ -1036,7 +1053,8 @@ static int issue(struct sched *sc, int *issued, struct br_err *err)
         int32_t take = best->n_prompt - best->n_fed;
         if (take > budget - n) take = budget - n;
         for (int32_t t = 0; t < take; t++, n++)
-            tokens[n] = best->prompt[best->n_fed + t], pos[n] = best->n_fed + t, seqs[n] = best->slot;
+            tokens[n] = best->prompt[best->n_fed + t], pos[n] = best->n_fed + t,
+            seqs[n] = best->slot;
         best->n_fed += take;
         if (best->n_fed == best->n_prompt) {
             st->row_job[n_rows] = best;
@@ -1166,7 +1184,8 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     s->model = m;
     s->n_ctx = br_engine_n_ctx(e);
     const char *tmpl = NULL;
-    const struct br_gguf_kv *kv = m->gguf ? br_gguf_find_kv(m->gguf, "tokenizer.chat_template") : NULL;
+    const struct br_gguf_kv *kv =
+        m->gguf ? br_gguf_find_kv(m->gguf, "tokenizer.chat_template") : NULL;
     char *ttext = NULL;
     if (kv && kv->type == BR_GGUF_STRING && (ttext = malloc(kv->v.str.len + 1))) {
         memcpy(ttext, kv->v.str.ptr, kv->v.str.len);
@@ -1188,7 +1207,8 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     br_dist_clear(&sc.dist);
     for (int32_t i = 0; i < sc.n_slots; i++)
         if (sc.slots[i]) sc.slots[i]->inflight = 0;
-    const char *why = rc ? "a rank was lost; the server is shutting down" : "the server is shutting down";
+    const char *why =
+        rc ? "a rank was lost; the server is shutting down" : "the server is shutting down";
     for (int32_t i = 0; i < sc.n_slots; i++)
         if (sc.slots[i]) finish(&sc, sc.slots[i], BR_FINISH_ERROR, why);
     while (sc.waiting) {

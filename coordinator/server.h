@@ -24,12 +24,12 @@
 #include "worker/engine.h"
 
 struct br_server_opts {
-    const char *listen;      /* ZeroMQ endpoint; default tcp://127.0.0.1:5555 */
-    int32_t max_queue;       /* requests waiting or running before `busy`; default 256 */
-    int32_t max_per_client;  /* concurrent requests of one client; default 64 */
-    int32_t client_timeout_s;/* free a request whose client went silent; default 30 */
-    int32_t batch_tokens;    /* token budget per step; default the engine's max batch */
-    int32_t max_tokens_cap;  /* upper bound for a request's max_tokens; default 4096 */
+    const char *listen;        /* ZeroMQ endpoint; default tcp://127.0.0.1:5555 */
+    int32_t max_queue;         /* requests waiting or running before `busy`; default 256 */
+    int32_t max_per_client;    /* concurrent requests of one client; default 64 */
+    int32_t client_timeout_s;  /* free a request whose client went silent; default 30 */
+    int32_t batch_tokens;      /* token budget per step; default the engine's max batch */
+    int32_t max_tokens_cap;    /* upper bound for a request's max_tokens; default 4096 */
     const char *curve_secret;  /* optional CurveZMQ server secret key file (z85) */
     const char *curve_clients; /* directory of authorized client public keys (z85 files) */
 };
@@ -38,8 +38,8 @@ struct br_server;
 
 /* Starts the front end (answering health with `loading`). info: name/value strings shown
  * by `info` requests (NULL-terminated pairs, copied). */
-int br_server_start(const struct br_server_opts *o, const char *const *info,
-                    struct br_server **out, struct br_err *err);
+int br_server_start(const struct br_server_opts *o, const char *const *info, struct br_server **out,
+                    struct br_err *err);
 
 /* Serves until br_server_request_stop (or SIGINT/SIGTERM via br_server_install_signals)
  * with the loaded model. The engine, model, tokenizer and comm are borrowed. */

@@ -129,8 +129,8 @@ float br_normq_r(float ss, size_t n_total, float eps, int normed)
     return normed ? 1.0f / sqrtf(ss / (float)n_total + eps) : 1.0f;
 }
 
-float br_normq_quantize(const float *x, const float *g, size_t n, size_t npad, float absmax, float r,
-                        int8_t *q)
+float br_normq_quantize(const float *x, const float *g, size_t n, size_t npad, float absmax,
+                        float r, int8_t *q)
 {
     float ar = absmax * r;
     float qm = ar >= 1e-5f ? 127.0f / absmax : 127.0f * r / 1e-5f;

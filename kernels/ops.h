@@ -58,8 +58,8 @@ float br_normq_stats(const float *x, const float *g, size_t n, size_t chunk, flo
 /* r from the global statistics (1 when not normed). */
 float br_normq_r(float ss, size_t n_total, float eps, int normed);
 /* Quantizes x[0..n) with the global absmax and r; zero-fills q[n..npad). Returns s. */
-float br_normq_quantize(const float *x, const float *g, size_t n, size_t npad, float absmax, float r,
-                        int8_t *q);
+float br_normq_quantize(const float *x, const float *g, size_t n, size_t npad, float absmax,
+                        float r, int8_t *q);
 
 /* RoPE on one head vector of head_dim values at position pos; n_rot dims rotated.
  * neox: dim i pairs with i + n_rot/2; else adjacent pairs (2i, 2i+1).

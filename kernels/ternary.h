@@ -23,17 +23,17 @@
 
 #include "bitrack/status.h"
 
-#define BR_TMAT_BLOCK 128      /* weights per block */
-#define BR_TMAT_BLOCK_BYTES 32 /* bytes per block */
+#define BR_TMAT_BLOCK       128 /* weights per block */
+#define BR_TMAT_BLOCK_BYTES 32  /* bytes per block */
 
 struct br_tmat {
     int32_t rows, cols;
-    int32_t blocks;     /* per row */
-    size_t row_bytes;   /* blocks * 32 */
-    uint8_t *codes;     /* (rows, row_bytes), 64-byte aligned, owned */
-    float *scale;       /* (rows,), owned */
-    void *packed;       /* kernel-specific copy, owned by kernels/, may be NULL */
-    int packed_kind;    /* which kernel layout `packed` holds; 0 = none */
+    int32_t blocks;   /* per row */
+    size_t row_bytes; /* blocks * 32 */
+    uint8_t *codes;   /* (rows, row_bytes), 64-byte aligned, owned */
+    float *scale;     /* (rows,), owned */
+    void *packed;     /* kernel-specific copy, owned by kernels/, may be NULL */
+    int packed_kind;  /* which kernel layout `packed` holds; 0 = none */
 };
 
 static inline int32_t br_tmat_blocks(int32_t cols)
@@ -70,12 +70,11 @@ int br_tmat_prepare(struct br_tmat *m);
 
 /* acc[r - r0] = sum_k w[r][k] q[k] for rows r0..r1-1; q has kpad = 128 * blocks entries.
  * Dispatches to the active kernel. */
-void br_tmat_gemv(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
-                  int32_t *acc);
+void br_tmat_gemv(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q, int32_t *acc);
 
 /* Many tokens: acc[t * acc_stride + (r - r0)] for t < ntok, q[t * q_stride + k]. */
-void br_tmat_gemm(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
-                  const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride);
+void br_tmat_gemm(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok, const int8_t *q,
+                  size_t q_stride, int32_t *acc, size_t acc_stride);
 
 /* The scalar reference of both, reading the canonical codes only. */
 void br_tmat_gemv_ref(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,

@@ -50,9 +50,12 @@ bool br_wname_is_subnorm(enum br_wname w)
 const char *br_arch_name(enum br_arch a)
 {
     switch (a) {
-    case BR_ARCH_BITNET_B158: return "bitnet-b1.58";
-    case BR_ARCH_BITNET: return "bitnet";
-    case BR_ARCH_LLAMA: return "llama";
+    case BR_ARCH_BITNET_B158:
+        return "bitnet-b1.58";
+    case BR_ARCH_BITNET:
+        return "bitnet";
+    case BR_ARCH_LLAMA:
+        return "llama";
     }
     return "?";
 }
@@ -66,17 +69,37 @@ void br_config_wshape(const struct br_model_config *c, enum br_wname w, int64_t 
     *rows = 1;
     switch (w) {
     case BR_W_ATTN_NORM:
-    case BR_W_FFN_NORM: *cols = d; break;
-    case BR_W_ATTN_SUB_NORM: *cols = vo; break;
-    case BR_W_FFN_SUB_NORM: *cols = c->n_ff; break;
-    case BR_W_Q: *cols = d, *rows = qd; break;
-    case BR_W_K: *cols = d, *rows = kd; break;
-    case BR_W_V: *cols = d, *rows = vd; break;
-    case BR_W_O: *cols = vo, *rows = d; break;
+    case BR_W_FFN_NORM:
+        *cols = d;
+        break;
+    case BR_W_ATTN_SUB_NORM:
+        *cols = vo;
+        break;
+    case BR_W_FFN_SUB_NORM:
+        *cols = c->n_ff;
+        break;
+    case BR_W_Q:
+        *cols = d, *rows = qd;
+        break;
+    case BR_W_K:
+        *cols = d, *rows = kd;
+        break;
+    case BR_W_V:
+        *cols = d, *rows = vd;
+        break;
+    case BR_W_O:
+        *cols = vo, *rows = d;
+        break;
     case BR_W_GATE:
-    case BR_W_UP: *cols = d, *rows = c->n_ff; break;
-    case BR_W_DOWN: *cols = c->n_ff, *rows = d; break;
-    default: *cols = 0; break;
+    case BR_W_UP:
+        *cols = d, *rows = c->n_ff;
+        break;
+    case BR_W_DOWN:
+        *cols = c->n_ff, *rows = d;
+        break;
+    default:
+        *cols = 0;
+        break;
     }
 }
 
@@ -94,8 +117,8 @@ static int get_int(const struct br_gguf *g, const char *arch, const char *suffix
     }
     if (rc) return rc;
     if (v < 1 || v > max)
-        return br_err_set(err, BR_E_FORMAT, "%s = %lld is out of range 1..%lld", key,
-                          (long long)v, (long long)max);
+        return br_err_set(err, BR_E_FORMAT, "%s = %lld is out of range 1..%lld", key, (long long)v,
+                          (long long)max);
     *out = (int32_t)v;
     return BR_OK;
 }
@@ -116,8 +139,8 @@ static int check_tensor(const struct br_gguf *g, const char *name, int64_t cols,
 {
     const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
     if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
-    bool ok = t->ne[0] == (uint64_t)cols && t->ne[1] == (uint64_t)rows && t->ne[2] == 1 &&
-              t->ne[3] == 1;
+    bool ok =
+        t->ne[0] == (uint64_t)cols && t->ne[1] == (uint64_t)rows && t->ne[2] == 1 && t->ne[3] == 1;
     if (!ok)
         return br_err_set(err, BR_E_FORMAT,
                           "tensor %s has shape {%llu, %llu, %llu, %llu}, expected {%lld, %lld}",
@@ -176,8 +199,10 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
         rc != BR_E_NOTFOUND)
         return rc;
     if (c->n_embd % c->n_head != 0)
-        return br_err_set(err, BR_E_FORMAT, "%s.embedding_length %d is not a multiple of "
-                          "head_count %d", a, c->n_embd, c->n_head);
+        return br_err_set(err, BR_E_FORMAT,
+                          "%s.embedding_length %d is not a multiple of "
+                          "head_count %d",
+                          a, c->n_embd, c->n_head);
     c->head_dim = c->n_embd / c->n_head;
     if ((rc = get_int(g, a, "attention.key_length", false, 65536, &c->head_dim, err)) &&
         rc != BR_E_NOTFOUND)
@@ -197,8 +222,10 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
         rc != BR_E_NOTFOUND)
         return rc;
     if (c->n_rot > c->head_dim || c->n_rot % 2)
-        return br_err_set(err, BR_E_FORMAT, "rope.dimension_count %d must be even and at most "
-                          "the head dimension %d", c->n_rot, c->head_dim);
+        return br_err_set(err, BR_E_FORMAT,
+                          "rope.dimension_count %d must be even and at most "
+                          "the head dimension %d",
+                          c->n_rot, c->head_dim);
     c->rope_base = 10000.0f;
     if ((rc = get_float(g, a, "rope.freq_base", &c->rope_base, err)) && rc != BR_E_NOTFOUND)
         return rc;
@@ -207,8 +234,8 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
     if (br_gguf_get_str(g, key, stype, sizeof stype, NULL) == BR_OK && strcmp(stype, "none")) {
         if (strcmp(stype, "linear"))
-            return br_err_set(err, BR_E_UNSUPPORTED, "%s '%s' is not supported (linear, none)",
-                              key, stype);
+            return br_err_set(err, BR_E_UNSUPPORTED, "%s '%s' is not supported (linear, none)", key,
+                              stype);
         float f = 1.0f;
         if ((rc = get_float(g, a, "rope.scaling.factor", &f, err)) && rc != BR_E_NOTFOUND)
             return rc;
@@ -232,8 +259,8 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
         else if (!strcmp(act, "silu") || !strcmp(act, "swish"))
             c->act = BR_ACT_SILU;
         else
-            return br_err_set(err, BR_E_UNSUPPORTED, "%s '%s' is not supported (relu2, silu)",
-                              key, act);
+            return br_err_set(err, BR_E_UNSUPPORTED, "%s '%s' is not supported (relu2, silu)", key,
+                              act);
     }
     return BR_OK;
 }
@@ -249,17 +276,18 @@ int br_config_from_gguf(const struct br_gguf *g, struct br_model_config *c, stru
     const struct br_gguf_tensor *emb = br_gguf_find_tensor(g, "token_embd.weight");
     if (!emb) return br_err_set(err, BR_E_FORMAT, "missing tensor token_embd.weight");
     if (emb->n_dims != 2 || emb->ne[0] != (uint64_t)c->n_embd || emb->ne[1] > (uint64_t)big * 4)
-        return br_err_set(err, BR_E_FORMAT,
-                          "tensor token_embd.weight has ne {%llu, %llu}, expected {%d, vocab}",
-                          (unsigned long long)emb->ne[0], (unsigned long long)emb->ne[1],
-                          c->n_embd);
+        return br_err_set(
+            err, BR_E_FORMAT, "tensor token_embd.weight has ne {%llu, %llu}, expected {%d, vocab}",
+            (unsigned long long)emb->ne[0], (unsigned long long)emb->ne[1], c->n_embd);
     c->n_vocab = (int32_t)emb->ne[1];
     c->embd_type = emb->type;
     int32_t vocab_kv = 0;
     if ((rc = get_int(g, a, "vocab_size", false, (int64_t)1 << 26, &vocab_kv, err)) == BR_OK) {
         if (vocab_kv != c->n_vocab)
-            return br_err_set(err, BR_E_FORMAT, "%s.vocab_size %d disagrees with token_embd's %d "
-                              "rows", a, vocab_kv, c->n_vocab);
+            return br_err_set(err, BR_E_FORMAT,
+                              "%s.vocab_size %d disagrees with token_embd's %d "
+                              "rows",
+                              a, vocab_kv, c->n_vocab);
     } else if (rc != BR_E_NOTFOUND) {
         return rc;
     }

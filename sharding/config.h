@@ -30,7 +30,7 @@ struct br_model_config {
     bool rope_neox;
     enum br_act act;
     bool has_subnorm;
-    bool tied_head; /* no output.weight: the head is token_embd */
+    bool tied_head;                /* no output.weight: the head is token_embd */
     uint32_t embd_type, head_type; /* ggml types of token_embd and the head */
     uint32_t weight_type;          /* ggml type of blk.0.attn_q.weight */
 };

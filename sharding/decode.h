@@ -26,8 +26,8 @@
 /* Decodes rows [row0, row0 + nrows) of a 2-D tensor with ne0 elements per row into
  * out (nrows, ne0). Types: F32, F16, BF16, Q8_0, Q6_K. `data` is the tensor's first
  * byte. BR_E_UNSUPPORTED for other types. */
-int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t row0,
-                       uint64_t nrows, float *out, struct br_err *err);
+int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t row0, uint64_t nrows,
+                       float *out, struct br_err *err);
 
 /* Decodes the sub-rectangle of a ternary weight tensor t (ne = {cols, rows}) into *out,
  * which this function initializes (br_tmat_init) with (row1-row0) x (col1-col0).
@@ -44,8 +44,8 @@ uint64_t br_encode_ternary_size(uint32_t type, int32_t rows, int32_t cols);
  * Rows may be encoded in pieces: rows [row0, row1) go to out, which then holds
  * (row1-row0) rows' bytes — except I2_S, whose scale tail follows only the last piece
  * (pass row1 == m->rows for it). */
-int br_encode_ternary(uint32_t type, const struct br_tmat *m, int32_t row0, int32_t row1,
-                      void *out, struct br_err *err);
+int br_encode_ternary(uint32_t type, const struct br_tmat *m, int32_t row0, int32_t row1, void *out,
+                      struct br_err *err);
 
 /* Encodes float rows (nrows, ne0) to F32, F16, BF16 or Q8_0 bytes (row-major). */
 uint64_t br_encode_rows_size(uint32_t type, uint64_t ne0, uint64_t nrows);

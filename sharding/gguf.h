@@ -38,8 +38,8 @@ enum br_gguf_vtype {
     BR_GGUF_VTYPE_COUNT
 };
 
-#define BR_GGUF_MAX_DIMS 4
-#define BR_GGUF_MAX_NAME 64 /* tensor names are shorter than this */
+#define BR_GGUF_MAX_DIMS          4
+#define BR_GGUF_MAX_NAME          64 /* tensor names are shorter than this */
 #define BR_GGUF_DEFAULT_ALIGNMENT 32
 
 /* One metadata value. Strings point into the file (not NUL-terminated). Arrays keep a
@@ -60,7 +60,7 @@ struct br_gguf_kv {
         struct {
             enum br_gguf_vtype elem;
             uint64_t n;
-            const uint8_t *data; /* first element in the file */
+            const uint8_t *data;         /* first element in the file */
             const uint64_t *str_offsets; /* string arrays: byte offset of element i's
                                             length field from data; else NULL */
         } arr;
@@ -76,7 +76,7 @@ struct br_gguf_tensor {
     uint64_t offset;               /* from the data section's start */
     uint64_t nbytes;
     uint64_t nelem;
-    const void *data; /* inside the mapping */
+    const void *data;     /* inside the mapping */
     uint64_t info_offset; /* where its info record starts in the file, for messages */
 };
 
@@ -148,8 +148,8 @@ int br_gguf_writer_set_raw(struct br_gguf_writer *w, const char *key, enum br_gg
 int br_gguf_writer_set_arr(struct br_gguf_writer *w, const char *key, enum br_gguf_vtype elem,
                            const void *data, uint64_t n);
 /* Arrays of strings: strs[i] with lens[i] bytes (lens NULL: strlen). */
-int br_gguf_writer_set_arr_str(struct br_gguf_writer *w, const char *key,
-                               const char *const *strs, const size_t *lens, uint64_t n);
+int br_gguf_writer_set_arr_str(struct br_gguf_writer *w, const char *key, const char *const *strs,
+                               const size_t *lens, uint64_t n);
 
 /* Declares a tensor; data follows later in declaration order. nbytes is computed from the
  * type (sharding/types.h); BR_E_INVALID if the shape does not fit the type. */
@@ -159,8 +159,7 @@ int br_gguf_writer_add_tensor(struct br_gguf_writer *w, const char *name, uint32
 /* Writes the header (version 3) to path; after it, tensor data in declaration order. */
 int br_gguf_writer_begin(struct br_gguf_writer *w, const char *path, struct br_err *err);
 /* Appends bytes of the current tensor(s); padding between tensors is automatic. */
-int br_gguf_writer_write(struct br_gguf_writer *w, const void *data, size_t n,
-                         struct br_err *err);
+int br_gguf_writer_write(struct br_gguf_writer *w, const void *data, size_t n, struct br_err *err);
 /* Checks every declared byte was written, pads, closes. */
 int br_gguf_writer_finish(struct br_gguf_writer *w, struct br_err *err);
 

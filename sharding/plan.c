@@ -50,8 +50,8 @@ static uint64_t layer_bytes(const struct br_model_config *c)
     return w / 4;
 }
 
-int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp,
-                   struct br_plan **out, struct br_err *err)
+int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp, struct br_plan **out,
+                   struct br_err *err)
 {
     *out = NULL;
     if (tp < 1 || pp < 1 || tp > 4096 || pp > 4096)
@@ -59,15 +59,17 @@ int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp,
     int32_t d_chunks = (c->n_embd + BR_CHUNK - 1) / BR_CHUNK;
     int32_t ff_chunks = (c->n_ff + BR_CHUNK - 1) / BR_CHUNK;
     if (tp > c->n_head_kv)
-        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d KV heads (attention is split "
-                          "by whole KV-head groups)", tp, c->n_head_kv);
+        return br_err_set(err, BR_E_INVALID,
+                          "--tp %d exceeds the %d KV heads (attention is split "
+                          "by whole KV-head groups)",
+                          tp, c->n_head_kv);
     if (tp > d_chunks || tp > ff_chunks)
         return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d hidden / %d FFN chunks of 256",
                           tp, d_chunks, ff_chunks);
     int32_t v_chunks = (c->n_vocab + BR_CHUNK - 1) / BR_CHUNK;
     if (tp > v_chunks)
-        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d vocabulary chunks of 256",
-                          tp, v_chunks);
+        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d vocabulary chunks of 256", tp,
+                          v_chunks);
     if (pp > c->n_layer)
         return br_err_set(err, BR_E_INVALID, "--pp %d exceeds the %d layers", pp, c->n_layer);
     struct br_plan *p = calloc(1, sizeof *p);
@@ -146,8 +148,8 @@ void br_part_cost(const struct br_model_config *c, const struct br_part *p, int 
     uint64_t ffl = (uint64_t)(p->ff1 - p->ff0);
     uint64_t blk = (d + 127) / 128 * 32; /* packed bytes per row of d inputs */
     uint64_t per_layer = qh * (uint64_t)c->head_dim * blk + 2 * kvh * (uint64_t)c->head_dim * blk +
-                         d * ((qh * (uint64_t)c->head_dim_v + 127) / 128 * 32) +
-                         2 * ffl * blk + d * ((ffl + 127) / 128 * 32);
+                         d * ((qh * (uint64_t)c->head_dim_v + 127) / 128 * 32) + 2 * ffl * blk +
+                         d * ((ffl + 127) / 128 * 32);
     per_layer += 4 * (2 * dl + qh * (uint64_t)c->head_dim_v + ffl); /* norms */
     o->weight_bytes = nl * per_layer;
     if (p->first_stage) o->weight_bytes += (uint64_t)c->n_vocab * dl * (uint64_t)embd_bytes;
@@ -159,8 +161,8 @@ void br_part_cost(const struct br_model_config *c, const struct br_part *p, int 
          * sub-norms (8 bytes each: max and one chunk sum... counted as sent bytes), two
          * int8 all-gathers of the local residual slice, two int32 reduce-scatters of the
          * partial sums for the other ranks' residual slices. */
-        uint64_t stats = 4 * (uint64_t)(1 + (dl + 255) / 256) * 2 +
-                         4 * (1 + qh) + 4 * (uint64_t)(1 + (ffl + 255) / 256);
+        uint64_t stats = 4 * (uint64_t)(1 + (dl + 255) / 256) * 2 + 4 * (1 + qh) +
+                         4 * (uint64_t)(1 + (ffl + 255) / 256);
         uint64_t gathers = 2 * dl * (uint64_t)(p->tp - 1);
         uint64_t rs = 2 * 4 * (d - dl);
         o->send_bytes_per_tok += nl * (stats * (uint64_t)(p->tp - 1) + gathers + rs);
@@ -225,11 +227,13 @@ int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
     const struct br_model_config *c = &p->cfg;
     int over = 0;
     int eb = c->embd_type == 0 ? 4 : 2, hb = c->head_type == 0 ? 4 : 2;
-    fprintf(f, "plan: tp %d x pp %d = %d ranks; %s d %d, %d layers, %d/%d heads, ffn %d, vocab %d\n",
+    fprintf(f,
+            "plan: tp %d x pp %d = %d ranks; %s d %d, %d layers, %d/%d heads, ffn %d, vocab %d\n",
             p->tp, p->pp, p->tp * p->pp, c->arch_name, c->n_embd, c->n_layer, c->n_head,
             c->n_head_kv, c->n_ff, c->n_vocab);
     fprintf(f, "%5s %5s %9s %9s %11s %11s %12s %11s %12s %10s\n", "rank", "stage", "layers",
-            "kv heads", "ffn rows", "hidden", "weights MiB", "KV MiB/1k", "decode B/tok", "msgs/tok");
+            "kv heads", "ffn rows", "hidden", "weights MiB", "KV MiB/1k", "decode B/tok",
+            "msgs/tok");
     uint64_t maxw = 0, minw = UINT64_MAX;
     for (int32_t r = 0; r < p->tp * p->pp; r++) {
         const struct br_part *q = &p->parts[r];
@@ -248,8 +252,8 @@ int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
         snprintf(hid, sizeof hid, "%d-%d", q->d0, q->d1 - 1);
         int bad = mem_limit && cost.weight_bytes + cost.kv_bytes_per_1k * 4 > mem_limit;
         over += bad;
-        fprintf(f, "%5d %5d %9s %9s %11s %11s %12.1f %11.1f %12llu %10u%s\n", r, q->pp_rank,
-                layers, heads, ff, hid, mib(cost.weight_bytes), mib(cost.kv_bytes_per_1k),
+        fprintf(f, "%5d %5d %9s %9s %11s %11s %12.1f %11.1f %12llu %10u%s\n", r, q->pp_rank, layers,
+                heads, ff, hid, mib(cost.weight_bytes), mib(cost.kv_bytes_per_1k),
                 (unsigned long long)cost.send_bytes_per_tok, cost.messages_per_tok,
                 bad ? "  OVER" : "");
         if (cost.weight_bytes > maxw) maxw = cost.weight_bytes;

@@ -40,8 +40,8 @@ struct br_plan {
 
 /* Builds the plan; BR_E_INVALID with a message when the model cannot be split so (more
  * TP ranks than KV heads or 256-chunks, more stages than layers). */
-int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp,
-                   struct br_plan **out, struct br_err *err);
+int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp, struct br_plan **out,
+                   struct br_err *err);
 void br_plan_destroy(struct br_plan **p);
 
 /* The single-process part: everything. */
@@ -59,8 +59,8 @@ void br_part_cost(const struct br_model_config *c, const struct br_part *p, int 
 
 /* Exact traffic this rank sends for a run of `steps` forward steps covering `tokens`
  * tokens, `row_steps` of which return logits for `rows` rows in all, followed by the stop
- * message (top1: only the greedy choice travels back, 8 bytes a row), under the step protocol of worker/dist.c (descriptor of 4 + 5 * max_batch
- * int32) and the collectives of worker/engine.c. */
+ * message (top1: only the greedy choice travels back, 8 bytes a row), under the step protocol of
+ * worker/dist.c (descriptor of 4 + 5 * max_batch int32) and the collectives of worker/engine.c. */
 void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uint64_t steps,
                      uint64_t rows, uint64_t row_steps, int32_t max_batch, int top1,
                      uint64_t *bytes, uint64_t *messages);

@@ -33,8 +33,8 @@ struct preset {
 
 static const struct preset presets[] = {
     {"tiny", "bitnet-b1.58", "synthetic tiny", 256, 2, 512, 4, 2, 512, 512, 500000.0f, 1e-5f, 1},
-    {"2b-4t", "bitnet-b1.58", "synthetic bitnet-b1.58-2B-4T", 2560, 30, 6912, 20, 5, 128256,
-     4096, 500000.0f, 1e-5f, 1},
+    {"2b-4t", "bitnet-b1.58", "synthetic bitnet-b1.58-2B-4T", 2560, 30, 6912, 20, 5, 128256, 4096,
+     500000.0f, 1e-5f, 1},
     {"large", "bitnet", "synthetic bitnet_b1_58-large", 1536, 24, 4096, 16, 16, 32002, 2048,
      10000.0f, 1e-5f, 1},
     {"llama3-8b", "llama", "synthetic Llama3-8B-1.58", 4096, 32, 14336, 32, 8, 128256, 8192,
@@ -119,8 +119,8 @@ static void ternary_cols(uint64_t tensor_key, int64_t row, int32_t c0, int32_t c
         }
         for (int32_t i = n; i < BR_TMAT_BLOCK; i++) codes[i] = 1; /* padding: weight 0 */
         for (int p = 0; p < 32; p++)
-            out[b * BR_TMAT_BLOCK_BYTES + p] = (uint8_t)(codes[p] << 6 | codes[p + 32] << 4 |
-                                                         codes[p + 64] << 2 | codes[p + 96]);
+            out[b * BR_TMAT_BLOCK_BYTES + p] =
+                (uint8_t)(codes[p] << 6 | codes[p + 32] << 4 | codes[p + 64] << 2 | codes[p + 96]);
     }
 }
 
@@ -191,9 +191,17 @@ static char *dup_cat(const char *a, const char *sep, const char *b)
 }
 
 static const char *const llama3_specials[] = {
-    "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-    "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>",
-    "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|reserved_special_token_2|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
 };
 
 static int vocab_build(int32_t n_vocab, struct vocab *v, struct br_err *err)
@@ -203,8 +211,8 @@ static int vocab_build(int32_t n_vocab, struct vocab *v, struct br_err *err)
     int32_t n_special = llama3 ? 256 : 3;
     int32_t n_normal = n_vocab - n_special;
     if (n_normal < 256)
-        return br_err_set(err, BR_E_INVALID, "vocabulary of %d is too small (at least %d)",
-                          n_vocab, 256 + n_special);
+        return br_err_set(err, BR_E_INVALID, "vocabulary of %d is too small (at least %d)", n_vocab,
+                          256 + n_special);
     v->n_tokens = n_vocab;
     v->tokens = calloc((size_t)n_vocab, sizeof *v->tokens);
     v->types = calloc((size_t)n_vocab, sizeof *v->types);
@@ -296,8 +304,10 @@ static int resolve(const struct br_synth_opts *o, struct shape *s, const struct 
     else if (!strcmp(s->arch, "llama"))
         s->arch_id = BR_ARCH_LLAMA;
     else
-        return br_err_set(err, BR_E_INVALID, "unknown architecture '%s' (bitnet-b1.58, bitnet, "
-                          "llama)", s->arch);
+        return br_err_set(err, BR_E_INVALID,
+                          "unknown architecture '%s' (bitnet-b1.58, bitnet, "
+                          "llama)",
+                          s->arch);
     struct br_model_config *c = &s->c;
     c->arch = s->arch_id;
     c->n_embd = o->n_embd ? o->n_embd : p->n_embd;
@@ -311,10 +321,12 @@ static int resolve(const struct br_synth_opts *o, struct shape *s, const struct 
     c->eps = p->eps;
     c->has_subnorm = s->arch_id != BR_ARCH_LLAMA;
     s->tied = o->tied >= 0 ? o->tied : p->tied;
-    if (c->n_embd <= 0 || c->n_layer <= 0 || c->n_ff <= 0 || c->n_head <= 0 ||
-        c->n_head_kv <= 0 || c->n_ctx <= 0 || c->n_embd % c->n_head || c->n_head % c->n_head_kv)
-        return br_err_set(err, BR_E_INVALID, "inconsistent shape: embd %d, heads %d/%d, ff %d, "
-                          "layers %d", c->n_embd, c->n_head, c->n_head_kv, c->n_ff, c->n_layer);
+    if (c->n_embd <= 0 || c->n_layer <= 0 || c->n_ff <= 0 || c->n_head <= 0 || c->n_head_kv <= 0 ||
+        c->n_ctx <= 0 || c->n_embd % c->n_head || c->n_head % c->n_head_kv)
+        return br_err_set(err, BR_E_INVALID,
+                          "inconsistent shape: embd %d, heads %d/%d, ff %d, "
+                          "layers %d",
+                          c->n_embd, c->n_head, c->n_head_kv, c->n_ff, c->n_layer);
     c->head_dim = c->head_dim_v = c->n_embd / c->n_head;
     if (c->head_dim % 2) return br_err_set(err, BR_E_INVALID, "head dimension must be even");
     return BR_OK;
@@ -324,12 +336,18 @@ static int resolve(const struct br_synth_opts *o, struct shape *s, const struct 
 static uint32_t file_type_of(uint32_t wt)
 {
     switch (wt) {
-    case BR_GGML_I2_S: return 40;
-    case BR_GGML_TQ1_0: return 36;
-    case BR_GGML_TQ2_0: return 37;
-    case BR_GGML_F16: return 1;
-    case BR_GGML_BF16: return 32;
-    default: return 0;
+    case BR_GGML_I2_S:
+        return 40;
+    case BR_GGML_TQ1_0:
+        return 36;
+    case BR_GGML_TQ2_0:
+        return 37;
+    case BR_GGML_F16:
+        return 1;
+    case BR_GGML_BF16:
+        return 32;
+    default:
+        return 0;
     }
 }
 
@@ -369,8 +387,7 @@ static int write_ternary(struct br_gguf_writer *w, uint64_t key, uint32_t type, 
             rc = br_gguf_writer_write(w, m.codes, m.row_bytes * (size_t)n, err);
         } else {
             rc = br_encode_ternary(type, &m, 0, n, buf, err);
-            if (!rc)
-                rc = br_gguf_writer_write(w, buf, br_encode_ternary_size(type, n, cols), err);
+            if (!rc) rc = br_gguf_writer_write(w, buf, br_encode_ternary_size(type, n, cols), err);
         }
         br_progress_add(prog, (uint64_t)n * (uint64_t)cols);
     }
@@ -406,8 +423,8 @@ static int write_dense(struct br_gguf_writer *w, uint64_t key, uint32_t type, in
         }
         rc = br_encode_rows_f32(type, x, (uint64_t)cols, (uint64_t)n, buf, err);
         if (!rc)
-            rc = br_gguf_writer_write(w, buf, br_encode_rows_size(type, (uint64_t)cols, (uint64_t)n),
-                                      err);
+            rc = br_gguf_writer_write(w, buf,
+                                      br_encode_rows_size(type, (uint64_t)cols, (uint64_t)n), err);
         br_progress_add(prog, (uint64_t)(n * cols));
     }
     free(x);
@@ -487,8 +504,8 @@ static void model_free(struct synth_model *sm)
     vocab_free(&sm->v);
 }
 
-static int add_tensor(struct synth_model *sm, const char *name, uint32_t n_dims,
-                      const uint64_t *ne, uint32_t type, struct br_err *err)
+static int add_tensor(struct synth_model *sm, const char *name, uint32_t n_dims, const uint64_t *ne,
+                      uint32_t type, struct br_err *err)
 {
     int rc = br_gguf_writer_add_tensor(sm->w, name, n_dims, ne, type, err);
     uint64_t nb = 0;
@@ -564,8 +581,8 @@ int br_synth_write(const struct br_synth_opts *o, const char *path, struct br_er
     struct br_progress prog;
     br_progress_begin(&prog, "synth", sm.total);
     float emb_spread = embd_spread(c);
-    rc = write_dense(w, hash_name(o->seed, "token_embd.weight"), BR_GGML_F16, c->n_vocab,
-                     c->n_embd, 0.0f, emb_spread, &prog, err);
+    rc = write_dense(w, hash_name(o->seed, "token_embd.weight"), BR_GGML_F16, c->n_vocab, c->n_embd,
+                     0.0f, emb_spread, &prog, err);
     for (int l = 0; l < c->n_layer && !rc; l++)
         for (int wi = 0; wi < BR_W_COUNT && !rc; wi++) {
             if (br_wname_is_subnorm((enum br_wname)wi) && !c->has_subnorm) continue;
@@ -655,10 +672,11 @@ static int rank_dense_rows(void *ctx, int head, int64_t r0, int64_t nrows, const
         free(rs->x);
         free(rs->enc);
         rs->x = malloc((size_t)nrows * (size_t)c->n_embd * sizeof *rs->x);
-        rs->enc = malloc((size_t)br_encode_rows_size(BR_GGML_F32, (uint64_t)c->n_embd,
-                                                     (uint64_t)nrows));
+        rs->enc =
+            malloc((size_t)br_encode_rows_size(BR_GGML_F32, (uint64_t)c->n_embd, (uint64_t)nrows));
         rs->cap = rs->x && rs->enc ? nrows : 0;
-        if (!rs->cap) return br_err_set(err, BR_E_NOMEM, "out of memory for %lld rows", (long long)nrows);
+        if (!rs->cap)
+            return br_err_set(err, BR_E_NOMEM, "out of memory for %lld rows", (long long)nrows);
     }
     uint64_t key = hash_name(rs->o->seed, own_head ? "output.weight" : "token_embd.weight");
     float spread = embd_spread(c);
@@ -685,7 +703,8 @@ int br_synth_write_shard(const struct br_synth_opts *o, int32_t tp, int32_t pp, 
     struct rank_src rs = {.o = o, .c = &cfg, .tied = sm.s.tied, .head_type = sm.head_type};
     int have_skel = 0;
     if ((rc = br_shard_path(path, sizeof path, dir, rank, err))) goto done;
-    if (snprintf(skel, sizeof skel, "%s/.rank-%d.source.gguf", dir, (int)rank) >= (int)sizeof skel) {
+    if (snprintf(skel, sizeof skel, "%s/.rank-%d.source.gguf", dir, (int)rank) >=
+        (int)sizeof skel) {
         rc = br_err_set(err, BR_E_TOO_LONG, "directory name %s is too long", dir);
         goto done;
     }

@@ -36,10 +36,10 @@ enum br_ggml_type {
     BR_GGML_TYPE_MAX = 64
 };
 
-#define BR_QK8_0 32
-#define BR_QK_K 256
-#define BR_I2S_BLOCK 128   /* weights per I2_S block */
-#define BR_I2S_TAIL 32     /* bytes after the packed weights */
+#define BR_QK8_0     32
+#define BR_QK_K      256
+#define BR_I2S_BLOCK 128 /* weights per I2_S block */
+#define BR_I2S_TAIL  32  /* bytes after the packed weights */
 
 /* Transparent block layouts, pinned by static asserts in types.c. */
 struct br_block_q8_0 {

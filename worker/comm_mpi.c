@@ -135,9 +135,8 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     if (tp < 1 || pp < 1 || tp * pp != size) {
         MPI_Finalize();
-        return br_err_set(err, BR_E_INVALID,
-                          "--tp %d x --pp %d = %d ranks, but mpirun started %d", tp, pp, tp * pp,
-                          size);
+        return br_err_set(err, BR_E_INVALID, "--tp %d x --pp %d = %d ranks, but mpirun started %d",
+                          tp, pp, tp * pp, size);
     }
     struct br_comm *c = calloc(1, sizeof *c);
     struct mpi_impl *m = calloc(1, sizeof *m);

@@ -66,7 +66,8 @@ static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, float *l
     int rc = BR_OK;
     int first = c ? c->pp_rank == 0 : 1, last = c ? c->pp_rank == c->pp - 1 : 1;
     if (b.n < 1 || b.n > mb || n_rows < 0 || n_rows > b.n || b.n_free < 0 || b.n_free > mb)
-        return br_err_set(err, BR_E_PROTOCOL, "bad step descriptor (%d tokens, %d rows)", b.n, n_rows);
+        return br_err_set(err, BR_E_PROTOCOL, "bad step descriptor (%d tokens, %d rows)", b.n,
+                          n_rows);
     if (first && (rc = br_engine_embed(e, &b, err))) return rc;
     if ((rc = br_engine_layers(e, &b, err))) return rc;
     if (!last) {
@@ -278,9 +279,11 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
         if (last && d[2] > 0) {
             if (d[1] & DESC_TOP1) {
                 slice_top1(logits[cur], d[2], v1 - v0, v0, t1[cur]);
-                rc = c->ops->send_root(c, t1[cur], (size_t)d[2] * sizeof(struct top1), &pending[cur]);
+                rc = c->ops->send_root(c, t1[cur], (size_t)d[2] * sizeof(struct top1),
+                                       &pending[cur]);
             } else {
-                rc = c->ops->send_root(c, logits[cur], (size_t)d[2] * (size_t)(v1 - v0) * sizeof(float),
+                rc = c->ops->send_root(c, logits[cur],
+                                       (size_t)d[2] * (size_t)(v1 - v0) * sizeof(float),
                                        &pending[cur]);
             }
             if (rc) {

@@ -32,10 +32,10 @@ struct layer_cache {
 
 /* What every rank of the TP group holds, for laying out collectives. */
 struct group_dims {
-    int32_t d0, dl;      /* residual slice */
-    int32_t ff0, ffl;    /* FFN rows */
-    int32_t qh0, qhl;    /* query heads */
-    int32_t v0, v1;      /* vocabulary rows on the last stage */
+    int32_t d0, dl;   /* residual slice */
+    int32_t ff0, ffl; /* FFN rows */
+    int32_t qh0, qhl; /* query heads */
+    int32_t v0, v1;   /* vocabulary rows on the last stage */
 };
 
 struct br_engine {
@@ -45,26 +45,26 @@ struct br_engine {
     int tp, tp_rank;
     int32_t n_ctx, max_batch, n_seq;
     /* local sizes */
-    int32_t g;                           /* query heads per KV head */
+    int32_t g; /* query heads per KV head */
     int32_t dl, qhl, kvl, qdl, kdl, vdl, odl, ffl, vl;
-    size_t kpad_d, kpad_o, kpad_f;       /* padded widths of the int8 inputs */
-    struct group_dims *grp;              /* (tp,) */
-    struct layer_cache *cache;           /* (n_layer,), only own layers allocated */
-    struct br_kv_alloc *kv;              /* block tables */
-    int64_t *rows;                       /* (max_batch,) cache row of each batch token */
+    size_t kpad_d, kpad_o, kpad_f; /* padded widths of the int8 inputs */
+    struct group_dims *grp;        /* (tp,) */
+    struct layer_cache *cache;     /* (n_layer,), only own layers allocated */
+    struct br_kv_alloc *kv;        /* block tables */
+    int64_t *rows;                 /* (max_batch,) cache row of each batch token */
     /* scratch, all sized for max_batch tokens */
-    float *x;        /* residual slice (T, dl) */
-    int8_t *q8;      /* full or local int8 input (T, max kpad) */
-    int8_t *q8loc;   /* local int8 slice before the all-gather (T, dl) */
-    float *qs;       /* per-token quantization scale s (T,) */
-    float *stats;    /* local statistics (T, 1 + chunks) */
-    float *gstats;   /* gathered statistics */
-    int32_t *acc;    /* integer sums (T, max rows) */
-    int32_t *rs;     /* reduce-scatter send (T, d) / recv (T, dl) scratch */
+    float *x;      /* residual slice (T, dl) */
+    int8_t *q8;    /* full or local int8 input (T, max kpad) */
+    int8_t *q8loc; /* local int8 slice before the all-gather (T, dl) */
+    float *qs;     /* per-token quantization scale s (T,) */
+    float *stats;  /* local statistics (T, 1 + chunks) */
+    float *gstats; /* gathered statistics */
+    int32_t *acc;  /* integer sums (T, max rows) */
+    int32_t *rs;   /* reduce-scatter send (T, d) / recv (T, dl) scratch */
     float *q, *k, *v, *att, *gbuf, *ubuf;
-    float *xn;       /* normalized full residual for the head (T, d) */
-    float *xnl;      /* local normalized slice (T, dl) */
-    float *scores;   /* (qhl, n_ctx) */
+    float *xn;     /* normalized full residual for the head (T, d) */
+    float *xnl;    /* local normalized slice (T, dl) */
+    float *scores; /* (qhl, n_ctx) */
     float *layer_rms;
     int *counts, *displs; /* (tp,) collective layout scratch */
     void *gbuf_raw;       /* all-gather receive scratch */
@@ -122,8 +122,8 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     e->tp_rank = p->tp_rank;
     if ((e->tp > 1 || p->pp > 1) && !e->comm) {
         free(e);
-        return br_err_set(err, BR_E_INVALID, "a part of a %dx%d plan needs a communicator",
-                          p->tp, p->pp);
+        return br_err_set(err, BR_E_INVALID, "a part of a %dx%d plan needs a communicator", p->tp,
+                          p->pp);
     }
     e->n_ctx = o && o->n_ctx > 0 ? o->n_ctx : c->n_ctx;
     e->max_batch = o && o->max_batch > 0 ? o->max_batch : 64;
@@ -148,8 +148,8 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     e->displs = xalloc((size_t)e->tp * sizeof *e->displs);
     if (!e->grp || !e->counts || !e->displs) goto nomem;
     if (e->tp == 1) {
-        e->grp[0] = (struct group_dims){p->d0, e->dl, p->ff0, e->ffl, p->kv0 * e->g, e->qhl,
-                                        0, c->n_vocab};
+        e->grp[0] =
+            (struct group_dims){p->d0, e->dl, p->ff0, e->ffl, p->kv0 * e->g, e->qhl, 0, c->n_vocab};
     } else {
         struct br_plan *plan = NULL;
         int rc = br_plan_create(c, p->tp, p->pp, &plan, err);
@@ -160,8 +160,10 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
         for (int r = 0; r < e->tp; r++) {
             const struct br_part *q = &plan->parts[p->pp_rank * p->tp + r];
             const struct br_part *lq = &plan->parts[(p->pp - 1) * p->tp + r];
-            e->grp[r] = (struct group_dims){q->d0, q->d1 - q->d0, q->ff0, q->ff1 - q->ff0,
-                                            q->kv0 * e->g, (q->kv1 - q->kv0) * e->g, lq->v0, lq->v1};
+            e->grp[r] =
+                (struct group_dims){q->d0,           q->d1 - q->d0, q->ff0,
+                                    q->ff1 - q->ff0, q->kv0 * e->g, (q->kv1 - q->kv0) * e->g,
+                                    lq->v0,          lq->v1};
         }
         int same = e->grp[p->tp_rank].d0 == p->d0 && e->grp[p->tp_rank].dl == e->dl &&
                    e->grp[p->tp_rank].ff0 == p->ff0 && e->grp[p->tp_rank].ffl == e->ffl;
@@ -201,7 +203,8 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     e->xnl = xalloc(T * (size_t)e->dl * sizeof(float));
     e->scores = xalloc((size_t)e->qhl * (size_t)e->n_ctx * sizeof(float));
     e->layer_rms = xalloc(((size_t)c->n_layer + 1) * sizeof(float));
-    e->gbuf_raw_size = T * (size_t)d * sizeof(float) + T * (stat_max + (size_t)e->tp) * sizeof(float);
+    e->gbuf_raw_size =
+        T * (size_t)d * sizeof(float) + T * (stat_max + (size_t)e->tp) * sizeof(float);
     e->gbuf_raw = xalloc(e->gbuf_raw_size);
     e->cache = xalloc((size_t)c->n_layer * sizeof *e->cache);
     if (!e->x || !e->q8 || !e->q8loc || !e->qs || !e->stats || !e->gstats || !e->acc || !e->rs ||
@@ -228,20 +231,44 @@ nomem:
                       o && o->n_seq > 0 ? o->n_seq : 1, o && o->n_ctx > 0 ? o->n_ctx : c->n_ctx);
 }
 
-int32_t br_engine_n_ctx(const struct br_engine *e) { return e->n_ctx; }
-int32_t br_engine_free_blocks(const struct br_engine *e) { return br_kv_alloc_free_blocks(e->kv); }
-int32_t br_engine_max_batch(const struct br_engine *e) { return e->max_batch; }
-int32_t br_engine_vocab(const struct br_engine *e) { return e->m->cfg.n_vocab; }
-int32_t br_engine_n_seq(const struct br_engine *e) { return e->n_seq; }
-int32_t br_engine_residual_width(const struct br_engine *e) { return e->dl; }
+int32_t br_engine_n_ctx(const struct br_engine *e)
+{
+    return e->n_ctx;
+}
+int32_t br_engine_free_blocks(const struct br_engine *e)
+{
+    return br_kv_alloc_free_blocks(e->kv);
+}
+int32_t br_engine_max_batch(const struct br_engine *e)
+{
+    return e->max_batch;
+}
+int32_t br_engine_vocab(const struct br_engine *e)
+{
+    return e->m->cfg.n_vocab;
+}
+int32_t br_engine_n_seq(const struct br_engine *e)
+{
+    return e->n_seq;
+}
+int32_t br_engine_residual_width(const struct br_engine *e)
+{
+    return e->dl;
+}
 
 void br_engine_vocab_slice(const struct br_engine *e, int tp_rank, int32_t *v0, int32_t *v1)
 {
     *v0 = e->grp[tp_rank].v0;
     *v1 = e->grp[tp_rank].v1;
 }
-float *br_engine_residual(struct br_engine *e) { return e->x; }
-const float *br_engine_layer_rms(const struct br_engine *e) { return e->layer_rms; }
+float *br_engine_residual(struct br_engine *e)
+{
+    return e->x;
+}
+const float *br_engine_layer_rms(const struct br_engine *e)
+{
+    return e->layer_rms;
+}
 
 int br_engine_check(const struct br_engine *e, const struct br_batch *b, struct br_err *err)
 {
@@ -249,8 +276,10 @@ int br_engine_check(const struct br_engine *e, const struct br_batch *b, struct 
         return br_err_set(err, BR_E_INVALID, "batch of %d tokens (1..%d)", b->n, e->max_batch);
     for (int32_t i = 0; i < b->n; i++) {
         if (b->tokens[i] < 0 || b->tokens[i] >= e->m->cfg.n_vocab)
-            return br_err_set(err, BR_E_RANGE, "token id %d at position %d is outside the "
-                              "vocabulary (0..%d)", b->tokens[i], b->pos[i], e->m->cfg.n_vocab - 1);
+            return br_err_set(err, BR_E_RANGE,
+                              "token id %d at position %d is outside the "
+                              "vocabulary (0..%d)",
+                              b->tokens[i], b->pos[i], e->m->cfg.n_vocab - 1);
         if (b->pos[i] < 0 || b->pos[i] >= e->n_ctx)
             return br_err_set(err, BR_E_TOO_LONG, "position %d exceeds the context of %d tokens",
                               b->pos[i], e->n_ctx);
@@ -270,8 +299,8 @@ int br_engine_check(const struct br_engine *e, const struct br_batch *b, struct 
 
 /* Gathers per-rank blocks of `elem` bytes x per_rank[r] elements for each of T tokens,
  * block r token-major, into out laid out rank-major: out + disp(r) (T, per_rank[r]). */
-static int gather_blocks(struct br_engine *e, const void *mine, size_t elem, const int32_t *per_rank,
-                         int32_t T, void *out)
+static int gather_blocks(struct br_engine *e, const void *mine, size_t elem,
+                         const int32_t *per_rank, int32_t T, void *out)
 {
     if (e->tp == 1) {
         memcpy(out, mine, (size_t)T * (size_t)per_rank[0] * elem);
@@ -409,7 +438,8 @@ static int project_add_residual(struct br_engine *e, const struct br_tmat *w, co
         for (int r = 0; r < e->tp; r++) {
             for (int32_t t = 0; t < T; t++)
                 memcpy(e->rs + off + (size_t)t * e->grp[r].dl,
-                       e->acc + (size_t)t * d + e->grp[r].d0, (size_t)e->grp[r].dl * sizeof(int32_t));
+                       e->acc + (size_t)t * d + e->grp[r].d0,
+                       (size_t)e->grp[r].dl * sizeof(int32_t));
             off += (size_t)T * (size_t)e->grp[r].dl;
             e->counts[r] = T * e->grp[r].dl;
         }
@@ -532,8 +562,10 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
     for (int32_t t = 0; t < T; t++) {
         int64_t row = br_kv_alloc_append(e->kv, b->seq[t], b->pos[t]);
         if (row < 0)
-            return br_err_set(err, (int)row, row == BR_E_BUSY ? "no free KV block for slot %d "
-                              "position %d" : "slot %d position %d is not next in its sequence",
+            return br_err_set(err, (int)row,
+                              row == BR_E_BUSY ? "no free KV block for slot %d "
+                                                 "position %d"
+                                               : "slot %d position %d is not next in its sequence",
                               b->seq[t], b->pos[t]);
         e->rows[t] = row;
     }

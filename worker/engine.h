@@ -25,7 +25,7 @@
 struct br_engine;
 
 #define BR_MAX_HEAD_DIM 512 /* attention keeps a head's vectors on the stack */
-#define BR_KV_BLOCK 32      /* positions per KV-cache block */
+#define BR_KV_BLOCK     32  /* positions per KV-cache block */
 
 struct br_engine_opts {
     int32_t n_ctx;        /* KV positions per sequence; 0: the model's context length */

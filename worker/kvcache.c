@@ -8,10 +8,10 @@
 
 struct br_kv_alloc {
     int32_t n_seq, n_ctx, bs, n_blocks, max_blocks;
-    int32_t *table;  /* (n_seq, max_blocks) block ids, -1 unset */
-    int32_t *len;    /* (n_seq,) positions written */
-    int32_t *nblk;   /* (n_seq,) blocks held */
-    int32_t *heap;   /* free blocks, min-heap */
+    int32_t *table; /* (n_seq, max_blocks) block ids, -1 unset */
+    int32_t *len;   /* (n_seq,) positions written */
+    int32_t *nblk;  /* (n_seq,) blocks held */
+    int32_t *heap;  /* free blocks, min-heap */
     int32_t n_free;
 };
 
@@ -101,7 +101,19 @@ int64_t br_kv_alloc_row(const struct br_kv_alloc *a, int32_t seq, int32_t pos)
     return (int64_t)t[pos / a->bs] * a->bs + pos % a->bs;
 }
 
-int32_t br_kv_alloc_length(const struct br_kv_alloc *a, int32_t seq) { return a->len[seq]; }
-int32_t br_kv_alloc_free_blocks(const struct br_kv_alloc *a) { return a->n_free; }
-int32_t br_kv_alloc_block_size(const struct br_kv_alloc *a) { return a->bs; }
-int32_t br_kv_alloc_n_blocks(const struct br_kv_alloc *a) { return a->n_blocks; }
+int32_t br_kv_alloc_length(const struct br_kv_alloc *a, int32_t seq)
+{
+    return a->len[seq];
+}
+int32_t br_kv_alloc_free_blocks(const struct br_kv_alloc *a)
+{
+    return a->n_free;
+}
+int32_t br_kv_alloc_block_size(const struct br_kv_alloc *a)
+{
+    return a->bs;
+}
+int32_t br_kv_alloc_n_blocks(const struct br_kv_alloc *a)
+{
+    return a->n_blocks;
+}

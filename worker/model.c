@@ -35,7 +35,8 @@ float br_dense_dot(const struct br_dense *d, int64_t r, const float *x, float *s
     assert(r >= d->row0 && r < d->row0 + d->rows && d->col0 == 0 && d->cols == d->full_cols);
     const uint8_t *row = d->data + (size_t)(r - d->row0) * d->row_bytes;
     switch (d->type) {
-    case BR_GGML_F16: return br_dot_f16_f32((const uint16_t *)(const void *)row, x, (size_t)d->cols);
+    case BR_GGML_F16:
+        return br_dot_f16_f32((const uint16_t *)(const void *)row, x, (size_t)d->cols);
     case BR_GGML_F32: {
         memcpy(scratch, row, (size_t)d->cols * sizeof(float)); /* the mapping may be unaligned */
         return br_dot_f32(scratch, x, (size_t)d->cols);
@@ -54,7 +55,8 @@ static int dense_from(const struct br_gguf_tensor *t, struct br_dense *d, struct
     case BR_GGML_F16:
     case BR_GGML_BF16:
     case BR_GGML_Q8_0:
-    case BR_GGML_Q6_K: break;
+    case BR_GGML_Q6_K:
+        break;
     default:
         return br_err_set(err, BR_E_UNSUPPORTED,
                           "tensor %s: type %s is not supported for embeddings/head (F32, F16, "
@@ -107,25 +109,38 @@ static int load_norm(const struct br_gguf *g, const char *name, int64_t n, int64
 static struct br_tmat *layer_tmat(struct br_layer_weights *lw, enum br_wname w)
 {
     switch (w) {
-    case BR_W_Q: return &lw->q;
-    case BR_W_K: return &lw->k;
-    case BR_W_V: return &lw->v;
-    case BR_W_O: return &lw->o;
-    case BR_W_GATE: return &lw->gate;
-    case BR_W_UP: return &lw->up;
-    case BR_W_DOWN: return &lw->down;
-    default: return NULL;
+    case BR_W_Q:
+        return &lw->q;
+    case BR_W_K:
+        return &lw->k;
+    case BR_W_V:
+        return &lw->v;
+    case BR_W_O:
+        return &lw->o;
+    case BR_W_GATE:
+        return &lw->gate;
+    case BR_W_UP:
+        return &lw->up;
+    case BR_W_DOWN:
+        return &lw->down;
+    default:
+        return NULL;
     }
 }
 
 static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
 {
     switch (w) {
-    case BR_W_ATTN_NORM: return &lw->attn_norm;
-    case BR_W_ATTN_SUB_NORM: return &lw->attn_sub_norm;
-    case BR_W_FFN_NORM: return &lw->ffn_norm;
-    case BR_W_FFN_SUB_NORM: return &lw->ffn_sub_norm;
-    default: return NULL;
+    case BR_W_ATTN_NORM:
+        return &lw->attn_norm;
+    case BR_W_ATTN_SUB_NORM:
+        return &lw->attn_sub_norm;
+    case BR_W_FFN_NORM:
+        return &lw->ffn_norm;
+    case BR_W_FFN_SUB_NORM:
+        return &lw->ffn_sub_norm;
+    default:
+        return NULL;
     }
 }
 
@@ -155,8 +170,9 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
     }
     const struct br_part *p = &m->part;
     if ((rc = dense_from(br_gguf_find_tensor(g, "token_embd.weight"), &m->embd, err))) goto fail;
-    if ((rc = dense_from(br_gguf_find_tensor(g, c->tied_head ? "token_embd.weight" : "output.weight"),
-                         &m->head, err)))
+    if ((rc = dense_from(
+             br_gguf_find_tensor(g, c->tied_head ? "token_embd.weight" : "output.weight"), &m->head,
+             err)))
         goto fail;
     if (p->last_stage &&
         (rc = load_norm(g, "output_norm.weight", c->n_embd, p->d0, p->d1, &m->output_norm, err)))
@@ -234,16 +250,17 @@ static int dense_window(const struct br_gguf *g, const char *name, uint32_t type
 
 /* A shard's ternary slice: I2_S, rows x round_up(cols, 128), canonical already; an optional
  * F32 "<blk.N.x>.rowscale" replaces the tail scale row by row. */
-static int load_shard_ternary(const struct br_gguf *g, const char *name, int64_t rows,
-                              int64_t cols, struct br_tmat *tm, struct br_err *err)
+static int load_shard_ternary(const struct br_gguf *g, const char *name, int64_t rows, int64_t cols,
+                              struct br_tmat *tm, struct br_err *err)
 {
     const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
     if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
     uint64_t padded = (uint64_t)br_tmat_blocks((int32_t)cols) * BR_TMAT_BLOCK;
     if (t->type != BR_GGML_I2_S || t->n_dims != 2 || t->ne[0] != padded ||
         t->ne[1] != (uint64_t)rows)
-        return br_err_set(err, BR_E_FORMAT, "tensor %s is %s {%llu, %llu}, expected I2_S {%llu, %lld}",
-                          name, br_ggml_type_name(t->type) ? br_ggml_type_name(t->type) : "?",
+        return br_err_set(err, BR_E_FORMAT,
+                          "tensor %s is %s {%llu, %llu}, expected I2_S {%llu, %lld}", name,
+                          br_ggml_type_name(t->type) ? br_ggml_type_name(t->type) : "?",
                           (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
                           (unsigned long long)padded, (long long)rows);
     int rc = br_decode_ternary(t, 0, (int32_t)rows, 0, (int32_t)cols, tm, err);
@@ -278,15 +295,13 @@ int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_mod
     const struct br_gguf *g = m->gguf;
     m->part = info.part;
     const struct br_part *p = &m->part;
-    if (p->first_stage &&
-        (rc = dense_window(g, "token_embd.weight", c->embd_type, c->n_vocab, p->d1 - p->d0, 0,
-                           p->d0, c->n_embd, &m->embd, err)))
+    if (p->first_stage && (rc = dense_window(g, "token_embd.weight", c->embd_type, c->n_vocab,
+                                             p->d1 - p->d0, 0, p->d0, c->n_embd, &m->embd, err)))
         goto fail_path;
-    if (p->last_stage &&
-        ((rc = dense_window(g, "output.weight", c->head_type, p->v1 - p->v0, c->n_embd, p->v0, 0,
-                            c->n_embd, &m->head, err)) ||
-         (rc = load_norm(g, "output_norm.weight", p->d1 - p->d0, 0, p->d1 - p->d0,
-                         &m->output_norm, err))))
+    if (p->last_stage && ((rc = dense_window(g, "output.weight", c->head_type, p->v1 - p->v0,
+                                             c->n_embd, p->v0, 0, c->n_embd, &m->head, err)) ||
+                          (rc = load_norm(g, "output_norm.weight", p->d1 - p->d0, 0, p->d1 - p->d0,
+                                          &m->output_norm, err))))
         goto fail_path;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {

@@ -48,7 +48,7 @@ struct br_layer_weights {
 
 struct br_model {
     struct br_model_config cfg;
-    struct br_part part; /* what this process holds (everything when loaded whole) */
+    struct br_part part;  /* what this process holds (everything when loaded whole) */
     struct br_gguf *gguf; /* owned; keeps the mapping alive */
     struct br_dense embd, head;
     float *output_norm;              /* (d1 - d0,) last stage only */

@@ -47,7 +47,7 @@ static inline uint16_t br_f32_to_f16(float f)
     if (ax >= 0x7f800000u) /* inf or nan */
         return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 | ((ax >> 13) & 0x3ff) : 0));
     if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to >= 65520: inf */
-    if (ax < 0x38800000u) {                                 /* below 2^-14: subnormal */
+    if (ax < 0x38800000u) {                                  /* below 2^-14: subnormal */
         if (ax < 0x33000000u) return (uint16_t)sign;         /* below 2^-25: zero */
         uint32_t e = ax >> 23;
         uint32_t m = (ax & 0x7fffff) | 0x800000;

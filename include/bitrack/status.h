@@ -11,22 +11,22 @@
 
 #include <stddef.h>
 
-#define BR_STATUS_LIST(X)                                                                  \
-    X(BR_OK, 0, "success")                                                                 \
-    X(BR_E_NOMEM, -1, "out of memory")                                                     \
-    X(BR_E_IO, -2, "input/output error")                                                   \
-    X(BR_E_FORMAT, -3, "malformed file")                                                   \
-    X(BR_E_UNSUPPORTED, -4, "unsupported")                                                 \
-    X(BR_E_INVALID, -5, "invalid argument")                                                \
-    X(BR_E_NOTFOUND, -6, "not found")                                                      \
-    X(BR_E_RANGE, -7, "value out of range")                                                \
-    X(BR_E_MISMATCH, -8, "mismatch")                                                       \
-    X(BR_E_TOO_LONG, -9, "too long")                                                       \
-    X(BR_E_BUSY, -10, "busy")                                                              \
-    X(BR_E_CANCELLED, -11, "cancelled")                                                    \
-    X(BR_E_UNAVAILABLE, -12, "unavailable")                                                \
-    X(BR_E_TIMEOUT, -13, "timed out")                                                      \
-    X(BR_E_PROTOCOL, -14, "protocol error")                                                \
+#define BR_STATUS_LIST(X)                                                                          \
+    X(BR_OK, 0, "success")                                                                         \
+    X(BR_E_NOMEM, -1, "out of memory")                                                             \
+    X(BR_E_IO, -2, "input/output error")                                                           \
+    X(BR_E_FORMAT, -3, "malformed file")                                                           \
+    X(BR_E_UNSUPPORTED, -4, "unsupported")                                                         \
+    X(BR_E_INVALID, -5, "invalid argument")                                                        \
+    X(BR_E_NOTFOUND, -6, "not found")                                                              \
+    X(BR_E_RANGE, -7, "value out of range")                                                        \
+    X(BR_E_MISMATCH, -8, "mismatch")                                                               \
+    X(BR_E_TOO_LONG, -9, "too long")                                                               \
+    X(BR_E_BUSY, -10, "busy")                                                                      \
+    X(BR_E_CANCELLED, -11, "cancelled")                                                            \
+    X(BR_E_UNAVAILABLE, -12, "unavailable")                                                        \
+    X(BR_E_TIMEOUT, -13, "timed out")                                                              \
+    X(BR_E_PROTOCOL, -14, "protocol error")                                                        \
     X(BR_E_INTERNAL, -15, "internal error")
 
 enum br_status {

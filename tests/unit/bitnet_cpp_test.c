@@ -20,7 +20,7 @@
 #include "worker/model.h"
 
 #define NPROMPT 20
-#define NGEN 16
+#define NGEN    16
 
 static int read_ids(const char *path, int32_t *ids, int max)
 {
@@ -36,7 +36,8 @@ static void check_file(const char *type, double min_cos, int check_greedy)
 {
     char rel[256];
     int32_t prompt[NPROMPT], gen[NGEN];
-    assert_int_equal(read_ids(br_test_shared("bitnet-cpp/prompt_ids.txt"), prompt, NPROMPT), NPROMPT);
+    assert_int_equal(read_ids(br_test_shared("bitnet-cpp/prompt_ids.txt"), prompt, NPROMPT),
+                     NPROMPT);
     snprintf(rel, sizeof rel, "bitnet-cpp/gqa-%s.gen_ids.txt", type);
     assert_int_equal(read_ids(br_test_shared(rel), gen, NGEN), NGEN);
     snprintf(rel, sizeof rel, "bitnet-cpp/gqa-%s.prompt_logits.f32", type);
@@ -84,7 +85,8 @@ static void check_file(const char *type, double min_cos, int check_greedy)
             int32_t best = 0;
             for (size_t v = 1; v < V; v++)
                 if (last[v] > last[best]) best = (int32_t)v;
-            if (best != gen[i]) fail_msg("%s: generated token %d is %d, bitnet.cpp %d", type, i, best, gen[i]);
+            if (best != gen[i])
+                fail_msg("%s: generated token %d is %d, bitnet.cpp %d", type, i, best, gen[i]);
             assert_int_equal(br_engine_eval(e, &best, 1, NPROMPT + i, lg, BR_LOGITS_LAST, &err), 0);
             last = lg;
         }
@@ -96,9 +98,21 @@ static void check_file(const char *type, double min_cos, int check_greedy)
     br_model_destroy(&m);
 }
 
-static void test_i2s(void **s) { (void)s; check_file("i2_s", 0.999, 1); }
-static void test_tq2_0(void **s) { (void)s; check_file("tq2_0", 0.998, 0); }
-static void test_tq1_0(void **s) { (void)s; check_file("tq1_0", 0.998, 0); }
+static void test_i2s(void **s)
+{
+    (void)s;
+    check_file("i2_s", 0.999, 1);
+}
+static void test_tq2_0(void **s)
+{
+    (void)s;
+    check_file("tq2_0", 0.998, 0);
+}
+static void test_tq1_0(void **s)
+{
+    (void)s;
+    check_file("tq1_0", 0.998, 0);
+}
 
 int main(void)
 {

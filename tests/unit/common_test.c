@@ -69,8 +69,10 @@ static void test_bf16(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_strerror),          cmocka_unit_test(test_err_set_prefix),
-        cmocka_unit_test(test_f16_known_values),  cmocka_unit_test(test_f16_round_trip_all),
+        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_err_set_prefix),
+        cmocka_unit_test(test_f16_known_values),
+        cmocka_unit_test(test_f16_round_trip_all),
         cmocka_unit_test(test_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -102,12 +102,15 @@ static void ref_forward(const struct br_model *m, const int32_t *tok, int n, flo
     float *kc = calloc((size_t)c->n_layer * n * nkv * hd, sizeof *kc);
     float *vc = calloc((size_t)c->n_layer * n * nkv * hd, sizeof *vc);
     float *xn = malloc(sizeof(float) * (size_t)(d > ff ? d : ff));
-    float *q = malloc(sizeof(float) * (size_t)nh * hd), *k = malloc(sizeof(float) * (size_t)nkv * hd);
-    float *v = malloc(sizeof(float) * (size_t)nkv * hd), *a = malloc(sizeof(float) * (size_t)nh * hd);
+    float *q = malloc(sizeof(float) * (size_t)nh * hd),
+          *k = malloc(sizeof(float) * (size_t)nkv * hd);
+    float *v = malloc(sizeof(float) * (size_t)nkv * hd),
+          *a = malloc(sizeof(float) * (size_t)nh * hd);
     float *o = malloc(sizeof(float) * (size_t)d), *g = malloc(sizeof(float) * (size_t)ff);
     float *u = malloc(sizeof(float) * (size_t)ff), *row = malloc(sizeof(float) * (size_t)d);
     double *sc = malloc(sizeof(double) * (size_t)n);
-    for (int t = 0; t < n; t++) assert_int_equal(br_dense_row(&m->embd, tok[t], x + (size_t)t * d, NULL), 0);
+    for (int t = 0; t < n; t++)
+        assert_int_equal(br_dense_row(&m->embd, tok[t], x + (size_t)t * d, NULL), 0);
     for (int l = 0; l < c->n_layer; l++) {
         const struct br_layer_weights *lw = &m->layers[l];
         float *K = kc + (size_t)l * n * nkv * hd, *V = vc + (size_t)l * n * nkv * hd;
@@ -116,8 +119,10 @@ static void ref_forward(const struct br_model *m, const int32_t *tok, int n, flo
             ref_bitlinear(&lw->q, xt, lw->attn_norm, c->eps, q);
             ref_bitlinear(&lw->k, xt, lw->attn_norm, c->eps, k);
             ref_bitlinear(&lw->v, xt, lw->attn_norm, c->eps, v);
-            for (int h = 0; h < nh; h++) ref_rope(q + h * hd, c->n_rot, t, c->rope_base, c->rope_neox);
-            for (int h = 0; h < nkv; h++) ref_rope(k + h * hd, c->n_rot, t, c->rope_base, c->rope_neox);
+            for (int h = 0; h < nh; h++)
+                ref_rope(q + h * hd, c->n_rot, t, c->rope_base, c->rope_neox);
+            for (int h = 0; h < nkv; h++)
+                ref_rope(k + h * hd, c->n_rot, t, c->rope_base, c->rope_neox);
             for (int i = 0; i < nkv * hd; i++) {
                 K[(size_t)t * nkv * hd + i] = fround16(k[i]);
                 V[(size_t)t * nkv * hd + i] = fround16(v[i]);
@@ -128,7 +133,8 @@ static void ref_forward(const struct br_model *m, const int32_t *tok, int n, flo
                 for (int p = 0; p <= t; p++) {
                     double dot = 0;
                     for (int i = 0; i < hd; i++)
-                        dot += (double)fround16(q[h * hd + i]) * K[(size_t)p * nkv * hd + kh * hd + i];
+                        dot +=
+                            (double)fround16(q[h * hd + i]) * K[(size_t)p * nkv * hd + kh * hd + i];
                     sc[p] = dot / sqrt((double)hd);
                     mx = fmax(mx, sc[p]);
                 }
@@ -136,7 +142,8 @@ static void ref_forward(const struct br_model *m, const int32_t *tok, int n, flo
                 for (int i = 0; i < hd; i++) {
                     double acc = 0;
                     for (int p = 0; p <= t; p++)
-                        acc += (double)fround16((float)sc[p]) * V[(size_t)p * nkv * hd + kh * hd + i];
+                        acc +=
+                            (double)fround16((float)sc[p]) * V[(size_t)p * nkv * hd + kh * hd + i];
                     a[h * hd + i] = (float)(acc / sum);
                 }
             }
@@ -204,7 +211,8 @@ static float *engine_logits(const struct br_model *m, int threads, const int32_t
     float *lg = malloc((size_t)n * V * sizeof *lg);
     if (one_by_one) {
         for (int t = 0; t < n; t++)
-            assert_int_equal(br_engine_eval(e, tok + t, 1, t, lg + (size_t)t * V, BR_LOGITS_LAST, &err), 0);
+            assert_int_equal(
+                br_engine_eval(e, tok + t, 1, t, lg + (size_t)t * V, BR_LOGITS_LAST, &err), 0);
     } else {
         assert_int_equal(br_engine_eval(e, tok, n, 0, lg, BR_LOGITS_ALL, &err), 0);
     }
@@ -256,13 +264,41 @@ static void check_against_reference(const char *arch, uint32_t type, int tied)
     free(path);
 }
 
-static void test_bitnet_b158_i2s(void **s) { (void)s; check_against_reference("bitnet-b1.58", BR_GGML_I2_S, 1); }
-static void test_bitnet_b158_tq2(void **s) { (void)s; check_against_reference("bitnet-b1.58", BR_GGML_TQ2_0, 1); }
-static void test_bitnet_tq1(void **s) { (void)s; check_against_reference("bitnet", BR_GGML_TQ1_0, 1); }
-static void test_bitnet_i2s(void **s) { (void)s; check_against_reference("bitnet", BR_GGML_I2_S, 1); }
-static void test_llama_tq2_untied(void **s) { (void)s; check_against_reference("llama", BR_GGML_TQ2_0, 0); }
-static void test_llama_f16(void **s) { (void)s; check_against_reference("llama", BR_GGML_F16, 0); }
-static void test_llama_i2s(void **s) { (void)s; check_against_reference("llama", BR_GGML_I2_S, 1); }
+static void test_bitnet_b158_i2s(void **s)
+{
+    (void)s;
+    check_against_reference("bitnet-b1.58", BR_GGML_I2_S, 1);
+}
+static void test_bitnet_b158_tq2(void **s)
+{
+    (void)s;
+    check_against_reference("bitnet-b1.58", BR_GGML_TQ2_0, 1);
+}
+static void test_bitnet_tq1(void **s)
+{
+    (void)s;
+    check_against_reference("bitnet", BR_GGML_TQ1_0, 1);
+}
+static void test_bitnet_i2s(void **s)
+{
+    (void)s;
+    check_against_reference("bitnet", BR_GGML_I2_S, 1);
+}
+static void test_llama_tq2_untied(void **s)
+{
+    (void)s;
+    check_against_reference("llama", BR_GGML_TQ2_0, 0);
+}
+static void test_llama_f16(void **s)
+{
+    (void)s;
+    check_against_reference("llama", BR_GGML_F16, 0);
+}
+static void test_llama_i2s(void **s)
+{
+    (void)s;
+    check_against_reference("llama", BR_GGML_I2_S, 1);
+}
 
 /* Same seed, every storage type: the decoded weights and so the logits are identical. */
 static void test_types_bit_identical(void **state)
@@ -278,7 +314,8 @@ static void test_types_bit_identical(void **state)
         if (br_model_load(path, &m, &err)) fail_msg("load: %s", err.msg);
         float *lg = engine_logits(m, 1, prompt, NP, 0);
         n = (size_t)NP * (size_t)m->cfg.n_vocab;
-        if (!first) first = lg;
+        if (!first)
+            first = lg;
         else {
             assert_memory_equal(first, lg, n * sizeof(float));
             free(lg);
@@ -374,12 +411,17 @@ static void test_bad_token_and_context(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bitnet_b158_i2s),   cmocka_unit_test(test_bitnet_b158_tq2),
-        cmocka_unit_test(test_bitnet_tq1),        cmocka_unit_test(test_bitnet_i2s),
-        cmocka_unit_test(test_llama_tq2_untied),  cmocka_unit_test(test_llama_f16),
-        cmocka_unit_test(test_llama_i2s),         cmocka_unit_test(test_types_bit_identical),
+        cmocka_unit_test(test_bitnet_b158_i2s),
+        cmocka_unit_test(test_bitnet_b158_tq2),
+        cmocka_unit_test(test_bitnet_tq1),
+        cmocka_unit_test(test_bitnet_i2s),
+        cmocka_unit_test(test_llama_tq2_untied),
+        cmocka_unit_test(test_llama_f16),
+        cmocka_unit_test(test_llama_i2s),
+        cmocka_unit_test(test_types_bit_identical),
         cmocka_unit_test(test_threads_and_batching_exact),
-        cmocka_unit_test(test_activation_range),  cmocka_unit_test(test_bad_token_and_context),
+        cmocka_unit_test(test_activation_range),
+        cmocka_unit_test(test_bad_token_and_context),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

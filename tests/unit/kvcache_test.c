@@ -75,7 +75,9 @@ static void test_batch_composition_independent(void **state)
         struct br_engine *e = NULL;
         struct br_engine_opts eo = {.n_ctx = LEN};
         assert_int_equal(br_engine_create(m, &eo, &e, &err), 0);
-        assert_int_equal(br_engine_eval(e, toks[s], LEN, 0, alone + (size_t)s * LEN * V, BR_LOGITS_ALL, &err), 0);
+        assert_int_equal(
+            br_engine_eval(e, toks[s], LEN, 0, alone + (size_t)s * LEN * V, BR_LOGITS_ALL, &err),
+            0);
         br_engine_destroy(&e);
     }
     /* together: 2 slots only, few blocks; seq 0 and 1 interleaved in uneven chunks,
@@ -85,7 +87,8 @@ static void test_batch_composition_independent(void **state)
     assert_int_equal(br_engine_create(m, &eo, &e, &err), 0);
     float *lg = malloc((size_t)16 * V * sizeof *lg);
     int done[NS] = {0}, slot_of[NS] = {0, 1, 0};
-    int order[][3] = {{0, 1, 7}, {1, 0, 3}, {0, 1, 5}, {1, 0, 16}, {0, 1, 13}, {1, 0, 9}, {0, 1, 15}, {1, 0, 12}};
+    int order[][3] = {{0, 1, 7},  {1, 0, 3}, {0, 1, 5},  {1, 0, 16},
+                      {0, 1, 13}, {1, 0, 9}, {0, 1, 15}, {1, 0, 12}};
     /* each entry: two sequences and how many tokens of the first; the second gets 16 - n */
     int32_t bt[16], bp[16], bs[16], rows[16], free_list[1];
     for (int step = 0; step < 8 || done[2] < LEN; step++) {
@@ -115,7 +118,8 @@ static void test_batch_composition_independent(void **state)
         assert_int_equal(br_engine_head(e, &b, idx, n, lg, &err), 0);
         for (int i = 0; i < n; i++) {
             int sq = rows[i] / 1000, p = rows[i] % 1000;
-            if (memcmp(lg + (size_t)i * V, alone + ((size_t)sq * LEN + p) * V, (size_t)V * sizeof(float)))
+            if (memcmp(lg + (size_t)i * V, alone + ((size_t)sq * LEN + p) * V,
+                       (size_t)V * sizeof(float)))
                 fail_msg("sequence %d position %d differs when batched", sq, p);
         }
     }

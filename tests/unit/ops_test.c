@@ -140,8 +140,8 @@ static void test_dot_canonical_order(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm_hand),      cmocka_unit_test(test_rope_hand),
-        cmocka_unit_test(test_quantize_hand),     cmocka_unit_test(test_bitlinear_hand),
+        cmocka_unit_test(test_rmsnorm_hand),       cmocka_unit_test(test_rope_hand),
+        cmocka_unit_test(test_quantize_hand),      cmocka_unit_test(test_bitlinear_hand),
         cmocka_unit_test(test_bitlinear_extremes), cmocka_unit_test(test_dot_canonical_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

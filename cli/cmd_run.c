@@ -275,23 +275,6 @@ done:
     return rc;
 }
 
-/* -m may name a directory written by `bitrack shard`: each rank then loads only its own
- * file, DIR/rank-<R>.gguf, and the plan comes from the configuration stored there. */
-static int is_shard_dir(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int load_shard(const struct run_args *a, int rank, int want_plan, struct br_plan **plan,
-                      struct br_model **model, struct br_err *err)
-{
-    int rc = br_model_load_shard(a->model_path, (int)a->tp, (int)a->pp, rank, model, err);
-    if (!rc && want_plan)
-        rc = br_plan_create(&(*model)->cfg, (int32_t)a->tp, (int32_t)a->pp, plan, err);
-    return rc;
-}
-
 int br_cmd_run(int argc, char **argv)
 {
     struct run_args a;
@@ -323,30 +306,12 @@ int br_cmd_run(int argc, char **argv)
         rank = comm->world_rank;
     }
     double t0 = br_now();
-    if (is_shard_dir(a.model_path)) {
-        if (load_shard(&a, rank, comm != NULL, &plan, &model, &err)) {
-            fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
-            goto done;
-        }
-        if (rank == 0 && a.verbose && plan) br_plan_describe(plan, 0, stderr);
-    } else if (comm) {
-        /* the plan needs the configuration: read it from the file's header */
-        struct br_gguf *g = NULL;
-        struct br_model_config cfg;
-        if (br_gguf_open(a.model_path, &g, &err) || br_config_from_gguf(g, &cfg, &err) ||
-            br_plan_create(&cfg, (int32_t)a.tp, (int32_t)a.pp, &plan, &err)) {
-            br_gguf_close(&g);
-            fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
-            goto done;
-        }
-        br_gguf_close(&g);
-        if (rank == 0 && a.verbose) br_plan_describe(plan, 0, stderr);
-    }
-    if (!model &&
-        br_model_load_part(a.model_path, plan ? &plan->parts[rank] : NULL, &model, &err)) {
+    /* -m is a model file or a directory written by `bitrack shard` */
+    if (br_model_load_rank(a.model_path, (int)a.tp, (int)a.pp, rank, &plan, &model, &err)) {
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }
+    if (rank == 0 && a.verbose && plan) br_plan_describe(plan, 0, stderr);
     double t_load = br_now() - t0;
     if (br_pool_create((int)a.threads, &pool)) {
         fprintf(stderr, "bitrack run: cannot start %lld threads\n", a.threads);

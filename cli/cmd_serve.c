@@ -4,7 +4,7 @@
  *   bitrack serve -m MODEL [--listen tcp://127.0.0.1:5555] [-t THREADS] [--ctx N]
  *                 [--max-seqs N] [--batch-tokens N] [--max-queue N] [--client-timeout S]
  *                 [--curve-secret FILE --curve-clients DIR]
- *   mpirun -np T*P bitrack serve -m MODEL --tp T --pp P ...
+ *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P ...
  *
  * Rank 0 answers health requests (state `loading`) while the model loads, prints the
  * plan, load progress and "ready", and serves until SIGINT/SIGTERM. The other ranks
@@ -205,23 +205,13 @@ int br_cmd_serve(int argc, char **argv)
         fprintf(stderr, "bitrack serve: listening on %s (loading)\n",
                 so.listen ? so.listen : "tcp://127.0.0.1:5555");
     }
-    if (comm) {
-        struct br_gguf *g = NULL;
-        struct br_model_config cfg;
-        if (br_gguf_open(model_path, &g, &err) || br_config_from_gguf(g, &cfg, &err) ||
-            br_plan_create(&cfg, (int32_t)tp, (int32_t)pp, &plan, &err)) {
-            br_gguf_close(&g);
-            fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
-            goto done;
-        }
-        br_gguf_close(&g);
-        if (rank == 0) br_plan_describe(plan, 0, stderr);
-    }
     double t0 = br_now();
-    if (br_model_load_part(model_path, plan ? &plan->parts[rank] : NULL, &model, &err)) {
+    /* -m is a model file or a directory written by `bitrack shard` */
+    if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, &plan, &model, &err)) {
         fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
         goto done;
     }
+    if (rank == 0 && plan) br_plan_describe(plan, 0, stderr);
     if (br_pool_create((int)threads, &pool)) {
         fprintf(stderr, "bitrack serve: cannot start %lld threads\n", threads);
         goto done;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bitrack/progress.h"
 #include "kernels/ops.h"
@@ -359,4 +360,34 @@ void br_model_destroy(struct br_model **mp)
     br_gguf_close(&m->gguf);
     free(m);
     *mp = NULL;
+}
+
+int br_model_load_rank(const char *path, int tp, int pp, int rank, struct br_plan **plan,
+                       struct br_model **out, struct br_err *err)
+{
+    *plan = NULL;
+    *out = NULL;
+    struct stat st;
+    int rc;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        rc = br_model_load_shard(path, tp, pp, rank, out, err);
+        if (!rc && tp * pp > 1) rc = br_plan_create(&(*out)->cfg, tp, pp, plan, err);
+    } else {
+        if (tp * pp > 1) {
+            /* the plan needs the configuration: read it from the file's header */
+            struct br_gguf *g = NULL;
+            struct br_model_config cfg;
+            rc = br_gguf_open(path, &g, err);
+            if (!rc) rc = br_config_from_gguf(g, &cfg, err);
+            if (!rc) rc = br_plan_create(&cfg, tp, pp, plan, err);
+            br_gguf_close(&g);
+            if (rc) return rc;
+        }
+        rc = br_model_load_part(path, *plan ? &(*plan)->parts[rank] : NULL, out, err);
+    }
+    if (rc) {
+        br_model_destroy(out);
+        br_plan_destroy(plan);
+    }
+    return rc;
 }

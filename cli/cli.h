@@ -14,6 +14,7 @@ int br_cmd_tokenize(int argc, char **argv);
 int br_cmd_chat(int argc, char **argv);
 int br_cmd_shard(int argc, char **argv);
 int br_cmd_bench(int argc, char **argv);
+int br_cmd_keygen(int argc, char **argv);
 
 /* Parses a whole decimal integer in [min, max]; returns 0 on success. */
 int br_cli_int(const char *s, long long min, long long max, long long *out);

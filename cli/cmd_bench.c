@@ -59,6 +59,8 @@ static void usage(FILE *f)
         "  --temp T               sampling temperature (default 0, greedy)\n"
         "  --ban-tokens 2,...     token ids the server must not sample (fixed output length)\n"
         "  --timeout MS           fail a request after MS ms of server silence (default 30000)\n"
+        "  --curve-server-key F   the server's CurveZMQ public key (with --curve-key)\n"
+        "  --curve-key F          this client's CurveZMQ secret key (bitrack keygen)\n"
         "  --sweep 1,2,4,8        run at each concurrency; --rate-sweep 1,2.5,5 for rates\n"
         "  --plot FILE.svg        sweep plot: output tokens/s vs latency p50/p90\n"
         "  --plot-y tpot|e2e|ttft latency on the plot's y axis (default tpot)\n"
@@ -130,14 +132,14 @@ static int parse_double(const char *s, double lo, double hi, double *out)
  * the range in the server's answer to an out-of-range token id (PROTOCOL.md documents the
  * message "tokens[0]: must be an integer in [0, N], got ..."). Also reports the context
  * length when info has it (0 otherwise). */
-static int ask_vocab(const char *server, int timeout_ms, int32_t *vocab, int64_t *ctx,
-                     struct br_err *err)
+static int ask_vocab(const char *server, int timeout_ms, const struct br_client_curve *curve,
+                     int32_t *vocab, int64_t *ctx, struct br_err *err)
 {
     struct br_client *cl = NULL;
     struct br_resp info = {0};
     *vocab = 0;
     *ctx = 0;
-    int rc = br_client_connect(server, timeout_ms, &cl, err);
+    int rc = br_client_connect_curve(server, timeout_ms, curve, &cl, err);
     if (rc) return rc;
     rc = br_client_info(cl, &info, err);
     if (rc) {
@@ -192,6 +194,8 @@ static int bench_serve(int argc, char **argv)
     long long v, input_len = 128, output_len = 64, vocab = 0;
     double spread = 0.0, d;
     bool no_progress = false, conc_set = false;
+    const char *curve_server_key = NULL, *curve_key = NULL;
+    struct br_client_curve curve;
     int32_t *ban = NULL, n_ban = 0;
     enum br_loadgen_plot_y ploty = BR_LOADGEN_PLOT_TPOT;
     enum {
@@ -215,7 +219,9 @@ static int bench_serve(int argc, char **argv)
         O_PLOT,
         O_PLOTY,
         O_JSON,
-        O_NOPROG
+        O_NOPROG,
+        O_CSK,
+        O_CK
     };
     static const struct option opts[] = {{"server", required_argument, 0, O_SERVER},
                                          {"concurrency", required_argument, 0, O_CONC},
@@ -238,6 +244,8 @@ static int bench_serve(int argc, char **argv)
                                          {"plot-y", required_argument, 0, O_PLOTY},
                                          {"json", required_argument, 0, O_JSON},
                                          {"no-progress", no_argument, 0, O_NOPROG},
+                                         {"curve-server-key", required_argument, 0, O_CSK},
+                                         {"curve-key", required_argument, 0, O_CK},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
@@ -339,6 +347,12 @@ static int bench_serve(int argc, char **argv)
         case O_NOPROG:
             no_progress = true;
             break;
+        case O_CSK:
+            curve_server_key = optarg;
+            break;
+        case O_CK:
+            curve_key = optarg;
+            break;
         case 'h':
             usage(stdout);
             free(ban);
@@ -392,6 +406,11 @@ static int bench_serve(int argc, char **argv)
             }
     }
 
+    if (!!curve_server_key != !!curve_key) {
+        free(points);
+        free(ban);
+        return br_cli_usage_error("bench", "--curve-server-key and --curve-key go together");
+    }
     int rc = 0;
     struct br_err err = {{0}};
     struct br_loadgen_workload wl = {0};
@@ -404,13 +423,17 @@ static int bench_serve(int argc, char **argv)
         goto done;
     }
     size_t n_items = (size_t)cfg.requests + (size_t)cfg.warmup;
+    if (curve_key) {
+        if (br_client_curve_load(curve_server_key, curve_key, &curve, &err)) goto fail;
+        cfg.curve = &curve;
+    }
     if (dataset) {
         if (br_loadgen_workload_load(dataset, (int32_t)output_len, &wl, &err)) goto fail;
         snprintf(desc, sizeof desc, "dataset %s (%zu prompts)", dataset, wl.n);
     } else {
         int32_t vs = (int32_t)vocab;
         int64_t ctx = 0;
-        if (!vs && ask_vocab(cfg.server, cfg.timeout_ms, &vs, &ctx, &err)) goto fail;
+        if (!vs && ask_vocab(cfg.server, cfg.timeout_ms, cfg.curve, &vs, &ctx, &err)) goto fail;
         if (ctx > 0 &&
             llround((double)input_len * (1 + spread)) + llround((double)output_len * (1 + spread)) >
                 ctx)

@@ -124,7 +124,8 @@ int br_cmd_chat(int argc, char **argv)
 {
     struct chat_opts o = {0};
     o.threads = 1, o.n_max = 256, o.top_p = 1.0;
-    enum { O_SERVER = 256, O_SYSTEM, O_TMPL, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_SEED };
+    enum { O_SERVER = 256, O_SYSTEM, O_TMPL, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_SEED, O_CSK, O_CK };
+    const char *curve_server_key = NULL, *curve_key = NULL;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"server", required_argument, 0, O_SERVER},
                                          {"system", required_argument, 0, O_SYSTEM},
@@ -136,6 +137,8 @@ int br_cmd_chat(int argc, char **argv)
                                          {"top-p", required_argument, 0, O_TOPP},
                                          {"min-p", required_argument, 0, O_MINP},
                                          {"seed", required_argument, 0, O_SEED},
+                                         {"curve-server-key", required_argument, 0, O_CSK},
+                                         {"curve-key", required_argument, 0, O_CK},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
@@ -177,10 +180,16 @@ int br_cmd_chat(int argc, char **argv)
         case O_SEED:
             o.seed = atoll(optarg);
             break;
+        case O_CSK:
+            curve_server_key = optarg;
+            break;
+        case O_CK:
+            curve_key = optarg;
+            break;
         case 'h':
             printf("usage: bitrack chat (-m MODEL | --server ADDR) [--system TEXT] "
                    "[--chat-template NAME] [-t T] [-n N] [--temp T] [--top-k K] [--top-p P] "
-                   "[--min-p P] [--seed S]\n");
+                   "[--min-p P] [--seed S] [--curve-server-key FILE --curve-key FILE]\n");
             return 0;
         default:
             return 2;
@@ -188,6 +197,9 @@ int br_cmd_chat(int argc, char **argv)
     }
     if (!!o.model == !!o.server)
         return br_cli_usage_error("chat", "give -m MODEL or --server ADDR");
+    if (!!curve_server_key != !!curve_key || (curve_key && !o.server))
+        return br_cli_usage_error("chat", "--curve-server-key and --curve-key go together, "
+                                          "with --server");
     struct br_err err = {{0}};
     struct convo cv = {0};
     struct br_model *m = NULL;
@@ -203,7 +215,10 @@ int br_cmd_chat(int argc, char **argv)
     if (o.system && convo_add(&cv, "system", o.system, strlen(o.system))) goto done;
     size_t keep = cv.n;
     if (o.server) {
-        if ((rc = br_client_connect(o.server, 300000, &cl, &err))) {
+        struct br_client_curve curve;
+        if ((curve_key && (rc = br_client_curve_load(curve_server_key, curve_key, &curve, &err))) ||
+            (rc =
+                 br_client_connect_curve(o.server, 300000, curve_key ? &curve : NULL, &cl, &err))) {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             goto done;
         }

@@ -2,7 +2,8 @@
  * `bitrack generate --server ADDR [options] "prompt"`: a client of `bitrack serve`,
  * streaming the completion to stdout (proto/client.h). Options mirror `bitrack run`:
  * -n, --temp, --top-k, --top-p, --min-p, --repeat-penalty, --seed, --tokens, --stop,
- * --chat (send the prompt as one user message), --no-stream, --ids.
+ * --chat (send the prompt as one user message), --no-stream, --ids; --curve-server-key
+ * FILE --curve-key FILE for a server with CurveZMQ (keys from `bitrack keygen`).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -70,8 +71,11 @@ int br_cmd_generate(int argc, char **argv)
         O_CHAT,
         O_NOSTREAM,
         O_IDS,
-        O_TIMEOUT
+        O_TIMEOUT,
+        O_CSK,
+        O_CK
     };
+    const char *curve_server_key = NULL, *curve_key = NULL;
     static const struct option opts[] = {{"server", required_argument, 0, O_SERVER},
                                          {"n-predict", required_argument, 0, 'n'},
                                          {"temp", required_argument, 0, O_TEMP},
@@ -86,6 +90,8 @@ int br_cmd_generate(int argc, char **argv)
                                          {"no-stream", no_argument, 0, O_NOSTREAM},
                                          {"ids", no_argument, 0, O_IDS},
                                          {"timeout", required_argument, 0, O_TIMEOUT},
+                                         {"curve-server-key", required_argument, 0, O_CSK},
+                                         {"curve-key", required_argument, 0, O_CK},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -139,6 +145,12 @@ int br_cmd_generate(int argc, char **argv)
             if (br_cli_int(optarg, 1, 86400000, &timeout_ms))
                 return br_cli_usage_error("generate", "bad --timeout");
             break;
+        case O_CSK:
+            curve_server_key = optarg;
+            break;
+        case O_CK:
+            curve_key = optarg;
+            break;
         case 'v':
             verbose = 1;
             break;
@@ -146,7 +158,8 @@ int br_cmd_generate(int argc, char **argv)
             printf("usage: bitrack generate [--server ADDR] [-n N] [--temp T] [--top-k K] [--top-p "
                    "P]\n"
                    "       [--min-p P] [--repeat-penalty R] [--seed S] [--stop TEXT] [--chat]\n"
-                   "       [--no-stream] [--ids] [--timeout MS] (PROMPT | --tokens 1,2,3)\n");
+                   "       [--no-stream] [--ids] [--timeout MS]\n"
+                   "       [--curve-server-key FILE --curve-key FILE] (PROMPT | --tokens 1,2,3)\n");
             return 0;
         default:
             return 2;
@@ -154,6 +167,8 @@ int br_cmd_generate(int argc, char **argv)
     }
     const char *prompt = optind < argc ? argv[optind] : NULL;
     if (!!prompt == !!tokens) return br_cli_usage_error("generate", "give a prompt or --tokens");
+    if (!!curve_server_key != !!curve_key)
+        return br_cli_usage_error("generate", "--curve-server-key and --curve-key go together");
     struct br_chat_msg msg;
     int32_t *ids_in = NULL, n_in = 0;
     if (tokens) {
@@ -180,7 +195,10 @@ int br_cmd_generate(int argc, char **argv)
     req.sampling.n_stop = n_stop;
     struct br_err err = {{0}};
     struct br_client *cl = NULL;
-    int rc = br_client_connect(server, (int)timeout_ms, &cl, &err);
+    struct br_client_curve curve;
+    int rc = curve_key ? br_client_curve_load(curve_server_key, curve_key, &curve, &err) : BR_OK;
+    if (!rc)
+        rc = br_client_connect_curve(server, (int)timeout_ms, curve_key ? &curve : NULL, &cl, &err);
     struct gen_state g = {ids, 0, 0, {0, 0}, {0, 0, 0, 0}};
     if (!rc) rc = br_client_generate(cl, &req, on_event, &g, &err);
     printf("\n");

@@ -3,7 +3,8 @@
  *
  *   bitrack serve -m MODEL [--listen tcp://127.0.0.1:5555] [-t THREADS] [--ctx N]
  *                 [--max-seqs N] [--batch-tokens N] [--max-queue N] [--client-timeout S]
- *                 [--curve-secret FILE --curve-clients DIR]
+ *                 [--max-per-client N] [--max-tokens-cap N] [--max-prompt-tokens N]
+ *                 [--max-request-bytes N] [--curve-secret FILE --curve-clients DIR]
  *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P ...
  *
  * Rank 0 answers health requests (state `loading`) while the model loads, prints the
@@ -67,6 +68,7 @@ static void usage(FILE *f)
             "usage: bitrack serve -m MODEL [--listen ADDR] [-t THREADS] [--ctx N] [--max-seqs N]\n"
             "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
             "                     [--client-timeout S] [--max-tokens-cap N]\n"
+            "                     [--max-prompt-tokens N] [--max-request-bytes N]\n"
             "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n");
 }
 
@@ -75,6 +77,7 @@ int br_cmd_serve(int argc, char **argv)
     const char *model_path = NULL;
     struct br_server_opts so = {0};
     long long threads = 1, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, v;
+    long long max_bytes = (long long)1 << 20;
     so.client_timeout_s = 30;
     enum {
         O_LISTEN = 256,
@@ -85,6 +88,8 @@ int br_cmd_serve(int argc, char **argv)
         O_PERC,
         O_TIMEOUT,
         O_CAP,
+        O_MAXPROMPT,
+        O_MAXBYTES,
         O_CS,
         O_CC,
         O_TP,
@@ -100,6 +105,8 @@ int br_cmd_serve(int argc, char **argv)
                                          {"max-per-client", required_argument, 0, O_PERC},
                                          {"client-timeout", required_argument, 0, O_TIMEOUT},
                                          {"max-tokens-cap", required_argument, 0, O_CAP},
+                                         {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
+                                         {"max-request-bytes", required_argument, 0, O_MAXBYTES},
                                          {"curve-secret", required_argument, 0, O_CS},
                                          {"curve-clients", required_argument, 0, O_CC},
                                          {"tp", required_argument, 0, O_TP},
@@ -108,7 +115,8 @@ int br_cmd_serve(int argc, char **argv)
                                          {0, 0, 0, 0}};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:t:h", opts, NULL)) != -1) {
+    int li = -1;
+    while ((c = getopt_long(argc, argv, "m:t:h", opts, &li)) != -1) {
         long long *slot = NULL, lo = 1, hi = 1 << 20;
         int32_t *islot = NULL;
         switch (c) {
@@ -154,6 +162,13 @@ int br_cmd_serve(int argc, char **argv)
         case O_CAP:
             islot = &so.max_tokens_cap;
             break;
+        case O_MAXPROMPT:
+            islot = &so.max_prompt_tokens, hi = 1 << 22;
+            break;
+        case O_MAXBYTES:
+            /* at least a few KiB: health, ping and cancel must always fit */
+            slot = &max_bytes, lo = 4096, hi = (long long)1 << 30;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -164,15 +179,17 @@ int br_cmd_serve(int argc, char **argv)
         if (slot || islot) {
             if (br_cli_int(optarg, lo, hi, &v))
                 return br_cli_usage_error("serve", "bad value '%s' for --%s", optarg,
-                                          opts[optind > 0 ? 0 : 0].name);
+                                          li >= 0 ? opts[li].name : "threads");
             if (slot)
                 *slot = v;
             else
                 *islot = (int32_t)v;
         }
+        li = -1;
     }
     if (!model_path) return br_cli_usage_error("serve", "a model is required (-m MODEL.gguf)");
     so.batch_tokens = (int32_t)batch;
+    so.max_request_bytes = max_bytes;
 
     int exit_code = 1, rank = 0;
     struct br_err err = {{0}};

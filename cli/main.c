@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"generate", br_cmd_generate, "send a prompt to a server and stream the answer"},
     {"chat", br_cmd_chat, "interactive chat, local (-m MODEL) or with a server (--server)"},
     {"tokenize", br_cmd_tokenize, "print the token ids of a text as JSON"},
+    {"keygen", br_cmd_keygen, "make a CurveZMQ key pair for serve --curve-* and clients"},
     {"shard", br_cmd_shard, "write one shard file per rank of a --tp x --pp plan"},
     {"bench", br_cmd_bench, "benchmarks: load-test a server (--server ADDR), kernels, model"},
 };

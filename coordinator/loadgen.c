@@ -499,7 +499,8 @@ int br_loadgen_run(const struct br_loadgen_config *cfg, const struct br_loadgen_
     int32_t n_clients = 0;
     for (; n_clients < n_slots; n_clients++) {
         slots[n_clients].first_err_index = -1;
-        rc = br_client_connect(cfg->server, cfg->timeout_ms, &slots[n_clients].client, err);
+        rc = br_client_connect_curve(cfg->server, cfg->timeout_ms, cfg->curve,
+                                     &slots[n_clients].client, err);
         if (rc) goto fail_clients;
     }
 

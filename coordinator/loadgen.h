@@ -30,6 +30,8 @@
 
 #include "bitrack/status.h"
 
+struct br_client_curve;
+
 /* ---- workloads ------------------------------------------------------------------------ */
 
 /* One prompt: either token ids (tokens != NULL) or text (text != NULL). */
@@ -100,10 +102,11 @@ struct br_loadgen_config {
     float temperature;         /* sampling temperature (0 = greedy) */
     const int32_t *ban_tokens; /* (n_ban) ids sent as logit_bias -inf (e.g. end of text) */
     uint32_t n_ban;
-    int32_t timeout_ms;   /* the client's per-call silence timeout */
-    bool progress;        /* draw a progress line on stderr */
-    const char *label;    /* progress line prefix; NULL = "bench" */
-    const char *workload; /* what the prompts are, for the reports; NULL = unknown */
+    int32_t timeout_ms;                  /* the client's per-call silence timeout */
+    bool progress;                       /* draw a progress line on stderr */
+    const char *label;                   /* progress line prefix; NULL = "bench" */
+    const char *workload;                /* what the prompts are, for the reports; NULL = unknown */
+    const struct br_client_curve *curve; /* CurveZMQ credentials (borrowed); NULL = none */
 };
 
 #define BR_LOADGEN_MAX_SLOTS 256

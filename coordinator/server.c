@@ -60,6 +60,10 @@
 #define ROUTE_MAX          255
 #define BR_SCHED_MAX_BATCH 1024
 #define INPROC             "inproc://bitrack-frontend"
+#define MONITOR            "inproc://bitrack-monitor"
+/* Messages queued at the router for one client before it counts as not reading: 64
+ * concurrent streams can lag 150 tokens each, and a stalled client holds a few MiB. */
+#define ROUTER_SNDHWM 10000
 
 enum job_state { JOB_WAITING, JOB_PREFILL, JOB_DECODE, JOB_DONE };
 
@@ -92,6 +96,7 @@ struct live {
     char *id;
     double last_seen;
     int stream;
+    int dropped; /* cancelled because its client could not be sent to */
     struct live *next;
 };
 
@@ -114,7 +119,15 @@ struct br_server {
     atomic_long n_requests, n_completed, n_rejected, n_tokens_out, n_tokens_in, n_steps;
     atomic_int n_live, n_running;
     char chat_template[32];
-    char *curve_secret_key;
+    /* CurveZMQ client authorization: set up by the front end before it binds */
+    char (*curve_keys)[41]; /* (n_curve_keys,) authorized public keys, z85 */
+    size_t n_curve_keys;
+    void *zap;     /* ZAP REP socket, bound before the router; used by the ZAP thread */
+    void *monitor; /* the router's failed handshakes (front end only) */
+    double monitor_last_log;
+    long monitor_unlogged;
+    pthread_t zap_thread;
+    int zap_started;
 };
 
 static struct br_server *signal_server; /* for the signal handler only */
@@ -162,10 +175,12 @@ static void job_free(struct job *j)
 
 /* ---- front end ---- */
 
-static void fe_reply(void *router, const uint8_t *route, size_t route_len, const struct br_buf *b)
+/* Never blocks: the router is ZMQ_ROUTER_MANDATORY, so a client whose queue is full
+ * (EAGAIN) or who is gone (EHOSTUNREACH) makes this fail with errno saying which. */
+static int fe_reply(void *router, const uint8_t *route, size_t route_len, const struct br_buf *b)
 {
-    if (send_frame(router, route, route_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == BR_OK)
-        send_frame(router, b->data, b->len, ZMQ_DONTWAIT);
+    if (send_frame(router, route, route_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) != BR_OK) return -1;
+    return send_frame(router, b->data, b->len, ZMQ_DONTWAIT) == BR_OK ? 0 : -1;
 }
 
 static void fe_error(void *router, const uint8_t *route, size_t route_len, const char *id,
@@ -214,6 +229,26 @@ static void fe_cancel(struct br_server *s, const uint8_t *route, size_t rl, cons
     memcpy(m + 3 + rl, id, idl);
     send_frame(s->fe_pair, m, 3 + rl + idl, 0);
     free(m);
+}
+
+/* A client that cannot be sent to (it stopped reading and its queue at the router is
+ * full, or it is gone) would keep its sequences generating into the void and its events
+ * piling up: its live requests are cancelled, once each, freeing their slots for others. */
+static void fe_drop_route(struct br_server *s, struct live *lives, const uint8_t *route, size_t rl,
+                          int why)
+{
+    int n = 0;
+    for (struct live *l = lives; l; l = l->next)
+        if (!l->dropped && l->route_len == rl && !memcmp(l->route, route, rl)) {
+            l->dropped = 1;
+            fe_cancel(s, l->route, rl, l->id);
+            n++;
+        }
+    if (n)
+        fprintf(stderr, "bitrack serve: %s; cancelled %d of its requests\n",
+                why == EAGAIN ? "a client stopped reading (its send queue is full)"
+                              : "a client went away",
+                n);
 }
 
 /* Prepares a generate request: prompt tokens, limits. Returns 0 and hands the job to the
@@ -295,6 +330,13 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
         job_free(j);
         return;
     }
+    if (s->o.max_prompt_tokens > 0 && j->n_prompt > s->o.max_prompt_tokens) {
+        snprintf(msg, sizeof msg, "the prompt has %d tokens; this server accepts at most %d",
+                 j->n_prompt, s->o.max_prompt_tokens);
+        fe_error(router, route, rl, req->id, BR_PROTO_TOO_LONG, msg);
+        job_free(j);
+        return;
+    }
     if (j->n_prompt >= s->n_ctx) {
         snprintf(msg, sizeof msg,
                  "the prompt has %d tokens; the context holds %d (prompt and "
@@ -353,6 +395,7 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     struct br_err err = {{0}};
     struct br_proto_limits lim;
     br_proto_limits_default(&lim);
+    lim.max_msg_bytes = (size_t)s->o.max_request_bytes;
     /* s->model, s->tok and s->n_ctx are written by the main thread before it sets ready;
      * read them only after seeing ready (the atomic load orders the reads after those
      * writes) */
@@ -464,7 +507,7 @@ static void fe_handle_main(struct br_server *s, void *router, struct live **live
         size_t rl = (size_t)m[2] << 8 | m[3];
         if (4 + rl <= n) {
             struct br_buf b = {(uint8_t *)m + 4 + rl, n - 4 - rl, 0};
-            fe_reply(router, m + 4, rl, &b);
+            if (fe_reply(router, m + 4, rl, &b)) fe_drop_route(s, *lives, m + 4, rl, zmq_errno());
             if (m[1]) {
                 /* final: the response carries the id; find the live entry by decoding */
                 struct br_resp r;
@@ -481,28 +524,40 @@ static void fe_handle_main(struct br_server *s, void *router, struct live **live
 }
 
 static int load_curve(struct br_server *s, void *router, struct br_err *err);
+static void fe_handle_monitor(struct br_server *s);
 
 static void *fe_main(void *arg)
 {
     struct br_server *s = arg;
     void *router = zmq_socket(s->zctx, ZMQ_ROUTER);
     struct live *lives = NULL;
-    int linger = 0, hwm = 100000;
+    int linger = 0, sndhwm = ROUTER_SNDHWM, rcvhwm = 100000, mandatory = 1;
+    int64_t maxmsg = s->o.max_request_bytes;
     zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(router, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(router, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(router, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
+    zmq_setsockopt(router, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
+    /* sends fail instead of silently dropping a slow or vanished client's events */
+    zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
+    /* a larger message is refused by libzmq as it arrives (the connection is closed)
+     * rather than being received whole and then refused by the decoder */
+    zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     struct br_err err = {{0}};
     if (load_curve(s, router, &err) || zmq_bind(router, s->listen) != 0) {
         fprintf(stderr, "bitrack serve: cannot listen on %s: %s\n", s->listen,
                 err.msg[0] ? err.msg : zmq_strerror(zmq_errno()));
         atomic_store(&s->stop, 2);
+        if (s->monitor) zmq_close(s->monitor);
+        s->monitor = NULL;
         zmq_close(router);
         return NULL;
     }
     while (atomic_load(&s->stop) != 3) {
-        zmq_pollitem_t items[2] = {{router, 0, ZMQ_POLLIN, 0}, {s->fe_pair, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, 2, 200);
+        zmq_pollitem_t items[3] = {{router, 0, ZMQ_POLLIN, 0},
+                                   {s->fe_pair, 0, ZMQ_POLLIN, 0},
+                                   {s->monitor, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, s->monitor ? 3 : 2, 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
+        if (rc > 0 && s->monitor && (items[2].revents & ZMQ_POLLIN)) fe_handle_monitor(s);
         if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
             for (int k = 0; k < 256; k++) {
                 int ev = 0;
@@ -534,14 +589,21 @@ static void *fe_main(void *arg)
         free(d->id);
         free(d);
     }
+    if (s->monitor) {
+        zmq_socket_monitor(router, NULL, 0);
+        zmq_close(s->monitor);
+        s->monitor = NULL;
+    }
     zmq_close(router);
     return NULL;
 }
 
-/* CurveZMQ: the server's secret key from a file (40 z85 characters), and the authorized
- * client public keys from a directory; a ZAP handler is beyond this front end, so client
- * authorization uses the libzmq-native approach: only keys in the directory are accepted
- * through ZMQ_CURVE_SERVER plus a ZAP domain checked by zap_main. */
+/* CurveZMQ. The server's secret key comes from a file (40 z85 characters on the first
+ * line that is not a comment). With a directory of authorized client public keys, a ZAP
+ * handler (RFC 27) on its own thread admits only those keys; its socket is bound before
+ * the router, so no handshake can happen while no handler is there to refuse it. Every
+ * refusal is logged: an unknown key by the handler, a client without CurveZMQ (or with
+ * the wrong server key) by the front end, from the router's monitor. */
 static void *zap_main(void *arg);
 
 static int load_key_file(const char *path, char out[41])
@@ -566,16 +628,11 @@ static int load_key_file(const char *path, char out[41])
     return ok ? 0 : -1;
 }
 
-struct zap_ctx {
-    struct br_server *s;
-    char (*keys)[41];
-    size_t n_keys;
-};
-static struct zap_ctx zap_state; /* set once before the ZAP thread starts */
-
 static int load_curve(struct br_server *s, void *router, struct br_err *err)
 {
     if (!s->o.curve_secret) return BR_OK;
+    if (!zmq_has("curve"))
+        return br_err_set(err, BR_E_UNSUPPORTED, "--curve-secret: this libzmq has no CurveZMQ");
     char secret[41];
     if (load_key_file(s->o.curve_secret, secret))
         return br_err_set(err, BR_E_INVALID, "%s: no 40-character z85 secret key",
@@ -584,41 +641,101 @@ static int load_curve(struct br_server *s, void *router, struct br_err *err)
     if (zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
         zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, secret, 40) ||
         zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "bitrack", 7))
-        return br_err_set(err, BR_E_UNSUPPORTED, "CurveZMQ is not available in this libzmq");
-    if (s->o.curve_clients) {
-        DIR *d = opendir(s->o.curve_clients);
-        if (!d) return br_err_set(err, BR_E_INVALID, "%s: %s", s->o.curve_clients, strerror(errno));
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (de->d_name[0] == '.') continue;
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", s->o.curve_clients, de->d_name);
-            char key[41];
-            if (load_key_file(path, key)) continue;
-            char(*nk)[41] = realloc(zap_state.keys, (zap_state.n_keys + 1) * sizeof *nk);
-            if (!nk) break;
-            zap_state.keys = nk;
-            memcpy(zap_state.keys[zap_state.n_keys++], key, 41);
+        return br_err_set(err, BR_E_UNSUPPORTED, "%s: not a usable CurveZMQ secret key",
+                          s->o.curve_secret);
+    /* the monitor reports handshakes that failed before reaching the ZAP handler */
+    if (zmq_socket_monitor(router, MONITOR,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0) {
+        s->monitor = zmq_socket(s->zctx, ZMQ_PAIR);
+        if (s->monitor && zmq_connect(s->monitor, MONITOR)) {
+            zmq_close(s->monitor);
+            s->monitor = NULL;
         }
-        closedir(d);
-        zap_state.s = s;
-        pthread_t t;
-        if (pthread_create(&t, NULL, zap_main, s) == 0) pthread_detach(t);
     }
+    if (!s->o.curve_clients) return BR_OK;
+    DIR *d = opendir(s->o.curve_clients);
+    if (!d) return br_err_set(err, BR_E_INVALID, "%s: %s", s->o.curve_clients, strerror(errno));
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", s->o.curve_clients, de->d_name);
+        char key[41];
+        uint8_t raw[32];
+        if (load_key_file(path, key) || !zmq_z85_decode(raw, key)) continue;
+        char(*nk)[41] = realloc(s->curve_keys, (s->n_curve_keys + 1) * sizeof *nk);
+        if (!nk) {
+            closedir(d);
+            return br_err_set(err, BR_E_NOMEM, "out of memory");
+        }
+        s->curve_keys = nk;
+        memcpy(s->curve_keys[s->n_curve_keys++], key, 41);
+    }
+    closedir(d);
+    fprintf(stderr, "bitrack serve: CurveZMQ on; %zu authorized client key%s in %s\n",
+            s->n_curve_keys, s->n_curve_keys == 1 ? "" : "s", s->o.curve_clients);
+    int timeout = 200, linger = 0;
+    s->zap = zmq_socket(s->zctx, ZMQ_REP);
+    if (!s->zap || zmq_setsockopt(s->zap, ZMQ_RCVTIMEO, &timeout, sizeof timeout) ||
+        zmq_setsockopt(s->zap, ZMQ_LINGER, &linger, sizeof linger) ||
+        zmq_bind(s->zap, "inproc://zeromq.zap.01"))
+        return br_err_set(err, BR_E_INTERNAL, "cannot start the ZAP handler: %s",
+                          zmq_strerror(zmq_errno()));
+    if (pthread_create(&s->zap_thread, NULL, zap_main, s))
+        return br_err_set(err, BR_E_INTERNAL, "cannot start the ZAP handler thread");
+    s->zap_started = 1;
     return BR_OK;
 }
 
-/* ZAP handler (RFC 27): accepts CURVE clients whose public key is authorized. */
+/* Front end: one monitor event (two frames: event number and value, then an address). */
+static void fe_handle_monitor(struct br_server *s)
+{
+    static const char *const mismatch = "the client does not use CurveZMQ";
+    uint8_t ev[6];
+    char addr[256];
+    int n = zmq_recv(s->monitor, ev, sizeof ev, ZMQ_DONTWAIT);
+    if (n < 0) return;
+    int more = 0;
+    size_t ml = sizeof more;
+    zmq_getsockopt(s->monitor, ZMQ_RCVMORE, &more, &ml);
+    int al = more ? zmq_recv(s->monitor, addr, sizeof addr - 1, 0) : 0;
+    addr[al > 0 ? (al < (int)sizeof addr ? al : (int)sizeof addr - 1) : 0] = '\0';
+    if (n != 6) return;
+    uint16_t event;
+    uint32_t value;
+    memcpy(&event, ev, 2);
+    memcpy(&value, ev + 2, 4);
+    /* a refused client retries every reconnect interval: one line per 10 s */
+    double now = br_now();
+    if (now - s->monitor_last_log < 10) {
+        s->monitor_unlogged++;
+        return;
+    }
+    s->monitor_last_log = now;
+    char more[64] = "";
+    if (s->monitor_unlogged)
+        snprintf(more, sizeof more, "; %ld more since the last such line", s->monitor_unlogged);
+    fprintf(stderr, "bitrack serve: refused a connection on %s: CurveZMQ handshake failed (%s%s)\n",
+            addr,
+            event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                    value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                ? mismatch
+            : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                ? "protocol error; a wrong server key, or not a CurveZMQ client"
+                : "the connection closed during the handshake",
+            more);
+    s->monitor_unlogged = 0;
+}
+
+/* ZAP handler: admits CURVE clients whose public key is authorized. A refused client
+ * retries every reconnect interval; one line per key every 10 s is enough. */
 static void *zap_main(void *arg)
 {
     struct br_server *s = arg;
-    void *zap = zmq_socket(s->zctx, ZMQ_REP);
-    if (zmq_bind(zap, "inproc://zeromq.zap.01") != 0) {
-        zmq_close(zap);
-        return NULL;
-    }
-    int timeout = 200;
-    zmq_setsockopt(zap, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    void *zap = s->zap;
+    char last_refused[41] = "";
+    double last_log = 0;
     while (atomic_load(&s->stop) != 3) {
         char parts[7][256];
         size_t lens[7] = {0};
@@ -639,12 +756,16 @@ static void *zap_main(void *arg)
             zmq_getsockopt(zap, ZMQ_RCVMORE, &more, &ml);
         }
         int ok = 0;
+        char z85[41] = "(none)";
         if (n >= 7 && lens[5] == 5 && !memcmp(parts[5], "CURVE", 5) && lens[6] == 32) {
-            char z85[41];
             zmq_z85_encode(z85, (const uint8_t *)parts[6], 32);
-            for (size_t i = 0; i < zap_state.n_keys; i++) ok |= !strcmp(z85, zap_state.keys[i]);
-            if (!ok)
-                fprintf(stderr, "bitrack serve: refused a client with unauthorized key %s\n", z85);
+            for (size_t i = 0; i < s->n_curve_keys; i++) ok |= !strcmp(z85, s->curve_keys[i]);
+        }
+        if (!ok && (strcmp(z85, last_refused) || br_now() - last_log > 10)) {
+            fprintf(stderr, "bitrack serve: refused a client: CurveZMQ key %s is not authorized\n",
+                    z85);
+            snprintf(last_refused, sizeof last_refused, "%s", z85);
+            last_log = br_now();
         }
         const char *code = ok ? "200" : "400";
         zmq_send(zap, "1.0", 3, ZMQ_SNDMORE);
@@ -671,6 +792,7 @@ int br_server_start(const struct br_server_opts *o, const char *const *info, str
     if (s->o.max_per_client <= 0) s->o.max_per_client = 64;
     if (s->o.client_timeout_s < 0) s->o.client_timeout_s = 30;
     if (s->o.max_tokens_cap <= 0) s->o.max_tokens_cap = 4096;
+    if (s->o.max_request_bytes <= 0) s->o.max_request_bytes = (int64_t)1 << 20;
     s->listen = xstrdup(o->listen ? o->listen : "tcp://127.0.0.1:5555");
     size_t n = 0;
     while (info && info[n]) n++;
@@ -738,14 +860,17 @@ void br_server_destroy(struct br_server **sp)
     struct br_server *s = *sp;
     atomic_store(&s->stop, 3);
     if (s->fe_started) pthread_join(s->fe_thread, NULL);
+    if (s->zap_started)
+        pthread_join(s->zap_thread, NULL); /* it closes its socket */
+    else if (s->zap)
+        zmq_close(s->zap);
     if (s->main_pair) zmq_close(s->main_pair);
     if (s->fe_pair) zmq_close(s->fe_pair);
     if (s->zctx) zmq_ctx_term(s->zctx);
     for (size_t i = 0; s->info && s->info[i]; i++) free(s->info[i]);
     free(s->info);
     free(s->listen);
-    free(zap_state.keys);
-    memset(&zap_state, 0, sizeof zap_state);
+    free(s->curve_keys);
     if (signal_server == s) signal_server = NULL;
     free(s);
     *sp = NULL;

@@ -30,6 +30,8 @@ struct br_server_opts {
     int32_t client_timeout_s;  /* free a request whose client went silent; default 30 */
     int32_t batch_tokens;      /* token budget per step; default the engine's max batch */
     int32_t max_tokens_cap;    /* upper bound for a request's max_tokens; default 4096 */
+    int32_t max_prompt_tokens; /* longer prompts are answered too_long; default the context */
+    int64_t max_request_bytes; /* larger client messages are dropped unread; default 1 MiB */
     const char *curve_secret;  /* optional CurveZMQ server secret key file (z85) */
     const char *curve_clients; /* directory of authorized client public keys (z85 files) */
 };

@@ -27,7 +27,14 @@ struct br_client {
     uint64_t seq;      /* for generated request ids */
     struct br_buf buf; /* reused encode buffer */
     struct br_proto_limits lim;
+    void *mon;           /* PAIR receiving the DEALER's failed-handshake events */
+    const char *refusal; /* why the last handshake failed; NULL after a send succeeds */
+    bool curve;          /* CurveZMQ credentials are set */
 };
+
+#define MONITOR_EVENTS                                                                             \
+    (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |                       \
+     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 static int64_t now_ms(void)
 {
@@ -36,7 +43,52 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int br_client_key_read(const char *path, char key[41], struct br_err *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return br_err_set(err, BR_E_IO, "%s: %s", path, strerror(errno));
+    char line[256];
+    int rc = br_err_set(err, BR_E_FORMAT, "%s: no key (a line of 40 z85 characters)", path);
+    while (fgets(line, sizeof line, f)) {
+        char *p = line;
+        size_t n = strcspn(p, "\r\n");
+        p[n] = '\0';
+        if (n == 0 || p[0] == '#') continue;
+        uint8_t raw[32];
+        if (n == 40 && zmq_z85_decode(raw, p)) {
+            memcpy(key, p, 41);
+            rc = BR_OK;
+        } else {
+            rc = br_err_set(err, BR_E_FORMAT, "%s: '%.48s' is not a 40-character z85 key", path, p);
+        }
+        break;
+    }
+    fclose(f);
+    return rc;
+}
+
+int br_client_curve_load(const char *server_key_file, const char *secret_key_file,
+                         struct br_client_curve *out, struct br_err *err)
+{
+    if (!out || !server_key_file || !secret_key_file)
+        return br_err_set(err, BR_E_INVALID, "CurveZMQ: need the server's key and a secret key");
+    memset(out, 0, sizeof *out);
+    if (!zmq_has("curve"))
+        return br_err_set(err, BR_E_UNSUPPORTED, "this libzmq was built without CurveZMQ");
+    int rc = br_client_key_read(server_key_file, out->server_key, err);
+    if (!rc) rc = br_client_key_read(secret_key_file, out->secret_key, err);
+    if (!rc && zmq_curve_public(out->public_key, out->secret_key))
+        rc = br_err_set(err, BR_E_FORMAT, "%s: not a CurveZMQ secret key", secret_key_file);
+    return rc;
+}
+
 int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, struct br_err *err)
+{
+    return br_client_connect_curve(addr, timeout_ms, NULL, out, err);
+}
+
+int br_client_connect_curve(const char *addr, int timeout_ms, const struct br_client_curve *curve,
+                            struct br_client **out, struct br_err *err)
 {
     struct br_client *c;
     int zero = 0, one = 1, rc;
@@ -72,6 +124,23 @@ int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, 
         rc = br_err_set(err, BR_E_IO, "zmq_setsockopt: %s", zmq_strerror(errno));
         goto fail_connect;
     }
+    if (curve && (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, curve->server_key, 40) ||
+                  zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, curve->public_key, 40) ||
+                  zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, curve->secret_key, 40))) {
+        rc = br_err_set(err, BR_E_UNSUPPORTED, "CurveZMQ keys refused by libzmq: %s",
+                        zmq_strerror(errno));
+        goto fail_connect;
+    }
+    c->curve = curve != NULL;
+    /* failed handshakes are otherwise silent (the socket just retries): watching them
+     * lets a refused client say why it cannot reach the server */
+    if (zmq_socket_monitor(c->sock, "inproc://bitrack-client-monitor", MONITOR_EVENTS) == 0) {
+        c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
+        if (c->mon && zmq_connect(c->mon, "inproc://bitrack-client-monitor")) {
+            zmq_close(c->mon);
+            c->mon = NULL;
+        }
+    }
     if (zmq_connect(c->sock, addr)) {
         rc = br_err_set(err, BR_E_INVALID, "connecting to %s: %s", addr, zmq_strerror(errno));
         goto fail_connect;
@@ -80,6 +149,10 @@ int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, 
     return BR_OK;
 
 fail_connect:
+    if (c->mon) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->mon);
+    }
     zmq_close(c->sock);
 fail_sock:
     zmq_ctx_term(c->ctx);
@@ -92,6 +165,10 @@ void br_client_close(struct br_client **cp)
 {
     if (!cp || !*cp) return;
     struct br_client *c = *cp;
+    if (c->mon) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->mon);
+    }
     zmq_close(c->sock);
     zmq_ctx_term(c->ctx);
     br_buf_free(&c->buf);
@@ -111,17 +188,61 @@ void br_client_set_ping_interval(struct br_client *c, int interval_ms)
     c->ping_ms = interval_ms;
 }
 
-/* Sends c->buf as one frame. */
+/* Reads the monitor's failed-handshake events and remembers why the last one failed. */
+static void watch_handshakes(struct br_client *c)
+{
+    for (int k = 0; c->mon && k < 1000; k++) {
+        uint8_t ev[6];
+        char addr[256];
+        if (zmq_recv(c->mon, ev, sizeof ev, ZMQ_DONTWAIT) != 6) break;
+        int more = 0;
+        size_t ml = sizeof more;
+        zmq_getsockopt(c->mon, ZMQ_RCVMORE, &more, &ml);
+        if (more) zmq_recv(c->mon, addr, sizeof addr, 0);
+        uint16_t event;
+        uint32_t value;
+        memcpy(&event, ev, 2);
+        memcpy(&value, ev + 2, 4);
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            c->refusal = "the server refused this client's CurveZMQ key (not authorized)";
+        else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                 value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+            c->refusal = "the server and this client disagree on CurveZMQ (--curve-server-key "
+                         "and --curve-key are needed exactly when the server has --curve-secret)";
+        else if (c->curve)
+            c->refusal = "the CurveZMQ handshake failed (is --curve-server-key the server's "
+                         "public key?)";
+        else
+            c->refusal = "the handshake failed (does the server require CurveZMQ? then give "
+                         "--curve-server-key and --curve-key)";
+    }
+}
+
+/* Sends c->buf as one frame. With ZMQ_IMMEDIATE a send can only proceed once a handshake
+ * succeeded; while it cannot, the monitor is watched so that a refusing server ends the
+ * wait at once with the reason instead of after the whole timeout. */
 static int send_buf(struct br_client *c, const char *what, struct br_err *err)
 {
+    int64_t deadline = c->timeout_ms > 0 ? now_ms() + c->timeout_ms : -1;
     for (;;) {
-        if (zmq_send(c->sock, c->buf.data, c->buf.len, 0) >= 0) return BR_OK;
+        if (zmq_send(c->sock, c->buf.data, c->buf.len, ZMQ_DONTWAIT) >= 0) {
+            c->refusal = NULL;
+            return BR_OK;
+        }
         if (errno == EINTR) continue;
-        if (errno == EAGAIN)
+        if (errno != EAGAIN)
+            return br_err_set(err, BR_E_IO, "%s: sending to %s: %s", what, c->addr,
+                              zmq_strerror(errno));
+        watch_handshakes(c);
+        if (c->refusal)
+            return br_err_set(err, BR_E_UNAVAILABLE, "%s: cannot connect to %s: %s", what, c->addr,
+                              c->refusal);
+        int64_t left = deadline < 0 ? 100 : deadline - now_ms();
+        if (left <= 0)
             return br_err_set(err, BR_E_UNAVAILABLE, "%s: no server reachable at %s within %d ms",
                               what, c->addr, c->timeout_ms);
-        return br_err_set(err, BR_E_IO, "%s: sending to %s: %s", what, c->addr,
-                          zmq_strerror(errno));
+        zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLOUT};
+        zmq_poll(&it, 1, (long)(left < 100 ? left : 100));
     }
 }
 

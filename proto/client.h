@@ -9,6 +9,11 @@
  * gives up with BR_E_TIMEOUT (after sending `cancel`) when the server says nothing about
  * the request for timeout_ms. Replies to earlier, abandoned requests are recognised by id
  * and dropped.
+ *
+ * With CurveZMQ credentials (br_client_connect_curve) the connection is encrypted and the
+ * client authenticates with its key pair; a server that refuses the handshake (an
+ * unauthorized key, a wrong server key, or one side without CurveZMQ) makes calls fail
+ * with BR_E_UNAVAILABLE and a message saying which.
  */
 #ifndef BITRACK_CLIENT_H
 #define BITRACK_CLIENT_H
@@ -29,6 +34,27 @@ struct br_client;
  * request before failing with BR_E_TIMEOUT; <= 0 waits forever. On success *out owns the
  * client (free with br_client_close). */
 int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, struct br_err *err);
+
+/* CurveZMQ credentials of a client: z85 keys (40 characters and a NUL). */
+struct br_client_curve {
+    char server_key[41]; /* the server's public key */
+    char public_key[41];
+    char secret_key[41];
+};
+
+/* Reads a key file as `bitrack keygen` writes it: the first line that is not empty or a
+ * '#' comment holds exactly 40 z85 characters (a 32-byte key). */
+int br_client_key_read(const char *path, char key[41], struct br_err *err);
+
+/* Fills *out from the server's public key file and this client's secret key file (the
+ * public key is derived from the secret one). BR_E_UNSUPPORTED when libzmq has no CURVE. */
+int br_client_curve_load(const char *server_key_file, const char *secret_key_file,
+                         struct br_client_curve *out, struct br_err *err);
+
+/* br_client_connect with CurveZMQ encryption and authentication when curve is not NULL
+ * (copied; plaintext when NULL). */
+int br_client_connect_curve(const char *addr, int timeout_ms, const struct br_client_curve *curve,
+                            struct br_client **out, struct br_err *err);
 
 /* Closes the socket, frees the client, and sets *c to NULL; NULL-safe (c or *c). */
 void br_client_close(struct br_client **c);

@@ -713,9 +713,9 @@ static void fe_handle_monitor(struct br_server *s)
         return;
     }
     s->monitor_last_log = now;
-    char more[64] = "";
+    char since[64] = "";
     if (s->monitor_unlogged)
-        snprintf(more, sizeof more, "; %ld more since the last such line", s->monitor_unlogged);
+        snprintf(since, sizeof since, "; %ld more since the last such line", s->monitor_unlogged);
     fprintf(stderr, "bitrack serve: refused a connection on %s: CurveZMQ handshake failed (%s%s)\n",
             addr,
             event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
@@ -724,7 +724,7 @@ static void fe_handle_monitor(struct br_server *s)
             : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
                 ? "protocol error; a wrong server key, or not a CurveZMQ client"
                 : "the connection closed during the handshake",
-            more);
+            since);
     s->monitor_unlogged = 0;
 }
 

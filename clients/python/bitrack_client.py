@@ -7,6 +7,11 @@ the client sends `ping` every `ping_interval` seconds so the server keeps its st
 requests alive, and it raises BitrackTimeout when nothing about the request arrived for
 `timeout` seconds (after sending `cancel` for a generate).
 
+For a server started with --curve-secret, pass curve_server_key (the server's public key)
+and curve_key (this client's secret key): z85 strings, or paths of files written by
+`bitrack keygen`. A server that refuses the handshake makes calls raise BitrackError
+("unavailable") saying why, rather than waiting for the timeout.
+
 Needs pyzmq and msgpack (Debian: python3-zmq, python3-msgpack); the rest is stdlib.
 """
 
@@ -16,6 +21,8 @@ import time
 
 import msgpack
 import zmq
+import zmq.utils.monitor
+import zmq.utils.z85
 
 PROTOCOL_VERSION = 1
 DEFAULT_ADDR = "tcp://127.0.0.1:5555"
@@ -60,15 +67,51 @@ class BitrackTimeout(BitrackError):
         super().__init__("timeout", message, request_id)
 
 
+def load_key(key):
+    """A z85 CurveZMQ key (40 characters) as bytes: `key` itself when it is one, else the
+    first line of the file `key` that is neither empty nor a '#' comment."""
+    if isinstance(key, bytes):
+        key = key.decode("ascii")
+    if len(key) != 40 or os.path.exists(key):
+        with open(key, encoding="ascii") as f:
+            lines = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
+        if not lines:
+            raise ValueError("%s: no key" % key)
+        key = lines[0]
+    if len(key) != 40:
+        raise ValueError("not a 40-character z85 key: %.48r" % key)
+    zmq.utils.z85.decode(key)  # raises on a character outside z85
+    return key.encode("ascii")
+
+
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
 class Client:
     """A connection to a bitrack server.
 
     addr: ZeroMQ endpoint of the server's ROUTER socket.
     timeout: seconds to wait for the next message about a request (None: forever).
     ping_interval: seconds between pings while waiting (None or 0: no pings).
+    curve_server_key, curve_key: the server's CurveZMQ public key and this client's secret
+    key (z85 or a key file), both or neither.
     """
 
-    def __init__(self, addr=DEFAULT_ADDR, timeout=30.0, ping_interval=1.0, context=None):
+    def __init__(
+        self,
+        addr=DEFAULT_ADDR,
+        timeout=30.0,
+        ping_interval=1.0,
+        context=None,
+        curve_server_key=None,
+        curve_key=None,
+    ):
+        if (curve_server_key is None) != (curve_key is None):
+            raise ValueError("curve_server_key and curve_key go together")
         self.addr = addr
         self.timeout = timeout
         self.ping_interval = ping_interval
@@ -77,8 +120,18 @@ class Client:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
-        if timeout is not None:
-            self._sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        self._curve = curve_key is not None
+        if self._curve:
+            if not zmq.has("curve"):
+                raise BitrackError("unsupported", "this libzmq has no CurveZMQ")
+            secret = load_key(curve_key)
+            self._sock.curve_serverkey = load_key(curve_server_key)
+            self._sock.curve_secretkey = secret
+            self._sock.curve_publickey = zmq.curve_public(secret)
+        # failed handshakes are otherwise silent (the socket retries): watch them so a
+        # refused client can say why it cannot reach the server
+        self._mon = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
+        self._refusal = None
         self._sock.connect(addr)
         self._prefix = "py%x-" % (os.getpid() & 0xFFFFFF)
         self._seq = itertools.count(1)
@@ -87,6 +140,8 @@ class Client:
 
     def close(self):
         if self._sock is not None:
+            self._sock.disable_monitor()
+            self._mon.close(0)
             self._sock.close(0)
             self._sock = None
             if self._own_ctx:
@@ -104,15 +159,47 @@ class Client:
     def _new_id(self):
         return "%s%d" % (self._prefix, next(self._seq))
 
+    def _watch_handshakes(self):
+        while self._mon.poll(0):
+            ev = zmq.utils.monitor.recv_monitor_message(self._mon)
+            if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._refusal = "the server refused this client's CurveZMQ key (not authorized)"
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and ev["value"] == getattr(
+                zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002
+            ):
+                self._refusal = "the server and this client disagree on CurveZMQ"
+            elif self._curve:
+                self._refusal = "the CurveZMQ handshake failed (is the server key the server's?)"
+            else:
+                self._refusal = "the handshake failed (does the server require CurveZMQ?)"
+
     def _send(self, msg):
+        """Sends once a handshake has succeeded (IMMEDIATE), within `timeout`; a refused
+        handshake ends the wait at once."""
         msg = dict(msg)
         msg.setdefault("v", PROTOCOL_VERSION)
-        try:
-            self._sock.send(msgpack.packb(msg, use_bin_type=True))
-        except zmq.Again:
-            raise BitrackError(
-                "unavailable", "no server reachable at %s" % self.addr, msg.get("id")
-            ) from None
+        data = msgpack.packb(msg, use_bin_type=True)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            try:
+                self._sock.send(data, zmq.NOBLOCK)
+                self._refusal = None
+                return
+            except zmq.Again:
+                pass
+            self._watch_handshakes()
+            if self._refusal:
+                raise BitrackError(
+                    "unavailable",
+                    "cannot connect to %s: %s" % (self.addr, self._refusal),
+                    msg.get("id"),
+                )
+            left = 0.1 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise BitrackError(
+                    "unavailable", "no server reachable at %s" % self.addr, msg.get("id")
+                )
+            self._sock.poll(int(min(left, 0.1) * 1000) + 1, zmq.POLLOUT)
 
     def _recv_one(self):
         """Decodes one waiting message; returns a dict, or raises BitrackError."""

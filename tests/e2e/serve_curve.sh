@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# CurveZMQ serving: `bitrack keygen` key pairs; `bitrack serve --curve-secret
+# --curve-clients` admits only the listed client keys. An authorized C client and Python
+# client get the same stream as `bitrack run`; a client with an unlisted key and a
+# plaintext client are refused quickly with a message saying why, and the server logs
+# each refusal. Bad key files are refused with an error. Skipped (with the reason) when
+# libzmq has no CURVE.
+set -euo pipefail
+BIN=${BR_BIN:?}
+PY=/usr/bin/python3
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TMP=${BR_TMP:-/tmp}/serve_curve.$$
+mkdir -p "$TMP/clients"
+PORT=$((20000 + ($$ + 4241) % 20000))
+ADDR="tcp://127.0.0.1:$PORT"
+cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+if ! "$BIN" keygen -o "$TMP/server" > /dev/null 2> "$TMP/keygen.err"; then
+    if grep -q "without CurveZMQ" "$TMP/keygen.err"; then echo "SKIP: libzmq has no CURVE"; exit 0; fi
+    cat "$TMP/keygen.err"; exit 1
+fi
+rc=0
+fail() { echo "FAIL $*"; rc=1; }
+ok() { echo "ok   $*"; }
+
+# keygen: two 40-character z85 keys, the secret one private, no silent overwrite
+pub=$(grep -v '^#' "$TMP/server.pub"); sec=$(grep -v '^#' "$TMP/server.key")
+[ ${#pub} -eq 40 ] && [ ${#sec} -eq 40 ] && [ "$pub" != "$sec" ] || fail "keygen wrote '$pub' / '$sec'"
+[ "$(stat -c %a "$TMP/server.key")" = 600 ] || fail "secret key mode $(stat -c %a "$TMP/server.key")"
+if "$BIN" keygen -o "$TMP/server" 2> /dev/null; then fail "keygen overwrote a key"; fi
+[ "$(grep -v '^#' "$TMP/server.pub")" = "$pub" ] || fail "keygen changed an existing key"
+"$BIN" keygen -o "$TMP/alice" > /dev/null 2>&1
+"$BIN" keygen -o "$TMP/mallory" > /dev/null 2>&1
+cp "$TMP/alice.pub" "$TMP/clients/"
+ok "keygen"
+
+timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 \
+    --ctx 256 -o "$TMP/m.gguf" > /dev/null 2>&1
+
+# a bad secret key file is an error at start, not a plaintext server
+echo "not a key" > "$TMP/bad.key"
+if timeout 20 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --curve-secret "$TMP/bad.key" \
+    > "$TMP/bad.log" 2>&1; then fail "serve started with a bad secret key"; fi
+grep -q "bad.key: no 40-character z85 secret key" "$TMP/bad.log" && ok "bad secret key refused" \
+    || { fail "bad secret key message"; cat "$TMP/bad.log"; }
+
+timeout 120 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --curve-secret "$TMP/server.key" \
+    --curve-clients "$TMP/clients" > "$TMP/serve.log" 2>&1 &
+SPID=$!
+for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
+grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+grep -q "1 authorized client key" "$TMP/serve.log" || fail "server did not load the client key"
+
+want=$("$BIN" run -m "$TMP/m.gguf" --ids -n 12 --temp 0.9 --seed 3 -p "Hello, ternary world" 2>/dev/null)
+got=$(timeout 30 "$BIN" generate --server "$ADDR" --ids -n 12 --temp 0.9 --seed 3 --timeout 10000 \
+    --curve-server-key "$TMP/server.pub" --curve-key "$TMP/alice.key" "Hello, ternary world") \
+    || fail "authorized C client failed"
+[ -n "$want" ] && [ "$got" = "$want" ] && ok "authorized C client equals bitrack run: $got" \
+    || fail "authorized C client '$got' vs run '$want'"
+
+# refused: a key not in the directory, no CurveZMQ at all, the wrong server key
+refused() { # name expected-message args...
+    local name=$1 msg=$2; shift 2
+    local t0 t1 out
+    t0=$(date +%s%N)
+    if out=$(timeout 30 "$BIN" generate --server "$ADDR" --ids -n 4 --timeout 10000 "$@" hi 2>&1); then
+        fail "$name: was served: $out"; return
+    fi
+    t1=$(date +%s%N)
+    if ! grep -q "$msg" <<< "$out"; then fail "$name: message '$out'"; return; fi
+    # refused at the handshake, well before the 10 s call timeout
+    [ $(((t1 - t0) / 1000000)) -lt 5000 ] || { fail "$name: took $(((t1 - t0) / 1000000)) ms"; return; }
+    ok "$name refused in $(((t1 - t0) / 1000000)) ms: ${out##*: }"
+}
+refused "unauthorized key" "refused this client's CurveZMQ key" \
+    --curve-server-key "$TMP/server.pub" --curve-key "$TMP/mallory.key"
+refused "plaintext client" "does the server require CurveZMQ" 
+refused "wrong server key" "CurveZMQ handshake failed" \
+    --curve-server-key "$TMP/alice.pub" --curve-key "$TMP/alice.key"
+if "$BIN" generate --server "$ADDR" --curve-key "$TMP/alice.key" hi 2> /dev/null; then
+    fail "--curve-key without --curve-server-key accepted"
+fi
+if "$BIN" generate --server "$ADDR" --curve-server-key "$TMP/server.pub" --curve-key "$TMP/bad.key" hi \
+    2> "$TMP/badc.err"; then fail "a bad client key accepted"; fi
+grep -q "bad.key" "$TMP/badc.err" && ok "bad client key refused: $(cat "$TMP/badc.err")" || fail "bad client key message"
+
+# the Python client, authorized and not
+PYTHONPATH="$ROOT/clients/python" PYTHONDONTWRITEBYTECODE=1 "$PY" - "$ADDR" "$TMP" "$want" <<'PYEOF' || rc=1
+import sys, time
+from bitrack_client import BitrackError, Client
+addr, tmp, want = sys.argv[1], sys.argv[2], sys.argv[3]
+with Client(addr, timeout=10, curve_server_key=tmp + "/server.pub", curve_key=tmp + "/alice.key") as c:
+    toks = [e["token"] for e in c.generate(prompt="Hello, ternary world", max_tokens=12,
+                                            temperature=0.9, seed=3)
+            if e["type"] == "token" and e["token"] >= 0]
+    assert " ".join(map(str, toks)) == want, (toks, want)
+    assert c.health() == "ready"
+print("ok   authorized Python client equals bitrack run")
+for kw, why in ((dict(curve_server_key=tmp + "/server.pub", curve_key=tmp + "/mallory.key"),
+                 "not authorized"), ({}, "require CurveZMQ")):
+    t0 = time.monotonic()
+    try:
+        with Client(addr, timeout=10, **kw) as c:
+            c.health()
+        sys.exit("FAIL Python client %r was served" % kw)
+    except BitrackError as e:
+        assert e.code == "unavailable" and why in str(e), e
+        assert time.monotonic() - t0 < 5, time.monotonic() - t0
+        print("ok   Python client refused: %s" % e)
+PYEOF
+
+kill -TERM "$SPID"; wait "$SPID" || true; SPID=
+grep -q "refused a client: CurveZMQ key $(grep -v '^#' "$TMP/mallory.pub" | sed 's/[][\.*^$]/\\&/g') is not authorized" \
+    "$TMP/serve.log" && ok "server logged the unauthorized key" || fail "no log of the unauthorized key"
+grep -q "refused a connection on .*the client does not use CurveZMQ" "$TMP/serve.log" \
+    && ok "server logged the plaintext client" || fail "no log of the plaintext client"
+grep -q stopped "$TMP/serve.log" || fail "no clean stop"
+if grep -q "Sanitizer" "$TMP/serve.log"; then fail "sanitizer report"; fi
+[ $rc = 0 ] || cat "$TMP/serve.log"
+exit $rc

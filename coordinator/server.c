@@ -723,7 +723,8 @@ static void fe_handle_monitor(struct br_server *s)
                 ? mismatch
             : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
                 ? "protocol error; a wrong server key, or not a CurveZMQ client"
-                : "the connection closed during the handshake",
+                : "the client broke off the handshake: it has no CurveZMQ, or another "
+                  "server key",
             since);
     s->monitor_unlogged = 0;
 }

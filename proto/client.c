@@ -207,8 +207,9 @@ static void watch_handshakes(struct br_client *c)
             c->refusal = "the server refused this client's CurveZMQ key (not authorized)";
         else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
                  value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-            c->refusal = "the server and this client disagree on CurveZMQ (--curve-server-key "
-                         "and --curve-key are needed exactly when the server has --curve-secret)";
+            c->refusal = c->curve ? "the server does not use CurveZMQ"
+                                  : "the server requires CurveZMQ (give --curve-server-key "
+                                    "and --curve-key)";
         else if (c->curve)
             c->refusal = "the CurveZMQ handshake failed (is --curve-server-key the server's "
                          "public key?)";

@@ -167,7 +167,11 @@ class Client:
             elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and ev["value"] == getattr(
                 zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002
             ):
-                self._refusal = "the server and this client disagree on CurveZMQ"
+                self._refusal = (
+                    "the server does not use CurveZMQ"
+                    if self._curve
+                    else "the server requires CurveZMQ (give curve_server_key and curve_key)"
+                )
             elif self._curve:
                 self._refusal = "the CurveZMQ handshake failed (is the server key the server's?)"
             else:

@@ -4,7 +4,8 @@
  *   bitrack serve -m MODEL [--listen tcp://127.0.0.1:5555] [-t THREADS] [--ctx N]
  *                 [--max-seqs N] [--batch-tokens N] [--max-queue N] [--client-timeout S]
  *                 [--max-per-client N] [--max-tokens-cap N] [--max-prompt-tokens N]
- *                 [--max-request-bytes N] [--curve-secret FILE --curve-clients DIR]
+ *                 [--max-request-bytes N] [--client-queue N]
+ *                 [--curve-secret FILE --curve-clients DIR]
  *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P ...
  *
  * Rank 0 answers health requests (state `loading`) while the model loads, prints the
@@ -69,6 +70,7 @@ static void usage(FILE *f)
             "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
             "                     [--client-timeout S] [--max-tokens-cap N]\n"
             "                     [--max-prompt-tokens N] [--max-request-bytes N]\n"
+            "                     [--client-queue N]\n"
             "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n");
 }
 
@@ -90,6 +92,7 @@ int br_cmd_serve(int argc, char **argv)
         O_CAP,
         O_MAXPROMPT,
         O_MAXBYTES,
+        O_CQUEUE,
         O_CS,
         O_CC,
         O_TP,
@@ -107,6 +110,7 @@ int br_cmd_serve(int argc, char **argv)
                                          {"max-tokens-cap", required_argument, 0, O_CAP},
                                          {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
                                          {"max-request-bytes", required_argument, 0, O_MAXBYTES},
+                                         {"client-queue", required_argument, 0, O_CQUEUE},
                                          {"curve-secret", required_argument, 0, O_CS},
                                          {"curve-clients", required_argument, 0, O_CC},
                                          {"tp", required_argument, 0, O_TP},
@@ -164,6 +168,9 @@ int br_cmd_serve(int argc, char **argv)
             break;
         case O_MAXPROMPT:
             islot = &so.max_prompt_tokens, hi = 1 << 22;
+            break;
+        case O_CQUEUE:
+            islot = &so.client_queue;
             break;
         case O_MAXBYTES:
             /* at least a few KiB: health, ping and cancel must always fit */

@@ -61,9 +61,6 @@
 #define BR_SCHED_MAX_BATCH 1024
 #define INPROC             "inproc://bitrack-frontend"
 #define MONITOR            "inproc://bitrack-monitor"
-/* Messages queued at the router for one client before it counts as not reading: 64
- * concurrent streams can lag 150 tokens each, and a stalled client holds a few MiB. */
-#define ROUTER_SNDHWM 10000
 
 enum job_state { JOB_WAITING, JOB_PREFILL, JOB_DECODE, JOB_DONE };
 
@@ -128,6 +125,7 @@ struct br_server {
     long monitor_unlogged;
     pthread_t zap_thread;
     int zap_started;
+    int fe_send_errno; /* front end: why the last reply could not be sent (0: it was) */
 };
 
 static struct br_server *signal_server; /* for the signal handler only */
@@ -177,17 +175,22 @@ static void job_free(struct job *j)
 
 /* Never blocks: the router is ZMQ_ROUTER_MANDATORY, so a client whose queue is full
  * (EAGAIN) or who is gone (EHOSTUNREACH) makes this fail with errno saying which. */
-static int fe_reply(void *router, const uint8_t *route, size_t route_len, const struct br_buf *b)
+static int fe_reply(struct br_server *s, void *router, const uint8_t *route, size_t route_len,
+                    const struct br_buf *b)
 {
-    if (send_frame(router, route, route_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) != BR_OK) return -1;
-    return send_frame(router, b->data, b->len, ZMQ_DONTWAIT) == BR_OK ? 0 : -1;
+    if (send_frame(router, route, route_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == BR_OK &&
+        send_frame(router, b->data, b->len, ZMQ_DONTWAIT) == BR_OK)
+        return 0;
+    s->fe_send_errno = zmq_errno();
+    return -1;
 }
 
-static void fe_error(void *router, const uint8_t *route, size_t route_len, const char *id,
-                     enum br_proto_code code, const char *msg)
+static void fe_error(struct br_server *s, void *router, const uint8_t *route, size_t route_len,
+                     const char *id, enum br_proto_code code, const char *msg)
 {
     struct br_buf b = {0};
-    if (br_proto_encode_error(&b, id, code, msg) == BR_OK) fe_reply(router, route, route_len, &b);
+    if (br_proto_encode_error(&b, id, code, msg) == BR_OK)
+        fe_reply(s, router, route, route_len, &b);
     br_buf_free(&b);
 }
 
@@ -258,24 +261,32 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
 {
     char msg[256];
     if (!atomic_load(&s->ready)) {
-        fe_error(router, route, rl, req->id, BR_PROTO_UNAVAILABLE, "the model is still loading");
+        fe_error(s, router, route, rl, req->id, BR_PROTO_UNAVAILABLE, "the model is still loading");
         return;
     }
     if (live_find(*lives, route, rl, req->id)) {
-        fe_error(router, route, rl, req->id, BR_PROTO_BAD_REQUEST,
+        fe_error(s, router, route, rl, req->id, BR_PROTO_BAD_REQUEST,
                  "id: a request with this id is already running");
         return;
     }
-    if (atomic_load(&s->n_live) >= s->o.max_queue ||
-        live_count_route(*lives, route, rl) >= s->o.max_per_client) {
+    if (atomic_load(&s->n_live) >= s->o.max_queue) {
         atomic_fetch_add(&s->n_rejected, 1);
-        fe_error(router, route, rl, req->id, BR_PROTO_BUSY,
+        fe_error(s, router, route, rl, req->id, BR_PROTO_BUSY,
                  "the server queue is full; retry later");
+        return;
+    }
+    if (live_count_route(*lives, route, rl) >= s->o.max_per_client) {
+        atomic_fetch_add(&s->n_rejected, 1);
+        snprintf(msg, sizeof msg,
+                 "this connection already has %d requests in progress, the most the server "
+                 "allows one client; retry when one ends",
+                 s->o.max_per_client);
+        fe_error(s, router, route, rl, req->id, BR_PROTO_BUSY, msg);
         return;
     }
     struct job *j = calloc(1, sizeof *j);
     if (!j) {
-        fe_error(router, route, rl, req->id, BR_PROTO_INTERNAL, "out of memory");
+        fe_error(s, router, route, rl, req->id, BR_PROTO_INTERNAL, "out of memory");
         return;
     }
     j->t_arrival = br_now();
@@ -320,20 +331,20 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
         j->n_prompt = (int32_t)n;
     }
     if (rc) {
-        fe_error(router, route, rl, req->id,
+        fe_error(s, router, route, rl, req->id,
                  rc == BR_E_NOMEM ? BR_PROTO_INTERNAL : BR_PROTO_BAD_REQUEST, err.msg);
         job_free(j);
         return;
     }
     if (j->n_prompt == 0) {
-        fe_error(router, route, rl, req->id, BR_PROTO_BAD_REQUEST, "prompt: no tokens");
+        fe_error(s, router, route, rl, req->id, BR_PROTO_BAD_REQUEST, "prompt: no tokens");
         job_free(j);
         return;
     }
     if (s->o.max_prompt_tokens > 0 && j->n_prompt > s->o.max_prompt_tokens) {
         snprintf(msg, sizeof msg, "the prompt has %d tokens; this server accepts at most %d",
                  j->n_prompt, s->o.max_prompt_tokens);
-        fe_error(router, route, rl, req->id, BR_PROTO_TOO_LONG, msg);
+        fe_error(s, router, route, rl, req->id, BR_PROTO_TOO_LONG, msg);
         job_free(j);
         return;
     }
@@ -342,7 +353,7 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
                  "the prompt has %d tokens; the context holds %d (prompt and "
                  "at least one generated token)",
                  j->n_prompt, s->n_ctx);
-        fe_error(router, route, rl, req->id, BR_PROTO_TOO_LONG, msg);
+        fe_error(s, router, route, rl, req->id, BR_PROTO_TOO_LONG, msg);
         job_free(j);
         return;
     }
@@ -351,7 +362,7 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
     struct live *lv = calloc(1, sizeof *lv);
     if (!lv || !(lv->id = xstrdup(j->req.id))) {
         free(lv);
-        fe_error(router, route, rl, j->req.id, BR_PROTO_INTERNAL, "out of memory");
+        fe_error(s, router, route, rl, j->req.id, BR_PROTO_INTERNAL, "out of memory");
         job_free(j);
         return;
     }
@@ -404,7 +415,7 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     int rc = br_proto_decode_request(zmq_msg_data(&msg), zmq_msg_size(&msg), &lim, &req, &err);
     zmq_msg_close(&msg);
     if (rc) {
-        fe_error(router, route, (size_t)rl, req.id,
+        fe_error(s, router, route, (size_t)rl, req.id,
                  rc == BR_E_NOMEM ? BR_PROTO_INTERNAL : BR_PROTO_BAD_REQUEST, err.msg);
         br_req_free(&req);
         return;
@@ -420,14 +431,14 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         if (lv) fe_cancel(s, route, (size_t)rl, req.id);
         break;
     case BR_REQ_PING:
-        if (br_proto_encode_pong(&b, req.id) == BR_OK) fe_reply(router, route, (size_t)rl, &b);
+        if (br_proto_encode_pong(&b, req.id) == BR_OK) fe_reply(s, router, route, (size_t)rl, &b);
         break;
     case BR_REQ_HEALTH:
         if (br_proto_encode_health(&b, req.id,
                                    atomic_load(&s->stop)    ? BR_HEALTH_DRAINING
                                    : atomic_load(&s->ready) ? BR_HEALTH_READY
                                                             : BR_HEALTH_LOADING) == BR_OK)
-            fe_reply(router, route, (size_t)rl, &b);
+            fe_reply(s, router, route, (size_t)rl, &b);
         break;
     case BR_REQ_INFO: {
         struct br_kv kv[64];
@@ -438,7 +449,7 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         kv[n++] = (struct br_kv){"context_length", BR_KV_INT, ready ? s->n_ctx : 0, 0, NULL};
         kv[n++] = (struct br_kv){"state", BR_KV_STR, 0, 0, ready ? "ready" : "loading"};
         if (br_proto_encode_info(&b, req.id, kv, n) == BR_OK)
-            fe_reply(router, route, (size_t)rl, &b);
+            fe_reply(s, router, route, (size_t)rl, &b);
         break;
     }
     case BR_REQ_METRICS: {
@@ -453,20 +464,20 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
             {"steps", BR_KV_INT, atomic_load(&s->n_steps), 0, NULL},
         };
         if (br_proto_encode_metrics(&b, req.id, kv, sizeof kv / sizeof *kv) == BR_OK)
-            fe_reply(router, route, (size_t)rl, &b);
+            fe_reply(s, router, route, (size_t)rl, &b);
         break;
     }
     case BR_REQ_TOKENIZE: {
         int32_t *ids = NULL;
         size_t n = 0;
         if (!ready) {
-            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE,
+            fe_error(s, router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE,
                      "the model is still loading");
         } else if (br_tok_encode(s->tok, req.prompt, req.prompt_len,
                                  req.add_bos ? BR_TOK_ADD_BOS : 0, &ids, &n, &err)) {
-            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
+            fe_error(s, router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
         } else if (br_proto_encode_tokenize(&b, req.id, ids, (uint32_t)n) == BR_OK) {
-            fe_reply(router, route, (size_t)rl, &b);
+            fe_reply(s, router, route, (size_t)rl, &b);
         }
         free(ids);
         break;
@@ -475,22 +486,25 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
         char *text = NULL;
         size_t len = 0;
         if (!ready) {
-            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE,
+            fe_error(s, router, route, (size_t)rl, req.id, BR_PROTO_UNAVAILABLE,
                      "the model is still loading");
         } else if (br_tok_decode(s->tok, req.tokens, req.n_tokens, 0, &text, &len, &err)) {
-            fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
+            fe_error(s, router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, err.msg);
         } else if (br_proto_encode_detokenize(&b, req.id, text, len) == BR_OK) {
-            fe_reply(router, route, (size_t)rl, &b);
+            fe_reply(s, router, route, (size_t)rl, &b);
         }
         free(text);
         break;
     }
     default:
-        fe_error(router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, "type: not handled");
+        fe_error(s, router, route, (size_t)rl, req.id, BR_PROTO_BAD_REQUEST, "type: not handled");
         break;
     }
     br_buf_free(&b);
     br_req_free(&req);
+    /* a client that cannot take its replies cannot take its streams either */
+    if (s->fe_send_errno) fe_drop_route(s, *lives, route, (size_t)rl, s->fe_send_errno);
+    s->fe_send_errno = 0;
 }
 
 static void fe_handle_main(struct br_server *s, void *router, struct live **lives)
@@ -507,7 +521,10 @@ static void fe_handle_main(struct br_server *s, void *router, struct live **live
         size_t rl = (size_t)m[2] << 8 | m[3];
         if (4 + rl <= n) {
             struct br_buf b = {(uint8_t *)m + 4 + rl, n - 4 - rl, 0};
-            if (fe_reply(router, m + 4, rl, &b)) fe_drop_route(s, *lives, m + 4, rl, zmq_errno());
+            if (fe_reply(s, router, m + 4, rl, &b)) {
+                fe_drop_route(s, *lives, m + 4, rl, s->fe_send_errno);
+                s->fe_send_errno = 0;
+            }
             if (m[1]) {
                 /* final: the response carries the id; find the live entry by decoding */
                 struct br_resp r;
@@ -531,7 +548,7 @@ static void *fe_main(void *arg)
     struct br_server *s = arg;
     void *router = zmq_socket(s->zctx, ZMQ_ROUTER);
     struct live *lives = NULL;
-    int linger = 0, sndhwm = ROUTER_SNDHWM, rcvhwm = 100000, mandatory = 1;
+    int linger = 0, sndhwm = s->o.client_queue, rcvhwm = 100000, mandatory = 1;
     int64_t maxmsg = s->o.max_request_bytes;
     zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(router, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
@@ -794,6 +811,7 @@ int br_server_start(const struct br_server_opts *o, const char *const *info, str
     if (s->o.client_timeout_s < 0) s->o.client_timeout_s = 30;
     if (s->o.max_tokens_cap <= 0) s->o.max_tokens_cap = 4096;
     if (s->o.max_request_bytes <= 0) s->o.max_request_bytes = (int64_t)1 << 20;
+    if (s->o.client_queue <= 0) s->o.client_queue = 10000;
     s->listen = xstrdup(o->listen ? o->listen : "tcp://127.0.0.1:5555");
     size_t n = 0;
     while (info && info[n]) n++;

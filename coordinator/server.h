@@ -32,6 +32,10 @@ struct br_server_opts {
     int32_t max_tokens_cap;    /* upper bound for a request's max_tokens; default 4096 */
     int32_t max_prompt_tokens; /* longer prompts are answered too_long; default the context */
     int64_t max_request_bytes; /* larger client messages are dropped unread; default 1 MiB */
+    /* Messages queued at the router for one client before it counts as not reading and
+     * its requests are cancelled; default 10000 (64 streams lagging 150 tokens each; a
+     * few MiB per stalled client, besides the kernel's socket buffers). */
+    int32_t client_queue;
     const char *curve_secret;  /* optional CurveZMQ server secret key file (z85) */
     const char *curve_clients; /* directory of authorized client public keys (z85 files) */
 };

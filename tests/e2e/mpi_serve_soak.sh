@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Soak (tests/e2e/serve_soak.py): 5,000 short requests from 64 concurrent clients against
+# a 2x2 cluster (`mpirun -np 4 bitrack serve --tp 2 --pp 2`). Expected streams for 64
+# distinct (prompt, seed) pairs come from a one-rank server, whose answers are first
+# spot-checked against `bitrack run`. Every soak request must get exactly one final
+# event and its pair's tokens, and rank 0's RSS must return to its post-warm-up value.
+# BR_QUICK=1 (the asan run) sends 500 requests; BR_SOAK_REQUESTS overrides the count.
+set -euo pipefail
+BIN=${BR_BIN:?}
+PY=/usr/bin/python3
+TMP=${BR_TMP:-/tmp}/serve_soak.$$
+mkdir -p "$TMP"
+PORT=$((20000 + ($$ + 1777) % 20000))
+ADDR="tcp://127.0.0.1:$PORT"
+cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+if ! "$PY" -c 'import zmq, msgpack' 2>/dev/null; then
+    echo "SKIP: python3-zmq / python3-msgpack are not installed"; exit 0
+fi
+if ! command -v mpirun > /dev/null; then echo "SKIP: no mpirun"; exit 0; fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+N=${BR_SOAK_REQUESTS:-$([ "${BR_QUICK:-0}" = 1 ] && echo 500 || echo 5000)}
+timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 \
+    --ctx 256 -o "$TMP/m.gguf" > /dev/null 2>&1
+
+start_server() { # log tp pp, launcher args...
+    local log=$1 tp=$2 pp=$3; shift 3
+    "$@" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 64 --max-queue 256 \
+        --max-per-client 64 --tp "$tp" --pp "$pp" > "$log" 2>&1 &
+    SPID=$!
+    for _ in $(seq 600); do grep -q ready "$log" && break; sleep 0.1; done
+    grep -q ready "$log" || { cat "$log"; exit 1; }
+}
+stop_server() { # log
+    kill -TERM "$SPID"; wait "$SPID" || true; SPID=
+    grep -q stopped "$1" || { echo "FAIL: no clean stop"; cat "$1"; exit 1; }
+    if grep -q "Sanitizer" "$1"; then echo "FAIL: sanitizer report"; cat "$1"; exit 1; fi
+}
+
+echo "=== expected streams from one rank"
+start_server "$TMP/one.log" 1 1
+timeout 300 "$PY" - "$ADDR" "$TMP/expected.json" <<'PYEOF'
+import json, sys
+import msgpack, zmq
+addr, out = sys.argv[1], sys.argv[2]
+s = zmq.Context().socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0)
+s.connect(addr)
+words = "ternary weights pack into two bits and the cluster shares the layers".split()
+pairs = []
+for k in range(64):
+    e = {"prompt": "%d: %s" % (k, " ".join(words[: 2 + k % 9])), "seed": 1000 + 7 * k,
+         "max_tokens": 4 + k % 5, "temperature": 0.9, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+    s.send(msgpack.packb({"v": 1, "type": "generate", "id": "e%d" % k, "stream": True,
+                          **e}, use_bin_type=True))
+    toks = []
+    while True:
+        assert s.poll(30000), "no reply"
+        r = msgpack.unpackb(s.recv(), raw=False)
+        if r["type"] == "token" and r["token"] >= 0:
+            toks.append(r["token"])
+        elif r["type"] == "done":
+            break
+        elif r["type"] == "error":
+            sys.exit("error: %r" % r)
+    e["tokens"] = toks
+    pairs.append(e)
+assert len({json.dumps(p["tokens"]) for p in pairs}) > 48, "streams are not distinct"
+json.dump(pairs, open(out, "w"))
+PYEOF
+stop_server "$TMP/one.log"
+rc=0
+for k in 0 13 38 63; do # the one-rank server agrees with `bitrack run`
+    IFS=$'\t' read -r prompt seed n want < <("$PY" -c "import json,sys; e=json.load(open(sys.argv[1]))[int(sys.argv[2])]; print('\t'.join([e['prompt'], str(e['seed']), str(e['max_tokens']), ','.join(map(str, e['tokens']))]))" "$TMP/expected.json" "$k")
+    got=$("$BIN" run -m "$TMP/m.gguf" --ids -n "$n" --temp 0.9 --seed "$seed" -p "$prompt" 2>/dev/null | tr ' ' ',')
+    if [ "$got" = "$want" ]; then echo "ok   pair $k: one-rank server equals bitrack run ($got)"
+    else echo "FAIL pair $k: server $want, run $got"; rc=1; fi
+done
+
+echo "=== soak: $N requests, 64 clients, 2x2 cluster"
+start_server "$TMP/soak.log" 2 2 mpirun --oversubscribe --bind-to none -np 4
+RANK0=
+for pid in $(pgrep -f "serve -m $TMP/m.gguf"); do
+    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0"; then RANK0=$pid; fi
+done
+[ -n "$RANK0" ] || { echo "FAIL: cannot find rank 0"; exit 1; }
+timeout 900 "$PY" "$(dirname "$0")/serve_soak.py" "$ADDR" "$TMP/expected.json" "$RANK0" "$N" 64 || rc=1
+stop_server "$TMP/soak.log"
+exit $rc

@@ -12,6 +12,7 @@ within RSS_SLACK_MIB of its value after a warm-up.
 usage: serve_soak.py ADDR EXPECTED.json RANK0_PID N CLIENTS
 """
 import json
+import os
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ import zmq
 
 ADDR, EXPECTED, PID, N, CLIENTS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
     int(sys.argv[5])
-RSS_SLACK_MIB = 8.0
+RSS_SLACK_MIB = float(os.environ.get("RSS_SLACK_MIB", "8"))
 with open(EXPECTED) as f:
     expected = json.load(f)  # [{"prompt":..., "seed":..., "max_tokens":..., "tokens":[...]}]
 ctx = zmq.Context()

@@ -131,6 +131,7 @@ check(d["requests"] == ok_n and d["completed"] == ok_n and d["rejected_busy"] ==
       "server metrics agree: accepted %d, completed %d, busy %d"
       % (d["requests"], d["completed"], d["rejected_busy"]))
 check(m1["live"] == 0 and m1["running"] == 0, "nothing left live or running after the blast")
+print("     server RSS after the blast %.1f MiB" % proc_status()["VmRSS"], flush=True)
 
 # ---- per-client bound -----------------------------------------------------------------
 s = dealer()
@@ -211,6 +212,7 @@ check(logged, "the server noticed the stalled client and cancelled its requests 
       % (time.time() - t0))
 check(m.get("live") == 0 and m.get("running") == 0, "its requests are freed: live %s, running %s"
       % (m.get("live"), m.get("running")))
+print("     server RSS after the stalled client %.1f MiB" % proc_status()["VmRSS"], flush=True)
 slow.close()
 after = bench("after", "--concurrency", "4", "--requests", "16")
 check(after is not None and after["failed"] == 0, "the server serves normally afterwards")

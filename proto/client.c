@@ -30,6 +30,7 @@ struct br_client {
     void *mon;           /* PAIR receiving the DEALER's failed-handshake events */
     const char *refusal; /* why the last handshake failed; NULL after a send succeeds */
     bool curve;          /* CurveZMQ credentials are set */
+    int n_broken;        /* handshakes broken off without a reason since the last send */
 };
 
 #define MONITOR_EVENTS                                                                             \
@@ -210,6 +211,8 @@ static void watch_handshakes(struct br_client *c)
             c->refusal = c->curve ? "the server does not use CurveZMQ"
                                   : "the server requires CurveZMQ (give --curve-server-key "
                                     "and --curve-key)";
+        else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && ++c->n_broken < 3)
+            continue; /* lost mid-handshake once or twice (a restart?): no refusal yet */
         else if (c->curve)
             c->refusal = "the CurveZMQ handshake failed (is --curve-server-key the server's "
                          "public key?)";
@@ -228,6 +231,7 @@ static int send_buf(struct br_client *c, const char *what, struct br_err *err)
     for (;;) {
         if (zmq_send(c->sock, c->buf.data, c->buf.len, ZMQ_DONTWAIT) >= 0) {
             c->refusal = NULL;
+            c->n_broken = 0;
             return BR_OK;
         }
         if (errno == EINTR) continue;

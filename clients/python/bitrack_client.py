@@ -132,6 +132,7 @@ class Client:
         # refused client can say why it cannot reach the server
         self._mon = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
         self._refusal = None
+        self._broken = 0
         self._sock.connect(addr)
         self._prefix = "py%x-" % (os.getpid() & 0xFFFFFF)
         self._seq = itertools.count(1)
@@ -172,6 +173,8 @@ class Client:
                     if self._curve
                     else "the server requires CurveZMQ (give curve_server_key and curve_key)"
                 )
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._broken < 2:
+                self._broken += 1  # lost mid-handshake once or twice (a restart?): no refusal yet
             elif self._curve:
                 self._refusal = "the CurveZMQ handshake failed (is the server key the server's?)"
             else:
@@ -188,6 +191,7 @@ class Client:
             try:
                 self._sock.send(data, zmq.NOBLOCK)
                 self._refusal = None
+                self._broken = 0
                 return
             except zmq.Again:
                 pass

@@ -79,7 +79,7 @@ int br_cmd_serve(int argc, char **argv)
     const char *model_path = NULL;
     struct br_server_opts so = {0};
     long long threads = 1, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, v;
-    long long max_bytes = (long long)1 << 20;
+    long long max_bytes = (long long)4 << 20;
     so.client_timeout_s = 30;
     enum {
         O_LISTEN = 256,

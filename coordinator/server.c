@@ -548,7 +548,9 @@ static void *fe_main(void *arg)
     struct br_server *s = arg;
     void *router = zmq_socket(s->zctx, ZMQ_ROUTER);
     struct live *lives = NULL;
-    int linger = 0, sndhwm = s->o.client_queue, rcvhwm = 100000, mandatory = 1;
+    /* a client's unread requests: past this many its own TCP connection pushes back, so
+     * what one client can make the server hold is rcvhwm x max_request_bytes */
+    int linger = 0, sndhwm = s->o.client_queue, rcvhwm = 1000, mandatory = 1;
     int64_t maxmsg = s->o.max_request_bytes;
     zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(router, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
@@ -810,7 +812,7 @@ int br_server_start(const struct br_server_opts *o, const char *const *info, str
     if (s->o.max_per_client <= 0) s->o.max_per_client = 64;
     if (s->o.client_timeout_s < 0) s->o.client_timeout_s = 30;
     if (s->o.max_tokens_cap <= 0) s->o.max_tokens_cap = 4096;
-    if (s->o.max_request_bytes <= 0) s->o.max_request_bytes = (int64_t)1 << 20;
+    if (s->o.max_request_bytes <= 0) s->o.max_request_bytes = (int64_t)4 << 20;
     if (s->o.client_queue <= 0) s->o.client_queue = 10000;
     s->listen = xstrdup(o->listen ? o->listen : "tcp://127.0.0.1:5555");
     size_t n = 0;

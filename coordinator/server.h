@@ -31,7 +31,10 @@ struct br_server_opts {
     int32_t batch_tokens;      /* token budget per step; default the engine's max batch */
     int32_t max_tokens_cap;    /* upper bound for a request's max_tokens; default 4096 */
     int32_t max_prompt_tokens; /* longer prompts are answered too_long; default the context */
-    int64_t max_request_bytes; /* larger client messages are dropped unread; default 1 MiB */
+    /* Larger client messages are dropped unread; default 4 MiB, above the largest request
+     * the decoder's field limits admit, so that a request over a field's limit still gets
+     * a bad_request naming the field. */
+    int64_t max_request_bytes;
     /* Messages queued at the router for one client before it counts as not reading and
      * its requests are cancelled; default 10000 (64 streams lagging 150 tokens each; a
      * few MiB per stalled client, besides the kernel's socket buffers). */

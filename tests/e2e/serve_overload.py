@@ -161,11 +161,11 @@ check(done_n == MAX_PER_CLIENT and len(busy_msgs) == n_sent - MAX_PER_CLIENT
 
 # ---- request bounds --------------------------------------------------------------------
 s = dealer()
-s.send(b"\x81" + b"x" * (2 << 20))  # 2 MiB: over --max-request-bytes (1 MiB)
+s.send(b"\x81" + b"x" * (5 << 20))  # 5 MiB: over --max-request-bytes (4 MiB by default)
 time.sleep(0.3)
 s.close()
 r = call({"type": "health", "id": "h"})
-check(r is not None and r["state"] == "ready", "a 2 MiB message is dropped; the server stays ready")
+check(r is not None and r["state"] == "ready", "a 5 MiB message is dropped; the server stays ready")
 r = call({"type": "generate", "id": "long", "tokens": list(range(3, 600)), "max_tokens": 4})
 check(r is not None and r["type"] == "error" and r["code"] == "too_long"
       and "at most 512" in r["message"], "a 597-token prompt is too_long (--max-prompt-tokens 512)")
@@ -191,10 +191,11 @@ check(during["failed"] == 0, "beside the stalled client: %d other requests all c
       % during["completed"])
 print("     E2E p50 %.1f ms without the stalled client, %.1f ms beside it"
       % (alone["e2e_ms"]["p50"], during["e2e_ms"]["p50"]), flush=True)
-# generous: the stalled streams share every batch (and grow long), and the machine is
-# shared; a blocked server would take seconds
-check(during["e2e_ms"]["p50"] < 10 * alone["e2e_ms"]["p50"] + 500
-      and during["e2e_ms"]["max"] < 10000,
+# A front end blocked on the stalled client would hold every reply until that client's
+# requests end (3000 tokens each, or the 30 s heartbeat): 10 s is generous for tests
+# running side by side on a loaded machine. The medians are shown, not compared: the
+# stalled streams share every batch and grow long, so the others are slower beside them.
+check(during["e2e_ms"]["max"] < 10000,
       "beside the stalled client: E2E p50 %.0f ms, max %.0f ms"
       % (during["e2e_ms"]["p50"], during["e2e_ms"]["max"]))
 pad = "p" * 120

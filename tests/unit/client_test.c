@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "proto/client.h"
@@ -483,6 +484,54 @@ static void test_no_server(void **state)
     assert_null(c);
 }
 
+/* Writes text to a fresh temporary file; returns its path (static buffer per slot). */
+static const char *key_file(int slot, const char *text)
+{
+    static char paths[4][64];
+    snprintf(paths[slot], sizeof paths[slot], "/tmp/br_client_test_key.%d.%d", (int)getpid(), slot);
+    FILE *f = fopen(paths[slot], "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return paths[slot];
+}
+
+/* Key files as `bitrack keygen` writes them; a CurveZMQ pair from libzmq checks that the
+ * public key is derived from the secret one. */
+static void test_curve_keys(void **state)
+{
+    (void)state;
+    if (!zmq_has("curve")) skip();
+    char pub[41], sec[41], key[41], text[128];
+    struct br_err e = {{0}};
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    snprintf(text, sizeof text, "# a comment\n\n%s\n", sec);
+    const char *secf = key_file(0, text);
+    snprintf(text, sizeof text, "%s\r\n", pub);
+    const char *pubf = key_file(1, text);
+    assert_int_equal(br_client_key_read(pubf, key, &e), BR_OK);
+    assert_string_equal(key, pub);
+    struct br_client_curve c;
+    assert_int_equal(br_client_curve_load(pubf, secf, &c, &e), BR_OK);
+    assert_string_equal(c.server_key, pub);
+    assert_string_equal(c.secret_key, sec);
+    assert_string_equal(c.public_key, pub); /* derived from the secret key */
+    /* refused: too short, not z85, no key at all, a missing file */
+    const char *bad[] = {"abc\n", "012345678901234567890123456789012345678~\n",
+                         "0123456789 0123456789012345678901234567890\n", "# only a comment\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *f = key_file(2, bad[i]);
+        assert_int_equal(br_client_key_read(f, key, &e), BR_E_FORMAT);
+        assert_non_null(strstr(e.msg, f));
+        assert_int_equal(br_client_curve_load(pubf, f, &c, &e), BR_E_FORMAT);
+    }
+    assert_int_equal(br_client_key_read("/nonexistent/key", key, &e), BR_E_IO);
+    assert_non_null(strstr(e.msg, "/nonexistent/key"));
+    unlink(secf);
+    unlink(pubf);
+    unlink(key_file(2, ""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_cancel_from_callback),
         cmocka_unit_test(test_simple_calls),
         cmocka_unit_test(test_no_server),
+        cmocka_unit_test(test_curve_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

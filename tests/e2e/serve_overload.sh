@@ -21,6 +21,8 @@ if grep -q __asan_init "$BIN"; then
     # ASan keeps freed memory in quarantine: bound it so that RSS still means something
     export ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=16:thread_local_quarantine_size_kb=64"
     export RSS_BOUND_MIB=96
+elif grep -q __tsan_init "$BIN"; then
+    export RSS_BOUND_MIB=256 # ThreadSanitizer's shadow memory grows with what was touched
 fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 \

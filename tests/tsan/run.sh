@@ -25,3 +25,5 @@ ctest --test-dir build/tsan -L unit "${filter[@]}" -j "$jobs" --output-on-failur
 echo "=== tsan: serving, one rank"
 mkdir -p build/tsan/tmp
 BR_BIN="$PWD/build/tsan/bitrack" BR_TMP="$PWD/build/tsan/tmp" bash tests/tsan/serve.sh
+echo "=== tsan: serving with CurveZMQ (ZAP handler thread, handshake monitor)"
+BR_BIN="$PWD/build/tsan/bitrack" BR_TMP="$PWD/build/tsan/tmp" bash tests/e2e/serve_curve.sh

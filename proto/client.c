@@ -116,7 +116,7 @@ int br_client_connect_curve(const char *addr, int timeout_ms, const struct br_cl
     }
     int64_t maxmsg = (int64_t)c->lim.max_msg_bytes;
     int sndtimeo = timeout_ms > 0 ? timeout_ms : -1;
-    /* IMMEDIATE: a send with no live connection waits (up to SNDTIMEO) instead of queueing
+    /* IMMEDIATE: a send with no live connection waits (up to the timeout) instead of queueing
      * for a server that may never come, so an absent server reads as "unavailable". */
     if (zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero) ||
         zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one) ||
@@ -223,13 +223,20 @@ static void watch_handshakes(struct br_client *c)
 }
 
 /* Sends c->buf as one frame. With ZMQ_IMMEDIATE a send can only proceed once a handshake
- * succeeded; while it cannot, the monitor is watched so that a refusing server ends the
- * wait at once with the reason instead of after the whole timeout. */
+ * succeeded; it waits for that in slices of at most 100 ms (a blocking send, which wakes
+ * as soon as the connection is up), and between slices reads the monitor, so that a
+ * refusing server ends the wait at once with the reason instead of after the timeout. */
 static int send_buf(struct br_client *c, const char *what, struct br_err *err)
 {
     int64_t deadline = c->timeout_ms > 0 ? now_ms() + c->timeout_ms : -1;
     for (;;) {
-        if (zmq_send(c->sock, c->buf.data, c->buf.len, ZMQ_DONTWAIT) >= 0) {
+        int64_t left = deadline < 0 ? 100 : deadline - now_ms();
+        if (left <= 0)
+            return br_err_set(err, BR_E_UNAVAILABLE, "%s: no server reachable at %s within %d ms",
+                              what, c->addr, c->timeout_ms);
+        int slice = (int)(left < 100 ? left : 100);
+        zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &slice, sizeof slice);
+        if (zmq_send(c->sock, c->buf.data, c->buf.len, 0) >= 0) {
             c->refusal = NULL;
             c->n_broken = 0;
             return BR_OK;
@@ -242,12 +249,6 @@ static int send_buf(struct br_client *c, const char *what, struct br_err *err)
         if (c->refusal)
             return br_err_set(err, BR_E_UNAVAILABLE, "%s: cannot connect to %s: %s", what, c->addr,
                               c->refusal);
-        int64_t left = deadline < 0 ? 100 : deadline - now_ms();
-        if (left <= 0)
-            return br_err_set(err, BR_E_UNAVAILABLE, "%s: no server reachable at %s within %d ms",
-                              what, c->addr, c->timeout_ms);
-        zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLOUT};
-        zmq_poll(&it, 1, (long)(left < 100 ? left : 100));
     }
 }
 

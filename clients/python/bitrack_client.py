@@ -188,8 +188,16 @@ class Client:
         data = msgpack.packb(msg, use_bin_type=True)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
+            left = 0.1 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise BitrackError(
+                    "unavailable", "no server reachable at %s" % self.addr, msg.get("id")
+                )
+            # a blocking send wakes as soon as the connection is up; slices of 100 ms
+            # let the monitor be read in between
+            self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(min(left, 0.1) * 1000)))
             try:
-                self._sock.send(data, zmq.NOBLOCK)
+                self._sock.send(data)
                 self._refusal = None
                 self._broken = 0
                 return
@@ -202,12 +210,6 @@ class Client:
                     "cannot connect to %s: %s" % (self.addr, self._refusal),
                     msg.get("id"),
                 )
-            left = 0.1 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise BitrackError(
-                    "unavailable", "no server reachable at %s" % self.addr, msg.get("id")
-                )
-            self._sock.poll(int(min(left, 0.1) * 1000) + 1, zmq.POLLOUT)
 
     def _recv_one(self):
         """Decodes one waiting message; returns a dict, or raises BitrackError."""

@@ -4,11 +4,16 @@
  *   bitrack serve -m MODEL [--listen tcp://127.0.0.1:5555] [-t THREADS] [--ctx N]
  *                 [--max-seqs N] [--batch-tokens N] [--max-queue N] [--client-timeout S]
  *                 [--curve-secret FILE --curve-clients DIR]
- *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P ...
+ *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P [--step-timeout S] ...
  *
  * Rank 0 answers health requests (state `loading`) while the model loads, prints the
  * plan, load progress and "ready", and serves until SIGINT/SIGTERM. The other ranks
  * follow rank 0's steps.
+ *
+ * A lost rank (docs/RELIABILITY.md, "Lost ranks"): rank 0 gives up on a rank that has not
+ * answered for --step-timeout seconds (default 3), or, after mpirun's SIGTERM, on a rank
+ * of this machine that has died; every client then gets `unavailable`, the ranks that can
+ * still be reached print which rank (and host) was lost, and the job exits non-zero.
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -39,6 +44,18 @@ static void on_term(int sig)
     g_term = 1;
 }
 
+/* br_comm_mpi_watch's question "did a signal arrive?", for each kind of rank */
+static int worker_interrupted(void *arg)
+{
+    (void)arg;
+    return g_term != 0;
+}
+
+static int server_interrupted(void *arg)
+{
+    return br_server_stopping(arg);
+}
+
 /* Ranks other than 0: leave when orphaned (the launcher died) or 5 s after a signal
  * without rank 0's stop message, since a rank blocked in MPI cannot notice by itself. */
 static void *watchdog(void *arg)
@@ -67,14 +84,15 @@ static void usage(FILE *f)
             "usage: bitrack serve -m MODEL [--listen ADDR] [-t THREADS] [--ctx N] [--max-seqs N]\n"
             "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
             "                     [--client-timeout S] [--max-tokens-cap N]\n"
-            "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n");
+            "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n"
+            "                     [--step-timeout S]\n");
 }
 
 int br_cmd_serve(int argc, char **argv)
 {
     const char *model_path = NULL;
     struct br_server_opts so = {0};
-    long long threads = 1, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, v;
+    long long threads = 1, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, step_timeout = 3, v;
     so.client_timeout_s = 30;
     enum {
         O_LISTEN = 256,
@@ -88,7 +106,8 @@ int br_cmd_serve(int argc, char **argv)
         O_CS,
         O_CC,
         O_TP,
-        O_PP
+        O_PP,
+        O_STEP
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"listen", required_argument, 0, O_LISTEN},
@@ -104,6 +123,7 @@ int br_cmd_serve(int argc, char **argv)
                                          {"curve-clients", required_argument, 0, O_CC},
                                          {"tp", required_argument, 0, O_TP},
                                          {"pp", required_argument, 0, O_PP},
+                                         {"step-timeout", required_argument, 0, O_STEP},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
@@ -132,6 +152,9 @@ int br_cmd_serve(int argc, char **argv)
             break;
         case O_PP:
             slot = &pp, hi = 4096;
+            break;
+        case O_STEP:
+            slot = &step_timeout, lo = 0, hi = 86400;
             break;
         case O_CTX:
             slot = &ctx, hi = 1 << 22;
@@ -205,6 +228,10 @@ int br_cmd_serve(int argc, char **argv)
         fprintf(stderr, "bitrack serve: listening on %s (loading)\n",
                 so.listen ? so.listen : "tcp://127.0.0.1:5555");
     }
+    /* rank 0 gives up on a silent rank after the step timeout; the others wait for steps
+     * as long as it takes (an idle server sends none) */
+    if (comm && rank == 0) br_comm_mpi_watch(comm, (double)step_timeout, server_interrupted, srv);
+    if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
     if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, &plan, &model, &err)) {
@@ -255,7 +282,7 @@ int br_cmd_serve(int argc, char **argv)
             so.listen ? so.listen : "tcp://127.0.0.1:5555", model->cfg.arch_name, tp * pp, threads,
             ctx, seqs, br_now() - t0);
     if (br_server_run(srv, model, eng, comm, tok, &err)) {
-        fprintf(stderr, "bitrack serve: %s\n", err.msg);
+        fprintf(stderr, "bitrack serve: rank 0: %s; ending the job\n", err.msg);
         goto done;
     }
     fprintf(stderr, "bitrack serve: stopped\n");

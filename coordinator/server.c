@@ -226,6 +226,11 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
         fe_error(router, route, rl, req->id, BR_PROTO_UNAVAILABLE, "the model is still loading");
         return;
     }
+    if (atomic_load(&s->stop)) {
+        fe_error(router, route, rl, req->id, BR_PROTO_UNAVAILABLE,
+                 "the server is shutting down; retry later");
+        return;
+    }
     if (live_find(*lives, route, rl, req->id)) {
         fe_error(router, route, rl, req->id, BR_PROTO_BAD_REQUEST,
                  "id: a request with this id is already running");
@@ -450,7 +455,8 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     br_req_free(&req);
 }
 
-static void fe_handle_main(struct br_server *s, void *router, struct live **lives)
+/* dropped: the front end already answered every request (fe_answer_all) */
+static void fe_handle_main(struct br_server *s, void *router, struct live **lives, int dropped)
 {
     zmq_msg_t msg;
     zmq_msg_init(&msg);
@@ -460,7 +466,7 @@ static void fe_handle_main(struct br_server *s, void *router, struct live **live
     }
     const uint8_t *m = zmq_msg_data(&msg);
     size_t n = zmq_msg_size(&msg);
-    if (n >= 4 && m[0] == 'E') {
+    if (n >= 4 && m[0] == 'E' && !dropped) {
         size_t rl = (size_t)m[2] << 8 | m[3];
         if (4 + rl <= n) {
             struct br_buf b = {(uint8_t *)m + 4 + rl, n - 4 - rl, 0};
@@ -482,6 +488,30 @@ static void fe_handle_main(struct br_server *s, void *router, struct live **live
 
 static int load_curve(struct br_server *s, void *router, struct br_err *err);
 
+/* How long after a stop signal the main thread may take to end its requests before the
+ * front end answers them itself: mpirun follows SIGTERM with SIGKILL one second later,
+ * and the main thread may be waiting on a rank that is gone. */
+#define STOP_GRACE_S 0.25
+
+/* Every live request is answered `unavailable` and forgotten. */
+static void fe_answer_all(struct br_server *s, void *router, struct live **lives)
+{
+    int n = 0;
+    while (*lives) {
+        struct live *d = *lives;
+        *lives = d->next;
+        fe_error(router, d->route, d->route_len, d->id, BR_PROTO_UNAVAILABLE,
+                 "the server is shutting down (stopped by a signal); retry later");
+        atomic_fetch_sub(&s->n_live, 1);
+        free(d->id);
+        free(d);
+        n++;
+    }
+    if (n)
+        fprintf(stderr, "bitrack serve: answered %d open request%s `unavailable`\n", n,
+                n == 1 ? "" : "s");
+}
+
 static void *fe_main(void *arg)
 {
     struct br_server *s = arg;
@@ -499,9 +529,11 @@ static void *fe_main(void *arg)
         zmq_close(router);
         return NULL;
     }
+    double stop_seen = 0;
+    int answered = 0;
     while (atomic_load(&s->stop) != 3) {
         zmq_pollitem_t items[2] = {{router, 0, ZMQ_POLLIN, 0}, {s->fe_pair, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, 2, 200);
+        int rc = zmq_poll(items, 2, stop_seen > 0 && !answered ? 20 : 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
         if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
             for (int k = 0; k < 256; k++) {
@@ -509,7 +541,7 @@ static void *fe_main(void *arg)
                 size_t evl = sizeof ev;
                 zmq_getsockopt(s->fe_pair, ZMQ_EVENTS, &ev, &evl);
                 if (!(ev & ZMQ_POLLIN)) break;
-                fe_handle_main(s, router, &lives);
+                fe_handle_main(s, router, &lives, answered);
             }
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN))
             for (int k = 0; k < 64; k++) {
@@ -521,6 +553,11 @@ static void *fe_main(void *arg)
             }
         /* heartbeats: a streaming request whose client went silent is cancelled */
         double now = br_now();
+        if (atomic_load(&s->stop) == 1 && stop_seen == 0) stop_seen = now;
+        if (stop_seen > 0 && !answered && now - stop_seen > STOP_GRACE_S) {
+            fe_answer_all(s, router, &lives);
+            answered = 1;
+        }
         for (struct live *l = lives; l; l = l->next)
             if (l->stream && s->o.client_timeout_s > 0 &&
                 now - l->last_seen > s->o.client_timeout_s) {
@@ -528,12 +565,8 @@ static void *fe_main(void *arg)
                 fe_cancel(s, l->route, l->route_len, l->id);
             }
     }
-    while (lives) {
-        struct live *d = lives;
-        lives = d->next;
-        free(d->id);
-        free(d);
-    }
+    /* the server is going away: whatever is still open gets its final answer */
+    fe_answer_all(s, router, &lives);
     zmq_close(router);
     return NULL;
 }
@@ -716,6 +749,11 @@ void br_server_request_stop(struct br_server *s)
     if (s) atomic_store(&s->stop, 1);
 }
 
+int br_server_stopping(struct br_server *s)
+{
+    return s && atomic_load(&s->stop) != 0;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -773,7 +811,8 @@ struct sched {
         struct job *row_job[BR_SCHED_MAX_BATCH];
     } steps[BR_DIST_MAX_INFLIGHT];
     int step_head, step_count, depth;
-    float *logits; /* (max_batch, vocab) when a step needs logits */
+    float *logits;     /* (max_batch, vocab) when a step needs logits */
+    int shutting_down; /* final errors are `unavailable`: the server (or a rank) is going */
 };
 
 static int32_t blocks_for(int32_t positions)
@@ -786,7 +825,8 @@ static void finish(struct sched *sc, struct job *j, enum br_finish reason, const
     struct br_buf b = {0};
     double now = br_now();
     if (err_msg) {
-        br_proto_encode_error(&b, j->req.id, BR_PROTO_INTERNAL, err_msg);
+        br_proto_encode_error(
+            &b, j->req.id, sc->shutting_down ? BR_PROTO_UNAVAILABLE : BR_PROTO_INTERNAL, err_msg);
     } else {
         struct br_usage u = {(uint32_t)j->n_prompt, (uint32_t)j->n_gen};
         double dec = j->t_first > 0 ? now - j->t_first : 0;
@@ -1207,8 +1247,12 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     br_dist_clear(&sc.dist);
     for (int32_t i = 0; i < sc.n_slots; i++)
         if (sc.slots[i]) sc.slots[i]->inflight = 0;
-    const char *why =
-        rc ? "a rank was lost; the server is shutting down" : "the server is shutting down";
+    char why[600];
+    if (rc)
+        snprintf(why, sizeof why, "a rank was lost (%s); the server is shutting down", err->msg);
+    else
+        snprintf(why, sizeof why, "the server is shutting down");
+    sc.shutting_down = 1;
     for (int32_t i = 0; i < sc.n_slots; i++)
         if (sc.slots[i]) finish(&sc, sc.slots[i], BR_FINISH_ERROR, why);
     while (sc.waiting) {
@@ -1224,7 +1268,7 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     /* let the front end forward the last events */
     struct timespec ts = {0, 100000000};
     nanosleep(&ts, NULL);
-    if (!rc) br_dist_stop(e, comm, NULL);
+    if (!rc) rc = br_dist_stop(e, comm, err);
     free(sc.slots);
     free(sc.to_free);
     free(sc.logits);

@@ -49,6 +49,8 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
 /* Asks br_server_run to finish its current step and return (async-signal-safe). */
 void br_server_request_stop(struct br_server *s);
 void br_server_install_signals(struct br_server *s);
+/* True once a stop was asked for (a signal, or br_server_request_stop). */
+int br_server_stopping(struct br_server *s);
 
 /* Stops the front end and frees everything; NULL-safe. */
 void br_server_destroy(struct br_server **s);

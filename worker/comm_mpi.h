@@ -34,4 +34,7 @@ void br_comm_mpi_abort(struct br_comm *c, int code);
  * interrupted may be NULL; it is called from the MPI thread and must be cheap. */
 void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(void *), void *arg);
 
+/* World size of an initialized MPI (1 when not launched by mpirun). */
+int br_comm_mpi_world_size(void);
+
 #endif

@@ -80,8 +80,8 @@ lose_rank() {
     /usr/bin/python3 "$HERE/lost_rank_client.py" "$ADDR" --clients 4 --long 1500 \
         --kill "$victim" ${retry:+--retry "$retry"} || fail "$name: clients"
     if [ -n "$retry" ]; then
-        # the restarted job is serving: stop it as an operator would (SIGTERM to mpirun)
-        pkill -TERM -P "$JOB" mpirun || true
+        # the restarted job is serving: stop it as an operator would
+        kill -TERM "$JOB"
     fi
     job_rc=0
     local t=0
@@ -108,6 +108,11 @@ fi
 lose_rank "kill -9 rank 1 under bitrack-launch --restart 1" 60 --restart 1
 grep -q 'restart 1 of 1' "$TMP/job.log" && echo "ok   bitrack-launch restarted the job" ||
     fail "bitrack-launch did not restart the job"
+if grep -q 'bitrack serve: stopped' "$TMP/job.log" && grep -q 'not restarting' "$TMP/job.log"; then
+    echo "ok   SIGTERM to bitrack-launch stopped the restarted job cleanly, without a restart"
+else
+    fail "the restarted job did not stop cleanly on SIGTERM (exit status $job_rc)"
+fi
 [ "$(grep -c 'bitrack serve: ready' "$TMP/job.log" || true)" -ge 2 ] &&
     echo "ok   the restarted job reloaded the model and served" || fail "no second 'ready'"
 

@@ -56,22 +56,48 @@ static int server_interrupted(void *arg)
     return br_server_stopping(arg);
 }
 
-/* Ranks other than 0: leave when orphaned (the launcher died) or 5 s after a signal
- * without rank 0's stop message, since a rank blocked in MPI cannot notice by itself. */
+/* Every rank's watchdog: a rank blocked inside MPI cannot notice by itself that it should
+ * go. It leaves when orphaned (the launcher died); after a signal, when a rank of this
+ * machine has died (naming it: the job is lost, and mpirun's SIGKILL follows within a
+ * second); and, ranks other than 0, 5 s after a signal without rank 0's stop message.
+ * Rank 0's front end has answered every client by then (server.c, STOP_GRACE_S). */
+struct watchdog_ctx {
+    struct br_comm *comm;
+    struct br_server *srv; /* rank 0 only */
+};
+
+static volatile sig_atomic_t g_finished; /* the rank left its serving loop normally */
+
 static void *watchdog(void *arg)
 {
-    (void)arg;
+    const struct watchdog_ctx *w = arg;
     double since = 0;
+    int rank = w->comm ? w->comm->world_rank : 0;
     for (;;) {
         struct timespec ts = {0, 200000000};
         nanosleep(&ts, NULL);
         if (getppid() != g_parent) {
-            fprintf(stderr, "bitrack serve: the launcher is gone; leaving\n");
+            fprintf(stderr, "bitrack serve: rank %d: the launcher is gone; leaving\n", rank);
             _exit(3);
         }
-        if (g_term && since == 0) since = br_now();
-        if (since > 0 && br_now() - since > 5.0) {
-            fprintf(stderr, "bitrack serve: no stop from rank 0 within 5 s of a signal; leaving\n");
+        int signalled = w->srv ? br_server_stopping(w->srv) : g_term != 0;
+        if (signalled && since == 0) since = br_now();
+        /* rank 0 leaves its front end time to answer every client first */
+        if (since == 0 || g_finished || (w->srv && br_now() - since < 0.6)) continue;
+        char why[256];
+        if (w->comm && br_comm_mpi_dead_rank(w->comm, why, sizeof why) >= 0) {
+            /* a peer that left after a normal stop is not lost: give this rank time to
+             * take the stop it was sent */
+            nanosleep(&ts, NULL);
+            if (g_finished) continue;
+            fprintf(stderr, "bitrack serve: rank %d: %s; leaving\n", rank, why);
+            _exit(1);
+        }
+        if (!w->srv && br_now() - since > 5.0) {
+            fprintf(stderr,
+                    "bitrack serve: rank %d: no stop from rank 0 within 5 s of a signal; "
+                    "leaving\n",
+                    rank);
             _exit(3);
         }
     }
@@ -206,6 +232,7 @@ int br_cmd_serve(int argc, char **argv)
     struct br_engine *eng = NULL;
     struct br_tok *tok = NULL;
     struct br_server *srv = NULL;
+    static struct watchdog_ctx wctx; /* outlives this call: the watchdog is detached */
     g_parent = getppid();
     if (tp * pp > 1 || br_comm_mpi_launched()) {
         if (br_comm_mpi_create(&argc, &argv, (int)tp, (int)pp, &comm, &err)) {
@@ -263,11 +290,13 @@ int br_cmd_serve(int argc, char **argv)
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
         pthread_t wd;
-        if (pthread_create(&wd, NULL, watchdog, NULL) == 0) pthread_detach(wd);
+        wctx.comm = comm;
+        if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
         if (br_dist_serve(eng, comm, &err)) {
             fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
             goto done;
         }
+        g_finished = 1;
         exit_code = 0;
         goto done;
     }
@@ -281,7 +310,14 @@ int br_cmd_serve(int argc, char **argv)
             "sequences, loaded in %.1f s)\n",
             so.listen ? so.listen : "tcp://127.0.0.1:5555", model->cfg.arch_name, tp * pp, threads,
             ctx, seqs, br_now() - t0);
-    if (br_server_run(srv, model, eng, comm, tok, &err)) {
+    if (comm) {
+        pthread_t wd;
+        wctx.comm = comm, wctx.srv = srv;
+        if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
+    }
+    int run_rc = br_server_run(srv, model, eng, comm, tok, &err);
+    if (!run_rc) g_finished = 1;
+    if (run_rc) {
         fprintf(stderr, "bitrack serve: rank 0: %s; ending the job\n", err.msg);
         goto done;
     }

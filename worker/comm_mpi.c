@@ -48,7 +48,7 @@ struct mpi_impl {
     char lost_msg[256];
 };
 
-static struct mpi_impl *impl(struct br_comm *c)
+static struct mpi_impl *impl(const struct br_comm *c)
 {
     return c->impl;
 }
@@ -59,7 +59,7 @@ static int mpi_status(int rc)
 }
 
 /* "rank 2 (pid 123 on node1 [10.0.0.2])" */
-static void name_rank(struct br_comm *c, int r, char *out, size_t n)
+static void name_rank(const struct br_comm *c, int r, char *out, size_t n)
 {
     const struct peer *p = impl(c)->peers ? &impl(c)->peers[r] : NULL;
     if (p)
@@ -81,7 +81,7 @@ static int lost(struct br_comm *c, const char *fmt, ...)
 }
 
 /* A rank sharing this machine's pid namespace whose process is gone (or a zombie), or -1. */
-static int dead_peer(struct br_comm *c)
+static int dead_peer(const struct br_comm *c)
 {
     struct mpi_impl *m = impl(c);
     if (!m->peers) return -1;
@@ -111,6 +111,17 @@ static int check_peers(struct br_comm *c)
     char who[160];
     name_rank(c, r, who, sizeof who);
     return lost(c, "%s has died", who);
+}
+
+int br_comm_mpi_dead_rank(const struct br_comm *c, char *why, size_t n)
+{
+    int r = dead_peer(c);
+    if (r >= 0) {
+        char who[160];
+        name_rank(c, r, who, sizeof who);
+        snprintf(why, n, "%s has died", who);
+    }
+    return r;
 }
 
 /* Completes req. peer: the world rank on the other end, or -1 for this stage's group.

@@ -34,6 +34,10 @@ void br_comm_mpi_abort(struct br_comm *c, int code);
  * interrupted may be NULL; it is called from the MPI thread and must be cheap. */
 void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(void *), void *arg);
 
+/* A rank on this machine whose process has died, or -1; why (n bytes) names it. Touches no
+ * MPI state, so any thread may call it (a watchdog, while the MPI thread is stuck). */
+int br_comm_mpi_dead_rank(const struct br_comm *c, char *why, size_t n);
+
 /* World size of an initialized MPI (1 when not launched by mpirun). */
 int br_comm_mpi_world_size(void);
 

@@ -5,7 +5,10 @@ in single frames; responses are matched to requests by id, so replies to request
 client abandoned (after a timeout, or a generator closed early) are skipped. While waiting
 the client sends `ping` every `ping_interval` seconds so the server keeps its streaming
 requests alive, and it raises BitrackTimeout when nothing about the request arrived for
-`timeout` seconds (after sending `cancel` for a generate).
+`timeout` seconds (after sending `cancel` for a generate). When the connection to the
+server drops while a request is waiting (the server process died), the request fails at
+once with BitrackError code `unavailable`; the socket reconnects by itself, so a retry
+is served once a server is back.
 
 Needs pyzmq and msgpack (Debian: python3-zmq, python3-msgpack); the rest is stdlib.
 """
@@ -79,6 +82,8 @@ class Client:
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         if timeout is not None:
             self._sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        # connection drops, to fail a waiting request at once rather than after `timeout`
+        self._mon = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._sock.connect(addr)
         self._prefix = "py%x-" % (os.getpid() & 0xFFFFFF)
         self._seq = itertools.count(1)
@@ -87,6 +92,8 @@ class Client:
 
     def close(self):
         if self._sock is not None:
+            self._sock.disable_monitor()
+            self._mon.close(0)
             self._sock.close(0)
             self._sock = None
             if self._own_ctx:
@@ -103,6 +110,12 @@ class Client:
 
     def _new_id(self):
         return "%s%d" % (self._prefix, next(self._seq))
+
+    def _forget_drops(self):
+        """Connection drops from before a new request (a server that went away earlier)
+        do not concern it."""
+        while self._mon.poll(0):
+            self._mon.recv_multipart()
 
     def _send(self, msg):
         msg = dict(msg)
@@ -132,6 +145,7 @@ class Client:
         until the caller stops; raises BitrackTimeout after `timeout` seconds of silence."""
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
         last = time.monotonic()
         next_ping = last + (self.ping_interval or 0)
         while True:
@@ -150,7 +164,13 @@ class Client:
                     self._try_send({"type": "ping", "id": rid})
                     next_ping = now + self.ping_interval
                 wait = next_ping - now if wait is None else min(wait, next_ping - now)
-            if not poller.poll(None if wait is None else max(0, int(wait * 1000)) + 1):
+            ready = dict(poller.poll(None if wait is None else max(0, int(wait * 1000)) + 1))
+            if self._mon in ready:
+                self._mon.recv_multipart()
+                raise BitrackError(
+                    "unavailable", "the connection to %s was lost" % self.addr, rid
+                )
+            if self._sock not in ready:
                 continue
             msg = self._recv_one()
             mid = msg.get("id")
@@ -169,6 +189,7 @@ class Client:
 
     def _call(self, msg, want):
         rid = msg.setdefault("id", self._new_id())
+        self._forget_drops()
         self._send(msg)
         for resp in self._responses(rid, generate=False, want_pong=want == "pong"):
             if resp["type"] == "error":
@@ -211,6 +232,7 @@ class Client:
         if max_tokens is not None:
             msg["max_tokens"] = max_tokens
         msg.update(options)
+        self._forget_drops()
         self._send(msg)  # sent now, not at the first next(), so the request id is live
         return self._stream(rid)
 

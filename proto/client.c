@@ -7,6 +7,11 @@
  * has arrived for timeout_ms. Responses carry the request id, so replies that belong to an
  * earlier call (one that timed out) are dropped rather than mistaken for this call's.
  * Invariant: between calls no request of ours is outstanding except abandoned ones.
+ *
+ * A monitor socket reports the DEALER's disconnections: a call whose connection drops
+ * while it waits (the server process died) fails at once with BR_E_UNAVAILABLE instead
+ * of waiting out its timeout. ZeroMQ reconnects by itself, so the next call reaches a
+ * restarted server. Drops from before a call are discarded when it starts.
  */
 #include "proto/client.h"
 
@@ -21,6 +26,7 @@
 struct br_client {
     void *ctx;  /* own ZeroMQ context: no state shared between clients */
     void *sock; /* DEALER */
+    void *mon;  /* PAIR receiving sock's disconnect events; NULL if monitoring failed */
     char addr[256];
     int timeout_ms;    /* <= 0: wait forever */
     int ping_ms;       /* <= 0: no pings */
@@ -72,6 +78,16 @@ int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, 
         rc = br_err_set(err, BR_E_IO, "zmq_setsockopt: %s", zmq_strerror(errno));
         goto fail_connect;
     }
+    /* best effort: without it a dead server is noticed by the timeout only */
+    if (zmq_socket_monitor(c->sock, "inproc://bitrack-client-monitor", ZMQ_EVENT_DISCONNECTED) ==
+        0) {
+        c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
+        if (c->mon && (zmq_setsockopt(c->mon, ZMQ_LINGER, &zero, sizeof zero) ||
+                       zmq_connect(c->mon, "inproc://bitrack-client-monitor"))) {
+            zmq_close(c->mon);
+            c->mon = NULL;
+        }
+    }
     if (zmq_connect(c->sock, addr)) {
         rc = br_err_set(err, BR_E_INVALID, "connecting to %s: %s", addr, zmq_strerror(errno));
         goto fail_connect;
@@ -80,6 +96,10 @@ int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, 
     return BR_OK;
 
 fail_connect:
+    if (c->mon) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->mon);
+    }
     zmq_close(c->sock);
 fail_sock:
     zmq_ctx_term(c->ctx);
@@ -92,6 +112,10 @@ void br_client_close(struct br_client **cp)
 {
     if (!cp || !*cp) return;
     struct br_client *c = *cp;
+    if (c->mon) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->mon);
+    }
     zmq_close(c->sock);
     zmq_ctx_term(c->ctx);
     br_buf_free(&c->buf);
@@ -137,6 +161,30 @@ static int send_simple(struct br_client *c, enum br_req_type type, const char *i
     int rc = br_proto_encode_request(&r, &c->buf);
     if (rc) return br_err_set(err, rc, "%s: encoding failed", br_proto_req_type_name(type));
     return send_buf(c, br_proto_req_type_name(type), err);
+}
+
+/* Reads every waiting monitor event; returns how many were disconnections. */
+static int drain_drops(struct br_client *c)
+{
+    int drops = 0;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (!c->mon || zmq_msg_recv(&m, c->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return drops;
+        }
+        /* frame 1: event (2 bytes) + value (4 bytes); frame 2: the endpoint */
+        uint16_t ev = 0;
+        if (zmq_msg_size(&m) >= 2) memcpy(&ev, zmq_msg_data(&m), 2);
+        drops += ev == ZMQ_EVENT_DISCONNECTED;
+        while (zmq_msg_more(&m)) {
+            zmq_msg_close(&m);
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, c->mon, 0) < 0) break;
+        }
+        zmq_msg_close(&m);
+    }
 }
 
 /* Receives one frame (further frames of the same message are discarded) and decodes it.
@@ -206,11 +254,13 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
     const char *what = br_proto_req_type_name(req->type);
     int rc = br_proto_encode_request(req, &c->buf);
     if (rc) return br_err_set(err, rc, "%s: request could not be encoded", what);
+    drain_drops(c); /* drops before this request do not concern it */
     if ((rc = send_buf(c, what, err))) return rc;
 
     int64_t last = now_ms(), next_ping = last + c->ping_ms;
     bool cancelling = false;
-    zmq_pollitem_t item = {.socket = c->sock, .events = ZMQ_POLLIN};
+    zmq_pollitem_t items[2] = {{.socket = c->sock, .events = ZMQ_POLLIN},
+                               {.socket = c->mon, .events = ZMQ_POLLIN}};
     for (;;) {
         int64_t now = now_ms(), wait = -1;
         if (c->timeout_ms > 0) {
@@ -229,12 +279,15 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
             }
             if (wait < 0 || next_ping - now < wait) wait = next_ping - now;
         }
-        int n = zmq_poll(&item, 1, (long)wait);
+        int n = zmq_poll(items, c->mon ? 2 : 1, (long)wait);
         if (n < 0) {
             if (errno == EINTR) continue;
             return br_err_set(err, BR_E_IO, "%s: poll: %s", what, zmq_strerror(errno));
         }
-        if (n == 0) continue;
+        if (n > 0 && (items[1].revents & ZMQ_POLLIN) && drain_drops(c) > 0)
+            return br_err_set(err, BR_E_UNAVAILABLE, "%s %s: the connection to %s was lost", what,
+                              req->id, c->addr);
+        if (!(items[0].revents & ZMQ_POLLIN)) continue;
 
         struct br_resp resp;
         rc = recv_resp(c, &resp, err);

@@ -98,6 +98,7 @@ def main():
         % (len(streams), running, sum(s.tokens for s in streams))
     )
     t_loss = time.monotonic()
+    print("loss at epoch %.3f" % time.time())
     if a.kill:
         os.kill(a.kill, signal.SIGKILL)
     else:

@@ -77,8 +77,27 @@ lose_rank() {
     victim=$(rank_pid 1)
     [ -n "$victim" ] || { fail "$name: rank 1 not found"; return; }
     echo "rank 1 is pid $victim"
+    # the C client too: `bitrack generate` streaming a long generation
+    (
+        rc=0
+        "$BIN" generate --server "$ADDR" --tokens 7,8,9 -n 1900 --timeout 20000 > /dev/null 2> "$TMP/gen.err" || rc=$?
+        echo "$rc $(date +%s.%N)" > "$TMP/gen.end"
+    ) &
+    local gen=$!
     /usr/bin/python3 "$HERE/lost_rank_client.py" "$ADDR" --clients 4 --long 1500 \
-        --kill "$victim" ${retry:+--retry "$retry"} || fail "$name: clients"
+        --kill "$victim" ${retry:+--retry "$retry"} | tee "$TMP/clients.txt" || fail "$name: clients"
+    wait "$gen" || true
+    local loss grc gend
+    loss=$(sed -n 's/^loss at epoch //p' "$TMP/clients.txt")
+    read -r grc gend < "$TMP/gen.end" || true
+    local gdt
+    gdt=$(awk -v a="$loss" -v b="$gend" 'BEGIN { printf "%.2f", b - a }')
+    if [ "$grc" != 0 ] && grep -q 'unavailable\|connection to .* was lost' "$TMP/gen.err" &&
+        awk -v d="$gdt" 'BEGIN { exit !(d < 5) }'; then
+        echo "ok   bitrack generate: exit status $grc after $gdt s: $(cat "$TMP/gen.err")"
+    else
+        fail "$name: bitrack generate: exit status $grc after $gdt s: $(cat "$TMP/gen.err")"
+    fi
     if [ -n "$retry" ]; then
         # the restarted job is serving: stop it as an operator would
         kill -TERM "$JOB"

@@ -64,6 +64,7 @@ static int server_interrupted(void *arg)
 struct watchdog_ctx {
     struct br_comm *comm;
     struct br_server *srv; /* rank 0 only */
+    double stuck_s;        /* rank 0: leave this long after a stop the MPI thread never ends */
 };
 
 static volatile sig_atomic_t g_finished; /* the rank left its serving loop normally */
@@ -91,6 +92,15 @@ static void *watchdog(void *arg)
             nanosleep(&ts, NULL);
             if (g_finished) continue;
             fprintf(stderr, "bitrack serve: rank %d: %s; leaving\n", rank, why);
+            _exit(1);
+        }
+        if (w->srv && w->stuck_s > 0 && br_now() - since > w->stuck_s) {
+            char group[512];
+            br_comm_mpi_name_group(w->comm, group, sizeof group);
+            fprintf(stderr,
+                    "bitrack serve: rank 0: still inside MPI %.1f s after the stop, in a "
+                    "collective with %s; leaving\n",
+                    br_now() - since, group);
             _exit(1);
         }
         if (!w->srv && br_now() - since > 5.0) {
@@ -246,6 +256,10 @@ int br_cmd_serve(int argc, char **argv)
     snprintf(tpp, sizeof tpp, "%lldx%lld", tp, pp);
     const char *info[] = {"model_path", model_path, "ranks",         ranks, "layout_tp_x_pp",
                           tpp,          "version",  "bitrack 0.1.0", NULL};
+    /* --step-timeout bounds a whole step. Each wait inside it gives up after that long
+     * (naming the peer); a step that outlasts it by half a second more is stuck in a
+     * blocking MPI call (a collective), and the front end answers the clients itself. */
+    if (comm && step_timeout > 0) so.stuck_s = (double)step_timeout + 0.5;
     if (rank == 0) {
         if (br_server_start(&so, info, &srv, &err)) {
             fprintf(stderr, "bitrack serve: %s\n", err.msg);
@@ -258,6 +272,7 @@ int br_cmd_serve(int argc, char **argv)
     /* rank 0 gives up on a silent rank after the step timeout; the others wait for steps
      * as long as it takes (an idle server sends none) */
     if (comm && rank == 0) br_comm_mpi_watch(comm, (double)step_timeout, server_interrupted, srv);
+
     if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
@@ -312,7 +327,7 @@ int br_cmd_serve(int argc, char **argv)
             ctx, seqs, br_now() - t0);
     if (comm) {
         pthread_t wd;
-        wctx.comm = comm, wctx.srv = srv;
+        wctx.comm = comm, wctx.srv = srv, wctx.stuck_s = so.stuck_s;
         if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
     }
     int run_rc = br_server_run(srv, model, eng, comm, tok, &err);

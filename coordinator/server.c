@@ -113,6 +113,7 @@ struct br_server {
     /* metrics */
     atomic_long n_requests, n_completed, n_rejected, n_tokens_out, n_tokens_in, n_steps;
     atomic_int n_live, n_running;
+    _Atomic double step_since; /* when the running step began; 0 between steps */
     char chat_template[32];
     char *curve_secret_key;
 };
@@ -494,14 +495,13 @@ static int load_curve(struct br_server *s, void *router, struct br_err *err);
 #define STOP_GRACE_S 0.25
 
 /* Every live request is answered `unavailable` and forgotten. */
-static void fe_answer_all(struct br_server *s, void *router, struct live **lives)
+static void fe_answer_all(struct br_server *s, void *router, struct live **lives, const char *why)
 {
     int n = 0;
     while (*lives) {
         struct live *d = *lives;
         *lives = d->next;
-        fe_error(router, d->route, d->route_len, d->id, BR_PROTO_UNAVAILABLE,
-                 "the server is shutting down (stopped by a signal); retry later");
+        fe_error(router, d->route, d->route_len, d->id, BR_PROTO_UNAVAILABLE, why);
         atomic_fetch_sub(&s->n_live, 1);
         free(d->id);
         free(d);
@@ -555,7 +555,21 @@ static void *fe_main(void *arg)
         double now = br_now();
         if (atomic_load(&s->stop) == 1 && stop_seen == 0) stop_seen = now;
         if (stop_seen > 0 && !answered && now - stop_seen > STOP_GRACE_S) {
-            fe_answer_all(s, router, &lives);
+            fe_answer_all(s, router, &lives,
+                          "the server is shutting down (stopped by a signal); retry later");
+            answered = 1;
+        }
+        /* a step that never ends: the main thread is stuck inside MPI on a lost rank */
+        double since = atomic_load(&s->step_since);
+        if (s->o.stuck_s > 0 && since > 0 && now - since > s->o.stuck_s && !answered) {
+            fprintf(stderr,
+                    "bitrack serve: rank 0: a step has not finished for %.1f s; a rank is "
+                    "lost\n",
+                    now - since);
+            atomic_store(&s->stop, 1);
+            stop_seen = now;
+            fe_answer_all(s, router, &lives,
+                          "a rank was lost (rank 0's step is stuck); the server is shutting down");
             answered = 1;
         }
         for (struct live *l = lives; l; l = l->next)
@@ -566,7 +580,7 @@ static void *fe_main(void *arg)
             }
     }
     /* the server is going away: whatever is still open gets its final answer */
-    fe_answer_all(s, router, &lives);
+    fe_answer_all(s, router, &lives, "the server is shutting down; retry later");
     zmq_close(router);
     return NULL;
 }
@@ -1240,7 +1254,10 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
         int busy = sc.waiting != NULL || sc.step_count > 0;
         for (int32_t i = 0; i < sc.n_slots; i++) busy |= sc.slots[i] != NULL;
         take_messages(&sc, busy ? 0 : 100);
-        if ((rc = step(&sc, err))) break;
+        atomic_store(&s->step_since, br_now());
+        rc = step(&sc, err);
+        atomic_store(&s->step_since, 0.0);
+        if (rc) break;
     }
     /* drain: every request still here gets a final answer */
     while (!rc && sc.step_count > 0) rc = collect(&sc, err);

@@ -30,6 +30,8 @@ struct br_server_opts {
     int32_t client_timeout_s;  /* free a request whose client went silent; default 30 */
     int32_t batch_tokens;      /* token budget per step; default the engine's max batch */
     int32_t max_tokens_cap;    /* upper bound for a request's max_tokens; default 4096 */
+    double stuck_s;            /* > 0: a step running this long means rank 0 is stuck in MPI (a lost
+                                * rank): the front end answers every request `unavailable` and stops */
     const char *curve_secret;  /* optional CurveZMQ server secret key file (z85) */
     const char *curve_clients; /* directory of authorized client public keys (z85 files) */
 };

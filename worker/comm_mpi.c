@@ -124,6 +124,22 @@ int br_comm_mpi_dead_rank(const struct br_comm *c, char *why, size_t n)
     return r;
 }
 
+void br_comm_mpi_name_group(const struct br_comm *c, char *out, size_t n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int t = 0; t < c->tp; t++) {
+        int r = c->pp_rank * c->tp + t;
+        if (r == c->world_rank || used + 2 >= n) continue;
+        char who[160];
+        name_rank(c, r, who, sizeof who);
+        int k = snprintf(out + used, n - used, "%s%s", used ? ", " : "", who);
+        if (k < 0) break;
+        used += (size_t)k < n - used ? (size_t)k : n - used - 1;
+    }
+    if (!out[0]) snprintf(out, n, "none (no TP peers)");
+}
+
 /* Completes req. peer: the world rank on the other end, or -1 for this stage's group.
  * Unwatched, this is MPI_Wait; watched, see the top of the file. */
 static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *what)

@@ -38,6 +38,10 @@ void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(v
  * MPI state, so any thread may call it (a watchdog, while the MPI thread is stuck). */
 int br_comm_mpi_dead_rank(const struct br_comm *c, char *why, size_t n);
 
+/* Names (into out, n bytes) the other ranks of this rank's TP group, those a blocked
+ * collective waits on: "rank 1 (pid 42 on node2 [10.0.0.2])". Any thread may call it. */
+void br_comm_mpi_name_group(const struct br_comm *c, char *out, size_t n);
+
 /* World size of an initialized MPI (1 when not launched by mpirun). */
 int br_comm_mpi_world_size(void);
 

@@ -41,17 +41,22 @@ ip netns del "$probe"
 
 mkdir -p "$TMP"
 JOB=""
-cleanup() {
-    [ -n "$JOB" ] && kill -KILL -- "$JOB" 2> /dev/null
-    # ranks left behind an unreachable link: only this test's (tagged) processes
+# Ends what a job left behind an unreachable link: this test's (tagged) ranks and
+# whatever else runs inside this test's own namespaces (Open MPI daemons).
+reap() {
+    local p ns
     for p in $(pgrep -f -- "$BIN serve" || true); do
         tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" &&
             kill -KILL "$p" 2> /dev/null
     done
-    # and whatever else this test started inside its own namespaces (Open MPI daemons)
     for ns in "$H0" "$H1"; do
         for p in $(ip netns pids "$ns" 2> /dev/null || true); do kill -KILL "$p" 2> /dev/null; done
     done
+    return 0
+}
+cleanup() {
+    [ -n "$JOB" ] && kill -KILL -- "$JOB" 2> /dev/null
+    reap
     wait 2> /dev/null
     "$NETNS" down || true
     rm -rf "$TMP"
@@ -74,20 +79,20 @@ rank_pid() {
 
 "$NETNS" up 2 --delay 100us > "$TMP/up.txt" 2>&1 || { cat "$TMP/up.txt"; exit 1; }
 "$NETNS" hostfile 1 > "$TMP/hosts"
-"$BIN" synth --preset tiny --embd 256 --heads 4 --kv-heads 2 --ff 512 --layers 2 --vocab 1030 \
+"$BIN" synth --preset tiny --embd 512 --heads 4 --kv-heads 2 --ff 512 --layers 2 --vocab 1030 \
     --ctx 2048 -o "$TMP/m.gguf" > /dev/null
 
 # Starts the job, runs the clients with the given way of losing rank 1 (--kill PID or
 # --lose CMD), waits for the job's end; the status is left in $job_rc.
 lose_rank() {
-    local name=$1 how=$2
+    local name=$1 how=$2 tp=${3:-1} pp=${4:-2}
     echo "=== $name"
     "$LAUNCH" --mpirun "$NETNS mpirun" --hostfile "$TMP/hosts" --iface 10.77.0.0/24 --bind none \
-        --tp 1 --pp 2 --env BR_LOSTRANK_TAG -- serve -m "$TMP/m.gguf" --listen "$ADDR" \
+        --tp "$tp" --pp "$pp" --env BR_LOSTRANK_TAG -- serve -m "$TMP/m.gguf" --listen "$ADDR" \
         --max-seqs 2 --step-timeout 2 > "$TMP/job.out" 2> "$TMP/job.log" &
     JOB=$!
     for _ in $(seq 600); do grep -q 'bitrack serve: ready' "$TMP/job.log" && break; sleep 0.1; done
-    grep -q 'bitrack serve: ready' "$TMP/job.log" || { fail "$name: no server"; cat "$TMP/job.log"; return; }
+    grep -q 'bitrack serve: ready' "$TMP/job.log" || { fail "$name: no server"; cat -v "$TMP/job.log"; return; }
     local victim arg
     victim=$(rank_pid 1)
     [ -n "$victim" ] || { fail "$name: rank 1 not found"; return; }
@@ -115,6 +120,7 @@ lose_rank() {
         [ "$job_rc" -ne 0 ] && echo "ok   job exit status $job_rc" || fail "$name: job exit status 0"
     fi
     JOB=""
+    reap
     grep -v "^+" "$TMP/job.log" | grep bitrack | sed 's/^/    | /' | head -30
     if grep -E "bitrack serve: rank 0: .*rank 1 \(pid $victim on [^ ]+ \[10\.77\.0\.11\]\)" "$TMP/job.log" > /dev/null; then
         echo "ok   rank 0 named the lost rank and its host (10.77.0.11)"
@@ -125,5 +131,9 @@ lose_rank() {
 
 lose_rank "kill -9 rank 1 on the second host" kill
 lose_rank "second host unreachable (link down)" down
+ip -n "$H1" link set eth0 up
+# TP across the hosts: rank 0 is blocked in a collective when the link goes down; its
+# front end answers the clients once the step outlasts --step-timeout
+lose_rank "second host unreachable, tp 2 across the hosts" down 2 1
 echo "$fails failures"
 [ "$fails" -eq 0 ]

@@ -59,8 +59,13 @@ static int server_interrupted(void *arg)
 /* Every rank's watchdog: a rank blocked inside MPI cannot notice by itself that it should
  * go. It leaves when orphaned (the launcher died); after a signal, when a rank of this
  * machine has died (naming it: the job is lost, and mpirun's SIGKILL follows within a
- * second); and, ranks other than 0, 5 s after a signal without rank 0's stop message.
- * Rank 0's front end has answered every client by then (server.c, STOP_GRACE_S). */
+ * second); rank 0, when still inside MPI well after a stop; the others, 5 s after a
+ * signal without rank 0's stop message (also while stuck in MPI_Finalize). Rank 0's
+ * front end has answered every client before (server.c, STOP_GRACE_S).
+ *
+ * The thread is detached, since the rank may be stuck in MPI at its very end; it uses
+ * its context (server, comm) only under g_watch_mu and not at all once g_watch_quit is
+ * set, which cleanup does before freeing them. */
 struct watchdog_ctx {
     struct br_comm *comm;
     struct br_server *srv; /* rank 0 only */
@@ -68,6 +73,36 @@ struct watchdog_ctx {
 };
 
 static volatile sig_atomic_t g_finished; /* the rank left its serving loop normally */
+static pthread_mutex_t g_watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_watch_quit; /* under g_watch_mu */
+
+/* The checks that need the context; called with g_watch_mu held. */
+static void watch_context(const struct watchdog_ctx *w, int rank, double *since)
+{
+    int signalled = w->srv ? br_server_stopping(w->srv) : g_term != 0;
+    if (signalled && *since == 0) *since = br_now();
+    /* rank 0 leaves its front end time to answer every client first */
+    if (*since == 0 || g_finished || (w->srv && br_now() - *since < 0.6)) return;
+    char why[256];
+    if (w->comm && br_comm_mpi_dead_rank(w->comm, why, sizeof why) >= 0) {
+        /* a peer that left after a normal stop is not lost: give this rank time to take
+         * the stop it was sent */
+        struct timespec ts = {0, 200000000};
+        nanosleep(&ts, NULL);
+        if (g_finished) return;
+        fprintf(stderr, "bitrack serve: rank %d: %s; leaving\n", rank, why);
+        _exit(1);
+    }
+    if (w->srv && w->stuck_s > 0 && br_now() - *since > w->stuck_s) {
+        char group[512];
+        br_comm_mpi_name_group(w->comm, group, sizeof group);
+        fprintf(stderr,
+                "bitrack serve: rank 0: still inside MPI %.1f s after the stop, in a collective "
+                "with %s; leaving\n",
+                br_now() - *since, group);
+        _exit(1);
+    }
+}
 
 static void *watchdog(void *arg)
 {
@@ -81,29 +116,11 @@ static void *watchdog(void *arg)
             fprintf(stderr, "bitrack serve: rank %d: the launcher is gone; leaving\n", rank);
             _exit(3);
         }
-        int signalled = w->srv ? br_server_stopping(w->srv) : g_term != 0;
-        if (signalled && since == 0) since = br_now();
-        /* rank 0 leaves its front end time to answer every client first */
-        if (since == 0 || g_finished || (w->srv && br_now() - since < 0.6)) continue;
-        char why[256];
-        if (w->comm && br_comm_mpi_dead_rank(w->comm, why, sizeof why) >= 0) {
-            /* a peer that left after a normal stop is not lost: give this rank time to
-             * take the stop it was sent */
-            nanosleep(&ts, NULL);
-            if (g_finished) continue;
-            fprintf(stderr, "bitrack serve: rank %d: %s; leaving\n", rank, why);
-            _exit(1);
-        }
-        if (w->srv && w->stuck_s > 0 && br_now() - since > w->stuck_s) {
-            char group[512];
-            br_comm_mpi_name_group(w->comm, group, sizeof group);
-            fprintf(stderr,
-                    "bitrack serve: rank 0: still inside MPI %.1f s after the stop, in a "
-                    "collective with %s; leaving\n",
-                    br_now() - since, group);
-            _exit(1);
-        }
-        if (!w->srv && br_now() - since > 5.0) {
+        pthread_mutex_lock(&g_watch_mu);
+        if (!g_watch_quit) watch_context(w, rank, &since);
+        pthread_mutex_unlock(&g_watch_mu);
+        if (rank != 0 && g_term && since == 0) since = br_now();
+        if (rank != 0 && since > 0 && br_now() - since > 5.0) {
             fprintf(stderr,
                     "bitrack serve: rank %d: no stop from rank 0 within 5 s of a signal; "
                     "leaving\n",
@@ -242,7 +259,9 @@ int br_cmd_serve(int argc, char **argv)
     struct br_engine *eng = NULL;
     struct br_tok *tok = NULL;
     struct br_server *srv = NULL;
-    static struct watchdog_ctx wctx; /* outlives this call: the watchdog is detached */
+    /* static: the detached watchdog may outlive this call (it stops reading it first) */
+    static struct watchdog_ctx wctx;
+    pthread_t wd;
     g_parent = getppid();
     if (tp * pp > 1 || br_comm_mpi_launched()) {
         if (br_comm_mpi_create(&argc, &argv, (int)tp, (int)pp, &comm, &err)) {
@@ -304,7 +323,6 @@ int br_cmd_serve(int argc, char **argv)
         sa.sa_handler = on_term;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
-        pthread_t wd;
         wctx.comm = comm;
         if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
         if (br_dist_serve(eng, comm, &err)) {
@@ -326,7 +344,6 @@ int br_cmd_serve(int argc, char **argv)
             so.listen ? so.listen : "tcp://127.0.0.1:5555", model->cfg.arch_name, tp * pp, threads,
             ctx, seqs, br_now() - t0);
     if (comm) {
-        pthread_t wd;
         wctx.comm = comm, wctx.srv = srv, wctx.stuck_s = so.stuck_s;
         if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
     }
@@ -339,6 +356,10 @@ int br_cmd_serve(int argc, char **argv)
     fprintf(stderr, "bitrack serve: stopped\n");
     exit_code = 0;
 done:
+    /* the watchdog reads srv and comm: it stops using them before they go */
+    pthread_mutex_lock(&g_watch_mu);
+    g_watch_quit = 1;
+    pthread_mutex_unlock(&g_watch_mu);
     br_server_destroy(&srv);
     br_tok_destroy(&tok);
     br_engine_destroy(&eng);

@@ -108,11 +108,12 @@ lose_rank() {
     else
         echo "ok   rank 0 has exited"
     fi
-    while kill -0 "$JOB" 2> /dev/null && [ $t -lt 150 ]; do sleep 0.1; t=$((t + 1)); done
+    t=0
+    while kill -0 "$JOB" 2> /dev/null && [ $t -lt 50 ]; do sleep 0.1; t=$((t + 1)); done
     job_rc=0
     if kill -0 "$JOB" 2> /dev/null; then
         # Open MPI 4.1's mpirun waits for the daemon of the unreachable host
-        echo "note: mpirun is still running 15 s after the loss; killed (a known Open MPI limit)"
+        echo "note: mpirun is still running 5 s after rank 0 exited; killed (a known Open MPI limit)"
         kill -KILL -- "$JOB" 2> /dev/null
         wait "$JOB" || true
     else

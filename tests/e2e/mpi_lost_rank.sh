@@ -74,7 +74,11 @@ lose_rank() {
     JOB=$!
     wait_ready "$TMP/job.log" 1 || { fail "$name: no server"; return; }
     local victim
-    victim=$(rank_pid 1)
+    for _ in $(seq 50); do
+        victim=$(rank_pid 1)
+        [ -n "$victim" ] && break
+        sleep 0.1
+    done
     [ -n "$victim" ] || { fail "$name: rank 1 not found"; return; }
     echo "rank 1 is pid $victim"
     # the C client too: `bitrack generate` streaming a long generation

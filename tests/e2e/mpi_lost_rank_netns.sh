@@ -94,8 +94,12 @@ lose_rank() {
     for _ in $(seq 600); do grep -q 'bitrack serve: ready' "$TMP/job.log" && break; sleep 0.1; done
     grep -q 'bitrack serve: ready' "$TMP/job.log" || { fail "$name: no server"; cat -v "$TMP/job.log"; return; }
     local victim arg
-    victim=$(rank_pid 1)
-    [ -n "$victim" ] || { fail "$name: rank 1 not found"; return; }
+    for _ in $(seq 50); do
+        victim=$(rank_pid 1)
+        [ -n "$victim" ] && break
+        sleep 0.1
+    done
+    [ -n "$victim" ] || { fail "$name: rank 1 not found"; cat -v "$TMP/job.log"; ps -ef | grep -v grep | grep "serve"; return; }
     echo "rank 1 is pid $victim in namespace $(ip netns identify "$victim")"
     if [ "$how" = kill ]; then arg=(--kill "$victim"); else arg=(--lose "ip -n $H1 link set eth0 down"); fi
     ip netns exec "$H0" /usr/bin/python3 "$HERE/lost_rank_client.py" "$ADDR" --clients 4 \

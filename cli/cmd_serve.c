@@ -291,7 +291,6 @@ int br_cmd_serve(int argc, char **argv)
     /* rank 0 gives up on a silent rank after the step timeout; the others wait for steps
      * as long as it takes (an idle server sends none) */
     if (comm && rank == 0) br_comm_mpi_watch(comm, (double)step_timeout, server_interrupted, srv);
-
     if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */

@@ -88,9 +88,34 @@ lose_rank() {
         echo "$rc $(date +%s.%N)" > "$TMP/gen.end"
     ) &
     local gen=$!
+    rm -f "$TMP/regen.end"
+    # with a restart: `bitrack generate --retry`, started right after the kill, must be
+    # served by the restarted job
     /usr/bin/python3 "$HERE/lost_rank_client.py" "$ADDR" --clients 4 --long 1500 \
-        --kill "$victim" ${retry:+--retry "$retry"} | tee "$TMP/clients.txt" || fail "$name: clients"
+        --kill "$victim" ${retry:+--retry "$retry"} | while IFS= read -r line; do
+        echo "$line"
+        case $line in
+            "loss at epoch"*)
+                [ -z "$retry" ] || (
+                    rc=0
+                    "$BIN" generate --server "$ADDR" --ids --tokens 5,9,14,3,27,8 -n 24 \
+                        --timeout 2000 --retry 40 > "$TMP/regen.out" 2> "$TMP/regen.err" || rc=$?
+                    echo "$rc" > "$TMP/regen.end"
+                ) &
+                ;;
+        esac
+    done | tee "$TMP/clients.txt" || fail "$name: clients"
     wait "$gen" || true
+    if [ -n "$retry" ]; then
+        for _ in $(seq 600); do [ -f "$TMP/regen.end" ] && break; sleep 0.1; done
+        local want
+        want=$("$BIN" run -m "$TMP/m.gguf" --ids --tokens 5,9,14,3,27,8 -n 24 2> /dev/null)
+        if [ "$(cat "$TMP/regen.end" 2> /dev/null)" = 0 ] && [ "$(cat "$TMP/regen.out")" = "$want" ]; then
+            echo "ok   bitrack generate --retry was served by the restarted job after $(grep -c '; retry' "$TMP/regen.err") retries: $want"
+        else
+            fail "$name: bitrack generate --retry: status $(cat "$TMP/regen.end" 2> /dev/null), got '$(cat "$TMP/regen.out")', want '$want'; $(cat "$TMP/regen.err")"
+        fi
+    fi
     local loss grc gend
     loss=$(sed -n 's/^loss at epoch //p' "$TMP/clients.txt")
     read -r grc gend < "$TMP/gen.end" || true

@@ -1270,6 +1270,7 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     else
         snprintf(why, sizeof why, "the server is shutting down");
     sc.shutting_down = 1;
+    take_messages(&sc, 0); /* requests already on their way get their answer too */
     for (int32_t i = 0; i < sc.n_slots; i++)
         if (sc.slots[i]) finish(&sc, sc.slots[i], BR_FINISH_ERROR, why);
     while (sc.waiting) {
@@ -1281,7 +1282,7 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
         br_buf_free(&b);
         job_free(j);
     }
-    take_messages(&sc, 0);
+    sc.waiting_tail = NULL;
     /* let the front end forward the last events */
     struct timespec ts = {0, 100000000};
     nanosleep(&ts, NULL);

@@ -140,6 +140,10 @@ lose_rank() {
     fi
     wait "$JOB" || job_rc=$?
     JOB=""
+    if grep -q "Sanitizer" "$TMP/job.log"; then
+        fail "$name: sanitizer report"
+        grep -A30 "Sanitizer" "$TMP/job.log" | head -60
+    fi
     sed 's/^/    | /' "$TMP/job.log" | grep -v '^    | +' | head -40
 }
 

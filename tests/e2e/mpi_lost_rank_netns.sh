@@ -126,6 +126,10 @@ lose_rank() {
     fi
     JOB=""
     reap
+    if grep -q "Sanitizer" "$TMP/job.log"; then
+        fail "$name: sanitizer report"
+        grep -A30 "Sanitizer" "$TMP/job.log" | head -60
+    fi
     grep -v "^+" "$TMP/job.log" | grep bitrack | sed 's/^/    | /' | head -30
     if grep -E "bitrack serve: rank 0: .*rank 1 \(pid $victim on [^ ]+ \[10\.77\.0\.11\]\)" "$TMP/job.log" > /dev/null; then
         echo "ok   rank 0 named the lost rank and its host (10.77.0.11)"

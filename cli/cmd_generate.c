@@ -3,12 +3,15 @@
  * streaming the completion to stdout (proto/client.h). Options mirror `bitrack run`:
  * -n, --temp, --top-k, --top-p, --min-p, --repeat-penalty, --seed, --tokens, --stop,
  * --chat (send the prompt as one user message), --no-stream, --ids; --curve-server-key
- * FILE --curve-key FILE for a server with CurveZMQ (keys from `bitrack keygen`).
+ * FILE --curve-key FILE for a server with CurveZMQ (keys from `bitrack keygen`). --retry N
+ * repeats a request that failed with `unavailable` or a timeout before printing anything (a
+ * server restarting after a lost rank), up to N times, 1 s apart.
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli.h"
 #include "proto/client.h"
@@ -16,6 +19,7 @@
 struct gen_state {
     int ids;
     long n;
+    size_t printed; /* bytes written to stdout */
     int finish;
     struct br_usage usage;
     struct br_timings timings;
@@ -26,12 +30,12 @@ static int on_event(const struct br_resp *r, void *user)
     struct gen_state *g = user;
     if (r->type == BR_RESP_TOKEN) {
         if (g->ids && r->token >= 0)
-            printf("%s%d", g->n++ ? " " : "", r->token);
+            g->printed += (size_t)printf("%s%d", g->n++ ? " " : "", r->token);
         else if (!g->ids && r->text)
-            fwrite(r->text, 1, r->text_len, stdout);
+            g->printed += fwrite(r->text, 1, r->text_len, stdout);
         fflush(stdout);
     } else if (r->type == BR_RESP_DONE) {
-        if (r->text && !g->ids) fwrite(r->text, 1, r->text_len, stdout);
+        if (r->text && !g->ids) g->printed += fwrite(r->text, 1, r->text_len, stdout);
         g->finish = (int)r->finish_reason;
         g->usage = r->usage;
         g->timings = r->timings;
@@ -54,7 +58,7 @@ int br_cmd_generate(int argc, char **argv)
     req.sampling.has_seed = true;
     req.sampling.seed = 0;
     int chat = 0, ids = 0, verbose = 0;
-    long long timeout_ms = 120000, v;
+    long long timeout_ms = 120000, retries = 0, v;
     char *stops[16];
     size_t stop_lens[16];
     uint32_t n_stop = 0;
@@ -73,7 +77,8 @@ int br_cmd_generate(int argc, char **argv)
         O_IDS,
         O_TIMEOUT,
         O_CSK,
-        O_CK
+        O_CK,
+        O_RETRY
     };
     const char *curve_server_key = NULL, *curve_key = NULL;
     static const struct option opts[] = {{"server", required_argument, 0, O_SERVER},
@@ -92,6 +97,7 @@ int br_cmd_generate(int argc, char **argv)
                                          {"timeout", required_argument, 0, O_TIMEOUT},
                                          {"curve-server-key", required_argument, 0, O_CSK},
                                          {"curve-key", required_argument, 0, O_CK},
+                                         {"retry", required_argument, 0, O_RETRY},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -151,6 +157,10 @@ int br_cmd_generate(int argc, char **argv)
         case O_CK:
             curve_key = optarg;
             break;
+        case O_RETRY:
+            if (br_cli_int(optarg, 0, 1000000, &retries))
+                return br_cli_usage_error("generate", "bad --retry");
+            break;
         case 'v':
             verbose = 1;
             break;
@@ -158,7 +168,7 @@ int br_cmd_generate(int argc, char **argv)
             printf("usage: bitrack generate [--server ADDR] [-n N] [--temp T] [--top-k K] [--top-p "
                    "P]\n"
                    "       [--min-p P] [--repeat-penalty R] [--seed S] [--stop TEXT] [--chat]\n"
-                   "       [--no-stream] [--ids] [--timeout MS]\n"
+                   "       [--no-stream] [--ids] [--timeout MS] [--retry N]\n"
                    "       [--curve-server-key FILE --curve-key FILE] (PROMPT | --tokens 1,2,3)\n");
             return 0;
         default:
@@ -199,8 +209,16 @@ int br_cmd_generate(int argc, char **argv)
     int rc = curve_key ? br_client_curve_load(curve_server_key, curve_key, &curve, &err) : BR_OK;
     if (!rc)
         rc = br_client_connect_curve(server, (int)timeout_ms, curve_key ? &curve : NULL, &cl, &err);
-    struct gen_state g = {ids, 0, 0, {0, 0}, {0, 0, 0, 0}};
+    struct gen_state g = {ids, 0, 0, 0, {0, 0}, {0, 0, 0, 0}};
     if (!rc) rc = br_client_generate(cl, &req, on_event, &g, &err);
+    /* the socket reconnects by itself: the same client reaches a restarted server */
+    for (long long k = 1;
+         k <= retries && g.printed == 0 && (rc == BR_E_UNAVAILABLE || rc == BR_E_TIMEOUT); k++) {
+        fprintf(stderr, "bitrack generate: %s; retry %lld of %lld in 1 s\n", err.msg, k, retries);
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL);
+        rc = br_client_generate(cl, &req, on_event, &g, &err);
+    }
     printf("\n");
     if (rc)
         fprintf(stderr, "bitrack generate: %s\n", err.msg[0] ? err.msg : br_strerror(rc));

@@ -6,11 +6,16 @@
  *                 [--max-per-client N] [--max-tokens-cap N] [--max-prompt-tokens N]
  *                 [--max-request-bytes N] [--client-queue N]
  *                 [--curve-secret FILE --curve-clients DIR]
- *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P ...
+ *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P [--step-timeout S] ...
  *
  * Rank 0 answers health requests (state `loading`) while the model loads, prints the
  * plan, load progress and "ready", and serves until SIGINT/SIGTERM. The other ranks
  * follow rank 0's steps.
+ *
+ * A lost rank (docs/RELIABILITY.md, "Lost ranks"): rank 0 gives up on a rank that has not
+ * answered for --step-timeout seconds (default 3), or, after mpirun's SIGTERM, on a rank
+ * of this machine that has died; every client then gets `unavailable`, the ranks that can
+ * still be reached print which rank (and host) was lost, and the job exits non-zero.
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -41,22 +46,87 @@ static void on_term(int sig)
     g_term = 1;
 }
 
-/* Ranks other than 0: leave when orphaned (the launcher died) or 5 s after a signal
- * without rank 0's stop message, since a rank blocked in MPI cannot notice by itself. */
-static void *watchdog(void *arg)
+/* br_comm_mpi_watch's question "did a signal arrive?", for each kind of rank */
+static int worker_interrupted(void *arg)
 {
     (void)arg;
+    return g_term != 0;
+}
+
+static int server_interrupted(void *arg)
+{
+    return br_server_stopping(arg);
+}
+
+/* Every rank's watchdog: a rank blocked inside MPI cannot notice by itself that it should
+ * go. It leaves when orphaned (the launcher died); after a signal, when a rank of this
+ * machine has died (naming it: the job is lost, and mpirun's SIGKILL follows within a
+ * second); rank 0, when still inside MPI well after a stop; the others, 5 s after a
+ * signal without rank 0's stop message (also while stuck in MPI_Finalize). Rank 0's
+ * front end has answered every client before (server.c, STOP_GRACE_S).
+ *
+ * The thread is detached, since the rank may be stuck in MPI at its very end; it uses
+ * its context (server, comm) only under g_watch_mu and not at all once g_watch_quit is
+ * set, which cleanup does before freeing them. */
+struct watchdog_ctx {
+    struct br_comm *comm;
+    struct br_server *srv; /* rank 0 only */
+    double stuck_s;        /* rank 0: leave this long after a stop the MPI thread never ends */
+};
+
+static volatile sig_atomic_t g_finished; /* the rank left its serving loop normally */
+static pthread_mutex_t g_watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_watch_quit; /* under g_watch_mu */
+
+/* The checks that need the context; called with g_watch_mu held. */
+static void watch_context(const struct watchdog_ctx *w, int rank, double *since)
+{
+    int signalled = w->srv ? br_server_stopping(w->srv) : g_term != 0;
+    if (signalled && *since == 0) *since = br_now();
+    /* rank 0 leaves its front end time to answer every client first */
+    if (*since == 0 || g_finished || (w->srv && br_now() - *since < 0.6)) return;
+    char why[256];
+    if (w->comm && br_comm_mpi_dead_rank(w->comm, why, sizeof why) >= 0) {
+        /* a peer that left after a normal stop is not lost: give this rank time to take
+         * the stop it was sent */
+        struct timespec ts = {0, 200000000};
+        nanosleep(&ts, NULL);
+        if (g_finished) return;
+        fprintf(stderr, "bitrack serve: rank %d: %s; leaving\n", rank, why);
+        _exit(1);
+    }
+    if (w->srv && w->stuck_s > 0 && br_now() - *since > w->stuck_s) {
+        char group[512];
+        br_comm_mpi_name_group(w->comm, group, sizeof group);
+        fprintf(stderr,
+                "bitrack serve: rank 0: still inside MPI %.1f s after the stop, in a collective "
+                "with %s; leaving\n",
+                br_now() - *since, group);
+        _exit(1);
+    }
+}
+
+static void *watchdog(void *arg)
+{
+    const struct watchdog_ctx *w = arg;
     double since = 0;
+    int rank = w->comm ? w->comm->world_rank : 0;
     for (;;) {
         struct timespec ts = {0, 200000000};
         nanosleep(&ts, NULL);
         if (getppid() != g_parent) {
-            fprintf(stderr, "bitrack serve: the launcher is gone; leaving\n");
+            fprintf(stderr, "bitrack serve: rank %d: the launcher is gone; leaving\n", rank);
             _exit(3);
         }
-        if (g_term && since == 0) since = br_now();
-        if (since > 0 && br_now() - since > 5.0) {
-            fprintf(stderr, "bitrack serve: no stop from rank 0 within 5 s of a signal; leaving\n");
+        pthread_mutex_lock(&g_watch_mu);
+        if (!g_watch_quit) watch_context(w, rank, &since);
+        pthread_mutex_unlock(&g_watch_mu);
+        if (rank != 0 && g_term && since == 0) since = br_now();
+        if (rank != 0 && since > 0 && br_now() - since > 5.0) {
+            fprintf(stderr,
+                    "bitrack serve: rank %d: no stop from rank 0 within 5 s of a signal; "
+                    "leaving\n",
+                    rank);
             _exit(3);
         }
     }
@@ -71,14 +141,15 @@ static void usage(FILE *f)
             "                     [--client-timeout S] [--max-tokens-cap N]\n"
             "                     [--max-prompt-tokens N] [--max-request-bytes N]\n"
             "                     [--client-queue N]\n"
-            "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n");
+            "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n"
+            "                     [--step-timeout S]\n");
 }
 
 int br_cmd_serve(int argc, char **argv)
 {
     const char *model_path = NULL;
     struct br_server_opts so = {0};
-    long long threads = 1, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, v;
+    long long threads = 1, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, step_timeout = 3, v;
     long long max_bytes = (long long)4 << 20;
     so.client_timeout_s = 30;
     enum {
@@ -96,7 +167,8 @@ int br_cmd_serve(int argc, char **argv)
         O_CS,
         O_CC,
         O_TP,
-        O_PP
+        O_PP,
+        O_STEP
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"listen", required_argument, 0, O_LISTEN},
@@ -115,6 +187,7 @@ int br_cmd_serve(int argc, char **argv)
                                          {"curve-clients", required_argument, 0, O_CC},
                                          {"tp", required_argument, 0, O_TP},
                                          {"pp", required_argument, 0, O_PP},
+                                         {"step-timeout", required_argument, 0, O_STEP},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
@@ -144,6 +217,9 @@ int br_cmd_serve(int argc, char **argv)
             break;
         case O_PP:
             slot = &pp, hi = 4096;
+            break;
+        case O_STEP:
+            slot = &step_timeout, lo = 0, hi = 86400;
             break;
         case O_CTX:
             slot = &ctx, hi = 1 << 22;
@@ -207,6 +283,9 @@ int br_cmd_serve(int argc, char **argv)
     struct br_engine *eng = NULL;
     struct br_tok *tok = NULL;
     struct br_server *srv = NULL;
+    /* static: the detached watchdog may outlive this call (it stops reading it first) */
+    static struct watchdog_ctx wctx;
+    pthread_t wd;
     g_parent = getppid();
     if (tp * pp > 1 || br_comm_mpi_launched()) {
         if (br_comm_mpi_create(&argc, &argv, (int)tp, (int)pp, &comm, &err)) {
@@ -220,6 +299,10 @@ int br_cmd_serve(int argc, char **argv)
     snprintf(tpp, sizeof tpp, "%lldx%lld", tp, pp);
     const char *info[] = {"model_path", model_path, "ranks",         ranks, "layout_tp_x_pp",
                           tpp,          "version",  "bitrack 0.1.0", NULL};
+    /* --step-timeout bounds a whole step. Each wait inside it gives up after that long
+     * (naming the peer); a step that outlasts it by half a second more is stuck in a
+     * blocking MPI call (a collective), and the front end answers the clients itself. */
+    if (comm && step_timeout > 0) so.stuck_s = (double)step_timeout + 0.5;
     if (rank == 0) {
         if (br_server_start(&so, info, &srv, &err)) {
             fprintf(stderr, "bitrack serve: %s\n", err.msg);
@@ -229,6 +312,10 @@ int br_cmd_serve(int argc, char **argv)
         fprintf(stderr, "bitrack serve: listening on %s (loading)\n",
                 so.listen ? so.listen : "tcp://127.0.0.1:5555");
     }
+    /* rank 0 gives up on a silent rank after the step timeout; the others wait for steps
+     * as long as it takes (an idle server sends none) */
+    if (comm && rank == 0) br_comm_mpi_watch(comm, (double)step_timeout, server_interrupted, srv);
+    if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
     if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, &plan, &model, &err)) {
@@ -259,12 +346,13 @@ int br_cmd_serve(int argc, char **argv)
         sa.sa_handler = on_term;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
-        pthread_t wd;
-        if (pthread_create(&wd, NULL, watchdog, NULL) == 0) pthread_detach(wd);
+        wctx.comm = comm;
+        if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
         if (br_dist_serve(eng, comm, &err)) {
             fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
             goto done;
         }
+        g_finished = 1;
         exit_code = 0;
         goto done;
     }
@@ -278,13 +366,23 @@ int br_cmd_serve(int argc, char **argv)
             "sequences, loaded in %.1f s)\n",
             so.listen ? so.listen : "tcp://127.0.0.1:5555", model->cfg.arch_name, tp * pp, threads,
             ctx, seqs, br_now() - t0);
-    if (br_server_run(srv, model, eng, comm, tok, &err)) {
-        fprintf(stderr, "bitrack serve: %s\n", err.msg);
+    if (comm) {
+        wctx.comm = comm, wctx.srv = srv, wctx.stuck_s = so.stuck_s;
+        if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
+    }
+    int run_rc = br_server_run(srv, model, eng, comm, tok, &err);
+    if (!run_rc) g_finished = 1;
+    if (run_rc) {
+        fprintf(stderr, "bitrack serve: rank 0: %s; ending the job\n", err.msg);
         goto done;
     }
     fprintf(stderr, "bitrack serve: stopped\n");
     exit_code = 0;
 done:
+    /* the watchdog reads srv and comm: it stops using them before they go */
+    pthread_mutex_lock(&g_watch_mu);
+    g_watch_quit = 1;
+    pthread_mutex_unlock(&g_watch_mu);
     br_server_destroy(&srv);
     br_tok_destroy(&tok);
     br_engine_destroy(&eng);

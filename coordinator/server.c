@@ -115,6 +115,7 @@ struct br_server {
     /* metrics */
     atomic_long n_requests, n_completed, n_rejected, n_tokens_out, n_tokens_in, n_steps;
     atomic_int n_live, n_running;
+    _Atomic double step_since; /* when the running step began; 0 between steps */
     char chat_template[32];
     /* CurveZMQ client authorization: set up by the front end before it binds */
     char (*curve_keys)[41]; /* (n_curve_keys,) authorized public keys, z85 */
@@ -262,6 +263,11 @@ static void fe_generate(struct br_server *s, void *router, const uint8_t *route,
     char msg[256];
     if (!atomic_load(&s->ready)) {
         fe_error(s, router, route, rl, req->id, BR_PROTO_UNAVAILABLE, "the model is still loading");
+        return;
+    }
+    if (atomic_load(&s->stop)) {
+        fe_error(s, router, route, rl, req->id, BR_PROTO_UNAVAILABLE,
+                 "the server is shutting down; retry later");
         return;
     }
     if (live_find(*lives, route, rl, req->id)) {
@@ -507,7 +513,8 @@ static void fe_handle_client(struct br_server *s, void *router, struct live **li
     s->fe_send_errno = 0;
 }
 
-static void fe_handle_main(struct br_server *s, void *router, struct live **lives)
+/* dropped: the front end already answered every request (fe_answer_all) */
+static void fe_handle_main(struct br_server *s, void *router, struct live **lives, int dropped)
 {
     zmq_msg_t msg;
     zmq_msg_init(&msg);
@@ -517,7 +524,7 @@ static void fe_handle_main(struct br_server *s, void *router, struct live **live
     }
     const uint8_t *m = zmq_msg_data(&msg);
     size_t n = zmq_msg_size(&msg);
-    if (n >= 4 && m[0] == 'E') {
+    if (n >= 4 && m[0] == 'E' && !dropped) {
         size_t rl = (size_t)m[2] << 8 | m[3];
         if (4 + rl <= n) {
             struct br_buf b = {(uint8_t *)m + 4 + rl, n - 4 - rl, 0};
@@ -542,6 +549,29 @@ static void fe_handle_main(struct br_server *s, void *router, struct live **live
 
 static int load_curve(struct br_server *s, void *router, struct br_err *err);
 static void fe_handle_monitor(struct br_server *s);
+
+/* How long after a stop signal the main thread may take to end its requests before the
+ * front end answers them itself: mpirun follows SIGTERM with SIGKILL one second later,
+ * and the main thread may be waiting on a rank that is gone. */
+#define STOP_GRACE_S 0.25
+
+/* Every live request is answered `unavailable` and forgotten. */
+static void fe_answer_all(struct br_server *s, void *router, struct live **lives, const char *why)
+{
+    int n = 0;
+    while (*lives) {
+        struct live *d = *lives;
+        *lives = d->next;
+        fe_error(s, router, d->route, d->route_len, d->id, BR_PROTO_UNAVAILABLE, why);
+        atomic_fetch_sub(&s->n_live, 1);
+        free(d->id);
+        free(d);
+        n++;
+    }
+    if (n)
+        fprintf(stderr, "bitrack serve: answered %d open request%s `unavailable`\n", n,
+                n == 1 ? "" : "s");
+}
 
 static void *fe_main(void *arg)
 {
@@ -570,11 +600,13 @@ static void *fe_main(void *arg)
         zmq_close(router);
         return NULL;
     }
+    double stop_seen = 0;
+    int answered = 0;
     while (atomic_load(&s->stop) != 3) {
         zmq_pollitem_t items[3] = {{router, 0, ZMQ_POLLIN, 0},
                                    {s->fe_pair, 0, ZMQ_POLLIN, 0},
                                    {s->monitor, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, s->monitor ? 3 : 2, 200);
+        int rc = zmq_poll(items, s->monitor ? 3 : 2, stop_seen > 0 && !answered ? 20 : 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
         if (rc > 0 && s->monitor && (items[2].revents & ZMQ_POLLIN)) fe_handle_monitor(s);
         if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
@@ -583,7 +615,7 @@ static void *fe_main(void *arg)
                 size_t evl = sizeof ev;
                 zmq_getsockopt(s->fe_pair, ZMQ_EVENTS, &ev, &evl);
                 if (!(ev & ZMQ_POLLIN)) break;
-                fe_handle_main(s, router, &lives);
+                fe_handle_main(s, router, &lives, answered);
             }
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN))
             for (int k = 0; k < 64; k++) {
@@ -595,6 +627,25 @@ static void *fe_main(void *arg)
             }
         /* heartbeats: a streaming request whose client went silent is cancelled */
         double now = br_now();
+        if (atomic_load(&s->stop) == 1 && stop_seen == 0) stop_seen = now;
+        if (stop_seen > 0 && !answered && now - stop_seen > STOP_GRACE_S) {
+            fe_answer_all(s, router, &lives,
+                          "the server is shutting down (stopped by a signal); retry later");
+            answered = 1;
+        }
+        /* a step that never ends: the main thread is stuck inside MPI on a lost rank */
+        double since = atomic_load(&s->step_since);
+        if (s->o.stuck_s > 0 && since > 0 && now - since > s->o.stuck_s && !answered) {
+            fprintf(stderr,
+                    "bitrack serve: rank 0: a step has not finished for %.1f s; a rank is "
+                    "lost\n",
+                    now - since);
+            atomic_store(&s->stop, 1);
+            stop_seen = now;
+            fe_answer_all(s, router, &lives,
+                          "a rank was lost (rank 0's step is stuck); the server is shutting down");
+            answered = 1;
+        }
         for (struct live *l = lives; l; l = l->next)
             if (l->stream && s->o.client_timeout_s > 0 &&
                 now - l->last_seen > s->o.client_timeout_s) {
@@ -602,12 +653,8 @@ static void *fe_main(void *arg)
                 fe_cancel(s, l->route, l->route_len, l->id);
             }
     }
-    while (lives) {
-        struct live *d = lives;
-        lives = d->next;
-        free(d->id);
-        free(d);
-    }
+    /* the server is going away: whatever is still open gets its final answer */
+    fe_answer_all(s, router, &lives, "the server is shutting down; retry later");
     if (s->monitor) {
         zmq_socket_monitor(router, NULL, 0);
         zmq_close(s->monitor);
@@ -859,6 +906,11 @@ void br_server_request_stop(struct br_server *s)
     if (s) atomic_store(&s->stop, 1);
 }
 
+int br_server_stopping(struct br_server *s)
+{
+    return s && atomic_load(&s->stop) != 0;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -919,7 +971,8 @@ struct sched {
         struct job *row_job[BR_SCHED_MAX_BATCH];
     } steps[BR_DIST_MAX_INFLIGHT];
     int step_head, step_count, depth;
-    float *logits; /* (max_batch, vocab) when a step needs logits */
+    float *logits;     /* (max_batch, vocab) when a step needs logits */
+    int shutting_down; /* final errors are `unavailable`: the server (or a rank) is going */
 };
 
 static int32_t blocks_for(int32_t positions)
@@ -932,7 +985,8 @@ static void finish(struct sched *sc, struct job *j, enum br_finish reason, const
     struct br_buf b = {0};
     double now = br_now();
     if (err_msg) {
-        br_proto_encode_error(&b, j->req.id, BR_PROTO_INTERNAL, err_msg);
+        br_proto_encode_error(
+            &b, j->req.id, sc->shutting_down ? BR_PROTO_UNAVAILABLE : BR_PROTO_INTERNAL, err_msg);
     } else {
         struct br_usage u = {(uint32_t)j->n_prompt, (uint32_t)j->n_gen};
         double dec = j->t_first > 0 ? now - j->t_first : 0;
@@ -1346,15 +1400,23 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
         int busy = sc.waiting != NULL || sc.step_count > 0;
         for (int32_t i = 0; i < sc.n_slots; i++) busy |= sc.slots[i] != NULL;
         take_messages(&sc, busy ? 0 : 100);
-        if ((rc = step(&sc, err))) break;
+        atomic_store(&s->step_since, br_now());
+        rc = step(&sc, err);
+        atomic_store(&s->step_since, 0.0);
+        if (rc) break;
     }
     /* drain: every request still here gets a final answer */
     while (!rc && sc.step_count > 0) rc = collect(&sc, err);
     br_dist_clear(&sc.dist);
     for (int32_t i = 0; i < sc.n_slots; i++)
         if (sc.slots[i]) sc.slots[i]->inflight = 0;
-    const char *why =
-        rc ? "a rank was lost; the server is shutting down" : "the server is shutting down";
+    char why[600];
+    if (rc)
+        snprintf(why, sizeof why, "a rank was lost (%s); the server is shutting down", err->msg);
+    else
+        snprintf(why, sizeof why, "the server is shutting down");
+    sc.shutting_down = 1;
+    take_messages(&sc, 0); /* requests already on their way get their answer too */
     for (int32_t i = 0; i < sc.n_slots; i++)
         if (sc.slots[i]) finish(&sc, sc.slots[i], BR_FINISH_ERROR, why);
     while (sc.waiting) {
@@ -1366,11 +1428,11 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
         br_buf_free(&b);
         job_free(j);
     }
-    take_messages(&sc, 0);
+    sc.waiting_tail = NULL;
     /* let the front end forward the last events */
     struct timespec ts = {0, 100000000};
     nanosleep(&ts, NULL);
-    if (!rc) br_dist_stop(e, comm, NULL);
+    if (!rc) rc = br_dist_stop(e, comm, err);
     free(sc.slots);
     free(sc.to_free);
     free(sc.logits);

@@ -39,6 +39,8 @@ struct br_server_opts {
      * its requests are cancelled; default 10000 (64 streams lagging 150 tokens each; a
      * few MiB per stalled client, besides the kernel's socket buffers). */
     int32_t client_queue;
+    double stuck_s;            /* > 0: a step running this long means rank 0 is stuck in MPI (a lost
+                                * rank): the front end answers every request `unavailable` and stops */
     const char *curve_secret;  /* optional CurveZMQ server secret key file (z85) */
     const char *curve_clients; /* directory of authorized client public keys (z85 files) */
 };
@@ -58,6 +60,8 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
 /* Asks br_server_run to finish its current step and return (async-signal-safe). */
 void br_server_request_stop(struct br_server *s);
 void br_server_install_signals(struct br_server *s);
+/* True once a stop was asked for (a signal, or br_server_request_stop). */
+int br_server_stopping(struct br_server *s);
 
 /* Stops the front end and frees everything; NULL-safe. */
 void br_server_destroy(struct br_server **s);

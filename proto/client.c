@@ -7,6 +7,12 @@
  * has arrived for timeout_ms. Responses carry the request id, so replies that belong to an
  * earlier call (one that timed out) are dropped rather than mistaken for this call's.
  * Invariant: between calls no request of ours is outstanding except abandoned ones.
+ *
+ * A monitor socket reports the DEALER's disconnections and failed handshakes: a call whose
+ * connection drops while it waits (the server process died) fails at once with
+ * BR_E_UNAVAILABLE instead of waiting out its timeout, and a refused handshake is reported
+ * with its reason. ZeroMQ reconnects by itself, so the next call reaches a restarted
+ * server. Drops from before a call are discarded when it starts.
  */
 #include "proto/client.h"
 
@@ -27,7 +33,7 @@ struct br_client {
     uint64_t seq;      /* for generated request ids */
     struct br_buf buf; /* reused encode buffer */
     struct br_proto_limits lim;
-    void *mon;           /* PAIR receiving the DEALER's failed-handshake events */
+    void *mon;           /* PAIR receiving the DEALER's failed-handshake and disconnect events */
     const char *refusal; /* why the last handshake failed; NULL after a send succeeds */
     bool curve;          /* CurveZMQ credentials are set */
     int n_broken;        /* handshakes broken off without a reason since the last send */
@@ -35,7 +41,7 @@ struct br_client {
 
 #define MONITOR_EVENTS                                                                             \
     (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |                       \
-     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_DISCONNECTED)
 
 static int64_t now_ms(void)
 {
@@ -137,7 +143,8 @@ int br_client_connect_curve(const char *addr, int timeout_ms, const struct br_cl
      * lets a refused client say why it cannot reach the server */
     if (zmq_socket_monitor(c->sock, "inproc://bitrack-client-monitor", MONITOR_EVENTS) == 0) {
         c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
-        if (c->mon && zmq_connect(c->mon, "inproc://bitrack-client-monitor")) {
+        if (c->mon && (zmq_setsockopt(c->mon, ZMQ_LINGER, &zero, sizeof zero) ||
+                       zmq_connect(c->mon, "inproc://bitrack-client-monitor"))) {
             zmq_close(c->mon);
             c->mon = NULL;
         }
@@ -189,9 +196,11 @@ void br_client_set_ping_interval(struct br_client *c, int interval_ms)
     c->ping_ms = interval_ms;
 }
 
-/* Reads the monitor's failed-handshake events and remembers why the last one failed. */
-static void watch_handshakes(struct br_client *c)
+/* Reads every waiting monitor event: remembers why the last handshake failed, and returns
+ * how many were disconnections. */
+static int watch_events(struct br_client *c)
 {
+    int drops = 0;
     for (int k = 0; c->mon && k < 1000; k++) {
         uint8_t ev[6];
         char addr[256];
@@ -204,7 +213,9 @@ static void watch_handshakes(struct br_client *c)
         uint32_t value;
         memcpy(&event, ev, 2);
         memcpy(&value, ev + 2, 4);
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        if (event == ZMQ_EVENT_DISCONNECTED)
+            drops++;
+        else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
             c->refusal = "the server refused this client's CurveZMQ key (not authorized)";
         else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
                  value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
@@ -220,6 +231,7 @@ static void watch_handshakes(struct br_client *c)
             c->refusal = "the handshake failed (does the server require CurveZMQ? then give "
                          "--curve-server-key and --curve-key)";
     }
+    return drops;
 }
 
 /* Sends c->buf as one frame. With ZMQ_IMMEDIATE a send can only proceed once a handshake
@@ -245,7 +257,7 @@ static int send_buf(struct br_client *c, const char *what, struct br_err *err)
         if (errno != EAGAIN)
             return br_err_set(err, BR_E_IO, "%s: sending to %s: %s", what, c->addr,
                               zmq_strerror(errno));
-        watch_handshakes(c);
+        watch_events(c);
         if (c->refusal)
             return br_err_set(err, BR_E_UNAVAILABLE, "%s: cannot connect to %s: %s", what, c->addr,
                               c->refusal);
@@ -333,11 +345,13 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
     const char *what = br_proto_req_type_name(req->type);
     int rc = br_proto_encode_request(req, &c->buf);
     if (rc) return br_err_set(err, rc, "%s: request could not be encoded", what);
+    watch_events(c); /* drops before this request do not concern it */
     if ((rc = send_buf(c, what, err))) return rc;
 
     int64_t last = now_ms(), next_ping = last + c->ping_ms;
     bool cancelling = false;
-    zmq_pollitem_t item = {.socket = c->sock, .events = ZMQ_POLLIN};
+    zmq_pollitem_t items[2] = {{.socket = c->sock, .events = ZMQ_POLLIN},
+                               {.socket = c->mon, .events = ZMQ_POLLIN}};
     for (;;) {
         int64_t now = now_ms(), wait = -1;
         if (c->timeout_ms > 0) {
@@ -356,12 +370,15 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
             }
             if (wait < 0 || next_ping - now < wait) wait = next_ping - now;
         }
-        int n = zmq_poll(&item, 1, (long)wait);
+        int n = zmq_poll(items, c->mon ? 2 : 1, (long)wait);
         if (n < 0) {
             if (errno == EINTR) continue;
             return br_err_set(err, BR_E_IO, "%s: poll: %s", what, zmq_strerror(errno));
         }
-        if (n == 0) continue;
+        if (n > 0 && (items[1].revents & ZMQ_POLLIN) && watch_events(c) > 0)
+            return br_err_set(err, BR_E_UNAVAILABLE, "%s %s: the connection to %s was lost", what,
+                              req->id, c->addr);
+        if (!(items[0].revents & ZMQ_POLLIN)) continue;
 
         struct br_resp resp;
         rc = recv_resp(c, &resp, err);

@@ -2,21 +2,53 @@
  * struct br_comm over MPI (see comm_mpi.h). Collectives run on a per-stage communicator;
  * pipeline and coordinator messages on the world communicator with their own tags, so a
  * result for rank 0 can never be taken for a pipeline message.
+ *
+ * Lost ranks. Open MPI without ULFM has no notion of a failed peer: a rank killed on this
+ * machine is noticed by mpirun (which then sends SIGTERM to the others and SIGKILL a
+ * second later), and a rank behind a dead link may never make a blocked call return. So
+ * once watched (br_comm_mpi_watch), point-to-point operations are started non-blocking
+ * and polled: rank 0 gives up after its step deadline, every rank gives up when a signal
+ * arrived and a rank on this machine is gone, and the others also when rank 0 reports a
+ * lost rank on TAG_LOST. To name a lost rank, start-up gathers every rank's pid, host name
+ * and pid namespace. Collectives stay blocking (a TP group lives on one host, where
+ * mpirun sees a death); unwatched, every operation is a plain blocking call.
  */
 #include "worker/comm_mpi.h"
 
 #include <mpi.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-enum { TAG_PIPE = 101, TAG_ROOT = 102 };
+#include "bitrack/progress.h"
+
+enum { TAG_PIPE = 101, TAG_ROOT = 102, TAG_LOST = 103 };
+
+/* What start-up learns about every rank, to name a lost one. */
+struct peer {
+    int32_t pid;
+    char host[92];  /* processor name, with Open MPI's daemon address when known */
+    char space[96]; /* boot id and pid namespace: equal means pids can be checked here */
+};
 
 struct mpi_impl {
     MPI_Comm stage;
     int *bytes_counts, *bytes_displs; /* (tp,) scratch */
+    struct peer *peers;               /* (world_size,) */
+    int watched;
+    double timeout_s;
+    int (*interrupted)(void *);
+    void *arg;
+    double last_check;    /* when dead peers were last looked for */
+    int failed;           /* an operation failed: the job is ending, later waits fail at once */
+    MPI_Request lost_req; /* ranks != 0: the posted receive of rank 0's report */
+    char lost_msg[256];
 };
 
-static struct mpi_impl *impl(struct br_comm *c)
+static struct mpi_impl *impl(const struct br_comm *c)
 {
     return c->impl;
 }
@@ -24,6 +56,146 @@ static struct mpi_impl *impl(struct br_comm *c)
 static int mpi_status(int rc)
 {
     return rc == MPI_SUCCESS ? BR_OK : BR_E_UNAVAILABLE;
+}
+
+/* "rank 2 (pid 123 on node1 [10.0.0.2])" */
+static void name_rank(const struct br_comm *c, int r, char *out, size_t n)
+{
+    const struct peer *p = impl(c)->peers ? &impl(c)->peers[r] : NULL;
+    if (p)
+        snprintf(out, n, "rank %d (pid %d on %s)", r, (int)p->pid, p->host);
+    else
+        snprintf(out, n, "rank %d", r);
+}
+
+/* Sets c->why and returns BR_E_UNAVAILABLE. */
+static int lost(struct br_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int lost(struct br_comm *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->why, sizeof c->why, fmt, ap);
+    va_end(ap);
+    impl(c)->failed = 1;
+    return BR_E_UNAVAILABLE;
+}
+
+/* A rank sharing this machine's pid namespace whose process is gone (or a zombie), or -1. */
+static int dead_peer(const struct br_comm *c)
+{
+    struct mpi_impl *m = impl(c);
+    if (!m->peers) return -1;
+    const struct peer *me = &m->peers[c->world_rank];
+    for (int r = 0; r < c->world_size; r++) {
+        const struct peer *p = &m->peers[r];
+        if (r == c->world_rank || !me->space[0] || strcmp(p->space, me->space)) continue;
+        char path[64], buf[256];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)p->pid);
+        FILE *f = fopen(path, "r");
+        if (!f) return r;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        /* "pid (comm) S ...": the state follows the last ')' */
+        const char *q = strrchr(buf, ')');
+        if (q && (q[2] == 'Z' || q[2] == 'X')) return r;
+    }
+    return -1;
+}
+
+/* BR_E_UNAVAILABLE, c->why naming it, when a rank on this machine has died. */
+static int check_peers(struct br_comm *c)
+{
+    int r = dead_peer(c);
+    if (r < 0) return BR_OK;
+    char who[160];
+    name_rank(c, r, who, sizeof who);
+    return lost(c, "%s has died", who);
+}
+
+int br_comm_mpi_dead_rank(const struct br_comm *c, char *why, size_t n)
+{
+    int r = dead_peer(c);
+    if (r >= 0) {
+        char who[160];
+        name_rank(c, r, who, sizeof who);
+        snprintf(why, n, "%s has died", who);
+    }
+    return r;
+}
+
+void br_comm_mpi_name_group(const struct br_comm *c, char *out, size_t n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int t = 0; t < c->tp; t++) {
+        int r = c->pp_rank * c->tp + t;
+        if (r == c->world_rank || used + 2 >= n) continue;
+        char who[160];
+        name_rank(c, r, who, sizeof who);
+        int k = snprintf(out + used, n - used, "%s%s", used ? ", " : "", who);
+        if (k < 0) break;
+        used += (size_t)k < n - used ? (size_t)k : n - used - 1;
+    }
+    if (!out[0]) snprintf(out, n, "none (no TP peers)");
+}
+
+/* Completes req. peer: the world rank on the other end, or -1 for this stage's group.
+ * Unwatched, this is MPI_Wait; watched, see the top of the file. */
+static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *what)
+{
+    struct mpi_impl *m = impl(c);
+    char who[160];
+    if (peer >= 0)
+        name_rank(c, peer, who, sizeof who);
+    else
+        snprintf(who, sizeof who, "a rank of stage %d", c->pp_rank);
+    if (m->failed) return BR_E_UNAVAILABLE;
+    if (!m->watched) {
+        int rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+        return rc == MPI_SUCCESS ? BR_OK : lost(c, "%s %s failed (MPI error %d)", what, who, rc);
+    }
+    double t0 = 0;
+    for (unsigned spins = 1;; spins++) {
+        int done = 0, rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            char s[MPI_MAX_ERROR_STRING];
+            int len = 0;
+            MPI_Error_string(rc, s, &len);
+            return lost(c, "%s %s failed: %s", what, who, s);
+        }
+        if (done) return BR_OK;
+        if (spins % 256) continue;
+        double now = br_now();
+        if (t0 == 0) t0 = now;
+        int got = 0;
+        if (m->lost_req != MPI_REQUEST_NULL &&
+            (MPI_Test(&m->lost_req, &got, MPI_STATUS_IGNORE) != MPI_SUCCESS || got)) {
+            m->lost_msg[sizeof m->lost_msg - 1] = '\0';
+            return lost(c, "rank 0 ended the job: %s", got ? m->lost_msg : "(unreadable)");
+        }
+        /* a dead rank on this machine: looked for every 0.1 s of waiting, and at once
+         * after a signal; what it sent before dying still counts */
+        if (now - t0 > 0.1 &&
+            (now - m->last_check > 0.1 ||
+             (m->interrupted && now - m->last_check > 0.02 && m->interrupted(m->arg)))) {
+            m->last_check = now;
+            int r = dead_peer(c);
+            if (r >= 0 && MPI_Test(req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done)
+                return BR_OK;
+            if (r >= 0) return check_peers(c);
+        }
+        if (m->timeout_s > 0 && now - t0 > m->timeout_s) {
+            /* a dead peer on this machine is the better name, when there is one */
+            if (dead_peer(c) >= 0) return check_peers(c);
+            return lost(c, "no answer from %s for %.1f s (%s)", who, now - t0, what);
+        }
+        if (now - t0 > 0.02) {
+            /* idle for a while: poll less often, give the cores to others */
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 static int op_allgather(struct br_comm *c, const void *send, void *recv, const int *counts,
@@ -50,14 +222,19 @@ static int op_send_next(struct br_comm *c, const void *buf, size_t bytes)
     c->stats.bytes_sent += bytes;
     c->stats.messages++;
     int dest = c->world_rank + c->tp;
-    return mpi_status(MPI_Send(buf, (int)bytes, MPI_BYTE, dest, TAG_PIPE, MPI_COMM_WORLD));
+    MPI_Request req;
+    if (MPI_Isend(buf, (int)bytes, MPI_BYTE, dest, TAG_PIPE, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+        return lost(c, "sending to rank %d failed", dest);
+    return wait_req(c, &req, dest, "sending to");
 }
 
 static int op_recv_prev(struct br_comm *c, void *buf, size_t bytes)
 {
     int src = c->world_rank - c->tp;
-    return mpi_status(
-        MPI_Recv(buf, (int)bytes, MPI_BYTE, src, TAG_PIPE, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    MPI_Request req;
+    if (MPI_Irecv(buf, (int)bytes, MPI_BYTE, src, TAG_PIPE, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+        return lost(c, "receiving from rank %d failed", src);
+    return wait_req(c, &req, src, "receiving from");
 }
 
 static int op_send_root(struct br_comm *c, const void *buf, size_t bytes, void **pending)
@@ -77,20 +254,22 @@ static int op_send_root(struct br_comm *c, const void *buf, size_t bytes, void *
 
 static int op_wait_root(struct br_comm *c, void **pending)
 {
-    (void)c;
     if (!*pending) return BR_OK;
     MPI_Request *req = *pending;
-    int rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+    int rc = wait_req(c, req, 0, "sending results to");
+    if (rc) return rc; /* the request stays pending: its buffer may still be in use */
     free(req);
     *pending = NULL;
-    return mpi_status(rc);
+    return BR_OK;
 }
 
 static int op_recv_from(struct br_comm *c, int world_rank, void *buf, size_t bytes)
 {
-    (void)c;
-    return mpi_status(MPI_Recv(buf, (int)bytes, MPI_BYTE, world_rank, TAG_ROOT, MPI_COMM_WORLD,
-                               MPI_STATUS_IGNORE));
+    MPI_Request req;
+    if (MPI_Irecv(buf, (int)bytes, MPI_BYTE, world_rank, TAG_ROOT, MPI_COMM_WORLD, &req) !=
+        MPI_SUCCESS)
+        return lost(c, "receiving from rank %d failed", world_rank);
+    return wait_req(c, &req, world_rank, "receiving results from");
 }
 
 static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
@@ -106,6 +285,39 @@ static const struct br_comm_ops mpi_ops = {
     op_allgather, op_reduce_scatter_i32, op_send_next, op_recv_prev,
     op_send_root, op_wait_root,          op_recv_from, op_bcast,
 };
+
+/* This process's pid, host and pid namespace (struct peer). */
+static void describe_self(struct peer *p)
+{
+    memset(p, 0, sizeof *p);
+    p->pid = (int32_t)getpid();
+    char name[MPI_MAX_PROCESSOR_NAME];
+    int len = 0;
+    if (MPI_Get_processor_name(name, &len) != MPI_SUCCESS) snprintf(name, sizeof name, "?");
+    /* Open MPI's daemon address tells apart hosts that share a name (containers,
+     * network namespaces): "...;tcp://ADDR:PORT;..." */
+    const char *uri = getenv("OMPI_MCA_orte_local_daemon_uri");
+    const char *a = uri ? strstr(uri, "tcp://") : NULL;
+    if (a) {
+        a += 6;
+        const char *z = strrchr(a, ':');
+        const char *semi = strchr(a, ';');
+        if (semi && z > semi) z = NULL;
+        int n = z ? (int)(z - a) : 0;
+        if (n > 0 && n < 40) snprintf(p->host, sizeof p->host, "%.48s [%.*s]", name, n, a);
+    }
+    if (!p->host[0]) snprintf(p->host, sizeof p->host, "%.48s", name);
+    char boot[64] = "", ns[64] = "";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (!fgets(boot, sizeof boot, f)) boot[0] = '\0';
+        fclose(f);
+        boot[strcspn(boot, "\n")] = '\0';
+    }
+    ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+    if (n > 0) ns[n] = '\0';
+    if (boot[0] && n > 0) snprintf(p->space, sizeof p->space, "%.40s %.50s", boot, ns);
+}
 
 int br_comm_mpi_launched(void)
 {
@@ -154,8 +366,31 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
     /* errors come back as codes, so a lost peer is reported, not an instant abort */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_set_errhandler(m->stage, MPI_ERRORS_RETURN);
+    m->lost_req = MPI_REQUEST_NULL;
+    m->peers = calloc((size_t)size, sizeof *m->peers);
+    if (m->peers) {
+        struct peer me;
+        describe_self(&me);
+        if (MPI_Allgather(&me, sizeof me, MPI_BYTE, m->peers, sizeof me, MPI_BYTE,
+                          MPI_COMM_WORLD) != MPI_SUCCESS) {
+            free(m->peers);
+            m->peers = NULL;
+        }
+    }
     *out = c;
     return BR_OK;
+}
+
+void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(void *), void *arg)
+{
+    struct mpi_impl *m = impl(c);
+    m->watched = 1;
+    m->timeout_s = timeout_s;
+    m->interrupted = interrupted;
+    m->arg = arg;
+    if (c->world_rank != 0 && m->lost_req == MPI_REQUEST_NULL)
+        MPI_Irecv(m->lost_msg, sizeof m->lost_msg, MPI_CHAR, 0, TAG_LOST, MPI_COMM_WORLD,
+                  &m->lost_req);
 }
 
 void br_comm_mpi_destroy(struct br_comm **cp)
@@ -163,7 +398,12 @@ void br_comm_mpi_destroy(struct br_comm **cp)
     if (!cp || !*cp) return;
     struct br_comm *c = *cp;
     struct mpi_impl *m = impl(c);
+    if (m->lost_req != MPI_REQUEST_NULL) {
+        MPI_Cancel(&m->lost_req);
+        MPI_Request_free(&m->lost_req);
+    }
     MPI_Comm_free(&m->stage);
+    free(m->peers);
     free(m);
     free(c);
     *cp = NULL;
@@ -172,6 +412,22 @@ void br_comm_mpi_destroy(struct br_comm **cp)
 
 void br_comm_mpi_abort(struct br_comm *c, int code)
 {
-    (void)c;
+    if (c && c->world_rank == 0 && impl(c)->watched && c->world_size > 1) {
+        /* tell every rank why, best effort: those behind a dead link never hear it */
+        MPI_Request *reqs = calloc((size_t)c->world_size, sizeof *reqs);
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", c->why[0] ? c->why : "rank 0 failed");
+        for (int r = 1; reqs && r < c->world_size; r++)
+            if (MPI_Isend(msg, (int)strlen(msg) + 1, MPI_CHAR, r, TAG_LOST, MPI_COMM_WORLD,
+                          &reqs[r]) != MPI_SUCCESS)
+                reqs[r] = MPI_REQUEST_NULL;
+        double t0 = br_now();
+        int done = 0;
+        while (reqs && !done && br_now() - t0 < 0.5) {
+            reqs[0] = MPI_REQUEST_NULL;
+            if (MPI_Testall(c->world_size, reqs, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) break;
+        }
+        free(reqs);
+    }
     MPI_Abort(MPI_COMM_WORLD, code);
 }

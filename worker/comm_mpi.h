@@ -18,8 +18,30 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
                        struct br_err *err);
 /* Frees the communicator and finalizes MPI; NULL-safe. */
 void br_comm_mpi_destroy(struct br_comm **c);
-/* Ends the whole job with an error code (a rank that cannot continue). */
+/* Ends the whole job with an error code (a rank that cannot continue). Rank 0 first tells
+ * every other rank why (c->why), so that those still reachable leave with that message. */
 void br_comm_mpi_abort(struct br_comm *c, int code);
+
+/* Losing a rank. By default every operation blocks until it completes, as MPI does. Once
+ * watched, operations wait by polling and fail with BR_E_UNAVAILABLE, c->why naming the
+ * peer rank and its host, when
+ *  - timeout_s > 0 and one operation has waited that long (rank 0's step deadline: a
+ *    peer that vanished over TCP may never produce an error);
+ *  - a rank on this machine has died (looked for every 0.1 s of waiting, and at once when
+ *    interrupted(arg) says a signal arrived: mpirun answers a dead rank with SIGTERM);
+ *  - (ranks other than 0) rank 0 reported a lost rank through br_comm_mpi_abort;
+ *  - MPI reports an error.
+ * interrupted may be NULL; it is called from the MPI thread and must be cheap. */
+void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(void *), void *arg);
+
+/* A rank on this machine whose process has died, or -1; why (n bytes) names it. Touches no
+ * MPI state, so any thread may call it (a watchdog, while the MPI thread is stuck). */
+int br_comm_mpi_dead_rank(const struct br_comm *c, char *why, size_t n);
+
+/* Names (into out, n bytes) the other ranks of this rank's TP group, those a blocked
+ * collective waits on: "rank 1 (pid 42 on node2 [10.0.0.2])". Any thread may call it. */
+void br_comm_mpi_name_group(const struct br_comm *c, char *out, size_t n);
+
 /* World size of an initialized MPI (1 when not launched by mpirun). */
 int br_comm_mpi_world_size(void);
 

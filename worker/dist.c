@@ -35,6 +35,14 @@ static void slice_top1(const float *logits, int32_t n_rows, int32_t w, int32_t v
 }
 enum { HDR = 4 };
 
+/* A failed operation's error: what failed, and why as the transport saw it (naming the
+ * peer rank and host when it knows them). */
+static int comm_fail(struct br_err *err, const struct br_comm *c, int rc, const char *what)
+{
+    if (c && c->why[0]) return br_err_set(err, rc, "%s: %s", what, c->why);
+    return br_err_set(err, rc, "%s", what);
+}
+
 static size_t desc_ints(const struct br_engine *e)
 {
     return HDR + 5 * (size_t)br_engine_max_batch(e);
@@ -74,7 +82,7 @@ static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, float *l
         size_t bytes = (size_t)b.n * (size_t)br_engine_residual_width(e) * sizeof(float);
         if ((rc = c->ops->send_next(c, d, desc_ints(e) * 4)) ||
             (rc = c->ops->send_next(c, br_engine_residual(e), bytes)))
-            return br_err_set(err, rc, "sending to the next stage failed");
+            return comm_fail(err, c, rc, "sending to the next stage failed");
         return BR_OK;
     }
     return br_engine_head(e, &b, rows, n_rows, logits, err);
@@ -96,7 +104,7 @@ int br_dist_issue(struct br_dist *q, struct br_engine *e, struct br_comm *c,
     float *mine = NULL;
     if (c && c->tp > 1 && (rc = c->ops->bcast(c, d, desc_ints(e) * 4))) {
         free(d);
-        return br_err_set(err, rc, "broadcast of the step failed");
+        return comm_fail(err, c, rc, "broadcast of the step failed");
     }
     if (last) {
         /* this rank's own logits slice: the whole vocabulary when alone */
@@ -152,7 +160,7 @@ int br_dist_collect(struct br_dist *q, struct br_engine *e, struct br_comm *c, f
             } else {
                 int src = (c->pp - 1) * c->tp + t;
                 if ((rc = c->ops->recv_from(c, src, part, (size_t)n_rows * sizeof *part))) {
-                    rc = br_err_set(err, rc, "receiving results from rank %d failed", src);
+                    rc = comm_fail(err, c, rc, "receiving results failed");
                     break;
                 }
             }
@@ -179,7 +187,7 @@ int br_dist_collect(struct br_dist *q, struct br_engine *e, struct br_comm *c, f
         } else {
             int src = (c->pp - 1) * c->tp + t;
             if ((rc = c->ops->recv_from(c, src, slice, (size_t)n_rows * w * sizeof(float))))
-                rc = br_err_set(err, rc, "receiving logits from rank %d failed", src);
+                rc = comm_fail(err, c, rc, "receiving logits failed");
         }
         for (int32_t i = 0; i < n_rows && !rc; i++)
             memcpy(logits + (size_t)i * vocab + a, slice + (size_t)i * w, w * sizeof(float));
@@ -222,7 +230,7 @@ int br_dist_stop(struct br_engine *e, struct br_comm *c, struct br_err *err)
     if (c->tp > 1) rc = c->ops->bcast(c, d, desc_ints(e) * 4);
     if (!rc && c->pp > 1) rc = c->ops->send_next(c, d, desc_ints(e) * 4);
     free(d);
-    return rc ? br_err_set(err, rc, "stopping the ranks failed") : BR_OK;
+    return rc ? comm_fail(err, c, rc, "stopping the ranks failed") : BR_OK;
 }
 
 int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
@@ -252,12 +260,12 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
         else
             rc = c->ops->recv_prev(c, d, desc_ints(e) * 4);
         if (rc) {
-            rc = br_err_set(err, rc, "lost contact with the previous stage or the coordinator");
+            rc = comm_fail(err, c, rc, "lost contact with the previous stage or the coordinator");
             break;
         }
         if (d[1] & DESC_STOP) {
             if (c->pp_rank < c->pp - 1 && (rc = c->ops->send_next(c, d, desc_ints(e) * 4)))
-                rc = br_err_set(err, rc, "forwarding stop failed");
+                rc = comm_fail(err, c, rc, "forwarding stop failed");
             break;
         }
         if (c->pp_rank > 0) {
@@ -267,12 +275,12 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
                 break;
             }
             if ((rc = c->ops->recv_prev(c, br_engine_residual(e), bytes))) {
-                rc = br_err_set(err, rc, "receiving the residual failed");
+                rc = comm_fail(err, c, rc, "receiving the residual failed");
                 break;
             }
         }
         if (last && (rc = c->ops->wait_root(c, &pending[cur]))) {
-            rc = br_err_set(err, rc, "sending results to rank 0 failed");
+            rc = comm_fail(err, c, rc, "sending results to rank 0 failed");
             break;
         }
         if ((rc = run_desc(e, c, d, last ? logits[cur] : NULL, err))) break;
@@ -287,7 +295,7 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
                                        &pending[cur]);
             }
             if (rc) {
-                rc = br_err_set(err, rc, "sending results to rank 0 failed");
+                rc = comm_fail(err, c, rc, "sending results to rank 0 failed");
                 break;
             }
             cur ^= 1;

@@ -5,7 +5,10 @@ in single frames; responses are matched to requests by id, so replies to request
 client abandoned (after a timeout, or a generator closed early) are skipped. While waiting
 the client sends `ping` every `ping_interval` seconds so the server keeps its streaming
 requests alive, and it raises BitrackTimeout when nothing about the request arrived for
-`timeout` seconds (after sending `cancel` for a generate).
+`timeout` seconds (after sending `cancel` for a generate). When the connection to the
+server drops while a request is waiting (the server process died), the request fails at
+once with BitrackError code `unavailable`; the socket reconnects by itself, so a retry
+is served once a server is back.
 
 For a server started with --curve-secret, pass curve_server_key (the server's public key)
 and curve_key (this client's secret key): z85 strings, or paths of files written by
@@ -129,8 +132,9 @@ class Client:
             self._sock.curve_secretkey = secret
             self._sock.curve_publickey = zmq.curve_public(secret)
         # failed handshakes are otherwise silent (the socket retries): watch them so a
-        # refused client can say why it cannot reach the server
-        self._mon = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
+        # refused client can say why it cannot reach the server; and connection drops, to
+        # fail a waiting request at once rather than after `timeout`
+        self._mon = self._sock.get_monitor_socket(_HANDSHAKE_FAILED | zmq.EVENT_DISCONNECTED)
         self._refusal = None
         self._broken = 0
         self._sock.connect(addr)
@@ -161,9 +165,14 @@ class Client:
         return "%s%d" % (self._prefix, next(self._seq))
 
     def _watch_handshakes(self):
+        """Reads the monitor's events: remembers why a handshake failed, and returns how
+        many connection drops there were."""
+        drops = 0
         while self._mon.poll(0):
             ev = zmq.utils.monitor.recv_monitor_message(self._mon)
-            if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            if ev["event"] == zmq.EVENT_DISCONNECTED:
+                drops += 1
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._refusal = "the server refused this client's CurveZMQ key (not authorized)"
             elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and ev["value"] == getattr(
                 zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002
@@ -179,6 +188,12 @@ class Client:
                 self._refusal = "the CurveZMQ handshake failed (is the server key the server's?)"
             else:
                 self._refusal = "the handshake failed (does the server require CurveZMQ?)"
+        return drops
+
+    def _forget_drops(self):
+        """Connection drops from before a new request (a server that went away earlier)
+        do not concern it."""
+        self._watch_handshakes()
 
     def _send(self, msg):
         """Sends once a handshake has succeeded (IMMEDIATE), within `timeout`; a refused
@@ -229,6 +244,7 @@ class Client:
         until the caller stops; raises BitrackTimeout after `timeout` seconds of silence."""
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
         last = time.monotonic()
         next_ping = last + (self.ping_interval or 0)
         while True:
@@ -247,7 +263,12 @@ class Client:
                     self._try_send({"type": "ping", "id": rid})
                     next_ping = now + self.ping_interval
                 wait = next_ping - now if wait is None else min(wait, next_ping - now)
-            if not poller.poll(None if wait is None else max(0, int(wait * 1000)) + 1):
+            ready = dict(poller.poll(None if wait is None else max(0, int(wait * 1000)) + 1))
+            if self._mon in ready and self._watch_handshakes() > 0:
+                raise BitrackError(
+                    "unavailable", "the connection to %s was lost" % self.addr, rid
+                )
+            if self._sock not in ready:
                 continue
             msg = self._recv_one()
             mid = msg.get("id")
@@ -266,6 +287,7 @@ class Client:
 
     def _call(self, msg, want):
         rid = msg.setdefault("id", self._new_id())
+        self._forget_drops()
         self._send(msg)
         for resp in self._responses(rid, generate=False, want_pong=want == "pong"):
             if resp["type"] == "error":
@@ -308,6 +330,7 @@ class Client:
         if max_tokens is not None:
             msg["max_tokens"] = max_tokens
         msg.update(options)
+        self._forget_drops()
         self._send(msg)  # sent now, not at the first next(), so the request id is live
         return self._stream(rid)
 

@@ -96,9 +96,8 @@ void br_q8_gemv_ref(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8
     for (int64_t r = r0; r < r1; r++) y[r - r0] = dot_ref(m, r, q, dx);
 }
 
-void br_q8_gemm_ref(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok,
-                    const int8_t *q, size_t q_stride, const float *dx, size_t dx_stride, float *y,
-                    size_t y_stride)
+void br_q8_gemm_ref(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok, const int8_t *q,
+                    size_t q_stride, const float *dx, size_t dx_stride, float *y, size_t y_stride)
 {
     for (int32_t t = 0; t < ntok; t++)
         br_q8_gemv_ref(m, r0, r1, q + (size_t)t * q_stride, dx + (size_t)t * dx_stride,
@@ -111,8 +110,8 @@ const struct br_q8_ops br_q8_ops_ref = {
     .gemm = br_q8_gemm_ref,
 };
 
-void br_q8_gemv(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,
-                const float *dx, float *y)
+void br_q8_gemv(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q, const float *dx,
+                float *y)
 {
     br_q8_ops_active()->gemv(m, r0, r1, q, dx, y);
 }

@@ -60,8 +60,8 @@ void br_q8_quantize_act(const float *x, int32_t n, int8_t *q, float *dx);
 
 /* y[r - r0] = dot(row r, token) for rows [r0, r1) of one token (q: (cols,), dx: (nb,)).
  * Dispatches to the active kernel variant. */
-void br_q8_gemv(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,
-                const float *dx, float *y);
+void br_q8_gemv(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q, const float *dx,
+                float *y);
 /* Many tokens: y[t * y_stride + (r - r0)] for t < ntok, token t's activations at
  * q + t * q_stride and dx + t * dx_stride. Each weight block is read once per group of
  * tokens. */
@@ -71,8 +71,7 @@ void br_q8_gemm(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok, 
 /* The scalar reference of both. */
 void br_q8_gemv_ref(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,
                     const float *dx, float *y);
-void br_q8_gemm_ref(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok,
-                    const int8_t *q, size_t q_stride, const float *dx, size_t dx_stride, float *y,
-                    size_t y_stride);
+void br_q8_gemm_ref(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok, const int8_t *q,
+                    size_t q_stride, const float *dx, size_t dx_stride, float *y, size_t y_stride);
 
 #endif

@@ -11,8 +11,8 @@
 
 struct br_q8_ops {
     const char *name;
-    void (*gemv)(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,
-                 const float *dx, float *y);
+    void (*gemv)(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q, const float *dx,
+                 float *y);
     void (*gemm)(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok, const int8_t *q,
                  size_t q_stride, const float *dx, size_t dx_stride, float *y, size_t y_stride);
 };

@@ -27,7 +27,7 @@
 static inline float q8_hsum_canonical(__m256 acc)
 {
     __m128 lo = _mm256_castps256_ps128(acc), hi = _mm256_extractf128_ps(acc, 1);
-    __m128 m = _mm_add_ps(lo, hi);               /* l0+l4, l1+l5, l2+l6, l3+l7 */
+    __m128 m = _mm_add_ps(lo, hi);                 /* l0+l4, l1+l5, l2+l6, l3+l7 */
     __m128 n = _mm_add_ps(m, _mm_movehl_ps(m, m)); /* (l0+l4)+(l2+l6), (l1+l5)+(l3+l7) */
     return _mm_cvtss_f32(_mm_add_ss(n, _mm_movehdup_ps(n)));
 }

@@ -267,9 +267,12 @@ static void test_repack(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_vs_double), cmocka_unit_test(test_quantize_act),
-        cmocka_unit_test(test_repack),        VARIANT_TESTS("ref"),
-        VARIANT_TESTS("avx2"),                VARIANT_TESTS("avx512"),
+        cmocka_unit_test(test_ref_vs_double),
+        cmocka_unit_test(test_quantize_act),
+        cmocka_unit_test(test_repack),
+        VARIANT_TESTS("ref"),
+        VARIANT_TESTS("avx2"),
+        VARIANT_TESTS("avx512"),
         VARIANT_TESTS("neon"),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

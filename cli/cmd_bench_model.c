@@ -4,8 +4,10 @@
  * tables, with the roofline measured in the same run.
  *
  *  tg: n tokens generated one at a time (each with its logits), from an empty cache.
- *      Memory-bound: bytes_per_token = packed ternary weights + the head (every row is
- *      read for the logits) + one embedding row; roofline = triad bandwidth / bytes.
+ *      Memory-bound: bytes_per_token = packed ternary weights + the head as the kernels
+ *      read it (every row, for the logits: F16 2 bytes a weight, Q8_0 34 bytes per 32)
+ *      + one embedding row; roofline = triad bandwidth / bytes.
+ *      --head q8_0 quantizes an F16/BF16 head to Q8_0 at load (br_model_quantize_head).
  *  pp: p prompt tokens in batches of 64, logits of the last only. Compute-bound:
  *      roofline = the kernels' peak int8 multiply-add rate / ternary weights per token
  *      (the head, on one token, is left out of the count).
@@ -21,6 +23,8 @@
 #include "cli/cli.h"
 #include "kernels/dispatch.h"
 #include "kernels/pool.h"
+#include "kernels/q8.h"
+#include "sharding/types.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
@@ -39,13 +43,17 @@ static uint64_t ternary_weights(const struct br_model *m)
 
 int br_cmd_bench_model(int argc, char **argv)
 {
-    const char *path = NULL, *json = NULL, *tlist = "1,2";
+    const char *path = NULL, *json = NULL, *tlist = "1,2", *head = NULL;
     long long p = 128, n = 32, reps = 3;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},  {"threads", required_argument, 0, 't'},
-        {"prompt", required_argument, 0, 'p'}, {"gen", required_argument, 0, 'n'},
-        {"reps", required_argument, 0, 'r'},   {"json", required_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"prompt", required_argument, 0, 'p'},
+                                         {"gen", required_argument, 0, 'n'},
+                                         {"reps", required_argument, 0, 'r'},
+                                         {"json", required_argument, 0, 'j'},
+                                         {"head", required_argument, 0, 'H'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
@@ -69,9 +77,14 @@ int br_cmd_bench_model(int argc, char **argv)
         case 'j':
             json = optarg;
             break;
+        case 'H':
+            if (strcmp(optarg, "q8_0") != 0)
+                return br_cli_usage_error("bench model", "--head takes q8_0 (got '%s')", optarg);
+            head = optarg;
+            break;
         case 'h':
             printf("usage: bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] "
-                   "[--json FILE]\n");
+                   "[--json FILE] [--head q8_0]\n");
             return 0;
         default:
             return 2;
@@ -88,9 +101,17 @@ int br_cmd_bench_model(int argc, char **argv)
         free(threads);
         return 1;
     }
+    if (head && br_model_quantize_head(m, &err)) {
+        fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+        br_model_destroy(&m);
+        free(threads);
+        return 1;
+    }
     const struct br_model_config *cfg = &m->cfg;
     uint64_t nw = ternary_weights(m);
     uint64_t head_bytes = (uint64_t)m->head.row_bytes * (uint64_t)m->head.rows;
+    if (m->head_q8.rows) /* what the Q8_0 kernels read: int8 values and f16 scales */
+        head_bytes = (uint64_t)m->head_q8.rows * (uint64_t)m->head_q8.nb * BR_Q8_BLOCK_BYTES;
     uint64_t tg_bytes = m->ternary_bytes + head_bytes + m->embd.row_bytes;
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (json && !jf) {
@@ -100,9 +121,11 @@ int br_cmd_bench_model(int argc, char **argv)
         return 1;
     }
     if (jf) fprintf(jf, "[\n");
-    printf("model %s: %s, %.1f M ternary weights (%.0f MiB packed), head %s %.0f MiB; kernels %s\n",
+    printf("model %s: %s, %.1f M ternary weights (%.0f MiB packed), head %s%s %.0f MiB; kernels "
+           "%s\n",
            path, cfg->arch_name, (double)nw / 1e6, (double)m->ternary_bytes / 1048576.0,
-           cfg->tied_head ? "(tied)" : "", (double)head_bytes / 1048576.0, br_kernels_name());
+           m->head_q8.rows ? "Q8_0" : br_ggml_type_name(m->head.type),
+           cfg->tied_head ? " (tied)" : "", (double)head_bytes / 1048576.0, br_kernels_name());
     printf("| test  | threads | tokens/s | bytes/token | bandwidth GB/s | roofline tok/s | "
            "fraction |\n");
     printf("|-------|---------|----------|-------------|----------------|----------------|---------"

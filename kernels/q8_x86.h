@@ -45,70 +45,85 @@ static inline float q8_f16(uint16_t h)
     return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
 }
 
-static void q8_gemv_x86(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,
-                        const float *dx, float *y)
+/* s[j] = f16(d[j]) * dx[j] for 8 blocks: the canonical per-block products, 8 at a time. */
+static inline void q8_scales8(const uint16_t *d, const float *dx, float *s)
+{
+    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)d));
+    _mm256_store_ps(s, _mm256_mul_ps(dw, _mm256_loadu_ps(dx)));
+}
+
+static inline __m256i q8_load(const int8_t *p)
+{
+    return _mm256_load_si256((const __m256i *)(const void *)p);
+}
+
+/* Up to Q8_TOK_GROUP tokens (n) against R rows (1 or 2) starting at row r of m: the
+ * row's blocks are loaded once for all the tokens. y[t * y_stride + i] for row r + i. */
+static inline void q8_tile(const struct br_q8mat *m, int64_t r, int R, int32_t n, const int8_t *q,
+                           size_t q_stride, const float *dx, size_t dx_stride, float *y,
+                           size_t y_stride)
 {
     const int32_t nb = m->nb;
-    int64_t r = r0;
-    for (; r + 1 < r1; r += 2) {
-        /* two rows at a time: two independent FMA chains */
-        const int8_t *w0 = m->qs + (size_t)r * (size_t)m->cols, *w1 = w0 + m->cols;
-        const uint16_t *d0 = m->d + (size_t)r * (size_t)nb, *d1 = d0 + nb;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        for (int32_t b = 0; b < nb; b++) {
-            __m256 sx = _mm256_broadcast_ss(dx + b);
-            __m256i v0 = _mm256_load_si256((const __m256i *)(const void *)(w0 + 32 * b));
-            __m256i v1 = _mm256_load_si256((const __m256i *)(const void *)(w1 + 32 * b));
-            __m256 s0 = _mm256_mul_ps(_mm256_set1_ps(q8_f16(d0[b])), sx);
-            __m256 s1 = _mm256_mul_ps(_mm256_set1_ps(q8_f16(d1[b])), sx);
-            a0 = q8_block(v0, _mm256_sign_epi8(v0, v0), q + 32 * b, s0, a0);
-            a1 = q8_block(v1, _mm256_sign_epi8(v1, v1), q + 32 * b, s1, a1);
+    const int8_t *w0 = m->qs + (size_t)r * (size_t)m->cols, *w1 = w0 + (R > 1 ? m->cols : 0);
+    const uint16_t *d0 = m->d + (size_t)r * (size_t)nb, *d1 = d0 + (R > 1 ? nb : 0);
+    __m256 a0[Q8_TOK_GROUP], a1[Q8_TOK_GROUP];
+    _Alignas(32) float s0[Q8_TOK_GROUP][8], s1[Q8_TOK_GROUP][8];
+    for (int t = 0; t < Q8_TOK_GROUP; t++) a0[t] = a1[t] = _mm256_setzero_ps();
+    int32_t b0 = 0;
+    for (; b0 + 8 <= nb; b0 += 8) {
+        for (int t = 0; t < n; t++) {
+            q8_scales8(d0 + b0, dx + (size_t)t * dx_stride + b0, s0[t]);
+            if (R > 1) q8_scales8(d1 + b0, dx + (size_t)t * dx_stride + b0, s1[t]);
         }
-        y[r - r0] = q8_hsum_canonical(a0);
-        y[r + 1 - r0] = q8_hsum_canonical(a1);
+        for (int j = 0; j < 8; j++) {
+            size_t k = 32 * (size_t)(b0 + j);
+            __m256i v0 = q8_load(w0 + k), av0 = _mm256_sign_epi8(v0, v0);
+            __m256i v1 = R > 1 ? q8_load(w1 + k) : v0, av1 = _mm256_sign_epi8(v1, v1);
+            for (int t = 0; t < n; t++) {
+                const int8_t *xb = q + (size_t)t * q_stride + k;
+                a0[t] = q8_block(v0, av0, xb, _mm256_broadcast_ss(&s0[t][j]), a0[t]);
+                if (R > 1) a1[t] = q8_block(v1, av1, xb, _mm256_broadcast_ss(&s1[t][j]), a1[t]);
+            }
+        }
     }
-    for (; r < r1; r++) {
-        const int8_t *w0 = m->qs + (size_t)r * (size_t)m->cols;
-        const uint16_t *d0 = m->d + (size_t)r * (size_t)nb;
-        __m256 a0 = _mm256_setzero_ps();
-        for (int32_t b = 0; b < nb; b++) {
-            __m256i v0 = _mm256_load_si256((const __m256i *)(const void *)(w0 + 32 * b));
-            __m256 s0 = _mm256_mul_ps(_mm256_set1_ps(q8_f16(d0[b])), _mm256_broadcast_ss(dx + b));
-            a0 = q8_block(v0, _mm256_sign_epi8(v0, v0), q + 32 * b, s0, a0);
+    for (; b0 < nb; b0++) { /* the last nb % 8 blocks */
+        size_t k = 32 * (size_t)b0;
+        __m256i v0 = q8_load(w0 + k), av0 = _mm256_sign_epi8(v0, v0);
+        __m256i v1 = q8_load(w1 + k), av1 = _mm256_sign_epi8(v1, v1);
+        __m256 sw0 = _mm256_set1_ps(q8_f16(d0[b0])), sw1 = _mm256_set1_ps(q8_f16(d1[b0]));
+        for (int t = 0; t < n; t++) {
+            const int8_t *xb = q + (size_t)t * q_stride + k;
+            __m256 sx = _mm256_broadcast_ss(dx + (size_t)t * dx_stride + b0);
+            a0[t] = q8_block(v0, av0, xb, _mm256_mul_ps(sw0, sx), a0[t]);
+            if (R > 1) a1[t] = q8_block(v1, av1, xb, _mm256_mul_ps(sw1, sx), a1[t]);
         }
-        y[r - r0] = q8_hsum_canonical(a0);
+    }
+    for (int t = 0; t < n; t++) {
+        y[(size_t)t * y_stride] = q8_hsum_canonical(a0[t]);
+        if (R > 1) y[(size_t)t * y_stride + 1] = q8_hsum_canonical(a1[t]);
     }
 }
 
-/* One row against up to Q8_TOK_GROUP tokens (n of them). */
-static inline void q8_row_tokens(const int8_t *w, const uint16_t *d, int32_t nb, int32_t n,
-                                 const int8_t *q, size_t q_stride, const float *dx,
-                                 size_t dx_stride, float *y, size_t y_stride)
-{
-    __m256 acc[Q8_TOK_GROUP];
-    for (int t = 0; t < Q8_TOK_GROUP; t++) acc[t] = _mm256_setzero_ps();
-    if (n == Q8_TOK_GROUP) {
-        for (int32_t b = 0; b < nb; b++) {
-            __m256i v = _mm256_load_si256((const __m256i *)(const void *)(w + 32 * b));
-            __m256i av = _mm256_sign_epi8(v, v);
-            __m256 sw = _mm256_set1_ps(q8_f16(d[b]));
-            for (int t = 0; t < Q8_TOK_GROUP; t++) {
-                __m256 s = _mm256_mul_ps(sw, _mm256_broadcast_ss(dx + (size_t)t * dx_stride + b));
-                acc[t] = q8_block(v, av, q + (size_t)t * q_stride + 32 * (size_t)b, s, acc[t]);
-            }
-        }
-    } else {
-        for (int32_t b = 0; b < nb; b++) {
-            __m256i v = _mm256_load_si256((const __m256i *)(const void *)(w + 32 * b));
-            __m256i av = _mm256_sign_epi8(v, v);
-            __m256 sw = _mm256_set1_ps(q8_f16(d[b]));
-            for (int t = 0; t < n; t++) {
-                __m256 s = _mm256_mul_ps(sw, _mm256_broadcast_ss(dx + (size_t)t * dx_stride + b));
-                acc[t] = q8_block(v, av, q + (size_t)t * q_stride + 32 * (size_t)b, s, acc[t]);
-            }
-        }
+/* Specializations the compiler unrolls: constant R and n. */
+#define Q8_TILE(R, N)                                                                              \
+    static void q8_tile_##R##_##N(const struct br_q8mat *m, int64_t r, const int8_t *q,            \
+                                  size_t q_stride, const float *dx, size_t dx_stride, float *y,    \
+                                  size_t y_stride)                                                 \
+    {                                                                                              \
+        q8_tile(m, r, R, N, q, q_stride, dx, dx_stride, y, y_stride);                              \
     }
-    for (int t = 0; t < n; t++) y[(size_t)t * y_stride] = q8_hsum_canonical(acc[t]);
+Q8_TILE(2, 1)
+Q8_TILE(1, 1)
+Q8_TILE(1, 2)
+Q8_TILE(1, 3)
+Q8_TILE(1, 4)
+
+static void q8_gemv_x86(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,
+                        const float *dx, float *y)
+{
+    int64_t r = r0;
+    for (; r + 1 < r1; r += 2) q8_tile_2_1(m, r, q, 0, dx, 0, y + (r - r0), 0);
+    if (r < r1) q8_tile_1_1(m, r, q, 0, dx, 0, y + (r - r0), 0);
 }
 
 static void q8_gemm_x86(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok,
@@ -120,16 +135,27 @@ static void q8_gemm_x86(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_
         return;
     }
     /* rows outer so a row (cols bytes) stays in L1 across all token groups */
-    for (int64_t r = r0; r < r1; r++) {
-        const int8_t *w = m->qs + (size_t)r * (size_t)m->cols;
-        const uint16_t *d = m->d + (size_t)r * (size_t)m->nb;
+    for (int64_t r = r0; r < r1; r++)
         for (int32_t t0 = 0; t0 < ntok; t0 += Q8_TOK_GROUP) {
             int32_t n = ntok - t0 < Q8_TOK_GROUP ? ntok - t0 : Q8_TOK_GROUP;
-            q8_row_tokens(w, d, m->nb, n, q + (size_t)t0 * q_stride, q_stride,
-                          dx + (size_t)t0 * dx_stride, dx_stride,
-                          y + (size_t)t0 * y_stride + (size_t)(r - r0), y_stride);
+            const int8_t *qt = q + (size_t)t0 * q_stride;
+            const float *dt = dx + (size_t)t0 * dx_stride;
+            float *yt = y + (size_t)t0 * y_stride + (size_t)(r - r0);
+            switch (n) {
+            case 1:
+                q8_tile_1_1(m, r, qt, q_stride, dt, dx_stride, yt, y_stride);
+                break;
+            case 2:
+                q8_tile_1_2(m, r, qt, q_stride, dt, dx_stride, yt, y_stride);
+                break;
+            case 3:
+                q8_tile_1_3(m, r, qt, q_stride, dt, dx_stride, yt, y_stride);
+                break;
+            default:
+                q8_tile_1_4(m, r, qt, q_stride, dt, dx_stride, yt, y_stride);
+                break;
+            }
         }
-    }
 }
 
 #endif

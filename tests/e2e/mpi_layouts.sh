@@ -69,6 +69,16 @@ if timeout 120 "${MPIRUN[@]}" 4 "$BIN" run -m "$TMP/q8shards" --tokens "$prompt"
 else
     echo "FAIL q8head shards 2x2"; cat "$TMP/err.txt"; fails=$((fails + 1))
 fi
+# an F16 head re-encoded by `shard --head-type q8_0` equals the head quantized at load
+"$BIN" shard -m "$TMP/kv5.gguf" --tp 2 --pp 1 --head-type q8_0 -o "$TMP/kv5q8" 2> /dev/null
+"$BIN" run -m "$TMP/kv5.gguf" --head q8_0 --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
+if timeout 120 "${MPIRUN[@]}" 2 "$BIN" run -m "$TMP/kv5q8" --tokens "$prompt" -n 5 --tp 2 \
+        --ids --ignore-eos --dump-logits "$TMP/out.f32" > "$TMP/out.txt" 2> "$TMP/err.txt" &&
+        cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
+    echo "ok   kv5 shard --head-type q8_0 2x1 = run --head q8_0: logits identical"; runs=$((runs + 1))
+else
+    echo "FAIL kv5 shard --head-type q8_0 2x1 vs run --head q8_0"; cat "$TMP/err.txt"; fails=$((fails + 1))
+fi
 # communication accounting: every rank's measured bytes and messages equal the plan's
 stats_layouts="2x2 3x1 1x3"
 [ -n "${BR_QUICK:-}" ] && stats_layouts="2x2"

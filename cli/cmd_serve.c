@@ -67,7 +67,8 @@ static void usage(FILE *f)
             "usage: bitrack serve -m MODEL [--listen ADDR] [-t THREADS] [--ctx N] [--max-seqs N]\n"
             "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
             "                     [--client-timeout S] [--max-tokens-cap N]\n"
-            "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n");
+            "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n"
+            "                     [--head q8_0]  (quantize the output head to Q8_0 at load)\n");
 }
 
 int br_cmd_serve(int argc, char **argv)
@@ -88,8 +89,10 @@ int br_cmd_serve(int argc, char **argv)
         O_CS,
         O_CC,
         O_TP,
-        O_PP
+        O_PP,
+        O_HEAD
     };
+    int head_q8 = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"listen", required_argument, 0, O_LISTEN},
                                          {"threads", required_argument, 0, 't'},
@@ -104,6 +107,7 @@ int br_cmd_serve(int argc, char **argv)
                                          {"curve-clients", required_argument, 0, O_CC},
                                          {"tp", required_argument, 0, O_TP},
                                          {"pp", required_argument, 0, O_PP},
+                                         {"head", required_argument, 0, O_HEAD},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
@@ -153,6 +157,11 @@ int br_cmd_serve(int argc, char **argv)
             break;
         case O_CAP:
             islot = &so.max_tokens_cap;
+            break;
+        case O_HEAD:
+            if (strcmp(optarg, "q8_0") != 0)
+                return br_cli_usage_error("serve", "--head takes q8_0 (got '%s')", optarg);
+            head_q8 = 1;
             break;
         case 'h':
             usage(stdout);
@@ -208,6 +217,10 @@ int br_cmd_serve(int argc, char **argv)
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
     if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, &plan, &model, &err)) {
+        fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
+        goto done;
+    }
+    if (head_q8 && br_model_quantize_head(model, &err)) {
         fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
         goto done;
     }

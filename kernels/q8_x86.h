@@ -23,6 +23,9 @@
 
 /* Tokens per pass over a row in the GEMM: the row's blocks are loaded once per group. */
 #define Q8_TOK_GROUP 4
+#ifndef Q8_PREFETCH
+#define Q8_PREFETCH 4096 /* bytes ahead of the block in use */
+#endif
 
 static inline float q8_hsum_canonical(__m256 acc)
 {
@@ -71,6 +74,18 @@ static inline void q8_tile(const struct br_q8mat *m, int64_t r, int R, int32_t n
     for (int t = 0; t < Q8_TOK_GROUP; t++) a0[t] = a1[t] = _mm256_setzero_ps();
     int32_t b0 = 0;
     for (; b0 + 8 <= nb; b0 += 8) {
+        if (n == 1) { /* GEMV: stream the rows ahead of use */
+            _mm_prefetch((const char *)(w0 + 32 * (size_t)b0 + Q8_PREFETCH), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w0 + 32 * (size_t)b0 + Q8_PREFETCH + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w0 + 32 * (size_t)b0 + Q8_PREFETCH + 128), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w0 + 32 * (size_t)b0 + Q8_PREFETCH + 192), _MM_HINT_T0);
+            if (R > 1) {
+                _mm_prefetch((const char *)(w1 + 32 * (size_t)b0 + Q8_PREFETCH), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + 32 * (size_t)b0 + Q8_PREFETCH + 64), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + 32 * (size_t)b0 + Q8_PREFETCH + 128), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + 32 * (size_t)b0 + Q8_PREFETCH + 192), _MM_HINT_T0);
+            }
+        }
         for (int t = 0; t < n; t++) {
             q8_scales8(d0 + b0, dx + (size_t)t * dx_stride + b0, s0[t]);
             if (R > 1) q8_scales8(d1 + b0, dx + (size_t)t * dx_stride + b0, s1[t]);

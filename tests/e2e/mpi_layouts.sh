@@ -23,7 +23,7 @@ MPIRUN=(mpirun --oversubscribe --bind-to none -np)
 "$BIN" synth --preset tiny --arch llama --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
     --layers 3 --vocab 1030 --type tq1_0 --untied --seed 23 -o "$TMP/llama.gguf"
 "$BIN" synth --preset tiny --arch bitnet-b1.58 --embd 1280 --heads 10 --kv-heads 5 --ff 1536 \
-    --layers 2 --vocab 1100 --type i2_s --head-type q8_0 --seed 24 -o "$TMP/q8head.gguf"
+    --layers 3 --vocab 1100 --type i2_s --head-type q8_0 --seed 24 -o "$TMP/q8head.gguf"
 
 # 70 prompt tokens: more than one 64-token batch
 prompt=$(seq -s, 3 72)

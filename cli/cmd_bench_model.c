@@ -11,6 +11,9 @@
  *  pp: p prompt tokens in batches of 64, logits of the last only. Compute-bound:
  *      roofline = the kernels' peak int8 multiply-add rate / ternary weights per token
  *      (the head, on one token, is left out of the count).
+ *  head: the output head alone (br_engine_head) for 1 row, memory bound (GB/s of head
+ *      bytes, and the fraction of the triad bandwidth), and for 32 rows, the batched
+ *      decode step of 32 streams (GMAC/s, and its time over 32 single-row calls).
  * Times are wall clock, best of --reps runs (a shared machine's noise only adds time).
  */
 #include <getopt.h>
@@ -39,6 +42,46 @@ static uint64_t ternary_weights(const struct br_model *m)
         for (int i = 0; i < 7; i++) n += (uint64_t)t[i]->rows * (uint64_t)t[i]->cols;
     }
     return n;
+}
+
+/* The head alone, 1 and HEAD_ROWS rows of the engine's current residual. */
+enum { HEAD_ROWS = 32 };
+static int bench_head(struct br_engine *e, const struct br_model *m, int threads, int reps,
+                      double bw, uint64_t head_bytes, FILE *jf, struct br_err *err)
+{
+    int32_t idx[HEAD_ROWS], zero[HEAD_ROWS] = {0};
+    for (int i = 0; i < HEAD_ROWS; i++) idx[i] = i;
+    if (br_engine_max_batch(e) < HEAD_ROWS) return 0;
+    struct br_batch b = {HEAD_ROWS, zero, zero, zero, 0, NULL};
+    float *lg = malloc((size_t)HEAD_ROWS * (size_t)m->cfg.n_vocab * sizeof *lg);
+    if (!lg) return 1;
+    double best[2] = {1e30, 1e30};
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < (k == 0 ? 3 * reps : reps); r++) {
+            double t0 = br_now();
+            if (br_engine_head(e, &b, idx, k == 0 ? 1 : HEAD_ROWS, lg, err)) {
+                fprintf(stderr, "bitrack bench model: %s\n", err->msg);
+                free(lg);
+                return 1;
+            }
+            double t = br_now() - t0;
+            if (t < best[k]) best[k] = t;
+        }
+    free(lg);
+    double gbs = (double)head_bytes / best[0] / 1e9;
+    double macs = (double)HEAD_ROWS * (double)m->cfg.n_vocab * (double)m->cfg.n_embd;
+    printf("head, %d thread%s: 1 row %.2f ms (%.1f GB/s, %.0f%% of triad); %d rows %.1f ms "
+           "(%.1f GMAC/s; %.1fx the time of 1 row)\n",
+           threads, threads == 1 ? "" : "s", best[0] * 1e3, gbs, 100.0 * gbs / bw, HEAD_ROWS,
+           best[1] * 1e3, macs / best[1] / 1e9, best[1] / best[0]);
+    if (jf)
+        fprintf(jf,
+                ",\n  {\"test\": \"head\", \"threads\": %d, \"head_1row_ms\": %.4f, "
+                "\"head_1row_gbs\": %.3f, \"head_%drows_ms\": %.4f, \"head_%drows_gmacs\": "
+                "%.3f, \"bandwidth_gbs\": %.3f}",
+                threads, best[0] * 1e3, gbs, HEAD_ROWS, best[1] * 1e3, HEAD_ROWS,
+                macs / best[1] / 1e9, bw);
+    return 0;
 }
 
 int br_cmd_bench_model(int argc, char **argv)
@@ -191,6 +234,7 @@ int br_cmd_bench_model(int argc, char **argv)
                     path);
             first = 0;
         }
+        if (!rc) rc = bench_head(e, m, threads[ti], (int)reps, bw, head_bytes, jf, &err);
         br_engine_destroy(&e);
         br_pool_destroy(&pool);
     }

@@ -213,7 +213,12 @@ const struct br_q8_ops *br_q8_ops_find(const char *name)
 #if defined(BR_HAVE_AVX512)
     if (strcmp(name, "avx512") == 0) return &br_q8_ops_avx512;
 #endif
-    return &br_q8_ops_ref; /* "ref", and NEON until it has its own Q8_0 code */
+#if defined(BR_HAVE_NEON)
+    if (strcmp(name, "neon") == 0)
+        return br_cpu_has_dotprod() ? &br_q8_ops_neon_dot : &br_q8_ops_neon_plain;
+    if (strcmp(name, "neon-nodot") == 0) return &br_q8_ops_neon_plain;
+#endif
+    return &br_q8_ops_ref;
 }
 
 const struct br_q8_ops *br_q8_ops_active(void)

@@ -1,8 +1,8 @@
 /*
  * Internal interface between kernels/q8.c and the per-ISA Q8_0 files (q8_avx2.c,
- * q8_avx512.c): one constant table per variant, picked in dispatch.c to match the ternary
- * variant the process runs (BITRACK_KERNELS). A variant without its own Q8_0 code (NEON
- * for now) runs the scalar reference. Every table returns the reference's bits.
+ * q8_avx512.c, q8_neon.c): one constant table per variant, picked in dispatch.c to match
+ * the ternary variant the process runs (BITRACK_KERNELS). Every table returns the
+ * reference's bits.
  */
 #ifndef BR_KERNELS_Q8_IMPL_H
 #define BR_KERNELS_Q8_IMPL_H
@@ -23,6 +23,10 @@ extern const struct br_q8_ops br_q8_ops_avx2;
 #endif
 #if defined(BR_HAVE_AVX512)
 extern const struct br_q8_ops br_q8_ops_avx512;
+#endif
+#if defined(BR_HAVE_NEON)
+extern const struct br_q8_ops br_q8_ops_neon_dot;   /* needs the dot-product extension */
+extern const struct br_q8_ops br_q8_ops_neon_plain; /* baseline ARMv8 */
 #endif
 
 /* The Q8_0 table of kernel variant `name` ("ref", "avx2", ...; see kernel_impl.h), NULL

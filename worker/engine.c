@@ -711,6 +711,9 @@ int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t 
             off += (size_t)n_rows * (size_t)sz[r];
         }
     }
+    if (m->head_q8.rows && !e->hq)
+        return br_err_set(err, BR_E_INVALID,
+                          "the head was made Q8_0 after this engine was created");
     if (m->head_q8.rows)
         for (int32_t i = 0; i < n_rows; i++)
             br_q8_quantize_act(e->xn + (size_t)i * d, d, e->hq + (size_t)i * d,

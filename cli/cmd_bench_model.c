@@ -14,6 +14,9 @@
  *  head: the output head alone (br_engine_head) for 1 row, memory bound (GB/s of head
  *      bytes, and the fraction of the triad bandwidth), and for 32 rows, the batched
  *      decode step of 32 streams (GMAC/s, and its time over 32 single-row calls).
+ *  tg32: 32 sequences decoding in lockstep, one batch of 32 tokens (one per sequence, each
+ *      with its logits) per step, as the server's continuous batching runs them: aggregate
+ *      tokens/s and its ratio to tg.
  * Times are wall clock, best of --reps runs (a shared machine's noise only adds time).
  */
 #include <getopt.h>
@@ -44,8 +47,46 @@ static uint64_t ternary_weights(const struct br_model *m)
     return n;
 }
 
+enum { HEAD_ROWS = 32, HEAD_ROWS_MAX = 32 };
+
+/* HEAD_ROWS sequences decoding together for n steps: aggregate tokens/s (0 on error). */
+static double bench_lockstep(const struct br_model *m, struct br_pool *pool, int32_t n, int reps,
+                             struct br_err *err)
+{
+    struct br_engine *e = NULL;
+    struct br_engine_opts eo = {
+        .n_ctx = n + 1, .max_batch = HEAD_ROWS_MAX, .n_seq = HEAD_ROWS_MAX, .pool = pool};
+    if (br_engine_create(m, &eo, &e, err)) return 0;
+    int32_t tok[HEAD_ROWS_MAX], pos[HEAD_ROWS_MAX], seq[HEAD_ROWS_MAX], rows[HEAD_ROWS_MAX];
+    float *lg = malloc((size_t)HEAD_ROWS_MAX * (size_t)m->cfg.n_vocab * sizeof *lg);
+    double best = 1e30;
+    uint64_t s = 777;
+    for (int r = 0; r < reps && lg; r++) {
+        double t0 = br_now();
+        for (int32_t i = 0; i < n; i++) {
+            for (int k = 0; k < HEAD_ROWS_MAX; k++) {
+                s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+                tok[k] = (int32_t)((s >> 33) % (uint64_t)m->cfg.n_vocab);
+                pos[k] = i, seq[k] = k, rows[k] = k;
+            }
+            struct br_batch b = {HEAD_ROWS_MAX, tok, pos, seq, 0, NULL};
+            if (br_engine_embed(e, &b, err) || br_engine_layers(e, &b, err) ||
+                br_engine_head(e, &b, rows, HEAD_ROWS_MAX, lg, err)) {
+                free(lg);
+                br_engine_destroy(&e);
+                return 0;
+            }
+        }
+        double t = br_now() - t0;
+        if (t < best) best = t;
+    }
+    int ok = lg != NULL;
+    free(lg);
+    br_engine_destroy(&e);
+    return ok ? (double)HEAD_ROWS_MAX * n / best : 0;
+}
+
 /* The head alone, 1 and HEAD_ROWS rows of the engine's current residual. */
-enum { HEAD_ROWS = 32 };
 static int bench_head(struct br_engine *e, const struct br_model *m, int threads, int reps,
                       double bw, uint64_t head_bytes, FILE *jf, struct br_err *err)
 {
@@ -236,6 +277,22 @@ int br_cmd_bench_model(int argc, char **argv)
         }
         if (!rc) rc = bench_head(e, m, threads[ti], (int)reps, bw, head_bytes, jf, &err);
         br_engine_destroy(&e);
+        if (!rc) {
+            double agg = bench_lockstep(m, pool, (int32_t)n, (int)reps, &err);
+            if (agg <= 0) {
+                fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+                rc = 1;
+            } else {
+                printf("tg32, %d thread%s: %d sequences in lockstep %.2f tokens/s in all (%.2fx "
+                       "tg)\n",
+                       threads[ti], threads[ti] == 1 ? "" : "s", HEAD_ROWS_MAX, agg, agg / tg);
+                if (jf)
+                    fprintf(jf,
+                            ",\n  {\"test\": \"tg32\", \"threads\": %d, \"tokens_per_s\": %.4f, "
+                            "\"ratio_to_tg\": %.4f}",
+                            threads[ti], agg, agg / tg);
+            }
+        }
         br_pool_destroy(&pool);
     }
     if (jf) {

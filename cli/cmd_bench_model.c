@@ -14,9 +14,9 @@
  *  head: the output head alone (br_engine_head) for 1 row, memory bound (GB/s of head
  *      bytes, and the fraction of the triad bandwidth), and for 32 rows, the batched
  *      decode step of 32 streams (GMAC/s, and its time over 32 single-row calls).
- *  tg32: 32 sequences decoding in lockstep, one batch of 32 tokens (one per sequence, each
- *      with its logits) per step, as the server's continuous batching runs them: aggregate
- *      tokens/s and its ratio to tg.
+ *  tg32 (--tg32 STEPS): 32 sequences decoding in lockstep for STEPS steps, one batch of 32
+ *      tokens (one per sequence, each with its logits) per step, as the server's continuous
+ *      batching runs them: aggregate tokens/s and its ratio to tg.
  * Times are wall clock, best of --reps runs (a shared machine's noise only adds time).
  */
 #include <getopt.h>
@@ -136,16 +136,13 @@ static int bench_head(struct br_engine *e, const struct br_model *m, int threads
 int br_cmd_bench_model(int argc, char **argv)
 {
     const char *path = NULL, *json = NULL, *tlist = "1,2", *head = NULL;
-    long long p = 128, n = 32, reps = 3;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"prompt", required_argument, 0, 'p'},
-                                         {"gen", required_argument, 0, 'n'},
-                                         {"reps", required_argument, 0, 'r'},
-                                         {"json", required_argument, 0, 'j'},
-                                         {"head", required_argument, 0, 'H'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    long long p = 128, n = 32, reps = 3, tg32 = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},  {"threads", required_argument, 0, 't'},
+        {"prompt", required_argument, 0, 'p'}, {"gen", required_argument, 0, 'n'},
+        {"reps", required_argument, 0, 'r'},   {"json", required_argument, 0, 'j'},
+        {"head", required_argument, 0, 'H'},   {"tg32", required_argument, 0, 'L'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
@@ -169,6 +166,10 @@ int br_cmd_bench_model(int argc, char **argv)
         case 'j':
             json = optarg;
             break;
+        case 'L':
+            if (br_cli_int(optarg, 0, 4096, &tg32))
+                return br_cli_usage_error("bench model", "bad --tg32");
+            break;
         case 'H':
             if (strcmp(optarg, "q8_0") != 0)
                 return br_cli_usage_error("bench model", "--head takes q8_0 (got '%s')", optarg);
@@ -176,7 +177,7 @@ int br_cmd_bench_model(int argc, char **argv)
             break;
         case 'h':
             printf("usage: bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] "
-                   "[--json FILE] [--head q8_0]\n");
+                   "[--json FILE] [--head q8_0] [--tg32 STEPS]\n");
             return 0;
         default:
             return 2;
@@ -292,8 +293,8 @@ int br_cmd_bench_model(int argc, char **argv)
         }
         if (!rc) rc = bench_head(e, m, threads[ti], (int)reps, bw, head_bytes, jf, &err);
         br_engine_destroy(&e);
-        if (!rc) {
-            double agg = bench_lockstep(m, pool, (int32_t)n, (int)reps, &err);
+        if (!rc && tg32 > 0) {
+            double agg = bench_lockstep(m, pool, (int32_t)tg32, (int)reps, &err);
             if (agg <= 0) {
                 fprintf(stderr, "bitrack bench model: %s\n", err.msg);
                 rc = 1;

@@ -9,7 +9,9 @@
  *    quantization, br_model_quantize_head: the same model otherwise), on a model of the
  *    2B-4T width (d 2560): max and RMS logit error and top-1 agreement, printed with
  *    BR_TEST_VERBOSE=1 and bounded (docs/PERFORMANCE.md quotes the measurement);
- *  - a head width that is not a multiple of 32 is refused with a message.
+ *  - a head width that is not a multiple of 32 is refused with a message;
+ *  - `bitrack synth --rank` writes a Q8_0-head model's shard files byte for byte as
+ *    `bitrack shard` cuts them from the whole file (tied and untied heads).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,8 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kernels/pool.h"
+#include "sharding/shard.h"
 #include "sharding/synth.h"
 #include "sharding/types.h"
 #include "test_util.h"
@@ -241,11 +246,56 @@ static void test_bad_width(void **state)
     free(path);
 }
 
+static void check_rank_shards(int tied)
+{
+    struct br_synth_opts o;
+    tiny_q8_opts(&o, tied);
+    o.n_embd = 512; /* two 256-wide hidden chunks for tp 2 */
+    char *path = make_model(&o);
+    char *da = br_test_tmp_path("head-shard-a"), *db = br_test_tmp_path("head-shard-b");
+    assert_int_equal(mkdir(da, 0777), 0);
+    assert_int_equal(mkdir(db, 0777), 0);
+    struct br_err err = {{0}};
+    if (br_shard_model(path, 2, 2, da, &err)) fail_msg("shard: %s", err.msg);
+    for (int r = 0; r < 4; r++) {
+        if (br_synth_write_shard(&o, 2, 2, r, db, &err)) fail_msg("synth --rank: %s", err.msg);
+        char pa[4096], pb[4096];
+        assert_int_equal(br_shard_path(pa, sizeof pa, da, r, NULL), BR_OK);
+        assert_int_equal(br_shard_path(pb, sizeof pb, db, r, NULL), BR_OK);
+        size_t na = 0, nb = 0;
+        uint8_t *a = br_test_read_file(pa, &na), *b = br_test_read_file(pb, &nb);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, na);
+        free(a), free(b);
+        remove(pa), remove(pb);
+    }
+    rmdir(da), rmdir(db);
+    remove(path);
+    free(path), free(da), free(db);
+}
+
+static void test_rank_shards_tied(void **state)
+{
+    (void)state;
+    check_rank_shards(1);
+}
+
+static void test_rank_shards_untied(void **state)
+{
+    (void)state;
+    check_rank_shards(0);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tied_vs_independent), cmocka_unit_test(test_untied_vs_independent),
-        cmocka_unit_test(test_exact_threads_batching), cmocka_unit_test(test_error_vs_f16),
-        cmocka_unit_test(test_bad_width)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_tied_vs_independent),
+                                       cmocka_unit_test(test_untied_vs_independent),
+                                       cmocka_unit_test(test_exact_threads_batching),
+                                       cmocka_unit_test(test_error_vs_f16),
+                                       cmocka_unit_test(test_bad_width),
+                                       cmocka_unit_test(test_rank_shards_tied),
+                                       cmocka_unit_test(test_rank_shards_untied)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,23 +4,34 @@
  * tables, with the roofline measured in the same run.
  *
  *  tg: n tokens generated one at a time (each with its logits), from an empty cache.
- *      Memory-bound: bytes_per_token = packed ternary weights + the head (every row is
- *      read for the logits) + one embedding row; roofline = triad bandwidth / bytes.
+ *      Memory-bound: bytes_per_token = packed ternary weights + the head as the kernels
+ *      read it (every row, for the logits: F16 2 bytes a weight, Q8_0 34 bytes per 32)
+ *      + one embedding row; roofline = triad bandwidth / bytes.
+ *      --head q8_0 quantizes an F16/BF16 head to Q8_0 at load (br_model_quantize_head).
  *  pp: p prompt tokens in batches of 64, logits of the last only. Compute-bound:
  *      roofline = the kernels' peak int8 multiply-add rate / ternary weights per token
  *      (the head, on one token, is left out of the count).
+ *  head: the output head alone (br_engine_head) for 1 row, memory bound (GB/s of head
+ *      bytes, and the fraction of the triad bandwidth), and for 32 rows, the batched
+ *      decode step of 32 streams (GMAC/s, and its time over 32 single-row calls).
+ *  tg32 (--tg32 STEPS): 32 sequences decoding in lockstep for STEPS steps, one batch of 32
+ *      tokens (one per sequence, each with its logits) per step, as the server's continuous
+ *      batching runs them: aggregate tokens/s and its ratio to tg.
  * Times are wall clock, best of --reps runs (a shared machine's noise only adds time).
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench/bench.h"
 #include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "kernels/dispatch.h"
 #include "kernels/pool.h"
+#include "kernels/q8.h"
+#include "sharding/types.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
@@ -37,14 +48,102 @@ static uint64_t ternary_weights(const struct br_model *m)
     return n;
 }
 
+enum { HEAD_ROWS = 32, HEAD_ROWS_MAX = 32 };
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* HEAD_ROWS sequences decoding together for n steps: aggregate tokens/s (0 on error). */
+static double bench_lockstep(const struct br_model *m, struct br_pool *pool, int32_t n, int reps,
+                             double *per_cpu_s, struct br_err *err)
+{
+    struct br_engine *e = NULL;
+    struct br_engine_opts eo = {
+        .n_ctx = n + 1, .max_batch = HEAD_ROWS_MAX, .n_seq = HEAD_ROWS_MAX, .pool = pool};
+    if (br_engine_create(m, &eo, &e, err)) return 0;
+    int32_t tok[HEAD_ROWS_MAX], pos[HEAD_ROWS_MAX], seq[HEAD_ROWS_MAX], rows[HEAD_ROWS_MAX];
+    float *lg = malloc((size_t)HEAD_ROWS_MAX * (size_t)m->cfg.n_vocab * sizeof *lg);
+    double best = 1e30, best_cpu = 1e30;
+    uint64_t s = 777;
+    for (int r = 0; r < reps && lg; r++) {
+        double t0 = br_now(), c0 = cpu_seconds();
+        for (int32_t i = 0; i < n; i++) {
+            for (int k = 0; k < HEAD_ROWS_MAX; k++) {
+                s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+                tok[k] = (int32_t)((s >> 33) % (uint64_t)m->cfg.n_vocab);
+                pos[k] = i, seq[k] = k, rows[k] = k;
+            }
+            struct br_batch b = {HEAD_ROWS_MAX, tok, pos, seq, 0, NULL};
+            if (br_engine_embed(e, &b, err) || br_engine_layers(e, &b, err) ||
+                br_engine_head(e, &b, rows, HEAD_ROWS_MAX, lg, err)) {
+                free(lg);
+                br_engine_destroy(&e);
+                return 0;
+            }
+        }
+        double t = br_now() - t0, c = cpu_seconds() - c0;
+        if (t < best) best = t;
+        if (c < best_cpu) best_cpu = c;
+    }
+    int ok = lg != NULL;
+    *per_cpu_s = ok ? (double)HEAD_ROWS_MAX * n / best_cpu : 0;
+    free(lg);
+    br_engine_destroy(&e);
+    return ok ? (double)HEAD_ROWS_MAX * n / best : 0;
+}
+
+/* The head alone, 1 and HEAD_ROWS rows of the engine's current residual. */
+static int bench_head(struct br_engine *e, const struct br_model *m, int threads, int reps,
+                      double bw, uint64_t head_bytes, FILE *jf, struct br_err *err)
+{
+    int32_t idx[HEAD_ROWS], zero[HEAD_ROWS] = {0};
+    for (int i = 0; i < HEAD_ROWS; i++) idx[i] = i;
+    if (br_engine_max_batch(e) < HEAD_ROWS) return 0;
+    struct br_batch b = {HEAD_ROWS, zero, zero, zero, 0, NULL};
+    float *lg = malloc((size_t)HEAD_ROWS * (size_t)m->cfg.n_vocab * sizeof *lg);
+    if (!lg) return 1;
+    double best[2] = {1e30, 1e30};
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < (k == 0 ? 3 * reps : reps); r++) {
+            double t0 = br_now();
+            if (br_engine_head(e, &b, idx, k == 0 ? 1 : HEAD_ROWS, lg, err)) {
+                fprintf(stderr, "bitrack bench model: %s\n", err->msg);
+                free(lg);
+                return 1;
+            }
+            double t = br_now() - t0;
+            if (t < best[k]) best[k] = t;
+        }
+    free(lg);
+    double gbs = (double)head_bytes / best[0] / 1e9;
+    double macs = (double)HEAD_ROWS * (double)m->cfg.n_vocab * (double)m->cfg.n_embd;
+    printf("head, %d thread%s: 1 row %.2f ms (%.1f GB/s, %.0f%% of triad); %d rows %.1f ms "
+           "(%.1f GMAC/s; %.1fx the time of 1 row)\n",
+           threads, threads == 1 ? "" : "s", best[0] * 1e3, gbs, 100.0 * gbs / bw, HEAD_ROWS,
+           best[1] * 1e3, macs / best[1] / 1e9, best[1] / best[0]);
+    if (jf)
+        fprintf(jf,
+                ",\n  {\"test\": \"head\", \"threads\": %d, \"head_1row_ms\": %.4f, "
+                "\"head_1row_gbs\": %.3f, \"head_%drows_ms\": %.4f, \"head_%drows_gmacs\": "
+                "%.3f, \"bandwidth_gbs\": %.3f}",
+                threads, best[0] * 1e3, gbs, HEAD_ROWS, best[1] * 1e3, HEAD_ROWS,
+                macs / best[1] / 1e9, bw);
+    return 0;
+}
+
 int br_cmd_bench_model(int argc, char **argv)
 {
-    const char *path = NULL, *json = NULL, *tlist = "1,2";
-    long long p = 128, n = 32, reps = 3;
+    const char *path = NULL, *json = NULL, *tlist = "1,2", *head = NULL;
+    long long p = 128, n = 32, reps = 3, tg32 = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},  {"threads", required_argument, 0, 't'},
         {"prompt", required_argument, 0, 'p'}, {"gen", required_argument, 0, 'n'},
         {"reps", required_argument, 0, 'r'},   {"json", required_argument, 0, 'j'},
+        {"head", required_argument, 0, 'H'},   {"tg32", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -69,9 +168,18 @@ int br_cmd_bench_model(int argc, char **argv)
         case 'j':
             json = optarg;
             break;
+        case 'L':
+            if (br_cli_int(optarg, 0, 4096, &tg32))
+                return br_cli_usage_error("bench model", "bad --tg32");
+            break;
+        case 'H':
+            if (strcmp(optarg, "q8_0") != 0)
+                return br_cli_usage_error("bench model", "--head takes q8_0 (got '%s')", optarg);
+            head = optarg;
+            break;
         case 'h':
             printf("usage: bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] "
-                   "[--json FILE]\n");
+                   "[--json FILE] [--head q8_0] [--tg32 STEPS]\n");
             return 0;
         default:
             return 2;
@@ -88,9 +196,17 @@ int br_cmd_bench_model(int argc, char **argv)
         free(threads);
         return 1;
     }
+    if (head && br_model_quantize_head(m, &err)) {
+        fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+        br_model_destroy(&m);
+        free(threads);
+        return 1;
+    }
     const struct br_model_config *cfg = &m->cfg;
     uint64_t nw = ternary_weights(m);
     uint64_t head_bytes = (uint64_t)m->head.row_bytes * (uint64_t)m->head.rows;
+    if (m->head_q8.rows) /* what the Q8_0 kernels read: int8 values and f16 scales */
+        head_bytes = (uint64_t)m->head_q8.rows * (uint64_t)m->head_q8.nb * BR_Q8_BLOCK_BYTES;
     uint64_t tg_bytes = m->ternary_bytes + head_bytes + m->embd.row_bytes;
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (json && !jf) {
@@ -100,9 +216,11 @@ int br_cmd_bench_model(int argc, char **argv)
         return 1;
     }
     if (jf) fprintf(jf, "[\n");
-    printf("model %s: %s, %.1f M ternary weights (%.0f MiB packed), head %s %.0f MiB; kernels %s\n",
+    printf("model %s: %s, %.1f M ternary weights (%.0f MiB packed), head %s%s %.0f MiB; kernels "
+           "%s\n",
            path, cfg->arch_name, (double)nw / 1e6, (double)m->ternary_bytes / 1048576.0,
-           cfg->tied_head ? "(tied)" : "", (double)head_bytes / 1048576.0, br_kernels_name());
+           m->head_q8.rows ? "Q8_0" : br_ggml_type_name(m->head.type),
+           cfg->tied_head ? " (tied)" : "", (double)head_bytes / 1048576.0, br_kernels_name());
     printf("| test  | threads | tokens/s | bytes/token | bandwidth GB/s | roofline tok/s | "
            "fraction |\n");
     printf("|-------|---------|----------|-------------|----------------|----------------|---------"
@@ -131,18 +249,25 @@ int br_cmd_bench_model(int argc, char **argv)
             s = s * 6364136223846793005ULL + 1442695040888963407ULL;
             toks[i] = (int32_t)((s >> 33) % (uint64_t)cfg->n_vocab);
         }
-        double best_pp = 1e30, best_tg = 1e30;
+        double best_pp = 1e30, best_tg = 1e30, best_tg_cpu = 1e30;
         for (long long r = 0; r < reps && !rc; r++) {
             double t0 = br_now();
             if (br_engine_eval(e, toks, (int32_t)p, 0, logits, BR_LOGITS_LAST, &err)) rc = 1;
-            double t1 = br_now();
+            double t1 = br_now(), c1 = cpu_seconds();
             for (long long i = 0; i < n && !rc; i++)
                 if (br_engine_eval(e, toks + i, 1, (int32_t)i, logits, BR_LOGITS_LAST, &err))
                     rc = 1;
-            double t2 = br_now();
+            double t2 = br_now(), c2 = cpu_seconds();
             if (t1 - t0 < best_pp) best_pp = t1 - t0;
             if (t2 - t1 < best_tg) best_tg = t2 - t1;
+            if (c2 - c1 < best_tg_cpu) best_tg_cpu = c2 - c1;
         }
+        if (threads[ti] == 1 && !rc)
+            /* on a shared machine the wall clock counts other processes' turns on the core;
+             * the process's CPU time does not (memory contention still counts) */
+            printf("tg, 1 thread, per CPU-second: %.2f tokens/s (%.1f%% of roofline)\n",
+                   (double)n / best_tg_cpu,
+                   100.0 * ((double)n / best_tg_cpu) / (bw * 1e9 / (double)tg_bytes));
         if (rc) fprintf(stderr, "bitrack bench model: %s\n", err.msg);
         double tg = (double)n / best_tg, pp = (double)p / best_pp;
         double tg_roof = bw * 1e9 / (double)tg_bytes;
@@ -168,7 +293,29 @@ int br_cmd_bench_model(int argc, char **argv)
                     path);
             first = 0;
         }
+        if (!rc) rc = bench_head(e, m, threads[ti], (int)reps, bw, head_bytes, jf, &err);
         br_engine_destroy(&e);
+        if (!rc && tg32 > 0) {
+            double agg_cpu = 0;
+            double agg = bench_lockstep(m, pool, (int32_t)tg32, (int)reps, &agg_cpu, &err);
+            if (agg <= 0) {
+                fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+                rc = 1;
+            } else {
+                printf("tg32, %d thread%s: %d sequences in lockstep %.2f tokens/s in all (%.2fx "
+                       "tg)\n",
+                       threads[ti], threads[ti] == 1 ? "" : "s", HEAD_ROWS_MAX, agg, agg / tg);
+                if (threads[ti] == 1)
+                    printf("tg32, 1 thread, per CPU-second: %.2f tokens/s in all (%.2fx tg per "
+                           "CPU-second)\n",
+                           agg_cpu, agg_cpu / ((double)n / best_tg_cpu));
+                if (jf)
+                    fprintf(jf,
+                            ",\n  {\"test\": \"tg32\", \"threads\": %d, \"tokens_per_s\": %.4f, "
+                            "\"ratio_to_tg\": %.4f}",
+                            threads[ti], agg, agg / tg);
+            }
+        }
         br_pool_destroy(&pool);
     }
     if (jf) {

@@ -37,14 +37,15 @@ static void usage(FILE *f)
                "[--seed S]\n"
                "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n"
                "                  [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
-               "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n");
+               "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n"
+               "                  [--head q8_0]  (quantize the output head to Q8_0 at load)\n");
 }
 
 struct run_args {
     const char *model_path, *prompt, *tokens_arg, *dump;
     long long n_gen, threads, n_ctx, seed, tp, pp, top_k;
     double temp, top_p, min_p, repeat_penalty;
-    int verbose, stats, print_ids, ignore_eos;
+    int verbose, stats, print_ids, ignore_eos, head_q8;
 };
 
 static int parse(int argc, char **argv, struct run_args *a)
@@ -62,7 +63,8 @@ static int parse(int argc, char **argv, struct run_args *a)
         O_MINP,
         O_REP,
         O_IDS,
-        O_IGN
+        O_IGN,
+        O_HEAD
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"prompt", required_argument, 0, 'p'},
@@ -84,6 +86,7 @@ static int parse(int argc, char **argv, struct run_args *a)
                                          {"repeat-penalty", required_argument, 0, O_REP},
                                          {"ids", no_argument, 0, O_IDS},
                                          {"ignore-eos", no_argument, 0, O_IGN},
+                                         {"head", required_argument, 0, O_HEAD},
                                          {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->n_gen = 16, a->threads = 1, a->tp = 1, a->pp = 1;
@@ -155,6 +158,11 @@ static int parse(int argc, char **argv, struct run_args *a)
             break;
         case 'v':
             a->verbose = 1;
+            break;
+        case O_HEAD:
+            if (strcmp(optarg, "q8_0") != 0)
+                return br_cli_usage_error("run", "--head takes q8_0 (got '%s')", optarg);
+            a->head_q8 = 1;
             break;
         case 'h':
             usage(stdout);
@@ -308,6 +316,10 @@ int br_cmd_run(int argc, char **argv)
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
     if (br_model_load_rank(a.model_path, (int)a.tp, (int)a.pp, rank, &plan, &model, &err)) {
+        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
+        goto done;
+    }
+    if (a.head_q8 && br_model_quantize_head(model, &err)) {
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }

@@ -142,7 +142,8 @@ static void usage(FILE *f)
             "                     [--max-prompt-tokens N] [--max-request-bytes N]\n"
             "                     [--client-queue N]\n"
             "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n"
-            "                     [--step-timeout S]\n");
+            "                     [--step-timeout S]\n"
+            "                     [--head q8_0]  (quantize the output head to Q8_0 at load)\n");
 }
 
 int br_cmd_serve(int argc, char **argv)
@@ -168,8 +169,10 @@ int br_cmd_serve(int argc, char **argv)
         O_CC,
         O_TP,
         O_PP,
-        O_STEP
+        O_STEP,
+        O_HEAD
     };
+    int head_q8 = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"listen", required_argument, 0, O_LISTEN},
                                          {"threads", required_argument, 0, 't'},
@@ -188,6 +191,7 @@ int br_cmd_serve(int argc, char **argv)
                                          {"tp", required_argument, 0, O_TP},
                                          {"pp", required_argument, 0, O_PP},
                                          {"step-timeout", required_argument, 0, O_STEP},
+                                         {"head", required_argument, 0, O_HEAD},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
@@ -251,6 +255,11 @@ int br_cmd_serve(int argc, char **argv)
         case O_MAXBYTES:
             /* at least a few KiB: health, ping and cancel must always fit */
             slot = &max_bytes, lo = 4096, hi = (long long)1 << 30;
+            break;
+        case O_HEAD:
+            if (strcmp(optarg, "q8_0") != 0)
+                return br_cli_usage_error("serve", "--head takes q8_0 (got '%s')", optarg);
+            head_q8 = 1;
             break;
         case 'h':
             usage(stdout);
@@ -319,6 +328,10 @@ int br_cmd_serve(int argc, char **argv)
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
     if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, &plan, &model, &err)) {
+        fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
+        goto done;
+    }
+    if (head_q8 && br_model_quantize_head(model, &err)) {
         fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
         goto done;
     }

@@ -199,3 +199,33 @@ const struct br_kernel_ops br_kernels_ref = {
     .dot_f16_f32 = br_dot_f16_f32_ref,
     .peak_macs = peak_macs_ref,
 };
+
+/* ---- Q8_0 head kernels (kernels/q8_impl.h): the table matching the ternary variant ---- */
+
+#include "kernels/q8_impl.h"
+
+const struct br_q8_ops *br_q8_ops_find(const char *name)
+{
+    if (!br_kernels_find(name)) return NULL;
+#if defined(BR_HAVE_AVX2)
+    if (strcmp(name, "avx2") == 0) return &br_q8_ops_avx2;
+#endif
+#if defined(BR_HAVE_AVX512)
+    if (strcmp(name, "avx512") == 0) return &br_q8_ops_avx512;
+#endif
+#if defined(BR_HAVE_NEON)
+    if (strcmp(name, "neon") == 0)
+        return br_cpu_has_dotprod() ? &br_q8_ops_neon_dot : &br_q8_ops_neon_plain;
+    if (strcmp(name, "neon-nodot") == 0) return &br_q8_ops_neon_plain;
+#endif
+    return &br_q8_ops_ref;
+}
+
+const struct br_q8_ops *br_q8_ops_active(void)
+{
+    const struct br_kernel_ops *k = br_kernels_active();
+    /* the active variant is available by construction, so this never returns NULL */
+    const char *name = k == &br_kernels_ref ? "ref" : k->name;
+    const struct br_q8_ops *q = br_q8_ops_find(name);
+    return q ? q : &br_q8_ops_ref;
+}

@@ -14,5 +14,6 @@ for cpu in Haswell-v4 Nehalem; do
     qemu-x86_64 -cpu "$cpu" "$build/tests/kernels_test" 2>&1 | grep -E "active kernels|PASSED|FAILED|SKIP  \]" | sort | uniq -c
     qemu-x86_64 -cpu "$cpu" "$build/tests/kernels_test" >/dev/null 2>&1
     qemu-x86_64 -cpu "$cpu" "$build/tests/pool_test" >/dev/null 2>&1
+    qemu-x86_64 -cpu "$cpu" "$build/tests/q8_test" >/dev/null 2>&1
 done
 echo PASSED

@@ -288,6 +288,12 @@ fail:
 struct file_src {
     const struct br_gguf *g;
     const struct br_model_config *cfg;
+    /* Head rows re-encoded to this type (br_shard_model_head; 0: as in the source), in a
+     * buffer of cap rows of n_embd floats (x) and their encoding (enc). */
+    uint32_t head_out;
+    float *x;
+    void *enc;
+    int64_t cap;
 };
 
 int br_shard_apply_scale_tensor(const struct br_gguf *g, const char *wname, struct br_tmat *m,
@@ -382,7 +388,20 @@ static int file_dense_rows(void *ctx, int head, int64_t r0, int64_t nrows, const
         return br_err_set(err, BR_E_FORMAT, "tensor %s: rows %lld..%lld unavailable", name,
                           (long long)r0, (long long)(r0 + nrows));
     *rows = (const uint8_t *)t->data + (uint64_t)r0 * rb;
-    return BR_OK;
+    if (!head || !f->head_out || f->head_out == t->type) return BR_OK;
+    uint64_t ne0 = t->ne[0];
+    if (nrows > f->cap) {
+        free(f->x);
+        free(f->enc);
+        f->x = malloc((size_t)nrows * (size_t)ne0 * sizeof *f->x);
+        f->enc = malloc((size_t)br_encode_rows_size(BR_GGML_F32, ne0, (uint64_t)nrows));
+        f->cap = f->x && f->enc ? nrows : 0;
+        if (!f->cap) return br_err_set(err, BR_E_NOMEM, "out of memory for %s", name);
+    }
+    int rc = br_decode_rows_f32(t->type, *rows, ne0, 0, (uint64_t)nrows, f->x, err);
+    if (!rc) rc = br_encode_rows_f32(f->head_out, f->x, ne0, (uint64_t)nrows, f->enc, err);
+    *rows = f->enc;
+    return rc;
 }
 
 /* ---- writing ---- */
@@ -649,7 +668,7 @@ int br_shard_write_rank(const struct br_gguf *src, const struct br_model_config 
                         const struct br_shard_data *data, const struct br_plan *plan, int32_t rank,
                         const char *path, struct br_progress *prog, struct br_err *err)
 {
-    struct file_src fs = {src, cfg};
+    struct file_src fs = {src, cfg, 0, NULL, NULL, 0};
     const struct br_shard_data file_data = {&fs, file_ternary, file_uniform, file_norm,
                                             file_dense_rows};
     if (!data) data = &file_data;
@@ -692,6 +711,12 @@ done:
 int br_shard_model(const char *model_path, int32_t tp, int32_t pp, const char *dir,
                    struct br_err *err)
 {
+    return br_shard_model_head(model_path, tp, pp, 0, dir, err);
+}
+
+int br_shard_model_head(const char *model_path, int32_t tp, int32_t pp, uint32_t head_type,
+                        const char *dir, struct br_err *err)
+{
     struct br_gguf *g = NULL;
     struct br_plan *plan = NULL;
     struct br_model_config cfg;
@@ -702,6 +727,25 @@ int br_shard_model(const char *model_path, int32_t tp, int32_t pp, const char *d
         goto done;
     }
     if ((rc = br_plan_create(&cfg, tp, pp, &plan, err))) goto done;
+    /* a re-encoded head: the shards say so in head_type, and their rows come converted */
+    struct br_model_config out_cfg = cfg;
+    struct file_src fs = {g, &cfg, 0, NULL, NULL, 0};
+    if (head_type && head_type != cfg.head_type) {
+        uint64_t rb;
+        if (head_type != BR_GGML_Q8_0 && head_type != BR_GGML_F16 && head_type != BR_GGML_F32) {
+            rc = br_err_set(err, BR_E_INVALID, "head type %s: not one of f32, f16, q8_0",
+                            br_ggml_type_name(head_type) ? br_ggml_type_name(head_type) : "?");
+            goto done;
+        }
+        if (!br_ggml_type_nbytes(head_type, (uint64_t)cfg.n_embd, (uint64_t)cfg.n_embd, &rb)) {
+            rc = br_err_set(err, BR_E_INVALID, "a head %d wide cannot be stored as %s", cfg.n_embd,
+                            br_ggml_type_name(head_type));
+            goto done;
+        }
+        out_cfg.head_type = head_type;
+        fs.head_out = head_type;
+    }
+    const struct br_shard_data data = {&fs, file_ternary, file_uniform, file_norm, file_dense_rows};
     uint64_t total = 0;
     for (int32_t r = 0; r < tp * pp; r++) total += br_shard_tensor_count(&cfg, &plan->parts[r]);
     struct br_progress prog;
@@ -709,10 +753,12 @@ int br_shard_model(const char *model_path, int32_t tp, int32_t pp, const char *d
     for (int32_t r = 0; r < tp * pp && !rc; r++) {
         char path[4096];
         if ((rc = br_shard_path(path, sizeof path, dir, r, err))) break;
-        rc = br_shard_write_rank(g, &cfg, NULL, plan, r, path, &prog, err);
+        rc = br_shard_write_rank(g, &out_cfg, &data, plan, r, path, &prog, err);
         if (rc) br_err_prefix(err, rc, "writing %s", path);
     }
     br_progress_end(&prog);
+    free(fs.x);
+    free(fs.enc);
 done:
     br_plan_destroy(&plan);
     br_gguf_close(&g);

@@ -135,5 +135,11 @@ uint64_t br_shard_tensor_count(const struct br_model_config *cfg, const struct b
  * model file, streaming tensor by tensor. DIR must exist. */
 int br_shard_model(const char *model_path, int32_t tp, int32_t pp, const char *dir,
                    struct br_err *err);
+/* The same with the head's rows re-encoded as head_type (F32, F16 or Q8_0; 0 or the source's
+ * type: unchanged), e.g. `bitrack shard --head-type q8_0` of an F16-head file: the shards'
+ * output.weight and bitrack.shard.head_type then say Q8_0. For a tied head only the head
+ * rows change; token_embd keeps the source's type. */
+int br_shard_model_head(const char *model_path, int32_t tp, int32_t pp, uint32_t head_type,
+                        const char *dir, struct br_err *err);
 
 #endif

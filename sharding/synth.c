@@ -491,7 +491,7 @@ static float embd_spread(const struct br_model_config *c)
 struct synth_model {
     struct shape s;
     const struct preset *p;
-    uint32_t wt, head_type;
+    uint32_t wt, head_type, embd_type; /* a tied head is token_embd: it takes head_type */
     struct vocab v;
     struct br_gguf_writer *w;
     uint64_t total;      /* weights, for progress */
@@ -528,6 +528,11 @@ static int model_declare(const struct br_synth_opts *o, struct synth_model *sm, 
         return br_err_set(err, BR_E_INVALID, "weight type %s is not one of i2_s, tq2_0, tq1_0, f16",
                           br_ggml_type_name(sm->wt) ? br_ggml_type_name(sm->wt) : "?");
     sm->head_type = o->head_type ? o->head_type : BR_GGML_F16;
+    if (sm->head_type != BR_GGML_F16 && sm->head_type != BR_GGML_Q8_0)
+        return br_err_set(err, BR_E_INVALID, "head type %s is not one of f16, q8_0",
+                          br_ggml_type_name(sm->head_type) ? br_ggml_type_name(sm->head_type)
+                                                           : "?");
+    sm->embd_type = sm->s.tied ? sm->head_type : BR_GGML_F16;
     if ((rc = vocab_build(c->n_vocab, &sm->v, err))) return rc;
     if ((rc = br_gguf_writer_create(&sm->w))) {
         model_free(sm);
@@ -540,7 +545,7 @@ static int model_declare(const struct br_synth_opts *o, struct synth_model *sm, 
     /* declare tensors in the order of the official files */
     uint64_t ne[2];
     ne[0] = (uint64_t)c->n_embd, ne[1] = (uint64_t)c->n_vocab;
-    if ((rc = add_tensor(sm, "token_embd.weight", 2, ne, BR_GGML_F16, err))) goto fail;
+    if ((rc = add_tensor(sm, "token_embd.weight", 2, ne, sm->embd_type, err))) goto fail;
     sm->total += ne[0] * ne[1];
     for (int l = 0; l < c->n_layer; l++)
         for (int wi = 0; wi < BR_W_COUNT; wi++) {
@@ -581,8 +586,8 @@ int br_synth_write(const struct br_synth_opts *o, const char *path, struct br_er
     struct br_progress prog;
     br_progress_begin(&prog, "synth", sm.total);
     float emb_spread = embd_spread(c);
-    rc = write_dense(w, hash_name(o->seed, "token_embd.weight"), BR_GGML_F16, c->n_vocab, c->n_embd,
-                     0.0f, emb_spread, &prog, err);
+    rc = write_dense(w, hash_name(o->seed, "token_embd.weight"), sm.embd_type, c->n_vocab,
+                     c->n_embd, 0.0f, emb_spread, &prog, err);
     for (int l = 0; l < c->n_layer && !rc; l++)
         for (int wi = 0; wi < BR_W_COUNT && !rc; wi++) {
             if (br_wname_is_subnorm((enum br_wname)wi) && !c->has_subnorm) continue;
@@ -617,7 +622,7 @@ struct rank_src {
     const struct br_synth_opts *o;
     const struct br_model_config *c; /* the source's, as read back from its header */
     int tied;
-    uint32_t head_type;
+    uint32_t head_type, embd_type;
     float *x;    /* (rows, n_embd) scratch for dense rows */
     void *enc;   /* the same rows encoded */
     int64_t cap; /* rows both hold */
@@ -667,7 +672,7 @@ static int rank_dense_rows(void *ctx, int head, int64_t r0, int64_t nrows, const
     struct rank_src *rs = ctx;
     const struct br_model_config *c = rs->c;
     int own_head = head && !rs->tied;
-    uint32_t type = own_head ? rs->head_type : BR_GGML_F16;
+    uint32_t type = own_head ? rs->head_type : rs->embd_type;
     if (nrows > rs->cap) {
         free(rs->x);
         free(rs->enc);
@@ -700,7 +705,8 @@ int br_synth_write_shard(const struct br_synth_opts *o, int32_t tp, int32_t pp, 
     struct br_gguf *g = NULL;
     struct br_plan *plan = NULL;
     struct br_model_config cfg;
-    struct rank_src rs = {.o = o, .c = &cfg, .tied = sm.s.tied, .head_type = sm.head_type};
+    struct rank_src rs = {
+        .o = o, .c = &cfg, .tied = sm.s.tied, .head_type = sm.head_type, .embd_type = sm.embd_type};
     int have_skel = 0;
     if ((rc = br_shard_path(path, sizeof path, dir, rank, err))) goto done;
     if (snprintf(skel, sizeof skel, "%s/.rank-%d.source.gguf", dir, (int)rank) >=

@@ -22,6 +22,7 @@
 
 #include "bitrack/fp.h"
 #include "kernels/ops.h"
+#include "kernels/q8.h"
 #include "sharding/plan.h"
 #include "worker/kvcache.h"
 
@@ -69,6 +70,8 @@ struct br_engine {
     int *counts, *displs; /* (tp,) collective layout scratch */
     void *gbuf_raw;       /* all-gather receive scratch */
     size_t gbuf_raw_size;
+    int8_t *hq; /* Q8_0 head: quantized normalized rows (T, d) */
+    float *hdx; /* their block scales (T, d / 32) */
 };
 
 static void *xalloc(size_t n)
@@ -103,6 +106,7 @@ void br_engine_destroy(struct br_engine **ep)
     free(e->acc), free(e->rs), free(e->q), free(e->k), free(e->v), free(e->att);
     free(e->gbuf), free(e->ubuf), free(e->xn), free(e->xnl), free(e->scores);
     free(e->layer_rms), free(e->counts), free(e->displs), free(e->gbuf_raw);
+    free(e->hq), free(e->hdx);
     free(e);
     *ep = NULL;
 }
@@ -207,6 +211,11 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
         T * (size_t)d * sizeof(float) + T * (stat_max + (size_t)e->tp) * sizeof(float);
     e->gbuf_raw = xalloc(e->gbuf_raw_size);
     e->cache = xalloc((size_t)c->n_layer * sizeof *e->cache);
+    if (m->head_q8.rows) {
+        e->hq = xalloc(T * (size_t)d);
+        e->hdx = xalloc(T * (size_t)(d / BR_Q8_BLOCK) * sizeof(float));
+        if (!e->hq || !e->hdx) goto nomem;
+    }
     if (!e->x || !e->q8 || !e->q8loc || !e->qs || !e->stats || !e->gstats || !e->acc || !e->rs ||
         !e->q || !e->k || !e->v || !e->att || !e->gbuf || !e->ubuf || !e->xn || !e->xnl ||
         !e->scores || !e->layer_rms || !e->gbuf_raw || !e->cache)
@@ -635,6 +644,14 @@ static void head_task(void *ctx, int task, int n_tasks)
     const struct br_dense *h = &e->m->head;
     int64_t vl = e->vl, v0 = e->m->part.v0;
     int64_t a = vl * task / n_tasks, b = vl * (task + 1) / n_tasks;
+    if (e->m->head_q8.rows) {
+        /* Q8_0: every head row read once for all n_rows tokens (kernels/q8.h) */
+        int64_t q0 = v0 - e->m->head_q8_row0;
+        size_t d = (size_t)h->cols;
+        br_q8_gemm(&e->m->head_q8, q0 + a, q0 + b, j->n_rows, e->hq, d, e->hdx, d / BR_Q8_BLOCK,
+                   j->logits + a, (size_t)vl);
+        return;
+    }
     float *row = malloc((size_t)h->cols * sizeof *row);
     if (!row) {
         j->failed = 1;
@@ -694,6 +711,13 @@ int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t 
             off += (size_t)n_rows * (size_t)sz[r];
         }
     }
+    if (m->head_q8.rows && !e->hq)
+        return br_err_set(err, BR_E_INVALID,
+                          "the head was made Q8_0 after this engine was created");
+    if (m->head_q8.rows)
+        for (int32_t i = 0; i < n_rows; i++)
+            br_q8_quantize_act(e->xn + (size_t)i * d, d, e->hq + (size_t)i * d,
+                               e->hdx + (size_t)i * (size_t)(d / BR_Q8_BLOCK));
     struct head_job hj = {e, e->xn, n_rows, logits, 0};
     int ntask = br_pool_threads(e->pool) * 8;
     if (ntask > e->vl) ntask = e->vl;

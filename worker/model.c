@@ -76,6 +76,48 @@ static int dense_from(const struct br_gguf_tensor *t, struct br_dense *d, struct
     return BR_OK;
 }
 
+/* Rows [v0, v1) of the head into m->head_q8: GGUF Q8_0 blocks are copied; other types are
+ * decoded to float and quantized as ggml's reference quantizer does. */
+static int head_to_q8(struct br_model *m, struct br_err *err)
+{
+    const struct br_dense *h = &m->head;
+    int64_t v0 = m->part.v0, v1 = m->part.v1;
+    if (v1 <= v0 || m->head_q8.rows) return BR_OK;
+    if (h->cols % BR_Q8_BLOCK || h->cols != h->full_cols || v0 < h->row0 || v1 > h->row0 + h->rows)
+        return br_err_set(err, BR_E_UNSUPPORTED,
+                          "the head (%lld columns) cannot be held as Q8_0: the width must be a "
+                          "multiple of %d",
+                          (long long)h->full_cols, BR_Q8_BLOCK);
+    int rc = br_q8mat_init(&m->head_q8, v1 - v0, (int32_t)h->cols);
+    if (rc) return br_err_set(err, rc, "out of memory for the Q8_0 head");
+    m->head_q8_row0 = v0;
+    const uint8_t *src = h->data + (size_t)(v0 - h->row0) * h->row_bytes;
+    if (h->type == BR_GGML_Q8_0) {
+        br_q8mat_set_rows_ggml(&m->head_q8, 0, v1 - v0, src);
+        return BR_OK;
+    }
+    enum { CHUNK = 64 }; /* rows decoded and quantized at a time */
+    float *x = malloc((size_t)CHUNK * (size_t)h->cols * sizeof *x);
+    uint8_t *blk = malloc((size_t)br_encode_rows_size(BR_GGML_Q8_0, (uint64_t)h->cols, CHUNK));
+    if (!x || !blk) rc = br_err_set(err, BR_E_NOMEM, "out of memory quantizing the head");
+    for (int64_t r = 0; r < v1 - v0 && !rc; r += CHUNK) {
+        int64_t n = v1 - v0 - r < CHUNK ? v1 - v0 - r : CHUNK;
+        rc = br_decode_rows_f32(h->type, src, (uint64_t)h->cols, (uint64_t)r, (uint64_t)n, x, err);
+        if (!rc) rc = br_encode_rows_f32(BR_GGML_Q8_0, x, (uint64_t)h->cols, (uint64_t)n, blk, err);
+        if (!rc) br_q8mat_set_rows_ggml(&m->head_q8, r, n, blk);
+    }
+    free(x);
+    free(blk);
+    if (rc) br_q8mat_free(&m->head_q8);
+    return rc;
+}
+
+int br_model_quantize_head(struct br_model *m, struct br_err *err)
+{
+    if (!m->part.last_stage) return BR_OK;
+    return head_to_q8(m, err);
+}
+
 /* Loads elements [e0, e1) of a 1-D (or 1 x n) float tensor of n elements. */
 static int load_norm(const struct br_gguf *g, const char *name, int64_t n, int64_t e0, int64_t e1,
                      float **out, struct br_err *err)
@@ -178,6 +220,7 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
     if (p->last_stage &&
         (rc = load_norm(g, "output_norm.weight", c->n_embd, p->d0, p->d1, &m->output_norm, err)))
         goto fail;
+    if (p->last_stage && m->head.type == BR_GGML_Q8_0 && (rc = head_to_q8(m, err))) goto fail;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
@@ -302,7 +345,8 @@ int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_mod
     if (p->last_stage && ((rc = dense_window(g, "output.weight", c->head_type, p->v1 - p->v0,
                                              c->n_embd, p->v0, 0, c->n_embd, &m->head, err)) ||
                           (rc = load_norm(g, "output_norm.weight", p->d1 - p->d0, 0, p->d1 - p->d0,
-                                          &m->output_norm, err))))
+                                          &m->output_norm, err)) ||
+                          (m->head.type == BR_GGML_Q8_0 && (rc = head_to_q8(m, err)))))
         goto fail_path;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {
@@ -357,6 +401,7 @@ void br_model_destroy(struct br_model **mp)
         free(m->layers);
     }
     free(m->output_norm);
+    br_q8mat_free(&m->head_q8);
     br_gguf_close(&m->gguf);
     free(m);
     *mp = NULL;

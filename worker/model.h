@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "bitrack/status.h"
+#include "kernels/q8.h"
 #include "kernels/ternary.h"
 #include "sharding/config.h"
 #include "sharding/gguf.h"
@@ -51,6 +52,12 @@ struct br_model {
     struct br_part part;  /* what this process holds (everything when loaded whole) */
     struct br_gguf *gguf; /* owned; keeps the mapping alive */
     struct br_dense embd, head;
+    /* The head rows this part evaluates, [v0, v1), repacked as Q8_0 (kernels/q8.h) when
+     * the head is stored as Q8_0 or was quantized at load (br_model_quantize_head); rows
+     * == 0 otherwise, and the head is read from `head` in place. Row i is global row
+     * head_q8_row0 + i. */
+    struct br_q8mat head_q8;
+    int64_t head_q8_row0;
     float *output_norm;              /* (d1 - d0,) last stage only */
     struct br_layer_weights *layers; /* (n_layer,), only [layer0, layer1) loaded */
     uint64_t ternary_bytes;          /* packed weight bytes held */
@@ -74,6 +81,12 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
  * malformed file (the GGUF reader's errors). */
 int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_model **out,
                         struct br_err *err);
+
+/* Quantizes the head rows of the last stage to Q8_0 at load (`--head q8_0`), as ggml's
+ * reference quantizer does (d = max|x| / 127 rounded to f16, q = round(x / d)); the
+ * logits then come from the Q8_0 kernels. A head already in Q8_0 is left as it is. No-op
+ * on other stages. BR_E_UNSUPPORTED when the width is not a multiple of 32. */
+int br_model_quantize_head(struct br_model *m, struct br_err *err);
 
 /* NULL-safe; NULLs the caller's pointer. */
 void br_model_destroy(struct br_model **m);

@@ -3,7 +3,9 @@
  * targets where the cmocka suite cannot run (kernels/test-neon.sh cross-compiles it for
  * aarch64 and runs it under qemu). It covers what tests/unit/kernels_test.c covers:
  * GEMV on ragged and extreme shapes with row sub-ranges, GEMM with 1..9 tokens and
- * padded strides, and the canonical float dots for n = 0..300 and 2560.
+ * padded strides, and the canonical float dots for n = 0..300 and 2560; and the Q8_0 head
+ * kernels (kernels/q8.h) as tests/unit/q8_test.c checks them: GEMV and GEMM with 1..9
+ * tokens on odd row counts, random and extreme blocks (-128, 127, activations +-127).
  * Usage: kernel_check [variant...]   (default: every variant this CPU runs)
  * Exit status 0 when every compared value is identical, 1 otherwise.
  */
@@ -16,6 +18,8 @@
 #include "kernels/dispatch.h"
 #include "kernels/kernel_impl.h"
 #include "kernels/ops.h"
+#include "kernels/q8.h"
+#include "kernels/q8_impl.h"
 #include "kernels/ternary.h"
 
 static int g_fail;
@@ -131,6 +135,58 @@ static void check_dots(const struct br_kernel_ops *k, uint64_t *s)
     free(h);
 }
 
+/* Q8_0: weights random (how 0), all -128 (1) or all 127 (2); activations from the
+ * canonical quantizer of random floats, or all -127 (qhow 1) / +127 (2). */
+static void check_q8(const struct br_q8_ops *k, int32_t rows, int32_t cols, int32_t ntok, int how,
+                     int qhow, uint64_t *s)
+{
+    struct br_q8mat m;
+    if (br_q8mat_init(&m, rows, cols)) {
+        g_fail = 1;
+        return;
+    }
+    for (size_t i = 0; i < (size_t)rows * (size_t)cols; i++)
+        m.qs[i] = how == 1 ? -128 : how == 2 ? 127 : (int8_t)(rnd(s) & 0xff);
+    for (size_t i = 0; i < (size_t)rows * (size_t)m.nb; i++)
+        m.d[i] = (uint16_t)(0x1c00 + rnd(s) % 0x2000) | (rnd(s) & 1 ? 0x8000 : 0);
+    size_t qs = (size_t)cols + 32, ds = (size_t)m.nb + 1, ys = (size_t)rows + 3;
+    int8_t *q = calloc((size_t)ntok * qs, 1);
+    float *x = malloc((size_t)cols * sizeof *x), *dx = calloc((size_t)ntok * ds, sizeof *dx);
+    float *want = calloc((size_t)ntok * ys, sizeof *want), *got = calloc((size_t)ntok * ys, 4);
+    if (!q || !x || !dx || !want || !got) {
+        g_fail = 1;
+    } else {
+        for (int32_t t = 0; t < ntok; t++) {
+            for (int32_t c = 0; c < cols; c++)
+                x[c] = qhow == 1   ? -1.0f
+                       : qhow == 2 ? 1.0f
+                                   : (float)((int64_t)(rnd(s) % 2001) - 1000) / 100.0f;
+            br_q8_quantize_act(x, cols, q + (size_t)t * qs, dx + (size_t)t * ds);
+        }
+        br_q8_gemm_ref(&m, 0, rows, ntok, q, qs, dx, ds, want, ys);
+        k->gemm(&m, 0, rows, ntok, q, qs, dx, ds, got, ys);
+        if (ntok == 1) k->gemv(&m, 0, rows, q, dx, got);
+        if (memcmp(want, got, (size_t)ntok * ys * sizeof *got)) {
+            printf("FAIL %s q8 %dx%d ntok %d how %d/%d\n", k->name, rows, cols, ntok, how, qhow);
+            g_fail = 1;
+        }
+    }
+    free(q), free(x), free(dx), free(want), free(got);
+    br_q8mat_free(&m);
+}
+
+static void check_q8_variant(const char *name, uint64_t *s)
+{
+    const struct br_q8_ops *k = br_q8_ops_find(name);
+    if (!k) return;
+    static const int32_t shapes[][2] = {{1, 32}, {3, 96}, {7, 2560}, {2, 8192}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int32_t ntok = 1; ntok <= 9; ntok += 4)
+            check_q8(k, shapes[i][0], shapes[i][1], ntok, 0, 0, s);
+    for (int how = 1; how <= 2; how++)
+        for (int qhow = 1; qhow <= 2; qhow++) check_q8(k, 3, 2560, 2, how, qhow, s);
+}
+
 static void check_variant(const char *name)
 {
     const struct br_kernel_ops *k = br_kernels_find(name);
@@ -149,6 +205,7 @@ static void check_variant(const char *name)
     check_gemm(k, 7, 2560, &s);
     check_gemm(k, 3, 8640, &s);
     check_dots(k, &s);
+    check_q8_variant(name, &s);
     printf("%s %s\n", g_fail ? "checked (with failures)" : "ok", name);
 }
 

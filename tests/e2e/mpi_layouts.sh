@@ -2,7 +2,9 @@
 # The cluster is exact: `mpirun bitrack run --tp T --pp P --dump-logits` writes the same
 # bytes as one process, for layouts 1x1 2x1 1x2 2x2 3x1 4x1 1x3, on models of each
 # architecture and ternary type (one with 5 KV heads, split unevenly), and with 1 or 2
-# threads per rank. Any difference fails.
+# threads per rank; a model whose tied head is Q8_0 (the vocabulary split over the TP ranks,
+# each running the Q8_0 kernels on its rows), also from a shard directory. Any difference
+# fails.
 set -euo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/mpilayouts.$$
@@ -20,21 +22,25 @@ MPIRUN=(mpirun --oversubscribe --bind-to none -np)
     --layers 3 --vocab 1030 --type tq2_0 --seed 22 -o "$TMP/bitnet.gguf"
 "$BIN" synth --preset tiny --arch llama --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
     --layers 3 --vocab 1030 --type tq1_0 --untied --seed 23 -o "$TMP/llama.gguf"
+"$BIN" synth --preset tiny --arch bitnet-b1.58 --embd 1280 --heads 10 --kv-heads 5 --ff 1536 \
+    --layers 3 --vocab 1100 --type i2_s --head-type q8_0 --seed 24 -o "$TMP/q8head.gguf"
 
 # 70 prompt tokens: more than one 64-token batch
 prompt=$(seq -s, 3 72)
 fails=0; runs=0
-models="kv5 bitnet llama"
+models="kv5 bitnet llama q8head"
 layouts="1x1 2x1 1x2 2x2 3x1 4x1 1x3"
 if [ -n "${BR_QUICK:-}" ]; then
     # sanitizer builds: a short form (the release build runs everything)
-    models="kv5"; layouts="2x2 1x3"
+    models="kv5 q8head"; layouts="2x2 1x3"
     echo "BR_QUICK: layouts $layouts on $models only"
 fi
 for model in $models; do
     f="$TMP/$model.gguf"
     "$BIN" run -m "$f" --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
-    for layout in $layouts; do
+    model_layouts=$layouts
+    [ "$model" = q8head ] && [ -z "${BR_QUICK:-}" ] && model_layouts="2x1 2x2 3x1"
+    for layout in $model_layouts; do
         tp=${layout%x*}; pp=${layout#*x}
         for threads in 1 2; do
             [ "$threads" = 2 ] && [ "$layout" != 2x2 ] && [ "$layout" != 1x1 ] && continue
@@ -53,6 +59,26 @@ for model in $models; do
         done
     done
 done
+# the Q8_0 head from shard files (each rank's head rows stored as Q8_0)
+"$BIN" shard -m "$TMP/q8head.gguf" --tp 2 --pp 2 -o "$TMP/q8shards" 2> /dev/null
+"$BIN" run -m "$TMP/q8head.gguf" --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
+if timeout 120 "${MPIRUN[@]}" 4 "$BIN" run -m "$TMP/q8shards" --tokens "$prompt" -n 5 --tp 2 --pp 2 \
+        --ids --ignore-eos --dump-logits "$TMP/out.f32" > "$TMP/out.txt" 2> "$TMP/err.txt" &&
+        cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
+    echo "ok   q8head shards 2x2: logits identical"; runs=$((runs + 1))
+else
+    echo "FAIL q8head shards 2x2"; cat "$TMP/err.txt"; fails=$((fails + 1))
+fi
+# an F16 head re-encoded by `shard --head-type q8_0` equals the head quantized at load
+"$BIN" shard -m "$TMP/kv5.gguf" --tp 2 --pp 1 --head-type q8_0 -o "$TMP/kv5q8" 2> /dev/null
+"$BIN" run -m "$TMP/kv5.gguf" --head q8_0 --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
+if timeout 120 "${MPIRUN[@]}" 2 "$BIN" run -m "$TMP/kv5q8" --tokens "$prompt" -n 5 --tp 2 \
+        --ids --ignore-eos --dump-logits "$TMP/out.f32" > "$TMP/out.txt" 2> "$TMP/err.txt" &&
+        cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
+    echo "ok   kv5 shard --head-type q8_0 2x1 = run --head q8_0: logits identical"; runs=$((runs + 1))
+else
+    echo "FAIL kv5 shard --head-type q8_0 2x1 vs run --head q8_0"; cat "$TMP/err.txt"; fails=$((fails + 1))
+fi
 # communication accounting: every rank's measured bytes and messages equal the plan's
 stats_layouts="2x2 3x1 1x3"
 [ -n "${BR_QUICK:-}" ] && stats_layouts="2x2"

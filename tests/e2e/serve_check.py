@@ -56,20 +56,28 @@ def gen(i, **kw):
 
 
 def collect(s, rid, timeout=30.0):
-    """tokens of a stream, and its final message"""
-    toks, end = [], None
+    """tokens of a stream, and its final message. Sends heartbeats while it waits, as a
+    real client does (a slow stream outlives --client-timeout), and takes their answers
+    before returning, so no pong is left for the next reader."""
+    toks, end, pings = [], None, 0
     deadline = time.time() + timeout
+    last_ping = time.time()
     while time.time() < deadline:
-        r = recv(s, deadline - time.time())
-        if r is None:
-            break
-        if r.get("id") != rid:
+        if end is None and time.time() - last_ping > 0.5:
+            send(s, {"v": 1, "type": "ping", "id": rid})
+            pings += 1
+            last_ping = time.time()
+        r = recv(s, max(0.0, min(0.5, deadline - time.time())))
+        if r is None or r.get("id") != rid:
             continue
-        if r["type"] == "token":
+        if r["type"] == "pong":
+            pings -= 1
+        elif r["type"] == "token":
             if r.get("token", -1) >= 0:
                 toks.append(r["token"])
         else:
             end = r
+        if end is not None and pings <= 0:
             break
     return toks, end
 

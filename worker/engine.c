@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "bitrack/fp.h"
+#include "kernels/attn.h"
 #include "kernels/ops.h"
 #include "sharding/plan.h"
 #include "worker/kvcache.h"
@@ -473,48 +474,46 @@ static float f16_round(float x)
     return br_f16_to_f32(br_f32_to_f16(x));
 }
 
-/* Causal attention for one head over the f16 cache. Like the KV cache, the query and the
- * unnormalized softmax weights are rounded to f16 precision before their products: this
- * is what the reference CPU implementations compute, and matching it keeps greedy
- * continuations of real files identical to theirs (tests/unit/bitnet_cpp_test.c). */
+_Static_assert(BR_MAX_HEAD_DIM <= BR_ATTN_MAX_HEAD_DIM,
+               "attention kernels hold a head on the stack");
+
+/* Causal attention for one head over the f16 cache, in the canonical order of
+ * kernels/attn.h. Like the KV cache, the query and the unnormalized softmax weights are
+ * rounded to f16 precision before their products: this is what the reference CPU
+ * implementations compute, and matching it keeps greedy continuations of real files
+ * identical to theirs (tests/unit/bitnet_cpp_test.c). The kernels take one KV block (a
+ * run of contiguous cache rows) at a time. */
 static void attn_task(void *ctx, int h, int n_heads)
 {
     (void)n_heads;
     struct attn_job *j = ctx;
     struct br_engine *e = j->e;
     const struct br_model_config *c = &e->m->cfg;
+    const struct br_attn_ops *ops = br_attn_active();
     int32_t hd = c->head_dim, hdv = c->head_dim_v;
     int32_t kvh = h / e->g;
     const struct layer_cache *lc = &e->cache[j->layer];
     float *scores = e->scores + (size_t)h * e->n_ctx;
-    float kbuf[BR_MAX_HEAD_DIM], qbuf[BR_MAX_HEAD_DIM];
+    float qbuf[BR_MAX_HEAD_DIM];
     float scale = 1.0f / sqrtf((float)hd);
+    const uint16_t *kbase = lc->k + (size_t)kvh * hd, *vbase = lc->v + (size_t)kvh * hdv;
     for (int32_t t = 0; t < j->b->n; t++) {
         int32_t npos = j->b->pos[t] + 1;
         int32_t sq = j->b->seq[t];
         const float *qh = e->q + (size_t)t * e->qdl + (size_t)h * hd;
         for (int32_t i = 0; i < hd; i++) qbuf[i] = f16_round(qh[i]);
-        float mx = -INFINITY;
-        for (int32_t p = 0; p < npos; p++) {
-            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p);
-            const uint16_t *kp = lc->k + row * e->kdl + (size_t)kvh * hd;
-            for (int32_t i = 0; i < hd; i++) kbuf[i] = br_f16_to_f32(kp[i]);
-            scores[p] = br_dot_f32(qbuf, kbuf, (size_t)hd) * scale;
-            if (scores[p] > mx) mx = scores[p];
+        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
+            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
+            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
+            ops->scores(qbuf, kbase + row * e->kdl, (size_t)e->kdl, n, hd, scale, scores + p0);
         }
-        float sum = 0.0f;
-        for (int32_t p = 0; p < npos; p++) {
-            scores[p] = expf(scores[p] - mx);
-            sum += scores[p];
-        }
-        float inv = 1.0f / sum;
+        float inv = br_attn_softmax(scores, npos);
         float *out = e->att + (size_t)t * e->odl + (size_t)h * hdv;
         for (int32_t i = 0; i < hdv; i++) out[i] = 0.0f;
-        for (int32_t p = 0; p < npos; p++) {
-            const uint16_t *vp =
-                lc->v + (size_t)br_kv_alloc_row(e->kv, sq, p) * e->vdl + (size_t)kvh * hdv;
-            float w = f16_round(scores[p]);
-            for (int32_t i = 0; i < hdv; i++) out[i] = fmaf(w, br_f16_to_f32(vp[i]), out[i]);
+        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
+            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
+            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
+            ops->accum(scores + p0, vbase + row * e->vdl, (size_t)e->vdl, n, hdv, out);
         }
         for (int32_t i = 0; i < hdv; i++) out[i] *= inv;
     }

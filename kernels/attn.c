@@ -32,10 +32,16 @@ static void accum_ref(const float *w, const uint16_t *v, size_t v_stride, int32_
     }
 }
 
+static void to_f16_ref(const float *x, int32_t n, uint16_t *h)
+{
+    for (int32_t i = 0; i < n; i++) h[i] = br_f32_to_f16(x[i]);
+}
+
 const struct br_attn_ops br_attn_ref = {
     .name = "ref",
     .scores = scores_ref,
     .accum = accum_ref,
+    .to_f16 = to_f16_ref,
 };
 
 float br_attn_softmax(float *s, int32_t n)

@@ -37,10 +37,14 @@ typedef void (*br_attn_scores_fn)(const float *q, const uint16_t *k, size_t k_st
 typedef void (*br_attn_accum_fn)(const float *w, const uint16_t *v, size_t v_stride, int32_t n,
                                  int32_t hdv, float *out);
 
+/* h[i] = x[i] rounded to f16, to nearest even (br_f32_to_f16), i < n: KV-cache stores. */
+typedef void (*br_attn_to_f16_fn)(const float *x, int32_t n, uint16_t *h);
+
 struct br_attn_ops {
     const char *name;
     br_attn_scores_fn scores;
     br_attn_accum_fn accum;
+    br_attn_to_f16_fn to_f16;
 };
 
 extern const struct br_attn_ops br_attn_ref;

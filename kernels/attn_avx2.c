@@ -116,8 +116,18 @@ static void accum_avx2(const float *w, const uint16_t *v, size_t vs, int32_t n, 
         }
 }
 
+/* F16C rounds to nearest even with rounding mode 0, like br_f32_to_f16. */
+static void to_f16_avx2(const float *x, int32_t n, uint16_t *h)
+{
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((void *)(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), 0));
+    for (; i < n; i++) h[i] = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x[i]), 0), 0);
+}
+
 const struct br_attn_ops br_attn_avx2 = {
     .name = "avx2",
     .scores = scores_avx2,
     .accum = accum_avx2,
+    .to_f16 = to_f16_avx2,
 };

@@ -142,8 +142,21 @@ static void accum_avx512(const float *w, const uint16_t *v, size_t vs, int32_t n
         accum_pass1(w, v, vs, n, i0, hdv, out);
 }
 
+/* F16C rounds to nearest even with rounding mode 0, like br_f32_to_f16. */
+static void to_f16_avx512(const float *x, int32_t n, uint16_t *h)
+{
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((void *)(h + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), 0));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(h + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), 0));
+    }
+}
+
 const struct br_attn_ops br_attn_avx512 = {
     .name = "avx512",
     .scores = scores_avx512,
     .accum = accum_avx512,
+    .to_f16 = to_f16_avx512,
 };

@@ -53,6 +53,7 @@ struct br_engine {
     struct layer_cache *cache;     /* (n_layer,), only own layers allocated */
     struct br_kv_alloc *kv;        /* block tables */
     int64_t *rows;                 /* (max_batch,) cache row of each batch token */
+    float *rope_cs;                /* (max_batch, n_rot) RoPE cos/sin of each batch token */
     /* scratch, all sized for max_batch tokens */
     float *x;      /* residual slice (T, dl) */
     int8_t *q8;    /* full or local int8 input (T, max kpad) */
@@ -99,6 +100,7 @@ void br_engine_destroy(struct br_engine **ep)
     free(e->cache);
     br_kv_alloc_destroy(&e->kv);
     free(e->rows);
+    free(e->rope_cs);
     free(e->grp);
     free(e->x), free(e->q8), free(e->q8loc), free(e->qs), free(e->stats), free(e->gstats);
     free(e->acc), free(e->rs), free(e->q), free(e->k), free(e->v), free(e->att);
@@ -216,7 +218,8 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     int32_t n_blocks = o && o->kv_blocks > 0 ? o->kv_blocks : per_seq * e->n_seq;
     if (br_kv_alloc_create(e->n_seq, e->n_ctx, BR_KV_BLOCK, n_blocks, &e->kv)) goto nomem;
     e->rows = xalloc(T * sizeof *e->rows);
-    if (!e->rows) goto nomem;
+    e->rope_cs = xalloc(T * (size_t)c->n_rot * sizeof *e->rope_cs);
+    if (!e->rows || !e->rope_cs) goto nomem;
     size_t slots = (size_t)n_blocks * BR_KV_BLOCK;
     for (int l = p->layer0; l < p->layer1; l++) {
         e->cache[l].k = xalloc(slots * (size_t)e->kdl * sizeof(uint16_t));
@@ -568,6 +571,9 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
                               b->seq[t], b->pos[t]);
         e->rows[t] = row;
     }
+    /* RoPE angles depend on the position only: once per token for all heads and layers */
+    for (int32_t t = 0; t < T; t++)
+        br_rope_table(c->n_rot, b->pos[t], c->rope_base, e->rope_cs + (size_t)t * c->n_rot);
     if (p->first_stage) e->layer_rms[0] = rms_of(e->x + (size_t)(T - 1) * e->dl, e->dl);
     for (int l = p->layer0; l < p->layer1; l++) {
         const struct br_layer_weights *lw = &m->layers[l];
@@ -577,19 +583,18 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         project(e, &lw->k, e->q8, e->kpad_d, T, e->k);
         project(e, &lw->v, e->q8, e->kpad_d, T, e->v);
         const struct layer_cache *lc = &e->cache[l];
+        const struct br_attn_ops *aops = br_attn_active();
         for (int32_t t = 0; t < T; t++) {
-            int32_t pos = b->pos[t];
+            const float *cs = e->rope_cs + (size_t)t * c->n_rot;
             for (int32_t h = 0; h < e->qhl; h++)
-                br_rope(e->q + (size_t)t * e->qdl + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
-                        c->rope_neox);
+                br_rope_apply(e->q + (size_t)t * e->qdl + (size_t)h * hd, c->n_rot, c->rope_neox,
+                              cs);
             for (int32_t h = 0; h < e->kvl; h++)
-                br_rope(e->k + (size_t)t * e->kdl + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
-                        c->rope_neox);
+                br_rope_apply(e->k + (size_t)t * e->kdl + (size_t)h * hd, c->n_rot, c->rope_neox,
+                              cs);
             size_t slot = (size_t)e->rows[t];
-            for (int32_t i = 0; i < e->kdl; i++)
-                lc->k[slot * e->kdl + i] = br_f32_to_f16(e->k[(size_t)t * e->kdl + i]);
-            for (int32_t i = 0; i < e->vdl; i++)
-                lc->v[slot * e->vdl + i] = br_f32_to_f16(e->v[(size_t)t * e->vdl + i]);
+            aops->to_f16(e->k + (size_t)t * e->kdl, e->kdl, lc->k + slot * e->kdl);
+            aops->to_f16(e->v + (size_t)t * e->vdl, e->vdl, lc->v + slot * e->vdl);
         }
         struct attn_job aj = {e, l, b};
         br_pool_run(e->pool, attn_task, &aj, e->qhl);

@@ -274,6 +274,40 @@ static void test_softmax(void **state)
     assert_true(br_attn_softmax(&one, 1) == 1.0f && one == 1.0f);
 }
 
+/* KV-cache stores: every variant rounds like br_f32_to_f16, on sampled bit patterns
+ * (ties, subnormals, overflow, infinities, NaNs) and on every length 0..40. */
+static void test_to_f16(void **state)
+{
+    const struct br_attn_ops *a = variant_or_skip(state);
+    enum { N = 1 << 16 };
+    float *x = malloc(N * sizeof *x);
+    uint16_t *want = malloc(N * sizeof *want), *got = malloc(N * sizeof *got);
+    assert_true(x && want && got);
+    uint64_t rng = 5;
+    for (int i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)br_test_rand(&rng);
+        if (i % 4 == 1)
+            u = (u & 0x8fffe000u) | 0x1000u | ((uint32_t)(i % 31 + 97) << 23); /* ties */
+        if (i % 4 == 2) u = (uint32_t)i << 16; /* every exponent, NaNs and infinities */
+        if (i % 4 == 3) u = (u & 0x80ffffffu) | (103u + (uint32_t)(i % 40)) << 23; /* f16 tiny */
+        x[i] = br_fp32_from_bits(u);
+        want[i] = br_f32_to_f16(x[i]);
+    }
+    a->to_f16(x, N, got);
+    for (int i = 0; i < N; i++)
+        if (want[i] != got[i])
+            fail_msg("%s to_f16 %08x: %04x vs %04x", a->name, br_fp32_to_bits(x[i]), want[i],
+                     got[i]);
+    for (int32_t n = 0; n <= 40; n++) {
+        uint16_t h[41];
+        h[n] = 0xabcd; /* guard */
+        a->to_f16(x + 7, n, h);
+        assert_memory_equal(h, want + 7, (size_t)n * sizeof *h);
+        assert_int_equal(h[n], 0xabcd);
+    }
+    free(x), free(want), free(got);
+}
+
 /* The active variant follows the kernel choice and is never missing. */
 static void test_active(void **state)
 {
@@ -290,7 +324,8 @@ static void test_active(void **state)
     cmocka_unit_test_prestate(test_scores, (void *)v),                                             \
         cmocka_unit_test_prestate(test_scores_signed_zero, (void *)v),                             \
         cmocka_unit_test_prestate(test_accum, (void *)v),                                          \
-        cmocka_unit_test_prestate(test_attention, (void *)v)
+        cmocka_unit_test_prestate(test_attention, (void *)v),                                      \
+        cmocka_unit_test_prestate(test_to_f16, (void *)v)
 
 int main(void)
 {

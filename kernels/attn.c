@@ -37,25 +37,37 @@ static void to_f16_ref(const float *x, int32_t n, uint16_t *h)
     for (int32_t i = 0; i < n; i++) h[i] = br_f32_to_f16(x[i]);
 }
 
+static void round_f16_ref(float *x, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++) x[i] = br_f16_to_f32(br_f32_to_f16(x[i]));
+}
+
 const struct br_attn_ops br_attn_ref = {
     .name = "ref",
     .scores = scores_ref,
     .accum = accum_ref,
     .to_f16 = to_f16_ref,
+    .round_f16 = round_f16_ref,
 };
 
-float br_attn_softmax(float *s, int32_t n)
+float br_attn_exp(float *s, int32_t n)
 {
     float mx = -INFINITY;
     for (int32_t p = 0; p < n; p++)
         if (s[p] > mx) mx = s[p];
     float sum = 0.0f;
     for (int32_t p = 0; p < n; p++) {
-        float e = expf(s[p] - mx);
-        sum += e;
-        s[p] = br_f16_to_f32(br_f32_to_f16(e));
+        s[p] = expf(s[p] - mx);
+        sum += s[p];
     }
     return 1.0f / sum;
+}
+
+float br_attn_softmax(float *s, int32_t n)
+{
+    float inv = br_attn_exp(s, n);
+    round_f16_ref(s, n);
+    return inv;
 }
 
 const struct br_attn_ops *br_attn_find(const char *name)

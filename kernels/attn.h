@@ -39,12 +39,16 @@ typedef void (*br_attn_accum_fn)(const float *w, const uint16_t *v, size_t v_str
 
 /* h[i] = x[i] rounded to f16, to nearest even (br_f32_to_f16), i < n: KV-cache stores. */
 typedef void (*br_attn_to_f16_fn)(const float *x, int32_t n, uint16_t *h);
+/* x[i] = x[i] rounded to f16 precision and widened back, in place, i < n: the query and
+ * the softmax weights. */
+typedef void (*br_attn_round_f16_fn)(float *x, int32_t n);
 
 struct br_attn_ops {
     const char *name;
     br_attn_scores_fn scores;
     br_attn_accum_fn accum;
     br_attn_to_f16_fn to_f16;
+    br_attn_round_f16_fn round_f16;
 };
 
 extern const struct br_attn_ops br_attn_ref;
@@ -63,7 +67,10 @@ const struct br_attn_ops *br_attn_find(const char *name);
 const struct br_attn_ops *br_attn_active(void);
 
 /* Softmax of s[0..n) in the canonical order above: replaces s[p] by w_p (e_p rounded to
- * f16 precision) and returns 1 / sum. n >= 1. Scalar and shared by every variant. */
+ * f16 precision) and returns 1 / sum. n >= 1. Scalar. */
 float br_attn_softmax(float *s, int32_t n);
+/* Its first step, shared by every variant: replaces s[p] by e_p (not rounded) and returns
+ * 1 / sum; a variant's round_f16 then gives the weights. */
+float br_attn_exp(float *s, int32_t n);
 
 #endif

@@ -125,9 +125,18 @@ static void to_f16_avx2(const float *x, int32_t n, uint16_t *h)
     for (; i < n; i++) h[i] = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x[i]), 0), 0);
 }
 
+static void round_f16_avx2(float *x, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), 0)));
+    for (; i < n; i++) x[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(x[i]), 0)));
+}
+
 const struct br_attn_ops br_attn_avx2 = {
     .name = "avx2",
     .scores = scores_avx2,
     .accum = accum_avx2,
     .to_f16 = to_f16_avx2,
+    .round_f16 = round_f16_avx2,
 };

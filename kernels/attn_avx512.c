@@ -154,9 +154,22 @@ static void to_f16_avx512(const float *x, int32_t n, uint16_t *h)
     }
 }
 
+static void round_f16_avx512(float *x, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i), 0)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), 0));
+        _mm512_mask_storeu_ps(x + i, m, v);
+    }
+}
+
 const struct br_attn_ops br_attn_avx512 = {
     .name = "avx512",
     .scores = scores_avx512,
     .accum = accum_avx512,
     .to_f16 = to_f16_avx512,
+    .round_f16 = round_f16_avx512,
 };

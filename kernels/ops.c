@@ -61,14 +61,36 @@ void br_rmsnorm(const float *x, const float *w, size_t n, float eps, float *y)
     for (size_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
 }
 
+/* max |y_i| over 8 lanes (element i into lane i % 8), then across lanes: the same value as
+ * a single running maximum (NaNs are skipped either way), but the loop vectorizes. */
+static float absmax_lanes(const float *x, const float *g, size_t n)
+{
+    float m[8] = {0};
+    size_t i = 0;
+    if (g)
+        for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) {
+                float a = fabsf(x[i + j] * g[i + j]);
+                m[j] = a > m[j] ? a : m[j];
+            }
+    else
+        for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) {
+                float a = fabsf(x[i + j]);
+                m[j] = a > m[j] ? a : m[j];
+            }
+    for (; i < n; i++) {
+        float a = fabsf(g ? x[i] * g[i] : x[i]);
+        m[0] = a > m[0] ? a : m[0];
+    }
+    float r = 0.0f;
+    for (int j = 0; j < 8; j++) r = m[j] > r ? m[j] : r;
+    return r;
+}
+
 float br_absmax(const float *x, size_t n)
 {
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > m) m = a;
-    }
-    return m;
+    return absmax_lanes(x, NULL, n);
 }
 
 /* clamp(round_half_even(v), -128, 127) for v that is not NaN. Clamping first changes
@@ -131,14 +153,18 @@ float br_silu(float x)
     return x / (1.0f + expf(-x));
 }
 
+void br_act_mul(int relu2, float *g, const float *u, size_t n)
+{
+    /* separate loops so the relu^2 one vectorizes (same operations as br_relu2) */
+    if (relu2)
+        for (size_t i = 0; i < n; i++) g[i] = (g[i] > 0.0f ? g[i] * g[i] : 0.0f) * u[i];
+    else
+        for (size_t i = 0; i < n; i++) g[i] = br_silu(g[i]) * u[i];
+}
+
 float br_normq_stats(const float *x, const float *g, size_t n, size_t chunk, float *chunk_sums)
 {
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float y = g ? x[i] * g[i] : x[i];
-        float a = fabsf(y);
-        if (a > m) m = a;
-    }
+    float m = absmax_lanes(x, g, n);
     for (size_t c = 0; c * chunk < n; c++) {
         size_t len = n - c * chunk < chunk ? n - c * chunk : chunk;
         chunk_sums[c] = br_dot_f32(x + c * chunk, x + c * chunk, len);

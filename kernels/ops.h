@@ -78,5 +78,7 @@ static inline float br_relu2(float x)
     return x > 0.0f ? x * x : 0.0f;
 }
 float br_silu(float x);
+/* g[i] = act(g[i]) * u[i] for i < n, act relu^2 when relu2 is nonzero, else SiLU. */
+void br_act_mul(int relu2, float *g, const float *u, size_t n);
 
 #endif

@@ -472,11 +472,6 @@ struct attn_job {
     const struct br_batch *b;
 };
 
-static float f16_round(float x)
-{
-    return br_f16_to_f32(br_f32_to_f16(x));
-}
-
 _Static_assert(BR_MAX_HEAD_DIM <= BR_ATTN_MAX_HEAD_DIM,
                "attention kernels hold a head on the stack");
 
@@ -504,13 +499,15 @@ static void attn_task(void *ctx, int h, int n_heads)
         int32_t npos = j->b->pos[t] + 1;
         int32_t sq = j->b->seq[t];
         const float *qh = e->q + (size_t)t * e->qdl + (size_t)h * hd;
-        for (int32_t i = 0; i < hd; i++) qbuf[i] = f16_round(qh[i]);
+        memcpy(qbuf, qh, (size_t)hd * sizeof *qbuf);
+        ops->round_f16(qbuf, hd);
         for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
             int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
             size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
             ops->scores(qbuf, kbase + row * e->kdl, (size_t)e->kdl, n, hd, scale, scores + p0);
         }
-        float inv = br_attn_softmax(scores, npos);
+        float inv = br_attn_exp(scores, npos);
+        ops->round_f16(scores, npos);
         float *out = e->att + (size_t)t * e->odl + (size_t)h * hdv;
         for (int32_t i = 0; i < hdv; i++) out[i] = 0.0f;
         for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
@@ -607,10 +604,7 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         if ((rc = residual_normq(e, lw->ffn_norm, T))) goto comm_fail;
         project(e, &lw->gate, e->q8, e->kpad_d, T, e->gbuf);
         project(e, &lw->up, e->q8, e->kpad_d, T, e->ubuf);
-        for (size_t i = 0; i < (size_t)T * (size_t)e->ffl; i++) {
-            float a = c->act == BR_ACT_RELU2 ? br_relu2(e->gbuf[i]) : br_silu(e->gbuf[i]);
-            e->gbuf[i] = a * e->ubuf[i];
-        }
+        br_act_mul(c->act == BR_ACT_RELU2, e->gbuf, e->ubuf, (size_t)T * (size_t)e->ffl);
         if ((rc = normq(e, e->gbuf, lw->ffn_sub_norm, e->ffl, c->n_ff, BR_CHUNK, cpr_ff,
                         lw->ffn_sub_norm != NULL, T, e->q8, e->kpad_f)))
             goto comm_fail;

@@ -65,6 +65,12 @@ float br_normq_quantize(const float *x, const float *g, size_t n, size_t npad, f
  * neox: dim i pairs with i + n_rot/2; else adjacent pairs (2i, 2i+1).
  * theta_i = pos * base^(-2i/n_rot), computed in double then rounded to float. */
 void br_rope(float *v, int head_dim, int n_rot, int pos, float base, int neox);
+/* The same in two steps, so a token's angles serve all its heads and layers: cs (n_rot,)
+ * receives cos, sin of theta_i for i < n_rot / 2, and br_rope_apply rotates one head with
+ * them. br_rope(v, ...) == br_rope_table then br_rope_apply, bit for bit. */
+#define BR_ROPE_MAX_ROT 512
+void br_rope_table(int n_rot, int pos, float base, float *cs);
+void br_rope_apply(float *v, int n_rot, int neox, const float *cs);
 
 /* Activations, elementwise. */
 static inline float br_relu2(float x)
@@ -72,5 +78,7 @@ static inline float br_relu2(float x)
     return x > 0.0f ? x * x : 0.0f;
 }
 float br_silu(float x);
+/* g[i] = act(g[i]) * u[i] for i < n, act relu^2 when relu2 is nonzero, else SiLU. */
+void br_act_mul(int relu2, float *g, const float *u, size_t n);
 
 #endif

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "bitrack/fp.h"
+#include "kernels/attn.h"
 #include "kernels/ops.h"
 #include "kernels/q8.h"
 #include "sharding/plan.h"
@@ -53,6 +54,7 @@ struct br_engine {
     struct layer_cache *cache;     /* (n_layer,), only own layers allocated */
     struct br_kv_alloc *kv;        /* block tables */
     int64_t *rows;                 /* (max_batch,) cache row of each batch token */
+    float *rope_cs;                /* (max_batch, n_rot) RoPE cos/sin of each batch token */
     /* scratch, all sized for max_batch tokens */
     float *x;      /* residual slice (T, dl) */
     int8_t *q8;    /* full or local int8 input (T, max kpad) */
@@ -101,6 +103,7 @@ void br_engine_destroy(struct br_engine **ep)
     free(e->cache);
     br_kv_alloc_destroy(&e->kv);
     free(e->rows);
+    free(e->rope_cs);
     free(e->grp);
     free(e->x), free(e->q8), free(e->q8loc), free(e->qs), free(e->stats), free(e->gstats);
     free(e->acc), free(e->rs), free(e->q), free(e->k), free(e->v), free(e->att);
@@ -224,7 +227,8 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     int32_t n_blocks = o && o->kv_blocks > 0 ? o->kv_blocks : per_seq * e->n_seq;
     if (br_kv_alloc_create(e->n_seq, e->n_ctx, BR_KV_BLOCK, n_blocks, &e->kv)) goto nomem;
     e->rows = xalloc(T * sizeof *e->rows);
-    if (!e->rows) goto nomem;
+    e->rope_cs = xalloc(T * (size_t)c->n_rot * sizeof *e->rope_cs);
+    if (!e->rows || !e->rope_cs) goto nomem;
     size_t slots = (size_t)n_blocks * BR_KV_BLOCK;
     for (int l = p->layer0; l < p->layer1; l++) {
         e->cache[l].k = xalloc(slots * (size_t)e->kdl * sizeof(uint16_t));
@@ -477,53 +481,48 @@ struct attn_job {
     const struct br_batch *b;
 };
 
-static float f16_round(float x)
-{
-    return br_f16_to_f32(br_f32_to_f16(x));
-}
+_Static_assert(BR_MAX_HEAD_DIM <= BR_ATTN_MAX_HEAD_DIM,
+               "attention kernels hold a head on the stack");
 
-/* Causal attention for one head over the f16 cache. Like the KV cache, the query and the
- * unnormalized softmax weights are rounded to f16 precision before their products: this
- * is what the reference CPU implementations compute, and matching it keeps greedy
- * continuations of real files identical to theirs (tests/unit/bitnet_cpp_test.c). */
+/* Causal attention for one head over the f16 cache, in the canonical order of
+ * kernels/attn.h. Like the KV cache, the query and the unnormalized softmax weights are
+ * rounded to f16 precision before their products: this is what the reference CPU
+ * implementations compute, and matching it keeps greedy continuations of real files
+ * identical to theirs (tests/unit/bitnet_cpp_test.c). The kernels take one KV block (a
+ * run of contiguous cache rows) at a time. */
 static void attn_task(void *ctx, int h, int n_heads)
 {
     (void)n_heads;
     struct attn_job *j = ctx;
     struct br_engine *e = j->e;
     const struct br_model_config *c = &e->m->cfg;
+    const struct br_attn_ops *ops = br_attn_active();
     int32_t hd = c->head_dim, hdv = c->head_dim_v;
     int32_t kvh = h / e->g;
     const struct layer_cache *lc = &e->cache[j->layer];
     float *scores = e->scores + (size_t)h * e->n_ctx;
-    float kbuf[BR_MAX_HEAD_DIM], qbuf[BR_MAX_HEAD_DIM];
+    float qbuf[BR_MAX_HEAD_DIM];
     float scale = 1.0f / sqrtf((float)hd);
+    const uint16_t *kbase = lc->k + (size_t)kvh * hd, *vbase = lc->v + (size_t)kvh * hdv;
     for (int32_t t = 0; t < j->b->n; t++) {
         int32_t npos = j->b->pos[t] + 1;
         int32_t sq = j->b->seq[t];
         const float *qh = e->q + (size_t)t * e->qdl + (size_t)h * hd;
-        for (int32_t i = 0; i < hd; i++) qbuf[i] = f16_round(qh[i]);
-        float mx = -INFINITY;
-        for (int32_t p = 0; p < npos; p++) {
-            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p);
-            const uint16_t *kp = lc->k + row * e->kdl + (size_t)kvh * hd;
-            for (int32_t i = 0; i < hd; i++) kbuf[i] = br_f16_to_f32(kp[i]);
-            scores[p] = br_dot_f32(qbuf, kbuf, (size_t)hd) * scale;
-            if (scores[p] > mx) mx = scores[p];
+        memcpy(qbuf, qh, (size_t)hd * sizeof *qbuf);
+        ops->round_f16(qbuf, hd);
+        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
+            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
+            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
+            ops->scores(qbuf, kbase + row * e->kdl, (size_t)e->kdl, n, hd, scale, scores + p0);
         }
-        float sum = 0.0f;
-        for (int32_t p = 0; p < npos; p++) {
-            scores[p] = expf(scores[p] - mx);
-            sum += scores[p];
-        }
-        float inv = 1.0f / sum;
+        float inv = br_attn_exp(scores, npos);
+        ops->round_f16(scores, npos);
         float *out = e->att + (size_t)t * e->odl + (size_t)h * hdv;
         for (int32_t i = 0; i < hdv; i++) out[i] = 0.0f;
-        for (int32_t p = 0; p < npos; p++) {
-            const uint16_t *vp =
-                lc->v + (size_t)br_kv_alloc_row(e->kv, sq, p) * e->vdl + (size_t)kvh * hdv;
-            float w = f16_round(scores[p]);
-            for (int32_t i = 0; i < hdv; i++) out[i] = fmaf(w, br_f16_to_f32(vp[i]), out[i]);
+        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
+            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
+            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
+            ops->accum(scores + p0, vbase + row * e->vdl, (size_t)e->vdl, n, hdv, out);
         }
         for (int32_t i = 0; i < hdv; i++) out[i] *= inv;
     }
@@ -578,6 +577,9 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
                               b->seq[t], b->pos[t]);
         e->rows[t] = row;
     }
+    /* RoPE angles depend on the position only: once per token for all heads and layers */
+    for (int32_t t = 0; t < T; t++)
+        br_rope_table(c->n_rot, b->pos[t], c->rope_base, e->rope_cs + (size_t)t * c->n_rot);
     if (p->first_stage) e->layer_rms[0] = rms_of(e->x + (size_t)(T - 1) * e->dl, e->dl);
     for (int l = p->layer0; l < p->layer1; l++) {
         const struct br_layer_weights *lw = &m->layers[l];
@@ -587,19 +589,18 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         project(e, &lw->k, e->q8, e->kpad_d, T, e->k);
         project(e, &lw->v, e->q8, e->kpad_d, T, e->v);
         const struct layer_cache *lc = &e->cache[l];
+        const struct br_attn_ops *aops = br_attn_active();
         for (int32_t t = 0; t < T; t++) {
-            int32_t pos = b->pos[t];
+            const float *cs = e->rope_cs + (size_t)t * c->n_rot;
             for (int32_t h = 0; h < e->qhl; h++)
-                br_rope(e->q + (size_t)t * e->qdl + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
-                        c->rope_neox);
+                br_rope_apply(e->q + (size_t)t * e->qdl + (size_t)h * hd, c->n_rot, c->rope_neox,
+                              cs);
             for (int32_t h = 0; h < e->kvl; h++)
-                br_rope(e->k + (size_t)t * e->kdl + (size_t)h * hd, hd, c->n_rot, pos, c->rope_base,
-                        c->rope_neox);
+                br_rope_apply(e->k + (size_t)t * e->kdl + (size_t)h * hd, c->n_rot, c->rope_neox,
+                              cs);
             size_t slot = (size_t)e->rows[t];
-            for (int32_t i = 0; i < e->kdl; i++)
-                lc->k[slot * e->kdl + i] = br_f32_to_f16(e->k[(size_t)t * e->kdl + i]);
-            for (int32_t i = 0; i < e->vdl; i++)
-                lc->v[slot * e->vdl + i] = br_f32_to_f16(e->v[(size_t)t * e->vdl + i]);
+            aops->to_f16(e->k + (size_t)t * e->kdl, e->kdl, lc->k + slot * e->kdl);
+            aops->to_f16(e->v + (size_t)t * e->vdl, e->vdl, lc->v + slot * e->vdl);
         }
         struct attn_job aj = {e, l, b};
         br_pool_run(e->pool, attn_task, &aj, e->qhl);
@@ -612,10 +613,7 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         if ((rc = residual_normq(e, lw->ffn_norm, T))) goto comm_fail;
         project(e, &lw->gate, e->q8, e->kpad_d, T, e->gbuf);
         project(e, &lw->up, e->q8, e->kpad_d, T, e->ubuf);
-        for (size_t i = 0; i < (size_t)T * (size_t)e->ffl; i++) {
-            float a = c->act == BR_ACT_RELU2 ? br_relu2(e->gbuf[i]) : br_silu(e->gbuf[i]);
-            e->gbuf[i] = a * e->ubuf[i];
-        }
+        br_act_mul(c->act == BR_ACT_RELU2, e->gbuf, e->ubuf, (size_t)T * (size_t)e->ffl);
         if ((rc = normq(e, e->gbuf, lw->ffn_sub_norm, e->ffl, c->n_ff, BR_CHUNK, cpr_ff,
                         lw->ffn_sub_norm != NULL, T, e->q8, e->kpad_f)))
             goto comm_fail;

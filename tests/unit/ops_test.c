@@ -137,12 +137,81 @@ static void test_dot_canonical_order(void **state)
     assert_float_equal(br_dot_f32(x, x, 3), 14.0f, 0);
 }
 
+/* Quantization rounds half to even and clamps, exactly like nearbyintf then clamp: on
+ * ties (k + 0.5), values next to ties, the clamp bounds and far outside them. */
+static int8_t want_q(float v)
+{
+    v = nearbyintf(v);
+    if (v > 127.0f) v = 127.0f;
+    if (v < -128.0f) v = -128.0f;
+    return (int8_t)v;
+}
+
+static void test_quantize_rounding(void **state)
+{
+    (void)state;
+    enum { N = 4000 };
+    static float x[N];
+    static int8_t q[N + 5];
+    for (int i = 0; i < N; i++) {
+        float base = (float)(i % 600 - 300) * 0.5f; /* -150 .. 149.5, ties included */
+        int which = i / 600;
+        x[i] = which == 1   ? nextafterf(base, INFINITY)
+               : which == 2 ? nextafterf(base, -INFINITY)
+               : which == 3 ? base * 1e6f
+               : which == 4 ? base * 1e-3f
+                            : base;
+    }
+    x[0] = -0.0f, x[1] = 3e38f, x[2] = -3e38f, x[3] = 0.49999997f, x[4] = -0.5f;
+    /* absmax 127 makes the scale exactly 1 */
+    float s = br_quantize_with_max(x, N, N + 5, 127.0f, q);
+    assert_true(s == 1.0f);
+    for (int i = 0; i < N; i++)
+        if (q[i] != want_q(x[i])) fail_msg("x=%a: %d vs %d", (double)x[i], q[i], want_q(x[i]));
+    for (int i = N; i < N + 5; i++) assert_int_equal(q[i], 0);
+    /* normq with r = 1 and the same absmax: qm = 1, so the same codes, also with a gain */
+    static float ones[N];
+    for (int i = 0; i < N; i++) ones[i] = 1.0f;
+    static int8_t q2[N];
+    br_normq_quantize(x, NULL, N, N, 127.0f, 1.0f, q2);
+    assert_memory_equal(q, q2, N);
+    br_normq_quantize(x, ones, N, N, 127.0f, 1.0f, q2);
+    assert_memory_equal(q, q2, N);
+}
+
+/* The two-step RoPE (and br_rope) rotate exactly as the formula of ops.h, transcribed
+ * here: theta in double, cos and sin rounded to float, products rounded one by one. */
+static void test_rope_table(void **state)
+{
+    (void)state;
+    float a[128], b[128], want[128], cs[128];
+    for (int pos = 0; pos < 3000; pos += 37)
+        for (int neox = 0; neox < 2; neox++) {
+            for (int i = 0; i < 128; i++) a[i] = b[i] = want[i] = sinf((float)(i * 7 + pos));
+            for (int i = 0; i < 48; i++) {
+                double theta = (double)pos * pow(500000.0, -2.0 * i / 96.0);
+                float c = (float)cos(theta), sn = (float)sin(theta);
+                int u = neox ? i : 2 * i, v = neox ? i + 48 : 2 * i + 1;
+                float x0 = want[u], x1 = want[v];
+                float p0 = x0 * c, p1 = x1 * sn, p2 = x0 * sn, p3 = x1 * c;
+                want[u] = p0 - p1;
+                want[v] = p2 + p3;
+            }
+            br_rope(a, 128, 96, pos, 500000.0f, neox);
+            br_rope_table(96, pos, 500000.0f, cs);
+            br_rope_apply(b, 96, neox, cs);
+            assert_memory_equal(a, want, sizeof a);
+            assert_memory_equal(b, want, sizeof b);
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm_hand),       cmocka_unit_test(test_rope_hand),
         cmocka_unit_test(test_quantize_hand),      cmocka_unit_test(test_bitlinear_hand),
         cmocka_unit_test(test_bitlinear_extremes), cmocka_unit_test(test_dot_canonical_order),
+        cmocka_unit_test(test_quantize_rounding),  cmocka_unit_test(test_rope_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -297,7 +297,9 @@ void br_scale_project_stages(int32_t d, int32_t tp, int32_t pp, const int32_t *l
     const struct br_scale_net *n = &env->net;
     double B = cost->batch;
     double desc = 4.0 * (4.0 + 5.0 * (env->max_batch > 0 ? env->max_batch : 64));
-    double k1 = share(env, tp), kfull = share(env, tp * pp);
+    /* MPI waits are busy polls: on a shared machine every rank competes for the cores,
+     * waiting or not */
+    double k1 = share(env, tp * pp), kfull = k1;
     /* the collectives of one layer, each (T-1) (a + M_i/(T bw)), summed over i */
     double layer_net = tp > 1 ? (tp - 1) * ((cost->ag_n + cost->rs_n) * n->alpha_s +
                                             (cost->ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s)

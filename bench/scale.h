@@ -29,8 +29,8 @@
  * link bandwidth, d the model width, L_s the layers of stage s (from the plan), layer /
  * embed / head the measured compute of a rank of width 1/T, desc the step descriptor
  * (4 + 5 max_batch int32). k is 1 on a rack; when all ranks share C cores of one machine
- * it is max(1, R threads / C), R the ranks computing at once (T for one stream, T x P with
- * the pipeline full).
+ * it is max(1, T P threads / C): a rank waiting in MPI polls, so every rank competes for
+ * the cores whether it computes or waits.
  */
 #ifndef BR_BENCH_SCALE_H
 #define BR_BENCH_SCALE_H

@@ -121,17 +121,32 @@ static long long vm_hwm_kb(void)
     return kb;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 /* ---- network timing (MPI) ------------------------------------------------------------- */
+
+/* Least squares fit of y = a + b x; a is clamped at 0. */
+static void fit_line(const double *x, const double *y, int n, double *a, double *b)
+{
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (int i = 0; i < n; i++) sx += x[i], sy += y[i], sxx += x[i] * x[i], sxy += x[i] * y[i];
+    *b = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+    *a = (sy - *b * sx) / n;
+    if (*a < 0) *a = 0;
+}
 
 static int scale_net(int argc, char **argv)
 {
-    const char *json = NULL, *slist = "64,1024,16384,131072,1048576";
-    long long reps = 20;
-    static const struct option opts[] = {{"sizes", required_argument, 0, 's'},
-                                         {"reps", required_argument, 0, 'r'},
-                                         {"json", required_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    const char *json = NULL, *slist = "64,1024,4096,65536,262144";
+    long long reps = 20, group = 0;
+    static const struct option opts[] = {
+        {"sizes", required_argument, 0, 's'}, {"reps", required_argument, 0, 'r'},
+        {"group", required_argument, 0, 'g'}, {"json", required_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -142,6 +157,10 @@ static int scale_net(int argc, char **argv)
         case 'r':
             if (br_cli_int(optarg, 1, 100000, &reps))
                 return br_cli_usage_error("bench scale net", "bad --reps");
+            break;
+        case 'g':
+            if (br_cli_int(optarg, 2, 4096, &group))
+                return br_cli_usage_error("bench scale net", "bad --group");
             break;
         case 'j':
             json = optarg;
@@ -154,13 +173,17 @@ static int scale_net(int argc, char **argv)
         }
     }
     int32_t *sizes = NULL, n_sizes = 0;
-    if (br_cli_int_list(slist, &sizes, &n_sizes) || n_sizes < 2)
-        return br_cli_usage_error("bench scale net", "bad --sizes '%s' (two or more)", slist);
+    if (br_cli_int_list(slist, &sizes, &n_sizes) || n_sizes < 2 || n_sizes > MAX_ITEMS) {
+        free(sizes);
+        return br_cli_usage_error("bench scale net", "bad --sizes '%s' (2 to %d)", slist,
+                                  MAX_ITEMS);
+    }
     for (int32_t i = 0; i < n_sizes; i++)
         if (sizes[i] < 4 || sizes[i] > (1 << 26) || sizes[i] % 4) {
+            int bad = sizes[i];
             free(sizes);
             return br_cli_usage_error("bench scale net", "size %d: a multiple of 4 in [4, 64 MiB]",
-                                      sizes[i]);
+                                      bad);
         }
     int up = 0, rank = 0, world = 1;
     MPI_Initialized(&up);
@@ -171,100 +194,123 @@ static int scale_net(int argc, char **argv)
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    if (world < 2) {
-        if (rank == 0) fprintf(stderr, "bitrack bench scale net: run under mpirun with 2+ ranks\n");
+    int g = group ? (int)group : world;
+    if (world < 2 || world % g) {
+        if (rank == 0)
+            fprintf(stderr, "bitrack bench scale net: run under mpirun with 2+ ranks, a multiple "
+                            "of --group\n");
         MPI_Finalize();
         free(sizes);
         return 2;
     }
+    /* collectives in the group of the first g ranks (a TP group); the other ranks wait, as
+     * the other stages of a pipeline do; point to point from rank 0 to rank g (the next
+     * stage), or to the last rank when there is one group */
+    MPI_Comm grp;
+    MPI_Comm_split(MPI_COMM_WORLD, rank / g, rank, &grp);
+    int peer = world > g ? g : world - 1;
     int32_t max = 0;
     for (int32_t i = 0; i < n_sizes; i++) max = sizes[i] > max ? sizes[i] : max;
-    uint8_t *send = calloc((size_t)max * (size_t)world, 1);
-    uint8_t *recv = calloc((size_t)max * (size_t)world, 1);
-    int *counts = calloc((size_t)world, sizeof *counts),
-        *displs = calloc((size_t)world, sizeof *displs);
+    uint8_t *send = calloc((size_t)max * (size_t)g, 1);
+    uint8_t *recv = calloc((size_t)max * (size_t)g, 1);
+    int *counts = calloc((size_t)g, sizeof *counts), *displs = calloc((size_t)g, sizeof *displs);
     double(*t)[3] = calloc((size_t)n_sizes, sizeof *t);
+    double(*tmed)[3] = calloc((size_t)n_sizes, sizeof *tmed);
+    double *samples = calloc((size_t)reps, sizeof *samples);
     int rc = 0;
-    if (!send || !recv || !counts || !displs || !t) {
+    if (!send || !recv || !counts || !displs || !t || !tmed || !samples) {
         fprintf(stderr, "bitrack bench scale net: out of memory\n");
         rc = 1;
         goto done;
     }
     for (int32_t i = 0; i < n_sizes; i++) {
         int m = sizes[i];
-        /* all-gather of m bytes from every rank (the engine's MPI_Allgatherv) */
-        for (int r = 0; r < world; r++) counts[r] = m, displs[r] = r * m;
-        for (long long k = -2; k < reps; k++) {
-            if (k == 0) {
-                MPI_Barrier(MPI_COMM_WORLD);
-                t[i][0] = MPI_Wtime();
+        /* each operation timed alone; mean and median kept: on a shared machine some calls
+         * wait for a descheduled rank, which the mean counts and the median does not */
+        for (int op = 0; op < 3; op++) {
+            int active = op < 2 ? rank < g : rank == 0 || rank == peer;
+            for (int r = 0; r < g; r++) counts[r] = op == 0 ? m : m / 4, displs[r] = r * m;
+            MPI_Barrier(MPI_COMM_WORLD);
+            for (long long k = -20; k < reps && active; k++) {
+                if (op < 2) MPI_Barrier(grp);
+                double t0 = MPI_Wtime();
+                if (op == 0) {
+                    /* all-gather of m bytes from every rank (the engine's MPI_Allgatherv) */
+                    MPI_Allgatherv(send, m, MPI_BYTE, recv, counts, displs, MPI_BYTE, grp);
+                } else if (op == 1) {
+                    /* int32 reduce-scatter, m bytes per rank's block */
+                    MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, grp);
+                } else if (rank == 0) {
+                    /* one way: half a ping-pong */
+                    MPI_Send(send, m, MPI_BYTE, peer, 7, MPI_COMM_WORLD);
+                    MPI_Recv(recv, m, MPI_BYTE, peer, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                } else {
+                    MPI_Recv(recv, m, MPI_BYTE, 0, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                    MPI_Send(send, m, MPI_BYTE, 0, 7, MPI_COMM_WORLD);
+                }
+                if (k >= 0) samples[k] = (MPI_Wtime() - t0) / (op == 2 ? 2.0 : 1.0);
             }
-            MPI_Allgatherv(send, m, MPI_BYTE, recv, counts, displs, MPI_BYTE, MPI_COMM_WORLD);
+            if (!active || (op == 2 && rank != 0)) continue;
+            double sum = 0;
+            for (long long k = 0; k < reps; k++) sum += samples[k];
+            t[i][op] = sum / (double)reps;
+            qsort(samples, (size_t)reps, sizeof *samples, cmp_double);
+            tmed[i][op] = samples[reps / 2];
         }
-        t[i][0] = (MPI_Wtime() - t[i][0]) / (double)reps;
-        /* int32 reduce-scatter, m bytes per rank's block */
-        for (int r = 0; r < world; r++) counts[r] = m / 4;
-        for (long long k = -2; k < reps; k++) {
-            if (k == 0) {
-                MPI_Barrier(MPI_COMM_WORLD);
-                t[i][1] = MPI_Wtime();
-            }
-            MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, MPI_COMM_WORLD);
-        }
-        t[i][1] = (MPI_Wtime() - t[i][1]) / (double)reps;
-        /* one way, first to last rank: half a ping-pong */
-        MPI_Barrier(MPI_COMM_WORLD);
-        double t0 = MPI_Wtime();
-        for (long long k = 0; k < reps && (rank == 0 || rank == world - 1); k++) {
-            if (rank == 0) {
-                MPI_Send(send, m, MPI_BYTE, world - 1, 7, MPI_COMM_WORLD);
-                MPI_Recv(recv, m, MPI_BYTE, world - 1, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            } else {
-                MPI_Recv(recv, m, MPI_BYTE, 0, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-                MPI_Send(send, m, MPI_BYTE, 0, 7, MPI_COMM_WORLD);
-            }
-        }
-        t[i][2] = (MPI_Wtime() - t0) / (double)reps / 2.0;
     }
-    /* the slowest rank's time for the collectives */
+    /* the slowest rank's */
     MPI_Allreduce(MPI_IN_PLACE, t, 3 * n_sizes, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, tmed, 3 * n_sizes, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     if (rank == 0) {
-        /* least squares fit of the point-to-point times: t = a + m / bw */
-        double sx = 0, sy = 0, sxx = 0, sxy = 0, n = n_sizes;
+        double x[MAX_ITEMS], y[MAX_ITEMS], pa, pb, ca, cb;
+        for (int32_t i = 0; i < n_sizes; i++) x[i] = sizes[i], y[i] = t[i][2];
+        fit_line(x, y, n_sizes, &pa, &pb);
+        /* collectives: t = (g-1) (a + m/bw), both kinds together */
         for (int32_t i = 0; i < n_sizes; i++) {
-            sx += sizes[i], sy += t[i][2];
-            sxx += (double)sizes[i] * sizes[i], sxy += (double)sizes[i] * t[i][2];
+            x[i] = sizes[i];
+            y[i] = 0.5 * (t[i][0] + t[i][1]) / (g - 1);
         }
-        double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
-        double alpha = (sy - slope * sx) / n;
-        if (alpha < 0) alpha = 0;
-        struct br_scale_net net = {alpha, slope > 0 ? 1.0 / slope : 1e30};
-        printf("MPI over %d ranks, best fit of point to point: a = %.1f us, bw = %.2f Gbit/s\n",
-               world, alpha * 1e6, net.bw_bytes_s * 8 / 1e9);
-        printf("| bytes/rank | allgather us | model us | reduce-scatter us | model us | p2p us | "
-               "model us |\n|---|---|---|---|---|---|---|\n");
+        fit_line(x, y, n_sizes, &ca, &cb);
+        struct br_scale_net pn = {pa, pb > 0 ? 1.0 / pb : 1e30};
+        struct br_scale_net cn = {ca, cb > 0 ? 1.0 / cb : 1e30};
+        printf("MPI, %d ranks, collectives in a group of %d, point to point rank 0 -> %d "
+               "(mean of %lld; medians in brackets)\n",
+               world, g, peer, reps);
+        printf("fit of point to point: a = %.1f us, bw = %.2f Gbit/s\n", pa * 1e6,
+               pn.bw_bytes_s * 8 / 1e9);
+        printf("fit of collectives as (%d-1) (a + m/bw): a = %.1f us, bw = %.2f Gbit/s\n", g,
+               ca * 1e6, cn.bw_bytes_s * 8 / 1e9);
+        printf("| bytes/rank | allgather us | reduce-scatter us | model us | p2p us | model us "
+               "|\n|---|---|---|---|---|---|\n");
         FILE *jf = json ? fopen(json, "w") : NULL;
         if (json && !jf) {
             fprintf(stderr, "bitrack bench scale net: cannot write %s\n", json);
             rc = 1;
         }
         if (jf)
-            fprintf(jf, "{\"ranks\": %d, \"alpha_us\": %.3f, \"bw_gbit\": %.4f, \"sizes\": [\n",
-                    world, alpha * 1e6, net.bw_bytes_s * 8 / 1e9);
+            fprintf(jf,
+                    "{\"ranks\": %d, \"group\": %d, \"reps\": %lld, \"p2p_alpha_us\": %.3f, "
+                    "\"p2p_bw_gbit\": %.4f, \"coll_alpha_us\": %.3f, \"coll_bw_gbit\": %.4f, "
+                    "\"sizes\": [\n",
+                    world, g, reps, pa * 1e6, pn.bw_bytes_s * 8 / 1e9, ca * 1e6,
+                    cn.bw_bytes_s * 8 / 1e9);
         for (int32_t i = 0; i < n_sizes; i++) {
-            double mag = br_scale_allgather_s(&net, world, (double)sizes[i] * world);
-            double mp = alpha + sizes[i] / net.bw_bytes_s;
-            printf("| %10d | %12.1f | %8.1f | %17.1f | %8.1f | %6.1f | %8.1f |\n", sizes[i],
-                   t[i][0] * 1e6, mag * 1e6, t[i][1] * 1e6, mag * 1e6, t[i][2] * 1e6, mp * 1e6);
+            double mc = br_scale_allgather_s(&cn, g, (double)sizes[i] * g);
+            double mp = pa + sizes[i] / pn.bw_bytes_s;
+            printf("| %d | %.1f (%.1f) | %.1f (%.1f) | %.1f | %.1f (%.1f) | %.1f |\n", sizes[i],
+                   t[i][0] * 1e6, tmed[i][0] * 1e6, t[i][1] * 1e6, tmed[i][1] * 1e6, mc * 1e6,
+                   t[i][2] * 1e6, tmed[i][2] * 1e6, mp * 1e6);
             if (jf)
                 fprintf(jf,
                         "  {\"bytes_per_rank\": %d, \"allgather_us\": %.3f, \"reduce_scatter_us\": "
-                        "%.3f, \"p2p_us\": %.3f, \"model_collective_us\": %.3f, "
-                        "\"model_p2p_us\": %.3f}%s\n",
-                        sizes[i], t[i][0] * 1e6, t[i][1] * 1e6, t[i][2] * 1e6, mag * 1e6, mp * 1e6,
+                        "%.3f, \"p2p_us\": %.3f, \"allgather_median_us\": %.3f, "
+                        "\"reduce_scatter_median_us\": %.3f, \"p2p_median_us\": %.3f, "
+                        "\"model_collective_us\": %.3f, \"model_p2p_us\": %.3f}%s\n",
+                        sizes[i], t[i][0] * 1e6, t[i][1] * 1e6, t[i][2] * 1e6, tmed[i][0] * 1e6,
+                        tmed[i][1] * 1e6, tmed[i][2] * 1e6, mc * 1e6, mp * 1e6,
                         i + 1 < n_sizes ? "," : "");
         }
-        printf("model: collective over W ranks of m bytes each = (W-1) (a + m/bw); p2p = a + "
+        printf("model: collective over T ranks of m bytes each = (T-1) (a + m/bw); p2p = a + "
                "m/bw\n");
         if (jf) {
             fprintf(jf, "]}\n");
@@ -272,7 +318,9 @@ static int scale_net(int argc, char **argv)
         }
     }
 done:
-    free(send), free(recv), free(counts), free(displs), free(t), free(sizes);
+    MPI_Comm_free(&grp);
+    free(send), free(recv), free(counts), free(displs), free(t), free(tmed), free(sizes);
+    free(samples);
     MPI_Finalize();
     return rc;
 }
@@ -561,27 +609,40 @@ int br_cmd_bench_scale(int argc, char **argv)
     int first_row = 1;
     for (int l = 0; l < n_layouts; l++) {
         int32_t t = layouts[l][0], p = layouts[l][1];
-        /* the measured rank of this TP width; the last stage's if one was measured (head) */
-        const struct measured *me = NULL;
-        for (int i = 0; i < n_shards; i++)
-            if (ms[i].s.tp == t && (!me || ms[i].cost[0].head_s >= 0)) me = &ms[i];
-        if (!me) {
+        /* the ranks of this TP width measured: layers from all (weighted by layers held),
+         * the embedding from a first-stage rank, the head from a last-stage rank */
+        struct br_scale_cost merged[MAX_ITEMS];
+        int found = 0, head_known = 0;
+        for (int32_t b = 0; b < n_batches; b++) {
+            double lsum = 0, lcount = 0;
+            merged[b] = (struct br_scale_cost){.tp = t, .batch = batches[b]};
+            for (int i = 0; i < n_shards; i++) {
+                const struct br_scale_cost *k = &ms[i].cost[b];
+                if (ms[i].s.tp != t) continue;
+                found = 1;
+                lsum += k->layer_s * ms[i].layers, lcount += ms[i].layers;
+                merged[b].ag_n = k->ag_n, merged[b].ag_bytes = k->ag_bytes;
+                merged[b].rs_n = k->rs_n, merged[b].rs_bytes = k->rs_bytes;
+                if (k->embed_s > merged[b].embed_s) merged[b].embed_s = k->embed_s;
+                if (k->head_s >= 0 && k->head_s >= merged[b].head_s) {
+                    merged[b].head_s = k->head_s;
+                    merged[b].head_ag_n = k->head_ag_n, merged[b].head_ag_bytes = k->head_ag_bytes;
+                    head_known = 1;
+                }
+            }
+            merged[b].layer_s = lcount > 0 ? lsum / lcount : 0;
+        }
+        if (!found) {
             printf("| %d | %dx%d | - | - | no rank of width 1/%d measured |\n", t * p, t, p, t);
             continue;
         }
-        double head_sub[MAX_ITEMS];
-        for (int32_t b = 0; b < n_batches; b++) head_sub[b] = me->cost[b].head_s;
         for (int nn = 0; nn < n_nets; nn++) {
             struct br_scale_env env = {.net = {nets[nn].alpha_us * 1e-6, nets[nn].gbit * 1e9 / 8},
                                        .max_batch = 64,
                                        .cores = (int32_t)cores,
                                        .threads = (int32_t)threads};
             for (int32_t b = 0; b < n_batches; b++) {
-                struct br_scale_cost k = me->cost[b];
-                if (k.head_s < 0) {
-                    /* no last-stage rank measured: the head is left out, said in the output */
-                    k.head_s = 0;
-                }
+                struct br_scale_cost k = merged[b];
                 struct br_scale_proj pr;
                 struct br_err err = {{0}};
                 if (br_scale_project(&cfg, t, p, &k, &env, &pr, &err)) {
@@ -592,7 +653,7 @@ int br_cmd_bench_scale(int argc, char **argv)
                     "| %d | %dx%d | %g Gbit/s, %g us | %d | %.2f | %.2f | %.2f | %.2f | %.2f |%s\n",
                     t * p, t, p, nets[nn].gbit, nets[nn].alpha_us, k.batch, pr.latency_s * 1e3,
                     pr.compute_s * 1e3, pr.comm_s * 1e3, pr.tok_s, pr.tok_s_pipelined,
-                    head_sub[b] < 0 ? " (head not measured)" : "");
+                    head_known ? "" : " (head not measured)");
                 if (jf)
                     fprintf(
                         jf,
@@ -602,7 +663,7 @@ int br_cmd_bench_scale(int argc, char **argv)
                         "\"tokens_per_s_pipelined\": %.4f, \"head_measured\": %s}",
                         first_row ? "" : ",\n", t, p, nets[nn].gbit, nets[nn].alpha_us, k.batch,
                         pr.latency_s, pr.compute_s, pr.comm_s, pr.stage_max_s, pr.tok_s,
-                        pr.tok_s_pipelined, head_sub[b] < 0 ? "false" : "true");
+                        pr.tok_s_pipelined, head_known ? "true" : "false");
                 first_row = 0;
             }
         }

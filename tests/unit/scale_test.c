@@ -61,13 +61,15 @@ static void projection_by_hand(void **state)
     assert_close(p.tok_s, 4 / 6.127194e-3);
     assert_close(p.tok_s_pipelined, 4 / 3.401784e-3);
 
-    /* all four ranks on 2 cores: one stream has 2 ranks busy (k = 1), a full pipeline 4
-     * (k = 2): only the pipelined stage times double their compute */
+    /* all four ranks on 2 cores, waiting ranks polling: k = 4 x 1 / 2 = 2 on compute */
     env.cores = 2;
     env.threads = 1;
     br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
-    assert_close(p.latency_s, 6.127194e-3);
+    assert_close(p.latency_s, 6.127194e-3 + 5.6e-3);
     assert_close(p.stage_max_s, 2 * 3.1e-3 + 0.272296e-3 + 0.029488e-3);
+    env.cores = 8; /* more cores than ranks: k = 1 */
+    br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
+    assert_close(p.latency_s, 6.127194e-3);
 
     /* one process: no collectives, no hops, nothing sent back */
     struct br_scale_cost one = k_cost;

@@ -143,10 +143,14 @@ static int scale_net(int argc, char **argv)
 {
     const char *json = NULL, *slist = "64,1024,4096,65536,262144";
     long long reps = 20, group = 0;
-    static const struct option opts[] = {
-        {"sizes", required_argument, 0, 's'}, {"reps", required_argument, 0, 'r'},
-        {"group", required_argument, 0, 'g'}, {"json", required_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    double work_us = 0;
+    static const struct option opts[] = {{"sizes", required_argument, 0, 's'},
+                                         {"reps", required_argument, 0, 'r'},
+                                         {"group", required_argument, 0, 'g'},
+                                         {"json", required_argument, 0, 'j'},
+                                         {"work", required_argument, 0, 'w'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -165,6 +169,13 @@ static int scale_net(int argc, char **argv)
         case 'j':
             json = optarg;
             break;
+        case 'w': {
+            char *end;
+            work_us = strtod(optarg, &end);
+            if (end == optarg || *end || !(work_us >= 0 && work_us <= 1e6))
+                return br_cli_usage_error("bench scale net", "bad --work '%s'", optarg);
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -217,6 +228,7 @@ static int scale_net(int argc, char **argv)
     double(*t)[3] = calloc((size_t)n_sizes, sizeof *t);
     double(*tmed)[3] = calloc((size_t)n_sizes, sizeof *tmed);
     double *samples = calloc((size_t)reps, sizeof *samples);
+    volatile double sink = 0;
     int rc = 0;
     if (!send || !recv || !counts || !displs || !t || !tmed || !samples) {
         fprintf(stderr, "bitrack bench scale net: out of memory\n");
@@ -233,6 +245,10 @@ static int scale_net(int argc, char **argv)
             MPI_Barrier(MPI_COMM_WORLD);
             for (long long k = -20; k < reps && active; k++) {
                 if (op < 2) MPI_Barrier(grp);
+                /* --work: compute between operations, as the engine does between its
+                 * collectives; on a shared machine a peer may then be descheduled */
+                for (double w0 = MPI_Wtime(); (MPI_Wtime() - w0) * 1e6 < work_us;)
+                    for (int z = 0; z < 1000; z++) sink += (double)z * 1e-9;
                 double t0 = MPI_Wtime();
                 if (op == 0) {
                     /* all-gather of m bytes from every rank (the engine's MPI_Allgatherv) */
@@ -274,8 +290,8 @@ static int scale_net(int argc, char **argv)
         struct br_scale_net pn = {pa, pb > 0 ? 1.0 / pb : 1e30};
         struct br_scale_net cn = {ca, cb > 0 ? 1.0 / cb : 1e30};
         printf("MPI, %d ranks, collectives in a group of %d, point to point rank 0 -> %d "
-               "(mean of %lld; medians in brackets)\n",
-               world, g, peer, reps);
+               "(mean of %lld; medians in brackets), %.0f us of work before each\n",
+               world, g, peer, reps, work_us);
         printf("fit of point to point: a = %.1f us, bw = %.2f Gbit/s\n", pa * 1e6,
                pn.bw_bytes_s * 8 / 1e9);
         printf("fit of collectives as (%d-1) (a + m/bw): a = %.1f us, bw = %.2f Gbit/s\n", g,

@@ -244,9 +244,10 @@ static int scale_net(int argc, char **argv)
             for (int r = 0; r < g; r++) counts[r] = op == 0 ? m : m / 4, displs[r] = r * m;
             MPI_Barrier(MPI_COMM_WORLD);
             for (long long k = -20; k < reps && active; k++) {
-                if (op < 2) MPI_Barrier(grp);
                 /* --work: compute between operations, as the engine does between its
-                 * collectives; on a shared machine a peer may then be descheduled */
+                 * collectives (and no barrier: the operations are the only sync points);
+                 * on a shared machine a peer may then be descheduled */
+                if (op < 2 && work_us <= 0) MPI_Barrier(grp);
                 for (double w0 = MPI_Wtime(); (MPI_Wtime() - w0) * 1e6 < work_us;)
                     for (int z = 0; z < 1000; z++) sink += (double)z * 1e-9;
                 double t0 = MPI_Wtime();
@@ -598,17 +599,18 @@ int br_cmd_bench_scale(int argc, char **argv)
         for (int i = 0; i < n_shards; i++)
             for (int32_t b = 0; b < n_batches; b++) {
                 const struct br_scale_cost *k = &ms[i].cost[b];
-                fprintf(
-                    jf,
-                    "  {\"tp\": %d, \"pp\": %d, \"rank\": %d, \"layers\": %d, \"batch\": %d, "
-                    "\"layer_s\": %.9f, \"embed_s\": %.9f, \"head_s\": %.9f, "
-                    "\"allgathers_per_layer\": %.3f, \"allgather_bytes_per_layer\": %.1f, "
-                    "\"reduce_scatters_per_layer\": %.3f, \"reduce_scatter_bytes_per_layer\": "
-                    "%.1f, \"file_bytes\": %llu, \"kv_bytes\": %llu, \"peak_rss_kb\": %lld}%s\n",
-                    ms[i].s.tp, ms[i].s.pp, ms[i].s.rank, ms[i].layers, k->batch, k->layer_s,
-                    k->embed_s, k->head_s, k->ag_n, k->ag_bytes, k->rs_n, k->rs_bytes,
-                    (unsigned long long)ms[i].file_bytes, (unsigned long long)ms[i].kv_bytes,
-                    ms[i].hwm_kb, i + 1 == n_shards && b + 1 == n_batches ? "" : ",");
+                fprintf(jf,
+                        "  {\"tp\": %d, \"pp\": %d, \"rank\": %d, \"layers\": %d, \"batch\": %d, "
+                        "\"layer_s\": %.9f, \"embed_s\": %.9f, \"head_s\": %.9f, "
+                        "\"allgathers_per_layer\": %.3f, \"allgather_bytes_per_layer\": %.1f, "
+                        "\"reduce_scatters_per_layer\": %.3f, \"reduce_scatter_bytes_per_layer\": "
+                        "%.1f, \"head_allgathers\": %.1f, \"head_allgather_bytes\": %.1f, "
+                        "\"file_bytes\": %llu, \"kv_bytes\": %llu, \"peak_rss_kb\": %lld}%s\n",
+                        ms[i].s.tp, ms[i].s.pp, ms[i].s.rank, ms[i].layers, k->batch, k->layer_s,
+                        k->embed_s, k->head_s, k->ag_n, k->ag_bytes, k->rs_n, k->rs_bytes,
+                        k->head_ag_n, k->head_ag_bytes, (unsigned long long)ms[i].file_bytes,
+                        (unsigned long long)ms[i].kv_bytes, ms[i].hwm_kb,
+                        i + 1 == n_shards && b + 1 == n_batches ? "" : ",");
             }
         fprintf(jf, " ],\n \"projection\": [\n");
     }

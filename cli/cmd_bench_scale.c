@@ -362,6 +362,7 @@ int br_cmd_bench_scale(int argc, char **argv)
     const char *json = NULL, *blist = "1,4,16,64", *llist = NULL, *nlist = NULL;
     const char *netlist = "10:25,25:25,100:25";
     long long threads = 1, reps = 5, ctx = 0, cores = 0;
+    double describe_gib = -1;
     enum {
         O_TP = 256,
         O_PP,
@@ -447,6 +448,14 @@ int br_cmd_bench_scale(int argc, char **argv)
         case O_JSON:
             json = optarg;
             break;
+        case O_DESCRIBE: {
+            char *end;
+            describe_gib = strtod(optarg, &end);
+            if (end == optarg || !(describe_gib >= 0) || (*end && strcmp(end, "G")))
+                return br_cli_usage_error("bench scale", "bad --describe '%s' (GiB, e.g. 16G)",
+                                          optarg);
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -586,6 +595,21 @@ int br_cmd_bench_scale(int argc, char **argv)
                 n_layouts++;
             }
         }
+    }
+    /* --describe: the plan of each layout (as `bitrack plan` prints it) */
+    for (int l = 0; l < n_layouts && describe_gib >= 0; l++) {
+        struct br_plan *plan = NULL;
+        struct br_err err = {{0}};
+        if (br_plan_create(&cfg, layouts[l][0], layouts[l][1], &plan, &err)) {
+            printf("plan %dx%d: %s\n", layouts[l][0], layouts[l][1], err.msg);
+            continue;
+        }
+        printf("\n");
+        int over = br_plan_describe(plan, (uint64_t)(describe_gib * (1 << 30)), stdout);
+        if (over)
+            printf("%d ranks do not fit %.0f GiB (weights + KV for 4k tokens)\n", over,
+                   describe_gib);
+        br_plan_destroy(&plan);
     }
     if (json && !(jf = fopen(json, "w"))) {
         fprintf(stderr, "bitrack bench scale: cannot write %s\n", json);

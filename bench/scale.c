@@ -274,7 +274,8 @@ int br_scale_measure(const struct br_model *m, struct br_pool *pool, const int32
 double br_scale_allgather_s(const struct br_scale_net *n, int32_t ranks, double total_bytes)
 {
     if (ranks <= 1) return 0.0;
-    return (ranks - 1) * (n->alpha_s + total_bytes / ranks / n->bw_bytes_s);
+    return ceil(log2((double)ranks)) * n->alpha_s +
+           (ranks - 1) * (total_bytes / ranks) / n->bw_bytes_s;
 }
 
 double br_scale_bcast_s(const struct br_scale_net *n, int32_t ranks, double bytes)
@@ -300,10 +301,12 @@ void br_scale_project_stages(int32_t d, int32_t tp, int32_t pp, const int32_t *l
     /* MPI waits are busy polls: on a shared machine every rank competes for the cores,
      * waiting or not */
     double k1 = share(env, tp * pp), kfull = k1;
-    /* the collectives of one layer, each (T-1) (a + M_i/(T bw)), summed over i */
-    double layer_net = tp > 1 ? (tp - 1) * ((cost->ag_n + cost->rs_n) * n->alpha_s +
-                                            (cost->ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s)
-                              : 0.0;
+    /* the collectives of one layer, each ceil(log2 T) a + (T-1) M_i/(T bw), summed over i */
+    double steps = tp > 1 ? ceil(log2((double)tp)) : 0.0;
+    double layer_net = tp > 1
+                           ? steps * (cost->ag_n + cost->rs_n) * n->alpha_s +
+                                 (tp - 1) * (cost->ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s
+                           : 0.0;
     double hop = pp > 1 ? 2.0 * n->alpha_s + (desc + 4.0 * B * d / tp) / n->bw_bytes_s : 0.0;
     double back = (pp > 1 ? tp : tp - 1) * (n->alpha_s + 8.0 * B / n->bw_bytes_s);
     double head_net =

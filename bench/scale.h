@@ -12,7 +12,9 @@
  *
  * Projection (all times per forward step of B tokens, one node per rank):
  *
- *   net(allgather or reduce-scatter of M bytes in all over T ranks) = (T-1) (a + M/(T bw))
+ *   net(allgather or reduce-scatter of M bytes in all over T ranks)
+ *            = ceil(log2 T) a + (T-1) M/(T bw)   (recursive doubling / halving: log2 T
+ *                                                 rounds, each rank receiving (T-1)/T of M)
  *   net(broadcast of m bytes over T)                                 = ceil(log2 T) (a + m/bw)
  *   hop(B)   = 2 a + (desc + 4 B d/T)/bw        stage to stage: descriptor, then residual
  *   back(B)  = R (a + 8 B / bw)                 last stage's TP ranks send top-1 to rank 0

@@ -282,12 +282,15 @@ static int scale_net(int argc, char **argv)
         double x[MAX_ITEMS], y[MAX_ITEMS], pa, pb, ca, cb;
         for (int32_t i = 0; i < n_sizes; i++) x[i] = sizes[i], y[i] = t[i][2];
         fit_line(x, y, n_sizes, &pa, &pb);
-        /* collectives: t = (g-1) (a + m/bw), both kinds together */
+        /* collectives: t = ceil(log2 g) a + (g-1) m/bw, both kinds together */
+        double steps = ceil(log2((double)g));
         for (int32_t i = 0; i < n_sizes; i++) {
             x[i] = sizes[i];
-            y[i] = 0.5 * (t[i][0] + t[i][1]) / (g - 1);
+            y[i] = 0.5 * (t[i][0] + t[i][1]);
         }
         fit_line(x, y, n_sizes, &ca, &cb);
+        ca /= steps;
+        cb /= g - 1;
         struct br_scale_net pn = {pa, pb > 0 ? 1.0 / pb : 1e30};
         struct br_scale_net cn = {ca, cb > 0 ? 1.0 / cb : 1e30};
         printf("MPI, %d ranks, collectives in a group of %d, point to point rank 0 -> %d "
@@ -295,8 +298,9 @@ static int scale_net(int argc, char **argv)
                world, g, peer, reps, work_us);
         printf("fit of point to point: a = %.1f us, bw = %.2f Gbit/s\n", pa * 1e6,
                pn.bw_bytes_s * 8 / 1e9);
-        printf("fit of collectives as (%d-1) (a + m/bw): a = %.1f us, bw = %.2f Gbit/s\n", g,
-               ca * 1e6, cn.bw_bytes_s * 8 / 1e9);
+        printf("fit of collectives as ceil(log2 %d) a + (%d-1) m/bw: a = %.1f us, bw = %.2f "
+               "Gbit/s\n",
+               g, g, ca * 1e6, cn.bw_bytes_s * 8 / 1e9);
         printf("| bytes/rank | allgather us | reduce-scatter us | model us | p2p us | model us "
                "|\n|---|---|---|---|---|---|\n");
         FILE *jf = json ? fopen(json, "w") : NULL;
@@ -327,8 +331,8 @@ static int scale_net(int argc, char **argv)
                         tmed[i][1] * 1e6, tmed[i][2] * 1e6, mc * 1e6, mp * 1e6,
                         i + 1 < n_sizes ? "," : "");
         }
-        printf("model: collective over T ranks of m bytes each = (T-1) (a + m/bw); p2p = a + "
-               "m/bw\n");
+        printf("model: collective over T ranks of m bytes each = ceil(log2 T) a + (T-1) m/bw; "
+               "p2p = a + m/bw\n");
         if (jf) {
             fprintf(jf, "]}\n");
             fclose(jf);
@@ -375,7 +379,8 @@ int br_cmd_bench_scale(int argc, char **argv)
         O_NODES,
         O_NET,
         O_CORES,
-        O_JSON
+        O_JSON,
+        O_DESCRIBE
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"tp", required_argument, 0, O_TP},
@@ -391,6 +396,7 @@ int br_cmd_bench_scale(int argc, char **argv)
                                          {"net", required_argument, 0, O_NET},
                                          {"cores", required_argument, 0, O_CORES},
                                          {"json", required_argument, 0, O_JSON},
+                                         {"describe", required_argument, 0, O_DESCRIBE},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     long long v;
@@ -476,7 +482,11 @@ int br_cmd_bench_scale(int argc, char **argv)
     if (n_shards == 0)
         return br_cli_usage_error("bench scale", "a rank to measure is required (-m PATH)");
     int32_t *batches = NULL, n_batches = 0;
-    if (br_cli_int_list(blist, &batches, &n_batches) || n_batches < 1 || n_batches > MAX_ITEMS) {
+    int bad_batch =
+        br_cli_int_list(blist, &batches, &n_batches) || n_batches < 1 || n_batches > MAX_ITEMS;
+    for (int32_t b = 0; b < n_batches && !bad_batch; b++)
+        bad_batch = batches[b] < 1 || batches[b] > 4096;
+    if (bad_batch) {
         free(batches);
         return br_cli_usage_error("bench scale", "bad --batch list '%s'", blist);
     }
@@ -639,7 +649,7 @@ int br_cmd_bench_scale(int argc, char **argv)
         fprintf(jf, " ],\n \"projection\": [\n");
     }
     printf("\nprojection (bench/scale.h): latency(B) = sum_s [k (L_s layer + embed + head) + "
-           "bcast + L_s sum_i (T-1)(a + M_i/(T bw))]\n"
+           "bcast + L_s sum_i (ceil(log2 T) a + (T-1) M_i/(T bw))]\n"
            "  + (P-1) (2a + (desc + 4 B d/T)/bw) + R (a + 8B/bw); one stream: 1/latency(1); "
            "aggregate: B / slowest stage (P steps in flight)\n");
     if (cores > 0)

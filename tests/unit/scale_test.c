@@ -39,7 +39,7 @@ static const struct br_scale_cost k_cost = {
 
 /* d 1024, 2 x 2, stages of 3 and 2 layers, a = 10 us, bw = 1e9 B/s. By hand:
  *   desc = 4 (4 + 5*64) = 1296 B
- *   layer collectives = 1 x (8 a + 14000 / 2 / bw) = 87 us
+ *   layer collectives = 8 x ceil(log2 2) a + (2-1) 14000 / 2 / bw = 87 us
  *   bcast(desc) = 1 x (a + 1296 / bw) = 11.296 us
  *   head's collectives = 1 x (2 a + 100 / 2 / bw) = 20.05 us
  *   hop = 2 a + (1296 + 4 x 4 x 1024 / 2) / bw = 29.488 us
@@ -87,7 +87,8 @@ static void collective_formulas(void **state)
     (void)state;
     struct br_scale_net n = {2e-5, 1e9};
     assert_close(br_scale_allgather_s(&n, 1, 1e6), 0);
-    assert_close(br_scale_allgather_s(&n, 4, 4000), 3 * (2e-5 + 1000 / 1e9));
+    assert_close(br_scale_allgather_s(&n, 4, 4000), 2 * 2e-5 + 3 * 1000 / 1e9);
+    assert_close(br_scale_allgather_s(&n, 5, 5000), 3 * 2e-5 + 4 * 1000 / 1e9);
     assert_close(br_scale_bcast_s(&n, 1, 100), 0);
     assert_close(br_scale_bcast_s(&n, 5, 100), 3 * (2e-5 + 100 / 1e9));
     assert_close(br_scale_bcast_s(&n, 8, 100), 3 * (2e-5 + 100 / 1e9));

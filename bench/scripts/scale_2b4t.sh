@@ -4,7 +4,7 @@
 # stream (concurrency 1) and with CONC streams (aggregate); then 200 requests against a
 # 2-rank server (zero errors expected) and a concurrency sweep with its plot.
 #   bench/scripts/scale_2b4t.sh [MODEL.gguf] [OUT_DIR]
-# Env: CONC (16), OUT_LEN (32), IN_LEN (16), N1 (requests, one stream: 4), NC (requests,
+# Env: LAYOUTS (label:ranks:serve args, comma-separated), SWEEP (1,4,16), CONC (16), OUT_LEN (32), IN_LEN (16), N1 (requests, one stream: 4), NC (requests,
 #      aggregate: 2 x CONC), N200 (200), OUT200 (output tokens of the 200 requests: 8).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,7 +36,7 @@ trap stop_server EXIT
 bench() { # $1 label, rest: bench args
     local label=$1; shift
     "$BIN" bench --server "tcp://127.0.0.1:$PORT" --input-len "$IN_LEN" --len-spread 0 \
-        --ban-tokens "$BAN" --vocab 128000 --no-progress --json "$OUT/bench-$label.json" "$@" \
+        --ban-tokens "$BAN" --vocab 128000 --timeout "${TIMEOUT_MS:-600000}" --no-progress --json "$OUT/bench-$label.json" "$@" \
         > "$OUT/bench-$label.txt" 2>&1 || true
 }
 row() { # $1 label of the layout, $2 json one stream, $3 json aggregate
@@ -51,7 +51,9 @@ PYEOF
 
 echo "| layout | one stream out tok/s | TPOT p50 ms | $CONC streams out tok/s | TPOT p50 ms | ok/sent |" | tee "$OUT/table.md"
 echo "|---|---|---|---|---|---|" | tee -a "$OUT/table.md"
-for spec in "1x1:1:-t 2" "2x1:2:-t 1 --tp 2" "1x2:2:-t 1 --pp 2" "2x2:4:-t 1 --tp 2 --pp 2" "4x1:4:-t 1 --tp 4"; do
+specs=("1x1:1:-t 2" "2x1:2:-t 1 --tp 2" "1x2:2:-t 1 --pp 2" "2x2:4:-t 1 --tp 2 --pp 2")
+[ -n "${LAYOUTS:-}" ] && IFS=, read -r -a specs <<< "$LAYOUTS"
+for spec in "${specs[@]}"; do
     IFS=: read -r label ranks args <<< "$spec"
     # shellcheck disable=SC2086
     start_server "$label" "$ranks" $args
@@ -60,7 +62,7 @@ for spec in "1x1:1:-t 2" "2x1:2:-t 1 --tp 2" "1x2:2:-t 1 --pp 2" "2x2:4:-t 1 --t
         --output-len "$OUT_LEN"
     if [ "$label" = 2x1 ]; then
         bench "$label-200" --concurrency "$CONC" --requests "${N200:-200}" --output-len "${OUT200:-8}"
-        bench "$label-sweep" --sweep 1,4,16 --requests "$CONC" --output-len "$OUT_LEN" \
+        bench "$label-sweep" --sweep "${SWEEP:-1,4,16}" --requests "$CONC" --output-len "$OUT_LEN" \
             --plot "$OUT/sweep-2x1.svg"
     fi
     stop_server

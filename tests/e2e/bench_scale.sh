@@ -4,8 +4,8 @@
 #     holds every measured rank and a projection per layout and network, and each
 #     projected latency equals the formula recomputed here from the measured costs;
 #  2. bad arguments and a missing shard are refused with a message, not a crash;
-#  3. one rank of the 100B preset (a 32 x 4 layout's first rank; 32 x 24 under BR_QUICK)
-#     is written, loaded and run for one step with peak RSS (/usr/bin/time) under its file
+#  3. one rank of the 100B preset (a 32 x 4 layout's first rank; release build only) is
+#     written, loaded and run for one step with peak RSS (/usr/bin/time) under its file
 #     size + KV cache + 1 GiB.
 set -euo pipefail
 BIN=${BR_BIN:?}
@@ -93,9 +93,13 @@ expect_fail "bad --batch" -m "$TMP/m.gguf" --batch 0
 "$BIN" synth --preset tiny -o "$TMP/t.gguf" > /dev/null
 expect_fail "different model" -m "$TMP/m.gguf" --shard "1:1:0:$TMP/t.gguf"
 
-# one rank of the 100B preset: peak memory under file + KV + 1 GiB
+# one rank of the 100B preset: peak memory under file + KV + 1 GiB (release build only:
+# generating and decoding 0.2 G weights under a sanitizer takes over a minute)
+if [ -n "${BR_QUICK:-}" ]; then
+    echo "bench scale: ok (100B rank skipped under BR_QUICK)"
+    exit 0
+fi
 P=4
-[ -n "${BR_QUICK:-}" ] && P=24
 "$BIN" synth --preset 100b --tp 32 --pp $P --rank 0 -o "$TMP/b" > /dev/null
 /usr/bin/time -v "$BIN" bench scale -m "$TMP/b" --tp 32 --pp $P --rank 0 --batch 1 --reps 1 \
     --ctx 4096 --json "$TMP/b.json" > "$TMP/b.txt" 2> "$TMP/time.txt"

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bitrack/progress.h"
 #include "sharding/plan.h"
@@ -166,9 +167,18 @@ static uint64_t lcg(uint64_t *s)
     return *s >> 33;
 }
 
+static double now(enum br_scale_clock clock, const struct br_pool *pool)
+{
+    if (clock == BR_SCALE_WALL) return br_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9) / br_pool_threads(pool);
+}
+
 /* One batch size: a fresh engine, `batch` sequences decoding one token per step. */
 static int measure_one(const struct br_model *m, struct br_pool *pool, int32_t batch, int reps,
-                       int32_t n_ctx, struct br_scale_cost *out, struct br_err *err)
+                       int32_t n_ctx, enum br_scale_clock clock, struct br_scale_cost *out,
+                       struct br_err *err)
 {
     const struct br_part *p = &m->part;
     struct br_comm *comm = NULL;
@@ -211,7 +221,7 @@ static int measure_one(const struct br_model *m, struct br_pool *pool, int32_t b
         }
         struct br_batch b = {batch, tok, pos, seq, 0, NULL};
         if (comm) br_scale_loopback_reset(comm);
-        double t0 = br_now();
+        double t0 = now(clock, pool);
         if (p->first_stage) {
             if ((rc = br_engine_embed(e, &b, err))) goto done;
         } else {
@@ -220,12 +230,12 @@ static int measure_one(const struct br_model *m, struct br_pool *pool, int32_t b
             size_t n = (size_t)batch * (size_t)br_engine_residual_width(e);
             for (size_t i = 0; i < n; i++) x[i] = (float)((double)lcg(&s) / 2147483648.0 - 1.0);
         }
-        double t1 = br_now();
+        double t1 = now(clock, pool);
         if ((rc = br_engine_layers(e, &b, err))) goto done;
-        double t2 = br_now();
+        double t2 = now(clock, pool);
         if (comm) tr_layers = *br_scale_loopback_trace(comm);
         if (p->last_stage && (rc = br_engine_head(e, &b, rows, batch, logits, err))) goto done;
-        double t3 = br_now();
+        double t3 = now(clock, pool);
         t_embed[step] = p->first_stage ? t1 - t0 : 0.0;
         t_layers[step] = t2 - t1;
         t_head[step] = t3 - t2;
@@ -256,14 +266,14 @@ done:
 }
 
 int br_scale_measure(const struct br_model *m, struct br_pool *pool, const int32_t *batches,
-                     int n_batches, int reps, int32_t n_ctx, struct br_scale_cost *out,
-                     struct br_err *err)
+                     int n_batches, int reps, int32_t n_ctx, enum br_scale_clock clock,
+                     struct br_scale_cost *out, struct br_err *err)
 {
     if (reps < 1) return br_err_set(err, BR_E_INVALID, "reps must be at least 1");
     for (int i = 0; i < n_batches; i++) {
         if (batches[i] < 1 || batches[i] > 4096)
             return br_err_set(err, BR_E_INVALID, "batch size %d (1..4096)", batches[i]);
-        int rc = measure_one(m, pool, batches[i], reps, n_ctx, &out[i], err);
+        int rc = measure_one(m, pool, batches[i], reps, n_ctx, clock, &out[i], err);
         if (rc) return br_err_prefix(err, rc, "batch %d: ", batches[i]);
     }
     return BR_OK;

@@ -72,11 +72,17 @@ struct br_scale_cost {
 };
 
 /* Measures rank m->part's step for each batch size (decode: batch sequences, one token
- * each), median of `reps` timed steps after one warm-up. The engine holds n_ctx KV
+ * each), median of `reps` timed steps after one warm-up, on `clock`. The engine holds n_ctx KV
  * positions per sequence (0: just the steps taken). out has n_batches entries. */
+/* Which clock br_scale_measure reads: wall time, or this process's CPU time divided by the
+ * pool's threads. On a machine shared with other jobs the CPU time is what the step would
+ * take with the cores to itself (with one thread it has no idle spinning in it; with more,
+ * the pool's spin-waits are counted). */
+enum br_scale_clock { BR_SCALE_WALL = 0, BR_SCALE_CPU = 1 };
+
 int br_scale_measure(const struct br_model *m, struct br_pool *pool, const int32_t *batches,
-                     int n_batches, int reps, int32_t n_ctx, struct br_scale_cost *out,
-                     struct br_err *err);
+                     int n_batches, int reps, int32_t n_ctx, enum br_scale_clock clock,
+                     struct br_scale_cost *out, struct br_err *err);
 
 struct br_scale_net {
     double alpha_s;    /* one-way time of a message */

@@ -367,6 +367,7 @@ int br_cmd_bench_scale(int argc, char **argv)
     const char *netlist = "10:25,25:25,100:25";
     long long threads = 1, reps = 5, ctx = 0, cores = 0;
     double describe_gib = -1;
+    enum br_scale_clock clock = BR_SCALE_WALL;
     enum {
         O_TP = 256,
         O_PP,
@@ -380,7 +381,8 @@ int br_cmd_bench_scale(int argc, char **argv)
         O_NET,
         O_CORES,
         O_JSON,
-        O_DESCRIBE
+        O_DESCRIBE,
+        O_CLOCK
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"tp", required_argument, 0, O_TP},
@@ -397,6 +399,7 @@ int br_cmd_bench_scale(int argc, char **argv)
                                          {"cores", required_argument, 0, O_CORES},
                                          {"json", required_argument, 0, O_JSON},
                                          {"describe", required_argument, 0, O_DESCRIBE},
+                                         {"clock", required_argument, 0, O_CLOCK},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     long long v;
@@ -453,6 +456,11 @@ int br_cmd_bench_scale(int argc, char **argv)
             break;
         case O_JSON:
             json = optarg;
+            break;
+        case O_CLOCK:
+            if (strcmp(optarg, "wall") && strcmp(optarg, "cpu"))
+                return br_cli_usage_error("bench scale", "bad --clock '%s' (wall, cpu)", optarg);
+            clock = strcmp(optarg, "cpu") ? BR_SCALE_WALL : BR_SCALE_CPU;
             break;
         case O_DESCRIBE: {
             char *end;
@@ -511,8 +519,9 @@ int br_cmd_bench_scale(int argc, char **argv)
         fprintf(stderr, "bitrack bench scale: out of memory\n");
         goto done;
     }
-    printf("kernels %s, %lld thread(s) per rank; compute per decode step, median of %lld\n",
-           br_kernels_name(), threads, reps);
+    printf("kernels %s, %lld thread(s) per rank; compute per decode step, median of %lld, %s\n",
+           br_kernels_name(), threads, reps,
+           clock == BR_SCALE_CPU ? "CPU time / threads" : "wall time");
     printf("| T | P | rank | layers | batch | layer ms | embed ms | head ms | step ms | "
            "allgathers/layer | bytes | reduce-scatters/layer | bytes |\n"
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -557,7 +566,8 @@ int br_cmd_bench_scale(int argc, char **argv)
         me->layers = m->part.layer1 - m->part.layer0;
         for (int32_t b = 0; b < n_batches; b++) {
             int32_t one = batches[b];
-            if (br_scale_measure(m, pool, &one, 1, (int)reps, (int32_t)ctx, &me->cost[b], &err)) {
+            if (br_scale_measure(m, pool, &one, 1, (int)reps, (int32_t)ctx, clock, &me->cost[b],
+                                 &err)) {
                 fprintf(stderr, "bitrack bench scale: %s: %s\n", shards[i].path, err.msg);
                 br_model_destroy(&m);
                 goto done;
@@ -628,8 +638,10 @@ int br_cmd_bench_scale(int argc, char **argv)
     if (jf) {
         fprintf(jf,
                 "{\"model\": {\"n_embd\": %d, \"n_layer\": %d, \"n_ff\": %d, \"n_vocab\": %d},\n"
-                " \"threads\": %lld, \"cores\": %lld, \"kernels\": \"%s\",\n \"measured\": [\n",
-                cfg.n_embd, cfg.n_layer, cfg.n_ff, cfg.n_vocab, threads, cores, br_kernels_name());
+                " \"threads\": %lld, \"cores\": %lld, \"kernels\": \"%s\", \"clock\": \"%s\",\n "
+                "\"measured\": [\n",
+                cfg.n_embd, cfg.n_layer, cfg.n_ff, cfg.n_vocab, threads, cores, br_kernels_name(),
+                clock == BR_SCALE_CPU ? "cpu" : "wall");
         for (int i = 0; i < n_shards; i++)
             for (int32_t b = 0; b < n_batches; b++) {
                 const struct br_scale_cost *k = &ms[i].cost[b];

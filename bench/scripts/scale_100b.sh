@@ -5,7 +5,7 @@
 # decode step with `bitrack bench scale`, and projects 8, 16 and 32 nodes on 10, 25 and
 # 100 Gbit/s networks. Shards are deleted afterwards.
 #   bench/scripts/scale_100b.sh [OUT_DIR]
-# Env: WIDTHS (default "1 2 4 8 16 32"), P (default 24), THREADS (2), REPS (3),
+# Env: WIDTHS (default "1 2 4 8 16 32"), P (default 24), THREADS (1), CLOCK (cpu), REPS (3),
 #      NETS (default 10:25,25:25,100:25: Gbit/s : one-way message time in us), BATCH.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,7 +21,7 @@ for t in $WIDTHS; do
     [ -f "$d/rank-$r.gguf" ] || "$BIN" synth --preset 100b --tp "$t" --pp "$P" --rank "$r" -o "$d" >/dev/null
     args+=(--shard "$t:$P:$r:$d")
 done
-"$BIN" bench scale "${args[@]}" -t "${THREADS:-2}" --reps "${REPS:-3}" --batch "${BATCH:-1,4,16,64}" \
+"$BIN" bench scale "${args[@]}" -t "${THREADS:-1}" --clock "${CLOCK:-cpu}" --reps "${REPS:-3}" --batch "${BATCH:-1,4,16,64}" \
     --nodes 8,16,32 --net "${NETS:-10:25,25:25,100:25}" --json "$OUT/scale-100b.json" |
     tee "$OUT/scale-100b.txt"
 [ -n "${KEEP:-}" ] || rm -rf "$OUT"/shard-t*

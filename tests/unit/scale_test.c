@@ -151,7 +151,9 @@ static void measure_a_rank(void **state)
         if (br_model_load_rank(path, 2, 2, rank, &plan, &m, &err)) fail_msg("%s", err.msg);
         const int32_t batches[2] = {1, 3};
         struct br_scale_cost cost[2];
-        assert_int_equal(br_scale_measure(m, pool, batches, 2, 2, 0, cost, &err), BR_OK);
+        assert_int_equal(br_scale_measure(m, pool, batches, 2, 2, 0,
+                                          rank % 2 ? BR_SCALE_CPU : BR_SCALE_WALL, cost, &err),
+                         BR_OK);
         for (int b = 0; b < 2; b++) {
             double B = batches[b];
             assert_int_equal(cost[b].tp, 2);
@@ -175,8 +177,10 @@ static void measure_a_rank(void **state)
     struct br_scale_cost c0;
     struct br_model *m = NULL;
     assert_int_equal(br_model_load(path, &m, &err), 0);
-    assert_int_equal(br_scale_measure(m, pool, &bad, 1, 1, 0, &c0, &err), BR_E_INVALID);
-    assert_int_equal(br_scale_measure(m, pool, &bad, 1, 0, 0, &c0, &err), BR_E_INVALID);
+    assert_int_equal(br_scale_measure(m, pool, &bad, 1, 1, 0, BR_SCALE_WALL, &c0, &err),
+                     BR_E_INVALID);
+    assert_int_equal(br_scale_measure(m, pool, &bad, 1, 0, 0, BR_SCALE_WALL, &c0, &err),
+                     BR_E_INVALID);
     br_model_destroy(&m);
     br_pool_destroy(&pool);
     remove(path);

@@ -12,6 +12,8 @@
 #   4. the real run, `bitrack run --tp T --pp P -t 1`, REPS times (its tokens/s after the
 #      first token).
 #   bench/scripts/scale_validate.sh MODEL.gguf [T] [P] [OUT_DIR]
+# Env: REPS (real runs, 3), BR_SCALE_TOKENS (24), CORES (nproc), CLOCK (wall|cpu for the
+#      compute), NET (GBIT:US: skip step 2 and use this network).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BITRACK_BIN:-build/release/bitrack}
@@ -30,16 +32,21 @@ PY=/usr/bin/python3
 last=$(((P - 1) * T))
 scale() { # $1: network GBIT:US
     "$BIN" bench scale -m "$MODEL" --tp "$T" --pp "$P" --rank 0 --shard "$T:$P:$last:$MODEL" \
-        --batch 1 --reps 7 -t 1 --cores "$CORES" --net "$1" --json "$OUT/scale.json" > "$OUT/scale.txt"
+        --batch 1 --reps 7 -t 1 --cores "$CORES" --net "$1" --clock "${CLOCK:-wall}" \
+        --json "$OUT/scale.json" > "$OUT/scale.txt"
 }
 scale 10:10
 # compute between two collectives: a layer's compute (times the sharing factor) / its collectives
 work=$($PY -c "
 import json,sys; j=json.load(open(sys.argv[1])); m=j['measured'][0]
 k=max(1.0, $T*$P/float($CORES)); print(round(m['layer_s']*1e6*k/(m['allgathers_per_layer']+m['reduce_scatters_per_layer'])))" "$OUT/scale.json")
-"${MPI[@]}" "$BIN" bench scale net --group "$T" --reps 200 --sizes 64,2048,8192 --work "$work" \
-    --json "$OUT/net.json" > "$OUT/net.txt"
-net=$($PY -c "import json,sys; j=json.load(open(sys.argv[1])); print('%g:%g' % (min(j['coll_bw_gbit'], 1e5), j['coll_alpha_us']))" "$OUT/net.json")
+if [ -n "${NET:-}" ]; then
+    net=$NET
+else
+    "${MPI[@]}" "$BIN" bench scale net --group "$T" --reps 200 --sizes 64,2048,8192 --work "$work" \
+        --json "$OUT/net.json" > "$OUT/net.txt"
+    net=$($PY -c "import json,sys; j=json.load(open(sys.argv[1])); print('%g:%g' % (min(j['coll_bw_gbit'], 1e5), j['coll_alpha_us']))" "$OUT/net.json")
+fi
 scale "$net"
 pred=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['projection'][0]['tokens_per_s'])" "$OUT/scale.json")
 rates=()

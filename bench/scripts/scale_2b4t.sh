@@ -5,7 +5,7 @@
 # 2-rank server (zero errors expected) and a concurrency sweep with its plot.
 #   bench/scripts/scale_2b4t.sh [MODEL.gguf] [OUT_DIR]
 # Env: LAYOUTS (label:ranks:serve args, comma-separated), SWEEP (1,4,16), CONC (16), OUT_LEN (32), IN_LEN (16), N1 (requests, one stream: 4), NC (requests,
-#      aggregate: 2 x CONC), N200 (200), OUT200 (output tokens of the 200 requests: 8).
+#      aggregate: 2 x CONC), NSWEEP (requests per sweep point: CONC), N200 (200), OUT200 (output tokens of the 200 requests: 8).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BITRACK_BIN:-build/release/bitrack}
@@ -62,7 +62,7 @@ for spec in "${specs[@]}"; do
         --output-len "$OUT_LEN"
     if [ "$label" = 2x1 ]; then
         bench "$label-200" --concurrency "$CONC" --requests "${N200:-200}" --output-len "${OUT200:-8}"
-        bench "$label-sweep" --sweep "${SWEEP:-1,4,16}" --requests "$CONC" --output-len "$OUT_LEN" \
+        bench "$label-sweep" --sweep "${SWEEP:-1,4,16}" --requests "${NSWEEP:-$CONC}" --output-len "$OUT_LEN" \
             --plot "$OUT/sweep-2x1.svg"
     fi
     stop_server

@@ -27,6 +27,7 @@
 /* Entry points of other benchmarks; NULL at run time until a file defines them. */
 int br_cmd_bench_kernels(int argc, char **argv);
 int br_cmd_bench_model(int argc, char **argv);
+int br_cmd_bench_scale(int argc, char **argv);
 
 static int bench_serve(int argc, char **argv);
 
@@ -41,7 +42,7 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: bitrack bench [serve] --server ADDR [options]\n"
-        "       bitrack bench kernels|model [options]\n"
+        "       bitrack bench kernels|model|scale [options]\n"
         "serving benchmark options:\n"
         "  --server ADDR          server endpoint (default " BR_CLIENT_DEFAULT_ADDR ")\n"
         "  --concurrency N        closed loop: N requests always in flight (default 1)\n"
@@ -73,6 +74,7 @@ static const struct subcommand subcommands[] = {
     {"serve", bench_serve, "load-test a running `bitrack serve`"},
     {"kernels", br_cmd_bench_kernels, "kernel micro-benchmarks"},
     {"model", br_cmd_bench_model, "single-process model throughput"},
+    {"scale", br_cmd_bench_scale, "one rank's step and the rack projection"},
 };
 
 int br_cmd_bench(int argc, char **argv)
@@ -86,7 +88,7 @@ int br_cmd_bench(int argc, char **argv)
             }
             return subcommands[i].fn(argc - 1, argv + 1);
         }
-        return br_cli_usage_error("bench", "unknown benchmark '%s' (serve, kernels, model)",
+        return br_cli_usage_error("bench", "unknown benchmark '%s' (serve, kernels, model, scale)",
                                   argv[1]);
     }
     return bench_serve(argc, argv);

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bitrack/progress.h"
 #include "kernels/ops.h"
@@ -187,6 +189,17 @@ static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
     }
 }
 
+/* The file's copy of a ternary tensor is not read again once decoded: hand its pages back
+ * (only pages wholly inside the tensor), so that a rank's peak memory is its decoded
+ * weights plus the tensor in hand, not the decoded weights plus the whole mapped file. */
+static void release_pages(const struct br_gguf_tensor *t)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + pg - 1) & ~(pg - 1);
+    uintptr_t b = ((uintptr_t)t->data + (uintptr_t)t->nbytes) & ~(pg - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 int br_model_load_part(const char *path, const struct br_part *part, struct br_model **out,
                        struct br_err *err)
 {
@@ -242,6 +255,7 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
                 struct br_tmat *tm = layer_tmat(lw, (enum br_wname)w);
                 rc = br_decode_ternary(t, (int32_t)r0, (int32_t)r1, (int32_t)c0, (int32_t)c1, tm,
                                        err);
+                if (!rc) release_pages(t);
                 if (!rc) rc = br_shard_apply_scale_tensor(g, name, tm, err);
                 if (!rc) rc = br_tmat_prepare(tm);
                 if (rc) goto fail_prog;
@@ -309,6 +323,7 @@ static int load_shard_ternary(const struct br_gguf *g, const char *name, int64_t
                           (unsigned long long)padded, (long long)rows);
     int rc = br_decode_ternary(t, 0, (int32_t)rows, 0, (int32_t)cols, tm, err);
     if (rc) return rc;
+    release_pages(t);
     char sname[80];
     size_t n = strlen(name);
     snprintf(sname, sizeof sname, "%.*s.rowscale", (int)(n - 7), name); /* drop ".weight" */

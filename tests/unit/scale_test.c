@@ -1,0 +1,199 @@
+/*
+ * bench/scale.c: the projection's arithmetic against numbers worked out by hand from the
+ * formulas in bench/scale.h, the loopback communicator's data movement and counts, and a
+ * measurement of one rank of a small synthetic model whose collectives are known.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "bench/scale.h"
+#include "sharding/synth.h"
+#include "test_util.h"
+
+static void assert_close(double got, double want)
+{
+    if (fabs(got - want) > 1e-9 * fabs(want) + 1e-15) fail_msg("got %.12g, want %.12g", got, want);
+}
+
+static const struct br_scale_cost k_cost = {
+    .tp = 2,
+    .batch = 4,
+    .layer_s = 1e-3,
+    .embed_s = 1e-4,
+    .head_s = 5e-4,
+    .ag_n = 6,
+    .ag_bytes = 6000,
+    .rs_n = 2,
+    .rs_bytes = 8000,
+    .head_ag_n = 2,
+    .head_ag_bytes = 100,
+};
+
+/* d 1024, 2 x 2, stages of 3 and 2 layers, a = 10 us, bw = 1e9 B/s. By hand:
+ *   desc = 4 (4 + 5*64) = 1296 B
+ *   layer collectives = 8 x ceil(log2 2) a + (2-1) 14000 / 2 / bw = 87 us
+ *   bcast(desc) = 1 x (a + 1296 / bw) = 11.296 us
+ *   head's collectives = 1 x (2 a + 100 / 2 / bw) = 20.05 us
+ *   hop = 2 a + (1296 + 4 x 4 x 1024 / 2) / bw = 29.488 us
+ *   back = 2 (a + 32 / bw) = 20.064 us
+ *   stage 0 = 3.1 ms + 11.296 + 3 x 87 us = 3.372296 ms (+ hop = 3.401784 ms)
+ *   stage 1 = 2.5 ms + 11.296 + 2 x 87 + 20.05 us = 2.705346 ms (+ back = 2.72541 ms)
+ *   latency = 3.372296 + 2.705346 + 0.029488 + 0.020064 = 6.127194 ms */
+static void projection_by_hand(void **state)
+{
+    (void)state;
+    const int32_t layers[2] = {3, 2};
+    struct br_scale_env env = {.net = {1e-5, 1e9}, .max_batch = 64};
+    struct br_scale_proj p;
+    br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
+    assert_close(p.latency_s, 6.127194e-3);
+    assert_close(p.compute_s, 5.6e-3);
+    assert_close(p.comm_s, 6.127194e-3 - 5.6e-3);
+    assert_close(p.stage_max_s, 3.401784e-3);
+    assert_close(p.tok_s, 4 / 6.127194e-3);
+    assert_close(p.tok_s_pipelined, 4 / 3.401784e-3);
+
+    /* all four ranks on 2 cores, waiting ranks polling: k = 4 x 1 / 2 = 2 on compute */
+    env.cores = 2;
+    env.threads = 1;
+    br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
+    assert_close(p.latency_s, 6.127194e-3 + 5.6e-3);
+    assert_close(p.stage_max_s, 2 * 3.1e-3 + 0.272296e-3 + 0.029488e-3);
+    env.cores = 8; /* more cores than ranks: k = 1 */
+    br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
+    assert_close(p.latency_s, 6.127194e-3);
+
+    /* one process: no collectives, no hops, nothing sent back */
+    struct br_scale_cost one = k_cost;
+    one.tp = 1;
+    const int32_t all[1] = {5};
+    env.cores = 0;
+    br_scale_project_stages(1024, 1, 1, all, &one, &env, &p);
+    assert_close(p.latency_s, 5e-3 + 1e-4 + 5e-4);
+    assert_close(p.comm_s, 0);
+    assert_close(p.tok_s_pipelined, p.tok_s);
+}
+
+static void collective_formulas(void **state)
+{
+    (void)state;
+    struct br_scale_net n = {2e-5, 1e9};
+    assert_close(br_scale_allgather_s(&n, 1, 1e6), 0);
+    assert_close(br_scale_allgather_s(&n, 4, 4000), 2 * 2e-5 + 3 * 1000 / 1e9);
+    assert_close(br_scale_allgather_s(&n, 5, 5000), 3 * 2e-5 + 4 * 1000 / 1e9);
+    assert_close(br_scale_bcast_s(&n, 1, 100), 0);
+    assert_close(br_scale_bcast_s(&n, 5, 100), 3 * (2e-5 + 100 / 1e9));
+    assert_close(br_scale_bcast_s(&n, 8, 100), 3 * (2e-5 + 100 / 1e9));
+}
+
+static void loopback_moves_and_counts(void **state)
+{
+    (void)state;
+    struct br_comm *c = NULL;
+    assert_int_equal(br_scale_loopback_create(3, 3, 1, 0, &c), BR_E_INVALID);
+    assert_null(c);
+    assert_int_equal(br_scale_loopback_create(3, 1, 2, 1, &c), BR_OK);
+    assert_int_equal(c->world_rank, 4);
+    const uint8_t mine[2] = {1, 2};
+    uint8_t got[12];
+    memset(got, 0xee, sizeof got);
+    const int counts[3] = {4, 2, 6}, displs[3] = {0, 4, 6};
+    assert_int_equal(c->ops->allgather(c, mine, got, counts, displs), BR_OK);
+    const uint8_t want[12] = {1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2};
+    assert_memory_equal(got, want, 12);
+    const int32_t send[4] = {10, 20, 21, 30};
+    int32_t recv[2] = {0, 0};
+    const int rc_counts[3] = {1, 2, 1};
+    assert_int_equal(c->ops->reduce_scatter_i32(c, send, recv, rc_counts), BR_OK);
+    assert_int_equal(recv[0], 20);
+    assert_int_equal(recv[1], 21);
+    const struct br_scale_trace *t = br_scale_loopback_trace(c);
+    assert_int_equal(t->allgather_n, 1);
+    assert_int_equal(t->allgather_bytes, 12);
+    assert_int_equal(t->rs_n, 1);
+    assert_int_equal(t->rs_bytes, 16);
+    /* bytes this rank would send: 2 x 2 for the all-gather, 4 x (4 - 2) for the RS */
+    assert_int_equal(c->stats.bytes_sent, 4 + 8);
+    br_scale_loopback_reset(c);
+    assert_int_equal(br_scale_loopback_trace(c)->rs_n, 0);
+    br_scale_loopback_destroy(&c);
+    assert_null(c);
+    br_scale_loopback_destroy(&c);
+}
+
+static void measure_a_rank(void **state)
+{
+    (void)state;
+    struct br_synth_opts o;
+    br_synth_opts_default(&o);
+    o.n_embd = 512;
+    o.n_ff = 512;
+    o.n_head = 4;
+    o.n_head_kv = 2;
+    o.n_layer = 4;
+    o.n_vocab = 300;
+    char *path = br_test_tmp_path("scale-model");
+    struct br_err err = {{0}};
+    if (br_synth_write(&o, path, &err)) fail_msg("synth: %s", err.msg);
+    struct br_pool *pool = NULL;
+    assert_int_equal(br_pool_create(1, &pool), 0);
+    for (int rank = 0; rank < 4; rank++) {
+        struct br_model *m = NULL;
+        struct br_plan *plan = NULL;
+        if (br_model_load_rank(path, 2, 2, rank, &plan, &m, &err)) fail_msg("%s", err.msg);
+        const int32_t batches[2] = {1, 3};
+        struct br_scale_cost cost[2];
+        assert_int_equal(br_scale_measure(m, pool, batches, 2, 2, 0,
+                                          rank % 2 ? BR_SCALE_CPU : BR_SCALE_WALL, cost, &err),
+                         BR_OK);
+        for (int b = 0; b < 2; b++) {
+            double B = batches[b];
+            assert_int_equal(cost[b].tp, 2);
+            assert_int_equal(cost[b].batch, batches[b]);
+            assert_true(cost[b].layer_s > 0);
+            /* per layer: residual norm (stats + int8) twice, sub-norm stats twice; the O
+             * and Down partial sums, int32, the whole width per token */
+            assert_true(cost[b].ag_n == 6);
+            assert_true(cost[b].rs_n == 2);
+            assert_true(cost[b].rs_bytes == 2 * 4 * B * 512);
+            assert_true(cost[b].ag_bytes > 2 * B * 512);
+            assert_true((cost[b].embed_s > 0) == (rank < 2));
+            assert_true((cost[b].head_s >= 0) == (rank >= 2));
+            /* the last stage's final norm gathers statistics and int8 values */
+            assert_true(cost[b].head_ag_n == (rank >= 2 ? 2 : 0));
+        }
+        br_model_destroy(&m);
+        br_plan_destroy(&plan);
+    }
+    const int32_t bad = 0;
+    struct br_scale_cost c0;
+    struct br_model *m = NULL;
+    assert_int_equal(br_model_load(path, &m, &err), 0);
+    assert_int_equal(br_scale_measure(m, pool, &bad, 1, 1, 0, BR_SCALE_WALL, &c0, &err),
+                     BR_E_INVALID);
+    assert_int_equal(br_scale_measure(m, pool, &bad, 1, 0, 0, BR_SCALE_WALL, &c0, &err),
+                     BR_E_INVALID);
+    br_model_destroy(&m);
+    br_pool_destroy(&pool);
+    remove(path);
+    free(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(projection_by_hand),
+        cmocka_unit_test(collective_formulas),
+        cmocka_unit_test(loopback_moves_and_counts),
+        cmocka_unit_test(measure_a_rank),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

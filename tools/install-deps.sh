@@ -6,7 +6,7 @@ PKGS=(build-essential cmake pkg-config
       libopenmpi-dev openmpi-bin
       libzmq3-dev libmsgpack-dev libcmocka-dev
       python3 python3-zmq python3-msgpack
-      iproute2
+      iproute2 procps time
       clang libclang-rt-14-dev)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

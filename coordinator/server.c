@@ -1033,7 +1033,18 @@ static int issue(struct sched *sc, int *issued, struct br_err *err)
     int32_t rows[BR_SCHED_MAX_BATCH];
     struct inflight *st = &sc->steps[(sc->step_head + sc->step_count) % BR_DIST_MAX_INFLIGHT];
     int32_t n = 0, n_rows = 0;
-    for (int32_t i = 0; i < sc->n_slots && n < budget; i++) {
+    /* Micro-batches: with depth d steps in flight (one per pipeline stage), the decoding
+     * sequences are dealt into d groups of at most ceil(n_decode / d), so that d steps
+     * alternate through the stages instead of one step carrying every sequence while
+     * the other stages wait for its tokens. */
+    int32_t n_decode = 0;
+    for (int32_t i = 0; i < sc->n_slots; i++) {
+        const struct job *j = sc->slots[i];
+        n_decode += j && j->state == JOB_DECODE && !j->cancelled;
+    }
+    int32_t decode_cap = (n_decode + sc->depth - 1) / sc->depth;
+    if (decode_cap > budget) decode_cap = budget;
+    for (int32_t i = 0; i < sc->n_slots && n < decode_cap; i++) {
         struct job *j = sc->slots[i];
         if (!j || j->state != JOB_DECODE || j->inflight || j->cancelled) continue;
         tokens[n] = j->next_token, pos[n] = j->n_prompt + j->n_gen - 1, seqs[n] = j->slot;

@@ -57,11 +57,19 @@ def run_streams(reqs, timeout=120.0):
         socks[m["id"]] = s
     out = {rid: ([], [], None) for rid in socks}
     deadline = time.time() + timeout
+    last_ping = time.time()
     while any(v[2] is None for v in out.values()) and time.time() < deadline:
+        if time.time() - last_ping > 0.5:  # heartbeats, as a real client sends them
+            for rid, s in socks.items():
+                if out[rid][2] is None:
+                    s.send(msgpack.packb({"v": 1, "type": "ping", "id": rid}))
+            last_ping = time.time()
         for rid, s in socks.items():
             while s.poll(10):
                 r = msgpack.unpackb(s.recv(), raw=False)
                 if r.get("id") != rid:
+                    continue
+                if r["type"] == "pong":
                     continue
                 if r["type"] == "token":
                     if r.get("token", -1) >= 0:
@@ -103,7 +111,8 @@ for k, st in enumerate(SETTINGS):
     a = run_streams([request("a%d" % k, prompt, st)])["a%d" % k]
     full = dict(st, frequency_penalty=0.5, repeat_last_n=0)
     b = run_streams([request("b%d" % k, prompt, full)])["b%d" % k]
-    ok = a[2] is not None and a[2]["type"] == "done" and b[2] is not None and len(a[0]) > 0
+    ok = all(x[2] is not None and x[2]["type"] == "done" and
+             x[2].get("finish_reason") in ("length", "stop") for x in (a, b)) and len(a[0]) > 0
     check(ok and a[0] == b[0] and a[1] == b[1],
           "setting %d %s: last-stage sampling equals full logits: %s%s" %
           (k, st, a[0][:6], " logprobs %s" % [round(x, 4) for x in a[1][:3]]
@@ -120,7 +129,12 @@ reqs = [request("m%d" % k, alone[k][0], SETTINGS[k]) for k in range(len(SETTINGS
 reqs += [request("m%d" % (k + 100), alone[k][0], SETTINGS[k]) for k in (1, 5, 8)]
 mixed = run_streams(reqs)
 same = sum(1 for m in reqs
-           if mixed[m["id"]][:2] == alone[int(m["id"][1:]) % 100][1][:2])
+           if mixed[m["id"]][:2] == alone[int(m["id"][1:]) % 100][1][:2] and
+           mixed[m["id"]][2] and mixed[m["id"]][2].get("finish_reason") in ("length", "stop"))
+for m in reqs:
+    got, want = mixed[m["id"]], alone[int(m["id"][1:]) % 100][1]
+    if got[:2] != want[:2]:
+        print("  %s: got %s (end %s), alone %s" % (m["id"], got[0], got[2], want[0]))
 check(same == len(reqs), "%d concurrent mixed requests equal their alone answers (%d/%d)" %
       (len(reqs), same, len(reqs)))
 

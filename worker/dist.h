@@ -3,8 +3,8 @@
  * parallelism"). World rank 0 (stage 0, TP rank 0) decides each step; the step
  * descriptor (which tokens, sequences, positions, which rows need logits) is broadcast
  * to stage 0 and then travels with the residual from stage to stage, so no rank needs any
- * other control channel. The last stage's ranks send their slice of the logits of the
- * requested rows to rank 0.
+ * other control channel. The last stage's ranks send rank 0, per requested row, their
+ * slice of the logits, or their best logit (greedy), or their sampling candidates.
  */
 #ifndef BR_WORKER_DIST_H
 #define BR_WORKER_DIST_H
@@ -54,7 +54,7 @@ struct br_sample_params;
 struct br_sample_result;
 
 /* Whether the rows' parameters can be sampled on the last stage: no penalties, at most
- * BR_DIST_MAX_BIAS bias entries in all, candidates per slice within the engine's limit. */
+ * BR_DIST_MAX_BIAS bias entries in all, at most max_batch rows. */
 int br_dist_can_sample(const struct br_engine *e, const struct br_sample_params *const *sp,
                        int32_t n_rows);
 

@@ -1,4 +1,7 @@
 /* `bitrack info -m MODEL`: architecture, shapes, tensor types, sizes and memory needed.
+ * A shard file (DIR/rank-R.gguf from `bitrack shard`) is described as the model it was
+ * cut from plus the rank's part: layout, layers, slices and the source's checksum, with
+ * the weights and KV cache that rank holds.
  * A file that is not a valid model prints one line on stderr and exits 1. */
 #include <getopt.h>
 #include <stdio.h>
@@ -7,6 +10,8 @@
 #include "cli/cli.h"
 #include "sharding/config.h"
 #include "sharding/gguf.h"
+#include "sharding/plan.h"
+#include "sharding/shard.h"
 #include "sharding/types.h"
 
 static void usage(FILE *f)
@@ -55,7 +60,21 @@ int br_cmd_info(int argc, char **argv)
         return 1;
     }
     struct br_model_config cfg;
-    rc = br_config_from_gguf(g, &cfg, &err);
+    struct br_shard_info si;
+    rc = br_shard_read_info(g, &si, &err);
+    const int shard = rc == BR_OK;
+    if (shard) {
+        /* a shard lacks the tensors the whole-file reader checks shapes against; its
+         * shard keys carry those facts */
+        rc = br_config_from_meta(g, &cfg, &err);
+        cfg.n_vocab = si.n_vocab;
+        cfg.embd_type = si.embd_type;
+        cfg.head_type = si.head_type;
+        cfg.weight_type = si.weight_type;
+        cfg.tied_head = si.tied_head;
+    } else if (rc == BR_E_NOTFOUND) {
+        rc = br_config_from_gguf(g, &cfg, &err);
+    }
     if (rc) {
         fprintf(stderr, "bitrack info: %s: %s\n", path, err.msg);
         br_gguf_close(&g);
@@ -95,8 +114,41 @@ int br_cmd_info(int argc, char **argv)
            cfg.tied_head ? " (head tied)" : "", br_ggml_type_name(cfg.head_type));
     printf("other tensors: %.3f GiB (embeddings, head, norms; read in place)\n",
            gib((double)other_file));
-    printf("memory:        %.3f GiB weights + %.3f GiB KV cache per 1k tokens (f16)\n",
-           gib((double)(packed + other_file)), gib((double)kv_per_1k));
+    if (shard) {
+        const struct br_part *q = &si.part;
+        int32_t g_per_kv = cfg.n_head / cfg.n_head_kv;
+        kv_per_1k = (uint64_t)(q->layer1 - q->layer0) * (uint64_t)(q->kv1 - q->kv0) *
+                    (uint64_t)(cfg.head_dim + cfg.head_dim_v) * 2 * 1024;
+        printf("shard:         rank %d of a %dx%d (tp x pp) layout: stage %d, tp rank %d "
+               "(format version %u)\n",
+               si.rank, si.tp, si.pp, q->pp_rank, q->tp_rank, si.version);
+        printf("part:          layers %d-%d, hidden columns %d-%d, kv heads %d-%d (query heads "
+               "%d-%d), ffn rows %d-%d\n",
+               q->layer0, q->layer1 - 1, q->d0, q->d1 - 1, q->kv0, q->kv1 - 1, q->kv0 * g_per_kv,
+               q->kv1 * g_per_kv - 1, q->ff0, q->ff1 - 1);
+        printf("ends:          %s; %s\n",
+               q->first_stage ? "first stage (token embedding columns)" : "no embedding",
+               q->last_stage ? "last stage (final norm, head)" : "no head");
+        if (q->last_stage) printf("head rows:     vocabulary %d-%d\n", q->v0, q->v1 - 1);
+        printf("source:        checksum %016llx, %llu bytes\n",
+               (unsigned long long)si.source_checksum, (unsigned long long)si.source_size);
+        struct br_plan *plan = NULL;
+        struct br_err perr = {{0}};
+        if (br_plan_create(&cfg, si.tp, si.pp, &plan, &perr) != BR_OK) {
+            printf("plan:          this build cannot plan the layout: %s\n", perr.msg);
+        } else {
+            const struct br_part *w = &plan->parts[si.rank];
+            int same = w->layer0 == q->layer0 && w->layer1 == q->layer1 && w->d0 == q->d0 &&
+                       w->d1 == q->d1 && w->kv0 == q->kv0 && w->kv1 == q->kv1 && w->ff0 == q->ff0 &&
+                       w->ff1 == q->ff1 && w->v0 == q->v0 && w->v1 == q->v1;
+            printf("plan:          %s\n", same ? "matches this build's plan for the layout"
+                                               : "differs from this build's plan for the "
+                                                 "layout; re-shard the model");
+        }
+        br_plan_destroy(&plan);
+    }
+    printf("memory:        %.3f GiB weights + %.3f GiB KV cache per 1k tokens (f16)%s\n",
+           gib((double)(packed + other_file)), gib((double)kv_per_1k), shard ? ", this rank" : "");
     if (list)
         for (size_t i = 0; i < br_gguf_n_tensors(g); i++) {
             const struct br_gguf_tensor *t = br_gguf_tensor_at(g, i);

@@ -967,7 +967,7 @@ struct sched {
     struct br_dist dist;
     struct inflight {
         int32_t n_rows;
-        int full;
+        int full, sampled;
         struct job *row_job[BR_SCHED_MAX_BATCH];
     } steps[BR_DIST_MAX_INFLIGHT];
     int step_head, step_count, depth;
@@ -1233,7 +1233,18 @@ static int issue(struct sched *sc, int *issued, struct br_err *err)
     int32_t rows[BR_SCHED_MAX_BATCH];
     struct inflight *st = &sc->steps[(sc->step_head + sc->step_count) % BR_DIST_MAX_INFLIGHT];
     int32_t n = 0, n_rows = 0;
-    for (int32_t i = 0; i < sc->n_slots && n < budget; i++) {
+    /* Micro-batches: with depth d steps in flight (one per pipeline stage), the decoding
+     * sequences are dealt into d groups of at most ceil(n_decode / d), so that d steps
+     * alternate through the stages instead of one step carrying every sequence while
+     * the other stages wait for its tokens. */
+    int32_t n_decode = 0;
+    for (int32_t i = 0; i < sc->n_slots; i++) {
+        const struct job *j = sc->slots[i];
+        n_decode += j && j->state == JOB_DECODE && !j->cancelled;
+    }
+    int32_t decode_cap = (n_decode + sc->depth - 1) / sc->depth;
+    if (decode_cap > budget) decode_cap = budget;
+    for (int32_t i = 0; i < sc->n_slots && n < decode_cap; i++) {
         struct job *j = sc->slots[i];
         if (!j || j->state != JOB_DECODE || j->inflight || j->cancelled) continue;
         tokens[n] = j->next_token, pos[n] = j->n_prompt + j->n_gen - 1, seqs[n] = j->slot;
@@ -1264,19 +1275,32 @@ static int issue(struct sched *sc, int *issued, struct br_err *err)
         }
     }
     if (n == 0) return BR_OK;
-    /* greedy rows without logprobs need only each slice's best; anything else the logits */
-    int full = 0;
+    /* How the rows' tokens come back: greedy rows without logprobs or bias need only each
+     * vocabulary slice's best (top1); rows whose sampling needs no history are sampled
+     * where the logits are (candidates and softmax statistics come back); rows with
+     * penalties need the full logits here. */
+    int full = 0, plain = 1;
+    const struct br_sample_params *sp[BR_SCHED_MAX_BATCH];
+    uint64_t rseq[BR_SCHED_MAX_BATCH], rpos[BR_SCHED_MAX_BATCH];
     for (int32_t r = 0; r < n_rows; r++) {
         const struct job *j = st->row_job[r];
-        full |= j->sp.temperature > 0 || j->req.logprobs || j->sp.repeat_penalty != 1.0f ||
-                j->sp.presence_penalty != 0 || j->sp.frequency_penalty != 0 || j->sp.n_bias > 0;
+        plain &= j->sp.temperature == 0 && !j->req.logprobs && j->sp.repeat_penalty == 1.0f &&
+                 j->sp.presence_penalty == 0 && j->sp.frequency_penalty == 0 && j->sp.n_bias == 0;
+        sp[r] = &j->sp;
+        rseq[r] = 0; /* the RNG is keyed by (seed, position), as in bitrack run */
+        rpos[r] = (uint64_t)(j->n_prompt + j->n_gen);
     }
+    int sampled = !plain && br_dist_can_sample(sc->e, sp, n_rows);
+    full = !plain && !sampled;
     struct br_batch b = {n, tokens, pos, seqs, sc->n_to_free, sc->to_free};
-    int rc = br_dist_issue(&sc->dist, sc->e, sc->comm, &b, rows, n_rows, full, err);
+    int rc = sampled ? br_dist_issue_sampled(&sc->dist, sc->e, sc->comm, &b, rows, n_rows, sp, rseq,
+                                             rpos, err)
+                     : br_dist_issue(&sc->dist, sc->e, sc->comm, &b, rows, n_rows, full, err);
     if (rc) return rc;
     sc->n_to_free = 0;
     st->n_rows = n_rows;
     st->full = full;
+    st->sampled = sampled;
     sc->step_count++;
     atomic_fetch_add(&sc->s->n_steps, 1);
     *issued = 1;
@@ -1289,7 +1313,11 @@ static int collect(struct sched *sc, struct br_err *err)
     struct br_server *s = sc->s;
     struct inflight *st = &sc->steps[sc->step_head];
     int32_t top1[BR_SCHED_MAX_BATCH];
-    int rc = br_dist_collect(&sc->dist, sc->e, sc->comm, st->full ? sc->logits : NULL, top1, err);
+    int row_rc[BR_SCHED_MAX_BATCH];
+    struct br_sample_result sres[BR_SCHED_MAX_BATCH];
+    int rc = st->sampled ? br_dist_collect_sampled(&sc->dist, sc->e, sc->comm, sres, row_rc, err)
+                         : br_dist_collect(&sc->dist, sc->e, sc->comm, st->full ? sc->logits : NULL,
+                                           top1, err);
     sc->step_head = (sc->step_head + 1) % BR_DIST_MAX_INFLIGHT;
     sc->step_count--;
     if (rc) return rc;
@@ -1302,8 +1330,12 @@ static int collect(struct sched *sc, struct br_err *err)
             finish(sc, j, BR_FINISH_CANCELLED, NULL);
             continue;
         }
-        int32_t tok = top1[r];
-        float lp = 0.0f;
+        int32_t tok = st->sampled ? sres[r].token : top1[r];
+        float lp = st->sampled ? (float)sres[r].logprob : 0.0f;
+        if (st->sampled && row_rc[r]) {
+            finish(sc, j, BR_FINISH_ERROR, "sampling failed on the last pipeline stage");
+            continue;
+        }
         if (st->full) {
             struct br_sample_result res;
             struct br_err serr = {{0}};

@@ -5,16 +5,28 @@
  *   then tokens[max_batch], pos[max_batch], seq[max_batch], rows[max_batch],
  *   free_seqs[max_batch] (sequence slots released before the step).
  * Per step, stage s > 0 receives the descriptor and then the residual slice (n, dl) from
- * the same TP rank of stage s - 1; the last stage sends (n_rows, v1 - v0) logits to rank 0.
+ * the same TP rank of stage s - 1; the last stage sends (n_rows, v1 - v0) logits to rank 0,
+ * or 8 bytes per row (DESC_TOP1), or per row its sampling candidates (DESC_SAMPLE).
+ *
+ * A sampled step's parameters follow its descriptor as a second fixed-size int32 array
+ * (broadcast and forwarded the same way, only when DESC_SAMPLE is set):
+ *   [0] bias entries in all, then per row EXT_ROW values: temperature, top_k, top_p,
+ *   min_p, cand_cap, seed (low, high), seq (low, high), pos (low, high), first bias entry,
+ *   bias entries (floats as their bits); then BR_DIST_MAX_BIAS (id, bias) pairs.
+ * A last-stage rank answers each row of a sampled step with one record of fixed size
+ * (for its slice width w and the step's rows): n_cands (or a negative status), a pad,
+ * cap candidates (cap = the most any row may produce from w tokens) and its chunk
+ * statistics, so that rank 0 knows every message's size from the descriptor alone.
  */
 #include "worker/dist.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "coordinator/sample.h"
 #include "sharding/plan.h"
 
-enum { DESC_STOP = 1, DESC_TOP1 = 2 };
+enum { DESC_STOP = 1, DESC_TOP1 = 2, DESC_SAMPLE = 4 };
 
 /* (value, id) of the best logit in each row of a (n_rows, w) slice starting at id v0. */
 struct top1 {
@@ -63,8 +75,162 @@ static void desc_pack(int32_t *d, int32_t mb, const struct br_batch *b, const in
     if (b->n_free > 0) memcpy(d + HDR + 4 * mb, b->free_seqs, (size_t)b->n_free * 4);
 }
 
-/* Runs this rank's share of the step described by d; forwards it down the pipeline. */
-static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, float *logits,
+/* ---- sampled steps: the parameters extension and the candidate records ---- */
+
+enum { EXT_ROW = 13 };
+
+static size_t ext_ints(const struct br_engine *e)
+{
+    return 1 + EXT_ROW * (size_t)br_engine_max_batch(e) + 2 * (size_t)BR_DIST_MAX_BIAS;
+}
+
+static int32_t f2i(float f)
+{
+    int32_t i;
+    memcpy(&i, &f, sizeof i);
+    return i;
+}
+
+static float i2f(int32_t i)
+{
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
+
+static void put64(int32_t *d, uint64_t v)
+{
+    d[0] = (int32_t)(uint32_t)v;
+    d[1] = (int32_t)(uint32_t)(v >> 32);
+}
+
+static uint64_t get64(const int32_t *d)
+{
+    return (uint64_t)(uint32_t)d[0] | (uint64_t)(uint32_t)d[1] << 32;
+}
+
+int br_dist_can_sample(const struct br_engine *e, const struct br_sample_params *const *sp,
+                       int32_t n_rows)
+{
+    int32_t n_bias = 0;
+    if (n_rows > br_engine_max_batch(e)) return 0;
+    for (int32_t r = 0; r < n_rows; r++) {
+        const struct br_sample_params *p = sp[r];
+        if (p->repeat_penalty != 1.0f || p->presence_penalty != 0 || p->frequency_penalty != 0)
+            return 0; /* penalties need the token history */
+        n_bias += p->n_bias;
+        if (n_bias > BR_DIST_MAX_BIAS) return 0;
+    }
+    return 1;
+}
+
+static void ext_pack(int32_t *x, int32_t n_rows, const struct br_sample_params *const *sp,
+                     const uint64_t *seq, const uint64_t *pos)
+{
+    int32_t nb = 0;
+    for (int32_t r = 0; r < n_rows; r++) {
+        const struct br_sample_params *p = sp[r];
+        int32_t *o = x + 1 + (size_t)EXT_ROW * (size_t)r;
+        o[0] = f2i(p->temperature);
+        o[1] = p->top_k;
+        o[2] = f2i(p->top_p);
+        o[3] = f2i(p->min_p);
+        o[4] = p->cand_cap;
+        put64(o + 5, p->seed);
+        put64(o + 7, seq[r]);
+        put64(o + 9, pos[r]);
+        o[11] = nb;
+        o[12] = p->n_bias;
+        nb += p->n_bias;
+    }
+    x[0] = nb;
+}
+
+/* The bias pool starts after the rows of the largest batch. */
+static int32_t *ext_pool(int32_t *x, int32_t mb)
+{
+    return x + 1 + (size_t)EXT_ROW * (size_t)mb;
+}
+
+/* Row r's parameters; bias (BR_DIST_MAX_BIAS,) receives its bias entries. Returns
+ * BR_E_PROTOCOL for entries outside the pool. */
+static int ext_row(const int32_t *x, int32_t mb, int32_t r, struct br_sample_params *p,
+                   struct br_sample_bias *bias, uint64_t *seq, uint64_t *pos)
+{
+    const int32_t *o = x + 1 + (size_t)EXT_ROW * (size_t)r;
+    const int32_t *pool = x + 1 + (size_t)EXT_ROW * (size_t)mb;
+    br_sample_params_default(p);
+    p->temperature = i2f(o[0]);
+    p->top_k = o[1];
+    p->top_p = i2f(o[2]);
+    p->min_p = i2f(o[3]);
+    p->cand_cap = o[4];
+    p->seed = get64(o + 5);
+    *seq = get64(o + 7);
+    *pos = get64(o + 9);
+    int32_t b0 = o[11], nb = o[12];
+    if (b0 < 0 || nb < 0 || nb > BR_DIST_MAX_BIAS - b0) return BR_E_PROTOCOL;
+    for (int32_t k = 0; k < nb; k++)
+        bias[k] = (struct br_sample_bias){pool[2 * (b0 + k)], i2f(pool[2 * (b0 + k) + 1])};
+    p->bias = nb ? bias : NULL;
+    p->n_bias = nb;
+    return BR_OK;
+}
+
+/* Candidates per record for a slice of width w: the most any row may produce. */
+static int32_t rec_cap(const int32_t *x, int32_t mb, int32_t n_rows, int32_t w)
+{
+    int32_t cap = 1;
+    struct br_sample_bias bias[BR_DIST_MAX_BIAS];
+    for (int32_t r = 0; r < n_rows; r++) {
+        struct br_sample_params p;
+        uint64_t seq, pos;
+        if (ext_row(x, mb, r, &p, bias, &seq, &pos)) continue;
+        int32_t c = br_sample_max_candidates(&p);
+        if (c > w) c = w;
+        if (c > cap) cap = c;
+    }
+    return cap;
+}
+
+struct rec_head {
+    int32_t n; /* candidates, or a negative status */
+    int32_t pad;
+};
+
+static size_t rec_bytes(int32_t cap, int32_t v0, int32_t v1)
+{
+    return sizeof(struct rec_head) + (size_t)cap * sizeof(struct br_cand) +
+           (size_t)br_sample_n_chunks(v0, v1) * sizeof(struct br_sample_chunk_stat);
+}
+
+/* A slice's records for the n_rows rows of logits (n_rows, v1 - v0) into out
+ * (n_rows * rec_bytes,). A row whose sampling fails carries the status instead. */
+static void make_records(const int32_t *x, int32_t mb, int32_t n_rows, const float *logits,
+                         int32_t v0, int32_t v1, void *out)
+{
+    int32_t w = v1 - v0, cap = rec_cap(x, mb, n_rows, w);
+    size_t rb = rec_bytes(cap, v0, v1);
+    struct br_sample_bias bias[BR_DIST_MAX_BIAS];
+    for (int32_t r = 0; r < n_rows; r++) {
+        uint8_t *rec = (uint8_t *)out + (size_t)r * rb;
+        struct rec_head h = {0, 0};
+        struct br_sample_params p;
+        uint64_t seq, pos;
+        struct br_err err = {{0}};
+        struct br_cand *cands = (struct br_cand *)(void *)(rec + sizeof h);
+        struct br_sample_chunk_stat *stats = (struct br_sample_chunk_stat *)(void *)(cands + cap);
+        h.n = ext_row(x, mb, r, &p, bias, &seq, &pos);
+        if (h.n == BR_OK)
+            h.n = br_sample_candidates(&p, logits + (size_t)r * (size_t)w, v0, v1, NULL, 0, seq,
+                                       pos, cands, cap, stats, &err);
+        memcpy(rec, &h, sizeof h);
+    }
+}
+
+/* Runs this rank's share of the step described by d (and x, a sampled step's parameters);
+ * forwards both down the pipeline. */
+static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, int32_t *x, float *logits,
                     struct br_err *err)
 {
     int32_t mb = br_engine_max_batch(e);
@@ -81,6 +247,7 @@ static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, float *l
     if (!last) {
         size_t bytes = (size_t)b.n * (size_t)br_engine_residual_width(e) * sizeof(float);
         if ((rc = c->ops->send_next(c, d, desc_ints(e) * 4)) ||
+            ((d[1] & DESC_SAMPLE) && (rc = c->ops->send_next(c, x, ext_ints(e) * 4))) ||
             (rc = c->ops->send_next(c, br_engine_residual(e), bytes)))
             return comm_fail(err, c, rc, "sending to the next stage failed");
         return BR_OK;
@@ -88,22 +255,34 @@ static int run_desc(struct br_engine *e, struct br_comm *c, int32_t *d, float *l
     return br_engine_head(e, &b, rows, n_rows, logits, err);
 }
 
-int br_dist_issue(struct br_dist *q, struct br_engine *e, struct br_comm *c,
-                  const struct br_batch *b, const int32_t *rows, int32_t n_rows, int want_logits,
-                  struct br_err *err)
+/* want: 1 logits, 0 top1; x: a sampled step's parameters (owned by the step), or NULL */
+static int issue_step(struct br_dist *q, struct br_engine *e, struct br_comm *c,
+                      const struct br_batch *b, const int32_t *rows, int32_t n_rows,
+                      int want_logits, int32_t *x, struct br_err *err)
 {
     int rc = br_engine_check(e, b, err);
-    if (rc) return rc;
-    if (q->count == BR_DIST_MAX_INFLIGHT)
+    if (rc) {
+        free(x);
+        return rc;
+    }
+    if (q->count == BR_DIST_MAX_INFLIGHT) {
+        free(x);
         return br_err_set(err, BR_E_BUSY, "too many steps in flight");
+    }
     int32_t mb = br_engine_max_batch(e);
     int32_t *d = malloc(desc_ints(e) * sizeof *d);
-    if (!d) return br_err_set(err, BR_E_NOMEM, "out of memory");
-    desc_pack(d, mb, b, rows, n_rows, want_logits ? 0 : DESC_TOP1);
+    if (!d) {
+        free(x);
+        return br_err_set(err, BR_E_NOMEM, "out of memory");
+    }
+    desc_pack(d, mb, b, rows, n_rows, x ? DESC_SAMPLE : want_logits ? 0 : DESC_TOP1);
     int last = !c || c->pp == 1;
     float *mine = NULL;
-    if (c && c->tp > 1 && (rc = c->ops->bcast(c, d, desc_ints(e) * 4))) {
+    if (c && c->tp > 1 &&
+        ((rc = c->ops->bcast(c, d, desc_ints(e) * 4)) ||
+         (x && (rc = c->ops->bcast(c, x, ext_ints(e) * 4))))) {
         free(d);
+        free(x);
         return comm_fail(err, c, rc, "broadcast of the step failed");
     }
     if (last) {
@@ -113,27 +292,127 @@ int br_dist_issue(struct br_dist *q, struct br_engine *e, struct br_comm *c,
         mine = malloc((size_t)(n_rows ? n_rows : 1) * (size_t)(v1 - v0) * sizeof *mine);
         if (!mine) {
             free(d);
+            free(x);
             return br_err_set(err, BR_E_NOMEM, "out of memory");
         }
     }
-    rc = run_desc(e, c, d, mine, err);
+    rc = run_desc(e, c, d, x, mine, err);
     free(d);
     if (rc) {
         free(mine);
+        free(x);
         return rc;
     }
     struct br_dist_pending *p = &q->ring[(q->head + q->count) % BR_DIST_MAX_INFLIGHT];
     p->n_rows = n_rows;
     p->want_logits = want_logits;
+    p->ext = x;
     p->mine = mine;
     q->count++;
     return BR_OK;
+}
+
+int br_dist_issue(struct br_dist *q, struct br_engine *e, struct br_comm *c,
+                  const struct br_batch *b, const int32_t *rows, int32_t n_rows, int want_logits,
+                  struct br_err *err)
+{
+    return issue_step(q, e, c, b, rows, n_rows, want_logits, NULL, err);
+}
+
+int br_dist_issue_sampled(struct br_dist *q, struct br_engine *e, struct br_comm *c,
+                          const struct br_batch *b, const int32_t *rows, int32_t n_rows,
+                          const struct br_sample_params *const *sp, const uint64_t *seq,
+                          const uint64_t *pos, struct br_err *err)
+{
+    if (n_rows < 0 || n_rows > br_engine_max_batch(e) || !br_dist_can_sample(e, sp, n_rows))
+        return br_err_set(err, BR_E_INVALID, "these rows cannot be sampled on the last stage");
+    int32_t *x = calloc(ext_ints(e), sizeof *x);
+    if (!x) return br_err_set(err, BR_E_NOMEM, "out of memory");
+    ext_pack(x, n_rows, sp, seq, pos);
+    int32_t nb = 0, *pool = ext_pool(x, br_engine_max_batch(e));
+    for (int32_t r = 0; r < n_rows; r++)
+        for (int32_t k = 0; k < sp[r]->n_bias; k++, nb++) {
+            pool[2 * nb] = sp[r]->bias[k].id;
+            pool[2 * nb + 1] = f2i(sp[r]->bias[k].bias);
+        }
+    return issue_step(q, e, c, b, rows, n_rows, 0, x, err);
+}
+
+int br_dist_collect_sampled(struct br_dist *q, struct br_engine *e, struct br_comm *c,
+                            struct br_sample_result *res, int *row_rc, struct br_err *err)
+{
+    if (q->count == 0) return br_err_set(err, BR_E_INVALID, "no step in flight");
+    if (!q->ring[q->head].ext)
+        return br_err_set(err, BR_E_INVALID, "the oldest step in flight was not sampled");
+    struct br_dist_pending p = q->ring[q->head];
+    q->head = (q->head + 1) % BR_DIST_MAX_INFLIGHT;
+    q->count--;
+    int32_t n_rows = p.n_rows, mb = br_engine_max_batch(e);
+    int last = !c || c->pp == 1;
+    int tp = c ? c->tp : 1, rc = BR_OK;
+    void **recs = calloc((size_t)tp, sizeof *recs);
+    size_t *rb = calloc((size_t)tp, sizeof *rb);
+    int32_t *cap = calloc((size_t)tp, sizeof *cap);
+    struct br_sample_slice *sl = calloc((size_t)tp, sizeof *sl);
+    if (!recs || !rb || !cap || !sl) {
+        rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int t = 0; t < tp && !rc && n_rows > 0; t++) {
+        int32_t a, z;
+        br_engine_vocab_slice(e, t, &a, &z);
+        cap[t] = rec_cap(p.ext, mb, n_rows, z - a);
+        rb[t] = rec_bytes(cap[t], a, z);
+        if (!(recs[t] = malloc((size_t)n_rows * rb[t]))) {
+            rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+            break;
+        }
+        if (last && t == 0) {
+            make_records(p.ext, mb, n_rows, p.mine, a, z, recs[t]);
+        } else {
+            int src = (c->pp - 1) * c->tp + t;
+            if ((rc = c->ops->recv_from(c, src, recs[t], (size_t)n_rows * rb[t])))
+                rc = br_err_set(err, rc, "receiving candidates from rank %d failed", src);
+        }
+        sl[t].v0 = a, sl[t].v1 = z;
+    }
+    for (int32_t r = 0; r < n_rows && !rc; r++) {
+        struct br_sample_params sp;
+        struct br_sample_bias bias[BR_DIST_MAX_BIAS];
+        uint64_t seq, pos;
+        row_rc[r] = ext_row(p.ext, mb, r, &sp, bias, &seq, &pos);
+        for (int t = 0; t < tp && !row_rc[r]; t++) {
+            const uint8_t *rec = (const uint8_t *)recs[t] + (size_t)r * rb[t];
+            struct rec_head h;
+            memcpy(&h, rec, sizeof h);
+            if (h.n < 0) {
+                row_rc[r] = h.n;
+            } else if (h.n < 1 || h.n > cap[t]) {
+                row_rc[r] = BR_E_PROTOCOL;
+            } else {
+                sl[t].cands = (const struct br_cand *)(const void *)(rec + sizeof h);
+                sl[t].n_cands = h.n;
+                sl[t].stats =
+                    (const struct br_sample_chunk_stat *)(const void *)(sl[t].cands + cap[t]);
+            }
+        }
+        struct br_err serr = {{0}};
+        if (!row_rc[r]) row_rc[r] = br_sample_merge(&sp, sl, tp, &res[r], &serr);
+    }
+done:
+    for (int t = 0; recs && t < tp; t++) free(recs[t]);
+    free(recs), free(rb), free(cap), free(sl);
+    free(p.ext);
+    free(p.mine);
+    return rc;
 }
 
 int br_dist_collect(struct br_dist *q, struct br_engine *e, struct br_comm *c, float *logits,
                     int32_t *top1, struct br_err *err)
 {
     if (q->count == 0) return br_err_set(err, BR_E_INVALID, "no step in flight");
+    if (q->ring[q->head].ext)
+        return br_err_set(err, BR_E_INVALID, "the oldest step in flight was sampled");
     struct br_dist_pending p = q->ring[q->head];
     q->head = (q->head + 1) % BR_DIST_MAX_INFLIGHT;
     q->count--;
@@ -204,6 +483,7 @@ void br_dist_clear(struct br_dist *q)
 {
     while (q->count > 0) {
         free(q->ring[q->head].mine);
+        free(q->ring[q->head].ext);
         q->head = (q->head + 1) % BR_DIST_MAX_INFLIGHT;
         q->count--;
     }
@@ -244,13 +524,16 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
      * results are written to the other */
     float *logits[2] = {NULL, NULL};
     struct top1 *t1[2] = {NULL, NULL};
+    void *recs[2] = {NULL, NULL}; /* candidate records of sampled steps */
+    size_t recs_cap[2] = {0, 0};
+    int32_t *x = malloc(ext_ints(e) * sizeof *x);
     void *pending[2] = {NULL, NULL};
     int cur = 0, rc = BR_OK;
     for (int k = 0; k < 2 && last; k++) {
         logits[k] = malloc(mb * (size_t)(v1 - v0) * sizeof(float));
         t1[k] = malloc(mb * sizeof(struct top1));
     }
-    if (!d || (last && (!logits[0] || !logits[1] || !t1[0] || !t1[1]))) {
+    if (!d || !x || (last && (!logits[0] || !logits[1] || !t1[0] || !t1[1]))) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
         goto done;
     }
@@ -268,6 +551,12 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
                 rc = comm_fail(err, c, rc, "forwarding stop failed");
             break;
         }
+        if ((d[1] & DESC_SAMPLE) &&
+            (rc = c->pp_rank == 0 ? c->ops->bcast(c, x, ext_ints(e) * 4)
+                                  : c->ops->recv_prev(c, x, ext_ints(e) * 4))) {
+            rc = comm_fail(err, c, rc, "lost contact with the previous stage or the coordinator");
+            break;
+        }
         if (c->pp_rank > 0) {
             size_t bytes = (size_t)d[0] * (size_t)br_engine_residual_width(e) * sizeof(float);
             if (d[0] < 1 || d[0] > br_engine_max_batch(e)) {
@@ -283,9 +572,22 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
             rc = comm_fail(err, c, rc, "sending results to rank 0 failed");
             break;
         }
-        if ((rc = run_desc(e, c, d, last ? logits[cur] : NULL, err))) break;
+        if ((rc = run_desc(e, c, d, x, last ? logits[cur] : NULL, err))) break;
         if (last && d[2] > 0) {
-            if (d[1] & DESC_TOP1) {
+            if (d[1] & DESC_SAMPLE) {
+                int32_t mbi = (int32_t)mb;
+                size_t bytes = (size_t)d[2] * rec_bytes(rec_cap(x, mbi, d[2], v1 - v0), v0, v1);
+                if (bytes > recs_cap[cur]) {
+                    void *nr = realloc(recs[cur], bytes);
+                    if (!nr) {
+                        rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+                        break;
+                    }
+                    recs[cur] = nr, recs_cap[cur] = bytes;
+                }
+                make_records(x, mbi, d[2], logits[cur], v0, v1, recs[cur]);
+                rc = c->ops->send_root(c, recs[cur], bytes, &pending[cur]);
+            } else if (d[1] & DESC_TOP1) {
                 slice_top1(logits[cur], d[2], v1 - v0, v0, t1[cur]);
                 rc = c->ops->send_root(c, t1[cur], (size_t)d[2] * sizeof(struct top1),
                                        &pending[cur]);
@@ -306,7 +608,9 @@ done:
         if (pending[k]) c->ops->wait_root(c, &pending[k]);
         free(logits[k]);
         free(t1[k]);
+        free(recs[k]);
     }
+    free(x);
     free(d);
     return rc;
 }

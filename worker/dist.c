@@ -372,7 +372,7 @@ int br_dist_collect_sampled(struct br_dist *q, struct br_engine *e, struct br_co
         } else {
             int src = (c->pp - 1) * c->tp + t;
             if ((rc = c->ops->recv_from(c, src, recs[t], (size_t)n_rows * rb[t])))
-                rc = br_err_set(err, rc, "receiving candidates from rank %d failed", src);
+                rc = comm_fail(err, c, rc, "receiving candidates failed");
         }
         sl[t].v0 = a, sl[t].v1 = z;
     }

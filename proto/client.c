@@ -37,6 +37,7 @@ struct br_client {
     const char *refusal; /* why the last handshake failed; NULL after a send succeeds */
     bool curve;          /* CurveZMQ credentials are set */
     int n_broken;        /* handshakes broken off without a reason since the last send */
+    int n_drops;         /* connections lost since the current call began */
 };
 
 #define MONITOR_EVENTS                                                                             \
@@ -196,11 +197,10 @@ void br_client_set_ping_interval(struct br_client *c, int interval_ms)
     c->ping_ms = interval_ms;
 }
 
-/* Reads every waiting monitor event: remembers why the last handshake failed, and returns
- * how many were disconnections. */
-static int watch_events(struct br_client *c)
+/* Reads every waiting monitor event: remembers why the last handshake failed, and counts
+ * disconnections in c->n_drops. */
+static void watch_events(struct br_client *c)
 {
-    int drops = 0;
     for (int k = 0; c->mon && k < 1000; k++) {
         uint8_t ev[6];
         char addr[256];
@@ -214,7 +214,7 @@ static int watch_events(struct br_client *c)
         memcpy(&event, ev, 2);
         memcpy(&value, ev + 2, 4);
         if (event == ZMQ_EVENT_DISCONNECTED)
-            drops++;
+            c->n_drops++;
         else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
             c->refusal = "the server refused this client's CurveZMQ key (not authorized)";
         else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
@@ -231,14 +231,16 @@ static int watch_events(struct br_client *c)
             c->refusal = "the handshake failed (does the server require CurveZMQ? then give "
                          "--curve-server-key and --curve-key)";
     }
-    return drops;
 }
 
 /* Sends c->buf as one frame. With ZMQ_IMMEDIATE a send can only proceed once a handshake
  * succeeded; it waits for that in slices of at most 100 ms (a blocking send, which wakes
  * as soon as the connection is up), and between slices reads the monitor, so that a
- * refusing server ends the wait at once with the reason instead of after the timeout. */
-static int send_buf(struct br_client *c, const char *what, struct br_err *err)
+ * refusing server ends the wait at once with the reason instead of after the timeout.
+ * follow_up: a message about a request already sent (ping, cancel): if the connection that
+ * request went out on is lost, it fails at once. A new request instead waits for a
+ * connection (a server restarting); drops before it is sent do not concern it. */
+static int send_buf(struct br_client *c, const char *what, int follow_up, struct br_err *err)
 {
     int64_t deadline = c->timeout_ms > 0 ? now_ms() + c->timeout_ms : -1;
     for (;;) {
@@ -251,6 +253,7 @@ static int send_buf(struct br_client *c, const char *what, struct br_err *err)
         if (zmq_send(c->sock, c->buf.data, c->buf.len, 0) >= 0) {
             c->refusal = NULL;
             c->n_broken = 0;
+            if (!follow_up) c->n_drops = 0;
             return BR_OK;
         }
         if (errno == EINTR) continue;
@@ -258,6 +261,9 @@ static int send_buf(struct br_client *c, const char *what, struct br_err *err)
             return br_err_set(err, BR_E_IO, "%s: sending to %s: %s", what, c->addr,
                               zmq_strerror(errno));
         watch_events(c);
+        if (follow_up && c->n_drops > 0)
+            return br_err_set(err, BR_E_UNAVAILABLE, "%s: the connection to %s was lost", what,
+                              c->addr);
         if (c->refusal)
             return br_err_set(err, BR_E_UNAVAILABLE, "%s: cannot connect to %s: %s", what, c->addr,
                               c->refusal);
@@ -275,7 +281,7 @@ static int send_simple(struct br_client *c, enum br_req_type type, const char *i
     r.id_len = strlen(id);
     int rc = br_proto_encode_request(&r, &c->buf);
     if (rc) return br_err_set(err, rc, "%s: encoding failed", br_proto_req_type_name(type));
-    return send_buf(c, br_proto_req_type_name(type), err);
+    return send_buf(c, br_proto_req_type_name(type), 1, err);
 }
 
 /* Receives one frame (further frames of the same message are discarded) and decodes it.
@@ -346,7 +352,8 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
     int rc = br_proto_encode_request(req, &c->buf);
     if (rc) return br_err_set(err, rc, "%s: request could not be encoded", what);
     watch_events(c); /* drops before this request do not concern it */
-    if ((rc = send_buf(c, what, err))) return rc;
+    c->n_drops = 0;
+    if ((rc = send_buf(c, what, 0, err))) return rc;
 
     int64_t last = now_ms(), next_ping = last + c->ping_ms;
     bool cancelling = false;
@@ -364,18 +371,20 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
         }
         if (c->ping_ms > 0 && req->type != BR_REQ_PING) {
             if (next_ping <= now) {
-                /* A ping that cannot be sent now is not fatal; the timeout decides. */
+                /* A ping that cannot be sent now is not fatal: a lost connection ends the call
+                 * below, anything else is left to the timeout. */
                 send_simple(c, BR_REQ_PING, req->id, NULL);
                 next_ping = now + c->ping_ms;
             }
             if (wait < 0 || next_ping - now < wait) wait = next_ping - now;
         }
-        int n = zmq_poll(items, c->mon ? 2 : 1, (long)wait);
+        int n = c->n_drops > 0 ? 0 : zmq_poll(items, c->mon ? 2 : 1, (long)wait);
         if (n < 0) {
             if (errno == EINTR) continue;
             return br_err_set(err, BR_E_IO, "%s: poll: %s", what, zmq_strerror(errno));
         }
-        if (n > 0 && (items[1].revents & ZMQ_POLLIN) && watch_events(c) > 0)
+        if (n > 0 && (items[1].revents & ZMQ_POLLIN)) watch_events(c);
+        if (c->n_drops > 0)
             return br_err_set(err, BR_E_UNAVAILABLE, "%s %s: the connection to %s was lost", what,
                               req->id, c->addr);
         if (!(items[0].revents & ZMQ_POLLIN)) continue;

@@ -137,6 +137,7 @@ class Client:
         self._mon = self._sock.get_monitor_socket(_HANDSHAKE_FAILED | zmq.EVENT_DISCONNECTED)
         self._refusal = None
         self._broken = 0
+        self._drops = 0
         self._sock.connect(addr)
         self._prefix = "py%x-" % (os.getpid() & 0xFFFFFF)
         self._seq = itertools.count(1)
@@ -165,13 +166,12 @@ class Client:
         return "%s%d" % (self._prefix, next(self._seq))
 
     def _watch_handshakes(self):
-        """Reads the monitor's events: remembers why a handshake failed, and returns how
-        many connection drops there were."""
-        drops = 0
+        """Reads the monitor's events: remembers why a handshake failed, and counts
+        connection drops in self._drops."""
         while self._mon.poll(0):
             ev = zmq.utils.monitor.recv_monitor_message(self._mon)
             if ev["event"] == zmq.EVENT_DISCONNECTED:
-                drops += 1
+                self._drops += 1
             elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._refusal = "the server refused this client's CurveZMQ key (not authorized)"
             elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and ev["value"] == getattr(
@@ -188,16 +188,18 @@ class Client:
                 self._refusal = "the CurveZMQ handshake failed (is the server key the server's?)"
             else:
                 self._refusal = "the handshake failed (does the server require CurveZMQ?)"
-        return drops
 
     def _forget_drops(self):
         """Connection drops from before a new request (a server that went away earlier)
         do not concern it."""
         self._watch_handshakes()
+        self._drops = 0
 
-    def _send(self, msg):
+    def _send(self, msg, follow_up=False):
         """Sends once a handshake has succeeded (IMMEDIATE), within `timeout`; a refused
-        handshake ends the wait at once."""
+        handshake ends the wait at once. follow_up: a message about a request already sent
+        (ping, cancel), which fails at once when that request's connection was lost; a new
+        request instead waits for a connection (a server restarting)."""
         msg = dict(msg)
         msg.setdefault("v", PROTOCOL_VERSION)
         data = msgpack.packb(msg, use_bin_type=True)
@@ -215,10 +217,16 @@ class Client:
                 self._sock.send(data)
                 self._refusal = None
                 self._broken = 0
+                if not follow_up:
+                    self._drops = 0
                 return
             except zmq.Again:
                 pass
             self._watch_handshakes()
+            if follow_up and self._drops:  # do not wait out `timeout` for a lost server
+                raise BitrackError(
+                    "unavailable", "the connection to %s was lost" % self.addr, msg.get("id")
+                )
             if self._refusal:
                 raise BitrackError(
                     "unavailable",
@@ -263,8 +271,12 @@ class Client:
                     self._try_send({"type": "ping", "id": rid})
                     next_ping = now + self.ping_interval
                 wait = next_ping - now if wait is None else min(wait, next_ping - now)
-            ready = dict(poller.poll(None if wait is None else max(0, int(wait * 1000)) + 1))
-            if self._mon in ready and self._watch_handshakes() > 0:
+            ready = {}
+            if not self._drops:
+                ready = dict(poller.poll(None if wait is None else max(0, int(wait * 1000)) + 1))
+            if self._mon in ready:
+                self._watch_handshakes()
+            if self._drops:
                 raise BitrackError(
                     "unavailable", "the connection to %s was lost" % self.addr, rid
                 )
@@ -281,7 +293,7 @@ class Client:
 
     def _try_send(self, msg):
         try:
-            self._send(msg)
+            self._send(msg, follow_up=True)
         except BitrackError:
             pass
 

@@ -43,6 +43,7 @@ struct mpi_impl {
     int (*interrupted)(void *);
     void *arg;
     double last_check;    /* when dead peers were last looked for */
+    double signal_seen;   /* when interrupted() first said a signal arrived; 0 before */
     int failed;           /* an operation failed: the job is ending, later waits fail at once */
     MPI_Request lost_req; /* ranks != 0: the posted receive of rank 0's report */
     char lost_msg[256];
@@ -140,6 +141,9 @@ void br_comm_mpi_name_group(const struct br_comm *c, char *out, size_t n)
     if (!out[0]) snprintf(out, n, "none (no TP peers)");
 }
 
+/* How long a wait may go on after a stop signal before its peer is named as lost. */
+#define STOP_WAIT_S 0.3
+
 /* Completes req. peer: the world rank on the other end, or -1 for this stage's group.
  * Unwatched, this is MPI_Wait; watched, see the top of the file. */
 static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *what)
@@ -173,6 +177,19 @@ static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *w
             (MPI_Test(&m->lost_req, &got, MPI_STATUS_IGNORE) != MPI_SUCCESS || got)) {
             m->lost_msg[sizeof m->lost_msg - 1] = '\0';
             return lost(c, "rank 0 ended the job: %s", got ? m->lost_msg : "(unreadable)");
+        }
+        /* mpirun answers a dead rank with SIGTERM and, about a second later, SIGKILL. A
+         * wait that goes on after the signal is most likely on the rank that died (one on
+         * another host is not seen by the check below): name it while there is time. */
+        if (m->interrupted && m->interrupted(m->arg)) {
+            if (m->signal_seen == 0) m->signal_seen = now;
+            if (now - m->signal_seen > STOP_WAIT_S && now - t0 > STOP_WAIT_S && dead_peer(c) < 0) {
+                if (MPI_Test(req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) return BR_OK;
+                return lost(c,
+                            "no answer from %s for %.1f s after a stop signal (%s; mpirun "
+                            "stops a job when one of its ranks dies)",
+                            who, now - m->signal_seen, what);
+            }
         }
         /* a dead rank on this machine: looked for every 0.1 s of waiting, and at once
          * after a signal; what it sent before dying still counts */

@@ -12,9 +12,8 @@ PORT=$((20000 + ($$ + 7919) % 20000))
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-if ! "$PY" -c 'import json, xml.dom.minidom' 2>/dev/null; then
-    echo "SKIP: $PY cannot import json and xml.dom.minidom"; exit 0
-fi
+. "$(dirname "$0")/../lib/skip.sh"
+"$PY" -c 'import json, xml.dom.minidom' 2> /dev/null || br_skip "$PY cannot import json and xml.dom.minidom"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 \
     --ctx 256 -o "$TMP/m.gguf" > /dev/null

@@ -19,10 +19,8 @@ export BITRACK_BIN=$BIN OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 # tells this test's ranks apart from anyone else's (forwarded to the ranks)
 export BR_LOSTRANK_TAG="lr$$"
-if ! /usr/bin/python3 -c 'import zmq, msgpack' 2> /dev/null; then
-    echo "SKIP: python3-zmq / python3-msgpack are not installed"
-    exit 0
-fi
+. "$(dirname "$0")/../lib/skip.sh"
+br_need_python_zmq
 command -v mpirun > /dev/null || { echo "FAIL: mpirun not found"; exit 1; }
 mkdir -p "$TMP"
 JOB=""

@@ -29,7 +29,8 @@ skip() { echo "SKIP: $*"; exit 0; }
 [ "$(id -u)" -eq 0 ] || skip "network namespaces need root (uid $(id -u))"
 command -v ip > /dev/null || skip "'ip' (iproute2) is not installed"
 command -v mpirun > /dev/null || { echo "FAIL: mpirun not found"; exit 1; }
-/usr/bin/python3 -c 'import zmq, msgpack' 2> /dev/null || skip "python3-zmq / python3-msgpack are not installed"
+. "$(dirname "$0")/../lib/skip.sh"
+br_need_python_zmq
 probe="${BR_NETNS_PREFIX}probe"
 if ! err=$(ip netns add "$probe" 2>&1); then skip "cannot create a network namespace: $err"; fi
 if ! err=$(ip -n "$probe" link add probe0 type veth peer name probe1 2>&1 &&

@@ -14,10 +14,9 @@ PORT=$((20000 + ($$ + 1777) % 20000))
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-if ! "$PY" -c 'import zmq, msgpack' 2>/dev/null; then
-    echo "SKIP: python3-zmq / python3-msgpack are not installed"; exit 0
-fi
-if ! command -v mpirun > /dev/null; then echo "SKIP: no mpirun"; exit 0; fi
+. "$(dirname "$0")/../lib/skip.sh"
+br_need_python_zmq
+command -v mpirun > /dev/null || br_skip "no mpirun"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export RSS_SLACK_MIB=8
 if grep -q __asan_init "$BIN"; then

@@ -12,9 +12,8 @@ PORT=$((20000 + $$ % 20000))
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-if ! /usr/bin/python3 -c 'import zmq, msgpack' 2>/dev/null; then
-    echo "SKIP: python3-zmq / python3-msgpack are not installed"; exit 0
-fi
+. "$(dirname "$0")/../lib/skip.sh"
+br_need_python_zmq
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 --ctx 256 \

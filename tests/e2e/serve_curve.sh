@@ -6,6 +6,7 @@
 # each refusal. Bad key files are refused with an error. Skipped (with the reason) when
 # libzmq has no CURVE.
 set -euo pipefail
+. "$(dirname "$0")/../lib/skip.sh"
 BIN=${BR_BIN:?}
 PY=/usr/bin/python3
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,7 +18,7 @@ cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm
 trap cleanup EXIT
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 if ! "$BIN" keygen -o "$TMP/server" > /dev/null 2> "$TMP/keygen.err"; then
-    if grep -q "without CurveZMQ" "$TMP/keygen.err"; then echo "SKIP: libzmq has no CURVE"; exit 0; fi
+    if grep -q "without CurveZMQ" "$TMP/keygen.err"; then br_skip "libzmq has no CURVE"; fi
     cat "$TMP/keygen.err"; exit 1
 fi
 rc=0

@@ -13,9 +13,8 @@ PORT=$((20000 + ($$ + 6113) % 20000))
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-if ! "$PY" -c 'import zmq, msgpack' 2>/dev/null; then
-    echo "SKIP: python3-zmq / python3-msgpack are not installed"; exit 0
-fi
+. "$(dirname "$0")/../lib/skip.sh"
+br_need_python_zmq
 export RSS_BOUND_MIB=32
 if grep -q __asan_init "$BIN"; then
     # ASan keeps freed memory in quarantine: bound it so that RSS still means something

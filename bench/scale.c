@@ -308,9 +308,11 @@ void br_scale_project_stages(int32_t d, int32_t tp, int32_t pp, const int32_t *l
     const struct br_scale_net *n = &env->net;
     double B = cost->batch;
     double desc = 4.0 * (4.0 + 5.0 * (env->max_batch > 0 ? env->max_batch : 64));
-    /* MPI waits are busy polls: on a shared machine every rank competes for the cores,
-     * waiting or not */
-    double k1 = share(env, tp * pp), kfull = k1;
+    /* On a shared machine the ranks that compute compete for the cores; a waiting rank
+     * yields its core (Open MPI yields in its waits when ranks outnumber cores, and the
+     * serve loop's polled waits sleep). One step at a time keeps one stage, T ranks, busy;
+     * with P steps in flight every stage is. */
+    double k1 = share(env, tp), kfull = share(env, tp * pp);
     /* the collectives of one layer, each ceil(log2 T) a + (T-1) M_i/(T bw), summed over i */
     double steps = tp > 1 ? ceil(log2((double)tp)) : 0.0;
     double layer_net = tp > 1

@@ -31,8 +31,9 @@
  * link bandwidth, d the model width, L_s the layers of stage s (from the plan), layer /
  * embed / head the measured compute of a rank of width 1/T, desc the step descriptor
  * (4 + 5 max_batch int32). k is 1 on a rack; when all ranks share C cores of one machine
- * it is max(1, T P threads / C): a rank waiting in MPI polls, so every rank competes for
- * the cores whether it computes or waits.
+ * it is max(1, busy ranks x threads / C), where a waiting rank is not busy (Open MPI yields
+ * the core in its waits when ranks outnumber cores): T busy ranks in latency (one stage
+ * computes at a time), T P in the pipelined aggregate.
  */
 #ifndef BR_BENCH_SCALE_H
 #define BR_BENCH_SCALE_H

@@ -665,8 +665,10 @@ int br_cmd_bench_scale(int argc, char **argv)
            "  + (P-1) (2a + (desc + 4 B d/T)/bw) + R (a + 8B/bw); one stream: 1/latency(1); "
            "aggregate: B / slowest stage (P steps in flight)\n");
     if (cores > 0)
-        printf("all ranks share %lld cores: k = max(1, ranks busy x %lld threads / %lld)\n", cores,
-               threads, cores);
+        printf("all ranks share %lld cores: k = max(1, busy ranks x %lld threads / %lld); busy: "
+               "the T ranks of one stage one step at a time, all T P pipelined (a waiting rank "
+               "yields)\n",
+               cores, threads, cores);
     printf("| nodes | T x P | network | batch | step latency ms | compute ms | comm ms | "
            "tokens/s (one step at a time) | tokens/s (pipelined) |\n"
            "|---|---|---|---|---|---|---|---|---|\n");

@@ -8,7 +8,9 @@
 #      stage-to-stage send, with T x P ranks started as in the real run and, between
 #      operations, as much work as the engine does between two collectives (on a shared
 #      machine a peer is then often descheduled: that wait is part of the cost);
-#   3. projection with those (k = T P / cores: MPI waits poll, all ranks share the cores);
+#   3. projection with those (k = T threads / cores: one stage computes at a time, and
+#      the waiting ranks yield their cores: Open MPI's waits yield when ranks outnumber
+#      cores, mpi_yield_when_idle, set explicitly below);
 #   4. the real run, `bitrack run --tp T --pp P -t 1`, REPS times (its tokens/s after the
 #      first token).
 #   bench/scripts/scale_validate.sh MODEL.gguf [T] [P] [OUT_DIR]
@@ -26,7 +28,7 @@ N=${BR_SCALE_TOKENS:-24}
 CORES=${CORES:-$(nproc)}
 mkdir -p "$OUT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPI=(mpirun --oversubscribe --bind-to none -np $((T * P)))
+MPI=(mpirun --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 -np $((T * P)))
 PY=/usr/bin/python3
 
 last=$(((P - 1) * T))
@@ -39,7 +41,7 @@ scale 10:10
 # compute between two collectives: a layer's compute (times the sharing factor) / its collectives
 work=$($PY -c "
 import json,sys; j=json.load(open(sys.argv[1])); m=j['measured'][0]
-k=max(1.0, $T*$P/float($CORES)); print(round(m['layer_s']*1e6*k/(m['allgathers_per_layer']+m['reduce_scatters_per_layer'])))" "$OUT/scale.json")
+k=max(1.0, $T/float($CORES)); print(round(m['layer_s']*1e6*k/(m['allgathers_per_layer']+m['reduce_scatters_per_layer'])))" "$OUT/scale.json")
 if [ -n "${NET:-}" ]; then
     net=$NET
 else

@@ -61,12 +61,18 @@ static void projection_by_hand(void **state)
     assert_close(p.tok_s, 4 / 6.127194e-3);
     assert_close(p.tok_s_pipelined, 4 / 3.401784e-3);
 
-    /* all four ranks on 2 cores, waiting ranks polling: k = 4 x 1 / 2 = 2 on compute */
+    /* all four ranks on 2 cores, waiting ranks yielding: one stage (2 ranks) computes at
+     * a time in latency, k = 2 x 1 / 2 = 1; all four with P steps in flight, k = 2 */
     env.cores = 2;
     env.threads = 1;
     br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
-    assert_close(p.latency_s, 6.127194e-3 + 5.6e-3);
+    assert_close(p.latency_s, 6.127194e-3);
     assert_close(p.stage_max_s, 2 * 3.1e-3 + 0.272296e-3 + 0.029488e-3);
+    env.threads = 2; /* two threads per rank: k = 2 in latency, 4 pipelined */
+    br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
+    assert_close(p.latency_s, 6.127194e-3 + 5.6e-3);
+    assert_close(p.stage_max_s, 4 * 3.1e-3 + 0.272296e-3 + 0.029488e-3);
+    env.threads = 1;
     env.cores = 8; /* more cores than ranks: k = 1 */
     br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
     assert_close(p.latency_s, 6.127194e-3);

@@ -142,7 +142,7 @@ static void usage(FILE *f)
             "                     [--max-prompt-tokens N] [--max-request-bytes N]\n"
             "                     [--client-queue N]\n"
             "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n"
-            "                     [--step-timeout S]\n"
+            "                     [--step-timeout S] [--micro-batches N]\n"
             "                     [--head q8_0]  (quantize the output head to Q8_0 at load)\n");
 }
 
@@ -170,7 +170,8 @@ int br_cmd_serve(int argc, char **argv)
         O_TP,
         O_PP,
         O_STEP,
-        O_HEAD
+        O_HEAD,
+        O_MICRO
     };
     int head_q8 = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
@@ -191,6 +192,7 @@ int br_cmd_serve(int argc, char **argv)
                                          {"tp", required_argument, 0, O_TP},
                                          {"pp", required_argument, 0, O_PP},
                                          {"step-timeout", required_argument, 0, O_STEP},
+                                         {"micro-batches", required_argument, 0, O_MICRO},
                                          {"head", required_argument, 0, O_HEAD},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -252,6 +254,9 @@ int br_cmd_serve(int argc, char **argv)
         case O_CQUEUE:
             islot = &so.client_queue;
             break;
+        case O_MICRO:
+            islot = &so.micro_batches, hi = 64;
+            break;
         case O_MAXBYTES:
             /* at least a few KiB: health, ping and cancel must always fit */
             slot = &max_bytes, lo = 4096, hi = (long long)1 << 30;
@@ -302,6 +307,14 @@ int br_cmd_serve(int argc, char **argv)
             return 1;
         }
         rank = comm->world_rank;
+        /* Micro-batches let the stages work at once; stages that share one machine's cores
+         * and memory bandwidth gain nothing from that (decode streams the weights), and
+         * each micro-batch streams every stage's weights again. So by default one step
+         * per machine is in flight. */
+        if (so.micro_batches == 0) {
+            int machines = br_comm_mpi_machines(comm);
+            so.micro_batches = (int32_t)(machines < pp ? machines : pp);
+        }
     }
     char ranks[32], tpp[32];
     snprintf(ranks, sizeof ranks, "%lld", tp * pp);
@@ -325,6 +338,10 @@ int br_cmd_serve(int argc, char **argv)
      * as long as it takes (an idle server sends none) */
     if (comm && rank == 0) br_comm_mpi_watch(comm, (double)step_timeout, server_interrupted, srv);
     if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
+    /* Where this machine's ranks and their threads outnumber its cores, a rank that polls
+     * while it waits takes a core from one that computes: wait by short naps instead. */
+    if (comm && br_comm_mpi_ranks_here(comm) * threads > sysconf(_SC_NPROCESSORS_ONLN))
+        br_comm_mpi_set_spin(comm, 50e-6);
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
     if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, &plan, &model, &err)) {
@@ -376,9 +393,10 @@ int br_cmd_serve(int argc, char **argv)
     }
     fprintf(stderr,
             "bitrack serve: ready on %s (%s, %lld ranks, %lld threads, context %lld, %lld "
-            "sequences, loaded in %.1f s)\n",
+            "sequences, %d step%s in flight, loaded in %.1f s)\n",
             so.listen ? so.listen : "tcp://127.0.0.1:5555", model->cfg.arch_name, tp * pp, threads,
-            ctx, seqs, br_now() - t0);
+            ctx, seqs, (int)(so.micro_batches > 0 && so.micro_batches < pp ? so.micro_batches : pp),
+            so.micro_batches == 1 || pp == 1 ? "" : "s", br_now() - t0);
     if (comm) {
         wctx.comm = comm, wctx.srv = srv, wctx.stuck_s = so.stuck_s;
         if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);

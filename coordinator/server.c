@@ -1404,6 +1404,7 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     if (sc.budget > BR_SCHED_MAX_BATCH) sc.budget = BR_SCHED_MAX_BATCH;
     /* one step per stage in flight keeps every stage busy */
     sc.depth = comm ? comm->pp : 1;
+    if (s->o.micro_batches > 0 && s->o.micro_batches < sc.depth) sc.depth = s->o.micro_batches;
     if (sc.depth > BR_DIST_MAX_INFLIGHT) sc.depth = BR_DIST_MAX_INFLIGHT;
     sc.logits = malloc((size_t)br_engine_max_batch(e) * (size_t)sc.vocab * sizeof *sc.logits);
     sc.slots = calloc((size_t)sc.n_slots, sizeof *sc.slots);

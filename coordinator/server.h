@@ -29,6 +29,9 @@ struct br_server_opts {
     int32_t max_per_client;    /* concurrent requests of one client; default 64 */
     int32_t client_timeout_s;  /* free a request whose client went silent; default 30 */
     int32_t batch_tokens;      /* token budget per step; default the engine's max batch */
+    /* Steps in flight, each carrying its share of the decoding sequences; default (0) one
+     * per pipeline stage. 1 runs one step at a time through the stages. */
+    int32_t micro_batches;
     int32_t max_tokens_cap;    /* upper bound for a request's max_tokens; default 4096 */
     int32_t max_prompt_tokens; /* longer prompts are answered too_long; default the context */
     /* Larger client messages are dropped unread; default 4 MiB, above the largest request

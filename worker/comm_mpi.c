@@ -40,6 +40,7 @@ struct mpi_impl {
     struct peer *peers;               /* (world_size,) */
     int watched;
     double timeout_s;
+    double spin_s; /* how long a watched wait polls before it starts sleeping */
     int (*interrupted)(void *);
     void *arg;
     double last_check;    /* when dead peers were last looked for */
@@ -160,6 +161,7 @@ static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *w
         return rc == MPI_SUCCESS ? BR_OK : lost(c, "%s %s failed (MPI error %d)", what, who, rc);
     }
     double t0 = 0;
+    int napping = 0;
     for (unsigned spins = 1;; spins++) {
         int done = 0, rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) {
@@ -169,7 +171,7 @@ static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *w
             return lost(c, "%s %s failed: %s", what, who, s);
         }
         if (done) return BR_OK;
-        if (spins % 256) continue;
+        if (!napping && spins % 256) continue;
         double now = br_now();
         if (t0 == 0) t0 = now;
         int got = 0;
@@ -207,10 +209,11 @@ static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *w
             if (dead_peer(c) >= 0) return check_peers(c);
             return lost(c, "no answer from %s for %.1f s (%s)", who, now - t0, what);
         }
-        if (now - t0 > 0.02) {
+        if (now - t0 > m->spin_s) {
             /* idle for a while: poll less often, give the cores to others */
-            struct timespec ts = {0, 100000};
+            struct timespec ts = {0, m->spin_s < BR_COMM_MPI_SPIN_S ? 20000 : 100000};
             nanosleep(&ts, NULL);
+            napping = 1;
         }
     }
 }
@@ -403,11 +406,41 @@ void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(v
     struct mpi_impl *m = impl(c);
     m->watched = 1;
     m->timeout_s = timeout_s;
+    if (m->spin_s <= 0) m->spin_s = BR_COMM_MPI_SPIN_S;
     m->interrupted = interrupted;
     m->arg = arg;
     if (c->world_rank != 0 && m->lost_req == MPI_REQUEST_NULL)
         MPI_Irecv(m->lost_msg, sizeof m->lost_msg, MPI_CHAR, 0, TAG_LOST, MPI_COMM_WORLD,
                   &m->lost_req);
+}
+
+void br_comm_mpi_set_spin(struct br_comm *c, double spin_s)
+{
+    impl(c)->spin_s = spin_s > 0 ? spin_s : BR_COMM_MPI_SPIN_S;
+}
+
+int br_comm_mpi_ranks_here(const struct br_comm *c)
+{
+    const struct mpi_impl *m = impl(c);
+    if (!m->peers || !m->peers[c->world_rank].space[0]) return 1;
+    int n = 0;
+    for (int r = 0; r < c->world_size; r++)
+        n += strcmp(m->peers[r].space, m->peers[c->world_rank].space) == 0;
+    return n;
+}
+
+int br_comm_mpi_machines(const struct br_comm *c)
+{
+    const struct mpi_impl *m = impl(c);
+    if (!m->peers) return c->world_size;
+    int n = 0;
+    for (int r = 0; r < c->world_size; r++) {
+        int seen = 0;
+        for (int q = 0; q < r && !seen; q++)
+            seen = m->peers[r].space[0] && strcmp(m->peers[q].space, m->peers[r].space) == 0;
+        n += !seen;
+    }
+    return n;
 }
 
 void br_comm_mpi_destroy(struct br_comm **cp)

@@ -34,6 +34,19 @@ void br_comm_mpi_abort(struct br_comm *c, int code);
  * interrupted may be NULL; it is called from the MPI thread and must be cheap. */
 void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(void *), void *arg);
 
+/* How long a watched wait polls before it sleeps between polls (20 us naps below the
+ * default, 100 us at or above it). Polling answers fastest; where ranks and their threads
+ * outnumber the cores, a polling rank takes a core from one that has work. */
+#define BR_COMM_MPI_SPIN_S 0.02
+void br_comm_mpi_set_spin(struct br_comm *c, double spin_s);
+
+/* The ranks on this machine (same boot and pid namespace as this one), this one included. */
+int br_comm_mpi_ranks_here(const struct br_comm *c);
+
+/* The machines the job runs on (ranks with the same boot and pid namespace share one;
+ * a rank whose namespace is unknown counts as a machine of its own). */
+int br_comm_mpi_machines(const struct br_comm *c);
+
 /* A rank on this machine whose process has died, or -1; why (n bytes) names it. Touches no
  * MPI state, so any thread may call it (a watchdog, while the MPI thread is stuck). */
 int br_comm_mpi_dead_rank(const struct br_comm *c, char *why, size_t n);

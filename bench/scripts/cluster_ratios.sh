@@ -7,9 +7,9 @@
 #   bench/scripts/cluster_ratios.sh [MODEL.gguf] [OUT_DIR]
 # BR_RATIOS picks the parts (default "decode batch pp bytes"); BR_BENCH_REPS the runs per
 # serving measurement (default 3, best kept; PP and its baseline alternate so that both
-# see the same load); BR_BENCH_TOKENS the decode length. The "pp" part also measures PP=2
-# with 2 threads per rank (4 threads on the 2 cores: whichever stage has work gets both)
-# and, for comparison, Open MPI's yielding wait (--mca mpi_yield_when_idle 1).
+# see the same load); BR_BENCH_TOKENS the decode length. The "pp" part measures PP=2 with
+# 2 threads per rank (4 threads on the 2 cores: the stage with work gets both, the waiting
+# one naps), with 1 thread per rank, and with two micro-batches in flight.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BITRACK_BIN:-build/release/bitrack}
@@ -64,18 +64,20 @@ s32=$(serve_bench c32 32 64 1 -t 2)
 echo "serving, 1 rank x 2 threads: 1 stream $s1 out tok/s; 32 streams $s32 out tok/s (ratio $(ratio "$s32" "$s1"))" | tee -a "$OUT/decode.txt"
 fi
 if want pp; then
-    o4=() p4=() t4=() y4=()
+    # PP=2 on this one machine: by default one step at a time (the stages share the cores
+    # and the memory bandwidth); --micro-batches 2 keeps two steps in flight as on a rack
+    o4=() p4=() t4=() m4=()
     for _ in $(seq "$REPS"); do
         o4+=("$(serve_bench one-c4 4 16 1 -t 2)")
-        p4+=("$(serve_bench pp2-c4 4 16 2 -t 1 --pp 2)")
         t4+=("$(serve_bench pp2t2-c4 4 16 2 -t 2 --pp 2)")
-        y4+=("$(MPI_EXTRA="--mca mpi_yield_when_idle 1" serve_bench pp2y-c4 4 16 2 -t 1 --pp 2)")
+        p4+=("$(serve_bench pp2-c4 4 16 2 -t 1 --pp 2)")
+        m4+=("$(serve_bench pp2mb2-c4 4 16 2 -t 1 --pp 2 --micro-batches 2)")
     done
-    o=$(best "${o4[@]}") p=$(best "${p4[@]}") t=$(best "${t4[@]}") y=$(best "${y4[@]}")
+    o=$(best "${o4[@]}") p=$(best "${p4[@]}") t=$(best "${t4[@]}") m=$(best "${m4[@]}")
     echo "serving 4 streams, best of $REPS: 1 rank x 2 threads $o out tok/s (runs: ${o4[*]})" | tee -a "$OUT/decode.txt"
-    echo "  PP=2, 2 ranks x 1 thread:  $p out tok/s, ratio $(ratio "$p" "$o") (runs: ${p4[*]})" | tee -a "$OUT/decode.txt"
     echo "  PP=2, 2 ranks x 2 threads: $t out tok/s, ratio $(ratio "$t" "$o") (runs: ${t4[*]})" | tee -a "$OUT/decode.txt"
-    echo "  PP=2, 2 ranks x 1 thread, mpi_yield_when_idle: $y out tok/s, ratio $(ratio "$y" "$o") (runs: ${y4[*]})" | tee -a "$OUT/decode.txt"
+    echo "  PP=2, 2 ranks x 1 thread:  $p out tok/s, ratio $(ratio "$p" "$o") (runs: ${p4[*]})" | tee -a "$OUT/decode.txt"
+    echo "  PP=2, 2 ranks x 1 thread, 2 micro-batches: $m out tok/s, ratio $(ratio "$m" "$o") (runs: ${m4[*]})" | tee -a "$OUT/decode.txt"
 fi
 if want bytes; then
     for layout in "2 1" "1 2" "2 2"; do

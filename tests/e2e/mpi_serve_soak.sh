@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Soak (tests/e2e/serve_soak.py): 5,000 short requests from 64 concurrent clients against
-# a 2x2 cluster (`mpirun -np 4 bitrack serve --tp 2 --pp 2`). Expected streams for 64
+# a 2x2 cluster (`mpirun -np 4 bitrack serve --tp 2 --pp 2 --micro-batches 2`: two steps in
+# flight, which one machine does not do by default). Expected streams for 64
 # distinct (prompt, seed) pairs come from a one-rank server, whose answers are first
 # spot-checked against `bitrack run`. Every soak request must get exactly one final
 # event and its pair's tokens, and rank 0's RSS must return to its post-warm-up value.
@@ -32,7 +33,7 @@ timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512
 start_server() { # log tp pp, launcher args...
     local log=$1 tp=$2 pp=$3; shift 3
     "$@" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 64 --max-queue 256 \
-        --max-per-client 64 --tp "$tp" --pp "$pp" > "$log" 2>&1 &
+        --max-per-client 64 --tp "$tp" --pp "$pp" --micro-batches "$pp" > "$log" 2>&1 &
     SPID=$!
     for _ in $(seq 600); do grep -q ready "$log" && break; sleep 0.1; done
     grep -q ready "$log" || { cat "$log"; exit 1; }

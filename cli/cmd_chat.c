@@ -211,7 +211,7 @@ int br_cmd_chat(int argc, char **argv)
     size_t n_cached = 0;
     float *logits = NULL;
     char tmpl[32] = "bitnet";
-    int rc = 0, exit_code = 1;
+    int rc = 0, exit_code = 1, failed = 0;
     if (o.system && convo_add(&cv, "system", o.system, strlen(o.system))) goto done;
     size_t keep = cv.n;
     if (o.server) {
@@ -254,9 +254,19 @@ int br_cmd_chat(int argc, char **argv)
         if (convo_add(&cv, "user", line, len)) goto done;
         if (cl) {
             struct reply_buf rb = {NULL, 0};
-            if ((rc = server_turn(cl, &o, &cv, &rb, &err)))
-                fprintf(stderr, "\nbitrack chat: %s\n", err.msg);
+            rc = server_turn(cl, &o, &cv, &rb, &err);
             fputc('\n', stdout);
+            if (rc) {
+                /* the turn is dropped: the next one must not carry an unanswered message;
+                 * a server that is gone (or refused the key) ends the chat */
+                fprintf(stderr, "bitrack chat: %s\n", err.msg);
+                failed = 1;
+                free(rb.text);
+                cv.n--;
+                free(cv.role[cv.n]), free(cv.content[cv.n]);
+                if (rc == BR_E_UNAVAILABLE || rc == BR_E_TIMEOUT) goto done;
+                continue;
+            }
             convo_add(&cv, "assistant", rb.text ? rb.text : "",
                       rb.len); /* the server keeps no state */
             free(rb.text);
@@ -288,6 +298,7 @@ int br_cmd_chat(int argc, char **argv)
                                 BR_LOGITS_LAST, &err);
         if (rc) {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
+            failed = 1;
             free(ids);
             convo_clear(&cv, cv.n - 1);
             continue;
@@ -327,7 +338,7 @@ int br_cmd_chat(int argc, char **argv)
         convo_add(&cv, "assistant", reply ? reply : "", rlen);
         free(reply);
     }
-    exit_code = 0;
+    exit_code = failed; /* 1 when a turn failed */
 done:
     convo_clear(&cv, 0);
     free(cv.role), free(cv.content), free(cached), free(logits);

@@ -79,6 +79,15 @@ refused "unauthorized key" "refused this client's CurveZMQ key" \
 refused "plaintext client" "require[s]* CurveZMQ"
 refused "wrong server key" "CurveZMQ handshake failed" \
     --curve-server-key "$TMP/alice.pub" --curve-key "$TMP/alice.key"
+# chat with a refused key says why and fails, instead of waiting for the next line
+if out=$(printf 'hi\nagain\n' | timeout 30 "$BIN" chat --server "$ADDR" --curve-server-key \
+    "$TMP/server.pub" --curve-key "$TMP/mallory.key" 2>&1); then
+    fail "chat with a refused key exited 0: $out"
+elif grep -q "refused this client's CurveZMQ key" <<< "$out"; then
+    ok "chat with a refused key fails: ${out##*: }"
+else
+    fail "chat with a refused key: '$out'"
+fi
 if "$BIN" generate --server "$ADDR" --curve-key "$TMP/alice.key" hi 2> /dev/null; then
     fail "--curve-key without --curve-server-key accepted"
 fi

@@ -18,7 +18,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: bitrack synth [--preset tiny|2b-4t|large|llama3-8b|100b] [--type "
             "i2_s|tq2_0|tq1_0|f16]\n"
-            "                     [--layers N] [--seed S] [--head-type f16|q8_0] -o FILE\n"
+            "                     [--layers N] [--seed S] [--head-type f16|q8_0|q6_k] -o FILE\n"
             "  shape overrides: --arch A --embd N --ff N --heads N --kv-heads N --vocab N --ctx N\n"
             "                   --tied | --untied\n"
             "  one rank's shard only: --tp T --pp P --rank R -o DIR (writes DIR/rank-R.gguf)\n");

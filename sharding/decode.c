@@ -773,10 +773,71 @@ int br_encode_ternary(uint32_t type, const struct br_tmat *m, int32_t row0, int3
 uint64_t br_encode_rows_size(uint32_t type, uint64_t ne0, uint64_t nrows)
 {
     uint64_t n;
-    if (type != BR_GGML_F32 && type != BR_GGML_F16 && type != BR_GGML_BF16 && type != BR_GGML_Q8_0)
+    if (type != BR_GGML_F32 && type != BR_GGML_F16 && type != BR_GGML_BF16 &&
+        type != BR_GGML_Q8_0 && type != BR_GGML_Q6_K)
         return 0;
     if (nrows == 0 || ne0 > UINT64_MAX / nrows) return 0;
     return br_ggml_type_nbytes(type, ne0, ne0 * nrows, &n) ? n : 0;
+}
+
+/* Least-squares scale of 16 values on the levels -32..31: among the scales that map the
+ * value of largest magnitude near -32 (19 candidates), the one whose rounding leaves the
+ * smallest squared error, refitted to those levels. */
+static float q6_k_sub_scale(const float *x)
+{
+    float m = 0.0f;
+    for (int i = 0; i < 16; i++)
+        if (fabsf(x[i]) > fabsf(m)) m = x[i];
+    if (m == 0.0f || !isfinite(m)) return 0.0f;
+    float best = 0.0f, best_fit = -1.0f;
+    for (int c = -9; c <= 9; c++) {
+        float inv = -(32.0f + 0.1f * (float)c) / m, sxl = 0.0f, sll = 0.0f;
+        for (int i = 0; i < 16; i++) {
+            float l = fminf(31.0f, fmaxf(-32.0f, roundf(inv * x[i])));
+            sxl += x[i] * l, sll += l * l;
+        }
+        /* error of the refitted scale s = sxl / sll: sum x^2 - sxl^2 / sll */
+        if (sll > 0.0f && sxl * sxl / sll > best_fit) best_fit = sxl * sxl / sll, best = sxl / sll;
+    }
+    return best;
+}
+
+/* One Q6_K super-block from 256 floats: a least-squares scale per sub-block of 16, the 16
+ * scales stored as int8 multiples of d (the one of largest magnitude as -128), and each
+ * value rounded to the nearest of -32..31 under its stored scale. */
+static void quant_q6_k_block(const float *x, uint8_t *blk)
+{
+    float s[16], smax = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        s[j] = q6_k_sub_scale(x + 16 * j);
+        if (fabsf(s[j]) > fabsf(smax)) smax = s[j];
+    }
+    memset(blk, 0, sizeof(struct br_block_q6_k));
+    uint8_t u[256];
+    memset(u, 32, sizeof u);
+    const float d = smax / -128.0f;
+    st16(blk + 208, br_f32_to_f16(d));
+    const float dq = br_f16_to_f32(br_f32_to_f16(d)); /* the d a reader sees */
+    for (int j = 0; j < 16; j++) {
+        float sc = dq != 0.0f ? roundf(s[j] / dq) : 0.0f;
+        sc = sc >= -128.0f ? (sc <= 127.0f ? sc : 127.0f) : (sc < -128.0f ? -128.0f : 0.0f);
+        blk[192 + j] = (uint8_t)(int8_t)sc;
+        float step = dq * sc;
+        if (step == 0.0f) continue;
+        for (int i = 0; i < 16; i++) {
+            float l = roundf(x[16 * j + i] / step);
+            l = l >= -32.0f ? (l <= 31.0f ? l : 31.0f) : -32.0f; /* NaN: -32 */
+            u[16 * j + i] = (uint8_t)(l + 32.0f);
+        }
+    }
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *v = u + 128 * h + l;
+            blk[64 * h + l] = (uint8_t)((v[0] & 15) | (v[64] & 15) << 4);
+            blk[64 * h + 32 + l] = (uint8_t)((v[32] & 15) | (v[96] & 15) << 4);
+            blk[128 + 32 * h + l] =
+                (uint8_t)(v[0] >> 4 | (v[32] >> 4) << 2 | (v[64] >> 4) << 4 | (v[96] >> 4) << 6);
+        }
 }
 
 int br_encode_rows_f32(uint32_t type, const float *x, uint64_t ne0, uint64_t nrows, void *out,
@@ -799,6 +860,10 @@ int br_encode_rows_f32(uint32_t type, const float *x, uint64_t ne0, uint64_t nro
         break;
     case BR_GGML_BF16:
         for (uint64_t i = 0; i < n; i++) st16(o + 2 * i, br_f32_to_bf16(x[i]));
+        break;
+    case BR_GGML_Q6_K:
+        for (uint64_t b = 0; b < n / BR_QK_K; b++)
+            quant_q6_k_block(x + b * BR_QK_K, o + b * sizeof(struct br_block_q6_k));
         break;
     default: /* Q8_0, rounded as ggml's reference quantizer does */
         for (uint64_t b = 0; b < n / BR_QK8_0; b++) {

@@ -47,7 +47,7 @@ uint64_t br_encode_ternary_size(uint32_t type, int32_t rows, int32_t cols);
 int br_encode_ternary(uint32_t type, const struct br_tmat *m, int32_t row0, int32_t row1, void *out,
                       struct br_err *err);
 
-/* Encodes float rows (nrows, ne0) to F32, F16, BF16 or Q8_0 bytes (row-major). */
+/* Encodes float rows (nrows, ne0) to F32, F16, BF16, Q8_0 or Q6_K bytes (row-major). */
 uint64_t br_encode_rows_size(uint32_t type, uint64_t ne0, uint64_t nrows);
 int br_encode_rows_f32(uint32_t type, const float *x, uint64_t ne0, uint64_t nrows, void *out,
                        struct br_err *err);

@@ -23,8 +23,10 @@
 #include "bitrack/fp.h"
 #include "kernels/attn.h"
 #include "kernels/ops.h"
+#include "kernels/q6k.h"
 #include "kernels/q8.h"
 #include "sharding/plan.h"
+#include "sharding/types.h"
 #include "worker/kvcache.h"
 
 struct layer_cache {
@@ -75,6 +77,12 @@ struct br_engine {
     int8_t *hq; /* Q8_0 head: quantized normalized rows (T, d) */
     float *hdx; /* their block scales (T, d / 32) */
 };
+
+/* The head takes int8 activations (Q8_0 after quantization at load, or Q6_K in place). */
+static int head_int8(const struct br_model *m)
+{
+    return m->head_q8.rows || (m->part.last_stage && m->head.type == BR_GGML_Q6_K);
+}
 
 static void *xalloc(size_t n)
 {
@@ -214,7 +222,7 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
         T * (size_t)d * sizeof(float) + T * (stat_max + (size_t)e->tp) * sizeof(float);
     e->gbuf_raw = xalloc(e->gbuf_raw_size);
     e->cache = xalloc((size_t)c->n_layer * sizeof *e->cache);
-    if (m->head_q8.rows) {
+    if (head_int8(m)) {
         e->hq = xalloc(T * (size_t)d);
         e->hdx = xalloc(T * (size_t)(d / BR_Q8_BLOCK) * sizeof(float));
         if (!e->hq || !e->hdx) goto nomem;
@@ -642,6 +650,18 @@ static void head_task(void *ctx, int task, int n_tasks)
     const struct br_dense *h = &e->m->head;
     int64_t vl = e->vl, v0 = e->m->part.v0;
     int64_t a = vl * task / n_tasks, b = vl * (task + 1) / n_tasks;
+    if (!e->m->head_q8.rows && h->type == BR_GGML_Q6_K) {
+        /* Q6_K, read in place: every head row read once for all n_rows tokens (q6k.h) */
+        struct br_q6kmat q6;
+        int64_t l0 = v0 - h->row0;
+        if (br_q6kmat_view(&q6, h->data, h->rows, (int32_t)h->cols)) {
+            j->failed = 1;
+            return;
+        }
+        br_q6k_gemm(&q6, l0 + a, l0 + b, j->n_rows, e->hq, (size_t)h->cols, e->hdx,
+                    (size_t)h->cols / BR_Q8_BLOCK, j->logits + a, (size_t)vl);
+        return;
+    }
     if (e->m->head_q8.rows) {
         /* Q8_0: every head row read once for all n_rows tokens (kernels/q8.h) */
         int64_t q0 = v0 - e->m->head_q8_row0;
@@ -709,10 +729,10 @@ int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t 
             off += (size_t)n_rows * (size_t)sz[r];
         }
     }
-    if (m->head_q8.rows && !e->hq)
+    if (head_int8(m) && !e->hq)
         return br_err_set(err, BR_E_INVALID,
                           "the head was made Q8_0 after this engine was created");
-    if (m->head_q8.rows)
+    if (head_int8(m))
         for (int32_t i = 0; i < n_rows; i++)
             br_q8_quantize_act(e->xn + (size_t)i * d, d, e->hq + (size_t)i * d,
                                e->hdx + (size_t)i * (size_t)(d / BR_Q8_BLOCK));

@@ -3,7 +3,8 @@
 # bytes as one process, for layouts 1x1 2x1 1x2 2x2 3x1 4x1 1x3, on models of each
 # architecture and ternary type (one with 5 KV heads, split unevenly), and with 1 or 2
 # threads per rank; a model whose tied head is Q8_0 (the vocabulary split over the TP ranks,
-# each running the Q8_0 kernels on its rows), also from a shard directory. Any difference
+# each running the Q8_0 kernels on its rows), also from a shard directory; the llama model's
+# untied head is Q6_K (read in place by each rank's vocabulary slice). Any difference
 # fails.
 set -euo pipefail
 BIN=${BR_BIN:?}
@@ -21,7 +22,7 @@ MPIRUN=(mpirun --oversubscribe --bind-to none -np)
 "$BIN" synth --preset tiny --arch bitnet --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
     --layers 3 --vocab 1030 --type tq2_0 --seed 22 -o "$TMP/bitnet.gguf"
 "$BIN" synth --preset tiny --arch llama --embd 1024 --heads 8 --kv-heads 4 --ff 1024 \
-    --layers 3 --vocab 1030 --type tq1_0 --untied --seed 23 -o "$TMP/llama.gguf"
+    --layers 3 --vocab 1030 --type tq1_0 --untied --head-type q6_k --seed 23 -o "$TMP/llama.gguf"
 "$BIN" synth --preset tiny --arch bitnet-b1.58 --embd 1280 --heads 10 --kv-heads 5 --ff 1536 \
     --layers 3 --vocab 1100 --type i2_s --head-type q8_0 --seed 24 -o "$TMP/q8head.gguf"
 

@@ -25,7 +25,8 @@
 #error "define Q6_EDOT before including kernels/q6k_x86.h"
 #endif
 
-#define Q6_TOK_GROUP 4 /* tokens per pass over a row: its super-blocks are unpacked once */
+#define Q6_TOK_GROUP 4    /* tokens per pass over a row: its super-blocks are unpacked once */
+#define Q6_PREFETCH  4096 /* bytes ahead of the super-block in use (GEMV) */
 
 static inline float q6k_hsum_canonical(__m256 acc)
 {
@@ -66,7 +67,9 @@ static inline void q6k_tile(const struct br_q6kmat *m, int64_t r, int R, int32_t
     for (int32_t sb = 0; sb < m->nsb; sb++) {
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = rows[i] + (size_t)sb * BR_Q6K_BLOCK_BYTES;
-            if (n == 1) _mm_prefetch((const char *)(blk + 8 * BR_Q6K_BLOCK_BYTES), _MM_HINT_T0);
+            if (n == 1) /* GEMV: stream the rows ahead of use, every line of the block */
+                for (int l = 0; l < 4; l++)
+                    _mm_prefetch((const char *)(blk + Q6_PREFETCH + 64 * l), _MM_HINT_T0);
             /* the 16 sub-block scales as floats, and s_b for 8 blocks of every token */
             __m128i sc8 = _mm_loadu_si128((const __m128i *)(const void *)(blk + 192));
             __m256 scf[2] = {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)),

@@ -20,6 +20,8 @@ int br_cmd_keygen(int argc, char **argv);
 int br_cli_int(const char *s, long long min, long long max, long long *out);
 /* Parses "1,2,3" into a malloc'd array; returns 0 on success. */
 int br_cli_int_list(const char *s, int32_t **out, int32_t *n);
+/* The type named by `--head q8_0|q6_k` (0: not one of them). */
+uint32_t br_cli_head_type(const char *s);
 /* Prints "bitrack <cmd>: message" on stderr and returns exit code 2 (usage errors). */
 int br_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

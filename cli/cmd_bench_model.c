@@ -173,13 +173,14 @@ int br_cmd_bench_model(int argc, char **argv)
                 return br_cli_usage_error("bench model", "bad --tg32");
             break;
         case 'H':
-            if (strcmp(optarg, "q8_0") != 0)
-                return br_cli_usage_error("bench model", "--head takes q8_0 (got '%s')", optarg);
+            if (!br_cli_head_type(optarg))
+                return br_cli_usage_error("bench model", "--head takes q8_0 or q6_k (got '%s')",
+                                          optarg);
             head = optarg;
             break;
         case 'h':
             printf("usage: bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] "
-                   "[--json FILE] [--head q8_0] [--tg32 STEPS]\n");
+                   "[--json FILE] [--head q8_0|q6_k] [--tg32 STEPS]\n");
             return 0;
         default:
             return 2;
@@ -196,7 +197,7 @@ int br_cmd_bench_model(int argc, char **argv)
         free(threads);
         return 1;
     }
-    if (head && br_model_quantize_head(m, &err)) {
+    if (head && br_model_quantize_head_as(m, br_cli_head_type(head), &err)) {
         fprintf(stderr, "bitrack bench model: %s\n", err.msg);
         br_model_destroy(&m);
         free(threads);

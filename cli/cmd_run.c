@@ -38,14 +38,15 @@ static void usage(FILE *f)
                "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n"
                "                  [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n"
-               "                  [--head q8_0]  (quantize the output head to Q8_0 at load)\n");
+               "                  [--head q8_0|q6_k]  (re-encode the output head at load)\n");
 }
 
 struct run_args {
     const char *model_path, *prompt, *tokens_arg, *dump;
     long long n_gen, threads, n_ctx, seed, tp, pp, top_k;
     double temp, top_p, min_p, repeat_penalty;
-    int verbose, stats, print_ids, ignore_eos, head_q8;
+    int verbose, stats, print_ids, ignore_eos;
+    uint32_t head_type;
 };
 
 static int parse(int argc, char **argv, struct run_args *a)
@@ -160,9 +161,8 @@ static int parse(int argc, char **argv, struct run_args *a)
             a->verbose = 1;
             break;
         case O_HEAD:
-            if (strcmp(optarg, "q8_0") != 0)
-                return br_cli_usage_error("run", "--head takes q8_0 (got '%s')", optarg);
-            a->head_q8 = 1;
+            if (!(a->head_type = br_cli_head_type(optarg)))
+                return br_cli_usage_error("run", "--head takes q8_0 or q6_k (got '%s')", optarg);
             break;
         case 'h':
             usage(stdout);
@@ -319,7 +319,7 @@ int br_cmd_run(int argc, char **argv)
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }
-    if (a.head_q8 && br_model_quantize_head(model, &err)) {
+    if (a.head_type && br_model_quantize_head_as(model, a.head_type, &err)) {
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }

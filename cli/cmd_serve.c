@@ -143,7 +143,7 @@ static void usage(FILE *f)
             "                     [--client-queue N]\n"
             "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n"
             "                     [--step-timeout S] [--micro-batches N]\n"
-            "                     [--head q8_0]  (quantize the output head to Q8_0 at load)\n");
+            "                     [--head q8_0|q6_k]  (re-encode the output head at load)\n");
 }
 
 int br_cmd_serve(int argc, char **argv)
@@ -173,7 +173,7 @@ int br_cmd_serve(int argc, char **argv)
         O_HEAD,
         O_MICRO
     };
-    int head_q8 = 0;
+    uint32_t head_type = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"listen", required_argument, 0, O_LISTEN},
                                          {"threads", required_argument, 0, 't'},
@@ -262,9 +262,8 @@ int br_cmd_serve(int argc, char **argv)
             slot = &max_bytes, lo = 4096, hi = (long long)1 << 30;
             break;
         case O_HEAD:
-            if (strcmp(optarg, "q8_0") != 0)
-                return br_cli_usage_error("serve", "--head takes q8_0 (got '%s')", optarg);
-            head_q8 = 1;
+            if (!(head_type = br_cli_head_type(optarg)))
+                return br_cli_usage_error("serve", "--head takes q8_0 or q6_k (got '%s')", optarg);
             break;
         case 'h':
             usage(stdout);
@@ -348,7 +347,7 @@ int br_cmd_serve(int argc, char **argv)
         fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
         goto done;
     }
-    if (head_q8 && br_model_quantize_head(model, &err)) {
+    if (head_type && br_model_quantize_head_as(model, head_type, &err)) {
         fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
         goto done;
     }

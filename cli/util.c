@@ -3,8 +3,17 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
+#include "sharding/types.h"
+
+uint32_t br_cli_head_type(const char *s)
+{
+    if (s && strcmp(s, "q8_0") == 0) return BR_GGML_Q8_0;
+    if (s && strcmp(s, "q6_k") == 0) return BR_GGML_Q6_K;
+    return 0;
+}
 
 int br_cli_int(const char *s, long long min, long long max, long long *out)
 {

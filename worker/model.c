@@ -120,6 +120,55 @@ int br_model_quantize_head(struct br_model *m, struct br_err *err)
     return head_to_q8(m, err);
 }
 
+/* Rows [v0, v1) of the head re-encoded as Q6_K into memory of the model's own; m->head then
+ * describes them (the embedding, tied or not, keeps its own view of the file). */
+static int head_to_q6k(struct br_model *m, struct br_err *err)
+{
+    struct br_dense *h = &m->head;
+    int64_t v0 = m->part.v0, v1 = m->part.v1;
+    if (v1 <= v0 || h->type == BR_GGML_Q6_K) return BR_OK;
+    if (m->head_q8.rows) return br_err_set(err, BR_E_INVALID, "the head is already held as Q8_0");
+    if (h->cols % BR_QK_K || h->cols != h->full_cols || v0 < h->row0 || v1 > h->row0 + h->rows)
+        return br_err_set(err, BR_E_UNSUPPORTED,
+                          "the head (%lld columns) cannot be held as Q6_K: the width must be a "
+                          "multiple of %d",
+                          (long long)h->full_cols, BR_QK_K);
+    uint64_t rb = br_encode_rows_size(BR_GGML_Q6_K, (uint64_t)h->cols, 1);
+    uint8_t *own = malloc((size_t)rb * (size_t)(v1 - v0));
+    enum { CHUNK = 64 }; /* rows decoded and encoded at a time */
+    float *x = malloc((size_t)CHUNK * (size_t)h->cols * sizeof *x);
+    int rc = own && x ? BR_OK : br_err_set(err, BR_E_NOMEM, "out of memory for the Q6_K head");
+    const uint8_t *src = h->data + (size_t)(v0 - h->row0) * h->row_bytes;
+    for (int64_t r = 0; r < v1 - v0 && !rc; r += CHUNK) {
+        int64_t n = v1 - v0 - r < CHUNK ? v1 - v0 - r : CHUNK;
+        rc = br_decode_rows_f32(h->type, src, (uint64_t)h->cols, (uint64_t)r, (uint64_t)n, x, err);
+        if (!rc)
+            rc = br_encode_rows_f32(BR_GGML_Q6_K, x, (uint64_t)h->cols, (uint64_t)n,
+                                    own + (size_t)r * rb, err);
+    }
+    free(x);
+    if (rc) {
+        free(own);
+        return rc;
+    }
+    free(m->head_own);
+    m->head_own = own;
+    h->type = BR_GGML_Q6_K;
+    h->data = own;
+    h->rows = v1 - v0;
+    h->row0 = v0;
+    h->row_bytes = (size_t)rb;
+    return BR_OK;
+}
+
+int br_model_quantize_head_as(struct br_model *m, uint32_t type, struct br_err *err)
+{
+    if (!m->part.last_stage) return BR_OK;
+    if (type == BR_GGML_Q8_0) return head_to_q8(m, err);
+    if (type == BR_GGML_Q6_K) return head_to_q6k(m, err);
+    return br_err_set(err, BR_E_INVALID, "a head can be quantized at load to q8_0 or q6_k");
+}
+
 /* Loads elements [e0, e1) of a 1-D (or 1 x n) float tensor of n elements. */
 static int load_norm(const struct br_gguf *g, const char *name, int64_t n, int64_t e0, int64_t e1,
                      float **out, struct br_err *err)
@@ -417,6 +466,7 @@ void br_model_destroy(struct br_model **mp)
     }
     free(m->output_norm);
     br_q8mat_free(&m->head_q8);
+    free(m->head_own);
     br_gguf_close(&m->gguf);
     free(m);
     *mp = NULL;

@@ -58,6 +58,7 @@ struct br_model {
      * head_q8_row0 + i. */
     struct br_q8mat head_q8;
     int64_t head_q8_row0;
+    uint8_t *head_own;               /* the head's rows when re-encoded at load (Q6_K), else NULL */
     float *output_norm;              /* (d1 - d0,) last stage only */
     struct br_layer_weights *layers; /* (n_layer,), only [layer0, layer1) loaded */
     uint64_t ternary_bytes;          /* packed weight bytes held */
@@ -87,6 +88,11 @@ int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_mod
  * logits then come from the Q8_0 kernels. A head already in Q8_0 is left as it is. No-op
  * on other stages. BR_E_UNSUPPORTED when the width is not a multiple of 32. */
 int br_model_quantize_head(struct br_model *m, struct br_err *err);
+/* The same for `--head TYPE`: BR_GGML_Q8_0 as above, or BR_GGML_Q6_K: the head rows of the
+ * last stage re-encoded as Q6_K (sharding/decode.c's encoder) into memory the model owns,
+ * read by the Q6_K kernels (kernels/q6k.h); a head already in Q6_K is left as it is.
+ * BR_E_UNSUPPORTED when the width is not a multiple of 256. */
+int br_model_quantize_head_as(struct br_model *m, uint32_t type, struct br_err *err);
 
 /* NULL-safe; NULLs the caller's pointer. */
 void br_model_destroy(struct br_model **m);

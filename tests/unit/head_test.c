@@ -7,8 +7,8 @@
  *  - bit-identical logits whatever the thread count and whether tokens come batched (the
  *    blocked GEMM) or one at a time (GEMV);
  *  - the error of a Q8_0 head against the F16 head it was quantized from (load-time
- *    quantization, br_model_quantize_head: the same model otherwise), and of a Q6_K head
- *    written from the same values, on a model of the 2B-4T width (d 2560): max and RMS
+ *    quantization, br_model_quantize_head: the same model otherwise), of a Q6_K head
+ *    written from the same values, and of the F16 head re-encoded as Q6_K at load, on a model of the 2B-4T width (d 2560): max and RMS
  *    logit error and top-1 agreement, printed with BR_TEST_VERBOSE=1 and bounded
  *    (docs/PERFORMANCE.md quotes the measurement);
  *  - a head width that is not a multiple of 32 is refused with a message;
@@ -96,14 +96,20 @@ static void tiny_q8_opts(struct br_synth_opts *o, int tied)
     tiny_head_opts(o, tied, BR_GGML_Q8_0);
 }
 
-static void check_independent(int tied, uint32_t type)
+/* type: the head's type as the engine reads it; at_load: written as F16 and re-encoded as
+ * Q6_K at load (br_model_quantize_head_as), else written so by synth. (The independent
+ * side reads m->head, which a Q8_0 head quantized at load leaves as the file's F16.) */
+static void check_independent(int tied, uint32_t type, int at_load)
 {
     struct br_synth_opts o;
     tiny_head_opts(&o, tied, type);
+    if (at_load) o.head_type = BR_GGML_F16;
     char *path = make_model(&o);
     struct br_model *m = load(path);
     int d = m->cfg.n_embd, V = m->cfg.n_vocab;
-    assert_int_equal(m->head.type, type);
+    struct br_err err = {{0}};
+    if (at_load) assert_int_equal(br_model_quantize_head_as(m, type, &err), BR_OK);
+    if (type == BR_GGML_Q6_K) assert_int_equal(m->head.type, type);
     /* the path under test: Q8_0 rows repacked at load, Q6_K rows read in place */
     assert_int_equal(m->head_q8.rows, type == BR_GGML_Q8_0 ? V : 0);
     float *resid = malloc(sizeof(float) * (size_t)NP * (size_t)d);
@@ -155,15 +161,17 @@ static void check_independent(int tied, uint32_t type)
 static void test_tied_vs_independent(void **state)
 {
     (void)state;
-    check_independent(1, BR_GGML_Q8_0);
-    check_independent(1, BR_GGML_Q6_K);
+    check_independent(1, BR_GGML_Q8_0, 0);
+    check_independent(1, BR_GGML_Q6_K, 0);
+    check_independent(1, BR_GGML_Q6_K, 1);
 }
 
 static void test_untied_vs_independent(void **state)
 {
     (void)state;
-    check_independent(0, BR_GGML_Q8_0);
-    check_independent(0, BR_GGML_Q6_K);
+    check_independent(0, BR_GGML_Q8_0, 0);
+    check_independent(0, BR_GGML_Q6_K, 0);
+    check_independent(0, BR_GGML_Q6_K, 1);
 }
 
 static void check_exact_threads_batching(uint32_t type)
@@ -256,6 +264,13 @@ static void test_error_vs_f16(void **state)
     assert_int_equal(mq->head_q8.rows, mq->cfg.n_vocab);
     compare_heads("Q8_0", mf, mq, 0.02, 0.004, 0.9);
     compare_heads("Q6_K", mu, m6, 0.03, 0.006, 0.9);
+    /* the F16 head re-encoded at load: the tied embedding stays F16 */
+    struct br_model *ml = load(path);
+    assert_int_equal(br_model_quantize_head_as(ml, BR_GGML_Q6_K, &err), BR_OK);
+    assert_int_equal(ml->head.type, BR_GGML_Q6_K);
+    assert_int_equal(ml->embd.type, BR_GGML_F16);
+    compare_heads("Q6_K at load", mf, ml, 0.03, 0.006, 0.9);
+    br_model_destroy(&ml);
     br_model_destroy(&mf);
     br_model_destroy(&mq);
     br_model_destroy(&mu);

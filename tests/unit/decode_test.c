@@ -213,7 +213,9 @@ static void test_rows_round_trip(void **state)
     memset(xb, 0, sizeof xb);
     assert_int_equal(br_encode_rows_f32(BR_GGML_Q8_0, xb, 32, 1, q8, NULL), BR_OK);
     for (int j = 0; j < 34; j++) assert_int_equal(q8[j], 0);
-    assert_int_equal(br_encode_rows_size(BR_GGML_Q6_K, 256, 1), 0);
+    assert_int_equal(br_encode_rows_size(BR_GGML_Q4_K, 256, 1), 0);
+    assert_int_equal(br_encode_rows_size(BR_GGML_Q6_K, 256, 2), 2 * sizeof(struct br_block_q6_k));
+    assert_int_equal(br_encode_rows_size(BR_GGML_Q6_K, 300, 1), 0);
     assert_int_equal(br_encode_rows_size(BR_GGML_Q8_0, 33, 1), 0);
 }
 

@@ -51,9 +51,10 @@ static inline void q6k_unpack_half(const uint8_t *ql, const uint8_t *qh, __m256i
 
 /* Up to Q6_TOK_GROUP tokens (n) against R rows (1 or 2) from row r. nc: the tokens'
  * -32 sum q per lane, (n, cols / 4). y[t * y_stride + i] for row r + i. */
-static inline void q6k_tile(const struct br_q6kmat *m, int64_t r, int R, int32_t n, const int8_t *q,
-                            size_t q_stride, const float *dx, size_t dx_stride, const int32_t *nc,
-                            size_t nc_stride, float *y, size_t y_stride)
+static inline __attribute__((always_inline)) void
+q6k_tile(const struct br_q6kmat *m, int64_t r, int R, int32_t n, const int8_t *q, size_t q_stride,
+         const float *dx, size_t dx_stride, const int32_t *nc, size_t nc_stride, float *y,
+         size_t y_stride)
 {
     const uint8_t *rows[2] = {m->data + (size_t)r * m->row_bytes,
                               m->data + (size_t)(r + (R > 1)) * m->row_bytes};

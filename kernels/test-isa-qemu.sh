@@ -16,5 +16,6 @@ for cpu in Haswell-v4 Nehalem; do
     qemu-x86_64 -cpu "$cpu" "$build/tests/pool_test" >/dev/null 2>&1
     qemu-x86_64 -cpu "$cpu" "$build/tests/q8_test" >/dev/null 2>&1
     qemu-x86_64 -cpu "$cpu" "$build/tests/q6k_test" >/dev/null 2>&1
+    qemu-x86_64 -cpu "$cpu" "$build/tests/fhead_test" >/dev/null 2>&1
 done
 echo PASSED

@@ -528,9 +528,9 @@ static int model_declare(const struct br_synth_opts *o, struct synth_model *sm, 
         return br_err_set(err, BR_E_INVALID, "weight type %s is not one of i2_s, tq2_0, tq1_0, f16",
                           br_ggml_type_name(sm->wt) ? br_ggml_type_name(sm->wt) : "?");
     sm->head_type = o->head_type ? o->head_type : BR_GGML_F16;
-    if (sm->head_type != BR_GGML_F16 && sm->head_type != BR_GGML_Q8_0 &&
-        sm->head_type != BR_GGML_Q6_K)
-        return br_err_set(err, BR_E_INVALID, "head type %s is not one of f16, q8_0, q6_k",
+    if (sm->head_type != BR_GGML_F16 && sm->head_type != BR_GGML_BF16 &&
+        sm->head_type != BR_GGML_Q8_0 && sm->head_type != BR_GGML_Q6_K)
+        return br_err_set(err, BR_E_INVALID, "head type %s is not one of f16, bf16, q8_0, q6_k",
                           br_ggml_type_name(sm->head_type) ? br_ggml_type_name(sm->head_type)
                                                            : "?");
     if (sm->head_type == BR_GGML_Q6_K && c->n_embd % 256)

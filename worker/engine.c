@@ -22,6 +22,7 @@
 
 #include "bitrack/fp.h"
 #include "kernels/attn.h"
+#include "kernels/fhead.h"
 #include "kernels/ops.h"
 #include "kernels/q6k.h"
 #include "kernels/q8.h"
@@ -660,6 +661,15 @@ static void head_task(void *ctx, int task, int n_tasks)
         }
         br_q6k_gemm(&q6, l0 + a, l0 + b, j->n_rows, e->hq, (size_t)h->cols, e->hdx,
                     (size_t)h->cols / BR_Q8_BLOCK, j->logits + a, (size_t)vl);
+        return;
+    }
+    if (!e->m->head_q8.rows && (h->type == BR_GGML_F16 || h->type == BR_GGML_BF16)) {
+        /* F16/BF16 in place, br_dense_dot's bits, rows and tokens tiled (kernels/fhead.h) */
+        struct br_fhead fh = {h->data, h->row_bytes, h->rows, (int32_t)h->cols,
+                              h->type == BR_GGML_BF16};
+        int64_t l0 = v0 - h->row0;
+        br_fhead_gemm(&fh, l0 + a, l0 + b, j->n_rows, j->xn, (size_t)h->cols, j->logits + a,
+                      (size_t)vl);
         return;
     }
     if (e->m->head_q8.rows) {

@@ -2,7 +2,7 @@
  * `bitrack shard`: cuts a model into one GGUF file per rank of a TP x PP plan
  * (sharding/shard.h), so each rank of `bitrack run -m DIR` maps only its own part.
  *
- *   bitrack shard -m MODEL.gguf --tp T --pp P [--head-type q8_0|f16|f32] -o DIR
+ *   bitrack shard -m MODEL.gguf --tp T --pp P [--head-type q8_0|q6_k|f16|f32] -o DIR
  *
  * --head-type re-encodes the head rows of the last stage (e.g. an F16 head as Q8_0, which
  * the engine evaluates with the int8 kernels, kernels/q8.h).
@@ -20,9 +20,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: bitrack shard -m MODEL.gguf --tp T --pp P [--head-type q8_0|f16|f32] -o DIR\n"
-            "  writes DIR/rank-<R>.gguf for every rank R = pp_rank * T + tp_rank\n");
+    fprintf(
+        f,
+        "usage: bitrack shard -m MODEL.gguf --tp T --pp P [--head-type q8_0|q6_k|f16|f32] -o DIR\n"
+        "  writes DIR/rank-<R>.gguf for every rank R = pp_rank * T + tp_rank\n");
 }
 
 int br_cmd_shard(int argc, char **argv)
@@ -56,9 +57,9 @@ int br_cmd_shard(int argc, char **argv)
             break;
         case O_HEAD: {
             int t = br_ggml_type_from_name(optarg);
-            if (t != BR_GGML_Q8_0 && t != BR_GGML_F16 && t != BR_GGML_F32)
-                return br_cli_usage_error("shard", "--head-type takes q8_0, f16 or f32 (got '%s')",
-                                          optarg);
+            if (t != BR_GGML_Q8_0 && t != BR_GGML_Q6_K && t != BR_GGML_F16 && t != BR_GGML_F32)
+                return br_cli_usage_error(
+                    "shard", "--head-type takes q8_0, q6_k, f16 or f32 (got '%s')", optarg);
             head_type = (uint32_t)t;
             break;
         }

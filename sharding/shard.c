@@ -732,8 +732,9 @@ int br_shard_model_head(const char *model_path, int32_t tp, int32_t pp, uint32_t
     struct file_src fs = {g, &cfg, 0, NULL, NULL, 0};
     if (head_type && head_type != cfg.head_type) {
         uint64_t rb;
-        if (head_type != BR_GGML_Q8_0 && head_type != BR_GGML_F16 && head_type != BR_GGML_F32) {
-            rc = br_err_set(err, BR_E_INVALID, "head type %s: not one of f32, f16, q8_0",
+        if (head_type != BR_GGML_Q8_0 && head_type != BR_GGML_Q6_K && head_type != BR_GGML_F16 &&
+            head_type != BR_GGML_F32) {
+            rc = br_err_set(err, BR_E_INVALID, "head type %s: not one of f32, f16, q8_0, q6_k",
                             br_ggml_type_name(head_type) ? br_ggml_type_name(head_type) : "?");
             goto done;
         }

@@ -80,6 +80,16 @@ if timeout 120 "${MPIRUN[@]}" 2 "$BIN" run -m "$TMP/kv5q8" --tokens "$prompt" -n
 else
     echo "FAIL kv5 shard --head-type q8_0 2x1 vs run --head q8_0"; cat "$TMP/err.txt"; fails=$((fails + 1))
 fi
+# the same for Q6_K, on a pipeline (the head on the second stage)
+"$BIN" shard -m "$TMP/kv5.gguf" --tp 1 --pp 2 --head-type q6_k -o "$TMP/kv5q6" 2> /dev/null
+"$BIN" run -m "$TMP/kv5.gguf" --head q6_k --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
+if timeout 120 "${MPIRUN[@]}" 2 "$BIN" run -m "$TMP/kv5q6" --tokens "$prompt" -n 5 --pp 2 \
+        --ids --ignore-eos --dump-logits "$TMP/out.f32" > "$TMP/out.txt" 2> "$TMP/err.txt" &&
+        cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
+    echo "ok   kv5 shard --head-type q6_k 1x2 = run --head q6_k: logits identical"; runs=$((runs + 1))
+else
+    echo "FAIL kv5 shard --head-type q6_k 1x2 vs run --head q6_k"; cat "$TMP/err.txt"; fails=$((fails + 1))
+fi
 # communication accounting: every rank's measured bytes and messages equal the plan's
 stats_layouts="2x2 3x1 1x3"
 [ -n "${BR_QUICK:-}" ] && stats_layouts="2x2"

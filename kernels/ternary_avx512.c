@@ -58,16 +58,19 @@ static int32_t sum_i8_avx512(const int8_t *q, size_t n)
     return s;
 }
 
-/* qp (pairs * 256,) from q (pairs * 256 + ...,), see the header comment. */
-static void permute_q(const int8_t *q, int32_t pairs, int8_t *qp)
+/* The 4 * pairs permuted 64-byte vectors of q (see the header comment), vector 4j + g at
+ * qp + (4j + g) * step: step 64 packs them, a GEMM tile of T tokens interleaves its
+ * tokens with step 64 T. */
+static void permute_q(const int8_t *q, int32_t pairs, int8_t *qp, size_t step)
 {
     for (int32_t j = 0; j < pairs; j++) {
         const int8_t *a = q + (size_t)j * 256, *b = a + 128;
-        int8_t *d = qp + (size_t)j * 256;
+        int8_t *d = qp + (size_t)j * 4 * step;
         for (int g = 0; g < 4; g++) {
             __m256i lo = _mm256_loadu_si256((const __m256i *)(a + 32 * g));
             __m256i hi = _mm256_loadu_si256((const __m256i *)(b + 32 * g));
-            _mm512_storeu_si512(d + 64 * g, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+            _mm512_storeu_si512(d + (size_t)g * step,
+                                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
         }
     }
 }
@@ -174,7 +177,7 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
             return;
         }
     }
-    permute_q(q, pairs, qp);
+    permute_q(q, pairs, qp, 64);
     int32_t sumq = sum_i8_avx512(q, kpad);
     int32_t r = r0;
     for (; r + 4 <= r1; r += 4)
@@ -218,19 +221,19 @@ static inline __attribute__((always_inline)) __m512i unpack_pair(__m512i x, int 
 
 /* R rows (1 or 2) x T tokens (1..GEMM_TMAX) over block pairs j0..j1-1, adding to the
  * R * T accumulators a[r * T + t] (lane sums still apart). w: the first row's codes;
- * qp: the first token's permuted activations, qp_stride apart. Each block pair of codes
- * is unpacked once per bit pair and meets T tokens, so the unpacking costs one
+ * qp: the tile's permuted activations, tokens interleaved (vector 4j + g of token t at
+ * qp + ((4j + g) T + t) * 64), so every load has a constant offset from one pointer. Each block
+ * pair of codes is unpacked once per bit pair and meets T tokens, so the unpacking costs one
  * instruction per T multiply-adds. The accumulators are named variables (r, t): held in
  * an array, they were stored to the stack on every iteration. */
 #define CORE_ACC(t)                                                                                \
     __m512i a0_##t = (t) < T && !first ? carry[t] : _mm512_setzero_si512();                        \
     __m512i a1_##t = R == 2 && (t) < T && !first ? carry[T + (t)] : _mm512_setzero_si512()
+/* one load for both rows: folded into each vpdpbusd as a memory operand, the loads alone
+ * would fill the two load ports */
 #define CORE_STEP(t)                                                                               \
     if ((t) < T) {                                                                                 \
-        __m512i qv = _mm512_loadu_si512(                                                           \
-            qj + (size_t)(t)*qp_stride); /* one load for both rows: folded into each vpdpbusd as a \
-                                            memory operand, the             * loads alone would    \
-                                            fill the two load ports */                             \
+        __m512i qv = _mm512_loadu_si512(qj + 64 * (t));                                            \
         if (R == 2) __asm__("" : "+v"(qv));                                                        \
         a0_##t = _mm512_dpbusd_epi32(a0_##t, c0, qv);                                              \
         if (R == 2) a1_##t = _mm512_dpbusd_epi32(a1_##t, c1, qv);                                  \
@@ -267,11 +270,9 @@ static inline int gemm_row_stride(int R, int T)
     return R == 2 && T <= 8 ? 8 : 16;
 }
 
-static inline __attribute__((always_inline)) void gemm_core(const uint8_t *w, size_t stride,
-                                                            int32_t j0, int32_t j1,
-                                                            const int8_t *qp, size_t qp_stride,
-                                                            int R, int T, int gfni, int first,
-                                                            int last, __m512i *carry, int32_t *sums)
+static inline __attribute__((always_inline)) void
+gemm_core(const uint8_t *w, size_t stride, int32_t j0, int32_t j1, const int8_t *qp, int R, int T,
+          int gfni, int first, int last, __m512i *carry, int32_t *sums)
 {
     CORE_ALL(CORE_ACC);
     for (int32_t j = j0; j < j1; j++) {
@@ -285,7 +286,7 @@ static inline __attribute__((always_inline)) void gemm_core(const uint8_t *w, si
         for (int g = 0; g < 4; g++) {
             __m512i c0 = unpack_pair(x0, g, gfni), c1 = c0;
             if (R == 2) c1 = unpack_pair(x1, g, gfni);
-            const int8_t *qj = qp + (size_t)j * 256 + 64 * g;
+            const int8_t *qj = qp + ((size_t)j * 4 + (size_t)g) * 64 * (size_t)T;
             CORE_ALL(CORE_STEP);
         }
     }
@@ -317,7 +318,7 @@ struct gemm_tile_args {
     int32_t j0, j1;
     int first, last, tail;
     const int8_t *q, *qp;
-    size_t q_stride, qp_stride;
+    size_t q_stride;
     const int32_t *sumq; /* (T,) */
     __m512i *carry;      /* (R * T,) */
     int32_t *out;
@@ -328,8 +329,7 @@ static inline __attribute__((always_inline)) void gemm_tile(const struct gemm_ti
                                                             int T, int gfni)
 {
     _Alignas(64) int32_t sums[32];
-    gemm_core(g->w, g->stride, g->j0, g->j1, g->qp, g->qp_stride, R, T, gfni, g->first, g->last,
-              g->carry, sums);
+    gemm_core(g->w, g->stride, g->j0, g->j1, g->qp, R, T, gfni, g->first, g->last, g->carry, sums);
     if (!g->last) return;
     int32_t pairs = g->j1;
     for (int r = 0; r < R; r++) {
@@ -430,19 +430,21 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
         return;
     }
     int32_t sumq[GEMM_TS];
-    struct gemm_tile_args g = {.stride = m->row_bytes,
-                               .q_stride = q_stride,
-                               .qp_stride = qp_stride,
-                               .out_stride = acc_stride};
+    struct gemm_tile_args g = {
+        .stride = m->row_bytes, .q_stride = q_stride, .out_stride = acc_stride};
     for (int32_t s0 = 0; s0 < ntok; s0 += GEMM_TS) {
         int32_t ts = ntok - s0 < GEMM_TS ? ntok - s0 : GEMM_TS;
-        for (int32_t t = 0; t < ts; t++) {
-            const int8_t *qt = q + (size_t)(s0 + t) * q_stride;
-            permute_q(qt, pairs, qp + (size_t)t * qp_stride);
-            sumq[t] = sum_i8_avx512(qt, kpad);
-        }
         /* tiles of nearly equal size: 64 tokens go as 11, 11, 11, 11, 10, 10 */
         int32_t ntiles = (ts + GEMM_TMAX - 1) / GEMM_TMAX;
+        for (int32_t i = 0, t0 = 0; i < ntiles; i++) {
+            int T = (int)(ts / ntiles + (i < ts % ntiles));
+            for (int t = 0; t < T; t++) {
+                const int8_t *qt = q + (size_t)(s0 + t0 + t) * q_stride;
+                permute_q(qt, pairs, qp + (size_t)t0 * qp_stride + (size_t)t * 64, (size_t)T * 64);
+                sumq[t0 + t] = sum_i8_avx512(qt, kpad);
+            }
+            t0 += T;
+        }
         for (int32_t b0 = r0; b0 < r1; b0 += rb) {
             int32_t b1 = b0 + rb < r1 ? b0 + rb : r1;
             for (int32_t i = 0, t0 = 0; i < ntiles; i++) {

@@ -323,6 +323,14 @@ static double measure_peak(struct br_pool *pool, const struct br_kernel_ops *k)
 
 /* ---- GEMV / GEMM ---- */
 
+#if defined(BR_HAVE_AVX2)
+/* The AVX2 GEMM with vpmaddubsw, to compare with AVX-VNNI. */
+static void gemm_avx2_madd(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                           const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx2_vnni(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 0);
+}
+#endif
 #if defined(BR_HAVE_AVX512)
 /* The AVX-512 GEMM with the shift + mask code unpacking, to compare with GFNI. */
 static void gemm_avx512_shift(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
@@ -708,7 +716,9 @@ int br_bench_kernels_main(int argc, char **argv)
         }
         free_copies(&cp);
         /* GEMM: one matrix, compute bound. The AVX-512 GEMM is measured with each code
-         * unpacking this CPU runs (GFNI where present, shift + mask always). */
+         * unpacking this CPU runs (GFNI where present, shift + mask always), the AVX2 one
+         * with each multiply-add (AVX-VNNI where present, vpmaddubsw always); all against
+         * the variant's own peak loop. */
         static const int32_t ntoks[] = {8, 32, 128};
         for (int vi = 0; vi < o.n_variants && !o.gemv_only; vi++) {
             const struct br_kernel_ops *k = br_kernels_find(o.variants[vi]);
@@ -716,6 +726,16 @@ int br_bench_kernels_main(int argc, char **argv)
             struct br_kernel_ops forms[2] = {*k, *k};
             const char *unpack[2] = {"-", "-"};
             int nforms = 1;
+#if defined(BR_HAVE_AVX2)
+            if (k == br_kernels_find("avx2")) {
+                unpack[0] = br_cpu_has_avxvnni() ? "vnni" : "madd";
+                if (br_cpu_has_avxvnni()) {
+                    forms[1].gemm = gemm_avx2_madd;
+                    unpack[1] = "madd";
+                    nforms = 2;
+                }
+            }
+#endif
 #if defined(BR_HAVE_AVX512)
             if (k == br_kernels_find("avx512")) {
                 unpack[0] = br_cpu_has_gfni() ? "gfni" : "shift";

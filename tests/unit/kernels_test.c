@@ -3,8 +3,8 @@
  * must match the scalar reference exactly (integer sums bit for bit, float dots to the
  * last bit). Variants the CPU or build lacks are skipped with the reason printed.
  * Shapes cover columns that are not multiples of 128, the largest FFN width (45568),
- * odd row counts, row sub-ranges, GEMM token counts 1..9 with padded strides, and both
- * code unpackings of the AVX-512 GEMM at every tile shape.
+ * odd row counts, row sub-ranges, GEMM token counts 1..9 with padded strides, both code
+ * unpackings of the AVX-512 GEMM at every tile shape, and both AVX2 GEMM multiply-adds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -256,6 +256,68 @@ static void gemm_avx512_gfni(const struct br_tmat *m, int32_t r0, int32_t r1, in
 }
 #endif
 
+#if defined(BR_HAVE_AVX2)
+static void gemm_avx2_madd(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                           const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx2_vnni(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 0);
+}
+
+static void gemm_avx2_vnni(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                           const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx2_vnni(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 1);
+}
+#endif
+
+/* Both multiply-adds of the AVX2 GEMM (vpmaddubsw, and AVX-VNNI where the CPU has it):
+ * token counts 1..17 (tiles of 1..8), columns not a multiple of 128, up to 45568, weights
+ * all -1 or all +1 with activations all -128 or all 127 (the int16 budget of vpmaddubsw). */
+static void test_gemm_avx2_vnni(void **state)
+{
+    (void)state;
+#if defined(BR_HAVE_AVX2)
+    if (!br_kernels_find("avx2")) {
+        print_message("[  SKIP  ] avx2 GEMM: this CPU has no AVX2\n");
+        skip();
+    }
+    struct {
+        const char *name;
+        br_gemm_fn fn;
+    } fns[2] = {{"avx2 maddubs", gemm_avx2_madd}, {"avx2 avx-vnni", gemm_avx2_vnni}};
+    int nfns = br_cpu_has_avxvnni() ? 2 : 1;
+    if (nfns == 1) print_message("[  SKIP  ] avx2 avx-vnni: this CPU has no AVX-VNNI\n");
+    static const struct {
+        int32_t rows, cols;
+        enum fill how;
+        int32_t t_lo, t_hi;
+    } cases[] = {
+        {6, 100, FILL_RANDOM, 1, 17},     {5, 2560, FILL_RANDOM, 1, 17},
+        {3, 8640, FILL_RANDOM, 8, 9},     {2, 45568, FILL_RANDOM, 9, 9},
+        {3, 6912, FILL_MINUS, 8, 9},      {3, 6912, FILL_PLUS, 8, 9},
+        {9, 1000, FILL_ZERO_HEAVY, 7, 8},
+    };
+    uint64_t rng = 123;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct br_tmat m;
+        assert_int_equal(br_tmat_init(&m, cases[i].rows, cases[i].cols), BR_OK);
+        fill_matrix(&m, cases[i].how, &rng);
+        for (int f = 0; f < nfns; f++)
+            for (int32_t ntok = cases[i].t_lo; ntok <= cases[i].t_hi; ntok++) {
+                check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_RANDOM, &rng);
+                if (cases[i].how == FILL_MINUS || cases[i].how == FILL_PLUS) {
+                    check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_MIN, &rng);
+                    check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_MAX, &rng);
+                }
+            }
+        br_tmat_free(&m);
+    }
+#else
+    print_message("[  SKIP  ] avx2 GEMM: not compiled in\n");
+    skip();
+#endif
+}
+
 /* Both code unpackings of the AVX-512 GEMM (GFNI and shift + mask; the table runs only
  * one of them on a given CPU): every tile size (token counts 1..26 make tiles of 1..12
  * tokens and of both row counts), super-blocks of 64 tokens and their remainders (up to
@@ -448,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_dispatch),
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_gemm_avx512_unpack),
+        cmocka_unit_test(test_gemm_avx2_vnni),
         VARIANT_TESTS("ref"),
         VARIANT_TESTS("avx2"),
         VARIANT_TESTS("avx512"),

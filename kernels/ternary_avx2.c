@@ -20,8 +20,8 @@
  * Where the CPU has AVX-VNNI (checked at run time; the functions carry their own target
  * attribute), the GEMM uses the VEX vpdpbusd instead: one instruction per 32 weights and
  * token into int32 lanes, no int16 budget. Measured with bench kernels on Sapphire Rapids
- * (one thread, 2B-4T shapes): 226-268 GOPS against 164-195 with vpmaddubsw (1.37-1.40x),
- * 60-73% of the vpdpbusd ymm peak (about 188 GMAC/s).
+ * (one thread, 2B-4T shapes): 211-269 GOPS against 164-195 with vpmaddubsw (1.26-1.39x),
+ * 58-73% of the vpdpbusd ymm peak (183-190 GMAC/s).
  */
 #include <immintrin.h>
 #include <stdint.h>

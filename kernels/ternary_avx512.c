@@ -32,8 +32,8 @@
  * the loads alone would fill the load ports). The lane sums are reduced once per tile
  * (24 registers in 68 instructions); longer rows are cut into column chunks whose sums
  * are carried in memory, not reduced. Measured (bench kernels, one thread, 2B-4T
- * shapes): 75-79% of the vpdpbusd peak with GFNI, 72-76% with shift + AND, against
- * 58-66% for the previous 2 rows x 8 tokens tile reduced per chunk. A copy of each row
+ * shapes): 74-79% of the vpdpbusd peak with GFNI, 72-76% with shift + AND, against
+ * 61-66% for the previous 2 rows x 8 tokens tile reduced per chunk. A copy of each row
  * block's codes decoded once per 64 tokens (read back from L2 by every tile instead of
  * decoding in registers) measured slower (73-74%).
  *

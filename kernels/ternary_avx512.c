@@ -492,7 +492,7 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
                     for (int32_t r = b0; r < b1; r += 2) {
                         int R = r + 2 <= b1 ? 2 : 1;
                         g.w = m->codes + (size_t)r * m->row_bytes;
-                        g.carry = carry + (size_t)(r - b0) * GEMM_TMAX;
+                        g.carry = carry ? carry + (size_t)(r - b0) * GEMM_TMAX : NULL;
                         g.out = acc + (size_t)(s0 + t0) * acc_stride + (size_t)(r - r0);
                         g_tiles[gfni != 0][R - 1][T](&g);
                     }

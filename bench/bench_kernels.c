@@ -323,6 +323,23 @@ static double measure_peak(struct br_pool *pool, const struct br_kernel_ops *k)
 
 /* ---- GEMV / GEMM ---- */
 
+#if defined(BR_HAVE_AVX2)
+/* The AVX2 GEMM with vpmaddubsw, to compare with AVX-VNNI. */
+static void gemm_avx2_madd(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                           const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx2_vnni(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 0);
+}
+#endif
+#if defined(BR_HAVE_AVX512)
+/* The AVX-512 GEMM with the shift + mask code unpacking, to compare with GFNI. */
+static void gemm_avx512_shift(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                              const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx512_unpack(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 0);
+}
+#endif
+
 struct mm_ctx {
     const struct br_kernel_ops *k;
     const struct br_tmat *m;
@@ -698,28 +715,55 @@ int br_bench_kernels_main(int argc, char **argv)
             for (int i = 0; i < cp.n; i++) cp.mats[i].packed_kind = BR_PACK_NONE;
         }
         free_copies(&cp);
-        /* GEMM: one matrix, compute bound */
+        /* GEMM: one matrix, compute bound. The AVX-512 GEMM is measured with each code
+         * unpacking this CPU runs (GFNI where present, shift + mask always), the AVX2 one
+         * with each multiply-add (AVX-VNNI where present, vpmaddubsw always); all against
+         * the variant's own peak loop. */
         static const int32_t ntoks[] = {8, 32, 128};
         for (int vi = 0; vi < o.n_variants && !o.gemv_only; vi++) {
             const struct br_kernel_ops *k = br_kernels_find(o.variants[vi]);
             if (!k) continue;
-            for (size_t n = 0; n < sizeof ntoks / sizeof ntoks[0]; n++)
-                for (int ti = 0; ti < o.n_threads; ti++) {
-                    double t = time_gemm(pools[ti], k, &proto, q, acc, ntoks[n]);
-                    double macs = (double)sh->rows * sh->cols * ntoks[n];
-                    double frac = macs / t / peak[vi][ti];
-                    printf("%-6s %-9s %-12s %-7s gemm ntok %3d thr %d: %9.1f us  %7.1f GOPS  "
-                           "%5.1f%% of peak int8\n",
-                           sh->model, sh->name, shape_s, k->name, ntoks[n], o.threads[ti], t * 1e6,
-                           2 * macs / t / 1e9, 100 * frac);
-                    json_record(&js,
-                                "{\"kind\": \"gemm\", \"model\": \"%s\", \"proj\": \"%s\", "
-                                "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"ntok\": %d, "
-                                "\"threads\": %d, \"us_per_call\": %.3f, \"gops\": %.3f, "
-                                "\"frac_peak\": %.4f}",
-                                sh->model, sh->name, sh->rows, sh->cols, k->name, ntoks[n],
-                                o.threads[ti], t * 1e6, 2 * macs / t / 1e9, frac);
+            struct br_kernel_ops forms[2] = {*k, *k};
+            const char *unpack[2] = {"-", "-"};
+            int nforms = 1;
+#if defined(BR_HAVE_AVX2)
+            if (k == br_kernels_find("avx2")) {
+                unpack[0] = br_cpu_has_avxvnni() ? "vnni" : "madd";
+                if (br_cpu_has_avxvnni()) {
+                    forms[1].gemm = gemm_avx2_madd;
+                    unpack[1] = "madd";
+                    nforms = 2;
                 }
+            }
+#endif
+#if defined(BR_HAVE_AVX512)
+            if (k == br_kernels_find("avx512")) {
+                unpack[0] = br_cpu_has_gfni() ? "gfni" : "shift";
+                if (br_cpu_has_gfni()) {
+                    forms[1].gemm = gemm_avx512_shift;
+                    unpack[1] = "shift";
+                    nforms = 2;
+                }
+            }
+#endif
+            for (int f = 0; f < nforms; f++)
+                for (size_t n = 0; n < sizeof ntoks / sizeof ntoks[0]; n++)
+                    for (int ti = 0; ti < o.n_threads; ti++) {
+                        double t = time_gemm(pools[ti], &forms[f], &proto, q, acc, ntoks[n]);
+                        double macs = (double)sh->rows * sh->cols * ntoks[n];
+                        double frac = macs / t / peak[vi][ti];
+                        printf("%-6s %-9s %-12s %-7s gemm %-5s ntok %3d thr %d: %9.1f us  %7.1f "
+                               "GOPS  %5.1f%% of peak int8\n",
+                               sh->model, sh->name, shape_s, k->name, unpack[f], ntoks[n],
+                               o.threads[ti], t * 1e6, 2 * macs / t / 1e9, 100 * frac);
+                        json_record(&js,
+                                    "{\"kind\": \"gemm\", \"model\": \"%s\", \"proj\": \"%s\", "
+                                    "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", "
+                                    "\"unpack\": \"%s\", \"ntok\": %d, \"threads\": %d, "
+                                    "\"us_per_call\": %.3f, \"gops\": %.3f, \"frac_peak\": %.4f}",
+                                    sh->model, sh->name, sh->rows, sh->cols, k->name, unpack[f],
+                                    ntoks[n], o.threads[ti], t * 1e6, 2 * macs / t / 1e9, frac);
+                    }
         }
         free(q);
         free(acc);

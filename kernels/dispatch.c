@@ -20,7 +20,7 @@
 #include <cpuid.h>
 
 struct x86_features {
-    int avx2, avx512, vbmi;
+    int avx2, avx512, vbmi, gfni, avxvnni;
 };
 
 static unsigned long long xgetbv0(void)
@@ -32,7 +32,7 @@ static unsigned long long xgetbv0(void)
 
 static struct x86_features probe_x86(void)
 {
-    struct x86_features f = {0, 0, 0};
+    struct x86_features f = {0, 0, 0, 0, 0};
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
     int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1, avx = (c >> 28) & 1;
@@ -45,26 +45,41 @@ static struct x86_features probe_x86(void)
     int avx2 = (b >> 5) & 1, bmi2 = (b >> 8) & 1;
     int avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1, avx512bw = (b >> 30) & 1,
         avx512vl = (b >> 31) & 1;
-    int vnni = (c >> 11) & 1, vbmi = (c >> 1) & 1;
+    int vnni = (c >> 11) & 1, vbmi = (c >> 1) & 1, gfni = (c >> 8) & 1;
     f.avx2 = ymm_os && avx2 && fma && f16c && bmi2;
     f.avx512 = f.avx2 && zmm_os && avx512f && avx512dq && avx512bw && avx512vl && vnni;
     f.vbmi = f.avx512 && vbmi;
+    f.gfni = f.avx512 && gfni;
+    unsigned max_sub = a; /* leaf 7 subleaf 0: EAX holds the highest subleaf */
+    if (max_sub >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        f.avxvnni = f.avx2 && ((a >> 4) & 1);
+    }
     return f;
 }
 
 static struct x86_features x86_features(void)
 {
-    /* Bits: 1 probed, 2 avx2, 4 avx512, 8 vbmi. One word, so publishing needs no lock;
-     * racing first callers store the same value. */
+    /* Bits: 1 probed, 2 avx2, 4 avx512, 8 vbmi, 16 gfni, 32 avxvnni. One word, so publishing needs
+     * no lock; racing first callers store the same value. */
     static atomic_uint word;
     unsigned w = atomic_load_explicit(&word, memory_order_relaxed);
     if (!w) {
         struct x86_features f = probe_x86();
-        w = 1u | (f.avx2 ? 2u : 0u) | (f.avx512 ? 4u : 0u) | (f.vbmi ? 8u : 0u);
+        w = 1u | (f.avx2 ? 2u : 0u) | (f.avx512 ? 4u : 0u) | (f.vbmi ? 8u : 0u) |
+            (f.gfni ? 16u : 0u) | (f.avxvnni ? 32u : 0u);
         atomic_store_explicit(&word, w, memory_order_relaxed);
     }
-    struct x86_features out = {(w & 2u) != 0, (w & 4u) != 0, (w & 8u) != 0};
+    struct x86_features out = {(w & 2u) != 0, (w & 4u) != 0, (w & 8u) != 0, (w & 16u) != 0,
+                               (w & 32u) != 0};
     return out;
+}
+#endif
+
+#if defined(BR_HAVE_AVX2)
+int br_cpu_has_avxvnni(void)
+{
+    return x86_features().avxvnni;
 }
 #endif
 
@@ -72,6 +87,11 @@ static struct x86_features x86_features(void)
 int br_cpu_has_avx512vbmi(void)
 {
     return x86_features().vbmi;
+}
+
+int br_cpu_has_gfni(void)
+{
+    return x86_features().gfni;
 }
 #endif
 

@@ -47,6 +47,14 @@ struct br_kernel_ops {
 extern const struct br_kernel_ops br_kernels_ref;
 #if defined(BR_HAVE_AVX2)
 extern const struct br_kernel_ops br_kernels_avx2;
+/* The AVX2 GEMM with vpmaddubsw (vnni zero, every AVX2 CPU) or AVX-VNNI vpdpbusd on 256
+ * bits (vnni nonzero; the CPU must have AVX-VNNI). The table's gemm takes AVX-VNNI where
+ * the CPU has it; tests and the benchmark reach both through this. */
+void br_tmat_gemm_avx2_vnni(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                            const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride,
+                            int vnni);
+/* AVX-VNNI (the VEX-encoded vpdpbusd) with AVX2. */
+int br_cpu_has_avxvnni(void);
 #endif
 #if defined(BR_HAVE_AVX512)
 extern const struct br_kernel_ops br_kernels_avx512;
@@ -54,6 +62,15 @@ extern const struct br_kernel_ops br_kernels_avx512;
  * m->packed (BR_PACK_T5) whatever the default policy; needs AVX-512 VBMI at run time. */
 int br_tmat_pack_t5_avx512(struct br_tmat *m);
 int br_cpu_has_avx512vbmi(void);
+/* The AVX-512 GEMM with a chosen unpacking of the 2-bit codes: gfni nonzero uses one
+ * gf2p8affineqb per bit pair (the CPU must have GFNI), zero a shift and a mask (every
+ * AVX-512 VNNI CPU). The table's gemm takes GFNI where the CPU has it; tests and the
+ * benchmark reach both through this. */
+void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                                const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride,
+                                int gfni);
+/* GFNI with AVX-512 (the EVEX forms of the GF(2^8) instructions). */
+int br_cpu_has_gfni(void);
 #endif
 #if defined(BR_HAVE_NEON)
 /* "neon" runs the SDOT table where the CPU has the dot-product extension and the plain

@@ -16,6 +16,12 @@
  *    reach at most 32768 in magnitude on the negative side (-32768 fits) and 32512 on the
  *    positive side. The x4 sums are divided by 4 exactly after widening to int32.
  * Accumulators are flushed to int32 with vpmaddwd every BR_FLUSH blocks.
+ *
+ * Where the CPU has AVX-VNNI (checked at run time; the functions carry their own target
+ * attribute), the GEMM uses the VEX vpdpbusd instead: one instruction per 32 weights and
+ * token into int32 lanes, no int16 budget. Measured with bench kernels on Sapphire Rapids
+ * (one thread, 2B-4T shapes): 211-269 GOPS against 164-195 with vpmaddubsw (1.26-1.39x),
+ * 58-73% of the vpdpbusd ymm peak (183-190 GMAC/s).
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -145,13 +151,95 @@ static inline __attribute__((always_inline)) void gemm_row(const uint8_t *w, int
     for (int t = 0; t < T; t++) out[(size_t)t * out_stride] = tot[t] - sumq[t];
 }
 
+/* The same with AVX-VNNI (VEX vpdpbusd on 256 bits): codes times activations go straight
+ * into int32 lanes, one instruction per 32 weights and token instead of vpmaddubsw, an
+ * int16 add and the periodic widening. 8 accumulators, 4 decoded code vectors, one
+ * activation and the mask fill 14 of the 16 registers. */
+__attribute__((target("avxvnni"))) static inline __attribute__((always_inline)) void
+gemm_row_vnni(const uint8_t *w, int32_t blocks, const int8_t *q, size_t q_stride,
+              const int32_t *sumq, int T, int32_t *out, size_t out_stride)
+{
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i s[8];
+    for (int t = 0; t < T; t++) s[t] = _mm256_setzero_si256();
+    for (int32_t b = 0; b < blocks; b++) {
+        __m256i x = _mm256_load_si256((const __m256i *)(w + (size_t)b * BR_TMAT_BLOCK_BYTES));
+        __m256i c[4] = {_mm256_and_si256(_mm256_srli_epi16(x, 6), m3),
+                        _mm256_and_si256(_mm256_srli_epi16(x, 4), m3),
+                        _mm256_and_si256(_mm256_srli_epi16(x, 2), m3), _mm256_and_si256(x, m3)};
+        for (int g = 0; g < 4; g++)
+            for (int t = 0; t < T; t++) {
+                const int8_t *qb = q + (size_t)t * q_stride + (size_t)b * BR_TMAT_BLOCK + 32 * g;
+                s[t] = _mm256_dpbusd_avx_epi32(s[t], c[g], _mm256_loadu_si256((const __m256i *)qb));
+            }
+    }
+    for (int t = 0; t < T; t++) out[(size_t)t * out_stride] = hsum_i32(s[t]) - sumq[t];
+}
+
 #define GEMM_RB_BYTES (256 * 1024) /* weight bytes of a row block, kept in L2 */
+
+typedef void (*gemm_rows_fn)(const uint8_t *w, size_t stride, int32_t nrows, int32_t blocks,
+                             const int8_t *q, size_t q_stride, int T, int32_t *out,
+                             size_t out_stride);
+
+/* Rows 0..nrows-1 (w, stride apart) x T tokens; out[t * out_stride + r] holds the
+ * activation sum of token t on entry and the product on return. A constant T lets the
+ * compiler keep every accumulator in a register. */
+#define GEMM_ROWS_BODY(ROW)                                                                        \
+    for (int32_t r = 0; r < nrows; r++) {                                                          \
+        const uint8_t *wr = w + (size_t)r * stride;                                                \
+        int32_t *o = out + r;                                                                      \
+        int32_t sumq[8]; /* stored in the output; read back before overwriting */                  \
+        for (int t = 0; t < T; t++) sumq[t] = o[(size_t)t * out_stride];                           \
+        switch (T) {                                                                               \
+        case 8:                                                                                    \
+            ROW(wr, blocks, q, q_stride, sumq, 8, o, out_stride);                                  \
+            break;                                                                                 \
+        case 7:                                                                                    \
+            ROW(wr, blocks, q, q_stride, sumq, 7, o, out_stride);                                  \
+            break;                                                                                 \
+        case 6:                                                                                    \
+            ROW(wr, blocks, q, q_stride, sumq, 6, o, out_stride);                                  \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            ROW(wr, blocks, q, q_stride, sumq, 5, o, out_stride);                                  \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            ROW(wr, blocks, q, q_stride, sumq, 4, o, out_stride);                                  \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            ROW(wr, blocks, q, q_stride, sumq, 3, o, out_stride);                                  \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            ROW(wr, blocks, q, q_stride, sumq, 2, o, out_stride);                                  \
+            break;                                                                                 \
+        default:                                                                                   \
+            ROW(wr, blocks, q, q_stride, sumq, 1, o, out_stride);                                  \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+static void gemm_rows_madd(const uint8_t *w, size_t stride, int32_t nrows, int32_t blocks,
+                           const int8_t *q, size_t q_stride, int T, int32_t *out, size_t out_stride)
+{
+    GEMM_ROWS_BODY(gemm_row)
+}
+
+__attribute__((target("avxvnni"))) static void
+gemm_rows_vnni(const uint8_t *w, size_t stride, int32_t nrows, int32_t blocks, const int8_t *q,
+               size_t q_stride, int T, int32_t *out, size_t out_stride)
+{
+    GEMM_ROWS_BODY(gemm_row_vnni)
+}
+#undef GEMM_ROWS_BODY
 
 /* Row blocks of about 256 KiB of weights stay in L2 while every 8-token block passes, so
  * a weight byte comes from memory once per call and from L2 once per 8 tokens. */
-static void gemm_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
-                      const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+void br_tmat_gemm_avx2_vnni(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                            const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride,
+                            int vnni)
 {
+    gemm_rows_fn rows = vnni ? gemm_rows_vnni : gemm_rows_madd;
     size_t kpad = (size_t)m->blocks * BR_TMAT_BLOCK;
     int32_t rb = (int32_t)(GEMM_RB_BYTES / m->row_bytes);
     if (rb < 1) rb = 1;
@@ -163,42 +251,17 @@ static void gemm_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t n
         int32_t b1 = b0 + rb < r1 ? b0 + rb : r1;
         for (int32_t t0 = 0; t0 < ntok; t0 += 8) {
             int T = ntok - t0 < 8 ? (int)(ntok - t0) : 8;
-            const int8_t *qt = q + (size_t)t0 * q_stride;
-            int32_t *at = acc + (size_t)t0 * acc_stride;
-            for (int32_t r = b0; r < b1; r++) {
-                const uint8_t *w = m->codes + (size_t)r * m->row_bytes;
-                int32_t *o = at + (r - r0);
-                int32_t sumq[8]; /* stored in the output above; read back before overwriting */
-                for (int t = 0; t < T; t++) sumq[t] = o[(size_t)t * acc_stride];
-                switch (T) { /* constant T lets the compiler keep all accumulators in registers */
-                case 8:
-                    gemm_row(w, m->blocks, qt, q_stride, sumq, 8, o, acc_stride);
-                    break;
-                case 7:
-                    gemm_row(w, m->blocks, qt, q_stride, sumq, 7, o, acc_stride);
-                    break;
-                case 6:
-                    gemm_row(w, m->blocks, qt, q_stride, sumq, 6, o, acc_stride);
-                    break;
-                case 5:
-                    gemm_row(w, m->blocks, qt, q_stride, sumq, 5, o, acc_stride);
-                    break;
-                case 4:
-                    gemm_row(w, m->blocks, qt, q_stride, sumq, 4, o, acc_stride);
-                    break;
-                case 3:
-                    gemm_row(w, m->blocks, qt, q_stride, sumq, 3, o, acc_stride);
-                    break;
-                case 2:
-                    gemm_row(w, m->blocks, qt, q_stride, sumq, 2, o, acc_stride);
-                    break;
-                default:
-                    gemm_row(w, m->blocks, qt, q_stride, sumq, 1, o, acc_stride);
-                    break;
-                }
-            }
+            rows(m->codes + (size_t)b0 * m->row_bytes, m->row_bytes, b1 - b0, m->blocks,
+                 q + (size_t)t0 * q_stride, q_stride, T,
+                 acc + (size_t)t0 * acc_stride + (size_t)(b0 - r0), acc_stride);
         }
     }
+}
+
+static void gemm_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                      const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx2_vnni(m, r0, r1, ntok, q, q_stride, acc, acc_stride, br_cpu_has_avxvnni());
 }
 
 /* ---- canonical float dots ---- */
@@ -256,10 +319,36 @@ static float dot_f16_f32_avx2(const uint16_t *w, const float *x, size_t n)
     return combine8(l);
 }
 
-/* 6 independent vpmaddubsw + vpaddw chains; 32 MACs per vpmaddubsw. Written in asm
+/* 12 independent AVX-VNNI vpdpbusd chains (more than latency x throughput), 32 MACs
+ * each; VEX encoding written out so the assembler needs no flag. */
+#define DPV(i) "%{vex%} vpdpbusd %[q], %[c], %[a" #i "]\n\t"
+static int64_t peak_macs_vnni(int64_t iters)
+{
+    __m256i c = _mm256_set1_epi8(1), q = _mm256_set1_epi8(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+            a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+    for (int64_t i = 0; i < iters; i++)
+        __asm__ volatile(DPV(0) DPV(1) DPV(2) DPV(3) DPV(4) DPV(5) DPV(6) DPV(7) DPV(8) DPV(9)
+                             DPV(10) DPV(11)
+                         : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3),
+                           [a4] "+x"(a4), [a5] "+x"(a5), [a6] "+x"(a6), [a7] "+x"(a7),
+                           [a8] "+x"(a8), [a9] "+x"(a9), [a10] "+x"(a10), [a11] "+x"(a11)
+                         : [c] "x"(c), [q] "x"(q));
+    __m256i s = _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
+                         _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7))),
+        _mm256_add_epi32(_mm256_add_epi32(a8, a9), _mm256_add_epi32(a10, a11)));
+    __asm__ volatile("" ::"x"(s));
+    return iters * 12 * 32;
+}
+#undef DPV
+
+/* The GEMM's own multiply-add: AVX-VNNI vpdpbusd where the CPU has it, else 6
+ * independent vpmaddubsw + vpaddw chains (32 MACs per vpmaddubsw). Written in asm
  * because the compiler would merge identical chains. */
 static int64_t peak_macs_avx2(int64_t iters)
 {
+    if (br_cpu_has_avxvnni()) return peak_macs_vnni(iters);
     __m256i c = _mm256_set1_epi8(1), q = _mm256_set1_epi8(1);
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
     __m256i t0, t1, t2, t3, t4, t5;

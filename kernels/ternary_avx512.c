@@ -20,8 +20,22 @@
  * the same bytes of the next four rows: the hardware prefetcher alone left a third of
  * the DRAM bandwidth unused on these short interleaved streams.
  *
- * GEMM decodes true codes (shift + AND) once per row and block of 8 tokens, then issues
- * rows x tokens vpdpbusd from registers: each weight byte is loaded once per 8 tokens.
+ * GEMM. vpdpbusd runs on two ports (two per cycle on Sapphire Rapids) and every other
+ * vector instruction takes one of those slots, so the GEMM counts instructions per
+ * multiply-add. A tile is 2 rows x up to 12 tokens: 24 accumulators in named registers
+ * (an array of them was stored to the stack on every iteration). Per block pair and bit
+ * pair, each row's 64 codes are decoded once into true codes by one gf2p8affineqb where
+ * the CPU has GFNI (a shift and an AND otherwise) and meet up to 12 tokens, so decoding
+ * costs 1 instruction per 12 vpdpbusd. A tile's activations are permuted with its tokens
+ * interleaved, so every load is one pointer plus a constant; each activation vector is
+ * loaded once into a register for both rows (as a memory operand of both multiply-adds
+ * the loads alone would fill the load ports). The lane sums are reduced once per tile
+ * (24 registers in 68 instructions); longer rows are cut into column chunks whose sums
+ * are carried in memory, not reduced. Measured (bench kernels, one thread, 2B-4T
+ * shapes): 74-79% of the vpdpbusd peak with GFNI, 72-76% with shift + AND, against
+ * 61-66% for the previous 2 rows x 8 tokens tile reduced per chunk. A copy of each row
+ * block's codes decoded once per 64 tokens (read back from L2 by every tile instead of
+ * decoding in registers) measured slower (73-74%).
  *
  * 1.6-bit layout (BR_PACK_T5, needs VBMI): a row is cut into chunks of 320 columns, 64
  * bytes each; byte p of chunk j holds the codes of columns 320j + 64n + p (n = 0..4) as
@@ -58,16 +72,19 @@ static int32_t sum_i8_avx512(const int8_t *q, size_t n)
     return s;
 }
 
-/* qp (pairs * 256,) from q (pairs * 256 + ...,), see the header comment. */
-static void permute_q(const int8_t *q, int32_t pairs, int8_t *qp)
+/* The 4 * pairs permuted 64-byte vectors of q (see the header comment), vector 4j + g at
+ * qp + (4j + g) * step: step 64 packs them, a GEMM tile of T tokens interleaves its
+ * tokens with step 64 T. */
+static void permute_q(const int8_t *q, int32_t pairs, int8_t *qp, size_t step)
 {
     for (int32_t j = 0; j < pairs; j++) {
         const int8_t *a = q + (size_t)j * 256, *b = a + 128;
-        int8_t *d = qp + (size_t)j * 256;
+        int8_t *d = qp + (size_t)j * 4 * step;
         for (int g = 0; g < 4; g++) {
             __m256i lo = _mm256_loadu_si256((const __m256i *)(a + 32 * g));
             __m256i hi = _mm256_loadu_si256((const __m256i *)(b + 32 * g));
-            _mm512_storeu_si512(d + 64 * g, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+            _mm512_storeu_si512(d + (size_t)g * step,
+                                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
         }
     }
 }
@@ -98,6 +115,31 @@ static inline __m512i reduce16(const __m512i *a)
                                   _mm512_shuffle_i32x4(c[2], c[3], _MM_SHUFFLE(3, 1, 3, 1)));
     return _mm512_add_epi32(_mm512_shuffle_i32x4(d0, d1, _MM_SHUFFLE(2, 0, 2, 0)),
                             _mm512_shuffle_i32x4(d0, d1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The same for 24 registers: sums[i] = lane sum of a[i], i < 24 (68 instructions, against
+ * 90 for two reduce16). */
+static inline void reduce24(const __m512i *a, int32_t *sums)
+{
+    __m512i b[12], c[6];
+    for (int k = 0; k < 12; k++)
+        b[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * k], a[2 * k + 1]),
+                                _mm512_unpackhi_epi32(a[2 * k], a[2 * k + 1]));
+    for (int k = 0; k < 6; k++) /* each 128-bit lane: [a4k .. a4k+3] partials */
+        c[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(b[2 * k], b[2 * k + 1]),
+                                _mm512_unpackhi_epi64(b[2 * k], b[2 * k + 1]));
+    __m512i d[3];
+    for (int k = 0; k < 3; k++)
+        d[k] =
+            _mm512_add_epi32(_mm512_shuffle_i32x4(c[2 * k], c[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_i32x4(c[2 * k], c[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_si512(
+        sums, _mm512_add_epi32(_mm512_shuffle_i32x4(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_i32x4(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1))));
+    /* d2 = [c4 half, c4 half, c5 half, c5 half]: add the neighbouring quarters */
+    __m512i e = _mm512_add_epi32(d[2], _mm512_shuffle_i32x4(d[2], d[2], _MM_SHUFFLE(2, 3, 0, 1)));
+    _mm256_storeu_si256((__m256i *)(sums + 16), _mm512_castsi512_si256(_mm512_shuffle_i32x4(
+                                                    e, e, _MM_SHUFFLE(2, 0, 2, 0))));
 }
 
 /* ---- GEMV, canonical codes ---- */
@@ -174,7 +216,7 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
             return;
         }
     }
-    permute_q(q, pairs, qp);
+    permute_q(q, pairs, qp, 64);
     int32_t sumq = sum_i8_avx512(q, kpad);
     int32_t r = r0;
     for (; r + 4 <= r1; r += 4)
@@ -188,228 +230,285 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
 
 /* ---- GEMM, canonical codes ---- */
 
-#define GEMM_T 8 /* tokens per block */
-_Static_assert(GEMM_T == 8, "reduce16 sums 2 rows x 8 tokens");
+/* gf2p8affineqb matrices that move bit pair g of every byte (bits 7-2g, 6-2g) to bits 1-0
+ * and clear the rest: output bit i is the parity of (matrix byte 7 - i) AND the input. */
+#define GF_PAIR(g) (((uint64_t)1 << (6 - 2 * (g))) << 56 | ((uint64_t)1 << (7 - 2 * (g))) << 48)
+static const uint64_t g_gf_pair[4] = {GF_PAIR(0), GF_PAIR(1), GF_PAIR(2), GF_PAIR(3)};
+#undef GF_PAIR
 
-#define GEMM_KC 16 /* most block pairs per column chunk: 8 tokens x 16 x 256 B = 32 KiB of L1 */
-
-/* R rows (<= 2) times T tokens (<= 8) over block pairs j0..j1-1 (plus the odd last block
- * when `tail`), added to out. qp: (T, pairs * 256) permuted activations; q: original
- * activations, read for the odd last block. */
-/* The hot shape, 2 rows x 8 tokens, written with named accumulators: with arrays the
- * compiler shuffled and spilled registers inside the loop, costing about a fifth of the
- * multiply-add rate. Leaves the 16 sums in acc[r * 8 + t]. */
-#define G2X8_STEP(t)                                                                               \
-    do {                                                                                           \
-        __m512i qv = _mm512_loadu_si512(qj + (size_t)(t)*qp_stride);                               \
-        a0##t = _mm512_dpbusd_epi32(a0##t, c0, qv);                                                \
-        a1##t = _mm512_dpbusd_epi32(a1##t, c1, qv);                                                \
-    } while (0)
-#define G2X8_GROUP(g)                                                                              \
-    do {                                                                                           \
-        __m512i c0 = (g) == 3 ? _mm512_and_si512(x0, m3)                                           \
-                              : _mm512_and_si512(_mm512_srli_epi16(x0, 6 - 2 * (g)), m3);          \
-        __m512i c1 = (g) == 3 ? _mm512_and_si512(x1, m3)                                           \
-                              : _mm512_and_si512(_mm512_srli_epi16(x1, 6 - 2 * (g)), m3);          \
-        const int8_t *qj = qp + (size_t)j * 256 + 64 * (g);                                        \
-        G2X8_STEP(0);                                                                              \
-        G2X8_STEP(1);                                                                              \
-        G2X8_STEP(2);                                                                              \
-        G2X8_STEP(3);                                                                              \
-        G2X8_STEP(4);                                                                              \
-        G2X8_STEP(5);                                                                              \
-        G2X8_STEP(6);                                                                              \
-        G2X8_STEP(7);                                                                              \
-    } while (0)
-
-static void gemm_core_2x8(const uint8_t *w, size_t stride, int32_t j0, int32_t j1, const int8_t *qp,
-                          size_t qp_stride, __m512i *acc)
+/* Codes of bit pair g of the 64 bytes in x, as bytes 0..2. GFNI does it in one instruction
+ * (written in asm so this file needs no -mgfni; only called where the CPU has GFNI), the
+ * fallback with a 16-bit shift and a mask; every other vector instruction takes a slot
+ * from vpdpbusd, which shares its two ports. */
+static inline __attribute__((always_inline)) __m512i unpack_pair(__m512i x, int g, int gfni)
 {
+    if (gfni) {
+        __m512i c;
+        __asm__("vgf2p8affineqb $0, %[m]%{1to8%}, %[x], %[c]"
+                : [c] "=v"(c)
+                : [x] "v"(x), [m] "m"(g_gf_pair[g]));
+        return c;
+    }
     const __m512i m3 = _mm512_set1_epi8(3);
-    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00,
-            a06 = a00, a07 = a00;
-    __m512i a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00, a16 = a00, a17 = a00;
-    for (int32_t j = j0; j < j1; j++) {
-        __m512i x0 = _mm512_loadu_si512(w + (size_t)j * 64);
-        __m512i x1 = _mm512_loadu_si512(w + stride + (size_t)j * 64);
-        /* the next row pair's bytes, so DRAM streams while the multiply-adds run */
-        _mm_prefetch((const char *)(w + 2 * stride + (size_t)j * 64), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + 3 * stride + (size_t)j * 64), _MM_HINT_T0);
-        G2X8_GROUP(0);
-        G2X8_GROUP(1);
-        G2X8_GROUP(2);
-        G2X8_GROUP(3);
-    }
-    acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03;
-    acc[4] = a04, acc[5] = a05, acc[6] = a06, acc[7] = a07;
-    acc[8] = a10, acc[9] = a11, acc[10] = a12, acc[11] = a13;
-    acc[12] = a14, acc[13] = a15, acc[14] = a16, acc[15] = a17;
-}
-#undef G2X8_GROUP
-#undef G2X8_STEP
-
-static inline __attribute__((always_inline)) void
-gemm_rows(const uint8_t *w, size_t stride, int32_t j0, int32_t j1, int tail, const int8_t *q,
-          size_t q_stride, const int8_t *qp, size_t qp_stride, int R, int T, int32_t *out,
-          size_t out_stride)
-{
-    __m512i a[2][GEMM_T];
-    int32_t pairs = j1;
-    if (R == 2 && T == GEMM_T) {
-        gemm_core_2x8(w, stride, j0, j1, qp, qp_stride, &a[0][0]);
-    } else {
-        const __m512i m3 = _mm512_set1_epi8(3);
-        for (int r = 0; r < 2; r++)
-            for (int t = 0; t < GEMM_T; t++) a[r][t] = _mm512_setzero_si512();
-        for (int32_t j = j0; j < j1; j++) {
-            __m512i x[2];
-            for (int r = 0; r < R; r++)
-                x[r] = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
-            /* one bit pair at a time keeps few code registers live next to the R*T sums */
-            for (int g = 0; g < 4; g++) {
-                __m512i c[2];
-                for (int r = 0; r < R; r++)
-                    c[r] = _mm512_and_si512(_mm512_srli_epi16(x[r], 6 - 2 * g), m3);
-                const int8_t *qj = qp + (size_t)j * 256 + 64 * g;
-                for (int t = 0; t < T; t++) {
-                    __m512i qv = _mm512_loadu_si512(qj + (size_t)t * qp_stride);
-                    for (int r = 0; r < R; r++) a[r][t] = _mm512_dpbusd_epi32(a[r][t], c[r], qv);
-                }
-            }
-        }
-    }
-    int32_t sums[2 * GEMM_T];
-    _mm512_storeu_si512(sums, reduce16(&a[0][0]));
-    for (int r = 0; r < R; r++) {
-        __m256i c[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                        _mm256_setzero_si256()};
-        if (tail) {
-            __m256i x =
-                _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)pairs * 64));
-            __m256i m3y = _mm256_set1_epi8(3);
-            c[0] = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3y);
-            c[1] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3y);
-            c[2] = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3y);
-            c[3] = _mm256_and_si256(x, m3y);
-        }
-        for (int t = 0; t < T; t++) {
-            int32_t s = sums[r * GEMM_T + t];
-            if (tail) {
-                const int8_t *qb = q + (size_t)t * q_stride + (size_t)pairs * 256;
-                __m256i u = _mm256_setzero_si256();
-                for (int g = 0; g < 4; g++)
-                    u = _mm256_dpbusd_epi32(u, c[g],
-                                            _mm256_loadu_si256((const __m256i *)(qb + 32 * g)));
-                s += hsum256(u);
-            }
-            out[(size_t)t * out_stride + (size_t)r] += s;
-        }
-    }
+    return g == 3 ? _mm512_and_si512(x, m3) : _mm512_and_si512(_mm512_srli_epi16(x, 6 - 2 * g), m3);
 }
 
-/* One tile: R rows (1 or 2) x T tokens (1..8) over pairs j0..j1-1; constant shapes keep
- * every accumulator in a register. */
-static void gemm_tile(const uint8_t *w, size_t stride, int R, int T, int32_t j0, int32_t j1,
-                      int tail, const int8_t *q, size_t q_stride, const int8_t *qp,
-                      size_t qp_stride, int32_t *o, size_t acc_stride)
-{
-#define GEMM_CASE(RR, TT)                                                                          \
-    gemm_rows(w, stride, j0, j1, tail, q, q_stride, qp, qp_stride, RR, TT, o, acc_stride);         \
-    return
-    if (R == 2) {
-        switch (T) {
-        case 8:
-            GEMM_CASE(2, 8);
-        case 7:
-            GEMM_CASE(2, 7);
-        case 6:
-            GEMM_CASE(2, 6);
-        case 5:
-            GEMM_CASE(2, 5);
-        case 4:
-            GEMM_CASE(2, 4);
-        case 3:
-            GEMM_CASE(2, 3);
-        case 2:
-            GEMM_CASE(2, 2);
-        default:
-            GEMM_CASE(2, 1);
-        }
-    }
-    switch (T) {
-    case 8:
-        GEMM_CASE(1, 8);
-    case 7:
-        GEMM_CASE(1, 7);
-    case 6:
-        GEMM_CASE(1, 6);
-    case 5:
-        GEMM_CASE(1, 5);
-    case 4:
-        GEMM_CASE(1, 4);
-    case 3:
-        GEMM_CASE(1, 3);
-    case 2:
-        GEMM_CASE(1, 2);
-    default:
-        GEMM_CASE(1, 1);
-    }
-#undef GEMM_CASE
-}
-
-#define GEMM_TS       64           /* tokens whose activations are permuted together */
+#define GEMM_TMAX     12 /* tokens per tile: 2 x 12 accumulators fill 24 of the 32 registers */
+#define GEMM_TS       64 /* tokens whose activations are permuted together */
+#define GEMM_QL1      (36 * 1024)  /* activation bytes of one tile's column chunk, kept in L1 */
 #define GEMM_RB_BYTES (512 * 1024) /* weight bytes of a row block, kept in L2 */
 
-/* Loop nest, outermost first: 64-token super-blocks (activations permuted once), row
- * blocks of about 512 KiB of weights (stay in L2 while every token block of the
- * super-block passes), 8-token blocks, column chunks (their activations stay in L1),
- * row pairs. So a weight byte comes from memory once per 64 tokens, from L2 once per 8. */
-static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
-                        const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+/* R rows (1 or 2) x T tokens (1..GEMM_TMAX) over block pairs j0..j1-1, adding to the
+ * R * T accumulators a[r * T + t] (lane sums still apart). w: the first row's codes;
+ * qp: the tile's permuted activations, tokens interleaved (vector 4j + g of token t at
+ * qp + ((4j + g) T + t) * 64), so every load has a constant offset from one pointer. Each block
+ * pair of codes is unpacked once per bit pair and meets T tokens, so the unpacking costs one
+ * instruction per T multiply-adds. The accumulators are named variables (r, t): held in
+ * an array, they were stored to the stack on every iteration. */
+#define CORE_ACC(t)                                                                                \
+    __m512i a0_##t = (t) < T && !first ? carry[t] : _mm512_setzero_si512();                        \
+    __m512i a1_##t = R == 2 && (t) < T && !first ? carry[T + (t)] : _mm512_setzero_si512()
+/* one load for both rows: folded into each vpdpbusd as a memory operand, the loads alone
+ * would fill the two load ports */
+#define CORE_STEP(t)                                                                               \
+    if ((t) < T) {                                                                                 \
+        __m512i qv = _mm512_loadu_si512(qj + 64 * (t));                                            \
+        if (R == 2) __asm__("" : "+v"(qv));                                                        \
+        a0_##t = _mm512_dpbusd_epi32(a0_##t, c0, qv);                                              \
+        if (R == 2) a1_##t = _mm512_dpbusd_epi32(a1_##t, c1, qv);                                  \
+    }
+#define CORE_STORE(t)                                                                              \
+    if ((t) < T) {                                                                                 \
+        carry[t] = a0_##t;                                                                         \
+        if (R == 2) carry[T + (t)] = a1_##t;                                                       \
+    }
+#define CORE_GATHER(t)                                                                             \
+    if ((t) < T) {                                                                                 \
+        v[t] = a0_##t;                                                                             \
+        if (R == 2) v[T + (t)] = a1_##t;                                                           \
+    }
+#define CORE_ALL(X)                                                                                \
+    X(0);                                                                                          \
+    X(1);                                                                                          \
+    X(2);                                                                                          \
+    X(3);                                                                                          \
+    X(4);                                                                                          \
+    X(5);                                                                                          \
+    X(6);                                                                                          \
+    X(7);                                                                                          \
+    X(8);                                                                                          \
+    X(9);                                                                                          \
+    X(10);                                                                                         \
+    X(11)
+_Static_assert(GEMM_TMAX == 12, "gemm_core names 12 tokens");
+
+static inline __attribute__((always_inline)) void
+gemm_core(const uint8_t *w, size_t stride, int32_t j0, int32_t j1, const int8_t *qp, int R, int T,
+          int gfni, int first, int last, __m512i *carry, int32_t *sums)
 {
+    CORE_ALL(CORE_ACC);
+    for (int32_t j = j0; j < j1; j++) {
+        __m512i x0 = _mm512_loadu_si512(w + (size_t)j * 64), x1 = x0;
+        if (R == 2) x1 = _mm512_loadu_si512(w + stride + (size_t)j * 64);
+        /* the next row pair's bytes, so memory streams while the multiply-adds run;
+         * prefetches past the matrix are harmless */
+        _mm_prefetch((const char *)(w + (size_t)R * stride + (size_t)j * 64), _MM_HINT_T0);
+        if (R == 2) _mm_prefetch((const char *)(w + 3 * stride + (size_t)j * 64), _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            __m512i c0 = unpack_pair(x0, g, gfni), c1 = c0;
+            if (R == 2) c1 = unpack_pair(x1, g, gfni);
+            const int8_t *qj = qp + ((size_t)j * 4 + (size_t)g) * 64 * (size_t)T;
+            CORE_ALL(CORE_STEP);
+        }
+    }
+    if (!last) {
+        CORE_ALL(CORE_STORE);
+        return;
+    }
+    /* sums[r * T + t]: the lane sums */
+    __m512i v[24];
+    for (int i = 0; i < 24; i++) v[i] = _mm512_setzero_si512();
+    CORE_ALL(CORE_GATHER);
+    if (R * T <= 16)
+        _mm512_storeu_si512(sums, reduce16(v));
+    else
+        reduce24(v, sums);
+}
+#undef CORE_GATHER
+#undef CORE_ALL
+#undef CORE_STORE
+#undef CORE_STEP
+#undef CORE_ACC
+
+/* One tile's work for a column chunk: `first` starts the sums at zero, otherwise they
+ * continue from `carry`; `last` adds the odd last block (when `tail`), subtracts the
+ * activation sums and writes out[t * out_stride + r]; otherwise the sums go back to
+ * `carry` (R * T vectors). q: original activations of the tile's first token. */
+struct gemm_tile_args {
+    const uint8_t *w;
+    size_t stride;
+    int32_t j0, j1;
+    int first, last, tail;
+    const int8_t *q, *qp;
+    size_t q_stride;
+    const int32_t *sumq; /* (T,) */
+    __m512i *carry;      /* (R * T,) */
+    int32_t *out;
+    size_t out_stride;
+};
+
+static inline __attribute__((always_inline)) void gemm_tile(const struct gemm_tile_args *g, int R,
+                                                            int T, int gfni)
+{
+    _Alignas(64) int32_t sums[32];
+    gemm_core(g->w, g->stride, g->j0, g->j1, g->qp, R, T, gfni, g->first, g->last, g->carry, sums);
+    if (!g->last) return;
+    int32_t pairs = g->j1;
+    if (g->tail) {
+        /* the odd last block: natural activation order, 256-bit */
+        const __m256i m3 = _mm256_set1_epi8(3);
+        for (int r = 0; r < R; r++) {
+            __m256i x = _mm256_loadu_si256(
+                (const __m256i *)(g->w + (size_t)r * g->stride + (size_t)pairs * 64));
+            __m256i c[4] = {_mm256_and_si256(_mm256_srli_epi16(x, 6), m3),
+                            _mm256_and_si256(_mm256_srli_epi16(x, 4), m3),
+                            _mm256_and_si256(_mm256_srli_epi16(x, 2), m3), _mm256_and_si256(x, m3)};
+            for (int t = 0; t < T; t++) {
+                const int8_t *qb = g->q + (size_t)t * g->q_stride + (size_t)pairs * 256;
+                __m256i u = _mm256_setzero_si256();
+                for (int k = 0; k < 4; k++)
+                    u = _mm256_dpbusd_epi32(u, c[k],
+                                            _mm256_loadu_si256((const __m256i *)(qb + 32 * k)));
+                sums[r * T + t] += hsum256(u);
+            }
+        }
+    }
+    int32_t *out = g->out;
+    for (int t = 0; t < T; t++, out += g->out_stride) {
+        out[0] = sums[t] - g->sumq[t];
+        if (R == 2) out[1] = sums[T + t] - g->sumq[t];
+    }
+}
+
+typedef void (*gemm_tile_fn)(const struct gemm_tile_args *g);
+
+/* One function per (unpacking, rows, tokens), so each has constant shapes. */
+#define TILE_FN(G, R, T)                                                                           \
+    static void tile_##G##_##R##_##T(const struct gemm_tile_args *g)                               \
+    {                                                                                              \
+        gemm_tile(g, R, T, G);                                                                     \
+    }
+#define TILE_FNS(G, R)                                                                             \
+    TILE_FN(G, R, 1)                                                                               \
+    TILE_FN(G, R, 2)                                                                               \
+    TILE_FN(G, R, 3)                                                                               \
+    TILE_FN(G, R, 4)                                                                               \
+    TILE_FN(G, R, 5)                                                                               \
+    TILE_FN(G, R, 6)                                                                               \
+    TILE_FN(G, R, 7)                                                                               \
+    TILE_FN(G, R, 8)                                                                               \
+    TILE_FN(G, R, 9)                                                                               \
+    TILE_FN(G, R, 10)                                                                              \
+    TILE_FN(G, R, 11)                                                                              \
+    TILE_FN(G, R, 12)
+TILE_FNS(0, 1)
+TILE_FNS(0, 2)
+TILE_FNS(1, 1)
+TILE_FNS(1, 2)
+#define TILE_ROW(G, R)                                                                             \
+    {                                                                                              \
+        NULL, tile_##G##_##R##_1, tile_##G##_##R##_2, tile_##G##_##R##_3, tile_##G##_##R##_4,      \
+            tile_##G##_##R##_5, tile_##G##_##R##_6, tile_##G##_##R##_7, tile_##G##_##R##_8,        \
+            tile_##G##_##R##_9, tile_##G##_##R##_10, tile_##G##_##R##_11, tile_##G##_##R##_12      \
+    }
+/* [gfni][rows - 1][tokens] */
+static const gemm_tile_fn g_tiles[2][2][GEMM_TMAX + 1] = {{TILE_ROW(0, 1), TILE_ROW(0, 2)},
+                                                          {TILE_ROW(1, 1), TILE_ROW(1, 2)}};
+#undef TILE_ROW
+#undef TILE_FNS
+#undef TILE_FN
+
+/* Loop nest, outermost first: 64-token super-blocks (activations permuted once), row
+ * blocks of about 512 KiB of weights (they stay in L2 while every token tile of the
+ * super-block passes), token tiles of up to 12, column chunks (a tile's activations stay
+ * in L1; the sums of each row pair are carried from chunk to chunk in memory rather than
+ * reduced), row pairs. A weight byte comes from memory once per 64 tokens and from L2
+ * once per tile. */
+void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                                const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride,
+                                int gfni)
+{
+    if (r0 >= r1 || ntok <= 0) return;
     size_t kpad = (size_t)m->blocks * BR_TMAT_BLOCK;
     int32_t pairs = m->blocks / 2;
     size_t qp_stride = (size_t)pairs * 256;
-    /* equal chunks of at most GEMM_KC pairs: every chunk ends with a reduction */
-    int32_t nchunks = (pairs + GEMM_KC - 1) / GEMM_KC;
-    int32_t kc = nchunks ? (pairs + nchunks - 1) / nchunks : 1;
+    /* equal chunks of at most kc_max pairs */
+    int32_t kc_max = GEMM_QL1 / (GEMM_TMAX * 256);
+    int32_t nchunks = pairs > 0 ? (pairs + kc_max - 1) / kc_max : 1;
+    int32_t kc = pairs > 0 ? (pairs + nchunks - 1) / nchunks : 0;
     int32_t rb = (int32_t)(GEMM_RB_BYTES / m->row_bytes) & ~1;
     if (rb < 2) rb = 2;
+    if (nchunks > 1 && rb > 64) rb = 64; /* the carried sums of a row block stay near L1 */
     int32_t ts_max = ntok < GEMM_TS ? ntok : GEMM_TS;
     int8_t *qp = aligned_alloc(64, qp_stride * (size_t)ts_max + 64);
-    if (!qp) {
+    __m512i *carry = NULL;
+    if (nchunks > 1) carry = aligned_alloc(64, (size_t)rb * GEMM_TMAX * sizeof *carry);
+    if (!qp || (nchunks > 1 && !carry)) {
+        free(qp);
+        free(carry);
         br_tmat_gemm_ref(m, r0, r1, ntok, q, q_stride, acc, acc_stride);
         return;
     }
+    int32_t sumq[GEMM_TS];
+    struct gemm_tile_args g = {
+        .stride = m->row_bytes, .q_stride = q_stride, .out_stride = acc_stride};
     for (int32_t s0 = 0; s0 < ntok; s0 += GEMM_TS) {
         int32_t ts = ntok - s0 < GEMM_TS ? ntok - s0 : GEMM_TS;
-        for (int32_t t = 0; t < ts; t++) {
-            const int8_t *qt = q + (size_t)(s0 + t) * q_stride;
-            permute_q(qt, pairs, qp + (size_t)t * qp_stride);
-            int32_t sumq = sum_i8_avx512(qt, kpad);
-            int32_t *at = acc + (size_t)(s0 + t) * acc_stride;
-            for (int32_t r = r0; r < r1; r++) at[r - r0] = -sumq;
+        /* tiles of nearly equal size: 64 tokens go as 11, 11, 11, 11, 10, 10 */
+        int32_t ntiles = (ts + GEMM_TMAX - 1) / GEMM_TMAX;
+        for (int32_t i = 0, t0 = 0; i < ntiles; i++) {
+            int T = (int)(ts / ntiles + (i < ts % ntiles));
+            for (int t = 0; t < T; t++) {
+                const int8_t *qt = q + (size_t)(s0 + t0 + t) * q_stride;
+                permute_q(qt, pairs, qp + (size_t)t0 * qp_stride + (size_t)t * 64, (size_t)T * 64);
+                sumq[t0 + t] = sum_i8_avx512(qt, kpad);
+            }
+            t0 += T;
         }
         for (int32_t b0 = r0; b0 < r1; b0 += rb) {
             int32_t b1 = b0 + rb < r1 ? b0 + rb : r1;
-            for (int32_t t0 = 0; t0 < ts; t0 += GEMM_T) {
-                int T = ts - t0 < GEMM_T ? (int)(ts - t0) : GEMM_T;
-                const int8_t *qt = q + (size_t)(s0 + t0) * q_stride;
-                const int8_t *qpt = qp + (size_t)t0 * qp_stride;
-                int32_t *at = acc + (size_t)(s0 + t0) * acc_stride;
-                for (int32_t j0 = 0;; j0 += kc) {
-                    int32_t j1 = j0 + kc < pairs ? j0 + kc : pairs;
-                    int tail = j1 == pairs && (m->blocks & 1);
-                    for (int32_t r = b0; r < b1; r += 2)
-                        gemm_tile(m->codes + (size_t)r * m->row_bytes, m->row_bytes,
-                                  r + 2 <= b1 ? 2 : 1, T, j0, j1, tail, qt, q_stride, qpt,
-                                  qp_stride, at + (r - r0), acc_stride);
-                    if (j1 >= pairs) break;
+            for (int32_t i = 0, t0 = 0; i < ntiles; i++) {
+                int T = (int)(ts / ntiles + (i < ts % ntiles));
+                g.q = q + (size_t)(s0 + t0) * q_stride;
+                g.qp = qp + (size_t)t0 * qp_stride;
+                g.sumq = sumq + t0;
+                for (int32_t c = 0; c < nchunks; c++) {
+                    g.j0 = c * kc;
+                    g.j1 = g.j0 + kc < pairs ? g.j0 + kc : pairs;
+                    g.first = c == 0;
+                    g.last = c == nchunks - 1;
+                    g.tail = g.last && (m->blocks & 1);
+                    for (int32_t r = b0; r < b1; r += 2) {
+                        int R = r + 2 <= b1 ? 2 : 1;
+                        g.w = m->codes + (size_t)r * m->row_bytes;
+                        g.carry = carry ? carry + (size_t)(r - b0) * GEMM_TMAX : NULL;
+                        g.out = acc + (size_t)(s0 + t0) * acc_stride + (size_t)(r - r0);
+                        g_tiles[gfni != 0][R - 1][T](&g);
+                    }
                 }
+                t0 += T;
             }
         }
     }
+    free(carry);
     free(qp);
+}
+
+static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                        const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx512_unpack(m, r0, r1, ntok, q, q_stride, acc, acc_stride, br_cpu_has_gfni());
 }
 
 /* ---- 1.6-bit layout (VBMI) ---- */

@@ -3,7 +3,8 @@
  * must match the scalar reference exactly (integer sums bit for bit, float dots to the
  * last bit). Variants the CPU or build lacks are skipped with the reason printed.
  * Shapes cover columns that are not multiples of 128, the largest FFN width (45568),
- * odd row counts, row sub-ranges, and GEMM token counts 1..9 with padded strides.
+ * odd row counts, row sub-ranges, GEMM token counts 1..9 with padded strides, both code
+ * unpackings of the AVX-512 GEMM at every tile shape, and both AVX2 GEMM multiply-adds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -166,10 +167,12 @@ static void test_gemv_extremes(void **state)
     br_tmat_free(&m);
 }
 
-/* GEMM of rows 1..rows-1 (or all when rows <= 2) for ntok tokens with padded strides;
- * one token saturated low, one high, and the gaps between outputs must stay untouched. */
-static void check_gemm(const struct br_kernel_ops *k, struct br_tmat *m, int32_t ntok,
-                       uint64_t *rng)
+/* GEMM of rows 1..rows-1 (or all when rows <= 2) for ntok tokens with padded strides,
+ * computed by `gemm` (called `name` in messages). Activations are random (how ==
+ * Q_RANDOM, with token 1 all -128 and token 2 all 127) or all -128 / all 127; the gaps
+ * between outputs must stay untouched. */
+static void check_gemm_fn(const char *name, br_gemm_fn gemm, struct br_tmat *m, int32_t ntok,
+                          enum qfill how, uint64_t *rng)
 {
     int32_t kpad = m->blocks * BR_TMAT_BLOCK;
     size_t q_stride = (size_t)kpad + (ntok % 2 ? 64 : 0);
@@ -179,8 +182,8 @@ static void check_gemm(const struct br_kernel_ops *k, struct br_tmat *m, int32_t
     for (int32_t t = 0; t < ntok; t++)
         for (int32_t c = 0; c < m->cols; c++) {
             int8_t v = (int8_t)(br_test_rand(rng) & 0xff);
-            if (t == 1) v = -128;
-            if (t == 2) v = 127;
+            if (how == Q_MIN || (how == Q_RANDOM && t == 1)) v = -128;
+            if (how == Q_MAX || (how == Q_RANDOM && t == 2)) v = 127;
             q[(size_t)t * q_stride + (size_t)c] = v;
         }
     size_t n = (size_t)ntok * acc_stride;
@@ -190,14 +193,20 @@ static void check_gemm(const struct br_kernel_ops *k, struct br_tmat *m, int32_t
     for (size_t i = 0; i < n; i++) want[i] = got[i] = -7;
     int32_t r0 = m->rows > 2 ? 1 : 0, r1 = m->rows;
     br_tmat_gemm_ref(m, r0, r1, ntok, q, q_stride, want, acc_stride);
-    k->gemm(m, r0, r1, ntok, q, q_stride, got, acc_stride);
+    gemm(m, r0, r1, ntok, q, q_stride, got, acc_stride);
     for (size_t i = 0; i < n; i++)
         if (want[i] != got[i])
-            fail_msg("%s gemm %dx%d ntok %d index %zu: want %d got %d", k->name, m->rows, m->cols,
+            fail_msg("%s gemm %dx%d ntok %d index %zu: want %d got %d", name, m->rows, m->cols,
                      ntok, i, want[i], got[i]);
     free(want);
     free(got);
     free(q);
+}
+
+static void check_gemm(const struct br_kernel_ops *k, struct br_tmat *m, int32_t ntok,
+                       uint64_t *rng)
+{
+    check_gemm_fn(k->name, k->gemm, m, ntok, Q_RANDOM, rng);
 }
 
 static void test_gemm(void **state)
@@ -231,6 +240,135 @@ static void test_gemm_blocking(void **state)
         check_gemm(k, &m, cases[i].ntok, &rng);
         br_tmat_free(&m);
     }
+}
+
+#if defined(BR_HAVE_AVX512)
+static void gemm_avx512_shift(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                              const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx512_unpack(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 0);
+}
+
+static void gemm_avx512_gfni(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                             const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx512_unpack(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 1);
+}
+#endif
+
+#if defined(BR_HAVE_AVX2)
+static void gemm_avx2_madd(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                           const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx2_vnni(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 0);
+}
+
+static void gemm_avx2_vnni(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                           const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    br_tmat_gemm_avx2_vnni(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 1);
+}
+#endif
+
+/* Both multiply-adds of the AVX2 GEMM (vpmaddubsw, and AVX-VNNI where the CPU has it):
+ * token counts 1..17 (tiles of 1..8), columns not a multiple of 128, up to 45568, weights
+ * all -1 or all +1 with activations all -128 or all 127 (the int16 budget of vpmaddubsw). */
+static void test_gemm_avx2_vnni(void **state)
+{
+    (void)state;
+#if defined(BR_HAVE_AVX2)
+    if (!br_kernels_find("avx2")) {
+        print_message("[  SKIP  ] avx2 GEMM: this CPU has no AVX2\n");
+        skip();
+    }
+    struct {
+        const char *name;
+        br_gemm_fn fn;
+    } fns[2] = {{"avx2 maddubs", gemm_avx2_madd}, {"avx2 avx-vnni", gemm_avx2_vnni}};
+    int nfns = br_cpu_has_avxvnni() ? 2 : 1;
+    if (nfns == 1) print_message("[  SKIP  ] avx2 avx-vnni: this CPU has no AVX-VNNI\n");
+    static const struct {
+        int32_t rows, cols;
+        enum fill how;
+        int32_t t_lo, t_hi;
+    } cases[] = {
+        {6, 100, FILL_RANDOM, 1, 17},     {5, 2560, FILL_RANDOM, 1, 17},
+        {3, 8640, FILL_RANDOM, 8, 9},     {2, 45568, FILL_RANDOM, 9, 9},
+        {3, 6912, FILL_MINUS, 8, 9},      {3, 6912, FILL_PLUS, 8, 9},
+        {9, 1000, FILL_ZERO_HEAVY, 7, 8},
+    };
+    uint64_t rng = 123;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct br_tmat m;
+        assert_int_equal(br_tmat_init(&m, cases[i].rows, cases[i].cols), BR_OK);
+        fill_matrix(&m, cases[i].how, &rng);
+        for (int f = 0; f < nfns; f++)
+            for (int32_t ntok = cases[i].t_lo; ntok <= cases[i].t_hi; ntok++) {
+                check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_RANDOM, &rng);
+                if (cases[i].how == FILL_MINUS || cases[i].how == FILL_PLUS) {
+                    check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_MIN, &rng);
+                    check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_MAX, &rng);
+                }
+            }
+        br_tmat_free(&m);
+    }
+#else
+    print_message("[  SKIP  ] avx2 GEMM: not compiled in\n");
+    skip();
+#endif
+}
+
+/* Both code unpackings of the AVX-512 GEMM (GFNI and shift + mask; the table runs only
+ * one of them on a given CPU): every tile size (token counts 1..26 make tiles of 1..12
+ * tokens and of both row counts), super-blocks of 64 tokens and their remainders (up to
+ * 130), columns that are not a multiple of 64 or 128, several column chunks (sums carried
+ * between them) up to 45568 columns, weights all -1 or all +1, activations all -128 or
+ * all 127. */
+static void test_gemm_avx512_unpack(void **state)
+{
+    (void)state;
+#if defined(BR_HAVE_AVX512)
+    if (!br_kernels_find("avx512")) {
+        print_message("[  SKIP  ] avx512 GEMM unpacking: this CPU has no AVX-512 VNNI\n");
+        skip();
+    }
+    struct {
+        const char *name;
+        br_gemm_fn fn;
+    } fns[2] = {{"avx512 shift", gemm_avx512_shift}, {"avx512 gfni", gemm_avx512_gfni}};
+    int nfns = br_cpu_has_gfni() ? 2 : 1;
+    if (nfns == 1) print_message("[  SKIP  ] avx512 gfni: this CPU has no GFNI\n");
+    static const struct {
+        int32_t rows, cols;
+        enum fill how;
+        int32_t t_lo, t_hi; /* token counts t_lo..t_hi */
+    } cases[] = {
+        {6, 100, FILL_RANDOM, 1, 26},     {5, 200, FILL_RANDOM, 1, 26},
+        {4, 2560, FILL_RANDOM, 1, 26},    {7, 3100, FILL_RANDOM, 9, 13},
+        {5, 8640, FILL_RANDOM, 11, 12},   {3, 1000, FILL_RANDOM, 60, 70},
+        {3, 384, FILL_RANDOM, 126, 130},  {2, 45568, FILL_RANDOM, 12, 13},
+        {3, 6912, FILL_MINUS, 12, 13},    {3, 6912, FILL_PLUS, 12, 13},
+        {9, 1000, FILL_ZERO_HEAVY, 7, 8},
+    };
+    uint64_t rng = 99;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct br_tmat m;
+        assert_int_equal(br_tmat_init(&m, cases[i].rows, cases[i].cols), BR_OK);
+        fill_matrix(&m, cases[i].how, &rng);
+        for (int f = 0; f < nfns; f++)
+            for (int32_t ntok = cases[i].t_lo; ntok <= cases[i].t_hi; ntok++) {
+                check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_RANDOM, &rng);
+                if (cases[i].how == FILL_MINUS || cases[i].how == FILL_PLUS) {
+                    check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_MIN, &rng);
+                    check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_MAX, &rng);
+                }
+            }
+        br_tmat_free(&m);
+    }
+#else
+    print_message("[  SKIP  ] avx512 GEMM unpacking: not compiled in\n");
+    skip();
+#endif
 }
 
 static float rand_float(uint64_t *rng)
@@ -369,8 +507,14 @@ static void test_select(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dispatch), cmocka_unit_test(test_select), VARIANT_TESTS("ref"),
-        VARIANT_TESTS("avx2"),           VARIANT_TESTS("avx512"),       VARIANT_TESTS("neon"),
+        cmocka_unit_test(test_dispatch),
+        cmocka_unit_test(test_select),
+        cmocka_unit_test(test_gemm_avx512_unpack),
+        cmocka_unit_test(test_gemm_avx2_vnni),
+        VARIANT_TESTS("ref"),
+        VARIANT_TESTS("avx2"),
+        VARIANT_TESTS("avx512"),
+        VARIANT_TESTS("neon"),
         VARIANT_TESTS("neon-nodot"),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -110,15 +110,18 @@ static void test_back_to_back_oversubscribed(void **state)
 
 struct cpu_ctx {
     int cpu[2];
+    atomic_int started;
 };
 
 static void record_cpu(void *vctx, int task, int n_tasks)
 {
     (void)n_tasks;
     struct cpu_ctx *c = vctx;
-    /* long enough that both threads take a task */
-    struct timespec ts = {0, 20 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    /* Each task waits (up to 10 s) for the other to start, so both threads take one even
+     * when a loaded machine wakes the worker late (a fixed sleep raced with that). */
+    atomic_fetch_add(&c->started, 1);
+    struct timespec ts = {0, 1000 * 1000};
+    for (int i = 0; i < 10000 && atomic_load(&c->started) < 2; i++) nanosleep(&ts, NULL);
     c->cpu[task] = sched_getcpu();
 }
 
@@ -135,7 +138,7 @@ static void test_pinned(void **state)
      * the process's CPUs instead of stacking them on the caller's one. */
     struct br_pool *p2 = NULL;
     assert_int_equal(br_pool_create_pinned(2, &p2), BR_OK);
-    struct cpu_ctx c = {{-1, -1}};
+    struct cpu_ctx c = {{-1, -1}, 0};
     br_pool_run(p2, record_cpu, &c, 2);
     if (CPU_COUNT(&before) > 1) assert_int_not_equal(c.cpu[0], c.cpu[1]);
     br_pool_destroy(&p2);

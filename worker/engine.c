@@ -268,6 +268,10 @@ int32_t br_engine_residual_width(const struct br_engine *e)
 {
     return e->dl;
 }
+struct br_pool *br_engine_pool(const struct br_engine *e)
+{
+    return e->pool;
+}
 
 void br_engine_vocab_slice(const struct br_engine *e, int tp_rank, int32_t *v0, int32_t *v1)
 {

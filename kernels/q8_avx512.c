@@ -29,6 +29,9 @@ static inline __m256i q8_pdot_vnni(__m256i aw, __m256i sx)
 
 #define VNNI_PAIRS 8 /* token pairs sharing a weight block: 16 tokens */
 #define VNNI_ROWS  2 /* rows sharing an activation load */
+#ifndef Q8_R1
+#define Q8_R1 8
+#endif
 
 /* Offset activations of a token pair, interleaved by 4-byte group: for block b, 64 bytes
  * holding group g of token 2p at dword 2g and of token 2p + 1 at dword 2g + 1. A zmm of
@@ -77,9 +80,9 @@ static void interleave_scales(const float *dx, size_t dx_stride, int32_t ntok, i
  * the np pairs. Per block and pair, s_b = f16(d_b) * dx_b is one float multiply (16 at a
  * time, both tokens of a pair for 8 blocks), then one vpdpbusd, one conversion and one
  * FMA give both tokens' canonical lanes. */
-static inline void vnni_tile(const struct br_q8mat *m, int64_t r, int R, int np, int32_t nt,
-                             const uint32_t *u2, size_t pair_dw, const float *dxp,
-                             size_t dxp_stride, float *y, size_t y_stride)
+static inline __attribute__((always_inline)) void
+vnni_tile(const struct br_q8mat *m, int64_t r, int R, int np, int32_t nt, const uint32_t *u2,
+          size_t pair_dw, const float *dxp, size_t dxp_stride, float *y, size_t y_stride)
 {
     const int32_t nb = m->nb;
     const int8_t *w[VNNI_ROWS];
@@ -146,20 +149,42 @@ static inline void vnni_tile(const struct br_q8mat *m, int64_t r, int R, int np,
         }
 }
 
-/* The shapes the compiler specializes: full tiles of 2 rows x 8 pairs, and the rest. */
-static void vnni_tile_full(const struct br_q8mat *m, int64_t r, const uint32_t *u2, size_t pair_dw,
-                           const float *dxp, size_t dxp_stride, float *y, size_t y_stride)
-{
-    vnni_tile(m, r, VNNI_ROWS, VNNI_PAIRS, 2 * VNNI_PAIRS, u2, pair_dw, dxp, dxp_stride, y,
-              y_stride);
-}
+/* Every tile shape as its own function, so the compiler unrolls each: R rows (1, 2) x NP
+ * token pairs (1 .. 8); NT is the token count (2 NP, or 2 NP - 1 for an odd group). */
+typedef void (*vnni_tile_fn)(const struct br_q8mat *m, int64_t r, int32_t nt, const uint32_t *u2,
+                             size_t pair_dw, const float *dxp, size_t dxp_stride, float *y,
+                             size_t y_stride);
+#define VNNI_TILE(R, NP)                                                                           \
+    static void vnni_tile_##R##_##NP(const struct br_q8mat *m, int64_t r, int32_t nt,              \
+                                     const uint32_t *u2, size_t pair_dw, const float *dxp,         \
+                                     size_t dxp_stride, float *y, size_t y_stride)                 \
+    {                                                                                              \
+        vnni_tile(m, r, R, NP, nt, u2, pair_dw, dxp, dxp_stride, y, y_stride);                     \
+    }
+VNNI_TILE(1, 1)
+VNNI_TILE(1, 2)
+VNNI_TILE(1, 3)
+VNNI_TILE(1, 4)
+VNNI_TILE(1, 5)
+VNNI_TILE(1, 6)
+VNNI_TILE(1, 7)
+VNNI_TILE(1, 8)
+VNNI_TILE(2, 1)
+VNNI_TILE(2, 2)
+VNNI_TILE(2, 3)
+VNNI_TILE(2, 4)
+VNNI_TILE(2, 5)
+VNNI_TILE(2, 6)
+VNNI_TILE(2, 7)
+VNNI_TILE(2, 8)
 
-static void vnni_tile_part(const struct br_q8mat *m, int64_t r, int R, int32_t nt,
-                           const uint32_t *u2, size_t pair_dw, const float *dxp, size_t dxp_stride,
-                           float *y, size_t y_stride)
-{
-    vnni_tile(m, r, R, (nt + 1) / 2, nt, u2, pair_dw, dxp, dxp_stride, y, y_stride);
-}
+/* [R - 1][np - 1] */
+static const vnni_tile_fn vnni_tiles[VNNI_ROWS][VNNI_PAIRS] = {
+    {vnni_tile_1_1, vnni_tile_1_2, vnni_tile_1_3, vnni_tile_1_4, vnni_tile_1_5, vnni_tile_1_6,
+     vnni_tile_1_7, vnni_tile_1_8},
+    {vnni_tile_2_1, vnni_tile_2_2, vnni_tile_2_3, vnni_tile_2_4, vnni_tile_2_5, vnni_tile_2_6,
+     vnni_tile_2_7, vnni_tile_2_8},
+};
 
 static void q8_gemm_vnni(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok,
                          const int8_t *q, size_t q_stride, const float *dx, size_t dx_stride,
@@ -178,18 +203,18 @@ static void q8_gemm_vnni(const struct br_q8mat *m, int64_t r0, int64_t r1, int32
     interleave_pairs(q, q_stride, ntok, m->cols, u2);
     interleave_scales(dx, dx_stride, ntok, m->nb, dxp);
     const size_t pair_dw = pair_bytes / 4;
-    /* rows outer so a row pair (2 * cols bytes) stays in L1 across all token groups */
-    for (int64_t r = r0; r < r1; r += VNNI_ROWS) {
-        int R = r1 - r < VNNI_ROWS ? (int)(r1 - r) : VNNI_ROWS;
+    /* rows outer so a row pair (2 * cols bytes) stays in L1 across all token groups; Q8_R1
+     * tokens or fewer go one row at a time */
+    int rows_per_tile = ntok > Q8_R1 ? VNNI_ROWS : 1;
+    for (int64_t r = r0; r < r1; r += rows_per_tile) {
+        int R = r1 - r < rows_per_tile ? (int)(r1 - r) : rows_per_tile;
         for (int32_t t0 = 0; t0 < ntok; t0 += 2 * VNNI_PAIRS) {
             int32_t nt = ntok - t0 < 2 * VNNI_PAIRS ? ntok - t0 : 2 * VNNI_PAIRS;
             const uint32_t *ut = u2 + (size_t)(t0 / 2) * pair_dw;
             const float *dt = dxp + (size_t)(t0 / 2) * dxp_stride;
             float *yt = y + (size_t)t0 * y_stride + (size_t)(r - r0);
-            if (R == VNNI_ROWS && nt == 2 * VNNI_PAIRS)
-                vnni_tile_full(m, r, ut, pair_dw, dt, dxp_stride, yt, y_stride);
-            else
-                vnni_tile_part(m, r, R, nt, ut, pair_dw, dt, dxp_stride, yt, y_stride);
+            vnni_tiles[R - 1][(nt + 1) / 2 - 1](m, r, nt, ut, pair_dw, dt, dxp_stride, yt,
+                                                y_stride);
         }
     }
     free(u2);

@@ -74,7 +74,7 @@ static inline void q8_tile(const struct br_q8mat *m, int64_t r, int R, int32_t n
     for (int t = 0; t < Q8_TOK_GROUP; t++) a0[t] = a1[t] = _mm256_setzero_ps();
     int32_t b0 = 0;
     for (; b0 + 8 <= nb; b0 += 8) {
-        if (n == 1) { /* GEMV: stream the rows ahead of use */
+        { /* stream the rows ahead of use: GEMV, and a GEMM row read once per token group */
             _mm_prefetch((const char *)(w0 + 32 * (size_t)b0 + Q8_PREFETCH), _MM_HINT_T0);
             _mm_prefetch((const char *)(w0 + 32 * (size_t)b0 + Q8_PREFETCH + 64), _MM_HINT_T0);
             _mm_prefetch((const char *)(w0 + 32 * (size_t)b0 + Q8_PREFETCH + 128), _MM_HINT_T0);

@@ -204,28 +204,45 @@ static size_t rec_bytes(int32_t cap, int32_t v0, int32_t v1)
            (size_t)br_sample_n_chunks(v0, v1) * sizeof(struct br_sample_chunk_stat);
 }
 
-/* A slice's records for the n_rows rows of logits (n_rows, v1 - v0) into out
- * (n_rows * rec_bytes,). A row whose sampling fails carries the status instead. */
-static void make_records(const int32_t *x, int32_t mb, int32_t n_rows, const float *logits,
-                         int32_t v0, int32_t v1, void *out)
+struct rec_job {
+    const int32_t *x;
+    int32_t mb, n_rows, v0, v1, cap;
+    const float *logits;
+    void *out;
+    size_t rb;
+};
+
+/* Row r's record: its candidates and softmax statistics, or its failure status. */
+static void make_record(void *ctx, int r, int n_tasks)
 {
-    int32_t w = v1 - v0, cap = rec_cap(x, mb, n_rows, w);
-    size_t rb = rec_bytes(cap, v0, v1);
+    (void)n_tasks;
+    const struct rec_job *j = ctx;
+    int32_t w = j->v1 - j->v0;
+    uint8_t *rec = (uint8_t *)j->out + (size_t)r * j->rb;
+    struct rec_head h = {0, 0};
+    struct br_sample_params p;
     struct br_sample_bias bias[BR_DIST_MAX_BIAS];
-    for (int32_t r = 0; r < n_rows; r++) {
-        uint8_t *rec = (uint8_t *)out + (size_t)r * rb;
-        struct rec_head h = {0, 0};
-        struct br_sample_params p;
-        uint64_t seq, pos;
-        struct br_err err = {{0}};
-        struct br_cand *cands = (struct br_cand *)(void *)(rec + sizeof h);
-        struct br_sample_chunk_stat *stats = (struct br_sample_chunk_stat *)(void *)(cands + cap);
-        h.n = ext_row(x, mb, r, &p, bias, &seq, &pos);
-        if (h.n == BR_OK)
-            h.n = br_sample_candidates(&p, logits + (size_t)r * (size_t)w, v0, v1, NULL, 0, seq,
-                                       pos, cands, cap, stats, &err);
-        memcpy(rec, &h, sizeof h);
-    }
+    uint64_t seq, pos;
+    struct br_err err = {{0}};
+    struct br_cand *cands = (struct br_cand *)(void *)(rec + sizeof h);
+    struct br_sample_chunk_stat *stats = (struct br_sample_chunk_stat *)(void *)(cands + j->cap);
+    h.n = ext_row(j->x, j->mb, r, &p, bias, &seq, &pos);
+    if (h.n == BR_OK)
+        h.n = br_sample_candidates(&p, j->logits + (size_t)r * (size_t)w, j->v0, j->v1, NULL, 0,
+                                   seq, pos, cands, j->cap, stats, &err);
+    memcpy(rec, &h, sizeof h);
+}
+
+/* A slice's records for the n_rows rows of logits (n_rows, v1 - v0) into out
+ * (n_rows * rec_bytes,). A row whose sampling fails carries the status instead. Rows are
+ * independent, so they spread over the engine's pool (the thread that runs the steps
+ * drives it here too). */
+static void make_records(struct br_engine *e, const int32_t *x, int32_t mb, int32_t n_rows,
+                         const float *logits, int32_t v0, int32_t v1, void *out)
+{
+    int32_t cap = rec_cap(x, mb, n_rows, v1 - v0);
+    struct rec_job j = {x, mb, n_rows, v0, v1, cap, logits, out, rec_bytes(cap, v0, v1)};
+    br_pool_run(br_engine_pool(e), make_record, &j, n_rows);
 }
 
 /* Runs this rank's share of the step described by d (and x, a sampled step's parameters);
@@ -368,7 +385,7 @@ int br_dist_collect_sampled(struct br_dist *q, struct br_engine *e, struct br_co
             break;
         }
         if (last && t == 0) {
-            make_records(p.ext, mb, n_rows, p.mine, a, z, recs[t]);
+            make_records(e, p.ext, mb, n_rows, p.mine, a, z, recs[t]);
         } else {
             int src = (c->pp - 1) * c->tp + t;
             if ((rc = c->ops->recv_from(c, src, recs[t], (size_t)n_rows * rb[t])))
@@ -585,7 +602,7 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
                     }
                     recs[cur] = nr, recs_cap[cur] = bytes;
                 }
-                make_records(x, mbi, d[2], logits[cur], v0, v1, recs[cur]);
+                make_records(e, x, mbi, d[2], logits[cur], v0, v1, recs[cur]);
                 rc = c->ops->send_root(c, recs[cur], bytes, &pending[cur]);
             } else if (d[1] & DESC_TOP1) {
                 slice_top1(logits[cur], d[2], v1 - v0, v0, t1[cur]);

@@ -277,6 +277,10 @@ int32_t br_engine_residual_width(const struct br_engine *e)
 {
     return e->dl;
 }
+struct br_pool *br_engine_pool(const struct br_engine *e)
+{
+    return e->pool;
+}
 
 void br_engine_vocab_slice(const struct br_engine *e, int tp_rank, int32_t *v0, int32_t *v1)
 {
@@ -317,6 +321,40 @@ int br_engine_check(const struct br_engine *e, const struct br_batch *b, struct 
     return BR_OK;
 }
 
+/* ---- per-token work over the pool ---- */
+
+typedef void (*tok_fn)(struct br_engine *e, void *ctx, int32_t t);
+
+struct tok_job {
+    struct br_engine *e;
+    tok_fn fn;
+    void *ctx;
+    int32_t T;
+};
+
+static void tok_task(void *ctx, int task, int n_tasks)
+{
+    struct tok_job *j = ctx;
+    int32_t t0 = (int32_t)((int64_t)j->T * task / n_tasks);
+    int32_t t1 = (int32_t)((int64_t)j->T * (task + 1) / n_tasks);
+    for (int32_t t = t0; t < t1; t++) j->fn(j->e, j->ctx, t);
+}
+
+/* fn(e, ctx, t) for every token t < T: the tokens spread over the pool, each computed by
+ * one thread exactly as the serial loop would, so results do not depend on the thread
+ * count. One token, or one thread, runs in the caller. */
+static void for_tokens(struct br_engine *e, int32_t T, tok_fn fn, void *ctx)
+{
+    int threads = br_pool_threads(e->pool);
+    if (T < 2 || threads < 2) {
+        for (int32_t t = 0; t < T; t++) fn(e, ctx, t);
+        return;
+    }
+    struct tok_job j = {e, fn, ctx, T};
+    int n = T < 4 * threads ? T : 4 * threads;
+    br_pool_run(e->pool, tok_task, &j, n);
+}
+
 /* ---- collectives (copies when alone) ---- */
 
 /* Gathers per-rank blocks of `elem` bytes x per_rank[r] elements for each of T tokens,
@@ -337,38 +375,83 @@ static int gather_blocks(struct br_engine *e, const void *mine, size_t elem,
     return e->comm->ops->allgather(e->comm, mine, out, e->counts, e->displs);
 }
 
+struct normq_job {
+    const float *x, *g;
+    int32_t n_local, n_total, chunk, T;
+    const int32_t *chunks_per_rank, *pr; /* pr[r] = 1 + chunks_per_rank[r] */
+    int normed;
+    int8_t *q;
+    size_t npad, stride;
+    const float *gs; /* the group's statistics: e->gstats, or e->stats when alone */
+};
+
+/* Token t's local statistics: absmax, then its chunk sums, at e->stats + t * stride. */
+static void normq_stats_tok(struct br_engine *e, void *ctx, int32_t t)
+{
+    const struct normq_job *j = ctx;
+    e->stats[(size_t)t * j->stride] =
+        br_normq_stats(j->x + (size_t)t * j->n_local, j->g, (size_t)j->n_local, (size_t)j->chunk,
+                       e->stats + (size_t)t * j->stride + 1);
+}
+
+/* Token t's gathered statistics combined in rank (= chunk) order, then its quantization. */
+static void normq_quant_tok(struct br_engine *e, void *ctx, int32_t t)
+{
+    const struct normq_job *j = ctx;
+    float absmax = 0.0f, ss = 0.0f;
+    size_t off = 0;
+    for (int r = 0; r < e->tp; r++) {
+        const float *blk = j->gs + off + (size_t)t * (size_t)j->pr[r];
+        if (blk[0] > absmax) absmax = blk[0];
+        for (int32_t c = 0; c < j->chunks_per_rank[r]; c++) ss += blk[1 + c];
+        off += (size_t)j->T * (size_t)j->pr[r];
+    }
+    float rr = br_normq_r(ss, (size_t)j->n_total, e->m->cfg.eps, j->normed);
+    e->qs[t] = br_normq_quantize(j->x + (size_t)t * j->n_local, j->g, (size_t)j->n_local, j->npad,
+                                 absmax, rr, j->q + (size_t)t * j->npad);
+}
+
+/* Alone, the gather would be a copy: each token's statistics feed its quantization
+ * directly, in one pass over the tokens. */
+static void normq_both_tok(struct br_engine *e, void *ctx, int32_t t)
+{
+    normq_stats_tok(e, ctx, t);
+    normq_quant_tok(e, ctx, t);
+}
+
 /* Norm-and-quantize across the group (kernels/ops.h): x (T, n_local) with chunk sums over
  * `chunk`, statistics of every rank combined in rank (= chunk) order. Writes q (T, npad)
- * and e->qs (T,). chunks_per_rank[r] and n_total describe the group. */
+ * and e->qs (T,). chunks_per_rank[r] and n_total describe the group. Tokens are
+ * independent, so they spread over the pool. */
 static int normq(struct br_engine *e, const float *x, const float *g, int32_t n_local,
                  int32_t n_total, int32_t chunk, const int32_t *chunks_per_rank, int normed,
                  int32_t T, int8_t *q, size_t npad)
 {
-    const float eps = e->m->cfg.eps;
-    int32_t mine = chunks_per_rank[e->tp_rank];
-    size_t stride = 1 + (size_t)mine;
-    for (int32_t t = 0; t < T; t++)
-        e->stats[t * stride] = br_normq_stats(x + (size_t)t * n_local, g, (size_t)n_local,
-                                              (size_t)chunk, e->stats + t * stride + 1);
     int32_t per_rank[64];
-    int32_t *pr = e->tp <= 64 ? per_rank : NULL;
-    if (!pr) return BR_E_UNSUPPORTED;
-    for (int r = 0; r < e->tp; r++) pr[r] = 1 + chunks_per_rank[r];
-    int rc = gather_blocks(e, e->stats, sizeof(float), pr, T, e->gstats);
-    if (rc) return rc;
-    for (int32_t t = 0; t < T; t++) {
-        float absmax = 0.0f, ss = 0.0f;
-        size_t off = 0;
-        for (int r = 0; r < e->tp; r++) {
-            const float *blk = e->gstats + off + (size_t)t * (size_t)pr[r];
-            if (blk[0] > absmax) absmax = blk[0];
-            for (int32_t c = 0; c < chunks_per_rank[r]; c++) ss += blk[1 + c];
-            off += (size_t)T * (size_t)pr[r];
-        }
-        float rr = br_normq_r(ss, (size_t)n_total, eps, normed);
-        e->qs[t] = br_normq_quantize(x + (size_t)t * n_local, g, (size_t)n_local, npad, absmax, rr,
-                                     q + (size_t)t * npad);
+    if (e->tp > 64) return BR_E_UNSUPPORTED;
+    for (int r = 0; r < e->tp; r++) per_rank[r] = 1 + chunks_per_rank[r];
+    struct normq_job j = {x,
+                          g,
+                          n_local,
+                          n_total,
+                          chunk,
+                          T,
+                          chunks_per_rank,
+                          per_rank,
+                          normed,
+                          q,
+                          npad,
+                          (size_t)per_rank[e->tp_rank],
+                          e->gstats};
+    if (e->tp == 1) {
+        j.gs = e->stats;
+        for_tokens(e, T, normq_both_tok, &j);
+        return BR_OK;
     }
+    for_tokens(e, T, normq_stats_tok, &j);
+    int rc = gather_blocks(e, e->stats, sizeof(float), per_rank, T, e->gstats);
+    if (rc) return rc;
+    for_tokens(e, T, normq_quant_tok, &j);
     return BR_OK;
 }
 
@@ -406,9 +489,14 @@ struct proj_job {
     const int8_t *q8;
     size_t kpad;
     int32_t T;
-    int32_t *acc; /* (T, w->rows) */
+    int32_t *acc;    /* (T, w->rows) */
+    const float *qs; /* (T,) each token's quantization scale s */
+    float *y;        /* NULL, or (T, w->rows) = acc / s * scale */
+    float *x;        /* NULL, or the residual (T, w->rows) += acc / s * scale */
 };
 
+/* Rows [r0, r1) of the integer product and, where asked, of its float outputs: every
+ * element's arithmetic is the same whichever task computes it. */
 static void proj_task(void *ctx, int task, int n_tasks)
 {
     struct proj_job *j = ctx;
@@ -420,12 +508,24 @@ static void proj_task(void *ctx, int task, int n_tasks)
         br_tmat_gemv(j->w, r0, r1, j->q8, j->acc + r0);
     else
         br_tmat_gemm(j->w, r0, r1, j->T, j->q8, j->kpad, j->acc + r0, (size_t)rows);
+    const float *sc = j->w->scale;
+    for (int32_t t = 0; t < j->T && (j->y || j->x); t++) {
+        const int32_t *a = j->acc + (size_t)t * (size_t)rows;
+        float s = j->qs[t];
+        if (j->y) {
+            float *yt = j->y + (size_t)t * (size_t)rows;
+            for (int32_t r = r0; r < r1; r++) yt[r] = (float)a[r] / s * sc[r];
+        } else {
+            float *xt = j->x + (size_t)t * (size_t)rows;
+            for (int32_t r = r0; r < r1; r++) xt[r] += (float)a[r] / s * sc[r];
+        }
+    }
 }
 
 static void integer_product(struct br_engine *e, const struct br_tmat *w, const int8_t *q8,
-                            size_t kpad, int32_t T)
+                            size_t kpad, int32_t T, float *y, float *x)
 {
-    struct proj_job j = {w, q8, kpad, T, e->acc};
+    struct proj_job j = {w, q8, kpad, T, e->acc, e->qs, y, x};
     int t = br_pool_threads(e->pool);
     int n = t == 1 ? 1 : t * 4;
     if (n > w->rows) n = w->rows;
@@ -436,13 +536,7 @@ static void integer_product(struct br_engine *e, const struct br_tmat *w, const 
 static void project(struct br_engine *e, const struct br_tmat *w, const int8_t *q8, size_t kpad,
                     int32_t T, float *y)
 {
-    integer_product(e, w, q8, kpad, T);
-    for (int32_t t = 0; t < T; t++) {
-        const int32_t *a = e->acc + (size_t)t * w->rows;
-        float *yt = y + (size_t)t * w->rows;
-        float s = e->qs[t];
-        for (int32_t r = 0; r < w->rows; r++) yt[r] = (float)a[r] / s * w->scale[r];
-    }
+    integer_product(e, w, q8, kpad, T, y, NULL);
 }
 
 /* Row-split projection (O, Down): partial sums over local columns for all d rows, summed
@@ -450,7 +544,11 @@ static void project(struct br_engine *e, const struct br_tmat *w, const int8_t *
 static int project_add_residual(struct br_engine *e, const struct br_tmat *w, const int8_t *q8,
                                 size_t kpad, int32_t T)
 {
-    integer_product(e, w, q8, kpad, T);
+    if (e->tp == 1) { /* the sums are the residual's own rows: added where computed */
+        integer_product(e, w, q8, kpad, T, NULL, e->x);
+        return BR_OK;
+    }
+    integer_product(e, w, q8, kpad, T, NULL, NULL);
     int32_t d = e->m->cfg.n_embd, d0 = e->m->part.d0;
     const int32_t *sums = e->acc;
     size_t stride = (size_t)d;
@@ -554,6 +652,32 @@ int br_engine_embed(struct br_engine *e, const struct br_batch *b, struct br_err
     return BR_OK;
 }
 
+/* Token t of layer *(int *)ctx: RoPE on its query and key heads, then its key and value
+ * rows into the f16 cache. */
+static void rope_store_tok(struct br_engine *e, void *ctx, int32_t t)
+{
+    const struct br_model_config *c = &e->m->cfg;
+    const struct layer_cache *lc = &e->cache[*(const int *)ctx];
+    const struct br_attn_ops *aops = br_attn_active();
+    int32_t hd = c->head_dim;
+    const float *cs = e->rope_cs + (size_t)t * c->n_rot;
+    for (int32_t h = 0; h < e->qhl; h++)
+        br_rope_apply(e->q + (size_t)t * e->qdl + (size_t)h * hd, c->n_rot, c->rope_neox, cs);
+    for (int32_t h = 0; h < e->kvl; h++)
+        br_rope_apply(e->k + (size_t)t * e->kdl + (size_t)h * hd, c->n_rot, c->rope_neox, cs);
+    size_t slot = (size_t)e->rows[t];
+    aops->to_f16(e->k + (size_t)t * e->kdl, e->kdl, lc->k + slot * e->kdl);
+    aops->to_f16(e->v + (size_t)t * e->vdl, e->vdl, lc->v + slot * e->vdl);
+}
+
+/* Token t's gate row becomes act(gate) * up (elementwise). */
+static void act_mul_tok(struct br_engine *e, void *ctx, int32_t t)
+{
+    (void)ctx;
+    size_t off = (size_t)t * (size_t)e->ffl;
+    br_act_mul(e->m->cfg.act == BR_ACT_RELU2, e->gbuf + off, e->ubuf + off, (size_t)e->ffl);
+}
+
 static float rms_of(const float *x, int32_t n)
 {
     double s = 0;
@@ -568,7 +692,7 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
     const struct br_model *m = e->m;
     const struct br_model_config *c = &m->cfg;
     const struct br_part *p = &m->part;
-    int32_t T = b->n, hd = c->head_dim;
+    int32_t T = b->n;
     int32_t cpr_head[64], cpr_ff[64];
     for (int r = 0; r < e->tp; r++) {
         cpr_head[r] = e->grp[r].qhl;
@@ -597,20 +721,8 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         project(e, &lw->q, e->q8, e->kpad_d, T, e->q);
         project(e, &lw->k, e->q8, e->kpad_d, T, e->k);
         project(e, &lw->v, e->q8, e->kpad_d, T, e->v);
-        const struct layer_cache *lc = &e->cache[l];
-        const struct br_attn_ops *aops = br_attn_active();
-        for (int32_t t = 0; t < T; t++) {
-            const float *cs = e->rope_cs + (size_t)t * c->n_rot;
-            for (int32_t h = 0; h < e->qhl; h++)
-                br_rope_apply(e->q + (size_t)t * e->qdl + (size_t)h * hd, c->n_rot, c->rope_neox,
-                              cs);
-            for (int32_t h = 0; h < e->kvl; h++)
-                br_rope_apply(e->k + (size_t)t * e->kdl + (size_t)h * hd, c->n_rot, c->rope_neox,
-                              cs);
-            size_t slot = (size_t)e->rows[t];
-            aops->to_f16(e->k + (size_t)t * e->kdl, e->kdl, lc->k + slot * e->kdl);
-            aops->to_f16(e->v + (size_t)t * e->vdl, e->vdl, lc->v + slot * e->vdl);
-        }
+        int layer = l;
+        for_tokens(e, T, rope_store_tok, &layer);
         struct attn_job aj = {e, l, b};
         br_pool_run(e->pool, attn_task, &aj, e->qhl);
         if ((rc = normq(e, e->att, lw->attn_sub_norm, e->odl, c->n_head * c->head_dim_v,
@@ -622,7 +734,7 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         if ((rc = residual_normq(e, lw->ffn_norm, T))) goto comm_fail;
         project(e, &lw->gate, e->q8, e->kpad_d, T, e->gbuf);
         project(e, &lw->up, e->q8, e->kpad_d, T, e->ubuf);
-        br_act_mul(c->act == BR_ACT_RELU2, e->gbuf, e->ubuf, (size_t)T * (size_t)e->ffl);
+        for_tokens(e, T, act_mul_tok, NULL);
         if ((rc = normq(e, e->gbuf, lw->ffn_sub_norm, e->ffl, c->n_ff, BR_CHUNK, cpr_ff,
                         lw->ffn_sub_norm != NULL, T, e->q8, e->kpad_f)))
             goto comm_fail;
@@ -692,6 +804,15 @@ static void head_task(void *ctx, int task, int n_tasks)
     free(row);
 }
 
+/* Row t of the normalized head input quantized for the Q8_0 head (kernels/q8.h). */
+static void head_quant_tok(struct br_engine *e, void *ctx, int32_t t)
+{
+    (void)ctx;
+    size_t d = (size_t)e->m->cfg.n_embd;
+    br_q8_quantize_act(e->xn + (size_t)t * d, (int32_t)d, e->hq + (size_t)t * d,
+                       e->hdx + (size_t)t * (d / BR_Q8_BLOCK));
+}
+
 int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t *rows,
                    int32_t n_rows, float *logits, struct br_err *err)
 {
@@ -742,10 +863,7 @@ int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t 
     if (head_int8(m) && !e->hq)
         return br_err_set(err, BR_E_INVALID,
                           "the head was made Q8_0 after this engine was created");
-    if (head_int8(m))
-        for (int32_t i = 0; i < n_rows; i++)
-            br_q8_quantize_act(e->xn + (size_t)i * d, d, e->hq + (size_t)i * d,
-                               e->hdx + (size_t)i * (size_t)(d / BR_Q8_BLOCK));
+    if (head_int8(m)) for_tokens(e, n_rows, head_quant_tok, NULL);
     struct head_job hj = {e, e->xn, n_rows, logits, 0};
     int ntask = br_pool_threads(e->pool) * 8;
     if (ntask > e->vl) ntask = e->vl;

@@ -75,6 +75,9 @@ int32_t br_engine_vocab(const struct br_engine *e);
 int32_t br_engine_n_seq(const struct br_engine *e);
 /* Width of this rank's residual slice (d1 - d0). */
 int32_t br_engine_residual_width(const struct br_engine *e);
+/* The thread pool the engine runs on (NULL: serial), for per-row work around a step by the
+ * thread that drives the engine. */
+struct br_pool *br_engine_pool(const struct br_engine *e);
 /* The vocabulary rows [v0, v1) that TP rank `tp_rank` of the last stage holds. */
 void br_engine_vocab_slice(const struct br_engine *e, int tp_rank, int32_t *v0, int32_t *v1);
 int32_t br_engine_max_batch(const struct br_engine *e);

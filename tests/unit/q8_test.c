@@ -1,7 +1,8 @@
 /*
  * Tests of the Q8_0 head kernels (kernels/q8.h): every variant this CPU can run returns
  * the scalar reference's bits for GEMV and GEMM over odd row counts, row sub-ranges, token
- * counts 1..9 with padded strides, and extreme blocks (weights -128 and 127, activations
+ * counts 1..9 and 15..40 (whole and partial tiles) with padded strides, and extreme blocks (weights
+ * -128 and 127, activations
  * +-127, all-equal values, zero blocks); the reference agrees with an independent double
  * computation; the activation quantizer and the GGUF repacking follow their definitions.
  */
@@ -137,6 +138,12 @@ static void test_shapes(void **state)
             check_gemm(k, &m, ntok, X_RANDOM, 0, m.rows, &rng);
             if (m.rows > 2) check_gemm(k, &m, ntok, X_RANDOM, 1, m.rows - 1, &rng);
         }
+        /* the serving batch sizes: whole and partial groups of 16 tokens */
+        static const int32_t many[] = {15, 16, 17, 31, 32, 33, 40};
+        for (size_t i = 0; i < sizeof many / sizeof *many; i++) {
+            check_gemm(k, &m, many[i], X_RANDOM, 0, m.rows, &rng);
+            if (m.rows > 2) check_gemm(k, &m, many[i], X_RANDOM, 1, m.rows, &rng);
+        }
         check_gemm(k, &m, 1, X_RANDOM, m.rows - 1, m.rows, &rng);
         check_gemm(k, &m, 3, X_RANDOM, 0, 0, &rng);
         br_q8mat_free(&m);
@@ -156,6 +163,7 @@ static void test_extremes(void **state)
         for (size_t b = 0; b < sizeof xf / sizeof *xf; b++) {
             check_gemm(k, &m, 1, xf[b], 0, m.rows, &rng);
             check_gemm(k, &m, 6, xf[b], 0, m.rows, &rng);
+            check_gemm(k, &m, 33, xf[b], 0, m.rows, &rng);
         }
         br_q8mat_free(&m);
     }

@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -312,6 +313,12 @@ int br_cmd_run(int argc, char **argv)
             goto done;
         }
         rank = comm->world_rank;
+        /* where this machine's ranks and their threads outnumber its cores, a waiting rank
+         * naps instead of polling, so that the ranks with work get the cores */
+        if (br_comm_mpi_ranks_here(comm) * a.threads > sysconf(_SC_NPROCESSORS_ONLN)) {
+            br_comm_mpi_watch(comm, 0, NULL, NULL);
+            br_comm_mpi_set_spin(comm, 50e-6);
+        }
     }
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */

@@ -41,7 +41,7 @@ scale 10:10
 # compute between two collectives: a layer's compute (times the sharing factor) / its collectives
 work=$($PY -c "
 import json,sys; j=json.load(open(sys.argv[1])); m=j['measured'][0]
-k=max(1.0, $T/float($CORES)); print(round(m['layer_s']*1e6*k/(m['allgathers_per_layer']+m['reduce_scatters_per_layer'])))" "$OUT/scale.json")
+k=max(1.0, $T/float($CORES)); print(round(m['layer_s']*1e6*k/max(1, m['allgathers_per_layer']+m['reduce_scatters_per_layer'])))" "$OUT/scale.json")
 if [ -n "${NET:-}" ]; then
     net=$NET
 else

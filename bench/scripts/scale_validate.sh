@@ -27,6 +27,10 @@ REPS=${REPS:-3}
 N=${BR_SCALE_TOKENS:-24}
 CORES=${CORES:-$(nproc)}
 mkdir -p "$OUT"
+if [ "$T" = 1 ] && [ -z "${NET:-}" ]; then
+    echo "scale_validate: with T = 1 there are no collectives to time; give the network as NET=GBIT:US" >&2
+    exit 2
+fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPI=(mpirun --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 -np $((T * P)))
 PY=/usr/bin/python3

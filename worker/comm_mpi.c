@@ -210,8 +210,15 @@ static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *w
             return lost(c, "no answer from %s for %.1f s (%s)", who, now - t0, what);
         }
         if (now - t0 > m->spin_s) {
-            /* idle for a while: poll less often, give the cores to others */
-            struct timespec ts = {0, m->spin_s < BR_COMM_MPI_SPIN_S ? 20000 : 100000};
+            /* idle for a while: poll less often, give the cores to others. Below the
+             * default spin, naps grow with the wait (1/20 of it, 20 us to 1 ms): a long
+             * wait wakes the core rarely, and is answered at most 5% late. */
+            long ns = 100000;
+            if (m->spin_s < BR_COMM_MPI_SPIN_S) {
+                double nap = (now - t0) / 20.0;
+                ns = nap < 20e-6 ? 20000 : nap > 1e-3 ? 1000000 : (long)(nap * 1e9);
+            }
+            struct timespec ts = {0, ns};
             nanosleep(&ts, NULL);
             napping = 1;
         }

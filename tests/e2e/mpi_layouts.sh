@@ -70,26 +70,26 @@ if timeout 120 "${MPIRUN[@]}" 4 "$BIN" run -m "$TMP/q8shards" --tokens "$prompt"
 else
     echo "FAIL q8head shards 2x2"; cat "$TMP/err.txt"; fails=$((fails + 1))
 fi
-# an F16 head re-encoded by `shard --head-type q8_0` equals the head quantized at load
-"$BIN" shard -m "$TMP/kv5.gguf" --tp 2 --pp 1 --head-type q8_0 -o "$TMP/kv5q8" 2> /dev/null
-"$BIN" run -m "$TMP/kv5.gguf" --head q8_0 --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
-if timeout 120 "${MPIRUN[@]}" 2 "$BIN" run -m "$TMP/kv5q8" --tokens "$prompt" -n 5 --tp 2 \
-        --ids --ignore-eos --dump-logits "$TMP/out.f32" > "$TMP/out.txt" 2> "$TMP/err.txt" &&
-        cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
-    echo "ok   kv5 shard --head-type q8_0 2x1 = run --head q8_0: logits identical"; runs=$((runs + 1))
-else
-    echo "FAIL kv5 shard --head-type q8_0 2x1 vs run --head q8_0"; cat "$TMP/err.txt"; fails=$((fails + 1))
-fi
-# the same for Q6_K, on a pipeline (the head on the second stage)
-"$BIN" shard -m "$TMP/kv5.gguf" --tp 1 --pp 2 --head-type q6_k -o "$TMP/kv5q6" 2> /dev/null
-"$BIN" run -m "$TMP/kv5.gguf" --head q6_k --tokens "$prompt" -n 5 --ids --ignore-eos --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
-if timeout 120 "${MPIRUN[@]}" 2 "$BIN" run -m "$TMP/kv5q6" --tokens "$prompt" -n 5 --pp 2 \
-        --ids --ignore-eos --dump-logits "$TMP/out.f32" > "$TMP/out.txt" 2> "$TMP/err.txt" &&
-        cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
-    echo "ok   kv5 shard --head-type q6_k 1x2 = run --head q6_k: logits identical"; runs=$((runs + 1))
-else
-    echo "FAIL kv5 shard --head-type q6_k 1x2 vs run --head q6_k"; cat "$TMP/err.txt"; fails=$((fails + 1))
-fi
+# an F16 head re-encoded by `shard --head-type TYPE` equals the head re-encoded at load:
+# Q8_0 with the vocabulary split over TP ranks, Q6_K on a pipeline's second stage
+shard_head_equals_load() { # type tp pp
+    local type=$1 tp=$2 pp=$3 dir="$TMP/kv5-$1"
+    "$BIN" shard -m "$TMP/kv5.gguf" --tp "$tp" --pp "$pp" --head-type "$type" -o "$dir" 2> /dev/null
+    "$BIN" run -m "$TMP/kv5.gguf" --head "$type" --tokens "$prompt" -n 5 --ids --ignore-eos \
+        --dump-logits "$TMP/ref.f32" > "$TMP/ref.txt"
+    if timeout 120 "${MPIRUN[@]}" $((tp * pp)) "$BIN" run -m "$dir" --tokens "$prompt" -n 5 \
+            --tp "$tp" --pp "$pp" --ids --ignore-eos --dump-logits "$TMP/out.f32" > "$TMP/out.txt" \
+            2> "$TMP/err.txt" &&
+            cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
+        echo "ok   kv5 shard --head-type $type ${tp}x$pp = run --head $type: logits identical"
+        runs=$((runs + 1))
+    else
+        echo "FAIL kv5 shard --head-type $type ${tp}x$pp vs run --head $type"; cat "$TMP/err.txt"
+        fails=$((fails + 1))
+    fi
+}
+shard_head_equals_load q8_0 2 1
+shard_head_equals_load q6_k 1 2
 # communication accounting: every rank's measured bytes and messages equal the plan's
 stats_layouts="2x2 3x1 1x3"
 [ -n "${BR_QUICK:-}" ] && stats_layouts="2x2"

@@ -24,11 +24,11 @@
 #include "worker/engine.h"
 
 struct br_server_opts {
-    const char *listen;        /* ZeroMQ endpoint; default tcp://127.0.0.1:5555 */
-    int32_t max_queue;         /* requests waiting or running before `busy`; default 256 */
-    int32_t max_per_client;    /* concurrent requests of one client; default 64 */
-    int32_t client_timeout_s;  /* free a request whose client went silent; default 30 */
-    int32_t batch_tokens;      /* token budget per step; default the engine's max batch */
+    const char *listen;       /* ZeroMQ endpoint; default tcp://127.0.0.1:5555 */
+    int32_t max_queue;        /* requests waiting or running before `busy`; default 256 */
+    int32_t max_per_client;   /* concurrent requests of one client; default 64 */
+    int32_t client_timeout_s; /* free a request whose client went silent; default 30 */
+    int32_t batch_tokens;     /* token budget per step; default the engine's max batch */
     /* Steps in flight, each carrying its share of the decoding sequences; default (0) one
      * per pipeline stage. 1 runs one step at a time through the stages. */
     int32_t micro_batches;

@@ -35,8 +35,9 @@ void br_comm_mpi_abort(struct br_comm *c, int code);
 void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(void *), void *arg);
 
 /* How long a watched wait polls before it sleeps between polls (below the default, naps
- * of 1/20 of the time waited so far, 20 us to 1 ms; 100 us at or above it). Polling answers fastest; where ranks and their threads
- * outnumber the cores, a polling rank takes a core from one that has work. */
+ * of 1/20 of the time waited so far, 20 us to 1 ms; 100 us at or above it). Polling
+ * answers fastest; where ranks and their threads outnumber the cores, a polling rank
+ * takes a core from one that has work. */
 #define BR_COMM_MPI_SPIN_S 0.02
 void br_comm_mpi_set_spin(struct br_comm *c, double spin_s);
 

@@ -8,9 +8,9 @@
  *    blocked GEMM) or one at a time (GEMV);
  *  - the error of a Q8_0 head against the F16 head it was quantized from (load-time
  *    quantization, br_model_quantize_head: the same model otherwise), of a Q6_K head
- *    written from the same values, and of the F16 head re-encoded as Q6_K at load, on a model of the 2B-4T width (d 2560): max and RMS
- *    logit error and top-1 agreement, printed with BR_TEST_VERBOSE=1 and bounded
- *    (docs/PERFORMANCE.md quotes the measurement);
+ *    written from the same values, and of the F16 head re-encoded as Q6_K at load, on
+ *    a model of the 2B-4T width (d 2560): max and RMS logit error and top-1 agreement,
+ *    printed with BR_TEST_VERBOSE=1 and bounded (docs/PERFORMANCE.md quotes them);
  *  - a head width that is not a multiple of 32 is refused with a message;
  *  - `bitrack synth --rank` writes a Q8_0-head model's shard files byte for byte as
  *    `bitrack shard` cuts them from the whole file (tied and untied heads).

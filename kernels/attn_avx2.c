@@ -14,13 +14,7 @@
 #include <string.h>
 
 #include "kernels/attn.h"
-
-static inline float combine8(__m256 l)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps(l, 1));
-    __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
+#include "kernels/combine_x86.h"
 
 static inline __m256 load8(const uint16_t *a)
 {
@@ -65,10 +59,10 @@ static void scores_avx2(const float *q, const uint16_t *k, size_t ks, int32_t n,
             a3 = _mm256_blendv_ps(a3, _mm256_fmadd_ps(qtail, load_tail(kj + 3 * ks, rem), a3),
                                   tmask);
         }
-        s[p] = combine8(a0) * scale;
-        s[p + 1] = combine8(a1) * scale;
-        s[p + 2] = combine8(a2) * scale;
-        s[p + 3] = combine8(a3) * scale;
+        s[p] = br_combine8_m256(a0) * scale;
+        s[p + 1] = br_combine8_m256(a1) * scale;
+        s[p + 2] = br_combine8_m256(a2) * scale;
+        s[p + 3] = br_combine8_m256(a3) * scale;
     }
     for (; p < n; p++) {
         const uint16_t *kp = k + (size_t)p * ks;
@@ -77,7 +71,7 @@ static void scores_avx2(const float *q, const uint16_t *k, size_t ks, int32_t n,
             a = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * j), load8(kp + 8 * j), a);
         if (rem)
             a = _mm256_blendv_ps(a, _mm256_fmadd_ps(qtail, load_tail(kp + 8 * nb, rem), a), tmask);
-        s[p] = combine8(a) * scale;
+        s[p] = br_combine8_m256(a) * scale;
     }
 }
 

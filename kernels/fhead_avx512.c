@@ -73,7 +73,7 @@ static inline __attribute__((always_inline)) void fh_tile2(const struct br_fhead
     for (int p = 0; p < np; p++)
         for (int h = 0; h < 2 && 2 * p + h < nt; h++)
             for (int i = 0; i < R; i++)
-                y[(2 * (size_t)p + (size_t)h) * y_stride + (size_t)i] = fh_combine8(
+                y[(2 * (size_t)p + (size_t)h) * y_stride + (size_t)i] = br_combine8_m256(
                     h ? _mm512_extractf32x8_ps(a[i][p], 1) : _mm512_castps512_ps256(a[i][p]));
 }
 

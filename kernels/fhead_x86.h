@@ -12,16 +12,10 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels/combine_x86.h"
 #include "kernels/fhead.h"
 
 #define FH_PREFETCH 4096 /* bytes ahead of the values in use (GEMV) */
-
-static inline float fh_combine8(__m256 l)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps(l, 1));
-    __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
 
 static inline __m256 fh_widen(__m128i h, int bf16)
 {
@@ -74,7 +68,8 @@ static inline __attribute__((always_inline)) void fh_tile(const struct br_fhead 
         }
     }
     for (int i = 0; i < R; i++)
-        for (int t = 0; t < N; t++) y[(size_t)t * y_stride + (size_t)i] = fh_combine8(acc[i][t]);
+        for (int t = 0; t < N; t++)
+            y[(size_t)t * y_stride + (size_t)i] = br_combine8_m256(acc[i][t]);
 }
 
 #define FH_TILE(R, N)                                                                              \
@@ -103,32 +98,16 @@ static void fh_gemm_x86(const struct br_fhead *m, int64_t r0, int64_t r1, int32_
         return;
     }
     /* pairs of rows (their 2 x cols values stay in L1) against groups of 4 tokens */
-    int64_t r = r0;
-    for (; r < r1; r += 2) {
+    typedef void (*tile_fn)(const struct br_fhead *, int64_t, const float *, size_t, float *,
+                            size_t);
+    static const tile_fn tiles[2][4] = {{fh_tile_1_1, fh_tile_1_2, fh_tile_1_3, fh_tile_1_4},
+                                        {fh_tile_2_1, fh_tile_2_2, fh_tile_2_3, fh_tile_2_4}};
+    for (int64_t r = r0; r < r1; r += 2) {
         int two = r + 1 < r1;
         for (int32_t t0 = 0; t0 < ntok; t0 += 4) {
             int32_t n = ntok - t0 < 4 ? ntok - t0 : 4;
-            const float *xt = x + (size_t)t0 * x_stride;
-            float *yt = y + (size_t)t0 * y_stride + (size_t)(r - r0);
-            if (two) {
-                if (n == 4)
-                    fh_tile_2_4(m, r, xt, x_stride, yt, y_stride);
-                else if (n == 3)
-                    fh_tile_2_3(m, r, xt, x_stride, yt, y_stride);
-                else if (n == 2)
-                    fh_tile_2_2(m, r, xt, x_stride, yt, y_stride);
-                else
-                    fh_tile_2_1(m, r, xt, x_stride, yt, y_stride);
-            } else {
-                if (n == 4)
-                    fh_tile_1_4(m, r, xt, x_stride, yt, y_stride);
-                else if (n == 3)
-                    fh_tile_1_3(m, r, xt, x_stride, yt, y_stride);
-                else if (n == 2)
-                    fh_tile_1_2(m, r, xt, x_stride, yt, y_stride);
-                else
-                    fh_tile_1_1(m, r, xt, x_stride, yt, y_stride);
-            }
+            tiles[two][n - 1](m, r, x + (size_t)t0 * x_stride, x_stride,
+                              y + (size_t)t0 * y_stride + (size_t)(r - r0), y_stride);
         }
     }
 }

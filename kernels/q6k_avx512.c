@@ -106,10 +106,10 @@ q6k_tile2(const struct br_q6kmat *m, int64_t r, int R, int np, int32_t nt, const
         for (int p = 0; p < np; p++) {
             __m512 sep = _mm512_permutexvar_ps(even, acc[i][p]); /* token 2p | token 2p + 1 */
             size_t t = 2 * (size_t)p;
-            y[t * y_stride + (size_t)i] = q6k_hsum_canonical(_mm512_castps512_ps256(sep));
+            y[t * y_stride + (size_t)i] = br_combine8_m256(_mm512_castps512_ps256(sep));
             if ((int32_t)t + 1 < nt)
                 y[(t + 1) * y_stride + (size_t)i] =
-                    q6k_hsum_canonical(_mm512_extractf32x8_ps(sep, 1));
+                    br_combine8_m256(_mm512_extractf32x8_ps(sep, 1));
         }
 }
 

@@ -19,6 +19,7 @@
 #include <immintrin.h>
 #include <stdlib.h>
 
+#include "kernels/combine_x86.h"
 #include "kernels/q6k.h"
 
 #ifndef Q6_EDOT
@@ -27,14 +28,6 @@
 
 #define Q6_TOK_GROUP 4    /* tokens per pass over a row: its super-blocks are unpacked once */
 #define Q6_PREFETCH  4096 /* bytes ahead of the super-block in use (GEMV) */
-
-static inline float q6k_hsum_canonical(__m256 acc)
-{
-    __m128 lo = _mm256_castps256_ps128(acc), hi = _mm256_extractf128_ps(acc, 1);
-    __m128 m = _mm_add_ps(lo, hi);                 /* l0+l4, l1+l5, l2+l6, l3+l7 */
-    __m128 n = _mm_add_ps(m, _mm_movehl_ps(m, m)); /* (l0+l4)+(l2+l6), (l1+l5)+(l3+l7) */
-    return _mm_cvtss_f32(_mm_add_ss(n, _mm_movehdup_ps(n)));
-}
 
 static inline void q6k_unpack_half(const uint8_t *ql, const uint8_t *qh, __m256i u[4])
 {
@@ -102,7 +95,7 @@ q6k_tile(const struct br_q6kmat *m, int64_t r, int R, int32_t n, const int8_t *q
     }
     for (int i = 0; i < R; i++)
         for (int t = 0; t < n; t++)
-            y[(size_t)t * y_stride + (size_t)i] = q6k_hsum_canonical(acc[i][t]);
+            y[(size_t)t * y_stride + (size_t)i] = br_combine8_m256(acc[i][t]);
 }
 
 #define Q6_TILE(R, N)                                                                              \
@@ -147,6 +140,10 @@ static void q6k_gemm_x86(const struct br_q6kmat *m, int64_t r0, int64_t r1, int3
         free(nc);
         return;
     }
+    typedef void (*tile_fn)(const struct br_q6kmat *, int64_t, const int8_t *, size_t,
+                            const float *, size_t, const int32_t *, size_t, float *, size_t);
+    static const tile_fn tiles[Q6_TOK_GROUP] = {q6k_tile_1_1, q6k_tile_1_2, q6k_tile_1_3,
+                                                q6k_tile_1_4};
     for (int64_t r = r0; r < r1; r++)
         for (int32_t t0 = 0; t0 < ntok; t0 += Q6_TOK_GROUP) {
             int32_t n = ntok - t0 < Q6_TOK_GROUP ? ntok - t0 : Q6_TOK_GROUP;
@@ -154,20 +151,7 @@ static void q6k_gemm_x86(const struct br_q6kmat *m, int64_t r0, int64_t r1, int3
             const float *dt = dx + (size_t)t0 * dx_stride;
             const int32_t *ct = nc + (size_t)t0 * nc_stride;
             float *yt = y + (size_t)t0 * y_stride + (size_t)(r - r0);
-            switch (n) {
-            case 1:
-                q6k_tile_1_1(m, r, qt, q_stride, dt, dx_stride, ct, nc_stride, yt, y_stride);
-                break;
-            case 2:
-                q6k_tile_1_2(m, r, qt, q_stride, dt, dx_stride, ct, nc_stride, yt, y_stride);
-                break;
-            case 3:
-                q6k_tile_1_3(m, r, qt, q_stride, dt, dx_stride, ct, nc_stride, yt, y_stride);
-                break;
-            default:
-                q6k_tile_1_4(m, r, qt, q_stride, dt, dx_stride, ct, nc_stride, yt, y_stride);
-                break;
-            }
+            tiles[n - 1](m, r, qt, q_stride, dt, dx_stride, ct, nc_stride, yt, y_stride);
         }
     free(nc);
 }

@@ -148,10 +148,10 @@ vnni_tile(const struct br_q8mat *m, int64_t r, int R, int np, int32_t nt, const 
         for (int p = 0; p < np; p++) {
             __m512 sep = _mm512_permutexvar_ps(even, acc[i][p]); /* token 2p | token 2p + 1 */
             int32_t t = 2 * p;
-            y[(size_t)t * y_stride + (size_t)i] = q8_hsum_canonical(_mm512_castps512_ps256(sep));
+            y[(size_t)t * y_stride + (size_t)i] = br_combine8_m256(_mm512_castps512_ps256(sep));
             if (t + 1 < nt)
                 y[(size_t)(t + 1) * y_stride + (size_t)i] =
-                    q8_hsum_canonical(_mm512_extractf32x8_ps(sep, 1));
+                    br_combine8_m256(_mm512_extractf32x8_ps(sep, 1));
         }
 }
 

@@ -15,6 +15,7 @@
 
 #include <immintrin.h>
 
+#include "kernels/combine_x86.h"
 #include "kernels/q8_impl.h"
 
 #ifndef Q8_PDOT
@@ -26,14 +27,6 @@
 #ifndef Q8_PREFETCH
 #define Q8_PREFETCH 4096 /* bytes ahead of the block in use */
 #endif
-
-static inline float q8_hsum_canonical(__m256 acc)
-{
-    __m128 lo = _mm256_castps256_ps128(acc), hi = _mm256_extractf128_ps(acc, 1);
-    __m128 m = _mm_add_ps(lo, hi);                 /* l0+l4, l1+l5, l2+l6, l3+l7 */
-    __m128 n = _mm_add_ps(m, _mm_movehl_ps(m, m)); /* (l0+l4)+(l2+l6), (l1+l5)+(l3+l7) */
-    return _mm_cvtss_f32(_mm_add_ss(n, _mm_movehdup_ps(n)));
-}
 
 static inline __m256 q8_block(__m256i w, __m256i aw, const int8_t *xb, __m256 s, __m256 acc)
 {
@@ -114,8 +107,8 @@ static inline void q8_tile(const struct br_q8mat *m, int64_t r, int R, int32_t n
         }
     }
     for (int t = 0; t < n; t++) {
-        y[(size_t)t * y_stride] = q8_hsum_canonical(a0[t]);
-        if (R > 1) y[(size_t)t * y_stride + 1] = q8_hsum_canonical(a1[t]);
+        y[(size_t)t * y_stride] = br_combine8_m256(a0[t]);
+        if (R > 1) y[(size_t)t * y_stride + 1] = br_combine8_m256(a1[t]);
     }
 }
 

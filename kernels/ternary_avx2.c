@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/combine_x86.h"
 #include "kernels/kernel_impl.h"
 #include "kernels/ops.h"
 
@@ -267,14 +268,6 @@ static void gemm_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t n
 /* ---- canonical float dots ---- */
 
 /* ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), the combine fixed in ops.h. */
-static inline float combine8(__m256 l)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps(l, 1));
-    /* s = [l0+l4, l1+l5, l2+l6, l3+l7] */
-    __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    /* t0 = (l0+l4)+(l2+l6), t1 = (l1+l5)+(l3+l7) */
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
 
 /* Lane mask selecting the first `rem` lanes (rem < 8). */
 static inline __m256i tail_mask(size_t rem)
@@ -297,7 +290,7 @@ static float dot_f32_avx2(const float *a, const float *b, size_t n)
             _mm256_fmadd_ps(_mm256_maskload_ps(a + k, mask), _mm256_maskload_ps(b + k, mask), l);
         l = _mm256_blendv_ps(l, p, _mm256_castsi256_ps(mask));
     }
-    return combine8(l);
+    return br_combine8_m256(l);
 }
 
 static float dot_f16_f32_avx2(const uint16_t *w, const float *x, size_t n)
@@ -316,7 +309,7 @@ static float dot_f16_f32_avx2(const uint16_t *w, const float *x, size_t n)
         __m256 p = _mm256_fmadd_ps(wf, _mm256_maskload_ps(x + k, mask), l);
         l = _mm256_blendv_ps(l, p, _mm256_castsi256_ps(mask));
     }
-    return combine8(l);
+    return br_combine8_m256(l);
 }
 
 /* 12 independent AVX-VNNI vpdpbusd chains (more than latency x throughput), 32 MACs

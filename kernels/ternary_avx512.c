@@ -55,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/combine_x86.h"
 #include "kernels/kernel_impl.h"
 #include "kernels/ops.h"
 
@@ -609,13 +610,6 @@ static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_
 
 /* ---- canonical float dots ---- */
 
-static inline float combine8(__m256 l)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps(l, 1));
-    __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
-
 /* The canonical order has 8 lanes, so the 256-bit FMA is the natural width; AVX-512
  * adds only masked tails (lanes outside the mask keep their value exactly). */
 static float dot_f32_avx512(const float *a, const float *b, size_t n)
@@ -629,7 +623,7 @@ static float dot_f32_avx512(const float *a, const float *b, size_t n)
         l = _mm256_mask3_fmadd_ps(_mm256_maskz_loadu_ps(mk, a + k),
                                   _mm256_maskz_loadu_ps(mk, b + k), l, mk);
     }
-    return combine8(l);
+    return br_combine8_m256(l);
 }
 
 static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n)
@@ -645,7 +639,7 @@ static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n)
         __m256 wf = _mm256_cvtph_ps(_mm_maskz_loadu_epi16(mk, w + k));
         l = _mm256_mask3_fmadd_ps(wf, _mm256_maskz_loadu_ps(mk, x + k), l, mk);
     }
-    return combine8(l);
+    return br_combine8_m256(l);
 }
 
 /* 20 independent vpdpbusd chains (more than latency x throughput); 64 MACs each.

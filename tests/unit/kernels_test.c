@@ -270,35 +270,25 @@ static void gemm_avx2_vnni(const struct br_tmat *m, int32_t r0, int32_t r1, int3
 }
 #endif
 
-/* Both multiply-adds of the AVX2 GEMM (vpmaddubsw, and AVX-VNNI where the CPU has it):
- * token counts 1..17 (tiles of 1..8), columns not a multiple of 128, up to 45568, weights
- * all -1 or all +1 with activations all -128 or all 127 (the int16 budget of vpmaddubsw). */
-static void test_gemm_avx2_vnni(void **state)
+/* One GEMM code path (a function of the test entry points) and the shapes it is run on. */
+struct gemm_form {
+    const char *name;
+    br_gemm_fn fn;
+};
+struct gemm_case {
+    int32_t rows, cols;
+    enum fill how;
+    int32_t t_lo, t_hi; /* token counts t_lo..t_hi */
+};
+
+/* Each of the nfns forms against the reference on every case and token count; weights of
+ * one sign also meet activations all -128 and all 127. */
+static __attribute__((unused)) void check_gemm_cases(const struct gemm_form *fns, int nfns,
+                                                     const struct gemm_case *cases, size_t n,
+                                                     uint64_t seed)
 {
-    (void)state;
-#if defined(BR_HAVE_AVX2)
-    if (!br_kernels_find("avx2")) {
-        print_message("[  SKIP  ] avx2 GEMM: this CPU has no AVX2\n");
-        skip();
-    }
-    struct {
-        const char *name;
-        br_gemm_fn fn;
-    } fns[2] = {{"avx2 maddubs", gemm_avx2_madd}, {"avx2 avx-vnni", gemm_avx2_vnni}};
-    int nfns = br_cpu_has_avxvnni() ? 2 : 1;
-    if (nfns == 1) print_message("[  SKIP  ] avx2 avx-vnni: this CPU has no AVX-VNNI\n");
-    static const struct {
-        int32_t rows, cols;
-        enum fill how;
-        int32_t t_lo, t_hi;
-    } cases[] = {
-        {6, 100, FILL_RANDOM, 1, 17},     {5, 2560, FILL_RANDOM, 1, 17},
-        {3, 8640, FILL_RANDOM, 8, 9},     {2, 45568, FILL_RANDOM, 9, 9},
-        {3, 6912, FILL_MINUS, 8, 9},      {3, 6912, FILL_PLUS, 8, 9},
-        {9, 1000, FILL_ZERO_HEAVY, 7, 8},
-    };
-    uint64_t rng = 123;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    uint64_t rng = seed;
+    for (size_t i = 0; i < n; i++) {
         struct br_tmat m;
         assert_int_equal(br_tmat_init(&m, cases[i].rows, cases[i].cols), BR_OK);
         fill_matrix(&m, cases[i].how, &rng);
@@ -312,6 +302,30 @@ static void test_gemm_avx2_vnni(void **state)
             }
         br_tmat_free(&m);
     }
+}
+
+/* Both multiply-adds of the AVX2 GEMM (vpmaddubsw, and AVX-VNNI where the CPU has it):
+ * token counts 1..17 (tiles of 1..8), columns not a multiple of 128, up to 45568, weights
+ * all -1 or all +1 with activations all -128 or all 127 (the int16 budget of vpmaddubsw). */
+static void test_gemm_avx2_vnni(void **state)
+{
+    (void)state;
+#if defined(BR_HAVE_AVX2)
+    if (!br_kernels_find("avx2")) {
+        print_message("[  SKIP  ] avx2 GEMM: this CPU has no AVX2\n");
+        skip();
+    }
+    const struct gemm_form fns[2] = {{"avx2 maddubs", gemm_avx2_madd},
+                                     {"avx2 avx-vnni", gemm_avx2_vnni}};
+    int nfns = br_cpu_has_avxvnni() ? 2 : 1;
+    if (nfns == 1) print_message("[  SKIP  ] avx2 avx-vnni: this CPU has no AVX-VNNI\n");
+    static const struct gemm_case cases[] = {
+        {6, 100, FILL_RANDOM, 1, 17},     {5, 2560, FILL_RANDOM, 1, 17},
+        {3, 8640, FILL_RANDOM, 8, 9},     {2, 45568, FILL_RANDOM, 9, 9},
+        {3, 6912, FILL_MINUS, 8, 9},      {3, 6912, FILL_PLUS, 8, 9},
+        {9, 1000, FILL_ZERO_HEAVY, 7, 8},
+    };
+    check_gemm_cases(fns, nfns, cases, sizeof cases / sizeof cases[0], 123);
 #else
     print_message("[  SKIP  ] avx2 GEMM: not compiled in\n");
     skip();
@@ -332,17 +346,11 @@ static void test_gemm_avx512_unpack(void **state)
         print_message("[  SKIP  ] avx512 GEMM unpacking: this CPU has no AVX-512 VNNI\n");
         skip();
     }
-    struct {
-        const char *name;
-        br_gemm_fn fn;
-    } fns[2] = {{"avx512 shift", gemm_avx512_shift}, {"avx512 gfni", gemm_avx512_gfni}};
+    const struct gemm_form fns[2] = {{"avx512 shift", gemm_avx512_shift},
+                                     {"avx512 gfni", gemm_avx512_gfni}};
     int nfns = br_cpu_has_gfni() ? 2 : 1;
     if (nfns == 1) print_message("[  SKIP  ] avx512 gfni: this CPU has no GFNI\n");
-    static const struct {
-        int32_t rows, cols;
-        enum fill how;
-        int32_t t_lo, t_hi; /* token counts t_lo..t_hi */
-    } cases[] = {
+    static const struct gemm_case cases[] = {
         {6, 100, FILL_RANDOM, 1, 26},     {5, 200, FILL_RANDOM, 1, 26},
         {4, 2560, FILL_RANDOM, 1, 26},    {7, 3100, FILL_RANDOM, 9, 13},
         {5, 8640, FILL_RANDOM, 11, 12},   {3, 1000, FILL_RANDOM, 60, 70},
@@ -350,21 +358,7 @@ static void test_gemm_avx512_unpack(void **state)
         {3, 6912, FILL_MINUS, 12, 13},    {3, 6912, FILL_PLUS, 12, 13},
         {9, 1000, FILL_ZERO_HEAVY, 7, 8},
     };
-    uint64_t rng = 99;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct br_tmat m;
-        assert_int_equal(br_tmat_init(&m, cases[i].rows, cases[i].cols), BR_OK);
-        fill_matrix(&m, cases[i].how, &rng);
-        for (int f = 0; f < nfns; f++)
-            for (int32_t ntok = cases[i].t_lo; ntok <= cases[i].t_hi; ntok++) {
-                check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_RANDOM, &rng);
-                if (cases[i].how == FILL_MINUS || cases[i].how == FILL_PLUS) {
-                    check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_MIN, &rng);
-                    check_gemm_fn(fns[f].name, fns[f].fn, &m, ntok, Q_MAX, &rng);
-                }
-            }
-        br_tmat_free(&m);
-    }
+    check_gemm_cases(fns, nfns, cases, sizeof cases / sizeof cases[0], 99);
 #else
     print_message("[  SKIP  ] avx512 GEMM unpacking: not compiled in\n");
     skip();

@@ -46,17 +46,18 @@ int main(int argc, char **argv)
     struct br_q8mat m;
     if (br_q8mat_init(&m, rows, cols)) return 1;
     uint64_t s = 1;
-    for (size_t i = 0; i < (size_t)rows * (size_t)cols; i++) {
+    for (size_t i = 0; i < (size_t)rows * m.row_bytes; i++) {
         s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-        m.qs[i] = (int8_t)(s >> 56);
+        m.qs[i] = (uint8_t)(s >> 56);
     }
-    for (size_t i = 0; i < (size_t)rows * (size_t)nb; i++) m.d[i] = 0x2000; /* 2^-7 */
+    for (int64_t r = 0; r < rows; r++)
+        for (int32_t b = 0; b < nb; b++) *br_q8mat_scale(&m, r, b) = 0x2000; /* 2^-7 */
     double head_bytes = (double)rows * nb * BR_Q8_BLOCK_BYTES;
     double best_rd = 1e30;
     volatile int64_t sink = 0;
     for (int r = 0; r < 5; r++) {
         double t0 = cpu_now();
-        sink += read_all(m.qs, (size_t)rows * (size_t)cols);
+        sink += read_all((const int8_t *)m.qs, (size_t)rows * m.row_bytes);
         double t = cpu_now() - t0;
         if (t < best_rd) best_rd = t;
     }

@@ -19,8 +19,9 @@
  *       p = (float)e * (float)sc[(32b + 4j) / 16]                (exact: |e sc| < 2^24)
  *       acc[j] = fmaf(p, s_b, acc[j])
  *   y = ((acc0 + acc4) + (acc2 + acc6)) + ((acc1 + acc5) + (acc3 + acc7))
- * with acc starting at +0: the lanes and the float order of the Q8_0 head, with the
- * effective integer weight sc * (u - 32).
+ * with acc starting at +0, the effective integer weight being sc * (u - 32). (The Q8_0
+ * head sums a whole block in one lane; here a lane's 4 values share a sub-block scale, so
+ * the 8 lanes of a block stay apart.)
  */
 #ifndef BR_KERNELS_Q6K_H
 #define BR_KERNELS_Q6K_H

@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,20 +18,23 @@ int br_q8mat_init(struct br_q8mat *m, int64_t rows, int32_t cols)
 {
     memset(m, 0, sizeof *m);
     if (rows <= 0 || cols <= 0 || cols % BR_Q8_BLOCK) return BR_E_INVALID;
-    size_t qbytes = (size_t)rows * (size_t)cols;
-    size_t alloc = (qbytes + 63) / 64 * 64;
-    m->qs = aligned_alloc(64, alloc);
-    m->d = calloc((size_t)rows * (size_t)(cols / BR_Q8_BLOCK), sizeof *m->d);
+    int32_t nb = cols / BR_Q8_BLOCK, ng = (nb + BR_Q8_GROUP - 1) / BR_Q8_GROUP;
+    size_t row_bytes = (size_t)ng * BR_Q8_GROUP_BYTES;
+    if ((size_t)rows > SIZE_MAX / row_bytes) return BR_E_NOMEM;
+    m->qs = aligned_alloc(64, (size_t)rows * row_bytes);
+    m->d = calloc((size_t)rows * (size_t)ng * BR_Q8_GROUP, sizeof *m->d);
     if (!m->qs || !m->d) {
         free(m->qs);
         free(m->d);
         memset(m, 0, sizeof *m);
         return BR_E_NOMEM;
     }
-    memset(m->qs, 0, alloc);
+    memset(m->qs, 0x80, (size_t)rows * row_bytes); /* weight 0, offset */
     m->rows = rows;
     m->cols = cols;
-    m->nb = cols / BR_Q8_BLOCK;
+    m->nb = nb;
+    m->ng = ng;
+    m->row_bytes = row_bytes;
     return BR_OK;
 }
 
@@ -45,11 +49,39 @@ void br_q8mat_free(struct br_q8mat *m)
 void br_q8mat_set_rows_ggml(struct br_q8mat *m, int64_t r0, int64_t n, const uint8_t *blocks)
 {
     assert(r0 >= 0 && n >= 0 && r0 + n <= m->rows);
-    size_t nblk = (size_t)n * (size_t)m->nb, first = (size_t)r0 * (size_t)m->nb;
-    for (size_t b = 0; b < nblk; b++) {
-        const uint8_t *src = blocks + b * BR_Q8_BLOCK_BYTES;
-        m->d[first + b] = (uint16_t)(src[0] | src[1] << 8);
-        memcpy(m->qs + (first + b) * BR_Q8_BLOCK, src + 2, BR_Q8_BLOCK);
+    for (int64_t r = r0; r < r0 + n; r++)
+        for (int32_t b = 0; b < m->nb; b++) {
+            const uint8_t *src =
+                blocks + ((size_t)(r - r0) * (size_t)m->nb + (size_t)b) * BR_Q8_BLOCK_BYTES;
+            *br_q8mat_scale(m, r, b) = (uint16_t)(src[0] | src[1] << 8);
+            uint8_t *dst = m->qs + br_q8mat_offset(m, r, b * BR_Q8_BLOCK);
+            for (int i = 0; i < BR_Q8_BLOCK / 4; i++) {
+                uint32_t v;
+                memcpy(&v, src + 2 + 4 * i, 4);
+                v ^= 0x80808080u;
+                memcpy(dst + 64 * i, &v, 4);
+            }
+        }
+}
+
+void br_q8_group_act(const struct br_q8mat *m, const int8_t *q, const float *dx, int8_t *qg,
+                     int32_t *nsum, float *dxg)
+{
+    size_t lanes = (size_t)m->ng * BR_Q8_GROUP;
+    memset(qg, 0, lanes * BR_Q8_BLOCK);
+    for (size_t b = 0; b < lanes; b++) {
+        nsum[b] = 0;
+        dxg[b] = 0.0f;
+    }
+    for (int32_t b = 0; b < m->nb; b++) {
+        const int8_t *src = q + (size_t)b * BR_Q8_BLOCK;
+        int8_t *dst =
+            qg + (size_t)(b / BR_Q8_GROUP) * BR_Q8_GROUP_BYTES + (size_t)(b % BR_Q8_GROUP) * 4;
+        int32_t sum = 0;
+        for (int i = 0; i < BR_Q8_BLOCK; i++) sum += src[i];
+        for (int i = 0; i < BR_Q8_BLOCK / 4; i++) memcpy(dst + 64 * i, src + 4 * i, 4);
+        nsum[b] = -128 * sum;
+        dxg[b] = dx[b];
     }
 }
 
@@ -72,22 +104,18 @@ void br_q8_quantize_act(const float *x, int32_t n, int8_t *q, float *dx)
 
 static float dot_ref(const struct br_q8mat *m, int64_t r, const int8_t *q, const float *dx)
 {
-    const int8_t *w = m->qs + (size_t)r * (size_t)m->cols;
-    const uint16_t *d = m->d + (size_t)r * (size_t)m->nb;
-    float acc[8] = {0};
+    float acc[BR_Q8_GROUP] = {0};
     for (int32_t b = 0; b < m->nb; b++) {
-        float s = br_f16_to_f32(d[b]) * dx[b];
-        for (int j = 0; j < 8; j++) {
-            int32_t p = 0;
-            for (int i = 0; i < 4; i++) {
-                size_t k = (size_t)b * BR_Q8_BLOCK + 4 * (size_t)j + (size_t)i;
-                assert(q[k] != -128);
-                p += (int32_t)w[k] * (int32_t)q[k];
-            }
-            acc[j] = fmaf((float)p, s, acc[j]);
+        int32_t p = 0;
+        for (int i = 0; i < BR_Q8_BLOCK; i++) {
+            int32_t c = b * BR_Q8_BLOCK + i;
+            assert(q[c] != -128);
+            p += (int32_t)br_q8mat_get(m, r, c) * (int32_t)q[c];
         }
+        float s = br_f16_to_f32(*br_q8mat_scale(m, r, b)) * dx[b];
+        acc[b % BR_Q8_GROUP] = fmaf((float)p, s, acc[b % BR_Q8_GROUP]);
     }
-    return br_q8_combine8(acc);
+    return br_q8_combine16(acc);
 }
 
 void br_q8_gemv_ref(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,

@@ -35,10 +35,26 @@ const struct br_q8_ops *br_q8_ops_find(const char *name);
 /* The table of the variant this process runs. */
 const struct br_q8_ops *br_q8_ops_active(void);
 
-/* 8 lanes combined in the canonical order of q8.h (and of ops.h's br_dot_f32). */
+/* 8 lanes combined in the canonical order of ops.h's br_dot_f32 (the last step of q8.h's). */
 static inline float br_q8_combine8(const float *l)
 {
     return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
+
+/* 16 lanes combined in the canonical order of q8.h: h[j] = l[j] + l[j + 8], then the
+ * 8-lane combine. */
+static inline float br_q8_combine16(const float *l)
+{
+    float h[8];
+    for (int j = 0; j < 8; j++) h[j] = l[j] + l[j + 8];
+    return br_q8_combine8(h);
+}
+
+/* One token's activations in the weights' grouped layout (q8.h), for the SIMD kernels:
+ * qg (ng * 512) the int8 values (not offset) with zeros past nb blocks; nsum (ng * 16)
+ * = -128 * (the sum of block b's values), which starts a dpbusd of offset weights at the
+ * exact product; dxg (ng * 16) the block scales, 0 past nb. */
+void br_q8_group_act(const struct br_q8mat *m, const int8_t *q, const float *dx, int8_t *qg,
+                     int32_t *nsum, float *dxg);
 
 #endif

@@ -145,10 +145,13 @@ static void check_q8(const struct br_q8_ops *k, int32_t rows, int32_t cols, int3
         g_fail = 1;
         return;
     }
-    for (size_t i = 0; i < (size_t)rows * (size_t)cols; i++)
-        m.qs[i] = how == 1 ? -128 : how == 2 ? 127 : (int8_t)(rnd(s) & 0xff);
-    for (size_t i = 0; i < (size_t)rows * (size_t)m.nb; i++)
-        m.d[i] = (uint16_t)(0x1c00 + rnd(s) % 0x2000) | (rnd(s) & 1 ? 0x8000 : 0);
+    for (int32_t r = 0; r < rows; r++)
+        for (int32_t c = 0; c < cols; c++)
+            br_q8mat_set(&m, r, c, how == 1 ? -128 : how == 2 ? 127 : (int8_t)(rnd(s) & 0xff));
+    for (int32_t r = 0; r < rows; r++)
+        for (int32_t b = 0; b < m.nb; b++)
+            *br_q8mat_scale(&m, r, b) =
+                (uint16_t)((0x1c00 + rnd(s) % 0x2000) | (rnd(s) & 1 ? 0x8000 : 0));
     size_t qs = (size_t)cols + 32, ds = (size_t)m.nb + 1, ys = (size_t)rows + 3;
     int8_t *q = calloc((size_t)ntok * qs, 1);
     float *x = malloc((size_t)cols * sizeof *x), *dx = calloc((size_t)ntok * ds, sizeof *dx);

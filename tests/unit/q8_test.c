@@ -49,7 +49,7 @@ static void fill_q8mat(struct br_q8mat *m, enum wfill how, uint64_t *rng)
 {
     for (int64_t r = 0; r < m->rows; r++)
         for (int32_t b = 0; b < m->nb; b++) {
-            m->d[r * m->nb + b] = how == W_ZERO_SCALE && b % 2 ? 0 : rand_scale(rng);
+            *br_q8mat_scale(m, r, b) = how == W_ZERO_SCALE && b % 2 ? 0 : rand_scale(rng);
             for (int i = 0; i < BR_Q8_BLOCK; i++) {
                 int8_t v;
                 switch (how) {
@@ -66,7 +66,7 @@ static void fill_q8mat(struct br_q8mat *m, enum wfill how, uint64_t *rng)
                     v = (int8_t)(br_test_rand(rng) & 0xff);
                     break;
                 }
-                m->qs[(size_t)r * m->cols + (size_t)b * BR_Q8_BLOCK + (size_t)i] = v;
+                br_q8mat_set(m, r, b * BR_Q8_BLOCK + i, v);
             }
         }
 }
@@ -177,8 +177,9 @@ static void test_extreme_value(void **state)
     struct br_q8mat m;
     assert_int_equal(br_q8mat_init(&m, 3, 64), BR_OK);
     for (int64_t r = 0; r < 3; r++)
-        for (int i = 0; i < 64; i++) m.qs[r * 64 + i] = r == 1 ? 127 : -128;
-    for (int i = 0; i < 6; i++) m.d[i] = br_f32_to_f16(1.0f);
+        for (int i = 0; i < 64; i++) br_q8mat_set(&m, r, i, r == 1 ? 127 : -128);
+    for (int64_t r = 0; r < 3; r++)
+        for (int b = 0; b < 2; b++) *br_q8mat_scale(&m, r, b) = br_f32_to_f16(1.0f);
     int8_t q[64];
     float dx[2] = {1.0f, 1.0f}, y[3];
     for (int i = 0; i < 64; i++) q[i] = -127;
@@ -204,8 +205,8 @@ static void test_ref_vs_double(void **state)
     for (int r = 0; r < 17; r++) {
         double s = 0, mag = 0;
         for (int k = 0; k < 2560; k++) {
-            double t = (double)br_f16_to_f32(m.d[r * 80 + k / 32]) * m.qs[r * 2560 + k] *
-                       ((double)dx[k / 32] * q[k]);
+            double t = (double)br_f16_to_f32(*br_q8mat_scale(&m, r, k / 32)) *
+                       br_q8mat_get(&m, r, k) * ((double)dx[k / 32] * q[k]);
             s += t;
             mag += fabs(t);
         }
@@ -214,6 +215,51 @@ static void test_ref_vs_double(void **state)
     }
     free(q);
     br_q8mat_free(&m);
+}
+
+/* The reference follows the documented order (q8.h) to the bit, computed here from plain
+ * row-major weights: 16 float lanes, block b in lane b % 16, then the 16-lane combine.
+ * Also checks that br_q8mat_set/get and the grouped storage keep every weight. */
+static void test_ref_order(void **state)
+{
+    (void)state;
+    uint64_t rng = 31337;
+    static const int32_t cols_list[] = {32, 544, 2560, 3200};
+    for (size_t c = 0; c < sizeof cols_list / sizeof *cols_list; c++) {
+        const int32_t rows = 3, cols = cols_list[c], nb = cols / 32;
+        int8_t *w = malloc((size_t)rows * (size_t)cols), *q = malloc((size_t)cols);
+        uint16_t *d = malloc((size_t)rows * (size_t)nb * sizeof *d);
+        float *dx = malloc((size_t)nb * sizeof *dx), y[3];
+        assert_true(w && q && d && dx);
+        struct br_q8mat m;
+        assert_int_equal(br_q8mat_init(&m, rows, cols), BR_OK);
+        for (int32_t r = 0; r < rows; r++)
+            for (int32_t k = 0; k < cols; k++) {
+                w[r * cols + k] = (int8_t)(br_test_rand(&rng) & 0xff);
+                br_q8mat_set(&m, r, k, w[r * cols + k]);
+                if (k % 32 == 0) {
+                    d[r * nb + k / 32] = rand_scale(&rng);
+                    *br_q8mat_scale(&m, r, k / 32) = d[r * nb + k / 32];
+                }
+            }
+        make_act(cols, 1, (size_t)cols, (size_t)nb, X_RANDOM, &rng, q, dx);
+        br_q8_gemv_ref(&m, 0, rows, q, dx, y);
+        for (int32_t r = 0; r < rows; r++) {
+            for (int32_t k = 0; k < cols; k++)
+                assert_int_equal(br_q8mat_get(&m, r, k), w[r * cols + k]);
+            float acc[16] = {0}, h[8];
+            for (int32_t b = 0; b < nb; b++) {
+                int32_t p = 0;
+                for (int i = 0; i < 32; i++) p += w[r * cols + 32 * b + i] * q[32 * b + i];
+                acc[b % 16] = fmaf((float)p, br_f16_to_f32(d[r * nb + b]) * dx[b], acc[b % 16]);
+            }
+            for (int j = 0; j < 8; j++) h[j] = acc[j] + acc[j + 8];
+            float want = ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+            assert_memory_equal(&want, &y[r], sizeof want);
+        }
+        br_q8mat_free(&m);
+        free(w), free(q), free(d), free(dx);
+    }
 }
 
 static void test_quantize_act(void **state)
@@ -255,9 +301,11 @@ static void test_repack(void **state)
     br_q8mat_set_rows_ggml(&m, 1, rows, blocks);
     for (int r = 0; r < rows; r++)
         for (int k = 0; k < cols; k++)
-            assert_true(br_f16_to_f32(m.d[(r + 1) * 3 + k / 32]) * m.qs[(r + 1) * cols + k] ==
+            assert_true(br_f16_to_f32(*br_q8mat_scale(&m, r + 1, k / 32)) *
+                            br_q8mat_get(&m, r + 1, k) ==
                         dec[r * cols + k]);
-    for (int k = 0; k < cols; k++) assert_int_equal(m.qs[k], 0); /* row 0 untouched */
+    for (int k = 0; k < cols; k++)
+        assert_int_equal(br_q8mat_get(&m, 0, k), 0); /* row 0 untouched */
     struct br_q8mat bad;
     assert_int_equal(br_q8mat_init(&bad, 2, 33), BR_E_INVALID);
     assert_null(bad.qs);
@@ -276,6 +324,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ref_vs_double),
+        cmocka_unit_test(test_ref_order),
         cmocka_unit_test(test_quantize_act),
         cmocka_unit_test(test_repack),
         VARIANT_TESTS("ref"),

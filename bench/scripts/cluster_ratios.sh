@@ -7,7 +7,10 @@
 #   bench/scripts/cluster_ratios.sh [MODEL.gguf] [OUT_DIR]
 # BR_RATIOS picks the parts (default "decode batch pp bytes"); BR_BENCH_REPS the runs per
 # serving measurement (default 3, best kept; PP and its baseline alternate so that both
-# see the same load); BR_BENCH_TOKENS the decode length. The "pp" part measures PP=2 with
+# see the same load); BR_BENCH_TOKENS the decode length; BR_OUT_LEN the output tokens per
+# served request (default 32; the prompt is 16 tokens). The "batch" part prints two
+# ratios: output tokens/s over the whole run (prefill included), and the decode rate,
+# streams / mean time per output token (TPOT), which leaves out the time to first token. The "pp" part measures PP=2 with
 # 2 threads per rank (4 threads on the 2 cores: the stage with work gets both, the waiting
 # one naps), with 1 thread per rank, and with two micro-batches in flight.
 set -euo pipefail
@@ -52,16 +55,21 @@ serve_bench() { # $1 label, $2 concurrency, $3 requests, $4 ranks (1 = no mpirun
     local pid=$!
     for _ in $(seq 600); do grep -q "ready on" "$OUT/serve-$label.log" && break; sleep 0.2; done
     "$BIN" bench --server "tcp://127.0.0.1:$port" --concurrency "$conc" --requests "$reqs" \
-        --warmup "$conc" --input-len 16 --output-len 32 --len-spread 0 --ban-tokens 128001,128008,128009 \
+        --warmup "$conc" --input-len 16 --output-len "${BR_OUT_LEN:-32}" --len-spread 0 --ban-tokens 128001,128008,128009 \
         --vocab 128000 --no-progress --json "$OUT/bench-$label.json" > "$OUT/bench-$label.txt" 2>&1 || true
     kill -TERM $pid; wait $pid 2>/dev/null || true
     /usr/bin/python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['output_throughput'],2))" \
         "$OUT/bench-$label.json" 2>/dev/null || echo 0
 }
+decode_tps() { # $1 label, $2 streams: streams / mean TPOT, in tokens/s
+    /usr/bin/python3 -c "import json,sys; print(round(int(sys.argv[2]) * 1000 / json.load(open(sys.argv[1]))['tpot_ms']['mean'], 2))" \
+        "$OUT/bench-$1.json" "$2" 2>/dev/null || echo 0
+}
 if want batch; then
 s1=$(serve_bench c1 1 4 1 -t 2)
 s32=$(serve_bench c32 32 64 1 -t 2)
-echo "serving, 1 rank x 2 threads: 1 stream $s1 out tok/s; 32 streams $s32 out tok/s (ratio $(ratio "$s32" "$s1"))" | tee -a "$OUT/decode.txt"
+d1=$(decode_tps c1 1) d32=$(decode_tps c32 32)
+echo "serving, 1 rank x 2 threads, ${BR_OUT_LEN:-32} output tokens: 1 stream $s1 out tok/s; 32 streams $s32 out tok/s (ratio $(ratio "$s32" "$s1")); decode rate (streams / TPOT) $d1 vs $d32 tok/s (ratio $(ratio "$d32" "$d1"))" | tee -a "$OUT/decode.txt"
 fi
 if want pp; then
     # PP=2 on this one machine: by default one step at a time (the stages share the cores

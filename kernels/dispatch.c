@@ -20,7 +20,7 @@
 #include <cpuid.h>
 
 struct x86_features {
-    int avx2, avx512, vbmi, gfni, avxvnni;
+    int avx2, avx512, vbmi, gfni, avxvnni, amd;
 };
 
 static unsigned long long xgetbv0(void)
@@ -32,8 +32,10 @@ static unsigned long long xgetbv0(void)
 
 static struct x86_features probe_x86(void)
 {
-    struct x86_features f = {0, 0, 0, 0, 0};
+    struct x86_features f = {0, 0, 0, 0, 0, 0};
     unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return f;
+    f.amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u; /* "AuthenticAMD" */
     if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
     int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1, avx = (c >> 28) & 1;
     if (!osxsave || !avx) return f;
@@ -60,18 +62,18 @@ static struct x86_features probe_x86(void)
 
 static struct x86_features x86_features(void)
 {
-    /* Bits: 1 probed, 2 avx2, 4 avx512, 8 vbmi, 16 gfni, 32 avxvnni. One word, so publishing needs
-     * no lock; racing first callers store the same value. */
+    /* Bits: 1 probed, 2 avx2, 4 avx512, 8 vbmi, 16 gfni, 32 avxvnni, 64 amd. One word, so
+     * publishing needs no lock; racing first callers store the same value. */
     static atomic_uint word;
     unsigned w = atomic_load_explicit(&word, memory_order_relaxed);
     if (!w) {
         struct x86_features f = probe_x86();
         w = 1u | (f.avx2 ? 2u : 0u) | (f.avx512 ? 4u : 0u) | (f.vbmi ? 8u : 0u) |
-            (f.gfni ? 16u : 0u) | (f.avxvnni ? 32u : 0u);
+            (f.gfni ? 16u : 0u) | (f.avxvnni ? 32u : 0u) | (f.amd ? 64u : 0u);
         atomic_store_explicit(&word, w, memory_order_relaxed);
     }
-    struct x86_features out = {(w & 2u) != 0, (w & 4u) != 0, (w & 8u) != 0, (w & 16u) != 0,
-                               (w & 32u) != 0};
+    struct x86_features out = {(w & 2u) != 0,  (w & 4u) != 0,  (w & 8u) != 0,
+                               (w & 16u) != 0, (w & 32u) != 0, (w & 64u) != 0};
     return out;
 }
 #endif
@@ -92,6 +94,16 @@ int br_cpu_has_avx512vbmi(void)
 int br_cpu_has_gfni(void)
 {
     return x86_features().gfni;
+}
+
+int br_gemm_use_gfni(void)
+{
+    struct x86_features f = x86_features();
+    if (!f.gfni) return 0;
+    const char *e = getenv("BITRACK_GEMM_UNPACK");
+    if (e && strcmp(e, "shift") == 0) return 0;
+    if (e && strcmp(e, "gfni") == 0) return 1;
+    return !f.amd;
 }
 #endif
 

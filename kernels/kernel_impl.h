@@ -71,6 +71,13 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
                                 int gfni);
 /* GFNI with AVX-512 (the EVEX forms of the GF(2^8) instructions). */
 int br_cpu_has_gfni(void);
+/* Whether the GEMM decodes codes with GFNI: where the CPU has it, except on AMD. Zen 4 runs
+ * gf2p8affineqb on the pipes vpdpbusd needs, while the shift and the AND of the other form
+ * go to pipes of their own (bench kernels there, 2B-4T shapes at 32 tokens, one thread:
+ * 93-94% of the vpdpbusd peak with the shift, 86-87% with GFNI; Sapphire Rapids shares
+ * every 512-bit operation between vpdpbusd's two ports, so one instruction beats two).
+ * BITRACK_GEMM_UNPACK=shift|gfni overrides; the bits are the same either way. */
+int br_gemm_use_gfni(void);
 #endif
 #if defined(BR_HAVE_NEON)
 /* "neon" runs the SDOT table where the CPU has the dot-product extension and the plain

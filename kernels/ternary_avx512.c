@@ -509,7 +509,7 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
 static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
                         const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
 {
-    br_tmat_gemm_avx512_unpack(m, r0, r1, ntok, q, q_stride, acc, acc_stride, br_cpu_has_gfni());
+    br_tmat_gemm_avx512_unpack(m, r0, r1, ntok, q, q_stride, acc, acc_stride, br_gemm_use_gfni());
 }
 
 /* ---- 1.6-bit layout (VBMI) ---- */

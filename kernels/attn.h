@@ -37,6 +37,17 @@ typedef void (*br_attn_scores_fn)(const float *q, const uint16_t *k, size_t k_st
 typedef void (*br_attn_accum_fn)(const float *w, const uint16_t *v, size_t v_stride, int32_t n,
                                  int32_t hdv, float *out);
 
+/* The same for G query heads that share one KV head (grouped-query attention): head g's
+ * query at q + g * q_stride, its scores at s + g * s_stride, its weights at w + g * w_stride
+ * and its output at out + g * out_stride; every head gets exactly the bits of the single
+ * forms, and a variant may read each cache row once for all G heads. */
+typedef void (*br_attn_scores_g_fn)(const float *q, size_t q_stride, int32_t G, const uint16_t *k,
+                                    size_t k_stride, int32_t n, int32_t hd, float scale, float *s,
+                                    size_t s_stride);
+typedef void (*br_attn_accum_g_fn)(const float *w, size_t w_stride, int32_t G, const uint16_t *v,
+                                   size_t v_stride, int32_t n, int32_t hdv, float *out,
+                                   size_t out_stride);
+
 /* h[i] = x[i] rounded to f16, to nearest even (br_f32_to_f16), i < n: KV-cache stores. */
 typedef void (*br_attn_to_f16_fn)(const float *x, int32_t n, uint16_t *h);
 /* x[i] = x[i] rounded to f16 precision and widened back, in place, i < n: the query and
@@ -47,6 +58,8 @@ struct br_attn_ops {
     const char *name;
     br_attn_scores_fn scores;
     br_attn_accum_fn accum;
+    br_attn_scores_g_fn scores_g;
+    br_attn_accum_g_fn accum_g;
     br_attn_to_f16_fn to_f16;
     br_attn_round_f16_fn round_f16;
 };
@@ -65,6 +78,15 @@ const struct br_attn_ops *br_attn_find(const char *name);
 /* The variant of the active kernels (br_kernels_name()); the reference for variants without
  * their own attention code (NEON). */
 const struct br_attn_ops *br_attn_active(void);
+
+/* The grouped forms as a loop over the heads of a variant's single forms (the reference
+ * and AVX2 tables use these). */
+void br_attn_scores_g_loop(const struct br_attn_ops *ops, const float *q, size_t q_stride,
+                           int32_t G, const uint16_t *k, size_t k_stride, int32_t n, int32_t hd,
+                           float scale, float *s, size_t s_stride);
+void br_attn_accum_g_loop(const struct br_attn_ops *ops, const float *w, size_t w_stride, int32_t G,
+                          const uint16_t *v, size_t v_stride, int32_t n, int32_t hdv, float *out,
+                          size_t out_stride);
 
 /* Softmax of s[0..n) in the canonical order above: replaces s[p] by w_p (e_p rounded to
  * f16 precision) and returns 1 / sum. n >= 1. Scalar. */

@@ -10,6 +10,12 @@
  *
  * Accumulation: the output is cut into passes of up to 128 floats (8 registers) that stay
  * in registers while the positions stream past; each lane is its own chain over p.
+ *
+ * Grouped forms (several query heads sharing a KV head): up to 4 heads at a time, each
+ * cache row converted from f16 once for all of them, every head's FMAs exactly those of
+ * the single forms (the same operands in the same order), so the bits do not change. For
+ * 4 heads that is a quarter of the conversions: 4 of 20 operations per 8 score dims of 2
+ * positions, and 4 of 20 per 64 accumulated values.
  */
 #include <assert.h>
 #include <immintrin.h>
@@ -142,6 +148,136 @@ static void accum_avx512(const float *w, const uint16_t *v, size_t vs, int32_t n
         accum_pass1(w, v, vs, n, i0, hdv, out);
 }
 
+#define GMAX 4 /* heads per grouped pass */
+
+/* GN heads over positions [0, n8) (n8 a multiple of 8), hd a multiple of 8 (nb groups):
+ * qd holds head g's duplicated query groups at qd[g * nb + j]. */
+static inline __attribute__((always_inline)) void scores_grp(const __m512 *qd, int32_t nb, int GN,
+                                                             const uint16_t *k, size_t ks,
+                                                             int32_t n8, float scale, float *s,
+                                                             size_t ss)
+{
+    const __m512i pick = _mm512_setr_epi32(0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (int32_t p = 0; p < n8; p += 8) {
+        const uint16_t *k0 = k + (size_t)p * ks;
+        __m512 a[GMAX][4];
+        for (int g = 0; g < GN; g++)
+            for (int i = 0; i < 4; i++) a[g][i] = _mm512_setzero_ps();
+        for (int32_t j = 0; j < nb; j++) {
+            const uint16_t *kj = k0 + 8 * j;
+            __m512 k01 = load_pair(kj, kj + ks), k23 = load_pair(kj + 2 * ks, kj + 3 * ks);
+            __m512 k45 = load_pair(kj + 4 * ks, kj + 5 * ks),
+                   k67 = load_pair(kj + 6 * ks, kj + 7 * ks);
+            for (int g = 0; g < GN; g++) {
+                __m512 qv = qd[g * nb + j];
+                a[g][0] = _mm512_fmadd_ps(qv, k01, a[g][0]);
+                a[g][1] = _mm512_fmadd_ps(qv, k23, a[g][1]);
+                a[g][2] = _mm512_fmadd_ps(qv, k45, a[g][2]);
+                a[g][3] = _mm512_fmadd_ps(qv, k67, a[g][3]);
+            }
+        }
+        for (int g = 0; g < GN; g++) {
+            __m512 c01 = _mm512_permutex2var_ps(combine8x2(a[g][0]), pick, combine8x2(a[g][1]));
+            __m512 c23 = _mm512_permutex2var_ps(combine8x2(a[g][2]), pick, combine8x2(a[g][3]));
+            __m256 d = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm512_castps512_ps128(c01)),
+                                            _mm512_castps512_ps128(c23), 1);
+            _mm256_storeu_ps(s + (size_t)g * ss + p, _mm256_mul_ps(d, _mm256_set1_ps(scale)));
+        }
+    }
+}
+
+static void scores_g_avx512(const float *q, size_t qs, int32_t G, const uint16_t *k, size_t ks,
+                            int32_t n, int32_t hd, float scale, float *s, size_t ss)
+{
+    assert(hd > 0 && hd <= BR_ATTN_MAX_HEAD_DIM);
+    int32_t n8 = hd % 8 == 0 ? n / 8 * 8 : 0, nb = hd / 8;
+    for (int32_t g0 = 0; g0 < G; g0 += GMAX) {
+        int gn = G - g0 < GMAX ? (int)(G - g0) : GMAX;
+        if (n8 > 0) {
+            __m512 qd[GMAX * (BR_ATTN_MAX_HEAD_DIM / 8)];
+            for (int g = 0; g < gn; g++)
+                for (int32_t j = 0; j < nb; j++) {
+                    __m256 v = _mm256_loadu_ps(q + (size_t)(g0 + g) * qs + 8 * (size_t)j);
+                    qd[g * nb + j] = _mm512_insertf32x8(_mm512_castps256_ps512(v), v, 1);
+                }
+            float *sg = s + (size_t)g0 * ss;
+            switch (gn) {
+            case 1:
+                scores_grp(qd, nb, 1, k, ks, n8, scale, sg, ss);
+                break;
+            case 2:
+                scores_grp(qd, nb, 2, k, ks, n8, scale, sg, ss);
+                break;
+            case 3:
+                scores_grp(qd, nb, 3, k, ks, n8, scale, sg, ss);
+                break;
+            default:
+                scores_grp(qd, nb, 4, k, ks, n8, scale, sg, ss);
+                break;
+            }
+        }
+        if (n8 < n) /* the last positions (or a head_dim the grouped loop does not take) */
+            for (int g = 0; g < gn; g++)
+                scores_avx512(q + (size_t)(g0 + g) * qs, k + (size_t)n8 * ks, ks, n - n8, hd, scale,
+                              s + (size_t)(g0 + g) * ss + n8);
+    }
+}
+
+/* Output values [i0, i0 + 64) (masked to hdv) of GN heads over all n positions. */
+static inline __attribute__((always_inline)) void accum_grp(const float *w, size_t ws, int GN,
+                                                            const uint16_t *v, size_t vs, int32_t n,
+                                                            int32_t i0, int32_t hdv, float *out,
+                                                            size_t os)
+{
+    __m512 a[GMAX][4];
+    __mmask16 mk[4];
+    for (int c = 0; c < 4; c++) {
+        int32_t left = hdv - i0 - 16 * c;
+        mk[c] = left >= 16  ? (__mmask16)0xffff
+                : left <= 0 ? (__mmask16)0
+                            : (__mmask16)((1u << left) - 1);
+        for (int g = 0; g < GN; g++)
+            a[g][c] = _mm512_maskz_loadu_ps(mk[c], out + (size_t)g * os + i0 + 16 * c);
+    }
+    for (int32_t p = 0; p < n; p++) {
+        const uint16_t *vp = v + (size_t)p * vs + i0;
+        __m512 vv[4];
+        for (int c = 0; c < 4; c++)
+            vv[c] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk[c], vp + 16 * c));
+        for (int g = 0; g < GN; g++) {
+            __m512 wb = _mm512_set1_ps(w[(size_t)g * ws + (size_t)p]);
+            for (int c = 0; c < 4; c++) a[g][c] = _mm512_fmadd_ps(wb, vv[c], a[g][c]);
+        }
+    }
+    for (int g = 0; g < GN; g++)
+        for (int c = 0; c < 4; c++)
+            _mm512_mask_storeu_ps(out + (size_t)g * os + i0 + 16 * c, mk[c], a[g][c]);
+}
+
+static void accum_g_avx512(const float *w, size_t ws, int32_t G, const uint16_t *v, size_t vs,
+                           int32_t n, int32_t hdv, float *out, size_t os)
+{
+    for (int32_t g0 = 0; g0 < G; g0 += GMAX) {
+        int gn = G - g0 < GMAX ? (int)(G - g0) : GMAX;
+        const float *wg = w + (size_t)g0 * ws;
+        float *og = out + (size_t)g0 * os;
+        for (int32_t i0 = 0; i0 < hdv; i0 += 64) switch (gn) {
+            case 1:
+                accum_grp(wg, ws, 1, v, vs, n, i0, hdv, og, os);
+                break;
+            case 2:
+                accum_grp(wg, ws, 2, v, vs, n, i0, hdv, og, os);
+                break;
+            case 3:
+                accum_grp(wg, ws, 3, v, vs, n, i0, hdv, og, os);
+                break;
+            default:
+                accum_grp(wg, ws, 4, v, vs, n, i0, hdv, og, os);
+                break;
+            }
+    }
+}
+
 /* F16C rounds to nearest even with rounding mode 0, like br_f32_to_f16. */
 static void to_f16_avx512(const float *x, int32_t n, uint16_t *h)
 {
@@ -170,6 +306,8 @@ const struct br_attn_ops br_attn_avx512 = {
     .name = "avx512",
     .scores = scores_avx512,
     .accum = accum_avx512,
+    .scores_g = scores_g_avx512,
+    .accum_g = accum_g_avx512,
     .to_f16 = to_f16_avx512,
     .round_f16 = round_f16_avx512,
 };

@@ -50,7 +50,8 @@ struct br_engine {
     int tp, tp_rank;
     int32_t n_ctx, max_batch, n_seq;
     /* local sizes */
-    int32_t g; /* query heads per KV head */
+    int32_t g;           /* query heads per KV head */
+    int32_t attn_chunks; /* grouped attention: token strides per KV head (g), 0 = per head */
     int32_t dl, qhl, kvl, qdl, kdl, vdl, odl, ffl, vl;
     size_t kpad_d, kpad_o, kpad_f; /* padded widths of the int8 inputs */
     struct group_dims *grp;        /* (tp,) */
@@ -80,6 +81,9 @@ struct br_engine {
 };
 
 /* The head takes int8 activations (Q8_0 after quantization at load, or Q6_K in place). */
+/* Query heads per KV head up to which attention runs grouped (attn_group_task). */
+#define ATTN_GMAX 8
+
 static int head_int8(const struct br_model *m)
 {
     return m->head_q8.rows || (m->part.last_stage && m->head.type == BR_GGML_Q6_K);
@@ -217,7 +221,10 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     e->ubuf = xalloc(T * (size_t)e->ffl * sizeof(float));
     e->xn = xalloc(T * (size_t)d * sizeof(float));
     e->xnl = xalloc(T * (size_t)e->dl * sizeof(float));
-    e->scores = xalloc((size_t)e->qhl * (size_t)e->n_ctx * sizeof(float));
+    e->attn_chunks = e->g >= 2 && e->g <= ATTN_GMAX ? e->g : 0;
+    /* per task: one head's scores, or a KV head's g heads' (qhl tasks either way) */
+    e->scores = xalloc((size_t)e->qhl * (size_t)(e->attn_chunks ? e->g : 1) * (size_t)e->n_ctx *
+                       sizeof(float));
     e->layer_rms = xalloc(((size_t)c->n_layer + 1) * sizeof(float));
     e->gbuf_raw_size =
         T * (size_t)d * sizeof(float) + T * (stat_max + (size_t)e->tp) * sizeof(float);
@@ -635,6 +642,56 @@ static void attn_task(void *ctx, int h, int n_heads)
     }
 }
 
+/* Grouped-query attention: task = kvh * C + c takes the g query heads of local KV head kvh
+ * for the tokens t = c, c + C, ... (C = e->attn_chunks; strided, so that a long prompt's
+ * expensive last tokens spread over the tasks). Each cache row is read once for the g
+ * heads (scores_g / accum_g), and every head gets exactly attn_task's bits. */
+static void attn_group_task(void *ctx, int task, int n_tasks)
+{
+    (void)n_tasks;
+    struct attn_job *j = ctx;
+    struct br_engine *e = j->e;
+    const struct br_model_config *c = &e->m->cfg;
+    const struct br_attn_ops *ops = br_attn_active();
+    int32_t hd = c->head_dim, hdv = c->head_dim_v, G = e->g, C = e->attn_chunks;
+    int32_t kvh = task / C, h0 = kvh * G;
+    const struct layer_cache *lc = &e->cache[j->layer];
+    float *scores = e->scores + (size_t)task * (size_t)G * e->n_ctx;
+    float qbuf[ATTN_GMAX * BR_MAX_HEAD_DIM], inv[ATTN_GMAX];
+    float scale = 1.0f / sqrtf((float)hd);
+    const uint16_t *kbase = lc->k + (size_t)kvh * hd, *vbase = lc->v + (size_t)kvh * hdv;
+    for (int32_t t = task % C; t < j->b->n; t += C) {
+        int32_t npos = j->b->pos[t] + 1;
+        int32_t sq = j->b->seq[t];
+        for (int32_t g = 0; g < G; g++) {
+            memcpy(qbuf + (size_t)g * hd, e->q + (size_t)t * e->qdl + (size_t)(h0 + g) * hd,
+                   (size_t)hd * sizeof *qbuf);
+            ops->round_f16(qbuf + (size_t)g * hd, hd);
+        }
+        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
+            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
+            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
+            ops->scores_g(qbuf, (size_t)hd, G, kbase + row * e->kdl, (size_t)e->kdl, n, hd, scale,
+                          scores + p0, (size_t)e->n_ctx);
+        }
+        for (int32_t g = 0; g < G; g++) {
+            float *sg = scores + (size_t)g * e->n_ctx;
+            inv[g] = br_attn_exp(sg, npos);
+            ops->round_f16(sg, npos);
+        }
+        float *out = e->att + (size_t)t * e->odl + (size_t)h0 * hdv;
+        for (int32_t i = 0; i < G * hdv; i++) out[i] = 0.0f;
+        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
+            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
+            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
+            ops->accum_g(scores + p0, (size_t)e->n_ctx, G, vbase + row * e->vdl, (size_t)e->vdl, n,
+                         hdv, out, (size_t)hdv);
+        }
+        for (int32_t g = 0; g < G; g++)
+            for (int32_t i = 0; i < hdv; i++) out[(size_t)g * hdv + i] *= inv[g];
+    }
+}
+
 /* ---- the stages ---- */
 
 int br_engine_embed(struct br_engine *e, const struct br_batch *b, struct br_err *err)
@@ -724,7 +781,12 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         int layer = l;
         for_tokens(e, T, rope_store_tok, &layer);
         struct attn_job aj = {e, l, b};
-        br_pool_run(e->pool, attn_task, &aj, e->qhl);
+        /* grouped once every task has a token: one token (decode of one stream) keeps a
+         * task per head, so that both threads stay busy */
+        if (e->attn_chunks && T >= e->attn_chunks)
+            br_pool_run(e->pool, attn_group_task, &aj, e->kvl * e->attn_chunks);
+        else
+            br_pool_run(e->pool, attn_task, &aj, e->qhl);
         if ((rc = normq(e, e->att, lw->attn_sub_norm, e->odl, c->n_head * c->head_dim_v,
                         c->head_dim_v, cpr_head, lw->attn_sub_norm != NULL, T, e->q8, e->kpad_o)))
             goto comm_fail;

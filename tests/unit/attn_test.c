@@ -180,6 +180,49 @@ static void test_accum(void **state)
     }
 }
 
+/* The grouped forms (G query heads on one KV head) give every head the reference's single
+ * bits: G = 1..9 (whole and partial passes of 4), head dims with and without tails, row
+ * counts around the 8-position step, padded strides. */
+static void test_grouped(void **state)
+{
+    const struct br_attn_ops *a = variant_or_skip(state);
+    uint64_t rng = 4321;
+    static const int32_t hds[] = {8, 24, 64, 80, 100, 128, 256};
+    const int32_t nmax = 37, gmax = 9;
+    for (size_t d = 0; d < sizeof hds / sizeof *hds; d++) {
+        int32_t hd = hds[d];
+        size_t ks = (size_t)hd + (d % 2) * 8, qs = (size_t)hd + 3, ss = (size_t)nmax + 5;
+        size_t len = (size_t)(nmax - 1) * ks + (size_t)hd;
+        uint16_t *k = malloc(len * sizeof *k);
+        float *q = malloc((size_t)gmax * qs * sizeof *q);
+        float *want = malloc((size_t)gmax * ss * sizeof *want),
+              *got = malloc((size_t)gmax * ss * sizeof *got);
+        float *ow = malloc((size_t)gmax * qs * sizeof *ow),
+              *og = malloc((size_t)gmax * qs * sizeof *og);
+        assert_true(k && q && want && got && ow && og);
+        fill_f16(k, len, &rng, 4.0f);
+        fill_q(q, (int32_t)((size_t)gmax * qs), &rng, 4.0f);
+        for (int32_t G = 1; G <= gmax; G++)
+            for (int32_t n = 1; n <= nmax; n += (n < 18 ? 1 : 6)) {
+                for (size_t i = 0; i < (size_t)gmax * ss; i++) want[i] = got[i] = 7.0f;
+                for (int32_t g = 0; g < G; g++)
+                    br_attn_ref.scores(q + (size_t)g * qs, k, ks, n, hd, 0.125f,
+                                       want + (size_t)g * ss);
+                a->scores_g(q, qs, G, k, ks, n, hd, 0.125f, got, ss);
+                expect_same("scores_g", a->name, want, got, (size_t)gmax * ss, hd, G * 100 + n);
+                /* the scores (rounded to f16 like softmax weights) as the accumulation's weights */
+                for (size_t i = 0; i < (size_t)gmax * ss; i++)
+                    want[i] = br_f16_to_f32(br_f32_to_f16(want[i]));
+                for (size_t i = 0; i < (size_t)gmax * qs; i++) ow[i] = og[i] = rand_val(&rng, 2.0f);
+                for (int32_t g = 0; g < G; g++)
+                    br_attn_ref.accum(want + (size_t)g * ss, k, ks, n, hd, ow + (size_t)g * qs);
+                a->accum_g(want, ss, G, k, ks, n, hd, og, qs);
+                expect_same("accum_g", a->name, ow, og, (size_t)gmax * qs, hd, G * 100 + n);
+            }
+        free(k), free(q), free(want), free(got), free(ow), free(og);
+    }
+}
+
 /* One query the way the engine runs it: scores and accumulation one block of rows at a
  * time, softmax over all positions in between. */
 static void attend(const struct br_attn_ops *a, const float *q, const uint16_t *k,
@@ -340,6 +383,7 @@ static void test_active(void **state)
     cmocka_unit_test_prestate(test_scores, (void *)v),                                             \
         cmocka_unit_test_prestate(test_scores_signed_zero, (void *)v),                             \
         cmocka_unit_test_prestate(test_accum, (void *)v),                                          \
+        cmocka_unit_test_prestate(test_grouped, (void *)v),                                        \
         cmocka_unit_test_prestate(test_attention, (void *)v),                                      \
         cmocka_unit_test_prestate(test_to_f16, (void *)v)
 

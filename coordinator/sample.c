@@ -245,6 +245,7 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
     if (!logits || !out || !stats || (n_history > 0 && !history))
         return br_err_set(err, BR_E_INVALID, "sample candidates: missing buffer");
     enum select_mode mode = select_mode(p);
+    int sums = !p->no_logprob || p->top_p < 1.0f; /* top-p normalises with them */
     int32_t cap = br_sample_max_candidates(p);
     if (cap > v1 - v0) cap = v1 - v0;
     if (max_out < cap)
@@ -305,7 +306,9 @@ int br_sample_candidates(const struct br_sample_params *p, const float *logits, 
          * precision exp is ample for a logprob and several times cheaper than double over
          * a whole vocabulary; the sum is kept in double. */
         double sum = 0.0;
-        if (mx != -INFINITY)
+        if (!sums)
+            sum = NAN; /* the merge's logprob becomes NaN; the max still finds bans */
+        else if (mx != -INFINITY)
             for (int32_t j = 0; j < n; j++) sum += (double)expf(buf[j] - mx);
         stats[ci] = (struct br_sample_chunk_stat){mx, (float)sum};
 

@@ -76,6 +76,10 @@ struct br_sample_params {
     int32_t n_bias;
     int32_t cand_cap; /* candidates per slice when top-k is off and top-p/min-p on */
     uint64_t seed;
+    /* 1: nobody reads the result's logprob, so the softmax sums over the vocabulary (an
+     * exp per logit) are skipped unless top-p needs them; logprob is then NaN. The token
+     * is the same either way. */
+    int32_t no_logprob;
 };
 
 /* The defaults: greedy, no truncation, penalties off with a 64-token window, no bias,

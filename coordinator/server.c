@@ -1027,6 +1027,7 @@ static int job_setup(struct sched *sc, struct job *j, struct br_err *err)
     j->sp.seed = q->has_seed ? q->seed : (uint64_t)(br_now() * 1e6);
     j->sp.bias = (const struct br_sample_bias *)q->logit_bias;
     j->sp.n_bias = (int32_t)q->n_logit_bias;
+    j->sp.no_logprob = !j->req.logprobs;
     _Static_assert(sizeof(struct br_sample_bias) == sizeof(struct br_logit_bias),
                    "bias entries share a layout");
     int rc = br_sample_params_check(&j->sp, sc->vocab, err);

@@ -12,7 +12,7 @@
  * (broadcast and forwarded the same way, only when DESC_SAMPLE is set):
  *   [0] bias entries in all, then per row EXT_ROW values: temperature, top_k, top_p,
  *   min_p, cand_cap, seed (low, high), seq (low, high), pos (low, high), first bias entry,
- *   bias entries (floats as their bits); then BR_DIST_MAX_BIAS (id, bias) pairs.
+ *   bias entries, no_logprob (floats as their bits); then BR_DIST_MAX_BIAS (id, bias) pairs.
  * A last-stage rank answers each row of a sampled step with one record of fixed size
  * (for its slice width w and the step's rows): n_cands (or a negative status), a pad,
  * cap candidates (cap = the most any row may produce from w tokens) and its chunk
@@ -77,7 +77,7 @@ static void desc_pack(int32_t *d, int32_t mb, const struct br_batch *b, const in
 
 /* ---- sampled steps: the parameters extension and the candidate records ---- */
 
-enum { EXT_ROW = 13 };
+enum { EXT_ROW = 14 };
 
 static size_t ext_ints(const struct br_engine *e)
 {
@@ -141,6 +141,7 @@ static void ext_pack(int32_t *x, int32_t n_rows, const struct br_sample_params *
         put64(o + 9, pos[r]);
         o[11] = nb;
         o[12] = p->n_bias;
+        o[13] = p->no_logprob != 0;
         nb += p->n_bias;
     }
     x[0] = nb;
@@ -169,7 +170,9 @@ static int ext_row(const int32_t *x, int32_t mb, int32_t r, struct br_sample_par
     *seq = get64(o + 7);
     *pos = get64(o + 9);
     int32_t b0 = o[11], nb = o[12];
-    if (b0 < 0 || nb < 0 || nb > BR_DIST_MAX_BIAS - b0) return BR_E_PROTOCOL;
+    if (b0 < 0 || nb < 0 || nb > BR_DIST_MAX_BIAS - b0 || (o[13] != 0 && o[13] != 1))
+        return BR_E_PROTOCOL;
+    p->no_logprob = o[13];
     for (int32_t k = 0; k < nb; k++)
         bias[k] = (struct br_sample_bias){pool[2 * (b0 + k)], i2f(pool[2 * (b0 + k) + 1])};
     p->bias = nb ? bias : NULL;

@@ -658,6 +658,43 @@ static void test_logprob(void **state)
     }
 }
 
+/* no_logprob skips the softmax sums: the same token for every mode (bans, top-k, min-p,
+ * over slices too), the logprob NaN; with top-p the sums are still computed (it needs
+ * them), so the logprob stays. */
+static void test_no_logprob(void **state)
+{
+    (void)state;
+    enum { N = 1500 };
+    float l[N];
+    uint64_t s = 11;
+    for (int32_t i = 0; i < N; i++) l[i] = (float)(rand_normal(&s) * 2.5);
+    struct br_sample_bias ban[2] = {{3, -INFINITY}, {700, -INFINITY}};
+    const int32_t bounds[3] = {0, 512, N};
+    const float temps[3] = {0.0f, 0.8f, 1.3f};
+    for (int t = 0; t < 3; t++)
+        for (int mode = 0; mode < 4; mode++) {
+            struct br_sample_params p = params(temps[t]);
+            if (mode == 1) p.bias = ban, p.n_bias = 2;
+            if (mode == 2) p.top_k = 20;
+            if (mode == 3) p.min_p = 0.05f;
+            struct br_sample_params q = p;
+            q.no_logprob = 1;
+            for (uint64_t pos = 0; pos < 20; pos++) {
+                struct br_sample_result a = full(&p, l, N, NULL, 0, 1, pos);
+                struct br_sample_result b = full(&q, l, N, NULL, 0, 1, pos);
+                struct br_sample_result c = split(&q, l, bounds, 2, NULL, 0, 1, pos);
+                assert_int_equal(a.token, b.token);
+                assert_int_equal(a.token, c.token);
+                assert_false(isnan(a.logprob));
+                assert_true(isnan(b.logprob) && isnan(c.logprob));
+            }
+        }
+    struct br_sample_params p = params(0.9f);
+    p.top_p = 0.9f;
+    p.no_logprob = 1;
+    assert_false(isnan(full(&p, l, N, NULL, 0, 1, 5).logprob));
+}
+
 /* ---- argument checking ---- */
 
 static void test_errors(void **state)
@@ -802,6 +839,7 @@ int main(void)
         cmocka_unit_test(test_temperature_chi_square),
         cmocka_unit_test(test_batch_composition),
         cmocka_unit_test(test_logprob),
+        cmocka_unit_test(test_no_logprob),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_stop_tokens_and_length),
         cmocka_unit_test(test_stop_strings),

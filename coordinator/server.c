@@ -722,14 +722,27 @@ static int load_curve(struct br_server *s, void *router, struct br_err *err)
     if (!s->o.curve_clients) return BR_OK;
     DIR *d = opendir(s->o.curve_clients);
     if (!d) return br_err_set(err, BR_E_INVALID, "%s: %s", s->o.curve_clients, strerror(errno));
+    /* Only public keys (`bitrack keygen`'s NAME.pub) count: a secret key or any other
+     * file left in the directory is named and skipped, never taken for a client's key. */
     struct dirent *de;
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".pub") != 0) {
+            fprintf(stderr, "bitrack serve: --curve-clients: skipping %s/%s (not a .pub file)\n",
+                    s->o.curve_clients, de->d_name);
+            continue;
+        }
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", s->o.curve_clients, de->d_name);
         char key[41];
         uint8_t raw[32];
-        if (load_key_file(path, key) || !zmq_z85_decode(raw, key)) continue;
+        if (load_key_file(path, key) || !zmq_z85_decode(raw, key)) {
+            fprintf(stderr,
+                    "bitrack serve: --curve-clients: skipping %s (no 40-character z85 key)\n",
+                    path);
+            continue;
+        }
         char(*nk)[41] = realloc(s->curve_keys, (s->n_curve_keys + 1) * sizeof *nk);
         if (!nk) {
             closedir(d);
@@ -741,6 +754,11 @@ static int load_curve(struct br_server *s, void *router, struct br_err *err)
     closedir(d);
     fprintf(stderr, "bitrack serve: CurveZMQ on; %zu authorized client key%s in %s\n",
             s->n_curve_keys, s->n_curve_keys == 1 ? "" : "s", s->o.curve_clients);
+    if (s->n_curve_keys == 0)
+        fprintf(stderr,
+                "bitrack serve: --curve-clients %s holds no client key: every client "
+                "will be refused\n",
+                s->o.curve_clients);
     int timeout = 200, linger = 0;
     s->zap = zmq_socket(s->zctx, ZMQ_REP);
     if (!s->zap || zmq_setsockopt(s->zap, ZMQ_RCVTIMEO, &timeout, sizeof timeout) ||

@@ -34,6 +34,9 @@ if "$BIN" keygen -o "$TMP/server" 2> /dev/null; then fail "keygen overwrote a ke
 "$BIN" keygen -o "$TMP/alice" > /dev/null 2>&1
 "$BIN" keygen -o "$TMP/mallory" > /dev/null 2>&1
 cp "$TMP/alice.pub" "$TMP/clients/"
+# neither a secret key nor a stray file in the directory counts as a client key
+cp "$TMP/mallory.key" "$TMP/clients/"
+printf '# notes\n%s\n' "$(grep -v '^#' "$TMP/mallory.pub")" > "$TMP/clients/mallory.txt"
 ok "keygen"
 
 timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 \
@@ -52,6 +55,10 @@ SPID=$!
 for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
 grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
 grep -q "1 authorized client key" "$TMP/serve.log" || fail "server did not load the client key"
+grep -q "skipping $TMP/clients/mallory.key (not a .pub file)" "$TMP/serve.log" &&
+    grep -q "skipping $TMP/clients/mallory.txt (not a .pub file)" "$TMP/serve.log" &&
+    ok "a secret key and a stray file in the clients directory are skipped and named" ||
+    fail "clients directory: other files not skipped"
 
 want=$("$BIN" run -m "$TMP/m.gguf" --ids -n 12 --temp 0.9 --seed 3 -p "Hello, ternary world" 2>/dev/null)
 got=$(timeout 30 "$BIN" generate --server "$ADDR" --ids -n 12 --temp 0.9 --seed 3 --timeout 10000 \

@@ -337,10 +337,9 @@ int br_cmd_serve(int argc, char **argv)
      * as long as it takes (an idle server sends none) */
     if (comm && rank == 0) br_comm_mpi_watch(comm, (double)step_timeout, server_interrupted, srv);
     if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
-    /* Where this machine's ranks and their threads outnumber its cores, a rank that polls
-     * while it waits takes a core from one that computes: wait by short naps instead. */
-    if (comm && br_comm_mpi_ranks_here(comm) * threads > sysconf(_SC_NPROCESSORS_ONLN))
-        br_comm_mpi_set_spin(comm, 50e-6);
+    /* where ranks and threads outnumber the cores, waits nap instead of polling */
+    if (comm && br_comm_mpi_oversubscribed(comm, (int)threads))
+        br_comm_mpi_set_spin(comm, BR_COMM_MPI_NAP_SPIN_S);
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
     if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, &plan, &model, &err)) {

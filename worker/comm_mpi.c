@@ -426,6 +426,11 @@ void br_comm_mpi_set_spin(struct br_comm *c, double spin_s)
     impl(c)->spin_s = spin_s > 0 ? spin_s : BR_COMM_MPI_SPIN_S;
 }
 
+int br_comm_mpi_oversubscribed(const struct br_comm *c, int threads)
+{
+    return (long)br_comm_mpi_ranks_here(c) * threads > sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 int br_comm_mpi_ranks_here(const struct br_comm *c)
 {
     const struct mpi_impl *m = impl(c);

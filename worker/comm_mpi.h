@@ -44,6 +44,12 @@ void br_comm_mpi_set_spin(struct br_comm *c, double spin_s);
 /* The ranks on this machine (same boot and pid namespace as this one), this one included. */
 int br_comm_mpi_ranks_here(const struct br_comm *c);
 
+/* Whether this machine's ranks, each with `threads` threads, outnumber its online cores.
+ * Then a rank that polls while it waits takes a core from one that computes, and callers
+ * make watched waits nap after BR_COMM_MPI_NAP_SPIN_S of polling (br_comm_mpi_set_spin). */
+#define BR_COMM_MPI_NAP_SPIN_S 50e-6
+int br_comm_mpi_oversubscribed(const struct br_comm *c, int threads);
+
 /* The machines the job runs on (ranks with the same boot and pid namespace share one;
  * a rank whose namespace is unknown counts as a machine of its own). */
 int br_comm_mpi_machines(const struct br_comm *c);

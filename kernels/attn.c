@@ -42,41 +42,34 @@ static void round_f16_ref(float *x, int32_t n)
     for (int32_t i = 0; i < n; i++) x[i] = br_f16_to_f32(br_f32_to_f16(x[i]));
 }
 
-void br_attn_scores_g_loop(const struct br_attn_ops *ops, const float *q, size_t q_stride,
-                           int32_t G, const uint16_t *k, size_t k_stride, int32_t n, int32_t hd,
-                           float scale, float *s, size_t s_stride)
+void br_attn_scores_g(const struct br_attn_ops *ops, const float *q, size_t q_stride, int32_t G,
+                      const uint16_t *k, size_t k_stride, int32_t n, int32_t hd, float scale,
+                      float *s, size_t s_stride)
 {
+    if (ops->scores_g) {
+        ops->scores_g(q, q_stride, G, k, k_stride, n, hd, scale, s, s_stride);
+        return;
+    }
     for (int32_t g = 0; g < G; g++)
         ops->scores(q + (size_t)g * q_stride, k, k_stride, n, hd, scale, s + (size_t)g * s_stride);
 }
 
-void br_attn_accum_g_loop(const struct br_attn_ops *ops, const float *w, size_t w_stride, int32_t G,
-                          const uint16_t *v, size_t v_stride, int32_t n, int32_t hdv, float *out,
-                          size_t out_stride)
+void br_attn_accum_g(const struct br_attn_ops *ops, const float *w, size_t w_stride, int32_t G,
+                     const uint16_t *v, size_t v_stride, int32_t n, int32_t hdv, float *out,
+                     size_t out_stride)
 {
+    if (ops->accum_g) {
+        ops->accum_g(w, w_stride, G, v, v_stride, n, hdv, out, out_stride);
+        return;
+    }
     for (int32_t g = 0; g < G; g++)
         ops->accum(w + (size_t)g * w_stride, v, v_stride, n, hdv, out + (size_t)g * out_stride);
-}
-
-static void scores_g_ref(const float *q, size_t q_stride, int32_t G, const uint16_t *k,
-                         size_t k_stride, int32_t n, int32_t hd, float scale, float *s,
-                         size_t s_stride)
-{
-    br_attn_scores_g_loop(&br_attn_ref, q, q_stride, G, k, k_stride, n, hd, scale, s, s_stride);
-}
-
-static void accum_g_ref(const float *w, size_t w_stride, int32_t G, const uint16_t *v,
-                        size_t v_stride, int32_t n, int32_t hdv, float *out, size_t out_stride)
-{
-    br_attn_accum_g_loop(&br_attn_ref, w, w_stride, G, v, v_stride, n, hdv, out, out_stride);
 }
 
 const struct br_attn_ops br_attn_ref = {
     .name = "ref",
     .scores = scores_ref,
     .accum = accum_ref,
-    .scores_g = scores_g_ref,
-    .accum_g = accum_g_ref,
     .to_f16 = to_f16_ref,
     .round_f16 = round_f16_ref,
 };

@@ -40,7 +40,8 @@ typedef void (*br_attn_accum_fn)(const float *w, const uint16_t *v, size_t v_str
 /* The same for G query heads that share one KV head (grouped-query attention): head g's
  * query at q + g * q_stride, its scores at s + g * s_stride, its weights at w + g * w_stride
  * and its output at out + g * out_stride; every head gets exactly the bits of the single
- * forms, and a variant may read each cache row once for all G heads. */
+ * forms, and a variant may read each cache row once for all G heads. NULL in a table
+ * without them (see br_attn_scores_g). */
 typedef void (*br_attn_scores_g_fn)(const float *q, size_t q_stride, int32_t G, const uint16_t *k,
                                     size_t k_stride, int32_t n, int32_t hd, float scale, float *s,
                                     size_t s_stride);
@@ -79,14 +80,14 @@ const struct br_attn_ops *br_attn_find(const char *name);
  * their own attention code (NEON). */
 const struct br_attn_ops *br_attn_active(void);
 
-/* The grouped forms as a loop over the heads of a variant's single forms (the reference
- * and AVX2 tables use these). */
-void br_attn_scores_g_loop(const struct br_attn_ops *ops, const float *q, size_t q_stride,
-                           int32_t G, const uint16_t *k, size_t k_stride, int32_t n, int32_t hd,
-                           float scale, float *s, size_t s_stride);
-void br_attn_accum_g_loop(const struct br_attn_ops *ops, const float *w, size_t w_stride, int32_t G,
-                          const uint16_t *v, size_t v_stride, int32_t n, int32_t hdv, float *out,
-                          size_t out_stride);
+/* The grouped forms through a variant's table: its scores_g / accum_g where it has them
+ * (AVX-512), else its single forms head by head (the reference, AVX2). */
+void br_attn_scores_g(const struct br_attn_ops *ops, const float *q, size_t q_stride, int32_t G,
+                      const uint16_t *k, size_t k_stride, int32_t n, int32_t hd, float scale,
+                      float *s, size_t s_stride);
+void br_attn_accum_g(const struct br_attn_ops *ops, const float *w, size_t w_stride, int32_t G,
+                     const uint16_t *v, size_t v_stride, int32_t n, int32_t hdv, float *out,
+                     size_t out_stride);
 
 /* Softmax of s[0..n) in the canonical order above: replaces s[p] by w_p (e_p rounded to
  * f16 precision) and returns 1 / sum. n >= 1. Scalar. */

@@ -127,25 +127,10 @@ static void round_f16_avx2(float *x, int32_t n)
     for (; i < n; i++) x[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(x[i]), 0)));
 }
 
-static void scores_g_avx2(const float *q, size_t q_stride, int32_t G, const uint16_t *k,
-                          size_t k_stride, int32_t n, int32_t hd, float scale, float *s,
-                          size_t s_stride)
-{
-    br_attn_scores_g_loop(&br_attn_avx2, q, q_stride, G, k, k_stride, n, hd, scale, s, s_stride);
-}
-
-static void accum_g_avx2(const float *w, size_t w_stride, int32_t G, const uint16_t *v,
-                         size_t v_stride, int32_t n, int32_t hdv, float *out, size_t out_stride)
-{
-    br_attn_accum_g_loop(&br_attn_avx2, w, w_stride, G, v, v_stride, n, hdv, out, out_stride);
-}
-
 const struct br_attn_ops br_attn_avx2 = {
     .name = "avx2",
     .scores = scores_avx2,
     .accum = accum_avx2,
-    .scores_g = scores_g_avx2,
-    .accum_g = accum_g_avx2,
     .to_f16 = to_f16_avx2,
     .round_f16 = round_f16_avx2,
 };

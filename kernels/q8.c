@@ -102,6 +102,32 @@ void br_q8_quantize_act(const float *x, int32_t n, int8_t *q, float *dx)
     }
 }
 
+int br_q8_acts_group(const struct br_q8mat *m, int32_t ntok, const int8_t *q, size_t q_stride,
+                     const float *dx, size_t dx_stride, struct br_q8_acts *a)
+{
+    a->lanes = (size_t)m->ng * BR_Q8_GROUP;
+    a->qg = aligned_alloc(64, (size_t)ntok * m->row_bytes);
+    a->nsum = aligned_alloc(64, (size_t)ntok * a->lanes * sizeof *a->nsum);
+    a->dxg = aligned_alloc(64, (size_t)ntok * a->lanes * sizeof *a->dxg);
+    if (!a->qg || !a->nsum || !a->dxg) {
+        br_q8_acts_free(a);
+        return BR_E_NOMEM;
+    }
+    for (int32_t t = 0; t < ntok; t++)
+        br_q8_group_act(m, q + (size_t)t * q_stride, dx + (size_t)t * dx_stride,
+                        a->qg + (size_t)t * m->row_bytes, a->nsum + (size_t)t * a->lanes,
+                        a->dxg + (size_t)t * a->lanes);
+    return BR_OK;
+}
+
+void br_q8_acts_free(struct br_q8_acts *a)
+{
+    free(a->qg);
+    free(a->nsum);
+    free(a->dxg);
+    memset(a, 0, sizeof *a);
+}
+
 static float dot_ref(const struct br_q8mat *m, int64_t r, const int8_t *q, const float *dx)
 {
     float acc[BR_Q8_GROUP] = {0};

@@ -91,31 +91,20 @@ static void q8_gemm_avx2(const struct br_q8mat *m, int64_t r0, int64_t r1, int32
                          float *y, size_t y_stride)
 {
     if (r0 >= r1 || ntok <= 0) return;
-    size_t lanes = (size_t)m->ng * BR_Q8_GROUP;
-    int8_t *qg = aligned_alloc(64, (size_t)ntok * m->row_bytes);
-    int32_t *nsum = malloc((size_t)ntok * lanes * sizeof *nsum);
-    float *dxg = malloc((size_t)ntok * lanes * sizeof *dxg);
-    if (!qg || !nsum || !dxg) { /* no memory for the grouped copy: the reference */
-        free(qg);
-        free(nsum);
-        free(dxg);
+    struct br_q8_acts g;
+    if (br_q8_acts_group(m, ntok, q, q_stride, dx, dx_stride, &g)) { /* no memory: reference */
         br_q8_gemm_ref(m, r0, r1, ntok, q, q_stride, dx, dx_stride, y, y_stride);
         return;
     }
-    for (int32_t t = 0; t < ntok; t++)
-        br_q8_group_act(m, q + (size_t)t * q_stride, dx + (size_t)t * dx_stride,
-                        qg + (size_t)t * m->row_bytes, nsum + (size_t)t * lanes,
-                        dxg + (size_t)t * lanes);
     /* rows outer: a row stays in L1 across the token tiles */
     for (int64_t r = r0; r < r1; r++)
         for (int32_t t0 = 0; t0 < ntok; t0 += TMAX) {
             int T = ntok - t0 < TMAX ? (int)(ntok - t0) : TMAX;
-            g_tiles[T](m, r, qg + (size_t)t0 * m->row_bytes, m->row_bytes, dxg + (size_t)t0 * lanes,
-                       lanes, y + (size_t)t0 * y_stride + (size_t)(r - r0), y_stride);
+            g_tiles[T](m, r, g.qg + (size_t)t0 * m->row_bytes, m->row_bytes,
+                       g.dxg + (size_t)t0 * g.lanes, g.lanes,
+                       y + (size_t)t0 * y_stride + (size_t)(r - r0), y_stride);
         }
-    free(qg);
-    free(nsum);
-    free(dxg);
+    br_q8_acts_free(&g);
 }
 
 static void q8_gemv_avx2(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,

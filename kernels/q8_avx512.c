@@ -132,31 +132,21 @@ static void q8_gemm_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, int
                            float *y, size_t y_stride)
 {
     if (r0 >= r1 || ntok <= 0) return;
-    size_t lanes = (size_t)m->ng * BR_Q8_GROUP;
-    struct q8_acts a = {.qstride = m->row_bytes, .lstride = lanes};
-    int8_t *qg = aligned_alloc(64, (size_t)ntok * m->row_bytes);
-    int32_t *nsum = aligned_alloc(64, (size_t)ntok * lanes * sizeof *nsum);
-    float *dxg = aligned_alloc(64, (size_t)ntok * lanes * sizeof *dxg);
-    if (!qg || !nsum || !dxg) { /* no memory for the grouped copy: the reference */
-        free(qg);
-        free(nsum);
-        free(dxg);
+    struct br_q8_acts g;
+    if (br_q8_acts_group(m, ntok, q, q_stride, dx, dx_stride, &g)) { /* no memory: reference */
         br_q8_gemm_ref(m, r0, r1, ntok, q, q_stride, dx, dx_stride, y, y_stride);
         return;
     }
-    for (int32_t t = 0; t < ntok; t++)
-        br_q8_group_act(m, q + (size_t)t * q_stride, dx + (size_t)t * dx_stride,
-                        qg + (size_t)t * m->row_bytes, nsum + (size_t)t * lanes,
-                        dxg + (size_t)t * lanes);
+    struct q8_acts a = {.qstride = m->row_bytes, .lstride = g.lanes};
     /* token tiles of nearly equal size, at most TMAX; rows RMAX at a time */
     int32_t ntiles = (ntok + TMAX - 1) / TMAX;
     int64_t r = r0;
     for (; r + RMAX <= r1; r += RMAX) {
         for (int32_t i = 0, t0 = 0; i < ntiles; i++) {
             int T = (int)(ntok / ntiles + (i < ntok % ntiles));
-            a.qg = qg + (size_t)t0 * m->row_bytes;
-            a.nsum = nsum + (size_t)t0 * lanes;
-            a.dxg = dxg + (size_t)t0 * lanes;
+            a.qg = g.qg + (size_t)t0 * m->row_bytes;
+            a.nsum = g.nsum + (size_t)t0 * g.lanes;
+            a.dxg = g.dxg + (size_t)t0 * g.lanes;
             float *yt = y + (size_t)t0 * y_stride + (size_t)(r - r0);
             g_tiles[1][T](m, r, &a, yt, y_stride);
             t0 += T;
@@ -165,15 +155,13 @@ static void q8_gemm_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, int
     for (; r < r1; r++) /* the last rows, one at a time */
         for (int32_t i = 0, t0 = 0; i < ntiles; i++) {
             int T = (int)(ntok / ntiles + (i < ntok % ntiles));
-            a.qg = qg + (size_t)t0 * m->row_bytes;
-            a.nsum = nsum + (size_t)t0 * lanes;
-            a.dxg = dxg + (size_t)t0 * lanes;
+            a.qg = g.qg + (size_t)t0 * m->row_bytes;
+            a.nsum = g.nsum + (size_t)t0 * g.lanes;
+            a.dxg = g.dxg + (size_t)t0 * g.lanes;
             g_tiles[0][T](m, r, &a, y + (size_t)t0 * y_stride + (size_t)(r - r0), y_stride);
             t0 += T;
         }
-    free(qg);
-    free(nsum);
-    free(dxg);
+    br_q8_acts_free(&g);
 }
 
 static void q8_gemv_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,

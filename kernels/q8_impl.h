@@ -57,4 +57,18 @@ static inline float br_q8_combine16(const float *l)
 void br_q8_group_act(const struct br_q8mat *m, const int8_t *q, const float *dx, int8_t *qg,
                      int32_t *nsum, float *dxg);
 
+/* Every token of a call grouped: token t at qg + t * m->row_bytes, nsum + t * lanes and
+ * dxg + t * lanes (lanes = m->ng * 16), all 64-byte aligned. */
+struct br_q8_acts {
+    int8_t *qg;
+    int32_t *nsum;
+    float *dxg;
+    size_t lanes;
+};
+/* Allocates and fills a; BR_E_NOMEM (a zeroed) when memory runs out, and the caller then
+ * takes the reference path. */
+int br_q8_acts_group(const struct br_q8mat *m, int32_t ntok, const int8_t *q, size_t q_stride,
+                     const float *dx, size_t dx_stride, struct br_q8_acts *a);
+void br_q8_acts_free(struct br_q8_acts *a);
+
 #endif

@@ -81,29 +81,17 @@ Q8_NEON_DOT(dot_sdot, sum4_sdot, DOT_ATTR)
                                  size_t dx_stride, float *y, size_t y_stride)                      \
     {                                                                                              \
         if (r0 >= r1 || ntok <= 0) return;                                                         \
-        size_t lanes = (size_t)m->ng * BR_Q8_GROUP;                                                \
-        int8_t *qg = malloc((size_t)ntok * m->row_bytes);                                          \
-        int32_t *nsum = malloc((size_t)ntok * lanes * sizeof *nsum);                               \
-        float *dxg = malloc((size_t)ntok * lanes * sizeof *dxg);                                   \
-        if (!qg || !nsum || !dxg) {                                                                \
-            free(qg);                                                                              \
-            free(nsum);                                                                            \
-            free(dxg);                                                                             \
+        struct br_q8_acts g;                                                                       \
+        if (br_q8_acts_group(m, ntok, q, q_stride, dx, dx_stride, &g)) {                           \
             br_q8_gemm_ref(m, r0, r1, ntok, q, q_stride, dx, dx_stride, y, y_stride);              \
             return;                                                                                \
         }                                                                                          \
-        for (int32_t t = 0; t < ntok; t++)                                                         \
-            br_q8_group_act(m, q + (size_t)t * q_stride, dx + (size_t)t * dx_stride,               \
-                            qg + (size_t)t * m->row_bytes, nsum + (size_t)t * lanes,               \
-                            dxg + (size_t)t * lanes);                                              \
         for (int64_t r = r0; r < r1; r++)                                                          \
             for (int32_t t = 0; t < ntok; t++)                                                     \
                 y[(size_t)t * y_stride + (size_t)(r - r0)] =                                       \
                     DOT(m->qs + (size_t)r * m->row_bytes, br_q8mat_scale(m, r, 0), m->ng,          \
-                        qg + (size_t)t * m->row_bytes, dxg + (size_t)t * lanes);                   \
-        free(qg);                                                                                  \
-        free(nsum);                                                                                \
-        free(dxg);                                                                                 \
+                        g.qg + (size_t)t * m->row_bytes, g.dxg + (size_t)t * g.lanes);             \
+        br_q8_acts_free(&g);                                                                       \
     }                                                                                              \
     ATTR static void gemv_##NAME(const struct br_q8mat *m, int64_t r0, int64_t r1,                 \
                                  const int8_t *q, const float *dx, float *y)                       \

@@ -671,8 +671,8 @@ static void attn_group_task(void *ctx, int task, int n_tasks)
         for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
             int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
             size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
-            ops->scores_g(qbuf, (size_t)hd, G, kbase + row * e->kdl, (size_t)e->kdl, n, hd, scale,
-                          scores + p0, (size_t)e->n_ctx);
+            br_attn_scores_g(ops, qbuf, (size_t)hd, G, kbase + row * e->kdl, (size_t)e->kdl, n, hd,
+                             scale, scores + p0, (size_t)e->n_ctx);
         }
         for (int32_t g = 0; g < G; g++) {
             float *sg = scores + (size_t)g * e->n_ctx;
@@ -684,8 +684,8 @@ static void attn_group_task(void *ctx, int task, int n_tasks)
         for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
             int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
             size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
-            ops->accum_g(scores + p0, (size_t)e->n_ctx, G, vbase + row * e->vdl, (size_t)e->vdl, n,
-                         hdv, out, (size_t)hdv);
+            br_attn_accum_g(ops, scores + p0, (size_t)e->n_ctx, G, vbase + row * e->vdl,
+                            (size_t)e->vdl, n, hdv, out, (size_t)hdv);
         }
         for (int32_t g = 0; g < G; g++)
             for (int32_t i = 0; i < hdv; i++) out[(size_t)g * hdv + i] *= inv[g];

@@ -208,7 +208,7 @@ static void test_grouped(void **state)
                 for (int32_t g = 0; g < G; g++)
                     br_attn_ref.scores(q + (size_t)g * qs, k, ks, n, hd, 0.125f,
                                        want + (size_t)g * ss);
-                a->scores_g(q, qs, G, k, ks, n, hd, 0.125f, got, ss);
+                br_attn_scores_g(a, q, qs, G, k, ks, n, hd, 0.125f, got, ss);
                 expect_same("scores_g", a->name, want, got, (size_t)gmax * ss, hd, G * 100 + n);
                 /* the scores (rounded to f16 like softmax weights) as the accumulation's weights */
                 for (size_t i = 0; i < (size_t)gmax * ss; i++)
@@ -216,7 +216,7 @@ static void test_grouped(void **state)
                 for (size_t i = 0; i < (size_t)gmax * qs; i++) ow[i] = og[i] = rand_val(&rng, 2.0f);
                 for (int32_t g = 0; g < G; g++)
                     br_attn_ref.accum(want + (size_t)g * ss, k, ks, n, hd, ow + (size_t)g * qs);
-                a->accum_g(want, ss, G, k, ks, n, hd, og, qs);
+                br_attn_accum_g(a, want, ss, G, k, ks, n, hd, og, qs);
                 expect_same("accum_g", a->name, ow, og, (size_t)gmax * qs, hd, G * 100 + n);
             }
         free(k), free(q), free(want), free(got), free(ow), free(og);

@@ -46,7 +46,7 @@ void br_attn_scores_g(const struct br_attn_ops *ops, const float *q, size_t q_st
                       const uint16_t *k, size_t k_stride, int32_t n, int32_t hd, float scale,
                       float *s, size_t s_stride)
 {
-    if (ops->scores_g) {
+    if (ops->scores_g && G > 1) {
         ops->scores_g(q, q_stride, G, k, k_stride, n, hd, scale, s, s_stride);
         return;
     }
@@ -58,7 +58,7 @@ void br_attn_accum_g(const struct br_attn_ops *ops, const float *w, size_t w_str
                      const uint16_t *v, size_t v_stride, int32_t n, int32_t hdv, float *out,
                      size_t out_stride)
 {
-    if (ops->accum_g) {
+    if (ops->accum_g && G > 1) {
         ops->accum_g(w, w_stride, G, v, v_stride, n, hdv, out, out_stride);
         return;
     }

@@ -81,7 +81,7 @@ const struct br_attn_ops *br_attn_find(const char *name);
 const struct br_attn_ops *br_attn_active(void);
 
 /* The grouped forms through a variant's table: its scores_g / accum_g where it has them
- * (AVX-512), else its single forms head by head (the reference, AVX2). */
+ * (AVX-512) and G > 1, else its single forms head by head (the reference, AVX2). */
 void br_attn_scores_g(const struct br_attn_ops *ops, const float *q, size_t q_stride, int32_t G,
                       const uint16_t *k, size_t k_stride, int32_t n, int32_t hd, float scale,
                       float *s, size_t s_stride);

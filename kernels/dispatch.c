@@ -98,12 +98,17 @@ int br_cpu_has_gfni(void)
 
 int br_gemm_use_gfni(void)
 {
-    struct x86_features f = x86_features();
-    if (!f.gfni) return 0;
-    const char *e = getenv("BITRACK_GEMM_UNPACK");
-    if (e && strcmp(e, "shift") == 0) return 0;
-    if (e && strcmp(e, "gfni") == 0) return 1;
-    return !f.amd;
+    /* decided once (every GEMM call asks): 0 undecided, 1 shift, 2 GFNI */
+    static atomic_int choice;
+    int c = atomic_load_explicit(&choice, memory_order_relaxed);
+    if (!c) {
+        struct x86_features f = x86_features();
+        const char *e = getenv("BITRACK_GEMM_UNPACK");
+        int gfni = e && strcmp(e, "shift") == 0 ? 0 : e && strcmp(e, "gfni") == 0 ? 1 : !f.amd;
+        c = f.gfni && gfni ? 2 : 1;
+        atomic_store_explicit(&choice, c, memory_order_relaxed);
+    }
+    return c == 2;
 }
 #endif
 

@@ -67,9 +67,11 @@ void br_q8mat_set_rows_ggml(struct br_q8mat *m, int64_t r0, int64_t n, const uin
 void br_q8_group_act(const struct br_q8mat *m, const int8_t *q, const float *dx, int8_t *qg,
                      int32_t *nsum, float *dxg)
 {
-    size_t lanes = (size_t)m->ng * BR_Q8_GROUP;
-    memset(qg, 0, lanes * BR_Q8_BLOCK);
-    for (size_t b = 0; b < lanes; b++) {
+    int32_t lanes = m->ng * BR_Q8_GROUP;
+    for (int32_t b = m->nb; b < lanes; b++) { /* padding: value 0, scale 0 */
+        int8_t *dst =
+            qg + (size_t)(b / BR_Q8_GROUP) * BR_Q8_GROUP_BYTES + (size_t)(b % BR_Q8_GROUP) * 4;
+        for (int i = 0; i < BR_Q8_BLOCK / 4; i++) memset(dst + 64 * i, 0, 4);
         nsum[b] = 0;
         dxg[b] = 0.0f;
     }

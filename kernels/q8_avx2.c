@@ -19,26 +19,30 @@
 
 #define TMAX 4
 
+/* Row r against tokens t0 .. t0 + T - 1 of the grouped activations g. */
 static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m, int64_t r, int T,
-                                                       const int8_t *qg, size_t qstride,
-                                                       const float *dxg, size_t lstride, float *y,
-                                                       size_t y_stride)
+                                                       const struct br_q8_acts *g, int32_t t0,
+                                                       float *y, size_t y_stride)
 {
-    const uint8_t *w = m->qs + (size_t)r * m->row_bytes;
+    /* sizes in locals: the stores below may alias anything read through m or g */
+    const size_t rb = m->row_bytes, lanes = g->lanes;
+    const int32_t ng = m->ng;
+    const int8_t *qg = g->qg + (size_t)t0 * rb;
+    const float *dxg = g->dxg + (size_t)t0 * lanes;
+    const uint8_t *w = m->qs + (size_t)r * rb;
     const uint16_t *d = br_q8mat_scale(m, r, 0);
     const __m256i k80 = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
     _Alignas(32) float facc[TMAX][2][8];
     for (int t = 0; t < T; t++)
         for (int h = 0; h < 2; h++) _mm256_store_ps(facc[t][h], _mm256_setzero_ps());
-    for (int32_t G = 0; G < m->ng; G++) {
+    for (int32_t G = 0; G < ng; G++) {
         const uint8_t *wg = w + (size_t)G * BR_Q8_GROUP_BYTES;
         const int8_t *xg = qg + (size_t)G * BR_Q8_GROUP_BYTES;
         __m256i acc[TMAX][2];
         for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
-        _mm_prefetch((const char *)(wg + m->row_bytes), _MM_HINT_T0);
 #pragma GCC unroll 8
         for (int s = 0; s < 8; s++) {
-            _mm_prefetch((const char *)(wg + m->row_bytes + 64 * (size_t)s), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wg + rb + 64 * (size_t)s), _MM_HINT_T0);
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 __m256i v = _mm256_xor_si256(
@@ -46,8 +50,8 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
                 __m256i av = _mm256_sign_epi8(v, v);
 #pragma GCC unroll 4
                 for (int t = 0; t < T; t++) {
-                    __m256i x = _mm256_load_si256((
-                        const __m256i *)(const void *)(xg + (size_t)t * qstride + 64 * s + 32 * h));
+                    __m256i x = _mm256_load_si256(
+                        (const __m256i *)(const void *)(xg + (size_t)t * rb + 64 * s + 32 * h));
                     __m256i p =
                         _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(x, v)), ones);
                     acc[t][h] = _mm256_add_epi32(acc[t][h], p);
@@ -59,8 +63,8 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
             __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(
                 (const __m128i *)(const void *)(d + (size_t)G * BR_Q8_GROUP + 8 * (size_t)h)));
             for (int t = 0; t < T; t++) {
-                __m256 s = _mm256_mul_ps(dw, _mm256_loadu_ps(dxg + (size_t)t * lstride +
-                                                             (size_t)G * BR_Q8_GROUP + 8 * h));
+                __m256 s = _mm256_mul_ps(
+                    dw, _mm256_loadu_ps(dxg + (size_t)t * lanes + (size_t)G * BR_Q8_GROUP + 8 * h));
                 __m256 f = _mm256_load_ps(facc[t][h]);
                 _mm256_store_ps(facc[t][h], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][h]), s, f));
             }
@@ -72,18 +76,18 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
 }
 
 #define TILE_FN(T)                                                                                 \
-    static void tile_##T(const struct br_q8mat *m, int64_t r, const int8_t *qg, size_t qstride,    \
-                         const float *dxg, size_t lstride, float *y, size_t y_stride)              \
+    static void tile_##T(const struct br_q8mat *m, int64_t r, const struct br_q8_acts *g,          \
+                         int32_t t0, float *y, size_t y_stride)                                    \
     {                                                                                              \
-        tile(m, r, T, qg, qstride, dxg, lstride, y, y_stride);                                     \
+        tile(m, r, T, g, t0, y, y_stride);                                                         \
     }
 TILE_FN(1)
 TILE_FN(2)
 TILE_FN(3)
 TILE_FN(4)
 #undef TILE_FN
-typedef void (*tile_fn)(const struct br_q8mat *m, int64_t r, const int8_t *qg, size_t qstride,
-                        const float *dxg, size_t lstride, float *y, size_t y_stride);
+typedef void (*tile_fn)(const struct br_q8mat *m, int64_t r, const struct br_q8_acts *g, int32_t t0,
+                        float *y, size_t y_stride);
 static const tile_fn g_tiles[TMAX + 1] = {NULL, tile_1, tile_2, tile_3, tile_4};
 
 static void q8_gemm_avx2(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok,
@@ -100,9 +104,7 @@ static void q8_gemm_avx2(const struct br_q8mat *m, int64_t r0, int64_t r1, int32
     for (int64_t r = r0; r < r1; r++)
         for (int32_t t0 = 0; t0 < ntok; t0 += TMAX) {
             int T = ntok - t0 < TMAX ? (int)(ntok - t0) : TMAX;
-            g_tiles[T](m, r, g.qg + (size_t)t0 * m->row_bytes, m->row_bytes,
-                       g.dxg + (size_t)t0 * g.lanes, g.lanes,
-                       y + (size_t)t0 * y_stride + (size_t)(r - r0), y_stride);
+            g_tiles[T](m, r, &g, t0, y + (size_t)t0 * y_stride + (size_t)(r - r0), y_stride);
         }
     br_q8_acts_free(&g);
 }

@@ -12,7 +12,8 @@
  * (broadcast and forwarded the same way, only when DESC_SAMPLE is set):
  *   [0] bias entries in all, then per row EXT_ROW values: temperature, top_k, top_p,
  *   min_p, cand_cap, seed (low, high), seq (low, high), pos (low, high), first bias entry,
- *   bias entries, no_logprob (floats as their bits); then BR_DIST_MAX_BIAS (id, bias) pairs.
+ *   bias entries, no_logprob (0 or 1), floats as their bits; then BR_DIST_MAX_BIAS
+ *   (id, bias) pairs.
  * A last-stage rank answers each row of a sampled step with one record of fixed size
  * (for its slice width w and the step's rows): n_cands (or a negative status), a pad,
  * cap candidates (cap = the most any row may produce from w tokens) and its chunk

@@ -80,10 +80,10 @@ struct br_engine {
     float *hdx; /* their block scales (T, d / 32) */
 };
 
-/* The head takes int8 activations (Q8_0 after quantization at load, or Q6_K in place). */
 /* Query heads per KV head up to which attention runs grouped (attn_group_task). */
 #define ATTN_GMAX 8
 
+/* The head takes int8 activations (Q8_0 after quantization at load, or Q6_K in place). */
 static int head_int8(const struct br_model *m)
 {
     return m->head_q8.rows || (m->part.last_stage && m->head.type == BR_GGML_Q6_K);
@@ -598,98 +598,72 @@ struct attn_job {
 _Static_assert(BR_MAX_HEAD_DIM <= BR_ATTN_MAX_HEAD_DIM,
                "attention kernels hold a head on the stack");
 
-/* Causal attention for one head over the f16 cache, in the canonical order of
- * kernels/attn.h. Like the KV cache, the query and the unnormalized softmax weights are
- * rounded to f16 precision before their products: this is what the reference CPU
+/* Causal attention of token t for the G query heads h0 .. h0 + G - 1, which share one KV
+ * head, over the f16 cache in the canonical order of kernels/attn.h; scores: G rows of
+ * n_ctx scratch floats. Like the KV cache, the query and the unnormalized softmax weights
+ * are rounded to f16 precision before their products: this is what the reference CPU
  * implementations compute, and matching it keeps greedy continuations of real files
  * identical to theirs (tests/unit/bitnet_cpp_test.c). The kernels take one KV block (a
- * run of contiguous cache rows) at a time. */
+ * run of contiguous cache rows) at a time, each row once for the G heads; every head
+ * gets the same bits whatever G. */
+static void attend(struct br_engine *e, int layer, const struct br_batch *b, int32_t t, int32_t h0,
+                   int32_t G, float *scores)
+{
+    const struct br_model_config *c = &e->m->cfg;
+    const struct br_attn_ops *ops = br_attn_active();
+    int32_t hd = c->head_dim, hdv = c->head_dim_v, kvh = h0 / e->g;
+    const struct layer_cache *lc = &e->cache[layer];
+    const uint16_t *kbase = lc->k + (size_t)kvh * hd, *vbase = lc->v + (size_t)kvh * hdv;
+    float qbuf[ATTN_GMAX * BR_MAX_HEAD_DIM], inv[ATTN_GMAX];
+    float scale = 1.0f / sqrtf((float)hd);
+    int32_t npos = b->pos[t] + 1, sq = b->seq[t];
+    memcpy(qbuf, e->q + (size_t)t * e->qdl + (size_t)h0 * hd, (size_t)(G * hd) * sizeof *qbuf);
+    for (int32_t g = 0; g < G; g++) ops->round_f16(qbuf + (size_t)g * hd, hd);
+    for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
+        int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
+        size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
+        br_attn_scores_g(ops, qbuf, (size_t)hd, G, kbase + row * e->kdl, (size_t)e->kdl, n, hd,
+                         scale, scores + p0, (size_t)e->n_ctx);
+    }
+    for (int32_t g = 0; g < G; g++) {
+        float *sg = scores + (size_t)g * e->n_ctx;
+        inv[g] = br_attn_exp(sg, npos);
+        ops->round_f16(sg, npos);
+    }
+    float *out = e->att + (size_t)t * e->odl + (size_t)h0 * hdv;
+    for (int32_t i = 0; i < G * hdv; i++) out[i] = 0.0f;
+    for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
+        int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
+        size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
+        br_attn_accum_g(ops, scores + p0, (size_t)e->n_ctx, G, vbase + row * e->vdl, (size_t)e->vdl,
+                        n, hdv, out, (size_t)hdv);
+    }
+    for (int32_t g = 0; g < G; g++)
+        for (int32_t i = 0; i < hdv; i++) out[(size_t)g * hdv + i] *= inv[g];
+}
+
+/* One query head h for every token of the step. */
 static void attn_task(void *ctx, int h, int n_heads)
 {
     (void)n_heads;
     struct attn_job *j = ctx;
-    struct br_engine *e = j->e;
-    const struct br_model_config *c = &e->m->cfg;
-    const struct br_attn_ops *ops = br_attn_active();
-    int32_t hd = c->head_dim, hdv = c->head_dim_v;
-    int32_t kvh = h / e->g;
-    const struct layer_cache *lc = &e->cache[j->layer];
-    float *scores = e->scores + (size_t)h * e->n_ctx;
-    float qbuf[BR_MAX_HEAD_DIM];
-    float scale = 1.0f / sqrtf((float)hd);
-    const uint16_t *kbase = lc->k + (size_t)kvh * hd, *vbase = lc->v + (size_t)kvh * hdv;
-    for (int32_t t = 0; t < j->b->n; t++) {
-        int32_t npos = j->b->pos[t] + 1;
-        int32_t sq = j->b->seq[t];
-        const float *qh = e->q + (size_t)t * e->qdl + (size_t)h * hd;
-        memcpy(qbuf, qh, (size_t)hd * sizeof *qbuf);
-        ops->round_f16(qbuf, hd);
-        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
-            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
-            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
-            ops->scores(qbuf, kbase + row * e->kdl, (size_t)e->kdl, n, hd, scale, scores + p0);
-        }
-        float inv = br_attn_exp(scores, npos);
-        ops->round_f16(scores, npos);
-        float *out = e->att + (size_t)t * e->odl + (size_t)h * hdv;
-        for (int32_t i = 0; i < hdv; i++) out[i] = 0.0f;
-        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
-            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
-            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
-            ops->accum(scores + p0, vbase + row * e->vdl, (size_t)e->vdl, n, hdv, out);
-        }
-        for (int32_t i = 0; i < hdv; i++) out[i] *= inv;
-    }
+    float *scores = j->e->scores + (size_t)h * j->e->n_ctx;
+    for (int32_t t = 0; t < j->b->n; t++) attend(j->e, j->layer, j->b, t, h, 1, scores);
 }
 
 /* Grouped-query attention: task = kvh * C + c takes the g query heads of local KV head kvh
  * for the tokens t = c, c + C, ... (C = e->attn_chunks; strided, so that a long prompt's
- * expensive last tokens spread over the tasks). Each cache row is read once for the g
- * heads (scores_g / accum_g), and every head gets exactly attn_task's bits. */
+ * expensive last tokens spread over the tasks), reading each cache row once for the g
+ * heads. */
 static void attn_group_task(void *ctx, int task, int n_tasks)
 {
     (void)n_tasks;
     struct attn_job *j = ctx;
     struct br_engine *e = j->e;
-    const struct br_model_config *c = &e->m->cfg;
-    const struct br_attn_ops *ops = br_attn_active();
-    int32_t hd = c->head_dim, hdv = c->head_dim_v, G = e->g, C = e->attn_chunks;
-    int32_t kvh = task / C, h0 = kvh * G;
-    const struct layer_cache *lc = &e->cache[j->layer];
+    int32_t G = e->g, C = e->attn_chunks;
     float *scores = e->scores + (size_t)task * (size_t)G * e->n_ctx;
-    float qbuf[ATTN_GMAX * BR_MAX_HEAD_DIM], inv[ATTN_GMAX];
-    float scale = 1.0f / sqrtf((float)hd);
-    const uint16_t *kbase = lc->k + (size_t)kvh * hd, *vbase = lc->v + (size_t)kvh * hdv;
-    for (int32_t t = task % C; t < j->b->n; t += C) {
-        int32_t npos = j->b->pos[t] + 1;
-        int32_t sq = j->b->seq[t];
-        for (int32_t g = 0; g < G; g++) {
-            memcpy(qbuf + (size_t)g * hd, e->q + (size_t)t * e->qdl + (size_t)(h0 + g) * hd,
-                   (size_t)hd * sizeof *qbuf);
-            ops->round_f16(qbuf + (size_t)g * hd, hd);
-        }
-        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
-            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
-            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
-            br_attn_scores_g(ops, qbuf, (size_t)hd, G, kbase + row * e->kdl, (size_t)e->kdl, n, hd,
-                             scale, scores + p0, (size_t)e->n_ctx);
-        }
-        for (int32_t g = 0; g < G; g++) {
-            float *sg = scores + (size_t)g * e->n_ctx;
-            inv[g] = br_attn_exp(sg, npos);
-            ops->round_f16(sg, npos);
-        }
-        float *out = e->att + (size_t)t * e->odl + (size_t)h0 * hdv;
-        for (int32_t i = 0; i < G * hdv; i++) out[i] = 0.0f;
-        for (int32_t p0 = 0; p0 < npos; p0 += BR_KV_BLOCK) {
-            int32_t n = npos - p0 < BR_KV_BLOCK ? npos - p0 : BR_KV_BLOCK;
-            size_t row = (size_t)br_kv_alloc_row(e->kv, sq, p0);
-            br_attn_accum_g(ops, scores + p0, (size_t)e->n_ctx, G, vbase + row * e->vdl,
-                            (size_t)e->vdl, n, hdv, out, (size_t)hdv);
-        }
-        for (int32_t g = 0; g < G; g++)
-            for (int32_t i = 0; i < hdv; i++) out[(size_t)g * hdv + i] *= inv[g];
-    }
+    for (int32_t t = task % C; t < j->b->n; t += C)
+        attend(e, j->layer, j->b, t, task / C * G, G, scores);
 }
 
 /* ---- the stages ---- */

@@ -10,9 +10,10 @@
 # see the same load); BR_BENCH_TOKENS the decode length; BR_OUT_LEN the output tokens per
 # served request (default 32; the prompt is 16 tokens). The "batch" part prints two
 # ratios: output tokens/s over the whole run (prefill included), and the decode rate,
-# streams / mean time per output token (TPOT), which leaves out the time to first token. The "pp" part measures PP=2 with
-# 2 threads per rank (4 threads on the 2 cores: the stage with work gets both, the waiting
-# one naps), with 1 thread per rank, and with two micro-batches in flight.
+# streams / mean time per output token (TPOT), which leaves out the time to first token.
+# The "pp" part measures PP=2 with 2 threads per rank (4 threads on the 2 cores: the stage
+# with work gets both, the waiting one naps), with 1 thread per rank, and with two
+# micro-batches in flight.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BITRACK_BIN:-build/release/bitrack}

@@ -127,14 +127,14 @@ lose_rank() {
     fi
     if [ -n "$retry" ]; then
         # the restarted job is serving: stop it as an operator would
-        kill -TERM "$JOB"
+        kill -TERM "$JOB" 2> /dev/null || fail "$name: the restarted job had already ended"
     fi
     job_rc=0
     local t=0
     while kill -0 "$JOB" 2> /dev/null && [ $t -lt 300 ]; do sleep 0.1; t=$((t + 1)); done
     if kill -0 "$JOB" 2> /dev/null; then
         fail "$name: the job is still running 30 s after the kill"
-        kill -- "$JOB"
+        kill -- "$JOB" 2> /dev/null || true
     fi
     wait "$JOB" || job_rc=$?
     JOB=""

@@ -42,7 +42,8 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
         for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
 #pragma GCC unroll 8
         for (int s = 0; s < 8; s++) {
-            _mm_prefetch((const char *)(wg + rb + 64 * (size_t)s), _MM_HINT_T0);
+            /* the next row's bytes, into L2 (see q8_avx512.c) */
+            _mm_prefetch((const char *)(wg + rb + 64 * (size_t)s), _MM_HINT_T1);
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 __m256i v = _mm256_xor_si256(

@@ -361,6 +361,22 @@ int br_comm_mpi_world_size(void)
     return n;
 }
 
+/* Where the launcher asked for it (BITRACK_RANK0_PIDFILE, launch/bitrack-launch), rank 0
+ * writes "PID BOOT_ID PID_NAMESPACE": a launcher on the same machine can then tell when
+ * rank 0 has ended while mpirun stays (Open MPI 4.1 waits for the daemon of an unreachable
+ * host). Written to a temporary name and renamed, so a reader sees all of it or nothing. */
+static void announce_rank0(const struct peer *me)
+{
+    const char *path = getenv("BITRACK_RANK0_PIDFILE");
+    if (!path || !*path || !me->space[0]) return;
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return;
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    int ok = fprintf(f, "%d %s\n", (int)me->pid, me->space) > 0;
+    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) remove(tmp);
+}
+
 int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm **out,
                        struct br_err *err)
 {
@@ -395,9 +411,10 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
     MPI_Comm_set_errhandler(m->stage, MPI_ERRORS_RETURN);
     m->lost_req = MPI_REQUEST_NULL;
     m->peers = calloc((size_t)size, sizeof *m->peers);
+    struct peer me;
+    describe_self(&me);
+    if (rank == 0) announce_rank0(&me);
     if (m->peers) {
-        struct peer me;
-        describe_self(&me);
         if (MPI_Allgather(&me, sizeof me, MPI_BYTE, m->peers, sizeof me, MPI_BYTE,
                           MPI_COMM_WORLD) != MPI_SUCCESS) {
             free(m->peers);

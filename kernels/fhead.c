@@ -38,6 +38,10 @@ void br_fhead_gemm_avx2(const struct br_fhead *m, int64_t r0, int64_t r1, int32_
 void br_fhead_gemm_avx512(const struct br_fhead *m, int64_t r0, int64_t r1, int32_t ntok,
                           const float *x, size_t x_stride, float *y, size_t y_stride);
 #endif
+#if defined(BR_HAVE_NEON)
+void br_fhead_gemm_neon(const struct br_fhead *m, int64_t r0, int64_t r1, int32_t ntok,
+                        const float *x, size_t x_stride, float *y, size_t y_stride);
+#endif
 
 br_fhead_gemm_fn br_fhead_find(const char *name)
 {
@@ -47,6 +51,10 @@ br_fhead_gemm_fn br_fhead_find(const char *name)
 #endif
 #if defined(BR_HAVE_AVX512)
     if (strcmp(name, "avx512") == 0) return br_fhead_gemm_avx512;
+#endif
+#if defined(BR_HAVE_NEON)
+    /* plain NEON: the same kernel with or without the dot-product extension */
+    if (strcmp(name, "neon") == 0 || strcmp(name, "neon-nodot") == 0) return br_fhead_gemm_neon;
 #endif
     return br_fhead_gemm_ref;
 }

@@ -16,7 +16,8 @@ command -v qemu-aarch64 >/dev/null || { echo "skip: qemu-aarch64 not installed";
     -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Werror \
     -I"$root" -I"$root/include" \
     "$here/tools/kernel_check.c" "$here/ternary.c" "$here/ternary_neon.c" "$here/ops.c" \
-    "$here/dispatch.c" "$here/q8.c" "$here/q8_neon.c" -lm -o "$out/kernel_check"
+    "$here/dispatch.c" "$here/q8.c" "$here/q8_neon.c" "$here/fhead.c" "$here/fhead_neon.c" \
+    -lm -o "$out/kernel_check"
 echo "== emulated CPU with SDOT (max)"
 qemu-aarch64 -cpu max "$out/kernel_check" neon neon-nodot ref
 echo "== emulated CPU without SDOT (cortex-a57)"

@@ -5,7 +5,10 @@
  * GEMV on ragged and extreme shapes with row sub-ranges, GEMM with 1..9 tokens and
  * padded strides, and the canonical float dots for n = 0..300 and 2560; and the Q8_0 head
  * kernels (kernels/q8.h) as tests/unit/q8_test.c checks them: GEMV and GEMM with 1..9
- * tokens on odd row counts, random and extreme blocks (-128, 127, activations +-127).
+ * tokens on odd row counts, random and extreme blocks (-128, 127, activations +-127); and
+ * the F16/BF16 head kernels (kernels/fhead.h) as tests/unit/fhead_test.c checks them: 1..9
+ * tokens, row sub-ranges, widths with and without a tail, values near F16's largest and
+ * in its subnormal range.
  * Usage: kernel_check [variant...]   (default: every variant this CPU runs)
  * Exit status 0 when every compared value is identical, 1 otherwise.
  */
@@ -16,6 +19,7 @@
 
 #include "bitrack/fp.h"
 #include "kernels/dispatch.h"
+#include "kernels/fhead.h"
 #include "kernels/kernel_impl.h"
 #include "kernels/ops.h"
 #include "kernels/q8.h"
@@ -190,6 +194,70 @@ static void check_q8_variant(const char *name, uint64_t *s)
         for (int qhow = 1; qhow <= 2; qhow++) check_q8(k, 3, 2560, 2, how, qhow, s);
 }
 
+static float rnd_float(uint64_t *s, float scale)
+{
+    return scale * (float)((int64_t)(rnd(s) % 20001) - 10000) / 10000.0f;
+}
+
+static void check_fhead(const char *name, br_fhead_gemm_fn f, const struct br_fhead *m,
+                        int32_t ntok, int64_t r0, int64_t r1, uint64_t *s)
+{
+    size_t xs = (size_t)m->cols + 5, ys = (size_t)(r1 - r0) + 3;
+    float *x = malloc((size_t)ntok * xs * sizeof *x);
+    float *want = malloc((size_t)ntok * ys * sizeof *want),
+          *got = malloc((size_t)ntok * ys * sizeof *got);
+    if (!x || !want || !got) {
+        printf("FAIL out of memory\n");
+        g_fail = 1;
+    } else {
+        for (size_t i = 0; i < (size_t)ntok * xs; i++) x[i] = rnd_float(s, 3.0f);
+        for (size_t i = 0; i < (size_t)ntok * ys; i++) want[i] = got[i] = 1234.5f;
+        br_fhead_gemm_ref(m, r0, r1, ntok, x, xs, want, ys);
+        f(m, r0, r1, ntok, x, xs, got, ys);
+        if (memcmp(want, got, (size_t)ntok * ys * sizeof *want)) {
+            printf("FAIL %s fhead %s %lldx%d ntok %d rows %lld..%lld\n", name,
+                   m->bf16 ? "BF16" : "F16", (long long)m->rows, m->cols, ntok, (long long)r0,
+                   (long long)r1);
+            g_fail = 1;
+        }
+    }
+    free(x), free(want), free(got);
+}
+
+static void check_fhead_variant(const char *name, uint64_t *s)
+{
+    br_fhead_gemm_fn f = br_fhead_find(name);
+    if (!f) return;
+    static const int32_t shapes[][2] = {{1, 8}, {3, 13}, {5, 64}, {6, 203}, {9, 2560}, {4, 7}};
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            int64_t rows = shapes[i][0];
+            int32_t cols = shapes[i][1];
+            size_t rb = 2 * (size_t)cols + 10;
+            uint8_t *data = calloc((size_t)rows, rb);
+            if (!data) {
+                printf("FAIL out of memory\n");
+                g_fail = 1;
+                return;
+            }
+            for (int64_t r = 0; r < rows; r++)
+                for (int32_t k = 0; k < cols; k++) {
+                    float v = rnd_float(s, 4.0f);
+                    if (k % 97 == 5) v = 60000.0f; /* near F16's largest */
+                    if (k % 89 == 7) v = 3e-7f;    /* F16 subnormal */
+                    uint16_t h = bf16 ? br_f32_to_bf16(v) : br_f32_to_f16(v);
+                    data[(size_t)r * rb + 2 * (size_t)k] = (uint8_t)h;
+                    data[(size_t)r * rb + 2 * (size_t)k + 1] = (uint8_t)(h >> 8);
+                }
+            struct br_fhead m = {data, rb, rows, cols, bf16};
+            for (int32_t ntok = 1; ntok <= 9; ntok++) {
+                check_fhead(name, f, &m, ntok, 0, rows, s);
+                if (rows > 2) check_fhead(name, f, &m, ntok, 1, rows - 1, s);
+            }
+            free(data);
+        }
+}
+
 static void check_variant(const char *name)
 {
     const struct br_kernel_ops *k = br_kernels_find(name);
@@ -209,6 +277,7 @@ static void check_variant(const char *name)
     check_gemm(k, 3, 8640, &s);
     check_dots(k, &s);
     check_q8_variant(name, &s);
+    check_fhead_variant(name, &s);
     printf("%s %s\n", g_fail ? "checked (with failures)" : "ok", name);
 }
 

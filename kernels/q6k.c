@@ -76,6 +76,14 @@ void br_q6k_gemm_avx512(const struct br_q6kmat *m, int64_t r0, int64_t r1, int32
                         const int8_t *q, size_t q_stride, const float *dx, size_t dx_stride,
                         float *y, size_t y_stride);
 #endif
+#if defined(BR_HAVE_NEON)
+void br_q6k_gemm_neon_dot(const struct br_q6kmat *m, int64_t r0, int64_t r1, int32_t ntok,
+                          const int8_t *q, size_t q_stride, const float *dx, size_t dx_stride,
+                          float *y, size_t y_stride);
+void br_q6k_gemm_neon_plain(const struct br_q6kmat *m, int64_t r0, int64_t r1, int32_t ntok,
+                            const int8_t *q, size_t q_stride, const float *dx, size_t dx_stride,
+                            float *y, size_t y_stride);
+#endif
 
 br_q6k_gemm_fn br_q6k_find(const char *name)
 {
@@ -85,6 +93,11 @@ br_q6k_gemm_fn br_q6k_find(const char *name)
 #endif
 #if defined(BR_HAVE_AVX512)
     if (strcmp(name, "avx512") == 0) return br_q6k_gemm_avx512;
+#endif
+#if defined(BR_HAVE_NEON)
+    if (strcmp(name, "neon") == 0)
+        return br_cpu_has_dotprod() ? br_q6k_gemm_neon_dot : br_q6k_gemm_neon_plain;
+    if (strcmp(name, "neon-nodot") == 0) return br_q6k_gemm_neon_plain;
 #endif
     return br_q6k_gemm_ref;
 }

@@ -8,7 +8,9 @@
  * tokens on odd row counts, random and extreme blocks (-128, 127, activations +-127); and
  * the F16/BF16 head kernels (kernels/fhead.h) as tests/unit/fhead_test.c checks them: 1..9
  * tokens, row sub-ranges, widths with and without a tail, values near F16's largest and
- * in its subnormal range.
+ * in its subnormal range; and the Q6_K head kernels (kernels/q6k.h) as
+ * tests/unit/q6k_test.c does: 1..9 tokens on several shapes, all-0 and all-1 bits with
+ * extreme scales against extreme activations.
  * Usage: kernel_check [variant...]   (default: every variant this CPU runs)
  * Exit status 0 when every compared value is identical, 1 otherwise.
  */
@@ -23,6 +25,7 @@
 #include "kernels/kernel_impl.h"
 #include "kernels/ops.h"
 #include "kernels/q8.h"
+#include "kernels/q6k.h"
 #include "kernels/q8_impl.h"
 #include "kernels/ternary.h"
 
@@ -258,6 +261,81 @@ static void check_fhead_variant(const char *name, uint64_t *s)
         }
 }
 
+/* rows x cols of Q6_K bytes: how 0 random, 1 all bits 0 with scales -128, 2 all bits 1
+ * with scales 127; d of magnitude 2^-14 .. 2^-7, either sign */
+static uint8_t *q6k_rows(int64_t rows, int32_t cols, int how, uint64_t *s)
+{
+    size_t nb = (size_t)rows * (size_t)(cols / BR_Q6K_BLOCK);
+    uint8_t *p = malloc(nb * BR_Q6K_BLOCK_BYTES);
+    if (!p) return NULL;
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *blk = p + b * BR_Q6K_BLOCK_BYTES;
+        for (int i = 0; i < 192; i++) blk[i] = how == 1 ? 0 : how == 2 ? 0xff : (uint8_t)rnd(s);
+        for (int j = 0; j < 16; j++)
+            blk[192 + j] = how == 1 ? (uint8_t)(int8_t)-128 : how == 2 ? 127 : (uint8_t)rnd(s);
+        float mag = ldexpf(1.0f + (float)(rnd(s) % 1024) / 1024.0f, -7 - (int)(rnd(s) % 8));
+        uint16_t d = br_f32_to_f16(rnd(s) & 1 ? -mag : mag);
+        blk[208] = (uint8_t)d, blk[209] = (uint8_t)(d >> 8);
+    }
+    return p;
+}
+
+/* xhow 0 random activations, 1 all -3, 2 all 3 (quantized to -127 / 127) */
+static void check_q6k(const char *name, br_q6k_gemm_fn f, const struct br_q6kmat *m, int32_t ntok,
+                      int xhow, int64_t r0, int64_t r1, uint64_t *s)
+{
+    size_t qs = (size_t)m->cols + 32, ds = (size_t)m->cols / 32 + 3, ys = (size_t)(r1 - r0) + 5;
+    int8_t *q = calloc((size_t)ntok * qs, 1);
+    float *dx = calloc((size_t)ntok * ds, sizeof *dx), *x = malloc((size_t)m->cols * sizeof *x);
+    float *want = calloc((size_t)ntok * ys, sizeof *want);
+    float *got = calloc((size_t)ntok * ys, sizeof *got);
+    if (!q || !dx || !x || !want || !got) {
+        printf("FAIL out of memory\n");
+        g_fail = 1;
+    } else {
+        for (int32_t t = 0; t < ntok; t++) {
+            for (int32_t k = 0; k < m->cols; k++)
+                x[k] = xhow == 1 ? -3.0f : xhow == 2 ? 3.0f : rnd_float(s, 10.0f);
+            br_q8_quantize_act(x, m->cols, q + (size_t)t * qs, dx + (size_t)t * ds);
+        }
+        for (size_t i = 0; i < (size_t)ntok * ys; i++) want[i] = got[i] = 1234.5f;
+        br_q6k_gemm_ref(m, r0, r1, ntok, q, qs, dx, ds, want, ys);
+        f(m, r0, r1, ntok, q, qs, dx, ds, got, ys);
+        if (memcmp(want, got, (size_t)ntok * ys * sizeof *want)) {
+            printf("FAIL %s q6k %lldx%d ntok %d x %d rows %lld..%lld\n", name, (long long)m->rows,
+                   m->cols, ntok, xhow, (long long)r0, (long long)r1);
+            g_fail = 1;
+        }
+    }
+    free(q), free(dx), free(x), free(want), free(got);
+}
+
+static void check_q6k_variant(const char *name, uint64_t *s)
+{
+    br_q6k_gemm_fn f = br_q6k_find(name);
+    if (!f) return;
+    static const int32_t shapes[][2] = {{1, 256}, {3, 512}, {5, 768}, {2, 2560}, {7, 1024}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0] + 2; i++) {
+        int how = i < 5 ? 0 : (int)i - 4;
+        int64_t rows = how ? 3 : shapes[i][0];
+        int32_t cols = how ? 1024 : shapes[i][1];
+        uint8_t *data = q6k_rows(rows, cols, how, s);
+        struct br_q6kmat m;
+        if (!data || br_q6kmat_view(&m, data, rows, cols)) {
+            printf("FAIL q6k setup\n");
+            g_fail = 1;
+            free(data);
+            return;
+        }
+        for (int32_t ntok = 1; ntok <= 9; ntok++)
+            for (int xhow = 0; xhow <= (how ? 2 : 0); xhow++) {
+                check_q6k(name, f, &m, ntok, xhow, 0, rows, s);
+                if (rows > 2) check_q6k(name, f, &m, ntok, xhow, 1, rows - 1, s);
+            }
+        free(data);
+    }
+}
+
 static void check_variant(const char *name)
 {
     const struct br_kernel_ops *k = br_kernels_find(name);
@@ -278,6 +356,7 @@ static void check_variant(const char *name)
     check_dots(k, &s);
     check_q8_variant(name, &s);
     check_fhead_variant(name, &s);
+    check_q6k_variant(name, &s);
     printf("%s %s\n", g_fail ? "checked (with failures)" : "ok", name);
 }
 

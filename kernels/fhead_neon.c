@@ -9,7 +9,6 @@
  */
 #include <arm_neon.h>
 #include <math.h>
-#include <string.h>
 
 #include "bitrack/fp.h"
 #include "kernels/fhead.h"

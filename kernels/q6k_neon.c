@@ -9,10 +9,8 @@
  */
 #include <arm_neon.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include "bitrack/fp.h"
-#include "kernels/kernel_impl.h"
 #include "kernels/q6k.h"
 
 #define DOT_ATTR  __attribute__((target("arch=armv8.2-a+dotprod")))

@@ -1,5 +1,5 @@
 /*
- * Tokenizer throughput: builds the Llama-3 tokenizer from the shared reference vocabulary
+ * Tokenizer throughput: builds the Llama-3 tokenizer from the reference vocabulary in tests/data
  * (data/tokenizer/llama3_vocab.txt and llama3_merges.txt), makes about 1 MB of mixed text
  * by repeating the reference cases (code, prose, numbers, non-Latin scripts, emoji), and
  * encodes it on one thread, reporting MB/s for prompt-sized calls (one per case) and for
@@ -9,7 +9,7 @@
  * Standalone build (after building build/t):
  *   gcc -O2 -std=c11 -D_GNU_SOURCE -DBR_BENCH_TOKENIZER_STANDALONE -I include -I . \
  *       bench/bench_tokenizer.c build/t/libbitrack_core.a -lm -lpthread -o build/t/bench_tokenizer
- *   build/t/bench_tokenizer /work/shared/data
+ *   build/t/bench_tokenizer tests/data
  * (bench/CMakeLists_tokenizer.cmake has the same as a target.)
  */
 #include "bench/bench_tokenizer.h"
@@ -158,8 +158,8 @@ done:
 
 int br_bench_tokenizer_main(int argc, char **argv)
 {
-    const char *dir = argc > 1 ? argv[1] : getenv("BR_SHARED_DATA");
-    if (!dir) dir = "../shared/data";
+    const char *dir = argc > 1 ? argv[1] : getenv("BR_TEST_DATA");
+    if (!dir) dir = "tests/data";
     double mb = argc > 2 ? atof(argv[2]) : 1.0;
     if (mb <= 0) mb = 1.0;
     int rc = 1;

@@ -4,7 +4,7 @@
 # must refuse each one the way a user should see it: a non-zero exit that is not a signal,
 # exactly one line on stderr, and no sanitizer report.
 #
-# Env: BR_BIN (the bitrack executable), BR_TMP (scratch), BR_SHARED_DATA (optional).
+# Env: BR_BIN (the bitrack executable), BR_TMP (scratch), BR_TEST_DATA (tests/data).
 set -u
 
 : "${BR_BIN:?BR_BIN must name the bitrack executable}"
@@ -59,8 +59,11 @@ for f in "$dir"/*.gguf; do
 done
 
 # A valid model must still be accepted, or every refusal above proves nothing.
-model="${BR_SHARED_DATA:-}/bitnet-cpp/gqa-i2_s.gguf"
-if [ -n "${BR_SHARED_DATA:-}" ] && [ -f "$model" ]; then
+model="${BR_TEST_DATA:?BR_TEST_DATA must name tests/data}/bitnet-cpp/gqa-i2_s.gguf"
+if [ ! -f "$model" ]; then
+    bad=$((bad + 1))
+    echo "FAIL: missing test data file $model (tests/data/README.md lists it)"
+else
     if ! "$BR_BIN" info -m "$model" >"$out" 2>"$err"; then
         bad=$((bad + 1))
         echo "FAIL: $model (valid) was refused:"

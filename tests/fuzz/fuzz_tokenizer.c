@@ -2,8 +2,8 @@
  * libFuzzer harness for the byte-level BPE tokenizer (coordinator/tokenizer.h).
  *
  * One tokenizer is built once, in LLVMFuzzerInitialize, from the real Llama-3 vocabulary
- * (BR_SHARED_DATA/tokenizer/llama3_{vocab,merges}.txt, else ../shared/data beside the
- * repository); when those files are missing, from a small synthetic byte-level vocabulary
+ * (BR_TEST_DATA/tokenizer/llama3_{vocab,merges}.txt, else the repository's tests/data);
+ * when those files are missing, from a small synthetic byte-level vocabulary
  * (256 byte tokens, a few merges, one control token). It is immutable, so keeping it for
  * the whole run is the only state besides libFuzzer's.
  *
@@ -286,9 +286,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    const char *dir = getenv("BR_SHARED_DATA");
+    const char *dir = getenv("BR_TEST_DATA");
     if (dir && *dir) g_tok = load_llama3(dir);
-    if (!g_tok) g_tok = load_llama3(BR_FUZZ_REPO_ROOT "/../shared/data");
+    if (!g_tok) g_tok = load_llama3(BR_FUZZ_REPO_ROOT "/tests/data");
     if (!g_tok) {
         fprintf(stderr, "fuzz_tokenizer: no Llama-3 vocabulary found, using a synthetic one\n");
         g_tok = synthetic();

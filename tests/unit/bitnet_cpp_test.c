@@ -1,6 +1,6 @@
 /*
- * Files written by bitnet.cpp (../shared/data/bitnet-cpp/): they load, and our prompt
- * logits agree with bitnet.cpp's own as far as the two designs allow (its README: cosine
+ * Files written by bitnet.cpp (tests/data/bitnet-cpp/, see tests/data/README.md): they load, and our prompt
+ * logits agree with bitnet.cpp's own as far as the two designs allow (tests/data/README.md: cosine
  * ~0.999 per position for I2_S, ~0.998 for TQ1_0/TQ2_0, same top token at 95-100% of
  * positions). For I2_S, where both sides quantize activations per token, the greedy
  * continuation must also be bitnet.cpp's, token for token.
@@ -36,18 +36,18 @@ static void check_file(const char *type, double min_cos, int check_greedy)
 {
     char rel[256];
     int32_t prompt[NPROMPT], gen[NGEN];
-    assert_int_equal(read_ids(br_test_shared("bitnet-cpp/prompt_ids.txt"), prompt, NPROMPT),
-                     NPROMPT);
+    if (read_ids(br_test_data("bitnet-cpp/prompt_ids.txt"), prompt, NPROMPT) != NPROMPT)
+        fail_msg("cannot read %s", br_test_data("bitnet-cpp/prompt_ids.txt"));
     snprintf(rel, sizeof rel, "bitnet-cpp/gqa-%s.gen_ids.txt", type);
-    assert_int_equal(read_ids(br_test_shared(rel), gen, NGEN), NGEN);
+    assert_int_equal(read_ids(br_test_data(rel), gen, NGEN), NGEN);
     snprintf(rel, sizeof rel, "bitnet-cpp/gqa-%s.prompt_logits.f32", type);
     size_t len = 0;
-    float *want = (float *)br_test_read_file(br_test_shared(rel), &len);
-    assert_non_null(want);
+    float *want = (float *)br_test_data_read(rel, &len);
+    if (!want) fail_msg("cannot read test data file %s", rel);
     snprintf(rel, sizeof rel, "bitnet-cpp/gqa-%s.gguf", type);
     struct br_model *m = NULL;
     struct br_err err = {{0}};
-    if (br_model_load(br_test_shared(rel), &m, &err)) fail_msg("%s", err.msg);
+    if (br_model_load(br_test_data(rel), &m, &err)) fail_msg("%s", err.msg);
     size_t V = (size_t)m->cfg.n_vocab;
     assert_int_equal(V, 1024);
     assert_int_equal(len, NPROMPT * V * sizeof(float));

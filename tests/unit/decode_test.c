@@ -707,9 +707,9 @@ static void test_bitnet_cpp_files(void **state)
     struct br_gguf *g[3] = {NULL, NULL, NULL};
     struct br_err e;
     for (int f = 0; f < 3; f++) {
-        int rc = br_gguf_open(br_test_shared(files[f]), &g[f], &e);
+        int rc = br_gguf_open(br_test_data(files[f]), &g[f], &e);
         if (rc) {
-            fprintf(stderr, "%s: %s\n", files[f], e.msg);
+            fprintf(stderr, "%s: %s\n", br_test_data(files[f]), e.msg);
             fail();
         }
     }
@@ -727,7 +727,7 @@ static void test_bitnet_cpp_files(void **state)
             assert_int_equal(t->ne[1], t0->ne[1]);
             int rc = br_decode_ternary(t, 0, (int32_t)t->ne[1], 0, (int32_t)t->ne[0], &m[f], &e);
             if (rc) {
-                fprintf(stderr, "%s: %s\n", files[f], e.msg);
+                fprintf(stderr, "%s: %s\n", br_test_data(files[f]), e.msg);
                 fail();
             }
         }

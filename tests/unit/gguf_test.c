@@ -817,7 +817,7 @@ static void test_version2(void **state)
     free(b.p);
 }
 
-/* The three small bitnet.cpp-made models in the shared data. */
+/* The three small bitnet.cpp-made models in tests/data/bitnet-cpp. */
 static void test_real_files(void **state)
 {
     (void)state;
@@ -825,11 +825,8 @@ static void test_real_files(void **state)
                                         "bitnet-cpp/gqa-tq2_0.gguf"};
     static const uint32_t ternary[] = {BR_GGML_I2_S, BR_GGML_TQ1_0, BR_GGML_TQ2_0};
     for (size_t f = 0; f < 3; f++) {
-        const char *path = br_test_shared(files[f]);
-        if (access(path, R_OK) != 0) {
-            print_message("skipping %s: not present\n", path);
-            skip();
-        }
+        const char *path = br_test_data(files[f]);
+        if (access(path, R_OK) != 0) fail_msg("missing test data file %s", path);
         struct br_gguf *g;
         struct br_err err = {{0}};
         if (br_gguf_open(path, &g, &err)) fail_msg("%s", err.msg);

@@ -12,18 +12,27 @@ static const char *env_or(const char *name, const char *fallback)
     return v && *v ? v : fallback;
 }
 
-const char *br_test_shared(const char *rel)
-{
-    static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/%s", env_or("BR_SHARED_DATA", "../shared/data"), rel);
-    return buf;
-}
+#ifndef BR_TEST_DATA_DIR
+#define BR_TEST_DATA_DIR "tests/data"
+#endif
 
 const char *br_test_data(const char *rel)
 {
     static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/%s", env_or("BR_TEST_DATA", "tests/data"), rel);
+    snprintf(buf, sizeof buf, "%s/%s", env_or("BR_TEST_DATA", BR_TEST_DATA_DIR), rel);
     return buf;
+}
+
+uint8_t *br_test_data_read(const char *rel, size_t *len)
+{
+    const char *path = br_test_data(rel);
+    uint8_t *b = br_test_read_file(path, len);
+    if (!b)
+        fprintf(stderr,
+                "test data file %s cannot be read: the repository's tests/data/ must be "
+                "complete (tests/data/README.md lists every file)\n",
+                path);
+    return b;
 }
 
 char *br_test_tmp_path(const char *stem)

@@ -5,10 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Path of a file under ../shared/data (BR_SHARED_DATA), in a static buffer. */
-const char *br_test_shared(const char *rel);
-/* Path of a file under tests/data (BR_TEST_DATA), in a static buffer. */
+/* Path of a file under the repository's tests/data (BR_TEST_DATA overrides), in a static
+ * buffer that the next call overwrites. */
 const char *br_test_data(const char *rel);
+/* Reads tests/data/REL whole (caller frees); NULL, after a message naming the path on
+ * stderr, when it is missing or unreadable. */
+uint8_t *br_test_data_read(const char *rel, size_t *len);
 /* A fresh path in the build's scratch folder (BR_TMP or /tmp); caller frees. */
 char *br_test_tmp_path(const char *stem);
 /* Reads a whole file; returns a malloc'd buffer (caller frees) or NULL. */

@@ -1,6 +1,6 @@
 /*
  * Tests of coordinator/tokenizer: both tokenizers built from the real Llama-3 and Llama-2
- * vocabularies in ../shared/data/tokenizer must reproduce every reference case id for id
+ * vocabularies in tests/data/tokenizer must reproduce every reference case id for id
  * and decode back to the text; special-token parsing, BOS handling, the streaming
  * detokenizer, the pre-tokenizer rules, hostile input, and loading through a GGUF file.
  *
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "coordinator/tokenizer.h"
 #include "coordinator/tokenizer_pre.h"
@@ -149,8 +150,8 @@ static size_t split_lines(char *buf, size_t len, char ***lines)
 
 static char *read_text(const char *rel, size_t *len)
 {
-    uint8_t *b = br_test_read_file(br_test_shared(rel), len);
-    assert_non_null(b);
+    uint8_t *b = br_test_data_read(rel, len);
+    if (!b) fail_msg("cannot read test data file %s", rel);
     char *s = realloc(b, *len + 1);
     s[*len] = '\0';
     return s;
@@ -283,6 +284,16 @@ static void params_llama2(const struct vocab *v, struct br_tok_params *p)
 
 static int setup(void **state)
 {
+    static const char *const need[] = {"tokenizer/llama3_vocab.txt", "tokenizer/llama3_merges.txt",
+                                       "tokenizer/llama3_cases.jsonl", "tokenizer/llama2_vocab.tsv",
+                                       "tokenizer/llama2_cases.jsonl"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
+        if (access(br_test_data(need[i]), R_OK) != 0) {
+            fprintf(stderr, "missing test data file %s (tests/data/README.md lists it)\n",
+                    br_test_data(need[i]));
+            return -1;
+        }
+    }
     struct fixture *f = calloc(1, sizeof *f);
     struct br_err err = {{0}};
     struct br_tok_params p;
@@ -310,6 +321,7 @@ static void free_cases(struct tcase *c, size_t n)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
+    if (!f) return 0; /* the setup failed before making one */
     br_tok_destroy(&f->l3);
     br_tok_destroy(&f->l2);
     free_vocab(&f->v3);
@@ -1069,7 +1081,7 @@ static void test_bitnet_cpp_file(void **state)
     struct br_err err = {{0}};
     struct br_gguf *g;
     struct br_tok *t;
-    if (br_gguf_open(br_test_shared("bitnet-cpp/gqa-i2_s.gguf"), &g, &err))
+    if (br_gguf_open(br_test_data("bitnet-cpp/gqa-i2_s.gguf"), &g, &err))
         fail_msg("open: %s", err.msg);
     if (br_tok_from_gguf(g, &t, &err)) fail_msg("from_gguf: %s", err.msg);
     br_gguf_close(&g);

@@ -24,18 +24,35 @@ if [ -z "$model" ]; then
     [ -f "$model" ] || "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 4 --ff 1024 \
         --layers 4 --vocab 2048 --ctx 1024 -o "$model"
 fi
-log=$(mktemp)
+# Everything temporary (the server's log, Open MPI's session folder) goes in one folder
+# that is removed on the way out, whatever happens.
+work=$(mktemp -d "${TMPDIR:-/tmp}/bitrack-quickstart.XXXXXX")
+log=$work/serve.log
 addr="tcp://127.0.0.1:$port"
 echo "starting $((tp * pp)) ranks (tp $tp x pp $pp) serving $model on $addr" >&2
-setsid launch/bitrack-launch --local $((tp * pp)) --tp "$tp" --pp "$pp" -- serve -m "$model" \
-    --listen "$addr" > "$log" 2>&1 &
+TMPDIR=$work setsid launch/bitrack-launch --local $((tp * pp)) --tp "$tp" --pp "$pp" -- \
+    serve -m "$model" --listen "$addr" > "$log" 2>&1 &
 pid=$!
-# the launcher, mpirun and the ranks share one process group: stop them all
-trap 'kill -TERM -- -$pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log"' EXIT
+# The launcher, mpirun and the ranks share one process group: stop them all. The script's
+# own status is kept: 0 when the client got its answer, the failure's otherwise.
+cleanup() {
+    local rc=$?
+    set +e
+    kill -TERM -- -$pid 2> /dev/null
+    wait $pid 2> /dev/null
+    rm -rf "$work"
+    exit $rc
+}
+trap cleanup EXIT
+fail() {
+    echo "quickstart: $*" >&2
+    sed 's/^/    /' "$log" >&2
+    exit 1
+}
 for _ in $(seq 600); do
     grep -q "ready on" "$log" && break
-    kill -0 $pid 2>/dev/null || { cat "$log" >&2; exit 1; }
+    kill -0 $pid 2> /dev/null || fail "the server ended before it was ready; its log:"
     sleep 0.1
 done
-grep "ready on" "$log" >&2 || { cat "$log" >&2; exit 1; }
+grep "ready on" "$log" >&2 || fail "the server was not ready within 60 s; its log:"
 "$BIN" generate --server "$addr" -n "$n" -v "$prompt"

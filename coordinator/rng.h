@@ -3,7 +3,7 @@
  *
  * Every draw is a pure function of (seed, sequence id, position, stream): there is no
  * generator state to advance. That is what makes sampling independent of batch
- * composition and of which rank draws (ARCHITECTURE.md, "Exactness" rule 4): a sequence
+ * composition and of which rank draws (docs/ARCHITECTURE.md, "Exactness" rule 4): a sequence
  * sampled alone, interleaved with others, or on another vocabulary slice sees the very
  * same numbers.
  *

@@ -41,7 +41,7 @@
  *    layout alike.
  *  - logprob and the top-p normaliser need the global softmax sum. Each slice reports,
  *    per fixed 256-token chunk (BR_SAMPLE_CHUNK, aligned to global ids), the chunk's max
- *    and sum of exp(l - max); merge folds the chunks in chunk order (ARCHITECTURE.md
+ *    and sum of exp(l - max); merge folds the chunks in chunk order (docs/ARCHITECTURE.md
  *    "Exactness" rule 2). Slices must therefore start on a chunk boundary.
  *  - all ranks run the same binary: bit-identity assumes the same libm (exp, log, expf).
  * The logprob carries the rounding of the float chunk sums: accurate to about 1e-7.

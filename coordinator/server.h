@@ -1,5 +1,5 @@
 /*
- * The serving coordinator on world rank 0 (ARCHITECTURE.md, "Coordinator and serving").
+ * The serving coordinator on world rank 0 (docs/ARCHITECTURE.md, "Coordinator and serving").
  *
  * Two threads. The front end owns the ZeroMQ ROUTER socket: it decodes and validates
  * requests (proto/proto.h), answers health/info/metrics/tokenize/ping itself, turns

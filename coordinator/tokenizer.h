@@ -1,7 +1,7 @@
 /*
  * Tokenizers for the models bitrack runs: byte-level BPE (GGUF `tokenizer.ggml.model` =
  * "gpt2": Llama-3, Falcon, GPT-2 style vocabularies) and SentencePiece-style BPE ("llama":
- * Llama-1/2 and the 32002-token BitNet models). Format facts: ../shared/FORMATS.md §5.
+ * Llama-1/2 and the 32002-token BitNet models). Format facts: docs/FORMATS.md §5.
  *
  * A struct br_tok is immutable after creation, so one object may be shared by any number
  * of threads. It copies everything it needs from the parameters; memory use is bounded

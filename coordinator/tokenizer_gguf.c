@@ -1,5 +1,5 @@
 /*
- * br_tok_from_gguf: a tokenizer from a GGUF file's tokenizer.ggml.* keys (FORMATS.md §5).
+ * br_tok_from_gguf: a tokenizer from a GGUF file's tokenizer.ggml.* keys (docs/FORMATS.md §5).
  *
  * Token strings are borrowed from the file's mapping for the duration of br_tok_create,
  * which copies them, so the tokenizer does not keep the file alive. Keys with the wrong

@@ -1,7 +1,7 @@
 /*
  * Per-token float operations of the forward pass, in their canonical order.
  *
- * Exactness across layouts and thread counts (ARCHITECTURE.md "Exactness") rests on every
+ * Exactness across layouts and thread counts (docs/ARCHITECTURE.md "Exactness") rests on every
  * float reduction being done in one fixed order, written down here:
  *  - br_dot_f32: 8 running sums, element k into lane k % 8, each updated with fmaf in
  *    increasing k; lanes combined as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). SIMD versions
@@ -36,7 +36,7 @@ float br_sum_chunks(const float *chunks, size_t nchunks);
 /* y = x / sqrt(mean(x^2) + eps) * w, with mean from the canonical chunk sums. */
 void br_rmsnorm(const float *x, const float *w, size_t n, float eps, float *y);
 
-/* BitLinear input quantization (FORMATS.md §3): s = 127 / max(absmax, 1e-5);
+/* BitLinear input quantization (docs/FORMATS.md §3): s = 127 / max(absmax, 1e-5);
  * q[k] = clamp(round_half_even(x[k] * s), -128, 127) for k < n, 0 for n <= k < npad.
  * Returns s. */
 float br_quantize_absmax(const float *x, size_t n, size_t npad, int8_t *q);
@@ -44,8 +44,9 @@ float br_quantize_absmax(const float *x, size_t n, size_t npad, int8_t *q);
 float br_quantize_with_max(const float *x, size_t n, size_t npad, float absmax, int8_t *q);
 float br_absmax(const float *x, size_t n);
 
-/* Norm-and-quantize, the canonical input of every BitLinear (ARCHITECTURE.md: the RMS
- * cancels out of the quantized values). With y_i = x_i * g_i (g NULL: y = x):
+/* Norm-and-quantize, the canonical input of every BitLinear (docs/ARCHITECTURE.md, "The
+ * model math": the RMS cancels out of the quantized values). With y_i = x_i * g_i (g NULL:
+ * y = x):
  *   absmax = max |y_i|                                    (order-free)
  *   ss     = sum of chunk sums of x_i^2                   (canonical chunks)
  *   r      = 1 / sqrtf(ss / n + eps) if normed, else 1

@@ -2,7 +2,7 @@
  * Q6_K matrices times int8 activations: the output head (or tied embedding) when the file
  * stores it as Q6_K, the type llama.cpp's quantizer gives the output tensor by default.
  *
- * Weights are read in place from the GGUF rows (FORMATS.md §2): a row is cols / 256
+ * Weights are read in place from the GGUF rows (docs/FORMATS.md §2): a row is cols / 256
  * super-blocks of 210 bytes, { ql[128], qh[64], sc[16] (int8), d (f16) }. Value k of a
  * super-block (0 <= k < 256; half h = k / 128, group g = (k % 128) / 32, l = k % 32) has
  *   u_k = (ql[64h + 32 (g & 1) + l] >> (4 (g >> 1))) & 15  |  ((qh[32h + l] >> 2g) & 3) << 4

@@ -3,7 +3,7 @@
  * stored (or quantized at load) as Q8_0.
  *
  * Weights: ggml's Q8_0, blocks of 32 int8 values q with one f16 scale d (x = d * q),
- * FORMATS.md §2. The file's 34-byte blocks are repacked at load. Blocks go in groups of
+ * docs/FORMATS.md §2. The file's 34-byte blocks are repacked at load. Blocks go in groups of
  * 16 (512 columns); a row is ng = ceil(nb / 16) groups of 512 bytes, 64-byte aligned:
  *   byte 512 G + 64 i + 4 k + e  =  q[32 (16 G + k) + 4 i + e] ^ 0x80
  * (step i < 8, lane k < 16, e < 4): the 4-byte groups of 16 blocks interleaved, so that a

@@ -1,5 +1,5 @@
 /*
- * Model configuration: reads <arch>.* metadata (FORMATS.md §5), fills defaults the way
+ * Model configuration: reads <arch>.* metadata (docs/FORMATS.md §5), fills defaults the way
  * the reference implementations do (key_length = embedding_length / head_count,
  * rope.dimension_count = key_length, head tied when output.weight is absent), then checks
  * every layer tensor's presence and shape.

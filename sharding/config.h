@@ -1,5 +1,5 @@
 /*
- * Model configuration from GGUF metadata (FORMATS.md §4-5) for the architectures
+ * Model configuration from GGUF metadata (docs/FORMATS.md §4-5) for the architectures
  * `bitnet-b1.58` (also `bitnet-25`), `bitnet` and `llama` (ternary variants).
  *
  * br_config_from_gguf reads every hyper-parameter and checks it against the tensor

@@ -1,6 +1,6 @@
 /*
  * Tensor decoding and encoding: GGUF tensor bytes to float rows or to the canonical packed
- * ternary layout of kernels/ternary.h, and back (bit layouts: FORMATS.md §2).
+ * ternary layout of kernels/ternary.h, and back (bit layouts: docs/FORMATS.md §2).
  *
  * Invariants kept here:
  *  - Nothing is read outside a tensor: its byte size (t->nbytes) is checked against what

@@ -1,5 +1,5 @@
 /*
- * Tensor decoding and encoding (FORMATS.md §2).
+ * Tensor decoding and encoding (docs/FORMATS.md §2).
  *
  * Non-ternary tensors (embeddings, the output head, norms) decode to float rows. Ternary
  * tensors (I2_S, TQ1_0, TQ2_0, or F32/F16/BF16 holding only {-s, 0, +s}) decode into the

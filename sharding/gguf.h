@@ -1,5 +1,5 @@
 /*
- * GGUF reading and writing (format: ../shared/FORMATS.md §1, versions 2 and 3).
+ * GGUF reading and writing (format: docs/FORMATS.md §1, versions 2 and 3).
  *
  * The reader maps a file read-only (or takes a caller's buffer) and validates everything
  * before handing out a pointer: magic, version, counts, every string and array length,

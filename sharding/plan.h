@@ -1,6 +1,6 @@
 /*
  * The TP x PP plan: which layers, heads, FFN rows, residual columns and vocabulary rows
- * each rank owns (ARCHITECTURE.md, "Tensor parallelism" and "Pipeline parallelism").
+ * each rank owns (docs/ARCHITECTURE.md, "Tensor parallelism" and "Pipeline parallelism").
  *
  * Rules that keep every layout bit-identical to one process:
  *  - the residual stream of width d is split in whole 256-element chunks (the canonical

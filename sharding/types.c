@@ -1,5 +1,5 @@
 /*
- * The ggml tensor-type table: names, block sizes and byte sizes (FORMATS.md §2). Block
+ * The ggml tensor-type table: names, block sizes and byte sizes (docs/FORMATS.md §2). Block
  * structs are transparent and pinned here with static asserts, because their layout is
  * the file format.
  */

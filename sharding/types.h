@@ -1,5 +1,5 @@
 /*
- * ggml tensor types that bitrack reads (../shared/FORMATS.md §2): ids, block sizes and
+ * ggml tensor types that bitrack reads (docs/FORMATS.md §2): ids, block sizes and
  * byte sizes. I2_S (bitnet.cpp's id 36) is not block-regular: a tensor of n weights takes
  * n/4 bytes plus a 32-byte tail whose first 4 bytes hold its f32 scale.
  */

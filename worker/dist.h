@@ -1,5 +1,5 @@
 /*
- * Driving the ranks of a TP x PP job through forward steps (ARCHITECTURE.md, "Pipeline
+ * Driving the ranks of a TP x PP job through forward steps (docs/ARCHITECTURE.md, "Pipeline
  * parallelism"). World rank 0 (stage 0, TP rank 0) decides each step; the step
  * descriptor (which tokens, sequences, positions, which rows need logits) is broadcast
  * to stage 0 and then travels with the residual from stage to stage, so no rank needs any
@@ -41,7 +41,7 @@ struct br_dist {
     int head, count;
 };
 
-/* Sampling on the last stage (ARCHITECTURE.md, "Pipeline parallelism"): for rows whose
+/* Sampling on the last stage (docs/ARCHITECTURE.md, "Pipeline parallelism"): for rows whose
  * sampling needs no history (no repetition, presence or frequency penalty), the sampling
  * parameters travel with the step, each last-stage rank runs br_sample_candidates over its
  * vocabulary slice, and only the candidates and the per-chunk softmax statistics go back

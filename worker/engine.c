@@ -1,5 +1,6 @@
 /*
- * Forward pass of one part of the model (see engine.h, FORMATS.md §4, ARCHITECTURE.md).
+ * Forward pass of one part of the model (see engine.h, docs/FORMATS.md §4, and
+ * docs/ARCHITECTURE.md, "Tensor parallelism").
  *
  * Per layer, for a batch of T tokens, on a rank holding residual columns [d0, d1), KV
  * heads [kv0, kv1) (and their query heads) and FFN rows [ff0, ff1):

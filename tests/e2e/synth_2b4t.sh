@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `bitrack synth --preset 2b-4t` writes the tensor table of the official
-# BitNet-b1.58-2B-4T GGUF (FORMATS.md §6): 332 tensors, names, shapes, types, and I2_S
+# BitNet-b1.58-2B-4T GGUF (docs/FORMATS.md §6): 332 tensors, names, shapes, types, and I2_S
 # byte sizes n/4 + 32; `bitrack run` on it generates tokens.
 set -euo pipefail
 BIN=${BR_BIN:?}

@@ -2,7 +2,7 @@
  * Tests of sharding/decode.c.
  *
  * Decoding is checked against blocks whose bytes are written here from the format's
- * description (FORMATS.md §2), with expected weights worked out by hand, so an encoder and
+ * description (docs/FORMATS.md §2), with expected weights worked out by hand, so an encoder and
  * decoder that agree on a wrong layout cannot pass. Encoder -> decoder round trips then
  * cover every type on random matrices and sub-rectangles, error cases check that a bad
  * tensor is refused with a message naming it, and the bitnet.cpp files (one model

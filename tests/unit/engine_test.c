@@ -1,5 +1,5 @@
 /*
- * The engine against an independent implementation of the model math (FORMATS.md §3-4)
+ * The engine against an independent implementation of the model math (docs/FORMATS.md §3-4)
  * written here with plain loops and double accumulation, on tiny synthetic models of each
  * architecture and each ternary storage type; plus the exactness properties the design
  * promises: identical logits whatever the thread count, whether tokens are evaluated as

@@ -623,7 +623,7 @@ struct ttype {
     uint32_t type;
     uint32_t n_dims;
     uint64_t ne[4];
-    uint64_t nbytes; /* computed by hand from FORMATS.md §2 */
+    uint64_t nbytes; /* computed by hand from docs/FORMATS.md §2 */
 };
 
 /* Every type with a known size, with the byte size worked out independently. */

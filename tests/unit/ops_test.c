@@ -101,7 +101,7 @@ static void test_bitlinear_hand(void **state)
     assert_int_equal(acc[1], 40);
     br_tmat_gemv(&m, 1, 2, q, acc);
     assert_int_equal(acc[0], 40);
-    /* codes sit where FORMATS.md says: column 32 is bits 5-4 of byte 0 */
+    /* codes sit where docs/FORMATS.md §2 says: column 32 is bits 5-4 of byte 0 */
     br_tmat_set(&m, 0, 32, 1);
     assert_int_equal((m.codes[0] >> 4) & 3, 2);
     assert_int_equal((m.codes[0] >> 6) & 3, 2); /* column 0 is +1 */

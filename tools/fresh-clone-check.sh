@@ -17,8 +17,8 @@ esac
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # The README's fenced sh blocks under "## Quick start", in order.
-blocks=$(awk '/^## /{in_qs = ($0 ~ /^## Quick start/)} in_qs && /^```sh$/{b++; next}
-              in_qs && /^```$/{next} in_qs && b && !/^```/{print b "\t" $0}' "$src/README.md")
+blocks=$(awk '/^## /{in_qs = ($0 ~ /^## Quick start/)} in_qs && /^```sh$/{b++; inb = 1; next}
+              /^```/{inb = 0; next} in_qs && inb {print b "\t" $0}' "$src/README.md")
 first=$(printf '%s\n' "$blocks" | awk -F'\t' '$1 == 1 {print $2}')
 tests=$(printf '%s\n' "$blocks" | awk -F'\t' '$1 == 2 {print $2}')
 [ -n "$first" ] && [ -n "$tests" ] || { echo "fresh-clone: README.md's Quick start lacks its two sh blocks" >&2; exit 1; }

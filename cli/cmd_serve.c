@@ -5,7 +5,7 @@
  *                 [--max-seqs N] [--batch-tokens N] [--max-queue N] [--client-timeout S]
  *                 [--max-per-client N] [--max-tokens-cap N] [--max-prompt-tokens N]
  *                 [--max-request-bytes N] [--client-queue N]
- *                 [--curve-secret FILE --curve-clients DIR]
+ *                 [--curve-secret FILE (--curve-clients DIR | --curve-any-client)]
  *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P [--step-timeout S] ...
  *
  * Rank 0 answers health requests (state `loading`) while the model loads, prints the
@@ -135,15 +135,16 @@ static void *watchdog(void *arg)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: bitrack serve -m MODEL [--listen ADDR] [-t THREADS] [--ctx N] [--max-seqs N]\n"
-            "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
-            "                     [--client-timeout S] [--max-tokens-cap N]\n"
-            "                     [--max-prompt-tokens N] [--max-request-bytes N]\n"
-            "                     [--client-queue N]\n"
-            "                     [--curve-secret FILE --curve-clients DIR] [--tp T --pp P]\n"
-            "                     [--step-timeout S] [--micro-batches N]\n"
-            "                     [--head q8_0|q6_k]  (re-encode the output head at load)\n");
+    fprintf(
+        f, "usage: bitrack serve -m MODEL [--listen ADDR] [-t THREADS] [--ctx N] [--max-seqs N]\n"
+           "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
+           "                     [--client-timeout S] [--max-tokens-cap N]\n"
+           "                     [--max-prompt-tokens N] [--max-request-bytes N]\n"
+           "                     [--client-queue N]\n"
+           "                     [--curve-secret FILE (--curve-clients DIR | --curve-any-client)]\n"
+           "                     [--tp T --pp P]\n"
+           "                     [--step-timeout S] [--micro-batches N]\n"
+           "                     [--head q8_0|q6_k]  (re-encode the output head at load)\n");
 }
 
 int br_cmd_serve(int argc, char **argv)
@@ -167,6 +168,7 @@ int br_cmd_serve(int argc, char **argv)
         O_CQUEUE,
         O_CS,
         O_CC,
+        O_CANY,
         O_TP,
         O_PP,
         O_STEP,
@@ -189,6 +191,7 @@ int br_cmd_serve(int argc, char **argv)
                                          {"client-queue", required_argument, 0, O_CQUEUE},
                                          {"curve-secret", required_argument, 0, O_CS},
                                          {"curve-clients", required_argument, 0, O_CC},
+                                         {"curve-any-client", no_argument, 0, O_CANY},
                                          {"tp", required_argument, 0, O_TP},
                                          {"pp", required_argument, 0, O_PP},
                                          {"step-timeout", required_argument, 0, O_STEP},
@@ -214,6 +217,9 @@ int br_cmd_serve(int argc, char **argv)
             break;
         case O_CC:
             so.curve_clients = optarg;
+            break;
+        case O_CANY:
+            so.curve_any_client = 1;
             break;
         case 't':
             slot = &threads, hi = 1024;
@@ -286,6 +292,11 @@ int br_cmd_serve(int argc, char **argv)
     if (!model_path) return br_cli_usage_error("serve", "a model is required (-m MODEL.gguf)");
     so.batch_tokens = (int32_t)batch;
     so.max_request_bytes = max_bytes;
+    {
+        /* every rank refuses an incomplete Curve set at once, before MPI or the model */
+        struct br_err cerr = {{0}};
+        if (br_server_curve_check(&so, &cerr)) return br_cli_usage_error("serve", "%s", cerr.msg);
+    }
 
     int exit_code = 1, rank = 0;
     struct br_err err = {{0}};

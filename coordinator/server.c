@@ -34,6 +34,7 @@
 #include "bitrack/progress.h"
 #include "coordinator/chat.h"
 #include "coordinator/sample.h"
+#include "proto/keyfile.h"
 #include "proto/proto.h"
 #include "worker/dist.h"
 
@@ -117,7 +118,8 @@ struct br_server {
     atomic_int n_live, n_running;
     _Atomic double step_since; /* when the running step began; 0 between steps */
     char chat_template[32];
-    /* CurveZMQ client authorization: set up by the front end before it binds */
+    /* CurveZMQ: keys loaded by br_server_start, put on the router by the front end */
+    char curve_secret[41];  /* the server's secret key, z85 (when o.curve_secret) */
     char (*curve_keys)[41]; /* (n_curve_keys,) authorized public keys, z85 */
     size_t n_curve_keys;
     void *zap;     /* ZAP REP socket, bound before the router; used by the ZAP thread */
@@ -672,40 +674,102 @@ static void *fe_main(void *arg)
  * the wrong server key) by the front end, from the router's monitor. */
 static void *zap_main(void *arg);
 
-static int load_key_file(const char *path, char out[41])
+/* Start (caller's thread): the Curve flags as a complete, consistent set, and every key
+ * file of the kind it is given as. Any misconfiguration stops the server before it
+ * listens, with a message naming the flag: a server believed locked must never run open. */
+int br_server_curve_check(const struct br_server_opts *o, struct br_err *err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[256];
-    int ok = 0;
-    while (fgets(line, sizeof line, f)) {
-        char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p == '#' || *p == '\n' || !*p) continue;
-        size_t n = strcspn(p, " \t\r\n");
-        if (n == 40) {
-            memcpy(out, p, 40);
-            out[40] = '\0';
-            ok = 1;
-        }
-        break;
-    }
-    fclose(f);
-    return ok ? 0 : -1;
+    if (o->curve_clients && !o->curve_secret)
+        return br_err_set(err, BR_E_INVALID,
+                          "--curve-clients %s needs --curve-secret FILE (the server's secret "
+                          "key): without it the socket would be plaintext and the client list "
+                          "ignored",
+                          o->curve_clients);
+    if (o->curve_any_client && !o->curve_secret)
+        return br_err_set(err, BR_E_INVALID,
+                          "--curve-any-client needs --curve-secret FILE (the server's secret key)");
+    if (o->curve_any_client && o->curve_clients)
+        return br_err_set(err, BR_E_INVALID,
+                          "--curve-any-client and --curve-clients %s contradict each other: give "
+                          "one",
+                          o->curve_clients);
+    if (o->curve_secret && !o->curve_clients && !o->curve_any_client)
+        return br_err_set(err, BR_E_INVALID,
+                          "--curve-secret needs --curve-clients DIR (the authorized client public "
+                          "keys), or --curve-any-client to admit every client that has the "
+                          "server's public key (encryption without client authentication)");
+    if (o->curve_secret && !zmq_has("curve"))
+        return br_err_set(err, BR_E_UNSUPPORTED, "--curve-secret: this libzmq has no CurveZMQ");
+    return BR_OK;
 }
 
+static int curve_load_keys(struct br_server *s, struct br_err *err)
+{
+    int rc = br_server_curve_check(&s->o, err);
+    if (rc || !s->o.curve_secret) return rc;
+    struct br_err kerr = {{0}};
+    rc = br_key_file_read(s->o.curve_secret, BR_KEY_SECRET, s->curve_secret, NULL, &kerr);
+    if (rc) return br_err_set(err, rc, "--curve-secret: %s", kerr.msg);
+    char pub[41];
+    if (zmq_curve_public(pub, s->curve_secret))
+        return br_err_set(err, BR_E_FORMAT, "--curve-secret: %s: not a usable CurveZMQ secret key",
+                          s->o.curve_secret);
+    fprintf(stderr, "bitrack serve: CurveZMQ on; the server's public key is %s\n", pub);
+    if (!s->o.curve_clients) {
+        fprintf(stderr, "bitrack serve: --curve-any-client: every client that has the server's "
+                        "public key is admitted\n");
+        return BR_OK;
+    }
+    DIR *d = opendir(s->o.curve_clients);
+    if (!d)
+        return br_err_set(err, BR_E_INVALID, "--curve-clients %s: %s", s->o.curve_clients,
+                          strerror(errno));
+    /* Only a public key in a NAME.pub file counts: another file, or a .pub file holding a
+     * secret key or a key of no stated kind, is named and skipped, never taken for a
+     * client's key. */
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".pub") != 0) {
+            fprintf(stderr, "bitrack serve: --curve-clients: skipping %s/%s (not a .pub file)\n",
+                    s->o.curve_clients, de->d_name);
+            continue;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", s->o.curve_clients, de->d_name);
+        char key[41];
+        if (br_key_file_read(path, BR_KEY_PUBLIC, key, NULL, &kerr)) {
+            fprintf(stderr, "bitrack serve: --curve-clients: skipping %s\n", kerr.msg);
+            continue;
+        }
+        char(*nk)[41] = realloc(s->curve_keys, (s->n_curve_keys + 1) * sizeof *nk);
+        if (!nk) {
+            closedir(d);
+            return br_err_set(err, BR_E_NOMEM, "out of memory");
+        }
+        s->curve_keys = nk;
+        memcpy(s->curve_keys[s->n_curve_keys++], key, 41);
+    }
+    closedir(d);
+    if (s->n_curve_keys == 0)
+        return br_err_set(err, BR_E_INVALID,
+                          "--curve-clients %s holds no client public key (NAME.pub from bitrack "
+                          "keygen): no client could connect",
+                          s->o.curve_clients);
+    fprintf(stderr, "bitrack serve: %zu authorized client key%s in %s\n", s->n_curve_keys,
+            s->n_curve_keys == 1 ? "" : "s", s->o.curve_clients);
+    return BR_OK;
+}
+
+/* Front end, before it binds: the keys loaded at start go on the router; with a client
+ * list, the ZAP handler starts first. */
 static int load_curve(struct br_server *s, void *router, struct br_err *err)
 {
     if (!s->o.curve_secret) return BR_OK;
-    if (!zmq_has("curve"))
-        return br_err_set(err, BR_E_UNSUPPORTED, "--curve-secret: this libzmq has no CurveZMQ");
-    char secret[41];
-    if (load_key_file(s->o.curve_secret, secret))
-        return br_err_set(err, BR_E_INVALID, "%s: no 40-character z85 secret key",
-                          s->o.curve_secret);
     int one = 1;
     if (zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
-        zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, secret, 40) ||
+        zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, s->curve_secret, 40) ||
         zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "bitrack", 7))
         return br_err_set(err, BR_E_UNSUPPORTED, "%s: not a usable CurveZMQ secret key",
                           s->o.curve_secret);
@@ -720,45 +784,6 @@ static int load_curve(struct br_server *s, void *router, struct br_err *err)
         }
     }
     if (!s->o.curve_clients) return BR_OK;
-    DIR *d = opendir(s->o.curve_clients);
-    if (!d) return br_err_set(err, BR_E_INVALID, "%s: %s", s->o.curve_clients, strerror(errno));
-    /* Only public keys (`bitrack keygen`'s NAME.pub) count: a secret key or any other
-     * file left in the directory is named and skipped, never taken for a client's key. */
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;
-        size_t len = strlen(de->d_name);
-        if (len < 5 || strcmp(de->d_name + len - 4, ".pub") != 0) {
-            fprintf(stderr, "bitrack serve: --curve-clients: skipping %s/%s (not a .pub file)\n",
-                    s->o.curve_clients, de->d_name);
-            continue;
-        }
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", s->o.curve_clients, de->d_name);
-        char key[41];
-        uint8_t raw[32];
-        if (load_key_file(path, key) || !zmq_z85_decode(raw, key)) {
-            fprintf(stderr,
-                    "bitrack serve: --curve-clients: skipping %s (no 40-character z85 key)\n",
-                    path);
-            continue;
-        }
-        char(*nk)[41] = realloc(s->curve_keys, (s->n_curve_keys + 1) * sizeof *nk);
-        if (!nk) {
-            closedir(d);
-            return br_err_set(err, BR_E_NOMEM, "out of memory");
-        }
-        s->curve_keys = nk;
-        memcpy(s->curve_keys[s->n_curve_keys++], key, 41);
-    }
-    closedir(d);
-    fprintf(stderr, "bitrack serve: CurveZMQ on; %zu authorized client key%s in %s\n",
-            s->n_curve_keys, s->n_curve_keys == 1 ? "" : "s", s->o.curve_clients);
-    if (s->n_curve_keys == 0)
-        fprintf(stderr,
-                "bitrack serve: --curve-clients %s holds no client key: every client "
-                "will be refused\n",
-                s->o.curve_clients);
     int timeout = 200, linger = 0;
     s->zap = zmq_socket(s->zctx, ZMQ_REP);
     if (!s->zap || zmq_setsockopt(s->zap, ZMQ_RCVTIMEO, &timeout, sizeof timeout) ||
@@ -885,6 +910,11 @@ int br_server_start(const struct br_server_opts *o, const char *const *info, str
     s->info = calloc(n + 2, sizeof *s->info);
     for (size_t i = 0; s->info && i < n; i++) s->info[i] = xstrdup(info[i]);
     snprintf(s->chat_template, sizeof s->chat_template, "bitnet");
+    int krc = curve_load_keys(s, err);
+    if (krc) {
+        br_server_destroy(&s);
+        return krc;
+    }
     s->zctx = zmq_ctx_new();
     s->main_pair = zmq_socket(s->zctx, ZMQ_PAIR);
     s->fe_pair = zmq_socket(s->zctx, ZMQ_PAIR);

@@ -42,15 +42,25 @@ struct br_server_opts {
      * its requests are cancelled; default 10000 (64 streams lagging 150 tokens each; a
      * few MiB per stalled client, besides the kernel's socket buffers). */
     int32_t client_queue;
-    double stuck_s;            /* > 0: a step running this long means rank 0 is stuck in MPI (a lost
-                                * rank): the front end answers every request `unavailable` and stops */
-    const char *curve_secret;  /* optional CurveZMQ server secret key file (z85) */
-    const char *curve_clients; /* directory of authorized client public keys (z85 files) */
+    double stuck_s; /* > 0: a step running this long means rank 0 is stuck in MPI (a lost
+                     * rank): the front end answers every request `unavailable` and stops */
+    /* CurveZMQ, all or nothing: curve_secret (the server's secret key file) with either
+     * curve_clients (a directory of authorized clients' NAME.pub files) or curve_any_client
+     * (admit any client that has the server's public key). Any other combination, or a key
+     * file of the wrong kind (proto/keyfile.h), is an error at start. */
+    const char *curve_secret;
+    const char *curve_clients;
+    int curve_any_client;
 };
 
 struct br_server;
 
-/* Starts the front end (answering health with `loading`). info: name/value strings shown
+/* Checks that the Curve options form a complete, consistent set (see br_server_opts),
+ * naming the flag that is missing or contradicts another; loads no file. */
+int br_server_curve_check(const struct br_server_opts *o, struct br_err *err);
+
+/* Starts the front end (answering health with `loading`). Curve misconfiguration or a bad
+ * key file fails here, before anything listens. info: name/value strings shown
  * by `info` requests (NULL-terminated pairs, copied). */
 int br_server_start(const struct br_server_opts *o, const char *const *info, struct br_server **out,
                     struct br_err *err);

@@ -16,6 +16,8 @@
  */
 #include "proto/client.h"
 
+#include "proto/keyfile.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -51,30 +53,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int br_client_key_read(const char *path, char key[41], struct br_err *err)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return br_err_set(err, BR_E_IO, "%s: %s", path, strerror(errno));
-    char line[256];
-    int rc = br_err_set(err, BR_E_FORMAT, "%s: no key (a line of 40 z85 characters)", path);
-    while (fgets(line, sizeof line, f)) {
-        char *p = line;
-        size_t n = strcspn(p, "\r\n");
-        p[n] = '\0';
-        if (n == 0 || p[0] == '#') continue;
-        uint8_t raw[32];
-        if (n == 40 && zmq_z85_decode(raw, p)) {
-            memcpy(key, p, 41);
-            rc = BR_OK;
-        } else {
-            rc = br_err_set(err, BR_E_FORMAT, "%s: '%.48s' is not a 40-character z85 key", path, p);
-        }
-        break;
-    }
-    fclose(f);
-    return rc;
-}
-
 int br_client_curve_load(const char *server_key_file, const char *secret_key_file,
                          struct br_client_curve *out, struct br_err *err)
 {
@@ -83,8 +61,9 @@ int br_client_curve_load(const char *server_key_file, const char *secret_key_fil
     memset(out, 0, sizeof *out);
     if (!zmq_has("curve"))
         return br_err_set(err, BR_E_UNSUPPORTED, "this libzmq was built without CurveZMQ");
-    int rc = br_client_key_read(server_key_file, out->server_key, err);
-    if (!rc) rc = br_client_key_read(secret_key_file, out->secret_key, err);
+    /* each file must say it holds the kind of key it is given as (keyfile.h) */
+    int rc = br_key_file_read(server_key_file, BR_KEY_PUBLIC, out->server_key, NULL, err);
+    if (!rc) rc = br_key_file_read(secret_key_file, BR_KEY_SECRET, out->secret_key, NULL, err);
     if (!rc && zmq_curve_public(out->public_key, out->secret_key))
         rc = br_err_set(err, BR_E_FORMAT, "%s: not a CurveZMQ secret key", secret_key_file);
     return rc;

@@ -42,12 +42,10 @@ struct br_client_curve {
     char secret_key[41];
 };
 
-/* Reads a key file as `bitrack keygen` writes it: the first line that is not empty or a
- * '#' comment holds exactly 40 z85 characters (a 32-byte key). */
-int br_client_key_read(const char *path, char key[41], struct br_err *err);
-
 /* Fills *out from the server's public key file and this client's secret key file (the
- * public key is derived from the secret one). BR_E_UNSUPPORTED when libzmq has no CURVE. */
+ * public key is derived from the secret one). Each file must state its kind (see
+ * proto/keyfile.h): a secret key given as the server's key, or a public key given as the
+ * client's, is BR_E_MISMATCH naming the file. BR_E_UNSUPPORTED when libzmq has no CURVE. */
 int br_client_curve_load(const char *server_key_file, const char *secret_key_file,
                          struct br_client_curve *out, struct br_err *err);
 

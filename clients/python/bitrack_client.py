@@ -70,17 +70,40 @@ class BitrackTimeout(BitrackError):
         super().__init__("timeout", message, request_id)
 
 
-def load_key(key):
+_KEY_KINDS = {"public": "bitrack CurveZMQ public key", "secret": "bitrack CurveZMQ secret key"}
+
+
+def load_key(key, kind=None):
     """A z85 CurveZMQ key (40 characters) as bytes: `key` itself when it is one, else the
-    first line of the file `key` that is neither empty nor a '#' comment."""
+    key in the file `key`, as `bitrack keygen` writes it: '#' comment lines, one of them
+    stating the kind ('# bitrack CurveZMQ public key' or '... secret key'), and one line
+    of 40 z85 characters. kind ("public" or "secret"): a file that states another kind,
+    or none, raises ValueError naming it (the file name plays no part)."""
     if isinstance(key, bytes):
         key = key.decode("ascii")
     if len(key) != 40 or os.path.exists(key):
-        with open(key, encoding="ascii") as f:
-            lines = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
-        if not lines:
-            raise ValueError("%s: no key" % key)
-        key = lines[0]
+        path = key
+        with open(path, encoding="ascii") as f:
+            lines = [l.strip() for l in f if l.strip()]
+        keys = [l for l in lines if not l.startswith("#")]
+        notes = [l[1:].strip() for l in lines if l.startswith("#")]
+        stated = {k for k, text in _KEY_KINDS.items() for n in notes if n.startswith(text)}
+        if not keys:
+            raise ValueError("%s: no key" % path)
+        if len(keys) > 1:
+            raise ValueError("%s: more than one key line; a key file holds one key" % path)
+        if len(stated) > 1:
+            raise ValueError("%s: states both kinds (public and secret key)" % path)
+        if kind is not None and not stated:
+            raise ValueError(
+                "%s: does not say whether it holds a public or a secret key (no '# %s' "
+                "line); a %s key is needed here" % (path, _KEY_KINDS[kind], kind)
+            )
+        if kind is not None and stated != {kind}:
+            raise ValueError(
+                "%s: holds a %s key, but a %s key is needed here" % (path, stated.pop(), kind)
+            )
+        key = keys[0]
     if len(key) != 40:
         raise ValueError("not a 40-character z85 key: %.48r" % key)
     zmq.utils.z85.decode(key)  # raises on a character outside z85
@@ -101,7 +124,7 @@ class Client:
     timeout: seconds to wait for the next message about a request (None: forever).
     ping_interval: seconds between pings while waiting (None or 0: no pings).
     curve_server_key, curve_key: the server's CurveZMQ public key and this client's secret
-    key (z85 or a key file), both or neither.
+    key (z85 or a key file), both or neither; a key file of the wrong kind is a ValueError.
     """
 
     def __init__(
@@ -127,8 +150,8 @@ class Client:
         if self._curve:
             if not zmq.has("curve"):
                 raise BitrackError("unsupported", "this libzmq has no CurveZMQ")
-            secret = load_key(curve_key)
-            self._sock.curve_serverkey = load_key(curve_server_key)
+            secret = load_key(curve_key, "secret")
+            self._sock.curve_serverkey = load_key(curve_server_key, "public")
             self._sock.curve_secretkey = secret
             self._sock.curve_publickey = zmq.curve_public(secret)
         # failed handshakes are otherwise silent (the socket retries): watch them so a

@@ -34,8 +34,10 @@ if "$BIN" keygen -o "$TMP/server" 2> /dev/null; then fail "keygen overwrote a ke
 "$BIN" keygen -o "$TMP/alice" > /dev/null 2>&1
 "$BIN" keygen -o "$TMP/mallory" > /dev/null 2>&1
 cp "$TMP/alice.pub" "$TMP/clients/"
-# neither a secret key nor a stray file in the directory counts as a client key
+# neither a secret key nor a stray file in the directory counts as a client key, nor a
+# secret key named like a public one (its content says what it is)
 cp "$TMP/mallory.key" "$TMP/clients/"
+cp "$TMP/mallory.key" "$TMP/clients/eve.pub"
 printf '# notes\n%s\n' "$(grep -v '^#' "$TMP/mallory.pub")" > "$TMP/clients/mallory.txt"
 ok "keygen"
 
@@ -45,9 +47,37 @@ timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512
 # a bad secret key file is an error at start, not a plaintext server
 echo "not a key" > "$TMP/bad.key"
 if timeout 20 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --curve-secret "$TMP/bad.key" \
-    > "$TMP/bad.log" 2>&1; then fail "serve started with a bad secret key"; fi
-grep -q "bad.key: no 40-character z85 secret key" "$TMP/bad.log" && ok "bad secret key refused" \
+    --curve-any-client > "$TMP/bad.log" 2>&1; then fail "serve started with a bad secret key"; fi
+grep -q "curve-secret: .*bad.key: 'not a key' is not a 40-character z85 key" "$TMP/bad.log" && ok "bad secret key refused" \
     || { fail "bad secret key message"; cat "$TMP/bad.log"; }
+
+# an incomplete or inconsistent Curve set, or a key of the wrong kind, is an error at
+# start naming the flag: never a server that runs open while believed locked
+mkdir -p "$TMP/empty"
+cp "$TMP/server.pub" "$TMP/server-copy.key" # a public key, whatever its name says
+misconfig() { # name expected-message serve-args...
+    local name=$1 msg=$2; shift 2
+    if timeout 10 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" "$@" > "$TMP/mis.log" 2>&1; then
+        fail "$name: serve exited 0"; return
+    fi
+    if grep -q "ready" "$TMP/mis.log" || ! grep -q -- "$msg" "$TMP/mis.log"; then
+        fail "$name: $(head -c 600 "$TMP/mis.log")"; return
+    fi
+    ok "$name refused at start: $(grep -a -- "$msg" "$TMP/mis.log" | head -1)"
+}
+misconfig "--curve-clients without --curve-secret" "--curve-clients $TMP/clients needs --curve-secret" \
+    --curve-clients "$TMP/clients"
+misconfig "--curve-secret alone" "--curve-secret needs --curve-clients DIR" \
+    --curve-secret "$TMP/server.key"
+misconfig "--curve-any-client without --curve-secret" "--curve-any-client needs --curve-secret" \
+    --curve-any-client
+misconfig "--curve-any-client with --curve-clients" "contradict each other" \
+    --curve-secret "$TMP/server.key" --curve-clients "$TMP/clients" --curve-any-client
+misconfig "a public key as --curve-secret" \
+    "server-copy.key: holds a public key, but a secret key is needed" \
+    --curve-secret "$TMP/server-copy.key" --curve-clients "$TMP/clients"
+misconfig "an empty clients directory" "--curve-clients $TMP/empty holds no client public key" \
+    --curve-secret "$TMP/server.key" --curve-clients "$TMP/empty"
 
 timeout 120 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --curve-secret "$TMP/server.key" \
     --curve-clients "$TMP/clients" > "$TMP/serve.log" 2>&1 &
@@ -59,6 +89,9 @@ grep -q "skipping $TMP/clients/mallory.key (not a .pub file)" "$TMP/serve.log" &
     grep -q "skipping $TMP/clients/mallory.txt (not a .pub file)" "$TMP/serve.log" &&
     ok "a secret key and a stray file in the clients directory are skipped and named" ||
     fail "clients directory: other files not skipped"
+grep -q "skipping $TMP/clients/eve.pub: holds a secret key, but a public key is needed" \
+    "$TMP/serve.log" && ok "a secret key named .pub is skipped and named" ||
+    fail "a secret key named .pub was not refused"
 
 want=$("$BIN" run -m "$TMP/m.gguf" --ids -n 12 --temp 0.9 --seed 3 -p "Hello, ternary world" 2>/dev/null)
 got=$(timeout 30 "$BIN" generate --server "$ADDR" --ids -n 12 --temp 0.9 --seed 3 --timeout 10000 \
@@ -101,6 +134,21 @@ fi
 if "$BIN" generate --server "$ADDR" --curve-server-key "$TMP/server.pub" --curve-key "$TMP/bad.key" hi \
     2> "$TMP/badc.err"; then fail "a bad client key accepted"; fi
 grep -q "bad.key" "$TMP/badc.err" && ok "bad client key refused: $(cat "$TMP/badc.err")" || fail "bad client key message"
+# a key of the wrong kind is refused at load, naming the file, by every client command
+wrongkind() { # name args...
+    local name=$1; shift
+    if timeout 20 "$BIN" "$@" > "$TMP/wk.out" 2>&1; then fail "$name: accepted"; return; fi
+    grep -q "holds a .* key, but a .* key is needed" "$TMP/wk.out" &&
+        ok "$name refused: $(head -1 "$TMP/wk.out")" || fail "$name: $(head -c 400 "$TMP/wk.out")"
+}
+wrongkind "generate with a secret key as the server's key" generate --server "$ADDR" \
+    --curve-server-key "$TMP/server.key" --curve-key "$TMP/alice.key" hi
+wrongkind "generate with a public key as the client's key" generate --server "$ADDR" \
+    --curve-server-key "$TMP/server.pub" --curve-key "$TMP/alice.pub" hi
+wrongkind "chat with a public key as the client's key" chat --server "$ADDR" \
+    --curve-server-key "$TMP/server.pub" --curve-key "$TMP/alice.pub"
+wrongkind "bench with a secret key as the server's key" bench --server "$ADDR" --requests 1 \
+    --curve-server-key "$TMP/server.key" --curve-key "$TMP/alice.key"
 
 # the Python client, authorized and not
 PYTHONPATH="$ROOT/clients/python" PYTHONDONTWRITEBYTECODE=1 "$PY" - "$ADDR" "$TMP" "$want" <<'PYEOF' || rc=1
@@ -114,6 +162,14 @@ with Client(addr, timeout=10, curve_server_key=tmp + "/server.pub", curve_key=tm
     assert " ".join(map(str, toks)) == want, (toks, want)
     assert c.health() == "ready"
 print("ok   authorized Python client equals bitrack run")
+for kw in (dict(curve_server_key=tmp + "/server.key", curve_key=tmp + "/alice.key"),
+           dict(curve_server_key=tmp + "/server.pub", curve_key=tmp + "/alice.pub")):
+    try:
+        Client(addr, timeout=10, **kw).close()
+        sys.exit("FAIL Python client accepted a key of the wrong kind: %r" % kw)
+    except ValueError as e:
+        assert "key, but a" in str(e), e
+        print("ok   Python client refused a key of the wrong kind: %s" % e)
 for kw, why in ((dict(curve_server_key=tmp + "/server.pub", curve_key=tmp + "/mallory.key"),
                  "not authorized"), ({}, "CurveZMQ")):
     t0 = time.monotonic()

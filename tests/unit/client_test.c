@@ -20,6 +20,7 @@
 #include <zmq.h>
 
 #include "proto/client.h"
+#include "proto/keyfile.h"
 #include "proto/proto.h"
 
 struct fake {
@@ -497,38 +498,66 @@ static const char *key_file(int slot, const char *text)
 }
 
 /* Key files as `bitrack keygen` writes them; a CurveZMQ pair from libzmq checks that the
- * public key is derived from the secret one. */
+ * public key is derived from the secret one. Each file's kind is read from its content:
+ * a key of the wrong kind, or a file stating none, is refused whatever its name. */
 static void test_curve_keys(void **state)
 {
     (void)state;
     if (!zmq_has("curve")) skip();
-    char pub[41], sec[41], key[41], text[128];
+    char pub[41], sec[41], key[41], text[160];
     struct br_err e = {{0}};
+    enum br_key_kind kind;
     assert_int_equal(zmq_curve_keypair(pub, sec), 0);
-    snprintf(text, sizeof text, "# a comment\n\n%s\n", sec);
+    snprintf(text, sizeof text, "# bitrack CurveZMQ secret key; keep it private\n\n%s\n", sec);
     const char *secf = key_file(0, text);
-    snprintf(text, sizeof text, "%s\r\n", pub);
+    snprintf(text, sizeof text, "  # bitrack CurveZMQ public key\r\n%s\r\n", pub);
     const char *pubf = key_file(1, text);
-    assert_int_equal(br_client_key_read(pubf, key, &e), BR_OK);
+    assert_int_equal(br_key_file_read(pubf, BR_KEY_PUBLIC, key, &kind, &e), BR_OK);
     assert_string_equal(key, pub);
+    assert_int_equal(kind, BR_KEY_PUBLIC);
+    assert_int_equal(br_key_file_read(secf, BR_KEY_UNKNOWN, key, &kind, &e), BR_OK);
+    assert_int_equal(kind, BR_KEY_SECRET);
     struct br_client_curve c;
     assert_int_equal(br_client_curve_load(pubf, secf, &c, &e), BR_OK);
     assert_string_equal(c.server_key, pub);
     assert_string_equal(c.secret_key, sec);
     assert_string_equal(c.public_key, pub); /* derived from the secret key */
-    /* refused: too short, not z85, no key at all, a missing file */
-    const char *bad[] = {"abc\n", "012345678901234567890123456789012345678~\n",
-                         "0123456789 0123456789012345678901234567890\n", "# only a comment\n"};
+    /* the kinds swapped: each file named in the error */
+    assert_int_equal(br_client_curve_load(secf, secf, &c, &e), BR_E_MISMATCH);
+    assert_non_null(strstr(e.msg, secf));
+    assert_non_null(strstr(e.msg, "holds a secret key, but a public key is needed"));
+    assert_int_equal(br_client_curve_load(pubf, pubf, &c, &e), BR_E_MISMATCH);
+    assert_non_null(strstr(e.msg, "holds a public key, but a secret key is needed"));
+    /* no stated kind: readable, but refused wherever a kind is needed */
+    snprintf(text, sizeof text, "# a comment\n%s\n", sec);
+    const char *nokind = key_file(3, text);
+    assert_int_equal(br_key_file_read(nokind, BR_KEY_UNKNOWN, key, &kind, &e), BR_OK);
+    assert_int_equal(kind, BR_KEY_UNKNOWN);
+    assert_int_equal(br_key_file_read(nokind, BR_KEY_SECRET, key, NULL, &e), BR_E_MISMATCH);
+    assert_non_null(strstr(e.msg, "does not say whether"));
+    assert_int_equal(br_client_curve_load(pubf, nokind, &c, &e), BR_E_MISMATCH);
+    /* refused: too short, not z85, no key at all, two keys, both kinds stated */
+    char two[160], both[160];
+    snprintf(two, sizeof two, "# bitrack CurveZMQ public key\n%s\n%s\n", pub, pub);
+    snprintf(both, sizeof both,
+             "# bitrack CurveZMQ public key\n# bitrack CurveZMQ secret key\n%s\n", pub);
+    const char *bad[] = {"abc\n",
+                         "012345678901234567890123456789012345678~\n",
+                         "0123456789 0123456789012345678901234567890\n",
+                         "# only a comment\n",
+                         two,
+                         both};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         const char *f = key_file(2, bad[i]);
-        assert_int_equal(br_client_key_read(f, key, &e), BR_E_FORMAT);
+        assert_int_equal(br_key_file_read(f, BR_KEY_UNKNOWN, key, NULL, &e), BR_E_FORMAT);
         assert_non_null(strstr(e.msg, f));
         assert_int_equal(br_client_curve_load(pubf, f, &c, &e), BR_E_FORMAT);
     }
-    assert_int_equal(br_client_key_read("/nonexistent/key", key, &e), BR_E_IO);
+    assert_int_equal(br_key_file_read("/nonexistent/key", BR_KEY_PUBLIC, key, NULL, &e), BR_E_IO);
     assert_non_null(strstr(e.msg, "/nonexistent/key"));
     unlink(secf);
     unlink(pubf);
+    unlink(nokind);
     unlink(key_file(2, ""));
 }
 

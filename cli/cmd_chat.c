@@ -16,7 +16,7 @@
 
 #include "cli/cli.h"
 #include "coordinator/chat.h"
-#include "coordinator/sample.h"
+#include "worker/sample.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
 #include "proto/client.h"

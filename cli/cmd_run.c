@@ -23,7 +23,7 @@
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
-#include "coordinator/sample.h"
+#include "worker/sample.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
 #include "sharding/plan.h"

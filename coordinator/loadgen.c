@@ -19,7 +19,7 @@
 #include <time.h>
 
 #include "bitrack/progress.h"
-#include "coordinator/rng.h"
+#include "worker/rng.h"
 #include "proto/client.h"
 
 /* PRNG streams: each use of randomness has its own, so changing one does not shift others. */

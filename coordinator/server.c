@@ -33,7 +33,8 @@
 
 #include "bitrack/progress.h"
 #include "coordinator/chat.h"
-#include "coordinator/sample.h"
+#include "coordinator/stop.h"
+#include "worker/sample.h"
 #include "proto/keyfile.h"
 #include "proto/proto.h"
 #include "worker/dist.h"

@@ -121,7 +121,7 @@ int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp, stru
             q->first_stage = s == 0;
             q->last_stage = s == pp - 1;
             /* vocabulary slices start on 256-token chunks: the sampler's statistics are
-             * per chunk (coordinator/sample.h), so they combine the same in any layout */
+             * per chunk (worker/sample.h), so they combine the same in any layout */
             if (q->last_stage) split_chunks(c->n_vocab, tp, t, &q->v0, &q->v1);
         }
     free(bounds);

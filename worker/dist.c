@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/sample.h"
+#include "worker/sample.h"
 #include "sharding/plan.h"
 
 enum { DESC_STOP = 1, DESC_TOP1 = 2, DESC_SAMPLE = 4 };

@@ -47,7 +47,7 @@ struct br_dist {
  * vocabulary slice, and only the candidates and the per-chunk softmax statistics go back
  * to rank 0 (a few KB per row instead of 4 bytes per vocabulary entry), where
  * br_sample_merge picks the token: the same token and logprob as br_sample_full over the
- * full logits (coordinator/sample.h, "Exactness under splitting"). */
+ * full logits (worker/sample.h, "Exactness under splitting"). */
 #define BR_DIST_MAX_BIAS 256 /* logit-bias entries per step, all rows together */
 
 struct br_sample_params;

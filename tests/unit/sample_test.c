@@ -14,8 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/rng.h"
-#include "coordinator/sample.h"
+#include "worker/rng.h"
+#include "coordinator/stop.h"
+#include "worker/sample.h"
 #include "test_util.h"
 
 /* ---- helpers ---- */

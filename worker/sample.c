@@ -9,14 +9,14 @@
  * best logits (top-k/top-p/min-p). The total order everywhere is logit descending, then
  * id ascending, so ties never depend on the layout.
  */
-#include "coordinator/sample.h"
+#include "worker/sample.h"
 
 #include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/rng.h"
+#include "worker/rng.h"
 
 void br_sample_params_default(struct br_sample_params *p)
 {
@@ -508,71 +508,4 @@ done:
     free(cands);
     free(stats);
     return rc;
-}
-
-/* ---- stop conditions ---- */
-
-enum br_sample_stop_reason br_sample_stop_token(const struct br_sample_stop *s, int32_t token,
-                                                int32_t n_generated)
-{
-    for (int32_t i = 0; i < s->n_tokens; i++)
-        if (s->tokens[i] == token) return BR_SAMPLE_STOP_TOKEN;
-    if (s->max_tokens > 0 && n_generated >= s->max_tokens) return BR_SAMPLE_STOP_LENGTH;
-    return BR_SAMPLE_STOP_NONE;
-}
-
-/* First occurrence of needle (nl > 0,) in hay (hl,), or NULL. Written out rather than
- * memmem, which is not in C11; stop strings and generations are short. */
-static const char *find_bytes(const char *hay, size_t hl, const char *needle, size_t nl)
-{
-    for (size_t i = 0; i + nl <= hl; i++)
-        if (hay[i] == needle[0] && memcmp(hay + i, needle, nl) == 0) return hay + i;
-    return NULL;
-}
-
-/* Bytes at the end of text (len,) that form an incomplete UTF-8 sequence. */
-static size_t utf8_incomplete_tail(const char *text, size_t len)
-{
-    size_t cont = 0;
-    while (cont < 3 && cont < len && ((unsigned char)text[len - 1 - cont] & 0xC0) == 0x80) cont++;
-    if (cont == len) return 0; /* only continuation bytes: invalid, nothing to wait for */
-    unsigned char lead = (unsigned char)text[len - 1 - cont];
-    size_t need = (lead & 0xE0) == 0xC0   ? 2
-                  : (lead & 0xF0) == 0xE0 ? 3
-                  : (lead & 0xF8) == 0xF0 ? 4
-                                          : 1;
-    return cont + 1 < need ? cont + 1 : 0;
-}
-
-enum br_sample_stop_reason br_sample_stop_text(const struct br_sample_stop *s, const char *text,
-                                               size_t len, size_t from, size_t *emit_len)
-{
-    if (from > len) from = len;
-    size_t first = len + 1;
-    for (int32_t i = 0; i < s->n_strings; i++) {
-        size_t sl = strlen(s->strings[i]);
-        if (sl == 0 || sl > len - from) continue;
-        const char *hit = find_bytes(text + from, len - from, s->strings[i], sl);
-        if (hit && (size_t)(hit - text) < first) first = (size_t)(hit - text);
-    }
-    if (first <= len) {
-        *emit_len = first;
-        return BR_SAMPLE_STOP_STRING;
-    }
-    /* No match: hold back the longest tail that a stop string starts with. */
-    size_t hold = 0;
-    for (int32_t i = 0; i < s->n_strings; i++) {
-        size_t sl = strlen(s->strings[i]);
-        size_t k = sl > 0 ? sl - 1 : 0;
-        if (k > len - from) k = len - from;
-        for (; k > hold; k--)
-            if (memcmp(text + len - k, s->strings[i], k) == 0) {
-                hold = k;
-                break;
-            }
-    }
-    size_t u = utf8_incomplete_tail(text, len);
-    if (u > hold) hold = u;
-    *emit_len = len - hold < from ? from : len - hold;
-    return BR_SAMPLE_STOP_NONE;
 }

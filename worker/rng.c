@@ -3,7 +3,7 @@
  * functions only; the known-answer vectors of the Random123 distribution are checked in
  * tests/unit/sample_test.c.
  */
-#include "coordinator/rng.h"
+#include "worker/rng.h"
 
 #include <math.h>
 

@@ -1,7 +1,7 @@
 /*
  * `bitrack bench`: benchmarks. The first word picks one:
  *   bitrack bench [serve] --server ADDR ...   load-test a running `bitrack serve`
- *                                             (coordinator/loadgen.h, docs/BENCH.md)
+ *                                             (bench/loadgen.h, docs/BENCH.md)
  *   bitrack bench kernels|model ...           built elsewhere (see `subcommands` below)
  *
  * Other benchmarks plug in through the table below: a subcommand whose entry point is
@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "coordinator/loadgen.h"
+#include "bench/loadgen.h"
 #include "proto/client.h"
 
 /* Entry points of other benchmarks; NULL at run time until a file defines them. */

@@ -1,5 +1,5 @@
 /*
- * Tests of coordinator/loadgen*.c: the metric arithmetic on hand-made data (percentiles,
+ * Tests of bench/loadgen*.c: the metric arithmetic on hand-made data (percentiles,
  * aggregates), the Poisson arrival generator, random and JSONL workloads, the JSON reader
  * and writer, and whole runs against a scripted fake server: a ROUTER thread on an
  * ephemeral 127.0.0.1 port that answers each generate with its first token after FIRST_MS,
@@ -22,7 +22,7 @@
 #include <zmq.h>
 
 #include "bitrack/progress.h"
-#include "coordinator/loadgen.h"
+#include "bench/loadgen.h"
 #include "proto/proto.h"
 #include "test_util.h"
 

@@ -9,7 +9,7 @@
  * The main thread only draws progress from atomic counters and joins; aggregates are
  * computed after the join from the records alone.
  */
-#include "coordinator/loadgen.h"
+#include "bench/loadgen.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/loadgen.h"
+#include "bench/loadgen.h"
 
 #define MAX_DEPTH 64
 

@@ -7,7 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "coordinator/loadgen.h"
+#include "bench/loadgen.h"
 #include "proto/proto.h"
 
 /* ---- JSON ----------------------------------------------------------------------------- */

@@ -19,6 +19,7 @@
  * preemption is needed; the price is that a long max_tokens holds blocks it may not use.
  */
 #include "coordinator/server.h"
+#include "coordinator/transport.h"
 
 #include <dirent.h>
 #include <errno.h>

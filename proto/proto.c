@@ -144,8 +144,8 @@ static const char *const req_names[] = {"",       "generate", "cancel",  "tokeni
 static const char *const resp_names[] = {"",           "token",  "done", "error",   "tokenize",
                                          "detokenize", "health", "info", "metrics", "pong"};
 static const char *const finish_names[] = {"stop", "length", "cancelled", "error"};
-static const char *const code_names[] = {"bad_request", "too_long",    "busy",
-                                         "cancelled",   "unavailable", "internal"};
+static const char *const code_names[] = {"bad_request", "too_long", "busy",        "cancelled",
+                                         "unavailable", "internal", "duplicate_id"};
 static const char *const health_names[] = {"loading", "ready", "draining"};
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
 
@@ -192,6 +192,8 @@ int br_proto_code_status(enum br_proto_code c)
         return BR_E_UNAVAILABLE;
     case BR_PROTO_INTERNAL:
         return BR_E_INTERNAL;
+    case BR_PROTO_DUPLICATE_ID:
+        return BR_E_DUPLICATE;
     }
     return BR_E_INTERNAL;
 }
@@ -212,6 +214,8 @@ enum br_proto_code br_proto_status_code(int status)
         return BR_PROTO_BUSY;
     case BR_E_CANCELLED:
         return BR_PROTO_CANCELLED;
+    case BR_E_DUPLICATE:
+        return BR_PROTO_DUPLICATE_ID;
     case BR_E_UNAVAILABLE:
     case BR_E_TIMEOUT:
         return BR_PROTO_UNAVAILABLE;
@@ -1486,7 +1490,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
             rc = read_str(o, 0, lim->max_msg_bytes, &out->text, &out->text_len, "text", err);
         break;
     case BR_RESP_ERROR:
-        if ((rc = read_enum(m, "code", code_names, 6, &e, err))) break;
+        if ((rc = read_enum(m, "code", code_names, 7, &e, err))) break;
         out->code = (enum br_proto_code)e;
         if ((o = field(m, "message")))
             rc = read_str(o, 0, 65536, &out->message, NULL, "message", err);

@@ -216,6 +216,9 @@ enum br_proto_code {
     BR_PROTO_CANCELLED,
     BR_PROTO_UNAVAILABLE,
     BR_PROTO_INTERNAL,
+    /* a generate request reused the id of one of this client's requests still in flight;
+     * the request in flight is unaffected */
+    BR_PROTO_DUPLICATE_ID,
 };
 
 enum br_health_state {

@@ -27,7 +27,8 @@
     X(BR_E_UNAVAILABLE, -12, "unavailable")                                                        \
     X(BR_E_TIMEOUT, -13, "timed out")                                                              \
     X(BR_E_PROTOCOL, -14, "protocol error")                                                        \
-    X(BR_E_INTERNAL, -15, "internal error")
+    X(BR_E_INTERNAL, -15, "internal error")                                                        \
+    X(BR_E_DUPLICATE, -16, "duplicate")
 
 enum br_status {
 #define BR_STATUS_ENUM(name, code, text) name = code,

@@ -159,6 +159,22 @@ int br_gateway_client_gone(struct br_gateway *gw, struct br_outbox *box,
 bool br_gateway_client_live(struct br_gateway *gw, struct br_outbox *box,
                             const struct br_client_key *client);
 
+/* ---- a transport, as the server starts and stops it ---- */
+
+struct br_server_opts; /* coordinator/server.h: every serving option */
+
+/* server.c keeps a table of these: a new transport adds its file and one entry. */
+struct br_transport_ops {
+    const char *name; /* "zmq", "http" */
+    /* Binds the transport's endpoint (from o), creates its outbox and its thread; returns
+     * an error naming the endpoint when it cannot listen. *state is the transport's. */
+    int (*start)(struct br_gateway *gw, const struct br_server_opts *o, void **state,
+                 struct br_err *err);
+    /* Called after the gateway has given every request its final event: forwards what the
+     * outbox still holds, ends the thread, frees everything (br_outbox_destroy). */
+    void (*stop)(void *state);
+};
+
 /* ---- answers a transport gives at once ---- */
 
 enum br_health_state br_gateway_health(struct br_gateway *gw);

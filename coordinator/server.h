@@ -1,14 +1,10 @@
 /*
  * The serving coordinator on world rank 0 (docs/ARCHITECTURE.md, "Coordinator and serving").
  *
- * Two threads. The front end owns the ZeroMQ ROUTER socket: it decodes and validates
- * requests (proto/proto.h), answers health/info/metrics/tokenize/ping itself, turns
- * prompts into tokens, bounds the queue (`busy`), tracks client heartbeats, and hands
- * generate requests to the main thread over an inproc socket. The main thread owns MPI:
- * it runs the continuous-batching scheduler — every step mixes one decode token of each
- * running sequence with chunks of waiting prompts up to a token budget, admitting a
- * sequence only when a slot and its KV blocks are free — drives the ranks through the
- * step (worker/dist.h), samples, and sends token events back through the front end.
+ * Modules, one way:  transports (frontend_zmq.c, transport.h)  ->  gateway (gateway.h:
+ * limits, request ids, preparation off the transports' threads, final answers)  ->
+ * scheduler (sched.h: continuous batching)  ->  executor (the ranks, worker/dist.h).
+ * This file owns the lifecycle: starting and stopping them, signals, the stop state.
  *
  * A sequence's output depends only on its own request (the sampler's counter RNG is keyed
  * by (seed, 0, position)), never on what shares its batches.
@@ -16,6 +12,7 @@
 #ifndef BR_COORDINATOR_SERVER_H
 #define BR_COORDINATOR_SERVER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "bitrack/status.h"
@@ -51,6 +48,13 @@ struct br_server_opts {
     const char *curve_secret;
     const char *curve_clients;
     int curve_any_client;
+    /* input bytes of requests waiting for or in preparation (tokenization) at once; past
+     * it a request is answered busy; default 64 MiB */
+    int64_t max_prep_bytes;
+    /* optional: names a lost rank and its host into buf (for `unavailable` messages);
+     * returns non-zero when it wrote one. Called from the gateway's thread. */
+    int (*loss)(void *ctx, char *buf, size_t n);
+    void *loss_ctx;
 };
 
 struct br_server;

@@ -159,6 +159,13 @@ int br_gateway_client_gone(struct br_gateway *gw, struct br_outbox *box,
 bool br_gateway_client_live(struct br_gateway *gw, struct br_outbox *box,
                             const struct br_client_key *client);
 
+/* Liveness, for transports whose clients send heartbeats: touch marks the client's
+ * request `id` as heard from now; expire cancels (once) every streaming request on box not
+ * heard from for timeout_s seconds, and returns how many. */
+void br_gateway_touch(struct br_gateway *gw, struct br_outbox *box,
+                      const struct br_client_key *client, const char *id);
+int br_gateway_expire(struct br_gateway *gw, struct br_outbox *box, double timeout_s);
+
 /* ---- a transport, as the server starts and stops it ---- */
 
 struct br_server_opts; /* coordinator/server.h: every serving option */

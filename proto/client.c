@@ -26,6 +26,8 @@
 #include <time.h>
 #include <zmq.h>
 
+#define BR_CLIENT_MAX_ABANDONED 16
+
 struct br_client {
     void *ctx;  /* own ZeroMQ context: no state shared between clients */
     void *sock; /* DEALER */
@@ -40,6 +42,10 @@ struct br_client {
     bool curve;          /* CurveZMQ credentials are set */
     int n_broken;        /* handshakes broken off without a reason since the last send */
     int n_drops;         /* connections lost since the current call began */
+    /* ids of abandoned generate calls (timed out, failed) whose requests may still run on
+     * the server: a caller-given id among them is refused, never sent while in flight */
+    char abandoned[BR_CLIENT_MAX_ABANDONED][129];
+    int n_abandoned;
 };
 
 #define MONITOR_EVENTS                                                                             \
@@ -294,6 +300,33 @@ static int recv_resp(struct br_client *c, struct br_resp *resp, struct br_err *e
     return rc;
 }
 
+static void abandon(struct br_client *c, const char *id)
+{
+    if (strlen(id) >= sizeof c->abandoned[0]) return;
+    if (c->n_abandoned == BR_CLIENT_MAX_ABANDONED) { /* the oldest goes */
+        memmove(c->abandoned[0], c->abandoned[1],
+                (BR_CLIENT_MAX_ABANDONED - 1) * sizeof c->abandoned[0]);
+        c->n_abandoned--;
+    }
+    snprintf(c->abandoned[c->n_abandoned++], sizeof c->abandoned[0], "%s", id);
+}
+
+static int abandoned_index(const struct br_client *c, const char *id)
+{
+    for (int i = 0; id && i < c->n_abandoned; i++)
+        if (!strcmp(c->abandoned[i], id)) return i;
+    return -1;
+}
+
+static void abandoned_ended(struct br_client *c, const char *id)
+{
+    int i = abandoned_index(c, id);
+    if (i < 0) return;
+    memmove(c->abandoned[i], c->abandoned[i + 1],
+            (size_t)(c->n_abandoned - i - 1) * sizeof c->abandoned[0]);
+    c->n_abandoned--;
+}
+
 static bool is_final(const struct br_resp *r, enum br_req_type type)
 {
     switch (r->type) {
@@ -343,7 +376,10 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
         if (c->timeout_ms > 0) {
             wait = last + c->timeout_ms - now;
             if (wait <= 0) {
-                if (req->type == BR_REQ_GENERATE) send_simple(c, BR_REQ_CANCEL, req->id, NULL);
+                if (req->type == BR_REQ_GENERATE) {
+                    send_simple(c, BR_REQ_CANCEL, req->id, NULL);
+                    abandon(c, req->id);
+                }
                 return br_err_set(err, BR_E_TIMEOUT, "%s %s: no reply from %s for %d ms", what,
                                   req->id, c->addr, c->timeout_ms);
             }
@@ -363,9 +399,11 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
             return br_err_set(err, BR_E_IO, "%s: poll: %s", what, zmq_strerror(errno));
         }
         if (n > 0 && (items[1].revents & ZMQ_POLLIN)) watch_events(c);
-        if (c->n_drops > 0)
+        if (c->n_drops > 0) {
+            c->n_abandoned = 0; /* the server that ran them is gone */
             return br_err_set(err, BR_E_UNAVAILABLE, "%s %s: the connection to %s was lost", what,
                               req->id, c->addr);
+        }
         if (!(items[0].revents & ZMQ_POLLIN)) continue;
 
         struct br_resp resp;
@@ -373,7 +411,10 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
         if (rc == BR_E_TIMEOUT) continue; /* spurious wake-up */
         if (rc) {
             br_resp_free(&resp);
-            if (req->type == BR_REQ_GENERATE) send_simple(c, BR_REQ_CANCEL, req->id, NULL);
+            if (req->type == BR_REQ_GENERATE) {
+                send_simple(c, BR_REQ_CANCEL, req->id, NULL);
+                abandon(c, req->id);
+            }
             return rc;
         }
         /* Replies to other (abandoned) requests, and pongs, are not about this call. An
@@ -381,6 +422,8 @@ static int exchange(struct br_client *c, const struct br_req *req, br_client_cb 
          * find its id (too large, say); calls are sequential, so it is this call's. */
         bool ours = resp.id ? strcmp(resp.id, req->id) == 0 : resp.type == BR_RESP_ERROR;
         if (!ours || (resp.type == BR_RESP_PONG && req->type != BR_REQ_PING)) {
+            if (!ours && (resp.type == BR_RESP_DONE || resp.type == BR_RESP_ERROR))
+                abandoned_ended(c, resp.id); /* an abandoned request has ended */
             br_resp_free(&resp);
             continue;
         }
@@ -423,6 +466,11 @@ int br_client_generate(struct br_client *c, const struct br_req *req, br_client_
     if (!c || !req || req->type != BR_REQ_GENERATE)
         return br_err_set(err, BR_E_INVALID, "generate: need a client and a generate request");
     struct br_req r = *req; /* shallow: only the id may be replaced */
+    if (r.id && r.id[0] && abandoned_index(c, r.id) >= 0)
+        return br_err_set(err, BR_E_DUPLICATE,
+                          "generate %s: this id is still in flight on the server (an earlier "
+                          "call with it was abandoned); use another id, or none",
+                          r.id);
     if (!r.id || !r.id[0]) {
         next_id(c, id, sizeof id);
         r.id = id;

@@ -67,10 +67,13 @@ void br_client_set_ping_interval(struct br_client *c, int interval_ms);
  * server to cancel the request (the call then waits for the final `done`). */
 typedef int (*br_client_cb)(const struct br_resp *resp, void *user);
 
-/* Sends req (type BR_REQ_GENERATE; an empty or NULL id gets a fresh one) and waits for
- * its end. Returns BR_OK on `done` (whatever its finish_reason), the status for an `error`
- * response (br_proto_code_status: BR_E_BUSY, BR_E_PROTOCOL, ...) with the server's message
- * in err, BR_E_TIMEOUT, BR_E_UNAVAILABLE when the message cannot be sent. cb may be NULL. */
+/* Sends req (type BR_REQ_GENERATE; an empty or NULL id gets a fresh one, never one used
+ * before by this client) and waits for its end. A given id is never sent while a request
+ * with it may still run on the server (an earlier call with it timed out or failed and
+ * its final event has not come): BR_E_DUPLICATE. Returns BR_OK on `done` (whatever its
+ * finish_reason), the status for an `error` response (br_proto_code_status: BR_E_BUSY,
+ * BR_E_PROTOCOL, ...) with the server's message in err, BR_E_TIMEOUT, BR_E_UNAVAILABLE when the
+ * message cannot be sent. cb may be NULL. */
 int br_client_generate(struct br_client *c, const struct br_req *req, br_client_cb cb, void *user,
                        struct br_err *err);
 

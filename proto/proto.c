@@ -858,6 +858,79 @@ static int read_generate(const msgpack_object *m, const struct br_proto_limits *
     return read_sampling(m, lim, &r->sampling, err);
 }
 
+/* ---- duplicate keys ------------------------------------------------------------------------ */
+
+/* Orders map keys for the duplicate check: by type, then strings by length and bytes,
+ * integers by value; other key types compare equal only to themselves (never flagged). */
+static int key_cmp(const void *a, const void *b)
+{
+    const msgpack_object *x = *(const msgpack_object *const *)a;
+    const msgpack_object *y = *(const msgpack_object *const *)b;
+    if (x->type != y->type) return x->type < y->type ? -1 : 1;
+    switch (x->type) {
+    case MSGPACK_OBJECT_STR:
+        if (x->via.str.size != y->via.str.size) return x->via.str.size < y->via.str.size ? -1 : 1;
+        return memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return x->via.u64 < y->via.u64 ? -1 : x->via.u64 > y->via.u64;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return x->via.i64 < y->via.i64 ? -1 : x->via.i64 > y->via.i64;
+    default:
+        return x < y ? -1 : x > y; /* by address: distinct */
+    }
+}
+
+/* A map key that appears twice anywhere in o (maps inside arrays and maps included) is a
+ * bad request naming the key: a reader that took the first value would let the second
+ * pass unchecked. Sorting keeps it O(n log n) for the largest map the limits admit. *dup_id:
+ * the duplicate is the root's `id`. */
+static int check_dup_keys(const msgpack_object *o, int depth, bool *dup_id, struct br_err *err)
+{
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            int rc = check_dup_keys(&o->via.array.ptr[i], depth + 1, dup_id, err);
+            if (rc) return rc;
+        }
+        return BR_OK;
+    }
+    if (o->type != MSGPACK_OBJECT_MAP) return BR_OK;
+    uint32_t n = o->via.map.size;
+    if (n >= 2) {
+        const msgpack_object **keys = malloc(n * sizeof *keys);
+        if (!keys) return br_err_set(err, BR_E_NOMEM, "message: out of memory");
+        for (uint32_t i = 0; i < n; i++) keys[i] = &o->via.map.ptr[i].key;
+        qsort(keys, n, sizeof *keys, key_cmp);
+        const msgpack_object *dup = NULL;
+        for (uint32_t i = 1; i < n && !dup; i++)
+            if ((keys[i]->type == MSGPACK_OBJECT_STR ||
+                 keys[i]->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                 keys[i]->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) &&
+                key_cmp(&keys[i - 1], &keys[i]) == 0)
+                dup = keys[i];
+        free(keys);
+        if (dup && dup->type == MSGPACK_OBJECT_STR) {
+            *dup_id |= depth == 0 && dup->via.str.size == 2 && !memcmp(dup->via.str.ptr, "id", 2);
+            return br_err_set(err, BR_E_PROTOCOL,
+                              "message: key '%.*s' appears more than once in a map; each key "
+                              "must appear once",
+                              (int)(dup->via.str.size < 64 ? dup->via.str.size : 64),
+                              dup->via.str.ptr);
+        }
+        if (dup)
+            return br_err_set(err, BR_E_PROTOCOL,
+                              "message: key %lld appears more than once in a map; each key must "
+                              "appear once",
+                              dup->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                                  ? (long long)dup->via.u64
+                                  : (long long)dup->via.i64);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = check_dup_keys(&o->via.map.ptr[i].val, depth + 1, dup_id, err);
+        if (rc) return rc;
+    }
+    return BR_OK;
+}
+
 int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_limits *lim,
                             struct br_req *out, struct br_err *err)
 {
@@ -890,6 +963,17 @@ int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_l
         out->id_len = 0;
         rc = bad(err, "%s: must not contain a NUL byte", "id");
         goto done;
+    }
+    {
+        bool dup_id = false;
+        if ((rc = check_dup_keys(m, 0, &dup_id, err))) {
+            if (dup_id) { /* which of the two ids would the answer go to? neither */
+                free(out->id);
+                out->id = NULL;
+                out->id_len = 0;
+            }
+            goto done;
+        }
     }
 
     if (!(o = field(m, "type"))) {

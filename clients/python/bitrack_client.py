@@ -54,7 +54,7 @@ GENERATE_OPTIONS = frozenset(
 
 class BitrackError(Exception):
     """An `error` response (code: bad_request, too_long, busy, cancelled, unavailable,
-    internal) or a protocol problem (code "protocol")."""
+    internal, duplicate_id) or a protocol problem (code "protocol")."""
 
     def __init__(self, code, message, request_id=None):
         super().__init__("%s: %s" % (code, message))
@@ -164,6 +164,9 @@ class Client:
         self._sock.connect(addr)
         self._prefix = "py%x-" % (os.getpid() & 0xFFFFFF)
         self._seq = itertools.count(1)
+        # generate ids sent and not yet ended by a done or error (an abandoned call's
+        # request may still run on the server): never sent again while here
+        self._inflight = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -300,6 +303,7 @@ class Client:
             if self._mon in ready:
                 self._watch_handshakes()
             if self._drops:
+                self._inflight.clear()  # the server that ran them is gone
                 raise BitrackError(
                     "unavailable", "the connection to %s was lost" % self.addr, rid
                 )
@@ -309,6 +313,8 @@ class Client:
             mid = msg.get("id")
             if mid is None and msg["type"] == "error":
                 mid = rid  # the server could not read our message's id: it is this call's
+            if mid != rid and msg["type"] in ("done", "error"):
+                self._inflight.discard(mid)  # an abandoned request has ended
             if mid != rid or (msg["type"] == "pong" and not want_pong):
                 continue  # an abandoned request's reply, or a heartbeat answer
             last = time.monotonic()
@@ -355,6 +361,13 @@ class Client:
         if unknown:
             raise TypeError("unknown generate options: %s" % ", ".join(sorted(unknown)))
         rid = id or self._new_id()
+        if rid in self._inflight:
+            raise BitrackError(
+                "duplicate_id",
+                "id %r is still in flight on the server (an earlier call with it was "
+                "abandoned); use another id" % rid,
+                rid,
+            )
         msg = {"type": "generate", "id": rid, "stream": bool(stream)}
         if prompt is not None:
             msg["prompt"] = prompt
@@ -367,6 +380,7 @@ class Client:
         msg.update(options)
         self._forget_drops()
         self._send(msg)  # sent now, not at the first next(), so the request id is live
+        self._inflight.add(rid)
         return self._stream(rid)
 
     def _stream(self, rid):
@@ -378,10 +392,13 @@ class Client:
                     yield resp
                 elif t == "done":
                     finished = True
+                    self._inflight.discard(rid)
                     yield resp
                     return
                 elif t == "error":
                     finished = True
+                    if resp.get("code") != "duplicate_id":  # else the original still runs
+                        self._inflight.discard(rid)
                     raise BitrackError(resp.get("code"), resp.get("message", ""), rid)
         except BitrackTimeout:
             finished = True

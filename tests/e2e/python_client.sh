@@ -202,6 +202,16 @@ with Client(ADDR, timeout=0.3, ping_interval=0.05) as c:
     check(stats["ping"] - pings >= 3, "pings sent while waiting (%d)" % (stats["ping"] - pings))
     check(stats["cancel"] > cancels, "cancel sent on timeout")
     check(c.health() == "ready", "client usable after a timeout")
+    # the abandoned request may still run on the server: its id is not sent again
+    try:
+        list(c.generate(prompt="silent", id="mine"))
+    except BitrackTimeout:
+        pass
+    try:
+        list(c.generate(prompt="hi", id="mine"))
+        check(False, "an id in flight is not reused")
+    except BitrackError as e:
+        check(e.code == "duplicate_id", "an id still in flight is not sent again: %s" % e)
 
 # nothing listening: a closed port
 dead = ctx.socket(zmq.ROUTER)

@@ -8,6 +8,8 @@ bitrack code) and checks the serving promises:
   * a client that vanishes mid-stream does not disturb the others, and its request is
     freed after the heartbeat timeout;
   * 20 kinds of malformed message each get `bad_request`, and the server keeps serving;
+    so do a message of two frames and a map with a key twice;
+  * a generate reusing the id of one in flight gets `duplicate_id`, the first goes on;
   * a prompt longer than the context gets `too_long`; past the queue bound, `busy`.
 
 usage: serve_check.py ADDR BITRACK MODEL CTX
@@ -209,6 +211,42 @@ for i, raw in enumerate(cases):
     if not ok:
         print("     case %d answered %r" % (i, r))
 check(bad == len(cases), "%d of %d malformed messages answered bad_request" % (bad, len(cases)))
+
+# --- strict decoding: one frame per message, each key once per map
+ping = msgpack.packb({"v": 1, "type": "ping", "id": "f1"})
+s.send_multipart([ping, ping])
+r = recv(s)
+check(r is not None and r.get("code") == "bad_request" and "frames" in r.get("message", ""),
+      "a message of two frames is refused naming the frames: %r" % (r,))
+raw = (b"\x84" + msgpack.packb("v") + msgpack.packb(1) + msgpack.packb("type") +
+       msgpack.packb("ping") + msgpack.packb("id") + msgpack.packb("d1") +
+       msgpack.packb("type") + msgpack.packb("shutdown"))
+send(s, raw)
+r = recv(s)
+check(r is not None and r.get("code") == "bad_request" and "'type' appears more than once"
+      in r.get("message", ""), "a duplicated map key is refused naming the key: %r" % (r,))
+
+# --- the same id twice in flight: the second is refused with duplicate_id, the first
+# streams on and ends with exactly one done
+send(s, gen(500, tokens=[3, 4, 5], max_tokens=40))
+first = recv(s)
+send(s, gen(500, tokens=[3, 4, 5], max_tokens=40))
+msgs = [first]
+while True:
+    r = recv(s)
+    if r is None:
+        break
+    msgs.append(r)
+    if r.get("type") == "done":
+        break
+mine = [m for m in msgs if m and m.get("id") == "r500"]
+errs = [m for m in mine if m["type"] == "error"]
+dones = [m for m in mine if m["type"] == "done"]
+toks = [m["token"] for m in mine if m["type"] == "token" and m["token"] >= 0]
+check(len(errs) == 1 and errs[0]["code"] == "duplicate_id" and len(dones) == 1 and
+      toks == reference([3, 4, 5], 40, 0, 0.0),
+      "a duplicate id in flight gets duplicate_id and the first ends once, intact "
+      "(errors %r, %d done, %d tokens)" % ([e.get("code") for e in errs], len(dones), len(toks)))
 
 # --- too long, then still serving
 send(s, gen(400, tokens=[1] * (CTX + 5)))

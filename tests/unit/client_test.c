@@ -389,6 +389,14 @@ static void test_silent_server_times_out(void **state)
     gen_req(&r, "silent", true);
     assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_TIMEOUT);
     assert_int_equal(br_client_ping(c, &e), BR_E_TIMEOUT);
+    /* an abandoned request may still run on the server: its id is not sent again */
+    gen_req(&r, "silent", true);
+    r.id = "mine";
+    r.id_len = 4;
+    assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_TIMEOUT);
+    /* refused here: sent to this silent server it would time out instead */
+    assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_DUPLICATE);
+    assert_non_null(strstr(e.msg, "still in flight"));
     br_client_close(&c);
 }
 

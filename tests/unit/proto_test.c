@@ -318,6 +318,58 @@ static void test_unknown_fields_ignored(void **state)
     mb_free(&m);
 }
 
+/* Each key once per map, at every level: {type: ping, type: shutdown} is not a ping. */
+static void test_duplicate_keys(void **state)
+{
+    (void)state;
+    struct mb m;
+    mb_init(&m);
+    head(&m, "ping", 1);
+    kstr(&m, "type", "shutdown");
+    expect_bad(&m, NULL, "key 'type' appears more than once");
+
+    mb_init(&m);
+    head(&m, "generate", 3);
+    kstr(&m, "prompt", "hi");
+    kint(&m, "max_tokens", 5);
+    kint(&m, "max_tokens", 100000000);
+    expect_bad(&m, NULL, "key 'max_tokens' appears more than once");
+
+    /* inside messages[] and inside logit_bias (integer keys) */
+    mb_init(&m);
+    head(&m, "generate", 1);
+    pstr(&m, "messages");
+    msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_map(&m.pk, 3);
+    kstr(&m, "role", "user");
+    kstr(&m, "content", "hi");
+    kstr(&m, "role", "system");
+    expect_bad(&m, NULL, "key 'role' appears more than once");
+
+    mb_init(&m);
+    head(&m, "generate", 2);
+    kstr(&m, "prompt", "hi");
+    pstr(&m, "logit_bias");
+    msgpack_pack_map(&m.pk, 2);
+    msgpack_pack_int64(&m.pk, 7);
+    msgpack_pack_double(&m.pk, 1.0);
+    msgpack_pack_int64(&m.pk, 7);
+    msgpack_pack_double(&m.pk, -100.0);
+    expect_bad(&m, NULL, "key 7 appears more than once");
+
+    /* a duplicated id: the error goes to neither id */
+    mb_init(&m);
+    head(&m, "ping", 1);
+    kstr(&m, "id", "r2");
+    struct br_req r;
+    struct br_err e = {{0}};
+    assert_int_equal(br_proto_decode_request(m.sb.data, m.sb.size, NULL, &r, &e), BR_E_PROTOCOL);
+    assert_null(r.id);
+    assert_non_null(strstr(e.msg, "key 'id' appears more than once"));
+    br_req_free(&r);
+    mb_free(&m);
+}
+
 /* ---- malformed requests ------------------------------------------------------------------ */
 
 static void test_bad_framing(void **state)
@@ -1167,6 +1219,7 @@ int main(void)
         cmocka_unit_test(test_req_generate_tokens_and_messages),
         cmocka_unit_test(test_req_other_types),
         cmocka_unit_test(test_unknown_fields_ignored),
+        cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_python_encoded_request),
         cmocka_unit_test(test_bad_framing),
         cmocka_unit_test(test_bad_envelope),

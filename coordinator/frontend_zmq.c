@@ -226,6 +226,9 @@ static void *fe_main(void *arg)
                 zmq_getsockopt(f->router, ZMQ_EVENTS, &ev, &evl);
                 if (!(ev & ZMQ_POLLIN)) break;
                 handle_client(f);
+                /* events first between large messages: decoding a batch of 1 MiB
+                 * requests must not hold back another client's tokens */
+                forward_events(f);
             }
         /* heartbeats: a streaming request whose client went silent is cancelled */
         double now = br_now();

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Head-of-line blocking (docs/RELIABILITY.md, "Overload"): while one client floods 1 MiB
+# prompts (BR_FLOOD_N, default 30), a running stream's largest inter-token gap, a ping
+# and another client's small request stay under BR_FLOOD_LIMIT_MS (default 250 ms; the
+# small request 4x that). tests/e2e/serve_flood.py prints the numbers.
+set -euo pipefail
+BIN=${BR_BIN:?}
+TMP=${BR_TMP:-/tmp}/serve_flood.$$
+mkdir -p "$TMP"
+PORT=$((20000 + ($$ + 7919) % 20000))
+ADDR="tcp://127.0.0.1:$PORT"
+cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+. "$(dirname "$0")/../lib/skip.sh"
+br_need_python_zmq
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+"$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 --ctx 2048 \
+    -o "$TMP/m.gguf" > /dev/null 2>&1
+"$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 8 > "$TMP/serve.log" 2>&1 &
+SPID=$!
+for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
+grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+rc=0
+/usr/bin/python3 "$(dirname "$0")/serve_flood.py" "$ADDR" "${BR_FLOOD_N:-30}" \
+    "${BR_FLOOD_LIMIT_MS:-250}" || rc=1
+kill -TERM "$SPID"; wait "$SPID" || true; SPID=
+if grep -q "Sanitizer" "$TMP/serve.log"; then echo "FAIL: sanitizer report"; rc=1; fi
+[ $rc = 0 ] || tail -20 "$TMP/serve.log"
+exit $rc

@@ -53,6 +53,21 @@ static int worker_interrupted(void *arg)
     return g_term != 0;
 }
 
+/* Rank 0's gateway thread: which rank is lost, for the clients' `unavailable` message: a
+ * rank of this machine that died, or, when a step is stuck, the peers of the collective it
+ * waits in. Touches no MPI state (comm_mpi.h). */
+static int server_loss(void *arg, int stuck, char *buf, size_t n)
+{
+    struct br_comm *comm = arg;
+    if (!comm) return 0;
+    if (br_comm_mpi_dead_rank(comm, buf, n) >= 0) return 1;
+    if (!stuck || comm->tp < 2) return 0;
+    char group[512];
+    br_comm_mpi_name_group(comm, group, sizeof group);
+    snprintf(buf, n, "no answer within the step timeout in a collective with %s", group);
+    return 1;
+}
+
 static int server_interrupted(void *arg)
 {
     return br_server_stopping(arg);
@@ -335,6 +350,8 @@ int br_cmd_serve(int argc, char **argv)
      * (naming the peer); a step that outlasts it by half a second more is stuck in a
      * blocking MPI call (a collective), and the front end answers the clients itself. */
     if (comm && step_timeout > 0) so.stuck_s = (double)step_timeout + 0.5;
+    so.loss = server_loss;
+    so.loss_ctx = comm;
     if (rank == 0) {
         if (br_server_start(&so, info, &srv, &err)) {
             fprintf(stderr, "bitrack serve: %s\n", err.msg);

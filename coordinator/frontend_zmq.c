@@ -41,7 +41,7 @@ struct fe {
     /* churn log: lines about clients that went away or stopped reading, at most one a
      * second; the rest are counted into the next line */
     double churn_last;
-    long churn_unlogged, churn_cancelled;
+    long churn_clients, churn_full, churn_cancelled;
 };
 
 static int send_reply(void *router, const struct br_client_key *c, const struct br_buf *b)
@@ -51,25 +51,27 @@ static int send_reply(void *router, const struct br_client_key *c, const struct 
     return 0;
 }
 
-static void churn_log(struct fe *f, int why, int n_cancelled)
+/* Logs the clients counted since the last line, at most once a second (force: now). */
+static void churn_flush(struct fe *f, int force)
 {
     double now = br_now();
-    f->churn_cancelled += n_cancelled;
-    if (now - f->churn_last < 1.0) {
-        f->churn_unlogged++;
-        return;
-    }
-    char more[96] = "";
-    if (f->churn_unlogged)
-        snprintf(more, sizeof more, " (and %ld more such clients in the last second)",
-                 f->churn_unlogged);
-    fprintf(stderr, "bitrack serve: %s; cancelled %ld request%s%s\n",
-            why == EAGAIN ? "a client stopped reading (its send queue is full)"
-                          : "a client went away",
-            f->churn_cancelled, f->churn_cancelled == 1 ? "" : "s", more);
+    if (!f->churn_clients || (!force && now - f->churn_last < 1.0)) return;
+    fprintf(stderr,
+            "bitrack serve: %ld client%s could not be sent to: %ld stopped reading (send queue "
+            "full), %ld went away; cancelled %ld request%s\n",
+            f->churn_clients, f->churn_clients == 1 ? "" : "s", f->churn_full,
+            f->churn_clients - f->churn_full, f->churn_cancelled,
+            f->churn_cancelled == 1 ? "" : "s");
     f->churn_last = now;
-    f->churn_unlogged = 0;
-    f->churn_cancelled = 0;
+    f->churn_clients = f->churn_full = f->churn_cancelled = 0;
+}
+
+static void churn_log(struct fe *f, int why, int n_cancelled)
+{
+    f->churn_clients++;
+    f->churn_full += why == EAGAIN;
+    f->churn_cancelled += n_cancelled;
+    churn_flush(f, 0);
 }
 
 /* A client that cannot be sent to would keep its sequences generating into the void:
@@ -230,6 +232,7 @@ static void *fe_main(void *arg)
                  * requests must not hold back another client's tokens */
                 forward_events(f);
             }
+        churn_flush(f, 0);
         /* heartbeats: a streaming request whose client went silent is cancelled */
         double now = br_now();
         if (f->client_timeout_s > 0 && now - last_expire > 0.2) {
@@ -239,6 +242,7 @@ static void *fe_main(void *arg)
     }
     /* the gateway has given every request its final event: send what is left */
     forward_events(f);
+    churn_flush(f, 1);
     return NULL;
 }
 

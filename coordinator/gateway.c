@@ -752,7 +752,7 @@ static void tick(struct br_gateway *gw)
     bool stuck = gw->o.stuck_s > 0 && since > 0 && now - since > gw->o.stuck_s;
     bool grace = gw->stop_seen > 0 && now - gw->stop_seen > gw->o.stop_grace_s;
     if (!stuck && !grace) return;
-    if (gw->o.loss) gw->o.loss(gw->o.loss_ctx, lost, sizeof lost);
+    if (gw->o.loss && !gw->o.loss(gw->o.loss_ctx, stuck, lost, sizeof lost)) lost[0] = '\0';
     if (stuck) {
         fprintf(stderr,
                 "bitrack serve: rank 0: a step has not finished for %.1f s; a rank is lost%s%s\n",

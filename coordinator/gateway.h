@@ -46,8 +46,9 @@ struct br_gateway_opts {
     double stop_grace_s;     /* after a stop, requests still open are answered after this */
     const char *const *info; /* NULL-terminated name/value pairs (copied) */
     atomic_int *stop;        /* the server's enum br_stop_state */
-    /* names the lost rank and its host into buf when one is known (may be NULL) */
-    int (*loss)(void *ctx, char *buf, size_t n);
+    /* names the lost rank and its host into buf when one is known (may be NULL); stuck:
+     * a step has outlived stuck_s */
+    int (*loss)(void *ctx, int stuck, char *buf, size_t n);
     void *loss_ctx;
 };
 

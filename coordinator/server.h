@@ -52,8 +52,9 @@ struct br_server_opts {
      * it a request is answered busy; default 64 MiB */
     int64_t max_prep_bytes;
     /* optional: names a lost rank and its host into buf (for `unavailable` messages);
-     * returns non-zero when it wrote one. Called from the gateway's thread. */
-    int (*loss)(void *ctx, char *buf, size_t n);
+     * stuck: rank 0's step has outlived stuck_s. Returns non-zero when it wrote one.
+     * Called from the gateway's thread, never from the MPI one. */
+    int (*loss)(void *ctx, int stuck, char *buf, size_t n);
     void *loss_ctx;
 };
 

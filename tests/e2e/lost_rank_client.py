@@ -15,6 +15,7 @@ tokens must be the same as before.
 """
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,13 @@ def main():
         dt = s.t_error - t_loss
         worst = max(worst, dt)
         ok = s.code == "unavailable" and dt < LIMIT_S
+        # unless the connection itself went (rank 0 died with the job), the message names
+        # the lost rank: never just "stopped by a signal"
+        if ok and "connection" not in (s.message or "") and not re.search(
+            r"rank \d+ \(pid \d+ on ", s.message or ""
+        ):
+            ok = False
+            print("     (the message does not name the lost rank and its host)")
         print(
             "%s client %d: %s after %.2f s (%d tokens, %d requests): %s"
             % ("ok  " if ok else "FAIL", s.k, s.code, dt, s.tokens, s.requests, s.message)

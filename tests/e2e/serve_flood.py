@@ -151,4 +151,29 @@ check(max(gaps) < LIMIT_MS, "largest inter-token gap during the flood %.1f ms < 
 check(ping_ms < LIMIT_MS, "a ping during the flood answered in %.1f ms < %.0f ms" % (ping_ms, LIMIT_MS))
 check(small_ms < 4 * LIMIT_MS, "another client's small request during the flood took %.1f ms < %.0f ms"
       % (small_ms, 4 * LIMIT_MS))
+# client churn: 300 clients each start a stream and vanish; the server cancels their
+# requests as their events find nobody, and logs that at most once a second (the shell
+# script counts the lines)
+N_CHURN = 300
+churned = 0
+for i in range(N_CHURN):
+    c = sock()
+    send(c, {"type": "generate", "id": "churn%d" % i, "tokens": [5, 6, 7], "max_tokens": 2000,
+             "stream": True})
+    churned += recv(c, 10) is not None  # its request is in (queued or running)
+    c.close(0)
+check(churned == N_CHURN, "%d clients started a stream and vanished" % churned)
+time.sleep(1.5)
+m = sock()
+send(m, {"type": "metrics", "id": "m"})
+deadline = time.monotonic() + 20
+live = None
+while time.monotonic() < deadline:
+    r = recv(m, 5)
+    live = dict(r.get("metrics", {})).get("live") if r else None
+    if live == 0:
+        break
+    time.sleep(0.5)
+    send(m, {"type": "metrics", "id": "m"})
+check(live == 0, "%d vanished clients' requests all freed (live=%s)" % (N_CHURN, live))
 sys.exit(1 if failures else 0)

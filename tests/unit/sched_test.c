@@ -13,10 +13,10 @@
 
 #include "bitrack/progress.h"
 #include "coordinator/gateway.h"
-#include "coordinator/sample.h"
 #include "coordinator/sched.h"
 #include "coordinator/tokenizer.h"
 #include "worker/engine.h"
+#include "worker/sample.h"
 
 /* ---- a tiny tokenizer: <s>, </s>, then the letters a..z ---- */
 

@@ -1,8 +1,8 @@
 /*
  * `bitrack run`: generation on one machine, without mpirun.
  *
- *   bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) -n N [--temp T] [--seed S]
- *               [--dump-logits FILE] [-t THREADS] [-v]
+ *   bitrack run -m MODEL (-p TEXT | -f FILE | --tokens 1,2,3) [-n N] [--temp T] [-s S]
+ *               [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]     (bitrack help run)
  *   mpirun -np T*P bitrack run ... --tp T --pp P [--stats]
  *
  * Under mpirun every rank loads only its part of the plan; rank 0 decides the steps,
@@ -23,6 +23,7 @@
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "worker/sample.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
@@ -32,150 +33,103 @@
 #include "worker/engine.h"
 #include "worker/model.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T] "
-               "[--seed S]\n"
-               "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n"
-               "                  [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
-               "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n"
-               "                  [--head q8_0|q6_k]  (re-encode the output head at load)\n");
-}
-
 struct run_args {
-    const char *model_path, *prompt, *tokens_arg, *dump;
+    const char *model_path, *prompt, *prompt_file, *tokens_arg, *dump, *head;
     long long n_gen, threads, n_ctx, seed, tp, pp, top_k;
     double temp, top_p, min_p, repeat_penalty;
     int verbose, stats, print_ids, ignore_eos;
     uint32_t head_type;
+    char *file_text; /* -f's contents (owned) */
 };
+
+/* Reads a whole file (NUL-terminated, malloc'd); NULL with errno on failure. */
+static char *read_file(const char *path)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+        if (n == cap) {
+            char *nb = realloc(buf, 2 * cap + 1);
+            if (!nb) free(buf);
+            buf = nb, cap *= 2;
+        }
+    }
+    if (buf) buf[n] = '\0';
+    if (f != stdin) fclose(f);
+    return buf;
+}
 
 static int parse(int argc, char **argv, struct run_args *a)
 {
-    enum {
-        O_TOKENS = 256,
-        O_TEMP,
-        O_DUMP,
-        O_SEED,
-        O_TP,
-        O_PP,
-        O_STATS,
-        O_TOPK,
-        O_TOPP,
-        O_MINP,
-        O_REP,
-        O_IDS,
-        O_IGN,
-        O_HEAD
-    };
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"prompt", required_argument, 0, 'p'},
-                                         {"tokens", required_argument, 0, O_TOKENS},
-                                         {"n-predict", required_argument, 0, 'n'},
-                                         {"temp", required_argument, 0, O_TEMP},
-                                         {"seed", required_argument, 0, O_SEED},
-                                         {"dump-logits", required_argument, 0, O_DUMP},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"ctx", required_argument, 0, 'c'},
-                                         {"verbose", no_argument, 0, 'v'},
-                                         {"tp", required_argument, 0, O_TP},
-                                         {"pp", required_argument, 0, O_PP},
-                                         {"stats", no_argument, 0, O_STATS},
-                                         {"help", no_argument, 0, 'h'},
-                                         {"top-k", required_argument, 0, O_TOPK},
-                                         {"top-p", required_argument, 0, O_TOPP},
-                                         {"min-p", required_argument, 0, O_MINP},
-                                         {"repeat-penalty", required_argument, 0, O_REP},
-                                         {"ids", no_argument, 0, O_IDS},
-                                         {"ignore-eos", no_argument, 0, O_IGN},
-                                         {"head", required_argument, 0, O_HEAD},
-                                         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
-    a->n_gen = 16, a->threads = 1, a->tp = 1, a->pp = 1;
-    a->top_p = 1.0, a->repeat_penalty = 1.0;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:c:vh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            a->model_path = optarg;
-            break;
-        case 'p':
-            a->prompt = optarg;
-            break;
-        case O_TOKENS:
-            a->tokens_arg = optarg;
-            break;
-        case 'n':
-            if (br_cli_int(optarg, 1, 1 << 24, &a->n_gen))
-                return br_cli_usage_error("run", "bad -n");
-            break;
-        case 't':
-            if (br_cli_int(optarg, 1, 1024, &a->threads))
-                return br_cli_usage_error("run", "bad -t");
-            break;
-        case 'c':
-            if (br_cli_int(optarg, 1, 1 << 22, &a->n_ctx))
-                return br_cli_usage_error("run", "bad -c");
-            break;
-        case O_TP:
-            if (br_cli_int(optarg, 1, 4096, &a->tp)) return br_cli_usage_error("run", "bad --tp");
-            break;
-        case O_PP:
-            if (br_cli_int(optarg, 1, 4096, &a->pp)) return br_cli_usage_error("run", "bad --pp");
-            break;
-        case O_TEMP:
-        case O_TOPP:
-        case O_MINP:
-        case O_REP: {
-            char *end;
-            double v = strtod(optarg, &end);
-            if (*end || !(v >= 0.0) || v > 100.0)
-                return br_cli_usage_error("run", "bad value '%s'", optarg);
-            *(c == O_TEMP   ? &a->temp
-              : c == O_TOPP ? &a->top_p
-              : c == O_MINP ? &a->min_p
-                            : &a->repeat_penalty) = v;
-            break;
-        }
-        case O_TOPK:
-            if (br_cli_int(optarg, 0, 1 << 20, &a->top_k))
-                return br_cli_usage_error("run", "bad --top-k");
-            break;
-        case O_IDS:
-            a->print_ids = 1;
-            break;
-        case O_IGN:
-            a->ignore_eos = 1;
-            break;
-        case O_SEED:
-            if (br_cli_int(optarg, 0, INT64_MAX, &a->seed))
-                return br_cli_usage_error("run", "bad --seed");
-            break;
-        case O_DUMP:
-            a->dump = optarg;
-            break;
-        case O_STATS:
-            a->stats = 1;
-            break;
-        case 'v':
-            a->verbose = 1;
-            break;
-        case O_HEAD:
-            if (!(a->head_type = br_cli_head_type(optarg)))
-                return br_cli_usage_error("run", "--head takes q8_0 or q6_k (got '%s')", optarg);
-            break;
-        case 'h':
-            usage(stdout);
-            return -1;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
+    /* sampling and length defaults are the protocol's (proto/PROTOCOL.md) */
+    a->n_gen = BR_CLI_DEFAULT_MAX_TOKENS, a->tp = 1, a->pp = 1, a->seed = -1;
+    a->temp = BR_CLI_DEFAULT_TEMP, a->top_k = BR_CLI_DEFAULT_TOP_K;
+    a->top_p = BR_CLI_DEFAULT_TOP_P, a->min_p = BR_CLI_DEFAULT_MIN_P, a->repeat_penalty = 1.0;
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &a->model_path, "FILE", "model file, or a directory from `shard`"),
+        BR_O_STR('p', "prompt", &a->prompt, "TEXT", "the prompt"),
+        BR_O_STR('f', "file", &a->prompt_file, "FILE", "read the prompt from FILE (- for stdin)"),
+        BR_O_STR(0, "tokens", &a->tokens_arg, "IDS", "the prompt as token ids 1,2,3 (no BOS)"),
+        BR_O_INT('n', "n-predict", &a->n_gen, -1, 1 << 24, "N",
+                 "tokens to generate; -1: until end of text or context"),
+        BR_O_INT('t', "threads", &a->threads, 0, 1024, "N",
+                 "threads per rank; 0: the available cores, shared by this machine's ranks"),
+        {.short_name = 'c',
+         .long_name = "ctx-size",
+         .alias = "ctx",
+         .kind = BR_OPT_INT,
+         .dest = &a->n_ctx,
+         .min = 0,
+         .max = 1 << 22,
+         .arg = "N",
+         .help = "context length; 0: prompt + N (with -n -1: the model's)"},
+        BR_O_FLOAT(0, "temp", &a->temp, 0, 100, "T", "temperature; 0: greedy"),
+        BR_O_INT(0, "top-k", &a->top_k, 0, 1 << 20, "K", "keep the K likeliest tokens; 0: off"),
+        BR_O_FLOAT(0, "top-p", &a->top_p, 0, 1, "P", "nucleus sampling; 1: off"),
+        BR_O_FLOAT(0, "min-p", &a->min_p, 0, 1, "P", "drop tokens below P x the top one's; 0: off"),
+        BR_O_FLOAT(0, "repeat-penalty", &a->repeat_penalty, 0, 100, "R",
+                   "penalty for the last 64 tokens; 1: off"),
+        BR_O_INT('s', "seed", &a->seed, -1, INT64_MAX, "S", "sampling seed; -1: random"),
+        BR_O_FLAG(0, "ids", &a->print_ids, "print token ids instead of text"),
+        BR_O_FLAG(0, "ignore-eos", &a->ignore_eos, "keep generating after end-of-text"),
+        BR_O_STR(0, "dump-logits", &a->dump, "FILE",
+                 "write the f32 logits of every evaluated position"),
+        BR_O_INT(0, "tp", &a->tp, 1, 4096, "T", "tensor-parallel ranks (under mpirun)"),
+        BR_O_INT(0, "pp", &a->pp, 1, 4096, "P", "pipeline stages (under mpirun)"),
+        BR_O_FLAG(0, "stats", &a->stats, "print each rank's traffic against the plan's"),
+        BR_O_CHOICE(0, "head", &a->head, "q8_0|q6_k", "re-encode the output head at load"),
+        BR_O_FLAG('v', "verbose", &a->verbose, "plan, load time and per-layer residual norms"),
+    };
+    const struct br_cmd_spec spec = {
+        "run", NULL,
+        "Generates from a prompt on this machine, or under mpirun with --tp T --pp P (the\n"
+        "logits are bit-identical for every layout). Give the prompt with -p, -f or --tokens.",
+        opts, sizeof opts / sizeof *opts};
+    int first, rc = br_opts_parse(&spec, argc, argv, &first);
+    if (rc) return rc;
+    if (first < argc)
+        return br_cli_usage_error("run", "unexpected argument '%s' (the prompt goes after -p)",
+                                  argv[first]);
+    if (a->n_gen == 0)
+        return br_cli_usage_error("run", "-n: 0 tokens; give at least 1, or -1 for until end of "
+                                         "text or context");
+    if (a->head) a->head_type = br_cli_head_type(a->head);
     if (!a->model_path) return br_cli_usage_error("run", "a model is required (-m MODEL.gguf)");
-    if (!!a->prompt == !!a->tokens_arg)
-        return br_cli_usage_error("run", "give exactly one of -p TEXT or --tokens 1,2,3");
+    if (!!a->prompt + !!a->tokens_arg + !!a->prompt_file != 1)
+        return br_cli_usage_error("run", "give exactly one of -p TEXT, -f FILE or --tokens 1,2,3");
+    if (a->prompt_file) {
+        if (!(a->file_text = read_file(a->prompt_file))) {
+            fprintf(stderr, "bitrack run: -f: cannot read %s\n", a->prompt_file);
+            return 1;
+        }
+        a->prompt = a->file_text;
+    }
     return 0;
 }
 
@@ -288,7 +242,10 @@ int br_cmd_run(int argc, char **argv)
 {
     struct run_args a;
     int prc = parse(argc, argv, &a);
-    if (prc) return prc < 0 ? 0 : prc;
+    if (prc) {
+        free(a.file_text);
+        return prc == BR_OPTS_HELP ? 0 : prc;
+    }
 
     int exit_code = 1;
     struct br_err err = {{0}};
@@ -332,6 +289,8 @@ int br_cmd_run(int argc, char **argv)
     }
     if (rank == 0 && a.verbose && plan) br_plan_describe(plan, 0, stderr);
     double t_load = br_now() - t0;
+    if (a.threads == 0) /* like llama.cpp: every core, shared by the ranks on this machine */
+        a.threads = br_cli_threads_default(comm ? br_comm_mpi_ranks_here(comm) : 1);
     if (br_pool_create((int)a.threads, &pool)) {
         fprintf(stderr, "bitrack run: cannot start %lld threads\n", a.threads);
         goto done;
@@ -356,6 +315,17 @@ int br_cmd_run(int argc, char **argv)
             goto done;
         }
     }
+    if (a.n_gen < 0) { /* until end of text or the context is full */
+        long long ctx_n = a.n_ctx ? a.n_ctx : model->cfg.n_ctx;
+        if (ctx_n > model->cfg.n_ctx) ctx_n = model->cfg.n_ctx;
+        a.n_gen = ctx_n - n_prompt;
+        if (a.n_gen < 1) {
+            fprintf(stderr, "bitrack run: the prompt's %d tokens fill the context of %lld\n",
+                    n_prompt, ctx_n);
+            goto done;
+        }
+    }
+    if (a.seed < 0) a.seed = (long long)br_cli_random_seed();
     int32_t need = n_prompt + (int32_t)a.n_gen;
     long long n_ctx = a.n_ctx ? a.n_ctx : need;
     if (need > n_ctx || need > model->cfg.n_ctx) {
@@ -417,6 +387,7 @@ done:
         exit_code = 1;
     }
     free(toks);
+    free(a.file_text);
     br_tok_destroy(&tok);
     br_engine_destroy(&eng);
     br_pool_destroy(&pool);

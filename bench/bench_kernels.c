@@ -513,21 +513,45 @@ static int parse_list(const char *s, const char **items, int max, char *buf, siz
     return n;
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-    fprintf(stderr,
-            "usage: bench kernels [-t 1,2] [--variants avx2,avx512,ref] [--json FILE]\n"
-            "                     [--mb N] [--clock cpu|wall] [--quick]\n"
-            "  -t          thread counts to measure (default 1,2)\n"
-            "  --variants  kernel variants (default: every one this CPU runs, except ref)\n"
-            "  --json      also write the results as JSON\n"
-            "  --mb        GEMV working set and triad size in MiB (default 1024)\n"
-            "  --clock     thread (default: CPU time of the busiest thread, what dedicated\n"
-            "              cores take), wall, or cpu (process CPU / threads, a diagnostic)\n"
-            "  --gemv-only skip the GEMM measurements\n"
-            "  --quick     2B-4T shapes only, smaller working set (for smoke tests)\n");
+    fprintf(f, "usage: bitrack bench kernels [options]\n"
+               "\nKernel micro-benchmarks: memory bandwidth, int8 peak, and every GEMV/GEMM shape\n"
+               "of the supported models per kernel variant, against the triad bandwidth.\n"
+               "\noptions:\n"
+               "  -t LIST          thread counts to measure, 1 to 256 each (default: 1,2)\n"
+               "  --variants LIST  kernel variants (default: every one this CPU runs, except ref)\n"
+               "  --json FILE      also write the results as JSON (default: none)\n"
+               "  --mb N           GEMV working set and triad size in MiB, 16 to 65536\n"
+               "                   (default: 1024; 256 with --quick)\n"
+               "  --clock C        thread: CPU time of the busiest thread, what dedicated cores\n"
+               "                   take; wall; or cpu: process CPU / threads, a diagnostic\n"
+               "                   (default: thread)\n"
+               "  --gemv-only      skip the GEMM measurements (default: off)\n"
+               "  --quick          2B-4T shapes only, smaller working set, for smoke tests\n"
+               "                   (default: off)\n"
+               "  -h, --help       this help\n");
 }
 
+/* A usage error naming the flag; returns -1 for parse_args. */
+static int bad(const char *flag, const char *val, const char *what)
+{
+    fprintf(stderr, "bitrack bench kernels: %s: %s%s%s%s\n", flag, val ? "'" : "", val ? val : "",
+            val ? "' " : "", what);
+    return -1;
+}
+
+/* A whole number in [lo, hi]. */
+static int whole(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Returns 0, 1 after printing the help, or -1 after naming a bad option. */
 static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *vbuf)
 {
     memset(o, 0, sizeof *o);
@@ -536,32 +560,44 @@ static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *v
     o->threads[1] = 2;
     o->n_threads = 2;
     o->ws_mb = 1024;
+    int mb_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "-t") == 0 && val) {
+        int takes = !strcmp(a, "-t") || !strcmp(a, "--variants") || !strcmp(a, "--json") ||
+                    !strcmp(a, "--mb") || !strcmp(a, "--clock");
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        if (takes && !val) return bad(a, NULL, "needs a value");
+        if (strcmp(a, "-t") == 0) {
             const char *items[MAX_LIST];
             int n = parse_list(val, items, MAX_LIST, tbuf, 256);
-            if (n <= 0) return -1;
+            if (n <= 0) return bad(a, val, "is not a list of thread counts (1,2,4)");
             for (int k = 0; k < n; k++) {
-                o->threads[k] = atoi(items[k]);
-                if (o->threads[k] < 1 || o->threads[k] > 256) return -1;
+                long t;
+                if (whole(items[k], 1, 256, &t))
+                    return bad(a, items[k], "is not a thread count from 1 to 256");
+                o->threads[k] = (int)t;
             }
             o->n_threads = n;
             i++;
-        } else if (strcmp(a, "--variants") == 0 && val) {
+        } else if (strcmp(a, "--variants") == 0) {
             o->n_variants = parse_list(val, o->variants, MAX_LIST, vbuf, 256);
-            if (o->n_variants <= 0) return -1;
+            if (o->n_variants <= 0) return bad(a, val, "is not a list of variants");
             i++;
-        } else if (strcmp(a, "--json") == 0 && val) {
+        } else if (strcmp(a, "--json") == 0) {
             o->json = val;
             i++;
-        } else if (strcmp(a, "--mb") == 0 && val) {
-            long mb = atol(val);
-            if (mb < 16 || mb > 65536) return -1;
+        } else if (strcmp(a, "--mb") == 0) {
+            long mb;
+            if (whole(val, 16, 65536, &mb))
+                return bad(a, val, "is not a whole number from 16 to 65536");
             o->ws_mb = (size_t)mb;
+            mb_given = 1;
             i++;
-        } else if (strcmp(a, "--clock") == 0 && val) {
+        } else if (strcmp(a, "--clock") == 0) {
             if (strcmp(val, "thread") == 0)
                 g_clock = CLOCK_THREAD;
             else if (strcmp(val, "wall") == 0)
@@ -569,14 +605,15 @@ static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *v
             else if (strcmp(val, "cpu") == 0)
                 g_clock = CLOCK_CPU;
             else
-                return -1;
+                return bad(a, val, "is not one of thread|wall|cpu");
             i++;
         } else if (strcmp(a, "--gemv-only") == 0) {
             o->gemv_only = 1;
         } else if (strcmp(a, "--quick") == 0) {
             o->quick = 1;
-            o->ws_mb = 256;
+            if (!mb_given) o->ws_mb = 256;
         } else {
+            fprintf(stderr, "bitrack bench kernels: unknown option '%s' (--help lists them)\n", a);
             return -1;
         }
     }
@@ -593,10 +630,8 @@ int br_bench_kernels_main(int argc, char **argv)
 {
     struct opts o;
     char tbuf[256], vbuf[256];
-    if (parse_args(argc, argv, &o, tbuf, vbuf) != 0) {
-        usage();
-        return 2;
-    }
+    int prc = parse_args(argc, argv, &o, tbuf, vbuf);
+    if (prc) return prc > 0 ? 0 : 2;
     struct json_out js = {NULL, 0};
     if (o.json) {
         js.f = fopen(o.json, "w");

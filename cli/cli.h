@@ -2,7 +2,9 @@
 #ifndef BR_CLI_H
 #define BR_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 int br_cmd_info(int argc, char **argv);
 int br_cmd_synth(int argc, char **argv);
@@ -37,6 +39,9 @@ int br_cli_int(const char *s, long long min, long long max, long long *out);
 int br_cli_int_list(const char *s, int32_t **out, int32_t *n);
 /* The type named by `--head q8_0|q6_k` (0: not one of them). */
 uint32_t br_cli_head_type(const char *s);
+/* Writes n bytes as a JSON string: always valid JSON, since bytes that are not valid UTF-8
+ * are written as \u00XX of the byte value and control characters are escaped. */
+void br_cli_json_str(FILE *f, const char *s, size_t n);
 /* Prints "bitrack <cmd>: message" on stderr and returns exit code 2 (usage errors). */
 int br_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -19,7 +19,6 @@
  *      batching runs them: aggregate tokens/s and its ratio to tg.
  * Times are wall clock, best of --reps runs (a shared machine's noise only adds time).
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +27,7 @@
 #include "bench/bench.h"
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "kernels/dispatch.h"
 #include "kernels/pool.h"
 #include "kernels/q8.h"
@@ -139,53 +139,26 @@ int br_cmd_bench_model(int argc, char **argv)
 {
     const char *path = NULL, *json = NULL, *tlist = "1,2", *head = NULL;
     long long p = 128, n = 32, reps = 3, tg32 = 0;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},  {"threads", required_argument, 0, 't'},
-        {"prompt", required_argument, 0, 'p'}, {"gen", required_argument, 0, 'n'},
-        {"reps", required_argument, 0, 'r'},   {"json", required_argument, 0, 'j'},
-        {"head", required_argument, 0, 'H'},   {"tg32", required_argument, 0, 'L'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            path = optarg;
-            break;
-        case 't':
-            tlist = optarg;
-            break;
-        case 'p':
-            if (br_cli_int(optarg, 1, 4096, &p)) return br_cli_usage_error("bench model", "bad -p");
-            break;
-        case 'n':
-            if (br_cli_int(optarg, 1, 4096, &n)) return br_cli_usage_error("bench model", "bad -n");
-            break;
-        case 'r':
-            if (br_cli_int(optarg, 1, 100, &reps))
-                return br_cli_usage_error("bench model", "bad --reps");
-            break;
-        case 'j':
-            json = optarg;
-            break;
-        case 'L':
-            if (br_cli_int(optarg, 0, 4096, &tg32))
-                return br_cli_usage_error("bench model", "bad --tg32");
-            break;
-        case 'H':
-            if (!br_cli_head_type(optarg))
-                return br_cli_usage_error("bench model", "--head takes q8_0 or q6_k (got '%s')",
-                                          optarg);
-            head = optarg;
-            break;
-        case 'h':
-            printf("usage: bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] "
-                   "[--json FILE] [--head q8_0|q6_k] [--tg32 STEPS]\n");
-            return 0;
-        default:
-            return 2;
-        }
-    }
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &path, "FILE", "the model"),
+        BR_O_STR('t', "threads", &tlist, "LIST", "thread counts to measure (1,2,4)"),
+        BR_O_INT('p', "prompt", &p, 1, 4096, "N", "prompt tokens (prefill test)"),
+        BR_O_INT('n', "gen", &n, 1, 4096, "N", "generated tokens (decode test)"),
+        BR_O_INT('r', "reps", &reps, 1, 100, "N", "repetitions; the best counts"),
+        BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
+        BR_O_CHOICE(0, "head", &head, "q8_0|q6_k", "re-encode the output head at load"),
+        BR_O_INT(0, "tg32", &tg32, 0, 4096, "STEPS",
+                 "also decode 32 sequences together for STEPS steps; 0: off"),
+    };
+    const struct br_cmd_spec spec = {
+        "bench model", NULL,
+        "Single-process model throughput: prefill and decode tokens/s per thread count, and\n"
+        "the head's time, against the memory bandwidth.",
+        opts, sizeof opts / sizeof *opts};
+    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (operand < argc)
+        return br_cli_usage_error("bench model", "unexpected argument '%s'", argv[operand]);
     if (!path) return br_cli_usage_error("bench model", "a model is required (-m MODEL.gguf)");
     int32_t *threads = NULL, n_threads = 0;
     if (br_cli_int_list(tlist, &threads, &n_threads) || n_threads == 0)

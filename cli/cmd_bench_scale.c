@@ -23,6 +23,7 @@
 #include "bench/scale.h"
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "kernels/dispatch.h"
 #include "kernels/pool.h"
 #include "sharding/plan.h"
@@ -159,12 +160,10 @@ static int scale_net(int argc, char **argv)
             slist = optarg;
             break;
         case 'r':
-            if (br_cli_int(optarg, 1, 100000, &reps))
-                return br_cli_usage_error("bench scale net", "bad --reps");
+            if (br_opt_int("bench scale net", "--reps", optarg, 1, 100000, &reps)) return 2;
             break;
         case 'g':
-            if (br_cli_int(optarg, 2, 4096, &group))
-                return br_cli_usage_error("bench scale net", "bad --group");
+            if (br_opt_int("bench scale net", "--group", optarg, 2, 4096, &group)) return 2;
             break;
         case 'j':
             json = optarg;
@@ -427,19 +426,16 @@ int br_cmd_bench_scale(int argc, char **argv)
             n_shards++;
             break;
         case 't':
-            if (br_cli_int(optarg, 1, 256, &threads))
-                return br_cli_usage_error("bench scale", "bad -t");
+            if (br_opt_int("bench scale", "-t", optarg, 1, 256, &threads)) return 2;
             break;
         case O_BATCH:
             blist = optarg;
             break;
         case O_REPS:
-            if (br_cli_int(optarg, 1, 1000, &reps))
-                return br_cli_usage_error("bench scale", "bad --reps");
+            if (br_opt_int("bench scale", "--reps", optarg, 1, 1000, &reps)) return 2;
             break;
         case O_CTX:
-            if (br_cli_int(optarg, 1, 1 << 20, &ctx))
-                return br_cli_usage_error("bench scale", "bad --ctx");
+            if (br_opt_int("bench scale", "--ctx", optarg, 1, 1 << 20, &ctx)) return 2;
             break;
         case O_LAYOUTS:
             llist = optarg;
@@ -451,8 +447,7 @@ int br_cmd_bench_scale(int argc, char **argv)
             netlist = optarg;
             break;
         case O_CORES:
-            if (br_cli_int(optarg, 0, 4096, &cores))
-                return br_cli_usage_error("bench scale", "bad --cores");
+            if (br_opt_int("bench scale", "--cores", optarg, 0, 4096, &cores)) return 2;
             break;
         case O_JSON:
             json = optarg;

@@ -272,7 +272,8 @@ static int bench_serve(int argc, char **argv)
             if (br_opt_float("bench", "--rate", optarg, 1e-6, 1e6, &cfg.rate)) return 2;
             break;
         case O_MAXC:
-            if (br_opt_int("bench", "--max-concurrency", optarg, 1, BR_LOADGEN_MAX_SLOTS, &v)) return 2;
+            if (br_opt_int("bench", "--max-concurrency", optarg, 1, BR_LOADGEN_MAX_SLOTS, &v))
+                return 2;
             cfg.max_concurrency = (int32_t)v;
             break;
         case O_REQ:

@@ -99,7 +99,7 @@ int br_cmd_generate(int argc, char **argv)
         BR_O_INT(0, "top-k", &top_k, 0, 1 << 20, "K", "keep the K likeliest tokens; 0: off"),
         BR_O_FLOAT(0, "top-p", &top_p, 0, 1, "P", "nucleus sampling; 1: off"),
         BR_O_FLOAT(0, "min-p", &min_p, 0, 1, "P", "drop tokens below P x the top one's; 0: off"),
-        BR_O_FLOAT(0, "repeat-penalty", &rep, 0, 100, "R",
+        BR_O_FLOAT(0, "repeat-penalty", &rep, 1e-6, 10, "R",
                    "penalty for the last 64 tokens; 1: off"),
         BR_O_INT('s', "seed", &seed, -1, INT64_MAX, "S", "sampling seed; -1: the server's choice"),
         BR_O_STR(0, "tokens", &tokens, "IDS", "send token ids 1,2,3 instead of a prompt"),

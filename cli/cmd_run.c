@@ -93,7 +93,7 @@ static int parse(int argc, char **argv, struct run_args *a)
         BR_O_INT(0, "top-k", &a->top_k, 0, 1 << 20, "K", "keep the K likeliest tokens; 0: off"),
         BR_O_FLOAT(0, "top-p", &a->top_p, 0, 1, "P", "nucleus sampling; 1: off"),
         BR_O_FLOAT(0, "min-p", &a->min_p, 0, 1, "P", "drop tokens below P x the top one's; 0: off"),
-        BR_O_FLOAT(0, "repeat-penalty", &a->repeat_penalty, 0, 100, "R",
+        BR_O_FLOAT(0, "repeat-penalty", &a->repeat_penalty, 1e-6, 10, "R",
                    "penalty for the last 64 tokens; 1: off"),
         BR_O_INT('s', "seed", &a->seed, -1, INT64_MAX, "S", "sampling seed; -1: random"),
         BR_O_FLAG(0, "ids", &a->print_ids, "print token ids instead of text"),

@@ -90,7 +90,7 @@ void br_proto_limits_default(struct br_proto_limits *lim)
 void br_req_sampling_default(struct br_req_sampling *s)
 {
     memset(s, 0, sizeof *s);
-    s->temperature = 0.8f;
+    s->temperature = 0.0f; /* greedy: the same defaults as the CLI (PROTOCOL.md) */
     s->top_k = 40;
     s->top_p = 0.95f;
     s->min_p = 0.05f;

@@ -112,6 +112,17 @@ r=$("$BIN" run -m "$M" -p "Once upon" -n 8 --ids 2> /dev/null)
 g=$("$BIN" generate --server $S -n 8 --ids "Once upon" 2> /dev/null)
 [ -n "$r" ] && [ "$r" = "$g" ] && ok "run and generate agree by default: $r" ||
     fail "default sampling: run '$r' vs generate '$g'"
+# ... and the Python client, which sends no sampling fields (the server's defaults)
+if /usr/bin/python3 -c 'import zmq, msgpack' 2> /dev/null; then
+    py=$(PYTHONPATH="$(dirname "$0")/../../clients/python" /usr/bin/python3 -c '
+import sys
+from bitrack_client import Client
+with Client(sys.argv[1]) as c:
+    print(" ".join(str(e["token"]) for e in c.generate(prompt="Once upon", max_tokens=8)
+                   if e["type"] == "token"))' "$S")
+    [ "$py" = "$r" ] && ok "the Python client agrees by default: $py" ||
+        fail "default sampling: Python client '$py' vs run '$r'"
+fi
 # --no-stream --ids prints the ids; "-" reads the prompt from stdin
 ns=$("$BIN" generate --server $S -n 8 --ids --no-stream "Once upon" 2> /dev/null)
 [ "$ns" = "$g" ] && ok "generate --no-stream --ids: $ns" || fail "--no-stream --ids: '$ns' vs '$g'"

@@ -12,7 +12,6 @@
  *     ranks, one-way point to point between the first and last rank) and fits the
  *     point-to-point time to a + m/bw, the network parameters of the projection.
  */
-#include <getopt.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -43,24 +42,6 @@ struct shard_arg {
 struct net_arg {
     double gbit, alpha_us;
 };
-
-static void usage(FILE *f)
-{
-    fprintf(
-        f, "usage: bitrack bench scale -m PATH --tp T --pp P --rank R [--shard T:P:R:PATH ...]\n"
-           "           [-t THREADS] [--batch 1,4,16,64] [--reps 5] [--ctx N]\n"
-           "           [--layouts TxP,... | --nodes 8,16,32] [--net GBIT:US,...] [--cores C]\n"
-           "           [--json FILE]\n"
-           "       mpirun -np W bitrack bench scale net [--sizes 64,1024,...] [--reps 20]\n"
-           "           [--json FILE]\n"
-           "  -m PATH            a model file or a shard directory (bitrack synth --rank / shard)\n"
-           "  --shard T:P:R:PATH one more rank to measure (another TP width)\n"
-           "  --layouts TxP,...  layouts to project (default: the measured ones)\n"
-           "  --nodes N,...      every T x P = N whose T was measured\n"
-           "  --net GBIT:US,...  networks: link Gbit/s and one-way message time in us\n"
-           "                     (default 10:25,25:25,100:25)\n"
-           "  --cores C          all ranks share C cores of one machine (validation runs)\n");
-}
 
 static int parse_shard(const char *s, struct shard_arg *a)
 {
@@ -145,43 +126,24 @@ static int scale_net(int argc, char **argv)
     const char *json = NULL, *slist = "64,1024,4096,65536,262144";
     long long reps = 20, group = 0;
     double work_us = 0;
-    static const struct option opts[] = {{"sizes", required_argument, 0, 's'},
-                                         {"reps", required_argument, 0, 'r'},
-                                         {"group", required_argument, 0, 'g'},
-                                         {"json", required_argument, 0, 'j'},
-                                         {"work", required_argument, 0, 'w'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            slist = optarg;
-            break;
-        case 'r':
-            if (br_opt_int("bench scale net", "--reps", optarg, 1, 100000, &reps)) return 2;
-            break;
-        case 'g':
-            if (br_opt_int("bench scale net", "--group", optarg, 2, 4096, &group)) return 2;
-            break;
-        case 'j':
-            json = optarg;
-            break;
-        case 'w': {
-            char *end;
-            work_us = strtod(optarg, &end);
-            if (end == optarg || *end || !(work_us >= 0 && work_us <= 1e6))
-                return br_cli_usage_error("bench scale net", "bad --work '%s'", optarg);
-            break;
-        }
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            return 2;
-        }
-    }
+    const struct br_opt opts[] = {
+        BR_O_STR(0, "sizes", &slist, "LIST", "message sizes in bytes, multiples of 4 (2 to 16)"),
+        BR_O_INT(0, "reps", &reps, 1, 100000, "N", "repetitions per size"),
+        BR_O_INT(0, "group", &group, 0, 4096, "N",
+                 "collectives among the first N ranks (a TP group); 0: all"),
+        BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
+        BR_O_FLOAT(0, "work", &work_us, 0, 1e6, "US", "compute between messages, microseconds"),
+    };
+    const struct br_cmd_spec spec = {
+        "bench scale net", NULL,
+        "Times the collectives and point-to-point messages between the ranks of an MPI job\n"
+        "(mpirun -np W bitrack bench scale net) and fits latency + size / bandwidth.",
+        opts, sizeof opts / sizeof *opts};
+    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (operand < argc)
+        return br_cli_usage_error("bench scale net", "unexpected argument '%s'", argv[operand]);
+    if (group == 1) return br_cli_usage_error("bench scale net", "--group: at least 2 (or 0)");
     int32_t *sizes = NULL, n_sizes = 0;
     if (br_cli_int_list(slist, &sizes, &n_sizes) || n_sizes < 2 || n_sizes > MAX_ITEMS) {
         free(sizes);
@@ -367,113 +329,59 @@ int br_cmd_bench_scale(int argc, char **argv)
     long long threads = 1, reps = 5, ctx = 0, cores = 0;
     double describe_gib = -1;
     enum br_scale_clock clock = BR_SCALE_WALL;
-    enum {
-        O_TP = 256,
-        O_PP,
-        O_RANK,
-        O_SHARD,
-        O_BATCH,
-        O_REPS,
-        O_CTX,
-        O_LAYOUTS,
-        O_NODES,
-        O_NET,
-        O_CORES,
-        O_JSON,
-        O_DESCRIBE,
-        O_CLOCK
+    long long tp = 1, pp = 1, rank = 0;
+    const char *clock_s = "wall", *describe = NULL;
+    struct br_opt_list shard_list = {{0}, 0};
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &first.path, "PATH",
+                 "a model file or a shard directory (bitrack synth --rank / shard)"),
+        BR_O_INT(0, "tp", &tp, 1, 4096, "T", "the measured rank's layout: tensor-parallel width"),
+        BR_O_INT(0, "pp", &pp, 1, 4096, "P", "the measured rank's layout: pipeline stages"),
+        BR_O_INT(0, "rank", &rank, 0, 4095, "R", "the rank to measure"),
+        BR_O_LIST(0, "shard", &shard_list, "T:P:R:PATH",
+                  "one more rank to measure (another TP width)"),
+        BR_O_INT('t', "threads", &threads, 1, 256, "N", "threads of the measured rank"),
+        BR_O_STR(0, "batch", &blist, "LIST", "batch sizes (tokens per step) to measure"),
+        BR_O_INT(0, "reps", &reps, 1, 1000, "N", "repetitions; the best counts"),
+        BR_O_INT(0, "ctx", &ctx, 0, 1 << 20, "N",
+                 "KV positions per sequence; 0: just the steps taken"),
+        BR_O_STR(0, "layouts", &llist, "TxP,...", "layouts to project; none: the measured ones"),
+        BR_O_STR(0, "nodes", &nlist, "N,...", "project every T x P = N whose T was measured"),
+        BR_O_STR(0, "net", &netlist, "GBIT:US,...",
+                 "networks: link Gbit/s and one-way message time in us"),
+        BR_O_INT(0, "cores", &cores, 0, 4096, "C",
+                 "all ranks share C cores of one machine (validation runs); 0: off"),
+        BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
+        BR_O_STR(0, "describe", &describe, "GIB",
+                 "also describe the plan with this much memory per rank (16G)"),
+        BR_O_CHOICE(0, "clock", &clock_s, "wall|cpu", "how step time is measured"),
     };
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"tp", required_argument, 0, O_TP},
-                                         {"pp", required_argument, 0, O_PP},
-                                         {"rank", required_argument, 0, O_RANK},
-                                         {"shard", required_argument, 0, O_SHARD},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"batch", required_argument, 0, O_BATCH},
-                                         {"reps", required_argument, 0, O_REPS},
-                                         {"ctx", required_argument, 0, O_CTX},
-                                         {"layouts", required_argument, 0, O_LAYOUTS},
-                                         {"nodes", required_argument, 0, O_NODES},
-                                         {"net", required_argument, 0, O_NET},
-                                         {"cores", required_argument, 0, O_CORES},
-                                         {"json", required_argument, 0, O_JSON},
-                                         {"describe", required_argument, 0, O_DESCRIBE},
-                                         {"clock", required_argument, 0, O_CLOCK},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    long long v;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:t:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            first.path = optarg;
-            break;
-        case O_TP:
-        case O_PP:
-        case O_RANK:
-            if (br_cli_int(optarg, c == O_RANK ? 0 : 1, 4096, &v))
-                return br_cli_usage_error("bench scale", "bad --%s '%s'",
-                                          c == O_TP   ? "tp"
-                                          : c == O_PP ? "pp"
-                                                      : "rank",
-                                          optarg);
-            *(c == O_TP ? &first.tp : c == O_PP ? &first.pp : &first.rank) = (int)v;
-            break;
-        case O_SHARD:
-            if (n_shards == MAX_SHARDS - 1 || parse_shard(optarg, &shards[n_shards]))
-                return br_cli_usage_error("bench scale", "bad --shard '%s' (T:P:R:PATH)", optarg);
-            n_shards++;
-            break;
-        case 't':
-            if (br_opt_int("bench scale", "-t", optarg, 1, 256, &threads)) return 2;
-            break;
-        case O_BATCH:
-            blist = optarg;
-            break;
-        case O_REPS:
-            if (br_opt_int("bench scale", "--reps", optarg, 1, 1000, &reps)) return 2;
-            break;
-        case O_CTX:
-            if (br_opt_int("bench scale", "--ctx", optarg, 1, 1 << 20, &ctx)) return 2;
-            break;
-        case O_LAYOUTS:
-            llist = optarg;
-            break;
-        case O_NODES:
-            nlist = optarg;
-            break;
-        case O_NET:
-            netlist = optarg;
-            break;
-        case O_CORES:
-            if (br_opt_int("bench scale", "--cores", optarg, 0, 4096, &cores)) return 2;
-            break;
-        case O_JSON:
-            json = optarg;
-            break;
-        case O_CLOCK:
-            if (strcmp(optarg, "wall") && strcmp(optarg, "cpu"))
-                return br_cli_usage_error("bench scale", "bad --clock '%s' (wall, cpu)", optarg);
-            clock = strcmp(optarg, "cpu") ? BR_SCALE_WALL : BR_SCALE_CPU;
-            break;
-        case O_DESCRIBE: {
-            char *end;
-            describe_gib = strtod(optarg, &end);
-            if (end == optarg || !(describe_gib >= 0) || (*end && strcmp(end, "G")))
-                return br_cli_usage_error("bench scale", "bad --describe '%s' (GiB, e.g. 16G)",
-                                          optarg);
-            break;
-        }
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            return 2;
-        }
+    const struct br_cmd_spec spec = {
+        "bench scale", NULL,
+        "Measures one rank's step time (and more ranks with --shard) and projects the time\n"
+        "per token for a rack of N nodes over the networks given (docs/SCALING.md). The\n"
+        "collectives' own cost: mpirun -np W bitrack bench scale net (bitrack help bench scale\n"
+        "net).",
+        opts, sizeof opts / sizeof *opts};
+    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (operand < argc)
+        return br_cli_usage_error("bench scale", "unexpected argument '%s'", argv[operand]);
+    first.tp = (int)tp, first.pp = (int)pp, first.rank = (int)rank;
+    for (uint32_t k = 0; k < shard_list.n; k++) {
+        if (n_shards == MAX_SHARDS - 1 || parse_shard(shard_list.v[k], &shards[n_shards]))
+            return br_cli_usage_error("bench scale", "--shard: '%s' is not T:P:R:PATH",
+                                      shard_list.v[k]);
+        n_shards++;
     }
-    if (optind < argc)
-        return br_cli_usage_error("bench scale", "unexpected argument '%s'", argv[optind]);
+    clock = strcmp(clock_s, "cpu") ? BR_SCALE_WALL : BR_SCALE_CPU;
+    if (describe) {
+        char *end;
+        describe_gib = strtod(describe, &end);
+        if (end == describe || !(describe_gib >= 0) || (*end && strcmp(end, "G")))
+            return br_cli_usage_error("bench scale", "--describe: '%s' is not GiB (e.g. 16G)",
+                                      describe);
+    }
     if (first.path) {
         if (first.rank >= first.tp * first.pp)
             return br_cli_usage_error("bench scale", "--rank %d is not in a %dx%d layout",

@@ -112,7 +112,7 @@ struct br_logit_bias {
 
 /* Sampling parameters with their defaults (br_req_sampling_default) and accepted ranges. */
 struct br_req_sampling {
-    float temperature;       /* [0, 100], 0 = greedy             default 0.8 */
+    float temperature;       /* [0, 100], 0 = greedy             default 0 (greedy) */
     int32_t top_k;           /* [0, 1<<20], 0 = off              default 40 */
     float top_p;             /* [0, 1], 1 = off                  default 0.95 */
     float min_p;             /* [0, 1], 0 = off                  default 0.05 */

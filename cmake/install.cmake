@@ -8,10 +8,8 @@
 #   cc app.c $(pkg-config --cflags --libs bitrack-client)
 include(GNUInstallDirs)
 
-add_library(bitrack_client SHARED
-  ${CMAKE_SOURCE_DIR}/proto/client.c ${CMAKE_SOURCE_DIR}/proto/client_addr.c
-  ${CMAKE_SOURCE_DIR}/proto/keyfile.c ${CMAKE_SOURCE_DIR}/proto/proto.c
-  ${CMAKE_SOURCE_DIR}/common/status.c)
+file(GLOB BR_CLIENT_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/proto/*.c)
+add_library(bitrack_client SHARED ${BR_CLIENT_SOURCES} ${CMAKE_SOURCE_DIR}/common/status.c)
 set_target_properties(bitrack_client PROPERTIES
   OUTPUT_NAME bitrack-client VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
   C_VISIBILITY_PRESET default)

@@ -226,18 +226,21 @@ int br_cmd_chat(int argc, char **argv)
         }
         const char *t = o.tmpl ? o.tmpl : br_chat_template_detect(NULL, m->cfg.arch_name);
         snprintf(tmpl, sizeof tmpl, "%s", t ? t : "chatml");
-        /* a template that cannot render fails now, before the banner */
-        struct br_chat_turn probe = {"user", "hi"};
-        char *text = NULL;
-        size_t tlen = 0;
-        if (br_chat_render(tmpl, &probe, 1, 1, &text, &tlen, &err)) {
-            fprintf(stderr, "bitrack chat: --chat-template %s: %s\n", tmpl, err.msg);
-            goto done;
-        }
-        free(text);
         logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
         cached = malloc((size_t)br_engine_n_ctx(e) * sizeof *cached);
         if (!logits || !cached) goto done;
+    }
+    /* a template that cannot render (locally; or one the server would refuse, as it
+     * renders with the same module) fails now, before the banner */
+    if (!o.server[0] || o.tmpl) {
+        struct br_chat_turn probe = {"user", "hi"};
+        char *text = NULL;
+        const char *name = o.server[0] ? o.tmpl : tmpl;
+        if (br_chat_render(name, &probe, 1, 1, &text, NULL, &err)) {
+            fprintf(stderr, "bitrack chat: --chat-template %s: %s\n", name, err.msg);
+            goto done;
+        }
+        free(text);
     }
     int tty = isatty(0);
     fprintf(stderr, "bitrack chat: type a message (/help for commands, /exit or EOF to leave)\n");

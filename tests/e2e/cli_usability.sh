@@ -154,10 +154,14 @@ replies=$(wc -l <<< "$out")
     grep -q "unknown command /nope" "$TMP/chat.err" &&
     ok "chat: one reply; /help, /reset, /nope, /exit stayed local" ||
     fail "chat: $replies replies; stderr: $(cat "$TMP/chat.err")"
-out=$("$BIN" chat -m "$M" --chat-template nosuch < /dev/null 2>&1)
-rc=$?
-[ $rc -eq 1 ] && grep -q "unknown chat template" <<< "$out" && ! grep -q "type a message" <<< "$out" &&
-    ok "chat: a bad template fails before the banner" || fail "chat bad template: exit $rc: $out"
+for src in "-m $M" "--server $S"; do
+    out=$("$BIN" chat $src --chat-template nosuch < /dev/null 2>&1)
+    rc=$?
+    [ $rc -eq 1 ] && grep -q "unknown chat template" <<< "$out" &&
+        ! grep -q "type a message" <<< "$out" &&
+        ok "chat $src: a bad template fails before the banner" ||
+        fail "chat $src bad template: exit $rc: $out"
+done
 # on a terminal: libedit recalls the previous line with the up arrow
 /usr/bin/python3 - "$BIN" "$M" << 'EOF' && ok "chat on a terminal: history recall" || fail "chat: no line history on a terminal"
 import os, pty, sys, time, select

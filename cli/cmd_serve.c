@@ -278,6 +278,8 @@ int br_cmd_serve(int argc, char **argv)
     if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
     if (threads == 0) /* every core, shared by the ranks on this machine */
         threads = br_cli_threads_default(comm ? br_comm_mpi_ranks_here(comm) : 1);
+    /* an idle server sleeps: waiting ranks are woken as a step starts */
+    if (comm) br_comm_mpi_doorbell(comm);
     /* where ranks and threads outnumber the cores, waits nap instead of polling */
     if (comm && br_comm_mpi_oversubscribed(comm, (int)threads))
         br_comm_mpi_set_spin(comm, BR_COMM_MPI_NAP_SPIN_S);

@@ -559,10 +559,12 @@ int br_dist_serve(struct br_engine *e, struct br_comm *c, struct br_err *err)
         goto done;
     }
     for (;;) {
+        c->idle = 1; /* waiting for the next step, possibly for long */
         if (c->pp_rank == 0)
             rc = c->ops->bcast(c, d, desc_ints(e) * 4);
         else
             rc = c->ops->recv_prev(c, d, desc_ints(e) * 4);
+        c->idle = 0;
         if (rc) {
             rc = comm_fail(err, c, rc, "lost contact with the previous stage or the coordinator");
             break;

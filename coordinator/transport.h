@@ -139,7 +139,10 @@ void br_outbox_destroy(struct br_outbox **box);
 void br_gateway_limits(struct br_gateway *gw, struct br_proto_limits *lim);
 
 /* Submits a generate, tokenize or detokenize request; *req's memory moves to the
- * gateway (req is left re-initialised). The answer, refusals included (loading,
+ * gateway (req is left re-initialised). req->id must be set (a transport whose wire has
+ * no ids, such as HTTP, makes one per request, unique among the client's requests in
+ * flight); the request's fields must already satisfy br_gateway_limits, as
+ * br_proto_decode_request guarantees for msgpack. The answer, refusals included (loading,
  * draining, busy, duplicate_id, bad_request, too_long), comes as events on box. */
 void br_gateway_submit(struct br_gateway *gw, struct br_outbox *box,
                        const struct br_client_key *client, struct br_req *req);
@@ -174,7 +177,10 @@ struct br_server_opts; /* coordinator/server.h: every serving option */
 struct br_transport_ops {
     const char *name; /* "zmq", "http" */
     /* Binds the transport's endpoint (from o), creates its outbox and its thread; returns
-     * an error naming the endpoint when it cannot listen. *state is the transport's. */
+     * an error naming the endpoint when it cannot listen. *state is the transport's. A
+     * transport whose endpoint is not configured returns BR_OK with *state NULL (its stop
+     * is then not called). Runs on the server's thread before the model loads: requests
+     * are answered `unavailable` (loading) until the gateway is ready. */
     int (*start)(struct br_gateway *gw, const struct br_server_opts *o, void **state,
                  struct br_err *err);
     /* Called after the gateway has given every request its final event: forwards what the

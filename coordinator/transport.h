@@ -29,8 +29,10 @@
  *    are appended by gateway threads; br_outbox_fd becomes readable when events wait, so
  *    a transport's poll loop (zmq_poll, poll, epoll) waits on it beside its sockets: no
  *    thread ever waits by sleeping.
- *  - Memory: br_gateway_submit takes *req (leaves it re-initialised); events belong to
- *    the transport from br_outbox_take on and are freed with br_event_free_list.
+ *  - Memory: br_gateway_submit takes *req (leaves it re-initialised): a transport that
+ *    fills one itself starts from br_req_init and mallocs every string and array, since
+ *    the gateway releases it with br_req_free. Events belong to the transport from
+ *    br_outbox_take on and are freed with br_event_free_list.
  *  - Lifecycle: the server creates the gateway, then each transport (its start function
  *    creates its outbox with br_outbox_create and its thread), and at the end stops each
  *    transport (the thread ends, then br_outbox_destroy) before destroying the gateway.

@@ -24,12 +24,13 @@
 #include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
+#include "coordinator/cluster.h"
+#include "worker/step.h"
 #include "worker/sample.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
 #include "sharding/plan.h"
 #include "worker/comm_mpi.h"
-#include "worker/dist.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
@@ -137,8 +138,8 @@ static int parse(int argc, char **argv, struct run_args *a)
  * back only each vocabulary slice's best token; sampling brings back the logits and draws
  * with the counter RNG keyed by (seed, 0, position), as the server does. */
 static int generate(const struct run_args *a, const struct br_model *model, struct br_engine *eng,
-                    struct br_comm *comm, const struct br_tok *tok, const int32_t *toks,
-                    int32_t n_prompt, FILE *df, struct br_err *err)
+                    const struct br_comm *comm, struct br_cluster *cl, const struct br_tok *tok,
+                    const int32_t *toks, int32_t n_prompt, FILE *df, struct br_err *err)
 {
     int32_t vocab = model->cfg.n_vocab, mb = br_engine_max_batch(eng);
     struct br_sample_params sp;
@@ -174,8 +175,8 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
         struct br_batch b = {T, toks + off, pos, seq, 0, NULL};
         int final = off + T == n_prompt;
         int32_t nr = df ? T : final ? 1 : 0;
-        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr, need_logits ? logits : NULL,
-                          &next_tok, err);
+        rc = br_cluster_step(cl, &b, df ? rows : rows + T - 1, nr, need_logits ? logits : NULL,
+                             &next_tok, err);
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)T * vocab, df) != (size_t)T * vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
         if (final && need_logits) last = logits + (size_t)(nr - 1) * vocab;
@@ -206,7 +207,7 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
         if (i + 1 == a->n_gen) break;
         pos[0] = p++;
         struct br_batch b = {1, &next, pos, seq, 0, NULL};
-        rc = br_dist_step(eng, comm, &b, rows, 1, need_logits ? logits : NULL, &next_tok, err);
+        rc = br_cluster_step(cl, &b, rows, 1, need_logits ? logits : NULL, &next_tok, err);
         last = logits;
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
@@ -254,6 +255,7 @@ int br_cmd_run(int argc, char **argv)
     struct br_model *model = NULL;
     struct br_pool *pool = NULL;
     struct br_engine *eng = NULL;
+    struct br_cluster *cl = NULL; /* rank 0: drives the ranks */
     int32_t *toks = NULL, n_prompt = 0;
     FILE *df = NULL;
     struct br_tok *tok = NULL;
@@ -342,19 +344,23 @@ int br_cmd_run(int argc, char **argv)
         goto done;
     }
     if (rank != 0) {
-        if (br_dist_serve(eng, comm, &err)) {
+        if (br_step_follow(eng, comm, &err)) {
             fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
             goto done;
         }
     } else {
+        if (br_cluster_create(eng, comm, &cl, &err)) {
+            fprintf(stderr, "bitrack run: %s\n", err.msg);
+            goto done;
+        }
         if (a.dump && !(df = fopen(a.dump, "wb"))) {
             fprintf(stderr, "bitrack run: cannot write %s\n", a.dump);
-            br_dist_stop(eng, comm, &err);
+            br_cluster_stop(cl, &err);
             goto done;
         }
         if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", t_load);
-        int rc = generate(&a, model, eng, comm, tok, toks, n_prompt, df, &err);
-        br_dist_stop(eng, comm, NULL);
+        int rc = generate(&a, model, eng, comm, cl, tok, toks, n_prompt, df, &err);
+        br_cluster_stop(cl, NULL);
         if (rc) {
             fprintf(stderr, "bitrack run: %s\n", err.msg);
             goto done;
@@ -389,6 +395,7 @@ done:
     free(toks);
     free(a.file_text);
     br_tok_destroy(&tok);
+    br_cluster_destroy(&cl);
     br_engine_destroy(&eng);
     br_pool_destroy(&pool);
     br_model_destroy(&model);

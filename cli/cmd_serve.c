@@ -28,12 +28,13 @@
 #include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
+#include "coordinator/cluster.h"
 #include "coordinator/server.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
 #include "sharding/plan.h"
 #include "worker/comm_mpi.h"
-#include "worker/dist.h"
+#include "worker/step.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
@@ -146,6 +147,14 @@ static void *watchdog(void *arg)
         }
     }
     return NULL;
+}
+
+/* Rank 0, before serving: tells the other ranks to leave br_step_follow. */
+static void stop_followers(struct br_engine *eng, struct br_comm *comm)
+{
+    struct br_cluster *cl = NULL;
+    if (br_cluster_create(eng, comm, &cl, NULL) == BR_OK) br_cluster_stop(cl, NULL);
+    br_cluster_destroy(&cl);
 }
 
 int br_cmd_serve(int argc, char **argv)
@@ -319,7 +328,7 @@ int br_cmd_serve(int argc, char **argv)
         sigaction(SIGTERM, &sa, NULL);
         wctx.comm = comm;
         if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
-        if (br_dist_serve(eng, comm, &err)) {
+        if (br_step_follow(eng, comm, &err)) {
             fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
             goto done;
         }
@@ -329,7 +338,7 @@ int br_cmd_serve(int argc, char **argv)
     }
     if (br_tok_from_gguf(model->gguf, &tok, &err)) {
         fprintf(stderr, "bitrack serve: %s\n", err.msg);
-        br_dist_stop(eng, comm, NULL);
+        stop_followers(eng, comm);
         goto done;
     }
     fprintf(stderr,

@@ -29,6 +29,7 @@
 
 #include "kernels/combine_x86.h"
 #include "kernels/kernel_impl.h"
+#include "kernels/probe_impl.h"
 #include "kernels/ops.h"
 
 #define BR_FLUSH 8 /* blocks per int16 accumulation run */
@@ -371,6 +372,11 @@ static int64_t peak_macs_avx2(int64_t iters)
     return iters * 6 * 32;
 }
 
+static uint64_t read_probe_avx2(const void *p, size_t bytes, int streams, size_t ahead)
+{
+    return br_read_probe_impl(p, bytes, streams, ahead);
+}
+
 const struct br_kernel_ops br_kernels_avx2 = {
     .name = "avx2",
     .gemv = gemv_avx2,
@@ -379,4 +385,5 @@ const struct br_kernel_ops br_kernels_avx2 = {
     .dot_f32 = dot_f32_avx2,
     .dot_f16_f32 = dot_f16_f32_avx2,
     .peak_macs = peak_macs_avx2,
+    .read_probe = read_probe_avx2,
 };

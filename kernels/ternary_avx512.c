@@ -57,6 +57,7 @@
 
 #include "kernels/combine_x86.h"
 #include "kernels/kernel_impl.h"
+#include "kernels/probe_impl.h"
 #include "kernels/ops.h"
 
 #define QP_STACK 16384 /* activations permuted on the stack up to this many columns */
@@ -682,6 +683,11 @@ static int64_t peak_macs_avx512(int64_t iters)
 }
 #undef DP
 
+static uint64_t read_probe_avx512(const void *p, size_t bytes, int streams, size_t ahead)
+{
+    return br_read_probe_impl(p, bytes, streams, ahead);
+}
+
 const struct br_kernel_ops br_kernels_avx512 = {
     .name = "avx512",
     .gemv = gemv_avx512,
@@ -690,4 +696,5 @@ const struct br_kernel_ops br_kernels_avx512 = {
     .dot_f32 = dot_f32_avx512,
     .dot_f16_f32 = dot_f16_f32_avx512,
     .peak_macs = peak_macs_avx512,
+    .read_probe = read_probe_avx512,
 };

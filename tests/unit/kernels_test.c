@@ -490,8 +490,32 @@ static void test_select(void **state)
         assert_string_equal(best->name, "avx2");
 }
 
+/* The read probe reads every byte: it returns the sum of all 64-bit words of its range
+ * (mod 2^64), for every stream count and prefetch distance. */
+static void test_read_probe(void **state)
+{
+    const struct br_kernel_ops *k = variant_or_skip(state);
+    assert_non_null(k->read_probe);
+    enum { BYTES = 8 * 128 * 24 };
+    uint64_t *buf = aligned_alloc(64, BYTES);
+    assert_non_null(buf);
+    uint64_t rng = 99, want = 0;
+    for (size_t i = 0; i < BYTES / 8; i++) want += buf[i] = br_test_rand(&rng);
+    static const int streams[] = {1, 2, 4, 8};
+    static const size_t ahead[] = {0, 64, 1024, 4096};
+    for (int s = 0; s < 4; s++)
+        for (int a = 0; a < 4; a++) {
+            uint64_t got = k->read_probe(buf, BYTES, streams[s], ahead[a]);
+            if (got != want)
+                fail_msg("%s read probe, %d streams, %zu ahead: %llu, want %llu", k->name,
+                         streams[s], ahead[a], (unsigned long long)got, (unsigned long long)want);
+        }
+    free(buf);
+}
+
 #define VARIANT_TESTS(v)                                                                           \
-    cmocka_unit_test_prestate(test_gemv_shapes, (void *)v),                                        \
+    cmocka_unit_test_prestate(test_read_probe, (void *)v),                                         \
+        cmocka_unit_test_prestate(test_gemv_shapes, (void *)v),                                    \
         cmocka_unit_test_prestate(test_gemv_extremes, (void *)v),                                  \
         cmocka_unit_test_prestate(test_gemm, (void *)v),                                           \
         cmocka_unit_test_prestate(test_gemm_blocking, (void *)v),                                  \

@@ -14,7 +14,8 @@
  *
  * Shapes: BitNet-b1.58-2B-4T (d 2560, ffn 6912: 2560x2560, 640x2560, 6912x2560,
  * 2560x6912) and the 100B benchmark shape (d 8192, ffn 45568). Rows are split over the
- * pool's threads in multiples of 4 (TASKS_PER_THREAD ranges per thread), as the engine
+ * pool's threads in multiples of 4 (GEMV: the calibrated ranges per thread, as the engine
+ * splits a decode projection; GEMM: TASKS_PER_THREAD), as the engine
  * splits projections.
  */
 #include "bench/bench.h"
@@ -31,6 +32,7 @@
 #include "kernels/kernel_impl.h"
 #include "kernels/pool.h"
 #include "kernels/ternary.h"
+#include "kernels/tune.h"
 
 #define MAX_LIST 8
 /* Row ranges per thread in a run. One each measured best: every range re-derives the
@@ -48,6 +50,7 @@ struct opts {
     size_t ws_mb;
     int quick;
     int gemv_only;
+    int tune;
 };
 
 struct shape {
@@ -503,7 +506,8 @@ static struct gemv_time time_gemv_pass(struct br_pool *pool, const struct br_ker
             c.q = q;
             c.acc = acc;
             c.ntok = 1;
-            double tc = timed_run(pool, mm_task, &c, nt == 1 ? 1 : TASKS_PER_THREAD * nt, &c.tc);
+            /* the engine's split of a decode projection (kernels/tune.h) */
+            double tc = timed_run(pool, mm_task, &c, nt * br_tune_gemv_tasks(nt), &c.tc);
             if (calls && n_calls < max_calls) calls[n_calls++] = tc;
             t += tc;
         }
@@ -555,7 +559,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bitrack bench kernels [options]\n"
                "\nKernel micro-benchmarks: memory bandwidth, int8 peak, and every GEMV/GEMM shape\n"
-               "of the supported models per kernel variant, against the triad bandwidth.\n"
+               "of the supported models per kernel variant, against the read probe and the triad\n"
+               "bandwidth.\n"
                "\noptions:\n"
                "  -t LIST          thread counts to measure, 1 to 256 each (default: 1,2)\n"
                "  --variants LIST  kernel variants (default: every one this CPU runs, except ref)\n"
@@ -566,6 +571,10 @@ static void usage(FILE *f)
                "                   take; wall; or cpu: process CPU / threads, a diagnostic\n"
                "                   (default: thread)\n"
                "  --gemv-only      skip the GEMM measurements (default: off)\n"
+               "  --tune           show the kernel parameters chosen for this CPU\n"
+               "                   (kernels/tune.h), where they come from, and a fresh\n"
+               "                   calibration with every candidate's figure (the cache is\n"
+               "                   left as it is)\n"
                "  --quick          2B-4T shapes only, smaller working set, for smoke tests\n"
                "                   (default: off)\n"
                "  -h, --help       this help\n");
@@ -645,6 +654,8 @@ static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *v
             else
                 return bad(a, val, "is not one of thread|wall|cpu");
             i++;
+        } else if (strcmp(a, "--tune") == 0) {
+            o->tune = 1;
         } else if (strcmp(a, "--gemv-only") == 0) {
             o->gemv_only = 1;
         } else if (strcmp(a, "--quick") == 0) {
@@ -664,12 +675,48 @@ static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *v
     return 0;
 }
 
+/* --tune: the parameters in use for each thread count and where they came from, then a
+ * fresh calibration that shows every candidate. */
+static int tune_main(const struct opts *o)
+{
+    static const char *const src[] = {"built-in defaults", "loaded from the cache",
+                                      "calibrated now and cached"};
+    const char *mode = getenv("BITRACK_TUNE");
+    printf("kernels %s; BITRACK_TUNE=%s\nkey: %s\ncache: %s\n", br_kernels_name(),
+           mode ? mode : "(unset)", br_tune_key(),
+           br_tune_cache_path()[0] ? br_tune_cache_path() : "(no cache directory)");
+    for (int ti = 0; ti < o->n_threads; ti++) {
+        struct br_pool *pool = NULL;
+        if (br_pool_create_pinned(o->threads[ti], &pool) != BR_OK) {
+            fprintf(stderr, "bench: cannot create a pool of %d threads\n", o->threads[ti]);
+            return 1;
+        }
+        enum br_tune_source s = br_tune_init(pool);
+        printf("\nin use with %d thread%s (%s):\n", o->threads[ti], o->threads[ti] == 1 ? "" : "s",
+               src[s]);
+        br_tune_print(br_tune_active(), stdout);
+        printf("gemv row ranges per thread here: %d\n", br_tune_gemv_tasks(o->threads[ti]));
+        struct br_tune fresh;
+        printf("\n");
+        if (br_tune_calibrate(pool, &fresh, stdout) != BR_OK) {
+            fprintf(stderr, "bench: no memory for the calibration\n");
+            br_pool_destroy(&pool);
+            return 1;
+        }
+        printf("a fresh calibration would choose:\n");
+        br_tune_print(&fresh, stdout);
+        br_pool_destroy(&pool);
+    }
+    return 0;
+}
+
 int br_bench_kernels_main(int argc, char **argv)
 {
     struct opts o;
     char tbuf[256], vbuf[256];
     int prc = parse_args(argc, argv, &o, tbuf, vbuf);
     if (prc) return prc > 0 ? 0 : 2;
+    if (o.tune) return tune_main(&o);
     struct json_out js = {NULL, 0};
     if (o.json) {
         js.f = fopen(o.json, "w");
@@ -696,6 +743,7 @@ int br_bench_kernels_main(int argc, char **argv)
             fprintf(stderr, "bench: cannot create a pool of %d threads\n", o.threads[ti]);
             return 1;
         }
+        br_tune_init(pools[ti]); /* the kernels run with this CPU's parameters */
         measure_bandwidth(pools[ti], o.ws_mb, &triad[ti], &readbw[ti]);
         printf("bandwidth  threads %d: read probe %.1f GB/s, triad %.1f GB/s\n", o.threads[ti],
                readbw[ti], triad[ti]);

@@ -197,7 +197,11 @@ struct bw_ctx {
     int streams;
     size_t ahead;
     size_t read_bytes[64]; /* what each task of the last read run covered */
+    double form_gbs[8];    /* the read probe's GB/s per form */
 };
+
+/* Where measure_bandwidth lists each probe form's figure (NULL: nowhere). */
+static FILE *g_probe_log;
 
 static void range_of(size_t n, int task, int n_tasks, size_t *lo, size_t *hi)
 {
@@ -318,7 +322,15 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
     for (int s = 0; s < N_PROBE_STREAMS; s++) {
         double tr = 0, nb = 0;
         for (int g = 0; g < BW_SEGS; g++) tr += best_read[s][g], nb += (double)read_bytes[s][g];
+        c.form_gbs[s] = nb / tr / 1e9;
         if (nb / tr / 1e9 > *read_gbs) *read_gbs = nb / tr / 1e9;
+    }
+    if (g_probe_log) {
+        fprintf(g_probe_log, "read probe forms, %d thread%s (streams x prefetch bytes ahead):", nt,
+                nt == 1 ? "" : "s");
+        for (int s = 0; s < N_PROBE_STREAMS; s++)
+            fprintf(g_probe_log, " %dx%zu %.1f%s", g_probe_forms[s].streams,
+                    g_probe_forms[s].ahead, c.form_gbs[s], s + 1 < N_PROBE_STREAMS ? "," : "\n");
     }
 out:
     free(c.a);
@@ -744,6 +756,7 @@ int br_bench_kernels_main(int argc, char **argv)
             return 1;
         }
         br_tune_init(pools[ti]); /* the kernels run with this CPU's parameters */
+        g_probe_log = stdout;
         measure_bandwidth(pools[ti], o.ws_mb, &triad[ti], &readbw[ti]);
         printf("bandwidth  threads %d: read probe %.1f GB/s, triad %.1f GB/s\n", o.threads[ti],
                readbw[ti], triad[ti]);

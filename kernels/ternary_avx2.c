@@ -115,6 +115,10 @@ typedef void (*gemv_group_fn)(const uint8_t *w, size_t stride, int32_t blocks, c
     {                                                                                              \
         gemv_rows(w, stride, blocks, q, sumq, R, pf, H, out);                                      \
     }
+GEMV_FN(1, 0)
+GEMV_FN(1, 1)
+GEMV_FN(1, 2)
+GEMV_FN(1, 3)
 GEMV_FN(2, 0)
 GEMV_FN(2, 1)
 GEMV_FN(2, 2)
@@ -124,8 +128,9 @@ GEMV_FN(4, 1)
 GEMV_FN(4, 2)
 GEMV_FN(4, 3)
 #undef GEMV_FN
-/* [rows == 4][hint] */
-static const gemv_group_fn g_gemv_group[2][4] = {{gemv_2_0, gemv_2_1, gemv_2_2, gemv_2_3},
+/* [rows per group: 1, 2, 4 -> 0, 1, 2][hint] */
+static const gemv_group_fn g_gemv_group[3][4] = {{gemv_1_0, gemv_1_1, gemv_1_2, gemv_1_3},
+                                                 {gemv_2_0, gemv_2_1, gemv_2_2, gemv_2_3},
                                                  {gemv_4_0, gemv_4_1, gemv_4_2, gemv_4_3}};
 
 static void gemv_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
@@ -133,9 +138,9 @@ static void gemv_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, const int
 {
     int32_t sumq = sum_i8_avx2(q, (size_t)m->blocks * BR_TMAT_BLOCK);
     const struct br_tune *tp = br_tune_active();
-    int R = tp->gemv_rows == 2 ? 2 : 4;
+    int R = tp->gemv_rows == 1 ? 1 : tp->gemv_rows == 2 ? 2 : 4;
     size_t pf = (size_t)tp->gemv_ahead * (size_t)R * m->row_bytes;
-    gemv_group_fn group = g_gemv_group[R == 4][tp->gemv_hint & 3];
+    gemv_group_fn group = g_gemv_group[R == 1 ? 0 : R == 2 ? 1 : 2][tp->gemv_hint & 3];
     int32_t r = r0;
     for (; r + R <= r1; r += R)
         group(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, sumq, pf,

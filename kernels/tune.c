@@ -8,7 +8,8 @@
  * over the buffer (what dedicated cores would take; another program's turn on the core
  * does not count), the best of CAL_REPS passes taken in alternation with the other
  * candidates of the same knob. Knobs are set one after the other (coordinate descent from
- * the defaults): the ternary GEMV's hint, its distance, its rows per group; the F16 head's
+ * the defaults): the ternary GEMV's rows per group and distance (as pairs), then its hint;
+ * the F16 head's
  * hint and distance; the Q8_0 head's tiles ahead and hint; the Q6_K head's hint and
  * distance; the GEMM's tokens per tile and row block, on 32 tokens from L2-sized
  * matrices; then, with the caller's pool, the ternary GEMV's row ranges per thread (timed
@@ -80,8 +81,8 @@ struct br_tune br_tune_defaults(void)
 }
 
 /* The choice sets (also what the tests run through). */
-static const int k_rows[] = {2, 4};
-static const int k_ahead_groups[] = {1, 2, 3, 4, 6, 8};
+static const int k_rows[] = {1, 2, 4};
+static const int k_ahead_groups[] = {1, 2, 3, 4, 6, 8, 12, 16};
 static const int k_hints[] = {BR_PF_T0, BR_PF_T1, BR_PF_T2, BR_PF_NTA};
 static const int k_tasks[] = {1, 2, 4, 8};
 static const int k_head_ahead[] = {4096, 8192, 16384, 32768, 65536};
@@ -90,7 +91,10 @@ static const int k_tmax[] = {6, 8, 10, 12};
 static const int k_rb_kib[] = {256, 512, 1024};
 /* What the calibration tries (subsets of the above: T2 behaved as T1 wherever measured,
  * and fewer candidates keep the calibration short) */
-static const int c_ahead_groups[] = {1, 2, 3, 4, 6};
+/* rows per group and distance (groups) together: the distance that suits one group size
+ * does not suit another (bytes ahead = groups x rows x row bytes) */
+static const int c_rows_ahead[][2] = {{4, 2}, {4, 3}, {4, 4}, {4, 6},  {2, 3},
+                                      {2, 6}, {1, 4}, {1, 8}, {1, 12}, {1, 16}};
 static const int c_hints[] = {BR_PF_T0, BR_PF_T1, BR_PF_NTA};
 static const int c_head_hints[] = {BR_PF_T0, BR_PF_T1};
 static const int c_head_ahead[] = {8192, 16384, 32768, 65536};
@@ -534,6 +538,36 @@ static void tune_knob(struct cal *c, struct br_tune *t, int *knob, const int *va
     }
 }
 
+/* The ternary GEMV's rows per group and distance, as pairs (c_rows_ahead). */
+static void tune_rows_ahead(struct cal *c, struct br_tune *t, double bytes)
+{
+    enum { N = NELEM(c_rows_ahead) };
+    double best[N];
+    for (int i = 0; i < N; i++) best[i] = 1e30;
+    for (int rep = 0; rep < CAL_REPS; rep++)
+        for (int i = 0; i < N; i++) {
+            t->gemv_rows = c_rows_ahead[i][0], t->gemv_ahead = c_rows_ahead[i][1];
+            br_tune_set(t);
+            double dt = u_pass_gemv(c);
+            if (dt < best[i]) best[i] = dt;
+        }
+    int choice = -1;
+    for (int i = 0; i < N; i++) /* the default pair is the one to beat */
+        if (c_rows_ahead[i][0] == k_defaults.gemv_rows &&
+            c_rows_ahead[i][1] == k_defaults.gemv_ahead)
+            choice = i;
+    for (int i = 0; i < N; i++)
+        if (choice < 0 || best[i] < best[choice] * (1.0 - CAL_MARGIN)) choice = i;
+    t->gemv_rows = c_rows_ahead[choice][0], t->gemv_ahead = c_rows_ahead[choice][1];
+    br_tune_set(t);
+    if (c->log) {
+        fprintf(c->log, "  %-14s", "gemv_rows x ahead");
+        for (int i = 0; i < N; i++)
+            fprintf(c->log, " %dx%d: %.1f GB/s%s%s", c_rows_ahead[i][0], c_rows_ahead[i][1],
+                    bytes / best[i] / 1e9, i == choice ? "*" : "", i + 1 < N ? "," : "\n");
+    }
+}
+
 static int cal_setup(struct cal *c)
 {
     c->buf = aligned_alloc(64, CAL_BYTES);
@@ -622,11 +656,8 @@ int br_tune_calibrate(struct br_pool *pool, struct br_tune *out, FILE *log)
     if (log)
         fprintf(log, "calibration (%s kernels, one thread unless named):\n", br_kernels_name());
     u_pass_gemv(&c); /* warm-up: page mapping, frequency */
+    tune_rows_ahead(&c, &t, (double)ternary);
     tune_knob(&c, &t, &t.gemv_hint, c_hints, NELEM(c_hints), "gemv_hint", u_pass_gemv,
-              (double)ternary);
-    tune_knob(&c, &t, &t.gemv_ahead, c_ahead_groups, NELEM(c_ahead_groups), "gemv_ahead",
-              u_pass_gemv, (double)ternary);
-    tune_knob(&c, &t, &t.gemv_rows, k_rows, NELEM(k_rows), "gemv_rows", u_pass_gemv,
               (double)ternary);
     tune_knob(&c, &t, &t.fhead_hint, c_head_hints, NELEM(c_head_hints), "fhead_hint", u_pass_fhead,
               full);

@@ -32,8 +32,8 @@ enum br_pf_hint { BR_PF_T0 = 0, BR_PF_T1 = 1, BR_PF_T2 = 2, BR_PF_NTA = 3 };
 #define BR_TUNE_MAX_THREADS 16 /* thread counts with a calibrated split: 2 .. this */
 
 struct br_tune {
-    /* ternary GEMV (decode): rows that share each pass over the activations (2 or 4), the
-     * prefetch distance in row groups (1..8) and its hint */
+    /* ternary GEMV (decode): rows that share each pass over the activations (1, 2 or 4),
+     * the prefetch distance in row groups (1..16) and its hint */
     int gemv_rows, gemv_ahead, gemv_hint;
     /* row ranges per thread of a decode projection (1, 2, 4, 8), by pool thread count;
      * 0 where not calibrated (the default, 4, applies) */

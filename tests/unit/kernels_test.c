@@ -498,7 +498,7 @@ static void test_tune_choices(void **state)
 {
     const struct br_kernel_ops *k = variant_or_skip(state);
     static const int32_t shapes[][2] = {{13, 2560}, {7, 384}, {11, 8640}};
-    static const int rows[] = {2, 4}, ahead[] = {1, 2, 3, 4, 6, 8};
+    static const int rows[] = {1, 2, 4}, ahead[] = {1, 2, 3, 4, 6, 8, 12, 16};
     static const int tmax[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, rb[] = {256, 512, 1024};
     const struct br_tune saved = *br_tune_active();
     uint64_t rng = 31337;
@@ -508,8 +508,8 @@ static void test_tune_choices(void **state)
         fill_matrix(&m, FILL_RANDOM, &rng);
         int8_t *q = make_q(m.cols, m.blocks * BR_TMAT_BLOCK, Q_RANDOM, &rng);
         struct br_tune t = br_tune_defaults();
-        for (int r = 0; r < 2; r++)
-            for (int a = 0; a < 6; a++)
+        for (int r = 0; r < 3; r++)
+            for (int a = 0; a < 8; a++)
                 for (int h = 0; h < 4; h++) {
                     t.gemv_rows = rows[r], t.gemv_ahead = ahead[a], t.gemv_hint = h;
                     br_tune_set(&t);

@@ -180,8 +180,13 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
         }
     }
     for (int r = 0; r < R; r++) {
-        int32_t s0 = _mm512_reduce_add_epi32(a[r][0]), s1 = _mm512_reduce_add_epi32(a[r][1]);
-        int32_t s2 = _mm512_reduce_add_epi32(a[r][2]), s3 = _mm512_reduce_add_epi32(a[r][3]);
+        /* every lane of a[r][0], a[r][1], a[r][2] holds 64, 16, 4 times its sum, so the
+         * lane-wise shifts divide exactly and one reduction serves the row instead of four
+         * (the same bits; no speed difference measurable on Zen 4 beside the noise) */
+        __m512i v = _mm512_add_epi32(
+            _mm512_add_epi32(_mm512_srai_epi32(a[r][0], 6), _mm512_srai_epi32(a[r][1], 4)),
+            _mm512_add_epi32(_mm512_srai_epi32(a[r][2], 2), a[r][3]));
+        int32_t s3 = _mm512_reduce_add_epi32(v);
         if (blocks & 1) {
             /* the odd last block: natural activation order, 256-bit */
             const int8_t *qb = q + (size_t)pairs * 256;
@@ -198,8 +203,7 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
             t = _mm256_dpbusd_epi32(t, c3, _mm256_loadu_si256((const __m256i *)(qb + 96)));
             s3 += hsum256(t);
         }
-        /* s0, s1, s2 hold 64, 16, 4 times their sums; the shifts divide exactly */
-        out[r] = (s0 >> 6) + (s1 >> 4) + (s2 >> 2) + s3 - sumq;
+        out[r] = s3 - sumq;
     }
 }
 

@@ -136,6 +136,14 @@ static void test_shapes(void **state)
         }
 }
 
+/* A failed check leaves the test early: the next tests get the defaults back. */
+static int tune_restore(void **state)
+{
+    (void)state;
+    br_tune_reset();
+    return 0;
+}
+
 /* Every prefetch distance and hint of the calibration (kernels/tune.h) gives the same bits. */
 static void test_tune_choices(void **state)
 {
@@ -164,7 +172,7 @@ static void test_tune_choices(void **state)
 
 #define VARIANT_TESTS(v)                                                                           \
     cmocka_unit_test_prestate(test_shapes, (void *)v),                                             \
-        cmocka_unit_test_prestate(test_tune_choices, (void *)v)
+        cmocka_unit_test_prestate_setup_teardown(test_tune_choices, NULL, tune_restore, (void *)v)
 
 int main(void)
 {

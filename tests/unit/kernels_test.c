@@ -491,6 +491,14 @@ static void test_select(void **state)
         assert_string_equal(best->name, "avx2");
 }
 
+/* A failed check leaves the test early: the next tests get the defaults back. */
+static int tune_restore(void **state)
+{
+    (void)state;
+    br_tune_reset();
+    return 0;
+}
+
 /* Every choice of the calibrated parameters (kernels/tune.h) gives the reference's bits:
  * the GEMV under each rows-per-group x prefetch distance x hint, the GEMM under each
  * tokens-per-tile x row block, on shapes with tails of rows and odd blocks. */
@@ -556,7 +564,8 @@ static void test_read_probe(void **state)
 
 #define VARIANT_TESTS(v)                                                                           \
     cmocka_unit_test_prestate(test_read_probe, (void *)v),                                         \
-        cmocka_unit_test_prestate(test_tune_choices, (void *)v),                                   \
+        cmocka_unit_test_prestate_setup_teardown(test_tune_choices, NULL, tune_restore,            \
+                                                 (void *)v),                                       \
         cmocka_unit_test_prestate(test_gemv_shapes, (void *)v),                                    \
         cmocka_unit_test_prestate(test_gemv_extremes, (void *)v),                                  \
         cmocka_unit_test_prestate(test_gemm, (void *)v),                                           \

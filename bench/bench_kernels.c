@@ -586,7 +586,7 @@ static void usage(FILE *f)
                "  --tune           show the kernel parameters chosen for this CPU\n"
                "                   (kernels/tune.h), where they come from, and a fresh\n"
                "                   calibration with every candidate's figure (the cache is\n"
-               "                   left as it is)\n"
+               "                   left as it is) (default: off)\n"
                "  --quick          2B-4T shapes only, smaller working set, for smoke tests\n"
                "                   (default: off)\n"
                "  -h, --help       this help\n");

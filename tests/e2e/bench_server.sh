@@ -8,7 +8,8 @@ BIN=${BR_BIN:?}
 PY=/usr/bin/python3
 TMP=${BR_TMP:-/tmp}/bench_server.$$
 mkdir -p "$TMP"
-PORT=$((20000 + ($$ + 7919) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -20,8 +21,8 @@ timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512
 timeout 120 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 40 --client-timeout 5 \
     > "$TMP/serve.log" 2>&1 &
 SPID=$!
-for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
-grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
+grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
 rc=0
 
 echo "=== closed loop, concurrency 4"

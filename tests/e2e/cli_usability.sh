@@ -8,7 +8,8 @@ set -uo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/cliuse.$$
 mkdir -p "$TMP"
-PORT=$((20000 + ($$ + 7919) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 SPID=
 cleanup() { [ -n "$SPID" ] && kill "$SPID" 2> /dev/null; wait 2> /dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT

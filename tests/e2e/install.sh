@@ -10,7 +10,8 @@ BIN=${BR_BIN:?}
 BUILD=${BR_BUILD_DIR:?}
 TMP=${BR_TMP:-/tmp}/install.$$
 mkdir -p "$TMP/app"
-PORT=$((20000 + ($$ + 3571) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 SPID=
 cleanup() { [ -n "$SPID" ] && kill "$SPID" 2> /dev/null; wait 2> /dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -80,8 +81,13 @@ int main(int argc, char **argv)
 }
 CEOF
 cd "$TMP/app"
+# A sanitizer build installs an instrumented library: its users link the runtime too.
+san=
+if ldd "$lib" 2> /dev/null | grep -q libasan; then
+    san="-fsanitize=address,undefined"
+fi
 flags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --cflags --libs bitrack-client) &&
-    cc -std=c11 -Wall -Werror -o app app.c $flags 2> "$TMP/cc.log" &&
+    cc -std=c11 -Wall -Werror $san -o app app.c $flags 2> "$TMP/cc.log" &&
     ok "cc app.c \$(pkg-config --cflags --libs bitrack-client): $flags" ||
     { fail "building against the installed client: $(cat "$TMP/cc.log")"; exit 1; }
 export LD_LIBRARY_PATH=$(dirname "$lib")

@@ -13,7 +13,8 @@ BIN=${BR_BIN:?}
 HERE=$(cd "$(dirname "$0")" && pwd)
 LAUNCH=$HERE/../../launch/bitrack-launch
 TMP=${BR_TMP:-/tmp}/lostrank.$$
-PORT=$((20000 + ($$ + 7) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 export BITRACK_BIN=$BIN OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"

@@ -17,7 +17,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 NETNS=$HERE/../../launch/netns-cluster
 LAUNCH=$HERE/../../launch/bitrack-launch
 TMP=${BR_TMP:-/tmp}/lostranknetns.$$
-PORT=$((20000 + ($$ + 11) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 # A prefix of our own, so a cluster someone left up (br-*) is neither used nor removed.
 export BR_NETNS_PREFIX="lr$$-"

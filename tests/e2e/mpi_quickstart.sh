@@ -8,7 +8,8 @@ BIN=${BR_BIN:?}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=${BR_TMP:-/tmp}/quickstart.$$
 mkdir -p "$TMP/tmpdir"
-PORT=$((20000 + ($$ + 4099) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 HOLDER=
 cleanup() { [ -n "$HOLDER" ] && kill "$HOLDER" 2> /dev/null; wait 2> /dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT

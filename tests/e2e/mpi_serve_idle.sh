@@ -7,7 +7,8 @@ set -euo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/serve_idle.$$
 mkdir -p "$TMP"
-PORT=$((20000 + ($$ + 3571) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -24,8 +25,8 @@ for layout in 2x1 1x2; do
     mpirun --oversubscribe --bind-to none -np 2 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
         --tp "$tp" --pp "$pp" > "$TMP/serve.log" 2>&1 &
     SPID=$!
-    for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
-    grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+    for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
+    grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
     pids=$(pgrep -P "$SPID" -f "serve -m $TMP/m.gguf" | sort -n)
     [ "$(echo "$pids" | wc -w)" = 2 ] || { echo "FAIL ranks not found: $pids"; rc=1; }
     /usr/bin/python3 "$(dirname "$0")/mpi_serve_idle.py" "$ADDR" "${BR_IDLE_S:-10}" \

@@ -11,7 +11,8 @@ set -euo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/mpiserveshards.$$
 mkdir -p "$TMP"
-PORT=$((20000 + ($$ + 7919) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -41,8 +42,8 @@ done
 mpirun --oversubscribe --bind-to none -np 4 "$BIN" serve -m "$TMP/shards" --listen "$ADDR" \
     --max-seqs 40 --client-timeout 2 --tp 2 --pp 2 > "$TMP/serve.log" 2>&1 &
 SPID=$!
-for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
-grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
+grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
 /usr/bin/python3 "$(dirname "$0")/serve_check.py" "$ADDR" "$BIN" "$TMP/m.gguf" 256 || rc=1
 /usr/bin/python3 "$(dirname "$0")/sample_check.py" "$ADDR" "$BIN" "$TMP/m.gguf" || rc=1
 a=$("$BIN" generate --server "$ADDR" --ids -n 12 --temp 0.9 --seed 3 "Hello, ternary world")

@@ -11,7 +11,8 @@ BIN=${BR_BIN:?}
 PY=/usr/bin/python3
 TMP=${BR_TMP:-/tmp}/serve_soak.$$
 mkdir -p "$TMP"
-PORT=$((20000 + ($$ + 1777) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -35,8 +36,8 @@ start_server() { # log tp pp, launcher args...
     "$@" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 64 --max-queue 256 \
         --max-per-client 64 --tp "$tp" --pp "$pp" --micro-batches "$pp" > "$log" 2>&1 &
     SPID=$!
-    for _ in $(seq 600); do grep -q ready "$log" && break; sleep 0.1; done
-    grep -q ready "$log" || { cat "$log"; exit 1; }
+    for _ in $(seq 600); do grep -q "ready on" "$log" && break; sleep 0.1; done
+    grep -q "ready on" "$log" || { cat "$log"; exit 1; }
 }
 stop_server() { # log
     kill -TERM "$SPID"; wait "$SPID" || true; SPID=

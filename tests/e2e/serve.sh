@@ -8,7 +8,8 @@ set -euo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/serve.$$
 mkdir -p "$TMP"
-PORT=$((20000 + $$ % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -30,8 +31,8 @@ for layout in ${BR_SERVE_LAYOUTS:-1x1 2x2}; do
     "${launcher[@]}" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 40 --client-timeout 2 \
         --tp "$tp" --pp "$pp" > "$TMP/serve.log" 2>&1 &
     SPID=$!
-    for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
-    grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+    for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
+    grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
     /usr/bin/python3 "$(dirname "$0")/serve_check.py" "$ADDR" "$BIN" "$TMP/m.gguf" 256 || rc=1
     # the C client streams what run prints
     a=$("$BIN" generate --server "$ADDR" --ids -n 12 --temp 0.9 --seed 3 "Hello, ternary world")

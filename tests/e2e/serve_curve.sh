@@ -12,7 +12,8 @@ PY=/usr/bin/python3
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=${BR_TMP:-/tmp}/serve_curve.$$
 mkdir -p "$TMP/clients"
-PORT=$((20000 + ($$ + 4241) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -60,7 +61,7 @@ misconfig() { # name expected-message serve-args...
     if timeout 10 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" "$@" > "$TMP/mis.log" 2>&1; then
         fail "$name: serve exited 0"; return
     fi
-    if grep -q "ready" "$TMP/mis.log" || ! grep -q -- "$msg" "$TMP/mis.log"; then
+    if grep -q "ready on" "$TMP/mis.log" || ! grep -q -- "$msg" "$TMP/mis.log"; then
         fail "$name: $(head -c 600 "$TMP/mis.log")"; return
     fi
     ok "$name refused at start: $(grep -a -- "$msg" "$TMP/mis.log" | head -1)"
@@ -82,8 +83,8 @@ misconfig "an empty clients directory" "--curve-clients $TMP/empty holds no clie
 timeout 120 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --curve-secret "$TMP/server.key" \
     --curve-clients "$TMP/clients" > "$TMP/serve.log" 2>&1 &
 SPID=$!
-for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
-grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
+grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
 grep -q "1 authorized client key" "$TMP/serve.log" || fail "server did not load the client key"
 grep -q "skipping $TMP/clients/mallory.key (not a .pub file)" "$TMP/serve.log" &&
     grep -q "skipping $TMP/clients/mallory.txt (not a .pub file)" "$TMP/serve.log" &&

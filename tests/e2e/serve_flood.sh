@@ -9,7 +9,8 @@ set -euo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/serve_flood.$$
 mkdir -p "$TMP"
-PORT=$((20000 + ($$ + 7919) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -20,8 +21,8 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
     -o "$TMP/m.gguf" > /dev/null 2>&1
 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 8 > "$TMP/serve.log" 2>&1 &
 SPID=$!
-for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
-grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
+grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
 rc=0
 /usr/bin/python3 "$(dirname "$0")/serve_flood.py" "$ADDR" "${BR_FLOOD_N:-30}" \
     "${BR_FLOOD_LIMIT_MS:-250}" || rc=1

@@ -9,7 +9,8 @@ BIN=${BR_BIN:?}
 PY=/usr/bin/python3
 TMP=${BR_TMP:-/tmp}/serve_overload.$$
 mkdir -p "$TMP"
-PORT=$((20000 + ($$ + 6113) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -30,8 +31,8 @@ timeout 600 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 8 --max-qu
     --max-per-client 4 --client-queue 200 --max-prompt-tokens 512 --client-timeout 30 \
     > "$TMP/serve.log" 2>&1 &
 SPID=$!
-for _ in $(seq 300); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
-grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
+grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
 SERVER_PID=$(pgrep -P "$SPID" -f "bitrack serve" || echo "$SPID")
 rc=0
 timeout 400 "$PY" "$(dirname "$0")/serve_overload.py" "$ADDR" "$BIN" "$SERVER_PID" "$TMP" \

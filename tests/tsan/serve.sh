@@ -11,7 +11,8 @@ set -euo pipefail
 BIN=${BR_BIN:?}
 TMP=${BR_TMP:-/tmp}/tsan-serve.$$
 mkdir -p "$TMP"
-PORT=$((20000 + ($$ + 7919) % 20000))
+. "$(dirname "$0")/../lib/port.sh"
+PORT=$(br_free_port)
 ADDR="tcp://127.0.0.1:$PORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
@@ -20,8 +21,8 @@ trap cleanup EXIT
 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" -t 2 --max-seqs 8 --client-timeout 3 \
     >"$TMP/serve.log" 2>&1 &
 SPID=$!
-for _ in $(seq 600); do grep -q ready "$TMP/serve.log" && break; sleep 0.1; done
-grep -q ready "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+for _ in $(seq 600); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
+grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
 rc=0
 # four concurrent C clients, streaming and not
 pids=()

@@ -65,6 +65,28 @@ static int lb_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t
     return BR_OK;
 }
 
+/* All-reduce: the buffer stays this rank's own (as if the others contributed zeros). */
+static int lb_allreduce(struct br_comm *c, int n, uint64_t *calls, uint64_t *bytes)
+{
+    (*calls)++;
+    *bytes += 4 * (uint64_t)n;
+    c->stats.bytes_sent += 4 * (uint64_t)n * (uint64_t)(c->tp - 1);
+    c->stats.messages++;
+    return BR_OK;
+}
+
+static int lb_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
+{
+    (void)buf;
+    return lb_allreduce(c, n, &lb(c)->trace.ar_n, &lb(c)->trace.ar_bytes);
+}
+
+static int lb_allreduce_max_f32(struct br_comm *c, float *buf, int n)
+{
+    (void)buf;
+    return lb_allreduce(c, n, &lb(c)->trace.arm_n, &lb(c)->trace.arm_bytes);
+}
+
 static int lb_send(struct br_comm *c, const void *buf, size_t bytes)
 {
     (void)buf;
@@ -106,8 +128,16 @@ static int lb_bcast(struct br_comm *c, void *buf, size_t bytes)
 }
 
 static const struct br_comm_ops loopback_ops = {
-    lb_allgather, lb_reduce_scatter_i32, lb_send,      lb_recv,
-    lb_send_root, lb_wait_root,          lb_recv_from, lb_bcast,
+    .allgather = lb_allgather,
+    .reduce_scatter_i32 = lb_reduce_scatter_i32,
+    .allreduce_i32 = lb_allreduce_i32,
+    .allreduce_max_f32 = lb_allreduce_max_f32,
+    .send_next = lb_send,
+    .recv_prev = lb_recv,
+    .send_root = lb_send_root,
+    .wait_root = lb_wait_root,
+    .recv_from = lb_recv_from,
+    .bcast = lb_bcast,
 };
 
 int br_scale_loopback_create(int tp, int tp_rank, int pp, int pp_rank, struct br_comm **out)

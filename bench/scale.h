@@ -54,6 +54,8 @@
 struct br_scale_trace {
     uint64_t allgather_n, allgather_bytes; /* calls, bytes of all ranks' blocks */
     uint64_t rs_n, rs_bytes;               /* reduce-scatter: calls, bytes of all blocks */
+    uint64_t ar_n, ar_bytes;               /* int32 sum all-reduce: calls, bytes of the buffer */
+    uint64_t arm_n, arm_bytes;             /* float max all-reduce: calls, bytes of the buffer */
     uint64_t other_n;                      /* p2p, bcast, root messages */
 };
 int br_scale_loopback_create(int tp, int tp_rank, int pp, int pp_rank, struct br_comm **out);

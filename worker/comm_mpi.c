@@ -244,6 +244,20 @@ static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t
     return mpi_status(MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, impl(c)->stage));
 }
 
+static int op_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
+{
+    c->stats.bytes_sent += 4 * (uint64_t)n * (uint64_t)(c->tp - 1);
+    c->stats.messages++;
+    return mpi_status(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_INT32_T, MPI_SUM, impl(c)->stage));
+}
+
+static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
+{
+    c->stats.bytes_sent += 4 * (uint64_t)n * (uint64_t)(c->tp - 1);
+    c->stats.messages++;
+    return mpi_status(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_MAX, impl(c)->stage));
+}
+
 static int op_send_next(struct br_comm *c, const void *buf, size_t bytes)
 {
     c->stats.bytes_sent += bytes;
@@ -309,8 +323,16 @@ static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
 }
 
 static const struct br_comm_ops mpi_ops = {
-    op_allgather, op_reduce_scatter_i32, op_send_next, op_recv_prev,
-    op_send_root, op_wait_root,          op_recv_from, op_bcast,
+    .allgather = op_allgather,
+    .reduce_scatter_i32 = op_reduce_scatter_i32,
+    .allreduce_i32 = op_allreduce_i32,
+    .allreduce_max_f32 = op_allreduce_max_f32,
+    .send_next = op_send_next,
+    .recv_prev = op_recv_prev,
+    .send_root = op_send_root,
+    .wait_root = op_wait_root,
+    .recv_from = op_recv_from,
+    .bcast = op_bcast,
 };
 
 /* This process's pid, host and pid namespace (struct peer). */

@@ -25,7 +25,11 @@
 #include "cli/cli.h"
 #include "kernels/dispatch.h"
 #include "kernels/pool.h"
+#include "sharding/config.h"
+#include "sharding/gguf.h"
 #include "sharding/plan.h"
+#include "sharding/synth.h"
+#include "worker/comm_mpi.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
@@ -50,8 +54,14 @@ static void usage(FILE *f)
            "           [-t THREADS] [--batch 1,4,16,64] [--reps 5] [--ctx N]\n"
            "           [--layouts TxP,... | --nodes 8,16,32] [--net GBIT:US,...] [--cores C]\n"
            "           [--json FILE]\n"
-           "       mpirun -np W bitrack bench scale net [--sizes 64,1024,...] [--reps 20]\n"
-           "           [--json FILE]\n"
+           "       mpirun -np W bitrack bench scale net [--preset NAME | -m MODEL] [--batch B]\n"
+           "           [--sizes 64,1024,...] [--group T] [--work US] [--reps 20] [--json FILE]\n"
+           "  net: every collective the engine issues for the model (both residual layouts, a\n"
+           "       TP group of T = W or --group ranks), through its communicator; --sizes adds\n"
+           "       a sweep fitted to the alpha-beta model\n"
+           "  --residual replicated,sharded  the residual layouts to project\n"
+           "  --node CORES:GBS   project onto nodes of this many cores and GB/s (compute\n"
+           "                     scaled, see bench/scale.h; --here-gbs sets this machine's)\n"
            "  -m PATH            a model file or a shard directory (bitrack synth --rank / shard)\n"
            "  --shard T:P:R:PATH one more rank to measure (another TP width)\n"
            "  --layouts TxP,...  layouts to project (default: the measured ones)\n"
@@ -139,21 +149,88 @@ static void fit_line(const double *x, const double *y, int n, double *a, double 
     if (*a < 0) *a = 0;
 }
 
+/* One timed operation through the communicator: kind (enum br_coll_kind, or -1 for a
+ * point-to-point ping-pong between stage 0 and stage 1), bytes (all-gather and
+ * reduce-scatter: every rank's blocks together; all-reduce: the buffer; p2p: the message). */
+static int time_op(struct br_comm *c, int kind, uint64_t bytes, long long reps, double work_us,
+                   uint8_t *send, uint8_t *recv, int *counts, int *displs, double *samples)
+{
+    int T = c->tp, rc = 0;
+    int active = kind >= 0 ? c->pp_rank == 0 : c->tp_rank == 0 && c->pp_rank < 2;
+    if (kind == BR_COLL_ALLGATHER || kind == BR_COLL_REDUCE_SCATTER) {
+        /* uneven blocks as the plan's: the first ranks one unit more */
+        uint64_t unit = kind == BR_COLL_ALLGATHER ? 1 : 4, units = bytes / unit;
+        int off = 0;
+        for (int r = 0; r < T; r++) {
+            uint64_t u = units / (uint64_t)T + ((uint64_t)r < units % (uint64_t)T);
+            counts[r] = (int)(kind == BR_COLL_ALLGATHER ? u : u);
+            displs[r] = off;
+            off += (int)(u * unit);
+        }
+    }
+    volatile double sink = 0;
+    for (long long k = -10; k < reps && active && !rc; k++) {
+        for (double w0 = br_now(); (br_now() - w0) * 1e6 < work_us;)
+            for (int z = 0; z < 1000; z++) sink += (double)z * 1e-9;
+        double t0 = br_now();
+        switch (kind) {
+        case BR_COLL_ALLGATHER:
+            rc = c->ops->allgather(c, send, recv, counts, displs);
+            break;
+        case BR_COLL_REDUCE_SCATTER:
+            rc = c->ops->reduce_scatter_i32(c, (const int32_t *)send, (int32_t *)recv, counts);
+            break;
+        case BR_COLL_ALLREDUCE_I32:
+            rc = c->ops->allreduce_i32(c, (int32_t *)send, (int)(bytes / 4));
+            break;
+        case BR_COLL_ALLREDUCE_MAX:
+            rc = c->ops->allreduce_max_f32(c, (float *)send, (int)(bytes / 4));
+            break;
+        default:
+            /* ping-pong: stage 0 -> stage 1 (send_next), back to rank 0 (send_root) */
+            if (c->pp_rank == 0) {
+                rc = c->ops->send_next(c, send, bytes);
+                if (!rc) rc = c->ops->recv_from(c, c->tp, recv, bytes);
+            } else {
+                void *pend = NULL;
+                rc = c->ops->recv_prev(c, recv, bytes);
+                if (!rc) rc = c->ops->send_root(c, send, bytes, &pend);
+                if (!rc) rc = c->ops->wait_root(c, &pend);
+            }
+            break;
+        }
+        if (k >= 0) samples[k] = (br_now() - t0) / (kind < 0 ? 2.0 : 1.0);
+    }
+    (void)sink;
+    return rc;
+}
+
+static void mean_median(double *v, long long n, double *mean, double *med)
+{
+    double s = 0;
+    for (long long k = 0; k < n; k++) s += v[k];
+    *mean = s / (double)n;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    *med = v[n / 2];
+}
+
+/* `bench scale net`: the collectives the engine issues, through the same communicator
+ * (worker/comm_mpi.c), at the sizes the plan gives a model, for each residual layout; or
+ * a sweep of sizes fitted to the alpha-beta model. */
 static int scale_net(int argc, char **argv)
 {
-    const char *json = NULL, *slist = "64,1024,4096,65536,262144";
-    long long reps = 20, group = 0;
+    const char *json = NULL, *slist = NULL, *preset = NULL, *mpath = NULL;
+    long long reps = 20, group = 0, batch = 1;
     double work_us = 0;
-    static const struct option opts[] = {{"sizes", required_argument, 0, 's'},
-                                         {"reps", required_argument, 0, 'r'},
-                                         {"group", required_argument, 0, 'g'},
-                                         {"json", required_argument, 0, 'j'},
-                                         {"work", required_argument, 0, 'w'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"sizes", required_argument, 0, 's'}, {"reps", required_argument, 0, 'r'},
+        {"group", required_argument, 0, 'g'}, {"json", required_argument, 0, 'j'},
+        {"work", required_argument, 0, 'w'},  {"preset", required_argument, 0, 'P'},
+        {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             slist = optarg;
@@ -166,8 +243,18 @@ static int scale_net(int argc, char **argv)
             if (br_cli_int(optarg, 2, 4096, &group))
                 return br_cli_usage_error("bench scale net", "bad --group");
             break;
+        case 'b':
+            if (br_cli_int(optarg, 1, 4096, &batch))
+                return br_cli_usage_error("bench scale net", "bad --batch");
+            break;
         case 'j':
             json = optarg;
+            break;
+        case 'P':
+            preset = optarg;
+            break;
+        case 'm':
+            mpath = optarg;
             break;
         case 'w': {
             char *end;
@@ -183,30 +270,54 @@ static int scale_net(int argc, char **argv)
             return 2;
         }
     }
-    int32_t *sizes = NULL, n_sizes = 0;
-    if (br_cli_int_list(slist, &sizes, &n_sizes) || n_sizes < 2 || n_sizes > MAX_ITEMS) {
-        free(sizes);
-        return br_cli_usage_error("bench scale net", "bad --sizes '%s' (2 to %d)", slist,
-                                  MAX_ITEMS);
-    }
-    for (int32_t i = 0; i < n_sizes; i++)
-        if (sizes[i] < 4 || sizes[i] > (1 << 26) || sizes[i] % 4) {
-            int bad = sizes[i];
-            free(sizes);
-            return br_cli_usage_error("bench scale net", "size %d: a multiple of 4 in [4, 64 MiB]",
-                                      bad);
+    struct br_err err = {{0}};
+    struct br_model_config cfg;
+    int have_model = 0;
+    if (preset || mpath) {
+        if (mpath) {
+            struct br_gguf *g = NULL;
+            int bad = br_gguf_open(mpath, &g, &err) || br_config_from_gguf(g, &cfg, &err);
+            br_gguf_close(&g);
+            if (bad) return br_cli_usage_error("bench scale net", "%s", err.msg);
+        } else {
+            struct br_synth_opts o;
+            br_synth_opts_default(&o);
+            o.preset = preset;
+            if (br_synth_shape(&o, &cfg, &err))
+                return br_cli_usage_error("bench scale net", "%s", err.msg);
         }
-    int up = 0, rank = 0, world = 1;
+        have_model = 1;
+    }
+    int32_t *sizes = NULL, n_sizes = 0;
+    if (!have_model && !slist) slist = "64,1024,4096,65536,262144";
+    if (slist) {
+        if (br_cli_int_list(slist, &sizes, &n_sizes) || n_sizes < 2 || n_sizes > MAX_ITEMS) {
+            free(sizes);
+            return br_cli_usage_error("bench scale net", "bad --sizes '%s' (2 to %d)", slist,
+                                      MAX_ITEMS);
+        }
+        for (int32_t i = 0; i < n_sizes; i++)
+            if (sizes[i] < 4 || sizes[i] > (1 << 26) || sizes[i] % 4) {
+                int bad = sizes[i];
+                free(sizes);
+                return br_cli_usage_error("bench scale net",
+                                          "size %d: a multiple of 4 in [4, 64 MiB]", bad);
+            }
+    }
+    int world = br_comm_mpi_world_size();
+    if (!br_comm_mpi_launched()) world = 1;
+    int up = 0;
     MPI_Initialized(&up);
     if (!up && MPI_Init(&argc, &argv) != MPI_SUCCESS) {
         fprintf(stderr, "bitrack bench scale net: MPI_Init failed\n");
         free(sizes);
         return 1;
     }
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     int g = group ? (int)group : world;
     if (world < 2 || world % g) {
+        int rank = 0;
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
         if (rank == 0)
             fprintf(stderr, "bitrack bench scale net: run under mpirun with 2+ ranks, a multiple "
                             "of --group\n");
@@ -214,135 +325,148 @@ static int scale_net(int argc, char **argv)
         free(sizes);
         return 2;
     }
-    /* collectives in the group of the first g ranks (a TP group); the other ranks wait, as
-     * the other stages of a pipeline do; point to point from rank 0 to rank g (the next
-     * stage), or to the last rank when there is one group */
-    MPI_Comm grp;
-    MPI_Comm_split(MPI_COMM_WORLD, rank / g, rank, &grp);
-    int peer = world > g ? g : world - 1;
-    int32_t max = 0;
-    for (int32_t i = 0; i < n_sizes; i++) max = sizes[i] > max ? sizes[i] : max;
-    uint8_t *send = calloc((size_t)max * (size_t)g, 1);
-    uint8_t *recv = calloc((size_t)max * (size_t)g, 1);
+    /* the engine's communicator: TP groups of g ranks, world / g stages */
+    struct br_comm *comm = NULL;
+    if (br_comm_mpi_create(&argc, &argv, g, world / g, &comm, &err)) {
+        fprintf(stderr, "bitrack bench scale net: %s\n", err.msg);
+        free(sizes);
+        return 1;
+    }
+    /* the operations to time: the plan's, or the sweep */
+    struct item {
+        int kind, layout, head;
+        uint64_t bytes;
+        const char *what;
+        double mean, med;
+    } items[4 * MAX_ITEMS + 32];
+    int n_items = 0;
+    if (have_model && g > 1) {
+        for (int l = 0; l < 2; l++) {
+            struct br_plan *plan = NULL;
+            if (br_plan_create_layout(&cfg, g, 1, l, &plan, &err)) continue;
+            struct br_coll k[BR_PLAN_MAX_COLLS];
+            int n = br_plan_layer_colls(plan, batch, k);
+            for (int i = 0; i < n; i++)
+                items[n_items++] = (struct item){k[i].kind, l, 0, k[i].bytes, k[i].what, 0, 0};
+            n = br_plan_head_colls(plan, batch, k);
+            for (int i = 0; i < n; i++)
+                items[n_items++] = (struct item){k[i].kind, l, 1, k[i].bytes, k[i].what, 0, 0};
+            br_plan_destroy(&plan);
+        }
+    }
+    for (int32_t i = 0; i < n_sizes; i++) {
+        static const int kinds[4] = {BR_COLL_ALLGATHER, BR_COLL_REDUCE_SCATTER,
+                                     BR_COLL_ALLREDUCE_I32, BR_COLL_ALLREDUCE_MAX};
+        for (int k = 0; k < 4; k++)
+            items[n_items++] =
+                (struct item){kinds[k], -1, 0, (uint64_t)sizes[i] * (uint64_t)g, "sweep", 0, 0};
+        if (world / g >= 2)
+            items[n_items++] = (struct item){-1, -1, 0, (uint64_t)sizes[i], "sweep", 0, 0};
+    }
+    uint64_t max = 16;
+    for (int i = 0; i < n_items; i++) max = items[i].bytes > max ? items[i].bytes : max;
+    uint8_t *send = calloc(max, 1), *recv = calloc(max, 1);
     int *counts = calloc((size_t)g, sizeof *counts), *displs = calloc((size_t)g, sizeof *displs);
-    double(*t)[3] = calloc((size_t)n_sizes, sizeof *t);
-    double(*tmed)[3] = calloc((size_t)n_sizes, sizeof *tmed);
     double *samples = calloc((size_t)reps, sizeof *samples);
-    volatile double sink = 0;
+    double *tm = calloc((size_t)n_items * 2, sizeof *tm);
     int rc = 0;
-    if (!send || !recv || !counts || !displs || !t || !tmed || !samples) {
+    if (!send || !recv || !counts || !displs || !samples || !tm) {
         fprintf(stderr, "bitrack bench scale net: out of memory\n");
         rc = 1;
         goto done;
     }
-    for (int32_t i = 0; i < n_sizes; i++) {
-        int m = sizes[i];
-        /* each operation timed alone; mean and median kept: on a shared machine some calls
-         * wait for a descheduled rank, which the mean counts and the median does not */
-        for (int op = 0; op < 3; op++) {
-            int active = op < 2 ? rank < g : rank == 0 || rank == peer;
-            for (int r = 0; r < g; r++) counts[r] = op == 0 ? m : m / 4, displs[r] = r * m;
-            MPI_Barrier(MPI_COMM_WORLD);
-            for (long long k = -20; k < reps && active; k++) {
-                /* --work: compute between operations, as the engine does between its
-                 * collectives (and no barrier: the operations are the only sync points);
-                 * on a shared machine a peer may then be descheduled */
-                if (op < 2 && work_us <= 0) MPI_Barrier(grp);
-                for (double w0 = MPI_Wtime(); (MPI_Wtime() - w0) * 1e6 < work_us;)
-                    for (int z = 0; z < 1000; z++) sink += (double)z * 1e-9;
-                double t0 = MPI_Wtime();
-                if (op == 0) {
-                    /* all-gather of m bytes from every rank (the engine's MPI_Allgatherv) */
-                    MPI_Allgatherv(send, m, MPI_BYTE, recv, counts, displs, MPI_BYTE, grp);
-                } else if (op == 1) {
-                    /* int32 reduce-scatter, m bytes per rank's block */
-                    MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, grp);
-                } else if (rank == 0) {
-                    /* one way: half a ping-pong */
-                    MPI_Send(send, m, MPI_BYTE, peer, 7, MPI_COMM_WORLD);
-                    MPI_Recv(recv, m, MPI_BYTE, peer, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-                } else {
-                    MPI_Recv(recv, m, MPI_BYTE, 0, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-                    MPI_Send(send, m, MPI_BYTE, 0, 7, MPI_COMM_WORLD);
-                }
-                if (k >= 0) samples[k] = (MPI_Wtime() - t0) / (op == 2 ? 2.0 : 1.0);
-            }
-            if (!active || (op == 2 && rank != 0)) continue;
-            double sum = 0;
-            for (long long k = 0; k < reps; k++) sum += samples[k];
-            t[i][op] = sum / (double)reps;
-            qsort(samples, (size_t)reps, sizeof *samples, cmp_double);
-            tmed[i][op] = samples[reps / 2];
+    /* a warm-up pass: the first operations of a job set up connections */
+    for (int i = 0; i < n_items && !rc; i++)
+        rc =
+            time_op(comm, items[i].kind, items[i].bytes, 3, 0, send, recv, counts, displs, samples);
+    for (int i = 0; i < n_items && !rc; i++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        memset(samples, 0, (size_t)reps * sizeof *samples);
+        if ((rc = time_op(comm, items[i].kind, items[i].bytes, reps, work_us, send, recv, counts,
+                          displs, samples))) {
+            fprintf(stderr, "bitrack bench scale net: %s failed: %s\n",
+                    items[i].kind < 0 ? "point to point" : br_coll_kind_name(items[i].kind),
+                    br_strerror(rc));
+            rc = 1;
+            break;
         }
+        mean_median(samples, reps, &tm[2 * i], &tm[2 * i + 1]);
     }
     /* the slowest rank's */
-    MPI_Allreduce(MPI_IN_PLACE, t, 3 * n_sizes, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    MPI_Allreduce(MPI_IN_PLACE, tmed, 3 * n_sizes, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    if (rank == 0) {
-        double x[MAX_ITEMS], y[MAX_ITEMS], pa, pb, ca, cb;
-        for (int32_t i = 0; i < n_sizes; i++) x[i] = sizes[i], y[i] = t[i][2];
-        fit_line(x, y, n_sizes, &pa, &pb);
-        /* collectives: t = ceil(log2 g) a + (g-1) m/bw, both kinds together */
-        double steps = ceil(log2((double)g));
-        for (int32_t i = 0; i < n_sizes; i++) {
-            x[i] = sizes[i];
-            y[i] = 0.5 * (t[i][0] + t[i][1]);
-        }
-        fit_line(x, y, n_sizes, &ca, &cb);
-        ca /= steps;
-        cb /= g - 1;
-        struct br_scale_net pn = {pa, pb > 0 ? 1.0 / pb : 1e30};
-        struct br_scale_net cn = {ca, cb > 0 ? 1.0 / cb : 1e30};
-        printf("MPI, %d ranks, collectives in a group of %d, point to point rank 0 -> %d "
-               "(mean of %lld; medians in brackets), %.0f us of work before each\n",
-               world, g, peer, reps, work_us);
-        printf("fit of point to point: a = %.1f us, bw = %.2f Gbit/s\n", pa * 1e6,
-               pn.bw_bytes_s * 8 / 1e9);
-        printf("fit of collectives as ceil(log2 %d) a + (%d-1) m/bw: a = %.1f us, bw = %.2f "
-               "Gbit/s\n",
-               g, g, ca * 1e6, cn.bw_bytes_s * 8 / 1e9);
-        printf("| bytes/rank | allgather us | reduce-scatter us | model us | p2p us | model us "
-               "|\n|---|---|---|---|---|---|\n");
+    MPI_Allreduce(MPI_IN_PLACE, tm, 2 * n_items, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    if (comm->world_rank == 0 && !rc) {
+        for (int i = 0; i < n_items; i++) items[i].mean = tm[2 * i], items[i].med = tm[2 * i + 1];
         FILE *jf = json ? fopen(json, "w") : NULL;
         if (json && !jf) {
             fprintf(stderr, "bitrack bench scale net: cannot write %s\n", json);
             rc = 1;
         }
+        printf("%d ranks, TP groups of %d, through the engine's communicator (MPI); mean of "
+               "%lld (median in brackets) of the slowest rank, %.0f us of work before each\n",
+               world, g, reps, work_us);
+        /* fit of the sweep's collectives: t = ceil(log2 g) a + (g-1)/g M / bw */
+        double a = 0, bw = 0;
+        if (n_sizes >= 2) {
+            double x[MAX_ITEMS], y[MAX_ITEMS], fa, fb;
+            int n = 0;
+            for (int i = 0; i < n_items && n < MAX_ITEMS; i++)
+                if (items[i].layout == -1 && items[i].kind == BR_COLL_ALLGATHER) {
+                    x[n] = (double)items[i].bytes * (g - 1) / g;
+                    y[n++] = items[i].mean;
+                }
+            fit_line(x, y, n, &fa, &fb);
+            a = fa / ceil(log2((double)g));
+            bw = fb > 0 ? 1.0 / fb : 1e30;
+            printf("fit of the all-gathers as ceil(log2 %d) a + (%d-1)/%d M/bw: a = %.1f us, "
+                   "bw = %.2f Gbit/s\n",
+                   g, g, g, a * 1e6, bw * 8 / 1e9);
+        }
         if (jf)
             fprintf(jf,
-                    "{\"ranks\": %d, \"group\": %d, \"reps\": %lld, \"p2p_alpha_us\": %.3f, "
-                    "\"p2p_bw_gbit\": %.4f, \"coll_alpha_us\": %.3f, \"coll_bw_gbit\": %.4f, "
-                    "\"sizes\": [\n",
-                    world, g, reps, pa * 1e6, pn.bw_bytes_s * 8 / 1e9, ca * 1e6,
-                    cn.bw_bytes_s * 8 / 1e9);
-        for (int32_t i = 0; i < n_sizes; i++) {
-            double mc = br_scale_allgather_s(&cn, g, (double)sizes[i] * g);
-            double mp = pa + sizes[i] / pn.bw_bytes_s;
-            printf("| %d | %.1f (%.1f) | %.1f (%.1f) | %.1f | %.1f (%.1f) | %.1f |\n", sizes[i],
-                   t[i][0] * 1e6, tmed[i][0] * 1e6, t[i][1] * 1e6, tmed[i][1] * 1e6, mc * 1e6,
-                   t[i][2] * 1e6, tmed[i][2] * 1e6, mp * 1e6);
+                    "{\"ranks\": %d, \"group\": %d, \"reps\": %lld, \"batch\": %lld, "
+                    "\"fit_alpha_us\": %.3f, \"fit_bw_gbit\": %.4f, \"ops\": [\n",
+                    world, g, reps, batch, a * 1e6, bw * 8 / 1e9);
+        printf("| residual | collective | kind | bytes | us mean (median) | model us |\n"
+               "|---|---|---|---|---|---|\n");
+        double sum[2] = {0, 0};
+        for (int i = 0; i < n_items; i++) {
+            const struct item *it = &items[i];
+            double model = it->kind >= 0 && a > 0
+                               ? br_coll_time(it->kind, g, (double)it->bytes, a, bw) * 1e6
+                               : -1;
+            if (it->layout >= 0 && !it->head) sum[it->layout] += it->mean;
+            printf("| %s | %s%s | %s | %llu | %.1f (%.1f) |",
+                   it->layout < 0 ? "-" : br_layout_name(it->layout), it->what,
+                   it->head ? " (head)" : "",
+                   it->kind < 0 ? "point to point" : br_coll_kind_name(it->kind),
+                   (unsigned long long)it->bytes, it->mean * 1e6, it->med * 1e6);
+            if (model >= 0)
+                printf(" %.1f |\n", model);
+            else
+                printf(" - |\n");
             if (jf)
-                fprintf(jf,
-                        "  {\"bytes_per_rank\": %d, \"allgather_us\": %.3f, \"reduce_scatter_us\": "
-                        "%.3f, \"p2p_us\": %.3f, \"allgather_median_us\": %.3f, "
-                        "\"reduce_scatter_median_us\": %.3f, \"p2p_median_us\": %.3f, "
-                        "\"model_collective_us\": %.3f, \"model_p2p_us\": %.3f}%s\n",
-                        sizes[i], t[i][0] * 1e6, t[i][1] * 1e6, t[i][2] * 1e6, tmed[i][0] * 1e6,
-                        tmed[i][1] * 1e6, tmed[i][2] * 1e6, mc * 1e6, mp * 1e6,
-                        i + 1 < n_sizes ? "," : "");
+                fprintf(
+                    jf,
+                    "  {\"residual\": \"%s\", \"what\": \"%s\", \"head\": %s, \"kind\": \"%s\", "
+                    "\"bytes\": %llu, \"mean_us\": %.3f, \"median_us\": %.3f}%s\n",
+                    it->layout < 0 ? "-" : br_layout_name(it->layout), it->what,
+                    it->head ? "true" : "false",
+                    it->kind < 0 ? "point to point" : br_coll_kind_name(it->kind),
+                    (unsigned long long)it->bytes, it->mean * 1e6, it->med * 1e6,
+                    i + 1 < n_items ? "," : "");
         }
-        printf("model: collective over T ranks of m bytes each = ceil(log2 T) a + (T-1) m/bw; "
-               "p2p = a + m/bw\n");
+        if (have_model && g > 1)
+            printf("per layer at batch %lld, T = %d: replicated %.1f us, sharded %.1f us\n", batch,
+                   g, sum[0] * 1e6, sum[1] * 1e6);
         if (jf) {
-            fprintf(jf, "]}\n");
+            fprintf(jf, "],\n \"layer_us\": {\"replicated\": %.3f, \"sharded\": %.3f}}\n",
+                    sum[0] * 1e6, sum[1] * 1e6);
             fclose(jf);
         }
     }
 done:
-    MPI_Comm_free(&grp);
-    free(send), free(recv), free(counts), free(displs), free(t), free(tmed), free(sizes);
-    free(samples);
-    MPI_Finalize();
+    free(send), free(recv), free(counts), free(displs), free(samples), free(tm), free(sizes);
+    br_comm_mpi_destroy(&comm);
     return rc;
 }
 
@@ -366,7 +490,9 @@ int br_cmd_bench_scale(int argc, char **argv)
     const char *json = NULL, *blist = "1,4,16,64", *llist = NULL, *nlist = NULL;
     const char *netlist = "10:25,25:25,100:25";
     long long threads = 1, reps = 5, ctx = 0, cores = 0;
-    double describe_gib = -1;
+    double describe_gib = -1, here_gbs = 0;
+    const char *reslist = "replicated,sharded";
+    struct br_scale_node node = {0, 0};
     enum br_scale_clock clock = BR_SCALE_WALL;
     enum {
         O_TP = 256,
@@ -382,7 +508,10 @@ int br_cmd_bench_scale(int argc, char **argv)
         O_CORES,
         O_JSON,
         O_DESCRIBE,
-        O_CLOCK
+        O_CLOCK,
+        O_RESIDUAL,
+        O_NODE,
+        O_HERE
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"tp", required_argument, 0, O_TP},
@@ -400,6 +529,9 @@ int br_cmd_bench_scale(int argc, char **argv)
                                          {"json", required_argument, 0, O_JSON},
                                          {"describe", required_argument, 0, O_DESCRIBE},
                                          {"clock", required_argument, 0, O_CLOCK},
+                                         {"residual", required_argument, 0, O_RESIDUAL},
+                                         {"node", required_argument, 0, O_NODE},
+                                         {"here-gbs", required_argument, 0, O_HERE},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     long long v;
@@ -441,6 +573,23 @@ int br_cmd_bench_scale(int argc, char **argv)
             if (br_cli_int(optarg, 1, 1 << 20, &ctx))
                 return br_cli_usage_error("bench scale", "bad --ctx");
             break;
+        case O_RESIDUAL:
+            reslist = optarg;
+            break;
+        case O_NODE: {
+            int k = 0;
+            if (sscanf(optarg, "%d:%lf%n", &node.cores, &node.gbs, &k) != 2 || optarg[k] ||
+                node.cores < 1 || node.cores > 4096 || !(node.gbs > 0 && node.gbs < 1e5))
+                return br_cli_usage_error("bench scale", "bad --node '%s' (CORES:GB/s)", optarg);
+            break;
+        }
+        case O_HERE: {
+            char *end;
+            here_gbs = strtod(optarg, &end);
+            if (end == optarg || *end || !(here_gbs > 0 && here_gbs < 1e5))
+                return br_cli_usage_error("bench scale", "bad --here-gbs '%s'", optarg);
+            break;
+        }
         case O_LAYOUTS:
             llist = optarg;
             break;
@@ -510,6 +659,24 @@ int br_cmd_bench_scale(int argc, char **argv)
         return br_cli_usage_error("bench scale", "bad --layouts, --nodes or --net");
     }
 
+    int residuals[2], n_res = 0;
+    {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s", reslist);
+        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+            int l = br_layout_parse(tok);
+            if (l < 0 || n_res == 2) {
+                free(batches), free(nodes);
+                return br_cli_usage_error("bench scale", "bad --residual '%s' (replicated,sharded)",
+                                          reslist);
+            }
+            residuals[n_res++] = l;
+        }
+        if (!n_res) {
+            free(batches), free(nodes);
+            return br_cli_usage_error("bench scale", "bad --residual '%s'", reslist);
+        }
+    }
     struct measured *ms = calloc((size_t)n_shards, sizeof *ms);
     struct br_pool *pool = NULL;
     struct br_model_config cfg = {0};
@@ -532,8 +699,8 @@ int br_cmd_bench_scale(int argc, char **argv)
         struct measured *me = &ms[i];
         me->s = shards[i];
         double t0 = br_now();
-        if (br_model_load_rank(shards[i].path, shards[i].tp, shards[i].pp, shards[i].rank, &plan,
-                               &m, &err)) {
+        if (br_model_load_rank(shards[i].path, shards[i].tp, shards[i].pp, shards[i].rank, -1,
+                               &plan, &m, &err)) {
             fprintf(stderr, "bitrack bench scale: %s: %s\n", shards[i].path, err.msg);
             br_plan_destroy(&plan);
             goto done;
@@ -645,33 +812,61 @@ int br_cmd_bench_scale(int argc, char **argv)
         for (int i = 0; i < n_shards; i++)
             for (int32_t b = 0; b < n_batches; b++) {
                 const struct br_scale_cost *k = &ms[i].cost[b];
-                fprintf(jf,
-                        "  {\"tp\": %d, \"pp\": %d, \"rank\": %d, \"layers\": %d, \"batch\": %d, "
-                        "\"layer_s\": %.9f, \"embed_s\": %.9f, \"head_s\": %.9f, "
-                        "\"allgathers_per_layer\": %.3f, \"allgather_bytes_per_layer\": %.1f, "
-                        "\"reduce_scatters_per_layer\": %.3f, \"reduce_scatter_bytes_per_layer\": "
-                        "%.1f, \"head_allgathers\": %.1f, \"head_allgather_bytes\": %.1f, "
-                        "\"file_bytes\": %llu, \"kv_bytes\": %llu, \"peak_rss_kb\": %lld}%s\n",
-                        ms[i].s.tp, ms[i].s.pp, ms[i].s.rank, ms[i].layers, k->batch, k->layer_s,
-                        k->embed_s, k->head_s, k->ag_n, k->ag_bytes, k->rs_n, k->rs_bytes,
-                        k->head_ag_n, k->head_ag_bytes, (unsigned long long)ms[i].file_bytes,
-                        (unsigned long long)ms[i].kv_bytes, ms[i].hwm_kb,
-                        i + 1 == n_shards && b + 1 == n_batches ? "" : ",");
+                fprintf(
+                    jf,
+                    "  {\"tp\": %d, \"pp\": %d, \"rank\": %d, \"layers\": %d, \"batch\": %d, "
+                    "\"layer_s\": %.9f, \"embed_s\": %.9f, \"head_s\": %.9f, "
+                    "\"allgathers_per_layer\": %.3f, \"allgather_bytes_per_layer\": %.1f, "
+                    "\"reduce_scatters_per_layer\": %.3f, \"reduce_scatter_bytes_per_layer\": "
+                    "%.1f, \"allreduces_per_layer\": %.3f, \"allreduce_bytes_per_layer\": %.1f, "
+                    "\"max_allreduces_per_layer\": %.3f, \"max_allreduce_bytes_per_layer\": "
+                    "%.1f, \"head_allgathers\": %.1f, \"head_allgather_bytes\": %.1f, "
+                    "\"file_bytes\": %llu, \"kv_bytes\": %llu, \"peak_rss_kb\": %lld}%s\n",
+                    ms[i].s.tp, ms[i].s.pp, ms[i].s.rank, ms[i].layers, k->batch, k->layer_s,
+                    k->embed_s, k->head_s, k->ag_n, k->ag_bytes, k->rs_n, k->rs_bytes, k->ar_n,
+                    k->ar_bytes, k->arm_n, k->arm_bytes, k->head_ag_n, k->head_ag_bytes,
+                    (unsigned long long)ms[i].file_bytes, (unsigned long long)ms[i].kv_bytes,
+                    ms[i].hwm_kb, i + 1 == n_shards && b + 1 == n_batches ? "" : ",");
             }
-        fprintf(jf, " ],\n \"projection\": [\n");
+        fprintf(jf, " ],\n");
     }
+    double factor = 1.0;
+    if (node.cores > 0) {
+        if (here_gbs <= 0) here_gbs = br_scale_stream_gbs(pool);
+        factor = br_scale_node_factor(&node, here_gbs, (int)threads);
+        double per_thread = here_gbs / (double)threads;
+        int want = per_thread > 0 ? (int)ceil(node.gbs / per_thread) : node.cores;
+        if (want > node.cores) want = node.cores;
+        if (want < 1) want = 1;
+        printf("\nnode: %d cores, %.0f GB/s; here %lld thread(s) read %.1f GB/s. Model: decode "
+               "reads every weight once per step (time = bytes / bandwidth), prefill is "
+               "compute-bound (time ~ 1 / cores), so compute here x max(%.1f / %.0f, %lld / %d) "
+               "= x %.4f on the node\n",
+               node.cores, node.gbs, threads, here_gbs, here_gbs, node.gbs, threads, node.cores,
+               factor);
+        printf("recommendation: 1 rank per node (another rank per node widens TP and adds "
+               "collectives, not bandwidth), %d threads per rank (%.1f GB/s per thread here: "
+               "%d reach the node's %.0f GB/s; the rest of the %d cores serve prefill)\n",
+               node.cores, per_thread, want, node.gbs, node.cores);
+    }
+    if (jf)
+        fprintf(jf,
+                " \"node_cores\": %d, \"node_gbs\": %.3f, \"here_gbs\": %.3f, "
+                "\"compute_factor\": %.6f,\n \"projection\": [\n",
+                node.cores, node.gbs, here_gbs, factor);
     printf("\nprojection (bench/scale.h): latency(B) = sum_s [k (L_s layer + embed + head) + "
-           "bcast + L_s sum_i (ceil(log2 T) a + (T-1) M_i/(T bw))]\n"
-           "  + (P-1) (2a + (desc + 4 B d/T)/bw) + R (a + 8B/bw); one stream: 1/latency(1); "
-           "aggregate: B / slowest stage (P steps in flight)\n");
+           "bcast + L_s sum_i net(collective i)]\n"
+           "  + (P-1) (2a + (desc + 4 B d_s)/bw) + R (a + 8B/bw); one stream: 1/latency(1); "
+           "aggregate: B / slowest stage (P steps in flight); collectives of each residual "
+           "layout from the plan (sharding/plan.h), compute measured\n");
     if (cores > 0)
         printf("all ranks share %lld cores: k = max(1, busy ranks x %lld threads / %lld); busy: "
                "the T ranks of one stage one step at a time, all T P pipelined (a waiting rank "
                "yields)\n",
                cores, threads, cores);
-    printf("| nodes | T x P | network | batch | step latency ms | compute ms | comm ms | "
-           "tokens/s (one step at a time) | tokens/s (pipelined) |\n"
-           "|---|---|---|---|---|---|---|---|---|\n");
+    printf("| nodes | T x P | residual | network | batch | step latency ms | compute ms | comm "
+           "ms | tokens/s (one step at a time) | tokens/s (pipelined) |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
     int first_row = 1;
     for (int l = 0; l < n_layouts; l++) {
         int32_t t = layouts[l][0], p = layouts[l][1];
@@ -687,51 +882,68 @@ int br_cmd_bench_scale(int argc, char **argv)
                 if (ms[i].s.tp != t) continue;
                 found = 1;
                 lsum += k->layer_s * ms[i].layers, lcount += ms[i].layers;
-                merged[b].ag_n = k->ag_n, merged[b].ag_bytes = k->ag_bytes;
-                merged[b].rs_n = k->rs_n, merged[b].rs_bytes = k->rs_bytes;
                 if (k->embed_s > merged[b].embed_s) merged[b].embed_s = k->embed_s;
                 if (k->head_s >= 0 && k->head_s >= merged[b].head_s) {
                     merged[b].head_s = k->head_s;
-                    merged[b].head_ag_n = k->head_ag_n, merged[b].head_ag_bytes = k->head_ag_bytes;
                     head_known = 1;
                 }
             }
             merged[b].layer_s = lcount > 0 ? lsum / lcount : 0;
         }
         if (!found) {
-            printf("| %d | %dx%d | - | - | no rank of width 1/%d measured |\n", t * p, t, p, t);
+            printf("| %d | %dx%d | - | - | - | no rank of width 1/%d measured |\n", t * p, t, p, t);
             continue;
         }
-        for (int nn = 0; nn < n_nets; nn++) {
-            struct br_scale_env env = {.net = {nets[nn].alpha_us * 1e-6, nets[nn].gbit * 1e9 / 8},
-                                       .max_batch = 64,
-                                       .cores = (int32_t)cores,
-                                       .threads = (int32_t)threads};
-            for (int32_t b = 0; b < n_batches; b++) {
-                struct br_scale_cost k = merged[b];
-                struct br_scale_proj pr;
-                struct br_err err = {{0}};
-                if (br_scale_project(&cfg, t, p, &k, &env, &pr, &err)) {
-                    printf("| %d | %dx%d | - | - | %s |\n", t * p, t, p, err.msg);
-                    break;
-                }
-                printf(
-                    "| %d | %dx%d | %g Gbit/s, %g us | %d | %.2f | %.2f | %.2f | %.2f | %.2f |%s\n",
-                    t * p, t, p, nets[nn].gbit, nets[nn].alpha_us, k.batch, pr.latency_s * 1e3,
-                    pr.compute_s * 1e3, pr.comm_s * 1e3, pr.tok_s, pr.tok_s_pipelined,
-                    head_known ? "" : " (head not measured)");
-                if (jf)
-                    fprintf(
-                        jf,
-                        "%s  {\"tp\": %d, \"pp\": %d, \"gbit\": %g, \"alpha_us\": %g, \"batch\": "
-                        "%d, \"latency_s\": %.9f, \"compute_s\": %.9f, \"comm_s\": %.9f, "
-                        "\"stage_max_s\": %.9f, \"tokens_per_s\": %.4f, "
-                        "\"tokens_per_s_pipelined\": %.4f, \"head_measured\": %s}",
-                        first_row ? "" : ",\n", t, p, nets[nn].gbit, nets[nn].alpha_us, k.batch,
-                        pr.latency_s, pr.compute_s, pr.comm_s, pr.stage_max_s, pr.tok_s,
-                        pr.tok_s_pipelined, head_known ? "true" : "false");
-                first_row = 0;
+        for (int ri = 0; ri < n_res; ri++) {
+            struct br_plan *plan = NULL;
+            struct br_err err = {{0}};
+            if (br_plan_create_layout(&cfg, t, p, residuals[ri], &plan, &err)) {
+                printf("| %d | %dx%d | %s | - | - | %s |\n", t * p, t, p,
+                       br_layout_name(residuals[ri]), err.msg);
+                continue;
             }
+            for (int nn = 0; nn < n_nets; nn++) {
+                struct br_scale_env env = {
+                    .net = {nets[nn].alpha_us * 1e-6, nets[nn].gbit * 1e9 / 8},
+                    .max_batch = 64,
+                    .cores = (int32_t)cores,
+                    .threads = (int32_t)threads,
+                    .compute_factor = factor,
+                    .layout = residuals[ri]};
+                for (int32_t b = 0; b < n_batches; b++) {
+                    struct br_scale_cost k = merged[b];
+                    br_scale_cost_from_plan(&k, plan);
+                    struct br_scale_proj pr;
+                    if (br_scale_project(&cfg, t, p, &k, &env, &pr, &err)) {
+                        printf("| %d | %dx%d | - | - | %s |\n", t * p, t, p, err.msg);
+                        break;
+                    }
+                    printf("| %d | %dx%d | %s | %g Gbit/s, %g us | %d | %.2f | %.2f | %.2f | %.2f "
+                           "| %.2f |%s\n",
+                           t * p, t, p, br_layout_name(residuals[ri]), nets[nn].gbit,
+                           nets[nn].alpha_us, k.batch, pr.latency_s * 1e3, pr.compute_s * 1e3,
+                           pr.comm_s * 1e3, pr.tok_s, pr.tok_s_pipelined,
+                           head_known ? "" : " (head not measured)");
+                    if (jf)
+                        fprintf(jf,
+                                "%s  {\"tp\": %d, \"pp\": %d, \"residual\": \"%s\", \"gbit\": "
+                                "%g, \"alpha_us\": %g, \"batch\": %d, \"latency_s\": %.9f, "
+                                "\"compute_s\": %.9f, \"comm_s\": %.9f, \"stage_max_s\": %.9f, "
+                                "\"tokens_per_s\": %.4f, \"tokens_per_s_pipelined\": %.4f, "
+                                "\"head_measured\": %s, \"ag_n\": %g, \"ag_bytes\": %g, "
+                                "\"rs_n\": %g, \"rs_bytes\": %g, \"ar_n\": %g, \"ar_bytes\": "
+                                "%g, \"arm_n\": %g, \"arm_bytes\": %g, \"head_ag_n\": %g, "
+                                "\"head_ag_bytes\": %g}",
+                                first_row ? "" : ",\n", t, p, br_layout_name(residuals[ri]),
+                                nets[nn].gbit, nets[nn].alpha_us, k.batch, pr.latency_s,
+                                pr.compute_s, pr.comm_s, pr.stage_max_s, pr.tok_s,
+                                pr.tok_s_pipelined, head_known ? "true" : "false", k.ag_n,
+                                k.ag_bytes, k.rs_n, k.rs_bytes, k.ar_n, k.ar_bytes, k.arm_n,
+                                k.arm_bytes, k.head_ag_n, k.head_ag_bytes);
+                    first_row = 0;
+                }
+            }
+            br_plan_destroy(&plan);
         }
     }
     if (jf) fprintf(jf, "\n ]}\n");

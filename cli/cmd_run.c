@@ -26,6 +26,8 @@
 #include "worker/sample.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
+#include "sharding/config.h"
+#include "sharding/gguf.h"
 #include "sharding/plan.h"
 #include "worker/comm_mpi.h"
 #include "worker/dist.h"
@@ -34,12 +36,17 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T] "
-               "[--seed S]\n"
-               "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n"
-               "                  [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
-               "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n"
-               "                  [--head q8_0|q6_k]  (re-encode the output head at load)\n");
+    fprintf(f,
+            "usage: bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T] "
+            "[--seed S]\n"
+            "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n"
+            "                  [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
+            "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n"
+            "                  [--head q8_0|q6_k]  (re-encode the output head at load)\n"
+            "                  [--layout replicated|sharded|auto] [--link GBIT:US]\n"
+            "  --layout  how a TP group holds the residual (sharding/plan.h); auto picks the\n"
+            "            one whose collectives cost less for one token per step over --link\n"
+            "            (default 25:25, Gbit/s and one-way us); a shard directory has its own\n");
 }
 
 struct run_args {
@@ -48,6 +55,8 @@ struct run_args {
     double temp, top_p, min_p, repeat_penalty;
     int verbose, stats, print_ids, ignore_eos;
     uint32_t head_type;
+    int layout;
+    double link_gbit, link_us;
 };
 
 static int parse(int argc, char **argv, struct run_args *a)
@@ -66,7 +75,9 @@ static int parse(int argc, char **argv, struct run_args *a)
         O_REP,
         O_IDS,
         O_IGN,
-        O_HEAD
+        O_HEAD,
+        O_LAYOUT,
+        O_LINK
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"prompt", required_argument, 0, 'p'},
@@ -89,9 +100,12 @@ static int parse(int argc, char **argv, struct run_args *a)
                                          {"ids", no_argument, 0, O_IDS},
                                          {"ignore-eos", no_argument, 0, O_IGN},
                                          {"head", required_argument, 0, O_HEAD},
+                                         {"layout", required_argument, 0, O_LAYOUT},
+                                         {"link", required_argument, 0, O_LINK},
                                          {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->n_gen = 16, a->threads = 1, a->tp = 1, a->pp = 1;
+    a->layout = BR_LAYOUT_AUTO, a->link_gbit = 25, a->link_us = 25;
     a->top_p = 1.0, a->repeat_penalty = 1.0;
     int c;
     optind = 1;
@@ -161,6 +175,17 @@ static int parse(int argc, char **argv, struct run_args *a)
         case 'v':
             a->verbose = 1;
             break;
+        case O_LAYOUT:
+            if ((a->layout = br_layout_parse(optarg)) < -1)
+                return br_cli_usage_error("run", "--layout takes replicated, sharded or auto");
+            break;
+        case O_LINK: {
+            int k = 0;
+            if (sscanf(optarg, "%lf:%lf%n", &a->link_gbit, &a->link_us, &k) != 2 || optarg[k] ||
+                !(a->link_gbit > 0 && a->link_gbit < 1e6) || !(a->link_us >= 0 && a->link_us < 1e6))
+                return br_cli_usage_error("run", "bad --link '%s' (GBIT:US, e.g. 25:25)", optarg);
+            break;
+        }
         case O_HEAD:
             if (!(a->head_type = br_cli_head_type(optarg)))
                 return br_cli_usage_error("run", "--head takes q8_0 or q6_k (got '%s')", optarg);
@@ -321,8 +346,23 @@ int br_cmd_run(int argc, char **argv)
         }
     }
     double t0 = br_now();
-    /* -m is a model file or a directory written by `bitrack shard` */
-    if (br_model_load_rank(a.model_path, (int)a.tp, (int)a.pp, rank, &plan, &model, &err)) {
+    /* -m is a model file or a directory written by `bitrack shard` (its own layout) */
+    struct stat mst;
+    int is_dir = stat(a.model_path, &mst) == 0 && S_ISDIR(mst.st_mode);
+    int layout = a.layout;
+    if (layout == BR_LAYOUT_AUTO && !is_dir && a.tp > 1) {
+        struct br_gguf *g = NULL;
+        struct br_model_config cfg;
+        if (br_gguf_open(a.model_path, &g, &err) || br_config_from_gguf(g, &cfg, &err)) {
+            fprintf(stderr, "bitrack run: %s\n", err.msg);
+            br_gguf_close(&g);
+            goto done;
+        }
+        br_gguf_close(&g);
+        layout = br_plan_choose_layout(&cfg, (int32_t)a.tp, 1, a.link_gbit, a.link_us);
+    }
+    if (is_dir && a.layout == BR_LAYOUT_AUTO) layout = -1;
+    if (br_model_load_rank(a.model_path, (int)a.tp, (int)a.pp, rank, layout, &plan, &model, &err)) {
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }
@@ -409,6 +449,16 @@ int br_cmd_run(int argc, char **argv)
                 (unsigned long long)pm,
                 pb == comm->stats.bytes_sent && pm == comm->stats.messages ? " (match)"
                                                                            : " (MISMATCH)");
+        /* decode (one token per step) as the plan sees it */
+        uint64_t db, dm, db2, dm2;
+        br_plan_traffic(plan, rank, 1, 1, 1, 1, mb, 1, &db, &dm);
+        br_plan_traffic(plan, rank, 2, 2, 2, 2, mb, 1, &db2, &dm2);
+        struct br_coll k[BR_PLAN_MAX_COLLS];
+        fprintf(stderr,
+                "rank %d stats: %s residual, %d collectives per layer; per decoded token %llu "
+                "bytes in %llu messages\n",
+                rank, br_layout_name(plan->layout), br_plan_layer_colls(plan, 1, k),
+                (unsigned long long)(db2 - db), (unsigned long long)(dm2 - dm));
     }
     exit_code = 0;
 done:

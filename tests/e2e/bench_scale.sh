@@ -21,7 +21,8 @@ for r in 0 3; do "$BIN" synth --preset tiny --embd 512 --ff 768 --heads 8 --kv-h
 "$BIN" bench scale -m "$TMP/sh" --tp 2 --pp 2 --rank 3 --shard "2:2:0:$TMP/sh" \
     --shard "1:1:0:$TMP/m.gguf" --batch 1,3 --reps 2 --nodes 1,2,4 --net 10:25,100:5 \
     --json "$TMP/s.json" > "$TMP/s.txt"
-grep -q "^| 4 | 2x2 | 10 Gbit/s, 25 us | 3 |" "$TMP/s.txt"
+grep -q "^| 4 | 2x2 | replicated | 10 Gbit/s, 25 us | 3 |" "$TMP/s.txt"
+grep -q "^| 4 | 2x2 | sharded | 10 Gbit/s, 25 us | 3 |" "$TMP/s.txt"
 grep -q "latency(B) = sum_s" "$TMP/s.txt"
 $PY - "$TMP/s.json" <<'EOF'
 import json, math, sys
@@ -32,10 +33,12 @@ assert len(meas) == 3 * 2, len(meas)
 for m in meas:
     assert m["layer_s"] > 0 and m["file_bytes"] > 0 and m["peak_rss_kb"] > 0, m
     if m["tp"] == 2:
-        assert m["allgathers_per_layer"] == 6 and m["reduce_scatters_per_layer"] == 2, m
-        assert m["reduce_scatter_bytes_per_layer"] == 2 * 4 * m["batch"] * d, m
+        # replicated residual (the shards' layout): 2 max all-reduces, 2 int32 all-reduces
+        assert m["allgathers_per_layer"] == 0 and m["reduce_scatters_per_layer"] == 0, m
+        assert m["max_allreduces_per_layer"] == 2 and m["allreduces_per_layer"] == 2, m
+        assert m["allreduce_bytes_per_layer"] == 2 * 4 * m["batch"] * d, m
     else:
-        assert m["allgathers_per_layer"] == 0, m
+        assert m["allgathers_per_layer"] == 0 and m["allreduces_per_layer"] == 0, m
 # stage sizes of the measured layouts: the layers each measured rank holds
 layers = {(1, 1): [5]}
 r0 = [m for m in meas if m["tp"] == 2 and m["rank"] == 0][0]["layers"]
@@ -58,12 +61,23 @@ for p in proj:
     assert sum(L) == j["model"]["n_layer"]
     desc = 4 * (4 + 5 * 64)
     steps = math.ceil(math.log2(t)) if t > 1 else 0
-    ln = (steps * (m["allgathers_per_layer"] + m["reduce_scatters_per_layer"]) * a +
-          (t - 1) * (m["allgather_bytes_per_layer"] + m["reduce_scatter_bytes_per_layer"]) / t / bw)
-    hm = [x for x in ms if x["head_s"] >= 0][0]
-    hn = steps * hm["head_allgathers"] * a + (t - 1) * hm["head_allgather_bytes"] / t / bw
+    def allreduce(M):
+        return min(steps * (a + M / bw), 2 * steps * a + 2 * (t - 1) * M / t / bw)
+    # the row's collectives are the plan's for its residual layout
+    if p["residual"] == "sharded":
+        assert t == 1 or (p["ag_n"] == 6 and p["rs_n"] == 2 and p["ar_n"] == 0), p
+        assert t == 1 or p["head_ag_n"] == 2, p
+    else:
+        assert t == 1 or (p["ag_n"] == 0 and p["ar_n"] == 2 and p["arm_n"] == 2), p
+        assert p["head_ag_n"] == 0, p
+    ln = (steps * (p["ag_n"] + p["rs_n"]) * a + (t - 1) * (p["ag_bytes"] + p["rs_bytes"]) / t / bw)
+    if p["ar_n"]: ln += p["ar_n"] * allreduce(p["ar_bytes"] / p["ar_n"])
+    if p["arm_n"]: ln += p["arm_n"] * allreduce(p["arm_bytes"] / p["arm_n"])
+    ln = ln if t > 1 else 0.0
+    hn = (steps * p["head_ag_n"] * a + (t - 1) * p["head_ag_bytes"] / t / bw) if t > 1 else 0.0
     bc = math.ceil(math.log2(t)) * (a + desc / bw) if t > 1 else 0.0
-    hop = 2 * a + (desc + 4 * b * d / t) / bw if pp > 1 else 0.0
+    ds = d / t if p["residual"] == "sharded" else d
+    hop = 2 * a + (desc + 4 * b * ds) / bw if pp > 1 else 0.0
     back = (t if pp > 1 else t - 1) * (a + 8 * b / bw)
     comp = sum(L) * lay + emb + head
     net = sum(bc + l * ln for l in L) + hn + (pp - 1) * hop + back

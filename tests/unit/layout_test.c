@@ -3,8 +3,10 @@
  * layout gives logits bit-identical to one process. Each rank is a thread holding its part
  * of the plan, driven through a fixed schedule of steps (a prompt split over two steps,
  * a second sequence joining mid-way, then decode steps of both), the last stage's ranks
- * writing their vocabulary slices into one shared array. Synthetic models: a small one,
- * and a GQA shape whose hidden size, KV heads, FFN and vocabulary split unevenly 3 ways.
+ * writing their vocabulary slices into one shared array. Both residual layouts
+ * (sharding/plan.h). Synthetic models: a small one, a GQA shape whose hidden size, KV
+ * heads, FFN and vocabulary split unevenly 3 ways, a llama shape with a Q6_K head, and one
+ * with more TP ranks than hidden chunks (replicated only).
  * The mpirun tests (tests/e2e/mpi_layouts.sh) run the same property across processes.
  */
 #include <pthread.h>
@@ -130,7 +132,7 @@ done:
 }
 
 /* Logits (total_rows, vocab) of the schedule on a tp x pp layout, threads per rank. */
-static float *layout_logits(const char *path, int tp, int pp, int threads)
+static float *layout_logits(const char *path, int tp, int pp, int layout, int threads)
 {
     struct br_model *whole = NULL;
     struct br_err err = {{0}};
@@ -138,7 +140,8 @@ static float *layout_logits(const char *path, int tp, int pp, int threads)
     struct br_model_config cfg = whole->cfg;
     br_model_destroy(&whole);
     struct br_plan *plan = NULL;
-    if (br_plan_create(&cfg, tp, pp, &plan, &err)) fail_msg("plan %dx%d: %s", tp, pp, err.msg);
+    if (br_plan_create_layout(&cfg, tp, pp, layout, &plan, &err))
+        fail_msg("plan %dx%d %s: %s", tp, pp, br_layout_name(layout), err.msg);
     int n = tp * pp;
     struct br_comm_local *world = NULL;
     if (n > 1 && br_comm_local_create(tp, pp, &world, &err)) fail_msg("world: %s", err.msg);
@@ -154,7 +157,7 @@ static float *layout_logits(const char *path, int tp, int pp, int threads)
     }
     for (int r = 0; r < n; r++) pthread_join(th[r], NULL);
     for (int r = 0; r < n; r++)
-        if (jobs[r].rc) fail_msg("%dx%d: %s", tp, pp, jobs[r].msg);
+        if (jobs[r].rc) fail_msg("%dx%d %s: %s", tp, pp, br_layout_name(layout), jobs[r].msg);
     free(jobs);
     free(th);
     br_comm_local_destroy(&world);
@@ -188,29 +191,42 @@ static char *make_model(const char *arch, int32_t embd, int32_t heads, int32_t k
 
 static const int layouts[][2] = {{2, 1}, {1, 2}, {2, 2}, {3, 1}, {1, 3}};
 
-static void check_layouts(const char *path)
+static size_t n_logits(const char *path)
 {
     struct br_model *whole = NULL;
     struct br_err err = {{0}};
     assert_int_equal(br_model_load(path, &whole, &err), 0);
     size_t n = (size_t)total_rows() * (size_t)whole->cfg.n_vocab;
     br_model_destroy(&whole);
-    float *ref = layout_logits(path, 1, 1, 1);
-    for (size_t k = 0; k < sizeof layouts / sizeof *layouts; k++) {
-        int tp = layouts[k][0], pp = layouts[k][1];
-        float *got = layout_logits(path, tp, pp, 1);
-        size_t bad = 0;
-        for (size_t i = 0; i < n && !bad; i++)
-            if (memcmp(&ref[i], &got[i], sizeof *got)) bad = i + 1;
-        if (bad)
-            fail_msg("%dx%d: logit %zu differs: %.9g vs one process %.9g", tp, pp, bad - 1,
-                     (double)got[bad - 1], (double)ref[bad - 1]);
+    return n;
+}
+
+static void expect_same(const float *ref, const float *got, size_t n, int tp, int pp, int layout)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n && !bad; i++)
+        if (memcmp(&ref[i], &got[i], sizeof *got)) bad = i + 1;
+    if (bad)
+        fail_msg("%dx%d %s: logit %zu differs: %.9g vs one process %.9g", tp, pp,
+                 br_layout_name(layout), bad - 1, (double)got[bad - 1], (double)ref[bad - 1]);
+}
+
+/* Every layout in both residual layouts, and two threads per rank on 2x2. */
+static void check_layouts(const char *path)
+{
+    size_t n = n_logits(path);
+    float *ref = layout_logits(path, 1, 1, BR_LAYOUT_REPLICATED, 1);
+    for (int layout = 0; layout < 2; layout++) {
+        for (size_t k = 0; k < sizeof layouts / sizeof *layouts; k++) {
+            int tp = layouts[k][0], pp = layouts[k][1];
+            float *got = layout_logits(path, tp, pp, layout, 1);
+            expect_same(ref, got, n, tp, pp, layout);
+            free(got);
+        }
+        float *got = layout_logits(path, 2, 2, layout, 2);
+        expect_same(ref, got, n, 2, 2, layout);
         free(got);
     }
-    /* two threads per rank on the 2x2 layout */
-    float *got = layout_logits(path, 2, 2, 2);
-    assert_memory_equal(ref, got, n * sizeof *got);
-    free(got);
     free(ref);
     unlink(path);
 }
@@ -241,6 +257,34 @@ static void test_llama_q6k(void **state)
     (void)state;
     char *path = make_model("llama", 768, 8, 4, 1024, 1030, BR_GGML_Q6_K, 33);
     check_layouts(path);
+    free(path);
+}
+
+/* The replicated residual lifts the bound of whole hidden chunks per rank: d = 512 is 2
+ * chunks, yet 4 ranks (4 KV heads, 4 FFN chunks) run it exactly; the sharded layout
+ * refuses with a message naming the bound. */
+static void test_bound_lifted(void **state)
+{
+    (void)state;
+    char *path = make_model("bitnet-b1.58", 512, 8, 4, 1024, 1030, 0, 34);
+    size_t n = n_logits(path);
+    float *ref = layout_logits(path, 1, 1, BR_LAYOUT_REPLICATED, 1);
+    float *got = layout_logits(path, 4, 1, BR_LAYOUT_REPLICATED, 1);
+    expect_same(ref, got, n, 4, 1, BR_LAYOUT_REPLICATED);
+    free(got);
+    struct br_model *m = NULL;
+    struct br_err err = {{0}};
+    assert_int_equal(br_model_load(path, &m, &err), 0);
+    struct br_plan *plan = NULL;
+    assert_int_equal(br_plan_create_layout(&m->cfg, 4, 1, BR_LAYOUT_SHARDED, &plan, &err),
+                     BR_E_INVALID);
+    assert_non_null(strstr(err.msg, "hidden chunks"));
+    /* KV heads stay a bound of both layouts, explained */
+    assert_int_equal(br_plan_create(&m->cfg, 5, 1, &plan, &err), BR_E_INVALID);
+    assert_non_null(strstr(err.msg, "KV heads"));
+    br_model_destroy(&m);
+    free(ref);
+    unlink(path);
     free(path);
 }
 
@@ -305,10 +349,9 @@ static void test_comm_local(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_comm_local),
-        cmocka_unit_test(test_tiny),
-        cmocka_unit_test(test_gqa_uneven),
-        cmocka_unit_test(test_llama_q6k),
+        cmocka_unit_test(test_comm_local),   cmocka_unit_test(test_tiny),
+        cmocka_unit_test(test_gqa_uneven),   cmocka_unit_test(test_llama_q6k),
+        cmocka_unit_test(test_bound_lifted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -442,6 +442,8 @@ void br_scale_project_stages(int32_t d, int32_t tp, int32_t pp, const int32_t *l
         tp > 1
             ? (tp - 1) * (cost->head_ag_n * n->alpha_s + cost->head_ag_bytes / tp / n->bw_bytes_s)
             : 0.0;
+    if (env->layer_net_s > 0) layer_net = env->layer_net_s;
+    if (env->layer_net_s > 0) head_net = env->head_net_s > 0 ? env->head_net_s : 0.0;
     double head = cost->head_s > 0 ? cost->head_s : 0.0;
     double sum_compute = 0, sum_comm = 0, stage_max = 0;
     for (int32_t s = 0; s < pp; s++) {

@@ -123,6 +123,9 @@ struct br_scale_env {
     int32_t threads;       /* threads per rank (for the sharing factor) */
     double compute_factor; /* measured compute x this on the projected node (0: 1) */
     int32_t layout;        /* residual (enum br_layout): what a stage hands the next, d or d/T */
+    /* > 0: a layer's and the head's collectives measured (`bench scale net -m`), used
+     * instead of their alpha-beta times; 0 or less: the formulas */
+    double layer_net_s, head_net_s;
 };
 
 /* Time of one collective (formulas above). */

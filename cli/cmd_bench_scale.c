@@ -45,7 +45,47 @@ struct shard_arg {
 
 struct net_arg {
     double gbit, alpha_us;
+    /* from `bench scale net --json` (--net-measured): the collectives of a layer and of
+     * the head, per residual layout, measured at this batch and TP width; 0 otherwise */
+    int32_t batch, group;
+    double layer_us[2], head_us[2];
 };
+
+/* The number after "key": in text (after `after` when given), or -1. */
+static double json_num(const char *text, const char *after, const char *key)
+{
+    const char *p = after ? strstr(text, after) : text;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    p = p ? strstr(p, pat) : NULL;
+    return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+/* Reads a `bench scale net --json` file into a network: the alpha-beta fit for the
+ * broadcast and point-to-point terms, the measured collectives for the layers. */
+static int read_net_json(const char *path, struct net_arg *n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    static char text[1 << 20];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    memset(n, 0, sizeof *n);
+    n->alpha_us = json_num(text, NULL, "fit_alpha_us");
+    n->gbit = json_num(text, NULL, "fit_bw_gbit");
+    n->batch = (int32_t)json_num(text, NULL, "batch");
+    n->group = (int32_t)json_num(text, NULL, "group");
+    n->layer_us[0] = json_num(text, "\"layer_us\"", "replicated");
+    n->layer_us[1] = json_num(text, "\"layer_us\"", "sharded");
+    n->head_us[0] = json_num(text, "\"head_us\"", "replicated");
+    n->head_us[1] = json_num(text, "\"head_us\"", "sharded");
+    if (!(n->alpha_us >= 0) || !(n->gbit > 0) || n->batch < 1 || n->group < 2 ||
+        n->layer_us[0] < 0 || n->head_us[0] < 0)
+        return -1;
+    if (n->gbit > 1e5) n->gbit = 1e5;
+    return 0;
+}
 
 static void usage(FILE *f)
 {
@@ -109,7 +149,7 @@ static int parse_nets(const char *s, struct net_arg *out, int *n)
         if (*n == MAX_ITEMS || sscanf(s, "%lf:%lf%n", &g, &us, &k) != 2 || !(g > 0) || !(us >= 0) ||
             g > 1e6 || us > 1e6)
             return -1;
-        out[*n] = (struct net_arg){g, us};
+        out[*n] = (struct net_arg){g, us, 0, 0, {0, 0}, {0, 0}};
         (*n)++;
         s += k;
         if (*s == ',')
@@ -428,13 +468,15 @@ static int scale_net(int argc, char **argv)
                     world, g, reps, batch, a * 1e6, bw * 8 / 1e9);
         printf("| residual | collective | kind | bytes | us mean (median) | model us |\n"
                "|---|---|---|---|---|---|\n");
-        double sum[2] = {0, 0};
+        double sum[2] = {0, 0}, hsum[2] = {0, 0};
         for (int i = 0; i < n_items; i++) {
             const struct item *it = &items[i];
             double model = it->kind >= 0 && a > 0
                                ? br_coll_time(it->kind, g, (double)it->bytes, a, bw) * 1e6
                                : -1;
-            if (it->layout >= 0 && !it->head) sum[it->layout] += it->mean;
+            /* medians: a real run's steps are many, an outlier of the timing loop is not
+             * what its collectives cost */
+            if (it->layout >= 0) (it->head ? hsum : sum)[it->layout] += it->med;
             printf("| %s | %s%s | %s | %llu | %.1f (%.1f) |",
                    it->layout < 0 ? "-" : br_layout_name(it->layout), it->what,
                    it->head ? " (head)" : "",
@@ -456,11 +498,14 @@ static int scale_net(int argc, char **argv)
                     i + 1 < n_items ? "," : "");
         }
         if (have_model && g > 1)
-            printf("per layer at batch %lld, T = %d: replicated %.1f us, sharded %.1f us\n", batch,
-                   g, sum[0] * 1e6, sum[1] * 1e6);
+            printf("per layer at batch %lld, T = %d (sum of medians): replicated %.1f us, sharded "
+                   "%.1f us\n",
+                   batch, g, sum[0] * 1e6, sum[1] * 1e6);
         if (jf) {
-            fprintf(jf, "],\n \"layer_us\": {\"replicated\": %.3f, \"sharded\": %.3f}}\n",
-                    sum[0] * 1e6, sum[1] * 1e6);
+            fprintf(jf,
+                    "],\n \"layer_us\": {\"replicated\": %.3f, \"sharded\": %.3f},\n "
+                    "\"head_us\": {\"replicated\": %.3f, \"sharded\": %.3f}}\n",
+                    sum[0] * 1e6, sum[1] * 1e6, hsum[0] * 1e6, hsum[1] * 1e6);
             fclose(jf);
         }
     }
@@ -491,7 +536,7 @@ int br_cmd_bench_scale(int argc, char **argv)
     const char *netlist = "10:25,25:25,100:25";
     long long threads = 1, reps = 5, ctx = 0, cores = 0;
     double describe_gib = -1, here_gbs = 0;
-    const char *reslist = "replicated,sharded";
+    const char *reslist = "replicated,sharded", *netmeasured = NULL;
     struct br_scale_node node = {0, 0};
     enum br_scale_clock clock = BR_SCALE_WALL;
     enum {
@@ -511,7 +556,8 @@ int br_cmd_bench_scale(int argc, char **argv)
         O_CLOCK,
         O_RESIDUAL,
         O_NODE,
-        O_HERE
+        O_HERE,
+        O_NETM
     };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"tp", required_argument, 0, O_TP},
@@ -532,6 +578,7 @@ int br_cmd_bench_scale(int argc, char **argv)
                                          {"residual", required_argument, 0, O_RESIDUAL},
                                          {"node", required_argument, 0, O_NODE},
                                          {"here-gbs", required_argument, 0, O_HERE},
+                                         {"net-measured", required_argument, 0, O_NETM},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     long long v;
@@ -575,6 +622,9 @@ int br_cmd_bench_scale(int argc, char **argv)
             break;
         case O_RESIDUAL:
             reslist = optarg;
+            break;
+        case O_NETM:
+            netmeasured = optarg;
             break;
         case O_NODE: {
             int k = 0;
@@ -657,6 +707,18 @@ int br_cmd_bench_scale(int argc, char **argv)
         parse_nets(netlist, nets, &n_nets)) {
         free(batches), free(nodes);
         return br_cli_usage_error("bench scale", "bad --layouts, --nodes or --net");
+    }
+    if (netmeasured) {
+        struct net_arg mn;
+        if (read_net_json(netmeasured, &mn)) {
+            free(batches), free(nodes);
+            return br_cli_usage_error("bench scale",
+                                      "--net-measured %s: not a `bench scale net -m/--preset "
+                                      "--json` file",
+                                      netmeasured);
+        }
+        nets[0] = mn; /* instead of the --net list */
+        n_nets = 1;
     }
 
     int residuals[2], n_res = 0;
@@ -910,9 +972,23 @@ int br_cmd_bench_scale(int argc, char **argv)
                     .threads = (int32_t)threads,
                     .compute_factor = factor,
                     .layout = residuals[ri]};
+                const struct net_arg *na = &nets[nn];
+                if (na->group && (na->group != t || na->layer_us[residuals[ri]] <= 0)) {
+                    printf("| %d | %dx%d | %s | measured | - | the collectives were measured "
+                           "for T = %d |\n",
+                           t * p, t, p, br_layout_name(residuals[ri]), na->group);
+                    continue;
+                }
                 for (int32_t b = 0; b < n_batches; b++) {
                     struct br_scale_cost k = merged[b];
                     br_scale_cost_from_plan(&k, plan);
+                    env.layer_net_s = env.head_net_s = -1;
+                    if (na->group && k.batch == na->batch) {
+                        env.layer_net_s = na->layer_us[residuals[ri]] * 1e-6;
+                        env.head_net_s = na->head_us[residuals[ri]] * 1e-6;
+                    } else if (na->group) {
+                        continue; /* measured at another batch */
+                    }
                     struct br_scale_proj pr;
                     if (br_scale_project(&cfg, t, p, &k, &env, &pr, &err)) {
                         printf("| %d | %dx%d | - | - | %s |\n", t * p, t, p, err.msg);

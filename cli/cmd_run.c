@@ -456,9 +456,10 @@ int br_cmd_run(int argc, char **argv)
         struct br_coll k[BR_PLAN_MAX_COLLS];
         fprintf(stderr,
                 "rank %d stats: %s residual, %d collectives per layer; per decoded token %llu "
-                "bytes in %llu messages\n",
+                "bytes in %llu messages; emulated link delay %g us\n",
                 rank, br_layout_name(plan->layout), br_plan_layer_colls(plan, 1, k),
-                (unsigned long long)(db2 - db), (unsigned long long)(dm2 - dm));
+                (unsigned long long)(db2 - db), (unsigned long long)(dm2 - dm),
+                br_comm_mpi_link_delay_us(comm));
     }
     exit_code = 0;
 done:

@@ -89,6 +89,10 @@ struct br_scale_cost {
  * the pool's spin-waits are counted). */
 enum br_scale_clock { BR_SCALE_WALL = 0, BR_SCALE_CPU = 1 };
 
+/* Read bandwidth (GB/s) of the pool's threads streaming 512 MiB of memory, best of 3, on
+ * the clock the compute is measured on. */
+double br_scale_stream_gbs(struct br_pool *pool, enum br_scale_clock clock);
+
 int br_scale_measure(const struct br_model *m, struct br_pool *pool, const int32_t *batches,
                      int n_batches, int reps, int32_t n_ctx, enum br_scale_clock clock,
                      struct br_scale_cost *out, struct br_err *err);
@@ -108,8 +112,6 @@ struct br_scale_node {
     double gbs;
 };
 double br_scale_node_factor(const struct br_scale_node *node, double here_gbs, int here_threads);
-/* Read bandwidth (GB/s) of the pool's threads streaming 512 MiB of memory. */
-double br_scale_stream_gbs(struct br_pool *pool);
 
 struct br_scale_net {
     double alpha_s;    /* one-way time of a message */

@@ -894,7 +894,7 @@ int br_cmd_bench_scale(int argc, char **argv)
     }
     double factor = 1.0;
     if (node.cores > 0) {
-        if (here_gbs <= 0) here_gbs = br_scale_stream_gbs(pool);
+        if (here_gbs <= 0) here_gbs = br_scale_stream_gbs(pool, clock);
         factor = br_scale_node_factor(&node, here_gbs, (int)threads);
         double per_thread = here_gbs / (double)threads;
         int want = per_thread > 0 ? (int)ceil(node.gbs / per_thread) : node.cores;

@@ -319,7 +319,7 @@ static uint64_t coll_sent(const struct br_plan *p, const struct br_part *q, cons
     switch (k->kind) {
     case BR_COLL_ALLREDUCE_I32:
     case BR_COLL_ALLREDUCE_MAX:
-        return k->bytes * tp1;
+        return k->bytes; /* the buffer once (worker/comm.h) */
     case BR_COLL_REDUCE_SCATTER:
         return N * 4 * (d - dl);
     default:

@@ -8,7 +8,8 @@
  * message per operation (per call on the sending side for point to point, on the root for
  * a broadcast), and as bytes what this rank's data costs its peers: its block times the
  * other ranks for an all-gather or broadcast, the other ranks' blocks for a
- * reduce-scatter, the whole buffer times the other ranks for an all-reduce.
+ * reduce-scatter, the buffer once for an all-reduce (what each rank puts on the wire with
+ * two ranks; a bandwidth-optimal all-reduce sends 2 (T-1)/T of it).
  */
 #ifndef BR_WORKER_COMM_H
 #define BR_WORKER_COMM_H

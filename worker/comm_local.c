@@ -193,7 +193,7 @@ static void read_allreduce(struct br_comm *c, void *arg)
 
 static int allreduce(struct br_comm *c, void *buf, int n, int max)
 {
-    c->stats.bytes_sent += 4 * (uint64_t)n * (uint64_t)(c->tp - 1);
+    c->stats.bytes_sent += 4 * (uint64_t)n;
     c->stats.messages++;
     if (n < 0) return BR_E_INVALID;
     struct reduce_arg a = {scratch(c, 4 * (size_t)n + 4), max};

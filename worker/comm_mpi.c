@@ -268,7 +268,7 @@ static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t
 
 static int op_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
 {
-    c->stats.bytes_sent += 4 * (uint64_t)n * (uint64_t)(c->tp - 1);
+    c->stats.bytes_sent += 4 * (uint64_t)n;
     c->stats.messages++;
     return mpi_status(collective_done(
         c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_INT32_T, MPI_SUM, impl(c)->stage)));
@@ -276,7 +276,7 @@ static int op_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
 
 static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
 {
-    c->stats.bytes_sent += 4 * (uint64_t)n * (uint64_t)(c->tp - 1);
+    c->stats.bytes_sent += 4 * (uint64_t)n;
     c->stats.messages++;
     return mpi_status(collective_done(
         c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_MAX, impl(c)->stage)));

@@ -461,7 +461,7 @@ static int normq(struct br_engine *e, const float *x, const float *g, int32_t n_
                  int32_t n_total, int32_t chunk, const int32_t *chunks_per_rank, int group,
                  int normed, int32_t T, int8_t *q, size_t npad)
 {
-    int32_t per_rank[BR_PLAN_MAX_TP], all = 0, before = 0;
+    int32_t per_rank[BR_PLAN_MAX_TP], all = 0, before = 0, packed = 0;
     for (int r = 0; r < e->tp; r++) {
         per_rank[r] = 1 + chunks_per_rank[r];
         if (r < e->tp_rank) before += chunks_per_rank[r];
@@ -490,7 +490,7 @@ static int normq(struct br_engine *e, const float *x, const float *g, int32_t n_
     if (e->repl) {
         /* one slot per chunk of the group, each written by its owner, 0 elsewhere: the
          * maximum over ranks is the owner's value, so the sums combine in chunk order */
-        int32_t packed = 1 + all;
+        packed = 1 + all;
         j.stride = (size_t)packed;
         j.own_off = (size_t)before;
         j.chunks_per_rank = &all;

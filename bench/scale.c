@@ -389,9 +389,7 @@ double br_scale_stream_gbs(struct br_pool *pool, enum br_scale_clock clock)
 
 double br_scale_allgather_s(const struct br_scale_net *n, int32_t ranks, double total_bytes)
 {
-    if (ranks <= 1) return 0.0;
-    return ceil(log2((double)ranks)) * n->alpha_s +
-           (ranks - 1) * (total_bytes / ranks) / n->bw_bytes_s;
+    return br_coll_time(BR_COLL_ALLGATHER, ranks, total_bytes, n->alpha_s, n->bw_bytes_s);
 }
 
 double br_scale_bcast_s(const struct br_scale_net *n, int32_t ranks, double bytes)

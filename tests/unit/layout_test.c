@@ -288,6 +288,25 @@ static void test_bound_lifted(void **state)
     free(path);
 }
 
+/* The plan's choice: few bytes per step on a latency-bound link take the replicated
+ * residual (4 collectives), many tokens per step on a slow link with little latency the
+ * sharded one (fewer bytes); a model the sharded layout cannot split stays replicated. */
+static void test_choose_layout(void **state)
+{
+    (void)state;
+    struct br_synth_opts o;
+    br_synth_opts_default(&o);
+    o.preset = "100b";
+    struct br_model_config c;
+    struct br_err err = {{0}};
+    assert_int_equal(br_synth_shape(&o, &c, &err), BR_OK);
+    assert_int_equal(br_plan_choose_layout(&c, 16, 1, 25, 25), BR_LAYOUT_REPLICATED);
+    assert_int_equal(br_plan_choose_layout(&c, 16, 64, 10, 3), BR_LAYOUT_SHARDED);
+    c.n_embd = 512; /* 2 hidden chunks: no sharded layout for 4 ranks */
+    c.head_dim = c.head_dim_v = 8;
+    assert_int_equal(br_plan_choose_layout(&c, 4, 64, 10, 3), BR_LAYOUT_REPLICATED);
+}
+
 /* The communicator alone: collectives and queues give what comm.h promises. */
 struct comm_job {
     struct br_comm *c;
@@ -351,7 +370,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_comm_local),   cmocka_unit_test(test_tiny),
         cmocka_unit_test(test_gqa_uneven),   cmocka_unit_test(test_llama_q6k),
-        cmocka_unit_test(test_bound_lifted),
+        cmocka_unit_test(test_bound_lifted), cmocka_unit_test(test_choose_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

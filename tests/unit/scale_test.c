@@ -100,6 +100,14 @@ static void collective_formulas(void **state)
     assert_close(br_scale_bcast_s(&n, 1, 100), 0);
     assert_close(br_scale_bcast_s(&n, 5, 100), 3 * (2e-5 + 100 / 1e9));
     assert_close(br_scale_bcast_s(&n, 8, 100), 3 * (2e-5 + 100 / 1e9));
+    /* all-reduce: recursive doubling for few bytes, Rabenseifner for many */
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 2, 4000, 2e-5, 1e9), 2e-5 + 4000 / 1e9);
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_MAX, 8, 800, 2e-5, 1e9), 3 * (2e-5 + 800 / 1e9));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 8, 8e6, 2e-5, 1e9),
+                 6 * 2e-5 + 2 * 7 * 1e6 / 1e9);
+    assert_close(br_coll_time(BR_COLL_REDUCE_SCATTER, 4, 4000, 2e-5, 1e9),
+                 2 * 2e-5 + 3 * 1000 / 1e9);
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 1, 4000, 2e-5, 1e9), 0);
 }
 
 static void loopback_moves_and_counts(void **state)

@@ -344,8 +344,7 @@ static int scale_net(int argc, char **argv)
                                           "size %d: a multiple of 4 in [4, 64 MiB]", bad);
             }
     }
-    int world = br_comm_mpi_world_size();
-    if (!br_comm_mpi_launched()) world = 1;
+    int world = 1;
     int up = 0;
     MPI_Initialized(&up);
     if (!up && MPI_Init(&argc, &argv) != MPI_SUCCESS) {

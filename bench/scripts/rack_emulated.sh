@@ -10,9 +10,10 @@
 #   3. projection: `bench scale --layouts 2x1 --residual replicated,sharded`, with the
 #      layers' collectives as measured in 2 (--net-measured), and with the alpha-beta
 #      fit of 2 alone (--net BW:A);
-#   4. measured: `bitrack run --tp 2 -t 1 --layout L` on the cluster, REPS runs: median and
-#      best of the tokens/s after the first token (on a machine shared with other jobs the
-#      best run is the least disturbed one).
+#   4. measured: `bitrack run --tp 2 -t 1 --layout L` on the cluster, REPS runs of each
+#      layout, alternately: median and best of the tokens/s after the first token (on a
+#      machine shared with other jobs the best run is the least disturbed one), and the
+#      median of the replicated / sharded ratios of runs taken one after the other.
 #   bench/scripts/rack_emulated.sh OUT_DIR MODEL.gguf...
 # Env: DELAYS ("0 25 100"), REPS (3), N (tokens generated, 32), BR_NETNS_PREFIX (rack-),
 #      RATE (a tc rate for every host, none by default: tbf shapes in timer ticks here).
@@ -66,6 +67,8 @@ print(round(m['layer_s']*1e6/4))" "$OUT/$name-compute.json")
         "$BIN" bench scale -m "$model" --tp 2 --pp 1 --rank 0 -t 1 --batch 1 --reps 7 \
             --cores "$CORES" --layouts 2x1 --residual replicated,sharded --net "$net" \
             --json "$OUT/$name-projab-$d.json" > "$OUT/$name-projab-$d.txt"
+        # the layouts run alternately, so that a change in the machine's load hits both
+        runs=()
         for res in replicated sharded; do
             pred=$($PY -c "
 import json,sys
@@ -74,23 +77,35 @@ for f in sys.argv[1:3]:
     print(p[0]['tokens_per_s'] if p else 0, end=' ')" \
                 "$OUT/$name-proj-$d.json" "$OUT/$name-projab-$d.json" "$res")
             [ "${pred%% *}" = 0 ] && continue # the layout cannot split this model
-            rates=()
-            for _ in $(seq "$REPS"); do
+            runs+=("$res")
+            echo "$pred" > "$OUT/pred-$res"
+            : > "$OUT/rates-$res"
+        done
+        for _ in $(seq "$REPS"); do
+            for res in "${runs[@]}"; do
                 r=$("${MPI[@]}" "$BIN" run -m "$model" --tp 2 --pp 1 -t 1 --layout "$res" \
                     --tokens 1,2,3,4 -n "$N" --ids --ignore-eos 2>&1 > /dev/null |
                     sed -n 's/.*generated [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s after the first).*/\1/p')
-                rates+=("${r:-0}")
+                echo "${r:-0}" >> "$OUT/rates-$res"
             done
-            $PY - "$name" "$d" "$res" "$net" $pred "${rates[@]}" << 'PYEOF' | tee -a "$OUT/rack.md"
-import statistics, sys
-name, d, res, net, pred, pred_ab = sys.argv[1:7]
-rates = [float(x) for x in sys.argv[7:]]
-med, best = statistics.median(rates), max(rates)
-bw, a = net.split(":")
-print(f"| {name} | {d} | {res} | {float(a):.1f} us, {float(bw):.2f} | {float(pred):.2f} "
-      f"({float(pred_ab):.2f}) | {med:.2f} / {best:.2f} ({', '.join(f'{r:.2f}' for r in rates)}) | "
-      f"{med / float(pred):.2f} / {best / float(pred):.2f} |")
-PYEOF
         done
+        $PY - "$name" "$d" "$net" "$OUT" "${runs[@]}" << 'PYEOF' | tee -a "$OUT/rack.md"
+import statistics, sys
+name, d, net, out = sys.argv[1:5]
+runs = sys.argv[5:]
+bw, a = net.split(":")
+rates = {}
+for res in runs:
+    pred, pred_ab = (float(x) for x in open(f"{out}/pred-{res}").read().split())
+    r = rates[res] = [float(x) for x in open(f"{out}/rates-{res}").read().split()]
+    med, best = statistics.median(r), max(r)
+    print(f"| {name} | {d} | {res} | {float(a):.1f} us, {float(bw):.2f} | {pred:.2f} "
+          f"({pred_ab:.2f}) | {med:.2f} / {best:.2f} ({', '.join(f'{x:.2f}' for x in r)}) | "
+          f"{med / pred:.2f} / {best / pred:.2f} |")
+if len(runs) == 2:
+    pairs = [x / y for x, y in zip(rates[runs[0]], rates[runs[1]]) if y > 0]
+    print(f"| {name} | {d} | {runs[0]} / {runs[1]}, run by run | | | "
+          f"median {statistics.median(pairs):.2f} ({', '.join(f'{x:.2f}' for x in pairs)}) | |")
+PYEOF
     done
 done

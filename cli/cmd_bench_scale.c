@@ -96,6 +96,8 @@ static void usage(FILE *f)
            "           [--json FILE]\n"
            "       mpirun -np W bitrack bench scale net [--preset NAME | -m MODEL] [--batch B]\n"
            "           [--sizes 64,1024,...] [--group T] [--work US] [--reps 20] [--json FILE]\n"
+           "  --layer-work US: a layer's compute, spread over each layout's collectives (the\n"
+           "       work between two of them); --work US: the same before every operation\n"
            "  net: every collective the engine issues for the model (both residual layouts, a\n"
            "       TP group of T = W or --group ranks), through its communicator; --sizes adds\n"
            "       a sweep fitted to the alpha-beta model\n"
@@ -261,7 +263,7 @@ static int scale_net(int argc, char **argv)
 {
     const char *json = NULL, *slist = NULL, *preset = NULL, *mpath = NULL;
     long long reps = 20, group = 0, batch = 1;
-    double work_us = 0;
+    double work_us = 0, layer_work_us = -1;
     static const struct option opts[] = {
         {"sizes", required_argument, 0, 's'}, {"reps", required_argument, 0, 'r'},
         {"group", required_argument, 0, 'g'}, {"json", required_argument, 0, 'j'},
@@ -296,11 +298,14 @@ static int scale_net(int argc, char **argv)
         case 'm':
             mpath = optarg;
             break;
-        case 'w': {
+        case 'w':
+        case 'W': {
             char *end;
-            work_us = strtod(optarg, &end);
-            if (end == optarg || *end || !(work_us >= 0 && work_us <= 1e6))
-                return br_cli_usage_error("bench scale net", "bad --work '%s'", optarg);
+            double v = strtod(optarg, &end);
+            if (end == optarg || *end || !(v >= 0 && v <= 1e6))
+                return br_cli_usage_error("bench scale net", "bad --%s '%s'",
+                                          c == 'w' ? "work" : "layer-work", optarg);
+            *(c == 'w' ? &work_us : &layer_work_us) = v;
             break;
         }
         case 'h':
@@ -376,7 +381,7 @@ static int scale_net(int argc, char **argv)
         int kind, layout, head;
         uint64_t bytes;
         const char *what;
-        double mean, med;
+        double mean, med, work_us;
     } items[4 * MAX_ITEMS + 32];
     int n_items = 0;
     if (have_model && g > 1) {
@@ -385,11 +390,13 @@ static int scale_net(int argc, char **argv)
             if (br_plan_create_layout(&cfg, g, 1, l, &plan, &err)) continue;
             struct br_coll k[BR_PLAN_MAX_COLLS];
             int n = br_plan_layer_colls(plan, batch, k);
+            /* --layer-work: a layer's compute spread over this layout's collectives */
+            double w = layer_work_us >= 0 && n ? layer_work_us / n : work_us;
             for (int i = 0; i < n; i++)
-                items[n_items++] = (struct item){k[i].kind, l, 0, k[i].bytes, k[i].what, 0, 0};
+                items[n_items++] = (struct item){k[i].kind, l, 0, k[i].bytes, k[i].what, 0, 0, w};
             n = br_plan_head_colls(plan, batch, k);
             for (int i = 0; i < n; i++)
-                items[n_items++] = (struct item){k[i].kind, l, 1, k[i].bytes, k[i].what, 0, 0};
+                items[n_items++] = (struct item){k[i].kind, l, 1, k[i].bytes, k[i].what, 0, 0, w};
             br_plan_destroy(&plan);
         }
     }
@@ -397,10 +404,10 @@ static int scale_net(int argc, char **argv)
         static const int kinds[4] = {BR_COLL_ALLGATHER, BR_COLL_REDUCE_SCATTER,
                                      BR_COLL_ALLREDUCE_I32, BR_COLL_ALLREDUCE_MAX};
         for (int k = 0; k < 4; k++)
-            items[n_items++] =
-                (struct item){kinds[k], -1, 0, (uint64_t)sizes[i] * (uint64_t)g, "sweep", 0, 0};
+            items[n_items++] = (struct item){kinds[k], -1, 0, (uint64_t)sizes[i] * (uint64_t)g,
+                                             "sweep",  0,  0, work_us};
         if (world / g >= 2)
-            items[n_items++] = (struct item){-1, -1, 0, (uint64_t)sizes[i], "sweep", 0, 0};
+            items[n_items++] = (struct item){-1, -1, 0, (uint64_t)sizes[i], "sweep", 0, 0, work_us};
     }
     uint64_t max = 16;
     for (int i = 0; i < n_items; i++) max = items[i].bytes > max ? items[i].bytes : max;
@@ -421,8 +428,8 @@ static int scale_net(int argc, char **argv)
     for (int i = 0; i < n_items && !rc; i++) {
         MPI_Barrier(MPI_COMM_WORLD);
         memset(samples, 0, (size_t)reps * sizeof *samples);
-        if ((rc = time_op(comm, items[i].kind, items[i].bytes, reps, work_us, send, recv, counts,
-                          displs, samples))) {
+        if ((rc = time_op(comm, items[i].kind, items[i].bytes, reps, items[i].work_us, send, recv,
+                          counts, displs, samples))) {
             fprintf(stderr, "bitrack bench scale net: %s failed: %s\n",
                     items[i].kind < 0 ? "point to point" : br_coll_kind_name(items[i].kind),
                     br_strerror(rc));

@@ -6,7 +6,8 @@
 #   1. compute: `bench scale` measures rank 0 of the 2x1 layout alone (it holds every
 #      layer, the embedding and the head), 1 thread, on this machine;
 #   2. network, per delay: `bench scale net` on the cluster times the engine's collectives
-#      through its communicator, with a layer's work between them, and fits a and bw;
+#      through its communicator, a layer's work spread between each layout's collectives
+#      (--layer-work), and fits a and bw;
 #   3. projection: `bench scale --layouts 2x1 --residual replicated,sharded`, with the
 #      layers' collectives as measured in 2 (--net-measured), and with the alpha-beta
 #      fit of 2 alone (--net BW:A);
@@ -46,7 +47,7 @@ for model in "$@"; do
         --net 10:10 --json "$OUT/$name-compute.json" > "$OUT/$name-compute.txt"
     work=$($PY -c "
 import json,sys; m=json.load(open(sys.argv[1]))['measured'][0]
-print(round(m['layer_s']*1e6/4))" "$OUT/$name-compute.json")
+print(round(m['layer_s']*1e6))" "$OUT/$name-compute.json")
     for d in $DELAYS; do
         "$NETNS" down > /dev/null 2>&1 || true
         up=("$NETNS" up 2)
@@ -56,7 +57,7 @@ print(round(m['layer_s']*1e6/4))" "$OUT/$name-compute.json")
         "$NETNS" hostfile 1 > "$OUT/hosts"
         MPI=("$NETNS" mpirun --hostfile "$OUT/hosts" -np 2 --map-by slot)
         # 2. the network as the engine sees it
-        "${MPI[@]}" "$BIN" bench scale net -m "$model" --batch 1 --reps 100 --work "$work" \
+        "${MPI[@]}" "$BIN" bench scale net -m "$model" --batch 1 --reps 100 --layer-work "$work" \
             --sizes 64,1024,8192,65536 --json "$OUT/$name-net-$d.json" > "$OUT/$name-net-$d.txt"
         net=$($PY -c "import json,sys; j=json.load(open(sys.argv[1])); print('%g:%g' % (min(j['fit_bw_gbit'], 1e5), j['fit_alpha_us']))" "$OUT/$name-net-$d.json")
         # 3. the projection (two ranks share this machine's cores: --cores)

@@ -264,12 +264,17 @@ static int scale_net(int argc, char **argv)
     const char *json = NULL, *slist = NULL, *preset = NULL, *mpath = NULL;
     long long reps = 20, group = 0, batch = 1;
     double work_us = 0, layer_work_us = -1;
-    static const struct option opts[] = {
-        {"sizes", required_argument, 0, 's'}, {"reps", required_argument, 0, 'r'},
-        {"group", required_argument, 0, 'g'}, {"json", required_argument, 0, 'j'},
-        {"work", required_argument, 0, 'w'},  {"preset", required_argument, 0, 'P'},
-        {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"sizes", required_argument, 0, 's'},
+                                         {"reps", required_argument, 0, 'r'},
+                                         {"group", required_argument, 0, 'g'},
+                                         {"json", required_argument, 0, 'j'},
+                                         {"work", required_argument, 0, 'w'},
+                                         {"layer-work", required_argument, 0, 'W'},
+                                         {"preset", required_argument, 0, 'P'},
+                                         {"model", required_argument, 0, 'm'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {

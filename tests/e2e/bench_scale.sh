@@ -95,7 +95,7 @@ EOF
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$BIN" bench scale net -m "$TMP/m.gguf" \
-    --batch 3 --reps 5 --sizes 64,1024 --json "$TMP/net.json" > "$TMP/net.txt"
+    --batch 3 --reps 5 --sizes 64,1024 --layer-work 40 --json "$TMP/net.json" > "$TMP/net.txt"
 grep -q "per layer at batch 3, T = 2" "$TMP/net.txt"
 $PY - "$TMP/net.json" <<'PYEOF'
 import json, sys

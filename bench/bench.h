@@ -13,6 +13,8 @@ struct br_pool;
 #include <stddef.h>
 /* STREAM-like triad bandwidth (GB/s) over total_mb MiB with the pool's threads. */
 double br_bench_bandwidth_gbs(struct br_pool *pool, size_t total_mb);
+/* Both: the triad and the read-only streaming probe (kernels/probe_impl.h), GB/s. */
+void br_bench_bandwidth(struct br_pool *pool, size_t total_mb, double *triad_gbs, double *read_gbs);
 /* The active kernel variant's peak int8 multiply-add rate (MAC/s) with the pool's threads. */
 double br_bench_peak_macs(struct br_pool *pool);
 

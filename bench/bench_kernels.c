@@ -2,18 +2,20 @@
  * Kernel benchmark: how close the ternary kernels come to the machine's limits.
  *
  * Decode is bound by memory bandwidth, so GEMV is reported as weight bytes per second
- * and as a fraction of bandwidth measured in the same run (a STREAM-like triad over about
- * 1 GB, and a read-only sweep, which is what a GEMV does). The GEMV working set is many
- * copies of the matrix (about 1 GB in all, far beyond the last-level cache), visited in
- * turn with one fork/join per matrix, as a forward pass would. Prefill and batched decode
- * are bound by int8 multiply-add throughput, so GEMM is reported as GOPS (2 ops per
- * multiply-add of a weight and an activation) and as a fraction of the peak MAC rate of
- * the variant's own multiply-add instruction, measured by a tight loop on the same
- * threads. Every figure is the best of several repetitions.
+ * and as a fraction of bandwidth measured in the same run: a read-only streaming probe
+ * (kernels/probe_impl.h: the variant's vector loads, 1 to 8 streams in flight per thread,
+ * with and without an L2 prefetch; the best form), which is what a GEMV does, and a STREAM-like
+ * triad over about 1 GB as a second reference. The GEMV working set is many copies of the matrix
+ * (about 1 GB in all, far beyond the last-level cache), visited in turn with one fork/join per
+ * matrix, as a forward pass would. Prefill and batched decode are bound by int8 multiply-add
+ * throughput, so GEMM is reported as GOPS (2 ops per multiply-add of a weight and an activation)
+ * and as a fraction of the peak MAC rate of the variant's own multiply-add instruction, measured by
+ * a tight loop on the same threads. Every figure is the best of several repetitions.
  *
  * Shapes: BitNet-b1.58-2B-4T (d 2560, ffn 6912: 2560x2560, 640x2560, 6912x2560,
  * 2560x6912) and the 100B benchmark shape (d 8192, ffn 45568). Rows are split over the
- * pool's threads in multiples of 4 (TASKS_PER_THREAD ranges per thread), as the engine
+ * pool's threads in multiples of 4 (GEMV: the calibrated ranges per thread, as the engine
+ * splits a decode projection; GEMM: TASKS_PER_THREAD), as the engine
  * splits projections.
  */
 #include "bench/bench.h"
@@ -30,6 +32,7 @@
 #include "kernels/kernel_impl.h"
 #include "kernels/pool.h"
 #include "kernels/ternary.h"
+#include "kernels/tune.h"
 
 #define MAX_LIST 8
 /* Row ranges per thread in a run. One each measured best: every range re-derives the
@@ -47,6 +50,7 @@ struct opts {
     size_t ws_mb;
     int quick;
     int gemv_only;
+    int tune;
 };
 
 struct shape {
@@ -189,7 +193,15 @@ struct bw_ctx {
     size_t seg_off, seg_n; /* the part a run covers */
     struct task_clock tc;
     uint64_t sink[64];
+    uint64_t (*probe)(const void *p, size_t bytes, int streams, size_t ahead);
+    int streams;
+    size_t ahead;
+    size_t read_bytes[64]; /* what each task of the last read run covered */
+    double form_gbs[8];    /* the read probe's GB/s per form */
 };
+
+/* Where measure_bandwidth lists each probe form's figure (NULL: nowhere). */
+static FILE *g_probe_log;
 
 static void range_of(size_t n, int task, int n_tasks, size_t *lo, size_t *hi)
 {
@@ -223,6 +235,8 @@ static void bw_triad_task(void *v, int task, int n_tasks)
     tc_record(&c->tc, task, t0);
 }
 
+/* The read-only probe (kernels/probe_impl.h) with the active variant's vector loads,
+ * c->streams pieces in flight per thread; each thread's range is cut to whole steps. */
 static void bw_read_task(void *v, int task, int n_tasks)
 {
     struct bw_ctx *c = v;
@@ -231,13 +245,22 @@ static void bw_read_task(void *v, int task, int n_tasks)
     range_of(c->seg_n, task, n_tasks, &lo, &hi);
     lo += c->seg_off;
     hi += c->seg_off;
-    /* integer adds vectorize freely, so the loop is load bound */
-    const uint64_t *p = (const uint64_t *)c->b;
-    uint64_t s = 0;
-    for (size_t i = lo; i < hi; i++) s += p[i];
-    c->sink[task & 63] = s;
+    size_t step = 128 * (size_t)c->streams / sizeof(double); /* doubles per probe step */
+    lo = (lo + step - 1) / step * step;
+    hi = hi / step * step;
+    c->sink[task & 63] =
+        hi > lo ? c->probe(c->b + lo, (hi - lo) * sizeof(double), c->streams, c->ahead) : 0;
+    c->read_bytes[task & 63] = hi > lo ? (hi - lo) * sizeof(double) : 0;
     tc_record(&c->tc, task, t0);
 }
+
+/* The read probe's forms (streams in flight per thread, L2 prefetch distance); the best of
+ * them is the read bandwidth. */
+static const struct {
+    int streams;
+    size_t ahead;
+} g_probe_forms[] = {{2, 0}, {4, 0}, {8, 0}, {1, 1024}, {2, 1024}, {4, 2048}};
+#define N_PROBE_STREAMS ((int)(sizeof g_probe_forms / sizeof g_probe_forms[0]))
 
 static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *triad_gbs,
                               double *read_gbs)
@@ -248,6 +271,8 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
     c.a = alloc64(c.n * sizeof(double));
     c.b = alloc64(c.n * sizeof(double));
     c.c = alloc64(c.n * sizeof(double));
+    const struct br_kernel_ops *k = br_kernels_active();
+    c.probe = k->read_probe ? k->read_probe : br_kernels_ref.read_probe;
     *triad_gbs = *read_gbs = 0;
     if (!c.a || !c.b || !c.c) goto out;
     int nt = br_pool_threads(pool);
@@ -255,10 +280,17 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
     /* The arrays are swept in BW_SEGS pieces, each its own timed run; the best time of
      * every piece over the repetitions adds up to one clean sweep of the whole arrays.
      * Short pieces are far more likely than a whole sweep to run undisturbed on a shared
-     * machine. */
+     * machine. The read probe runs with each stream count in turn; its figure is the best
+     * count's (bytes per second, piece by piece). */
     enum { BW_SEGS = 16 };
-    double best_triad[BW_SEGS], best_read[BW_SEGS];
-    for (int g = 0; g < BW_SEGS; g++) best_triad[g] = best_read[g] = 1e30;
+    double best_triad[BW_SEGS], best_read[N_PROBE_STREAMS][BW_SEGS];
+    size_t read_bytes[N_PROBE_STREAMS][BW_SEGS];
+    for (int g = 0; g < BW_SEGS; g++) {
+        best_triad[g] = 1e30;
+        for (int s = 0; s < N_PROBE_STREAMS; s++) best_read[s][g] = 1e30, read_bytes[s][g] = 0;
+    }
+    /* Every sweep goes through all the pieces in turn, so a piece was evicted from the
+     * caches (by the arrays' other pieces) before it is read again. */
     for (int rep = 0; rep < 8; rep++) {
         for (int g = 0; g < BW_SEGS; g++) {
             size_t lo, hi;
@@ -267,18 +299,39 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
             c.seg_n = hi - lo;
             double t = timed_run(pool, bw_triad_task, &c, nt, &c.tc);
             if (t < best_triad[g]) best_triad[g] = t;
-            t = timed_run(pool, bw_read_task, &c, nt, &c.tc);
-            if (t < best_read[g]) best_read[g] = t;
         }
+        for (int s = 0; s < N_PROBE_STREAMS; s++)
+            for (int g = 0; g < BW_SEGS; g++) {
+                size_t lo, hi;
+                range_of(c.n, g, BW_SEGS, &lo, &hi);
+                c.seg_off = lo;
+                c.seg_n = hi - lo;
+                c.streams = g_probe_forms[s].streams;
+                c.ahead = g_probe_forms[s].ahead;
+                double t = timed_run(pool, bw_read_task, &c, nt, &c.tc);
+                if (t < best_read[s][g]) best_read[s][g] = t;
+                size_t nb = 0;
+                for (int i = 0; i < nt && i < 64; i++) nb += c.read_bytes[i];
+                read_bytes[s][g] = nb;
+            }
     }
-    double tt = 0, tr = 0;
-    for (int g = 0; g < BW_SEGS; g++) {
-        tt += best_triad[g];
-        tr += best_read[g];
-    }
+    double tt = 0;
+    for (int g = 0; g < BW_SEGS; g++) tt += best_triad[g];
     /* STREAM's count for the triad: two arrays read, one written */
     *triad_gbs = 3.0 * (double)c.n * sizeof(double) / tt / 1e9;
-    *read_gbs = (double)c.n * sizeof(double) / tr / 1e9;
+    for (int s = 0; s < N_PROBE_STREAMS; s++) {
+        double tr = 0, nb = 0;
+        for (int g = 0; g < BW_SEGS; g++) tr += best_read[s][g], nb += (double)read_bytes[s][g];
+        c.form_gbs[s] = nb / tr / 1e9;
+        if (nb / tr / 1e9 > *read_gbs) *read_gbs = nb / tr / 1e9;
+    }
+    if (g_probe_log) {
+        fprintf(g_probe_log, "read probe forms, %d thread%s (streams x prefetch bytes ahead):", nt,
+                nt == 1 ? "" : "s");
+        for (int s = 0; s < N_PROBE_STREAMS; s++)
+            fprintf(g_probe_log, " %dx%zu %.1f%s", g_probe_forms[s].streams,
+                    g_probe_forms[s].ahead, c.form_gbs[s], s + 1 < N_PROBE_STREAMS ? "," : "\n");
+    }
 out:
     free(c.a);
     free(c.b);
@@ -465,7 +518,8 @@ static struct gemv_time time_gemv_pass(struct br_pool *pool, const struct br_ker
             c.q = q;
             c.acc = acc;
             c.ntok = 1;
-            double tc = timed_run(pool, mm_task, &c, nt == 1 ? 1 : TASKS_PER_THREAD * nt, &c.tc);
+            /* the engine's split of a decode projection (kernels/tune.h) */
+            double tc = timed_run(pool, mm_task, &c, nt * br_tune_gemv_tasks(nt), &c.tc);
             if (calls && n_calls < max_calls) calls[n_calls++] = tc;
             t += tc;
         }
@@ -513,21 +567,50 @@ static int parse_list(const char *s, const char **items, int max, char *buf, siz
     return n;
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-    fprintf(stderr,
-            "usage: bench kernels [-t 1,2] [--variants avx2,avx512,ref] [--json FILE]\n"
-            "                     [--mb N] [--clock cpu|wall] [--quick]\n"
-            "  -t          thread counts to measure (default 1,2)\n"
-            "  --variants  kernel variants (default: every one this CPU runs, except ref)\n"
-            "  --json      also write the results as JSON\n"
-            "  --mb        GEMV working set and triad size in MiB (default 1024)\n"
-            "  --clock     thread (default: CPU time of the busiest thread, what dedicated\n"
-            "              cores take), wall, or cpu (process CPU / threads, a diagnostic)\n"
-            "  --gemv-only skip the GEMM measurements\n"
-            "  --quick     2B-4T shapes only, smaller working set (for smoke tests)\n");
+    fprintf(f, "usage: bitrack bench kernels [options]\n"
+               "\nKernel micro-benchmarks: memory bandwidth, int8 peak, and every GEMV/GEMM shape\n"
+               "of the supported models per kernel variant, against the read probe and the triad\n"
+               "bandwidth.\n"
+               "\noptions:\n"
+               "  -t LIST          thread counts to measure, 1 to 256 each (default: 1,2)\n"
+               "  --variants LIST  kernel variants (default: every one this CPU runs, except ref)\n"
+               "  --json FILE      also write the results as JSON (default: none)\n"
+               "  --mb N           GEMV working set and triad size in MiB, 16 to 65536\n"
+               "                   (default: 1024; 256 with --quick)\n"
+               "  --clock C        thread: CPU time of the busiest thread, what dedicated cores\n"
+               "                   take; wall; or cpu: process CPU / threads, a diagnostic\n"
+               "                   (default: thread)\n"
+               "  --gemv-only      skip the GEMM measurements (default: off)\n"
+               "  --tune           show the kernel parameters chosen for this CPU\n"
+               "                   (kernels/tune.h), where they come from, and a fresh\n"
+               "                   calibration with every candidate's figure (the cache is\n"
+               "                   left as it is) (default: off)\n"
+               "  --quick          2B-4T shapes only, smaller working set, for smoke tests\n"
+               "                   (default: off)\n"
+               "  -h, --help       this help\n");
 }
 
+/* A usage error naming the flag; returns -1 for parse_args. */
+static int bad(const char *flag, const char *val, const char *what)
+{
+    fprintf(stderr, "bitrack bench kernels: %s: %s%s%s%s\n", flag, val ? "'" : "", val ? val : "",
+            val ? "' " : "", what);
+    return -1;
+}
+
+/* A whole number in [lo, hi]. */
+static int whole(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Returns 0, 1 after printing the help, or -1 after naming a bad option. */
 static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *vbuf)
 {
     memset(o, 0, sizeof *o);
@@ -536,32 +619,44 @@ static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *v
     o->threads[1] = 2;
     o->n_threads = 2;
     o->ws_mb = 1024;
+    int mb_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "-t") == 0 && val) {
+        int takes = !strcmp(a, "-t") || !strcmp(a, "--variants") || !strcmp(a, "--json") ||
+                    !strcmp(a, "--mb") || !strcmp(a, "--clock");
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        if (takes && !val) return bad(a, NULL, "needs a value");
+        if (strcmp(a, "-t") == 0) {
             const char *items[MAX_LIST];
             int n = parse_list(val, items, MAX_LIST, tbuf, 256);
-            if (n <= 0) return -1;
+            if (n <= 0) return bad(a, val, "is not a list of thread counts (1,2,4)");
             for (int k = 0; k < n; k++) {
-                o->threads[k] = atoi(items[k]);
-                if (o->threads[k] < 1 || o->threads[k] > 256) return -1;
+                long t;
+                if (whole(items[k], 1, 256, &t))
+                    return bad(a, items[k], "is not a thread count from 1 to 256");
+                o->threads[k] = (int)t;
             }
             o->n_threads = n;
             i++;
-        } else if (strcmp(a, "--variants") == 0 && val) {
+        } else if (strcmp(a, "--variants") == 0) {
             o->n_variants = parse_list(val, o->variants, MAX_LIST, vbuf, 256);
-            if (o->n_variants <= 0) return -1;
+            if (o->n_variants <= 0) return bad(a, val, "is not a list of variants");
             i++;
-        } else if (strcmp(a, "--json") == 0 && val) {
+        } else if (strcmp(a, "--json") == 0) {
             o->json = val;
             i++;
-        } else if (strcmp(a, "--mb") == 0 && val) {
-            long mb = atol(val);
-            if (mb < 16 || mb > 65536) return -1;
+        } else if (strcmp(a, "--mb") == 0) {
+            long mb;
+            if (whole(val, 16, 65536, &mb))
+                return bad(a, val, "is not a whole number from 16 to 65536");
             o->ws_mb = (size_t)mb;
+            mb_given = 1;
             i++;
-        } else if (strcmp(a, "--clock") == 0 && val) {
+        } else if (strcmp(a, "--clock") == 0) {
             if (strcmp(val, "thread") == 0)
                 g_clock = CLOCK_THREAD;
             else if (strcmp(val, "wall") == 0)
@@ -569,14 +664,17 @@ static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *v
             else if (strcmp(val, "cpu") == 0)
                 g_clock = CLOCK_CPU;
             else
-                return -1;
+                return bad(a, val, "is not one of thread|wall|cpu");
             i++;
+        } else if (strcmp(a, "--tune") == 0) {
+            o->tune = 1;
         } else if (strcmp(a, "--gemv-only") == 0) {
             o->gemv_only = 1;
         } else if (strcmp(a, "--quick") == 0) {
             o->quick = 1;
-            o->ws_mb = 256;
+            if (!mb_given) o->ws_mb = 256;
         } else {
+            fprintf(stderr, "bitrack bench kernels: unknown option '%s' (--help lists them)\n", a);
             return -1;
         }
     }
@@ -589,14 +687,48 @@ static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *v
     return 0;
 }
 
+/* --tune: the parameters in use for each thread count and where they came from, then a
+ * fresh calibration that shows every candidate. */
+static int tune_main(const struct opts *o)
+{
+    static const char *const src[] = {"built-in defaults", "loaded from the cache",
+                                      "calibrated now and cached"};
+    const char *mode = getenv("BITRACK_TUNE");
+    printf("kernels %s; BITRACK_TUNE=%s\nkey: %s\ncache: %s\n", br_kernels_name(),
+           mode ? mode : "(unset)", br_tune_key(),
+           br_tune_cache_path()[0] ? br_tune_cache_path() : "(no cache directory)");
+    for (int ti = 0; ti < o->n_threads; ti++) {
+        struct br_pool *pool = NULL;
+        if (br_pool_create_pinned(o->threads[ti], &pool) != BR_OK) {
+            fprintf(stderr, "bench: cannot create a pool of %d threads\n", o->threads[ti]);
+            return 1;
+        }
+        enum br_tune_source s = br_tune_init(pool);
+        printf("\nin use with %d thread%s (%s):\n", o->threads[ti], o->threads[ti] == 1 ? "" : "s",
+               src[s]);
+        br_tune_print(br_tune_active(), stdout);
+        printf("gemv row ranges per thread here: %d\n", br_tune_gemv_tasks(o->threads[ti]));
+        struct br_tune fresh;
+        printf("\n");
+        if (br_tune_calibrate(pool, &fresh, stdout) != BR_OK) {
+            fprintf(stderr, "bench: no memory for the calibration\n");
+            br_pool_destroy(&pool);
+            return 1;
+        }
+        printf("a fresh calibration would choose:\n");
+        br_tune_print(&fresh, stdout);
+        br_pool_destroy(&pool);
+    }
+    return 0;
+}
+
 int br_bench_kernels_main(int argc, char **argv)
 {
     struct opts o;
     char tbuf[256], vbuf[256];
-    if (parse_args(argc, argv, &o, tbuf, vbuf) != 0) {
-        usage();
-        return 2;
-    }
+    int prc = parse_args(argc, argv, &o, tbuf, vbuf);
+    if (prc) return prc > 0 ? 0 : 2;
+    if (o.tune) return tune_main(&o);
     struct json_out js = {NULL, 0};
     if (o.json) {
         js.f = fopen(o.json, "w");
@@ -623,9 +755,11 @@ int br_bench_kernels_main(int argc, char **argv)
             fprintf(stderr, "bench: cannot create a pool of %d threads\n", o.threads[ti]);
             return 1;
         }
+        br_tune_init(pools[ti]); /* the kernels run with this CPU's parameters */
+        g_probe_log = stdout;
         measure_bandwidth(pools[ti], o.ws_mb, &triad[ti], &readbw[ti]);
-        printf("bandwidth  threads %d: triad %.1f GB/s, read %.1f GB/s\n", o.threads[ti], triad[ti],
-               readbw[ti]);
+        printf("bandwidth  threads %d: read probe %.1f GB/s, triad %.1f GB/s\n", o.threads[ti],
+               readbw[ti], triad[ti]);
         json_record(&js,
                     "{\"kind\": \"bandwidth\", \"threads\": %d, \"triad_gbs\": %.3f, "
                     "\"read_gbs\": %.3f}",
@@ -653,9 +787,9 @@ int br_bench_kernels_main(int argc, char **argv)
     uint64_t rng = 0x9e3779b97f4a7c15ULL;
     printf("\nGEMV: whole passes over the working set (chosen clock) | single calls: fastest "
            "10%% and median\n");
-    printf("%-6s %-9s %-12s %-7s %-6s %3s %9s %8s %7s | %8s %7s %8s\n", "model", "proj", "shape",
-           "variant", "layout", "thr", "us/call", "GB/s", "/triad", "p10 GB/s", "/triad",
-           "med GB/s");
+    printf("%-6s %-9s %-12s %-7s %-6s %3s %9s %8s %6s %7s | %8s %6s %8s\n", "model", "proj",
+           "shape", "variant", "layout", "thr", "us/call", "GB/s", "/read", "/triad", "p10 GB/s",
+           "/read", "med GB/s");
     for (size_t s = 0; s < n_shapes; s++) {
         const struct shape *sh = &g_shapes[s];
         struct br_tmat proto;
@@ -695,10 +829,11 @@ int br_bench_kernels_main(int argc, char **argv)
                     double wps = (double)sh->rows * sh->cols * cp.n / t; /* weights per second */
                     double gbs_p10 = (double)bytes / gt.call_p10 / 1e9;
                     double gbs_med = (double)bytes / gt.call_med / 1e9;
-                    printf("%-6s %-9s %-12s %-7s %-6s %3d %9.1f %8.2f %6.0f%% | %8.2f %6.0f%% "
-                           "%8.2f\n",
+                    printf("%-6s %-9s %-12s %-7s %-6s %3d %9.1f %8.2f %5.0f%% %6.0f%% | %8.2f "
+                           "%5.0f%% %8.2f\n",
                            sh->model, sh->name, shape_s, k->name, lname, o.threads[ti], us, gbs,
-                           100 * gbs / triad[ti], gbs_p10, 100 * gbs_p10 / triad[ti], gbs_med);
+                           100 * gbs / readbw[ti], 100 * gbs / triad[ti], gbs_p10,
+                           100 * gbs_p10 / readbw[ti], gbs_med);
                     json_record(
                         &js,
                         "{\"kind\": \"gemv\", \"model\": \"%s\", \"proj\": \"%s\", "
@@ -706,10 +841,12 @@ int br_bench_kernels_main(int argc, char **argv)
                         "\"%s\", \"threads\": %d, \"us_per_call\": %.3f, \"gbs\": %.3f, "
                         "\"gweights_per_s\": %.3f, \"frac_triad\": %.4f, \"frac_read\": %.4f, "
                         "\"call_p10_us\": %.3f, \"call_median_us\": %.3f, \"gbs_call_p10\": %.3f, "
-                        "\"gbs_call_median\": %.3f, \"frac_triad_call_p10\": %.4f}",
+                        "\"gbs_call_median\": %.3f, \"frac_triad_call_p10\": %.4f, "
+                        "\"frac_read_call_p10\": %.4f, \"read_gbs\": %.3f, \"triad_gbs\": %.3f}",
                         sh->model, sh->name, sh->rows, sh->cols, k->name, lname, o.threads[ti], us,
                         gbs, wps / 1e9, gbs / triad[ti], gbs / readbw[ti], gt.call_p10 * 1e6,
-                        gt.call_med * 1e6, gbs_p10, gbs_med, gbs_p10 / triad[ti]);
+                        gt.call_med * 1e6, gbs_p10, gbs_med, gbs_p10 / triad[ti],
+                        gbs_p10 / readbw[ti], readbw[ti], triad[ti]);
                 }
             }
             for (int i = 0; i < cp.n; i++) cp.mats[i].packed_kind = BR_PACK_NONE;
@@ -785,6 +922,11 @@ double br_bench_bandwidth_gbs(struct br_pool *pool, size_t total_mb)
     double triad, rd;
     measure_bandwidth(pool, total_mb, &triad, &rd);
     return triad;
+}
+
+void br_bench_bandwidth(struct br_pool *pool, size_t total_mb, double *triad_gbs, double *read_gbs)
+{
+    measure_bandwidth(pool, total_mb, triad_gbs, read_gbs);
 }
 
 double br_bench_peak_macs(struct br_pool *pool)

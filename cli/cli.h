@@ -2,7 +2,9 @@
 #ifndef BR_CLI_H
 #define BR_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 int br_cmd_info(int argc, char **argv);
 int br_cmd_synth(int argc, char **argv);
@@ -16,12 +18,30 @@ int br_cmd_shard(int argc, char **argv);
 int br_cmd_bench(int argc, char **argv);
 int br_cmd_keygen(int argc, char **argv);
 
+/* The defaults every client command shares with the protocol (proto/PROTOCOL.md): greedy
+ * decoding, llama.cpp's filters for when a temperature is given, and the protocol's
+ * max_tokens. */
+#define BR_CLI_DEFAULT_TEMP       0.0
+#define BR_CLI_DEFAULT_TOP_K      40
+#define BR_CLI_DEFAULT_TOP_P      0.95
+#define BR_CLI_DEFAULT_MIN_P      0.05
+#define BR_CLI_DEFAULT_MAX_TOKENS 256
+
+/* Threads for one rank: the cores this process may run on, divided among `ranks_here`
+ * ranks on this machine (at least 1). */
+int br_cli_threads_default(int ranks_here);
+/* A seed for "-1: random" (from the OS's random source, else the clock). */
+uint64_t br_cli_random_seed(void);
+
 /* Parses a whole decimal integer in [min, max]; returns 0 on success. */
 int br_cli_int(const char *s, long long min, long long max, long long *out);
 /* Parses "1,2,3" into a malloc'd array; returns 0 on success. */
 int br_cli_int_list(const char *s, int32_t **out, int32_t *n);
 /* The type named by `--head q8_0|q6_k` (0: not one of them). */
 uint32_t br_cli_head_type(const char *s);
+/* Writes n bytes as a JSON string: always valid JSON, since bytes that are not valid UTF-8
+ * are written as \u00XX of the byte value and control characters are escaped. */
+void br_cli_json_str(FILE *f, const char *s, size_t n);
 /* Prints "bitrack <cmd>: message" on stderr and returns exit code 2 (usage errors). */
 int br_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -22,6 +22,7 @@
 
 #include "cli/cli.h"
 #include "bench/loadgen.h"
+#include "cli/opts.h"
 #include "proto/client.h"
 
 /* Entry points of other benchmarks; NULL at run time until a file defines them. */
@@ -251,64 +252,60 @@ static int bench_serve(int argc, char **argv)
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
+    static char server_buf[BR_CLIENT_ADDR_MAX]; /* outlives the loop: cfg keeps a pointer */
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case O_SERVER:
-            cfg.server = optarg;
+        case O_SERVER: {
+            struct br_err aerr = {{0}};
+            if (br_client_addr_normalize(optarg, server_buf, sizeof server_buf, &aerr))
+                return br_cli_usage_error("bench", "--server: %s", aerr.msg);
+            cfg.server = server_buf;
             break;
+        }
         case O_CONC:
-            if (br_cli_int(optarg, 1, BR_LOADGEN_MAX_SLOTS, &v))
-                return br_cli_usage_error("bench", "bad --concurrency");
+            if (br_opt_int("bench", "--concurrency", optarg, 1, BR_LOADGEN_MAX_SLOTS, &v)) return 2;
             cfg.concurrency = (int32_t)v;
             conc_set = true;
             break;
         case O_RATE:
-            if (parse_double(optarg, 1e-6, 1e6, &cfg.rate))
-                return br_cli_usage_error("bench", "bad --rate");
+            if (br_opt_float("bench", "--rate", optarg, 1e-6, 1e6, &cfg.rate)) return 2;
             break;
         case O_MAXC:
-            if (br_cli_int(optarg, 1, BR_LOADGEN_MAX_SLOTS, &v))
-                return br_cli_usage_error("bench", "bad --max-concurrency");
+            if (br_opt_int("bench", "--max-concurrency", optarg, 1, BR_LOADGEN_MAX_SLOTS, &v))
+                return 2;
             cfg.max_concurrency = (int32_t)v;
             break;
         case O_REQ:
-            if (br_cli_int(optarg, 1, 10000000, &v))
-                return br_cli_usage_error("bench", "bad --requests");
+            if (br_opt_int("bench", "--requests", optarg, 1, 10000000, &v)) return 2;
             cfg.requests = (int32_t)v;
             break;
         case O_WARM:
-            if (br_cli_int(optarg, 0, 10000000, &v))
-                return br_cli_usage_error("bench", "bad --warmup");
+            if (br_opt_int("bench", "--warmup", optarg, 0, 10000000, &v)) return 2;
             cfg.warmup = (int32_t)v;
             break;
         case O_SEED:
-            if (br_cli_int(optarg, 0, INT64_MAX, &v))
-                return br_cli_usage_error("bench", "bad --seed");
+            if (br_opt_int("bench", "--seed", optarg, 0, INT64_MAX, &v)) return 2;
             cfg.seed = (uint64_t)v;
             break;
         case O_DATA:
             dataset = optarg;
             break;
         case O_IN:
-            if (br_cli_int(optarg, 1, 131072, &input_len))
-                return br_cli_usage_error("bench", "bad --input-len");
+            if (br_opt_int("bench", "--input-len", optarg, 1, 131072, &input_len)) return 2;
             break;
         case O_OUT:
-            if (br_cli_int(optarg, 1, 65536, &output_len))
-                return br_cli_usage_error("bench", "bad --output-len");
+            if (br_opt_int("bench", "--output-len", optarg, 1, 65536, &output_len)) return 2;
             break;
         case O_SPREAD:
             if (parse_double(optarg, 0.0, 0.999, &spread))
                 return br_cli_usage_error("bench", "bad --len-spread (want [0, 1))");
             break;
         case O_VOCAB:
-            if (br_cli_int(optarg, 4, INT32_MAX, &vocab))
-                return br_cli_usage_error("bench", "bad --vocab");
+            if (br_opt_int("bench", "--vocab", optarg, 4, INT32_MAX, &vocab)) return 2;
             break;
         case O_TEMP:
-            if (parse_double(optarg, 0.0, 100.0, &d))
-                return br_cli_usage_error("bench", "bad --temp");
+            if (br_opt_float("bench", "--temp", optarg, 0.0, 100.0, &d)) return 2;
             cfg.temperature = (float)d;
             break;
         case O_BAN:
@@ -320,8 +317,7 @@ static int bench_serve(int argc, char **argv)
             }
             break;
         case O_TIMEOUT:
-            if (br_cli_int(optarg, 1, 86400000, &v))
-                return br_cli_usage_error("bench", "bad --timeout");
+            if (br_opt_int("bench", "--timeout", optarg, 1, 86400000, &v)) return 2;
             cfg.timeout_ms = (int32_t)v;
             break;
         case O_SWEEP:

@@ -6,7 +6,9 @@
  *  tg: n tokens generated one at a time (each with its logits), from an empty cache.
  *      Memory-bound: bytes_per_token = packed ternary weights + the head as the kernels
  *      read it (every row, for the logits: F16 2 bytes a weight, Q8_0 34 bytes per 32)
- *      + one embedding row; roofline = triad bandwidth / bytes.
+ *      + one embedding row; roofline = read bandwidth / bytes, the read bandwidth measured
+ *      by the read-only streaming probe on the same threads (kernels/probe_impl.h); the
+ *      fraction of the triad's roofline follows as a second column.
  *      --head q8_0 quantizes an F16/BF16 head to Q8_0 at load (br_model_quantize_head).
  *  pp: p prompt tokens in batches of 64, logits of the last only. Compute-bound:
  *      roofline = the kernels' peak int8 multiply-add rate / ternary weights per token
@@ -19,7 +21,6 @@
  *      batching runs them: aggregate tokens/s and its ratio to tg.
  * Times are wall clock, best of --reps runs (a shared machine's noise only adds time).
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #include "bench/bench.h"
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "kernels/dispatch.h"
 #include "kernels/pool.h"
 #include "kernels/q8.h"
@@ -98,7 +100,7 @@ static double bench_lockstep(const struct br_model *m, struct br_pool *pool, int
 
 /* The head alone, 1 and HEAD_ROWS rows of the engine's current residual. */
 static int bench_head(struct br_engine *e, const struct br_model *m, int threads, int reps,
-                      double bw, uint64_t head_bytes, FILE *jf, struct br_err *err)
+                      double rbw, double bw, uint64_t head_bytes, FILE *jf, struct br_err *err)
 {
     int32_t idx[HEAD_ROWS], zero[HEAD_ROWS] = {0};
     for (int i = 0; i < HEAD_ROWS; i++) idx[i] = i;
@@ -121,17 +123,17 @@ static int bench_head(struct br_engine *e, const struct br_model *m, int threads
     free(lg);
     double gbs = (double)head_bytes / best[0] / 1e9;
     double macs = (double)HEAD_ROWS * (double)m->cfg.n_vocab * (double)m->cfg.n_embd;
-    printf("head, %d thread%s: 1 row %.2f ms (%.1f GB/s, %.0f%% of triad); %d rows %.1f ms "
-           "(%.1f GMAC/s; %.1fx the time of 1 row)\n",
-           threads, threads == 1 ? "" : "s", best[0] * 1e3, gbs, 100.0 * gbs / bw, HEAD_ROWS,
-           best[1] * 1e3, macs / best[1] / 1e9, best[1] / best[0]);
+    printf("head, %d thread%s: 1 row %.2f ms (%.1f GB/s, %.0f%% of read, %.0f%% of triad); %d rows "
+           "%.1f ms (%.1f GMAC/s; %.1fx the time of 1 row)\n",
+           threads, threads == 1 ? "" : "s", best[0] * 1e3, gbs, 100.0 * gbs / rbw,
+           100.0 * gbs / bw, HEAD_ROWS, best[1] * 1e3, macs / best[1] / 1e9, best[1] / best[0]);
     if (jf)
         fprintf(jf,
                 ",\n  {\"test\": \"head\", \"threads\": %d, \"head_1row_ms\": %.4f, "
                 "\"head_1row_gbs\": %.3f, \"head_%drows_ms\": %.4f, \"head_%drows_gmacs\": "
-                "%.3f, \"bandwidth_gbs\": %.3f}",
+                "%.3f, \"bandwidth_gbs\": %.3f, \"read_gbs\": %.3f}",
                 threads, best[0] * 1e3, gbs, HEAD_ROWS, best[1] * 1e3, HEAD_ROWS,
-                macs / best[1] / 1e9, bw);
+                macs / best[1] / 1e9, bw, rbw);
     return 0;
 }
 
@@ -139,53 +141,26 @@ int br_cmd_bench_model(int argc, char **argv)
 {
     const char *path = NULL, *json = NULL, *tlist = "1,2", *head = NULL;
     long long p = 128, n = 32, reps = 3, tg32 = 0;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},  {"threads", required_argument, 0, 't'},
-        {"prompt", required_argument, 0, 'p'}, {"gen", required_argument, 0, 'n'},
-        {"reps", required_argument, 0, 'r'},   {"json", required_argument, 0, 'j'},
-        {"head", required_argument, 0, 'H'},   {"tg32", required_argument, 0, 'L'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:t:p:n:r:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            path = optarg;
-            break;
-        case 't':
-            tlist = optarg;
-            break;
-        case 'p':
-            if (br_cli_int(optarg, 1, 4096, &p)) return br_cli_usage_error("bench model", "bad -p");
-            break;
-        case 'n':
-            if (br_cli_int(optarg, 1, 4096, &n)) return br_cli_usage_error("bench model", "bad -n");
-            break;
-        case 'r':
-            if (br_cli_int(optarg, 1, 100, &reps))
-                return br_cli_usage_error("bench model", "bad --reps");
-            break;
-        case 'j':
-            json = optarg;
-            break;
-        case 'L':
-            if (br_cli_int(optarg, 0, 4096, &tg32))
-                return br_cli_usage_error("bench model", "bad --tg32");
-            break;
-        case 'H':
-            if (!br_cli_head_type(optarg))
-                return br_cli_usage_error("bench model", "--head takes q8_0 or q6_k (got '%s')",
-                                          optarg);
-            head = optarg;
-            break;
-        case 'h':
-            printf("usage: bitrack bench model -m MODEL [-t 1,2] [-p 128] [-n 32] [--reps 3] "
-                   "[--json FILE] [--head q8_0|q6_k] [--tg32 STEPS]\n");
-            return 0;
-        default:
-            return 2;
-        }
-    }
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &path, "FILE", "the model"),
+        BR_O_STR('t', "threads", &tlist, "LIST", "thread counts to measure (1,2,4)"),
+        BR_O_INT('p', "prompt", &p, 1, 4096, "N", "prompt tokens (prefill test)"),
+        BR_O_INT('n', "gen", &n, 1, 4096, "N", "generated tokens (decode test)"),
+        BR_O_INT('r', "reps", &reps, 1, 100, "N", "repetitions; the best counts"),
+        BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
+        BR_O_CHOICE(0, "head", &head, "q8_0|q6_k", "re-encode the output head at load"),
+        BR_O_INT(0, "tg32", &tg32, 0, 4096, "STEPS",
+                 "also decode 32 sequences together for STEPS steps; 0: off"),
+    };
+    const struct br_cmd_spec spec = {
+        "bench model", NULL,
+        "Single-process model throughput: prefill and decode tokens/s per thread count, and\n"
+        "the head's time, against the memory bandwidth.",
+        opts, sizeof opts / sizeof *opts};
+    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (operand < argc)
+        return br_cli_usage_error("bench model", "unexpected argument '%s'", argv[operand]);
     if (!path) return br_cli_usage_error("bench model", "a model is required (-m MODEL.gguf)");
     int32_t *threads = NULL, n_threads = 0;
     if (br_cli_int_list(tlist, &threads, &n_threads) || n_threads == 0)
@@ -222,10 +197,10 @@ int br_cmd_bench_model(int argc, char **argv)
            path, cfg->arch_name, (double)nw / 1e6, (double)m->ternary_bytes / 1048576.0,
            m->head_q8.rows ? "Q8_0" : br_ggml_type_name(m->head.type),
            cfg->tied_head ? " (tied)" : "", (double)head_bytes / 1048576.0, br_kernels_name());
-    printf("| test  | threads | tokens/s | bytes/token | bandwidth GB/s | roofline tok/s | "
-           "fraction |\n");
-    printf("|-------|---------|----------|-------------|----------------|----------------|---------"
-           "-|\n");
+    printf("| test  | threads | tokens/s | bytes/token | read GB/s | roofline tok/s | fraction | "
+           "triad GB/s | of triad roofline |\n");
+    printf("|-------|---------|----------|-------------|-----------|----------------|----------|"
+           "------------|-------------------|\n");
     int32_t *toks = malloc((size_t)(p > n ? p : n) * sizeof *toks);
     float *logits = malloc((size_t)cfg->n_vocab * sizeof *logits);
     int first = 1, rc = 0;
@@ -236,7 +211,8 @@ int br_cmd_bench_model(int argc, char **argv)
             rc = 1;
             break;
         }
-        double bw = br_bench_bandwidth_gbs(pool, 768);
+        double bw = 0, rbw = 0; /* triad, read probe */
+        br_bench_bandwidth(pool, 768, &bw, &rbw);
         double peak = br_bench_peak_macs(pool);
         struct br_engine_opts eo = {.n_ctx = (int32_t)(p > n ? p : n) + 1, .pool = pool};
         if (br_engine_create(m, &eo, &e, &err)) {
@@ -250,11 +226,12 @@ int br_cmd_bench_model(int argc, char **argv)
             s = s * 6364136223846793005ULL + 1442695040888963407ULL;
             toks[i] = (int32_t)((s >> 33) % (uint64_t)cfg->n_vocab);
         }
-        double best_pp = 1e30, best_tg = 1e30, best_tg_cpu = 1e30;
+        double best_pp = 1e30, best_tg = 1e30, best_tg_cpu = 1e30, best_pp_cpu = 1e30;
         for (long long r = 0; r < reps && !rc; r++) {
-            double t0 = br_now();
+            double t0 = br_now(), c0 = cpu_seconds();
             if (br_engine_eval(e, toks, (int32_t)p, 0, logits, BR_LOGITS_LAST, &err)) rc = 1;
             double t1 = br_now(), c1 = cpu_seconds();
+            if (c1 - c0 < best_pp_cpu) best_pp_cpu = c1 - c0;
             for (long long i = 0; i < n && !rc; i++)
                 if (br_engine_eval(e, toks + i, 1, (int32_t)i, logits, BR_LOGITS_LAST, &err))
                     rc = 1;
@@ -263,15 +240,19 @@ int br_cmd_bench_model(int argc, char **argv)
             if (t2 - t1 < best_tg) best_tg = t2 - t1;
             if (c2 - c1 < best_tg_cpu) best_tg_cpu = c2 - c1;
         }
-        if (threads[ti] == 1 && !rc)
+        if (threads[ti] == 1 && !rc) {
             /* on a shared machine the wall clock counts other processes' turns on the core;
              * the process's CPU time does not (memory contention still counts) */
-            printf("tg, 1 thread, per CPU-second: %.2f tokens/s (%.1f%% of roofline)\n",
+            printf("tg, 1 thread, per CPU-second: %.2f tokens/s (%.1f%% of the read roofline)\n",
                    (double)n / best_tg_cpu,
-                   100.0 * ((double)n / best_tg_cpu) / (bw * 1e9 / (double)tg_bytes));
+                   100.0 * ((double)n / best_tg_cpu) / (rbw * 1e9 / (double)tg_bytes));
+            printf("pp, 1 thread, per CPU-second: %.2f tokens/s (%.1f%% of the int8 peak)\n",
+                   (double)p / best_pp_cpu,
+                   100.0 * ((double)p / best_pp_cpu) / (peak / (double)nw));
+        }
         if (rc) fprintf(stderr, "bitrack bench model: %s\n", err.msg);
         double tg = (double)n / best_tg, pp = (double)p / best_pp;
-        double tg_roof = bw * 1e9 / (double)tg_bytes;
+        double tg_roof = rbw * 1e9 / (double)tg_bytes, tg_troof = bw * 1e9 / (double)tg_bytes;
         double pp_roof = peak / (double)nw;
         struct {
             const char *name;
@@ -279,22 +260,33 @@ int br_cmd_bench_model(int argc, char **argv)
         } rows[2] = {{"tg", tg, (double)tg_bytes, tg_roof, tg / tg_roof},
                      {"pp", pp, (double)m->ternary_bytes, pp_roof, pp / pp_roof}};
         for (int k = 0; k < 2 && !rc; k++) {
-            printf("| %-5s | %7d | %8.2f | %11.0f | %14.1f | %14.2f | %7.1f%% |\n",
-                   k == 0 ? "tg" : "pp", threads[ti], rows[k].tps, rows[k].bytes, bw, rows[k].roof,
-                   100.0 * rows[k].frac);
+            if (k == 0)
+                printf(
+                    "| %-5s | %7d | %8.2f | %11.0f | %9.1f | %14.2f | %7.1f%% | %10.1f | %16.1f%% "
+                    "|\n",
+                    "tg", threads[ti], tg, rows[k].bytes, rbw, tg_roof, 100.0 * tg / tg_roof, bw,
+                    100.0 * tg / tg_troof);
+            else /* compute bound: the roofline is the int8 peak's */
+                printf("| %-5s | %7d | %8.2f | %11.0f | %9s | %14.2f | %7.1f%% | %10s | %17s |\n",
+                       "pp", threads[ti], pp, rows[k].bytes, "-", pp_roof, 100.0 * rows[k].frac,
+                       "-", "-");
+            /* tg: roofline_* against the read probe; the triad's as triad_* (and
+             * bandwidth_gbs, the triad, as before) */
             if (jf)
                 fprintf(
                     jf,
                     "%s  {\"test\": \"%s\", \"threads\": %d, \"n_tokens\": %lld, \"tokens_per_s\": "
-                    "%.4f, \"bytes_per_token\": %.0f, \"bandwidth_gbs\": %.3f, "
-                    "\"peak_int8_gmacs\": %.2f, \"roofline_tokens_per_s\": %.4f, "
-                    "\"roofline_fraction\": %.4f, \"kernels\": \"%s\", \"model\": \"%s\"}",
+                    "%.4f, \"bytes_per_token\": %.0f, \"bandwidth_gbs\": %.3f, \"read_gbs\": %.3f, "
+                    "\"triad_gbs\": %.3f, \"peak_int8_gmacs\": %.2f, \"roofline_tokens_per_s\": "
+                    "%.4f, "
+                    "\"roofline_fraction\": %.4f, \"triad_roofline_tokens_per_s\": %.4f, "
+                    "\"triad_roofline_fraction\": %.4f, \"kernels\": \"%s\", \"model\": \"%s\"}",
                     first ? "" : ",\n", rows[k].name, threads[ti], k == 0 ? n : p, rows[k].tps,
-                    rows[k].bytes, bw, peak / 1e9, rows[k].roof, rows[k].frac, br_kernels_name(),
-                    path);
+                    rows[k].bytes, bw, rbw, bw, peak / 1e9, rows[k].roof, rows[k].frac,
+                    k == 0 ? tg_troof : 0.0, k == 0 ? tg / tg_troof : 0.0, br_kernels_name(), path);
             first = 0;
         }
-        if (!rc) rc = bench_head(e, m, threads[ti], (int)reps, bw, head_bytes, jf, &err);
+        if (!rc) rc = bench_head(e, m, threads[ti], (int)reps, rbw, bw, head_bytes, jf, &err);
         br_engine_destroy(&e);
         if (!rc && tg32 > 0) {
             double agg_cpu = 0;

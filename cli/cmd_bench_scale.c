@@ -12,7 +12,6 @@
  *     ranks, one-way point to point between the first and last rank) and fits the
  *     point-to-point time to a + m/bw, the network parameters of the projection.
  */
-#include <getopt.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -23,6 +22,7 @@
 #include "bench/scale.h"
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "kernels/dispatch.h"
 #include "kernels/pool.h"
 #include "sharding/config.h"
@@ -85,32 +85,6 @@ static int read_net_json(const char *path, struct net_arg *n)
         return -1;
     if (n->gbit > 1e5) n->gbit = 1e5;
     return 0;
-}
-
-static void usage(FILE *f)
-{
-    fprintf(
-        f, "usage: bitrack bench scale -m PATH --tp T --pp P --rank R [--shard T:P:R:PATH ...]\n"
-           "           [-t THREADS] [--batch 1,4,16,64] [--reps 5] [--ctx N]\n"
-           "           [--layouts TxP,... | --nodes 8,16,32] [--net GBIT:US,...] [--cores C]\n"
-           "           [--json FILE]\n"
-           "       mpirun -np W bitrack bench scale net [--preset NAME | -m MODEL] [--batch B]\n"
-           "           [--sizes 64,1024,...] [--group T] [--work US] [--reps 20] [--json FILE]\n"
-           "  --layer-work US: a layer's compute, spread over each layout's collectives (the\n"
-           "       work between two of them); --work US: the same before every operation\n"
-           "  net: every collective the engine issues for the model (both residual layouts, a\n"
-           "       TP group of T = W or --group ranks), through its communicator; --sizes adds\n"
-           "       a sweep fitted to the alpha-beta model\n"
-           "  --residual replicated,sharded  the residual layouts to project\n"
-           "  --node CORES:GBS   project onto nodes of this many cores and GB/s (compute\n"
-           "                     scaled, see bench/scale.h; --here-gbs sets this machine's)\n"
-           "  -m PATH            a model file or a shard directory (bitrack synth --rank / shard)\n"
-           "  --shard T:P:R:PATH one more rank to measure (another TP width)\n"
-           "  --layouts TxP,...  layouts to project (default: the measured ones)\n"
-           "  --nodes N,...      every T x P = N whose T was measured\n"
-           "  --net GBIT:US,...  networks: link Gbit/s and one-way message time in us\n"
-           "                     (default 10:25,25:25,100:25)\n"
-           "  --cores C          all ranks share C cores of one machine (validation runs)\n");
 }
 
 static int parse_shard(const char *s, struct shard_arg *a)
@@ -264,62 +238,32 @@ static int scale_net(int argc, char **argv)
     const char *json = NULL, *slist = NULL, *preset = NULL, *mpath = NULL;
     long long reps = 20, group = 0, batch = 1;
     double work_us = 0, layer_work_us = -1;
-    static const struct option opts[] = {{"sizes", required_argument, 0, 's'},
-                                         {"reps", required_argument, 0, 'r'},
-                                         {"group", required_argument, 0, 'g'},
-                                         {"json", required_argument, 0, 'j'},
-                                         {"work", required_argument, 0, 'w'},
-                                         {"layer-work", required_argument, 0, 'W'},
-                                         {"preset", required_argument, 0, 'P'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"batch", required_argument, 0, 'b'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            slist = optarg;
-            break;
-        case 'r':
-            if (br_cli_int(optarg, 1, 100000, &reps))
-                return br_cli_usage_error("bench scale net", "bad --reps");
-            break;
-        case 'g':
-            if (br_cli_int(optarg, 2, 4096, &group))
-                return br_cli_usage_error("bench scale net", "bad --group");
-            break;
-        case 'b':
-            if (br_cli_int(optarg, 1, 4096, &batch))
-                return br_cli_usage_error("bench scale net", "bad --batch");
-            break;
-        case 'j':
-            json = optarg;
-            break;
-        case 'P':
-            preset = optarg;
-            break;
-        case 'm':
-            mpath = optarg;
-            break;
-        case 'w':
-        case 'W': {
-            char *end;
-            double v = strtod(optarg, &end);
-            if (end == optarg || *end || !(v >= 0 && v <= 1e6))
-                return br_cli_usage_error("bench scale net", "bad --%s '%s'",
-                                          c == 'w' ? "work" : "layer-work", optarg);
-            *(c == 'w' ? &work_us : &layer_work_us) = v;
-            break;
-        }
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            return 2;
-        }
-    }
+    const struct br_opt opts[] = {
+        BR_O_STR(0, "preset", &preset, "NAME", "the collectives of this synth preset's shapes"),
+        BR_O_STR('m', "model", &mpath, "FILE", "the collectives of this model's shapes"),
+        BR_O_INT(0, "batch", &batch, 1, 4096, "B", "tokens per step for the model's collectives"),
+        BR_O_STR(0, "sizes", &slist, "LIST",
+                 "a sweep of message sizes in bytes, multiples of 4 (2 to 64), fitted to a + M/bw"),
+        BR_O_INT(0, "reps", &reps, 1, 100000, "N", "repetitions per operation"),
+        BR_O_INT(0, "group", &group, 0, 4096, "N",
+                 "TP groups of N ranks (collectives), W/N stages (point to point); 0: all"),
+        BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
+        BR_O_FLOAT(0, "work", &work_us, 0, 1e6, "US", "compute before every operation, us"),
+        BR_O_FLOAT(0, "layer-work", &layer_work_us, 0, 1e6, "US",
+                   "a layer's compute, spread over each layout's collectives, us"),
+    };
+    const struct br_cmd_spec spec = {
+        "bench scale net", NULL,
+        "Times every collective the engine issues for a model (--preset or -m; both residual\n"
+        "layouts, at the plan's sizes) through the engine's communicator, in TP groups of an\n"
+        "MPI job (mpirun -np W bitrack bench scale net); --sizes adds a sweep fitted to\n"
+        "latency + size / bandwidth.",
+        opts, sizeof opts / sizeof *opts};
+    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (operand < argc)
+        return br_cli_usage_error("bench scale net", "unexpected argument '%s'", argv[operand]);
+    if (group == 1) return br_cli_usage_error("bench scale net", "--group: at least 2 (or 0)");
     struct br_err err = {{0}};
     struct br_model_config cfg;
     int have_model = 0;
@@ -550,145 +494,74 @@ int br_cmd_bench_scale(int argc, char **argv)
     const char *reslist = "replicated,sharded", *netmeasured = NULL;
     struct br_scale_node node = {0, 0};
     enum br_scale_clock clock = BR_SCALE_WALL;
-    enum {
-        O_TP = 256,
-        O_PP,
-        O_RANK,
-        O_SHARD,
-        O_BATCH,
-        O_REPS,
-        O_CTX,
-        O_LAYOUTS,
-        O_NODES,
-        O_NET,
-        O_CORES,
-        O_JSON,
-        O_DESCRIBE,
-        O_CLOCK,
-        O_RESIDUAL,
-        O_NODE,
-        O_HERE,
-        O_NETM
+    long long tp = 1, pp = 1, rank = 0;
+    const char *clock_s = "wall", *describe = NULL, *node_s = NULL;
+    struct br_opt_list shard_list = {{0}, 0};
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &first.path, "PATH",
+                 "a model file or a shard directory (bitrack synth --rank / shard)"),
+        BR_O_INT(0, "tp", &tp, 1, 4096, "T", "the measured rank's layout: tensor-parallel width"),
+        BR_O_INT(0, "pp", &pp, 1, 4096, "P", "the measured rank's layout: pipeline stages"),
+        BR_O_INT(0, "rank", &rank, 0, 4095, "R", "the rank to measure"),
+        BR_O_LIST(0, "shard", &shard_list, "T:P:R:PATH",
+                  "one more rank to measure (another TP width)"),
+        BR_O_INT('t', "threads", &threads, 1, 256, "N", "threads of the measured rank"),
+        BR_O_STR(0, "batch", &blist, "LIST", "batch sizes (tokens per step) to measure"),
+        BR_O_INT(0, "reps", &reps, 1, 1000, "N", "repetitions; the median counts"),
+        BR_O_INT(0, "ctx", &ctx, 0, 1 << 20, "N",
+                 "KV positions per sequence; 0: just the steps taken"),
+        BR_O_STR(0, "layouts", &llist, "TxP,...", "layouts to project; none: the measured ones"),
+        BR_O_STR(0, "nodes", &nlist, "N,...", "project every T x P = N whose T was measured"),
+        BR_O_STR(0, "net", &netlist, "GBIT:US,...",
+                 "networks: link Gbit/s and one-way message time in us"),
+        BR_O_STR(0, "net-measured", &netmeasured, "FILE",
+                 "the network instead: each layer's collectives as timed in this JSON file of "
+                 "bench scale net"),
+        BR_O_STR(0, "residual", &reslist, "LIST",
+                 "residual layouts to project: replicated,sharded (sharding/plan.h)"),
+        BR_O_STR(0, "node", &node_s, "CORES:GBS",
+                 "project onto nodes of this many cores and GB/s (compute scaled, bench/scale.h)"),
+        BR_O_FLOAT(0, "here-gbs", &here_gbs, 0, 1e5, "GBS",
+                   "this machine's bandwidth for --node; 0: measured"),
+        BR_O_INT(0, "cores", &cores, 0, 4096, "C",
+                 "all ranks share C cores of one machine (validation runs); 0: off"),
+        BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
+        BR_O_STR(0, "describe", &describe, "GIB",
+                 "also describe the plan with this much memory per rank (16G)"),
+        BR_O_CHOICE(0, "clock", &clock_s, "wall|cpu", "how step time is measured"),
     };
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"tp", required_argument, 0, O_TP},
-                                         {"pp", required_argument, 0, O_PP},
-                                         {"rank", required_argument, 0, O_RANK},
-                                         {"shard", required_argument, 0, O_SHARD},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"batch", required_argument, 0, O_BATCH},
-                                         {"reps", required_argument, 0, O_REPS},
-                                         {"ctx", required_argument, 0, O_CTX},
-                                         {"layouts", required_argument, 0, O_LAYOUTS},
-                                         {"nodes", required_argument, 0, O_NODES},
-                                         {"net", required_argument, 0, O_NET},
-                                         {"cores", required_argument, 0, O_CORES},
-                                         {"json", required_argument, 0, O_JSON},
-                                         {"describe", required_argument, 0, O_DESCRIBE},
-                                         {"clock", required_argument, 0, O_CLOCK},
-                                         {"residual", required_argument, 0, O_RESIDUAL},
-                                         {"node", required_argument, 0, O_NODE},
-                                         {"here-gbs", required_argument, 0, O_HERE},
-                                         {"net-measured", required_argument, 0, O_NETM},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    long long v;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:t:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            first.path = optarg;
-            break;
-        case O_TP:
-        case O_PP:
-        case O_RANK:
-            if (br_cli_int(optarg, c == O_RANK ? 0 : 1, 4096, &v))
-                return br_cli_usage_error("bench scale", "bad --%s '%s'",
-                                          c == O_TP   ? "tp"
-                                          : c == O_PP ? "pp"
-                                                      : "rank",
-                                          optarg);
-            *(c == O_TP ? &first.tp : c == O_PP ? &first.pp : &first.rank) = (int)v;
-            break;
-        case O_SHARD:
-            if (n_shards == MAX_SHARDS - 1 || parse_shard(optarg, &shards[n_shards]))
-                return br_cli_usage_error("bench scale", "bad --shard '%s' (T:P:R:PATH)", optarg);
-            n_shards++;
-            break;
-        case 't':
-            if (br_cli_int(optarg, 1, 256, &threads))
-                return br_cli_usage_error("bench scale", "bad -t");
-            break;
-        case O_BATCH:
-            blist = optarg;
-            break;
-        case O_REPS:
-            if (br_cli_int(optarg, 1, 1000, &reps))
-                return br_cli_usage_error("bench scale", "bad --reps");
-            break;
-        case O_CTX:
-            if (br_cli_int(optarg, 1, 1 << 20, &ctx))
-                return br_cli_usage_error("bench scale", "bad --ctx");
-            break;
-        case O_RESIDUAL:
-            reslist = optarg;
-            break;
-        case O_NETM:
-            netmeasured = optarg;
-            break;
-        case O_NODE: {
-            int k = 0;
-            if (sscanf(optarg, "%d:%lf%n", &node.cores, &node.gbs, &k) != 2 || optarg[k] ||
-                node.cores < 1 || node.cores > 4096 || !(node.gbs > 0 && node.gbs < 1e5))
-                return br_cli_usage_error("bench scale", "bad --node '%s' (CORES:GB/s)", optarg);
-            break;
-        }
-        case O_HERE: {
-            char *end;
-            here_gbs = strtod(optarg, &end);
-            if (end == optarg || *end || !(here_gbs > 0 && here_gbs < 1e5))
-                return br_cli_usage_error("bench scale", "bad --here-gbs '%s'", optarg);
-            break;
-        }
-        case O_LAYOUTS:
-            llist = optarg;
-            break;
-        case O_NODES:
-            nlist = optarg;
-            break;
-        case O_NET:
-            netlist = optarg;
-            break;
-        case O_CORES:
-            if (br_cli_int(optarg, 0, 4096, &cores))
-                return br_cli_usage_error("bench scale", "bad --cores");
-            break;
-        case O_JSON:
-            json = optarg;
-            break;
-        case O_CLOCK:
-            if (strcmp(optarg, "wall") && strcmp(optarg, "cpu"))
-                return br_cli_usage_error("bench scale", "bad --clock '%s' (wall, cpu)", optarg);
-            clock = strcmp(optarg, "cpu") ? BR_SCALE_WALL : BR_SCALE_CPU;
-            break;
-        case O_DESCRIBE: {
-            char *end;
-            describe_gib = strtod(optarg, &end);
-            if (end == optarg || !(describe_gib >= 0) || (*end && strcmp(end, "G")))
-                return br_cli_usage_error("bench scale", "bad --describe '%s' (GiB, e.g. 16G)",
-                                          optarg);
-            break;
-        }
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            return 2;
-        }
+    const struct br_cmd_spec spec = {
+        "bench scale", NULL,
+        "Measures one rank's step time (and more ranks with --shard) and projects the time\n"
+        "per token for a rack of N nodes over the networks given, for each residual layout\n"
+        "(docs/SCALING.md). The collectives' own cost: mpirun -np W bitrack bench scale net\n"
+        "(bitrack help bench scale net).",
+        opts, sizeof opts / sizeof *opts};
+    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (operand < argc)
+        return br_cli_usage_error("bench scale", "unexpected argument '%s'", argv[operand]);
+    first.tp = (int)tp, first.pp = (int)pp, first.rank = (int)rank;
+    for (uint32_t k = 0; k < shard_list.n; k++) {
+        if (n_shards == MAX_SHARDS - 1 || parse_shard(shard_list.v[k], &shards[n_shards]))
+            return br_cli_usage_error("bench scale", "--shard: '%s' is not T:P:R:PATH",
+                                      shard_list.v[k]);
+        n_shards++;
     }
-    if (optind < argc)
-        return br_cli_usage_error("bench scale", "unexpected argument '%s'", argv[optind]);
+    clock = strcmp(clock_s, "cpu") ? BR_SCALE_WALL : BR_SCALE_CPU;
+    if (describe) {
+        char *end;
+        describe_gib = strtod(describe, &end);
+        if (end == describe || !(describe_gib >= 0) || (*end && strcmp(end, "G")))
+            return br_cli_usage_error("bench scale", "--describe: '%s' is not GiB (e.g. 16G)",
+                                      describe);
+    }
+    if (node_s) {
+        int k = 0;
+        if (sscanf(node_s, "%d:%lf%n", &node.cores, &node.gbs, &k) != 2 || node_s[k] ||
+            node.cores < 1 || node.cores > 4096 || !(node.gbs > 0 && node.gbs < 1e5))
+            return br_cli_usage_error("bench scale", "--node: '%s' is not CORES:GB/s", node_s);
+    }
     if (first.path) {
         if (first.rank >= first.tp * first.pp)
             return br_cli_usage_error("bench scale", "--rank %d is not in a %dx%d layout",

@@ -6,15 +6,22 @@
  *
  * Locally the conversation is rendered with the model's chat template each turn and only
  * the tokens past the part already in the KV cache are evaluated. With --server the
- * messages go to `bitrack serve`, which renders them. Lines are read from stdin until EOF
- * or "/quit"; "/reset" starts over.
+ * messages go to `bitrack serve`, which renders them.
+ *
+ * Lines are read with libedit (line editing, history) when stdin is a terminal, plainly
+ * otherwise (a pipe), until EOF or /exit. Lines starting with '/' are commands handled
+ * here and never sent to the model: /help, /reset (start over), /exit (or /quit). A local
+ * chat template is tried on a test conversation before the banner, so that a bad
+ * --chat-template fails at once.
  */
-#include <getopt.h>
+#include <editline/readline.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "coordinator/chat.h"
 #include "worker/sample.h"
 #include "coordinator/tokenizer.h"
@@ -58,11 +65,35 @@ static void convo_clear(struct convo *c, size_t keep)
 }
 
 struct chat_opts {
-    const char *model, *server, *system, *tmpl;
-    long long threads, n_max, seed;
+    const char *model, *system, *tmpl;
+    char server[BR_ADDR_MAX];
+    long long threads, n_max, seed, connect_ms;
     double temp, top_p, min_p;
     long long top_k;
 };
+
+/* One line of input without its newline (malloc'd), or NULL at EOF. A terminal gets
+ * libedit's line editing and history; a pipe is read plainly, with no prompt. */
+static char *read_line(int tty)
+{
+    if (tty) {
+        char *l = readline("> ");
+        if (l && *l) add_history(l);
+        return l;
+    }
+    size_t cap = 0;
+    char *l = NULL;
+    ssize_t n = getline(&l, &cap, stdin);
+    if (n < 0) {
+        free(l);
+        return NULL;
+    }
+    l[strcspn(l, "\n")] = '\0';
+    return l;
+}
+
+static const char chat_help[] = "commands: /help this list, /reset start over, /exit (or /quit, "
+                                "EOF) leave; other lines starting with / are not sent\n";
 
 struct reply_buf {
     char *text;
@@ -99,8 +130,8 @@ static int server_turn(struct br_client *cl, const struct chat_opts *o, struct c
     req.sampling.top_k = (int32_t)o->top_k;
     req.sampling.top_p = (float)o->top_p;
     req.sampling.min_p = (float)o->min_p;
-    req.sampling.has_seed = true;
-    req.sampling.seed = (uint64_t)o->seed;
+    req.sampling.has_seed = o->seed >= 0;
+    req.sampling.seed = o->seed >= 0 ? (uint64_t)o->seed : 0;
     struct br_chat_msg *msgs = calloc(c->n, sizeof *msgs);
     if (!msgs) return BR_E_NOMEM;
     for (size_t i = 0; i < c->n; i++) {
@@ -123,81 +154,39 @@ static int server_turn(struct br_client *cl, const struct chat_opts *o, struct c
 int br_cmd_chat(int argc, char **argv)
 {
     struct chat_opts o = {0};
-    o.threads = 1, o.n_max = 256, o.top_p = 1.0;
-    enum { O_SERVER = 256, O_SYSTEM, O_TMPL, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_SEED, O_CSK, O_CK };
+    o.n_max = BR_CLI_DEFAULT_MAX_TOKENS, o.seed = -1, o.temp = BR_CLI_DEFAULT_TEMP;
+    o.top_k = BR_CLI_DEFAULT_TOP_K, o.top_p = BR_CLI_DEFAULT_TOP_P, o.min_p = BR_CLI_DEFAULT_MIN_P;
+    o.connect_ms = BR_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
     const char *curve_server_key = NULL, *curve_key = NULL;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"server", required_argument, 0, O_SERVER},
-                                         {"system", required_argument, 0, O_SYSTEM},
-                                         {"chat-template", required_argument, 0, O_TMPL},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"n-predict", required_argument, 0, 'n'},
-                                         {"temp", required_argument, 0, O_TEMP},
-                                         {"top-k", required_argument, 0, O_TOPK},
-                                         {"top-p", required_argument, 0, O_TOPP},
-                                         {"min-p", required_argument, 0, O_MINP},
-                                         {"seed", required_argument, 0, O_SEED},
-                                         {"curve-server-key", required_argument, 0, O_CSK},
-                                         {"curve-key", required_argument, 0, O_CK},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:t:n:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            o.model = optarg;
-            break;
-        case O_SERVER:
-            o.server = optarg;
-            break;
-        case O_SYSTEM:
-            o.system = optarg;
-            break;
-        case O_TMPL:
-            o.tmpl = optarg;
-            break;
-        case 't':
-            if (br_cli_int(optarg, 1, 1024, &o.threads))
-                return br_cli_usage_error("chat", "bad -t");
-            break;
-        case 'n':
-            if (br_cli_int(optarg, 1, 1 << 20, &o.n_max))
-                return br_cli_usage_error("chat", "bad -n");
-            break;
-        case O_TEMP:
-            o.temp = strtod(optarg, NULL);
-            break;
-        case O_TOPK:
-            o.top_k = atoll(optarg);
-            break;
-        case O_TOPP:
-            o.top_p = strtod(optarg, NULL);
-            break;
-        case O_MINP:
-            o.min_p = strtod(optarg, NULL);
-            break;
-        case O_SEED:
-            o.seed = atoll(optarg);
-            break;
-        case O_CSK:
-            curve_server_key = optarg;
-            break;
-        case O_CK:
-            curve_key = optarg;
-            break;
-        case 'h':
-            printf("usage: bitrack chat (-m MODEL | --server ADDR) [--system TEXT] "
-                   "[--chat-template NAME] [-t T] [-n N] [--temp T] [--top-k K] [--top-p P] "
-                   "[--min-p P] [--seed S] [--curve-server-key FILE --curve-key FILE]\n");
-            return 0;
-        default:
-            return 2;
-        }
-    }
-    if (!!o.model == !!o.server)
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &o.model, "FILE", "chat with this model locally"),
+        BR_O_ADDR(0, "server", o.server, "or with this server (host:port means tcp://host:port)"),
+        BR_O_STR(0, "system", &o.system, "TEXT", "a system message first"),
+        BR_O_STR(0, "chat-template", &o.tmpl, "NAME", "template; none: the model's own"),
+        BR_O_INT('t', "threads", &o.threads, 0, 1024, "N", "local threads; 0: the available cores"),
+        BR_O_INT('n', "n-predict", &o.n_max, 1, 65536, "N", "longest reply in tokens"),
+        BR_O_FLOAT(0, "temp", &o.temp, 0, 100, "T", "temperature; 0: greedy"),
+        BR_O_INT(0, "top-k", &o.top_k, 0, 1 << 20, "K", "keep the K likeliest tokens; 0: off"),
+        BR_O_FLOAT(0, "top-p", &o.top_p, 0, 1, "P", "nucleus sampling; 1: off"),
+        BR_O_FLOAT(0, "min-p", &o.min_p, 0, 1, "P", "drop tokens below P x the top one's; 0: off"),
+        BR_O_INT('s', "seed", &o.seed, -1, INT64_MAX, "S", "sampling seed; -1: random"),
+        BR_O_INT(0, "connect-timeout", &o.connect_ms, 1, 86400000, "MS",
+                 "with --server: fail after MS ms without a connection"),
+        BR_O_STR(0, "curve-server-key", &curve_server_key, "FILE",
+                 "the server's CurveZMQ public key (with --curve-key)"),
+        BR_O_STR(0, "curve-key", &curve_key, "FILE", "this client's CurveZMQ secret key"),
+    };
+    const struct br_cmd_spec spec = {
+        "chat", NULL,
+        "An interactive chat, local (-m MODEL) or with a server (--server ADDR), streaming\n"
+        "each reply. Lines starting with / are commands (/help, /reset, /exit), not messages.",
+        opts, sizeof opts / sizeof *opts};
+    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (first < argc) return br_cli_usage_error("chat", "unexpected argument '%s'", argv[first]);
+    if (!!o.model == !!o.server[0])
         return br_cli_usage_error("chat", "give -m MODEL or --server ADDR");
-    if (!!curve_server_key != !!curve_key || (curve_key && !o.server))
+    if (!!curve_server_key != !!curve_key || (curve_key && !o.server[0]))
         return br_cli_usage_error("chat", "--curve-server-key and --curve-key go together, "
                                           "with --server");
     struct br_err err = {{0}};
@@ -210,11 +199,11 @@ int br_cmd_chat(int argc, char **argv)
     int32_t *cached = NULL;
     size_t n_cached = 0;
     float *logits = NULL;
-    char tmpl[32] = "bitnet";
+    char tmpl[32] = "bitnet", *line = NULL;
     int rc = 0, exit_code = 1, failed = 0;
     if (o.system && convo_add(&cv, "system", o.system, strlen(o.system))) goto done;
     size_t keep = cv.n;
-    if (o.server) {
+    if (o.server[0]) {
         struct br_client_curve curve;
         if ((curve_key && (rc = br_client_curve_load(curve_server_key, curve_key, &curve, &err))) ||
             (rc =
@@ -222,7 +211,9 @@ int br_cmd_chat(int argc, char **argv)
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             goto done;
         }
+        br_client_set_connect_timeout(cl, (int)o.connect_ms);
     } else {
+        if (o.threads == 0) o.threads = br_cli_threads_default(1);
         if (br_model_load(o.model, &m, &err) || br_tok_from_gguf(m->gguf, &tok, &err) ||
             br_pool_create((int)o.threads, &pool)) {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
@@ -239,15 +230,36 @@ int br_cmd_chat(int argc, char **argv)
         cached = malloc((size_t)br_engine_n_ctx(e) * sizeof *cached);
         if (!logits || !cached) goto done;
     }
-    fprintf(stderr, "bitrack chat: type a message (/reset to start over, /quit or EOF to leave)\n");
-    char line[65536];
-    while (fputs("> ", stderr), fgets(line, sizeof line, stdin)) {
-        size_t len = strcspn(line, "\n");
-        line[len] = '\0';
-        if (!strcmp(line, "/quit")) break;
-        if (!strcmp(line, "/reset")) {
-            convo_clear(&cv, keep);
-            n_cached = 0;
+    /* a template that cannot render (locally; or one the server would refuse, as it
+     * renders with the same module) fails now, before the banner */
+    if (!o.server[0] || o.tmpl) {
+        struct br_chat_turn probe = {"user", "hi"};
+        char *text = NULL;
+        const char *name = o.server[0] ? o.tmpl : tmpl;
+        if (br_chat_render(name, &probe, 1, 1, &text, NULL, &err)) {
+            fprintf(stderr, "bitrack chat: --chat-template %s: %s\n", name, err.msg);
+            goto done;
+        }
+        free(text);
+    }
+    int tty = isatty(0);
+    fprintf(stderr, "bitrack chat: type a message (/help for commands, /exit or EOF to leave)\n");
+    for (;; free(line), line = NULL) {
+        if (!(line = read_line(tty))) break;
+        size_t len = strlen(line);
+        if (line[0] == '/') { /* commands never reach the model */
+            char *cmd = line + 1;
+            cmd[strcspn(cmd, " \t")] = '\0';
+            if (!strcmp(cmd, "exit") || !strcmp(cmd, "quit")) break;
+            if (!strcmp(cmd, "reset")) {
+                convo_clear(&cv, keep);
+                n_cached = 0;
+                fprintf(stderr, "bitrack chat: the conversation starts over\n");
+            } else if (!strcmp(cmd, "help")) {
+                fputs(chat_help, stderr);
+            } else {
+                fprintf(stderr, "bitrack chat: unknown command /%s; %s", cmd, chat_help);
+            }
             continue;
         }
         if (len == 0) continue;
@@ -340,6 +352,7 @@ int br_cmd_chat(int argc, char **argv)
     }
     exit_code = failed; /* 1 when a turn failed */
 done:
+    free(line);
     convo_clear(&cv, 0);
     free(cv.role), free(cv.content), free(cached), free(logits);
     br_client_close(&cl);

@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -15,6 +14,7 @@
 #include <zmq.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 
 /* Writes text to path, creating it with mode; O_EXCL unless force. 0 on success. */
 static int write_key(const char *path, const char *text, mode_t mode, int force)
@@ -46,31 +46,21 @@ static int write_key(const char *path, const char *text, mode_t mode, int force)
 int br_cmd_keygen(int argc, char **argv)
 {
     const char *prefix = NULL;
-    int force = 0, c;
-    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
-                                         {"force", no_argument, 0, 'f'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:fh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'o':
-            prefix = optarg;
-            break;
-        case 'f':
-            force = 1;
-            break;
-        case 'h':
-            printf("usage: bitrack keygen -o PREFIX [--force]   (writes PREFIX.key and "
-                   "PREFIX.pub)\n");
-            return 0;
-        default:
-            return 2;
-        }
-    }
+    int force = 0;
+    const struct br_opt opts[] = {
+        BR_O_STR('o', "output", &prefix, "PREFIX", "write PREFIX.key (secret) and PREFIX.pub"),
+        BR_O_FLAG('f', "force", &force, "replace existing files"),
+    };
+    const struct br_cmd_spec spec = {
+        "keygen", NULL,
+        "Makes a CurveZMQ key pair for `serve --curve-secret/--curve-clients` and the\n"
+        "clients' --curve-key/--curve-server-key (docs/RELIABILITY.md, \"Security\").",
+        opts, sizeof opts / sizeof *opts};
+    int optind_, prc = br_opts_parse(&spec, argc, argv, &optind_);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
     if (!prefix || !prefix[0]) return br_cli_usage_error("keygen", "give -o PREFIX");
-    if (optind < argc)
-        return br_cli_usage_error("keygen", "unexpected argument '%s'", argv[optind]);
+    if (optind_ < argc)
+        return br_cli_usage_error("keygen", "unexpected argument '%s'", argv[optind_]);
     if (!zmq_has("curve")) {
         fprintf(stderr, "bitrack keygen: this libzmq was built without CurveZMQ\n");
         return 1;

@@ -1,51 +1,48 @@
-/* `bitrack plan -m MODEL --tp T --pp P [--layout replicated|sharded] [--mem-per-rank 16G]`:
- * the per-rank table of the TP x PP plan (sharding/plan.h) and, for TP > 1, the
+/* `bitrack plan -m MODEL --tp T --pp P [--layout replicated|sharded] [--mem-per-rank 16G]
+ * [--json]`: the per-rank table of the TP x PP plan (sharding/plan.h) and, for TP > 1, the
  * collectives of a layer; exits 1 when a rank does not fit the memory given. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "sharding/config.h"
 #include "sharding/gguf.h"
 #include "sharding/plan.h"
 
-static int parse_size(const char *s, uint64_t *out)
+/* The plan as one JSON object: the layout, the model's shape, and per rank its part and
+ * the same estimates as the table (br_plan_describe). */
+static int print_json(const struct br_plan *p, uint64_t mem)
 {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v <= 0) return -1;
-    double mult = 1;
-    switch (*end) {
-    case 'k':
-    case 'K':
-        mult = 1024.0;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        mult = 1024.0 * 1024;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        mult = 1024.0 * 1024 * 1024;
-        end++;
-        break;
-    case 't':
-    case 'T':
-        mult = 1024.0 * 1024 * 1024 * 1024;
-        end++;
-        break;
-    default:
-        break;
+    const struct br_model_config *c = &p->cfg;
+    int eb = c->embd_type == 0 ? 4 : 2, hb = c->head_type == 0 ? 4 : 2, over = 0;
+    printf("{\"tp\": %d, \"pp\": %d, \"ranks\": %d, \"residual\": \"%s\", \"arch\": \"%s\", "
+           "\"n_embd\": %d, "
+           "\"n_layer\": %d, \"n_head\": %d, \"n_head_kv\": %d, \"n_ff\": %d, \"n_vocab\": %d, "
+           "\"mem_per_rank\": %llu, \"parts\": [",
+           p->tp, p->pp, p->tp * p->pp, br_layout_name(p->layout), c->arch_name, c->n_embd,
+           c->n_layer, c->n_head, c->n_head_kv, c->n_ff, c->n_vocab, (unsigned long long)mem);
+    for (int32_t r = 0; r < p->tp * p->pp; r++) {
+        const struct br_part *q = &p->parts[r];
+        struct br_part_cost cost;
+        br_part_cost(c, q, eb, hb, &cost);
+        uint64_t tb, tm;
+        br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, 1, &tb, &tm);
+        int bad = mem && cost.weight_bytes + cost.kv_bytes_per_1k * 4 > mem;
+        over += bad;
+        printf("%s\n  {\"rank\": %d, \"tp_rank\": %d, \"stage\": %d, \"layers\": [%d, %d], "
+               "\"kv_heads\": [%d, %d], \"ffn_rows\": [%d, %d], \"hidden\": [%d, %d], "
+               "\"vocab\": [%d, %d], \"weight_bytes\": %llu, \"kv_bytes_per_1k\": %llu, "
+               "\"decode_bytes_per_token\": %llu, \"messages_per_token\": %llu, \"fits\": %s}",
+               r ? "," : "", r, q->tp_rank, q->pp_rank, q->layer0, q->layer1, q->kv0, q->kv1,
+               q->ff0, q->ff1, q->d0, q->d1, q->last_stage ? q->v0 : 0, q->last_stage ? q->v1 : 0,
+               (unsigned long long)cost.weight_bytes, (unsigned long long)cost.kv_bytes_per_1k,
+               (unsigned long long)(tb / 1000), (unsigned long long)(tm / 1000),
+               bad ? "false" : "true");
     }
-    if (*end == 'i' || *end == 'B' || *end == 'b') end++;
-    if (*end == 'B') end++;
-    if (*end) return -1;
-    *out = (uint64_t)(v * mult);
-    return 0;
+    printf("\n]}\n");
+    return over;
 }
 
 int br_cmd_plan(int argc, char **argv)
@@ -53,43 +50,28 @@ int br_cmd_plan(int argc, char **argv)
     const char *path = NULL;
     long long tp = 1, pp = 1;
     uint64_t mem = 0;
-    int layout = BR_LAYOUT_REPLICATED;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"tp", required_argument, 0, 'T'},
-                                         {"pp", required_argument, 0, 'P'},
-                                         {"mem-per-rank", required_argument, 0, 'M'},
-                                         {"layout", required_argument, 0, 'L'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            path = optarg;
-            break;
-        case 'T':
-            if (br_cli_int(optarg, 1, 4096, &tp)) return br_cli_usage_error("plan", "bad --tp");
-            break;
-        case 'P':
-            if (br_cli_int(optarg, 1, 4096, &pp)) return br_cli_usage_error("plan", "bad --pp");
-            break;
-        case 'M':
-            if (parse_size(optarg, &mem))
-                return br_cli_usage_error("plan", "bad --mem-per-rank '%s' (e.g. 16G)", optarg);
-            break;
-        case 'L':
-            if ((layout = br_layout_parse(optarg)) < 0)
-                return br_cli_usage_error("plan", "--layout takes replicated or sharded");
-            break;
-        case 'h':
-            printf("usage: bitrack plan -m MODEL --tp T --pp P [--layout replicated|sharded] "
-                   "[--mem-per-rank 16G]\n");
-            return 0;
-        default:
-            return 2;
-        }
-    }
+    int json = 0;
+    const char *layout_s = "replicated";
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &path, "FILE", "the model"),
+        BR_O_INT(0, "tp", &tp, 1, 4096, "T", "tensor-parallel ranks"),
+        BR_O_INT(0, "pp", &pp, 1, 4096, "P", "pipeline stages"),
+        BR_O_SIZE(0, "mem-per-rank", &mem, "SIZE",
+                  "flag ranks whose weights + KV for 4k tokens exceed SIZE (16G)"),
+        BR_O_FLAG(0, "json", &json, "print the plan as JSON (ranges are [first, end))"),
+        BR_O_CHOICE(0, "layout", &layout_s, "replicated|sharded",
+                    "how a TP group holds the residual (sharding/plan.h)"),
+    };
+    const struct br_cmd_spec spec = {
+        "plan", NULL,
+        "Shows how a model splits over --tp x --pp ranks: per rank its layers, heads, FFN\n"
+        "rows, bytes and traffic. Exits 1 when a rank does not fit --mem-per-rank.",
+        opts, sizeof opts / sizeof *opts};
+    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (!path && first < argc) path = argv[first++];
+    if (first < argc) return br_cli_usage_error("plan", "unexpected argument '%s'", argv[first]);
+    int layout = br_layout_parse(layout_s);
     if (!path) return br_cli_usage_error("plan", "a model is required (-m MODEL.gguf)");
     struct br_err err = {{0}};
     struct br_gguf *g = NULL;
@@ -102,14 +84,14 @@ int br_cmd_plan(int argc, char **argv)
         return 1;
     }
     br_gguf_close(&g);
-    int over = br_plan_describe(plan, mem, stdout);
+    int over = json ? print_json(plan, mem) : br_plan_describe(plan, mem, stdout);
     struct br_coll k[BR_PLAN_MAX_COLLS];
-    int n = br_plan_layer_colls(plan, 1, k);
+    int n = json ? 0 : br_plan_layer_colls(plan, 1, k);
     if (n) printf("collectives per layer and token (%s residual):\n", br_layout_name(layout));
     for (int i = 0; i < n; i++)
         printf("  %-26s %-20s %llu bytes\n", k[i].what, br_coll_kind_name(k[i].kind),
                (unsigned long long)k[i].bytes);
-    n = br_plan_head_colls(plan, 1, k);
+    n = json ? 0 : br_plan_head_colls(plan, 1, k);
     for (int i = 0; i < n; i++)
         printf("  %-26s %-20s %llu bytes (head, per row)\n", k[i].what,
                br_coll_kind_name(k[i].kind), (unsigned long long)k[i].bytes);

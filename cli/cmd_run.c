@@ -1,8 +1,8 @@
 /*
  * `bitrack run`: generation on one machine, without mpirun.
  *
- *   bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) -n N [--temp T] [--seed S]
- *               [--dump-logits FILE] [-t THREADS] [-v]
+ *   bitrack run -m MODEL (-p TEXT | -f FILE | --tokens 1,2,3) [-n N] [--temp T] [-s S]
+ *               [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]     (bitrack help run)
  *   mpirun -np T*P bitrack run ... --tp T --pp P [--stats]
  *
  * Under mpirun every rank loads only its part of the plan; rank 0 decides the steps,
@@ -23,6 +23,9 @@
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
+#include "coordinator/cluster.h"
+#include "worker/step.h"
 #include "worker/sample.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
@@ -30,177 +33,123 @@
 #include "sharding/gguf.h"
 #include "sharding/plan.h"
 #include "worker/comm_mpi.h"
-#include "worker/dist.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: bitrack run -m MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T] "
-            "[--seed S]\n"
-            "                  [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]\n"
-            "                  [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
-            "                  [--ids] [--ignore-eos] [--tp T --pp P under mpirun] [--stats]\n"
-            "                  [--head q8_0|q6_k]  (re-encode the output head at load)\n"
-            "                  [--layout replicated|sharded|auto] [--link GBIT:US]\n"
-            "  --layout  how a TP group holds the residual (sharding/plan.h); auto picks the\n"
-            "            one whose collectives cost less for one token per step over --link\n"
-            "            (default 25:25, Gbit/s and one-way us); a shard directory has its own\n");
-}
-
 struct run_args {
-    const char *model_path, *prompt, *tokens_arg, *dump;
+    const char *model_path, *prompt, *prompt_file, *tokens_arg, *dump, *head;
     long long n_gen, threads, n_ctx, seed, tp, pp, top_k;
     double temp, top_p, min_p, repeat_penalty;
     int verbose, stats, print_ids, ignore_eos;
     uint32_t head_type;
-    int layout;
+    char *file_text; /* -f's contents (owned) */
+    const char *layout_s, *link_s;
+    int layout; /* enum br_layout, or BR_LAYOUT_AUTO */
     double link_gbit, link_us;
 };
 
-static int parse(int argc, char **argv, struct run_args *a)
+/* Reads a whole file (NUL-terminated, malloc'd); NULL with errno on failure. */
+static char *read_file(const char *path)
 {
-    enum {
-        O_TOKENS = 256,
-        O_TEMP,
-        O_DUMP,
-        O_SEED,
-        O_TP,
-        O_PP,
-        O_STATS,
-        O_TOPK,
-        O_TOPP,
-        O_MINP,
-        O_REP,
-        O_IDS,
-        O_IGN,
-        O_HEAD,
-        O_LAYOUT,
-        O_LINK
-    };
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"prompt", required_argument, 0, 'p'},
-                                         {"tokens", required_argument, 0, O_TOKENS},
-                                         {"n-predict", required_argument, 0, 'n'},
-                                         {"temp", required_argument, 0, O_TEMP},
-                                         {"seed", required_argument, 0, O_SEED},
-                                         {"dump-logits", required_argument, 0, O_DUMP},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"ctx", required_argument, 0, 'c'},
-                                         {"verbose", no_argument, 0, 'v'},
-                                         {"tp", required_argument, 0, O_TP},
-                                         {"pp", required_argument, 0, O_PP},
-                                         {"stats", no_argument, 0, O_STATS},
-                                         {"help", no_argument, 0, 'h'},
-                                         {"top-k", required_argument, 0, O_TOPK},
-                                         {"top-p", required_argument, 0, O_TOPP},
-                                         {"min-p", required_argument, 0, O_MINP},
-                                         {"repeat-penalty", required_argument, 0, O_REP},
-                                         {"ids", no_argument, 0, O_IDS},
-                                         {"ignore-eos", no_argument, 0, O_IGN},
-                                         {"head", required_argument, 0, O_HEAD},
-                                         {"layout", required_argument, 0, O_LAYOUT},
-                                         {"link", required_argument, 0, O_LINK},
-                                         {0, 0, 0, 0}};
-    memset(a, 0, sizeof *a);
-    a->n_gen = 16, a->threads = 1, a->tp = 1, a->pp = 1;
-    a->layout = BR_LAYOUT_AUTO, a->link_gbit = 25, a->link_us = 25;
-    a->top_p = 1.0, a->repeat_penalty = 1.0;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:c:vh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            a->model_path = optarg;
-            break;
-        case 'p':
-            a->prompt = optarg;
-            break;
-        case O_TOKENS:
-            a->tokens_arg = optarg;
-            break;
-        case 'n':
-            if (br_cli_int(optarg, 1, 1 << 24, &a->n_gen))
-                return br_cli_usage_error("run", "bad -n");
-            break;
-        case 't':
-            if (br_cli_int(optarg, 1, 1024, &a->threads))
-                return br_cli_usage_error("run", "bad -t");
-            break;
-        case 'c':
-            if (br_cli_int(optarg, 1, 1 << 22, &a->n_ctx))
-                return br_cli_usage_error("run", "bad -c");
-            break;
-        case O_TP:
-            if (br_cli_int(optarg, 1, 4096, &a->tp)) return br_cli_usage_error("run", "bad --tp");
-            break;
-        case O_PP:
-            if (br_cli_int(optarg, 1, 4096, &a->pp)) return br_cli_usage_error("run", "bad --pp");
-            break;
-        case O_TEMP:
-        case O_TOPP:
-        case O_MINP:
-        case O_REP: {
-            char *end;
-            double v = strtod(optarg, &end);
-            if (*end || !(v >= 0.0) || v > 100.0)
-                return br_cli_usage_error("run", "bad value '%s'", optarg);
-            *(c == O_TEMP   ? &a->temp
-              : c == O_TOPP ? &a->top_p
-              : c == O_MINP ? &a->min_p
-                            : &a->repeat_penalty) = v;
-            break;
-        }
-        case O_TOPK:
-            if (br_cli_int(optarg, 0, 1 << 20, &a->top_k))
-                return br_cli_usage_error("run", "bad --top-k");
-            break;
-        case O_IDS:
-            a->print_ids = 1;
-            break;
-        case O_IGN:
-            a->ignore_eos = 1;
-            break;
-        case O_SEED:
-            if (br_cli_int(optarg, 0, INT64_MAX, &a->seed))
-                return br_cli_usage_error("run", "bad --seed");
-            break;
-        case O_DUMP:
-            a->dump = optarg;
-            break;
-        case O_STATS:
-            a->stats = 1;
-            break;
-        case 'v':
-            a->verbose = 1;
-            break;
-        case O_LAYOUT:
-            if ((a->layout = br_layout_parse(optarg)) < -1)
-                return br_cli_usage_error("run", "--layout takes replicated, sharded or auto");
-            break;
-        case O_LINK: {
-            int k = 0;
-            if (sscanf(optarg, "%lf:%lf%n", &a->link_gbit, &a->link_us, &k) != 2 || optarg[k] ||
-                !(a->link_gbit > 0 && a->link_gbit < 1e6) || !(a->link_us >= 0 && a->link_us < 1e6))
-                return br_cli_usage_error("run", "bad --link '%s' (GBIT:US, e.g. 25:25)", optarg);
-            break;
-        }
-        case O_HEAD:
-            if (!(a->head_type = br_cli_head_type(optarg)))
-                return br_cli_usage_error("run", "--head takes q8_0 or q6_k (got '%s')", optarg);
-            break;
-        case 'h':
-            usage(stdout);
-            return -1;
-        default:
-            usage(stderr);
-            return 2;
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+        if (n == cap) {
+            char *nb = realloc(buf, 2 * cap + 1);
+            if (!nb) free(buf);
+            buf = nb, cap *= 2;
         }
     }
+    if (buf) buf[n] = '\0';
+    if (f != stdin) fclose(f);
+    return buf;
+}
+
+static int parse(int argc, char **argv, struct run_args *a)
+{
+    memset(a, 0, sizeof *a);
+    /* sampling and length defaults are the protocol's (proto/PROTOCOL.md) */
+    a->n_gen = BR_CLI_DEFAULT_MAX_TOKENS, a->tp = 1, a->pp = 1, a->seed = -1;
+    a->temp = BR_CLI_DEFAULT_TEMP, a->top_k = BR_CLI_DEFAULT_TOP_K;
+    a->top_p = BR_CLI_DEFAULT_TOP_P, a->min_p = BR_CLI_DEFAULT_MIN_P, a->repeat_penalty = 1.0;
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &a->model_path, "FILE", "model file, or a directory from `shard`"),
+        BR_O_STR('p', "prompt", &a->prompt, "TEXT", "the prompt"),
+        BR_O_STR('f', "file", &a->prompt_file, "FILE", "read the prompt from FILE (- for stdin)"),
+        BR_O_STR(0, "tokens", &a->tokens_arg, "IDS", "the prompt as token ids 1,2,3 (no BOS)"),
+        BR_O_INT('n', "n-predict", &a->n_gen, -1, 1 << 24, "N",
+                 "tokens to generate; -1: until end of text or context"),
+        BR_O_INT('t', "threads", &a->threads, 0, 1024, "N",
+                 "threads per rank; 0: the available cores, shared by this machine's ranks"),
+        {.short_name = 'c',
+         .long_name = "ctx-size",
+         .alias = "ctx",
+         .kind = BR_OPT_INT,
+         .dest = &a->n_ctx,
+         .min = 0,
+         .max = 1 << 22,
+         .arg = "N",
+         .help = "context length; 0: prompt + N (with -n -1: the model's)"},
+        BR_O_FLOAT(0, "temp", &a->temp, 0, 100, "T", "temperature; 0: greedy"),
+        BR_O_INT(0, "top-k", &a->top_k, 0, 1 << 20, "K", "keep the K likeliest tokens; 0: off"),
+        BR_O_FLOAT(0, "top-p", &a->top_p, 0, 1, "P", "nucleus sampling; 1: off"),
+        BR_O_FLOAT(0, "min-p", &a->min_p, 0, 1, "P", "drop tokens below P x the top one's; 0: off"),
+        BR_O_FLOAT(0, "repeat-penalty", &a->repeat_penalty, 1e-6, 10, "R",
+                   "penalty for the last 64 tokens; 1: off"),
+        BR_O_INT('s', "seed", &a->seed, -1, INT64_MAX, "S", "sampling seed; -1: random"),
+        BR_O_FLAG(0, "ids", &a->print_ids, "print token ids instead of text"),
+        BR_O_FLAG(0, "ignore-eos", &a->ignore_eos, "keep generating after end-of-text"),
+        BR_O_STR(0, "dump-logits", &a->dump, "FILE",
+                 "write the f32 logits of every evaluated position"),
+        BR_O_INT(0, "tp", &a->tp, 1, 4096, "T", "tensor-parallel ranks (under mpirun)"),
+        BR_O_INT(0, "pp", &a->pp, 1, 4096, "P", "pipeline stages (under mpirun)"),
+        BR_O_FLAG(0, "stats", &a->stats, "print each rank's traffic against the plan's"),
+        BR_O_CHOICE(0, "head", &a->head, "q8_0|q6_k", "re-encode the output head at load"),
+        BR_O_CHOICE(0, "layout", &a->layout_s, "replicated|sharded|auto",
+                    "how a TP group holds the residual (sharding/plan.h); auto (the default): "
+                    "the one whose collectives cost less for one token per step over --link; a "
+                    "shard directory has its own"),
+        BR_O_STR(0, "link", &a->link_s, "GBIT:US",
+                 "the link --layout auto assumes: Gbit/s and one-way us (25:25)"),
+        BR_O_FLAG('v', "verbose", &a->verbose, "plan, load time and per-layer residual norms"),
+    };
+    const struct br_cmd_spec spec = {
+        "run", NULL,
+        "Generates from a prompt on this machine, or under mpirun with --tp T --pp P (the\n"
+        "logits are bit-identical for every layout). Give the prompt with -p, -f or --tokens.",
+        opts, sizeof opts / sizeof *opts};
+    int first, rc = br_opts_parse(&spec, argc, argv, &first);
+    if (rc) return rc;
+    if (first < argc)
+        return br_cli_usage_error("run", "unexpected argument '%s' (the prompt goes after -p)",
+                                  argv[first]);
+    if (a->n_gen == 0)
+        return br_cli_usage_error("run", "-n: 0 tokens; give at least 1, or -1 for until end of "
+                                         "text or context");
+    if (a->head) a->head_type = br_cli_head_type(a->head);
+    a->layout = a->layout_s ? br_layout_parse(a->layout_s) : BR_LAYOUT_AUTO;
+    a->link_gbit = 25, a->link_us = 25;
+    if (a->link_s) {
+        int k = 0;
+        if (sscanf(a->link_s, "%lf:%lf%n", &a->link_gbit, &a->link_us, &k) != 2 || a->link_s[k] ||
+            !(a->link_gbit > 0 && a->link_gbit < 1e6) || !(a->link_us >= 0 && a->link_us < 1e6))
+            return br_cli_usage_error("run", "bad --link '%s' (GBIT:US, e.g. 25:25)", a->link_s);
+    }
     if (!a->model_path) return br_cli_usage_error("run", "a model is required (-m MODEL.gguf)");
-    if (!!a->prompt == !!a->tokens_arg)
-        return br_cli_usage_error("run", "give exactly one of -p TEXT or --tokens 1,2,3");
+    if (!!a->prompt + !!a->tokens_arg + !!a->prompt_file != 1)
+        return br_cli_usage_error("run", "give exactly one of -p TEXT, -f FILE or --tokens 1,2,3");
+    if (a->prompt_file) {
+        if (!(a->file_text = read_file(a->prompt_file))) {
+            fprintf(stderr, "bitrack run: -f: cannot read %s\n", a->prompt_file);
+            return 1;
+        }
+        a->prompt = a->file_text;
+    }
     return 0;
 }
 
@@ -208,8 +157,8 @@ static int parse(int argc, char **argv, struct run_args *a)
  * back only each vocabulary slice's best token; sampling brings back the logits and draws
  * with the counter RNG keyed by (seed, 0, position), as the server does. */
 static int generate(const struct run_args *a, const struct br_model *model, struct br_engine *eng,
-                    struct br_comm *comm, const struct br_tok *tok, const int32_t *toks,
-                    int32_t n_prompt, FILE *df, struct br_err *err)
+                    const struct br_comm *comm, struct br_cluster *cl, const struct br_tok *tok,
+                    const int32_t *toks, int32_t n_prompt, FILE *df, struct br_err *err)
 {
     int32_t vocab = model->cfg.n_vocab, mb = br_engine_max_batch(eng);
     struct br_sample_params sp;
@@ -245,8 +194,8 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
         struct br_batch b = {T, toks + off, pos, seq, 0, NULL};
         int final = off + T == n_prompt;
         int32_t nr = df ? T : final ? 1 : 0;
-        rc = br_dist_step(eng, comm, &b, df ? rows : rows + T - 1, nr, need_logits ? logits : NULL,
-                          &next_tok, err);
+        rc = br_cluster_step(cl, &b, df ? rows : rows + T - 1, nr, need_logits ? logits : NULL,
+                             &next_tok, err);
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)T * vocab, df) != (size_t)T * vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
         if (final && need_logits) last = logits + (size_t)(nr - 1) * vocab;
@@ -277,7 +226,7 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
         if (i + 1 == a->n_gen) break;
         pos[0] = p++;
         struct br_batch b = {1, &next, pos, seq, 0, NULL};
-        rc = br_dist_step(eng, comm, &b, rows, 1, need_logits ? logits : NULL, &next_tok, err);
+        rc = br_cluster_step(cl, &b, rows, 1, need_logits ? logits : NULL, &next_tok, err);
         last = logits;
         if (!rc && df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab)
             rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
@@ -313,7 +262,10 @@ int br_cmd_run(int argc, char **argv)
 {
     struct run_args a;
     int prc = parse(argc, argv, &a);
-    if (prc) return prc < 0 ? 0 : prc;
+    if (prc) {
+        free(a.file_text);
+        return prc == BR_OPTS_HELP ? 0 : prc;
+    }
 
     int exit_code = 1;
     struct br_err err = {{0}};
@@ -322,6 +274,7 @@ int br_cmd_run(int argc, char **argv)
     struct br_model *model = NULL;
     struct br_pool *pool = NULL;
     struct br_engine *eng = NULL;
+    struct br_cluster *cl = NULL; /* rank 0: drives the ranks */
     int32_t *toks = NULL, n_prompt = 0;
     FILE *df = NULL;
     struct br_tok *tok = NULL;
@@ -372,6 +325,8 @@ int br_cmd_run(int argc, char **argv)
     }
     if (rank == 0 && a.verbose && plan) br_plan_describe(plan, 0, stderr);
     double t_load = br_now() - t0;
+    if (a.threads == 0) /* like llama.cpp: every core, shared by the ranks on this machine */
+        a.threads = br_cli_threads_default(comm ? br_comm_mpi_ranks_here(comm) : 1);
     if (br_pool_create((int)a.threads, &pool)) {
         fprintf(stderr, "bitrack run: cannot start %lld threads\n", a.threads);
         goto done;
@@ -396,6 +351,17 @@ int br_cmd_run(int argc, char **argv)
             goto done;
         }
     }
+    if (a.n_gen < 0) { /* until end of text or the context is full */
+        long long ctx_n = a.n_ctx ? a.n_ctx : model->cfg.n_ctx;
+        if (ctx_n > model->cfg.n_ctx) ctx_n = model->cfg.n_ctx;
+        a.n_gen = ctx_n - n_prompt;
+        if (a.n_gen < 1) {
+            fprintf(stderr, "bitrack run: the prompt's %d tokens fill the context of %lld\n",
+                    n_prompt, ctx_n);
+            goto done;
+        }
+    }
+    if (a.seed < 0) a.seed = (long long)br_cli_random_seed();
     int32_t need = n_prompt + (int32_t)a.n_gen;
     long long n_ctx = a.n_ctx ? a.n_ctx : need;
     if (need > n_ctx || need > model->cfg.n_ctx) {
@@ -412,19 +378,23 @@ int br_cmd_run(int argc, char **argv)
         goto done;
     }
     if (rank != 0) {
-        if (br_dist_serve(eng, comm, &err)) {
+        if (br_step_follow(eng, comm, &err)) {
             fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
             goto done;
         }
     } else {
+        if (br_cluster_create(eng, comm, &cl, &err)) {
+            fprintf(stderr, "bitrack run: %s\n", err.msg);
+            goto done;
+        }
         if (a.dump && !(df = fopen(a.dump, "wb"))) {
             fprintf(stderr, "bitrack run: cannot write %s\n", a.dump);
-            br_dist_stop(eng, comm, &err);
+            br_cluster_stop(cl, &err);
             goto done;
         }
         if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", t_load);
-        int rc = generate(&a, model, eng, comm, tok, toks, n_prompt, df, &err);
-        br_dist_stop(eng, comm, NULL);
+        int rc = generate(&a, model, eng, comm, cl, tok, toks, n_prompt, df, &err);
+        br_cluster_stop(cl, NULL);
         if (rc) {
             fprintf(stderr, "bitrack run: %s\n", err.msg);
             goto done;
@@ -468,7 +438,9 @@ done:
         exit_code = 1;
     }
     free(toks);
+    free(a.file_text);
     br_tok_destroy(&tok);
+    br_cluster_destroy(&cl);
     br_engine_destroy(&eng);
     br_pool_destroy(&pool);
     br_model_destroy(&model);

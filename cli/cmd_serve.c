@@ -1,7 +1,7 @@
 /*
  * `bitrack serve`: the model behind a ZeroMQ endpoint (coordinator/server.h).
  *
- *   bitrack serve -m MODEL [--listen tcp://127.0.0.1:5555] [-t THREADS] [--ctx N]
+ *   bitrack serve -m MODEL [--listen 127.0.0.1:5555] [-t THREADS] [--ctx N]
  *                 [--max-seqs N] [--batch-tokens N] [--max-queue N] [--client-timeout S]
  *                 [--max-per-client N] [--max-tokens-cap N] [--max-prompt-tokens N]
  *                 [--max-request-bytes N] [--client-queue N]
@@ -17,7 +17,6 @@
  * of this machine that has died; every client then gets `unavailable`, the ranks that can
  * still be reached print which rank (and host) was lost, and the job exits non-zero.
  */
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
@@ -28,12 +27,14 @@
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
+#include "coordinator/cluster.h"
 #include "coordinator/server.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
 #include "sharding/plan.h"
 #include "worker/comm_mpi.h"
-#include "worker/dist.h"
+#include "worker/step.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
@@ -148,165 +149,84 @@ static void *watchdog(void *arg)
     return NULL;
 }
 
-static void usage(FILE *f)
+/* Rank 0, before serving: tells the other ranks to leave br_step_follow. */
+static void stop_followers(struct br_engine *eng, struct br_comm *comm)
 {
-    fprintf(
-        f, "usage: bitrack serve -m MODEL [--listen ADDR] [-t THREADS] [--ctx N] [--max-seqs N]\n"
-           "                     [--batch-tokens N] [--max-queue N] [--max-per-client N]\n"
-           "                     [--client-timeout S] [--max-tokens-cap N]\n"
-           "                     [--max-prompt-tokens N] [--max-request-bytes N]\n"
-           "                     [--client-queue N]\n"
-           "                     [--curve-secret FILE (--curve-clients DIR | --curve-any-client)]\n"
-           "                     [--tp T --pp P]\n"
-           "                     [--step-timeout S] [--micro-batches N]\n"
-           "                     [--head q8_0|q6_k]  (re-encode the output head at load)\n");
+    struct br_cluster *cl = NULL;
+    if (br_cluster_create(eng, comm, &cl, NULL) == BR_OK) br_cluster_stop(cl, NULL);
+    br_cluster_destroy(&cl);
 }
 
 int br_cmd_serve(int argc, char **argv)
 {
-    const char *model_path = NULL;
+    const char *model_path = NULL, *head = NULL;
     struct br_server_opts so = {0};
-    long long threads = 1, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, step_timeout = 3, v;
-    long long max_bytes = (long long)4 << 20;
-    so.client_timeout_s = 30;
-    enum {
-        O_LISTEN = 256,
-        O_CTX,
-        O_SEQS,
-        O_BATCH,
-        O_QUEUE,
-        O_PERC,
-        O_TIMEOUT,
-        O_CAP,
-        O_MAXPROMPT,
-        O_MAXBYTES,
-        O_CQUEUE,
-        O_CS,
-        O_CC,
-        O_CANY,
-        O_TP,
-        O_PP,
-        O_STEP,
-        O_HEAD,
-        O_MICRO
-    };
+    char listen[BR_ADDR_MAX] = BR_CLIENT_DEFAULT_ADDR;
+    long long threads = 0, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, step_timeout = 3;
+    long long max_queue = 256, per_client = 64, client_timeout = 30, cap = 4096, max_prompt = 0;
+    long long client_queue = 10000, micro = 0;
+    uint64_t max_bytes = (uint64_t)4 << 20;
     uint32_t head_type = 0;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"listen", required_argument, 0, O_LISTEN},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"ctx", required_argument, 0, O_CTX},
-                                         {"max-seqs", required_argument, 0, O_SEQS},
-                                         {"batch-tokens", required_argument, 0, O_BATCH},
-                                         {"max-queue", required_argument, 0, O_QUEUE},
-                                         {"max-per-client", required_argument, 0, O_PERC},
-                                         {"client-timeout", required_argument, 0, O_TIMEOUT},
-                                         {"max-tokens-cap", required_argument, 0, O_CAP},
-                                         {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
-                                         {"max-request-bytes", required_argument, 0, O_MAXBYTES},
-                                         {"client-queue", required_argument, 0, O_CQUEUE},
-                                         {"curve-secret", required_argument, 0, O_CS},
-                                         {"curve-clients", required_argument, 0, O_CC},
-                                         {"curve-any-client", no_argument, 0, O_CANY},
-                                         {"tp", required_argument, 0, O_TP},
-                                         {"pp", required_argument, 0, O_PP},
-                                         {"step-timeout", required_argument, 0, O_STEP},
-                                         {"micro-batches", required_argument, 0, O_MICRO},
-                                         {"head", required_argument, 0, O_HEAD},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int c;
-    optind = 1;
-    int li = -1;
-    while ((c = getopt_long(argc, argv, "m:t:h", opts, &li)) != -1) {
-        long long *slot = NULL, lo = 1, hi = 1 << 20;
-        int32_t *islot = NULL;
-        switch (c) {
-        case 'm':
-            model_path = optarg;
-            break;
-        case O_LISTEN:
-            so.listen = optarg;
-            break;
-        case O_CS:
-            so.curve_secret = optarg;
-            break;
-        case O_CC:
-            so.curve_clients = optarg;
-            break;
-        case O_CANY:
-            so.curve_any_client = 1;
-            break;
-        case 't':
-            slot = &threads, hi = 1024;
-            break;
-        case O_TP:
-            slot = &tp, hi = 4096;
-            break;
-        case O_PP:
-            slot = &pp, hi = 4096;
-            break;
-        case O_STEP:
-            slot = &step_timeout, lo = 0, hi = 86400;
-            break;
-        case O_CTX:
-            slot = &ctx, hi = 1 << 22;
-            break;
-        case O_SEQS:
-            slot = &seqs, hi = 4096;
-            break;
-        case O_BATCH:
-            slot = &batch, hi = 1024;
-            break;
-        case O_QUEUE:
-            islot = &so.max_queue;
-            break;
-        case O_PERC:
-            islot = &so.max_per_client;
-            break;
-        case O_TIMEOUT:
-            islot = &so.client_timeout_s, lo = 0;
-            break;
-        case O_CAP:
-            islot = &so.max_tokens_cap;
-            break;
-        case O_MAXPROMPT:
-            islot = &so.max_prompt_tokens, hi = 1 << 22;
-            break;
-        case O_CQUEUE:
-            islot = &so.client_queue;
-            break;
-        case O_MICRO:
-            islot = &so.micro_batches, hi = 64;
-            break;
-        case O_MAXBYTES:
-            /* at least a few KiB: health, ping and cancel must always fit */
-            slot = &max_bytes, lo = 4096, hi = (long long)1 << 30;
-            break;
-        case O_HEAD:
-            if (!(head_type = br_cli_head_type(optarg)))
-                return br_cli_usage_error("serve", "--head takes q8_0 or q6_k (got '%s')", optarg);
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-        if (slot || islot) {
-            if (br_cli_int(optarg, lo, hi, &v))
-                return br_cli_usage_error("serve", "bad value '%s' for --%s", optarg,
-                                          li >= 0 ? opts[li].name : "threads");
-            if (slot)
-                *slot = v;
-            else
-                *islot = (int32_t)v;
-        }
-        li = -1;
-    }
+    int any_client = 0;
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &model_path, "FILE", "model file, or a directory from `shard`"),
+        BR_O_ADDR(0, "listen", listen, "endpoint to bind (host:port means tcp://host:port)"),
+        BR_O_INT('t', "threads", &threads, 0, 1024, "N",
+                 "threads per rank; 0: the available cores, shared by this machine's ranks"),
+        BR_O_INT(0, "ctx", &ctx, 0, 1 << 22, "N", "context per sequence; 0: the model's"),
+        BR_O_INT(0, "max-seqs", &seqs, 1, 4096, "N", "sequences decoded together"),
+        BR_O_INT(0, "batch-tokens", &batch, 1, 1024, "N", "token budget per step"),
+        BR_O_INT(0, "max-queue", &max_queue, 1, 1 << 20, "N",
+                 "requests waiting or running before `busy`"),
+        BR_O_INT(0, "max-per-client", &per_client, 1, 1 << 20, "N",
+                 "concurrent requests of one client"),
+        BR_O_INT(0, "client-timeout", &client_timeout, 0, 1 << 20, "S",
+                 "cancel a streaming request whose client is silent this long"),
+        BR_O_INT(0, "max-tokens-cap", &cap, 1, 1 << 20, "N", "upper bound for max_tokens"),
+        BR_O_INT(0, "max-prompt-tokens", &max_prompt, 0, 1 << 22, "N",
+                 "longer prompts are answered too_long; 0: the context"),
+        {.long_name = "max-request-bytes",
+         .kind = BR_OPT_SIZE,
+         .dest = &max_bytes,
+         .arg = "BYTES",
+         .help = "larger client messages are dropped unread (at least 4096)"},
+        BR_O_INT(0, "client-queue", &client_queue, 1, 1 << 24, "N",
+                 "messages queued for one client before it counts as not reading"),
+        BR_O_STR(0, "curve-secret", &so.curve_secret, "FILE",
+                 "CurveZMQ secret key of the server (with --curve-clients)"),
+        BR_O_STR(0, "curve-clients", &so.curve_clients, "DIR",
+                 "directory of the authorized clients' public keys"),
+        BR_O_FLAG(0, "curve-any-client", &any_client,
+                  "with --curve-secret: accept any client key (encryption only)"),
+        BR_O_INT(0, "tp", &tp, 1, 4096, "T", "tensor-parallel ranks (under mpirun)"),
+        BR_O_INT(0, "pp", &pp, 1, 4096, "P", "pipeline stages (under mpirun)"),
+        BR_O_INT(0, "step-timeout", &step_timeout, 0, 86400, "S",
+                 "give up on a rank silent this long; 0: never"),
+        BR_O_INT(0, "micro-batches", &micro, 0, 64, "N",
+                 "pipeline steps in flight; 0: one per machine"),
+        BR_O_CHOICE(0, "head", &head, "q8_0|q6_k", "re-encode the output head at load"),
+    };
+    const struct br_cmd_spec spec = {
+        "serve", NULL,
+        "Serves the model over ZeroMQ (proto/PROTOCOL.md) with continuous batching; under\n"
+        "mpirun with --tp T --pp P for a cluster (launch/bitrack-launch builds the line).",
+        opts, sizeof opts / sizeof *opts};
+    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (first < argc) return br_cli_usage_error("serve", "unexpected argument '%s'", argv[first]);
     if (!model_path) return br_cli_usage_error("serve", "a model is required (-m MODEL.gguf)");
+    /* at least a few KiB: health, ping and cancel must always fit */
+    if (max_bytes < 4096 || max_bytes > ((uint64_t)1 << 30))
+        return br_cli_usage_error("serve", "--max-request-bytes: from 4096 to 1G");
+    if (head) head_type = br_cli_head_type(head);
+    so.listen = listen;
+    so.max_queue = (int32_t)max_queue, so.max_per_client = (int32_t)per_client;
+    so.client_timeout_s = (int32_t)client_timeout, so.max_tokens_cap = (int32_t)cap;
+    so.max_prompt_tokens = (int32_t)max_prompt, so.client_queue = (int32_t)client_queue;
+    so.micro_batches = (int32_t)micro;
+    so.curve_any_client = any_client;
     so.batch_tokens = (int32_t)batch;
-    so.max_request_bytes = max_bytes;
+    so.max_request_bytes = (int64_t)max_bytes;
     {
         /* every rank refuses an incomplete Curve set at once, before MPI or the model */
         struct br_err cerr = {{0}};
@@ -365,6 +285,10 @@ int br_cmd_serve(int argc, char **argv)
      * as long as it takes (an idle server sends none) */
     if (comm && rank == 0) br_comm_mpi_watch(comm, (double)step_timeout, server_interrupted, srv);
     if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
+    if (threads == 0) /* every core, shared by the ranks on this machine */
+        threads = br_cli_threads_default(comm ? br_comm_mpi_ranks_here(comm) : 1);
+    /* an idle server sleeps: waiting ranks are woken as a step starts */
+    if (comm) br_comm_mpi_doorbell(comm);
     /* where ranks and threads outnumber the cores, waits nap instead of polling */
     if (comm && br_comm_mpi_oversubscribed(comm, (int)threads))
         br_comm_mpi_set_spin(comm, BR_COMM_MPI_NAP_SPIN_S);
@@ -404,7 +328,7 @@ int br_cmd_serve(int argc, char **argv)
         sigaction(SIGTERM, &sa, NULL);
         wctx.comm = comm;
         if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
-        if (br_dist_serve(eng, comm, &err)) {
+        if (br_step_follow(eng, comm, &err)) {
             fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
             goto done;
         }
@@ -414,7 +338,7 @@ int br_cmd_serve(int argc, char **argv)
     }
     if (br_tok_from_gguf(model->gguf, &tok, &err)) {
         fprintf(stderr, "bitrack serve: %s\n", err.msg);
-        br_dist_stop(eng, comm, NULL);
+        stop_followers(eng, comm);
         goto done;
     }
     fprintf(stderr,

@@ -8,69 +8,38 @@
  * the engine evaluates with the int8 kernels, kernels/q8.h).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "sharding/shard.h"
 #include "sharding/types.h"
 
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: bitrack shard -m MODEL.gguf --tp T --pp P [--head-type q8_0|q6_k|f16|f32] -o DIR\n"
-        "  writes DIR/rank-<R>.gguf for every rank R = pp_rank * T + tp_rank\n");
-}
-
 int br_cmd_shard(int argc, char **argv)
 {
-    enum { O_TP = 256, O_PP, O_HEAD };
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"tp", required_argument, 0, O_TP},
-                                         {"pp", required_argument, 0, O_PP},
-                                         {"head-type", required_argument, 0, O_HEAD},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    uint32_t head_type = 0;
-    const char *model = NULL, *dir = NULL;
+    const char *model = NULL, *dir = NULL, *head = NULL;
     long long tp = 1, pp = 1;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            model = optarg;
-            break;
-        case 'o':
-            dir = optarg;
-            break;
-        case O_TP:
-            if (br_cli_int(optarg, 1, 4096, &tp)) return br_cli_usage_error("shard", "bad --tp");
-            break;
-        case O_PP:
-            if (br_cli_int(optarg, 1, 4096, &pp)) return br_cli_usage_error("shard", "bad --pp");
-            break;
-        case O_HEAD: {
-            int t = br_ggml_type_from_name(optarg);
-            if (t != BR_GGML_Q8_0 && t != BR_GGML_Q6_K && t != BR_GGML_F16 && t != BR_GGML_F32)
-                return br_cli_usage_error(
-                    "shard", "--head-type takes q8_0, q6_k, f16 or f32 (got '%s')", optarg);
-            head_type = (uint32_t)t;
-            break;
-        }
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
+    uint32_t head_type = 0;
+    const struct br_opt opts[] = {
+        BR_O_STR('m', "model", &model, "FILE", "the model to cut"),
+        BR_O_STR('o', "output", &dir, "DIR", "where to write rank-R.gguf"),
+        BR_O_INT(0, "tp", &tp, 1, 4096, "T", "tensor-parallel ranks"),
+        BR_O_INT(0, "pp", &pp, 1, 4096, "P", "pipeline stages"),
+        BR_O_CHOICE(0, "head-type", &head, "q8_0|q6_k|f16|f32",
+                    "re-encode the head rows; none: as in the model"),
+    };
+    const struct br_cmd_spec spec = {
+        "shard", NULL,
+        "Writes DIR/rank-R.gguf for every rank R = pp_rank * T + tp_rank of a --tp x --pp\n"
+        "plan; `run` and `serve -m DIR` load them.",
+        opts, sizeof opts / sizeof *opts};
+    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (first < argc) return br_cli_usage_error("shard", "unexpected argument '%s'", argv[first]);
+    if (head) head_type = (uint32_t)br_ggml_type_from_name(head);
     if (!model) return br_cli_usage_error("shard", "a model is required (-m MODEL.gguf)");
     if (!dir) return br_cli_usage_error("shard", "an output directory is required (-o DIR)");
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {

@@ -1,7 +1,6 @@
 /* `bitrack synth`: writes a synthetic model (sharding/synth.h), or with --rank only one
  * rank's shard file of it (sharding/shard.h), generated without the rest of the model. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,134 +8,58 @@
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "sharding/shard.h"
 #include "sharding/synth.h"
 #include "sharding/types.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: bitrack synth [--preset tiny|2b-4t|large|llama3-8b|100b] [--type "
-            "i2_s|tq2_0|tq1_0|f16]\n"
-            "                     [--layers N] [--seed S] [--head-type f16|q8_0|q6_k] -o FILE\n"
-            "  shape overrides: --arch A --embd N --ff N --heads N --kv-heads N --vocab N --ctx N\n"
-            "                   --tied | --untied\n"
-            "  one rank's shard only: --tp T --pp P --rank R -o DIR (writes DIR/rank-R.gguf)\n");
-}
 
 int br_cmd_synth(int argc, char **argv)
 {
     struct br_synth_opts o;
     br_synth_opts_default(&o);
-    const char *out = NULL;
-    enum {
-        O_TYPE = 256,
-        O_HEAD,
-        O_ARCH,
-        O_EMBD,
-        O_FF,
-        O_HEADS,
-        O_KV,
-        O_VOCAB,
-        O_CTX,
-        O_TIED,
-        O_UNTIED,
-        O_TP,
-        O_PP,
-        O_RANK
+    const char *out = NULL, *type = "i2_s", *head = NULL, *preset = o.preset;
+    long long tp = 1, pp = 1, rank = -1, seed = (long long)o.seed;
+    long long layers = 0, embd = 0, ff = 0, heads = 0, kv = 0, vocab = 0, ctx = 0;
+    int tied = 0, untied = 0;
+    const struct br_opt opts[] = {
+        BR_O_CHOICE(0, "preset", &preset, "tiny|2b-4t|large|llama3-8b|100b", "model layout"),
+        BR_O_CHOICE(0, "type", &type, "i2_s|tq2_0|tq1_0|f16", "projection weights' type"),
+        BR_O_CHOICE(0, "head-type", &head, "f16|q8_0|q6_k",
+                    "an untied head's type (for a tied head, token_embd's); none: the preset's"),
+        BR_O_INT('s', "seed", &seed, 0, INT64_MAX, "S", "seed of the random weights"),
+        BR_O_STR('o', "output", &out, "FILE", "the model file to write (with --rank: a directory)"),
+        BR_O_STR(0, "arch", &o.arch, "A", "architecture name; none: the preset's"),
+        BR_O_INT(0, "layers", &layers, 0, 1 << 24, "N", "layers; 0: the preset's"),
+        BR_O_INT(0, "embd", &embd, 0, 1 << 24, "N", "hidden size; 0: the preset's"),
+        BR_O_INT(0, "ff", &ff, 0, 1 << 24, "N", "FFN size; 0: the preset's"),
+        BR_O_INT(0, "heads", &heads, 0, 1 << 24, "N", "attention heads; 0: the preset's"),
+        BR_O_INT(0, "kv-heads", &kv, 0, 1 << 24, "N", "KV heads; 0: the preset's"),
+        BR_O_INT(0, "vocab", &vocab, 0, 1 << 24, "N", "vocabulary size; 0: the preset's"),
+        BR_O_INT(0, "ctx", &ctx, 0, 1 << 24, "N", "context length; 0: the preset's"),
+        BR_O_FLAG(0, "tied", &tied, "the head is token_embd (default: the preset's)"),
+        BR_O_FLAG(0, "untied", &untied, "a separate output.weight (default: the preset's)"),
+        BR_O_INT(0, "tp", &tp, 1, 4096, "T", "with --rank: tensor-parallel ranks"),
+        BR_O_INT(0, "pp", &pp, 1, 4096, "P", "with --rank: pipeline stages"),
+        BR_O_INT(0, "rank", &rank, -1, 1 << 24, "R",
+                 "write only this rank's shard, DIR/rank-R.gguf; -1: the whole model"),
     };
-    long long tp = 1, pp = 1, rank = -1;
-    static const struct option opts[] = {
-        {"preset", required_argument, 0, 'P'},    {"type", required_argument, 0, O_TYPE},
-        {"layers", required_argument, 0, 'L'},    {"seed", required_argument, 0, 's'},
-        {"output", required_argument, 0, 'o'},    {"head-type", required_argument, 0, O_HEAD},
-        {"arch", required_argument, 0, O_ARCH},   {"embd", required_argument, 0, O_EMBD},
-        {"ff", required_argument, 0, O_FF},       {"heads", required_argument, 0, O_HEADS},
-        {"kv-heads", required_argument, 0, O_KV}, {"vocab", required_argument, 0, O_VOCAB},
-        {"ctx", required_argument, 0, O_CTX},     {"tied", no_argument, 0, O_TIED},
-        {"untied", no_argument, 0, O_UNTIED},     {"help", no_argument, 0, 'h'},
-        {"tp", required_argument, 0, O_TP},       {"pp", required_argument, 0, O_PP},
-        {"rank", required_argument, 0, O_RANK},   {0, 0, 0, 0}};
-    int c;
-    long long v;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:s:h", opts, NULL)) != -1) {
-        int32_t *slot = NULL;
-        switch (c) {
-        case 'P':
-            o.preset = optarg;
-            break;
-        case 'o':
-            out = optarg;
-            break;
-        case 's':
-            if (br_cli_int(optarg, 0, INT64_MAX, &v))
-                return br_cli_usage_error("synth", "bad --seed");
-            o.seed = (uint64_t)v;
-            break;
-        case O_TYPE:
-        case O_HEAD: {
-            int t = br_ggml_type_from_name(optarg);
-            if (t < 0) return br_cli_usage_error("synth", "unknown type '%s'", optarg);
-            if (c == O_TYPE)
-                o.weight_type = (uint32_t)t;
-            else
-                o.head_type = (uint32_t)t;
-            break;
-        }
-        case O_ARCH:
-            o.arch = optarg;
-            break;
-        case 'L':
-            slot = &o.n_layer;
-            break;
-        case O_EMBD:
-            slot = &o.n_embd;
-            break;
-        case O_FF:
-            slot = &o.n_ff;
-            break;
-        case O_HEADS:
-            slot = &o.n_head;
-            break;
-        case O_KV:
-            slot = &o.n_head_kv;
-            break;
-        case O_VOCAB:
-            slot = &o.n_vocab;
-            break;
-        case O_CTX:
-            slot = &o.n_ctx;
-            break;
-        case O_TIED:
-            o.tied = 1;
-            break;
-        case O_UNTIED:
-            o.tied = 0;
-            break;
-        case O_TP:
-            if (br_cli_int(optarg, 1, 4096, &tp)) return br_cli_usage_error("synth", "bad --tp");
-            break;
-        case O_PP:
-            if (br_cli_int(optarg, 1, 4096, &pp)) return br_cli_usage_error("synth", "bad --pp");
-            break;
-        case O_RANK:
-            if (br_cli_int(optarg, 0, 1 << 24, &rank))
-                return br_cli_usage_error("synth", "bad --rank");
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-        if (slot) {
-            if (br_cli_int(optarg, 1, 1 << 24, &v))
-                return br_cli_usage_error("synth", "bad shape value '%s'", optarg);
-            *slot = (int32_t)v;
-        }
-    }
+    const struct br_cmd_spec spec = {
+        "synth", NULL,
+        "Writes a synthetic model with a real model's layout and random ternary weights\n"
+        "(the built-in byte-level vocabulary), or with --rank only one rank's shard of it.",
+        opts, sizeof opts / sizeof *opts};
+    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (first < argc) return br_cli_usage_error("synth", "unexpected argument '%s'", argv[first]);
+    if (tied && untied) return br_cli_usage_error("synth", "--tied or --untied, not both");
+    o.preset = preset;
+    o.seed = (uint64_t)seed;
+    o.weight_type = (uint32_t)br_ggml_type_from_name(type);
+    if (head) o.head_type = (uint32_t)br_ggml_type_from_name(head);
+    o.n_layer = (int32_t)layers, o.n_embd = (int32_t)embd, o.n_ff = (int32_t)ff;
+    o.n_head = (int32_t)heads, o.n_head_kv = (int32_t)kv, o.n_vocab = (int32_t)vocab;
+    o.n_ctx = (int32_t)ctx;
+    if (tied || untied) o.tied = tied;
     if (!out) return br_cli_usage_error("synth", "an output file is required (-o FILE)");
     struct br_err err = {{0}};
     if (rank >= 0) {

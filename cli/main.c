@@ -1,8 +1,12 @@
-/* bitrack command line: one executable, one subcommand per verb (cli/cmd_*.c). */
+/* bitrack command line: one executable, one subcommand per verb (cli/cmd_*.c).
+ * `bitrack help CMD` is `bitrack CMD --help`; `bitrack --version` says what was built
+ * (version, git revision, compiler) and which kernels this CPU gets. */
 #include <stdio.h>
 #include <string.h>
 
+#include "br_version.h"
 #include "cli/cli.h"
+#include "kernels/dispatch.h"
 
 struct command {
     const char *name;
@@ -27,10 +31,36 @@ static const struct command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bitrack <command> [options]   (bitrack <command> --help for its options)\n"
+    fprintf(f, "usage: bitrack <command> [options]   (bitrack help <command> for its options)\n"
+               "       bitrack --version\n"
                "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+}
+
+static void version(void)
+{
+    printf("bitrack %s (git %s)\n", BR_VERSION, BR_GIT_REVISION);
+#if defined(__clang__)
+    printf("compiler: clang %s\n", __clang_version__);
+#elif defined(__GNUC__)
+    printf("compiler: gcc %d.%d.%d\n", __GNUC__, __GNUC_MINOR__, __GNUC_PATCHLEVEL__);
+#else
+    printf("compiler: unknown\n");
+#endif
+    /* what dispatch picks here, and every variant built in with whether this CPU runs it */
+    printf("kernels: %s (this CPU;", br_kernels_name());
+    static const char *const variants[] = {"ref", "avx2", "avx512", "neon", "neon-nodot"};
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++)
+        if (br_kernels_available(variants[i])) printf(" %s", variants[i]);
+    printf(" available; BITRACK_KERNELS picks one)\n");
+}
+
+static const struct command *find(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(name, commands[i].name)) return &commands[i];
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -39,12 +69,32 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        version();
+        return 0;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+        (!strcmp(argv[1], "help") && argc == 2)) {
         usage(stdout);
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "help")) {
+        /* help CMD [SUB...] == CMD [SUB...] --help */
+        const struct command *c = find(argv[2]);
+        if (!c) {
+            fprintf(stderr, "bitrack help: unknown command '%s'\n", argv[2]);
+            usage(stderr);
+            return 2;
+        }
+        char *hargv[8];
+        int n = 0;
+        for (int i = 2; i < argc && n < 6; i++) hargv[n++] = argv[i];
+        hargv[n++] = "--help";
+        hargv[n] = NULL;
+        return c->fn(n, hargv);
+    }
+    const struct command *c = find(argv[1]);
+    if (c) return c->fn(argc - 1, argv + 1);
     fprintf(stderr, "bitrack: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

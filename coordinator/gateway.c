@@ -484,10 +484,7 @@ void br_gateway_submit(struct br_gateway *gw, struct br_outbox *box,
     br_req_init(req);
     e->next = gw->table;
     gw->table = e;
-    if (e->type == BR_REQ_GENERATE) {
-        gw->n_generate++;
-        atomic_fetch_add(&gw->n_requests, 1);
-    }
+    if (e->type == BR_REQ_GENERATE) gw->n_generate++;
     if (q->tail)
         q->tail->qnext = e;
     else
@@ -803,6 +800,8 @@ static void *gateway_main(void *arg)
             post(e->box, &e->client, e->id, ev);
             table_remove(gw, e);
         } else {
+            /* counted as a request once it passed preparation, as the scheduler sees it */
+            atomic_fetch_add(&gw->n_requests, 1);
             e->stage = ST_READY;
             if (gw->ready_tail)
                 gw->ready_tail->qnext = e;

@@ -5,8 +5,8 @@
  * into chunks, keeps the steps in flight in one ring, decides per step how each row is
  * sampled, and counts KV blocks in one place. It runs a step through an executor (issue
  * a step, collect the oldest one) and reports what happens as events (coordinator/
- * transport.h) to a sink. In production the executor is the cluster driver (worker/
- * dist.h) and the sink is the serving gateway; a test gives a fake executor and a
+ * transport.h) to a sink. In production the executor is the cluster driver
+ * (coordinator/cluster.h) and the sink is the serving gateway; a test gives a fake executor and a
  * recording sink, and every schedule is then reproducible: for a given sequence of
  * submit, cancel and step calls the events come in the same order with the same content.
  *

@@ -5,7 +5,7 @@
  *                     (coordinator/transport.h; the ZeroMQ one in frontend_zmq.c); a
  *                     misconfiguration or an endpoint that cannot be bound fails here
  *   br_server_run     the scheduler (coordinator/sched.h) on this thread, driving the
- *                     ranks through the cluster executor below (worker/dist.h)
+ *                     ranks through the cluster executor (coordinator/cluster.h)
  *   stop              a signal or br_server_request_stop sets the stop state and wakes
  *                     this thread; the scheduler finishes its steps in flight, every
  *                     request gets its final event, the ranks are told to stop
@@ -27,12 +27,12 @@
 #include <string.h>
 
 #include "coordinator/chat.h"
+#include "coordinator/cluster.h"
 #include "coordinator/curve.h"
 #include "coordinator/frontend_zmq.h"
 #include "coordinator/gateway.h"
 #include "worker/sample.h"
 #include "coordinator/sched.h"
-#include "worker/dist.h"
 
 /* The transports a server runs, in order; each sees every option. */
 static const struct br_transport_ops *const transports[] = {&br_frontend_zmq};
@@ -128,46 +128,6 @@ void br_server_destroy(struct br_server **sp)
     *sp = NULL;
 }
 
-/* ---- the cluster executor: the scheduler's steps on the ranks (worker/dist.h) ---- */
-
-struct cluster {
-    struct br_engine *e;
-    struct br_comm *comm;
-    struct br_dist dist;
-};
-
-static bool cluster_can_sample(void *ctx, const struct br_sample_params *const *sp, int32_t n)
-{
-    const struct cluster *c = ctx;
-    return br_dist_can_sample(c->e, sp, n) != 0;
-}
-
-static int cluster_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
-                         enum br_sched_mode mode, const struct br_sample_params *const *sp,
-                         const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
-{
-    struct cluster *c = ctx;
-    if (mode == BR_SCHED_SAMPLED)
-        return br_dist_issue_sampled(&c->dist, c->e, c->comm, b, rows, n_rows, sp, rseq, rpos, err);
-    return br_dist_issue(&c->dist, c->e, c->comm, b, rows, n_rows, mode == BR_SCHED_FULL, err);
-}
-
-static int cluster_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
-                           struct br_sample_result *res, int *row_rc, struct br_err *err)
-{
-    struct cluster *c = ctx;
-    if (mode == BR_SCHED_SAMPLED)
-        return br_dist_collect_sampled(&c->dist, c->e, c->comm, res, row_rc, err);
-    return br_dist_collect(&c->dist, c->e, c->comm, mode == BR_SCHED_FULL ? logits : NULL, top1,
-                           err);
-}
-
-static void cluster_clear(void *ctx)
-{
-    struct cluster *c = ctx;
-    br_dist_clear(&c->dist);
-}
-
 static const char *chat_template_of(const struct br_model *m)
 {
     const struct br_gguf_kv *kv =
@@ -185,21 +145,11 @@ static const char *chat_template_of(const struct br_model *m)
 int br_server_run(struct br_server *s, const struct br_model *m, struct br_engine *e,
                   struct br_comm *comm, const struct br_tok *tok, struct br_err *err)
 {
-    struct cluster cl = {.e = e, .comm = comm};
-    struct br_executor ex = {
-        .ctx = &cl,
-        .max_batch = br_engine_max_batch(e),
-        .n_seq = br_engine_n_seq(e),
-        .n_ctx = br_engine_n_ctx(e),
-        .n_blocks = br_engine_free_blocks(e),
-        .vocab = m->cfg.n_vocab,
-        .depth = comm ? comm->pp : 1, /* one step per stage in flight keeps every stage busy */
-        .can_sample = cluster_can_sample,
-        .issue = cluster_issue,
-        .collect = cluster_collect,
-        .clear = cluster_clear,
-    };
-    if (ex.depth > BR_DIST_MAX_INFLIGHT) ex.depth = BR_DIST_MAX_INFLIGHT;
+    struct br_cluster *cl = NULL;
+    int rc = br_cluster_create(e, comm, &cl, err);
+    if (rc) return rc;
+    struct br_executor ex;
+    br_cluster_executor(cl, &ex);
     struct br_sched_opts so = {
         .batch_tokens = s->o.batch_tokens,
         .micro_batches = s->o.micro_batches,
@@ -208,8 +158,10 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     };
     struct br_sched_sink sink = br_gateway_sink(s->gw);
     struct br_sched *sc = NULL;
-    int rc = br_sched_create(&so, &ex, &sink, tok, &sc, err);
-    if (rc) return rc;
+    if ((rc = br_sched_create(&so, &ex, &sink, tok, &sc, err))) {
+        br_cluster_destroy(&cl);
+        return rc;
+    }
     br_gateway_set_ready(s->gw, tok, m->cfg.n_vocab, ex.n_ctx, chat_template_of(m));
     struct pollfd pfd = {br_gateway_fd(s->gw), POLLIN, 0};
     while (atomic_load(&s->stop) == BR_STOP_NONE) {
@@ -231,6 +183,7 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     br_sched_finish_all(sc, rc == BR_OK, BR_PROTO_UNAVAILABLE, why);
     br_gateway_answer_all(s->gw, rc ? why : "the server is shutting down; retry later");
     br_sched_destroy(&sc);
-    if (!rc) rc = br_dist_stop(e, comm, err);
+    if (!rc) rc = br_cluster_stop(cl, err);
+    br_cluster_destroy(&cl);
     return rc;
 }

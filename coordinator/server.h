@@ -3,7 +3,7 @@
  *
  * Modules, one way:  transports (frontend_zmq.c, transport.h)  ->  gateway (gateway.h:
  * limits, request ids, preparation off the transports' threads, final answers)  ->
- * scheduler (sched.h: continuous batching)  ->  executor (the ranks, worker/dist.h).
+ * scheduler (sched.h: continuous batching)  ->  executor (the ranks, coordinator/cluster.h).
  * This file owns the lifecycle: starting and stopping them, signals, the stop state.
  *
  * A sequence's output depends only on its own request (the sampler's counter RNG is keyed

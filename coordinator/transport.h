@@ -29,8 +29,10 @@
  *    are appended by gateway threads; br_outbox_fd becomes readable when events wait, so
  *    a transport's poll loop (zmq_poll, poll, epoll) waits on it beside its sockets: no
  *    thread ever waits by sleeping.
- *  - Memory: br_gateway_submit takes *req (leaves it re-initialised); events belong to
- *    the transport from br_outbox_take on and are freed with br_event_free_list.
+ *  - Memory: br_gateway_submit takes *req (leaves it re-initialised): a transport that
+ *    fills one itself starts from br_req_init and mallocs every string and array, since
+ *    the gateway releases it with br_req_free. Events belong to the transport from
+ *    br_outbox_take on and are freed with br_event_free_list.
  *  - Lifecycle: the server creates the gateway, then each transport (its start function
  *    creates its outbox with br_outbox_create and its thread), and at the end stops each
  *    transport (the thread ends, then br_outbox_destroy) before destroying the gateway.
@@ -139,7 +141,10 @@ void br_outbox_destroy(struct br_outbox **box);
 void br_gateway_limits(struct br_gateway *gw, struct br_proto_limits *lim);
 
 /* Submits a generate, tokenize or detokenize request; *req's memory moves to the
- * gateway (req is left re-initialised). The answer, refusals included (loading,
+ * gateway (req is left re-initialised). req->id must be set (a transport whose wire has
+ * no ids, such as HTTP, makes one per request, unique among the client's requests in
+ * flight); the request's fields must already satisfy br_gateway_limits, as
+ * br_proto_decode_request guarantees for msgpack. The answer, refusals included (loading,
  * draining, busy, duplicate_id, bad_request, too_long), comes as events on box. */
 void br_gateway_submit(struct br_gateway *gw, struct br_outbox *box,
                        const struct br_client_key *client, struct br_req *req);
@@ -174,7 +179,10 @@ struct br_server_opts; /* coordinator/server.h: every serving option */
 struct br_transport_ops {
     const char *name; /* "zmq", "http" */
     /* Binds the transport's endpoint (from o), creates its outbox and its thread; returns
-     * an error naming the endpoint when it cannot listen. *state is the transport's. */
+     * an error naming the endpoint when it cannot listen. *state is the transport's. A
+     * transport whose endpoint is not configured returns BR_OK with *state NULL (its stop
+     * is then not called). Runs on the server's thread before the model loads: requests
+     * are answered `unavailable` (loading) until the gateway is ready. */
     int (*start)(struct br_gateway *gw, const struct br_server_opts *o, void **state,
                  struct br_err *err);
     /* Called after the gateway has given every request its final event: forwards what the

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kernels/kernel_impl.h"
+#include "kernels/probe_impl.h"
 #include "kernels/ops.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -227,6 +228,11 @@ static int64_t peak_macs_ref(int64_t iters)
     return iters * 8;
 }
 
+static uint64_t read_probe_ref(const void *p, size_t bytes, int streams, size_t ahead)
+{
+    return br_read_probe_impl(p, bytes, streams, ahead);
+}
+
 const struct br_kernel_ops br_kernels_ref = {
     .name = "ref",
     .gemv = br_tmat_gemv_ref,
@@ -235,6 +241,7 @@ const struct br_kernel_ops br_kernels_ref = {
     .dot_f32 = br_dot_f32_ref,
     .dot_f16_f32 = br_dot_f16_f32_ref,
     .peak_macs = peak_macs_ref,
+    .read_probe = read_probe_ref,
 };
 
 /* ---- Q8_0 head kernels (kernels/q8_impl.h): the table matching the ternary variant ---- */

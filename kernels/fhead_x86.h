@@ -14,11 +14,12 @@
 
 #include "kernels/combine_x86.h"
 #include "kernels/fhead.h"
+#include "kernels/tune.h"
 
-/* Bytes ahead of the values in use (GEMV), fetched into L2: on Zen 4, one thread, the
- * 2B-4T F16 head's row took 45 ms with T0 4 KiB ahead, 35 ms with T1 4 KiB ahead and 26
- * with T1 16 KiB ahead (32 and 64 KiB: 26-29). */
-#define FH_PREFETCH 16384
+/* Bytes ahead of the values in use (GEMV) and the hint come from the calibration
+ * (kernels/tune.h; default T1 16 KiB ahead): on Zen 4, one thread, the 2B-4T F16 head's row
+ * took 45 ms with T0 4 KiB ahead, 35 ms with T1 4 KiB ahead and 26 with T1 16 KiB ahead
+ * (32 and 64 KiB: 26-29). */
 
 static inline __m256 fh_widen(__m128i h, int bf16)
 {
@@ -26,11 +27,11 @@ static inline __m256 fh_widen(__m128i h, int bf16)
                 : _mm256_cvtph_ps(h);
 }
 
-/* R rows from row r x N tokens. */
+/* R rows from row r x N tokens; one token prefetches pf bytes ahead with `hint`. */
 static inline __attribute__((always_inline)) void fh_tile(const struct br_fhead *m, int64_t r,
                                                           int R, int N, const float *x,
                                                           size_t x_stride, float *y,
-                                                          size_t y_stride)
+                                                          size_t y_stride, size_t pf, int hint)
 {
     const int bf16 = m->bf16;
     const int32_t cols = m->cols, full = cols & ~7;
@@ -41,8 +42,7 @@ static inline __attribute__((always_inline)) void fh_tile(const struct br_fhead 
         for (int t = 0; t < 4; t++) acc[i][t] = _mm256_setzero_ps();
     for (int32_t k = 0; k < full; k += 8) {
         if (N == 1 && (k & 31) == 0)
-            for (int i = 0; i < R; i++)
-                _mm_prefetch((const char *)(w[i] + 2 * (size_t)k + FH_PREFETCH), _MM_HINT_T1);
+            for (int i = 0; i < R; i++) br_prefetch(w[i] + 2 * (size_t)k + pf, hint);
         __m256 xv[4];
         for (int t = 0; t < N; t++) xv[t] = _mm256_loadu_ps(x + (size_t)t * x_stride + k);
         for (int i = 0; i < R; i++) {
@@ -79,9 +79,29 @@ static inline __attribute__((always_inline)) void fh_tile(const struct br_fhead 
     static void fh_tile_##R##_##N(const struct br_fhead *m, int64_t r, const float *x,             \
                                   size_t x_stride, float *y, size_t y_stride)                      \
     {                                                                                              \
-        fh_tile(m, r, R, N, x, x_stride, y, y_stride);                                             \
+        fh_tile(m, r, R, N, x, x_stride, y, y_stride, 0, BR_PF_T1);                                \
     }
-FH_TILE(4, 1)
+/* The GEMV's tiles, one per hint. */
+#define FH_GEMV(R, H)                                                                              \
+    static void fh_gemv_##R##_##H(const struct br_fhead *m, int64_t r, const float *x, float *y,   \
+                                  size_t pf)                                                       \
+    {                                                                                              \
+        fh_tile(m, r, R, 1, x, 0, y, 0, pf, H);                                                    \
+    }
+FH_GEMV(4, 0)
+FH_GEMV(4, 1)
+FH_GEMV(4, 2)
+FH_GEMV(4, 3)
+FH_GEMV(1, 0)
+FH_GEMV(1, 1)
+FH_GEMV(1, 2)
+FH_GEMV(1, 3)
+#undef FH_GEMV
+typedef void (*fh_gemv_fn)(const struct br_fhead *m, int64_t r, const float *x, float *y,
+                           size_t pf);
+/* [4 rows][hint] */
+static const fh_gemv_fn g_fh_gemv[2][4] = {{fh_gemv_1_0, fh_gemv_1_1, fh_gemv_1_2, fh_gemv_1_3},
+                                           {fh_gemv_4_0, fh_gemv_4_1, fh_gemv_4_2, fh_gemv_4_3}};
 FH_TILE(1, 1)
 FH_TILE(2, 4)
 FH_TILE(1, 4)
@@ -95,9 +115,12 @@ static void fh_gemm_x86(const struct br_fhead *m, int64_t r0, int64_t r1, int32_
                         const float *x, size_t x_stride, float *y, size_t y_stride)
 {
     if (ntok == 1) {
+        const struct br_tune *tp = br_tune_active();
+        size_t pf = tp->fhead_ahead > 0 ? (size_t)tp->fhead_ahead : 16384;
+        int hint = tp->fhead_hint & 3;
         int64_t r = r0;
-        for (; r + 3 < r1; r += 4) fh_tile_4_1(m, r, x, 0, y + (r - r0), 0);
-        for (; r < r1; r++) fh_tile_1_1(m, r, x, 0, y + (r - r0), 0);
+        for (; r + 3 < r1; r += 4) g_fh_gemv[1][hint](m, r, x, y + (r - r0), pf);
+        for (; r < r1; r++) g_fh_gemv[0][hint](m, r, x, y + (r - r0), pf);
         return;
     }
     /* pairs of rows (their 2 x cols values stay in L1) against groups of 4 tokens */

@@ -42,6 +42,11 @@ struct br_kernel_ops {
     /* A tight loop of this variant's int8 multiply-add instruction with independent
      * accumulators (the peak the GEMM is compared with); returns the MACs performed. */
     int64_t (*peak_macs)(int64_t iters);
+    /* The read-only streaming probe of probe_impl.h with this variant's widest loads:
+     * reads `bytes` at p (64-byte aligned, a multiple of 128 * streams) in `streams`
+     * pieces in lockstep (1, 2, 4 or 8), prefetching `ahead` bytes ahead into L2 (0: no
+     * prefetch), and returns a value that depends on every byte. */
+    uint64_t (*read_probe)(const void *p, size_t bytes, int streams, size_t ahead);
 };
 
 extern const struct br_kernel_ops br_kernels_ref;

@@ -21,16 +21,17 @@
 
 #include "kernels/combine_x86.h"
 #include "kernels/q6k.h"
+#include "kernels/tune.h"
 
 #ifndef Q6_EDOT
 #error "define Q6_EDOT before including kernels/q6k_x86.h"
 #endif
 
 #define Q6_TOK_GROUP 4 /* tokens per pass over a row: its super-blocks are unpacked once */
-/* Bytes ahead of the super-block in use (GEMV), fetched into L2 (see fhead_x86.h): on
- * Zen 4, one thread, the 2B-4T Q6_K head's row 25.5 ms with T0 4 KiB ahead, 14.9-15.3
- * with T1 4 KiB ahead, 13.8-14.6 with T1 16 KiB ahead. */
-#define Q6_PREFETCH 16384
+/* Bytes ahead of the super-block in use (GEMV) and the hint come from the calibration
+ * (kernels/tune.h; default T1 16 KiB ahead): on Zen 4, one thread, the 2B-4T Q6_K head's
+ * row 25.5 ms with T0 4 KiB ahead, 14.9-15.3 with T1 4 KiB ahead, 13.8-14.6 with T1 16 KiB
+ * ahead. */
 
 static inline void q6k_unpack_half(const uint8_t *ql, const uint8_t *qh, __m256i u[4])
 {
@@ -46,11 +47,12 @@ static inline void q6k_unpack_half(const uint8_t *ql, const uint8_t *qh, __m256i
 }
 
 /* Up to Q6_TOK_GROUP tokens (n) against R rows (1 or 2) from row r. nc: the tokens'
- * -32 sum q per lane, (n, cols / 4). y[t * y_stride + i] for row r + i. */
+ * -32 sum q per lane, (n, cols / 4). y[t * y_stride + i] for row r + i. One token (GEMV)
+ * prefetches pf bytes ahead with `hint`. */
 static inline __attribute__((always_inline)) void
 q6k_tile(const struct br_q6kmat *m, int64_t r, int R, int32_t n, const int8_t *q, size_t q_stride,
          const float *dx, size_t dx_stride, const int32_t *nc, size_t nc_stride, float *y,
-         size_t y_stride)
+         size_t y_stride, size_t pf, int hint)
 {
     const uint8_t *rows[2] = {m->data + (size_t)r * m->row_bytes,
                               m->data + (size_t)(r + (R > 1)) * m->row_bytes};
@@ -65,8 +67,7 @@ q6k_tile(const struct br_q6kmat *m, int64_t r, int R, int32_t n, const int8_t *q
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = rows[i] + (size_t)sb * BR_Q6K_BLOCK_BYTES;
             if (n == 1) /* GEMV: stream the rows ahead of use, every line of the block */
-                for (int l = 0; l < 4; l++)
-                    _mm_prefetch((const char *)(blk + Q6_PREFETCH + 64 * l), _MM_HINT_T1);
+                for (int l = 0; l < 4; l++) br_prefetch(blk + pf + 64 * l, hint);
             /* the 16 sub-block scales as floats, and s_b for 8 blocks of every token */
             __m128i sc8 = _mm_loadu_si128((const __m128i *)(const void *)(blk + 192));
             __m256 scf[2] = {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)),
@@ -106,10 +107,19 @@ q6k_tile(const struct br_q6kmat *m, int64_t r, int R, int32_t n, const int8_t *q
                                    size_t q_stride, const float *dx, size_t dx_stride,             \
                                    const int32_t *nc, size_t nc_stride, float *y, size_t y_stride) \
     {                                                                                              \
-        q6k_tile(m, r, R, N, q, q_stride, dx, dx_stride, nc, nc_stride, y, y_stride);              \
+        q6k_tile(m, r, R, N, q, q_stride, dx, dx_stride, nc, nc_stride, y, y_stride, 0, BR_PF_T1); \
     }
-Q6_TILE(2, 1)
 Q6_TILE(1, 1)
+/* The GEMV's tiles (one token), prefetching as calibrated. */
+#define Q6_GEMV(R)                                                                                 \
+    static void q6k_gemv_##R(const struct br_q6kmat *m, int64_t r, const int8_t *q,                \
+                             const float *dx, const int32_t *nc, float *y, size_t pf, int hint)    \
+    {                                                                                              \
+        q6k_tile(m, r, R, 1, q, 0, dx, 0, nc, 0, y, 0, pf, hint);                                  \
+    }
+Q6_GEMV(2)
+Q6_GEMV(1)
+#undef Q6_GEMV
 Q6_TILE(1, 2)
 Q6_TILE(1, 3)
 Q6_TILE(1, 4)
@@ -137,9 +147,12 @@ static void q6k_gemm_x86(const struct br_q6kmat *m, int64_t r0, int64_t r1, int3
     }
     q6k_neg_corr(q, q_stride, ntok, m->cols, nc);
     if (ntok == 1) {
+        const struct br_tune *tp = br_tune_active();
+        size_t pf = tp->q6k_ahead > 0 ? (size_t)tp->q6k_ahead : 16384;
+        int hint = tp->q6k_hint & 3;
         int64_t r = r0;
-        for (; r + 1 < r1; r += 2) q6k_tile_2_1(m, r, q, 0, dx, 0, nc, 0, y + (r - r0), 0);
-        if (r < r1) q6k_tile_1_1(m, r, q, 0, dx, 0, nc, 0, y + (r - r0), 0);
+        for (; r + 1 < r1; r += 2) q6k_gemv_2(m, r, q, dx, nc, y + (r - r0), pf, hint);
+        if (r < r1) q6k_gemv_1(m, r, q, dx, nc, y + (r - r0), pf, hint);
         free(nc);
         return;
     }

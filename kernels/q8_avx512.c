@@ -23,6 +23,7 @@
 
 #include "kernels/combine_x86.h"
 #include "kernels/q8_impl.h"
+#include "kernels/tune.h"
 
 #define RMAX 4 /* rows per tile */
 #define TMAX 6 /* tokens per tile: 24 accumulators in registers */
@@ -33,12 +34,16 @@ struct q8_acts {
     const int32_t *nsum; /* (ntok, lstride) */
     const float *dxg;    /* (ntok, lstride) */
     size_t qstride, lstride;
+    size_t pf_rows; /* prefetch distance in rows (tiles ahead x 4, kernels/tune.h) */
+    int pf_hint;
 };
 
 static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m, int64_t r, int R,
                                                        int T, const struct q8_acts *a, float *y,
                                                        size_t y_stride)
 {
+    const size_t pf = a->pf_rows * m->row_bytes; /* the rows `pf_rows` ahead */
+    const int hint = a->pf_hint;
     const size_t rb = m->row_bytes, dstride = (size_t)m->ng * BR_Q8_GROUP;
     const uint8_t *w = m->qs + (size_t)r * rb;
     const uint16_t *d = br_q8mat_scale(m, r, 0);
@@ -64,8 +69,7 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
                 /* the same bytes of the next tile's rows, into L2: into L1 (T0) they
                  * crowd out the tile's weights and activations (bench_q8 on Zen 4, one
                  * thread: 1 row 25.4 -> 16.7 ms, 6 rows 33-39 -> 19-24, 32 rows 87 -> 77) */
-                _mm_prefetch((const char *)(wg + (size_t)(R + i) * rb + 64 * (size_t)s),
-                             _MM_HINT_T1);
+                br_prefetch(wg + pf + (size_t)i * rb + 64 * (size_t)s, hint);
             }
 #pragma GCC unroll 12
             for (int t = 0; t < T; t++) {
@@ -139,7 +143,11 @@ static void q8_gemm_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, int
         br_q8_gemm_ref(m, r0, r1, ntok, q, q_stride, dx, dx_stride, y, y_stride);
         return;
     }
-    struct q8_acts a = {.qstride = m->row_bytes, .lstride = g.lanes};
+    const struct br_tune *tp = br_tune_active();
+    struct q8_acts a = {.qstride = m->row_bytes,
+                        .lstride = g.lanes,
+                        .pf_rows = (size_t)(tp->q8_ahead > 0 ? tp->q8_ahead : 1) * RMAX,
+                        .pf_hint = tp->q8_hint & 3};
     /* token tiles of nearly equal size, at most TMAX; rows RMAX at a time */
     int32_t ntiles = (ntok + TMAX - 1) / TMAX;
     int64_t r = r0;

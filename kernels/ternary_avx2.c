@@ -29,6 +29,8 @@
 
 #include "kernels/combine_x86.h"
 #include "kernels/kernel_impl.h"
+#include "kernels/probe_impl.h"
+#include "kernels/tune.h"
 #include "kernels/ops.h"
 
 #define BR_FLUSH 8 /* blocks per int16 accumulation run */
@@ -59,7 +61,8 @@ static int32_t sum_i8_avx2(const int8_t *q, size_t n)
 /* R rows (R <= 4) starting at w (row stride `stride` bytes) times one activation vector. */
 static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, size_t stride,
                                                             int32_t blocks, const int8_t *q,
-                                                            int32_t sumq, int R, int32_t *out)
+                                                            int32_t sumq, int R, size_t pf,
+                                                            int hint, int32_t *out)
 {
     const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12);
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -78,11 +81,10 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
             for (int r = 0; r < R; r++) {
                 __m256i x = _mm256_loadu_si256(
                     (const __m256i *)(w + (size_t)r * stride + (size_t)b * BR_TMAT_BLOCK_BYTES));
-                /* later rows' bytes, into L2: see ternary_avx512.c on why and how far
-                 * (here on Zen 4, one-thread decode of 2B-4T 20.0-20.1 -> 24.2-24.8) */
-                _mm_prefetch((const char *)(w + (size_t)(r + 3 * R) * stride +
-                                            (size_t)b * BR_TMAT_BLOCK_BYTES),
-                             _MM_HINT_T1);
+                /* later rows' bytes, pf ahead with the calibrated hint: see
+                 * ternary_avx512.c on why (here on Zen 4, one-thread decode of 2B-4T, T1
+                 * one group ahead 20.0-20.1 tokens/s, three ahead 24.2-24.8) */
+                br_prefetch(w + (size_t)r * stride + pf + (size_t)b * BR_TMAT_BLOCK_BYTES, hint);
                 __m256i x4 = _mm256_srli_epi16(x, 4);
                 /* bits 1-0: columns +96, bits 3-2: +64 (x4), bits 5-4: +32, bits 7-6: +0 (x4) */
                 s1[r] = _mm256_add_epi16(s1[r], _mm256_maddubs_epi16(_mm256_and_si256(x, m3), q3));
@@ -104,17 +106,48 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
     }
 }
 
+/* One function per (rows per group, prefetch hint), so each has constant shapes. */
+typedef void (*gemv_group_fn)(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q,
+                              int32_t sumq, size_t pf, int32_t *out);
+#define GEMV_FN(R, H)                                                                              \
+    static void gemv_##R##_##H(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q,   \
+                               int32_t sumq, size_t pf, int32_t *out)                              \
+    {                                                                                              \
+        gemv_rows(w, stride, blocks, q, sumq, R, pf, H, out);                                      \
+    }
+GEMV_FN(1, 0)
+GEMV_FN(1, 1)
+GEMV_FN(1, 2)
+GEMV_FN(1, 3)
+GEMV_FN(2, 0)
+GEMV_FN(2, 1)
+GEMV_FN(2, 2)
+GEMV_FN(2, 3)
+GEMV_FN(4, 0)
+GEMV_FN(4, 1)
+GEMV_FN(4, 2)
+GEMV_FN(4, 3)
+#undef GEMV_FN
+/* [rows per group: 1, 2, 4 -> 0, 1, 2][hint] */
+static const gemv_group_fn g_gemv_group[3][4] = {{gemv_1_0, gemv_1_1, gemv_1_2, gemv_1_3},
+                                                 {gemv_2_0, gemv_2_1, gemv_2_2, gemv_2_3},
+                                                 {gemv_4_0, gemv_4_1, gemv_4_2, gemv_4_3}};
+
 static void gemv_avx2(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
                       int32_t *acc)
 {
     int32_t sumq = sum_i8_avx2(q, (size_t)m->blocks * BR_TMAT_BLOCK);
+    const struct br_tune *tp = br_tune_active();
+    int R = tp->gemv_rows == 1 ? 1 : tp->gemv_rows == 2 ? 2 : 4;
+    size_t pf = (size_t)tp->gemv_ahead * (size_t)R * m->row_bytes;
+    gemv_group_fn group = g_gemv_group[R == 1 ? 0 : R == 2 ? 1 : 2][tp->gemv_hint & 3];
     int32_t r = r0;
-    for (; r + 4 <= r1; r += 4)
-        gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, sumq, 4,
-                  acc + (r - r0));
+    for (; r + R <= r1; r += R)
+        group(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, sumq, pf,
+              acc + (r - r0));
     for (; r < r1; r++)
-        gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, sumq, 1,
-                  acc + (r - r0));
+        gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, sumq, 1, pf,
+                  BR_PF_T1, acc + (r - r0));
 }
 
 /* One row times T tokens (T <= 8): the row's codes are decoded once per block and reused
@@ -371,6 +404,11 @@ static int64_t peak_macs_avx2(int64_t iters)
     return iters * 6 * 32;
 }
 
+static uint64_t read_probe_avx2(const void *p, size_t bytes, int streams, size_t ahead)
+{
+    return br_read_probe_impl(p, bytes, streams, ahead);
+}
+
 const struct br_kernel_ops br_kernels_avx2 = {
     .name = "avx2",
     .gemv = gemv_avx2,
@@ -379,4 +417,5 @@ const struct br_kernel_ops br_kernels_avx2 = {
     .dot_f32 = dot_f32_avx2,
     .dot_f16_f32 = dot_f16_f32_avx2,
     .peak_macs = peak_macs_avx2,
+    .read_probe = read_probe_avx2,
 };

@@ -57,6 +57,8 @@
 
 #include "kernels/combine_x86.h"
 #include "kernels/kernel_impl.h"
+#include "kernels/probe_impl.h"
+#include "kernels/tune.h"
 #include "kernels/ops.h"
 
 #define QP_STACK 16384 /* activations permuted on the stack up to this many columns */
@@ -148,7 +150,7 @@ static inline void reduce24(const __m512i *a, int32_t *sums)
 static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, size_t stride,
                                                             int32_t blocks, const int8_t *q,
                                                             const int8_t *qp, int32_t sumq, int R,
-                                                            int32_t *out)
+                                                            size_t pf, int hint, int32_t *out)
 {
     const __m512i mC0 = _mm512_set1_epi8((char)0xC0), m30 = _mm512_set1_epi8(0x30);
     const __m512i m0C = _mm512_set1_epi8(0x0C), m03 = _mm512_set1_epi8(0x03);
@@ -164,13 +166,13 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
             __m512i x = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
             /* The hardware prefetcher ramps up too slowly on these short interleaved
              * streams; asking for later rows' bytes now nearly doubles the DRAM throughput
-             * on 2560-column rows (Sapphire Rapids). Into L2 (T1), three row groups ahead:
-             * on Zen 4 that took one-thread decode of 2B-4T from 13.7 to 24-25 tokens/s
-             * against T0 one group ahead, whose lines crowd the 32 KiB L1 and its miss
-             * buffers (T1 one group ahead: 20.6-21.1). Prefetches past the matrix are
-             * harmless. */
-            _mm_prefetch((const char *)(w + (size_t)(r + 3 * R) * stride + (size_t)j * 64),
-                         _MM_HINT_T1);
+             * on 2560-column rows (Sapphire Rapids). How far ahead (pf bytes: row groups
+             * times the group's bytes) and into which cache is calibrated per CPU
+             * (kernels/tune.h): the default, T1 three groups ahead, took one-thread decode
+             * of 2B-4T on Zen 4 from 13.7 to 24-25 tokens/s against T0 one group ahead,
+             * whose lines crowd the 32 KiB L1 and its miss buffers. Prefetches past the
+             * matrix are harmless. */
+            br_prefetch(w + (size_t)r * stride + pf + (size_t)j * 64, hint);
             a[r][0] = _mm512_dpbusd_epi32(a[r][0], _mm512_and_si512(x, mC0), q0);
             a[r][1] = _mm512_dpbusd_epi32(a[r][1], _mm512_and_si512(x, m30), q1);
             a[r][2] = _mm512_dpbusd_epi32(a[r][2], _mm512_and_si512(x, m0C), q2);
@@ -178,8 +180,13 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
         }
     }
     for (int r = 0; r < R; r++) {
-        int32_t s0 = _mm512_reduce_add_epi32(a[r][0]), s1 = _mm512_reduce_add_epi32(a[r][1]);
-        int32_t s2 = _mm512_reduce_add_epi32(a[r][2]), s3 = _mm512_reduce_add_epi32(a[r][3]);
+        /* every lane of a[r][0], a[r][1], a[r][2] holds 64, 16, 4 times its sum, so the
+         * lane-wise shifts divide exactly and one reduction serves the row instead of four
+         * (the same bits; no speed difference measurable on Zen 4 beside the noise) */
+        __m512i v = _mm512_add_epi32(
+            _mm512_add_epi32(_mm512_srai_epi32(a[r][0], 6), _mm512_srai_epi32(a[r][1], 4)),
+            _mm512_add_epi32(_mm512_srai_epi32(a[r][2], 2), a[r][3]));
+        int32_t s3 = _mm512_reduce_add_epi32(v);
         if (blocks & 1) {
             /* the odd last block: natural activation order, 256-bit */
             const int8_t *qb = q + (size_t)pairs * 256;
@@ -196,12 +203,38 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
             t = _mm256_dpbusd_epi32(t, c3, _mm256_loadu_si256((const __m256i *)(qb + 96)));
             s3 += hsum256(t);
         }
-        /* s0, s1, s2 hold 64, 16, 4 times their sums; the shifts divide exactly */
-        out[r] = (s0 >> 6) + (s1 >> 4) + (s2 >> 2) + s3 - sumq;
+        out[r] = s3 - sumq;
     }
 }
 
 static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q, int32_t *acc);
+
+/* One function per (rows per group, prefetch hint), so each has constant shapes. */
+typedef void (*gemv_group_fn)(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q,
+                              const int8_t *qp, int32_t sumq, size_t pf, int32_t *out);
+#define GEMV_FN(R, H)                                                                              \
+    static void gemv_##R##_##H(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q,   \
+                               const int8_t *qp, int32_t sumq, size_t pf, int32_t *out)            \
+    {                                                                                              \
+        gemv_rows(w, stride, blocks, q, qp, sumq, R, pf, H, out);                                  \
+    }
+GEMV_FN(1, 0)
+GEMV_FN(1, 1)
+GEMV_FN(1, 2)
+GEMV_FN(1, 3)
+GEMV_FN(2, 0)
+GEMV_FN(2, 1)
+GEMV_FN(2, 2)
+GEMV_FN(2, 3)
+GEMV_FN(4, 0)
+GEMV_FN(4, 1)
+GEMV_FN(4, 2)
+GEMV_FN(4, 3)
+#undef GEMV_FN
+/* [rows per group: 1, 2, 4 -> 0, 1, 2][hint] */
+static const gemv_group_fn g_gemv_group[3][4] = {{gemv_1_0, gemv_1_1, gemv_1_2, gemv_1_3},
+                                                 {gemv_2_0, gemv_2_1, gemv_2_2, gemv_2_3},
+                                                 {gemv_4_0, gemv_4_1, gemv_4_2, gemv_4_3}};
 
 static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
                         int32_t *acc)
@@ -223,13 +256,17 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
     }
     permute_q(q, pairs, qp, 64);
     int32_t sumq = sum_i8_avx512(q, kpad);
+    const struct br_tune *tp = br_tune_active();
+    int R = tp->gemv_rows == 1 ? 1 : tp->gemv_rows == 2 ? 2 : 4;
+    size_t pf = (size_t)tp->gemv_ahead * (size_t)R * m->row_bytes;
+    gemv_group_fn group = g_gemv_group[R == 1 ? 0 : R == 2 ? 1 : 2][tp->gemv_hint & 3];
     int32_t r = r0;
-    for (; r + 4 <= r1; r += 4)
-        gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, 4,
-                  acc + (r - r0));
+    for (; r + R <= r1; r += R)
+        group(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, pf,
+              acc + (r - r0));
     for (; r < r1; r++)
-        gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, 1,
-                  acc + (r - r0));
+        gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, 1, pf,
+                  BR_PF_T1, acc + (r - r0));
     if (qp != stack_qp) free(qp);
 }
 
@@ -452,7 +489,10 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
     int32_t kc_max = GEMM_QL1 / (GEMM_TMAX * 256);
     int32_t nchunks = pairs > 0 ? (pairs + kc_max - 1) / kc_max : 1;
     int32_t kc = pairs > 0 ? (pairs + nchunks - 1) / nchunks : 0;
-    int32_t rb = (int32_t)(GEMM_RB_BYTES / m->row_bytes) & ~1;
+    const struct br_tune *tp = br_tune_active();
+    int tmax = tp->gemm_tmax >= 1 && tp->gemm_tmax <= GEMM_TMAX ? tp->gemm_tmax : GEMM_TMAX;
+    size_t rb_bytes = tp->gemm_rb_kib > 0 ? (size_t)tp->gemm_rb_kib * 1024 : GEMM_RB_BYTES;
+    int32_t rb = (int32_t)(rb_bytes / m->row_bytes) & ~1;
     if (rb < 2) rb = 2;
     if (nchunks > 1 && rb > 64) rb = 64; /* the carried sums of a row block stay near L1 */
     int32_t ts_max = ntok < GEMM_TS ? ntok : GEMM_TS;
@@ -471,7 +511,7 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
     for (int32_t s0 = 0; s0 < ntok; s0 += GEMM_TS) {
         int32_t ts = ntok - s0 < GEMM_TS ? ntok - s0 : GEMM_TS;
         /* tiles of nearly equal size: 64 tokens go as 11, 11, 11, 11, 10, 10 */
-        int32_t ntiles = (ts + GEMM_TMAX - 1) / GEMM_TMAX;
+        int32_t ntiles = (ts + tmax - 1) / tmax;
         for (int32_t i = 0, t0 = 0; i < ntiles; i++) {
             int T = (int)(ts / ntiles + (i < ts % ntiles));
             for (int t = 0; t < T; t++) {
@@ -682,6 +722,11 @@ static int64_t peak_macs_avx512(int64_t iters)
 }
 #undef DP
 
+static uint64_t read_probe_avx512(const void *p, size_t bytes, int streams, size_t ahead)
+{
+    return br_read_probe_impl(p, bytes, streams, ahead);
+}
+
 const struct br_kernel_ops br_kernels_avx512 = {
     .name = "avx512",
     .gemv = gemv_avx512,
@@ -690,4 +735,5 @@ const struct br_kernel_ops br_kernels_avx512 = {
     .dot_f32 = dot_f32_avx512,
     .dot_f16_f32 = dot_f16_f32_avx512,
     .peak_macs = peak_macs_avx512,
+    .read_probe = read_probe_avx512,
 };

@@ -20,6 +20,7 @@
 
 #include "bitrack/fp.h"
 #include "kernels/kernel_impl.h"
+#include "kernels/probe_impl.h"
 #include "kernels/ops.h"
 
 #define DOT_ATTR __attribute__((target("arch=armv8.2-a+dotprod")))
@@ -274,6 +275,11 @@ static int64_t peak_macs_plain(int64_t iters)
     return iters * 8 * 8;
 }
 
+static uint64_t read_probe_neon(const void *p, size_t bytes, int streams, size_t ahead)
+{
+    return br_read_probe_impl(p, bytes, streams, ahead);
+}
+
 const struct br_kernel_ops br_kernels_neon_dot = {
     .name = "neon",
     .gemv = gemv_sdot,
@@ -282,6 +288,7 @@ const struct br_kernel_ops br_kernels_neon_dot = {
     .dot_f32 = dot_f32_neon,
     .dot_f16_f32 = dot_f16_f32_neon,
     .peak_macs = peak_macs_sdot,
+    .read_probe = read_probe_neon,
 };
 
 const struct br_kernel_ops br_kernels_neon_plain = {
@@ -292,4 +299,5 @@ const struct br_kernel_ops br_kernels_neon_plain = {
     .dot_f32 = dot_f32_neon,
     .dot_f16_f32 = dot_f16_f32_neon,
     .peak_macs = peak_macs_plain,
+    .read_probe = read_probe_neon,
 };

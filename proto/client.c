@@ -33,6 +33,7 @@ struct br_client {
     void *sock; /* DEALER */
     char addr[256];
     int timeout_ms;    /* <= 0: wait forever */
+    int connect_ms;    /* wait for a connection this long; <= 0: timeout_ms */
     int ping_ms;       /* <= 0: no pings */
     uint64_t seq;      /* for generated request ids */
     struct br_buf buf; /* reused encode buffer */
@@ -87,13 +88,16 @@ int br_client_connect_curve(const char *addr, int timeout_ms, const struct br_cl
     int zero = 0, one = 1, rc;
     if (!out) return br_err_set(err, BR_E_INVALID, "br_client_connect: out is NULL");
     *out = NULL;
-    if (!addr) addr = BR_CLIENT_DEFAULT_ADDR;
-    if (strlen(addr) >= sizeof c->addr)
-        return br_err_set(err, BR_E_INVALID, "address too long: %.64s...", addr);
+    char norm[BR_CLIENT_ADDR_MAX];
+    if ((rc = br_client_addr_normalize(addr ? addr : BR_CLIENT_DEFAULT_ADDR, norm, sizeof norm,
+                                       err)))
+        return rc;
+    addr = norm;
     c = calloc(1, sizeof *c);
     if (!c) return br_err_set(err, BR_E_NOMEM, "client: out of memory");
     snprintf(c->addr, sizeof c->addr, "%s", addr);
     c->timeout_ms = timeout_ms;
+    c->connect_ms = BR_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
     c->ping_ms = 1000;
     br_proto_limits_default(&c->lim);
     c->ctx = zmq_ctx_new();
@@ -182,6 +186,11 @@ void br_client_set_ping_interval(struct br_client *c, int interval_ms)
     c->ping_ms = interval_ms;
 }
 
+void br_client_set_connect_timeout(struct br_client *c, int timeout_ms)
+{
+    c->connect_ms = timeout_ms;
+}
+
 /* Reads every waiting monitor event: remembers why the last handshake failed, and counts
  * disconnections in c->n_drops. */
 static void watch_events(struct br_client *c)
@@ -227,12 +236,18 @@ static void watch_events(struct br_client *c)
  * connection (a server restarting); drops before it is sent do not concern it. */
 static int send_buf(struct br_client *c, const char *what, int follow_up, struct br_err *err)
 {
-    int64_t deadline = c->timeout_ms > 0 ? now_ms() + c->timeout_ms : -1;
+    /* waiting here is waiting for a connection: the connect timeout bounds it */
+    int wait_ms = c->connect_ms > 0 && (c->timeout_ms <= 0 || c->connect_ms < c->timeout_ms)
+                      ? c->connect_ms
+                      : c->timeout_ms;
+    int64_t deadline = wait_ms > 0 ? now_ms() + wait_ms : -1;
     for (;;) {
         int64_t left = deadline < 0 ? 100 : deadline - now_ms();
         if (left <= 0)
-            return br_err_set(err, BR_E_UNAVAILABLE, "%s: no server reachable at %s within %d ms",
-                              what, c->addr, c->timeout_ms);
+            return br_err_set(err, BR_E_UNAVAILABLE,
+                              "%s: no server reachable at %s within %d ms (is it running, on "
+                              "that port?)",
+                              what, c->addr, wait_ms);
         int slice = (int)(left < 100 ? left : 100);
         zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &slice, sizeof slice);
         if (zmq_send(c->sock, c->buf.data, c->buf.len, 0) >= 0) {

@@ -26,12 +26,23 @@
 #include "proto/proto.h"
 
 #define BR_CLIENT_DEFAULT_ADDR "tcp://127.0.0.1:5555"
+/* How long a call waits for a connection to the server before failing with
+ * BR_E_UNAVAILABLE naming the address (no server, wrong port, a refused key). */
+#define BR_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define BR_CLIENT_ADDR_MAX                   256
+
+/* Normalises an endpoint into out (out_len bytes): "tcp://", "ipc://" and "inproc://"
+ * endpoints pass through; "host:port" (host a name, an IPv4 address, "[v6]" or "*";
+ * port 1..65535) becomes "tcp://host:port". BR_E_INVALID naming the address otherwise. */
+int br_client_addr_normalize(const char *addr, char *out, size_t out_len, struct br_err *err);
 
 struct br_client;
 
 /* Creates a client connected (asynchronously, as ZeroMQ does) to addr (NULL = the default
- * address). timeout_ms: how long a call waits for the server's next message about its
- * request before failing with BR_E_TIMEOUT; <= 0 waits forever. On success *out owns the
+ * address; "host:port" means tcp://host:port). A call fails with BR_E_UNAVAILABLE when no
+ * connection is up within the connect timeout (BR_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS,
+ * br_client_set_connect_timeout). timeout_ms: how long a call waits for the server's next message
+ * about its request before failing with BR_E_TIMEOUT; <= 0 waits forever. On success *out owns the
  * client (free with br_client_close). */
 int br_client_connect(const char *addr, int timeout_ms, struct br_client **out, struct br_err *err);
 
@@ -61,6 +72,9 @@ void br_client_close(struct br_client **c);
  * <= 0 disables pings). */
 void br_client_set_timeout(struct br_client *c, int timeout_ms);
 void br_client_set_ping_interval(struct br_client *c, int interval_ms);
+/* How long a call waits for a connection before it fails (<= 0: as long as the call
+ * timeout). */
+void br_client_set_connect_timeout(struct br_client *c, int timeout_ms);
 
 /* Called for every `token` event and finally for the `done` or `error` response of a
  * generate call. resp is borrowed for the call. Return 0 to continue; non-zero asks the

@@ -90,7 +90,7 @@ void br_proto_limits_default(struct br_proto_limits *lim)
 void br_req_sampling_default(struct br_req_sampling *s)
 {
     memset(s, 0, sizeof *s);
-    s->temperature = 0.8f;
+    s->temperature = 0.0f; /* greedy: the same defaults as the CLI (PROTOCOL.md) */
     s->top_k = 40;
     s->top_p = 0.95f;
     s->min_p = 0.05f;
@@ -139,15 +139,15 @@ void br_resp_free(struct br_resp *r)
     memset(r, 0, sizeof *r);
 }
 
-static const char *const req_names[] = {"",       "generate", "cancel",  "tokenize", "detokenize",
-                                        "health", "info",     "metrics", "ping"};
-static const char *const resp_names[] = {"",           "token",  "done", "error",   "tokenize",
-                                         "detokenize", "health", "info", "metrics", "pong"};
-static const char *const finish_names[] = {"stop", "length", "cancelled", "error"};
-static const char *const code_names[] = {"bad_request", "too_long", "busy",        "cancelled",
-                                         "unavailable", "internal", "duplicate_id"};
-static const char *const health_names[] = {"loading", "ready", "draining"};
-static const char *const role_names[] = {"system", "user", "assistant", "tool"};
+#define NAME_ENTRY(name, wire) [name] = wire,
+static const char *const req_names[] = {BR_REQ_TYPE_LIST(NAME_ENTRY)};
+static const char *const resp_names[] = {BR_RESP_TYPE_LIST(NAME_ENTRY)};
+static const char *const finish_names[] = {BR_FINISH_LIST(NAME_ENTRY)};
+static const char *const code_names[] = {BR_PROTO_CODE_LIST(NAME_ENTRY)};
+static const char *const health_names[] = {BR_HEALTH_LIST(NAME_ENTRY)};
+static const char *const role_names[] = {BR_ROLE_LIST(NAME_ENTRY)};
+#undef NAME_ENTRY
+#define N_NAMES(table) ((int)(sizeof(table) / sizeof(table)[0]))
 
 #define NAME_OF(table, v)                                                                          \
     ((unsigned)(v) < sizeof(table) / sizeof(table[0]) ? table[(unsigned)(v)] : "?")
@@ -799,7 +799,7 @@ static int read_messages(const msgpack_object *o, const struct br_proto_limits *
             return br_err_set(err, BR_E_PROTOCOL,
                               "messages[%" PRIu32 "].role: must be a string, got %s", i,
                               type_name(role));
-        int ri = lookup(role_names, 4, role->via.str.ptr, role->via.str.size);
+        int ri = lookup(role_names, N_NAMES(role_names), role->via.str.ptr, role->via.str.size);
         if (ri < 0)
             return br_err_set(
                 err, BR_E_PROTOCOL,
@@ -984,8 +984,7 @@ int br_proto_decode_request(const void *buf, size_t len, const struct br_proto_l
         rc = br_err_set(err, BR_E_PROTOCOL, "type: must be a string, got %s", type_name(o));
         goto done;
     }
-    int t = lookup(req_names + 1, (int)(sizeof req_names / sizeof req_names[0]) - 1, o->via.str.ptr,
-                   o->via.str.size);
+    int t = lookup(req_names + 1, N_NAMES(req_names) - 1, o->via.str.ptr, o->via.str.size);
     if (t < 0) {
         int n = o->via.str.size > 32 ? 32 : (int)o->via.str.size;
         bool printable = br_proto_utf8_valid(o->via.str.ptr, (size_t)n);
@@ -1513,9 +1512,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
         rc = br_err_set(err, BR_E_PROTOCOL, "v: unsupported protocol version %" PRId64, v);
         goto done;
     }
-    if ((rc = read_enum(m, "type", resp_names + 1,
-                        (int)(sizeof resp_names / sizeof resp_names[0]) - 1, &e, err)))
-        goto done;
+    if ((rc = read_enum(m, "type", resp_names + 1, N_NAMES(resp_names) - 1, &e, err))) goto done;
     out->type = (enum br_resp_type)(e + 1);
     if ((o = field(m, "id"))) {
         if ((rc = read_str(o, 0, lim->max_id_bytes, &out->id, &out->id_len, "id", err))) goto done;
@@ -1549,7 +1546,8 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
         }
         break;
     case BR_RESP_DONE:
-        if ((rc = read_enum(m, "finish_reason", finish_names, 4, &e, err))) break;
+        if ((rc = read_enum(m, "finish_reason", finish_names, N_NAMES(finish_names), &e, err)))
+            break;
         out->finish_reason = (enum br_finish)e;
         if ((rc = req_field(m, "usage", &sub, err))) break;
         if (sub->type != MSGPACK_OBJECT_MAP) {
@@ -1574,7 +1572,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
             rc = read_str(o, 0, lim->max_msg_bytes, &out->text, &out->text_len, "text", err);
         break;
     case BR_RESP_ERROR:
-        if ((rc = read_enum(m, "code", code_names, 7, &e, err))) break;
+        if ((rc = read_enum(m, "code", code_names, N_NAMES(code_names), &e, err))) break;
         out->code = (enum br_proto_code)e;
         if ((o = field(m, "message")))
             rc = read_str(o, 0, 65536, &out->message, NULL, "message", err);
@@ -1590,7 +1588,7 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
         rc = read_str(o, 0, lim->max_msg_bytes, &out->text, &out->text_len, "text", err);
         break;
     case BR_RESP_HEALTH:
-        if ((rc = read_enum(m, "state", health_names, 3, &e, err))) break;
+        if ((rc = read_enum(m, "state", health_names, N_NAMES(health_names), &e, err))) break;
         out->state = (enum br_health_state)e;
         break;
     case BR_RESP_INFO:

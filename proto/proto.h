@@ -72,17 +72,23 @@ void br_proto_limits_default(struct br_proto_limits *lim);
 
 /* ---- requests (client -> server) ------------------------------------------------------- */
 
-enum br_req_type {
-    BR_REQ_NONE = 0, /* not decoded (yet) */
-    BR_REQ_GENERATE,
-    BR_REQ_CANCEL, /* cancels the generate request whose id is `id` */
-    BR_REQ_TOKENIZE,
-    BR_REQ_DETOKENIZE,
-    BR_REQ_HEALTH,
-    BR_REQ_INFO,
-    BR_REQ_METRICS,
-    BR_REQ_PING, /* heartbeat; answered by `pong` */
-};
+/* Every wire enum is one X-macro list of (enumerator, wire name): the enum and the name
+ * table (br_proto_*_name, and the decoder's lookups) are both made from it, in order. */
+#define BR_PROTO_ENUM_ENTRY(name, wire) name,
+
+/* BR_REQ_NONE: not decoded (yet); cancel: cancels the generate request whose id is `id`;
+ * ping: heartbeat, answered by `pong`. */
+#define BR_REQ_TYPE_LIST(X)                                                                        \
+    X(BR_REQ_NONE, "")                                                                             \
+    X(BR_REQ_GENERATE, "generate")                                                                 \
+    X(BR_REQ_CANCEL, "cancel")                                                                     \
+    X(BR_REQ_TOKENIZE, "tokenize")                                                                 \
+    X(BR_REQ_DETOKENIZE, "detokenize")                                                             \
+    X(BR_REQ_HEALTH, "health")                                                                     \
+    X(BR_REQ_INFO, "info")                                                                         \
+    X(BR_REQ_METRICS, "metrics")                                                                   \
+    X(BR_REQ_PING, "ping")
+enum br_req_type { BR_REQ_TYPE_LIST(BR_PROTO_ENUM_ENTRY) };
 
 /* Which of prompt / tokens / messages a generate request carries (exactly one). */
 enum br_req_input {
@@ -92,12 +98,12 @@ enum br_req_input {
     BR_INPUT_MESSAGES,
 };
 
-enum br_chat_role {
-    BR_ROLE_SYSTEM = 0,
-    BR_ROLE_USER,
-    BR_ROLE_ASSISTANT,
-    BR_ROLE_TOOL,
-};
+#define BR_ROLE_LIST(X)                                                                            \
+    X(BR_ROLE_SYSTEM, "system")                                                                    \
+    X(BR_ROLE_USER, "user")                                                                        \
+    X(BR_ROLE_ASSISTANT, "assistant")                                                              \
+    X(BR_ROLE_TOOL, "tool")
+enum br_chat_role { BR_ROLE_LIST(BR_PROTO_ENUM_ENTRY) };
 
 struct br_chat_msg {
     enum br_chat_role role;
@@ -112,7 +118,7 @@ struct br_logit_bias {
 
 /* Sampling parameters with their defaults (br_req_sampling_default) and accepted ranges. */
 struct br_req_sampling {
-    float temperature;       /* [0, 100], 0 = greedy             default 0.8 */
+    float temperature;       /* [0, 100], 0 = greedy             default 0 (greedy) */
     int32_t top_k;           /* [0, 1<<20], 0 = off              default 40 */
     float top_p;             /* [0, 1], 1 = off                  default 0.95 */
     float min_p;             /* [0, 1], 0 = off                  default 0.05 */
@@ -188,44 +194,43 @@ int br_proto_encode_request(const struct br_req *req, struct br_buf *out);
 
 /* ---- responses (server -> client) ------------------------------------------------------ */
 
-enum br_resp_type {
-    BR_RESP_NONE = 0,
-    BR_RESP_TOKEN,
-    BR_RESP_DONE,
-    BR_RESP_ERROR,
-    BR_RESP_TOKENIZE,
-    BR_RESP_DETOKENIZE,
-    BR_RESP_HEALTH,
-    BR_RESP_INFO,
-    BR_RESP_METRICS,
-    BR_RESP_PONG,
-};
+#define BR_RESP_TYPE_LIST(X)                                                                       \
+    X(BR_RESP_NONE, "")                                                                            \
+    X(BR_RESP_TOKEN, "token")                                                                      \
+    X(BR_RESP_DONE, "done")                                                                        \
+    X(BR_RESP_ERROR, "error")                                                                      \
+    X(BR_RESP_TOKENIZE, "tokenize")                                                                \
+    X(BR_RESP_DETOKENIZE, "detokenize")                                                            \
+    X(BR_RESP_HEALTH, "health")                                                                    \
+    X(BR_RESP_INFO, "info")                                                                        \
+    X(BR_RESP_METRICS, "metrics")                                                                  \
+    X(BR_RESP_PONG, "pong")
+enum br_resp_type { BR_RESP_TYPE_LIST(BR_PROTO_ENUM_ENTRY) };
 
-enum br_finish {
-    BR_FINISH_STOP = 0,
-    BR_FINISH_LENGTH,
-    BR_FINISH_CANCELLED,
-    BR_FINISH_ERROR,
-};
+#define BR_FINISH_LIST(X)                                                                          \
+    X(BR_FINISH_STOP, "stop")                                                                      \
+    X(BR_FINISH_LENGTH, "length")                                                                  \
+    X(BR_FINISH_CANCELLED, "cancelled")                                                            \
+    X(BR_FINISH_ERROR, "error")
+enum br_finish { BR_FINISH_LIST(BR_PROTO_ENUM_ENTRY) };
 
-/* The `code` of an `error` response. */
-enum br_proto_code {
-    BR_PROTO_BAD_REQUEST = 0,
-    BR_PROTO_TOO_LONG,
-    BR_PROTO_BUSY,
-    BR_PROTO_CANCELLED,
-    BR_PROTO_UNAVAILABLE,
-    BR_PROTO_INTERNAL,
-    /* a generate request reused the id of one of this client's requests still in flight;
-     * the request in flight is unaffected */
-    BR_PROTO_DUPLICATE_ID,
-};
+/* The `code` of an `error` response. duplicate_id: a generate request reused the id of one
+ * of this client's requests still in flight; the request in flight is unaffected. */
+#define BR_PROTO_CODE_LIST(X)                                                                      \
+    X(BR_PROTO_BAD_REQUEST, "bad_request")                                                         \
+    X(BR_PROTO_TOO_LONG, "too_long")                                                               \
+    X(BR_PROTO_BUSY, "busy")                                                                       \
+    X(BR_PROTO_CANCELLED, "cancelled")                                                             \
+    X(BR_PROTO_UNAVAILABLE, "unavailable")                                                         \
+    X(BR_PROTO_INTERNAL, "internal")                                                               \
+    X(BR_PROTO_DUPLICATE_ID, "duplicate_id")
+enum br_proto_code { BR_PROTO_CODE_LIST(BR_PROTO_ENUM_ENTRY) };
 
-enum br_health_state {
-    BR_HEALTH_LOADING = 0,
-    BR_HEALTH_READY,
-    BR_HEALTH_DRAINING,
-};
+#define BR_HEALTH_LIST(X)                                                                          \
+    X(BR_HEALTH_LOADING, "loading")                                                                \
+    X(BR_HEALTH_READY, "ready")                                                                    \
+    X(BR_HEALTH_DRAINING, "draining")
+enum br_health_state { BR_HEALTH_LIST(BR_PROTO_ENUM_ENTRY) };
 
 struct br_usage {
     uint32_t prompt_tokens;

@@ -119,7 +119,7 @@ void br_part_cost(const struct br_model_config *c, const struct br_part *p, int 
 /* Exact traffic this rank sends for a run of `steps` forward steps covering `tokens`
  * tokens, `row_steps` of which return logits for `rows` rows in all, followed by the stop
  * message (top1: only the greedy choice travels back, 8 bytes a row), under the step protocol of
- * worker/dist.c (descriptor of 4 + 5 * max_batch int32) and the collectives of worker/engine.c
+ * worker/step.c (descriptor of 4 + 5 * max_batch int32) and the collectives of worker/engine.c
  * (br_plan_layer_colls; bytes counted as worker/comm.h counts them). */
 void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uint64_t steps,
                      uint64_t rows, uint64_t row_steps, int32_t max_batch, int top1,

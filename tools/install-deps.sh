@@ -4,8 +4,8 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libopenmpi-dev openmpi-bin
-      libzmq3-dev libmsgpack-dev libcmocka-dev
-      python3 python3-zmq python3-msgpack
+      libzmq3-dev libmsgpack-dev libcmocka-dev libedit-dev
+      python3 python3-zmq python3-msgpack python3-venv python3-pip python3-setuptools
       iproute2 procps time
       clang libclang-rt-14-dev)
 SUDO=""

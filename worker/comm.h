@@ -60,6 +60,9 @@ struct br_comm {
     void *impl;
     int tp, tp_rank, pp, pp_rank, world_rank, world_size;
     struct br_comm_stats stats;
+    /* Set by the caller while it waits for the next step (between steps, possibly for
+     * long): a transport may then sleep instead of polling (comm_mpi.h, doorbell). */
+    int idle;
     /* Why the last failed operation failed, naming the peer rank and its host when the
      * transport knows them ("" when it does not); set by the transport. */
     char why[256];

@@ -15,12 +15,17 @@
  */
 #include "worker/comm_mpi.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <mpi.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +56,13 @@ struct mpi_impl {
     char lost_msg[256];
     double delay_s; /* emulated one-way link delay (BITRACK_EMULATED_DELAY_US), 0: none */
     int rounds;     /* message rounds of a collective of the TP group: ceil(log2 tp) */
+    /* the idle doorbell (br_comm_mpi_doorbell): a UDP socket; rank 0 sends every other
+     * rank a datagram when a step starts after a pause, the others sleep in poll() on it
+     * while they wait for a step */
+    int bell_fd;                 /* -1: none */
+    struct sockaddr_in *bell_to; /* rank 0: (world_size,) where each rank listens */
+    int nb_bcast;                /* broadcasts are non-blocking and waited like the rest */
+    double last_ring, woken;
 };
 
 /* An emulated link delay (launch/netns-cluster sets BITRACK_EMULATED_DELAY_US where the
@@ -230,13 +242,28 @@ static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *w
             if (dead_peer(c) >= 0) return check_peers(c);
             return lost(c, "no answer from %s for %.1f s (%s)", who, now - t0, what);
         }
-        if (now - t0 > m->spin_s) {
+        /* since the wait began, or since the doorbell last rang */
+        double base = m->woken > t0 ? m->woken : t0;
+        if (c->idle && m->bell_fd >= 0 && now - base > BR_COMM_MPI_IDLE_S) {
+            /* no step for a while: sleep until rank 0 rings (a step is coming) or 0.1 s
+             * passes (the checks above run again) */
+            struct pollfd p = {m->bell_fd, POLLIN, 0};
+            if (poll(&p, 1, 100) > 0) {
+                char b[16];
+                while (recv(m->bell_fd, b, sizeof b, MSG_DONTWAIT) >= 0) {
+                }
+                m->woken = br_now();
+            }
+            napping = 1;
+            continue;
+        }
+        if (now - base > m->spin_s) {
             /* idle for a while: poll less often, give the cores to others. Below the
              * default spin, naps grow with the wait (1/20 of it, 20 us to 1 ms): a long
              * wait wakes the core rarely, and is answered at most 5% late. */
             long ns = 100000;
             if (m->spin_s < BR_COMM_MPI_SPIN_S) {
-                double nap = (now - t0) / 20.0;
+                double nap = (now - base) / 20.0;
                 ns = nap < 20e-6 ? 20000 : nap > 1e-3 ? 1000000 : (long)(nap * 1e9);
             }
             struct timespec ts = {0, ns};
@@ -282,8 +309,24 @@ static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
         c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_MAX, impl(c)->stage)));
 }
 
+/* Rank 0, as a step starts: wakes the ranks sleeping on the doorbell, unless it rang in
+ * the last 2 ms (then nobody has waited long enough to be asleep). */
+static void ring(struct br_comm *c)
+{
+    struct mpi_impl *m = impl(c);
+    if (c->world_rank != 0 || m->bell_fd < 0 || !m->bell_to) return;
+    double now = br_now();
+    if (now - m->last_ring < 0.002) return;
+    m->last_ring = now;
+    for (int r = 1; r < c->world_size; r++)
+        if (m->bell_to[r].sin_port)
+            sendto(m->bell_fd, "", 1, MSG_DONTWAIT, (const struct sockaddr *)&m->bell_to[r],
+                   sizeof m->bell_to[r]);
+}
+
 static int op_send_next(struct br_comm *c, const void *buf, size_t bytes)
 {
+    ring(c);
     c->stats.bytes_sent += bytes;
     c->stats.messages++;
     int dest = c->world_rank + c->tp;
@@ -343,13 +386,26 @@ static int op_recv_from(struct br_comm *c, int world_rank, void *buf, size_t byt
 
 static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
 {
+    struct mpi_impl *m = impl(c);
+    ring(c);
     if (c->tp_rank == 0) {
         c->stats.bytes_sent += bytes * (uint64_t)(c->tp - 1);
         c->stats.messages++;
     }
-    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, impl(c)->stage);
-    /* the root's send returns at once; the others receive it a delay later */
-    return mpi_status(c->tp_rank == 0 ? rc : collective_done(c, rc));
+    if (!m->nb_bcast) {
+        int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, m->stage);
+        /* the root's send returns at once; the others receive it a delay later */
+        return mpi_status(c->tp_rank == 0 ? rc : collective_done(c, rc));
+    }
+    /* every rank of the stage made the same choice (br_comm_mpi_doorbell is collective):
+     * a non-blocking broadcast matches only non-blocking ones */
+    MPI_Request req;
+    if (MPI_Ibcast(buf, (int)bytes, MPI_BYTE, 0, m->stage, &req) != MPI_SUCCESS)
+        return lost(c, "a broadcast in stage %d failed", c->pp_rank);
+    int rc = wait_req(c, &req, c->tp_rank == 0 ? -1 : c->world_rank - c->tp_rank,
+                      "broadcasting the step with");
+    if (!rc && c->tp_rank != 0) emulate_delay(c, m->rounds);
+    return rc;
 }
 
 static const struct br_comm_ops mpi_ops = {
@@ -474,6 +530,7 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
         double us = strtod(delay, &end);
         if (end != delay && !*end && us >= 0 && us <= 1e6) m->delay_s = us * 1e-6;
     }
+    m->bell_fd = -1;
     m->peers = calloc((size_t)size, sizeof *m->peers);
     struct peer me;
     describe_self(&me);
@@ -500,6 +557,50 @@ void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(v
     if (c->world_rank != 0 && m->lost_req == MPI_REQUEST_NULL)
         MPI_Irecv(m->lost_msg, sizeof m->lost_msg, MPI_CHAR, 0, TAG_LOST, MPI_COMM_WORLD,
                   &m->lost_req);
+}
+
+/* This rank's address as the other hosts reach it: Open MPI's daemon address, or the
+ * loopback address when there is none (one machine). */
+static struct in_addr own_addr(void)
+{
+    struct in_addr a = {htonl(INADDR_LOOPBACK)};
+    const char *uri = getenv("OMPI_MCA_orte_local_daemon_uri");
+    const char *p = uri ? strstr(uri, "tcp://") : NULL;
+    char ip[64];
+    if (p && sscanf(p + 6, "%63[0-9.]", ip) == 1) inet_pton(AF_INET, ip, &a);
+    return a;
+}
+
+int br_comm_mpi_doorbell(struct br_comm *c)
+{
+    struct mpi_impl *m = impl(c);
+    struct bell {
+        uint32_t addr;
+        uint16_t port, ok;
+    } me = {0, 0, 0};
+    m->bell_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (m->bell_fd >= 0 && c->world_rank != 0) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr = {htonl(INADDR_ANY)}};
+        socklen_t len = sizeof sa;
+        if (bind(m->bell_fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+            getsockname(m->bell_fd, (struct sockaddr *)&sa, &len) == 0) {
+            me.addr = own_addr().s_addr;
+            me.port = sa.sin_port;
+            me.ok = 1;
+        }
+    }
+    struct bell *all = c->world_rank == 0 ? calloc((size_t)c->world_size, sizeof *all) : NULL;
+    int rc = MPI_Gather(&me, sizeof me, MPI_BYTE, all, sizeof me, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (c->world_rank == 0 && all && rc == MPI_SUCCESS) {
+        m->bell_to = calloc((size_t)c->world_size, sizeof *m->bell_to);
+        for (int r = 1; m->bell_to && r < c->world_size; r++)
+            if (all[r].ok)
+                m->bell_to[r] = (struct sockaddr_in){
+                    .sin_family = AF_INET, .sin_port = all[r].port, .sin_addr = {all[r].addr}};
+    }
+    free(all);
+    m->nb_bcast = rc == MPI_SUCCESS;
+    return rc == MPI_SUCCESS ? BR_OK : BR_E_UNAVAILABLE;
 }
 
 void br_comm_mpi_set_spin(struct br_comm *c, double spin_s)
@@ -546,6 +647,8 @@ void br_comm_mpi_destroy(struct br_comm **cp)
         MPI_Request_free(&m->lost_req);
     }
     MPI_Comm_free(&m->stage);
+    if (m->bell_fd >= 0) close(m->bell_fd);
+    free(m->bell_to);
     free(m->peers);
     free(m);
     free(c);

@@ -45,6 +45,17 @@ void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(v
 #define BR_COMM_MPI_SPIN_S 0.02
 void br_comm_mpi_set_spin(struct br_comm *c, double spin_s);
 
+/* An idle rank sleeps (collective: every rank calls it, after br_comm_mpi_watch). Each
+ * rank but 0 listens on a UDP port; rank 0 sends each a datagram when a step starts after
+ * a pause of 2 ms or more. A watched wait marked idle (c->idle: waiting for the next step)
+ * that has lasted BR_COMM_MPI_IDLE_S sleeps in poll() on that port, for at most 0.1 s at
+ * a time (its checks run in between), instead of polling MPI: an idle server costs
+ * almost no CPU, and the datagram wakes it as the step starts (a lost datagram costs at
+ * most 0.1 s). The stage's step broadcasts become non-blocking on every rank, so that an
+ * idle TP peer waits in the same way. */
+#define BR_COMM_MPI_IDLE_S 0.05
+int br_comm_mpi_doorbell(struct br_comm *c);
+
 /* The ranks on this machine (same boot and pid namespace as this one), this one included. */
 int br_comm_mpi_ranks_here(const struct br_comm *c);
 

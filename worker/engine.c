@@ -37,6 +37,7 @@
 #include "kernels/ops.h"
 #include "kernels/q6k.h"
 #include "kernels/q8.h"
+#include "kernels/tune.h"
 #include "sharding/plan.h"
 #include "sharding/types.h"
 #include "worker/kvcache.h"
@@ -150,6 +151,7 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     if (!e) return br_err_set(err, BR_E_NOMEM, "out of memory");
     e->m = m;
     e->pool = o ? o->pool : NULL;
+    br_tune_init(e->pool); /* the kernels' parameters for this CPU (kernels/tune.h) */
     e->comm = o ? o->comm : NULL;
     e->tp = p->tp;
     e->tp_rank = p->tp_rank;
@@ -582,7 +584,7 @@ static void integer_product(struct br_engine *e, const struct br_tmat *w, const 
 {
     struct proj_job j = {w, q8, kpad, T, e->acc, e->qs, y, x};
     int t = br_pool_threads(e->pool);
-    int n = t == 1 ? 1 : t * 4;
+    int n = t == 1 ? 1 : t * (T == 1 ? br_tune_gemv_tasks(t) : 4);
     if (n > w->rows) n = w->rows;
     br_pool_run(e->pool, proj_task, &j, n);
 }

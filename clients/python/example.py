@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Streams a completion from a bitrack server and prints it as it arrives.
 
-    python3 example.py --addr tcp://127.0.0.1:5555 --max-tokens 64 "The capital of France is"
+    python3 example.py --addr 127.0.0.1:5555 --max-tokens 64 "The capital of France is"
 """
 
 import argparse
@@ -13,14 +13,16 @@ from bitrack_client import BitrackError, Client
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("prompt")
-    ap.add_argument("--addr", default="tcp://127.0.0.1:5555")
+    ap.add_argument("--addr", default="127.0.0.1:5555")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--temperature", type=float, help="default: the protocol's (0, greedy)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
 
-    options = {"temperature": args.temperature}
+    options = {}
+    if args.temperature is not None:
+        options["temperature"] = args.temperature
     if args.seed is not None:
         options["seed"] = args.seed
     with Client(args.addr, timeout=args.timeout) as client:

@@ -138,7 +138,7 @@ expect_fail() { # $1: text the message must contain; rest: arguments
     grep -q -- "$want" "$TMP/out.txt" || { echo "FAIL: no '$want' in:"; cat "$TMP/out.txt"; exit 1; }
 }
 expect_fail "a rank to measure is required"
-expect_fail "bad --shard" --shard 2:2:9:/x
+expect_fail "--shard: '2:2:9:/x' is not T:P:R:PATH" --shard 2:2:9:/x
 expect_fail "not in a 2x2 layout" -m "$TMP/sh" --tp 2 --pp 2 --rank 4
 expect_fail "rank-1.gguf" -m "$TMP/sh" --tp 2 --pp 2 --rank 1
 expect_fail "bad --layouts" -m "$TMP/m.gguf" --layouts 2y2

@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
-# The Python client (clients/python/bitrack_client.py) against a scripted fake server: a
-# ROUTER thread on an ephemeral 127.0.0.1 port that streams tokens, returns errors, goes
-# silent, and streams until cancelled. Skipped (exit 0, with the reason) when no python3
-# with pyzmq and msgpack is installed.
+# The Python client package (clients/python: bitrack_client, sync and asyncio) installed
+# with pip into a virtual environment made with --system-site-packages (pyzmq and msgpack
+# from Debian), and run from that install against a scripted fake server: a ROUTER thread
+# on an ephemeral 127.0.0.1 port that streams tokens, returns errors, goes silent, and
+# streams until cancelled. Skipped (exit 0, with the reason) when no python3 with pyzmq,
+# msgpack and venv is installed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/lib/skip.sh"
 PY=
 for cand in python3 /usr/bin/python3; do
-    if command -v "$cand" > /dev/null && "$cand" -c 'import zmq, msgpack' 2> /dev/null; then
+    if command -v "$cand" > /dev/null && "$cand" -c 'import zmq, msgpack, venv, ensurepip' 2> /dev/null; then
         PY=$cand
         break
     fi
 done
-if [ -z "$PY" ]; then
-    echo "SKIP: no python3 with zmq and msgpack (Debian: apt-get install python3-zmq python3-msgpack)"
-    exit 0
-fi
-exec env PYTHONPATH="$ROOT/clients/python" PYTHONDONTWRITEBYTECODE=1 "$PY" - <<'EOF'
+[ -n "$PY" ] || br_skip "no python3 with zmq, msgpack and venv (Debian: python3-zmq python3-msgpack python3-venv)"
+TMP=${BR_TMP:-/tmp}/pyclient.$$
+mkdir -p "$TMP"
+trap 'rm -rf "$TMP"' EXIT
+# a copy: pip builds in the directory it installs from, and the tree stays clean
+cp -r "$ROOT/clients/python" "$TMP/src"
+"$PY" -m venv --system-site-packages "$TMP/venv"
+"$TMP/venv/bin/pip" install -q --no-build-isolation --no-index "$TMP/src" > "$TMP/pip.log" 2>&1 ||
+    { cat "$TMP/pip.log"; echo "FAIL pip install ./clients/python"; exit 1; }
+# run from the install: not from the source tree
+cd "$TMP"
+env PYTHONDONTWRITEBYTECODE=1 "$TMP/venv/bin/python" - <<'EOF'
+import asyncio
+import bitrack_client
+assert "site-packages" in bitrack_client.__file__, bitrack_client.__file__
+import importlib.resources
+assert importlib.resources.files("bitrack_client").joinpath("py.typed").is_file()
+assert bitrack_client.__version__ == "0.1.0", bitrack_client.__version__
+from bitrack_client import (AsyncClient, BitrackBadRequest, BitrackBusy, BitrackTooLong,
+                            BitrackUnavailable)
 import threading
 import time
 
@@ -87,6 +105,10 @@ def serve():
                 if not m["stream"]:
                     d["text"] = "".join(pieces)
                 send(ident, d)
+            elif p == "toolong":
+                send(ident, {"type": "error", "id": rid, "code": "too_long",
+                             "message": "the prompt's 2048 tokens leave no room in the "
+                             "context of 2048"})
             elif p == "busy":
                 send(ident, {"type": "error", "id": rid, "code": "busy", "message": "queue full"})
             elif p == "noid":
@@ -211,7 +233,8 @@ with Client(ADDR, timeout=0.3, ping_interval=0.05) as c:
         list(c.generate(prompt="hi", id="mine"))
         check(False, "an id in flight is not reused")
     except BitrackError as e:
-        check(e.code == "duplicate_id", "an id still in flight is not sent again: %s" % e)
+        check(e.code == "duplicate_id" and isinstance(e, ValueError),
+              "an id still in flight is not sent again (BitrackDuplicateId): %s" % e)
 
 # nothing listening: a closed port
 dead = ctx.socket(zmq.ROUTER)
@@ -223,6 +246,113 @@ with Client("tcp://127.0.0.1:%d" % dport, timeout=0.2) as c:
         check(False, "no server: unavailable")
     except BitrackError as e:
         check(e.code == "unavailable", "no server: BitrackError(code=unavailable)")
+
+# --- several generations on one client, iterated in any interleaving, each gets all
+# of its events (responses are routed by request id, not dropped)
+with Client("127.0.0.1:%d" % port, timeout=5.0) as c:  # host:port means tcp://
+    gens = {k: c.generate(prompt="stream") for k in range(3)}
+    got = {k: [] for k in gens}
+    first = True
+    while gens:
+        for k in list(gens):
+            try:
+                got[k].append(next(gens[k]))
+            except StopIteration:
+                del gens[k]
+        if first:  # a call in between: the streams' queued events survive it
+            check(c.tokenize("hi") == [1, 104, 105], "tokenize while 3 streams are open")
+            first = False
+    check(all([e["type"] for e in got[k]] == ["token"] * 4 + ["done"] for k in got),
+          "3 interleaved generators each got 4 tokens and done: %s"
+          % [len(v) for v in got.values()])
+    check(all("".join(e["text"] for e in got[k][:-1]) == "Hello, w\u00f6rld" for k in got),
+          "interleaved generators: every text complete")
+
+# --- errors are built-in exception types too
+with Client(ADDR, timeout=5.0) as c:
+    try:
+        c.complete(prompt="toolong")
+        check(False, "too_long raises")
+    except ValueError as e:
+        check(isinstance(e, BitrackTooLong) and e.code == "too_long",
+              "too_long (no room left in the context): BitrackTooLong, a ValueError: %s" % e)
+    try:
+        list(c.generate(prompt="busy"))
+        check(False, "busy raises")
+    except RuntimeError as e:
+        check(isinstance(e, BitrackBusy), "busy: BitrackBusy, a RuntimeError")
+    try:
+        list(c.generate(prompt="nothing scripted"))
+        check(False, "bad_request raises")
+    except ValueError as e:
+        check(isinstance(e, BitrackBadRequest), "bad_request: BitrackBadRequest, a ValueError")
+with Client(ADDR, timeout=0.3, ping_interval=0.05) as c:
+    try:
+        list(c.generate(prompt="silent"))
+        check(False, "silent server times out")
+    except TimeoutError as e:
+        check(isinstance(e, BitrackTimeout), "timeout: BitrackTimeout, a TimeoutError")
+
+# --- no server: a ConnectionError within the connect timeout, naming the address
+dead = ctx.socket(zmq.ROUTER)
+dport = dead.bind_to_random_port("tcp://127.0.0.1")
+dead.close(0)
+with Client("127.0.0.1:%d" % dport, timeout=30.0, connect_timeout=0.5) as c:
+    t0 = time.monotonic()
+    try:
+        c.health()
+        check(False, "no server raises")
+    except ConnectionError as e:
+        took = time.monotonic() - t0
+        check(isinstance(e, BitrackUnavailable) and took < 2.5 and str(dport) in str(e),
+              "no server: BitrackUnavailable after %.2f s (connect_timeout 0.5): %s" % (took, e))
+
+
+# --- the asyncio client: concurrent generations, calls, errors, timeouts, cancel
+async def async_checks():
+    async with AsyncClient("127.0.0.1:%d" % port, timeout=5.0) as c:
+        async def collect():
+            return [ev async for ev in await c.generate(prompt="stream")]
+        runs = await asyncio.gather(*(collect() for _ in range(4)), c.tokenize("hi"))
+        check(all([e["type"] for e in r] == ["token"] * 4 + ["done"] for r in runs[:4])
+              and runs[4] == [1, 104, 105],
+              "async: 4 concurrent generations and a tokenize on one client")
+        d = await c.complete(prompt="stream")
+        check(d["text"] == "Hello, w\u00f6rld", "async: complete")
+        check(await c.health() == "ready" and (await c.info())["model"] == "fake",
+              "async: health, info")
+        try:
+            await c.complete(prompt="toolong")
+            check(False, "async too_long raises")
+        except ValueError as e:
+            check(isinstance(e, BitrackTooLong), "async: BitrackTooLong")
+        cancels = stats["cancel"]
+        n = 0
+        async for ev in await c.generate(prompt="endless"):
+            n += 1
+            if n == 3:
+                break
+        for _ in range(100):
+            if stats["cancel"] > cancels:
+                break
+            await asyncio.sleep(0.01)
+        check(stats["cancel"] > cancels, "async: leaving a generation early sends cancel")
+    async with AsyncClient(ADDR, timeout=0.3, ping_interval=0.05) as c:
+        try:
+            await c.complete(prompt="silent")
+            check(False, "async silent server times out")
+        except TimeoutError as e:
+            check(isinstance(e, BitrackTimeout), "async: BitrackTimeout, a TimeoutError")
+    async with AsyncClient("127.0.0.1:%d" % dport, connect_timeout=0.5) as c:
+        t0 = time.monotonic()
+        try:
+            await c.health()
+            check(False, "async no server raises")
+        except ConnectionError as e:
+            check(time.monotonic() - t0 < 2.5, "async: no server, ConnectionError: %s" % e)
+
+
+asyncio.run(async_checks())
 
 stop.set()
 th.join()

@@ -86,7 +86,8 @@ def collect(s, rid, timeout=30.0):
 
 def reference(prompt_tokens, n, seed, temp):
     out = subprocess.run([BIN, "run", "-m", MODEL, "--tokens", ",".join(map(str, prompt_tokens)),
-                          "-n", str(n), "--seed", str(seed), "--temp", str(temp), "--ids"],
+                          "-n", str(n), "--seed", str(seed), "--temp", str(temp), "--ids",
+                          "--top-k", "0", "--top-p", "1", "--min-p", "0"],
                          capture_output=True, text=True, check=True)
     return [int(x) for x in out.stdout.split()]
 

@@ -493,6 +493,65 @@ static void test_no_server(void **state)
     assert_null(c);
 }
 
+/* A call waits for a connection only as long as the connect timeout, however long the
+ * call timeout, and says which address it could not reach. */
+static void test_connect_timeout(void **state)
+{
+    (void)state;
+    struct br_client *c = NULL;
+    struct br_err e = {{0}};
+    struct br_req r;
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_ROUTER);
+    char ep[128];
+    size_t n = sizeof ep;
+    assert_int_equal(zmq_bind(s, "tcp://127.0.0.1:*"), 0);
+    zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &n);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    /* host:port, without the transport */
+    assert_int_equal(br_client_connect(ep + strlen("tcp://"), 60000, &c, &e), BR_OK);
+    br_client_set_connect_timeout(c, 300);
+    gen_req(&r, "stream", true);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(br_client_generate(c, &r, NULL, NULL, &e), BR_E_UNAVAILABLE);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s_taken = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(s_taken >= 0.25 && s_taken < 3.0);
+    assert_non_null(strstr(e.msg, ep));
+    br_client_close(&c);
+}
+
+/* Endpoints: host:port means tcp://host:port; transports pass through; the rest is
+ * refused naming the address. */
+static void test_addr_normalize(void **state)
+{
+    (void)state;
+    static const char *const in_out[][2] = {
+        {"127.0.0.1:5555", "tcp://127.0.0.1:5555"},
+        {"localhost:1", "tcp://localhost:1"},
+        {"[::1]:5555", "tcp://[::1]:5555"},
+        {"*:5555", "tcp://*:5555"},
+        {"tcp://10.0.0.2:65535", "tcp://10.0.0.2:65535"},
+        {"ipc:///tmp/x.sock", "ipc:///tmp/x.sock"},
+        {"inproc://a", "inproc://a"},
+    };
+    static const char *const bad[] = {
+        "127.0.0.1", "127.0.0.1:", "127.0.0.1:0",     "127.0.0.1:65536",
+        "h:12x",     "::1:5555",   "tcp://127.0.0.1", "udp://h:1",
+        "",          ":5555"};
+    char out[BR_CLIENT_ADDR_MAX];
+    struct br_err e = {{0}};
+    for (size_t i = 0; i < sizeof in_out / sizeof *in_out; i++) {
+        assert_int_equal(br_client_addr_normalize(in_out[i][0], out, sizeof out, &e), BR_OK);
+        assert_string_equal(out, in_out[i][1]);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(br_client_addr_normalize(bad[i], out, sizeof out, &e), BR_E_INVALID);
+        if (bad[i][0]) assert_non_null(strstr(e.msg, bad[i]));
+    }
+}
+
 /* Writes text to a fresh temporary file; returns its path (static buffer per slot). */
 static const char *key_file(int slot, const char *text)
 {
@@ -580,6 +639,8 @@ int main(void)
         cmocka_unit_test(test_cancel_from_callback),
         cmocka_unit_test(test_simple_calls),
         cmocka_unit_test(test_no_server),
+        cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_addr_normalize),
         cmocka_unit_test(test_curve_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -18,6 +18,7 @@
 #include "bitrack/fp.h"
 #include "kernels/fhead.h"
 #include "kernels/ops.h"
+#include "kernels/tune.h"
 #include "test_util.h"
 
 static br_fhead_gemm_fn variant_or_skip(void **state)
@@ -135,7 +136,43 @@ static void test_shapes(void **state)
         }
 }
 
-#define VARIANT_TESTS(v) cmocka_unit_test_prestate(test_shapes, (void *)v)
+/* A failed check leaves the test early: the next tests get the defaults back. */
+static int tune_restore(void **state)
+{
+    (void)state;
+    br_tune_reset();
+    return 0;
+}
+
+/* Every prefetch distance and hint of the calibration (kernels/tune.h) gives the same bits. */
+static void test_tune_choices(void **state)
+{
+    br_fhead_gemm_fn f = variant_or_skip(state);
+    static const int ahead[] = {4096, 8192, 16384, 32768, 65536};
+    const struct br_tune saved = *br_tune_active();
+    uint64_t rng = 77;
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        int64_t rows = 11;
+        int32_t cols = 2563;
+        size_t rb = 2 * (size_t)cols + 10;
+        uint8_t *data = make_rows(rows, cols, rb, bf16, &rng, NULL);
+        struct br_fhead m = {data, rb, rows, cols, bf16};
+        struct br_tune t = br_tune_defaults();
+        for (int a = 0; a < 5; a++)
+            for (int h = 0; h < 4; h++) {
+                t.fhead_ahead = ahead[a], t.fhead_hint = h;
+                br_tune_set(&t);
+                check(*state, f, &m, 1, 0, rows, &rng);
+                check(*state, f, &m, 1, 1, rows - 1, &rng);
+            }
+        free(data);
+    }
+    br_tune_set(&saved);
+}
+
+#define VARIANT_TESTS(v)                                                                           \
+    cmocka_unit_test_prestate(test_shapes, (void *)v),                                             \
+        cmocka_unit_test_prestate_setup_teardown(test_tune_choices, NULL, tune_restore, (void *)v)
 
 int main(void)
 {

@@ -21,6 +21,7 @@
 #include "kernels/kernel_impl.h"
 #include "kernels/ops.h"
 #include "kernels/ternary.h"
+#include "kernels/tune.h"
 #include "test_util.h"
 
 static const struct br_kernel_ops *variant_or_skip(void **state)
@@ -490,8 +491,82 @@ static void test_select(void **state)
         assert_string_equal(best->name, "avx2");
 }
 
+/* A failed check leaves the test early: the next tests get the defaults back. */
+static int tune_restore(void **state)
+{
+    (void)state;
+    br_tune_reset();
+    return 0;
+}
+
+/* Every choice of the calibrated parameters (kernels/tune.h) gives the reference's bits:
+ * the GEMV under each rows-per-group x prefetch distance x hint, the GEMM under each
+ * tokens-per-tile x row block, on shapes with tails of rows and odd blocks. */
+static void test_tune_choices(void **state)
+{
+    const struct br_kernel_ops *k = variant_or_skip(state);
+    static const int32_t shapes[][2] = {{13, 2560}, {7, 384}, {11, 8640}};
+    static const int rows[] = {1, 2, 4}, ahead[] = {1, 2, 3, 4, 6, 8, 12, 16};
+    static const int tmax[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, rb[] = {256, 512, 1024};
+    const struct br_tune saved = *br_tune_active();
+    uint64_t rng = 31337;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        struct br_tmat m;
+        assert_int_equal(br_tmat_init(&m, shapes[s][0], shapes[s][1]), BR_OK);
+        fill_matrix(&m, FILL_RANDOM, &rng);
+        int8_t *q = make_q(m.cols, m.blocks * BR_TMAT_BLOCK, Q_RANDOM, &rng);
+        struct br_tune t = br_tune_defaults();
+        for (int r = 0; r < 3; r++)
+            for (int a = 0; a < 8; a++)
+                for (int h = 0; h < 4; h++) {
+                    t.gemv_rows = rows[r], t.gemv_ahead = ahead[a], t.gemv_hint = h;
+                    br_tune_set(&t);
+                    assert_int_equal(br_tune_active()->gemv_rows, rows[r]);
+                    check_gemv(k, &m, q, 0, m.rows);
+                    check_gemv(k, &m, q, 1, m.rows - 2);
+                }
+        t = br_tune_defaults();
+        for (int i = 0; i < 12; i++)
+            for (int b = 0; b < 3; b++) {
+                t.gemm_tmax = tmax[i], t.gemm_rb_kib = rb[b];
+                br_tune_set(&t);
+                check_gemm(k, &m, 13, &rng);
+                if (b == 0) check_gemm(k, &m, 32, &rng);
+            }
+        free(q);
+        br_tmat_free(&m);
+    }
+    br_tune_set(&saved);
+}
+
+/* The read probe reads every byte: it returns the sum of all 64-bit words of its range
+ * (mod 2^64), for every stream count and prefetch distance. */
+static void test_read_probe(void **state)
+{
+    const struct br_kernel_ops *k = variant_or_skip(state);
+    assert_non_null(k->read_probe);
+    enum { BYTES = 8 * 128 * 24 };
+    uint64_t *buf = aligned_alloc(64, BYTES);
+    assert_non_null(buf);
+    uint64_t rng = 99, want = 0;
+    for (size_t i = 0; i < BYTES / 8; i++) want += buf[i] = br_test_rand(&rng);
+    static const int streams[] = {1, 2, 4, 8};
+    static const size_t ahead[] = {0, 64, 1024, 4096};
+    for (int s = 0; s < 4; s++)
+        for (int a = 0; a < 4; a++) {
+            uint64_t got = k->read_probe(buf, BYTES, streams[s], ahead[a]);
+            if (got != want)
+                fail_msg("%s read probe, %d streams, %zu ahead: %llu, want %llu", k->name,
+                         streams[s], ahead[a], (unsigned long long)got, (unsigned long long)want);
+        }
+    free(buf);
+}
+
 #define VARIANT_TESTS(v)                                                                           \
-    cmocka_unit_test_prestate(test_gemv_shapes, (void *)v),                                        \
+    cmocka_unit_test_prestate(test_read_probe, (void *)v),                                         \
+        cmocka_unit_test_prestate_setup_teardown(test_tune_choices, NULL, tune_restore,            \
+                                                 (void *)v),                                       \
+        cmocka_unit_test_prestate(test_gemv_shapes, (void *)v),                                    \
         cmocka_unit_test_prestate(test_gemv_extremes, (void *)v),                                  \
         cmocka_unit_test_prestate(test_gemm, (void *)v),                                           \
         cmocka_unit_test_prestate(test_gemm_blocking, (void *)v),                                  \

@@ -19,6 +19,7 @@
 #include "bitrack/fp.h"
 #include "kernels/q6k.h"
 #include "kernels/q8.h"
+#include "kernels/tune.h"
 #include "sharding/decode.h"
 #include "sharding/types.h"
 #include "test_util.h"
@@ -116,6 +117,36 @@ static void test_shapes(void **state)
     }
 }
 
+/* A failed check leaves the test early: the next tests get the defaults back. */
+static int tune_restore(void **state)
+{
+    (void)state;
+    br_tune_reset();
+    return 0;
+}
+
+/* Every prefetch distance and hint of the calibration (kernels/tune.h) gives the same bits. */
+static void test_tune_choices(void **state)
+{
+    br_q6k_gemm_fn f = variant_or_skip(state);
+    static const int ahead[] = {4096, 8192, 16384, 32768, 65536};
+    const struct br_tune saved = *br_tune_active();
+    uint64_t rng = 99;
+    struct br_q6kmat m;
+    uint8_t *rows = make_rows(9, 2560, W_RANDOM, &rng);
+    assert_int_equal(br_q6kmat_view(&m, rows, 9, 2560), BR_OK);
+    struct br_tune t = br_tune_defaults();
+    for (int a = 0; a < 5; a++)
+        for (int h = 0; h < 4; h++) {
+            t.q6k_ahead = ahead[a], t.q6k_hint = h;
+            br_tune_set(&t);
+            check_gemm(*state, f, &m, 1, X_RANDOM, 0, m.rows, &rng);
+            check_gemm(*state, f, &m, 1, X_RANDOM, 1, m.rows - 1, &rng);
+        }
+    free(rows);
+    br_tune_set(&saved);
+}
+
 static void test_extremes(void **state)
 {
     br_q6k_gemm_fn f = variant_or_skip(state);
@@ -208,6 +239,8 @@ static void test_encode(void **state)
 
 #define VARIANT_TESTS(v)                                                                           \
     cmocka_unit_test_prestate(test_shapes, (void *)v),                                             \
+        cmocka_unit_test_prestate_setup_teardown(test_tune_choices, NULL, tune_restore,            \
+                                                 (void *)v),                                       \
         cmocka_unit_test_prestate(test_extremes, (void *)v)
 
 int main(void)

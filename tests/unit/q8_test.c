@@ -19,6 +19,7 @@
 #include "bitrack/fp.h"
 #include "kernels/q8.h"
 #include "kernels/q8_impl.h"
+#include "kernels/tune.h"
 #include "sharding/decode.h"
 #include "sharding/types.h"
 #include "test_util.h"
@@ -148,6 +149,37 @@ static void test_shapes(void **state)
         check_gemm(k, &m, 3, X_RANDOM, 0, 0, &rng);
         br_q8mat_free(&m);
     }
+}
+
+/* A failed check leaves the test early: the next tests get the defaults back. */
+static int tune_restore(void **state)
+{
+    (void)state;
+    br_tune_reset();
+    return 0;
+}
+
+/* Every prefetch distance and hint of the calibration (kernels/tune.h) gives the same bits,
+ * for one token and for the serving batch sizes. */
+static void test_tune_choices(void **state)
+{
+    const struct br_q8_ops *k = variant_or_skip(state);
+    const struct br_tune saved = *br_tune_active();
+    uint64_t rng = 4242;
+    struct br_q8mat m;
+    assert_int_equal(br_q8mat_init(&m, 23, 2560), BR_OK);
+    fill_q8mat(&m, W_RANDOM, &rng);
+    struct br_tune t = br_tune_defaults();
+    for (int a = 1; a <= 3; a++)
+        for (int h = 0; h < 4; h++) {
+            t.q8_ahead = a, t.q8_hint = h;
+            br_tune_set(&t);
+            check_gemm(k, &m, 1, X_RANDOM, 0, m.rows, &rng);
+            check_gemm(k, &m, 1, X_RANDOM, 1, m.rows - 1, &rng);
+            check_gemm(k, &m, 7, X_RANDOM, 0, m.rows, &rng);
+        }
+    br_q8mat_free(&m);
+    br_tune_set(&saved);
 }
 
 static void test_extremes(void **state)
@@ -317,6 +349,8 @@ static void test_repack(void **state)
 
 #define VARIANT_TESTS(v)                                                                           \
     cmocka_unit_test_prestate(test_shapes, (void *)v),                                             \
+        cmocka_unit_test_prestate_setup_teardown(test_tune_choices, NULL, tune_restore,            \
+                                                 (void *)v),                                       \
         cmocka_unit_test_prestate(test_extremes, (void *)v),                                       \
         cmocka_unit_test_prestate(test_extreme_value, (void *)v)
 

@@ -7,6 +7,7 @@
  * multiply-adds on each side of it.
  */
 #include "kernels/attn.h"
+#include "kernels/kset.h"
 
 #include <math.h>
 #include <string.h>
@@ -109,7 +110,5 @@ const struct br_attn_ops *br_attn_find(const char *name)
 
 const struct br_attn_ops *br_attn_active(void)
 {
-    /* br_kernels_name() is fixed after its first call, so this lookup is cheap and stable. */
-    const struct br_attn_ops *a = br_attn_find(br_kernels_name());
-    return a ? a : &br_attn_ref;
+    return br_kernel_set_active()->attn;
 }

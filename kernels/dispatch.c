@@ -7,6 +7,7 @@
  * with an acquire load; no lock is needed and ThreadSanitizer sees no race.
  */
 #include "kernels/dispatch.h"
+#include "kernels/kset.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -267,9 +268,5 @@ const struct br_q8_ops *br_q8_ops_find(const char *name)
 
 const struct br_q8_ops *br_q8_ops_active(void)
 {
-    const struct br_kernel_ops *k = br_kernels_active();
-    /* the active variant is available by construction, so this never returns NULL */
-    const char *name = k == &br_kernels_ref ? "ref" : k->name;
-    const struct br_q8_ops *q = br_q8_ops_find(name);
-    return q ? q : &br_q8_ops_ref;
+    return br_kernel_set_active()->q8;
 }

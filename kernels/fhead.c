@@ -3,6 +3,7 @@
  * to the variant matching the ternary kernels the process runs.
  */
 #include "kernels/fhead.h"
+#include "kernels/kset.h"
 
 #include <math.h>
 #include <string.h>
@@ -62,7 +63,5 @@ br_fhead_gemm_fn br_fhead_find(const char *name)
 void br_fhead_gemm(const struct br_fhead *m, int64_t r0, int64_t r1, int32_t ntok, const float *x,
                    size_t x_stride, float *y, size_t y_stride)
 {
-    const struct br_kernel_ops *k = br_kernels_active();
-    br_fhead_gemm_fn f = br_fhead_find(k == &br_kernels_ref ? "ref" : k->name);
-    (f ? f : br_fhead_gemm_ref)(m, r0, r1, ntok, x, x_stride, y, y_stride);
+    br_kernel_set_active()->fhead(m, r0, r1, ntok, x, x_stride, y, y_stride);
 }

@@ -11,6 +11,7 @@
 #include "bitrack/fp.h"
 #include "bitrack/status.h"
 #include "kernels/kernel_impl.h"
+#include "kernels/kset.h"
 #include "kernels/q8_impl.h"
 
 int br_q6kmat_view(struct br_q6kmat *m, const void *data, int64_t rows, int32_t cols)
@@ -105,7 +106,5 @@ br_q6k_gemm_fn br_q6k_find(const char *name)
 void br_q6k_gemm(const struct br_q6kmat *m, int64_t r0, int64_t r1, int32_t ntok, const int8_t *q,
                  size_t q_stride, const float *dx, size_t dx_stride, float *y, size_t y_stride)
 {
-    const struct br_kernel_ops *k = br_kernels_active();
-    br_q6k_gemm_fn f = br_q6k_find(k == &br_kernels_ref ? "ref" : k->name);
-    (f ? f : br_q6k_gemm_ref)(m, r0, r1, ntok, q, q_stride, dx, dx_stride, y, y_stride);
+    br_kernel_set_active()->q6k(m, r0, r1, ntok, q, q_stride, dx, dx_stride, y, y_stride);
 }

@@ -19,6 +19,7 @@
 #include "bitrack/fp.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernel_impl.h"
+#include "kernels/kset.h"
 #include "kernels/ops.h"
 #include "kernels/ternary.h"
 #include "kernels/tune.h"
@@ -562,6 +563,39 @@ static void test_read_probe(void **state)
     free(buf);
 }
 
+/* Every variant this CPU runs has a whole kernel set (each family present, the ternary
+ * table the variant's own), one this CPU cannot run has none, and the process's set is the
+ * active variant's. */
+static void test_kernel_sets(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"ref", "avx2", "avx512", "neon", "neon-nodot"};
+    int n_found = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        struct br_kernel_set ks;
+        int rc = br_kernel_set_find(names[i], &ks);
+        const struct br_kernel_ops *k = br_kernels_find(names[i]);
+        if (!k) {
+            assert_int_equal(rc, BR_E_NOTFOUND);
+            continue;
+        }
+        assert_int_equal(rc, BR_OK);
+        assert_ptr_equal(ks.ternary, k);
+        assert_string_equal(ks.name, k->name);
+        assert_non_null(ks.q8);
+        assert_non_null(ks.q6k);
+        assert_non_null(ks.fhead);
+        assert_non_null(ks.attn);
+        n_found++;
+    }
+    assert_true(n_found >= 1); /* the reference at least */
+    struct br_kernel_set none;
+    assert_int_equal(br_kernel_set_find("sse9", &none), BR_E_NOTFOUND);
+    const struct br_kernel_set *a = br_kernel_set_active();
+    assert_ptr_equal(a->ternary, br_kernels_active());
+    assert_ptr_equal(a, br_kernel_set_active()); /* chosen once */
+}
+
 #define VARIANT_TESTS(v)                                                                           \
     cmocka_unit_test_prestate(test_read_probe, (void *)v),                                         \
         cmocka_unit_test_prestate_setup_teardown(test_tune_choices, NULL, tune_restore,            \
@@ -578,6 +612,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dispatch),
         cmocka_unit_test(test_select),
+        cmocka_unit_test(test_kernel_sets),
         cmocka_unit_test(test_gemm_avx512_unpack),
         cmocka_unit_test(test_gemm_avx2_vnni),
         VARIANT_TESTS("ref"),

@@ -65,6 +65,28 @@ static int lb_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t
     return BR_OK;
 }
 
+/* All-reduce: the buffer stays this rank's own (as if the others contributed zeros). */
+static int lb_allreduce(struct br_comm *c, int n, uint64_t *calls, uint64_t *bytes)
+{
+    (*calls)++;
+    *bytes += 4 * (uint64_t)n;
+    c->stats.bytes_sent += 4 * (uint64_t)n;
+    c->stats.messages++;
+    return BR_OK;
+}
+
+static int lb_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
+{
+    (void)buf;
+    return lb_allreduce(c, n, &lb(c)->trace.ar_n, &lb(c)->trace.ar_bytes);
+}
+
+static int lb_allreduce_max_f32(struct br_comm *c, float *buf, int n)
+{
+    (void)buf;
+    return lb_allreduce(c, n, &lb(c)->trace.arm_n, &lb(c)->trace.arm_bytes);
+}
+
 static int lb_send(struct br_comm *c, const void *buf, size_t bytes)
 {
     (void)buf;
@@ -106,8 +128,16 @@ static int lb_bcast(struct br_comm *c, void *buf, size_t bytes)
 }
 
 static const struct br_comm_ops loopback_ops = {
-    lb_allgather, lb_reduce_scatter_i32, lb_send,      lb_recv,
-    lb_send_root, lb_wait_root,          lb_recv_from, lb_bcast,
+    .allgather = lb_allgather,
+    .reduce_scatter_i32 = lb_reduce_scatter_i32,
+    .allreduce_i32 = lb_allreduce_i32,
+    .allreduce_max_f32 = lb_allreduce_max_f32,
+    .send_next = lb_send,
+    .recv_prev = lb_recv,
+    .send_root = lb_send_root,
+    .wait_root = lb_wait_root,
+    .recv_from = lb_recv_from,
+    .bcast = lb_bcast,
 };
 
 int br_scale_loopback_create(int tp, int tp_rank, int pp, int pp_rank, struct br_comm **out)
@@ -253,6 +283,10 @@ static int measure_one(const struct br_model *m, struct br_pool *pool, int32_t b
         .ag_bytes = tr && nl ? (double)tr->allgather_bytes / nl : 0,
         .rs_n = tr && nl ? (double)tr->rs_n / nl : 0,
         .rs_bytes = tr && nl ? (double)tr->rs_bytes / nl : 0,
+        .ar_n = tr && nl ? (double)tr->ar_n / nl : 0,
+        .ar_bytes = tr && nl ? (double)tr->ar_bytes / nl : 0,
+        .arm_n = tr && nl ? (double)tr->arm_n / nl : 0,
+        .arm_bytes = tr && nl ? (double)tr->arm_bytes / nl : 0,
         .head_ag_n = (double)(tr_all.allgather_n - tr_layers.allgather_n),
         .head_ag_bytes = (double)(tr_all.allgather_bytes - tr_layers.allgather_bytes),
     };
@@ -279,13 +313,83 @@ int br_scale_measure(const struct br_model *m, struct br_pool *pool, const int32
     return BR_OK;
 }
 
+void br_scale_cost_from_plan(struct br_scale_cost *k, const struct br_plan *p)
+{
+    struct br_coll c[BR_PLAN_MAX_COLLS];
+    k->ag_n = k->ag_bytes = k->rs_n = k->rs_bytes = 0;
+    k->ar_n = k->ar_bytes = k->arm_n = k->arm_bytes = 0;
+    k->head_ag_n = k->head_ag_bytes = 0;
+    int n = br_plan_layer_colls(p, k->batch, c);
+    for (int i = 0; i < n; i++) {
+        double b = (double)c[i].bytes;
+        switch (c[i].kind) {
+        case BR_COLL_ALLGATHER:
+            k->ag_n++, k->ag_bytes += b;
+            break;
+        case BR_COLL_REDUCE_SCATTER:
+            k->rs_n++, k->rs_bytes += b;
+            break;
+        case BR_COLL_ALLREDUCE_I32:
+            k->ar_n++, k->ar_bytes += b;
+            break;
+        default:
+            k->arm_n++, k->arm_bytes += b;
+            break;
+        }
+    }
+    n = br_plan_head_colls(p, k->batch, c);
+    for (int i = 0; i < n; i++) k->head_ag_n++, k->head_ag_bytes += (double)c[i].bytes;
+}
+
+double br_scale_node_factor(const struct br_scale_node *node, double here_gbs, int here_threads)
+{
+    if (!node || node->cores <= 0 || !(node->gbs > 0) || !(here_gbs > 0)) return 1.0;
+    double bw = here_gbs / node->gbs, cores = (double)here_threads / node->cores;
+    return bw > cores ? bw : cores;
+}
+
+struct stream_job {
+    const double *a;
+    size_t n;
+    double sums[256];
+};
+
+static void stream_task(void *ctx, int task, int n_tasks)
+{
+    struct stream_job *j = ctx;
+    size_t a = j->n * (size_t)task / (size_t)n_tasks,
+           b = j->n * (size_t)(task + 1) / (size_t)n_tasks;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = a; i + 4 <= b; i += 4)
+        s0 += j->a[i], s1 += j->a[i + 1], s2 += j->a[i + 2], s3 += j->a[i + 3];
+    j->sums[task % 256] = s0 + s1 + s2 + s3;
+}
+
+double br_scale_stream_gbs(struct br_pool *pool, enum br_scale_clock clock)
+{
+    size_t n = (size_t)64 << 20; /* 512 MiB of doubles */
+    double *a = malloc(n * sizeof *a);
+    if (!a) return 0.0;
+    for (size_t i = 0; i < n; i++) a[i] = (double)(i & 7);
+    struct stream_job j = {a, n, {0}};
+    int tasks = br_pool_threads(pool);
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now(clock, pool);
+        br_pool_run(pool, stream_task, &j, tasks);
+        double dt = now(clock, pool) - t0;
+        double gbs = (double)(n * sizeof *a) / dt / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    free(a);
+    return best;
+}
+
 /* ---- projection ----------------------------------------------------------------------- */
 
 double br_scale_allgather_s(const struct br_scale_net *n, int32_t ranks, double total_bytes)
 {
-    if (ranks <= 1) return 0.0;
-    return ceil(log2((double)ranks)) * n->alpha_s +
-           (ranks - 1) * (total_bytes / ranks) / n->bw_bytes_s;
+    return br_coll_time(BR_COLL_ALLGATHER, ranks, total_bytes, n->alpha_s, n->bw_bytes_s);
 }
 
 double br_scale_bcast_s(const struct br_scale_net *n, int32_t ranks, double bytes)
@@ -312,19 +416,32 @@ void br_scale_project_stages(int32_t d, int32_t tp, int32_t pp, const int32_t *l
      * yields its core (Open MPI yields in its waits when ranks outnumber cores, and the
      * serve loop's polled waits sleep). One step at a time keeps one stage, T ranks, busy;
      * with P steps in flight every stage is. */
-    double k1 = share(env, tp), kfull = share(env, tp * pp);
-    /* the collectives of one layer, each ceil(log2 T) a + (T-1) M_i/(T bw), summed over i */
+    double f = env->compute_factor > 0 ? env->compute_factor : 1.0;
+    double k1 = f * share(env, tp), kfull = f * share(env, tp * pp);
+    /* the collectives of one layer, each ceil(log2 T) a + (T-1) M_i/(T bw), summed over i;
+     * all-reduces per call of their kind's average size */
     double steps = tp > 1 ? ceil(log2((double)tp)) : 0.0;
     double layer_net = tp > 1
                            ? steps * (cost->ag_n + cost->rs_n) * n->alpha_s +
                                  (tp - 1) * (cost->ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s
                            : 0.0;
-    double hop = pp > 1 ? 2.0 * n->alpha_s + (desc + 4.0 * B * d / tp) / n->bw_bytes_s : 0.0;
+    if (tp > 1 && cost->ar_n > 0)
+        layer_net +=
+            cost->ar_n * br_coll_time(BR_COLL_ALLREDUCE_I32, tp, cost->ar_bytes / cost->ar_n,
+                                      n->alpha_s, n->bw_bytes_s);
+    if (tp > 1 && cost->arm_n > 0)
+        layer_net +=
+            cost->arm_n * br_coll_time(BR_COLL_ALLREDUCE_MAX, tp, cost->arm_bytes / cost->arm_n,
+                                       n->alpha_s, n->bw_bytes_s);
+    double ds = env->layout == BR_LAYOUT_SHARDED ? (double)d / tp : (double)d;
+    double hop = pp > 1 ? 2.0 * n->alpha_s + (desc + 4.0 * B * ds) / n->bw_bytes_s : 0.0;
     double back = (pp > 1 ? tp : tp - 1) * (n->alpha_s + 8.0 * B / n->bw_bytes_s);
     double head_net =
         tp > 1
             ? (tp - 1) * (cost->head_ag_n * n->alpha_s + cost->head_ag_bytes / tp / n->bw_bytes_s)
             : 0.0;
+    if (env->layer_net_s > 0) layer_net = env->layer_net_s;
+    if (env->layer_net_s > 0) head_net = env->head_net_s > 0 ? env->head_net_s : 0.0;
     double head = cost->head_s > 0 ? cost->head_s : 0.0;
     double sum_compute = 0, sum_comm = 0, stage_max = 0;
     for (int32_t s = 0; s < pp; s++) {
@@ -354,7 +471,7 @@ int br_scale_project(const struct br_model_config *c, int32_t tp, int32_t pp,
         return br_err_set(err, BR_E_INVALID, "cost measured at tp %d, layout has tp %d", cost->tp,
                           tp);
     struct br_plan *plan = NULL;
-    int rc = br_plan_create(c, tp, pp, &plan, err);
+    int rc = br_plan_create_layout(c, tp, pp, env->layout, &plan, err);
     if (rc) return rc;
     int32_t *layers = malloc((size_t)pp * sizeof *layers);
     if (!layers) {

@@ -15,8 +15,13 @@
  *   net(allgather or reduce-scatter of M bytes in all over T ranks)
  *            = ceil(log2 T) a + (T-1) M/(T bw)   (recursive doubling / halving: log2 T
  *                                                 rounds, each rank receiving (T-1)/T of M)
+ *   net(all-reduce of an M-byte buffer) = min(ceil(log2 T) (a + M/bw),
+ *                                             2 ceil(log2 T) a + 2 (T-1) M/(T bw))
+ *            (recursive doubling, or reduce-scatter + all-gather; br_coll_time), per call
+ *            of the kind's average size
  *   net(broadcast of m bytes over T)                                 = ceil(log2 T) (a + m/bw)
- *   hop(B)   = 2 a + (desc + 4 B d/T)/bw        stage to stage: descriptor, then residual
+ *   hop(B)   = 2 a + (desc + 4 B d_s)/bw         stage to stage: descriptor, then residual
+ *                                               (d_s = d replicated, d/T sharded)
  *   back(B)  = R (a + 8 B / bw)                 last stage's TP ranks send top-1 to rank 0
  *                                               (R = T, or T-1 when rank 0 is one of them)
  *   stage_s  = k (L_s layer + [first] embed + [last] head)
@@ -54,6 +59,8 @@
 struct br_scale_trace {
     uint64_t allgather_n, allgather_bytes; /* calls, bytes of all ranks' blocks */
     uint64_t rs_n, rs_bytes;               /* reduce-scatter: calls, bytes of all blocks */
+    uint64_t ar_n, ar_bytes;               /* int32 sum all-reduce: calls, bytes of the buffer */
+    uint64_t arm_n, arm_bytes;             /* float max all-reduce: calls, bytes of the buffer */
     uint64_t other_n;                      /* p2p, bcast, root messages */
 };
 int br_scale_loopback_create(int tp, int tp_rank, int pp, int pp_rank, struct br_comm **out);
@@ -68,8 +75,9 @@ struct br_scale_cost {
     double layer_s; /* compute of one layer (median step / layers held) */
     double embed_s; /* first stage: the embedding; 0 when the rank is not first */
     double head_s;  /* last stage: final norm + head for `batch` rows; -1 when not measured */
-    double ag_n, ag_bytes, rs_n, rs_bytes; /* collectives of one layer (struct br_scale_trace) */
-    double head_ag_n, head_ag_bytes;       /* last stage: the final norm's all-gathers */
+    double ag_n, ag_bytes, rs_n, rs_bytes;   /* collectives of one layer (struct br_scale_trace) */
+    double ar_n, ar_bytes, arm_n, arm_bytes; /* all-reduces of one layer: int32 sum, f32 max */
+    double head_ag_n, head_ag_bytes;         /* last stage: the final norm's all-gathers */
 };
 
 /* Measures rank m->part's step for each batch size (decode: batch sequences, one token
@@ -81,9 +89,29 @@ struct br_scale_cost {
  * the pool's spin-waits are counted). */
 enum br_scale_clock { BR_SCALE_WALL = 0, BR_SCALE_CPU = 1 };
 
+/* Read bandwidth (GB/s) of the pool's threads streaming 512 MiB of memory, best of 3, on
+ * the clock the compute is measured on. */
+double br_scale_stream_gbs(struct br_pool *pool, enum br_scale_clock clock);
+
 int br_scale_measure(const struct br_model *m, struct br_pool *pool, const int32_t *batches,
                      int n_batches, int reps, int32_t n_ctx, enum br_scale_clock clock,
                      struct br_scale_cost *out, struct br_err *err);
+
+/* Replaces cost's collectives (per layer and the head's) by those plan p's layout issues
+ * for cost->batch tokens (sharding/plan.h): the other residual layout projected from the
+ * compute of one measurement (both layouts do the same matrix work). */
+void br_scale_cost_from_plan(struct br_scale_cost *k, const struct br_plan *p);
+
+/* A node of the rack: cores and memory bandwidth. The compute measured here is scaled by
+ * the resource that improves least: decode reads every weight once per step (time = bytes
+ * / bandwidth), prefill is compute-bound (time ~ 1 / cores), so
+ *   t_node = t_here x max(here_gbs / node_gbs, here_threads / node_cores).
+ * here_gbs is the bandwidth this machine's threads reach (br_scale_stream_gbs). */
+struct br_scale_node {
+    int32_t cores;
+    double gbs;
+};
+double br_scale_node_factor(const struct br_scale_node *node, double here_gbs, int here_threads);
 
 struct br_scale_net {
     double alpha_s;    /* one-way time of a message */
@@ -92,9 +120,14 @@ struct br_scale_net {
 
 struct br_scale_env {
     struct br_scale_net net;
-    int32_t max_batch; /* engine's tokens per step (descriptor size), 64 by default */
-    int32_t cores;     /* 0: one node per rank; C: all ranks share C cores */
-    int32_t threads;   /* threads per rank (for the sharing factor) */
+    int32_t max_batch;     /* engine's tokens per step (descriptor size), 64 by default */
+    int32_t cores;         /* 0: one node per rank; C: all ranks share C cores */
+    int32_t threads;       /* threads per rank (for the sharing factor) */
+    double compute_factor; /* measured compute x this on the projected node (0: 1) */
+    int32_t layout;        /* residual (enum br_layout): what a stage hands the next, d or d/T */
+    /* > 0: a layer's and the head's collectives measured (`bench scale net -m`), used
+     * instead of their alpha-beta times; 0 or less: the formulas */
+    double layer_net_s, head_net_s;
 };
 
 /* Time of one collective (formulas above). */

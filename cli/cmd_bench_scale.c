@@ -25,7 +25,11 @@
 #include "cli/opts.h"
 #include "kernels/dispatch.h"
 #include "kernels/pool.h"
+#include "sharding/config.h"
+#include "sharding/gguf.h"
 #include "sharding/plan.h"
+#include "sharding/synth.h"
+#include "worker/comm_mpi.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 
@@ -41,7 +45,47 @@ struct shard_arg {
 
 struct net_arg {
     double gbit, alpha_us;
+    /* from `bench scale net --json` (--net-measured): the collectives of a layer and of
+     * the head, per residual layout, measured at this batch and TP width; 0 otherwise */
+    int32_t batch, group;
+    double layer_us[2], head_us[2];
 };
+
+/* The number after "key": in text (after `after` when given), or -1. */
+static double json_num(const char *text, const char *after, const char *key)
+{
+    const char *p = after ? strstr(text, after) : text;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    p = p ? strstr(p, pat) : NULL;
+    return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+/* Reads a `bench scale net --json` file into a network: the alpha-beta fit for the
+ * broadcast and point-to-point terms, the measured collectives for the layers. */
+static int read_net_json(const char *path, struct net_arg *n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    static char text[1 << 20];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    memset(n, 0, sizeof *n);
+    n->alpha_us = json_num(text, NULL, "fit_alpha_us");
+    n->gbit = json_num(text, NULL, "fit_bw_gbit");
+    n->batch = (int32_t)json_num(text, NULL, "batch");
+    n->group = (int32_t)json_num(text, NULL, "group");
+    n->layer_us[0] = json_num(text, "\"layer_us\"", "replicated");
+    n->layer_us[1] = json_num(text, "\"layer_us\"", "sharded");
+    n->head_us[0] = json_num(text, "\"head_us\"", "replicated");
+    n->head_us[1] = json_num(text, "\"head_us\"", "sharded");
+    if (!(n->alpha_us >= 0) || !(n->gbit > 0) || n->batch < 1 || n->group < 2 ||
+        n->layer_us[0] < 0 || n->head_us[0] < 0)
+        return -1;
+    if (n->gbit > 1e5) n->gbit = 1e5;
+    return 0;
+}
 
 static int parse_shard(const char *s, struct shard_arg *a)
 {
@@ -81,7 +125,7 @@ static int parse_nets(const char *s, struct net_arg *out, int *n)
         if (*n == MAX_ITEMS || sscanf(s, "%lf:%lf%n", &g, &us, &k) != 2 || !(g > 0) || !(us >= 0) ||
             g > 1e6 || us > 1e6)
             return -1;
-        out[*n] = (struct net_arg){g, us};
+        out[*n] = (struct net_arg){g, us, 0, 0, {0, 0}, {0, 0}};
         (*n)++;
         s += k;
         if (*s == ',')
@@ -121,53 +165,152 @@ static void fit_line(const double *x, const double *y, int n, double *a, double 
     if (*a < 0) *a = 0;
 }
 
+/* One timed operation through the communicator: kind (enum br_coll_kind, or -1 for a
+ * point-to-point ping-pong between stage 0 and stage 1), bytes (all-gather and
+ * reduce-scatter: every rank's blocks together; all-reduce: the buffer; p2p: the message). */
+static int time_op(struct br_comm *c, int kind, uint64_t bytes, long long reps, double work_us,
+                   uint8_t *send, uint8_t *recv, int *counts, int *displs, double *samples)
+{
+    int T = c->tp, rc = 0;
+    int active = kind >= 0 ? c->pp_rank == 0 : c->tp_rank == 0 && c->pp_rank < 2;
+    if (kind == BR_COLL_ALLGATHER || kind == BR_COLL_REDUCE_SCATTER) {
+        /* uneven blocks as the plan's: the first ranks one unit more */
+        uint64_t unit = kind == BR_COLL_ALLGATHER ? 1 : 4, units = bytes / unit;
+        int off = 0;
+        for (int r = 0; r < T; r++) {
+            uint64_t u = units / (uint64_t)T + ((uint64_t)r < units % (uint64_t)T);
+            counts[r] = (int)(kind == BR_COLL_ALLGATHER ? u : u);
+            displs[r] = off;
+            off += (int)(u * unit);
+        }
+    }
+    volatile double sink = 0;
+    for (long long k = -10; k < reps && active && !rc; k++) {
+        for (double w0 = br_now(); (br_now() - w0) * 1e6 < work_us;)
+            for (int z = 0; z < 1000; z++) sink += (double)z * 1e-9;
+        double t0 = br_now();
+        switch (kind) {
+        case BR_COLL_ALLGATHER:
+            rc = c->ops->allgather(c, send, recv, counts, displs);
+            break;
+        case BR_COLL_REDUCE_SCATTER:
+            rc = c->ops->reduce_scatter_i32(c, (const int32_t *)send, (int32_t *)recv, counts);
+            break;
+        case BR_COLL_ALLREDUCE_I32:
+            rc = c->ops->allreduce_i32(c, (int32_t *)send, (int)(bytes / 4));
+            break;
+        case BR_COLL_ALLREDUCE_MAX:
+            rc = c->ops->allreduce_max_f32(c, (float *)send, (int)(bytes / 4));
+            break;
+        default:
+            /* ping-pong: stage 0 -> stage 1 (send_next), back to rank 0 (send_root) */
+            if (c->pp_rank == 0) {
+                rc = c->ops->send_next(c, send, bytes);
+                if (!rc) rc = c->ops->recv_from(c, c->tp, recv, bytes);
+            } else {
+                void *pend = NULL;
+                rc = c->ops->recv_prev(c, recv, bytes);
+                if (!rc) rc = c->ops->send_root(c, send, bytes, &pend);
+                if (!rc) rc = c->ops->wait_root(c, &pend);
+            }
+            break;
+        }
+        if (k >= 0) samples[k] = (br_now() - t0) / (kind < 0 ? 2.0 : 1.0);
+    }
+    (void)sink;
+    return rc;
+}
+
+static void mean_median(double *v, long long n, double *mean, double *med)
+{
+    double s = 0;
+    for (long long k = 0; k < n; k++) s += v[k];
+    *mean = s / (double)n;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    *med = v[n / 2];
+}
+
+/* `bench scale net`: the collectives the engine issues, through the same communicator
+ * (worker/comm_mpi.c), at the sizes the plan gives a model, for each residual layout; or
+ * a sweep of sizes fitted to the alpha-beta model. */
 static int scale_net(int argc, char **argv)
 {
-    const char *json = NULL, *slist = "64,1024,4096,65536,262144";
-    long long reps = 20, group = 0;
-    double work_us = 0;
+    const char *json = NULL, *slist = NULL, *preset = NULL, *mpath = NULL;
+    long long reps = 20, group = 0, batch = 1;
+    double work_us = 0, layer_work_us = -1;
     const struct br_opt opts[] = {
-        BR_O_STR(0, "sizes", &slist, "LIST", "message sizes in bytes, multiples of 4 (2 to 16)"),
-        BR_O_INT(0, "reps", &reps, 1, 100000, "N", "repetitions per size"),
+        BR_O_STR(0, "preset", &preset, "NAME", "the collectives of this synth preset's shapes"),
+        BR_O_STR('m', "model", &mpath, "FILE", "the collectives of this model's shapes"),
+        BR_O_INT(0, "batch", &batch, 1, 4096, "B", "tokens per step for the model's collectives"),
+        BR_O_STR(0, "sizes", &slist, "LIST",
+                 "a sweep of message sizes in bytes, multiples of 4 (2 to 64), fitted to a + M/bw"),
+        BR_O_INT(0, "reps", &reps, 1, 100000, "N", "repetitions per operation"),
         BR_O_INT(0, "group", &group, 0, 4096, "N",
-                 "collectives among the first N ranks (a TP group); 0: all"),
+                 "TP groups of N ranks (collectives), W/N stages (point to point); 0: all"),
         BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
-        BR_O_FLOAT(0, "work", &work_us, 0, 1e6, "US", "compute between messages, microseconds"),
+        BR_O_FLOAT(0, "work", &work_us, 0, 1e6, "US", "compute before every operation, us"),
+        BR_O_FLOAT(0, "layer-work", &layer_work_us, 0, 1e6, "US",
+                   "a layer's compute, spread over each layout's collectives, us"),
     };
     const struct br_cmd_spec spec = {
         "bench scale net", NULL,
-        "Times the collectives and point-to-point messages between the ranks of an MPI job\n"
-        "(mpirun -np W bitrack bench scale net) and fits latency + size / bandwidth.",
+        "Times every collective the engine issues for a model (--preset or -m; both residual\n"
+        "layouts, at the plan's sizes) through the engine's communicator, in TP groups of an\n"
+        "MPI job (mpirun -np W bitrack bench scale net); --sizes adds a sweep fitted to\n"
+        "latency + size / bandwidth.",
         opts, sizeof opts / sizeof *opts};
     int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
     if (operand < argc)
         return br_cli_usage_error("bench scale net", "unexpected argument '%s'", argv[operand]);
     if (group == 1) return br_cli_usage_error("bench scale net", "--group: at least 2 (or 0)");
-    int32_t *sizes = NULL, n_sizes = 0;
-    if (br_cli_int_list(slist, &sizes, &n_sizes) || n_sizes < 2 || n_sizes > MAX_ITEMS) {
-        free(sizes);
-        return br_cli_usage_error("bench scale net", "bad --sizes '%s' (2 to %d)", slist,
-                                  MAX_ITEMS);
-    }
-    for (int32_t i = 0; i < n_sizes; i++)
-        if (sizes[i] < 4 || sizes[i] > (1 << 26) || sizes[i] % 4) {
-            int bad = sizes[i];
-            free(sizes);
-            return br_cli_usage_error("bench scale net", "size %d: a multiple of 4 in [4, 64 MiB]",
-                                      bad);
+    struct br_err err = {{0}};
+    struct br_model_config cfg;
+    int have_model = 0;
+    if (preset || mpath) {
+        if (mpath) {
+            struct br_gguf *g = NULL;
+            int bad = br_gguf_open(mpath, &g, &err) || br_config_from_gguf(g, &cfg, &err);
+            br_gguf_close(&g);
+            if (bad) return br_cli_usage_error("bench scale net", "%s", err.msg);
+        } else {
+            struct br_synth_opts o;
+            br_synth_opts_default(&o);
+            o.preset = preset;
+            if (br_synth_shape(&o, &cfg, &err))
+                return br_cli_usage_error("bench scale net", "%s", err.msg);
         }
-    int up = 0, rank = 0, world = 1;
+        have_model = 1;
+    }
+    int32_t *sizes = NULL, n_sizes = 0;
+    if (!have_model && !slist) slist = "64,1024,4096,65536,262144";
+    if (slist) {
+        if (br_cli_int_list(slist, &sizes, &n_sizes) || n_sizes < 2 || n_sizes > MAX_ITEMS) {
+            free(sizes);
+            return br_cli_usage_error("bench scale net", "bad --sizes '%s' (2 to %d)", slist,
+                                      MAX_ITEMS);
+        }
+        for (int32_t i = 0; i < n_sizes; i++)
+            if (sizes[i] < 4 || sizes[i] > (1 << 26) || sizes[i] % 4) {
+                int bad = sizes[i];
+                free(sizes);
+                return br_cli_usage_error("bench scale net",
+                                          "size %d: a multiple of 4 in [4, 64 MiB]", bad);
+            }
+    }
+    int world = 1;
+    int up = 0;
     MPI_Initialized(&up);
     if (!up && MPI_Init(&argc, &argv) != MPI_SUCCESS) {
         fprintf(stderr, "bitrack bench scale net: MPI_Init failed\n");
         free(sizes);
         return 1;
     }
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     int g = group ? (int)group : world;
     if (world < 2 || world % g) {
+        int rank = 0;
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
         if (rank == 0)
             fprintf(stderr, "bitrack bench scale net: run under mpirun with 2+ ranks, a multiple "
                             "of --group\n");
@@ -175,135 +318,155 @@ static int scale_net(int argc, char **argv)
         free(sizes);
         return 2;
     }
-    /* collectives in the group of the first g ranks (a TP group); the other ranks wait, as
-     * the other stages of a pipeline do; point to point from rank 0 to rank g (the next
-     * stage), or to the last rank when there is one group */
-    MPI_Comm grp;
-    MPI_Comm_split(MPI_COMM_WORLD, rank / g, rank, &grp);
-    int peer = world > g ? g : world - 1;
-    int32_t max = 0;
-    for (int32_t i = 0; i < n_sizes; i++) max = sizes[i] > max ? sizes[i] : max;
-    uint8_t *send = calloc((size_t)max * (size_t)g, 1);
-    uint8_t *recv = calloc((size_t)max * (size_t)g, 1);
+    /* the engine's communicator: TP groups of g ranks, world / g stages */
+    struct br_comm *comm = NULL;
+    if (br_comm_mpi_create(&argc, &argv, g, world / g, &comm, &err)) {
+        fprintf(stderr, "bitrack bench scale net: %s\n", err.msg);
+        free(sizes);
+        return 1;
+    }
+    /* the operations to time: the plan's, or the sweep */
+    struct item {
+        int kind, layout, head;
+        uint64_t bytes;
+        const char *what;
+        double mean, med, work_us;
+    } items[4 * MAX_ITEMS + 32];
+    int n_items = 0;
+    if (have_model && g > 1) {
+        for (int l = 0; l < 2; l++) {
+            struct br_plan *plan = NULL;
+            if (br_plan_create_layout(&cfg, g, 1, l, &plan, &err)) continue;
+            struct br_coll k[BR_PLAN_MAX_COLLS];
+            int n = br_plan_layer_colls(plan, batch, k);
+            /* --layer-work: a layer's compute spread over this layout's collectives */
+            double w = layer_work_us >= 0 && n ? layer_work_us / n : work_us;
+            for (int i = 0; i < n; i++)
+                items[n_items++] = (struct item){k[i].kind, l, 0, k[i].bytes, k[i].what, 0, 0, w};
+            n = br_plan_head_colls(plan, batch, k);
+            for (int i = 0; i < n; i++)
+                items[n_items++] = (struct item){k[i].kind, l, 1, k[i].bytes, k[i].what, 0, 0, w};
+            br_plan_destroy(&plan);
+        }
+    }
+    for (int32_t i = 0; i < n_sizes; i++) {
+        static const int kinds[4] = {BR_COLL_ALLGATHER, BR_COLL_REDUCE_SCATTER,
+                                     BR_COLL_ALLREDUCE_I32, BR_COLL_ALLREDUCE_MAX};
+        for (int k = 0; k < 4; k++)
+            items[n_items++] = (struct item){kinds[k], -1, 0, (uint64_t)sizes[i] * (uint64_t)g,
+                                             "sweep",  0,  0, work_us};
+        if (world / g >= 2)
+            items[n_items++] = (struct item){-1, -1, 0, (uint64_t)sizes[i], "sweep", 0, 0, work_us};
+    }
+    uint64_t max = 16;
+    for (int i = 0; i < n_items; i++) max = items[i].bytes > max ? items[i].bytes : max;
+    uint8_t *send = calloc(max, 1), *recv = calloc(max, 1);
     int *counts = calloc((size_t)g, sizeof *counts), *displs = calloc((size_t)g, sizeof *displs);
-    double(*t)[3] = calloc((size_t)n_sizes, sizeof *t);
-    double(*tmed)[3] = calloc((size_t)n_sizes, sizeof *tmed);
     double *samples = calloc((size_t)reps, sizeof *samples);
-    volatile double sink = 0;
+    double *tm = calloc((size_t)n_items * 2, sizeof *tm);
     int rc = 0;
-    if (!send || !recv || !counts || !displs || !t || !tmed || !samples) {
+    if (!send || !recv || !counts || !displs || !samples || !tm) {
         fprintf(stderr, "bitrack bench scale net: out of memory\n");
         rc = 1;
         goto done;
     }
-    for (int32_t i = 0; i < n_sizes; i++) {
-        int m = sizes[i];
-        /* each operation timed alone; mean and median kept: on a shared machine some calls
-         * wait for a descheduled rank, which the mean counts and the median does not */
-        for (int op = 0; op < 3; op++) {
-            int active = op < 2 ? rank < g : rank == 0 || rank == peer;
-            for (int r = 0; r < g; r++) counts[r] = op == 0 ? m : m / 4, displs[r] = r * m;
-            MPI_Barrier(MPI_COMM_WORLD);
-            for (long long k = -20; k < reps && active; k++) {
-                /* --work: compute between operations, as the engine does between its
-                 * collectives (and no barrier: the operations are the only sync points);
-                 * on a shared machine a peer may then be descheduled */
-                if (op < 2 && work_us <= 0) MPI_Barrier(grp);
-                for (double w0 = MPI_Wtime(); (MPI_Wtime() - w0) * 1e6 < work_us;)
-                    for (int z = 0; z < 1000; z++) sink += (double)z * 1e-9;
-                double t0 = MPI_Wtime();
-                if (op == 0) {
-                    /* all-gather of m bytes from every rank (the engine's MPI_Allgatherv) */
-                    MPI_Allgatherv(send, m, MPI_BYTE, recv, counts, displs, MPI_BYTE, grp);
-                } else if (op == 1) {
-                    /* int32 reduce-scatter, m bytes per rank's block */
-                    MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, grp);
-                } else if (rank == 0) {
-                    /* one way: half a ping-pong */
-                    MPI_Send(send, m, MPI_BYTE, peer, 7, MPI_COMM_WORLD);
-                    MPI_Recv(recv, m, MPI_BYTE, peer, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-                } else {
-                    MPI_Recv(recv, m, MPI_BYTE, 0, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-                    MPI_Send(send, m, MPI_BYTE, 0, 7, MPI_COMM_WORLD);
-                }
-                if (k >= 0) samples[k] = (MPI_Wtime() - t0) / (op == 2 ? 2.0 : 1.0);
-            }
-            if (!active || (op == 2 && rank != 0)) continue;
-            double sum = 0;
-            for (long long k = 0; k < reps; k++) sum += samples[k];
-            t[i][op] = sum / (double)reps;
-            qsort(samples, (size_t)reps, sizeof *samples, cmp_double);
-            tmed[i][op] = samples[reps / 2];
+    /* a warm-up pass: the first operations of a job set up connections */
+    for (int i = 0; i < n_items && !rc; i++)
+        rc =
+            time_op(comm, items[i].kind, items[i].bytes, 3, 0, send, recv, counts, displs, samples);
+    for (int i = 0; i < n_items && !rc; i++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        memset(samples, 0, (size_t)reps * sizeof *samples);
+        if ((rc = time_op(comm, items[i].kind, items[i].bytes, reps, items[i].work_us, send, recv,
+                          counts, displs, samples))) {
+            fprintf(stderr, "bitrack bench scale net: %s failed: %s\n",
+                    items[i].kind < 0 ? "point to point" : br_coll_kind_name(items[i].kind),
+                    br_strerror(rc));
+            rc = 1;
+            break;
         }
+        mean_median(samples, reps, &tm[2 * i], &tm[2 * i + 1]);
     }
     /* the slowest rank's */
-    MPI_Allreduce(MPI_IN_PLACE, t, 3 * n_sizes, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    MPI_Allreduce(MPI_IN_PLACE, tmed, 3 * n_sizes, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    if (rank == 0) {
-        double x[MAX_ITEMS], y[MAX_ITEMS], pa, pb, ca, cb;
-        for (int32_t i = 0; i < n_sizes; i++) x[i] = sizes[i], y[i] = t[i][2];
-        fit_line(x, y, n_sizes, &pa, &pb);
-        /* collectives: t = ceil(log2 g) a + (g-1) m/bw, both kinds together */
-        double steps = ceil(log2((double)g));
-        for (int32_t i = 0; i < n_sizes; i++) {
-            x[i] = sizes[i];
-            y[i] = 0.5 * (t[i][0] + t[i][1]);
-        }
-        fit_line(x, y, n_sizes, &ca, &cb);
-        ca /= steps;
-        cb /= g - 1;
-        struct br_scale_net pn = {pa, pb > 0 ? 1.0 / pb : 1e30};
-        struct br_scale_net cn = {ca, cb > 0 ? 1.0 / cb : 1e30};
-        printf("MPI, %d ranks, collectives in a group of %d, point to point rank 0 -> %d "
-               "(mean of %lld; medians in brackets), %.0f us of work before each\n",
-               world, g, peer, reps, work_us);
-        printf("fit of point to point: a = %.1f us, bw = %.2f Gbit/s\n", pa * 1e6,
-               pn.bw_bytes_s * 8 / 1e9);
-        printf("fit of collectives as ceil(log2 %d) a + (%d-1) m/bw: a = %.1f us, bw = %.2f "
-               "Gbit/s\n",
-               g, g, ca * 1e6, cn.bw_bytes_s * 8 / 1e9);
-        printf("| bytes/rank | allgather us | reduce-scatter us | model us | p2p us | model us "
-               "|\n|---|---|---|---|---|---|\n");
+    MPI_Allreduce(MPI_IN_PLACE, tm, 2 * n_items, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    if (comm->world_rank == 0 && !rc) {
+        for (int i = 0; i < n_items; i++) items[i].mean = tm[2 * i], items[i].med = tm[2 * i + 1];
         FILE *jf = json ? fopen(json, "w") : NULL;
         if (json && !jf) {
             fprintf(stderr, "bitrack bench scale net: cannot write %s\n", json);
             rc = 1;
         }
+        printf("%d ranks, TP groups of %d, through the engine's communicator (MPI); mean of "
+               "%lld (median in brackets) of the slowest rank, %.0f us of work before each\n",
+               world, g, reps, work_us);
+        /* fit of the sweep's collectives: t = ceil(log2 g) a + (g-1)/g M / bw */
+        double a = 0, bw = 0;
+        if (n_sizes >= 2) {
+            double x[MAX_ITEMS], y[MAX_ITEMS], fa, fb;
+            int n = 0;
+            for (int i = 0; i < n_items && n < MAX_ITEMS; i++)
+                if (items[i].layout == -1 && items[i].kind == BR_COLL_ALLGATHER) {
+                    x[n] = (double)items[i].bytes * (g - 1) / g;
+                    y[n++] = items[i].mean;
+                }
+            fit_line(x, y, n, &fa, &fb);
+            a = fa / ceil(log2((double)g));
+            bw = fb > 0 ? 1.0 / fb : 1e30;
+            printf("fit of the all-gathers as ceil(log2 %d) a + (%d-1)/%d M/bw: a = %.1f us, "
+                   "bw = %.2f Gbit/s\n",
+                   g, g, g, a * 1e6, bw * 8 / 1e9);
+        }
         if (jf)
             fprintf(jf,
-                    "{\"ranks\": %d, \"group\": %d, \"reps\": %lld, \"p2p_alpha_us\": %.3f, "
-                    "\"p2p_bw_gbit\": %.4f, \"coll_alpha_us\": %.3f, \"coll_bw_gbit\": %.4f, "
-                    "\"sizes\": [\n",
-                    world, g, reps, pa * 1e6, pn.bw_bytes_s * 8 / 1e9, ca * 1e6,
-                    cn.bw_bytes_s * 8 / 1e9);
-        for (int32_t i = 0; i < n_sizes; i++) {
-            double mc = br_scale_allgather_s(&cn, g, (double)sizes[i] * g);
-            double mp = pa + sizes[i] / pn.bw_bytes_s;
-            printf("| %d | %.1f (%.1f) | %.1f (%.1f) | %.1f | %.1f (%.1f) | %.1f |\n", sizes[i],
-                   t[i][0] * 1e6, tmed[i][0] * 1e6, t[i][1] * 1e6, tmed[i][1] * 1e6, mc * 1e6,
-                   t[i][2] * 1e6, tmed[i][2] * 1e6, mp * 1e6);
+                    "{\"ranks\": %d, \"group\": %d, \"reps\": %lld, \"batch\": %lld, "
+                    "\"fit_alpha_us\": %.3f, \"fit_bw_gbit\": %.4f, \"ops\": [\n",
+                    world, g, reps, batch, a * 1e6, bw * 8 / 1e9);
+        printf("| residual | collective | kind | bytes | us mean (median) | model us |\n"
+               "|---|---|---|---|---|---|\n");
+        double sum[2] = {0, 0}, hsum[2] = {0, 0};
+        for (int i = 0; i < n_items; i++) {
+            const struct item *it = &items[i];
+            double model = it->kind >= 0 && a > 0
+                               ? br_coll_time(it->kind, g, (double)it->bytes, a, bw) * 1e6
+                               : -1;
+            /* medians: a real run's steps are many, an outlier of the timing loop is not
+             * what its collectives cost */
+            if (it->layout >= 0) (it->head ? hsum : sum)[it->layout] += it->med;
+            printf("| %s | %s%s | %s | %llu | %.1f (%.1f) |",
+                   it->layout < 0 ? "-" : br_layout_name(it->layout), it->what,
+                   it->head ? " (head)" : "",
+                   it->kind < 0 ? "point to point" : br_coll_kind_name(it->kind),
+                   (unsigned long long)it->bytes, it->mean * 1e6, it->med * 1e6);
+            if (model >= 0)
+                printf(" %.1f |\n", model);
+            else
+                printf(" - |\n");
             if (jf)
-                fprintf(jf,
-                        "  {\"bytes_per_rank\": %d, \"allgather_us\": %.3f, \"reduce_scatter_us\": "
-                        "%.3f, \"p2p_us\": %.3f, \"allgather_median_us\": %.3f, "
-                        "\"reduce_scatter_median_us\": %.3f, \"p2p_median_us\": %.3f, "
-                        "\"model_collective_us\": %.3f, \"model_p2p_us\": %.3f}%s\n",
-                        sizes[i], t[i][0] * 1e6, t[i][1] * 1e6, t[i][2] * 1e6, tmed[i][0] * 1e6,
-                        tmed[i][1] * 1e6, tmed[i][2] * 1e6, mc * 1e6, mp * 1e6,
-                        i + 1 < n_sizes ? "," : "");
+                fprintf(
+                    jf,
+                    "  {\"residual\": \"%s\", \"what\": \"%s\", \"head\": %s, \"kind\": \"%s\", "
+                    "\"bytes\": %llu, \"mean_us\": %.3f, \"median_us\": %.3f}%s\n",
+                    it->layout < 0 ? "-" : br_layout_name(it->layout), it->what,
+                    it->head ? "true" : "false",
+                    it->kind < 0 ? "point to point" : br_coll_kind_name(it->kind),
+                    (unsigned long long)it->bytes, it->mean * 1e6, it->med * 1e6,
+                    i + 1 < n_items ? "," : "");
         }
-        printf("model: collective over T ranks of m bytes each = ceil(log2 T) a + (T-1) m/bw; "
-               "p2p = a + m/bw\n");
+        if (have_model && g > 1)
+            printf("per layer at batch %lld, T = %d (sum of medians): replicated %.1f us, sharded "
+                   "%.1f us\n",
+                   batch, g, sum[0] * 1e6, sum[1] * 1e6);
         if (jf) {
-            fprintf(jf, "]}\n");
+            fprintf(jf,
+                    "],\n \"layer_us\": {\"replicated\": %.3f, \"sharded\": %.3f},\n "
+                    "\"head_us\": {\"replicated\": %.3f, \"sharded\": %.3f}}\n",
+                    sum[0] * 1e6, sum[1] * 1e6, hsum[0] * 1e6, hsum[1] * 1e6);
             fclose(jf);
         }
     }
 done:
-    MPI_Comm_free(&grp);
-    free(send), free(recv), free(counts), free(displs), free(t), free(tmed), free(sizes);
-    free(samples);
-    MPI_Finalize();
+    free(send), free(recv), free(counts), free(displs), free(samples), free(tm), free(sizes);
+    br_comm_mpi_destroy(&comm);
     return rc;
 }
 
@@ -327,10 +490,12 @@ int br_cmd_bench_scale(int argc, char **argv)
     const char *json = NULL, *blist = "1,4,16,64", *llist = NULL, *nlist = NULL;
     const char *netlist = "10:25,25:25,100:25";
     long long threads = 1, reps = 5, ctx = 0, cores = 0;
-    double describe_gib = -1;
+    double describe_gib = -1, here_gbs = 0;
+    const char *reslist = "replicated,sharded", *netmeasured = NULL;
+    struct br_scale_node node = {0, 0};
     enum br_scale_clock clock = BR_SCALE_WALL;
     long long tp = 1, pp = 1, rank = 0;
-    const char *clock_s = "wall", *describe = NULL;
+    const char *clock_s = "wall", *describe = NULL, *node_s = NULL;
     struct br_opt_list shard_list = {{0}, 0};
     const struct br_opt opts[] = {
         BR_O_STR('m', "model", &first.path, "PATH",
@@ -342,13 +507,22 @@ int br_cmd_bench_scale(int argc, char **argv)
                   "one more rank to measure (another TP width)"),
         BR_O_INT('t', "threads", &threads, 1, 256, "N", "threads of the measured rank"),
         BR_O_STR(0, "batch", &blist, "LIST", "batch sizes (tokens per step) to measure"),
-        BR_O_INT(0, "reps", &reps, 1, 1000, "N", "repetitions; the best counts"),
+        BR_O_INT(0, "reps", &reps, 1, 1000, "N", "repetitions; the median counts"),
         BR_O_INT(0, "ctx", &ctx, 0, 1 << 20, "N",
                  "KV positions per sequence; 0: just the steps taken"),
         BR_O_STR(0, "layouts", &llist, "TxP,...", "layouts to project; none: the measured ones"),
         BR_O_STR(0, "nodes", &nlist, "N,...", "project every T x P = N whose T was measured"),
         BR_O_STR(0, "net", &netlist, "GBIT:US,...",
                  "networks: link Gbit/s and one-way message time in us"),
+        BR_O_STR(0, "net-measured", &netmeasured, "FILE",
+                 "the network instead: each layer's collectives as timed in this JSON file of "
+                 "bench scale net"),
+        BR_O_STR(0, "residual", &reslist, "LIST",
+                 "residual layouts to project: replicated,sharded (sharding/plan.h)"),
+        BR_O_STR(0, "node", &node_s, "CORES:GBS",
+                 "project onto nodes of this many cores and GB/s (compute scaled, bench/scale.h)"),
+        BR_O_FLOAT(0, "here-gbs", &here_gbs, 0, 1e5, "GBS",
+                   "this machine's bandwidth for --node; 0: measured"),
         BR_O_INT(0, "cores", &cores, 0, 4096, "C",
                  "all ranks share C cores of one machine (validation runs); 0: off"),
         BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
@@ -359,9 +533,9 @@ int br_cmd_bench_scale(int argc, char **argv)
     const struct br_cmd_spec spec = {
         "bench scale", NULL,
         "Measures one rank's step time (and more ranks with --shard) and projects the time\n"
-        "per token for a rack of N nodes over the networks given (docs/SCALING.md). The\n"
-        "collectives' own cost: mpirun -np W bitrack bench scale net (bitrack help bench scale\n"
-        "net).",
+        "per token for a rack of N nodes over the networks given, for each residual layout\n"
+        "(docs/SCALING.md). The collectives' own cost: mpirun -np W bitrack bench scale net\n"
+        "(bitrack help bench scale net).",
         opts, sizeof opts / sizeof *opts};
     int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
@@ -381,6 +555,12 @@ int br_cmd_bench_scale(int argc, char **argv)
         if (end == describe || !(describe_gib >= 0) || (*end && strcmp(end, "G")))
             return br_cli_usage_error("bench scale", "--describe: '%s' is not GiB (e.g. 16G)",
                                       describe);
+    }
+    if (node_s) {
+        int k = 0;
+        if (sscanf(node_s, "%d:%lf%n", &node.cores, &node.gbs, &k) != 2 || node_s[k] ||
+            node.cores < 1 || node.cores > 4096 || !(node.gbs > 0 && node.gbs < 1e5))
+            return br_cli_usage_error("bench scale", "--node: '%s' is not CORES:GB/s", node_s);
     }
     if (first.path) {
         if (first.rank >= first.tp * first.pp)
@@ -412,7 +592,37 @@ int br_cmd_bench_scale(int argc, char **argv)
         free(batches), free(nodes);
         return br_cli_usage_error("bench scale", "bad --layouts, --nodes or --net");
     }
+    if (netmeasured) {
+        struct net_arg mn;
+        if (read_net_json(netmeasured, &mn)) {
+            free(batches), free(nodes);
+            return br_cli_usage_error("bench scale",
+                                      "--net-measured %s: not a `bench scale net -m/--preset "
+                                      "--json` file",
+                                      netmeasured);
+        }
+        nets[0] = mn; /* instead of the --net list */
+        n_nets = 1;
+    }
 
+    int residuals[2], n_res = 0;
+    {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s", reslist);
+        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+            int l = br_layout_parse(tok);
+            if (l < 0 || n_res == 2) {
+                free(batches), free(nodes);
+                return br_cli_usage_error("bench scale", "bad --residual '%s' (replicated,sharded)",
+                                          reslist);
+            }
+            residuals[n_res++] = l;
+        }
+        if (!n_res) {
+            free(batches), free(nodes);
+            return br_cli_usage_error("bench scale", "bad --residual '%s'", reslist);
+        }
+    }
     struct measured *ms = calloc((size_t)n_shards, sizeof *ms);
     struct br_pool *pool = NULL;
     struct br_model_config cfg = {0};
@@ -435,8 +645,8 @@ int br_cmd_bench_scale(int argc, char **argv)
         struct measured *me = &ms[i];
         me->s = shards[i];
         double t0 = br_now();
-        if (br_model_load_rank(shards[i].path, shards[i].tp, shards[i].pp, shards[i].rank, &plan,
-                               &m, &err)) {
+        if (br_model_load_rank(shards[i].path, shards[i].tp, shards[i].pp, shards[i].rank, -1,
+                               &plan, &m, &err)) {
             fprintf(stderr, "bitrack bench scale: %s: %s\n", shards[i].path, err.msg);
             br_plan_destroy(&plan);
             goto done;
@@ -548,33 +758,61 @@ int br_cmd_bench_scale(int argc, char **argv)
         for (int i = 0; i < n_shards; i++)
             for (int32_t b = 0; b < n_batches; b++) {
                 const struct br_scale_cost *k = &ms[i].cost[b];
-                fprintf(jf,
-                        "  {\"tp\": %d, \"pp\": %d, \"rank\": %d, \"layers\": %d, \"batch\": %d, "
-                        "\"layer_s\": %.9f, \"embed_s\": %.9f, \"head_s\": %.9f, "
-                        "\"allgathers_per_layer\": %.3f, \"allgather_bytes_per_layer\": %.1f, "
-                        "\"reduce_scatters_per_layer\": %.3f, \"reduce_scatter_bytes_per_layer\": "
-                        "%.1f, \"head_allgathers\": %.1f, \"head_allgather_bytes\": %.1f, "
-                        "\"file_bytes\": %llu, \"kv_bytes\": %llu, \"peak_rss_kb\": %lld}%s\n",
-                        ms[i].s.tp, ms[i].s.pp, ms[i].s.rank, ms[i].layers, k->batch, k->layer_s,
-                        k->embed_s, k->head_s, k->ag_n, k->ag_bytes, k->rs_n, k->rs_bytes,
-                        k->head_ag_n, k->head_ag_bytes, (unsigned long long)ms[i].file_bytes,
-                        (unsigned long long)ms[i].kv_bytes, ms[i].hwm_kb,
-                        i + 1 == n_shards && b + 1 == n_batches ? "" : ",");
+                fprintf(
+                    jf,
+                    "  {\"tp\": %d, \"pp\": %d, \"rank\": %d, \"layers\": %d, \"batch\": %d, "
+                    "\"layer_s\": %.9f, \"embed_s\": %.9f, \"head_s\": %.9f, "
+                    "\"allgathers_per_layer\": %.3f, \"allgather_bytes_per_layer\": %.1f, "
+                    "\"reduce_scatters_per_layer\": %.3f, \"reduce_scatter_bytes_per_layer\": "
+                    "%.1f, \"allreduces_per_layer\": %.3f, \"allreduce_bytes_per_layer\": %.1f, "
+                    "\"max_allreduces_per_layer\": %.3f, \"max_allreduce_bytes_per_layer\": "
+                    "%.1f, \"head_allgathers\": %.1f, \"head_allgather_bytes\": %.1f, "
+                    "\"file_bytes\": %llu, \"kv_bytes\": %llu, \"peak_rss_kb\": %lld}%s\n",
+                    ms[i].s.tp, ms[i].s.pp, ms[i].s.rank, ms[i].layers, k->batch, k->layer_s,
+                    k->embed_s, k->head_s, k->ag_n, k->ag_bytes, k->rs_n, k->rs_bytes, k->ar_n,
+                    k->ar_bytes, k->arm_n, k->arm_bytes, k->head_ag_n, k->head_ag_bytes,
+                    (unsigned long long)ms[i].file_bytes, (unsigned long long)ms[i].kv_bytes,
+                    ms[i].hwm_kb, i + 1 == n_shards && b + 1 == n_batches ? "" : ",");
             }
-        fprintf(jf, " ],\n \"projection\": [\n");
+        fprintf(jf, " ],\n");
     }
+    double factor = 1.0;
+    if (node.cores > 0) {
+        if (here_gbs <= 0) here_gbs = br_scale_stream_gbs(pool, clock);
+        factor = br_scale_node_factor(&node, here_gbs, (int)threads);
+        double per_thread = here_gbs / (double)threads;
+        int want = per_thread > 0 ? (int)ceil(node.gbs / per_thread) : node.cores;
+        if (want > node.cores) want = node.cores;
+        if (want < 1) want = 1;
+        printf("\nnode: %d cores, %.0f GB/s; here %lld thread(s) read %.1f GB/s. Model: decode "
+               "reads every weight once per step (time = bytes / bandwidth), prefill is "
+               "compute-bound (time ~ 1 / cores), so compute here x max(%.1f / %.0f, %lld / %d) "
+               "= x %.4f on the node\n",
+               node.cores, node.gbs, threads, here_gbs, here_gbs, node.gbs, threads, node.cores,
+               factor);
+        printf("recommendation: 1 rank per node (another rank per node widens TP and adds "
+               "collectives, not bandwidth), %d threads per rank (%.1f GB/s per thread here: "
+               "%d reach the node's %.0f GB/s; the rest of the %d cores serve prefill)\n",
+               node.cores, per_thread, want, node.gbs, node.cores);
+    }
+    if (jf)
+        fprintf(jf,
+                " \"node_cores\": %d, \"node_gbs\": %.3f, \"here_gbs\": %.3f, "
+                "\"compute_factor\": %.6f,\n \"projection\": [\n",
+                node.cores, node.gbs, here_gbs, factor);
     printf("\nprojection (bench/scale.h): latency(B) = sum_s [k (L_s layer + embed + head) + "
-           "bcast + L_s sum_i (ceil(log2 T) a + (T-1) M_i/(T bw))]\n"
-           "  + (P-1) (2a + (desc + 4 B d/T)/bw) + R (a + 8B/bw); one stream: 1/latency(1); "
-           "aggregate: B / slowest stage (P steps in flight)\n");
+           "bcast + L_s sum_i net(collective i)]\n"
+           "  + (P-1) (2a + (desc + 4 B d_s)/bw) + R (a + 8B/bw); one stream: 1/latency(1); "
+           "aggregate: B / slowest stage (P steps in flight); collectives of each residual "
+           "layout from the plan (sharding/plan.h), compute measured\n");
     if (cores > 0)
         printf("all ranks share %lld cores: k = max(1, busy ranks x %lld threads / %lld); busy: "
                "the T ranks of one stage one step at a time, all T P pipelined (a waiting rank "
                "yields)\n",
                cores, threads, cores);
-    printf("| nodes | T x P | network | batch | step latency ms | compute ms | comm ms | "
-           "tokens/s (one step at a time) | tokens/s (pipelined) |\n"
-           "|---|---|---|---|---|---|---|---|---|\n");
+    printf("| nodes | T x P | residual | network | batch | step latency ms | compute ms | comm "
+           "ms | tokens/s (one step at a time) | tokens/s (pipelined) |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
     int first_row = 1;
     for (int l = 0; l < n_layouts; l++) {
         int32_t t = layouts[l][0], p = layouts[l][1];
@@ -590,51 +828,82 @@ int br_cmd_bench_scale(int argc, char **argv)
                 if (ms[i].s.tp != t) continue;
                 found = 1;
                 lsum += k->layer_s * ms[i].layers, lcount += ms[i].layers;
-                merged[b].ag_n = k->ag_n, merged[b].ag_bytes = k->ag_bytes;
-                merged[b].rs_n = k->rs_n, merged[b].rs_bytes = k->rs_bytes;
                 if (k->embed_s > merged[b].embed_s) merged[b].embed_s = k->embed_s;
                 if (k->head_s >= 0 && k->head_s >= merged[b].head_s) {
                     merged[b].head_s = k->head_s;
-                    merged[b].head_ag_n = k->head_ag_n, merged[b].head_ag_bytes = k->head_ag_bytes;
                     head_known = 1;
                 }
             }
             merged[b].layer_s = lcount > 0 ? lsum / lcount : 0;
         }
         if (!found) {
-            printf("| %d | %dx%d | - | - | no rank of width 1/%d measured |\n", t * p, t, p, t);
+            printf("| %d | %dx%d | - | - | - | no rank of width 1/%d measured |\n", t * p, t, p, t);
             continue;
         }
-        for (int nn = 0; nn < n_nets; nn++) {
-            struct br_scale_env env = {.net = {nets[nn].alpha_us * 1e-6, nets[nn].gbit * 1e9 / 8},
-                                       .max_batch = 64,
-                                       .cores = (int32_t)cores,
-                                       .threads = (int32_t)threads};
-            for (int32_t b = 0; b < n_batches; b++) {
-                struct br_scale_cost k = merged[b];
-                struct br_scale_proj pr;
-                struct br_err err = {{0}};
-                if (br_scale_project(&cfg, t, p, &k, &env, &pr, &err)) {
-                    printf("| %d | %dx%d | - | - | %s |\n", t * p, t, p, err.msg);
-                    break;
-                }
-                printf(
-                    "| %d | %dx%d | %g Gbit/s, %g us | %d | %.2f | %.2f | %.2f | %.2f | %.2f |%s\n",
-                    t * p, t, p, nets[nn].gbit, nets[nn].alpha_us, k.batch, pr.latency_s * 1e3,
-                    pr.compute_s * 1e3, pr.comm_s * 1e3, pr.tok_s, pr.tok_s_pipelined,
-                    head_known ? "" : " (head not measured)");
-                if (jf)
-                    fprintf(
-                        jf,
-                        "%s  {\"tp\": %d, \"pp\": %d, \"gbit\": %g, \"alpha_us\": %g, \"batch\": "
-                        "%d, \"latency_s\": %.9f, \"compute_s\": %.9f, \"comm_s\": %.9f, "
-                        "\"stage_max_s\": %.9f, \"tokens_per_s\": %.4f, "
-                        "\"tokens_per_s_pipelined\": %.4f, \"head_measured\": %s}",
-                        first_row ? "" : ",\n", t, p, nets[nn].gbit, nets[nn].alpha_us, k.batch,
-                        pr.latency_s, pr.compute_s, pr.comm_s, pr.stage_max_s, pr.tok_s,
-                        pr.tok_s_pipelined, head_known ? "true" : "false");
-                first_row = 0;
+        for (int ri = 0; ri < n_res; ri++) {
+            struct br_plan *plan = NULL;
+            struct br_err err = {{0}};
+            if (br_plan_create_layout(&cfg, t, p, residuals[ri], &plan, &err)) {
+                printf("| %d | %dx%d | %s | - | - | %s |\n", t * p, t, p,
+                       br_layout_name(residuals[ri]), err.msg);
+                continue;
             }
+            for (int nn = 0; nn < n_nets; nn++) {
+                struct br_scale_env env = {
+                    .net = {nets[nn].alpha_us * 1e-6, nets[nn].gbit * 1e9 / 8},
+                    .max_batch = 64,
+                    .cores = (int32_t)cores,
+                    .threads = (int32_t)threads,
+                    .compute_factor = factor,
+                    .layout = residuals[ri]};
+                const struct net_arg *na = &nets[nn];
+                if (na->group && (na->group != t || na->layer_us[residuals[ri]] <= 0)) {
+                    printf("| %d | %dx%d | %s | measured | - | the collectives were measured "
+                           "for T = %d |\n",
+                           t * p, t, p, br_layout_name(residuals[ri]), na->group);
+                    continue;
+                }
+                for (int32_t b = 0; b < n_batches; b++) {
+                    struct br_scale_cost k = merged[b];
+                    br_scale_cost_from_plan(&k, plan);
+                    env.layer_net_s = env.head_net_s = -1;
+                    if (na->group && k.batch == na->batch) {
+                        env.layer_net_s = na->layer_us[residuals[ri]] * 1e-6;
+                        env.head_net_s = na->head_us[residuals[ri]] * 1e-6;
+                    } else if (na->group) {
+                        continue; /* measured at another batch */
+                    }
+                    struct br_scale_proj pr;
+                    if (br_scale_project(&cfg, t, p, &k, &env, &pr, &err)) {
+                        printf("| %d | %dx%d | - | - | %s |\n", t * p, t, p, err.msg);
+                        break;
+                    }
+                    printf("| %d | %dx%d | %s | %g Gbit/s, %g us | %d | %.2f | %.2f | %.2f | %.2f "
+                           "| %.2f |%s\n",
+                           t * p, t, p, br_layout_name(residuals[ri]), nets[nn].gbit,
+                           nets[nn].alpha_us, k.batch, pr.latency_s * 1e3, pr.compute_s * 1e3,
+                           pr.comm_s * 1e3, pr.tok_s, pr.tok_s_pipelined,
+                           head_known ? "" : " (head not measured)");
+                    if (jf)
+                        fprintf(jf,
+                                "%s  {\"tp\": %d, \"pp\": %d, \"residual\": \"%s\", \"gbit\": "
+                                "%g, \"alpha_us\": %g, \"batch\": %d, \"latency_s\": %.9f, "
+                                "\"compute_s\": %.9f, \"comm_s\": %.9f, \"stage_max_s\": %.9f, "
+                                "\"tokens_per_s\": %.4f, \"tokens_per_s_pipelined\": %.4f, "
+                                "\"head_measured\": %s, \"ag_n\": %g, \"ag_bytes\": %g, "
+                                "\"rs_n\": %g, \"rs_bytes\": %g, \"ar_n\": %g, \"ar_bytes\": "
+                                "%g, \"arm_n\": %g, \"arm_bytes\": %g, \"head_ag_n\": %g, "
+                                "\"head_ag_bytes\": %g}",
+                                first_row ? "" : ",\n", t, p, br_layout_name(residuals[ri]),
+                                nets[nn].gbit, nets[nn].alpha_us, k.batch, pr.latency_s,
+                                pr.compute_s, pr.comm_s, pr.stage_max_s, pr.tok_s,
+                                pr.tok_s_pipelined, head_known ? "true" : "false", k.ag_n,
+                                k.ag_bytes, k.rs_n, k.rs_bytes, k.ar_n, k.ar_bytes, k.arm_n,
+                                k.arm_bytes, k.head_ag_n, k.head_ag_bytes);
+                    first_row = 0;
+                }
+            }
+            br_plan_destroy(&plan);
         }
     }
     if (jf) fprintf(jf, "\n ]}\n");

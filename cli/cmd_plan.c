@@ -1,5 +1,6 @@
-/* `bitrack plan -m MODEL --tp T --pp P [--mem-per-rank 16G] [--json]`: the per-rank table of the
- * TP x PP plan (sharding/plan.h); exits 1 when a rank does not fit the memory given. */
+/* `bitrack plan -m MODEL --tp T --pp P [--layout replicated|sharded] [--mem-per-rank 16G]
+ * [--json]`: the per-rank table of the TP x PP plan (sharding/plan.h) and, for TP > 1, the
+ * collectives of a layer; exits 1 when a rank does not fit the memory given. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +17,12 @@ static int print_json(const struct br_plan *p, uint64_t mem)
 {
     const struct br_model_config *c = &p->cfg;
     int eb = c->embd_type == 0 ? 4 : 2, hb = c->head_type == 0 ? 4 : 2, over = 0;
-    printf("{\"tp\": %d, \"pp\": %d, \"ranks\": %d, \"arch\": \"%s\", \"n_embd\": %d, "
+    printf("{\"tp\": %d, \"pp\": %d, \"ranks\": %d, \"residual\": \"%s\", \"arch\": \"%s\", "
+           "\"n_embd\": %d, "
            "\"n_layer\": %d, \"n_head\": %d, \"n_head_kv\": %d, \"n_ff\": %d, \"n_vocab\": %d, "
            "\"mem_per_rank\": %llu, \"parts\": [",
-           p->tp, p->pp, p->tp * p->pp, c->arch_name, c->n_embd, c->n_layer, c->n_head,
-           c->n_head_kv, c->n_ff, c->n_vocab, (unsigned long long)mem);
+           p->tp, p->pp, p->tp * p->pp, br_layout_name(p->layout), c->arch_name, c->n_embd,
+           c->n_layer, c->n_head, c->n_head_kv, c->n_ff, c->n_vocab, (unsigned long long)mem);
     for (int32_t r = 0; r < p->tp * p->pp; r++) {
         const struct br_part *q = &p->parts[r];
         struct br_part_cost cost;
@@ -49,6 +51,7 @@ int br_cmd_plan(int argc, char **argv)
     long long tp = 1, pp = 1;
     uint64_t mem = 0;
     int json = 0;
+    const char *layout_s = "replicated";
     const struct br_opt opts[] = {
         BR_O_STR('m', "model", &path, "FILE", "the model"),
         BR_O_INT(0, "tp", &tp, 1, 4096, "T", "tensor-parallel ranks"),
@@ -56,6 +59,8 @@ int br_cmd_plan(int argc, char **argv)
         BR_O_SIZE(0, "mem-per-rank", &mem, "SIZE",
                   "flag ranks whose weights + KV for 4k tokens exceed SIZE (16G)"),
         BR_O_FLAG(0, "json", &json, "print the plan as JSON (ranges are [first, end))"),
+        BR_O_CHOICE(0, "layout", &layout_s, "replicated|sharded",
+                    "how a TP group holds the residual (sharding/plan.h)"),
     };
     const struct br_cmd_spec spec = {
         "plan", NULL,
@@ -66,19 +71,30 @@ int br_cmd_plan(int argc, char **argv)
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
     if (!path && first < argc) path = argv[first++];
     if (first < argc) return br_cli_usage_error("plan", "unexpected argument '%s'", argv[first]);
+    int layout = br_layout_parse(layout_s);
     if (!path) return br_cli_usage_error("plan", "a model is required (-m MODEL.gguf)");
     struct br_err err = {{0}};
     struct br_gguf *g = NULL;
     struct br_model_config cfg;
     struct br_plan *plan = NULL;
     if (br_gguf_open(path, &g, &err) || br_config_from_gguf(g, &cfg, &err) ||
-        br_plan_create(&cfg, (int32_t)tp, (int32_t)pp, &plan, &err)) {
+        br_plan_create_layout(&cfg, (int32_t)tp, (int32_t)pp, layout, &plan, &err)) {
         fprintf(stderr, "bitrack plan: %s\n", err.msg);
         br_gguf_close(&g);
         return 1;
     }
     br_gguf_close(&g);
     int over = json ? print_json(plan, mem) : br_plan_describe(plan, mem, stdout);
+    struct br_coll k[BR_PLAN_MAX_COLLS];
+    int n = json ? 0 : br_plan_layer_colls(plan, 1, k);
+    if (n) printf("collectives per layer and token (%s residual):\n", br_layout_name(layout));
+    for (int i = 0; i < n; i++)
+        printf("  %-26s %-20s %llu bytes\n", k[i].what, br_coll_kind_name(k[i].kind),
+               (unsigned long long)k[i].bytes);
+    n = json ? 0 : br_plan_head_colls(plan, 1, k);
+    for (int i = 0; i < n; i++)
+        printf("  %-26s %-20s %llu bytes (head, per row)\n", k[i].what,
+               br_coll_kind_name(k[i].kind), (unsigned long long)k[i].bytes);
     int rc = 0;
     if (over) {
         fprintf(stderr,

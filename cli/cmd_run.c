@@ -29,6 +29,8 @@
 #include "worker/sample.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
+#include "sharding/config.h"
+#include "sharding/gguf.h"
 #include "sharding/plan.h"
 #include "worker/comm_mpi.h"
 #include "worker/engine.h"
@@ -41,6 +43,9 @@ struct run_args {
     int verbose, stats, print_ids, ignore_eos;
     uint32_t head_type;
     char *file_text; /* -f's contents (owned) */
+    const char *layout_s, *link_s;
+    int layout; /* enum br_layout, or BR_LAYOUT_AUTO */
+    double link_gbit, link_us;
 };
 
 /* Reads a whole file (NUL-terminated, malloc'd); NULL with errno on failure. */
@@ -105,6 +110,12 @@ static int parse(int argc, char **argv, struct run_args *a)
         BR_O_INT(0, "pp", &a->pp, 1, 4096, "P", "pipeline stages (under mpirun)"),
         BR_O_FLAG(0, "stats", &a->stats, "print each rank's traffic against the plan's"),
         BR_O_CHOICE(0, "head", &a->head, "q8_0|q6_k", "re-encode the output head at load"),
+        BR_O_CHOICE(0, "layout", &a->layout_s, "replicated|sharded|auto",
+                    "how a TP group holds the residual (sharding/plan.h); auto (the default): "
+                    "the one whose collectives cost less for one token per step over --link; a "
+                    "shard directory has its own"),
+        BR_O_STR(0, "link", &a->link_s, "GBIT:US",
+                 "the link --layout auto assumes: Gbit/s and one-way us (25:25)"),
         BR_O_FLAG('v', "verbose", &a->verbose, "plan, load time and per-layer residual norms"),
     };
     const struct br_cmd_spec spec = {
@@ -121,6 +132,14 @@ static int parse(int argc, char **argv, struct run_args *a)
         return br_cli_usage_error("run", "-n: 0 tokens; give at least 1, or -1 for until end of "
                                          "text or context");
     if (a->head) a->head_type = br_cli_head_type(a->head);
+    a->layout = a->layout_s ? br_layout_parse(a->layout_s) : BR_LAYOUT_AUTO;
+    a->link_gbit = 25, a->link_us = 25;
+    if (a->link_s) {
+        int k = 0;
+        if (sscanf(a->link_s, "%lf:%lf%n", &a->link_gbit, &a->link_us, &k) != 2 || a->link_s[k] ||
+            !(a->link_gbit > 0 && a->link_gbit < 1e6) || !(a->link_us >= 0 && a->link_us < 1e6))
+            return br_cli_usage_error("run", "bad --link '%s' (GBIT:US, e.g. 25:25)", a->link_s);
+    }
     if (!a->model_path) return br_cli_usage_error("run", "a model is required (-m MODEL.gguf)");
     if (!!a->prompt + !!a->tokens_arg + !!a->prompt_file != 1)
         return br_cli_usage_error("run", "give exactly one of -p TEXT, -f FILE or --tokens 1,2,3");
@@ -280,8 +299,23 @@ int br_cmd_run(int argc, char **argv)
         }
     }
     double t0 = br_now();
-    /* -m is a model file or a directory written by `bitrack shard` */
-    if (br_model_load_rank(a.model_path, (int)a.tp, (int)a.pp, rank, &plan, &model, &err)) {
+    /* -m is a model file or a directory written by `bitrack shard` (its own layout) */
+    struct stat mst;
+    int is_dir = stat(a.model_path, &mst) == 0 && S_ISDIR(mst.st_mode);
+    int layout = a.layout;
+    if (layout == BR_LAYOUT_AUTO && !is_dir && a.tp > 1) {
+        struct br_gguf *g = NULL;
+        struct br_model_config cfg;
+        if (br_gguf_open(a.model_path, &g, &err) || br_config_from_gguf(g, &cfg, &err)) {
+            fprintf(stderr, "bitrack run: %s\n", err.msg);
+            br_gguf_close(&g);
+            goto done;
+        }
+        br_gguf_close(&g);
+        layout = br_plan_choose_layout(&cfg, (int32_t)a.tp, 1, a.link_gbit, a.link_us);
+    }
+    if (is_dir && a.layout == BR_LAYOUT_AUTO) layout = -1;
+    if (br_model_load_rank(a.model_path, (int)a.tp, (int)a.pp, rank, layout, &plan, &model, &err)) {
         fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
         goto done;
     }
@@ -385,6 +419,17 @@ int br_cmd_run(int argc, char **argv)
                 (unsigned long long)pm,
                 pb == comm->stats.bytes_sent && pm == comm->stats.messages ? " (match)"
                                                                            : " (MISMATCH)");
+        /* decode (one token per step) as the plan sees it */
+        uint64_t db, dm, db2, dm2;
+        br_plan_traffic(plan, rank, 1, 1, 1, 1, mb, 1, &db, &dm);
+        br_plan_traffic(plan, rank, 2, 2, 2, 2, mb, 1, &db2, &dm2);
+        struct br_coll k[BR_PLAN_MAX_COLLS];
+        fprintf(stderr,
+                "rank %d stats: %s residual, %d collectives per layer; per decoded token %llu "
+                "bytes in %llu messages; emulated link delay %g us\n",
+                rank, br_layout_name(plan->layout), br_plan_layer_colls(plan, 1, k),
+                (unsigned long long)(db2 - db), (unsigned long long)(dm2 - dm),
+                br_comm_mpi_link_delay_us(comm));
     }
     exit_code = 0;
 done:

@@ -294,7 +294,7 @@ int br_cmd_serve(int argc, char **argv)
         br_comm_mpi_set_spin(comm, BR_COMM_MPI_NAP_SPIN_S);
     double t0 = br_now();
     /* -m is a model file or a directory written by `bitrack shard` */
-    if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, &plan, &model, &err)) {
+    if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, -1, &plan, &model, &err)) {
         fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
         goto done;
     }

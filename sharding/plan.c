@@ -7,6 +7,7 @@
  */
 #include "sharding/plan.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,12 +51,41 @@ static uint64_t layer_bytes(const struct br_model_config *c)
     return w / 4;
 }
 
+const char *br_layout_name(int layout)
+{
+    return layout == BR_LAYOUT_SHARDED ? "sharded" : "replicated";
+}
+
+int br_layout_parse(const char *s)
+{
+    if (!strcmp(s, "replicated")) return BR_LAYOUT_REPLICATED;
+    if (!strcmp(s, "sharded")) return BR_LAYOUT_SHARDED;
+    if (!strcmp(s, "auto")) return BR_LAYOUT_AUTO;
+    return -2;
+}
+
+int br_part_layout(const struct br_model_config *c, const struct br_part *p)
+{
+    return p->tp > 1 && p->d1 - p->d0 < c->n_embd ? BR_LAYOUT_SHARDED : BR_LAYOUT_REPLICATED;
+}
+
 int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp, struct br_plan **out,
                    struct br_err *err)
+{
+    return br_plan_create_layout(c, tp, pp, BR_LAYOUT_REPLICATED, out, err);
+}
+
+int br_plan_create_layout(const struct br_model_config *c, int32_t tp, int32_t pp, int layout,
+                          struct br_plan **out, struct br_err *err)
 {
     *out = NULL;
     if (tp < 1 || pp < 1 || tp > 4096 || pp > 4096)
         return br_err_set(err, BR_E_INVALID, "--tp and --pp must be at least 1");
+    if (layout != BR_LAYOUT_REPLICATED && layout != BR_LAYOUT_SHARDED)
+        return br_err_set(err, BR_E_INVALID, "unknown layout %d", layout);
+    if (tp > BR_PLAN_MAX_TP)
+        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds %d ranks per TP group", tp,
+                          BR_PLAN_MAX_TP);
     int32_t d_chunks = (c->n_embd + BR_CHUNK - 1) / BR_CHUNK;
     int32_t ff_chunks = (c->n_ff + BR_CHUNK - 1) / BR_CHUNK;
     if (tp > c->n_head_kv)
@@ -63,13 +93,23 @@ int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp, stru
                           "--tp %d exceeds the %d KV heads (attention is split "
                           "by whole KV-head groups)",
                           tp, c->n_head_kv);
-    if (tp > d_chunks || tp > ff_chunks)
-        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d hidden / %d FFN chunks of 256",
-                          tp, d_chunks, ff_chunks);
+    /* FFN rows go in whole chunks so that the sub-norm's chunk sums combine in one order */
+    if (tp > ff_chunks)
+        return br_err_set(err, BR_E_INVALID,
+                          "--tp %d exceeds the %d FFN chunks of 256 (FFN rows are split in "
+                          "whole chunks: the sub-norm's statistics are per chunk)",
+                          tp, ff_chunks);
+    if (layout == BR_LAYOUT_SHARDED && tp > d_chunks)
+        return br_err_set(err, BR_E_INVALID,
+                          "--tp %d exceeds the %d hidden chunks of 256 of the sharded layout "
+                          "(the replicated layout has no such bound)",
+                          tp, d_chunks);
     int32_t v_chunks = (c->n_vocab + BR_CHUNK - 1) / BR_CHUNK;
     if (tp > v_chunks)
-        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds the %d vocabulary chunks of 256", tp,
-                          v_chunks);
+        return br_err_set(err, BR_E_INVALID,
+                          "--tp %d exceeds the %d vocabulary chunks of 256 (each rank's head "
+                          "rows start on a chunk: the sampler's statistics are per chunk)",
+                          tp, v_chunks);
     if (pp > c->n_layer)
         return br_err_set(err, BR_E_INVALID, "--pp %d exceeds the %d layers", pp, c->n_layer);
     struct br_plan *p = calloc(1, sizeof *p);
@@ -80,6 +120,7 @@ int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp, stru
     p->cfg = *c;
     p->tp = tp;
     p->pp = pp;
+    p->layout = layout;
     /* Stages: greedy fill to the average bytes touched per token. The head is streamed
      * once per token, so it counts on the last stage; the embedding is only looked up. */
     uint64_t lb = layer_bytes(c);
@@ -115,7 +156,10 @@ int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp, stru
             struct br_part *q = &p->parts[s * tp + t];
             q->tp = tp, q->pp = pp, q->tp_rank = t, q->pp_rank = s;
             q->layer0 = bounds[s], q->layer1 = bounds[s + 1];
-            split_chunks(c->n_embd, tp, t, &q->d0, &q->d1);
+            if (layout == BR_LAYOUT_SHARDED)
+                split_chunks(c->n_embd, tp, t, &q->d0, &q->d1);
+            else
+                q->d0 = 0, q->d1 = c->n_embd;
             split(c->n_head_kv, tp, t, &q->kv0, &q->kv1);
             split_chunks(c->n_ff, tp, t, &q->ff0, &q->ff1);
             q->first_stage = s == 0;
@@ -156,49 +200,165 @@ void br_part_cost(const struct br_model_config *c, const struct br_part *p, int 
     if (p->last_stage)
         o->weight_bytes += (uint64_t)(p->v1 - p->v0) * d * (uint64_t)head_bytes + 4 * d;
     o->kv_bytes_per_1k = nl * kvh * (uint64_t)(c->head_dim + c->head_dim_v) * 2 * 1000;
-    if (p->tp > 1) {
-        /* per layer: two stats all-gathers for the residual norms and two for the
-         * sub-norms (8 bytes each: max and one chunk sum... counted as sent bytes), two
-         * int8 all-gathers of the local residual slice, two int32 reduce-scatters of the
-         * partial sums for the other ranks' residual slices. */
-        uint64_t stats = 4 * (uint64_t)(1 + (dl + 255) / 256) * 2 + 4 * (1 + qh) +
-                         4 * (uint64_t)(1 + (ffl + 255) / 256);
-        uint64_t gathers = 2 * dl * (uint64_t)(p->tp - 1);
-        uint64_t rs = 2 * 4 * (d - dl);
-        o->send_bytes_per_tok += nl * (stats * (uint64_t)(p->tp - 1) + gathers + rs);
-        o->messages_per_tok += (uint32_t)(nl * 6);
+}
+
+/* ---- collectives ---- */
+
+static uint64_t ceil_div(uint64_t a, uint64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* Per token: the statistics blocks of one norm over the group (absmax + chunk sums of each
+ * rank), summed over ranks; ranks' chunk counts from the plan. */
+static uint64_t stats_all(const struct br_plan *p, int what)
+{
+    const struct br_model_config *c = &p->cfg;
+    int32_t g = c->n_head / c->n_head_kv;
+    uint64_t s = 0;
+    for (int32_t r = 0; r < p->tp; r++) {
+        const struct br_part *q = &p->parts[r];
+        uint64_t ch = what == 0   ? ceil_div((uint64_t)(q->d1 - q->d0), BR_CHUNK)
+                      : what == 1 ? (uint64_t)(q->kv1 - q->kv0) * (uint64_t)g
+                                  : ceil_div((uint64_t)(q->ff1 - q->ff0), BR_CHUNK);
+        s += 4 * (1 + ch);
     }
-    if (!p->last_stage) {
-        o->send_bytes_per_tok += 4 * dl; /* residual slice to the next stage */
-        o->messages_per_tok += 1;
+    return s;
+}
+
+int br_plan_layer_colls(const struct br_plan *p, int64_t n, struct br_coll *o)
+{
+    if (p->tp < 2) return 0;
+    const struct br_model_config *c = &p->cfg;
+    uint64_t N = (uint64_t)n, d = (uint64_t)c->n_embd;
+    if (p->layout == BR_LAYOUT_REPLICATED) {
+        /* the packed statistics: absmax and every chunk sum of the group, per token */
+        uint64_t head_ch = 4 * (1 + (uint64_t)c->n_head);
+        uint64_t ff_ch = 4 * (1 + ceil_div((uint64_t)c->n_ff, BR_CHUNK));
+        o[0] = (struct br_coll){BR_COLL_ALLREDUCE_MAX, N * head_ch, "attn sub-norm statistics"};
+        o[1] = (struct br_coll){BR_COLL_ALLREDUCE_I32, N * 4 * d, "O partial sums"};
+        o[2] = (struct br_coll){BR_COLL_ALLREDUCE_MAX, N * ff_ch, "FFN sub-norm statistics"};
+        o[3] = (struct br_coll){BR_COLL_ALLREDUCE_I32, N * 4 * d, "down partial sums"};
+        return 4;
     }
+    uint64_t res = N * stats_all(p, 0);
+    o[0] = (struct br_coll){BR_COLL_ALLGATHER, res, "attn norm statistics"};
+    o[1] = (struct br_coll){BR_COLL_ALLGATHER, N * d, "attn norm int8"};
+    o[2] = (struct br_coll){BR_COLL_ALLGATHER, N * stats_all(p, 1), "attn sub-norm statistics"};
+    o[3] = (struct br_coll){BR_COLL_REDUCE_SCATTER, N * 4 * d, "O partial sums"};
+    o[4] = (struct br_coll){BR_COLL_ALLGATHER, res, "FFN norm statistics"};
+    o[5] = (struct br_coll){BR_COLL_ALLGATHER, N * d, "FFN norm int8"};
+    o[6] = (struct br_coll){BR_COLL_ALLGATHER, N * stats_all(p, 2), "FFN sub-norm statistics"};
+    o[7] = (struct br_coll){BR_COLL_REDUCE_SCATTER, N * 4 * d, "down partial sums"};
+    return 8;
+}
+
+int br_plan_head_colls(const struct br_plan *p, int64_t n, struct br_coll *o)
+{
+    if (p->tp < 2 || p->layout == BR_LAYOUT_REPLICATED) return 0;
+    uint64_t N = (uint64_t)n;
+    /* chunk sums only (no absmax), then the normalized float slices */
+    o[0] = (struct br_coll){BR_COLL_ALLGATHER, N * (stats_all(p, 0) - 4 * (uint64_t)p->tp),
+                            "final norm statistics"};
+    o[1] =
+        (struct br_coll){BR_COLL_ALLGATHER, N * 4 * (uint64_t)p->cfg.n_embd, "final norm slices"};
+    return 2;
+}
+
+const char *br_coll_kind_name(int kind)
+{
+    switch (kind) {
+    case BR_COLL_ALLGATHER:
+        return "all-gather";
+    case BR_COLL_REDUCE_SCATTER:
+        return "reduce-scatter i32";
+    case BR_COLL_ALLREDUCE_I32:
+        return "all-reduce i32 sum";
+    case BR_COLL_ALLREDUCE_MAX:
+        return "all-reduce f32 max";
+    default:
+        return "?";
+    }
+}
+
+double br_coll_time(int kind, int32_t T, double bytes, double a, double bw)
+{
+    if (T <= 1) return 0.0;
+    double rounds = ceil(log2((double)T)), part = (T - 1) * (bytes / T) / bw;
+    if (kind == BR_COLL_ALLGATHER || kind == BR_COLL_REDUCE_SCATTER) return rounds * a + part;
+    double doubling = rounds * (a + bytes / bw), rabenseifner = 2 * rounds * a + 2 * part;
+    return doubling < rabenseifner ? doubling : rabenseifner;
+}
+
+int br_plan_choose_layout(const struct br_model_config *c, int32_t tp, int32_t batch, double gbit,
+                          double alpha_us)
+{
+    double t[2] = {0, 0};
+    for (int l = 0; l < 2; l++) {
+        struct br_plan *p = NULL;
+        struct br_err err;
+        if (br_plan_create_layout(c, tp, 1, l, &p, &err)) return BR_LAYOUT_REPLICATED;
+        struct br_coll k[BR_PLAN_MAX_COLLS];
+        int n = br_plan_layer_colls(p, batch, k);
+        for (int i = 0; i < n; i++)
+            t[l] +=
+                br_coll_time(k[i].kind, tp, (double)k[i].bytes, alpha_us * 1e-6, gbit * 1e9 / 8);
+        br_plan_destroy(&p);
+    }
+    return t[BR_LAYOUT_SHARDED] < t[BR_LAYOUT_REPLICATED] ? BR_LAYOUT_SHARDED
+                                                          : BR_LAYOUT_REPLICATED;
+}
+
+/* What this rank sends for one collective (worker/comm.h's count). */
+static uint64_t coll_sent(const struct br_plan *p, const struct br_part *q, const struct br_coll *k,
+                          int64_t n, int index, int head)
+{
+    uint64_t tp1 = (uint64_t)(p->tp - 1), N = (uint64_t)n;
+    uint64_t d = (uint64_t)p->cfg.n_embd, dl = (uint64_t)(q->d1 - q->d0);
+    int32_t g = p->cfg.n_head / p->cfg.n_head_kv;
+    switch (k->kind) {
+    case BR_COLL_ALLREDUCE_I32:
+    case BR_COLL_ALLREDUCE_MAX:
+        return k->bytes; /* the buffer once (worker/comm.h) */
+    case BR_COLL_REDUCE_SCATTER:
+        return N * 4 * (d - dl);
+    default:
+        break;
+    }
+    /* all-gathers: this rank's block times the others */
+    uint64_t own;
+    if (head)
+        own = index == 0 ? 4 * ceil_div(dl, BR_CHUNK) : 4 * dl;
+    else if (index == 1 || index == 5)
+        own = dl; /* int8 slice */
+    else if (index == 2)
+        own = 4 * (1 + (uint64_t)(q->kv1 - q->kv0) * (uint64_t)g);
+    else if (index == 6)
+        own = 4 * (1 + ceil_div((uint64_t)(q->ff1 - q->ff0), BR_CHUNK));
+    else
+        own = 4 * (1 + ceil_div(dl, BR_CHUNK));
+    return N * own * tp1;
 }
 
 void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uint64_t steps,
                      uint64_t rows, uint64_t row_steps, int32_t max_batch, int top1,
                      uint64_t *bytes, uint64_t *messages)
 {
-    const struct br_model_config *c = &p->cfg;
     const struct br_part *q = &p->parts[rank];
-    int32_t g = c->n_head / c->n_head_kv;
     uint64_t tp1 = (uint64_t)(p->tp - 1), nl = (uint64_t)(q->layer1 - q->layer0);
-    uint64_t dl = (uint64_t)(q->d1 - q->d0), d = (uint64_t)c->n_embd;
-    uint64_t dch = (dl + BR_CHUNK - 1) / BR_CHUNK;
-    uint64_t ffch = ((uint64_t)(q->ff1 - q->ff0) + BR_CHUNK - 1) / BR_CHUNK;
-    uint64_t qhl = (uint64_t)(q->kv1 - q->kv0) * (uint64_t)g;
+    uint64_t dl = (uint64_t)(q->d1 - q->d0);
     uint64_t desc = 4 * (4 + 5 * (uint64_t)max_batch);
     uint64_t b = 0, m = 0;
     if (p->tp > 1) {
-        /* per layer and token: two residual norms (statistics + int8 slice), two sub-norm
-         * statistics, two int32 reduce-scatters; per layer and step: 8 collectives */
-        uint64_t per_tok = 2 * (4 * (1 + dch) + dl) * tp1 + 4 * (1 + qhl) * tp1 +
-                           4 * (1 + ffch) * tp1 + 2 * 4 * (d - dl);
-        b += nl * tokens * per_tok;
-        m += nl * steps * 8;
+        /* every size is linear in the tokens: per token, summed over the layer's calls */
+        struct br_coll k[BR_PLAN_MAX_COLLS];
+        int n = br_plan_layer_colls(p, 1, k);
+        for (int i = 0; i < n; i++) b += nl * tokens * coll_sent(p, q, &k[i], 1, i, 0);
+        m += nl * steps * (uint64_t)n;
         if (q->last_stage && rows > 0) {
-            /* final norm: chunk sums and the normalized slice */
-            b += rows * (4 * dch + 4 * dl) * tp1;
-            m += 2 * row_steps;
+            n = br_plan_head_colls(p, 1, k);
+            for (int i = 0; i < n; i++) b += rows * coll_sent(p, q, &k[i], 1, i, 1);
+            m += (uint64_t)n * row_steps;
         }
         if (q->first_stage && q->tp_rank == 0) {
             b += (steps + 1) * desc * tp1; /* the step broadcasts and the stop */
@@ -228,9 +388,10 @@ int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
     int over = 0;
     int eb = c->embd_type == 0 ? 4 : 2, hb = c->head_type == 0 ? 4 : 2;
     fprintf(f,
-            "plan: tp %d x pp %d = %d ranks; %s d %d, %d layers, %d/%d heads, ffn %d, vocab %d\n",
-            p->tp, p->pp, p->tp * p->pp, c->arch_name, c->n_embd, c->n_layer, c->n_head,
-            c->n_head_kv, c->n_ff, c->n_vocab);
+            "plan: tp %d x pp %d = %d ranks, %s residual; %s d %d, %d layers, %d/%d heads, ffn "
+            "%d, vocab %d\n",
+            p->tp, p->pp, p->tp * p->pp, br_layout_name(p->layout), c->arch_name, c->n_embd,
+            c->n_layer, c->n_head, c->n_head_kv, c->n_ff, c->n_vocab);
     fprintf(f, "%5s %5s %9s %9s %11s %11s %12s %11s %12s %10s\n", "rank", "stage", "layers",
             "kv heads", "ffn rows", "hidden", "weights MiB", "KV MiB/1k", "decode B/tok",
             "msgs/tok");
@@ -243,8 +404,7 @@ int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
          * batch limit included) */
         uint64_t tb, tm;
         br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, 1, &tb, &tm);
-        cost.send_bytes_per_tok = tb / 1000;
-        cost.messages_per_tok = (uint32_t)(tm / 1000);
+
         char layers[32], heads[32], ff[32], hid[32];
         snprintf(layers, sizeof layers, "%d-%d", q->layer0, q->layer1 - 1);
         snprintf(heads, sizeof heads, "%d-%d", q->kv0, q->kv1 - 1);
@@ -254,8 +414,7 @@ int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
         over += bad;
         fprintf(f, "%5d %5d %9s %9s %11s %11s %12.1f %11.1f %12llu %10u%s\n", r, q->pp_rank, layers,
                 heads, ff, hid, mib(cost.weight_bytes), mib(cost.kv_bytes_per_1k),
-                (unsigned long long)cost.send_bytes_per_tok, cost.messages_per_tok,
-                bad ? "  OVER" : "");
+                (unsigned long long)(tb / 1000), (unsigned)(tm / 1000), bad ? "  OVER" : "");
         if (cost.weight_bytes > maxw) maxw = cost.weight_bytes;
         if (cost.weight_bytes < minw) minw = cost.weight_bytes;
     }

@@ -2,10 +2,21 @@
  * The TP x PP plan: which layers, heads, FFN rows, residual columns and vocabulary rows
  * each rank owns (docs/ARCHITECTURE.md, "Tensor parallelism" and "Pipeline parallelism").
  *
+ * Two ways to hold the residual stream inside a TP group (enum br_layout):
+ *  - replicated: every rank holds all d columns and computes both residual norms itself;
+ *    per layer the group exchanges the two sub-norms' statistics (one max-all-reduce each)
+ *    and the O and down partial sums (one int32 sum-all-reduce each): 4 collectives;
+ *  - sharded: rank r holds residual columns [d0, d1) in whole 256-element chunks; per layer
+ *    the norm statistics and the int8 slices are all-gathered and the partial sums
+ *    reduce-scattered: 8 collectives, fewer bytes (int8 where replicated sends int32).
+ * Few bytes per token (decode) are latency-bound and favour replicated; many tokens per
+ * step on a slow link favour sharded. br_plan_choose_layout compares the two with the
+ * alpha-beta costs below; docs/SCALING.md gives the crossover.
+ *
  * Rules that keep every layout bit-identical to one process:
- *  - the residual stream of width d is split in whole 256-element chunks (the canonical
- *    reduction chunk), contiguous and in rank order; the last rank may end mid-chunk only
- *    where d itself does;
+ *  - sharded: the residual stream of width d is split in whole 256-element chunks (the
+ *    canonical reduction chunk), contiguous and in rank order; the last rank may end
+ *    mid-chunk only where d itself does;
  *  - attention is split by whole KV-head groups (a KV head and the query heads using it);
  *  - FFN rows are split in whole 256-row chunks;
  *  - the head is split by vocabulary rows in whole 256-row chunks;
@@ -22,6 +33,9 @@
 #include "bitrack/status.h"
 #include "sharding/config.h"
 
+/* Ranks per TP group at most (the engine keeps per-rank arrays of this size). */
+#define BR_PLAN_MAX_TP 64
+
 struct br_part {
     int32_t tp, pp, tp_rank, pp_rank; /* world rank = pp_rank * tp + tp_rank */
     int32_t layer0, layer1;           /* layers [layer0, layer1) */
@@ -32,16 +46,63 @@ struct br_part {
     int first_stage, last_stage;
 };
 
+enum br_layout { BR_LAYOUT_REPLICATED = 0, BR_LAYOUT_SHARDED = 1 };
+
+/* "replicated" / "sharded" */
+const char *br_layout_name(int layout);
+/* "replicated", "sharded" or "auto" (BR_LAYOUT_AUTO: br_plan_choose_layout decides); -2
+ * for anything else. */
+#define BR_LAYOUT_AUTO (-1)
+int br_layout_parse(const char *s);
+/* The layout a part belongs to: sharded when it holds part of the residual. */
+int br_part_layout(const struct br_model_config *c, const struct br_part *p);
+
 struct br_plan {
     struct br_model_config cfg;
     int32_t tp, pp;
+    int32_t layout;
     struct br_part *parts; /* (tp * pp,) in world-rank order */
 };
 
 /* Builds the plan; BR_E_INVALID with a message when the model cannot be split so (more
- * TP ranks than KV heads or 256-chunks, more stages than layers). */
+ * TP ranks than KV heads, FFN or vocabulary 256-chunks, or, sharded, hidden 256-chunks;
+ * more stages than layers). br_plan_create is the replicated layout. */
+int br_plan_create_layout(const struct br_model_config *c, int32_t tp, int32_t pp, int layout,
+                          struct br_plan **out, struct br_err *err);
 int br_plan_create(const struct br_model_config *c, int32_t tp, int32_t pp, struct br_plan **out,
                    struct br_err *err);
+
+/* The collectives of one TP group (worker/engine.c issues exactly these, in this order):
+ * per layer for a step of n tokens, or for the head's final norm over n rows. bytes: an
+ * all-gather's or reduce-scatter's blocks of every rank together, an all-reduce's buffer. */
+enum br_coll_kind {
+    BR_COLL_ALLGATHER,
+    BR_COLL_REDUCE_SCATTER,
+    BR_COLL_ALLREDUCE_I32,
+    BR_COLL_ALLREDUCE_MAX,
+};
+struct br_coll {
+    int kind;
+    uint64_t bytes;
+    const char *what;
+};
+#define BR_PLAN_MAX_COLLS 8
+/* Fills out (BR_PLAN_MAX_COLLS) and returns the count; 0 for TP 1. */
+int br_plan_layer_colls(const struct br_plan *p, int64_t n, struct br_coll *out);
+int br_plan_head_colls(const struct br_plan *p, int64_t n, struct br_coll *out);
+const char *br_coll_kind_name(int kind);
+
+/* Alpha-beta time of one collective over T ranks (a: one-way time of a message, bw:
+ * bytes/s). All-gather and reduce-scatter (recursive doubling / halving):
+ * ceil(log2 T) a + (T-1)/T M/bw. All-reduce: the cheaper of recursive doubling,
+ * ceil(log2 T) (a + M/bw), and reduce-scatter + all-gather (Rabenseifner),
+ * 2 ceil(log2 T) a + 2 (T-1)/T M/bw. */
+double br_coll_time(int kind, int32_t T, double bytes, double a, double bw);
+
+/* The layout whose collectives cost less per layer for steps of `batch` tokens over a
+ * link of gbit Gbit/s and alpha_us one-way; replicated where sharded cannot split. */
+int br_plan_choose_layout(const struct br_model_config *c, int32_t tp, int32_t batch, double gbit,
+                          double alpha_us);
 void br_plan_destroy(struct br_plan **p);
 
 /* The single-process part: everything. */
@@ -49,10 +110,8 @@ void br_part_whole(const struct br_model_config *c, struct br_part *p);
 
 /* Per-rank estimates (bytes). */
 struct br_part_cost {
-    uint64_t weight_bytes;       /* packed ternary + norms + embedding/head slices */
-    uint64_t kv_bytes_per_1k;    /* f16 KV cache per 1000 tokens */
-    uint64_t send_bytes_per_tok; /* activations sent per token (collectives and p2p) */
-    uint32_t messages_per_tok;   /* collective or p2p operations per token */
+    uint64_t weight_bytes;    /* packed ternary + norms + embedding/head slices */
+    uint64_t kv_bytes_per_1k; /* f16 KV cache per 1000 tokens */
 };
 void br_part_cost(const struct br_model_config *c, const struct br_part *p, int embd_bytes_per_elem,
                   int head_bytes_per_elem, struct br_part_cost *out);
@@ -60,7 +119,8 @@ void br_part_cost(const struct br_model_config *c, const struct br_part *p, int 
 /* Exact traffic this rank sends for a run of `steps` forward steps covering `tokens`
  * tokens, `row_steps` of which return logits for `rows` rows in all, followed by the stop
  * message (top1: only the greedy choice travels back, 8 bytes a row), under the step protocol of
- * worker/step.c (descriptor of 4 + 5 * max_batch int32) and the collectives of worker/engine.c. */
+ * worker/step.c (descriptor of 4 + 5 * max_batch int32) and the collectives of worker/engine.c
+ * (br_plan_layer_colls; bytes counted as worker/comm.h counts them). */
 void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uint64_t steps,
                      uint64_t rows, uint64_t row_steps, int32_t max_batch, int top1,
                      uint64_t *bytes, uint64_t *messages);

@@ -234,7 +234,7 @@ int br_shard_open(const char *dir, int32_t tp, int32_t pp, int32_t rank, struct 
     cfg->head_type = info->head_type;
     cfg->weight_type = info->weight_type;
     cfg->tied_head = info->tied_head;
-    if ((rc = br_plan_create(cfg, tp, pp, &plan, err))) {
+    if ((rc = br_plan_create_layout(cfg, tp, pp, br_part_layout(cfg, &info->part), &plan, err))) {
         br_err_prefix(err, BR_E_MISMATCH, "%s", path);
         rc = BR_E_MISMATCH;
         goto fail;

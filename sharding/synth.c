@@ -332,6 +332,17 @@ static int resolve(const struct br_synth_opts *o, struct shape *s, const struct 
     return BR_OK;
 }
 
+int br_synth_shape(const struct br_synth_opts *o, struct br_model_config *out, struct br_err *err)
+{
+    struct shape s;
+    const struct preset *p;
+    int rc = resolve(o, &s, &p, err);
+    if (rc) return rc;
+    *out = s.c;
+    out->tied_head = s.tied;
+    return BR_OK;
+}
+
 /* File type codes as the converters write them. */
 static uint32_t file_type_of(uint32_t wt)
 {

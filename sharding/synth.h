@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "bitrack/status.h"
+#include "sharding/config.h"
 
 struct br_synth_opts {
     const char *preset;   /* tiny, 2b-4t, large, llama3-8b, 100b */
@@ -37,6 +38,10 @@ void br_synth_opts_default(struct br_synth_opts *o);
 
 /* Names of the presets, NULL-terminated. */
 extern const char *const br_synth_presets[];
+
+/* The shapes (struct br_model_config) the model o describes would have, without writing
+ * it: what a plan of it needs. */
+int br_synth_shape(const struct br_synth_opts *o, struct br_model_config *out, struct br_err *err);
 
 /* Writes the model to path, with a progress bar on a terminal. */
 int br_synth_write(const struct br_synth_opts *o, const char *path, struct br_err *err);

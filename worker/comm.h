@@ -4,7 +4,12 @@
  *
  * TP group: the ranks of one pipeline stage, in tp_rank order. Pipeline: the same tp_rank
  * in the previous and next stage. Every operation counts the bytes and messages this rank
- * sends (struct br_comm_stats), so measured traffic can be checked against the plan.
+ * sends (struct br_comm_stats), so measured traffic can be checked against the plan: one
+ * message per operation (per call on the sending side for point to point, on the root for
+ * a broadcast), and as bytes what this rank's data costs its peers: its block times the
+ * other ranks for an all-gather or broadcast, the other ranks' blocks for a
+ * reduce-scatter, the buffer once for an all-reduce (what each rank puts on the wire with
+ * two ranks; a bandwidth-optimal all-reduce sends 2 (T-1)/T of it).
  */
 #ifndef BR_WORKER_COMM_H
 #define BR_WORKER_COMM_H
@@ -28,6 +33,12 @@ struct br_comm_ops {
      * summed values. Exact (integers). */
     int (*reduce_scatter_i32)(struct br_comm *c, const int32_t *send, int32_t *recv,
                               const int *counts);
+    /* Sum-all-reduce of n int32 values within the TP group, in place. Exact (integers). */
+    int (*allreduce_i32)(struct br_comm *c, int32_t *buf, int n);
+    /* Max-all-reduce of n floats within the TP group, in place. Exact in any order: the
+     * engine packs non-negative statistics so that each slot is written by one rank and
+     * is 0 on the others, so the maximum is that rank's value, bit for bit. */
+    int (*allreduce_max_f32)(struct br_comm *c, float *buf, int n);
     /* Point to point along the pipeline (same tp_rank): to the next stage / from the
      * previous stage. */
     int (*send_next)(struct br_comm *c, const void *buf, size_t bytes);

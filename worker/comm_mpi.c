@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +54,8 @@ struct mpi_impl {
     int failed;           /* an operation failed: the job is ending, later waits fail at once */
     MPI_Request lost_req; /* ranks != 0: the posted receive of rank 0's report */
     char lost_msg[256];
+    double delay_s; /* emulated one-way link delay (BITRACK_EMULATED_DELAY_US), 0: none */
+    int rounds;     /* message rounds of a collective of the TP group: ceil(log2 tp) */
     /* the idle doorbell (br_comm_mpi_doorbell): a UDP socket; rank 0 sends every other
      * rank a datagram when a step starts after a pause, the others sleep in poll() on it
      * while they wait for a step */
@@ -61,6 +64,24 @@ struct mpi_impl {
     int nb_bcast;                /* broadcasts are non-blocking and waited like the rest */
     double last_ring, woken;
 };
+
+/* An emulated link delay (launch/netns-cluster sets BITRACK_EMULATED_DELAY_US where the
+ * kernel cannot delay packets): each completed receive, and each round of a collective,
+ * costs the delay more, spent polling the clock and yielding the core (a sleep this short
+ * overshoots by tens of us). */
+static void emulate_delay(const struct br_comm *c, int rounds)
+{
+    const struct mpi_impl *m = c->impl;
+    if (m->delay_s <= 0 || rounds <= 0) return;
+    double until = br_now() + m->delay_s * rounds;
+    while (br_now() < until) sched_yield(); /* the kernel threads moving packets may need it */
+}
+
+static int collective_done(const struct br_comm *c, int rc)
+{
+    if (rc == MPI_SUCCESS) emulate_delay(c, ((const struct mpi_impl *)c->impl)->rounds);
+    return rc;
+}
 
 static struct mpi_impl *impl(const struct br_comm *c)
 {
@@ -257,8 +278,8 @@ static int op_allgather(struct br_comm *c, const void *send, void *recv, const i
 {
     c->stats.bytes_sent += (uint64_t)counts[c->tp_rank] * (uint64_t)(c->tp - 1);
     c->stats.messages++;
-    return mpi_status(MPI_Allgatherv(send, counts[c->tp_rank], MPI_BYTE, recv, counts, displs,
-                                     MPI_BYTE, impl(c)->stage));
+    return mpi_status(collective_done(c, MPI_Allgatherv(send, counts[c->tp_rank], MPI_BYTE, recv,
+                                                        counts, displs, MPI_BYTE, impl(c)->stage)));
 }
 
 static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t *recv,
@@ -268,7 +289,24 @@ static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t
     for (int r = 0; r < c->tp; r++) total += (uint64_t)counts[r];
     c->stats.bytes_sent += 4 * (total - (uint64_t)counts[c->tp_rank]);
     c->stats.messages++;
-    return mpi_status(MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, impl(c)->stage));
+    return mpi_status(collective_done(
+        c, MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, impl(c)->stage)));
+}
+
+static int op_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
+{
+    c->stats.bytes_sent += 4 * (uint64_t)n;
+    c->stats.messages++;
+    return mpi_status(collective_done(
+        c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_INT32_T, MPI_SUM, impl(c)->stage)));
+}
+
+static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
+{
+    c->stats.bytes_sent += 4 * (uint64_t)n;
+    c->stats.messages++;
+    return mpi_status(collective_done(
+        c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_MAX, impl(c)->stage)));
 }
 
 /* Rank 0, as a step starts: wakes the ranks sleeping on the doorbell, unless it rang in
@@ -304,7 +342,9 @@ static int op_recv_prev(struct br_comm *c, void *buf, size_t bytes)
     MPI_Request req;
     if (MPI_Irecv(buf, (int)bytes, MPI_BYTE, src, TAG_PIPE, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
         return lost(c, "receiving from rank %d failed", src);
-    return wait_req(c, &req, src, "receiving from");
+    int rc = wait_req(c, &req, src, "receiving from");
+    if (!rc) emulate_delay(c, 1);
+    return rc;
 }
 
 static int op_send_root(struct br_comm *c, const void *buf, size_t bytes, void **pending)
@@ -339,7 +379,9 @@ static int op_recv_from(struct br_comm *c, int world_rank, void *buf, size_t byt
     if (MPI_Irecv(buf, (int)bytes, MPI_BYTE, world_rank, TAG_ROOT, MPI_COMM_WORLD, &req) !=
         MPI_SUCCESS)
         return lost(c, "receiving from rank %d failed", world_rank);
-    return wait_req(c, &req, world_rank, "receiving results from");
+    int rc = wait_req(c, &req, world_rank, "receiving results from");
+    if (!rc) emulate_delay(c, 1);
+    return rc;
 }
 
 static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
@@ -350,19 +392,33 @@ static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
         c->stats.bytes_sent += bytes * (uint64_t)(c->tp - 1);
         c->stats.messages++;
     }
-    if (!m->nb_bcast) return mpi_status(MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, m->stage));
+    if (!m->nb_bcast) {
+        int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, m->stage);
+        /* the root's send returns at once; the others receive it a delay later */
+        return mpi_status(c->tp_rank == 0 ? rc : collective_done(c, rc));
+    }
     /* every rank of the stage made the same choice (br_comm_mpi_doorbell is collective):
      * a non-blocking broadcast matches only non-blocking ones */
     MPI_Request req;
     if (MPI_Ibcast(buf, (int)bytes, MPI_BYTE, 0, m->stage, &req) != MPI_SUCCESS)
         return lost(c, "a broadcast in stage %d failed", c->pp_rank);
-    return wait_req(c, &req, c->tp_rank == 0 ? -1 : c->world_rank - c->tp_rank,
-                    "broadcasting the step with");
+    int rc = wait_req(c, &req, c->tp_rank == 0 ? -1 : c->world_rank - c->tp_rank,
+                      "broadcasting the step with");
+    if (!rc && c->tp_rank != 0) emulate_delay(c, m->rounds);
+    return rc;
 }
 
 static const struct br_comm_ops mpi_ops = {
-    op_allgather, op_reduce_scatter_i32, op_send_next, op_recv_prev,
-    op_send_root, op_wait_root,          op_recv_from, op_bcast,
+    .allgather = op_allgather,
+    .reduce_scatter_i32 = op_reduce_scatter_i32,
+    .allreduce_i32 = op_allreduce_i32,
+    .allreduce_max_f32 = op_allreduce_max_f32,
+    .send_next = op_send_next,
+    .recv_prev = op_recv_prev,
+    .send_root = op_send_root,
+    .wait_root = op_wait_root,
+    .recv_from = op_recv_from,
+    .bcast = op_bcast,
 };
 
 /* This process's pid, host and pid namespace (struct peer). */
@@ -403,6 +459,11 @@ int br_comm_mpi_launched(void)
     int up = 0;
     MPI_Initialized(&up);
     return up || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+}
+
+double br_comm_mpi_link_delay_us(const struct br_comm *c)
+{
+    return impl(c)->delay_s * 1e6;
 }
 
 int br_comm_mpi_world_size(void)
@@ -462,6 +523,13 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_set_errhandler(m->stage, MPI_ERRORS_RETURN);
     m->lost_req = MPI_REQUEST_NULL;
+    for (int t = 1; t < tp; t *= 2) m->rounds++;
+    const char *delay = getenv("BITRACK_EMULATED_DELAY_US");
+    if (delay && *delay) {
+        char *end;
+        double us = strtod(delay, &end);
+        if (end != delay && !*end && us >= 0 && us <= 1e6) m->delay_s = us * 1e-6;
+    }
     m->bell_fd = -1;
     m->peers = calloc((size_t)size, sizeof *m->peers);
     struct peer me;

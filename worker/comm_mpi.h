@@ -2,6 +2,10 @@
  * MPI transport for struct br_comm (worker/comm.h). Rank r of the world is stage
  * r / tp, TP rank r % tp, so a TP group is contiguous in rank order (mpirun places
  * consecutive ranks together). The calling thread must be the only one using MPI.
+ *
+ * BITRACK_EMULATED_DELAY_US=N (set by launch/netns-cluster where the kernel has no netem)
+ * emulates N us of one-way link delay: every receive, and every one of a collective's
+ * ceil(log2 tp) message rounds, completes N us later (polling the clock, yielding).
  */
 #ifndef BR_WORKER_COMM_MPI_H
 #define BR_WORKER_COMM_MPI_H
@@ -72,6 +76,9 @@ int br_comm_mpi_dead_rank(const struct br_comm *c, char *why, size_t n);
 /* Names (into out, n bytes) the other ranks of this rank's TP group, those a blocked
  * collective waits on: "rank 1 (pid 42 on node2 [10.0.0.2])". Any thread may call it. */
 void br_comm_mpi_name_group(const struct br_comm *c, char *out, size_t n);
+
+/* The emulated one-way link delay in us (BITRACK_EMULATED_DELAY_US), 0 when none. */
+double br_comm_mpi_link_delay_us(const struct br_comm *c);
 
 /* World size of an initialized MPI (1 when not launched by mpirun). */
 int br_comm_mpi_world_size(void);

@@ -2,15 +2,25 @@
  * Forward pass of one part of the model (see engine.h, docs/FORMATS.md §4, and
  * docs/ARCHITECTURE.md, "Tensor parallelism").
  *
- * Per layer, for a batch of T tokens, on a rank holding residual columns [d0, d1), KV
- * heads [kv0, kv1) (and their query heads) and FFN rows [ff0, ff1):
- *   attn_norm statistics of its residual slice -> all-gather -> int8 slice -> all-gather
- *   Q/K/V of its heads from the full int8 input; RoPE; f16 KV cache; attention
- *   attn_sub_norm statistics per head -> all-gather -> int8 of its heads' outputs
- *   O partial sums over its columns (all d rows) -> int32 reduce-scatter -> residual slice
+ * Per layer, for a batch of T tokens, on a rank holding KV heads [kv0, kv1) (and their
+ * query heads) and FFN rows [ff0, ff1), in one of the plan's two layouts (sharding/plan.h):
+ *
+ * replicated residual (every rank holds all d columns), 4 collectives:
+ *   attn_norm of the whole residual, here -> int8 -> Q/K/V of its heads; RoPE; f16 KV
+ *   cache; attention
+ *   attn_sub_norm: absmax and per-head sums of squares packed per token, each slot written
+ *     by its owner and 0 elsewhere -> max-all-reduce (exact) -> int8 of its heads' outputs
+ *   O partial sums over its columns (all d rows) -> int32 sum-all-reduce -> residual
  *   ffn_norm as attn_norm; gate/up of its FFN rows; act(g) * u
- *   ffn_sub_norm statistics -> all-gather -> int8 -> down partial sums -> reduce-scatter
- * With one rank the collectives are copies and the code is the single-process reference.
+ *   ffn_sub_norm statistics as attn_sub_norm (per 256-chunk) -> down partial sums ->
+ *     all-reduce
+ * sharded residual (rank holds columns [d0, d1)), 8 collectives:
+ *   attn_norm statistics of its slice -> all-gather -> int8 slice -> all-gather; the rest
+ *   as above, but sub-norm statistics all-gathered and the partial sums reduce-scattered
+ *   to each rank's slice.
+ * Statistics are always summed in chunk order (rank order = chunk order), and integer
+ * partial sums are exact, so every layout gives the single-process bits. With one rank the
+ * collectives are copies and the code is the single-process reference.
  *
  * Work inside a rank is split over output rows (projections, head) and heads (attention),
  * never over a reduction, so results do not depend on the thread count.
@@ -50,6 +60,8 @@ struct br_engine {
     struct br_pool *pool;
     struct br_comm *comm;
     int tp, tp_rank;
+    int repl;  /* TP > 1 with the residual replicated (BR_LAYOUT_REPLICATED) */
+    int whole; /* the residual is whole here: one rank, or replicated */
     int32_t n_ctx, max_batch, n_seq;
     /* local sizes */
     int32_t g;           /* query heads per KV head */
@@ -143,6 +155,12 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     e->comm = o ? o->comm : NULL;
     e->tp = p->tp;
     e->tp_rank = p->tp_rank;
+    e->repl = e->tp > 1 && br_part_layout(c, p) == BR_LAYOUT_REPLICATED;
+    e->whole = e->tp == 1 || e->repl;
+    if (e->tp > BR_PLAN_MAX_TP) {
+        free(e);
+        return br_err_set(err, BR_E_UNSUPPORTED, "TP %d exceeds %d", p->tp, BR_PLAN_MAX_TP);
+    }
     if ((e->tp > 1 || p->pp > 1) && !e->comm) {
         free(e);
         return br_err_set(err, BR_E_INVALID, "a part of a %dx%d plan needs a communicator", p->tp,
@@ -175,7 +193,7 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
             (struct group_dims){p->d0, e->dl, p->ff0, e->ffl, p->kv0 * e->g, e->qhl, 0, c->n_vocab};
     } else {
         struct br_plan *plan = NULL;
-        int rc = br_plan_create(c, p->tp, p->pp, &plan, err);
+        int rc = br_plan_create_layout(c, p->tp, p->pp, br_part_layout(c, p), &plan, err);
         if (rc) {
             br_engine_destroy(&e);
             return rc;
@@ -388,29 +406,36 @@ static int gather_blocks(struct br_engine *e, const void *mine, size_t elem,
 struct normq_job {
     const float *x, *g;
     int32_t n_local, n_total, chunk, T;
+    int nranks;                          /* statistics blocks to combine: tp, or 1 */
     const int32_t *chunks_per_rank, *pr; /* pr[r] = 1 + chunks_per_rank[r] */
     int normed;
     int8_t *q;
-    size_t npad, stride;
-    const float *gs; /* the group's statistics: e->gstats, or e->stats when alone */
+    size_t npad, stride; /* stride: this rank's statistics per token in e->stats */
+    size_t own_off;      /* where its chunk sums start after the absmax (packed: its offset) */
+    const float *gs;     /* the group's statistics: e->gstats, or e->stats */
 };
 
-/* Token t's local statistics: absmax, then its chunk sums, at e->stats + t * stride. */
+/* Token t's local statistics: absmax, then its chunk sums, at e->stats + t * stride;
+ * packed, the other ranks' slots of the token are zeros. */
 static void normq_stats_tok(struct br_engine *e, void *ctx, int32_t t)
 {
     const struct normq_job *j = ctx;
-    e->stats[(size_t)t * j->stride] =
-        br_normq_stats(j->x + (size_t)t * j->n_local, j->g, (size_t)j->n_local, (size_t)j->chunk,
-                       e->stats + (size_t)t * j->stride + 1);
+    float *st = e->stats + (size_t)t * j->stride;
+    if (j->own_off) memset(st + 1, 0, j->own_off * sizeof *st);
+    int32_t own = (int32_t)chunks_of(j->n_local, j->chunk);
+    size_t tail = j->stride - 1 - j->own_off - (size_t)own;
+    if (tail) memset(st + 1 + j->own_off + own, 0, tail * sizeof *st);
+    st[0] = br_normq_stats(j->x + (size_t)t * j->n_local, j->g, (size_t)j->n_local,
+                           (size_t)j->chunk, st + 1 + j->own_off);
 }
 
-/* Token t's gathered statistics combined in rank (= chunk) order, then its quantization. */
+/* Token t's statistics combined in rank (= chunk) order, then its quantization. */
 static void normq_quant_tok(struct br_engine *e, void *ctx, int32_t t)
 {
     const struct normq_job *j = ctx;
     float absmax = 0.0f, ss = 0.0f;
     size_t off = 0;
-    for (int r = 0; r < e->tp; r++) {
+    for (int r = 0; r < j->nranks; r++) {
         const float *blk = j->gs + off + (size_t)t * (size_t)j->pr[r];
         if (blk[0] > absmax) absmax = blk[0];
         for (int32_t c = 0; c < j->chunks_per_rank[r]; c++) ss += blk[1 + c];
@@ -429,54 +454,76 @@ static void normq_both_tok(struct br_engine *e, void *ctx, int32_t t)
     normq_quant_tok(e, ctx, t);
 }
 
-/* Norm-and-quantize across the group (kernels/ops.h): x (T, n_local) with chunk sums over
- * `chunk`, statistics of every rank combined in rank (= chunk) order. Writes q (T, npad)
- * and e->qs (T,). chunks_per_rank[r] and n_total describe the group. Tokens are
- * independent, so they spread over the pool. */
+/* Norm-and-quantize (kernels/ops.h): x (T, n_local) with chunk sums over `chunk`. Writes
+ * q (T, npad) and e->qs (T,). group: the statistics span the TP group, chunks_per_rank[r]
+ * and n_total describing it (replicated layout: packed and max-all-reduced; sharded:
+ * all-gathered); else x is the whole vector. Tokens are independent, so they spread over
+ * the pool. */
 static int normq(struct br_engine *e, const float *x, const float *g, int32_t n_local,
-                 int32_t n_total, int32_t chunk, const int32_t *chunks_per_rank, int normed,
-                 int32_t T, int8_t *q, size_t npad)
+                 int32_t n_total, int32_t chunk, const int32_t *chunks_per_rank, int group,
+                 int normed, int32_t T, int8_t *q, size_t npad)
 {
-    int32_t per_rank[64];
-    if (e->tp > 64) return BR_E_UNSUPPORTED;
-    for (int r = 0; r < e->tp; r++) per_rank[r] = 1 + chunks_per_rank[r];
-    struct normq_job j = {x,
-                          g,
-                          n_local,
-                          n_total,
-                          chunk,
-                          T,
-                          chunks_per_rank,
-                          per_rank,
-                          normed,
-                          q,
-                          npad,
-                          (size_t)per_rank[e->tp_rank],
-                          e->gstats};
-    if (e->tp == 1) {
-        j.gs = e->stats;
+    int32_t per_rank[BR_PLAN_MAX_TP], all = 0, before = 0, packed = 0;
+    for (int r = 0; r < e->tp; r++) {
+        per_rank[r] = 1 + chunks_per_rank[r];
+        if (r < e->tp_rank) before += chunks_per_rank[r];
+        all += chunks_per_rank[r];
+    }
+    struct normq_job j = {.x = x,
+                          .g = g,
+                          .n_local = n_local,
+                          .n_total = n_total,
+                          .chunk = chunk,
+                          .T = T,
+                          .nranks = 1,
+                          .chunks_per_rank = chunks_per_rank + e->tp_rank,
+                          .pr = per_rank + e->tp_rank,
+                          .normed = normed,
+                          .q = q,
+                          .npad = npad,
+                          .stride = (size_t)per_rank[e->tp_rank],
+                          .own_off = 0,
+                          .gs = e->stats};
+    if (!group || e->tp == 1) {
         for_tokens(e, T, normq_both_tok, &j);
         return BR_OK;
     }
-    for_tokens(e, T, normq_stats_tok, &j);
-    int rc = gather_blocks(e, e->stats, sizeof(float), per_rank, T, e->gstats);
-    if (rc) return rc;
+    int rc;
+    if (e->repl) {
+        /* one slot per chunk of the group, each written by its owner, 0 elsewhere: the
+         * maximum over ranks is the owner's value, so the sums combine in chunk order */
+        packed = 1 + all;
+        j.stride = (size_t)packed;
+        j.own_off = (size_t)before;
+        j.chunks_per_rank = &all;
+        j.pr = &packed;
+        for_tokens(e, T, normq_stats_tok, &j);
+        if ((rc = e->comm->ops->allreduce_max_f32(e->comm, e->stats, T * packed))) return rc;
+    } else {
+        for_tokens(e, T, normq_stats_tok, &j);
+        if ((rc = gather_blocks(e, e->stats, sizeof(float), per_rank, T, e->gstats))) return rc;
+        j.nranks = e->tp;
+        j.chunks_per_rank = chunks_per_rank;
+        j.pr = per_rank;
+        j.gs = e->gstats;
+    }
     for_tokens(e, T, normq_quant_tok, &j);
     return BR_OK;
 }
 
-/* Residual norm + quantize, then the all-gather of int8 slices into e->q8 (T, kpad_d). */
+/* Residual norm + quantize into e->q8 (T, kpad_d): of the whole residual where it is here;
+ * sharded, of the slice, then the all-gather of the int8 slices. */
 static int residual_normq(struct br_engine *e, const float *g, int32_t T)
 {
     const struct br_model_config *c = &e->m->cfg;
-    int32_t cpr[64], sizes[64];
+    int32_t cpr[BR_PLAN_MAX_TP], sizes[BR_PLAN_MAX_TP];
     for (int r = 0; r < e->tp; r++) {
         cpr[r] = (int32_t)chunks_of(e->grp[r].dl, BR_CHUNK);
         sizes[r] = e->grp[r].dl;
     }
-    if (e->tp == 1)
-        return normq(e, e->x, g, e->dl, c->n_embd, BR_CHUNK, cpr, 1, T, e->q8, e->kpad_d);
-    int rc = normq(e, e->x, g, e->dl, c->n_embd, BR_CHUNK, cpr, 1, T, e->q8loc, (size_t)e->dl);
+    if (e->whole)
+        return normq(e, e->x, g, e->dl, c->n_embd, BR_CHUNK, cpr, 0, 1, T, e->q8, e->kpad_d);
+    int rc = normq(e, e->x, g, e->dl, c->n_embd, BR_CHUNK, cpr, 1, 1, T, e->q8loc, (size_t)e->dl);
     if (rc) return rc;
     int8_t *raw = e->gbuf_raw;
     if ((rc = gather_blocks(e, e->q8loc, 1, sizes, T, raw))) return rc;
@@ -562,7 +609,11 @@ static int project_add_residual(struct br_engine *e, const struct br_tmat *w, co
     int32_t d = e->m->cfg.n_embd, d0 = e->m->part.d0;
     const int32_t *sums = e->acc;
     size_t stride = (size_t)d;
-    if (e->tp > 1) {
+    int rc;
+    if (e->repl) {
+        /* every rank adds the group's sums to its whole residual */
+        if ((rc = e->comm->ops->allreduce_i32(e->comm, e->acc, T * d))) return rc;
+    } else {
         /* send blocks in rank order, each (T, dl_r) */
         size_t off = 0;
         for (int r = 0; r < e->tp; r++) {
@@ -574,8 +625,7 @@ static int project_add_residual(struct br_engine *e, const struct br_tmat *w, co
             e->counts[r] = T * e->grp[r].dl;
         }
         int32_t *recv = e->acc; /* acc is free again once rs holds the blocks */
-        int rc = e->comm->ops->reduce_scatter_i32(e->comm, e->rs, recv, e->counts);
-        if (rc) return rc;
+        if ((rc = e->comm->ops->reduce_scatter_i32(e->comm, e->rs, recv, e->counts))) return rc;
         sums = recv;
         stride = (size_t)e->dl;
         d0 = 0;
@@ -727,7 +777,7 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
     const struct br_model_config *c = &m->cfg;
     const struct br_part *p = &m->part;
     int32_t T = b->n;
-    int32_t cpr_head[64], cpr_ff[64];
+    int32_t cpr_head[BR_PLAN_MAX_TP], cpr_ff[BR_PLAN_MAX_TP];
     for (int r = 0; r < e->tp; r++) {
         cpr_head[r] = e->grp[r].qhl;
         cpr_ff[r] = (int32_t)chunks_of(e->grp[r].ffl, BR_CHUNK);
@@ -764,8 +814,9 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
             br_pool_run(e->pool, attn_group_task, &aj, e->kvl * e->attn_chunks);
         else
             br_pool_run(e->pool, attn_task, &aj, e->qhl);
-        if ((rc = normq(e, e->att, lw->attn_sub_norm, e->odl, c->n_head * c->head_dim_v,
-                        c->head_dim_v, cpr_head, lw->attn_sub_norm != NULL, T, e->q8, e->kpad_o)))
+        if ((rc =
+                 normq(e, e->att, lw->attn_sub_norm, e->odl, c->n_head * c->head_dim_v,
+                       c->head_dim_v, cpr_head, 1, lw->attn_sub_norm != NULL, T, e->q8, e->kpad_o)))
             goto comm_fail;
         if ((rc = project_add_residual(e, &lw->o, e->q8, e->kpad_o, T))) goto comm_fail;
 
@@ -774,7 +825,7 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         project(e, &lw->gate, e->q8, e->kpad_d, T, e->gbuf);
         project(e, &lw->up, e->q8, e->kpad_d, T, e->ubuf);
         for_tokens(e, T, act_mul_tok, NULL);
-        if ((rc = normq(e, e->gbuf, lw->ffn_sub_norm, e->ffl, c->n_ff, BR_CHUNK, cpr_ff,
+        if ((rc = normq(e, e->gbuf, lw->ffn_sub_norm, e->ffl, c->n_ff, BR_CHUNK, cpr_ff, 1,
                         lw->ffn_sub_norm != NULL, T, e->q8, e->kpad_f)))
             goto comm_fail;
         if ((rc = project_add_residual(e, &lw->down, e->q8, e->kpad_f, T))) goto comm_fail;
@@ -860,21 +911,27 @@ int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t 
     if (!m->part.last_stage) return br_err_set(err, BR_E_INVALID, "head on a non-last stage");
     if (n_rows <= 0) return BR_OK;
     int32_t d = c->n_embd;
-    /* final norm: chunk sums of the local slice, gathered, then the canonical rmsnorm */
+    /* final norm: chunk sums of the residual (sharded: of the slice, gathered), then the
+     * canonical rmsnorm */
     size_t ch = chunks_of(e->dl, BR_CHUNK);
     for (int32_t i = 0; i < n_rows; i++) {
         if (rows[i] < 0 || rows[i] >= b->n) return br_err_set(err, BR_E_RANGE, "bad head row");
         br_sumsq_chunks(e->x + (size_t)rows[i] * e->dl, (size_t)e->dl, e->stats + (size_t)i * ch);
     }
-    int32_t pr[64];
-    for (int r = 0; r < e->tp; r++) pr[r] = (int32_t)chunks_of(e->grp[r].dl, BR_CHUNK);
-    int rc = gather_blocks(e, e->stats, sizeof(float), pr, n_rows, e->gstats);
-    if (rc) return br_err_set(err, rc, "collective failed in the head");
+    int32_t pr[BR_PLAN_MAX_TP], nblk = e->whole ? 1 : e->tp;
+    const float *gs = e->stats;
+    pr[0] = (int32_t)ch;
+    if (!e->whole) {
+        for (int r = 0; r < e->tp; r++) pr[r] = (int32_t)chunks_of(e->grp[r].dl, BR_CHUNK);
+        int rc = gather_blocks(e, e->stats, sizeof(float), pr, n_rows, e->gstats);
+        if (rc) return br_err_set(err, rc, "collective failed in the head");
+        gs = e->gstats;
+    }
     for (int32_t i = 0; i < n_rows; i++) {
         float ss = 0.0f;
         size_t off = 0;
-        for (int r = 0; r < e->tp; r++) {
-            for (int32_t k = 0; k < pr[r]; k++) ss += e->gstats[off + (size_t)i * pr[r] + k];
+        for (int r = 0; r < nblk; r++) {
+            for (int32_t k = 0; k < pr[r]; k++) ss += gs[off + (size_t)i * pr[r] + k];
             off += (size_t)n_rows * (size_t)pr[r];
         }
         float scale = 1.0f / sqrtf(ss / (float)d + c->eps);
@@ -883,14 +940,14 @@ int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t 
         for (int32_t k = 0; k < e->dl; k++) y[k] = x[k] * scale * m->output_norm[k];
     }
     /* the full normalized vectors: (n_rows, d) */
-    if (e->tp == 1) {
+    if (e->whole) {
         memcpy(e->xn, e->xnl, (size_t)n_rows * (size_t)d * sizeof(float));
     } else {
-        int32_t sz[64];
+        int32_t sz[BR_PLAN_MAX_TP];
         for (int r = 0; r < e->tp; r++) sz[r] = e->grp[r].dl;
         float *raw = e->gbuf_raw;
-        if ((rc = gather_blocks(e, e->xnl, sizeof(float), sz, n_rows, raw)))
-            return br_err_set(err, rc, "collective failed in the head");
+        int rc = gather_blocks(e, e->xnl, sizeof(float), sz, n_rows, raw);
+        if (rc) return br_err_set(err, rc, "collective failed in the head");
         size_t off = 0;
         for (int r = 0; r < e->tp; r++) {
             for (int32_t i = 0; i < n_rows; i++)

@@ -472,8 +472,8 @@ void br_model_destroy(struct br_model **mp)
     *mp = NULL;
 }
 
-int br_model_load_rank(const char *path, int tp, int pp, int rank, struct br_plan **plan,
-                       struct br_model **out, struct br_err *err)
+int br_model_load_rank(const char *path, int tp, int pp, int rank, int layout,
+                       struct br_plan **plan, struct br_model **out, struct br_err *err)
 {
     *plan = NULL;
     *out = NULL;
@@ -481,7 +481,12 @@ int br_model_load_rank(const char *path, int tp, int pp, int rank, struct br_pla
     int rc;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         rc = br_model_load_shard(path, tp, pp, rank, out, err);
-        if (!rc && tp * pp > 1) rc = br_plan_create(&(*out)->cfg, tp, pp, plan, err);
+        int own = rc ? 0 : br_part_layout(&(*out)->cfg, &(*out)->part);
+        if (!rc && tp > 1 && layout >= 0 && own != layout)
+            rc = br_err_set(err, BR_E_MISMATCH,
+                            "%s holds shards of the %s layout, not %s (re-shard the model)", path,
+                            br_layout_name(own), br_layout_name(layout));
+        if (!rc && tp * pp > 1) rc = br_plan_create_layout(&(*out)->cfg, tp, pp, own, plan, err);
     } else {
         if (tp * pp > 1) {
             /* the plan needs the configuration: read it from the file's header */
@@ -489,7 +494,9 @@ int br_model_load_rank(const char *path, int tp, int pp, int rank, struct br_pla
             struct br_model_config cfg;
             rc = br_gguf_open(path, &g, err);
             if (!rc) rc = br_config_from_gguf(g, &cfg, err);
-            if (!rc) rc = br_plan_create(&cfg, tp, pp, plan, err);
+            if (!rc)
+                rc = br_plan_create_layout(&cfg, tp, pp, layout < 0 ? BR_LAYOUT_REPLICATED : layout,
+                                           plan, err);
             br_gguf_close(&g);
             if (rc) return rc;
         }

@@ -99,9 +99,10 @@ void br_model_destroy(struct br_model **m);
 
 /* What a rank of a tp x pp job loads from `path`: a GGUF file (the plan is built from its
  * header, then only this rank's part is decoded) or a directory written by `bitrack shard`
- * (only DIR/rank-<R>.gguf is read). *plan is set when tp * pp > 1 (else NULL); the caller
- * frees both. */
-int br_model_load_rank(const char *path, int tp, int pp, int rank, struct br_plan **plan,
-                       struct br_model **out, struct br_err *err);
+ * (only DIR/rank-<R>.gguf is read). layout: the plan's (enum br_layout), or -1 for the
+ * shard's own (a file: replicated); a shard cut for another layout is refused. *plan is set
+ * when tp * pp > 1 (else NULL); the caller frees both. */
+int br_model_load_rank(const char *path, int tp, int pp, int rank, int layout,
+                       struct br_plan **plan, struct br_model **out, struct br_err *err);
 
 #endif

@@ -6,7 +6,10 @@
 # 100 Gbit/s networks. Shards are deleted afterwards.
 #   bench/scripts/scale_100b.sh [OUT_DIR]
 # Env: WIDTHS (default "1 2 4 8 16 32"), P (default 24), THREADS (1), CLOCK (cpu), REPS (3),
-#      NETS (default 10:25,25:25,100:25: Gbit/s : one-way message time in us), BATCH.
+#      NETS (default 10:25,25:25,100:25: Gbit/s : one-way message time in us), BATCH,
+#      NODE (CORES:GB/s: project onto such nodes, compute scaled as bench/scale.h says;
+#      HERE_GBS: this machine's bandwidth for it, measured when not given). Both residual
+#      layouts are projected.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BITRACK_BIN:-build/release/bitrack}
@@ -22,6 +25,7 @@ for t in $WIDTHS; do
     args+=(--shard "$t:$P:$r:$d")
 done
 "$BIN" bench scale "${args[@]}" -t "${THREADS:-1}" --clock "${CLOCK:-cpu}" --reps "${REPS:-3}" --batch "${BATCH:-1,4,16,64}" \
-    --nodes 8,16,32 --net "${NETS:-10:25,25:25,100:25}" --json "$OUT/scale-100b.json" |
+    --nodes 8,16,32 --net "${NETS:-10:25,25:25,100:25}" --residual replicated,sharded \
+    ${NODE:+--node "$NODE"} ${HERE_GBS:+--here-gbs "$HERE_GBS"} --json "$OUT/scale-100b.json" |
     tee "$OUT/scale-100b.txt"
 [ -n "${KEEP:-}" ] || rm -rf "$OUT"/shard-t*

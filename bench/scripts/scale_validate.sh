@@ -45,13 +45,13 @@ scale 10:10
 # compute between two collectives: a layer's compute (times the sharing factor) / its collectives
 work=$($PY -c "
 import json,sys; j=json.load(open(sys.argv[1])); m=j['measured'][0]
-k=max(1.0, $T/float($CORES)); print(round(m['layer_s']*1e6*k/max(1, m['allgathers_per_layer']+m['reduce_scatters_per_layer'])))" "$OUT/scale.json")
+k=max(1.0, $T/float($CORES)); print(round(m['layer_s']*1e6*k/max(1, m['allgathers_per_layer']+m['reduce_scatters_per_layer']+m['allreduces_per_layer']+m['max_allreduces_per_layer'])))" "$OUT/scale.json")
 if [ -n "${NET:-}" ]; then
     net=$NET
 else
     "${MPI[@]}" "$BIN" bench scale net --group "$T" --reps 200 --sizes 64,2048,8192 --work "$work" \
         --json "$OUT/net.json" > "$OUT/net.txt"
-    net=$($PY -c "import json,sys; j=json.load(open(sys.argv[1])); print('%g:%g' % (min(j['coll_bw_gbit'], 1e5), j['coll_alpha_us']))" "$OUT/net.json")
+    net=$($PY -c "import json,sys; j=json.load(open(sys.argv[1])); print('%g:%g' % (min(j['fit_bw_gbit'], 1e5), j['fit_alpha_us']))" "$OUT/net.json")
 fi
 scale "$net"
 pred=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['projection'][0]['tokens_per_s'])" "$OUT/scale.json")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cluster is exact: `mpirun bitrack run --tp T --pp P --dump-logits` writes the same
-# bytes as one process, for layouts 1x1 2x1 1x2 2x2 3x1 4x1 1x3, on models of each
+# bytes as one process, for layouts 1x1 2x1 1x2 2x2 3x1 4x1 1x3, each TP layout with the
+# residual replicated and sharded (--layout), on models of each
 # architecture and ternary type (one with 5 KV heads, split unevenly), and with 1 or 2
 # threads per rank; a model whose tied head is Q8_0 (the vocabulary split over the TP ranks,
 # each running the Q8_0 kernels on its rows), also from a shard directory; the llama model's
@@ -43,20 +44,24 @@ for model in $models; do
     [ "$model" = q8head ] && [ -z "${BR_QUICK:-}" ] && model_layouts="2x1 2x2 3x1"
     for layout in $model_layouts; do
         tp=${layout%x*}; pp=${layout#*x}
+        for res in replicated sharded; do
+        [ "$res" = sharded ] && [ "$tp" = 1 ] && continue
         for threads in 1 2; do
             [ "$threads" = 2 ] && [ "$layout" != 2x2 ] && [ "$layout" != 1x1 ] && continue
+            [ "$threads" = 2 ] && [ "$res" = sharded ] && continue
             rm -f "$TMP/out.f32"
             if ! timeout 120 "${MPIRUN[@]}" $((tp * pp)) "$BIN" run -m "$f" --tokens "$prompt" -n 5 \
-                    --tp "$tp" --pp "$pp" -t "$threads" --ids --ignore-eos --dump-logits "$TMP/out.f32" \
+                    --tp "$tp" --pp "$pp" -t "$threads" --layout "$res" --ids --ignore-eos --dump-logits "$TMP/out.f32" \
                     > "$TMP/out.txt" 2> "$TMP/err.txt"; then
-                echo "FAIL $model $layout t$threads: run failed"; cat "$TMP/err.txt"; fails=$((fails + 1)); continue
+                echo "FAIL $model $layout $res t$threads: run failed"; cat "$TMP/err.txt"; fails=$((fails + 1)); continue
             fi
             runs=$((runs + 1))
             if cmp -s "$TMP/ref.f32" "$TMP/out.f32" && cmp -s "$TMP/ref.txt" "$TMP/out.txt"; then
-                echo "ok   $model $layout threads=$threads: logits identical ($(stat -c %s "$TMP/out.f32") bytes), tokens $(cat "$TMP/out.txt")"
+                echo "ok   $model $layout $res threads=$threads: logits identical ($(stat -c %s "$TMP/out.f32") bytes), tokens $(cat "$TMP/out.txt")"
             else
-                echo "FAIL $model $layout threads=$threads: output differs"; fails=$((fails + 1))
+                echo "FAIL $model $layout $res threads=$threads: output differs"; fails=$((fails + 1))
             fi
+        done
         done
     done
 done
@@ -95,15 +100,20 @@ stats_layouts="2x2 3x1 1x3"
 [ -n "${BR_QUICK:-}" ] && stats_layouts="2x2"
 for layout in $stats_layouts; do
     tp=${layout%x*}; pp=${layout#*x}
+    for res in replicated sharded; do
+    [ "$res" = sharded ] && [ "$tp" = 1 ] && continue
     timeout 120 "${MPIRUN[@]}" $((tp * pp)) "$BIN" run -m "$TMP/kv5.gguf" --tokens "$prompt" -n 4 \
-        --tp "$tp" --pp "$pp" --stats > /dev/null 2> "$TMP/stats.txt" || true
+        --tp "$tp" --pp "$pp" --layout "$res" --stats > /dev/null 2> "$TMP/stats.txt" || true
     n_match=$(grep -c '(match)' "$TMP/stats.txt" || true)
-    if [ "$n_match" -ne $((tp * pp)) ]; then
-        echo "FAIL stats $layout: $n_match of $((tp * pp)) ranks match the plan"; cat "$TMP/stats.txt"; fails=$((fails + 1))
+    want=4; [ "$res" = sharded ] && want=8
+    n_colls=$(grep -c "$res residual, $want collectives per layer" "$TMP/stats.txt" || true)
+    if [ "$n_match" -ne $((tp * pp)) ] || { [ "$tp" -gt 1 ] && [ "$n_colls" -ne $((tp * pp)) ]; }; then
+        echo "FAIL stats $layout $res: $n_match of $((tp * pp)) ranks match the plan"; cat "$TMP/stats.txt"; fails=$((fails + 1))
     else
-        echo "ok   stats $layout: measured traffic equals the plan on all $((tp * pp)) ranks"
+        echo "ok   stats $layout $res: measured traffic equals the plan on all $((tp * pp)) ranks"
         grep 'stats' "$TMP/stats.txt" | sort
     fi
+    done
 done
 echo "$runs layouts compared, $fails failures"
 [ "$fails" -eq 0 ]

@@ -5,8 +5,9 @@
 #   - the unit tests that start threads: engine_test (forward passes over the thread
 #     pool), pool_test (kernels/pool.c alone), client_test (the C client, proto/client.c,
 #     against an in-process fake server) and loadgen_test (the load generator's client
-#     threads) and sched_test (the serving gateway's thread and its outboxes); the ones
-#     not in the tree yet are simply not matched;
+#     threads), sched_test (the serving gateway's thread and its outboxes) and
+#     layout_test (TP x PP ranks as threads over worker/comm_local.c); the ones not in
+#     the tree yet are simply not matched;
 #     BR_TSAN_ALL=1 runs every unit test (single-threaded ones add minutes, find nothing);
 #   - tests/tsan/serve.sh: one rank of `bitrack serve` (ZeroMQ front-end thread, gateway
 #     thread, main thread, a 2-thread pool) under concurrent C clients and a raw ZeroMQ
@@ -21,7 +22,7 @@ echo "=== tsan: configure and build"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j "$jobs"
 echo "=== tsan: unit tests"
-filter=(-R '^(engine_test|pool_test|client_test|loadgen_test|sched_test)$')
+filter=(-R '^(engine_test|pool_test|client_test|loadgen_test|sched_test|layout_test)$')
 if [ "${BR_TSAN_ALL:-0}" = 1 ]; then filter=(); fi
 ctest --test-dir build/tsan -L unit "${filter[@]}" -j "$jobs" --output-on-failure
 echo "=== tsan: serving, one rank"

@@ -15,6 +15,8 @@
 #include <cmocka.h>
 
 #include "bench/scale.h"
+#include "sharding/plan.h"
+#include "worker/model.h"
 #include "sharding/synth.h"
 #include "test_util.h"
 
@@ -51,7 +53,7 @@ static void projection_by_hand(void **state)
 {
     (void)state;
     const int32_t layers[2] = {3, 2};
-    struct br_scale_env env = {.net = {1e-5, 1e9}, .max_batch = 64};
+    struct br_scale_env env = {.net = {1e-5, 1e9}, .max_batch = 64, .layout = BR_LAYOUT_SHARDED};
     struct br_scale_proj p;
     br_scale_project_stages(1024, 2, 2, layers, &k_cost, &env, &p);
     assert_close(p.latency_s, 6.127194e-3);
@@ -98,6 +100,14 @@ static void collective_formulas(void **state)
     assert_close(br_scale_bcast_s(&n, 1, 100), 0);
     assert_close(br_scale_bcast_s(&n, 5, 100), 3 * (2e-5 + 100 / 1e9));
     assert_close(br_scale_bcast_s(&n, 8, 100), 3 * (2e-5 + 100 / 1e9));
+    /* all-reduce: recursive doubling for few bytes, Rabenseifner for many */
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 2, 4000, 2e-5, 1e9), 2e-5 + 4000 / 1e9);
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_MAX, 8, 800, 2e-5, 1e9), 3 * (2e-5 + 800 / 1e9));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 8, 8e6, 2e-5, 1e9),
+                 6 * 2e-5 + 2 * 7 * 1e6 / 1e9);
+    assert_close(br_coll_time(BR_COLL_REDUCE_SCATTER, 4, 4000, 2e-5, 1e9),
+                 2 * 2e-5 + 3 * 1000 / 1e9);
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 1, 4000, 2e-5, 1e9), 0);
 }
 
 static void loopback_moves_and_counts(void **state)
@@ -154,7 +164,7 @@ static void measure_a_rank(void **state)
     for (int rank = 0; rank < 4; rank++) {
         struct br_model *m = NULL;
         struct br_plan *plan = NULL;
-        if (br_model_load_rank(path, 2, 2, rank, &plan, &m, &err)) fail_msg("%s", err.msg);
+        if (br_model_load_rank(path, 2, 2, rank, -1, &plan, &m, &err)) fail_msg("%s", err.msg);
         const int32_t batches[2] = {1, 3};
         struct br_scale_cost cost[2];
         assert_int_equal(br_scale_measure(m, pool, batches, 2, 2, 0,
@@ -165,16 +175,22 @@ static void measure_a_rank(void **state)
             assert_int_equal(cost[b].tp, 2);
             assert_int_equal(cost[b].batch, batches[b]);
             assert_true(cost[b].layer_s > 0);
-            /* per layer: residual norm (stats + int8) twice, sub-norm stats twice; the O
-             * and Down partial sums, int32, the whole width per token */
-            assert_true(cost[b].ag_n == 6);
-            assert_true(cost[b].rs_n == 2);
-            assert_true(cost[b].rs_bytes == 2 * 4 * B * 512);
-            assert_true(cost[b].ag_bytes > 2 * B * 512);
+            /* per layer (replicated residual): the two sub-norms' packed statistics, max
+             * (absmax + 4 head sums; absmax + 2 FFN chunk sums per token); the O and down
+             * partial sums, int32, the whole width per token; no collective in the head */
+            assert_true(cost[b].ag_n == 0 && cost[b].rs_n == 0);
+            assert_true(cost[b].arm_n == 2);
+            assert_true(cost[b].arm_bytes == B * 4 * (1 + 4) + B * 4 * (1 + 2));
+            assert_true(cost[b].ar_n == 2);
+            assert_true(cost[b].ar_bytes == 2 * 4 * B * 512);
             assert_true((cost[b].embed_s > 0) == (rank < 2));
             assert_true((cost[b].head_s >= 0) == (rank >= 2));
-            /* the last stage's final norm gathers statistics and int8 values */
-            assert_true(cost[b].head_ag_n == (rank >= 2 ? 2 : 0));
+            assert_true(cost[b].head_ag_n == 0);
+            /* the plan's list is what the engine issued */
+            struct br_scale_cost k = cost[b];
+            br_scale_cost_from_plan(&k, plan);
+            assert_true(k.arm_n == cost[b].arm_n && k.arm_bytes == cost[b].arm_bytes);
+            assert_true(k.ar_n == cost[b].ar_n && k.ar_bytes == cost[b].ar_bytes);
         }
         br_model_destroy(&m);
         br_plan_destroy(&plan);
@@ -188,6 +204,26 @@ static void measure_a_rank(void **state)
     assert_int_equal(br_scale_measure(m, pool, &bad, 1, 0, 0, BR_SCALE_WALL, &c0, &err),
                      BR_E_INVALID);
     br_model_destroy(&m);
+    /* the sharded layout: the engine issues exactly the plan's 8 collectives per layer and
+     * the head's 2 */
+    for (int rank = 0; rank < 4; rank++) {
+        struct br_plan *plan = NULL;
+        if (br_model_load_rank(path, 2, 2, rank, BR_LAYOUT_SHARDED, &plan, &m, &err))
+            fail_msg("%s", err.msg);
+        const int32_t batch = 3;
+        struct br_scale_cost got;
+        assert_int_equal(br_scale_measure(m, pool, &batch, 1, 1, 0, BR_SCALE_WALL, &got, &err),
+                         BR_OK);
+        struct br_scale_cost want = got;
+        br_scale_cost_from_plan(&want, plan);
+        assert_true(got.ag_n == 6 && got.rs_n == 2 && got.ar_n == 0 && got.arm_n == 0);
+        assert_true(want.ag_n == got.ag_n && want.ag_bytes == got.ag_bytes);
+        assert_true(want.rs_n == got.rs_n && want.rs_bytes == got.rs_bytes);
+        if (rank >= 2)
+            assert_true(want.head_ag_n == got.head_ag_n && want.head_ag_bytes == got.head_ag_bytes);
+        br_model_destroy(&m);
+        br_plan_destroy(&plan);
+    }
     br_pool_destroy(&pool);
     remove(path);
     free(path);

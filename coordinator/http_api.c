@@ -8,9 +8,10 @@
  *
  * Memory bound: Jansson allocates through json_set_alloc_funcs, installed once. While a
  * request body is parsed, allocations on that thread are charged to a budget of
- * BUDGET_PER_BYTE times the body length (at most BUDGET_MAX); past it, allocation fails
- * and the request is answered 400. A legitimate body costs a few bytes of tree per byte
- * of JSON; a body of a million one-digit array items costs ~50, and is refused.
+ * BUDGET_BASE plus BUDGET_PER_BYTE times the body length (at most BUDGET_MAX); past it,
+ * allocation fails and the request is answered 400. A legitimate body costs a few bytes
+ * of tree per byte of JSON (the largest token-id prompt, 131072 ids, about 5 MiB); a
+ * body of a million one-digit array items costs ~20 bytes per byte, and is refused.
  */
 #include "coordinator/http_api.h"
 
@@ -22,20 +23,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUDGET_PER_BYTE 24
-#define BUDGET_MIN      ((size_t)1 << 20)
-#define BUDGET_MAX      ((size_t)96 << 20)
+#define BUDGET_PER_BYTE 8
+#define BUDGET_BASE     ((size_t)8 << 20)
+#define BUDGET_MAX      ((size_t)64 << 20)
 
 /* ---- Jansson allocation budget -------------------------------------------------------- */
 
 static _Thread_local int budget_on;
 static _Thread_local size_t budget_left;
+static _Thread_local int budget_hit; /* an allocation was refused */
 static pthread_once_t alloc_once = PTHREAD_ONCE_INIT;
 
 static void *budget_malloc(size_t n)
 {
     if (budget_on) {
-        if (n > budget_left) return NULL;
+        if (n > budget_left) {
+            budget_hit = 1;
+            return NULL;
+        }
         budget_left -= n;
     }
     return malloc(n);
@@ -551,15 +556,15 @@ int br_http_parse_request(enum br_http_kind kind, const char *body, size_t len,
     memset(e, 0, sizeof *e);
     pthread_once(&alloc_once, install_alloc);
     json_error_t je;
-    size_t budget = len * BUDGET_PER_BYTE;
-    if (budget < BUDGET_MIN) budget = BUDGET_MIN;
+    size_t budget = BUDGET_BASE + len * BUDGET_PER_BYTE;
     if (budget > BUDGET_MAX) budget = BUDGET_MAX;
     budget_left = budget;
+    budget_hit = 0;
     budget_on = 1;
     json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
     budget_on = 0;
     if (!root) {
-        if (json_error_code(&je) == json_error_out_of_memory)
+        if (budget_hit || json_error_code(&je) == json_error_out_of_memory)
             br_http_error_set(e, 400, NULL, NULL,
                               "the JSON body holds more values than this server parses for its "
                               "size (%zu bytes)",

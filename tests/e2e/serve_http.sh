@@ -17,8 +17,9 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 TMP=${BR_TMP:-/tmp}/serve_http.$$
 mkdir -p "$TMP"
 PY=${PY:-/usr/bin/python3}
-ZPORT=$((20000 + $$ % 20000))
-HPORT=$((ZPORT + 1))
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ZPORT=$(free_port)
+HPORT=$(free_port)
 ADDR="tcp://127.0.0.1:$ZPORT"
 BASE="http://127.0.0.1:$HPORT"
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
@@ -38,6 +39,9 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 PROMPT="Hello, ternary world"
 GREEDY=$("$BIN" run -m "$TMP/m.gguf" -n 12 --temp 0 -p "$PROMPT" 2> /dev/null)
 SEEDED=$("$BIN" run -m "$TMP/m.gguf" -n 12 --temp 0.9 --seed 3 -p "$PROMPT" 2> /dev/null)
+# how many tokens run generated (it stops early at an end-of-generation token)
+N_GREEDY=$("$BIN" run -m "$TMP/m.gguf" -n 12 --temp 0 --ids -p "$PROMPT" 2> /dev/null | wc -w)
+export N_GREEDY
 rc=0
 
 start() { # start LOG ARGS...: a server on ADDR and BASE; waits for ready
@@ -83,12 +87,14 @@ print(c.complete(messages=[{"role": "user", "content": sys.argv[2]}], max_tokens
         -d "{\"prompt\": \"$PROMPT\", \"max_tokens\": 12, \"temperature\": 0.9, \"seed\": 3, \"stream\": true}" \
         > "$TMP/sse.txt"
     got=$("$PY" -c '
-import json, sys
+import json, os, sys
 lines = [l for l in open(sys.argv[1]).read().split("\n") if l]
 assert all(l.startswith("data: ") for l in lines), lines
 assert lines[-1] == "data: [DONE]", lines[-1]
-print("".join(json.loads(l[6:])["choices"][0]["text"] for l in lines[:-1]), end="")' "$TMP/sse.txt") || got="(bad SSE)"
-    if [ "$got" = "$SEEDED" ]; then echo "ok   curl -N streams what bitrack run prints: $got"; else
+text = "".join(json.loads(l[6:])["choices"][0]["text"] for l in lines[:-1])
+want = os.fsencode(sys.argv[2]).decode("utf-8", "replace")  # U+FFFD for invalid bytes
+print("same" if text == want else repr(text), end="")' "$TMP/sse.txt" "$SEEDED") || got="(bad SSE)"
+    if [ "$got" = same ]; then echo "ok   curl -N streams what bitrack run prints: $got"; else
         echo "FAIL curl -N '$got' vs run '$SEEDED'"
         rc=1
     fi

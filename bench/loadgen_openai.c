@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/loadgen.h"
+#include "bench/loadgen.h"
 #include "proto/proto.h"
 
 #define MAX_LINE ((size_t)1 << 20)

@@ -26,5 +26,10 @@ fi
 
 # The official OpenAI client, pinned, for the HTTP API tests (tests/e2e/serve_http.sh):
 # installed from the npm registry into tests/e2e/node/node_modules (ignored by git).
-root="$(cd "$(dirname "$0")/.." && pwd)"
-npm ci --prefix "$root/tests/e2e/node" --no-audit --no-fund --loglevel=error
+# Skipped when the pinned version is already there.
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/node"
+if ! node -e 'const d = process.argv[1];
+  process.exit(require(d + "/node_modules/openai/package.json").version ===
+               require(d + "/package.json").dependencies.openai ? 0 : 1)' "$node_dir" 2> /dev/null; then
+    npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error
+fi

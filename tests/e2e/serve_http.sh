@@ -8,8 +8,9 @@
 # each must get exactly the text `bitrack run` prints for the same prompt and sampling (for
 # chat: what the ZeroMQ protocol answers for the same messages). /metrics is parsed with
 # python3-prometheus-client; on the first layout, hostile input (http_check.py hostile) and
-# an API key (--api-key-file, then --auth-probes). A request log line must exist for each
-# transport, and a sanitizer report in the server's log fails the test.
+# an API key (--api-key-file, then --auth-probes). `bench --openai` runs through both
+# endpoints. A request log line must exist for each transport, and a sanitizer report in
+# the server's log fails the test.
 set -euo pipefail
 BIN=${BR_BIN:?}
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -105,6 +106,25 @@ print("same" if text == want else repr(text), end="")' "$TMP/sse.txt" "$SEEDED")
     if [ $first = 1 ]; then
         "$PY" "$HERE/http_check.py" hostile "$BASE" m "$PROMPT" "$GREEDY" "$CHAT" "$PID" "$TMP/requests.log" || rc=1
     fi
+    # bench --openai: the load generator through this API, both endpoints, no failures
+    for chat in "" --chat; do
+        api=openai-completions
+        [ -z "$chat" ] || api=openai-chat
+        if "$BIN" bench --openai "$BASE" $chat --model m --concurrency 4 --requests 16 \
+            --input-len 8 --output-len 8 --no-progress --json "$TMP/bench.json" > "$TMP/bench.txt" &&
+            "$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["completed"] == 16 and r["failed"] == 0 and r["output_tokens"] > 0, r
+assert r["config"]["api"] == sys.argv[2] and r["ttft_ms"]["n"] == 16, r["config"]
+' "$TMP/bench.json" "$api"; then
+            echo "ok   bench --openai $chat: 16 requests, none failed"
+        else
+            echo "FAIL bench --openai $chat"
+            cat "$TMP/bench.txt"
+            rc=1
+        fi
+    done
     "$BIN" generate --server "$ADDR" -n 3 --temp 0 "$PROMPT" > /dev/null
     stop "$TMP/serve.log"
     for t in http zmq; do

@@ -82,6 +82,7 @@ struct hreq {
     int tokens_queued;         /* under mu: a token event was queued before the final */
     int accounted;             /* under mu: counted and logged */
     int ping_due;              /* under mu: the ticker asks for a keep-alive comment */
+    int sse;                   /* under mu: the SSE response is queued (phase STREAMING) */
     double last_event;         /* under mu */
     /* the response, on the polling thread */
     struct br_buf text; /* non-streaming: the completion so far */
@@ -425,6 +426,7 @@ static enum MHD_Result on_waiting(struct hreq *q, struct MHD_Connection *c)
             return ok;
         }
         br_resp_free(&r);
+        q->sse = 1;
         pthread_mutex_unlock(&q->mu);
         struct MHD_Response *resp =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_reader, q, NULL);
@@ -746,7 +748,7 @@ static void *ticker_main(void *arg)
                     account(q, &r, NULL, 0);
                 }
                 br_buf_free(&b);
-            } else if (q->hr.stream && q->suspended && q->conn_alive && q->phase == STREAMING &&
+            } else if (q->sse && q->suspended && q->conn_alive &&
                        now - q->last_event > KEEPALIVE_S) {
                 q->ping_due = 1;
                 q->last_event = now;

@@ -14,8 +14,13 @@ raw sockets) and python3-prometheus-client's text parser, and checks:
   auth      (mode auth) 401 without or with a wrong key, 200 with it; /health open
             unless the server closed it too (--auth-probes).
 
+  lost      (mode lost) two streams run when rank VICTIM gets SIGKILL: each ends with an
+            SSE error event (503 unavailable, naming the lost rank) within 5 s, and /health
+            stops answering 200.
+
 usage: http_check.py equal|metrics|hostile BASE MODEL PROMPT GREEDY CHAT PID LOG
        http_check.py auth BASE KEY PROBES_CLOSED(0|1)
+       http_check.py lost BASE VICTIM_PID
 """
 import http.client
 import json
@@ -128,6 +133,66 @@ if MODE == "auth":
         check(st == want, "%s without a key: %d (want %d)" % (path, st, want))
         st, _, _ = request("GET", path, None, {"Authorization": "Bearer " + KEY})
         check(st == 200, "%s with the key: %d" % (path, st))
+    sys.exit(1 if failures else 0)
+
+if MODE == "lost":
+    import signal
+    import threading
+    victim = int(sys.argv[3])
+    body = json.dumps({"prompt": [5, 6, 7], "max_tokens": 1500, "logit_bias": {"2": -100},
+                       "temperature": 0, "stream": True}).encode()
+    socks = []
+    for i in range(2):
+        s = socket.create_connection((HOST, PORT))
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        s.settimeout(20)
+        got = b""
+        while got.count(b"data: ") < 2:
+            got += s.recv(65536)
+        socks.append(s)
+    health = []
+    done = threading.Event()
+
+    def probe():
+        while not done.is_set():
+            try:
+                st, _, b = request("GET", "/health", timeout=2)
+                health.append((time.time(), st, b))
+            except OSError as e:
+                health.append((time.time(), 0, str(e).encode()))
+            time.sleep(0.1)
+    th = threading.Thread(target=probe)
+    th.start()
+    t_kill = time.time()
+    os.kill(victim, signal.SIGKILL)
+    for i, s in enumerate(socks):
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if b'"error"' in data and data.endswith(b"\n\n"):
+                    break
+        except OSError:
+            pass
+        dt = time.time() - t_kill
+        err = [ln for ln in data.split(b"\n") if ln.startswith(b"data: {\"error\"")]
+        msg = json.loads(err[-1][6:])["error"] if err else {}
+        check(msg.get("code") == "unavailable" and "rank" in msg.get("message", "") and dt < 5,
+              "stream %d: ended %.2f s after the kill with %s" % (i, dt, msg or data[-120:]))
+        s.close()
+    t_end = time.time()
+    while time.time() < t_end + 1.5:
+        time.sleep(0.1)
+    done.set()
+    th.join()
+    after = [h for h in health if h[0] > t_end + 0.2]
+    check(after and not any(st == 200 for _, st, _ in after),
+          "/health after the loss: %s (0: refused)" %
+          sorted(set((st, b[:40]) for _, st, b in after)))
     sys.exit(1 if failures else 0)
 
 MODEL, PROMPT, GREEDY, CHAT, PID, LOG = sys.argv[3:9]

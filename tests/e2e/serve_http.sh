@@ -8,7 +8,8 @@
 # each must get exactly the text `bitrack run` prints for the same prompt and sampling (for
 # chat: what the ZeroMQ protocol answers for the same messages). /metrics is parsed with
 # python3-prometheus-client; on the first layout, hostile input (http_check.py hostile) and
-# an API key (--api-key-file, then --auth-probes). `bench --openai` runs through both
+# an API key (--api-key-file, then --auth-probes), with leak detection on for the one-rank
+# server in an ASan build. `bench --openai` runs through both
 # endpoints. A request log line must exist for each transport, and a sanitizer report in
 # the server's log fails the test.
 set -euo pipefail
@@ -71,7 +72,9 @@ for layout in ${BR_SERVE_HTTP_LAYOUTS:-1x1 2x1}; do
     echo "=== server $layout"
     tp=${layout%x*}
     pp=${layout#*x}
-    launcher=()
+    # one rank: the server runs under LeakSanitizer too (an ASan build), so whatever the
+    # HTTP front end allocated for these requests must be freed by its clean stop
+    launcher=(env "ASAN_OPTIONS=${ASAN_OPTIONS}:detect_leaks=1")
     [ "$layout" = 1x1 ] || launcher=(mpirun --oversubscribe --bind-to none -np $((tp * pp)))
     start "$TMP/serve.log" "${launcher[@]}" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
         --http "127.0.0.1:$HPORT" --http-timeout 3 --max-seqs 40 --tp "$tp" --pp "$pp" \

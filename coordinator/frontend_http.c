@@ -15,9 +15,10 @@
  * and "suspend".
  *
  * Ownership: an hreq has a reference for the connection (dropped when libmicrohttpd
- * reports the request completed) and one for the scheduler's job (dropped on its final
- * event). Events are the server's encoded protocol responses (PROTOCOL.md), copied by
- * the sink and decoded here, on the polling thread.
+ * reports the request completed) and one for the request in flight at the gateway
+ * (dropped on its final event). The gateway knows a request by its client key, which is
+ * the hreq's address: the transport's thread takes the outbox's events (transport.h)
+ * and queues each on its hreq; the polling thread turns them into bytes.
  *
  * Requests are counted (metrics) and logged once: when refused here, or on the final
  * event, whose status is the error's (when no token was sent yet) or 200.
@@ -36,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -53,13 +56,6 @@
 enum phase { RECEIVING, WAITING, STREAMING, ANSWERED };
 enum route { R_NONE, R_COMPLETIONS, R_CHAT, R_MODELS, R_HEALTH, R_METRICS };
 
-struct event {
-    struct event *next;
-    size_t len;
-    int final;
-    uint8_t data[]; /* (len) an encoded response */
-};
-
 struct hreq {
     struct br_http *h;
     pthread_mutex_t mu;
@@ -76,14 +72,14 @@ struct hreq {
     char id[64];
     int64_t created;
     double t_arrival;
-    int submitted;             /* the job holds a reference */
-    struct event *head, *tail; /* under mu: events not yet consumed */
-    int final_queued;          /* under mu: no more events will be queued */
-    int tokens_queued;         /* under mu: a token event was queued before the final */
-    int accounted;             /* under mu: counted and logged */
-    int ping_due;              /* under mu: the ticker asks for a keep-alive comment */
-    int sse;                   /* under mu: the SSE response is queued (phase STREAMING) */
-    double last_event;         /* under mu */
+    int submitted;                /* the job holds a reference */
+    struct br_event *head, *tail; /* under mu: events not yet consumed (owned) */
+    int final_queued;             /* under mu: no more events will be queued */
+    int tokens_queued;            /* under mu: a token event was queued before the final */
+    int accounted;                /* under mu: counted and logged */
+    int ping_due;                 /* under mu: the transport thread asks for a keep-alive comment */
+    int sse;                      /* under mu: the SSE response is queued (phase STREAMING) */
+    double last_event;            /* under mu */
     /* the response, on the polling thread */
     struct br_buf text; /* non-streaming: the completion so far */
     char **pieces;      /* (n_lp) token texts, when logprobs */
@@ -97,18 +93,18 @@ struct hreq {
 
 struct br_http {
     struct br_http_opts o;
-    char *model_name, *api_key;
+    char *addr, *model_name, *api_key;
     size_t api_key_len;
-    struct br_server *srv;
+    struct br_gateway *gw;
+    struct br_outbox *box;
     struct br_metrics *metrics;
     struct br_reqlog *log;
-    struct br_server_sink sink;
     struct MHD_Daemon *d;
     pthread_mutex_t mu;
-    struct hreq *live; /* submitted requests whose final event is not consumed */
-    atomic_int quit;
-    pthread_t ticker;
-    int ticker_started;
+    struct hreq *live; /* submitted requests whose final event has not come */
+    int quit_fd;       /* written by stop: the transport's thread ends */
+    pthread_t thread;
+    int started;
     atomic_ullong next_id;
     uint32_t id_salt;
 };
@@ -121,10 +117,7 @@ static void hreq_unref(struct hreq *q)
     int left = --q->refs;
     pthread_mutex_unlock(&q->mu);
     if (left) return;
-    for (struct event *e = q->head, *n; e; e = n) {
-        n = e->next;
-        free(e);
-    }
+    br_event_free_list(q->head);
     for (size_t i = 0; i < q->n_lp; i++) free(q->pieces[i]);
     free(q->pieces);
     free(q->lps);
@@ -136,29 +129,15 @@ static void hreq_unref(struct hreq *q)
     free(q);
 }
 
-/* Under q->mu: appends an event; wakes the connection if it waits for one. */
-static void queue_event(struct hreq *q, const uint8_t *payload, size_t len, int final)
+/* Under q->mu: appends an event (taking it); wakes the connection if it waits for one. */
+static void queue_event(struct hreq *q, struct br_event *e)
 {
-    if (q->final_queued) return;
-    struct event *e = malloc(sizeof *e + len);
-    if (!e) {
-        /* the request cannot go on: end it with an error the client will see */
-        static const char oom[] = "out of memory";
-        struct br_buf b = {0};
-        if (br_proto_encode_error(&b, q->id, BR_PROTO_INTERNAL, oom) == BR_OK &&
-            (e = malloc(sizeof *e + b.len))) {
-            memcpy(e->data, b.data, b.len);
-            e->len = b.len;
-            final = 1;
-        }
-        br_buf_free(&b);
-        if (!e) return;
-    } else {
-        memcpy(e->data, payload, len);
-        e->len = len;
-    }
-    e->final = final;
     e->next = NULL;
+    if (q->final_queued) {
+        br_event_free_list(e);
+        return;
+    }
+    int final = e->kind != BR_EVENT_TOKEN;
     if (q->tail)
         q->tail->next = e;
     else
@@ -175,16 +154,28 @@ static void queue_event(struct hreq *q, const uint8_t *payload, size_t len, int 
     }
 }
 
-/* Counts and logs a request once. status 0: derived from the final response. */
-static void account(struct hreq *q, const struct br_resp *final, const char *result, int status)
+/* An error event made here (the server is going away and this request has no answer). */
+static struct br_event *error_event(const char *id, enum br_proto_code code, const char *msg)
+{
+    struct br_event *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->kind = BR_EVENT_ERROR;
+    e->code = code;
+    e->id = strdup(id);
+    e->message = strdup(msg);
+    return e;
+}
+
+/* Counts and logs a request once. status 0: derived from the final event. Under q->mu. */
+static void account(struct hreq *q, const struct br_event *final, const char *result, int status)
 {
     if (q->accounted) return;
     q->accounted = 1;
     struct br_outcome o;
     br_outcome_init(&o, "http", q->client, q->id[0] ? q->id : "-", result);
     if (final) {
-        br_outcome_from_resp(&o, final);
-        if (final->type == BR_RESP_ERROR && !q->tokens_queued) {
+        br_outcome_from_event(&o, final);
+        if (final->kind == BR_EVENT_ERROR && !q->tokens_queued) {
             struct br_http_error e;
             br_http_error_from_code(&e, final->code, NULL);
             status = e.status;
@@ -197,35 +188,42 @@ static void account(struct hreq *q, const struct br_resp *final, const char *res
     br_reqlog_write(q->h->log, &o);
 }
 
-/* The scheduler's sink (main thread): copy, wake, and on the final event count the
- * request and drop the job's reference. */
-static void on_event(void *user, void *handle, const uint8_t *payload, size_t len, int final)
+static void live_remove(struct br_http *h, struct hreq *q)
 {
-    (void)user;
-    struct hreq *q = handle;
-    pthread_mutex_lock(&q->mu);
-    queue_event(q, payload, len, final);
-    if (final && !q->accounted) {
-        struct br_resp r;
-        memset(&r, 0, sizeof r);
-        if (br_proto_decode_response(payload, len, NULL, &r, NULL) == BR_OK)
-            account(q, &r, NULL, 0);
-        else
-            account(q, NULL, "internal", 500);
-        br_resp_free(&r);
-    }
-    pthread_mutex_unlock(&q->mu);
-    if (final) {
-        struct br_http *h = q->h;
-        pthread_mutex_lock(&h->mu);
-        if (q->prev_live)
-            q->prev_live->next_live = q->next_live;
-        else if (h->live == q)
-            h->live = q->next_live;
-        if (q->next_live) q->next_live->prev_live = q->prev_live;
-        q->prev_live = q->next_live = NULL;
-        pthread_mutex_unlock(&h->mu);
-        hreq_unref(q);
+    pthread_mutex_lock(&h->mu);
+    if (q->prev_live)
+        q->prev_live->next_live = q->next_live;
+    else if (h->live == q)
+        h->live = q->next_live;
+    if (q->next_live) q->next_live->prev_live = q->prev_live;
+    q->prev_live = q->next_live = NULL;
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* The transport's thread: every waiting event goes to its request; a final one counts
+ * the request and drops the gateway's reference. */
+static void dispatch(struct br_http *h)
+{
+    struct br_event *list = br_outbox_take(h->box);
+    while (list) {
+        struct br_event *e = list;
+        list = e->next;
+        struct hreq *q;
+        if (e->client.len != sizeof q) {
+            e->next = NULL;
+            br_event_free_list(e);
+            continue;
+        }
+        memcpy(&q, e->client.bytes, sizeof q);
+        int final = e->kind != BR_EVENT_TOKEN;
+        pthread_mutex_lock(&q->mu);
+        if (final) account(q, e, NULL, 0);
+        queue_event(q, e);
+        pthread_mutex_unlock(&q->mu);
+        if (final) {
+            live_remove(h, q);
+            hreq_unref(q);
+        }
     }
 }
 
@@ -271,14 +269,9 @@ static enum MHD_Result send_error(struct hreq *q, struct MHD_Connection *c,
     return ok;
 }
 
-static const char *result_for(enum br_proto_code code)
-{
-    return br_proto_code_name(code);
-}
-
 /* ---- events -> bytes ----------------------------------------------------------------- */
 
-static int keep_logprob(struct hreq *q, const struct br_resp *r)
+static int keep_logprob(struct hreq *q, const struct br_event *r)
 {
     if (!q->hr.logprobs || r->token < 0) return BR_OK;
     if (q->n_lp == q->cap_lp) {
@@ -312,12 +305,12 @@ static int sse_data(struct br_buf *out, const char *json)
 }
 
 /* Streaming: turns one event into SSE bytes in q->out. */
-static void stream_event(struct hreq *q, const struct br_resp *r)
+static void stream_event(struct hreq *q, const struct br_event *r)
 {
     const char *model = q->h->model_name;
     enum br_http_kind kind = q->hr.kind;
     char *json = NULL;
-    if (r->type == BR_RESP_TOKEN) {
+    if (r->kind == BR_EVENT_TOKEN) {
         const char *piece = r->text ? r->text : "";
         float lp = r->has_logprob ? r->logprob : 0.0f;
         struct br_http_logprobs one = {&piece, &lp, 1};
@@ -325,9 +318,9 @@ static void stream_event(struct hreq *q, const struct br_resp *r)
                                   NULL, q->hr.logprobs && r->token >= 0 ? &one : NULL, NULL);
         q->role_sent = 1;
         sse_data(&q->out, json);
-    } else if (r->type == BR_RESP_DONE) {
+    } else if (r->kind == BR_EVENT_DONE) {
         json = br_http_chunk_json(kind, q->id, q->created, model, "", 0, !q->role_sent,
-                                  finish_name(r->finish_reason), NULL, NULL);
+                                  finish_name(r->finish), NULL, NULL);
         sse_data(&q->out, json);
         if (q->hr.include_usage) {
             free(json);
@@ -337,9 +330,10 @@ static void stream_event(struct hreq *q, const struct br_resp *r)
         }
         br_buf_append(&q->out, "data: [DONE]\n\n", 14);
         q->eos = 1;
-    } else if (r->type == BR_RESP_ERROR) {
+    } else {
         struct br_http_error e;
-        br_http_error_from_code(&e, r->code, r->message);
+        br_http_error_from_code(&e, r->kind == BR_EVENT_ERROR ? r->code : BR_PROTO_INTERNAL,
+                                r->message);
         json = br_http_error_json(&e);
         sse_data(&q->out, json);
         q->eos = 1;
@@ -347,21 +341,15 @@ static void stream_event(struct hreq *q, const struct br_resp *r)
     free(json);
 }
 
-/* Pops the oldest event, decoded; 0 when there is none. Under q->mu. */
-static int pop_event(struct hreq *q, struct br_resp *r)
+/* Pops the oldest event (the caller frees it), or NULL. Under q->mu. */
+static struct br_event *pop_event(struct hreq *q)
 {
-    struct event *e = q->head;
-    if (!e) return 0;
+    struct br_event *e = q->head;
+    if (!e) return NULL;
     q->head = e->next;
     if (!q->head) q->tail = NULL;
-    memset(r, 0, sizeof *r);
-    if (br_proto_decode_response(e->data, e->len, NULL, r, NULL) != BR_OK) {
-        br_resp_free(r);
-        r->type = BR_RESP_ERROR;
-        r->code = BR_PROTO_INTERNAL;
-    }
-    free(e);
-    return 1;
+    e->next = NULL;
+    return e;
 }
 
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -372,10 +360,10 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
     if (q->out_off == q->out.len) {
         br_buf_reset(&q->out);
         q->out_off = 0;
-        struct br_resp r;
-        while (!q->eos && pop_event(q, &r)) {
-            stream_event(q, &r);
-            br_resp_free(&r);
+        struct br_event *r;
+        while (!q->eos && (r = pop_event(q))) {
+            stream_event(q, r);
+            br_event_free_list(r);
         }
         if (!q->out.len && !q->eos && q->ping_due) br_buf_append(&q->out, ": keep-alive\n\n", 14);
         q->ping_due = 0;
@@ -403,29 +391,21 @@ static enum MHD_Result on_waiting(struct hreq *q, struct MHD_Connection *c)
     pthread_mutex_lock(&q->mu);
     if (q->hr.stream && q->head) {
         /* the first event decides: an error before any token keeps its status */
-        struct br_resp r;
-        int err_first = 0;
-        memset(&r, 0, sizeof r);
-        if (q->head->final &&
-            br_proto_decode_response(q->head->data, q->head->len, NULL, &r, NULL) == BR_OK)
-            err_first = r.type == BR_RESP_ERROR;
-        if (err_first) {
+        if (q->head->kind == BR_EVENT_ERROR) {
             struct br_http_error e;
-            br_http_error_from_code(&e, r.code, r.message);
-            if (e.status == 400 && r.code == BR_PROTO_TOO_LONG)
+            br_http_error_from_code(&e, q->head->code, q->head->message);
+            if (q->head->code == BR_PROTO_TOO_LONG)
                 snprintf(e.param, sizeof e.param, "%s",
                          q->hr.kind == BR_HTTP_CHAT ? "messages" : "prompt");
             pthread_mutex_unlock(&q->mu);
+            q->phase = ANSWERED;
             char *json = br_http_error_json(&e);
             enum MHD_Result ok = json ? send_body(c, e.status, "application/json", json,
                                                   strlen(json), e.status == 429)
                                       : MHD_NO;
             free(json);
-            br_resp_free(&r);
-            q->phase = ANSWERED;
             return ok;
         }
-        br_resp_free(&r);
         q->sse = 1;
         pthread_mutex_unlock(&q->mu);
         struct MHD_Response *resp =
@@ -441,39 +421,39 @@ static enum MHD_Result on_waiting(struct hreq *q, struct MHD_Connection *c)
     }
     if (!q->hr.stream && q->final_queued) {
         /* non-streaming: gather the pieces, answer with the final event */
-        struct br_resp r, last;
-        memset(&last, 0, sizeof last);
+        struct br_event *r, *last = NULL;
         int ok_mem = 1;
-        while (pop_event(q, &r)) {
-            if (r.type == BR_RESP_TOKEN) {
-                ok_mem &= br_buf_append(&q->text, r.text ? r.text : "", r.text_len) == BR_OK;
-                ok_mem &= keep_logprob(q, &r) == BR_OK;
-                br_resp_free(&r);
+        while ((r = pop_event(q))) {
+            if (r->kind == BR_EVENT_TOKEN) {
+                ok_mem &= br_buf_append(&q->text, r->text ? r->text : "", r->text_len) == BR_OK;
+                ok_mem &= keep_logprob(q, r) == BR_OK;
+                br_event_free_list(r);
             } else {
-                br_resp_free(&last);
+                br_event_free_list(last);
                 last = r;
             }
         }
         pthread_mutex_unlock(&q->mu);
         char *json = NULL;
         int status = 200;
-        if (last.type == BR_RESP_DONE && ok_mem) {
+        if (last && last->kind == BR_EVENT_DONE && ok_mem) {
             struct br_http_logprobs lp = {(const char *const *)q->pieces, q->lps, q->n_lp};
             json = br_http_completion_json(q->hr.kind, q->id, q->created, q->h->model_name,
                                            q->text.data ? (const char *)q->text.data : "",
-                                           q->text.len, finish_name(last.finish_reason),
-                                           &last.usage, q->hr.logprobs ? &lp : NULL);
+                                           q->text.len, finish_name(last->finish), &last->usage,
+                                           q->hr.logprobs ? &lp : NULL);
         } else {
+            int is_err = last && last->kind == BR_EVENT_ERROR;
             struct br_http_error e;
-            br_http_error_from_code(&e, last.type == BR_RESP_ERROR ? last.code : BR_PROTO_INTERNAL,
-                                    last.type == BR_RESP_ERROR ? last.message : "out of memory");
-            if (last.code == BR_PROTO_TOO_LONG)
+            br_http_error_from_code(&e, is_err ? last->code : BR_PROTO_INTERNAL,
+                                    is_err ? last->message : "out of memory");
+            if (is_err && last->code == BR_PROTO_TOO_LONG)
                 snprintf(e.param, sizeof e.param, "%s",
                          q->hr.kind == BR_HTTP_CHAT ? "messages" : "prompt");
             status = e.status;
             json = br_http_error_json(&e);
         }
-        br_resp_free(&last);
+        br_event_free_list(last);
         q->phase = ANSWERED;
         if (status == 429) {
             enum MHD_Result ok =
@@ -526,14 +506,15 @@ static enum MHD_Result on_generate(struct hreq *q, struct MHD_Connection *c)
                           h->o.max_body);
         return send_error(q, c, &e, "too_large");
     }
-    int32_t n_vocab = 0, n_ctx = 0;
-    if (br_server_model_info(h->srv, &n_vocab, &n_ctx) != BR_OK) {
-        br_http_error_set(&e, 503, NULL, "unavailable", "the model is still loading");
+    enum br_health_state hs = br_gateway_health(h->gw);
+    if (hs != BR_HEALTH_READY) {
+        br_http_error_set(&e, 503, NULL, "unavailable", "%s",
+                          hs == BR_HEALTH_LOADING ? "the model is still loading"
+                                                  : "the server is shutting down; retry later");
         return send_error(q, c, &e, "unavailable");
     }
-    struct br_proto_limits lim;
-    br_proto_limits_default(&lim);
-    lim.vocab_size = n_vocab;
+    struct br_proto_limits lim; /* the server's field limits and vocabulary */
+    br_gateway_limits(h->gw, &lim);
     if (br_http_parse_request(kind, (const char *)q->body.data, q->body.len, &lim, &q->hr, &e)) {
         q->hr.kind = kind;
         return send_error(q, c, &e, e.status == 400 ? "bad_request" : "internal");
@@ -552,7 +533,7 @@ static enum MHD_Result on_generate(struct hreq *q, struct MHD_Connection *c)
     }
     q->hr.req.id_len = strlen(q->id);
     q->t_arrival = br_now();
-    /* the job's reference, and a place on the live list, before the first event can come */
+    /* the gateway's reference, and a place on the live list, before the first event */
     pthread_mutex_lock(&q->mu);
     q->refs++;
     q->submitted = 1;
@@ -563,26 +544,10 @@ static enum MHD_Result on_generate(struct hreq *q, struct MHD_Connection *c)
     if (h->live) h->live->prev_live = q;
     h->live = q;
     pthread_mutex_unlock(&h->mu);
-    enum br_proto_code code;
-    char msg[512];
-    int rc = br_server_submit(h->srv, &q->hr.req, &h->sink, q, &code, msg, sizeof msg);
-    if (rc) {
-        pthread_mutex_lock(&h->mu);
-        if (q->prev_live)
-            q->prev_live->next_live = q->next_live;
-        else
-            h->live = q->next_live;
-        if (q->next_live) q->next_live->prev_live = q->prev_live;
-        pthread_mutex_unlock(&h->mu);
-        pthread_mutex_lock(&q->mu);
-        q->refs--; /* the connection still holds one */
-        q->submitted = 0;
-        pthread_mutex_unlock(&q->mu);
-        br_http_error_from_code(&e, code, msg);
-        if (code == BR_PROTO_TOO_LONG)
-            snprintf(e.param, sizeof e.param, "%s", kind == BR_HTTP_CHAT ? "messages" : "prompt");
-        return send_error(q, c, &e, result_for(code));
-    }
+    /* refusals (busy, too_long, draining...) come back as the request's final event */
+    struct br_client_key key = {.len = sizeof q};
+    memcpy(key.bytes, &q, sizeof q);
+    br_gateway_submit(h->gw, h->box, &key, &q->hr.req);
     return on_waiting(q, c);
 }
 
@@ -605,22 +570,52 @@ static enum route route_of(const char *method, const char *url, int *method_ok)
     return R_NONE;
 }
 
+/* An integer the gateway reports in its info (info != 0) or metrics. */
+static int64_t kv_int(struct br_http *h, const char *key, int info)
+{
+    struct br_kv kv[64];
+    size_t n = info ? br_gateway_info(h->gw, kv, 64) : br_gateway_metrics(h->gw, kv, 64);
+    for (size_t i = 0; i < n; i++)
+        if (kv[i].kind == BR_KV_INT && !strcmp(kv[i].key, key)) return kv[i].i;
+    return 0;
+}
+
+static void gauges(struct br_http *h, struct br_metrics_gauges *g)
+{
+    struct br_kv kv[64];
+    size_t n = br_gateway_metrics(h->gw, kv, 64);
+    memset(g, 0, sizeof *g);
+    int64_t live = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kv[i].kind != BR_KV_INT) continue;
+        if (!strcmp(kv[i].key, "running")) g->running = kv[i].i;
+        if (!strcmp(kv[i].key, "live")) live = kv[i].i;
+        if (!strcmp(kv[i].key, "steps")) g->steps = kv[i].i;
+        if (!strcmp(kv[i].key, "kv_blocks_used")) g->kv_blocks_used = kv[i].i;
+        if (!strcmp(kv[i].key, "kv_blocks_total")) g->kv_blocks_total = kv[i].i;
+    }
+    g->waiting = live > g->running ? live - g->running : 0;
+    g->ready = br_gateway_health(h->gw) == BR_HEALTH_READY;
+}
+
 static enum MHD_Result on_get(struct hreq *q, struct MHD_Connection *c)
 {
     struct br_http *h = q->h;
     q->phase = ANSWERED;
     q->accounted = 1; /* probes and scrapes are not requests to log */
     if (q->route == R_HEALTH) {
-        enum br_server_state st = br_server_state(h->srv);
-        static const char *const names[] = {"loading", "ok", "draining", "lost"};
+        enum br_health_state st = br_gateway_health(h->gw);
         char body[64];
-        snprintf(body, sizeof body, "{\"status\":\"%s\"}", names[st]);
-        return send_body(c, st == BR_SERVER_READY ? 200 : 503, "application/json", body,
+        snprintf(body, sizeof body, "{\"status\":\"%s\"}",
+                 st == BR_HEALTH_READY     ? "ok"
+                 : st == BR_HEALTH_LOADING ? "loading"
+                                           : "draining");
+        return send_body(c, st == BR_HEALTH_READY ? 200 : 503, "application/json", body,
                          strlen(body), 0);
     }
     if (q->route == R_METRICS) {
         struct br_metrics_gauges g;
-        br_server_gauges(h->srv, &g);
+        gauges(h, &g);
         struct br_buf b = {0};
         enum MHD_Result ok;
         if (br_metrics_render(h->metrics, &g, &b) == BR_OK)
@@ -631,9 +626,11 @@ static enum MHD_Result on_get(struct hreq *q, struct MHD_Connection *c)
         br_buf_free(&b);
         return ok;
     }
-    int32_t n_vocab = 0, n_ctx = 0;
-    br_server_model_info(h->srv, &n_vocab, &n_ctx);
-    return send_json(c, 200, br_http_models_json(h->model_name, 0, n_vocab, n_ctx));
+    struct br_proto_limits lim;
+    br_gateway_limits(h->gw, &lim);
+    return send_json(c, 200,
+                     br_http_models_json(h->model_name, 0, lim.vocab_size,
+                                         (int32_t)kv_int(h, "context_length", 1)));
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -716,49 +713,52 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     q->suspended = 0;
     int cancel = q->submitted && !q->final_queued;
     pthread_mutex_unlock(&q->mu);
-    /* the client went away (or the answer is sent): a running request stops now */
-    if (cancel) br_server_cancel(q->h->srv, &q->h->sink, q);
+    /* the client went away: its request stops now (its final event still comes) */
+    if (cancel) {
+        struct br_client_key key = {.len = sizeof q};
+        memcpy(key.bytes, &q, sizeof q);
+        br_gateway_client_gone(q->h->gw, q->h->box, &key);
+    }
     hreq_unref(q);
 }
 
-/* Every 100 ms: keep-alive comments for streams waiting on the scheduler (a closed
- * connection is noticed when one is written), and, once a rank is lost, every open
- * request ends with 503 (the scheduler's thread may be stuck and never answer). */
-static void *ticker_main(void *arg)
+/* Keep-alive comments for streams that waited a second for their next event: a closed
+ * connection is noticed when one is written. */
+static void keepalive(struct br_http *h)
+{
+    double now = br_now();
+    pthread_mutex_lock(&h->mu);
+    for (struct hreq *q = h->live; q; q = q->next_live) {
+        pthread_mutex_lock(&q->mu);
+        if (q->sse && q->suspended && q->conn_alive && now - q->last_event > KEEPALIVE_S) {
+            q->ping_due = 1;
+            q->last_event = now;
+            q->suspended = 0;
+            MHD_resume_connection(q->c);
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* The transport's thread: waits in poll() on the outbox and the quit descriptor; the
+ * timeout paces the keep-alive check. */
+static void *http_main(void *arg)
 {
     struct br_http *h = arg;
-    while (!atomic_load(&h->quit)) {
-        struct timespec ts = {0, 100000000};
-        nanosleep(&ts, NULL);
-        int lost = br_server_state(h->srv) == BR_SERVER_LOST;
-        double now = br_now();
-        pthread_mutex_lock(&h->mu);
-        for (struct hreq *q = h->live; q; q = q->next_live) {
-            pthread_mutex_lock(&q->mu);
-            if (lost && !q->final_queued) {
-                struct br_buf b = {0};
-                if (br_proto_encode_error(&b, q->id, BR_PROTO_UNAVAILABLE,
-                                          "a rank was lost; the server is shutting down") ==
-                    BR_OK) {
-                    struct br_resp r;
-                    memset(&r, 0, sizeof r);
-                    r.type = BR_RESP_ERROR;
-                    r.code = BR_PROTO_UNAVAILABLE;
-                    queue_event(q, b.data, b.len, 1);
-                    account(q, &r, NULL, 0);
-                }
-                br_buf_free(&b);
-            } else if (q->sse && q->suspended && q->conn_alive &&
-                       now - q->last_event > KEEPALIVE_S) {
-                q->ping_due = 1;
-                q->last_event = now;
-                q->suspended = 0;
-                MHD_resume_connection(q->c);
-            }
-            pthread_mutex_unlock(&q->mu);
+    double last = br_now();
+    for (;;) {
+        struct pollfd p[2] = {{br_outbox_fd(h->box), POLLIN, 0}, {h->quit_fd, POLLIN, 0}};
+        int rc = poll(p, 2, 100);
+        if (rc < 0 && errno != EINTR) break;
+        if (rc > 0 && (p[0].revents & POLLIN)) dispatch(h);
+        if (rc > 0 && (p[1].revents & POLLIN)) break;
+        if (br_now() - last >= 0.1) {
+            keepalive(h);
+            last = br_now();
         }
-        pthread_mutex_unlock(&h->mu);
     }
+    dispatch(h); /* the gateway has given every request its final event */
     return NULL;
 }
 
@@ -810,20 +810,60 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     fprintf(stderr, "bitrack serve: http: %s%s\n", line, k ? " (and more like it)" : "");
 }
 
-int br_http_start(const struct br_http_opts *o, struct br_server *srv, struct br_metrics *m,
-                  struct br_reqlog *log, struct br_http **out, struct br_err *err)
+static void http_free(struct br_http *h)
 {
-    *out = NULL;
+    if (h->d) {
+        /* libmicrohttpd must not be stopped with suspended connections: a request still
+         * without its final event (none, once the gateway answered all) gets one here */
+        pthread_mutex_lock(&h->mu);
+        for (struct hreq *q = h->live; q; q = q->next_live) {
+            pthread_mutex_lock(&q->mu);
+            struct br_event *e = q->final_queued ? NULL
+                                                 : error_event(q->id, BR_PROTO_UNAVAILABLE,
+                                                               "the server is shutting down");
+            if (e) queue_event(q, e);
+            if (q->suspended && q->conn_alive) {
+                q->suspended = 0;
+                MHD_resume_connection(q->c);
+            }
+            pthread_mutex_unlock(&q->mu);
+        }
+        pthread_mutex_unlock(&h->mu);
+        MHD_stop_daemon(h->d);
+    }
+    /* what is still on the live list lost its connection and waits for nothing more */
+    while (h->live) {
+        struct hreq *q = h->live;
+        live_remove(h, q);
+        hreq_unref(q);
+    }
+    br_outbox_destroy(&h->box);
+    if (h->quit_fd >= 0) close(h->quit_fd);
+    pthread_mutex_destroy(&h->mu);
+    free(h->addr);
+    free(h->model_name);
+    free(h->api_key);
+    free(h);
+}
+
+static int http_start(struct br_gateway *gw, const struct br_server_opts *so, void **state,
+                      struct br_err *err)
+{
+    *state = NULL;
+    const struct br_http_opts *o = so->http;
+    if (!o) return BR_OK; /* no --http */
     struct br_http *h = calloc(1, sizeof *h);
     if (!h) return br_err_set(err, BR_E_NOMEM, "out of memory");
     h->o = *o;
-    if (!h->o.addr) h->o.addr = "127.0.0.1:8080";
+    h->quit_fd = -1;
     if (!h->o.max_body) h->o.max_body = (size_t)4 << 20;
     if (!h->o.max_conns) h->o.max_conns = 1024;
     if (!h->o.timeout_s) h->o.timeout_s = 30;
     if (!h->o.threads) h->o.threads = 2;
-    h->srv = srv, h->metrics = m, h->log = log;
-    h->sink = (struct br_server_sink){on_event, h};
+    h->gw = gw;
+    h->metrics = so->metrics;
+    h->log = so->log;
+    h->addr = strdup(o->addr ? o->addr : "127.0.0.1:8080");
     h->model_name = strdup(o->model_name ? o->model_name : "bitrack");
     h->api_key = o->api_key ? strdup(o->api_key) : NULL;
     h->api_key_len = o->api_key ? strlen(o->api_key) : 0;
@@ -831,10 +871,18 @@ int br_http_start(const struct br_http_opts *o, struct br_server *srv, struct br
     pthread_mutex_init(&h->mu, NULL);
     struct sockaddr_storage ss;
     socklen_t sl = 0;
-    int rc = parse_addr(h->o.addr, &ss, &sl, err);
-    if (rc) goto fail;
-    if (!h->model_name || (o->api_key && !h->api_key)) {
+    int rc = BR_OK;
+    if (!h->addr || !h->model_name || (o->api_key && !h->api_key)) {
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    rc = parse_addr(h->addr, &ss, &sl, err);
+    if (rc) goto fail;
+    rc = br_outbox_create(gw, &h->box, err);
+    if (rc) goto fail;
+    h->quit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (h->quit_fd < 0) {
+        rc = br_err_set(err, BR_E_INTERNAL, "cannot set up the HTTP front end");
         goto fail;
     }
     /* each connection is a descriptor: make room for the connection limit */
@@ -856,51 +904,35 @@ int br_http_start(const struct br_http_opts *o, struct br_server *srv, struct br
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->o.threads, MHD_OPTION_LISTENING_ADDRESS_REUSE,
         (unsigned)1, MHD_OPTION_END);
     if (!h->d) {
-        rc = br_err_set(err, BR_E_UNAVAILABLE, "--http %s: cannot listen there (%s)", h->o.addr,
+        rc = br_err_set(err, BR_E_UNAVAILABLE, "--http %s: cannot listen there (%s)", h->addr,
                         strerror(errno));
         goto fail;
     }
-    if (pthread_create(&h->ticker, NULL, ticker_main, h)) {
-        rc = br_err_set(err, BR_E_INTERNAL, "cannot start the HTTP ticker thread");
+    if (pthread_create(&h->thread, NULL, http_main, h)) {
+        rc = br_err_set(err, BR_E_INTERNAL, "cannot start the HTTP front end's thread");
         goto fail;
     }
-    h->ticker_started = 1;
-    *out = h;
+    h->started = 1;
+    *state = h;
     return BR_OK;
 fail:
-    br_http_stop(&h);
+    http_free(h);
     return rc;
 }
 
-void br_http_stop(struct br_http **hp)
+/* Called once the gateway has given every request its final event: the thread forwards
+ * what the outbox holds and ends, then every connection is answered and closed. */
+static void http_stop(void *state)
 {
-    if (!hp || !*hp) return;
-    struct br_http *h = *hp;
-    atomic_store(&h->quit, 1);
-    if (h->ticker_started) pthread_join(h->ticker, NULL);
-    if (h->d) {
-        /* libmicrohttpd must not be stopped with suspended connections: every request
-         * still open gets a final answer and its connection is resumed to send it */
-        pthread_mutex_lock(&h->mu);
-        for (struct hreq *q = h->live; q; q = q->next_live) {
-            pthread_mutex_lock(&q->mu);
-            struct br_buf b = {0};
-            if (!q->final_queued && br_proto_encode_error(&b, q->id, BR_PROTO_UNAVAILABLE,
-                                                          "the server is shutting down") == BR_OK)
-                queue_event(q, b.data, b.len, 1);
-            br_buf_free(&b);
-            if (q->suspended && q->conn_alive) {
-                q->suspended = 0;
-                MHD_resume_connection(q->c);
-            }
-            pthread_mutex_unlock(&q->mu);
-        }
-        pthread_mutex_unlock(&h->mu);
-        MHD_stop_daemon(h->d);
+    struct br_http *h = state;
+    if (!h) return;
+    if (h->started) {
+        uint64_t one = 1;
+        ssize_t r = write(h->quit_fd, &one, sizeof one);
+        (void)r;
+        pthread_join(h->thread, NULL);
     }
-    pthread_mutex_destroy(&h->mu);
-    free(h->model_name);
-    free(h->api_key);
-    free(h);
-    *hp = NULL;
+    http_free(h);
 }
+
+const struct br_transport_ops br_frontend_http = {"http", http_start, http_stop};

@@ -6,18 +6,19 @@
  *   GET  /health                                      200 ready; 503 loading, draining, lost
  *   GET  /metrics                                     Prometheus text (coordinator/metrics.h)
  *
- * A second transport on the server's scheduler (br_server_submit): requests become the
- * same jobs ZeroMQ clients make, so batching, sampling and exactness are the same. With
+ * A second transport on the gateway (coordinator/transport.h): requests become the same
+ * struct br_req a ZeroMQ `generate` decodes to and go through the same gateway and
+ * scheduler, so limits, batching, sampling and exactness are the same. With
  * `stream: true` each token event becomes one Server-Sent Event as the scheduler emits it
  * (text pieces hold complete UTF-8 characters only); a client that goes away cancels its
  * request as soon as the connection is seen closed (at its next event, or within a second
  * through an SSE comment while it waits).
  *
  * Threads: libmicrohttpd's polling threads (opts.threads) parse requests and write
- * responses; the scheduler's thread only copies events into a request's queue and resumes
- * its connection; one ticker thread sends keep-alive comments and ends requests when a
- * rank is lost. A request's state is shared by these under its own mutex and freed by the
- * last of its two owners (the connection, the scheduler's job).
+ * responses; the transport's own thread takes the outbox's events, hands each to its
+ * request and resumes the connection, and sends keep-alive comments. A request's state is
+ * shared by these under its own mutex and freed by the last of its two owners (the
+ * connection, the request in flight at the gateway).
  */
 #ifndef BR_COORDINATOR_FRONTEND_HTTP_H
 #define BR_COORDINATOR_FRONTEND_HTTP_H
@@ -26,10 +27,7 @@
 #include <stddef.h>
 
 #include "bitrack/status.h"
-
-struct br_server;
-struct br_metrics;
-struct br_reqlog;
+#include "coordinator/transport.h"
 
 struct br_http_opts {
     const char *addr;       /* host:port; default 127.0.0.1:8080 (host may be [v6]) */
@@ -42,17 +40,9 @@ struct br_http_opts {
     unsigned threads;       /* polling threads; default 2 */
 };
 
-struct br_http;
-
-/* Binds and starts serving (generation answers 503 until the server is ready). The server,
- * metrics and log are borrowed and must outlive br_http_stop. BR_E_INVALID for a bad
- * address, BR_E_UNAVAILABLE when it cannot be bound. */
-int br_http_start(const struct br_http_opts *o, struct br_server *srv, struct br_metrics *m,
-                  struct br_reqlog *log, struct br_http **out, struct br_err *err);
-
-/* Ends every open request, stops the threads and frees; NULL-safe. Call after
- * br_server_run returned (every job has had its final event) and before
- * br_server_destroy. */
-void br_http_stop(struct br_http **h);
+/* The transport (coordinator/transport.h): br_server_opts.http set starts it, NULL leaves
+ * it out. Binding fails start with BR_E_INVALID for a bad address, BR_E_UNAVAILABLE when
+ * it cannot be bound. */
+extern const struct br_transport_ops br_frontend_http;
 
 #endif

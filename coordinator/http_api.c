@@ -611,11 +611,17 @@ static char *dump(json_t *o)
     return s;
 }
 
-/* A string value; invalid UTF-8 (never expected) becomes an empty string rather than a
- * missing field. */
+/* A string value. Generated text is bytes: those that form no valid UTF-8 become U+FFFD,
+ * as in the ZeroMQ protocol's encoders (proto.h), so both transports send the same text. */
 static json_t *str_n(const char *s, size_t n)
 {
-    json_t *v = json_stringn(s ? s : "", s ? n : 0);
+    if (!s) return json_string("");
+    if (br_proto_utf8_valid(s, n)) return json_stringn(s, n);
+    struct br_buf b = {0};
+    json_t *v = br_proto_utf8_append(&b, s, n) == BR_OK
+                    ? json_stringn(b.data ? (const char *)b.data : "", b.len)
+                    : NULL;
+    br_buf_free(&b);
     return v ? v : json_string("");
 }
 

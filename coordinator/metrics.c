@@ -117,17 +117,17 @@ void br_outcome_init(struct br_outcome *o, const char *transport, const char *cl
     o->queue_ms = o->ttft_ms = o->total_ms = o->tpot_ms = -1;
 }
 
-void br_outcome_from_resp(struct br_outcome *o, const struct br_resp *r)
+void br_outcome_from_event(struct br_outcome *o, const struct br_event *r)
 {
-    if (r->type == BR_RESP_DONE) {
-        o->result = br_proto_finish_name(r->finish_reason);
+    if (r->kind == BR_EVENT_DONE) {
+        o->result = br_proto_finish_name(r->finish);
         o->prompt_tokens = r->usage.prompt_tokens;
         o->completion_tokens = r->usage.completion_tokens;
         o->queue_ms = r->timings.queue_ms;
         o->ttft_ms = r->usage.completion_tokens ? r->timings.ttft_ms : -1;
         o->total_ms = r->timings.total_ms;
         o->tpot_ms = r->timings.tokens_per_s > 0 ? 1e3 / r->timings.tokens_per_s : -1;
-    } else if (r->type == BR_RESP_ERROR) {
+    } else if (r->kind == BR_EVENT_ERROR) {
         o->result = br_proto_code_name(r->code);
     }
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "bitrack/status.h"
+#include "coordinator/transport.h"
 #include "proto/proto.h"
 
 /* How one request ended, as a transport saw it. Times are milliseconds, < 0 unknown. */
@@ -37,8 +38,8 @@ struct br_outcome {
 /* An outcome with unknown times and no tokens, result `result`. */
 void br_outcome_init(struct br_outcome *o, const char *transport, const char *client,
                      const char *id, const char *result);
-/* Fills result, tokens and times from a final response (done or error). */
-void br_outcome_from_resp(struct br_outcome *o, const struct br_resp *final);
+/* Fills result, tokens and times from a request's final event (done or error). */
+void br_outcome_from_event(struct br_outcome *o, const struct br_event *final);
 
 /* Scheduler gauges at the time of a scrape. */
 struct br_metrics_gauges {

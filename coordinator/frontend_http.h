@@ -3,7 +3,7 @@
  *
  *   POST /v1/completions, POST /v1/chat/completions   generation (coordinator/http_api.h)
  *   GET  /v1/models                                   the one model served
- *   GET  /health                                      200 ready; 503 loading, draining, lost
+ *   GET  /health                                      200 ready; 503 loading or draining
  *   GET  /metrics                                     Prometheus text (coordinator/metrics.h)
  *
  * A second transport on the gateway (coordinator/transport.h): requests become the same

@@ -101,8 +101,10 @@ struct br_http {
     struct br_reqlog *log;
     struct MHD_Daemon *d;
     pthread_mutex_t mu;
-    struct hreq *live; /* submitted requests whose final event has not come */
-    int quit_fd;       /* written by stop: the transport's thread ends */
+    struct hreq *live;       /* submitted requests whose final event has not come */
+    int answering;           /* submitted requests whose connection has not completed them */
+    pthread_cond_t answered; /* signalled when answering drops */
+    int quit_fd;             /* written by stop: the transport's thread ends */
     pthread_t thread;
     int started;
     atomic_ullong next_id;
@@ -543,6 +545,7 @@ static enum MHD_Result on_generate(struct hreq *q, struct MHD_Connection *c)
     q->next_live = h->live;
     if (h->live) h->live->prev_live = q;
     h->live = q;
+    h->answering++;
     pthread_mutex_unlock(&h->mu);
     /* refusals (busy, too_long, draining...) come back as the request's final event */
     struct br_client_key key = {.len = sizeof q};
@@ -711,8 +714,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     pthread_mutex_lock(&q->mu);
     q->conn_alive = 0;
     q->suspended = 0;
-    int cancel = q->submitted && !q->final_queued;
+    int cancel = q->submitted && !q->final_queued, submitted = q->submitted;
     pthread_mutex_unlock(&q->mu);
+    if (submitted) {
+        pthread_mutex_lock(&q->h->mu);
+        if (--q->h->answering == 0) pthread_cond_broadcast(&q->h->answered);
+        pthread_mutex_unlock(&q->h->mu);
+    }
     /* the client went away: its request stops now (its final event still comes) */
     if (cancel) {
         struct br_client_key key = {.len = sizeof q};
@@ -828,6 +836,13 @@ static void http_free(struct br_http *h)
             }
             pthread_mutex_unlock(&q->mu);
         }
+        /* the final events just queued (the server stops, or a rank was lost) are written
+         * before the connections close: up to a second for the last of them */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        while (h->answering > 0)
+            if (pthread_cond_timedwait(&h->answered, &h->mu, &until)) break;
         pthread_mutex_unlock(&h->mu);
         MHD_stop_daemon(h->d);
     }
@@ -840,6 +855,7 @@ static void http_free(struct br_http *h)
     br_outbox_destroy(&h->box);
     if (h->quit_fd >= 0) close(h->quit_fd);
     pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->answered);
     free(h->addr);
     free(h->model_name);
     free(h->api_key);
@@ -869,6 +885,7 @@ static int http_start(struct br_gateway *gw, const struct br_server_opts *so, vo
     h->api_key_len = o->api_key ? strlen(o->api_key) : 0;
     h->id_salt = (uint32_t)((uint64_t)(br_now() * 1e6) ^ (uint64_t)getpid() << 16);
     pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->answered, NULL);
     struct sockaddr_storage ss;
     socklen_t sl = 0;
     int rc = BR_OK;

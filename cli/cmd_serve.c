@@ -222,7 +222,7 @@ int br_cmd_serve(int argc, char **argv)
                  "pipeline steps in flight; 0: one per machine"),
         BR_O_CHOICE(0, "head", &head, "q8_0|q6_k", "re-encode the output head at load"),
         BR_O_STR(0, "http", &ho.addr, "HOST:PORT",
-                 "also serve the OpenAI-compatible HTTP API there (docs/HTTP.md)"),
+                 "also the OpenAI-compatible HTTP API (docs/HTTP.md)"),
         BR_O_STR(0, "api-key", &ho.api_key, "KEY", "HTTP: require Authorization: Bearer KEY"),
         BR_O_STR(0, "api-key-file", &key_file, "FILE", "HTTP: the key, from FILE's first line"),
         BR_O_FLAG(0, "auth-probes", &auth_probes, "HTTP: /health and /metrics need the key too"),
@@ -232,10 +232,10 @@ int br_cmd_serve(int argc, char **argv)
                  "HTTP: close a connection silent this long"),
         BR_O_INT(0, "http-threads", &hthreads, 1, 64, "N", "HTTP: polling threads"),
         BR_O_STR(0, "model-name", &ho.model_name, "NAME",
-                 "HTTP: the model id clients name; default the file's name"),
+                 "HTTP: the model id; none: the file's name"),
         BR_O_CHOICE(0, "log-format", &log_format, "text|json",
-                    "one line per finished request (both transports), on stderr or --log-file"),
-        BR_O_STR(0, "log-file", &log_file, "FILE", "the request log's file (appended); -: stderr"),
+                    "the request log: a line per request (to stderr)"),
+        BR_O_STR(0, "log-file", &log_file, "FILE", "the request log's file (appended; -: stderr)"),
     };
     const struct br_cmd_spec spec = {
         "serve", NULL,

@@ -229,7 +229,8 @@ struct phase {
 struct slot {
     struct phase *ph;
     struct br_client *client;
-    int32_t first_err_index; /* the slot's first failure, for the report */
+    struct br_loadgen_openai *http; /* instead of client, for an OpenAI-compatible server */
+    int32_t first_err_index;        /* the slot's first failure, for the report */
     char first_err[256];
     pthread_t thread;
 };
@@ -283,12 +284,31 @@ static void run_one(struct slot *sl, int32_t i)
     req.sampling.logit_bias = n_bias ? bias : NULL;
     req.sampling.n_logit_bias = n_bias;
 
+    /* a chat request needs text: a token-id prompt becomes one word per id */
+    char *words = NULL;
+    if (cfg->chat && p->tokens) {
+        static const char *const dict[] = {
+            "the", "rack",  "of",  "ternary", "weights", "runs",     "on",   "plain",
+            "CPU", "nodes", "and", "answers", "every",   "question", "with", "care"};
+        words = malloc((size_t)p->n_tokens * 10 + 1);
+        if (words) {
+            size_t at = 0;
+            for (uint32_t t = 0; t < p->n_tokens; t++)
+                at += (size_t)sprintf(words + at, "%s%s", t ? " " : "",
+                                      dict[(uint32_t)p->tokens[t] % 16]);
+            req.input = BR_INPUT_PROMPT;
+            req.prompt = words;
+            req.prompt_len = at;
+        }
+    }
     struct req_state st = {0};
     st.finish = -1;
     struct br_err err = {{0}};
     double t_send = br_now();
-    int rc = br_client_generate(sl->client, &req, on_event, &st, &err);
+    int rc = sl->http ? br_loadgen_openai_generate(sl->http, &req, on_event, &st, &err)
+                      : br_client_generate(sl->client, &req, on_event, &st, &err);
     double t_end = st.done ? st.t_done : br_now();
+    free(words);
 
     rec->index = i;
     rec->status = rc;
@@ -296,7 +316,9 @@ static void run_one(struct slot *sl, int32_t i)
     rec->sched_ms = ph->due ? ph->due[i] * 1e3 : (t_send - ph->t0) * 1e3;
     rec->start_ms = (t_send - ph->t0) * 1e3;
     rec->e2e_ms = (t_end - t_send) * 1e3;
-    rec->n_out = st.n;
+    /* over HTTP a chunk may carry no new token (text held back): the usage counts them */
+    rec->n_out =
+        sl->http && st.done && st.usage.completion_tokens ? st.usage.completion_tokens : st.n;
     rec->n_in = st.done ? st.usage.prompt_tokens : p->n_tokens;
     rec->ttft_ms = st.n ? (st.stamps[0] - t_send) * 1e3 : -1.0;
     rec->tpot_ms = st.n >= 2 ? (rec->e2e_ms - rec->ttft_ms) / (double)(st.n - 1) : -1.0;
@@ -499,8 +521,9 @@ int br_loadgen_run(const struct br_loadgen_config *cfg, const struct br_loadgen_
     int32_t n_clients = 0;
     for (; n_clients < n_slots; n_clients++) {
         slots[n_clients].first_err_index = -1;
-        rc = br_client_connect_curve(cfg->server, cfg->timeout_ms, cfg->curve,
-                                     &slots[n_clients].client, err);
+        rc = cfg->openai_url ? br_loadgen_openai_open(cfg, &slots[n_clients].http, err)
+                             : br_client_connect_curve(cfg->server, cfg->timeout_ms, cfg->curve,
+                                                       &slots[n_clients].client, err);
         if (rc) goto fail_clients;
     }
 
@@ -535,7 +558,10 @@ int br_loadgen_run(const struct br_loadgen_config *cfg, const struct br_loadgen_
         br_err_set(err, rc, "bench: out of memory");
         goto fail_clients;
     }
-    for (int32_t k = 0; k < n_clients; k++) br_client_close(&slots[k].client);
+    for (int32_t k = 0; k < n_clients; k++) {
+        br_client_close(&slots[k].client);
+        br_loadgen_openai_close(&slots[k].http);
+    }
     free_records(warm, cfg->warmup);
     free(due);
     free(slots);
@@ -543,7 +569,10 @@ int br_loadgen_run(const struct br_loadgen_config *cfg, const struct br_loadgen_
     return BR_OK;
 
 fail_clients:
-    for (int32_t k = 0; k < n_clients; k++) br_client_close(&slots[k].client);
+    for (int32_t k = 0; k < n_clients; k++) {
+        br_client_close(&slots[k].client);
+        br_loadgen_openai_close(&slots[k].http);
+    }
 fail_alloc:
     free_records(warm, cfg->warmup);
     free(due);

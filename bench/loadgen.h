@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "bitrack/status.h"
+#include "proto/proto.h"
 
 struct br_client_curve;
 
@@ -107,6 +108,13 @@ struct br_loadgen_config {
     const char *label;                   /* progress line prefix; NULL = "bench" */
     const char *workload;                /* what the prompts are, for the reports; NULL = unknown */
     const struct br_client_curve *curve; /* CurveZMQ credentials (borrowed); NULL = none */
+    /* An OpenAI-compatible server instead of ZeroMQ (loadgen_openai.c): its base URL
+     * (http://host:port), an optional API key and model name, and /v1/chat/completions
+     * instead of /v1/completions (token-id prompts are then sent as words, one per id). */
+    const char *openai_url;
+    const char *api_key;
+    const char *model;
+    bool chat;
 };
 
 #define BR_LOADGEN_MAX_SLOTS 256
@@ -167,6 +175,25 @@ void br_loadgen_result_free(struct br_loadgen_result **r);
 /* Recomputes r's aggregates from r->records and r->duration_s (br_loadgen_run calls it;
  * exposed so tests can check the arithmetic on hand-made records). */
 int br_loadgen_aggregate(struct br_loadgen_result *r);
+
+/* ---- OpenAI-compatible servers (loadgen_openai.c) ------------------------------------ */
+
+struct br_loadgen_openai;
+
+/* One HTTP client for cfg->openai_url (borrowed, with cfg). */
+int br_loadgen_openai_open(const struct br_loadgen_config *cfg, struct br_loadgen_openai **out,
+                           struct br_err *err);
+void br_loadgen_openai_close(struct br_loadgen_openai **c);
+/* Sends req (its prompt or tokens, max_tokens and sampling) as a streaming request; calls
+ * on_event with a `token` per streamed chunk and a `done` (usage, finish) at the end.
+ * Returns the status br_client_generate would (BR_E_BUSY for 429, ...). */
+int br_loadgen_openai_generate(struct br_loadgen_openai *c, const struct br_req *req,
+                               int (*on_event)(const struct br_resp *r, void *user), void *user,
+                               struct br_err *err);
+/* Vocabulary size and context from GET URL/v1/models ("meta", as bitrack and llama-server
+ * report them); BR_E_NOTFOUND when the server does not say. */
+int br_loadgen_openai_vocab(const char *url, const char *api_key, int32_t *vocab, int64_t *ctx,
+                            struct br_err *err);
 
 /* ---- arithmetic ----------------------------------------------------------------------- */
 

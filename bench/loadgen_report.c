@@ -55,7 +55,9 @@ static void json_result(FILE *f, const struct br_loadgen_result *r, bool per_req
 {
     const struct br_loadgen_config *c = &r->config;
     fputs("{\n  \"config\": {\"server\": ", f);
-    json_str(f, c->server ? c->server : "tcp://127.0.0.1:5555");
+    json_str(f, c->openai_url ? c->openai_url : c->server ? c->server : "tcp://127.0.0.1:5555");
+    fprintf(f, ", \"api\": \"%s\"",
+            c->openai_url ? (c->chat ? "openai-chat" : "openai-completions") : "bitrack-zmq");
     fprintf(f,
             ", \"mode\": \"%s\", \"concurrency\": %d, \"rate\": ", c->rate > 0 ? "open" : "closed",
             c->rate > 0 ? 0 : c->concurrency);

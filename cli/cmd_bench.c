@@ -43,6 +43,7 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: bitrack bench [serve] --server ADDR [options]\n"
+        "       bitrack bench [serve] --openai URL [--api-key K] [--chat] [--model M] [options]\n"
         "       bitrack bench kernels|model|scale [options]\n"
         "serving benchmark options:\n"
         "  --server ADDR          server endpoint (default " BR_CLIENT_DEFAULT_ADDR ")\n"
@@ -61,6 +62,12 @@ static void usage(FILE *f)
         "  --temp T               sampling temperature (default 0, greedy)\n"
         "  --ban-tokens 2,...     token ids the server must not sample (fixed output length)\n"
         "  --timeout MS           fail a request after MS ms of server silence (default 30000)\n"
+        "  --openai URL           an OpenAI-compatible server instead (http://host:port:\n"
+        "                         bitrack serve --http, llama-server, vLLM); streams\n"
+        "                         /v1/completions (token-id prompts)\n"
+        "  --chat                 with --openai: /v1/chat/completions (prompts as text)\n"
+        "  --api-key K            with --openai: sent as Authorization: Bearer K\n"
+        "  --model M              with --openai: the model name to send\n"
         "  --curve-server-key F   the server's CurveZMQ public key (with --curve-key)\n"
         "  --curve-key F          this client's CurveZMQ secret key (bitrack keygen)\n"
         "  --sweep 1,2,4,8        run at each concurrency; --rate-sweep 1,2.5,5 for rates\n"
@@ -224,7 +231,11 @@ static int bench_serve(int argc, char **argv)
         O_JSON,
         O_NOPROG,
         O_CSK,
-        O_CK
+        O_CK,
+        O_OPENAI,
+        O_CHAT,
+        O_APIKEY,
+        O_MODEL
     };
     static const struct option opts[] = {{"server", required_argument, 0, O_SERVER},
                                          {"concurrency", required_argument, 0, O_CONC},
@@ -249,6 +260,10 @@ static int bench_serve(int argc, char **argv)
                                          {"no-progress", no_argument, 0, O_NOPROG},
                                          {"curve-server-key", required_argument, 0, O_CSK},
                                          {"curve-key", required_argument, 0, O_CK},
+                                         {"openai", required_argument, 0, O_OPENAI},
+                                         {"chat", no_argument, 0, O_CHAT},
+                                         {"api-key", required_argument, 0, O_APIKEY},
+                                         {"model", required_argument, 0, O_MODEL},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
@@ -351,6 +366,18 @@ static int bench_serve(int argc, char **argv)
         case O_CK:
             curve_key = optarg;
             break;
+        case O_OPENAI:
+            cfg.openai_url = optarg;
+            break;
+        case O_CHAT:
+            cfg.chat = true;
+            break;
+        case O_APIKEY:
+            cfg.api_key = optarg;
+            break;
+        case O_MODEL:
+            cfg.model = optarg;
+            break;
         case 'h':
             usage(stdout);
             free(ban);
@@ -404,6 +431,16 @@ static int bench_serve(int argc, char **argv)
             }
     }
 
+    if (!cfg.openai_url && (cfg.chat || cfg.api_key || cfg.model)) {
+        free(points);
+        free(ban);
+        return br_cli_usage_error("bench", "--chat, --api-key and --model need --openai URL");
+    }
+    if (cfg.openai_url && (cfg.server || curve_key || curve_server_key)) {
+        free(points);
+        free(ban);
+        return br_cli_usage_error("bench", "--openai replaces --server and the CurveZMQ keys");
+    }
     if (!!curve_server_key != !!curve_key) {
         free(points);
         free(ban);
@@ -431,7 +468,10 @@ static int bench_serve(int argc, char **argv)
     } else {
         int32_t vs = (int32_t)vocab;
         int64_t ctx = 0;
-        if (!vs && ask_vocab(cfg.server, cfg.timeout_ms, cfg.curve, &vs, &ctx, &err)) goto fail;
+        if (!vs &&
+            (cfg.openai_url ? br_loadgen_openai_vocab(cfg.openai_url, cfg.api_key, &vs, &ctx, &err)
+                            : ask_vocab(cfg.server, cfg.timeout_ms, cfg.curve, &vs, &ctx, &err)))
+            goto fail;
         if (ctx > 0 &&
             llround((double)input_len * (1 + spread)) + llround((double)output_len * (1 + spread)) >
                 ctx)

@@ -6,11 +6,18 @@
  *                 [--max-per-client N] [--max-tokens-cap N] [--max-prompt-tokens N]
  *                 [--max-request-bytes N] [--client-queue N]
  *                 [--curve-secret FILE (--curve-clients DIR | --curve-any-client)]
+ *                 [--http HOST:PORT [--api-key KEY | --api-key-file F] [--auth-probes]
+ *                  [--http-max-body N] [--http-max-conns N] [--http-timeout S]
+ *                  [--http-threads N] [--model-name NAME]]
+ *                 [--log-format text|json] [--log-file F]
  *   mpirun -np T*P bitrack serve -m MODEL|SHARD_DIR --tp T --pp P [--step-timeout S] ...
  *
  * Rank 0 answers health requests (state `loading`) while the model loads, prints the
  * plan, load progress and "ready", and serves until SIGINT/SIGTERM. The other ranks
- * follow rank 0's steps.
+ * follow rank 0's steps. With --http, rank 0 also serves the OpenAI-compatible HTTP API
+ * (coordinator/frontend_http.h), a second transport on the same gateway. With --log-file
+ * FILE (`-`: stderr) or --log-format, every finished request, on either transport, gets
+ * one line in the request log.
  *
  * A lost rank (docs/RELIABILITY.md, "Lost ranks"): rank 0 gives up on a rank that has not
  * answered for --step-timeout seconds (default 3), or, after mpirun's SIGTERM, on a rank
@@ -29,6 +36,9 @@
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "coordinator/cluster.h"
+#include "coordinator/frontend_http.h"
+#include "coordinator/metrics.h"
+#include "coordinator/reqlog.h"
 #include "coordinator/server.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/pool.h"
@@ -168,6 +178,12 @@ int br_cmd_serve(int argc, char **argv)
     uint64_t max_bytes = (uint64_t)4 << 20;
     uint32_t head_type = 0;
     int any_client = 0;
+    /* the HTTP API and the request log */
+    struct br_http_opts ho = {0};
+    const char *key_file = NULL, *log_file = NULL, *log_format = NULL;
+    long long hconns = 1024, htimeout = 30, hthreads = 2;
+    uint64_t hbody = (uint64_t)4 << 20;
+    int auth_probes = 0;
     const struct br_opt opts[] = {
         BR_O_STR('m', "model", &model_path, "FILE", "model file, or a directory from `shard`"),
         BR_O_ADDR(0, "listen", listen, "endpoint to bind (host:port means tcp://host:port)"),
@@ -205,6 +221,21 @@ int br_cmd_serve(int argc, char **argv)
         BR_O_INT(0, "micro-batches", &micro, 0, 64, "N",
                  "pipeline steps in flight; 0: one per machine"),
         BR_O_CHOICE(0, "head", &head, "q8_0|q6_k", "re-encode the output head at load"),
+        BR_O_STR(0, "http", &ho.addr, "HOST:PORT",
+                 "also the OpenAI-compatible HTTP API (docs/HTTP.md)"),
+        BR_O_STR(0, "api-key", &ho.api_key, "KEY", "HTTP: require Authorization: Bearer KEY"),
+        BR_O_STR(0, "api-key-file", &key_file, "FILE", "HTTP: the key, from FILE's first line"),
+        BR_O_FLAG(0, "auth-probes", &auth_probes, "HTTP: /health and /metrics need the key too"),
+        BR_O_SIZE(0, "http-max-body", &hbody, "BYTES", "HTTP: larger request bodies get 413"),
+        BR_O_INT(0, "http-max-conns", &hconns, 1, 65536, "N", "HTTP: connections at once"),
+        BR_O_INT(0, "http-timeout", &htimeout, 1, 86400, "S",
+                 "HTTP: close a connection silent this long"),
+        BR_O_INT(0, "http-threads", &hthreads, 1, 64, "N", "HTTP: polling threads"),
+        BR_O_STR(0, "model-name", &ho.model_name, "NAME",
+                 "HTTP: the model id; none: the file's name"),
+        BR_O_CHOICE(0, "log-format", &log_format, "text|json",
+                    "the request log: a line per request (to stderr)"),
+        BR_O_STR(0, "log-file", &log_file, "FILE", "the request log's file (appended; -: stderr)"),
     };
     const struct br_cmd_spec spec = {
         "serve", NULL,
@@ -219,6 +250,47 @@ int br_cmd_serve(int argc, char **argv)
     if (max_bytes < 4096 || max_bytes > ((uint64_t)1 << 30))
         return br_cli_usage_error("serve", "--max-request-bytes: from 4096 to 1G");
     if (head) head_type = br_cli_head_type(head);
+    if (ho.api_key && key_file)
+        return br_cli_usage_error("serve", "--api-key and --api-key-file: give one of them");
+    if ((ho.api_key || key_file || auth_probes) && !ho.addr)
+        return br_cli_usage_error("serve",
+                                  "--api-key, --api-key-file and --auth-probes need --http");
+    if (auth_probes && !ho.api_key && !key_file)
+        return br_cli_usage_error("serve", "--auth-probes needs --api-key or --api-key-file");
+    if (hbody < 4096 || hbody > ((uint64_t)1 << 30))
+        return br_cli_usage_error("serve", "--http-max-body: from 4096 to 1G");
+    char key_buf[512];
+    if (key_file) {
+        FILE *kf = fopen(key_file, "r");
+        if (!kf) return br_cli_usage_error("serve", "--api-key-file %s: cannot open it", key_file);
+        if (!fgets(key_buf, sizeof key_buf, kf)) key_buf[0] = '\0';
+        fclose(kf);
+        key_buf[strcspn(key_buf, "\r\n")] = '\0';
+        if (!key_buf[0])
+            return br_cli_usage_error("serve", "--api-key-file %s: the first line is empty",
+                                      key_file);
+        ho.api_key = key_buf;
+    }
+    if (ho.api_key && !ho.api_key[0])
+        return br_cli_usage_error("serve", "--api-key: the key is empty");
+    ho.auth_all = auth_probes != 0;
+    ho.max_body = (size_t)hbody;
+    ho.max_conns = (unsigned)hconns;
+    ho.timeout_s = (unsigned)htimeout;
+    ho.threads = (unsigned)hthreads;
+    /* the model id clients name: the file (or shard directory) name without .gguf */
+    char mname[256];
+    if (!ho.model_name) {
+        size_t ml = strlen(model_path);
+        while (ml > 1 && model_path[ml - 1] == '/') ml--;
+        const char *base = model_path;
+        for (size_t i = 0; i < ml; i++)
+            if (model_path[i] == '/') base = model_path + i + 1;
+        size_t bl = (size_t)(model_path + ml - base);
+        if (bl > 5 && !strncmp(base + bl - 5, ".gguf", 5)) bl -= 5;
+        snprintf(mname, sizeof mname, "%.*s", (int)bl, base);
+        ho.model_name = mname;
+    }
     so.listen = listen;
     so.max_queue = (int32_t)max_queue, so.max_per_client = (int32_t)per_client;
     so.client_timeout_s = (int32_t)client_timeout, so.max_tokens_cap = (int32_t)cap;
@@ -242,6 +314,8 @@ int br_cmd_serve(int argc, char **argv)
     struct br_engine *eng = NULL;
     struct br_tok *tok = NULL;
     struct br_server *srv = NULL;
+    struct br_metrics *metrics = NULL;
+    struct br_reqlog *reqlog = NULL;
     /* static: the detached watchdog may outlive this call (it stops reading it first) */
     static struct watchdog_ctx wctx;
     pthread_t wd;
@@ -273,6 +347,19 @@ int br_cmd_serve(int argc, char **argv)
     so.loss = server_loss;
     so.loss_ctx = comm;
     if (rank == 0) {
+        /* the request log is asked for with --log-file or --log-format */
+        if (br_metrics_create(&metrics) ||
+            ((log_file || log_format) &&
+             br_reqlog_open(log_file,
+                            log_format && !strcmp(log_format, "json") ? BR_REQLOG_JSON
+                                                                      : BR_REQLOG_TEXT,
+                            &reqlog, &err))) {
+            fprintf(stderr, "bitrack serve: %s\n", metrics ? err.msg : "out of memory");
+            goto done;
+        }
+        so.metrics = metrics;
+        so.log = reqlog;
+        so.http = ho.addr ? &ho : NULL; /* a second transport on the same gateway */
         if (br_server_start(&so, info, &srv, &err)) {
             fprintf(stderr, "bitrack serve: %s\n", err.msg);
             goto done;
@@ -280,6 +367,9 @@ int br_cmd_serve(int argc, char **argv)
         br_server_install_signals(srv);
         fprintf(stderr, "bitrack serve: listening on %s (loading)\n",
                 so.listen ? so.listen : "tcp://127.0.0.1:5555");
+        if (ho.addr)
+            fprintf(stderr, "bitrack serve: HTTP on http://%s (model `%s`%s)\n", ho.addr,
+                    ho.model_name, ho.api_key ? ", API key required" : "");
     }
     /* rank 0 gives up on a silent rank after the step timeout; the others wait for steps
      * as long as it takes (an idle server sends none) */
@@ -365,6 +455,8 @@ done:
     g_watch_quit = 1;
     pthread_mutex_unlock(&g_watch_mu);
     br_server_destroy(&srv);
+    br_reqlog_close(&reqlog);
+    br_metrics_destroy(&metrics);
     br_tok_destroy(&tok);
     br_engine_destroy(&eng);
     br_pool_destroy(&pool);

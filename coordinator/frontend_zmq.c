@@ -26,6 +26,8 @@
 #include "bitrack/progress.h"
 #include "coordinator/curve.h"
 #include "coordinator/frontend_zmq.h"
+#include "coordinator/metrics.h"
+#include "coordinator/reqlog.h"
 #include "coordinator/server.h"
 
 struct fe {
@@ -35,6 +37,8 @@ struct fe {
     void *zctx, *router;
     char *listen;
     int client_timeout_s;
+    struct br_metrics *metrics; /* borrowed, may be NULL */
+    struct br_reqlog *log;      /* borrowed, may be NULL */
     int quit_fd;
     pthread_t thread;
     int started;
@@ -115,11 +119,27 @@ static int encode_event(const struct br_event *e, struct br_buf *b)
     return BR_E_INVALID;
 }
 
+/* A request's final event: counted and logged (coordinator/metrics.h, reqlog.h); the
+ * client is named by its routing id. */
+static void account(struct fe *f, const struct br_event *e)
+{
+    if ((!f->metrics && !f->log) || (e->kind != BR_EVENT_DONE && e->kind != BR_EVENT_ERROR)) return;
+    char client[2 * 16 + 1] = "";
+    for (size_t i = 0; i < e->client.len && i < 16; i++)
+        snprintf(client + 2 * i, 3, "%02x", e->client.bytes[i]);
+    struct br_outcome o;
+    br_outcome_init(&o, "zmq", client, e->id, NULL);
+    br_outcome_from_event(&o, e);
+    br_metrics_observe(f->metrics, &o);
+    br_reqlog_write(f->log, &o);
+}
+
 static void forward_events(struct fe *f)
 {
     struct br_event *list = br_outbox_take(f->box);
     struct br_buf b = {0};
     for (struct br_event *e = list; e; e = e->next) {
+        account(f, e);
         if (encode_event(e, &b) != BR_OK) continue;
         int why = send_reply(f->router, &e->client, &b);
         if (why) client_unreachable(f, &e->client, why);
@@ -266,6 +286,8 @@ static int fe_start(struct br_gateway *gw, const struct br_server_opts *o, void 
     f->gw = gw;
     f->quit_fd = -1;
     f->client_timeout_s = o->client_timeout_s;
+    f->metrics = o->metrics;
+    f->log = o->log;
     f->listen = strdup(o->listen ? o->listen : "tcp://127.0.0.1:5555");
     int rc = br_curve_load(o->curve_secret, o->curve_clients, o->curve_any_client, &f->curve, err);
     if (rc) goto fail;

@@ -614,6 +614,8 @@ size_t br_gateway_metrics(struct br_gateway *gw, struct br_kv *kv, size_t cap)
         {"prompt_tokens", BR_KV_INT, atomic_load(&gw->stats.tokens_in), 0, NULL},
         {"generated_tokens", BR_KV_INT, atomic_load(&gw->stats.tokens_out), 0, NULL},
         {"steps", BR_KV_INT, atomic_load(&gw->stats.steps), 0, NULL},
+        {"kv_blocks_used", BR_KV_INT, atomic_load(&gw->stats.kv_blocks_used), 0, NULL},
+        {"kv_blocks_total", BR_KV_INT, atomic_load(&gw->stats.kv_blocks_total), 0, NULL},
     };
     size_t n = sizeof all / sizeof *all < cap ? sizeof all / sizeof *all : cap;
     memcpy(kv, all, n * sizeof *kv);

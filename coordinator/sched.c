@@ -138,6 +138,7 @@ static void release(struct br_sched *s, struct job *j)
     s->free_blocks += j->blocks;
     j->slot = -1;
     atomic_fetch_sub(&s->stats->running, 1);
+    atomic_store(&s->stats->kv_blocks_used, s->ex.n_blocks - s->free_blocks);
 }
 
 /* The job's last event: done (err_msg NULL) or an error; the job is freed. */
@@ -364,6 +365,7 @@ static void admit(struct br_sched *s)
         s->slots[slot] = j;
         s->free_blocks -= j->blocks;
         atomic_fetch_add(&s->stats->running, 1);
+        atomic_store(&s->stats->kv_blocks_used, s->ex.n_blocks - s->free_blocks);
     }
 }
 
@@ -575,6 +577,7 @@ int br_sched_create(const struct br_sched_opts *o, const struct br_executor *ex,
     if (o->micro_batches > 0 && o->micro_batches < s->depth) s->depth = o->micro_batches;
     if (s->depth > BR_SCHED_MAX_INFLIGHT) s->depth = BR_SCHED_MAX_INFLIGHT;
     s->free_blocks = ex->n_blocks;
+    atomic_store(&s->stats->kv_blocks_total, ex->n_blocks);
     s->slots = calloc((size_t)ex->n_seq, sizeof *s->slots);
     s->to_free = calloc(2 * (size_t)ex->n_seq, sizeof *s->to_free);
     s->logits = malloc((size_t)s->budget * (size_t)ex->vocab * sizeof *s->logits);

@@ -94,6 +94,7 @@ struct br_sched_sink {
 struct br_sched_stats {
     atomic_long completed, tokens_out, tokens_in, steps;
     atomic_int running;
+    atomic_long kv_blocks_used, kv_blocks_total; /* reserved by admitted jobs; the pool */
 };
 
 struct br_sched_opts {

@@ -13,7 +13,8 @@
  *                     gateway
  *
  * Threads: this one (MPI, the scheduler), the gateway's (preparing requests, the stuck
- * and stop-grace checks), one per transport, and CurveZMQ's ZAP handler. This thread
+ * and stop-grace checks), one per transport (the HTTP one, with --http, adds
+ * libmicrohttpd's), and CurveZMQ's ZAP handler. This thread
  * waits only in poll() on the gateway's descriptor, woken by new work or a stop.
  */
 #include "coordinator/server.h"
@@ -26,16 +27,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitrack/progress.h"
 #include "coordinator/chat.h"
 #include "coordinator/cluster.h"
 #include "coordinator/curve.h"
+#include "coordinator/frontend_http.h"
 #include "coordinator/frontend_zmq.h"
 #include "coordinator/gateway.h"
+#include "coordinator/metrics.h"
 #include "worker/sample.h"
 #include "coordinator/sched.h"
 
 /* The transports a server runs, in order; each sees every option. */
-static const struct br_transport_ops *const transports[] = {&br_frontend_zmq};
+static const struct br_transport_ops *const transports[] = {&br_frontend_zmq, &br_frontend_http};
 #define N_TRANSPORTS (sizeof transports / sizeof *transports)
 
 struct br_server {
@@ -169,10 +173,15 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
         if (!br_sched_busy(sc) && poll(&pfd, 1, -1) < 0 && errno != EINTR) break;
         br_gateway_feed(s->gw, sc);
         br_gateway_step_begins(s->gw, 1);
+        long steps = atomic_load(&so.stats->steps);
+        double t0 = br_now();
         rc = br_sched_step(sc, err);
+        if (s->o.metrics && atomic_load(&so.stats->steps) != steps)
+            br_metrics_observe_step(s->o.metrics, br_now() - t0);
         br_gateway_step_begins(s->gw, 0);
         if (rc) break;
     }
+    if (rc) br_metrics_lost_rank(s->o.metrics);
     /* every request still here gets its final answer */
     char why[600];
     if (rc)

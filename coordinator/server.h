@@ -20,6 +20,10 @@
 #include "worker/comm.h"
 #include "worker/engine.h"
 
+struct br_http_opts;
+struct br_metrics;
+struct br_reqlog;
+
 struct br_server_opts {
     const char *listen;       /* ZeroMQ endpoint; default tcp://127.0.0.1:5555 */
     int32_t max_queue;        /* requests waiting or running before `busy`; default 256 */
@@ -56,6 +60,10 @@ struct br_server_opts {
      * Called from the gateway's thread, never from the MPI one. */
     int (*loss)(void *ctx, int stuck, char *buf, size_t n);
     void *loss_ctx;
+    /* the OpenAI-compatible HTTP transport (coordinator/frontend_http.h); NULL: none */
+    const struct br_http_opts *http;
+    struct br_metrics *metrics; /* borrowed; every finished request, both transports; may be NULL */
+    struct br_reqlog *log;      /* borrowed; one line per finished request; may be NULL */
 };
 
 struct br_server;

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BITRACK_BIN:-build/release/bitrack}
-model= tp=2 pp=1 n=32 port=${BITRACK_PORT:-5599}
+model= tp=2 pp=1 n=32 port=${BITRACK_PORT:-5599} hport=${BITRACK_HTTP_PORT:-8099}
 die() { echo "quickstart: $*" >&2; exit 1; }
 while [ $# -gt 1 ]; do
     case "$1" in
@@ -56,7 +56,7 @@ addr="127.0.0.1:$port"
 echo "starting $((tp * pp)) ranks (tp $tp x pp $pp) serving $model on $addr" >&2
 # TMPDIR: Open MPI's session directory goes into $work too, and is removed with it
 TMPDIR=$work setsid launch/bitrack-launch --local $((tp * pp)) --tp "$tp" --pp "$pp" -- serve -m "$model" \
-    --listen "$addr" > "$log" 2>&1 &
+    --listen "$addr" --http "127.0.0.1:$hport" > "$log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do
     grep -q "ready on" "$log" && break
@@ -68,3 +68,6 @@ for _ in $(seq 600); do
 done
 grep "ready on" "$log" >&2 || { cat "$log" >&2; die "the server was not ready within 60 s (log above)"; }
 "$BIN" generate --server "$addr" -n "$n" -v "$prompt" || die "the request failed (see above)"
+echo "--- the same cluster through its OpenAI-compatible HTTP API (curl, streamed):" >&2
+curl -sSN "http://127.0.0.1:$hport/v1/completions" -H 'Content-Type: application/json' -d "{\"max_tokens\": $n, \
+\"stream\": true, \"prompt\": \"$(printf '%s' "$prompt" | sed 's/[\\"]/\\&/g')\"}" || die "the HTTP request failed"

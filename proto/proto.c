@@ -1057,6 +1057,23 @@ static void put_key(struct enc *e, const char *k)
     e->fail |= msgpack_pack_str_body(&e->pk, k, n);
 }
 
+int br_proto_utf8_append(struct br_buf *out, const char *s, size_t len)
+{
+    const uint8_t *u = (const uint8_t *)s;
+    int rc = BR_OK;
+    for (size_t i = 0; i < len && !rc;) {
+        int k = utf8_next(u + i, len - i);
+        if (k > 0) {
+            rc = br_buf_append(out, u + i, (size_t)k);
+            i += (size_t)k;
+        } else {
+            rc = br_buf_append(out, "\xEF\xBF\xBD", 3);
+            i++;
+        }
+    }
+    return rc;
+}
+
 /* Writes s[0..n) as a msgpack string, replacing invalid UTF-8 with U+FFFD. */
 static void put_text(struct enc *e, const char *s, size_t n)
 {

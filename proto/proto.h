@@ -359,5 +359,9 @@ enum br_proto_code br_proto_status_code(int status);
 size_t br_proto_utf8_complete(const char *s, size_t len);
 /* True when s[0..len) is valid UTF-8 (no overlongs, surrogates, or > U+10FFFF). */
 bool br_proto_utf8_valid(const char *s, size_t len);
+/* Appends s[0..len) to out with each byte that starts no valid character replaced by
+ * U+FFFD: the rule the response encoders apply, for other encodings of the same text
+ * (the HTTP API's JSON). BR_E_NOMEM (out unchanged but for what was appended). */
+int br_proto_utf8_append(struct br_buf *out, const char *s, size_t len);
 
 #endif

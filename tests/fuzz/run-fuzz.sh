@@ -16,7 +16,7 @@ shift || true
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${BR_FUZZ_OUT:-$root/build/fuzz}"
 cc="${CC_FUZZ:-clang}"
-all=(gguf decode request tokenizer)
+all=(gguf decode request http_request tokenizer)
 # The shard loader's harness, once the shard format (sharding/shard.c) is in the tree.
 if [ -f "$root/sharding/shard.c" ]; then all+=(shard); fi
 if [ $# -gt 0 ]; then harnesses=("$@"); else harnesses=("${all[@]}"); fi
@@ -27,6 +27,7 @@ sources() {
     gguf) echo sharding/gguf.c sharding/types.c common/status.c ;;
     decode) echo sharding/decode.c sharding/types.c kernels/ternary.c common/status.c ;;
     request) echo proto/proto.c common/status.c ;;
+    http_request) echo coordinator/http_api.c proto/proto.c common/status.c ;;
     tokenizer)
         echo coordinator/tokenizer.c coordinator/tokenizer_gguf.c coordinator/tokenizer_pre.c \
             coordinator/unicode.c sharding/gguf.c sharding/types.c common/status.c
@@ -43,6 +44,7 @@ sources() {
 libs() {
     case "$1" in
     request) echo -lmsgpackc ;;
+    http_request) echo -ljansson -lmsgpackc ;;
     esac
 }
 # Extra flags: the shard harness leaves out the ISA-specific kernel files (they need
@@ -60,6 +62,7 @@ max_len() {
     gguf) echo 65536 ;;
     decode) echo 16384 ;;
     request) echo 16384 ;;
+    http_request) echo 16384 ;;
     tokenizer) echo 2048 ;;
     shard) echo 262144 ;;
     esac

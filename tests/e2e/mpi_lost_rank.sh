@@ -80,6 +80,8 @@ lose_rank() {
     done
     [ -n "$victim" ] || { fail "$name: rank 1 not found"; return; }
     echo "rank 1 is pid $victim"
+    local ranks
+    ranks="$(rank_pid 0) $(rank_pid 2)"
     # the C client too: `bitrack generate` streaming a long generation
     (
         rc=0
@@ -139,6 +141,22 @@ lose_rank() {
     fi
     wait "$JOB" || job_rc=$?
     JOB=""
+    # no rank is left behind, running or as a zombie, once the job has ended
+    local p st left=""
+    for _ in $(seq 50); do
+        left=""
+        for p in $ranks; do
+            st=$(ps -o stat= -p "$p" 2> /dev/null || true)
+            [ -n "$st" ] && left="$left $p($st)"
+        done
+        [ -z "$left" ] && break
+        sleep 0.1
+    done
+    if [ -n "$left" ]; then
+        fail "$name: ranks left 5 s after the job ended:$left"
+    else
+        echo "ok   no rank left behind (pids $ranks), running or zombie"
+    fi
     if grep -q "Sanitizer" "$TMP/job.log"; then
         fail "$name: sanitizer report"
         grep -A30 "Sanitizer" "$TMP/job.log" | head -60

@@ -329,8 +329,8 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
         fprintf(g_probe_log, "read probe forms, %d thread%s (streams x prefetch bytes ahead):", nt,
                 nt == 1 ? "" : "s");
         for (int s = 0; s < N_PROBE_STREAMS; s++)
-            fprintf(g_probe_log, " %dx%zu %.1f%s", g_probe_forms[s].streams,
-                    g_probe_forms[s].ahead, c.form_gbs[s], s + 1 < N_PROBE_STREAMS ? "," : "\n");
+            fprintf(g_probe_log, " %dx%zu %.1f%s", g_probe_forms[s].streams, g_probe_forms[s].ahead,
+                    c.form_gbs[s], s + 1 < N_PROBE_STREAMS ? "," : "\n");
     }
 out:
     free(c.a);

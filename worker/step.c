@@ -105,7 +105,7 @@ static uint64_t get64(const int32_t *d)
 }
 
 bool br_step_can_sample(const struct br_engine *e, const struct br_sample_params *const *sp,
-                       int32_t n_rows)
+                        int32_t n_rows)
 {
     int32_t n_bias = 0;
     if (n_rows > br_engine_max_batch(e)) return false;

@@ -66,7 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_str(q->messages[i].content, q->messages[i].content_len);
     for (uint32_t i = 0; q->sampling.stop && i < q->sampling.n_stop; i++)
         check_str(q->sampling.stop[i], q->sampling.stop_len[i]);
-    touch(q->sampling.logit_bias, (size_t)q->sampling.n_logit_bias * sizeof *q->sampling.logit_bias);
+    touch(q->sampling.logit_bias,
+          (size_t)q->sampling.n_logit_bias * sizeof *q->sampling.logit_bias);
     if (r.model) touch(r.model, strlen(r.model) + 1);
     if (rc) {
         if (!(e.status == 400 || e.status == 500) || !e.message[0]) abort();
@@ -89,7 +90,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (kind == BR_HTTP_CHAT ? q->input != BR_INPUT_MESSAGES
                                  : q->input != BR_INPUT_PROMPT && q->input != BR_INPUT_TOKENS)
             abort();
-        if (q->input == BR_INPUT_MESSAGES && (q->n_messages < 1 || q->n_messages > lim.max_messages))
+        if (q->input == BR_INPUT_MESSAGES &&
+            (q->n_messages < 1 || q->n_messages > lim.max_messages))
             abort();
         if (q->prompt_len > lim.max_prompt_bytes) abort();
         /* the request's own text through every encoder */

@@ -1,9 +1,9 @@
 /*
- * Files written by bitnet.cpp (tests/data/bitnet-cpp/, see tests/data/README.md): they load, and our prompt
- * logits agree with bitnet.cpp's own as far as the two designs allow (tests/data/README.md: cosine
- * ~0.999 per position for I2_S, ~0.998 for TQ1_0/TQ2_0, same top token at 95-100% of
- * positions). For I2_S, where both sides quantize activations per token, the greedy
- * continuation must also be bitnet.cpp's, token for token.
+ * Files written by bitnet.cpp (tests/data/bitnet-cpp/, see tests/data/README.md): they load, and
+ * our prompt logits agree with bitnet.cpp's own as far as the two designs allow
+ * (tests/data/README.md: cosine ~0.999 per position for I2_S, ~0.998 for TQ1_0/TQ2_0, same top
+ * token at 95-100% of positions). For I2_S, where both sides quantize activations per token, the
+ * greedy continuation must also be bitnet.cpp's, token for token.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -43,6 +43,8 @@ static int lb_allgather(struct br_comm *c, const void *send, void *recv, const i
     }
     lb(c)->trace.allgather_n++;
     lb(c)->trace.allgather_bytes += total;
+    if (br_coll_direct(BR_COLL_ALLGATHER, c->tp, (double)total))
+        lb(c)->trace.agd_n++, lb(c)->trace.agd_bytes += total;
     c->stats.bytes_sent += (uint64_t)mine * (uint64_t)(c->tp - 1);
     c->stats.messages++;
     return BR_OK;
@@ -281,6 +283,8 @@ static int measure_one(const struct br_model *m, struct br_pool *pool, int32_t b
         .head_s = p->last_stage ? median(t_head + 1, reps) : -1.0,
         .ag_n = tr && nl ? (double)tr->allgather_n / nl : 0,
         .ag_bytes = tr && nl ? (double)tr->allgather_bytes / nl : 0,
+        .agd_n = tr && nl ? (double)tr->agd_n / nl : 0,
+        .agd_bytes = tr && nl ? (double)tr->agd_bytes / nl : 0,
         .rs_n = tr && nl ? (double)tr->rs_n / nl : 0,
         .rs_bytes = tr && nl ? (double)tr->rs_bytes / nl : 0,
         .ar_n = tr && nl ? (double)tr->ar_n / nl : 0,
@@ -316,7 +320,7 @@ int br_scale_measure(const struct br_model *m, struct br_pool *pool, const int32
 void br_scale_cost_from_plan(struct br_scale_cost *k, const struct br_plan *p)
 {
     struct br_coll c[BR_PLAN_MAX_COLLS];
-    k->ag_n = k->ag_bytes = k->rs_n = k->rs_bytes = 0;
+    k->ag_n = k->ag_bytes = k->agd_n = k->agd_bytes = k->rs_n = k->rs_bytes = 0;
     k->ar_n = k->ar_bytes = k->arm_n = k->arm_bytes = 0;
     k->head_ag_n = k->head_ag_bytes = 0;
     int n = br_plan_layer_colls(p, k->batch, c);
@@ -325,6 +329,7 @@ void br_scale_cost_from_plan(struct br_scale_cost *k, const struct br_plan *p)
         switch (c[i].kind) {
         case BR_COLL_ALLGATHER:
             k->ag_n++, k->ag_bytes += b;
+            if (br_coll_direct(BR_COLL_ALLGATHER, p->tp, b)) k->agd_n++, k->agd_bytes += b;
             break;
         case BR_COLL_REDUCE_SCATTER:
             k->rs_n++, k->rs_bytes += b;
@@ -418,13 +423,17 @@ void br_scale_project_stages(int32_t d, int32_t tp, int32_t pp, const int32_t *l
      * with P steps in flight every stage is. */
     double f = env->compute_factor > 0 ? env->compute_factor : 1.0;
     double k1 = f * share(env, tp), kfull = f * share(env, tp * pp);
-    /* the collectives of one layer, each ceil(log2 T) a + (T-1) M_i/(T bw), summed over i;
+    /* the collectives of one layer, each ceil(log2 T) a + (T-1) M_i/(T bw), summed over i,
+     * or in one round a + (T-1) (M_i/(T bw) + a message's cost) (sharding/plan.h);
      * all-reduces per call of their kind's average size */
     double steps = tp > 1 ? ceil(log2((double)tp)) : 0.0;
-    double layer_net = tp > 1
-                           ? steps * (cost->ag_n + cost->rs_n) * n->alpha_s +
-                                 (tp - 1) * (cost->ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s
-                           : 0.0;
+    double ag_n = cost->ag_n - cost->agd_n, ag_bytes = cost->ag_bytes - cost->agd_bytes;
+    double layer_net =
+        tp > 1 ? steps * (ag_n + cost->rs_n) * n->alpha_s +
+                     (tp - 1) * (ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s +
+                     cost->agd_n * (n->alpha_s + (tp - 1) * BR_COLL_MSG_S) +
+                     (tp - 1) * cost->agd_bytes / tp / n->bw_bytes_s
+               : 0.0;
     if (tp > 1 && cost->ar_n > 0)
         layer_net +=
             cost->ar_n * br_coll_time(BR_COLL_ALLREDUCE_I32, tp, cost->ar_bytes / cost->ar_n,

@@ -891,6 +891,7 @@ int br_cmd_bench_scale(int argc, char **argv)
                                 "\"compute_s\": %.9f, \"comm_s\": %.9f, \"stage_max_s\": %.9f, "
                                 "\"tokens_per_s\": %.4f, \"tokens_per_s_pipelined\": %.4f, "
                                 "\"head_measured\": %s, \"ag_n\": %g, \"ag_bytes\": %g, "
+                                "\"agd_n\": %g, \"agd_bytes\": %g, "
                                 "\"rs_n\": %g, \"rs_bytes\": %g, \"ar_n\": %g, \"ar_bytes\": "
                                 "%g, \"arm_n\": %g, \"arm_bytes\": %g, \"head_ag_n\": %g, "
                                 "\"head_ag_bytes\": %g}",
@@ -898,7 +899,7 @@ int br_cmd_bench_scale(int argc, char **argv)
                                 nets[nn].gbit, nets[nn].alpha_us, k.batch, pr.latency_s,
                                 pr.compute_s, pr.comm_s, pr.stage_max_s, pr.tok_s,
                                 pr.tok_s_pipelined, head_known ? "true" : "false", k.ag_n,
-                                k.ag_bytes, k.rs_n, k.rs_bytes, k.ar_n, k.ar_bytes, k.arm_n,
+                                k.ag_bytes, k.agd_n, k.agd_bytes, k.rs_n, k.rs_bytes, k.ar_n, k.ar_bytes, k.arm_n,
                                 k.arm_bytes, k.head_ag_n, k.head_ag_bytes);
                     first_row = 0;
                 }

@@ -281,9 +281,20 @@ const char *br_coll_kind_name(int kind)
     }
 }
 
+int br_coll_direct(int kind, int32_t T, double bytes)
+{
+    if (T < 3) return 0;
+    if (kind == BR_COLL_ALLGATHER) return bytes / T <= BR_COLL_DIRECT_MAX;
+    return kind == BR_COLL_ALLREDUCE_MAX && bytes <= BR_COLL_DIRECT_MAX;
+}
+
 double br_coll_time(int kind, int32_t T, double bytes, double a, double bw)
 {
     if (T <= 1) return 0.0;
+    if (br_coll_direct(kind, T, bytes)) {
+        double msg = kind == BR_COLL_ALLGATHER ? bytes / T : bytes;
+        return a + (T - 1) * (msg / bw + BR_COLL_MSG_S);
+    }
     double rounds = ceil(log2((double)T)), part = (T - 1) * (bytes / T) / bw;
     if (kind == BR_COLL_ALLGATHER || kind == BR_COLL_REDUCE_SCATTER) return rounds * a + part;
     double doubling = rounds * (a + bytes / bw), rabenseifner = 2 * rounds * a + 2 * part;

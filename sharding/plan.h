@@ -99,6 +99,17 @@ const char *br_coll_kind_name(int kind);
  * 2 ceil(log2 T) a + 2 (T-1)/T M/bw. */
 double br_coll_time(int kind, int32_t T, double bytes, double a, double bw);
 
+/* Small all-gathers and max-all-reduces (the statistics, and the int8 slices of small
+ * steps) go in one round instead of ceil(log2 T): each rank sends its message to the T-1
+ * others at once and takes theirs. Chosen when T >= 3 and each message is at most
+ * BR_COLL_DIRECT_MAX bytes (an all-gather's block, bytes / T; a max-all-reduce's whole
+ * buffer); the communicator and the time model above use this same rule. Its time:
+ * a + (T-1) (M/bw + BR_COLL_MSG_S), M one message, BR_COLL_MSG_S the sender's cost of
+ * putting one more small message on the wire (about 1 us over kernel TCP). */
+#define BR_COLL_DIRECT_MAX 4096
+#define BR_COLL_MSG_S      1e-6
+int br_coll_direct(int kind, int32_t T, double bytes);
+
 /* The layout whose collectives cost less per layer for steps of `batch` tokens over a
  * link of gbit Gbit/s and alpha_us one-way; replicated where sharded cannot split. */
 int br_plan_choose_layout(const struct br_model_config *c, int32_t tp, int32_t batch, double gbit,

@@ -10,8 +10,10 @@
  * and polled: rank 0 gives up after its step deadline, every rank gives up when a signal
  * arrived and a rank on this machine is gone, and the others also when rank 0 reports a
  * lost rank on TAG_LOST. To name a lost rank, start-up gathers every rank's pid, host name
- * and pid namespace. Collectives stay blocking (a TP group lives on one host, where
- * mpirun sees a death); unwatched, every operation is a plain blocking call.
+ * and pid namespace. MPI's own collectives stay blocking (a TP group lives on one host,
+ * where mpirun sees a death); the small ones this file does in one round (direct()) are
+ * point-to-point messages and watched like them. Unwatched, every wait is a plain blocking
+ * one.
  */
 #include "worker/comm_mpi.h"
 
@@ -30,8 +32,9 @@
 #include <unistd.h>
 
 #include "bitrack/progress.h"
+#include "sharding/plan.h"
 
-enum { TAG_PIPE = 101, TAG_ROOT = 102, TAG_LOST = 103 };
+enum { TAG_PIPE = 101, TAG_ROOT = 102, TAG_LOST = 103, TAG_DIRECT = 104 };
 
 /* What start-up learns about every rank, to name a lost one. */
 struct peer {
@@ -63,6 +66,10 @@ struct mpi_impl {
     struct sockaddr_in *bell_to; /* rank 0: (world_size,) where each rank listens */
     int nb_bcast;                /* broadcasts are non-blocking and waited like the rest */
     double last_ring, woken;
+    /* one-round collectives (direct()): (2 (tp-1),) requests, and the others' buffers of
+     * a max-all-reduce ((tp-1) x BR_COLL_DIRECT_MAX bytes) */
+    MPI_Request *dreq;
+    float *dbuf;
 };
 
 /* An emulated link delay (launch/netns-cluster sets BITRACK_EMULATED_DELAY_US where the
@@ -273,13 +280,44 @@ static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *w
     }
 }
 
+/* A small collective in one round (sharding/plan.h, br_coll_direct): this rank's `bytes`
+ * from send go to every other rank of the stage, and rank r's arrive at recv[r], all
+ * posted at once and then waited for (watched, like point-to-point messages). */
+static int direct(struct br_comm *c, const void *send, int bytes, void *const *recv,
+                  const int *recv_bytes)
+{
+    struct mpi_impl *m = impl(c);
+    int n = 0, rc = BR_OK;
+    for (int r = 0; r < c->tp && !rc; r++)
+        if (r != c->tp_rank && MPI_Irecv(recv[r], recv_bytes[r], MPI_BYTE, r, TAG_DIRECT, m->stage,
+                                         &m->dreq[n++]) != MPI_SUCCESS)
+            rc = lost(c, "a one-round exchange in stage %d failed", c->pp_rank);
+    for (int r = 0; r < c->tp && !rc; r++)
+        if (r != c->tp_rank &&
+            MPI_Isend(send, bytes, MPI_BYTE, r, TAG_DIRECT, m->stage, &m->dreq[n++]) != MPI_SUCCESS)
+            rc = lost(c, "a one-round exchange in stage %d failed", c->pp_rank);
+    for (int i = 0; i < n && !rc; i++)
+        rc = wait_req(c, &m->dreq[i], -1, "a one-round exchange with");
+    if (!rc) emulate_delay(c, 1);
+    return rc;
+}
+
 static int op_allgather(struct br_comm *c, const void *send, void *recv, const int *counts,
                         const int *displs)
 {
+    struct mpi_impl *m = impl(c);
     c->stats.bytes_sent += (uint64_t)counts[c->tp_rank] * (uint64_t)(c->tp - 1);
     c->stats.messages++;
+    double total = 0;
+    for (int r = 0; r < c->tp; r++) total += counts[r];
+    if (m->dreq && br_coll_direct(BR_COLL_ALLGATHER, c->tp, total)) {
+        void *at[BR_PLAN_MAX_TP];
+        for (int r = 0; r < c->tp; r++) at[r] = (char *)recv + displs[r];
+        memmove(at[c->tp_rank], send, (size_t)counts[c->tp_rank]);
+        return direct(c, send, counts[c->tp_rank], at, counts);
+    }
     return mpi_status(collective_done(c, MPI_Allgatherv(send, counts[c->tp_rank], MPI_BYTE, recv,
-                                                        counts, displs, MPI_BYTE, impl(c)->stage)));
+                                                        counts, displs, MPI_BYTE, m->stage)));
 }
 
 static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t *recv,
@@ -303,10 +341,28 @@ static int op_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
 
 static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
 {
+    struct mpi_impl *m = impl(c);
     c->stats.bytes_sent += 4 * (uint64_t)n;
     c->stats.messages++;
+    if (m->dreq && br_coll_direct(BR_COLL_ALLREDUCE_MAX, c->tp, 4.0 * n)) {
+        void *at[BR_PLAN_MAX_TP];
+        int sizes[BR_PLAN_MAX_TP];
+        for (int r = 0, k = 0; r < c->tp; r++) {
+            sizes[r] = 4 * n;
+            at[r] = r == c->tp_rank ? NULL : m->dbuf + (size_t)(k++) * (size_t)n;
+        }
+        int rc = direct(c, buf, 4 * n, at, sizes);
+        if (rc) return rc;
+        /* the maximum is order-free: each slot is the one rank's value that is not 0 */
+        for (int k = 0; k < c->tp - 1; k++)
+            for (int i = 0; i < n; i++) {
+                float v = m->dbuf[(size_t)k * (size_t)n + (size_t)i];
+                if (v > buf[i]) buf[i] = v;
+            }
+        return BR_OK;
+    }
     return mpi_status(collective_done(
-        c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_MAX, impl(c)->stage)));
+        c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_MAX, m->stage)));
 }
 
 /* Rank 0, as a step starts: wakes the ranks sleeping on the doorbell, unless it rang in
@@ -531,6 +587,18 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
         if (end != delay && !*end && us >= 0 && us <= 1e6) m->delay_s = us * 1e-6;
     }
     m->bell_fd = -1;
+    const char *dv = getenv("BITRACK_COLL_DIRECT"); /* "0": MPI's algorithms only */
+    if (tp >= 3 && tp <= BR_PLAN_MAX_TP && !(dv && strcmp(dv, "0") == 0)) {
+        /* without them (out of memory) every collective takes MPI's own algorithm */
+        m->dreq = malloc(2 * (size_t)(tp - 1) * sizeof *m->dreq);
+        m->dbuf = malloc((size_t)(tp - 1) * BR_COLL_DIRECT_MAX);
+        int have = m->dreq && m->dbuf, all = 0;
+        /* every rank of the stage must choose alike */
+        if (MPI_Allreduce(&have, &all, 1, MPI_INT, MPI_MIN, m->stage) != MPI_SUCCESS || !all) {
+            free(m->dreq), free(m->dbuf);
+            m->dreq = NULL, m->dbuf = NULL;
+        }
+    }
     m->peers = calloc((size_t)size, sizeof *m->peers);
     struct peer me;
     describe_self(&me);
@@ -650,6 +718,8 @@ void br_comm_mpi_destroy(struct br_comm **cp)
     if (m->bell_fd >= 0) close(m->bell_fd);
     free(m->bell_to);
     free(m->peers);
+    free(m->dreq);
+    free(m->dbuf);
     free(m);
     free(c);
     *cp = NULL;

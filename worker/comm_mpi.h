@@ -6,6 +6,10 @@
  * BITRACK_EMULATED_DELAY_US=N (set by launch/netns-cluster where the kernel has no netem)
  * emulates N us of one-way link delay: every receive, and every one of a collective's
  * ceil(log2 tp) message rounds, completes N us later (polling the clock, yielding).
+ *
+ * From 3 TP ranks on, small all-gathers and max-all-reduces (sharding/plan.h,
+ * br_coll_direct) take one message round: each rank sends to the others at once.
+ * BITRACK_COLL_DIRECT=0 leaves every collective to MPI (to compare the two).
  */
 #ifndef BR_WORKER_COMM_MPI_H
 #define BR_WORKER_COMM_MPI_H

@@ -95,14 +95,23 @@ static void collective_formulas(void **state)
     (void)state;
     struct br_scale_net n = {2e-5, 1e9};
     assert_close(br_scale_allgather_s(&n, 1, 1e6), 0);
-    assert_close(br_scale_allgather_s(&n, 4, 4000), 2 * 2e-5 + 3 * 1000 / 1e9);
-    assert_close(br_scale_allgather_s(&n, 5, 5000), 3 * 2e-5 + 4 * 1000 / 1e9);
+    /* small blocks (<= BR_COLL_DIRECT_MAX) in one round from 3 ranks on, others doubling */
+    assert_close(br_scale_allgather_s(&n, 2, 4000), 2e-5 + 2000 / 1e9);
+    assert_close(br_scale_allgather_s(&n, 4, 4000), 2e-5 + 3 * (1000 / 1e9 + BR_COLL_MSG_S));
+    assert_close(br_scale_allgather_s(&n, 5, 5e5), 3 * 2e-5 + 4 * 1e5 / 1e9);
+    assert_false(br_coll_direct(BR_COLL_ALLGATHER, 4, 4.0 * (BR_COLL_DIRECT_MAX + 1)));
+    assert_true(br_coll_direct(BR_COLL_ALLGATHER, 4, 4.0 * BR_COLL_DIRECT_MAX));
+    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_I32, 8, 4));
+    assert_false(br_coll_direct(BR_COLL_REDUCE_SCATTER, 8, 4));
     assert_close(br_scale_bcast_s(&n, 1, 100), 0);
     assert_close(br_scale_bcast_s(&n, 5, 100), 3 * (2e-5 + 100 / 1e9));
     assert_close(br_scale_bcast_s(&n, 8, 100), 3 * (2e-5 + 100 / 1e9));
     /* all-reduce: recursive doubling for few bytes, Rabenseifner for many */
     assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 2, 4000, 2e-5, 1e9), 2e-5 + 4000 / 1e9);
-    assert_close(br_coll_time(BR_COLL_ALLREDUCE_MAX, 8, 800, 2e-5, 1e9), 3 * (2e-5 + 800 / 1e9));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_MAX, 2, 800, 2e-5, 1e9), 2e-5 + 800 / 1e9);
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_MAX, 8, 800, 2e-5, 1e9),
+                 2e-5 + 7 * (800 / 1e9 + BR_COLL_MSG_S));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_MAX, 8, 8000, 2e-5, 1e9), 3 * (2e-5 + 8000 / 1e9));
     assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 8, 8e6, 2e-5, 1e9),
                  6 * 2e-5 + 2 * 7 * 1e6 / 1e9);
     assert_close(br_coll_time(BR_COLL_REDUCE_SCATTER, 4, 4000, 2e-5, 1e9),

@@ -58,7 +58,7 @@
  * br_scale_trace). Destroy with br_scale_loopback_destroy (NULL-safe). */
 struct br_scale_trace {
     uint64_t allgather_n, allgather_bytes; /* calls, bytes of all ranks' blocks */
-    uint64_t agd_n, agd_bytes;             /* those of them in one round (br_coll_direct) */
+    uint64_t agd_n, agd_bytes;             /* the small ones among them (br_coll_small) */
     uint64_t rs_n, rs_bytes;               /* reduce-scatter: calls, bytes of all blocks */
     uint64_t ar_n, ar_bytes;               /* int32 sum all-reduce: calls, bytes of the buffer */
     uint64_t arm_n, arm_bytes;             /* float max all-reduce: calls, bytes of the buffer */
@@ -77,7 +77,7 @@ struct br_scale_cost {
     double embed_s; /* first stage: the embedding; 0 when the rank is not first */
     double head_s;  /* last stage: final norm + head for `batch` rows; -1 when not measured */
     double ag_n, ag_bytes, rs_n, rs_bytes;   /* collectives of one layer (struct br_scale_trace) */
-    double agd_n, agd_bytes;                 /* the all-gathers among them in one round */
+    double agd_n, agd_bytes;                 /* the small ones among them (br_coll_small) */
     double ar_n, ar_bytes, arm_n, arm_bytes; /* all-reduces of one layer: int32 sum, f32 max */
     double head_ag_n, head_ag_bytes;         /* last stage: the final norm's all-gathers */
 };

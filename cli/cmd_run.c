@@ -293,6 +293,7 @@ int br_cmd_run(int argc, char **argv)
         rank = comm->world_rank;
         /* where this machine's ranks and their threads outnumber its cores, a waiting rank
          * naps instead of polling, so that the ranks with work get the cores */
+        br_comm_mpi_set_link(comm, a.link_us * 1e-6);
         if (br_comm_mpi_oversubscribed(comm, (int)a.threads)) {
             br_comm_mpi_watch(comm, 0, NULL, NULL);
             br_comm_mpi_set_spin(comm, BR_COMM_MPI_NAP_SPIN_S);

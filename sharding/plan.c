@@ -281,17 +281,24 @@ const char *br_coll_kind_name(int kind)
     }
 }
 
-int br_coll_direct(int kind, int32_t T, double bytes)
+int br_coll_small(int kind, int32_t T, double bytes)
 {
     if (T < 3) return 0;
     if (kind == BR_COLL_ALLGATHER) return bytes / T <= BR_COLL_DIRECT_MAX;
     return kind == BR_COLL_ALLREDUCE_MAX && bytes <= BR_COLL_DIRECT_MAX;
 }
 
+int br_coll_direct(int kind, int32_t T, double bytes, double a)
+{
+    const char *off = getenv("BITRACK_COLL_DIRECT"); /* "0": never (comm_mpi.h) */
+    return !(off && strcmp(off, "0") == 0) && br_coll_small(kind, T, bytes) &&
+           (T - 1) * BR_COLL_MSG_S < (ceil(log2((double)T)) - 1) * a;
+}
+
 double br_coll_time(int kind, int32_t T, double bytes, double a, double bw)
 {
     if (T <= 1) return 0.0;
-    if (br_coll_direct(kind, T, bytes)) {
+    if (br_coll_direct(kind, T, bytes, a)) {
         double msg = kind == BR_COLL_ALLGATHER ? bytes / T : bytes;
         return a + (T - 1) * (msg / bw + BR_COLL_MSG_S);
     }

@@ -100,15 +100,20 @@ const char *br_coll_kind_name(int kind);
 double br_coll_time(int kind, int32_t T, double bytes, double a, double bw);
 
 /* Small all-gathers and max-all-reduces (the statistics, and the int8 slices of small
- * steps) go in one round instead of ceil(log2 T): each rank sends its message to the T-1
- * others at once and takes theirs. Chosen when T >= 3 and each message is at most
- * BR_COLL_DIRECT_MAX bytes (an all-gather's block, bytes / T; a max-all-reduce's whole
- * buffer); the communicator and the time model above use this same rule. Its time:
- * a + (T-1) (M/bw + BR_COLL_MSG_S), M one message, BR_COLL_MSG_S the sender's cost of
- * putting one more small message on the wire (about 1 us over kernel TCP). */
+ * steps) can go in one round instead of ceil(log2 T): each rank sends its message to the
+ * T-1 others at once and takes theirs, in a + (T-1) (M/bw + BR_COLL_MSG_S) (M one
+ * message, BR_COLL_MSG_S the sender's cost of one more small message on the wire, about
+ * 1 us over kernel TCP). Small: T >= 3 and each message at most BR_COLL_DIRECT_MAX bytes
+ * (an all-gather's block, bytes / T; a max-all-reduce's whole buffer). Taken where it
+ * saves time on a link of one-way time a: (T-1) BR_COLL_MSG_S < (ceil(log2 T) - 1) a, so
+ * over kernel TCP (25 us) but not over RDMA (3 us) at 16 ranks. The communicator and the
+ * time model use this same rule (BITRACK_COLL_DIRECT=0 turns it off in both, to compare);
+ * BR_COLL_ALPHA_S is the link both assume when not told. */
 #define BR_COLL_DIRECT_MAX 4096
 #define BR_COLL_MSG_S      1e-6
-int br_coll_direct(int kind, int32_t T, double bytes);
+#define BR_COLL_ALPHA_S    25e-6
+int br_coll_small(int kind, int32_t T, double bytes);
+int br_coll_direct(int kind, int32_t T, double bytes, double a);
 
 /* The layout whose collectives cost less per layer for steps of `batch` tokens over a
  * link of gbit Gbit/s and alpha_us one-way; replicated where sharded cannot split. */

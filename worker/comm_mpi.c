@@ -70,6 +70,7 @@ struct mpi_impl {
      * a max-all-reduce ((tp-1) x BR_COLL_DIRECT_MAX bytes) */
     MPI_Request *dreq;
     float *dbuf;
+    double alpha_s; /* the link's one-way time the choice assumes (br_comm_mpi_set_link) */
 };
 
 /* An emulated link delay (launch/netns-cluster sets BITRACK_EMULATED_DELAY_US where the
@@ -310,7 +311,7 @@ static int op_allgather(struct br_comm *c, const void *send, void *recv, const i
     c->stats.messages++;
     double total = 0;
     for (int r = 0; r < c->tp; r++) total += counts[r];
-    if (m->dreq && br_coll_direct(BR_COLL_ALLGATHER, c->tp, total)) {
+    if (m->dreq && br_coll_direct(BR_COLL_ALLGATHER, c->tp, total, m->alpha_s)) {
         void *at[BR_PLAN_MAX_TP];
         for (int r = 0; r < c->tp; r++) at[r] = (char *)recv + displs[r];
         memmove(at[c->tp_rank], send, (size_t)counts[c->tp_rank]);
@@ -344,7 +345,7 @@ static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
     struct mpi_impl *m = impl(c);
     c->stats.bytes_sent += 4 * (uint64_t)n;
     c->stats.messages++;
-    if (m->dreq && br_coll_direct(BR_COLL_ALLREDUCE_MAX, c->tp, 4.0 * n)) {
+    if (m->dreq && br_coll_direct(BR_COLL_ALLREDUCE_MAX, c->tp, 4.0 * n, m->alpha_s)) {
         void *at[BR_PLAN_MAX_TP];
         int sizes[BR_PLAN_MAX_TP];
         for (int r = 0, k = 0; r < c->tp; r++) {
@@ -587,8 +588,8 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
         if (end != delay && !*end && us >= 0 && us <= 1e6) m->delay_s = us * 1e-6;
     }
     m->bell_fd = -1;
-    const char *dv = getenv("BITRACK_COLL_DIRECT"); /* "0": MPI's algorithms only */
-    if (tp >= 3 && tp <= BR_PLAN_MAX_TP && !(dv && strcmp(dv, "0") == 0)) {
+    m->alpha_s = BR_COLL_ALPHA_S;
+    if (tp >= 3 && tp <= BR_PLAN_MAX_TP) {
         /* without them (out of memory) every collective takes MPI's own algorithm */
         m->dreq = malloc(2 * (size_t)(tp - 1) * sizeof *m->dreq);
         m->dbuf = malloc((size_t)(tp - 1) * BR_COLL_DIRECT_MAX);
@@ -669,6 +670,11 @@ int br_comm_mpi_doorbell(struct br_comm *c)
     free(all);
     m->nb_bcast = rc == MPI_SUCCESS;
     return rc == MPI_SUCCESS ? BR_OK : BR_E_UNAVAILABLE;
+}
+
+void br_comm_mpi_set_link(struct br_comm *c, double alpha_s)
+{
+    if (alpha_s >= 0) impl(c)->alpha_s = alpha_s;
 }
 
 void br_comm_mpi_set_spin(struct br_comm *c, double spin_s)

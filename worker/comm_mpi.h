@@ -7,9 +7,10 @@
  * emulates N us of one-way link delay: every receive, and every one of a collective's
  * ceil(log2 tp) message rounds, completes N us later (polling the clock, yielding).
  *
- * From 3 TP ranks on, small all-gathers and max-all-reduces (sharding/plan.h,
- * br_coll_direct) take one message round: each rank sends to the others at once.
- * BITRACK_COLL_DIRECT=0 leaves every collective to MPI (to compare the two).
+ * From 3 TP ranks on, small all-gathers and max-all-reduces take one message round where
+ * that is faster on the link (sharding/plan.h, br_coll_direct; br_comm_mpi_set_link): each
+ * rank sends to the others at once. BITRACK_COLL_DIRECT=0 leaves every collective to MPI
+ * (to compare the two).
  */
 #ifndef BR_WORKER_COMM_MPI_H
 #define BR_WORKER_COMM_MPI_H
@@ -41,6 +42,11 @@ void br_comm_mpi_abort(struct br_comm *c, int code);
  *  - MPI reports an error.
  * interrupted may be NULL; it is called from the MPI thread and must be cheap. */
 void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(void *), void *arg);
+
+/* The link's one-way message time (seconds) the choice of collective algorithms assumes
+ * (sharding/plan.h, br_coll_direct); BR_COLL_ALPHA_S until set. Every rank must be given
+ * the same value. */
+void br_comm_mpi_set_link(struct br_comm *c, double alpha_s);
 
 /* How long a watched wait polls before it sleeps between polls (below the default, naps
  * of 1/20 of the time waited so far, 20 us to 1 ms; 100 us at or above it). Polling

@@ -99,10 +99,16 @@ static void collective_formulas(void **state)
     assert_close(br_scale_allgather_s(&n, 2, 4000), 2e-5 + 2000 / 1e9);
     assert_close(br_scale_allgather_s(&n, 4, 4000), 2e-5 + 3 * (1000 / 1e9 + BR_COLL_MSG_S));
     assert_close(br_scale_allgather_s(&n, 5, 5e5), 3 * 2e-5 + 4 * 1e5 / 1e9);
-    assert_false(br_coll_direct(BR_COLL_ALLGATHER, 4, 4.0 * (BR_COLL_DIRECT_MAX + 1)));
-    assert_true(br_coll_direct(BR_COLL_ALLGATHER, 4, 4.0 * BR_COLL_DIRECT_MAX));
-    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_I32, 8, 4));
-    assert_false(br_coll_direct(BR_COLL_REDUCE_SCATTER, 8, 4));
+    assert_false(br_coll_small(BR_COLL_ALLGATHER, 4, 4.0 * (BR_COLL_DIRECT_MAX + 1)));
+    assert_true(br_coll_small(BR_COLL_ALLGATHER, 4, 4.0 * BR_COLL_DIRECT_MAX));
+    assert_false(br_coll_small(BR_COLL_ALLREDUCE_I32, 8, 4));
+    assert_false(br_coll_small(BR_COLL_REDUCE_SCATTER, 8, 4));
+    assert_false(br_coll_small(BR_COLL_ALLREDUCE_MAX, 2, 4));
+    /* one round where it saves time: over 25 us links, not over 3 us ones at 16 ranks */
+    assert_true(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 16, 400, 25e-6));
+    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 16, 400, 3e-6));
+    assert_true(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 3, 400, 3e-6));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_MAX, 16, 400, 3e-6, 1e9), 4 * (3e-6 + 400 / 1e9));
     assert_close(br_scale_bcast_s(&n, 1, 100), 0);
     assert_close(br_scale_bcast_s(&n, 5, 100), 3 * (2e-5 + 100 / 1e9));
     assert_close(br_scale_bcast_s(&n, 8, 100), 3 * (2e-5 + 100 / 1e9));

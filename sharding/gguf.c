@@ -346,6 +346,13 @@ static int names_reserve(struct br_gguf *g, size_t *cap, size_t need, size_t n_k
     return BR_OK;
 }
 
+/* Two records with one name (qsort is not stable: both offsets are named, in file order). */
+static int duplicate(struct br_err *err, const char *what, const char *name, uint64_t a, uint64_t b)
+{
+    return br_err_set(err, BR_E_FORMAT, "duplicate %s '%s' at byte offsets %llu and %llu", what,
+                      name, (unsigned long long)(a < b ? a : b), (unsigned long long)(a < b ? b : a));
+}
+
 static int parse(struct br_gguf *g, struct br_err *err)
 {
     struct cursor c = {g->base, g->size, 0, err};
@@ -543,30 +550,16 @@ static int parse(struct br_gguf *g, struct br_err *err)
     for (size_t i = 0; i < g->n_kv; i++) g->kv_sorted[i] = &g->kvs[i];
     qsort(g->kv_sorted, g->n_kv, sizeof *g->kv_sorted, cmp_kv);
     for (size_t i = 1; i < g->n_kv; i++)
-        if (!strcmp(g->kv_sorted[i - 1]->key, g->kv_sorted[i]->key)) {
-            /* qsort is not stable: name the later of the two records */
-            const struct br_gguf_kv *a = g->kv_sorted[i - 1], *b = g->kv_sorted[i];
-            return br_err_set(
-                err, BR_E_FORMAT, "duplicate metadata key '%s' at byte offsets %llu and %llu",
-                b->key,
-                (unsigned long long)(a->file_offset < b->file_offset ? a->file_offset
-                                                                     : b->file_offset),
-                (unsigned long long)(a->file_offset < b->file_offset ? b->file_offset
-                                                                     : a->file_offset));
-        }
+        if (!strcmp(g->kv_sorted[i - 1]->key, g->kv_sorted[i]->key))
+            return duplicate(err, "metadata key", g->kv_sorted[i]->key,
+                             g->kv_sorted[i - 1]->file_offset, g->kv_sorted[i]->file_offset);
     for (size_t i = 0; i < g->n_tensors; i++) g->tensor_sorted[i] = &g->tensors[i];
     qsort(g->tensor_sorted, g->n_tensors, sizeof *g->tensor_sorted, cmp_tensor_name);
     for (size_t i = 1; i < g->n_tensors; i++)
-        if (!strcmp(g->tensor_sorted[i - 1]->name, g->tensor_sorted[i]->name)) {
-            const struct br_gguf_tensor *a = g->tensor_sorted[i - 1], *b = g->tensor_sorted[i];
-            return br_err_set(
-                err, BR_E_FORMAT, "duplicate tensor name '%s' at byte offsets %llu and %llu",
-                b->name,
-                (unsigned long long)(a->info_offset < b->info_offset ? a->info_offset
-                                                                     : b->info_offset),
-                (unsigned long long)(a->info_offset < b->info_offset ? b->info_offset
-                                                                     : a->info_offset));
-        }
+        if (!strcmp(g->tensor_sorted[i - 1]->name, g->tensor_sorted[i]->name))
+            return duplicate(err, "tensor name", g->tensor_sorted[i]->name,
+                             g->tensor_sorted[i - 1]->info_offset,
+                             g->tensor_sorted[i]->info_offset);
     if (g->n_tensors > 1) {
         const struct br_gguf_tensor **by_off = malloc(g->n_tensors * sizeof *by_off);
         if (!by_off) return br_err_set(err, BR_E_NOMEM, "out of memory checking tensor overlap");

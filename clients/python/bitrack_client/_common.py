@@ -4,7 +4,7 @@ classes, key files, message encoding, and the reading of the socket monitor's ev
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Set, Union
 
 import msgpack
 import zmq
@@ -208,6 +208,46 @@ class ConnectionWatch:
         self.broken = 0
         if not follow_up:
             self.drops = 0
+
+    def check(self, addr: str, follow_up: bool, rid: Optional[str]) -> None:
+        """While a send waits for a connection: raises BitrackUnavailable when the
+        connection a follow-up message is about was lost, or a handshake was refused."""
+        if follow_up and self.drops:
+            raise BitrackUnavailable("unavailable", "the connection to %s was lost" % addr, rid)
+        if self.refusal:
+            raise BitrackUnavailable(
+                "unavailable", "cannot connect to %s: %s" % (addr, self.refusal), rid
+            )
+
+
+def duplicate_id(rid: str, running: bool) -> BitrackDuplicateId:
+    """A request id the server may still be running: not sent again until its end."""
+    return BitrackDuplicateId(
+        "duplicate_id",
+        "id %r is still in flight on the server (%s); use another id"
+        % (rid, "a call with it is running" if running
+           else "an earlier call with it was abandoned"),
+        rid,
+    )
+
+
+def stream_event(resp: Message, rid: str, abandoned: Set[str]) -> Optional[bool]:
+    """One response of a generate stream: None to skip it, False for a token to pass on,
+    True for the final done; an error raises (a duplicate_id error leaves rid abandoned:
+    the original request still runs)."""
+    t = resp["type"]
+    if t == "error":
+        if resp.get("code") == "duplicate_id":
+            abandoned.add(rid)
+        raise error_for(resp.get("code"), resp.get("message", ""), rid)
+    return True if t == "done" else False if t == "token" else None
+
+
+def call_result(resp: Message, rid: str, want: str) -> Optional[Message]:
+    """One response of a call: the wanted reply, None to keep waiting; an error raises."""
+    if resp["type"] == "error":
+        raise error_for(resp.get("code"), resp.get("message", ""), rid)
+    return resp if resp["type"] == want else None
 
 
 def setup_socket(sock: zmq.Socket, curve_server_key: Any, curve_key: Any) -> bool:

@@ -29,17 +29,18 @@ from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
     HANDSHAKE_EVENTS,
     BitrackError,
-    BitrackDuplicateId,
     BitrackTimeout,
     BitrackUnavailable,
     ConnectionWatch,
     Message,
+    call_result,
     decode,
+    duplicate_id,
     encode,
-    error_for,
     generate_message,
     normalize_addr,
     setup_socket,
+    stream_event,
 )
 
 
@@ -137,16 +138,7 @@ class AsyncClient:
             except zmq.Again:
                 pass
             await self._read_monitor()
-            if follow_up and self._watch.drops:
-                raise BitrackUnavailable(
-                    "unavailable", "the connection to %s was lost" % self.addr, msg.get("id")
-                )
-            if self._watch.refusal:
-                raise BitrackUnavailable(
-                    "unavailable",
-                    "cannot connect to %s: %s" % (self.addr, self._watch.refusal),
-                    msg.get("id"),
-                )
+            self._watch.check(self.addr, follow_up, msg.get("id"))
             if deadline is not None and loop.time() >= deadline:
                 raise BitrackUnavailable(
                     "unavailable",
@@ -213,9 +205,7 @@ class AsyncClient:
     async def _start(self, msg: Message, streaming: bool) -> str:
         rid = msg["id"]
         if rid in self._queues or rid in self._abandoned:
-            raise BitrackDuplicateId(
-                "duplicate_id", "id %r is still in flight on the server; use another id" % rid, rid
-            )
+            raise duplicate_id(rid, rid in self._queues)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read())
         if not self._queues:
@@ -255,9 +245,7 @@ class AsyncClient:
         try:
             while True:
                 resp = await self._next(rid)
-                if resp["type"] == "error":
-                    raise error_for(resp.get("code"), resp.get("message", ""), rid)
-                if resp["type"] == want:
+                if call_result(resp, rid, want) is not None:
                     return resp
         finally:
             self._finish(rid)
@@ -288,18 +276,16 @@ class AsyncClient:
         try:
             while True:
                 resp = await self._next(rid)
-                t = resp["type"]
-                if t == "token":
-                    yield resp
-                elif t == "done":
+                try:
+                    last = stream_event(resp, rid, self._abandoned)
+                except BitrackError:
                     finished = True
+                    raise
+                if last is not None:
+                    finished = last
                     yield resp
-                    return
-                elif t == "error":
-                    finished = True
-                    if resp.get("code") == "duplicate_id":  # the original still runs
-                        self._abandoned.add(rid)
-                    raise error_for(resp.get("code"), resp.get("message", ""), rid)
+                    if last:
+                        return
         except BitrackTimeout:
             finished = True
             self._abandoned.add(rid)

@@ -30,17 +30,19 @@ from ._common import (
     DEFAULT_ADDR,
     DEFAULT_CONNECT_TIMEOUT,
     HANDSHAKE_EVENTS,
-    BitrackDuplicateId,
+    BitrackError,
     BitrackTimeout,
     BitrackUnavailable,
     ConnectionWatch,
     Message,
+    call_result,
     decode,
+    duplicate_id,
     encode,
-    error_for,
     generate_message,
     normalize_addr,
     setup_socket,
+    stream_event,
 )
 
 
@@ -157,16 +159,7 @@ class Client:
             except zmq.Again:
                 pass
             self._read_monitor()
-            if follow_up and self._watch.drops:
-                raise BitrackUnavailable(
-                    "unavailable", "the connection to %s was lost" % self.addr, msg.get("id")
-                )
-            if self._watch.refusal:
-                raise BitrackUnavailable(
-                    "unavailable",
-                    "cannot connect to %s: %s" % (self.addr, self._watch.refusal),
-                    msg.get("id"),
-                )
+            self._watch.check(self.addr, follow_up, msg.get("id"))
 
     def _try_send(self, msg: Message) -> None:
         try:
@@ -178,13 +171,7 @@ class Client:
         """Sends a new request and makes it live."""
         rid = msg["id"]
         if rid in self._queues or rid in self._abandoned:
-            raise BitrackDuplicateId(
-                "duplicate_id",
-                "id %r is still in flight on the server (%s); use another id"
-                % (rid, "a call with it is running" if rid in self._queues
-                   else "an earlier call with it was abandoned"),
-                rid,
-            )
+            raise duplicate_id(rid, rid in self._queues)
         if not self._queues:  # drops from before, with nothing in flight, concern nobody
             self._read_monitor()
             self._watch.drops = 0
@@ -268,9 +255,7 @@ class Client:
         try:
             while True:
                 resp = self._next(rid, generate=False, want_pong=want == "pong")
-                if resp["type"] == "error":
-                    raise error_for(resp.get("code"), resp.get("message", ""), rid)
-                if resp["type"] == want:
+                if call_result(resp, rid, want) is not None:
                     return resp
         finally:
             self._finish(rid)
@@ -308,18 +293,16 @@ class Client:
         try:
             while True:
                 resp = self._next(rid, generate=True)
-                t = resp["type"]
-                if t == "token":
-                    yield resp
-                elif t == "done":
+                try:
+                    last = stream_event(resp, rid, self._abandoned)
+                except BitrackError:
                     finished = True
+                    raise
+                if last is not None:
+                    finished = last
                     yield resp
-                    return
-                elif t == "error":
-                    finished = True
-                    if resp.get("code") == "duplicate_id":  # the original still runs
-                        self._abandoned.add(rid)
-                    raise error_for(resp.get("code"), resp.get("message", ""), rid)
+                    if last:
+                        return
         except BitrackTimeout:
             finished = True
             self._abandoned.add(rid)

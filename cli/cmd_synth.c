@@ -22,7 +22,7 @@ int br_cmd_synth(int argc, char **argv)
     long long layers = 0, embd = 0, ff = 0, heads = 0, kv = 0, vocab = 0, ctx = 0;
     int tied = 0, untied = 0;
     const struct br_opt opts[] = {
-        BR_O_CHOICE(0, "preset", &preset, "tiny|2b-4t|large|llama3-8b|100b", "model layout"),
+        BR_O_CHOICE(0, "preset", &preset, "tiny|2b-4t|large|3b|llama3-8b|100b", "model layout"),
         BR_O_CHOICE(0, "type", &type, "i2_s|tq2_0|tq1_0|f16", "projection weights' type"),
         BR_O_CHOICE(0, "head-type", &head, "f16|q8_0|q6_k",
                     "an untied head's type (for a tied head, token_embd's); none: the preset's"),

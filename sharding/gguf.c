@@ -510,10 +510,13 @@ static int parse(struct br_gguf *g, struct br_err *err)
                               t->name, t->type, (unsigned long long)tat);
         if (!br_ggml_type_nbytes(t->type, t->ne[0], nelem, &t->nbytes))
             return br_err_set(err, BR_E_FORMAT,
-                              "tensor '%s': %s needs rows of a multiple of %u elements, ne[0] is "
+                              "tensor '%s': %s needs %s of a multiple of %u elements, it has "
                               "%llu (byte offset %llu)",
-                              t->name, br_ggml_type_name(t->type), br_ggml_type_block(t->type),
-                              (unsigned long long)t->ne[0], (unsigned long long)dat);
+                              t->name, br_ggml_type_name(t->type),
+                              t->type == BR_GGML_I2_S ? "a size" : "rows",
+                              br_ggml_type_block(t->type),
+                              (unsigned long long)(t->type == BR_GGML_I2_S ? nelem : t->ne[0]),
+                              (unsigned long long)dat);
     }
 
     /* data section */

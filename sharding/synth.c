@@ -37,13 +37,15 @@ static const struct preset presets[] = {
      500000.0f, 1e-5f, 1},
     {"large", "bitnet", "synthetic bitnet_b1_58-large", 1536, 24, 4096, 16, 16, 32002, 2048,
      10000.0f, 1e-5f, 1},
+    {"3b", "bitnet", "synthetic bitnet_b1_58-3B", 3200, 26, 8640, 32, 32, 32002, 2048, 10000.0f,
+     1e-5f, 1},
     {"llama3-8b", "llama", "synthetic Llama3-8B-1.58", 4096, 32, 14336, 32, 8, 128256, 8192,
      500000.0f, 1e-5f, 0},
     {"100b", "bitnet", "synthetic bitnet 100B", 8192, 72, 45568, 64, 64, 32002, 2048, 10000.0f,
      1e-5f, 1},
 };
 
-const char *const br_synth_presets[] = {"tiny", "2b-4t", "large", "llama3-8b", "100b", NULL};
+const char *const br_synth_presets[] = {"tiny", "2b-4t", "large", "3b", "llama3-8b", "100b", NULL};
 
 void br_synth_opts_default(struct br_synth_opts *o)
 {
@@ -293,7 +295,7 @@ static int resolve(const struct br_synth_opts *o, struct shape *s, const struct 
         if (!strcmp(presets[i].name, o->preset)) p = &presets[i];
     if (!p)
         return br_err_set(err, BR_E_INVALID,
-                          "unknown preset '%s' (tiny, 2b-4t, large, llama3-8b, 100b)", o->preset);
+                          "unknown preset '%s' (tiny, 2b-4t, large, 3b, llama3-8b, 100b)", o->preset);
     *pp = p;
     memset(s, 0, sizeof *s);
     s->arch = o->arch ? o->arch : p->arch;
@@ -367,6 +369,29 @@ static float f16_round(float x)
     return br_f16_to_f32(br_f32_to_f16(x));
 }
 
+/* I2_S packs a tensor's weights as one flat run of 128-weight blocks (docs/FORMATS.md §2):
+ * rows of a multiple of 128 weights are the canonical rows as they are; other rows (the
+ * 3B shape's ffn_down) are packed here across row ends. pend holds the *npend codes of the
+ * block being filled; returns the bytes of whole blocks written to out. */
+static size_t i2s_pack_flat(const struct br_tmat *m, int32_t n, uint8_t *pend, int *npend,
+                            uint8_t *out)
+{
+    size_t w = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const uint8_t *row = m->codes + (size_t)i * m->row_bytes;
+        for (int32_t c = 0; c < m->cols; c++) {
+            pend[(*npend)++] = (uint8_t)(row[c / 128 * 32 + c % 32] >> (6 - 2 * (c % 128 / 32)) & 3);
+            if (*npend < BR_I2S_BLOCK) continue;
+            for (int p = 0; p < 32; p++)
+                out[w + (size_t)p] =
+                    (uint8_t)(pend[p] << 6 | pend[p + 32] << 4 | pend[p + 64] << 2 | pend[p + 96]);
+            w += 32;
+            *npend = 0;
+        }
+    }
+    return w;
+}
+
 /* Writes one ternary projection, rows in chunks. */
 static int write_ternary(struct br_gguf_writer *w, uint64_t key, uint32_t type, int32_t rows,
                          int32_t cols, float scale, struct br_progress *prog, struct br_err *err)
@@ -377,10 +402,12 @@ static int write_ternary(struct br_gguf_writer *w, uint64_t key, uint32_t type, 
     struct br_tmat m;
     int rc = br_tmat_init(&m, chunk, cols);
     if (rc) return br_err_set(err, rc, "out of memory");
-    uint64_t cap = type == BR_GGML_I2_S ? m.row_bytes * (uint64_t)chunk
+    int flat = type == BR_GGML_I2_S && cols % BR_I2S_BLOCK != 0, npend = 0;
+    uint8_t pend[BR_I2S_BLOCK];
+    uint64_t cap = type == BR_GGML_I2_S ? m.row_bytes * (uint64_t)chunk + (flat ? 32 : 0)
                                         : br_encode_ternary_size(type, chunk, cols);
-    void *buf = type == BR_GGML_I2_S ? NULL : malloc(cap ? cap : 1);
-    if (type != BR_GGML_I2_S && (!buf || !cap)) {
+    void *buf = type == BR_GGML_I2_S && !flat ? NULL : malloc(cap ? cap : 1);
+    if ((type != BR_GGML_I2_S || flat) && (!buf || !cap)) {
         br_tmat_free(&m);
         free(buf);
         return br_err_set(err, cap ? BR_E_NOMEM : BR_E_INVALID,
@@ -394,7 +421,9 @@ static int write_ternary(struct br_gguf_writer *w, uint64_t key, uint32_t type, 
             ternary_row(key, r + i, &m, i);
             m.scale[i] = scale;
         }
-        if (type == BR_GGML_I2_S) {
+        if (flat) {
+            rc = br_gguf_writer_write(w, buf, i2s_pack_flat(&m, n, pend, &npend, buf), err);
+        } else if (type == BR_GGML_I2_S) {
             rc = br_gguf_writer_write(w, m.codes, m.row_bytes * (size_t)n, err);
         } else {
             rc = br_encode_ternary(type, &m, 0, n, buf, err);
@@ -402,6 +431,8 @@ static int write_ternary(struct br_gguf_writer *w, uint64_t key, uint32_t type, 
         }
         br_progress_add(prog, (uint64_t)n * (uint64_t)cols);
     }
+    if (!rc && npend) /* add_tensor checked that the tensor is whole blocks */
+        rc = br_err_set(err, BR_E_INVALID, "%d x %d weights are not whole I2_S blocks", rows, cols);
     if (!rc && type == BR_GGML_I2_S) {
         uint8_t tail[BR_I2S_TAIL] = {0};
         memcpy(tail, &scale, 4);

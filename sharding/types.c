@@ -71,7 +71,10 @@ uint32_t br_ggml_type_block(uint32_t type)
 bool br_ggml_type_nbytes(uint32_t type, uint64_t ne0, uint64_t nelem, uint64_t *out)
 {
     const struct type_info *t = info(type);
-    if (!t || ne0 == 0 || ne0 % t->block != 0 || nelem % ne0 != 0) return false;
+    if (!t || ne0 == 0 || nelem % ne0 != 0) return false;
+    /* I2_S packs the whole tensor as one flat run of blocks (docs/FORMATS.md §2): its
+     * rows need not be whole blocks, the tensor must */
+    if ((type == BR_GGML_I2_S ? nelem : ne0) % t->block != 0) return false;
     uint64_t blocks = nelem / t->block;
     if (blocks > UINT64_MAX / t->bytes) return false;
     uint64_t n = blocks * t->bytes;

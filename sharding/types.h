@@ -69,8 +69,8 @@ int br_ggml_type_from_name(const char *name);
 /* Elements per block (1 for plain types); 0 if unknown. */
 uint32_t br_ggml_type_block(uint32_t type);
 /* Bytes of a tensor of `nelem` elements whose rows have ne0 elements. False (and *out
- * untouched) when the type is unknown, ne0 is not a multiple of the block size, or the
- * size overflows. */
+ * untouched) when the type is unknown, ne0 (for I2_S, which packs the tensor as one flat
+ * run of blocks: nelem) is not a multiple of the block size, or the size overflows. */
 bool br_ggml_type_nbytes(uint32_t type, uint64_t ne0, uint64_t nelem, uint64_t *out);
 /* True for the types whose weights are ternary by construction. */
 bool br_ggml_type_is_ternary(uint32_t type);

@@ -765,11 +765,17 @@ static void test_type_table(void **state)
     assert_int_equal(br_ggml_type_block(99), 0);
     n = 12345;
     assert_false(br_ggml_type_nbytes(BR_GGML_Q8_0, 33, 33, &n));
-    assert_false(br_ggml_type_nbytes(BR_GGML_I2_S, 64, 128, &n));
+    /* I2_S packs the tensor flat: its size, not each row, must be whole 128-weight blocks
+     * (bitnet_b1_58-3B's ffn_down has rows of 8640) */
+    assert_false(br_ggml_type_nbytes(BR_GGML_I2_S, 64, 64, &n));
+    assert_false(br_ggml_type_nbytes(BR_GGML_I2_S, 8640, 8640, &n));
     assert_false(br_ggml_type_nbytes(BR_GGML_F32, 0, 0, &n));
     assert_false(br_ggml_type_nbytes(BR_GGML_F32, 1, UINT64_MAX / 2, &n)); /* bytes overflow */
     assert_false(br_ggml_type_nbytes(99, 1, 1, &n));
     assert_int_equal(n, 12345);
+    assert_true(br_ggml_type_nbytes(BR_GGML_I2_S, 64, 128, &n) && n == 32 + 32);
+    assert_true(br_ggml_type_nbytes(BR_GGML_I2_S, 8640, 8640 * 3200ull, &n) &&
+                n == 8640 * 3200ull / 4 + 32);
     assert_true(br_ggml_type_is_ternary(BR_GGML_I2_S));
     assert_true(br_ggml_type_is_ternary(BR_GGML_TQ1_0));
     assert_false(br_ggml_type_is_ternary(BR_GGML_Q8_0));

@@ -427,13 +427,14 @@ void br_scale_project_stages(int32_t d, int32_t tp, int32_t pp, const int32_t *l
      * or in one round a + (T-1) (M_i/(T bw) + a message's cost) (sharding/plan.h);
      * all-reduces per call of their kind's average size */
     double steps = tp > 1 ? ceil(log2((double)tp)) : 0.0;
-    int direct = cost->agd_n > 0 && br_coll_direct(BR_COLL_ALLGATHER, tp,
-                                                   cost->agd_bytes / cost->agd_n, n->alpha_s);
+    int direct = cost->agd_n > 0 &&
+                 br_coll_direct(BR_COLL_ALLGATHER, tp, cost->agd_bytes / cost->agd_n, n->alpha_s);
     double agd_n = direct ? cost->agd_n : 0.0, ag_n = cost->ag_n - agd_n;
-    double layer_net = tp > 1 ? steps * (ag_n + cost->rs_n) * n->alpha_s +
-                                    agd_n * (n->alpha_s + (tp - 1) * BR_COLL_MSG_S) +
-                                    (tp - 1) * (cost->ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s
-                              : 0.0;
+    double layer_net = tp > 1
+                           ? steps * (ag_n + cost->rs_n) * n->alpha_s +
+                                 agd_n * (n->alpha_s + (tp - 1) * BR_COLL_MSG_S) +
+                                 (tp - 1) * (cost->ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s
+                           : 0.0;
     if (tp > 1 && cost->ar_n > 0)
         layer_net +=
             cost->ar_n * br_coll_time(BR_COLL_ALLREDUCE_I32, tp, cost->ar_bytes / cost->ar_n,

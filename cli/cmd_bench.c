@@ -13,7 +13,6 @@
  * Exit status of the serving benchmark: 0 when every measured request succeeded, 1 when
  * some failed or the run could not happen (reports are still written), 2 for usage errors.
  */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,46 +36,6 @@ struct subcommand {
     int (*fn)(int argc, char **argv);
     const char *help;
 };
-
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: bitrack bench [serve] --server ADDR [options]\n"
-        "       bitrack bench [serve] --openai URL [--api-key K] [--chat] [--model M] [options]\n"
-        "       bitrack bench kernels|model|scale [options]\n"
-        "serving benchmark options:\n"
-        "  --server ADDR          server endpoint (default " BR_CLIENT_DEFAULT_ADDR ")\n"
-        "  --concurrency N        closed loop: N requests always in flight (default 1)\n"
-        "  --rate R               open loop: Poisson arrivals at R requests/s\n"
-        "  --max-concurrency N    open loop: at most N in flight (default min(requests, %d))\n"
-        "  --requests N           measured requests (default 100)\n"
-        "  --warmup W             requests sent first and not counted (default 0)\n"
-        "  --seed S               seed for prompts, arrivals and sampling (default 0)\n"
-        "  --dataset FILE.jsonl   prompts: {\"prompt\": \"...\"} or {\"tokens\": [...]},\n"
-        "                         optional \"max_tokens\" (default --output-len)\n"
-        "  --input-len L          random prompts of L token ids (default 128)\n"
-        "  --output-len O         completion tokens asked for (default 64)\n"
-        "  --len-spread F         lengths uniform in [L*(1-F), L*(1+F)] (default 0)\n"
-        "  --vocab V              vocabulary size for random ids (default: ask the server)\n"
-        "  --temp T               sampling temperature (default 0, greedy)\n"
-        "  --ban-tokens 2,...     token ids the server must not sample (fixed output length)\n"
-        "  --timeout MS           fail a request after MS ms of server silence (default 30000)\n"
-        "  --openai URL           an OpenAI-compatible server instead (http://host:port:\n"
-        "                         bitrack serve --http, llama-server, vLLM); streams\n"
-        "                         /v1/completions (token-id prompts)\n"
-        "  --chat                 with --openai: /v1/chat/completions (prompts as text)\n"
-        "  --api-key K            with --openai: sent as Authorization: Bearer K\n"
-        "  --model M              with --openai: the model name to send\n"
-        "  --curve-server-key F   the server's CurveZMQ public key (with --curve-key)\n"
-        "  --curve-key F          this client's CurveZMQ secret key (bitrack keygen)\n"
-        "  --sweep 1,2,4,8        run at each concurrency; --rate-sweep 1,2.5,5 for rates\n"
-        "  --plot FILE.svg        sweep plot: output tokens/s vs latency p50/p90\n"
-        "  --plot-y tpot|e2e|ttft latency on the plot's y axis (default tpot)\n"
-        "  --json FILE            write config, aggregates and per-request records\n"
-        "  --no-progress          no progress line (it is drawn only on a terminal anyway)\n",
-        BR_LOADGEN_MAX_SLOTS);
-}
 
 static const struct subcommand subcommands[] = {
     {"serve", bench_serve, "load-test a running `bitrack serve`"},
@@ -126,15 +85,6 @@ static int parse_double_list(const char *s, double **out, size_t *n)
     }
     *out = v;
     *n = k;
-    return 0;
-}
-
-static int parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    double x = strtod(s, &end);
-    if (end == s || *end || !(x >= lo && x <= hi)) return -1;
-    *out = x;
     return 0;
 }
 
@@ -201,196 +151,83 @@ static int bench_serve(int argc, char **argv)
     struct br_loadgen_config cfg;
     br_loadgen_config_default(&cfg);
     const char *dataset = NULL, *json = NULL, *plot = NULL, *sweep = NULL, *rate_sweep = NULL;
-    long long v, input_len = 128, output_len = 64, vocab = 0;
-    double spread = 0.0, d;
-    bool no_progress = false, conc_set = false;
+    const char *ban_s = NULL, *ploty_s = "tpot";
+    long long conc = 0, maxc = 0, requests = cfg.requests, warmup = cfg.warmup, seed = 0;
+    long long input_len = 128, output_len = 64, vocab = 0, timeout_ms = cfg.timeout_ms;
+    double spread = 0.0, temp = cfg.temperature;
+    int no_progress = 0, chat = 0;
     const char *curve_server_key = NULL, *curve_key = NULL;
+    static char server[BR_ADDR_MAX]; /* outlives this call's result: cfg keeps a pointer */
     struct br_client_curve curve;
     int32_t *ban = NULL, n_ban = 0;
-    enum br_loadgen_plot_y ploty = BR_LOADGEN_PLOT_TPOT;
-    enum {
-        O_SERVER = 256,
-        O_CONC,
-        O_RATE,
-        O_MAXC,
-        O_REQ,
-        O_WARM,
-        O_SEED,
-        O_DATA,
-        O_IN,
-        O_OUT,
-        O_SPREAD,
-        O_VOCAB,
-        O_TEMP,
-        O_BAN,
-        O_TIMEOUT,
-        O_SWEEP,
-        O_RSWEEP,
-        O_PLOT,
-        O_PLOTY,
-        O_JSON,
-        O_NOPROG,
-        O_CSK,
-        O_CK,
-        O_OPENAI,
-        O_CHAT,
-        O_APIKEY,
-        O_MODEL
+    const struct br_opt opts[] = {
+        BR_O_ADDR(0, "server", server, "the server's endpoint; none: " BR_CLIENT_DEFAULT_ADDR),
+        BR_O_INT(0, "concurrency", &conc, 1, BR_LOADGEN_MAX_SLOTS, "N",
+                 "closed loop: N requests always in flight; 0: 1"),
+        BR_O_FLOAT(0, "rate", &cfg.rate, 1e-6, 1e6, "R",
+                   "open loop: Poisson arrivals at R requests/s"),
+        BR_O_INT(0, "max-concurrency", &maxc, 1, BR_LOADGEN_MAX_SLOTS, "N",
+                 "open loop: at most N in flight; 0: min(requests, the client's slots)"),
+        BR_O_INT(0, "requests", &requests, 1, 10000000, "N", "measured requests"),
+        BR_O_INT(0, "warmup", &warmup, 0, 10000000, "W", "requests sent first and not counted"),
+        BR_O_INT(0, "seed", &seed, 0, INT64_MAX, "S", "seed for prompts, arrivals and sampling"),
+        BR_O_STR(0, "dataset", &dataset, "FILE.jsonl",
+                 "prompts, one JSON object a line: {\"prompt\": ...} or {\"tokens\": [...]}, "
+                 "optional \"max_tokens\" (else --output-len)"),
+        BR_O_INT(0, "input-len", &input_len, 1, 131072, "L", "random prompts of L token ids"),
+        BR_O_INT(0, "output-len", &output_len, 1, 65536, "O", "completion tokens asked for"),
+        BR_O_FLOAT(0, "len-spread", &spread, 0.0, 0.999, "F",
+                   "lengths uniform in [L*(1-F), L*(1+F)]"),
+        BR_O_INT(0, "vocab", &vocab, 4, INT32_MAX, "V",
+                 "vocabulary size for random ids; 0: ask the server"),
+        BR_O_FLOAT(0, "temp", &temp, 0.0, 100.0, "T", "sampling temperature (0: greedy)"),
+        BR_O_STR(0, "ban-tokens", &ban_s, "2,...",
+                 "token ids the server must not sample (a fixed output length; at most 64)"),
+        BR_O_INT(0, "timeout", &timeout_ms, 1, 86400000, "MS",
+                 "fail a request after MS ms of server silence"),
+        BR_O_STR(0, "openai", &cfg.openai_url, "URL",
+                 "an OpenAI-compatible server instead (bitrack serve --http, llama-server, "
+                 "vLLM): streams /v1/completions with token-id prompts"),
+        BR_O_FLAG(0, "chat", &chat, "with --openai: /v1/chat/completions (prompts as text)"),
+        BR_O_STR(0, "api-key", &cfg.api_key, "K", "with --openai: sent as Authorization: Bearer K"),
+        BR_O_STR(0, "model", &cfg.model, "M", "with --openai: the model name to send"),
+        BR_O_STR(0, "curve-server-key", &curve_server_key, "FILE",
+                 "the server's CurveZMQ public key (with --curve-key)"),
+        BR_O_STR(0, "curve-key", &curve_key, "FILE",
+                 "this client's CurveZMQ secret key (bitrack keygen)"),
+        BR_O_STR(0, "sweep", &sweep, "1,2,4,8", "run at each concurrency"),
+        BR_O_STR(0, "rate-sweep", &rate_sweep, "1,2.5,5", "run at each rate"),
+        BR_O_STR(0, "plot", &plot, "FILE.svg", "sweep plot: output tokens/s against latency"),
+        BR_O_CHOICE(0, "plot-y", &ploty_s, "tpot|e2e|ttft", "latency on the plot's y axis"),
+        BR_O_STR(0, "json", &json, "FILE", "write config, aggregates and per-request records"),
+        BR_O_FLAG(0, "no-progress", &no_progress,
+                  "no progress line (it is drawn only on a terminal anyway)"),
     };
-    static const struct option opts[] = {{"server", required_argument, 0, O_SERVER},
-                                         {"concurrency", required_argument, 0, O_CONC},
-                                         {"rate", required_argument, 0, O_RATE},
-                                         {"max-concurrency", required_argument, 0, O_MAXC},
-                                         {"requests", required_argument, 0, O_REQ},
-                                         {"warmup", required_argument, 0, O_WARM},
-                                         {"seed", required_argument, 0, O_SEED},
-                                         {"dataset", required_argument, 0, O_DATA},
-                                         {"input-len", required_argument, 0, O_IN},
-                                         {"output-len", required_argument, 0, O_OUT},
-                                         {"len-spread", required_argument, 0, O_SPREAD},
-                                         {"vocab", required_argument, 0, O_VOCAB},
-                                         {"temp", required_argument, 0, O_TEMP},
-                                         {"ban-tokens", required_argument, 0, O_BAN},
-                                         {"timeout", required_argument, 0, O_TIMEOUT},
-                                         {"sweep", required_argument, 0, O_SWEEP},
-                                         {"rate-sweep", required_argument, 0, O_RSWEEP},
-                                         {"plot", required_argument, 0, O_PLOT},
-                                         {"plot-y", required_argument, 0, O_PLOTY},
-                                         {"json", required_argument, 0, O_JSON},
-                                         {"no-progress", no_argument, 0, O_NOPROG},
-                                         {"curve-server-key", required_argument, 0, O_CSK},
-                                         {"curve-key", required_argument, 0, O_CK},
-                                         {"openai", required_argument, 0, O_OPENAI},
-                                         {"chat", no_argument, 0, O_CHAT},
-                                         {"api-key", required_argument, 0, O_APIKEY},
-                                         {"model", required_argument, 0, O_MODEL},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int c;
-    static char server_buf[BR_CLIENT_ADDR_MAX]; /* outlives the loop: cfg keeps a pointer */
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case O_SERVER: {
-            struct br_err aerr = {{0}};
-            if (br_client_addr_normalize(optarg, server_buf, sizeof server_buf, &aerr))
-                return br_cli_usage_error("bench", "--server: %s", aerr.msg);
-            cfg.server = server_buf;
-            break;
-        }
-        case O_CONC:
-            if (br_opt_int("bench", "--concurrency", optarg, 1, BR_LOADGEN_MAX_SLOTS, &v)) return 2;
-            cfg.concurrency = (int32_t)v;
-            conc_set = true;
-            break;
-        case O_RATE:
-            if (br_opt_float("bench", "--rate", optarg, 1e-6, 1e6, &cfg.rate)) return 2;
-            break;
-        case O_MAXC:
-            if (br_opt_int("bench", "--max-concurrency", optarg, 1, BR_LOADGEN_MAX_SLOTS, &v))
-                return 2;
-            cfg.max_concurrency = (int32_t)v;
-            break;
-        case O_REQ:
-            if (br_opt_int("bench", "--requests", optarg, 1, 10000000, &v)) return 2;
-            cfg.requests = (int32_t)v;
-            break;
-        case O_WARM:
-            if (br_opt_int("bench", "--warmup", optarg, 0, 10000000, &v)) return 2;
-            cfg.warmup = (int32_t)v;
-            break;
-        case O_SEED:
-            if (br_opt_int("bench", "--seed", optarg, 0, INT64_MAX, &v)) return 2;
-            cfg.seed = (uint64_t)v;
-            break;
-        case O_DATA:
-            dataset = optarg;
-            break;
-        case O_IN:
-            if (br_opt_int("bench", "--input-len", optarg, 1, 131072, &input_len)) return 2;
-            break;
-        case O_OUT:
-            if (br_opt_int("bench", "--output-len", optarg, 1, 65536, &output_len)) return 2;
-            break;
-        case O_SPREAD:
-            if (parse_double(optarg, 0.0, 0.999, &spread))
-                return br_cli_usage_error("bench", "bad --len-spread (want [0, 1))");
-            break;
-        case O_VOCAB:
-            if (br_opt_int("bench", "--vocab", optarg, 4, INT32_MAX, &vocab)) return 2;
-            break;
-        case O_TEMP:
-            if (br_opt_float("bench", "--temp", optarg, 0.0, 100.0, &d)) return 2;
-            cfg.temperature = (float)d;
-            break;
-        case O_BAN:
-            free(ban);
-            ban = NULL;
-            if (br_cli_int_list(optarg, &ban, &n_ban) || n_ban > 64) {
-                free(ban);
-                return br_cli_usage_error("bench", "bad --ban-tokens (at most 64 ids)");
-            }
-            break;
-        case O_TIMEOUT:
-            if (br_opt_int("bench", "--timeout", optarg, 1, 86400000, &v)) return 2;
-            cfg.timeout_ms = (int32_t)v;
-            break;
-        case O_SWEEP:
-            sweep = optarg;
-            break;
-        case O_RSWEEP:
-            rate_sweep = optarg;
-            break;
-        case O_PLOT:
-            plot = optarg;
-            break;
-        case O_PLOTY:
-            if (!strcmp(optarg, "tpot"))
-                ploty = BR_LOADGEN_PLOT_TPOT;
-            else if (!strcmp(optarg, "e2e"))
-                ploty = BR_LOADGEN_PLOT_E2E;
-            else if (!strcmp(optarg, "ttft"))
-                ploty = BR_LOADGEN_PLOT_TTFT;
-            else
-                return br_cli_usage_error("bench", "bad --plot-y (tpot, e2e or ttft)");
-            break;
-        case O_JSON:
-            json = optarg;
-            break;
-        case O_NOPROG:
-            no_progress = true;
-            break;
-        case O_CSK:
-            curve_server_key = optarg;
-            break;
-        case O_CK:
-            curve_key = optarg;
-            break;
-        case O_OPENAI:
-            cfg.openai_url = optarg;
-            break;
-        case O_CHAT:
-            cfg.chat = true;
-            break;
-        case O_APIKEY:
-            cfg.api_key = optarg;
-            break;
-        case O_MODEL:
-            cfg.model = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            free(ban);
-            return 0;
-        default:
-            free(ban);
-            return 2;
-        }
-    }
-    if (optind < argc) {
+    const struct br_cmd_spec spec = {
+        "bench", "[serve]",
+        "Load-tests a running `bitrack serve` (or, with --openai, any OpenAI-compatible\n"
+        "server) and reports throughput and latency (docs/BENCH.md). The other benchmarks:\n"
+        "bitrack bench kernels|model|scale --help.",
+        opts, sizeof opts / sizeof *opts};
+    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
+    if (first < argc) return br_cli_usage_error("bench", "unexpected argument '%s'", argv[first]);
+    if (ban_s && (br_cli_int_list(ban_s, &ban, &n_ban) || n_ban > 64)) {
         free(ban);
-        return br_cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+        return br_cli_usage_error("bench", "--ban-tokens: '%s' is not a list of at most 64 ids",
+                                  ban_s);
     }
+    bool conc_set = conc > 0;
+    if (server[0]) cfg.server = server;
+    if (conc_set) cfg.concurrency = (int32_t)conc;
+    cfg.max_concurrency = (int32_t)maxc;
+    cfg.requests = (int32_t)requests, cfg.warmup = (int32_t)warmup, cfg.seed = (uint64_t)seed;
+    cfg.temperature = (float)temp;
+    cfg.timeout_ms = (int32_t)timeout_ms;
+    cfg.chat = chat;
+    enum br_loadgen_plot_y ploty = !strcmp(ploty_s, "e2e")    ? BR_LOADGEN_PLOT_E2E
+                                   : !strcmp(ploty_s, "ttft") ? BR_LOADGEN_PLOT_TTFT
+                                                              : BR_LOADGEN_PLOT_TPOT;
     bool open_loop = cfg.rate > 0 || rate_sweep;
     const char *conflict =
         open_loop && conc_set               ? "--concurrency is for the closed loop; "
@@ -516,9 +353,9 @@ static int bench_serve(int argc, char **argv)
     }
     if (plot) {
         FILE *f = fopen(plot, "w");
-        int prc = f ? br_loadgen_plot_svg(f, cres, n_done, ploty) : BR_E_IO;
-        if (f && fclose(f)) prc = BR_E_IO;
-        if (prc) {
+        int wrc = f ? br_loadgen_plot_svg(f, cres, n_done, ploty) : BR_E_IO;
+        if (f && fclose(f)) wrc = BR_E_IO;
+        if (wrc) {
             fprintf(stderr, "bitrack bench: cannot write %s\n", plot);
             rc = 1;
         }

@@ -899,8 +899,8 @@ int br_cmd_bench_scale(int argc, char **argv)
                                 nets[nn].gbit, nets[nn].alpha_us, k.batch, pr.latency_s,
                                 pr.compute_s, pr.comm_s, pr.stage_max_s, pr.tok_s,
                                 pr.tok_s_pipelined, head_known ? "true" : "false", k.ag_n,
-                                k.ag_bytes, k.agd_n, k.agd_bytes, k.rs_n, k.rs_bytes, k.ar_n, k.ar_bytes, k.arm_n,
-                                k.arm_bytes, k.head_ag_n, k.head_ag_bytes);
+                                k.ag_bytes, k.agd_n, k.agd_bytes, k.rs_n, k.rs_bytes, k.ar_n,
+                                k.ar_bytes, k.arm_n, k.arm_bytes, k.head_ag_n, k.head_ag_bytes);
                     first_row = 0;
                 }
             }

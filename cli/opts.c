@@ -259,7 +259,7 @@ static void default_text(const struct br_opt *o, char *buf, size_t n)
         return;
     }
     case BR_OPT_ADDR:
-        snprintf(buf, n, "%s", (const char *)o->dest);
+        snprintf(buf, n, "%s", *(const char *)o->dest ? (const char *)o->dest : "none");
         return;
     case BR_OPT_LIST:
         snprintf(buf, n, "%s", ((const struct br_opt_list *)o->dest)->n ? "given" : "none");

@@ -350,7 +350,8 @@ static int names_reserve(struct br_gguf *g, size_t *cap, size_t need, size_t n_k
 static int duplicate(struct br_err *err, const char *what, const char *name, uint64_t a, uint64_t b)
 {
     return br_err_set(err, BR_E_FORMAT, "duplicate %s '%s' at byte offsets %llu and %llu", what,
-                      name, (unsigned long long)(a < b ? a : b), (unsigned long long)(a < b ? b : a));
+                      name, (unsigned long long)(a < b ? a : b),
+                      (unsigned long long)(a < b ? b : a));
 }
 
 static int parse(struct br_gguf *g, struct br_err *err)

@@ -295,7 +295,8 @@ static int resolve(const struct br_synth_opts *o, struct shape *s, const struct 
         if (!strcmp(presets[i].name, o->preset)) p = &presets[i];
     if (!p)
         return br_err_set(err, BR_E_INVALID,
-                          "unknown preset '%s' (tiny, 2b-4t, large, 3b, llama3-8b, 100b)", o->preset);
+                          "unknown preset '%s' (tiny, 2b-4t, large, 3b, llama3-8b, 100b)",
+                          o->preset);
     *pp = p;
     memset(s, 0, sizeof *s);
     s->arch = o->arch ? o->arch : p->arch;
@@ -380,7 +381,8 @@ static size_t i2s_pack_flat(const struct br_tmat *m, int32_t n, uint8_t *pend, i
     for (int32_t i = 0; i < n; i++) {
         const uint8_t *row = m->codes + (size_t)i * m->row_bytes;
         for (int32_t c = 0; c < m->cols; c++) {
-            pend[(*npend)++] = (uint8_t)(row[c / 128 * 32 + c % 32] >> (6 - 2 * (c % 128 / 32)) & 3);
+            pend[(*npend)++] =
+                (uint8_t)(row[c / 128 * 32 + c % 32] >> (6 - 2 * (c % 128 / 32)) & 3);
             if (*npend < BR_I2S_BLOCK) continue;
             for (int p = 0; p < 32; p++)
                 out[w + (size_t)p] =

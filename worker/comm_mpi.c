@@ -362,8 +362,8 @@ static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
             }
         return BR_OK;
     }
-    return mpi_status(collective_done(
-        c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_MAX, m->stage)));
+    return mpi_status(
+        collective_done(c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_MAX, m->stage)));
 }
 
 /* Rank 0, as a step starts: wakes the ranks sleeping on the doorbell, unless it rang in

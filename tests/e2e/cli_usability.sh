@@ -28,8 +28,8 @@ v=$("$BIN" --version 2>&1) && grep -q '^bitrack [0-9]\+\.[0-9]\+\.[0-9]\+ (git [
     ok "--version: $(tr '\n' ';' <<< "$v")" || fail "--version: $v"
 
 # --- help CMD == CMD --help; every option listed with its default; exit 0
-for cmd in info synth run plan serve generate chat tokenize keygen shard "bench model" "bench scale" "bench scale net" \
-    "bench kernels"; do
+for cmd in info synth run plan serve generate chat tokenize keygen shard bench "bench model" "bench scale" \
+    "bench scale net" "bench kernels"; do
     a=$("$BIN" help $cmd 2>&1); ra=$?
     b=$("$BIN" $cmd --help 2>&1); rb=$?
     if [ $ra -ne 0 ] || [ $rb -ne 0 ] || [ "$a" != "$b" ] || [ -z "$a" ]; then

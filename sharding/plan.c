@@ -290,8 +290,12 @@ int br_coll_small(int kind, int32_t T, double bytes)
 
 int br_coll_direct(int kind, int32_t T, double bytes, double a)
 {
-    const char *off = getenv("BITRACK_COLL_DIRECT"); /* "0": never (comm_mpi.h) */
-    return !(off && strcmp(off, "0") == 0) && br_coll_small(kind, T, bytes) &&
+    static volatile int off = -1; /* BITRACK_COLL_DIRECT=0: never (comm_mpi.h); read once */
+    if (off < 0) {
+        const char *v = getenv("BITRACK_COLL_DIRECT");
+        off = v && strcmp(v, "0") == 0;
+    }
+    return !off && br_coll_small(kind, T, bytes) &&
            (T - 1) * BR_COLL_MSG_S < (ceil(log2((double)T)) - 1) * a;
 }
 

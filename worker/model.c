@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,42 +201,35 @@ static int load_norm(const struct br_gguf *g, const char *name, int64_t n, int64
     return BR_OK;
 }
 
+/* Where each layer tensor lives in struct br_layer_weights (sharding/config.h's table
+ * names the member). */
+static const size_t layer_field[BR_W_COUNT] = {
+#define BR_LAYER_FIELD(NAME, field, suffix, kind, cols, rows, split)                               \
+    [BR_W_##NAME] = offsetof(struct br_layer_weights, field),
+    BR_WNAMES(BR_LAYER_FIELD)
+#undef BR_LAYER_FIELD
+};
+/* ... and that member has the type the table's kind says. */
+#define BR_LAYER_FIELD_TYPE(NAME, field, suffix, kind, cols, rows, split)                          \
+    _Static_assert(_Generic(((struct br_layer_weights *)0)->field,                        \
+                       struct br_tmat: BR_WKIND_##kind == BR_WKIND_TERNARY,               \
+                       float *: BR_WKIND_##kind != BR_WKIND_TERNARY),                     \
+                   "struct br_layer_weights." #field " does not hold a " #kind " tensor");
+BR_WNAMES(BR_LAYER_FIELD_TYPE)
+#undef BR_LAYER_FIELD_TYPE
+
+/* The matrix of ternary tensor w, NULL for a norm. */
 static struct br_tmat *layer_tmat(struct br_layer_weights *lw, enum br_wname w)
 {
-    switch (w) {
-    case BR_W_Q:
-        return &lw->q;
-    case BR_W_K:
-        return &lw->k;
-    case BR_W_V:
-        return &lw->v;
-    case BR_W_O:
-        return &lw->o;
-    case BR_W_GATE:
-        return &lw->gate;
-    case BR_W_UP:
-        return &lw->up;
-    case BR_W_DOWN:
-        return &lw->down;
-    default:
-        return NULL;
-    }
+    if (!br_wname_is_ternary(w)) return NULL;
+    return (struct br_tmat *)((char *)lw + layer_field[w]);
 }
 
+/* The vector of norm w, NULL for a ternary tensor. */
 static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
 {
-    switch (w) {
-    case BR_W_ATTN_NORM:
-        return &lw->attn_norm;
-    case BR_W_ATTN_SUB_NORM:
-        return &lw->attn_sub_norm;
-    case BR_W_FFN_NORM:
-        return &lw->ffn_norm;
-    case BR_W_FFN_SUB_NORM:
-        return &lw->ffn_sub_norm;
-    default:
-        return NULL;
-    }
+    if (br_wname_is_ternary(w)) return NULL;
+    return (float **)((char *)lw + layer_field[w]);
 }
 
 /* The file's copy of a ternary tensor is not read again once decoded: hand its pages back

@@ -34,21 +34,22 @@ int br_dense_row(const struct br_dense *d, int64_t r, float *out, struct br_err 
                               out + d->col0, err);
 }
 
-float br_dense_dot(const struct br_dense *d, int64_t r, const float *x, float *scratch)
+float br_dense_dot(const struct br_kernel_set *ks, const struct br_dense *d, int64_t r,
+                   const float *x, float *scratch)
 {
     assert(r >= d->row0 && r < d->row0 + d->rows && d->col0 == 0 && d->cols == d->full_cols);
     const uint8_t *row = d->data + (size_t)(r - d->row0) * d->row_bytes;
     switch (d->type) {
     case BR_GGML_F16:
-        return br_dot_f16_f32((const uint16_t *)(const void *)row, x, (size_t)d->cols);
+        return ks->ternary->dot_f16_f32((const uint16_t *)(const void *)row, x, (size_t)d->cols);
     case BR_GGML_F32: {
         memcpy(scratch, row, (size_t)d->cols * sizeof(float)); /* the mapping may be unaligned */
-        return br_dot_f32(scratch, x, (size_t)d->cols);
+        return ks->ternary->dot_f32(scratch, x, (size_t)d->cols);
     }
     default:
         if (br_decode_rows_f32(d->type, row, (uint64_t)d->cols, 0, 1, scratch, NULL) != BR_OK)
             return NAN;
-        return br_dot_f32(scratch, x, (size_t)d->cols);
+        return ks->ternary->dot_f32(scratch, x, (size_t)d->cols);
     }
 }
 

@@ -328,8 +328,8 @@ int br_cmd_chat(int argc, char **argv)
         size_t rlen = 0;
         for (long long i = 0; i < o.n_max && n_cached < (size_t)ctx; i++) {
             struct br_sample_result res;
-            if (br_sample_full(&sp, logits, m->cfg.n_vocab, cached, n_cached, 0, n_cached, &res,
-                               &err))
+            if (br_sample_full(&sp, logits, m->cfg.n_vocab, cached, n_cached, 0, n_cached, NULL,
+                               &res, &err))
                 break;
             if (br_tok_is_eog(tok, res.token)) break;
             const char *piece;

@@ -207,8 +207,8 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
         int32_t next = next_tok;
         if (need_logits) {
             struct br_sample_result res;
-            if ((rc = br_sample_full(&sp, last, vocab, hist, (size_t)n_hist, 0, (uint64_t)p, &res,
-                                     err)))
+            if ((rc = br_sample_full(&sp, last, vocab, hist, (size_t)n_hist, 0, (uint64_t)p, NULL,
+                                     &res, err)))
                 break;
             next = res.token;
         }

@@ -3,9 +3,12 @@
  * running rank 0's own share, and gathering the last stage's answers (logit slices, best
  * logits or sampling candidates) into one result per row.
  *
- * Buffers: the descriptor, each ring slot's sampling parameters and own logits slice, and
- * the gathering scratch are kept in the driver and grown (never shrunk) when a step needs
- * more than any before it, so a run of like steps allocates nothing.
+ * Buffers: the descriptor, each ring slot's sampling parameters and the greedy answers are
+ * sized for max_batch at create; each slot's own logits slice, the other gathering scratch
+ * and the merging's working memory are kept in the driver and grown (never shrunk) when a
+ * step needs more than any before it, so a run of like steps allocates nothing
+ * (tests/unit/alloc_test.c). An empty ring starts again at slot 0, so one step at a time
+ * keeps using one slot's buffers.
  */
 #include "coordinator/cluster.h"
 
@@ -57,6 +60,7 @@ struct br_cluster {
     size_t *rec_bytes;    /* (tp,) */
     int32_t *cap;         /* (tp,) */
     struct br_sample_slice *sl;
+    struct br_sample_ws ws; /* merging's working memory */
 };
 
 int br_cluster_create(struct br_engine *e, struct br_comm *comm, struct br_cluster **out,
@@ -78,6 +82,17 @@ int br_cluster_create(struct br_engine *e, struct br_comm *comm, struct br_clust
         br_cluster_destroy(&c);
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
+    /* what every step needs whatever its rows, sized for max_batch now: the steps in
+     * flight's sampling parameters (the ring turns through every slot when stages
+     * overlap) and the greedy answers */
+    size_t top1_bytes = (size_t)c->mb * sizeof(struct br_step_top1);
+    int rc = scratch_need(&c->best, top1_bytes, err) || scratch_need(&c->part, top1_bytes, err);
+    for (int i = 0; i < BR_CLUSTER_MAX_INFLIGHT && !rc; i++)
+        rc = scratch_need(&c->ring[i].ext, br_step_ext_ints(e) * sizeof(int32_t), err);
+    if (rc) {
+        br_cluster_destroy(&c);
+        return rc;
+    }
     *out = c;
     return BR_OK;
 }
@@ -94,6 +109,7 @@ void br_cluster_destroy(struct br_cluster **cp)
     free(c->recs), free(c->rec_bytes), free(c->cap), free(c->sl);
     free(c->best.p), free(c->part.p), free(c->slice.p);
     free(c->desc);
+    br_sample_ws_free(&c->ws);
     free(c);
     *cp = NULL;
 }
@@ -191,7 +207,9 @@ static struct pending *take_oldest(struct br_cluster *c, bool sampled, struct br
         return NULL;
     }
     c->head = (c->head + 1) % BR_CLUSTER_MAX_INFLIGHT;
-    c->count--;
+    /* an empty ring starts again at slot 0: one step at a time (one stage) keeps using
+     * one slot's buffers instead of growing all of them in turn */
+    if (--c->count == 0) c->head = 0;
     return p;
 }
 
@@ -247,7 +265,7 @@ int br_cluster_collect_sampled(struct br_cluster *c, struct br_sample_result *re
             }
         }
         struct br_err serr = {{0}};
-        if (!row_rc[r]) row_rc[r] = br_sample_merge(&sp, c->sl, c->tp, &res[r], &serr);
+        if (!row_rc[r]) row_rc[r] = br_sample_merge(&sp, c->sl, c->tp, &c->ws, &res[r], &serr);
     }
     return rc;
 }

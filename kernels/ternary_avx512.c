@@ -58,6 +58,7 @@
 #include "kernels/combine_x86.h"
 #include "kernels/kernel_impl.h"
 #include "kernels/probe_impl.h"
+#include "kernels/scratch.h"
 #include "kernels/tune.h"
 #include "kernels/ops.h"
 
@@ -248,7 +249,7 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
     _Alignas(64) int8_t stack_qp[QP_STACK];
     int8_t *qp = stack_qp;
     if ((size_t)pairs * 256 > QP_STACK) {
-        qp = aligned_alloc(64, (size_t)pairs * 256);
+        qp = br_kernel_scratch(0, (size_t)pairs * 256);
         if (!qp) { /* no memory for the copy: the reference needs none */
             br_tmat_gemv_ref(m, r0, r1, q, acc);
             return;
@@ -267,7 +268,6 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
     for (; r < r1; r++)
         gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, 1, pf,
                   BR_PF_T1, acc + (r - r0));
-    if (qp != stack_qp) free(qp);
 }
 
 /* ---- GEMM, canonical codes ---- */
@@ -496,12 +496,10 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
     if (rb < 2) rb = 2;
     if (nchunks > 1 && rb > 64) rb = 64; /* the carried sums of a row block stay near L1 */
     int32_t ts_max = ntok < GEMM_TS ? ntok : GEMM_TS;
-    int8_t *qp = aligned_alloc(64, qp_stride * (size_t)ts_max + 64);
+    int8_t *qp = br_kernel_scratch(0, qp_stride * (size_t)ts_max + 64);
     __m512i *carry = NULL;
-    if (nchunks > 1) carry = aligned_alloc(64, (size_t)rb * GEMM_TMAX * sizeof *carry);
+    if (nchunks > 1) carry = br_kernel_scratch(1, (size_t)rb * GEMM_TMAX * sizeof *carry);
     if (!qp || (nchunks > 1 && !carry)) {
-        free(qp);
-        free(carry);
         br_tmat_gemm_ref(m, r0, r1, ntok, q, q_stride, acc, acc_stride);
         return;
     }
@@ -546,8 +544,6 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
             }
         }
     }
-    free(carry);
-    free(qp);
 }
 
 static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
@@ -639,7 +635,7 @@ static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_
     _Alignas(64) int8_t stack_q[QP_STACK];
     int8_t *qz = stack_q;
     if (qlen > QP_STACK) {
-        qz = aligned_alloc(64, qlen);
+        qz = br_kernel_scratch(0, qlen);
         if (!qz) {
             br_tmat_gemv_ref(m, r0, r1, q, acc);
             return;
@@ -649,7 +645,6 @@ static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_
     memset(qz + kpad, 0, qlen - kpad);
     gemv_t5_rows((const uint8_t *)m->packed + (size_t)r0 * rb, rb, r1 - r0, qz,
                  sum_i8_avx512(q, kpad), acc);
-    if (qz != stack_q) free(qz);
 }
 
 /* ---- canonical float dots ---- */

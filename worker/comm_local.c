@@ -8,7 +8,9 @@
  * scratch, in rank order, then copied into place after the second barrier.
  *
  * Point to point: one FIFO per (sender, receiver, kind); a send copies the message in and
- * returns, a receive waits for the oldest and checks its size.
+ * returns, a receive waits for the oldest and checks its size. A received message's
+ * memory goes back to its queue and carries the next message of at most its size, so a
+ * run of like steps allocates nothing, as an MPI send into the receiver's buffer does not.
  */
 #include "worker/comm_local.h"
 
@@ -22,12 +24,13 @@ enum { KIND_PIPE = 0, KIND_ROOT = 1, N_KINDS = 2 };
 
 struct msg {
     struct msg *next;
-    size_t bytes;
+    size_t bytes, cap; /* cap: the room of data */
     unsigned char data[];
 };
 
 struct queue {
     struct msg *head, *tail;
+    struct msg *spare; /* received messages, kept for the next ones */
 };
 
 struct post {
@@ -253,15 +256,26 @@ static int put(struct br_comm *c, int to, int kind, const void *buf, size_t byte
     }
     c->stats.bytes_sent += bytes;
     c->stats.messages++;
-    struct msg *m = malloc(sizeof *m + (bytes ? bytes : 1));
-    if (!m) return BR_E_NOMEM;
+    struct queue *q = queue_of(w, c->world_rank, to, kind);
+    /* the smallest spare that holds it: a queue carrying messages of a few sizes in turn
+     * (descriptor, residual) keeps one of each */
+    pthread_mutex_lock(&w->qmu);
+    struct msg **best = NULL;
+    for (struct msg **pm = &q->spare; *pm; pm = &(*pm)->next)
+        if ((*pm)->cap >= bytes && (!best || (*pm)->cap < (*best)->cap)) best = pm;
+    struct msg *m = best ? *best : NULL;
+    if (m) *best = m->next;
+    pthread_mutex_unlock(&w->qmu);
+    if (!m) {
+        if (!(m = malloc(sizeof *m + (bytes ? bytes : 1)))) return BR_E_NOMEM;
+        m->cap = bytes ? bytes : 1;
+    }
     m->next = NULL;
     m->bytes = bytes;
     if (bytes) memcpy(m->data, buf, bytes);
     pthread_mutex_lock(&w->qmu);
     int bad = w->aborted;
     if (!bad) {
-        struct queue *q = queue_of(w, c->world_rank, to, kind);
         if (q->tail)
             q->tail->next = m;
         else
@@ -302,7 +316,10 @@ static int take(struct br_comm *c, int from, int kind, void *buf, size_t bytes)
     } else if (bytes) {
         memcpy(buf, m->data, bytes);
     }
-    free(m);
+    pthread_mutex_lock(&w->qmu);
+    m->next = q->spare;
+    q->spare = m;
+    pthread_mutex_unlock(&w->qmu);
     return rc;
 }
 
@@ -416,10 +433,12 @@ void br_comm_local_destroy(struct br_comm_local **wp)
     struct br_comm_local *w = *wp;
     if (w->queues)
         for (size_t i = 0; i < (size_t)w->n * (size_t)w->n * N_KINDS; i++)
-            for (struct msg *m = w->queues[i].head, *next; m; m = next) {
-                next = m->next;
-                free(m);
-            }
+            for (int list = 0; list < 2; list++)
+                for (struct msg *m = list ? w->queues[i].spare : w->queues[i].head, *next; m;
+                     m = next) {
+                    next = m->next;
+                    free(m);
+                }
     if (w->stages)
         for (int s = 0; s < w->pp; s++)
             if (w->stages[s].posts) {

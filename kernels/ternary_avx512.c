@@ -1,6 +1,6 @@
 /*
  * AVX-512 kernels (F, BW, VL, DQ, VNNI): ternary GEMV/GEMM with vpdpbusd, the canonical
- * float dots, and an alternative 1.6-bit weight layout kept for measurement.
+ * float dots, and an alternative 1.6-bit weight layout that is not built by default.
  *
  * vpdpbusd multiplies unsigned bytes by signed bytes and adds groups of four into int32
  * lanes without saturation, so sum w*q = sum c*q - sum q needs no int16 budget.
@@ -17,13 +17,13 @@
  * is divided out exactly at the end (every lane sum is a multiple of its scale). Bound:
  * |64c*q| <= 16384, so a row of K columns stays below 4096*K < 2^31 for K < 524288.
  * Rows go four at a time (sharing the activation loads), and each load also prefetches
- * the same bytes of the next four rows: the hardware prefetcher alone left a third of
- * the DRAM bandwidth unused on these short interleaved streams.
+ * the same bytes of the next four rows: the hardware prefetcher alone does not keep these
+ * short interleaved streams at the DRAM bandwidth.
  *
  * GEMM. vpdpbusd runs on two ports (two per cycle on Sapphire Rapids) and every other
  * vector instruction takes one of those slots, so the GEMM counts instructions per
  * multiply-add. A tile is 2 rows x up to 12 tokens: 24 accumulators in named registers
- * (an array of them was stored to the stack on every iteration). Per block pair and bit
+ * (an array of them would be stored to the stack on every iteration). Per block pair and bit
  * pair, each row's 64 codes are decoded once into true codes by one gf2p8affineqb where
  * the CPU has GFNI (a shift and an AND otherwise) and meet up to 12 tokens, so decoding
  * costs 1 instruction per 12 vpdpbusd. A tile's activations are permuted with its tokens
@@ -31,24 +31,21 @@
  * loaded once into a register for both rows (as a memory operand of both multiply-adds
  * the loads alone would fill the load ports). The lane sums are reduced once per tile
  * (24 registers in 68 instructions); longer rows are cut into column chunks whose sums
- * are carried in memory, not reduced. Measured (bench kernels, one thread, 2B-4T
- * shapes): 74-79% of the vpdpbusd peak with GFNI, 72-76% with shift + AND, against
- * 61-66% for the previous 2 rows x 8 tokens tile reduced per chunk. A copy of each row
- * block's codes decoded once per 64 tokens (read back from L2 by every tile instead of
- * decoding in registers) measured slower (73-74%).
+ * are carried in memory, not reduced. Decoding in registers, per tile, beats reading
+ * back from L2 a copy of each row block's codes decoded once per 64 tokens. The shapes
+ * tried and their fractions of the peak are in docs/PERFORMANCE.md ("Kernel shapes").
  *
  * 1.6-bit layout (BR_PACK_T5, needs VBMI): a row is cut into chunks of 320 columns, 64
  * bytes each; byte p of chunk j holds the codes of columns 320j + 64n + p (n = 0..4) as
  * v = sum c_n 3^n (v < 243). Decoding looks each trit up in 256-entry tables with two
  * vpermi2b and a blend on v's top bit. Columns past kpad hold code 1 and meet q = 0.
  *
- * Why 2 bits is the default (measured with bench_kernels on a Sapphire Rapids VM, one
- * thread): the 1.6-bit GEMV is bound by its decode at about 8 GB/s of packed bytes (about
- * 41 G weights/s) even from cache, while the 2-bit GEMV streams DRAM at about 13 GB/s
- * (about 52 G weights/s) and runs near 29 GB/s from cache. Fewer bytes only pay off where
- * a core gets less than about 8 GB/s of DRAM bandwidth, and the packed copy would sit next
- * to the canonical codes (which must stay). So prepare() builds nothing; the 1.6-bit path
- * stays, tested, for machines where that balance differs.
+ * Why 2 bits is the default: the 1.6-bit GEMV is bound by its decode, even from cache,
+ * below the rate at which the 2-bit GEMV streams DRAM, so fewer bytes only pay off where
+ * a core gets little DRAM bandwidth, and the packed copy would sit next to the canonical
+ * codes (which must stay). So prepare() builds nothing; the 1.6-bit path stays, tested,
+ * for machines where that balance differs (the rates: docs/PERFORMANCE.md, "Kernel
+ * shapes").
  */
 #include <immintrin.h>
 #include <stdint.h>

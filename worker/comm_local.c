@@ -135,8 +135,7 @@ static void read_allgather(struct br_comm *c, void *arg)
 static int op_allgather(struct br_comm *c, const void *send, void *recv, const int *counts,
                         const int *displs)
 {
-    c->stats.bytes_sent += (uint64_t)counts[c->tp_rank] * (uint64_t)(c->tp - 1);
-    c->stats.messages++;
+    br_comm_count_allgather(c, counts);
     return collective(c, (struct post){send, recv, counts, displs, 0}, read_allgather, NULL);
 }
 
@@ -157,10 +156,7 @@ static void read_reduce_scatter(struct br_comm *c, void *arg)
 static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t *recv,
                                  const int *counts)
 {
-    uint64_t total = 0;
-    for (int r = 0; r < c->tp; r++) total += (uint64_t)counts[r];
-    c->stats.bytes_sent += 4 * (total - (uint64_t)counts[c->tp_rank]);
-    c->stats.messages++;
+    br_comm_count_reduce_scatter(c, counts);
     /* recv may alias nothing the others read: the sums go straight there */
     return collective(c, (struct post){send, recv, counts, NULL, 0}, read_reduce_scatter, NULL);
 }
@@ -196,8 +192,7 @@ static void read_allreduce(struct br_comm *c, void *arg)
 
 static int allreduce(struct br_comm *c, void *buf, int n, int max)
 {
-    c->stats.bytes_sent += 4 * (uint64_t)n;
-    c->stats.messages++;
+    br_comm_count_allreduce(c, n);
     if (n < 0) return BR_E_INVALID;
     struct reduce_arg a = {scratch(c, 4 * (size_t)n + 4), max};
     /* the others must still post and meet even when this rank has no scratch: fail after */
@@ -232,10 +227,7 @@ static void read_bcast(struct br_comm *c, void *arg)
 
 static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
 {
-    if (c->tp_rank == 0) {
-        c->stats.bytes_sent += bytes * (uint64_t)(c->tp - 1);
-        c->stats.messages++;
-    }
+    br_comm_count_bcast(c, bytes);
     if (c->tp == 1) return BR_OK;
     return collective(c, (struct post){buf, buf, NULL, NULL, (int)bytes}, read_bcast, NULL);
 }
@@ -254,8 +246,7 @@ static int put(struct br_comm *c, int to, int kind, const void *buf, size_t byte
         snprintf(c->why, sizeof c->why, "no rank %d in a world of %d", to, w->n);
         return BR_E_INVALID;
     }
-    c->stats.bytes_sent += bytes;
-    c->stats.messages++;
+    br_comm_count(c, bytes);
     struct queue *q = queue_of(w, c->world_rank, to, kind);
     /* the smallest spare that holds it: a queue carrying messages of a few sizes in turn
      * (descriptor, residual) keeps one of each */

@@ -3,10 +3,8 @@
  * fhead_avx512.c, which carry the ISA flags). 8 row values are widened per load (F16C
  * vcvtph2ps, or a 16-bit shift for BF16) into one 256-bit vector whose lanes are the
  * canonical lanes of fhead.h, and meet each token's 8 activations in one FMA; a tile is R
- * rows x N tokens of independent chains. One token (the GEMV of decode) goes 8 rows at a
- * time: a chain waits 4 cycles on each FMA, so 8 chains are what keeps two FMA pipes busy,
- * and 8 rows read side by side are 8 streams. The tail (cols % 8 values) goes through the
- * same lanes with the others left as they are.
+ * rows x N tokens of independent chains. The tail (cols % 8 values) goes through the same
+ * lanes with the others left as they are.
  */
 #ifndef BR_KERNELS_FHEAD_X86_H
 #define BR_KERNELS_FHEAD_X86_H
@@ -77,79 +75,6 @@ static inline __attribute__((always_inline)) void fh_tile(const struct br_fhead 
             y[(size_t)t * y_stride + (size_t)i] = br_combine8_m256(acc[i][t]);
 }
 
-/* One token against 8 rows: 8 independent FMA chains (a row's chain waits on the FMA's
- * latency, so 4 rows use half of a core's two FMA pipes) and 8 interleaved read streams.
- * The loop runs 32 values (one cache line of each row) per step, with one prefetch per row
- * and step. */
-static inline __attribute__((always_inline)) void
-fh_gemv8(const struct br_fhead *m, int64_t r, const float *x, float *y, size_t pf, int hint)
-{
-    const int bf16 = m->bf16;
-    const int32_t cols = m->cols, full = cols & ~7, full32 = cols & ~31;
-    const size_t rb = m->row_bytes;
-    const uint8_t *w0 = m->data + (size_t)r * rb, *w1 = w0 + rb, *w2 = w1 + rb, *w3 = w2 + rb;
-    const uint8_t *w4 = w3 + rb, *w5 = w4 + rb, *w6 = w5 + rb, *w7 = w6 + rb;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-#define FH_W(p, k)                                                                                 \
-    fh_widen(_mm_loadu_si128((const __m128i *)(const void *)((p) + 2 * (size_t)(k))), bf16)
-#define FH_STEP(k)                                                                                 \
-    do {                                                                                           \
-        const __m256 xv = _mm256_loadu_ps(x + (k));                                                \
-        a0 = _mm256_fmadd_ps(FH_W(w0, k), xv, a0);                                                 \
-        a1 = _mm256_fmadd_ps(FH_W(w1, k), xv, a1);                                                 \
-        a2 = _mm256_fmadd_ps(FH_W(w2, k), xv, a2);                                                 \
-        a3 = _mm256_fmadd_ps(FH_W(w3, k), xv, a3);                                                 \
-        a4 = _mm256_fmadd_ps(FH_W(w4, k), xv, a4);                                                 \
-        a5 = _mm256_fmadd_ps(FH_W(w5, k), xv, a5);                                                 \
-        a6 = _mm256_fmadd_ps(FH_W(w6, k), xv, a6);                                                 \
-        a7 = _mm256_fmadd_ps(FH_W(w7, k), xv, a7);                                                 \
-    } while (0)
-    int32_t k = 0;
-    for (; k < full32; k += 32) {
-        const size_t o = 2 * (size_t)k + pf;
-        br_prefetch(w0 + o, hint);
-        br_prefetch(w1 + o, hint);
-        br_prefetch(w2 + o, hint);
-        br_prefetch(w3 + o, hint);
-        br_prefetch(w4 + o, hint);
-        br_prefetch(w5 + o, hint);
-        br_prefetch(w6 + o, hint);
-        br_prefetch(w7 + o, hint);
-        FH_STEP(k);
-        FH_STEP(k + 8);
-        FH_STEP(k + 16);
-        FH_STEP(k + 24);
-    }
-    for (; k < full; k += 8) FH_STEP(k);
-#undef FH_STEP
-#undef FH_W
-    if (full < cols) {
-        __m256 t[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        const uint8_t *w[8] = {w0, w1, w2, w3, w4, w5, w6, w7};
-        int rem = cols - full;
-        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane));
-        float xt[8] = {0};
-        memcpy(xt, x + full, (size_t)rem * sizeof(float));
-        for (int i = 0; i < 8; i++) {
-            uint16_t wt[8] = {0};
-            memcpy(wt, w[i] + 2 * (size_t)full, (size_t)rem * 2);
-            __m256 wf = fh_widen(_mm_loadu_si128((const __m128i *)(const void *)wt), bf16);
-            __m256 p = _mm256_fmadd_ps(wf, _mm256_loadu_ps(xt), t[i]);
-            y[i] = br_combine8_m256(_mm256_blendv_ps(t[i], p, mask));
-        }
-        return;
-    }
-    y[0] = br_combine8_m256(a0);
-    y[1] = br_combine8_m256(a1);
-    y[2] = br_combine8_m256(a2);
-    y[3] = br_combine8_m256(a3);
-    y[4] = br_combine8_m256(a4);
-    y[5] = br_combine8_m256(a5);
-    y[6] = br_combine8_m256(a6);
-    y[7] = br_combine8_m256(a7);
-}
-
 #define FH_TILE(R, N)                                                                              \
     static void fh_tile_##R##_##N(const struct br_fhead *m, int64_t r, const float *x,             \
                                   size_t x_stride, float *y, size_t y_stride)                      \
@@ -172,23 +97,11 @@ FH_GEMV(1, 1)
 FH_GEMV(1, 2)
 FH_GEMV(1, 3)
 #undef FH_GEMV
-#define FH_GEMV8(H)                                                                                \
-    static void fh_gemv_8_##H(const struct br_fhead *m, int64_t r, const float *x, float *y,       \
-                              size_t pf)                                                           \
-    {                                                                                              \
-        fh_gemv8(m, r, x, y, pf, H);                                                               \
-    }
-FH_GEMV8(0)
-FH_GEMV8(1)
-FH_GEMV8(2)
-FH_GEMV8(3)
-#undef FH_GEMV8
 typedef void (*fh_gemv_fn)(const struct br_fhead *m, int64_t r, const float *x, float *y,
                            size_t pf);
-/* [1, 4, 8 rows][hint] */
-static const fh_gemv_fn g_fh_gemv[3][4] = {{fh_gemv_1_0, fh_gemv_1_1, fh_gemv_1_2, fh_gemv_1_3},
-                                           {fh_gemv_4_0, fh_gemv_4_1, fh_gemv_4_2, fh_gemv_4_3},
-                                           {fh_gemv_8_0, fh_gemv_8_1, fh_gemv_8_2, fh_gemv_8_3}};
+/* [4 rows][hint] */
+static const fh_gemv_fn g_fh_gemv[2][4] = {{fh_gemv_1_0, fh_gemv_1_1, fh_gemv_1_2, fh_gemv_1_3},
+                                           {fh_gemv_4_0, fh_gemv_4_1, fh_gemv_4_2, fh_gemv_4_3}};
 FH_TILE(1, 1)
 FH_TILE(2, 4)
 FH_TILE(1, 4)
@@ -206,7 +119,6 @@ static void fh_gemm_x86(const struct br_fhead *m, int64_t r0, int64_t r1, int32_
         size_t pf = tp->fhead_ahead > 0 ? (size_t)tp->fhead_ahead : 16384;
         int hint = tp->fhead_hint & 3;
         int64_t r = r0;
-        for (; r + 7 < r1; r += 8) g_fh_gemv[2][hint](m, r, x, y + (r - r0), pf);
         for (; r + 3 < r1; r += 4) g_fh_gemv[1][hint](m, r, x, y + (r - r0), pf);
         for (; r < r1; r++) g_fh_gemv[0][hint](m, r, x, y + (r - r0), pf);
         return;

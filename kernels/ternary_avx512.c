@@ -193,6 +193,25 @@ static inline __attribute__((always_inline)) __m512i dpbusd(__m512i acc, __m512i
     return acc;
 }
 
+/* The same with q read from memory (a folded load). */
+static inline __attribute__((always_inline)) __m512i dpbusd_m(__m512i acc, __m512i c,
+                                                              const int8_t *q)
+{
+    __asm__("vpdpbusd %[q], %[c], %[a]"
+            : [a] "+v"(acc)
+            : [c] "v"(c), [q] "m"(*(const __m512i *)(const void *)q));
+    return acc;
+}
+
+/* Permuted activation bytes up to which the GEMV keeps each step's four activation vectors
+ * in registers for all R rows; past it every row's vpdpbusd reads them from memory. Rows
+ * this long leave the activations (beyond half of a 32 KiB L1) to L2, and with them in
+ * registers the four loads that open each step held the step up: one thread on Zen 4 read
+ * 8192 x 45568 from memory at 14-16 GB/s that way against 21 GB/s with folded loads, which
+ * in turn are slower on 2560- and 6912-column rows (15-17 against 18-20 GB/s) and from L2
+ * (36 against 43). */
+#define GEMV_QREG_MAX 16384
+
 /* One pass over the activations for R rows (1, 2 or 4) of `blocks` blocks each. Per 64
  * bytes of a row's codes (256 weights): one load, one prefetch, four ANDs and four
  * vpdpbusd; the four permuted activation vectors are loaded once for all R rows, so the
@@ -200,10 +219,9 @@ static inline __attribute__((always_inline)) __m512i dpbusd(__m512i acc, __m512i
  * variable and goes through dpbusd(): with an array of them and the intrinsic, GCC 12
  * copied the sixteen registers into one another and five of them to the stack on every
  * iteration (5.4 instructions per 64 weights). */
-static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, size_t stride,
-                                                            int32_t blocks, const int8_t *q,
-                                                            const int8_t *qp, int32_t sumq, int R,
-                                                            size_t pf, int hint, int32_t *out)
+static inline __attribute__((always_inline)) void
+gemv_rows(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q, const int8_t *qp,
+          int32_t sumq, int R, size_t pf, int hint, int qmem, int32_t *out)
 {
     const __m512i mC0 = _mm512_set1_epi8((char)0xC0), m30 = _mm512_set1_epi8(0x30);
     const __m512i m0C = _mm512_set1_epi8(0x0C), m03 = _mm512_set1_epi8(0x03);
@@ -215,8 +233,10 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
     const size_t end = (size_t)pairs * 64;
     const int8_t *qj = qp;
     for (size_t o = 0; o < end; o += 64, qj += 256) {
-        const __m512i q0 = _mm512_loadu_si512(qj), q1 = _mm512_loadu_si512(qj + 64);
-        const __m512i q2 = _mm512_loadu_si512(qj + 128), q3 = _mm512_loadu_si512(qj + 192);
+        const __m512i q0 = qmem ? z : _mm512_loadu_si512(qj);
+        const __m512i q1 = qmem ? z : _mm512_loadu_si512(qj + 64);
+        const __m512i q2 = qmem ? z : _mm512_loadu_si512(qj + 128);
+        const __m512i q3 = qmem ? z : _mm512_loadu_si512(qj + 192);
         /* The hardware prefetcher ramps up too slowly on these short interleaved streams;
          * asking for later rows' bytes now nearly doubles the DRAM throughput on 2560-column
          * rows (Sapphire Rapids). How far ahead (pf bytes: row groups times the group's
@@ -228,10 +248,17 @@ static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, si
     do {                                                                                           \
         const __m512i x = _mm512_loadu_si512(w##r + o);                                            \
         br_prefetch(w##r + pf + o, hint);                                                          \
-        a##r##0 = dpbusd(a##r##0, _mm512_and_si512(x, mC0), q0);                                   \
-        a##r##1 = dpbusd(a##r##1, _mm512_and_si512(x, m30), q1);                                   \
-        a##r##2 = dpbusd(a##r##2, _mm512_and_si512(x, m0C), q2);                                   \
-        a##r##3 = dpbusd(a##r##3, _mm512_and_si512(x, m03), q3);                                   \
+        if (qmem) {                                                                                \
+            a##r##0 = dpbusd_m(a##r##0, _mm512_and_si512(x, mC0), qj);                             \
+            a##r##1 = dpbusd_m(a##r##1, _mm512_and_si512(x, m30), qj + 64);                        \
+            a##r##2 = dpbusd_m(a##r##2, _mm512_and_si512(x, m0C), qj + 128);                       \
+            a##r##3 = dpbusd_m(a##r##3, _mm512_and_si512(x, m03), qj + 192);                       \
+        } else {                                                                                   \
+            a##r##0 = dpbusd(a##r##0, _mm512_and_si512(x, mC0), q0);                               \
+            a##r##1 = dpbusd(a##r##1, _mm512_and_si512(x, m30), q1);                               \
+            a##r##2 = dpbusd(a##r##2, _mm512_and_si512(x, m0C), q2);                               \
+            a##r##3 = dpbusd(a##r##3, _mm512_and_si512(x, m03), q3);                               \
+        }                                                                                          \
     } while (0)
         GEMV_ROW(0);
         if (R > 1) GEMV_ROW(1);
@@ -264,29 +291,39 @@ static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_
 /* One function per (rows per group, prefetch hint), so each has constant shapes. */
 typedef void (*gemv_group_fn)(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q,
                               const int8_t *qp, int32_t sumq, size_t pf, int32_t *out);
-#define GEMV_FN(R, H)                                                                              \
-    static void gemv_##R##_##H(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q,   \
-                               const int8_t *qp, int32_t sumq, size_t pf, int32_t *out)            \
+#define GEMV_FN(R, H, M)                                                                           \
+    static void gemv_##R##_##H##_##M(const uint8_t *w, size_t stride, int32_t blocks,              \
+                                     const int8_t *q, const int8_t *qp, int32_t sumq, size_t pf,   \
+                                     int32_t *out)                                                 \
     {                                                                                              \
-        gemv_rows(w, stride, blocks, q, qp, sumq, R, pf, H, out);                                  \
+        gemv_rows(w, stride, blocks, q, qp, sumq, R, pf, H, M, out);                               \
     }
-GEMV_FN(1, 0)
-GEMV_FN(1, 1)
-GEMV_FN(1, 2)
-GEMV_FN(1, 3)
-GEMV_FN(2, 0)
-GEMV_FN(2, 1)
-GEMV_FN(2, 2)
-GEMV_FN(2, 3)
-GEMV_FN(4, 0)
-GEMV_FN(4, 1)
-GEMV_FN(4, 2)
-GEMV_FN(4, 3)
+#define GEMV_FNS(M)                                                                                \
+    GEMV_FN(1, 0, M)                                                                               \
+    GEMV_FN(1, 1, M)                                                                               \
+    GEMV_FN(1, 2, M)                                                                               \
+    GEMV_FN(1, 3, M)                                                                               \
+    GEMV_FN(2, 0, M)                                                                               \
+    GEMV_FN(2, 1, M)                                                                               \
+    GEMV_FN(2, 2, M)                                                                               \
+    GEMV_FN(2, 3, M)                                                                               \
+    GEMV_FN(4, 0, M)                                                                               \
+    GEMV_FN(4, 1, M)                                                                               \
+    GEMV_FN(4, 2, M)                                                                               \
+    GEMV_FN(4, 3, M)
+GEMV_FNS(0)
+GEMV_FNS(1)
+#define GEMV_ROWS(R, M)                                                                            \
+    {                                                                                              \
+        gemv_##R##_0_##M, gemv_##R##_1_##M, gemv_##R##_2_##M, gemv_##R##_3_##M                     \
+    }
+/* [activations from memory][rows per group: 1, 2, 4 -> 0, 1, 2][hint] */
+static const gemv_group_fn g_gemv_group[2][3][4] = {
+    {GEMV_ROWS(1, 0), GEMV_ROWS(2, 0), GEMV_ROWS(4, 0)},
+    {GEMV_ROWS(1, 1), GEMV_ROWS(2, 1), GEMV_ROWS(4, 1)}};
+#undef GEMV_ROWS
+#undef GEMV_FNS
 #undef GEMV_FN
-/* [rows per group: 1, 2, 4 -> 0, 1, 2][hint] */
-static const gemv_group_fn g_gemv_group[3][4] = {{gemv_1_0, gemv_1_1, gemv_1_2, gemv_1_3},
-                                                 {gemv_2_0, gemv_2_1, gemv_2_2, gemv_2_3},
-                                                 {gemv_4_0, gemv_4_1, gemv_4_2, gemv_4_3}};
 
 static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
                         int32_t *acc)
@@ -311,14 +348,15 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
     const struct br_tune *tp = br_tune_active();
     int R = tp->gemv_rows == 1 ? 1 : tp->gemv_rows == 2 ? 2 : 4;
     size_t pf = (size_t)tp->gemv_ahead * (size_t)R * m->row_bytes;
-    gemv_group_fn group = g_gemv_group[R == 1 ? 0 : R == 2 ? 1 : 2][tp->gemv_hint & 3];
+    int qmem = (size_t)pairs * 256 > GEMV_QREG_MAX;
+    gemv_group_fn group = g_gemv_group[qmem][R == 1 ? 0 : R == 2 ? 1 : 2][tp->gemv_hint & 3];
     int32_t r = r0;
     for (; r + R <= r1; r += R)
         group(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, pf,
               acc + (r - r0));
     for (; r < r1; r++)
-        gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, 1, pf,
-                  BR_PF_T1, acc + (r - r0));
+        g_gemv_group[qmem][0][BR_PF_T1](m->codes + (size_t)r * m->row_bytes, m->row_bytes,
+                                        m->blocks, q, qp, sumq, pf, acc + (r - r0));
 }
 
 /* ---- GEMM, canonical codes ---- */

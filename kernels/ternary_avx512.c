@@ -19,7 +19,9 @@
  * Rows go four at a time (sharing the activation loads; 1 and 2 are calibration choices),
  * and each load also prefetches the same bytes of a later row group: the hardware
  * prefetcher alone does not keep these short interleaved streams at the DRAM bandwidth.
- * The four rows' lane sums are reduced together at the end of the group.
+ * The four rows' lane sums are reduced together at the end of the group. The four
+ * activation vectors of a step are loaded once into registers for all rows of the group,
+ * except on rows longer than GEMV_QREG_MAX allows (see there).
  *
  * GEMM. vpdpbusd runs on two ports (two per cycle on Sapphire Rapids) and every other
  * vector instruction takes one of those slots, so the GEMM counts instructions per
@@ -204,12 +206,11 @@ static inline __attribute__((always_inline)) __m512i dpbusd_m(__m512i acc, __m51
 }
 
 /* Permuted activation bytes up to which the GEMV keeps each step's four activation vectors
- * in registers for all R rows; past it every row's vpdpbusd reads them from memory. Rows
- * this long leave the activations (beyond half of a 32 KiB L1) to L2, and with them in
- * registers the four loads that open each step held the step up: one thread on Zen 4 read
- * 8192 x 45568 from memory at 14-16 GB/s that way against 21 GB/s with folded loads, which
- * in turn are slower on 2560- and 6912-column rows (15-17 against 18-20 GB/s) and from L2
- * (36 against 43). */
+ * in registers for all R rows; past it every row's vpdpbusd reads them from memory (folded
+ * loads). Longer rows leave their activations to L2 (beyond half of a 32 KiB L1), and then
+ * the four loads that open each step hold it up: on Zen 4, one thread, 8192 x 45568 read
+ * memory a third slower with registers than with folded loads, while on shorter rows the
+ * folded loads are the slower form, from memory and from L2 (docs/PERFORMANCE.md). */
 #define GEMV_QREG_MAX 16384
 
 /* One pass over the activations for R rows (1, 2 or 4) of `blocks` blocks each. Per 64

@@ -208,18 +208,17 @@ static inline __attribute__((always_inline)) __m512i dpbusd_m(__m512i acc, __m51
 /* Permuted activation bytes up to which the GEMV keeps each step's four activation vectors
  * in registers for all R rows; past it every row's vpdpbusd reads them from memory (folded
  * loads). Longer rows leave their activations to L2 (beyond half of a 32 KiB L1), and then
- * the four loads that open each step hold it up: on Zen 4, one thread, 8192 x 45568 read
- * memory a third slower with registers than with folded loads, while on shorter rows the
- * folded loads are the slower form, from memory and from L2 (docs/PERFORMANCE.md). */
+ * the four loads that open each step hold it up, so such rows stream memory faster with
+ * folded loads; on shorter rows the folded loads are the slower form, from memory and
+ * from L2 (docs/PERFORMANCE.md, "The decode GEMVs' instructions"). */
 #define GEMV_QREG_MAX 16384
 
 /* One pass over the activations for R rows (1, 2 or 4) of `blocks` blocks each. Per 64
  * bytes of a row's codes (256 weights): one load, one prefetch, four ANDs and four
- * vpdpbusd; the four permuted activation vectors are loaded once for all R rows, so the
- * 4-row loop is about 3.2 instructions per 64 weights. Every accumulator is a named
- * variable and goes through dpbusd(): with an array of them and the intrinsic, GCC 12
- * copied the sixteen registers into one another and five of them to the stack on every
- * iteration (5.4 instructions per 64 weights). */
+ * vpdpbusd; the four permuted activation vectors are loaded once for all R rows. Every
+ * accumulator is a named variable and goes through dpbusd() or dpbusd_m(): with an array
+ * of them and the intrinsic, GCC 12 copied the sixteen registers into one another and
+ * five of them to the stack on every iteration. */
 static inline __attribute__((always_inline)) void
 gemv_rows(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q, const int8_t *qp,
           int32_t sumq, int R, size_t pf, int hint, int qmem, int32_t *out)

@@ -399,6 +399,27 @@ static const struct br_cand *best_key(const struct br_cand *c, size_t n)
     return b;
 }
 
+/* Global softmax statistics: the chunk statistics folded in chunk (= slice, then chunk)
+ * order, relative to the exact global max, so every layout computes the same bits; the
+ * normaliser is gmax + log(gsum). Returns 0 when every token is banned. */
+static int fold_stats(const struct br_sample_slice *slices, int32_t n_slices, double *gmax_out,
+                      double *gsum_out)
+{
+    double gmax = -INFINITY, gsum = 0.0;
+    for (int32_t i = 0; i < n_slices; i++)
+        for (int32_t c = 0, nc = br_sample_n_chunks(slices[i].v0, slices[i].v1); c < nc; c++)
+            if (slices[i].stats[c].max > gmax) gmax = (double)slices[i].stats[c].max;
+    if (gmax == -INFINITY) return 0;
+    for (int32_t i = 0; i < n_slices; i++)
+        for (int32_t c = 0, nc = br_sample_n_chunks(slices[i].v0, slices[i].v1); c < nc; c++) {
+            const struct br_sample_chunk_stat *st = &slices[i].stats[c];
+            if (st->max != -INFINITY) gsum += (double)st->sum * exp((double)st->max - gmax);
+        }
+    *gmax_out = gmax;
+    *gsum_out = gsum;
+    return 1;
+}
+
 /* Makes *buf hold at least n elements of size sz (grow-only); false when out of memory. */
 static bool ws_need(void **buf, size_t *cap, size_t n, size_t sz)
 {
@@ -432,19 +453,9 @@ int br_sample_merge(const struct br_sample_params *p, const struct br_sample_sli
     int rc = check_slices(p, slices, n_slices, &total, err);
     if (rc != BR_OK) return rc;
     int32_t n_vocab = slices[n_slices - 1].v1;
-
-    /* Global softmax sum: chunk statistics folded in chunk (= slice, then chunk) order,
-     * relative to the exact global max, so every layout computes the same bits. */
-    double gmax = -INFINITY, gsum = 0.0;
-    for (int32_t i = 0; i < n_slices; i++)
-        for (int32_t c = 0, nc = br_sample_n_chunks(slices[i].v0, slices[i].v1); c < nc; c++)
-            if (slices[i].stats[c].max > gmax) gmax = (double)slices[i].stats[c].max;
-    if (gmax == -INFINITY) return br_err_set(err, BR_E_INVALID, "sampling: every token is banned");
-    for (int32_t i = 0; i < n_slices; i++)
-        for (int32_t c = 0, nc = br_sample_n_chunks(slices[i].v0, slices[i].v1); c < nc; c++) {
-            const struct br_sample_chunk_stat *st = &slices[i].stats[c];
-            if (st->max != -INFINITY) gsum += (double)st->sum * exp((double)st->max - gmax);
-        }
+    double gmax, gsum;
+    if (!fold_stats(slices, n_slices, &gmax, &gsum))
+        return br_err_set(err, BR_E_INVALID, "sampling: every token is banned");
     double lse = gmax + log(gsum);
 
     if (!ws_need((void **)&ws->all, &ws->all_cap, total, sizeof *ws->all))
@@ -533,4 +544,44 @@ int br_sample_full(const struct br_sample_params *p, const float *logits, int32_
     if (rc < 0) return rc;
     struct br_sample_slice s = {0, n_vocab, ws->cands, rc, ws->stats};
     return br_sample_merge(p, &s, 1, ws, res, err);
+}
+
+int br_sample_top(const struct br_sample_params *p, const float *logits, int32_t n_vocab,
+                  const int32_t *history, size_t n_history, int32_t n_top, struct br_sample_ws *ws,
+                  struct br_sample_alt *out, struct br_err *err)
+{
+    if (!ws) {
+        struct br_sample_ws own = {0};
+        int rc = br_sample_top(p, logits, n_vocab, history, n_history, n_top, &own, out, err);
+        br_sample_ws_free(&own);
+        return rc;
+    }
+    if (n_vocab < 1) return br_err_set(err, BR_E_INVALID, "top logprobs: empty vocabulary");
+    if (n_top < 1 || !out)
+        return br_err_set(err, BR_E_INVALID, "top logprobs: %d alternatives asked (>= 1)", n_top);
+    /* The n_top best by logit are exactly what top-k selection keeps, with the same
+     * adjusted logits and chunk statistics as the sampler itself (sums always on). */
+    struct br_sample_params q = *p;
+    q.temperature = 1.0f;
+    q.top_k = n_top < n_vocab ? n_top : n_vocab;
+    q.top_p = 1.0f;
+    q.min_p = 0.0f;
+    q.no_logprob = 0;
+    if (!ws_need((void **)&ws->cands, &ws->cands_cap, (size_t)q.top_k, sizeof *ws->cands) ||
+        !ws_need((void **)&ws->stats, &ws->stats_cap, (size_t)br_sample_n_chunks(0, n_vocab),
+                 sizeof *ws->stats))
+        return br_err_set(err, BR_E_NOMEM, "top logprobs: buffers");
+    int rc = br_sample_candidates(&q, logits, 0, n_vocab, history, n_history, 0, 0, ws->cands,
+                                  q.top_k, ws->stats, err);
+    if (rc < 0) return rc;
+    int32_t n = rc;
+    struct br_sample_slice s = {0, n_vocab, ws->cands, n, ws->stats};
+    double gmax, gsum;
+    if (!fold_stats(&s, 1, &gmax, &gsum))
+        return br_err_set(err, BR_E_INVALID, "sampling: every token is banned");
+    double lse = gmax + log(gsum); /* the very expression br_sample_merge uses */
+    rc = 0;
+    for (int32_t i = 0; i < n && ws->cands[i].logit != -INFINITY; i++)
+        out[rc++] = (struct br_sample_alt){ws->cands[i].id, (double)ws->cands[i].logit - lse};
+    return rc;
 }

@@ -174,4 +174,27 @@ int br_sample_full(const struct br_sample_params *p, const float *logits, int32_
                    const int32_t *history, size_t n_history, uint64_t seq, uint64_t pos,
                    struct br_sample_ws *ws, struct br_sample_result *res, struct br_err *err);
 
+/* One alternative: a token and its logprob, as br_sample_result reports the sampled one. */
+struct br_sample_alt {
+    int32_t id;
+    double logprob;
+};
+
+#define BR_SAMPLE_MAX_TOP 20 /* the most alternatives a server asks for per token */
+
+/*
+ * The n_top most likely tokens of the distribution the logprob describes (the logits after
+ * bias and penalties, log softmax at temperature 1 over the whole vocabulary), ordered by
+ * logprob descending, then id ascending. Banned tokens (-inf) are left out. The normaliser
+ * is computed exactly as br_sample_full's and br_sample_merge's, so a token listed here
+ * has, bit for bit, the logprob those report when they sample it; the temperature, the
+ * truncation and the seed do not change the list. logits (n_vocab,), history as for
+ * br_sample_candidates, ws as for br_sample_full, out (min(n_top, n_vocab),). Returns how many were
+ * written (0 .. n_top) or a negative status: BR_E_INVALID (n_top < 1, every token banned),
+ * BR_E_RANGE (a NaN or +inf logit), BR_E_NOMEM.
+ */
+int br_sample_top(const struct br_sample_params *p, const float *logits, int32_t n_vocab,
+                  const int32_t *history, size_t n_history, int32_t n_top, struct br_sample_ws *ws,
+                  struct br_sample_alt *out, struct br_err *err);
+
 #endif

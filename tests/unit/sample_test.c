@@ -360,11 +360,10 @@ static int naive_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static int32_t naive_sample(const struct br_sample_params *p, const float *logits, int32_t n,
-                            const int32_t *hist, size_t nh, uint64_t seq, uint64_t pos,
-                            double *logprob)
+/* t (n,) receives the logits after bias and penalties, one by one. */
+static void naive_adjust(const struct br_sample_params *p, const float *logits, int32_t n,
+                         const int32_t *hist, size_t nh, struct naive_tok *t)
 {
-    struct naive_tok *t = malloc((size_t)n * sizeof *t);
     for (int32_t i = 0; i < n; i++) {
         float l = logits[i];
         for (int32_t j = 0; j < p->n_bias; j++)
@@ -382,6 +381,14 @@ static int32_t naive_sample(const struct br_sample_params *p, const float *logit
         }
         t[i] = (struct naive_tok){i, l};
     }
+}
+
+static int32_t naive_sample(const struct br_sample_params *p, const float *logits, int32_t n,
+                            const int32_t *hist, size_t nh, uint64_t seq, uint64_t pos,
+                            double *logprob)
+{
+    struct naive_tok *t = malloc((size_t)n * sizeof *t);
+    naive_adjust(p, logits, n, hist, nh, t);
     qsort(t, (size_t)n, sizeof *t, naive_cmp);
     double z = 0.0;
     for (int32_t i = 0; i < n; i++) z += exp((double)t[i].l - (double)t[0].l);
@@ -703,6 +710,129 @@ static void test_no_logprob(void **state)
     assert_false(isnan(full(&p, l, N, NULL, 0, 1, 5).logprob));
 }
 
+/* ---- top alternatives ---- */
+
+static int32_t top(const struct br_sample_params *p, const float *l, int32_t n, const int32_t *hist,
+                   size_t nh, int32_t n_top, struct br_sample_alt *out)
+{
+    struct br_err e = {{0}};
+    int rc = br_sample_top(p, l, n, hist, nh, n_top, NULL, out, &e);
+    if (rc < 0) fail_msg("br_sample_top: %s", e.msg);
+    /* with working memory kept from earlier calls, draws among them: the same */
+    static struct br_sample_ws ws;
+    struct br_sample_result r;
+    struct br_sample_alt again[BR_SAMPLE_MAX_TOP];
+    assert_int_equal(br_sample_full(p, l, n, hist, nh, 0, 1, &ws, &r, &e), BR_OK);
+    assert_int_equal(br_sample_top(p, l, n, hist, nh, n_top, &ws, again, &e), rc);
+    for (int i = 0; i < rc; i++) {
+        assert_int_equal(again[i].id, out[i].id);
+        assert_memory_equal(&again[i].logprob, &out[i].logprob, sizeof out[i].logprob);
+    }
+    return rc;
+}
+
+/* Against a naive double-precision log softmax of the adjusted logits: the same ids in the
+ * same order (ties to the lower id, banned tokens left out), logprobs within the float chunk
+ * sums' rounding; and, bit for bit, the logprob br_sample_full reports for the token it
+ * samples whenever that token is listed (always the first when greedy). */
+static void test_top_alternatives(void **state)
+{
+    (void)state;
+    enum { N = 1500, K = BR_SAMPLE_MAX_TOP };
+    float *l = malloc(N * sizeof *l);
+    struct naive_tok *t = malloc(N * sizeof *t);
+    uint64_t s = 99;
+    const struct br_sample_bias bias[3] = {{7, -INFINITY}, {300, 3.0f}, {1400, -2.5f}};
+    int32_t hist[40];
+    for (int i = 0; i < 40; i++) hist[i] = (int32_t)(br_test_rand(&s) % N);
+    struct br_sample_params cfg[6];
+    for (int i = 0; i < 6; i++) cfg[i] = params(0.8f);
+    cfg[0].temperature = 0.0f;
+    cfg[1].top_k = 3;
+    cfg[2].top_p = 0.9f, cfg[2].bias = bias, cfg[2].n_bias = 3;
+    cfg[3].repeat_penalty = 1.3f, cfg[3].presence_penalty = 0.4f, cfg[3].frequency_penalty = 0.1f;
+    cfg[3].penalty_last_n = -1, cfg[3].bias = bias, cfg[3].n_bias = 3, cfg[3].min_p = 0.05f;
+    cfg[4].temperature = 0.0f, cfg[4].bias = bias, cfg[4].n_bias = 3, cfg[4].repeat_penalty = 1.5f;
+    cfg[5].temperature = 2.5f;
+    int listed = 0, sampled = 0;
+    for (int trial = 0; trial < 40; trial++) {
+        random_logits(&s, l, N, trial % 2 ? 1.0 : 4.0);
+        for (int c = 0; c < 6; c++) {
+            struct br_sample_params *p = &cfg[c];
+            p->seed = br_test_rand(&s);
+            int32_t n_top = 1 + (int32_t)(br_test_rand(&s) % K);
+            struct br_sample_alt a[K];
+            int32_t n = top(p, l, N, hist, 40, n_top, a);
+            assert_int_equal(n, n_top);
+            /* the naive model */
+            naive_adjust(p, l, N, hist, 40, t);
+            qsort(t, N, sizeof *t, naive_cmp);
+            double z = 0.0;
+            for (int32_t i = 0; i < N; i++) z += exp((double)t[i].l - (double)t[0].l);
+            for (int32_t i = 0; i < n; i++) {
+                assert_int_equal(a[i].id, t[i].id);
+                double want = (double)t[i].l - (double)t[0].l - log(z);
+                assert_true(fabs(a[i].logprob - want) < 1e-6);
+                if (i > 0) assert_true(a[i].logprob <= a[i - 1].logprob);
+            }
+            /* the sampler's own logprob */
+            uint64_t pos = br_test_rand(&s) % 4096;
+            struct br_sample_result r = full(p, l, N, hist, 40, 0, pos);
+            sampled++;
+            if (p->temperature == 0.0f) assert_int_equal(r.token, a[0].id);
+            for (int32_t i = 0; i < n; i++)
+                if (a[i].id == r.token) {
+                    assert_memory_equal(&a[i].logprob, &r.logprob, sizeof r.logprob);
+                    assert_true((float)a[i].logprob == (float)r.logprob);
+                    listed++;
+                }
+            /* the sampling settings do not change the list */
+            struct br_sample_params q = params(0.0f);
+            q.bias = p->bias, q.n_bias = p->n_bias, q.repeat_penalty = p->repeat_penalty;
+            q.presence_penalty = p->presence_penalty, q.frequency_penalty = p->frequency_penalty;
+            q.penalty_last_n = p->penalty_last_n;
+            struct br_sample_alt b[K];
+            assert_int_equal(top(&q, l, N, hist, 40, n_top, b), n);
+            for (int32_t i = 0; i < n; i++) {
+                assert_int_equal(a[i].id, b[i].id);
+                assert_memory_equal(&a[i].logprob, &b[i].logprob, sizeof a[i].logprob);
+            }
+        }
+    }
+    assert_true(listed > sampled / 2); /* the exact check ran on most draws */
+    free(l);
+    free(t);
+}
+
+/* Small vocabularies, ties, bans and bad arguments. */
+static void test_top_edges(void **state)
+{
+    (void)state;
+    struct br_sample_params p = params(0.0f);
+    struct br_sample_alt a[BR_SAMPLE_MAX_TOP];
+    const float tie[5] = {1.0f, 2.0f, 2.0f, -INFINITY, 2.0f};
+    /* fewer tokens than asked: every unbanned one, ties by id */
+    assert_int_equal(top(&p, tie, 5, NULL, 0, 20, a), 4);
+    assert_int_equal(a[0].id, 1);
+    assert_int_equal(a[1].id, 2);
+    assert_int_equal(a[2].id, 4);
+    assert_int_equal(a[3].id, 0);
+    assert_true(a[0].logprob == a[1].logprob && a[1].logprob == a[2].logprob);
+    assert_true(fabs(a[0].logprob + log(3.0 + exp(-1.0))) < 1e-6);
+    /* one token left: logprob 0 */
+    const float one[3] = {-INFINITY, 5.0f, -INFINITY};
+    assert_int_equal(top(&p, one, 3, NULL, 0, 2, a), 1);
+    assert_int_equal(a[0].id, 1);
+    assert_true(a[0].logprob == 0.0);
+    struct br_err e = {{0}};
+    const float none[2] = {-INFINITY, -INFINITY};
+    assert_int_equal(br_sample_top(&p, none, 2, NULL, 0, 2, NULL, a, &e), BR_E_INVALID);
+    assert_int_equal(br_sample_top(&p, tie, 5, NULL, 0, 0, NULL, a, &e), BR_E_INVALID);
+    assert_non_null(strstr(e.msg, "alternatives"));
+    const float nan[2] = {0.0f, NAN};
+    assert_int_equal(br_sample_top(&p, nan, 2, NULL, 0, 1, NULL, a, &e), BR_E_RANGE);
+}
+
 /* ---- argument checking ---- */
 
 static void test_errors(void **state)
@@ -848,6 +978,8 @@ int main(void)
         cmocka_unit_test(test_batch_composition),
         cmocka_unit_test(test_logprob),
         cmocka_unit_test(test_no_logprob),
+        cmocka_unit_test(test_top_alternatives),
+        cmocka_unit_test(test_top_edges),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_stop_tokens_and_length),
         cmocka_unit_test(test_stop_strings),

@@ -116,17 +116,58 @@ static void emit_error(struct br_sched *s, const struct job *j, enum br_proto_co
     emit(s, j, e);
 }
 
+_Static_assert(BR_SAMPLE_MAX_TOP == BR_REQ_MAX_TOP_LOGPROBS, "one cap on alternatives");
+
+/* What a row's sampling reports about its token: the logprob (when asked) and the top
+ * alternatives (when asked: n_top > 0). */
+struct token_lp {
+    float logprob;
+    int32_t n_top;
+    struct br_sample_alt top[BR_REQ_MAX_TOP_LOGPROBS];
+};
+
+/* A token event; lp NULL when the request did not ask for logprobs. With alternatives, the
+ * event's one text allocation holds the piece, then each alternative's bytes and the
+ * sampled token's own (transport.h). */
 static void emit_token(struct br_sched *s, const struct job *j, uint32_t index, int32_t token,
-                       const char *piece, size_t len, const float *logprob)
+                       const char *piece, size_t len, const struct token_lp *lp)
 {
     struct br_event *e = ev_new(BR_EVENT_TOKEN, j);
     if (!e) return;
     e->index = index;
     e->token = token;
-    e->has_logprob = logprob != NULL;
-    e->logprob = logprob ? *logprob : 0.0f;
-    e->text = dup_bytes(piece, len);
+    e->has_logprob = lp != NULL;
+    e->logprob = lp ? lp->logprob : 0.0f;
     e->text_len = len;
+    if (!lp || lp->n_top == 0 || token < 0) {
+        e->text = dup_bytes(piece, len);
+        emit(s, j, e);
+        return;
+    }
+    const char *bytes[BR_REQ_MAX_TOP_LOGPROBS + 1];
+    size_t blen[BR_REQ_MAX_TOP_LOGPROBS + 1], total = len + 1;
+    for (int32_t i = 0; i <= lp->n_top; i++) {
+        int32_t id = i < lp->n_top ? lp->top[i].id : token;
+        if (br_tok_piece(s->tok, id, &bytes[i], &blen[i]) != BR_OK) bytes[i] = "", blen[i] = 0;
+        total += blen[i];
+    }
+    if (!(e->text = malloc(total))) {
+        free(e);
+        return;
+    }
+    if (len) memcpy(e->text, piece, len);
+    e->text[len] = '\0';
+    uint32_t off = (uint32_t)len + 1;
+    for (int32_t i = 0; i <= lp->n_top; i++) {
+        if (blen[i]) memcpy(e->text + off, bytes[i], blen[i]);
+        if (i < lp->n_top)
+            e->top[i] = (struct br_event_alt){lp->top[i].id, (float)lp->top[i].logprob, off,
+                                              (uint32_t)blen[i]};
+        else
+            e->self_off = off, e->self_len = (uint32_t)blen[i];
+        off += (uint32_t)blen[i];
+    }
+    e->n_top = (uint8_t)lp->n_top;
     emit(s, j, e);
 }
 
@@ -194,6 +235,10 @@ static int job_setup(struct br_sched *s, struct job *j, struct br_err *err)
                    "bias entries share a layout");
     int rc = br_sample_params_check(&j->sp, s->ex.vocab, err);
     if (rc) return rc;
+    if (j->req.top_logprobs < 0 || j->req.top_logprobs > BR_REQ_MAX_TOP_LOGPROBS ||
+        (j->req.top_logprobs > 0 && !j->req.logprobs))
+        return br_err_set(err, BR_E_INVALID, "top_logprobs %d: must be in [0, %d], with logprobs",
+                          j->req.top_logprobs, BR_REQ_MAX_TOP_LOGPROBS);
     /* the context question: max_tokens is lowered to the room after the prompt */
     j->max_new = j->req.max_tokens;
     if (j->max_new > s->max_tokens_cap) j->max_new = s->max_tokens_cap;
@@ -278,7 +323,7 @@ bool br_sched_busy(const struct br_sched *s)
 
 /* Appends a generated token's text and emits what is safe to stream. Returns non-zero
  * when a stop string ended the sequence. */
-static int push_text(struct br_sched *s, struct job *j, int32_t token, const float *logprob)
+static int push_text(struct br_sched *s, struct job *j, int32_t token, const struct token_lp *lp)
 {
     const char *piece = NULL;
     size_t len = 0;
@@ -300,7 +345,7 @@ static int push_text(struct br_sched *s, struct job *j, int32_t token, const flo
     if (upto < j->emitted) upto = j->emitted;
     if (j->req.stream)
         emit_token(s, j, (uint32_t)(j->n_gen - 1), token, j->text + j->emitted, upto - j->emitted,
-                   logprob);
+                   lp);
     j->emitted = upto;
     return r == BR_SAMPLE_STOP_STRING;
 }
@@ -420,19 +465,20 @@ static int issue(struct br_sched *s, int *issued, struct br_err *err)
     }
     if (n == 0) return BR_OK;
     /* the sampling-mode decision, for the whole step */
-    int plain = 1;
+    int plain = 1, full = 0;
     const struct br_sample_params *sp[BR_SCHED_MAX_BATCH];
     uint64_t rseq[BR_SCHED_MAX_BATCH], rpos[BR_SCHED_MAX_BATCH];
     for (int32_t r = 0; r < n_rows; r++) {
         const struct job *j = st->row_job[r];
         plain &= j->sp.temperature == 0 && !j->req.logprobs && j->sp.repeat_penalty == 1.0f &&
                  j->sp.presence_penalty == 0 && j->sp.frequency_penalty == 0 && j->sp.n_bias == 0;
+        full |= j->req.top_logprobs > 0; /* alternatives are ranked over the whole row */
         sp[r] = &j->sp;
         rseq[r] = 0; /* the RNG is keyed by (seed, position), as in bitrack run */
         rpos[r] = (uint64_t)(j->n_prompt + j->n_gen);
     }
     enum br_sched_mode mode = plain ? BR_SCHED_TOP1
-                              : s->ex.can_sample && s->ex.can_sample(s->ex.ctx, sp, n_rows)
+                              : !full && s->ex.can_sample && s->ex.can_sample(s->ex.ctx, sp, n_rows)
                                   ? BR_SCHED_SAMPLED
                                   : BR_SCHED_FULL;
     struct br_batch b = {n, s->tokens, s->pos, s->seqs, s->n_to_free, s->to_free};
@@ -475,7 +521,9 @@ static int collect(struct br_sched *s, struct br_err *err)
             continue;
         }
         int32_t tok = s->top1[r];
-        float lp = 0.0f;
+        struct token_lp lp;
+        lp.logprob = 0.0f;
+        lp.n_top = 0;
         if (st->mode == BR_SCHED_SAMPLED) {
             if (s->row_rc[r]) {
                 finish(s, j, BR_FINISH_ERROR, BR_PROTO_INTERNAL,
@@ -483,23 +531,30 @@ static int collect(struct br_sched *s, struct br_err *err)
                 continue;
             }
             tok = s->sres[r].token;
-            lp = (float)s->sres[r].logprob;
+            lp.logprob = (float)s->sres[r].logprob;
         } else if (st->mode == BR_SCHED_FULL) {
             struct br_sample_result res;
             struct br_err serr = {{0}};
-            if (br_sample_full(&j->sp, s->logits + (size_t)r * (size_t)s->ex.vocab, s->ex.vocab,
-                               j->hist, (size_t)j->n_hist, 0, (uint64_t)(j->n_prompt + j->n_gen),
-                               &s->ws, &res, &serr)) {
+            const float *row = s->logits + (size_t)r * (size_t)s->ex.vocab;
+            int src = br_sample_full(&j->sp, row, s->ex.vocab, j->hist, (size_t)j->n_hist, 0,
+                                     (uint64_t)(j->n_prompt + j->n_gen), &s->ws, &res, &serr);
+            if (!src && j->req.top_logprobs > 0) {
+                /* the same logits, history and normaliser as the draw (sample.h) */
+                src = br_sample_top(&j->sp, row, s->ex.vocab, j->hist, (size_t)j->n_hist,
+                                    j->req.top_logprobs, &s->ws, lp.top, &serr);
+                if (src >= 0) lp.n_top = src, src = BR_OK;
+            }
+            if (src) {
                 finish(s, j, BR_FINISH_ERROR, BR_PROTO_INTERNAL, serr.msg);
                 continue;
             }
             tok = res.token;
-            lp = (float)res.logprob;
+            lp.logprob = (float)res.logprob;
         }
         j->n_gen++;
         if (j->t_first == 0) j->t_first = now;
         j->hist[j->n_hist++] = tok;
-        const float *lpp = j->req.logprobs ? &lp : NULL;
+        const struct token_lp *lpp = j->req.logprobs ? &lp : NULL;
         enum br_sample_stop_reason why = br_sample_stop_token(&j->stop, tok, j->n_gen);
         if (why == BR_SAMPLE_STOP_TOKEN || br_tok_is_eog(s->tok, tok)) {
             /* a stop token is not part of the output */

@@ -25,8 +25,10 @@
  * Sampling modes per step: greedy rows without logprobs, penalties or bias need only each
  * vocabulary slice's best (TOP1); rows whose sampling needs no history are sampled where
  * the logits are (SAMPLED, when the executor can); otherwise the full logits come back and
- * are sampled here (FULL). A sequence's output depends only on its own request (the
- * counter RNG is keyed by (seed, position)), never on what shares its batches.
+ * are sampled here (FULL). A row that asks for top alternatives (top_logprobs) makes its
+ * step FULL: they are ranked here over the whole row, from the logits, history and
+ * normaliser the draw used (br_sample_top). A sequence's output depends only on its own request
+ * (the counter RNG is keyed by (seed, position)), never on what shares its batches.
  *
  * Context: a request's max_tokens is lowered to the room the context leaves after its
  * prompt (and to the server's cap); a prompt that leaves no room at all, or whose worst

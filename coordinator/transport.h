@@ -103,6 +103,18 @@ struct br_event {
      * detokenize: the text */
     char *text;
     size_t text_len;
+    /* token, when the request asked for top_logprobs (token >= 0): the n_top most likely
+     * tokens at this position, logprob descending then id ascending (the sampled token's
+     * logprob equals its entry's when listed), and the sampled token's own bytes. Each
+     * token's bytes lie in `text` after the piece's NUL: text + off, len bytes (a token may
+     * end inside a UTF-8 character, so they need not be valid UTF-8). */
+    uint8_t n_top;
+    struct br_event_alt {
+        int32_t token;
+        float logprob;
+        uint32_t off, len;
+    } top[BR_REQ_MAX_TOP_LOGPROBS];
+    uint32_t self_off, self_len;
 
     /* done */
     enum br_finish finish;

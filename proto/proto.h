@@ -139,6 +139,8 @@ struct br_req_sampling {
 
 void br_req_sampling_default(struct br_req_sampling *s);
 
+#define BR_REQ_MAX_TOP_LOGPROBS 20
+
 /* One decoded request. Fields are meaningful only for the types noted. */
 struct br_req {
     enum br_req_type type;
@@ -154,9 +156,12 @@ struct br_req {
     uint32_t n_tokens;
     struct br_chat_msg *messages; /* (n_messages) BR_INPUT_MESSAGES */
     uint32_t n_messages;
-    int32_t max_tokens;  /* [1, max_new_tokens], default 256 */
-    bool stream;         /* default false */
-    bool logprobs;       /* default false */
+    int32_t max_tokens; /* [1, max_new_tokens], default 256 */
+    bool stream;        /* default false */
+    bool logprobs;      /* default false */
+    /* alternatives per generated token, [0, BR_REQ_MAX_TOP_LOGPROBS], needs logprobs;
+     * default 0. Set by the HTTP front end (top_logprobs); the msgpack protocol leaves it 0 */
+    int32_t top_logprobs;
     bool add_bos;        /* default true for prompt/messages/tokenize, false for tokens */
     char *chat_template; /* NULL = the model's own */
     size_t chat_template_len;

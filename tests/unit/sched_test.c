@@ -59,7 +59,7 @@ struct fake {
     int32_t depth;
     int32_t eos_at_pos;  /* a row at this position yields EOS; -1: never */
     int fail_at_collect; /* the n-th collect (1-based) fails like a lost rank; 0: never */
-    int n_collect, n_issue, cleared;
+    int n_collect, n_issue, cleared, n_full;
     int inflight, max_inflight;
     struct pending {
         int32_t n_rows, next[BR_SCHED_MAX_BATCH];
@@ -78,8 +78,9 @@ static int fake_issue(void *ctx, const struct br_batch *b, const int32_t *rows, 
                       enum br_sched_mode mode, const struct br_sample_params *const *sp,
                       const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
 {
-    (void)mode, (void)sp, (void)rseq, (void)rpos, (void)err;
+    (void)sp, (void)rseq, (void)rpos, (void)err;
     struct fake *f = ctx;
+    f->n_full += mode == BR_SCHED_FULL;
     struct pending *p = &f->q[(f->qh + f->qn) % BR_SCHED_MAX_INFLIGHT];
     p->n_rows = n_rows;
     for (int32_t r = 0; r < n_rows; r++)
@@ -433,6 +434,87 @@ static void test_deterministic(void **state)
     free(b);
 }
 
+/* top_logprobs: the step is FULL even where the executor could sample (it would not
+ * rank alternatives), each token event lists the alternatives with their bytes, the
+ * sampled token's logprob equals its entry's, and bad settings are refused. */
+static bool fake_can_sample(void *ctx, const struct br_sample_params *const *sp, int32_t n)
+{
+    (void)ctx, (void)sp, (void)n;
+    return true;
+}
+
+static void top_emit(void *ctx, uint64_t ticket, struct br_event *e)
+{
+    struct rec *r = ctx;
+    size_t len = strlen(r->log);
+    if (e->kind == BR_EVENT_TOKEN) {
+        len += (size_t)snprintf(r->log + len, sizeof r->log - len, "%llu tok %d self '%.*s' |",
+                                (unsigned long long)ticket, e->token, (int)e->self_len,
+                                e->text + e->self_off);
+        for (int i = 0; i < e->n_top; i++)
+            len += (size_t)snprintf(
+                r->log + len, sizeof r->log - len, " %d '%.*s'%s%s", e->top[i].token,
+                (int)e->top[i].len, e->text + e->top[i].off,
+                i > 0 && e->top[i].logprob > e->top[i - 1].logprob ? " UNSORTED" : "",
+                e->top[i].token == e->token && memcmp(&e->top[i].logprob, &e->logprob, 4)
+                    ? " DIFFERENT"
+                    : "");
+        snprintf(r->log + len, sizeof r->log - len, "\n");
+    } else {
+        snprintf(r->log + len, sizeof r->log - len, "%llu %s %s\n", (unsigned long long)ticket,
+                 e->kind == BR_EVENT_DONE ? "done" : br_proto_code_name(e->code),
+                 e->kind == BR_EVENT_DONE ? "" : e->message);
+        r->n_final++;
+    }
+    br_event_free_list(e);
+}
+
+static void submit_top(struct world *w, uint64_t ticket, bool logprobs, int32_t top)
+{
+    struct br_sched_job_in in = {0};
+    in.ticket = ticket;
+    br_req_init(&in.req);
+    in.req.type = BR_REQ_GENERATE;
+    in.req.id = strdup("x");
+    in.req.input = BR_INPUT_TOKENS;
+    in.req.max_tokens = 2;
+    in.req.stream = true;
+    in.req.logprobs = logprobs;
+    in.req.top_logprobs = top;
+    in.req.sampling.temperature = 0;
+    in.prompt = malloc(3 * sizeof *in.prompt);
+    for (int32_t i = 0; i < 3; i++) in.prompt[i] = 2;
+    in.n_prompt = 3;
+    in.t_arrival = br_now();
+    br_sched_submit(w->s, &in);
+}
+
+static void test_top_logprobs(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w, 2, 128, 64, 1, 64);
+    br_sched_destroy(&w.s);
+    w.ex.can_sample = fake_can_sample;
+    struct br_sched_opts o = {.batch_tokens = 64};
+    struct br_sched_sink sink = {&w.rec, top_emit};
+    struct br_err err = {{0}};
+    assert_int_equal(br_sched_create(&o, &w.ex, &sink, w.tok, &w.s, &err), BR_OK);
+    submit_top(&w, 1, true, 3);
+    submit_top(&w, 2, true, BR_REQ_MAX_TOP_LOGPROBS + 1);
+    submit_top(&w, 3, false, 2);
+    run_until_idle(&w, 100);
+    /* the fake model puts 10 on the next letter, 0 elsewhere: then ids 0, 1 ... by id */
+    assert_string_equal(w.rec.log,
+                        "2 bad_request top_logprobs 21: must be in [0, 20], with logprobs\n"
+                        "3 bad_request top_logprobs 2: must be in [0, 20], with logprobs\n"
+                        "1 tok 8 self 'g' | 8 'g' 0 '<s>' 1 '</s>'\n"
+                        "1 tok 11 self 'j' | 11 'j' 0 '<s>' 1 '</s>'\n"
+                        "1 done \n");
+    assert_int_equal(w.fake.n_full, w.fake.n_issue);
+    world_free(&w);
+}
+
 /* ---- the gateway, without a transport ---- */
 
 static struct br_event *wait_events(struct br_outbox *box, int n_final)
@@ -561,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_lost_rank),
         cmocka_unit_test(test_eos),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_top_logprobs),
         cmocka_unit_test(test_gateway_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -81,9 +81,10 @@ struct hreq {
     int sse;                      /* under mu: the SSE response is queued (phase STREAMING) */
     double last_event;            /* under mu */
     /* the response, on the polling thread */
-    struct br_buf text; /* non-streaming: the completion so far */
-    char **pieces;      /* (n_lp) token texts, when logprobs */
-    float *lps;         /* (n_lp) */
+    struct br_buf text;       /* non-streaming: the completion so far */
+    char **pieces;            /* (n_lp) token texts, when logprobs (each an event's text) */
+    float *lps;               /* (n_lp) */
+    struct br_http_top *tops; /* (n_lp) when top_logprobs: bytes point into pieces[i] */
     size_t n_lp, cap_lp;
     int role_sent, eos;
     struct br_buf out; /* SSE bytes not yet handed to libmicrohttpd */
@@ -123,6 +124,7 @@ static void hreq_unref(struct hreq *q)
     for (size_t i = 0; i < q->n_lp; i++) free(q->pieces[i]);
     free(q->pieces);
     free(q->lps);
+    free(q->tops);
     br_buf_free(&q->body);
     br_buf_free(&q->text);
     br_buf_free(&q->out);
@@ -273,7 +275,23 @@ static enum MHD_Result send_error(struct hreq *q, struct MHD_Connection *c,
 
 /* ---- events -> bytes ----------------------------------------------------------------- */
 
-static int keep_logprob(struct hreq *q, const struct br_event *r)
+/* The alternatives of a token event, as the response lists them (http_api.h). */
+static void event_top(enum br_http_kind kind, const struct br_event *r, struct br_http_top *t)
+{
+    int listed = 0;
+    t->n = 0;
+    for (int i = 0; r->text && i < r->n_top; i++) {
+        t->alt[t->n++] =
+            (struct br_http_alt){r->text + r->top[i].off, r->top[i].len, r->top[i].logprob};
+        listed |= r->top[i].token == r->token;
+    }
+    if (kind == BR_HTTP_COMPLETIONS && r->text && r->n_top > 0 && !listed)
+        t->alt[t->n++] = (struct br_http_alt){r->text + r->self_off, r->self_len, r->logprob};
+}
+
+/* Non-streaming: keeps a token's piece, logprob and alternatives; the event's text moves
+ * here (its alternatives' bytes live in it). */
+static int keep_logprob(struct hreq *q, struct br_event *r)
 {
     if (!q->hr.logprobs || r->token < 0) return BR_OK;
     if (q->n_lp == q->cap_lp) {
@@ -282,11 +300,15 @@ static int keep_logprob(struct hreq *q, const struct br_event *r)
         if (p) q->pieces = p;
         float *l = realloc(q->lps, cap * sizeof *l);
         if (l) q->lps = l;
-        if (!p || !l) return BR_E_NOMEM;
+        struct br_http_top *t = NULL;
+        if (q->hr.top_logprobs > 0 && (t = realloc(q->tops, cap * sizeof *t))) q->tops = t;
+        if (!p || !l || (q->hr.top_logprobs > 0 && !t)) return BR_E_NOMEM;
         q->cap_lp = cap;
     }
-    char *s = strndup(r->text ? r->text : "", r->text_len);
+    char *s = r->text ? r->text : strdup("");
     if (!s) return BR_E_NOMEM;
+    if (q->tops) event_top(q->hr.kind, r, &q->tops[q->n_lp]);
+    r->text = NULL;
     q->pieces[q->n_lp] = s;
     q->lps[q->n_lp++] = r->has_logprob ? r->logprob : 0.0f;
     return BR_OK;
@@ -315,7 +337,9 @@ static void stream_event(struct hreq *q, const struct br_event *r)
     if (r->kind == BR_EVENT_TOKEN) {
         const char *piece = r->text ? r->text : "";
         float lp = r->has_logprob ? r->logprob : 0.0f;
-        struct br_http_logprobs one = {&piece, &lp, 1};
+        struct br_http_top top;
+        if (q->hr.top_logprobs > 0) event_top(kind, r, &top);
+        struct br_http_logprobs one = {&piece, &lp, 1, q->hr.top_logprobs > 0 ? &top : NULL};
         json = br_http_chunk_json(kind, q->id, q->created, model, piece, r->text_len, !q->role_sent,
                                   NULL, q->hr.logprobs && r->token >= 0 ? &one : NULL, NULL);
         q->role_sent = 1;
@@ -439,7 +463,7 @@ static enum MHD_Result on_waiting(struct hreq *q, struct MHD_Connection *c)
         char *json = NULL;
         int status = 200;
         if (last && last->kind == BR_EVENT_DONE && ok_mem) {
-            struct br_http_logprobs lp = {(const char *const *)q->pieces, q->lps, q->n_lp};
+            struct br_http_logprobs lp = {(const char *const *)q->pieces, q->lps, q->n_lp, q->tops};
             json = br_http_completion_json(q->hr.kind, q->id, q->created, q->h->model_name,
                                            q->text.data ? (const char *)q->text.data : "",
                                            q->text.len, finish_name(last->finish), &last->usage,

@@ -503,20 +503,14 @@ static int read_common(json_t *o, enum br_http_kind kind, const struct br_proto_
         out->include_usage = iu && json_is_true(iu);
     }
     if (kind == BR_HTTP_COMPLETIONS) {
-        /* completions: logprobs is the number of alternatives per token besides the
-         * sampled one; only the sampled token's logprob is available */
+        /* completions: logprobs is the number of alternatives per token (the sampled
+         * token's logprob always comes too) */
         json_t *lp = opt(o, "logprobs");
         if (lp) {
             if (!json_is_integer(lp) || json_integer_value(lp) < 0 || json_integer_value(lp) > 5)
                 return bad(e, "logprobs", lp, "an integer in [0, 5]");
-            if (json_integer_value(lp) > 0) {
-                br_http_error_set(e, 400, "logprobs", NULL,
-                                  "logprobs: only 0 (the sampled token's logprob, no "
-                                  "alternatives) is supported, got %lld",
-                                  (long long)json_integer_value(lp));
-                return BR_E_PROTOCOL;
-            }
             out->logprobs = true;
+            out->top_logprobs = (int32_t)json_integer_value(lp);
         }
         bool echo = false;
         if ((rc = read_bool(o, "echo", &echo, e))) return rc;
@@ -526,17 +520,18 @@ static int read_common(json_t *o, enum br_http_kind kind, const struct br_proto_
         }
     } else {
         if ((rc = read_bool(o, "logprobs", &out->logprobs, e))) return rc;
-        int32_t top = 0;
-        if ((rc = read_int(o, "top_logprobs", 0, 20, &top, NULL, e))) return rc;
-        if (top > 0) {
+        if ((rc = read_int(o, "top_logprobs", 0, BR_REQ_MAX_TOP_LOGPROBS, &out->top_logprobs, NULL,
+                           e)))
+            return rc;
+        if (out->top_logprobs > 0 && !out->logprobs) {
             br_http_error_set(e, 400, "top_logprobs", NULL,
-                              "top_logprobs: only 0 (the sampled token's logprob, no "
-                              "alternatives) is supported, got %d",
-                              top);
+                              "top_logprobs: %d alternatives asked without \"logprobs\": true",
+                              out->top_logprobs);
             return BR_E_PROTOCOL;
         }
     }
     r->logprobs = out->logprobs;
+    r->top_logprobs = out->top_logprobs;
     return BR_OK;
 }
 
@@ -651,6 +646,43 @@ static json_t *num_or_null(float x)
     return isfinite(x) ? json_real(x) : json_null();
 }
 
+/* [b0, b1, ...]: the bytes as integers */
+static json_t *bytes_json(const char *p, size_t n)
+{
+    json_t *bytes = json_array();
+    for (size_t k = 0; bytes && k < n; k++)
+        json_array_append_new(bytes, json_integer((unsigned char)p[k]));
+    return bytes ? bytes : json_null();
+}
+
+/* chat: [{token, logprob, bytes}], most likely first */
+static json_t *chat_top_json(const struct br_http_top *t)
+{
+    json_t *a = json_array();
+    for (uint32_t i = 0; a && t && i < t->n; i++) {
+        const struct br_http_alt *x = &t->alt[i];
+        json_array_append_new(a, json_pack("{s:o,s:o,s:o}", "token", str_n(x->bytes, x->len),
+                                           "logprob", num_or_null(x->logprob), "bytes",
+                                           bytes_json(x->bytes, x->len)));
+    }
+    return a ? a : json_array();
+}
+
+/* completions: {token text: logprob}; two tokens that read the same keep the likelier */
+static json_t *completions_top_json(const struct br_http_top *t)
+{
+    json_t *o = json_object();
+    for (uint32_t i = 0; o && i < t->n; i++) {
+        json_t *key = str_n(t->alt[i].bytes, t->alt[i].len);
+        const char *k = key ? json_string_value(key) : NULL;
+        size_t klen = key ? json_string_length(key) : 0;
+        if (k && !json_object_getn(o, k, klen))
+            json_object_setn_new(o, k, klen, num_or_null(t->alt[i].logprob));
+        json_decref(key);
+    }
+    return o ? o : json_null();
+}
+
 /* completions: {tokens, token_logprobs, top_logprobs, text_offset};
  * chat: {content: [{token, logprob, bytes, top_logprobs}]} */
 static json_t *logprobs_json(enum br_http_kind kind, const struct br_http_logprobs *lp,
@@ -661,13 +693,10 @@ static json_t *logprobs_json(enum br_http_kind kind, const struct br_http_logpro
         json_t *content = json_array();
         for (size_t i = 0; content && i < lp->n; i++) {
             const char *p = lp->pieces[i];
-            json_t *bytes = json_array();
-            for (size_t k = 0; bytes && p[k]; k++)
-                json_array_append_new(bytes, json_integer((unsigned char)p[k]));
-            json_array_append_new(content,
-                                  json_pack("{s:o,s:o,s:o,s:[]}", "token", str_n(p, strlen(p)),
-                                            "logprob", num_or_null(lp->logprobs[i]), "bytes",
-                                            bytes ? bytes : json_null(), "top_logprobs"));
+            json_array_append_new(
+                content, json_pack("{s:o,s:o,s:o,s:o}", "token", str_n(p, strlen(p)), "logprob",
+                                   num_or_null(lp->logprobs[i]), "bytes", bytes_json(p, strlen(p)),
+                                   "top_logprobs", chat_top_json(lp->top ? &lp->top[i] : NULL)));
         }
         return json_pack("{s:o}", "content", content ? content : json_array());
     }
@@ -675,7 +704,7 @@ static json_t *logprobs_json(enum br_http_kind kind, const struct br_http_logpro
     for (size_t i = 0; i < lp->n; i++) {
         json_array_append_new(toks, str_n(lp->pieces[i], strlen(lp->pieces[i])));
         json_array_append_new(lps, num_or_null(lp->logprobs[i]));
-        json_array_append_new(tops, json_null());
+        json_array_append_new(tops, lp->top ? completions_top_json(&lp->top[i]) : json_null());
         json_array_append_new(offs, json_integer((json_int_t)text_offset));
         text_offset += strlen(lp->pieces[i]);
     }

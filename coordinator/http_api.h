@@ -16,7 +16,7 @@
  * The request maps onto the same struct br_req the ZeroMQ protocol decodes, with the same
  * ranges and defaults (PROTOCOL.md), so both transports feed the scheduler identical
  * requests: a parameter the client leaves out takes the server's default, not OpenAI's.
- * Parameters this server cannot honour (n > 1, top_logprobs > 0, echo) are refused with a
+ * Parameters this server cannot honour (n > 1, echo) are refused with a
  * 400 naming them, never silently ignored; fields it does not know are ignored, as in the
  * ZeroMQ protocol and as SDKs that send extra fields expect.
  */
@@ -56,11 +56,13 @@ void br_http_error_from_code(struct br_http_error *e, enum br_proto_code code, c
 /* A parsed generation request. */
 struct br_http_req {
     enum br_http_kind kind;
-    struct br_req req;  /* type GENERATE; stream, logprobs, sampling, input... (id unset) */
-    char *model;        /* owned; NULL when absent */
-    bool stream;        /* `stream` */
-    bool include_usage; /* `stream_options.include_usage` */
-    bool logprobs;      /* the sampled token's logprob was asked for */
+    struct br_req req;    /* type GENERATE; stream, logprobs, sampling, input... (id unset) */
+    char *model;          /* owned; NULL when absent */
+    bool stream;          /* `stream` */
+    bool include_usage;   /* `stream_options.include_usage` */
+    bool logprobs;        /* the sampled token's logprob was asked for */
+    int32_t top_logprobs; /* alternatives per token: chat `top_logprobs`, completions
+                           * `logprobs` (also in req.top_logprobs) */
 };
 
 /* Parses and validates body[0..len) for `kind` against lim (NULL = PROTOCOL.md's
@@ -81,11 +83,29 @@ void br_http_req_free(struct br_http_req *r);
 
 char *br_http_error_json(const struct br_http_error *e);
 
-/* Token logprobs of a completion, in order: each token's text piece and logprob. */
+/* One alternative token: its bytes (not necessarily valid UTF-8: a token may end inside a
+ * character) and logprob. */
+struct br_http_alt {
+    const char *bytes; /* (len) */
+    size_t len;
+    float logprob;
+};
+
+/* The alternatives at one position, most likely first (completions: plus the sampled
+ * token when it is not among them, as OpenAI's "up to logprobs + 1"). */
+struct br_http_top {
+    uint32_t n;
+    struct br_http_alt alt[BR_REQ_MAX_TOP_LOGPROBS + 1];
+};
+
+/* Token logprobs of a completion, in order: each token's text piece and logprob, and the
+ * alternatives when they were asked for. */
 struct br_http_logprobs {
     const char *const *pieces; /* (n) NUL-terminated */
     const float *logprobs;     /* (n) */
     size_t n;
+    const struct br_http_top *top; /* (n), or NULL: no alternatives asked (chat
+                                    * top_logprobs [], completions top_logprobs null) */
 };
 
 /* The non-streaming response: "text_completion" or "chat.completion". finish is

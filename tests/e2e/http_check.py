@@ -212,6 +212,77 @@ GREEDY = os.fsencode(GREEDY).decode("utf-8", "replace")
 CHAT = os.fsencode(CHAT).decode("utf-8", "replace")
 N_GREEDY = int(os.environ.get("N_GREEDY", "12"))
 
+def sse_post(path, obj):
+    """A streamed request read as Server-Sent Events: the list of JSON chunks."""
+    obj = dict(obj, stream=True)
+    st, _, body = request("POST", path, obj)
+    lines = [l for l in body.decode().split("\n") if l]
+    assert st == 200 and lines[-1] == "data: [DONE]", (st, lines[-1:])
+    return [json.loads(l[6:]) for l in lines[:-1]]
+
+
+def top_checks():
+    """top_logprobs (chat) and logprobs N (completions): N alternatives per token, sorted,
+    logprobs <= 0; greedy: the first is the sampled token, with its very logprob; the text is
+    the one generated without them; streamed and not give the same values for a seed."""
+    msgs = [{"role": "user", "content": PROMPT}]
+    r = urllib_post("/v1/chat/completions", {"messages": msgs, "max_tokens": 12, "temperature": 0,
+                                              "logprobs": True, "top_logprobs": 5})
+    content = r["choices"][0]["logprobs"]["content"]
+    tops = [c["top_logprobs"] for c in content]
+    check(r["choices"][0]["message"]["content"] == CHAT and len(content) == r["usage"]["completion_tokens"],
+          "chat top_logprobs: the same greedy text, one entry per token")
+    check(all(len(t) == 5 for t in tops) and
+          all(set(a) == {"token", "logprob", "bytes"} for t in tops for a in t) and
+          all(a["logprob"] <= 0 for t in tops for a in t) and
+          all(t[i]["logprob"] >= t[i + 1]["logprob"] for t in tops for i in range(4)),
+          "chat top_logprobs: 5 {token, logprob, bytes} per token, logprob <= 0, descending")
+    check(all(t[0]["logprob"] == c["logprob"] for t, c in zip(tops, content)),
+          "chat top_logprobs, greedy: the first alternative carries the sampled logprob exactly")
+    check(all(bytes(a["bytes"]).decode("utf-8", "replace") == a["token"] for t in tops for a in t),
+          "chat top_logprobs: token is its bytes as UTF-8")
+    # fixed seed: streamed and not give the same tokens, logprobs and alternatives
+    q = {"messages": msgs, "max_tokens": 10, "temperature": 0.9, "seed": 5, "logprobs": True,
+         "top_logprobs": 3}
+    whole = urllib_post("/v1/chat/completions", q)["choices"][0]["logprobs"]["content"]
+    streamed = [c for ch in sse_post("/v1/chat/completions", q)
+                if ch["choices"] and ch["choices"][0]["logprobs"]
+                for c in ch["choices"][0]["logprobs"]["content"]]
+    check(whole == streamed and len(whole) > 0 and all(len(c["top_logprobs"]) == 3 for c in whole),
+          "chat top_logprobs, seed 5: streamed equals not streamed (%d tokens)" % len(whole))
+    same = [[a["logprob"] == c["logprob"] for a in c["top_logprobs"] if a["bytes"] == c["bytes"]]
+            for c in whole]
+    check(all(c["logprob"] <= c["top_logprobs"][0]["logprob"] for c in whole) and
+          all(all(x) for x in same) and sum(map(len, same)) >= 1,
+          "chat top_logprobs, seed 5: a sampled token listed among the alternatives has its "
+          "logprob there (%d of %d listed); none beats the first" %
+          (sum(map(len, same)), len(whole)))
+    # completions: logprobs 3 is {text: logprob} with the sampled token always present
+    q = {"prompt": PROMPT, "max_tokens": 10, "temperature": 0.9, "seed": 5, "logprobs": 3}
+    lp = urllib_post("/v1/completions", q)["choices"][0]["logprobs"]
+    ok = len(lp["top_logprobs"]) == len(lp["tokens"]) > 0
+    for d, tl in zip(lp["top_logprobs"], lp["token_logprobs"]):
+        vals = sorted(d.values(), reverse=True)
+        ok &= 3 <= len(d) <= 4 and all(v <= 0 for v in vals) and tl in vals
+        ok &= len(d) == 3 or vals[-1] == tl  # the sampled token added last, least likely
+    check(ok, "completions logprobs 3: 3 alternatives per token, plus the sampled one if not "
+          "among them")
+    streamed = sse_post("/v1/completions", q)
+    lps = [ch["choices"][0]["logprobs"] for ch in streamed
+           if ch["choices"] and ch["choices"][0]["logprobs"]]
+    st_tops = [d for x in lps for d in x["top_logprobs"]]
+    st_lps = [v for x in lps for v in x["token_logprobs"]]
+    check(st_tops == lp["top_logprobs"] and st_lps == lp["token_logprobs"],
+          "completions logprobs 3, seed 5: streamed equals not streamed")
+    st, _, body = request("POST", "/v1/chat/completions",
+                          {"messages": msgs, "logprobs": True, "top_logprobs": 21})
+    check(st == 400 and json.loads(body)["error"]["param"] == "top_logprobs",
+          "top_logprobs 21: 400 naming top_logprobs")
+    st, _, body = request("POST", "/v1/chat/completions", {"messages": msgs, "top_logprobs": 2})
+    check(st == 400 and json.loads(body)["error"]["param"] == "top_logprobs",
+          "top_logprobs without logprobs: 400 naming top_logprobs")
+
+
 if MODE == "equal":
     r = urllib_post("/v1/completions", {"model": MODEL, "prompt": PROMPT, "max_tokens": 12,
                                         "temperature": 0})
@@ -230,6 +301,7 @@ if MODE == "equal":
           all(x <= 0 for x in lp["token_logprobs"]) and
           "".join(lp["tokens"]) == r["choices"][0]["text"],
           "logprobs: one per token, and the tokens spell the text")
+    top_checks()
 
 elif MODE == "metrics":
     ctype, before = scrape()

@@ -94,13 +94,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (q->n_messages < 1 || q->n_messages > lim.max_messages))
             abort();
         if (q->prompt_len > lim.max_prompt_bytes) abort();
+        if (q->top_logprobs < 0 || q->top_logprobs > (kind == BR_HTTP_CHAT ? 20 : 5) ||
+            q->top_logprobs != r.top_logprobs || (q->top_logprobs > 0 && !q->logprobs))
+            abort();
         /* the request's own text through every encoder */
         const char *text = q->prompt ? q->prompt : q->n_messages ? q->messages[0].content : "";
         size_t len = strlen(text);
         const char *model = r.model ? r.model : "m";
         struct br_usage u = {q->n_tokens, (uint32_t)q->max_tokens};
         float lp = -1.0f;
-        struct br_http_logprobs one = {&text, &lp, 1};
+        /* alternatives: as many as asked, cut from the text at every byte (so partial
+         * characters and tokens that read the same) */
+        struct br_http_top top = {0};
+        for (int32_t i = 0; i < q->top_logprobs; i++)
+            top.alt[top.n++] = (struct br_http_alt){text + (size_t)i % (len + 1),
+                                                    len - (size_t)i % (len + 1), -(float)i};
+        struct br_http_logprobs one = {&text, &lp, 1, q->top_logprobs > 0 ? &top : NULL};
         check_json(br_http_completion_json(kind, "id", 1, model, text, len, "stop", &u, &one));
         check_json(br_http_chunk_json(kind, "id", 1, model, text, len, true, NULL, &one, NULL));
         check_json(br_http_chunk_json(kind, "id", 1, model, "", 0, false, "length", NULL, NULL));

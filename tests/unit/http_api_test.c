@@ -42,6 +42,16 @@ static void refused(enum br_http_kind kind, const char *body, const char *param,
     br_http_req_free(&r);
 }
 
+static json_t *load(char *s)
+{
+    assert_non_null(s);
+    json_error_t je;
+    json_t *o = json_loads(s, 0, &je);
+    if (!o) fail_msg("not JSON: %s (%s)", s, je.text);
+    free(s);
+    return o;
+}
+
 static void test_completion_full(void **state)
 {
     (void)state;
@@ -125,7 +135,111 @@ static void test_chat_messages(void **state)
     assert_string_equal(r.req.messages[1].content, "ab");
     assert_string_equal(r.req.messages[2].content, "");
     assert_true(r.logprobs);
+    assert_int_equal(r.top_logprobs, 0);
     br_http_req_free(&r);
+}
+
+/* Alternatives: chat top_logprobs (with logprobs true), completions logprobs N. */
+static void test_top_logprobs_parse(void **state)
+{
+    (void)state;
+    struct br_http_req r;
+    struct br_http_error e;
+    assert_int_equal(parse(BR_HTTP_CHAT,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"logprobs\":true,\"top_logprobs\":20}",
+                           &r, &e),
+                     BR_OK);
+    assert_true(r.logprobs && r.req.logprobs);
+    assert_int_equal(r.top_logprobs, 20);
+    assert_int_equal(r.req.top_logprobs, 20);
+    br_http_req_free(&r);
+    assert_int_equal(parse(BR_HTTP_COMPLETIONS, "{\"prompt\":\"x\",\"logprobs\":5}", &r, &e),
+                     BR_OK);
+    assert_true(r.logprobs && r.req.logprobs);
+    assert_int_equal(r.req.top_logprobs, 5);
+    br_http_req_free(&r);
+    assert_int_equal(parse(BR_HTTP_COMPLETIONS, "{\"prompt\":\"x\",\"logprobs\":0}", &r, &e),
+                     BR_OK);
+    assert_true(r.req.logprobs);
+    assert_int_equal(r.req.top_logprobs, 0);
+    br_http_req_free(&r);
+    /* top_logprobs 0 needs nothing */
+    assert_int_equal(parse(BR_HTTP_CHAT,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"top_logprobs\":0}",
+                           &r, &e),
+                     BR_OK);
+    assert_false(r.req.logprobs);
+    br_http_req_free(&r);
+}
+
+/* The alternatives in OpenAI's shapes: chat [{token, logprob, bytes}] with the raw bytes
+ * of a token that ends inside a character; completions {text: logprob}, the likelier kept
+ * when two tokens read the same; none asked: [] and null. */
+static void test_top_logprobs_json(void **state)
+{
+    (void)state;
+    struct br_usage u = {3, 2};
+    const char *pieces[] = {"a", "\xe2\x82\xac"};
+    float lps[] = {-0.25f, -1.5f};
+    struct br_http_top top[2] = {
+        {3, {{"a", 1, -0.25f}, {"b", 1, -1.75f}, {"\xe2\x82", 2, -3.0f}}},
+        {3, {{"x\xff", 2, -0.5f}, {"x\xfe", 2, -1.0f}, {"\xe2\x82\xac", 3, -1.5f}}},
+    };
+    struct br_http_logprobs lp = {pieces, lps, 2, top};
+    json_t *o = load(
+        br_http_completion_json(BR_HTTP_CHAT, "c", 1, "m", "a\xe2\x82\xac", 4, "stop", &u, &lp));
+    json_t *content = json_object_get(
+        json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs"), "content");
+    assert_int_equal(json_array_size(content), 2);
+    json_t *t0 = json_object_get(json_array_get(content, 0), "top_logprobs");
+    assert_int_equal(json_array_size(t0), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(t0, 0), "token")), "a");
+    assert_true(json_real_value(json_object_get(json_array_get(t0, 1), "logprob")) == -1.75);
+    json_t *partial = json_array_get(t0, 2);
+    assert_string_equal(json_string_value(json_object_get(partial, "token")),
+                        "\xef\xbf\xbd\xef\xbf\xbd");
+    json_t *b = json_object_get(partial, "bytes");
+    assert_int_equal(json_array_size(b), 2);
+    assert_int_equal(json_integer_value(json_array_get(b, 0)), 0xe2);
+    assert_int_equal(json_integer_value(json_array_get(b, 1)), 0x82);
+    json_decref(o);
+    /* streaming chunk: one token's alternatives */
+    struct br_http_logprobs one = {pieces, lps, 1, top};
+    o = load(br_http_chunk_json(BR_HTTP_CHAT, "c", 1, "m", "a", 1, true, NULL, &one, NULL));
+    content = json_object_get(
+        json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs"), "content");
+    assert_int_equal(json_array_size(json_object_get(json_array_get(content, 0), "top_logprobs")),
+                     3);
+    json_decref(o);
+    /* completions */
+    o = load(br_http_completion_json(BR_HTTP_COMPLETIONS, "c", 1, "m", "a\xe2\x82\xac", 4, "stop",
+                                     &u, &lp));
+    json_t *l = json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs");
+    json_t *tops = json_object_get(l, "top_logprobs");
+    assert_int_equal(json_array_size(tops), 2);
+    json_t *d0 = json_array_get(tops, 0), *d1 = json_array_get(tops, 1);
+    assert_true(json_is_object(d0));
+    assert_int_equal(json_object_size(d0), 3);
+    assert_true(json_real_value(json_object_get(d0, "b")) == -1.75);
+    /* x\xff and x\xfe both read "x\ufffd": the likelier stays */
+    assert_int_equal(json_object_size(d1), 2);
+    assert_true(json_real_value(json_object_get(d1, "x\xef\xbf\xbd")) == -0.5);
+    assert_true(json_real_value(json_object_get(d1, "\xe2\x82\xac")) == -1.5);
+    json_decref(o);
+    /* no alternatives asked */
+    lp.top = NULL;
+    o = load(br_http_completion_json(BR_HTTP_COMPLETIONS, "c", 1, "m", "a", 1, "stop", &u, &lp));
+    l = json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs");
+    assert_true(json_is_null(json_array_get(json_object_get(l, "top_logprobs"), 0)));
+    json_decref(o);
+    o = load(br_http_completion_json(BR_HTTP_CHAT, "c", 1, "m", "a", 1, "stop", &u, &lp));
+    content = json_object_get(
+        json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs"), "content");
+    t0 = json_object_get(json_array_get(content, 0), "top_logprobs");
+    assert_true(json_is_array(t0) && json_array_size(t0) == 0);
+    json_decref(o);
 }
 
 static void test_refusals_name_the_param(void **state)
@@ -166,7 +280,7 @@ static void test_refusals_name_the_param(void **state)
     refused(C, "{\"prompt\":\"x\",\"logit_bias\":{\"abc\":1}}", "logit_bias", "token id");
     refused(C, "{\"prompt\":\"x\",\"logit_bias\":{\"5000\":1}}", "logit_bias", "[0, 999]");
     refused(C, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":101}}", "logit_bias[\"5\"]", "[-100, 100]");
-    refused(C, "{\"prompt\":\"x\",\"logprobs\":3}", "logprobs", "only 0");
+    refused(C, "{\"prompt\":\"x\",\"logprobs\":6}", "logprobs", "an integer in [0, 5], got 6");
     refused(C, "{\"prompt\":\"x\",\"logprobs\":true}", "logprobs", "an integer in [0, 5]");
     refused(C, "{\"prompt\":\"x\",\"echo\":true}", "echo", "not supported");
     refused(C, "{\"prompt\":\"x\",\"n\":2}", "n", "only 1 choice");
@@ -188,7 +302,19 @@ static void test_refusals_name_the_param(void **state)
     refused(H, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
             "messages[0].content[0].type", "\"text\"");
     refused(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}",
-            "top_logprobs", "only 0");
+            "top_logprobs", "without \"logprobs\": true");
+    refused(H,
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+            "\"top_logprobs\":21}",
+            "top_logprobs", "an integer in [0, 20], got 21");
+    refused(H,
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+            "\"top_logprobs\":-1}",
+            "top_logprobs", "got -1");
+    refused(H,
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+            "\"top_logprobs\":\"3\"}",
+            "top_logprobs", "an integer");
     refused(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":1}", "logprobs",
             "true or false");
 }
@@ -230,23 +356,13 @@ static void test_budget(void **state)
     br_http_req_free(&r);
 }
 
-static json_t *load(char *s)
-{
-    assert_non_null(s);
-    json_error_t je;
-    json_t *o = json_loads(s, 0, &je);
-    if (!o) fail_msg("not JSON: %s (%s)", s, je.text);
-    free(s);
-    return o;
-}
-
 static void test_encoders(void **state)
 {
     (void)state;
     struct br_usage u = {3, 4};
     const char *pieces[] = {"h\xc3\xa9", "llo"};
     float lps[] = {-0.5f, -1.5f};
-    struct br_http_logprobs lp = {pieces, lps, 2};
+    struct br_http_logprobs lp = {pieces, lps, 2, NULL};
     json_t *o = load(br_http_completion_json(BR_HTTP_COMPLETIONS, "cmpl-1", 123, "m",
                                              "h\xc3\xa9llo", 6, "length", &u, &lp));
     assert_string_equal(json_string_value(json_object_get(o, "object")), "text_completion");
@@ -389,10 +505,16 @@ static void test_reqlog_lines(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_completion_full), cmocka_unit_test(test_defaults_are_native),
-        cmocka_unit_test(test_chat_messages),   cmocka_unit_test(test_refusals_name_the_param),
-        cmocka_unit_test(test_budget),          cmocka_unit_test(test_encoders),
-        cmocka_unit_test(test_metrics_text),    cmocka_unit_test(test_reqlog_lines),
+        cmocka_unit_test(test_completion_full),
+        cmocka_unit_test(test_defaults_are_native),
+        cmocka_unit_test(test_chat_messages),
+        cmocka_unit_test(test_top_logprobs_parse),
+        cmocka_unit_test(test_top_logprobs_json),
+        cmocka_unit_test(test_refusals_name_the_param),
+        cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_encoders),
+        cmocka_unit_test(test_metrics_text),
+        cmocka_unit_test(test_reqlog_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

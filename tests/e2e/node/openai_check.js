@@ -54,6 +54,28 @@ async function main() {
   }
   check(ctext === chatText && role === "assistant", `chat, greedy, streamed: ${JSON.stringify(ctext)}`);
 
+  // top_logprobs through the SDK, streamed and not: the same alternatives, sorted, <= 0,
+  // the first carrying the greedy token's own logprob
+  const lpq = { model, messages, max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 4 };
+  const c3 = await client.chat.completions.create(lpq);
+  const lp3 = c3.choices[0].logprobs.content;
+  const streamedLp = [];
+  for await (const ch of await client.chat.completions.create({ ...lpq, stream: true })) {
+    if (ch.choices.length && ch.choices[0].logprobs) streamedLp.push(...ch.choices[0].logprobs.content);
+  }
+  check(lp3.length > 0 && lp3.every((c) => c.top_logprobs.length === 4 &&
+          c.top_logprobs[0].logprob === c.logprob &&
+          c.top_logprobs.every((a, i) => a.logprob <= 0 && Array.isArray(a.bytes) &&
+                               (i === 0 || a.logprob <= c.top_logprobs[i - 1].logprob))),
+        `chat top_logprobs 4, greedy: sorted, <= 0, the first is the sampled token (${lp3.length} tokens)`);
+  check(JSON.stringify(streamedLp) === JSON.stringify(lp3), "chat top_logprobs: streamed equals not streamed");
+  const c4 = await client.completions.create({ model, prompt, max_tokens: 4, temperature: 0, logprobs: 2 });
+  const l4 = c4.choices[0].logprobs;
+  check(l4.top_logprobs.length === l4.tokens.length &&
+        l4.top_logprobs.every((d, i) => Object.keys(d).length === 2 &&
+                              Math.max(...Object.values(d)) === l4.token_logprobs[i]),
+        "completions logprobs 2, greedy: two alternatives per token, the likeliest the sampled one");
+
   try {
     await client.completions.create({ model: "no-such-model", prompt, max_tokens: 2 });
     check(false, "an unknown model is refused");

@@ -11,7 +11,10 @@
 #     BR_TSAN_ALL=1 runs every unit test (single-threaded ones add minutes, find nothing);
 #   - tests/tsan/serve.sh: one rank of `bitrack serve` (ZeroMQ front-end thread, gateway
 #     thread, main thread, a 2-thread pool) under concurrent C clients and a raw ZeroMQ
-#     client.
+#     client;
+#   - tests/tsan/serve_http.sh: the same with the HTTP front end (its polling and
+#     transport threads) under concurrent HTTP clients on both endpoints, the load
+#     generator, a ZeroMQ client, and a stop while streams run.
 # Called by tests/run; runnable alone from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,5 +31,7 @@ ctest --test-dir build/tsan -L unit "${filter[@]}" -j "$jobs" --output-on-failur
 echo "=== tsan: serving, one rank"
 mkdir -p build/tsan/tmp
 BR_BIN="$PWD/build/tsan/bitrack" BR_TMP="$PWD/build/tsan/tmp" bash tests/tsan/serve.sh
+echo "=== tsan: serving over HTTP, one rank"
+BR_BIN="$PWD/build/tsan/bitrack" BR_TMP="$PWD/build/tsan/tmp" bash tests/tsan/serve_http.sh
 echo "=== tsan: serving with CurveZMQ (ZAP handler thread, handshake monitor)"
 BR_BIN="$PWD/build/tsan/bitrack" BR_TMP="$PWD/build/tsan/tmp" bash tests/e2e/serve_curve.sh

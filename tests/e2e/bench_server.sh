@@ -6,23 +6,15 @@
 set -euo pipefail
 BIN=${BR_BIN:?}
 PY=/usr/bin/python3
-TMP=${BR_TMP:-/tmp}/bench_server.$$
-mkdir -p "$TMP"
-. "$(dirname "$0")/../lib/port.sh"
-PORT=$(br_free_port)
-ADDR="tcp://127.0.0.1:$PORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init bench_server
 . "$(dirname "$0")/../lib/skip.sh"
 "$PY" -c 'import json, xml.dom.minidom' 2> /dev/null || br_skip "$PY cannot import json and xml.dom.minidom"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 \
     --ctx 256 -o "$TMP/m.gguf" > /dev/null
-timeout 120 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 40 --client-timeout 5 \
-    > "$TMP/serve.log" 2>&1 &
-SPID=$!
-for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
-grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+br_serve_start "$TMP/serve.log" timeout 120 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
+    --max-seqs 40 --client-timeout 5
 rc=0
 
 echo "=== closed loop, concurrency 4"
@@ -83,6 +75,6 @@ if timeout 10 "$BIN" bench --server "$ADDR" --plot x.svg > /dev/null 2>&1; then 
 if timeout 10 "$BIN" bench nosuch > /dev/null 2>&1; then echo "FAIL unknown benchmark accepted"; rc=1; fi
 timeout 10 "$BIN" bench --help | grep -q -- --concurrency || { echo "FAIL bench --help"; rc=1; }
 
-kill -TERM "$SPID"; wait "$SPID" || true; SPID=
+br_serve_stop
 [ $rc = 0 ] && echo "ok   bench_server"
 exit $rc

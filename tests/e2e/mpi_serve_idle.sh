@@ -5,13 +5,8 @@
 # a busy server (tests/e2e/mpi_serve_idle.py prints both).
 set -euo pipefail
 BIN=${BR_BIN:?}
-TMP=${BR_TMP:-/tmp}/serve_idle.$$
-mkdir -p "$TMP"
-. "$(dirname "$0")/../lib/port.sh"
-PORT=$(br_free_port)
-ADDR="tcp://127.0.0.1:$PORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init serve_idle
 . "$(dirname "$0")/../lib/skip.sh"
 br_need_python_zmq
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -22,16 +17,13 @@ rc=0
 for layout in 2x1 1x2; do
     tp=${layout%x*}; pp=${layout#*x}
     echo "=== $layout"
-    mpirun --oversubscribe --bind-to none -np 2 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
-        --tp "$tp" --pp "$pp" > "$TMP/serve.log" 2>&1 &
-    SPID=$!
-    for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
-    grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+    br_serve_start "$TMP/serve.log" mpirun --oversubscribe --bind-to none -np 2 "$BIN" serve \
+        -m "$TMP/m.gguf" --listen "$ADDR" --tp "$tp" --pp "$pp"
     pids=$(pgrep -P "$SPID" -f "serve -m $TMP/m.gguf" | sort -n)
     [ "$(echo "$pids" | wc -w)" = 2 ] || { echo "FAIL ranks not found: $pids"; rc=1; }
     /usr/bin/python3 "$(dirname "$0")/mpi_serve_idle.py" "$ADDR" "${BR_IDLE_S:-10}" \
         "${BR_IDLE_ROUNDS:-9}" $pids || rc=1
-    kill -TERM "$SPID"; wait "$SPID" || true; SPID=
+    br_serve_stop
     grep -q stopped "$TMP/serve.log" || { echo "FAIL: no clean stop"; tail "$TMP/serve.log"; rc=1; }
 done
 exit $rc

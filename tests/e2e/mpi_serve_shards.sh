@@ -9,13 +9,8 @@
 # rank file. A sanitizer report fails the test.
 set -euo pipefail
 BIN=${BR_BIN:?}
-TMP=${BR_TMP:-/tmp}/mpiserveshards.$$
-mkdir -p "$TMP"
-. "$(dirname "$0")/../lib/port.sh"
-PORT=$(br_free_port)
-ADDR="tcp://127.0.0.1:$PORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init mpiserveshards
 . "$(dirname "$0")/../lib/skip.sh"
 br_need_python_zmq
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -39,17 +34,13 @@ done
 "$BIN" info -m "$TMP/shards/rank-3.gguf" | grep -q "^head rows: *vocabulary 768-1029" ||
     { echo "FAIL info: rank 3 is not described as holding head rows 768-1029"; rc=1; }
 
-mpirun --oversubscribe --bind-to none -np 4 "$BIN" serve -m "$TMP/shards" --listen "$ADDR" \
-    --max-seqs 40 --client-timeout 2 --tp 2 --pp 2 > "$TMP/serve.log" 2>&1 &
-SPID=$!
-for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
-grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+br_serve_start "$TMP/serve.log" mpirun --oversubscribe --bind-to none -np 4 "$BIN" serve \
+    -m "$TMP/shards" --listen "$ADDR" --max-seqs 40 --client-timeout 2 --tp 2 --pp 2
 /usr/bin/python3 "$(dirname "$0")/serve_check.py" "$ADDR" "$BIN" "$TMP/m.gguf" 256 || rc=1
 /usr/bin/python3 "$(dirname "$0")/sample_check.py" "$ADDR" "$BIN" "$TMP/m.gguf" || rc=1
 a=$("$BIN" generate --server "$ADDR" --ids -n 12 --temp 0.9 --seed 3 "Hello, ternary world")
 b=$("$BIN" run -m "$TMP/m.gguf" --ids -n 12 --temp 0.9 --seed 3 -p "Hello, ternary world" 2>/dev/null)
 if [ "$a" = "$b" ]; then echo "ok   generate from the shards equals run on the file: $a"; else echo "FAIL generate '$a' vs run '$b'"; rc=1; fi
-kill -TERM "$SPID"; wait "$SPID" || true; SPID=
-grep -q stopped "$TMP/serve.log" || { echo "FAIL: no clean stop"; cat "$TMP/serve.log"; rc=1; }
-if grep -q "Sanitizer" "$TMP/serve.log"; then echo "FAIL: sanitizer report"; cat "$TMP/serve.log"; rc=1; fi
+br_serve_stop
+br_serve_check "$TMP/serve.log" || true
 exit $rc

@@ -9,13 +9,8 @@
 set -euo pipefail
 BIN=${BR_BIN:?}
 PY=/usr/bin/python3
-TMP=${BR_TMP:-/tmp}/serve_soak.$$
-mkdir -p "$TMP"
-. "$(dirname "$0")/../lib/port.sh"
-PORT=$(br_free_port)
-ADDR="tcp://127.0.0.1:$PORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init serve_soak
 . "$(dirname "$0")/../lib/skip.sh"
 br_need_python_zmq
 command -v mpirun > /dev/null || br_skip "no mpirun"
@@ -33,16 +28,12 @@ timeout 60 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512
 
 start_server() { # log tp pp, launcher args...
     local log=$1 tp=$2 pp=$3; shift 3
-    "$@" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 64 --max-queue 256 \
-        --max-per-client 64 --tp "$tp" --pp "$pp" --micro-batches "$pp" > "$log" 2>&1 &
-    SPID=$!
-    for _ in $(seq 600); do grep -q "ready on" "$log" && break; sleep 0.1; done
-    grep -q "ready on" "$log" || { cat "$log"; exit 1; }
+    BR_SERVE_WAIT=600 br_serve_start "$log" "$@" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
+        --max-seqs 64 --max-queue 256 --max-per-client 64 --tp "$tp" --pp "$pp" --micro-batches "$pp"
 }
 stop_server() { # log
-    kill -TERM "$SPID"; wait "$SPID" || true; SPID=
-    grep -q stopped "$1" || { echo "FAIL: no clean stop"; cat "$1"; exit 1; }
-    if grep -q "Sanitizer" "$1"; then echo "FAIL: sanitizer report"; cat "$1"; exit 1; fi
+    br_serve_stop
+    br_serve_check "$1" || exit 1
 }
 
 echo "=== expected streams from one rank"

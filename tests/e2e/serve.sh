@@ -6,13 +6,8 @@
 # picks the layouts. A sanitizer report in the server's log fails the test.
 set -euo pipefail
 BIN=${BR_BIN:?}
-TMP=${BR_TMP:-/tmp}/serve.$$
-mkdir -p "$TMP"
-. "$(dirname "$0")/../lib/port.sh"
-PORT=$(br_free_port)
-ADDR="tcp://127.0.0.1:$PORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init serve
 . "$(dirname "$0")/../lib/skip.sh"
 br_need_python_zmq
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -28,18 +23,14 @@ for layout in ${BR_SERVE_LAYOUTS:-1x1 2x2}; do
     else
         launcher=(mpirun --oversubscribe --bind-to none -np $((tp * pp)))
     fi
-    "${launcher[@]}" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 40 --client-timeout 2 \
-        --tp "$tp" --pp "$pp" > "$TMP/serve.log" 2>&1 &
-    SPID=$!
-    for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
-    grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+    br_serve_start "$TMP/serve.log" "${launcher[@]}" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
+        --max-seqs 40 --client-timeout 2 --tp "$tp" --pp "$pp"
     /usr/bin/python3 "$(dirname "$0")/serve_check.py" "$ADDR" "$BIN" "$TMP/m.gguf" 256 || rc=1
     # the C client streams what run prints
     a=$("$BIN" generate --server "$ADDR" --ids -n 12 --temp 0.9 --seed 3 "Hello, ternary world")
     b=$("$BIN" run -m "$TMP/m.gguf" --ids -n 12 --temp 0.9 --seed 3 -p "Hello, ternary world" 2>/dev/null)
     if [ "$a" = "$b" ]; then echo "ok   bitrack generate equals bitrack run: $a"; else echo "FAIL generate '$a' vs run '$b'"; rc=1; fi
-    kill -TERM "$SPID"; wait "$SPID" || true; SPID=
-    grep -q stopped "$TMP/serve.log" || { echo "FAIL: no clean stop"; cat "$TMP/serve.log"; rc=1; }
-    if grep -q "Sanitizer" "$TMP/serve.log"; then echo "FAIL: sanitizer report"; cat "$TMP/serve.log"; rc=1; fi
+    br_serve_stop
+    br_serve_check "$TMP/serve.log" || true
 done
 exit $rc

@@ -10,13 +10,9 @@ set -euo pipefail
 BIN=${BR_BIN:?}
 PY=/usr/bin/python3
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TMP=${BR_TMP:-/tmp}/serve_curve.$$
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init serve_curve
 mkdir -p "$TMP/clients"
-. "$(dirname "$0")/../lib/port.sh"
-PORT=$(br_free_port)
-ADDR="tcp://127.0.0.1:$PORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 if ! "$BIN" keygen -o "$TMP/server" > /dev/null 2> "$TMP/keygen.err"; then
     if grep -q "without CurveZMQ" "$TMP/keygen.err"; then br_skip "libzmq has no CURVE"; fi
@@ -80,11 +76,8 @@ misconfig "a public key as --curve-secret" \
 misconfig "an empty clients directory" "--curve-clients $TMP/empty holds no client public key" \
     --curve-secret "$TMP/server.key" --curve-clients "$TMP/empty"
 
-timeout 120 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --curve-secret "$TMP/server.key" \
-    --curve-clients "$TMP/clients" > "$TMP/serve.log" 2>&1 &
-SPID=$!
-for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
-grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+br_serve_start "$TMP/serve.log" timeout 120 "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
+    --curve-secret "$TMP/server.key" --curve-clients "$TMP/clients"
 grep -q "1 authorized client key" "$TMP/serve.log" || fail "server did not load the client key"
 grep -q "skipping $TMP/clients/mallory.key (not a .pub file)" "$TMP/serve.log" &&
     grep -q "skipping $TMP/clients/mallory.txt (not a .pub file)" "$TMP/serve.log" &&
@@ -184,7 +177,7 @@ for kw, why in ((dict(curve_server_key=tmp + "/server.pub", curve_key=tmp + "/ma
         print("ok   Python client refused: %s" % e)
 PYEOF
 
-kill -TERM "$SPID"; wait "$SPID" || true; SPID=
+br_serve_stop
 grep -q "refused a client: CurveZMQ key $(grep -v '^#' "$TMP/mallory.pub" | sed 's/[][\.*^$]/\\&/g') is not authorized" \
     "$TMP/serve.log" && ok "server logged the unauthorized key" || fail "no log of the unauthorized key"
 # the plaintext client is refused at the handshake: a mechanism mismatch, or the client

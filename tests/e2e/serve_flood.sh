@@ -7,22 +7,14 @@
 # a few lines (at most one a second, with a count), not one line per client.
 set -euo pipefail
 BIN=${BR_BIN:?}
-TMP=${BR_TMP:-/tmp}/serve_flood.$$
-mkdir -p "$TMP"
-. "$(dirname "$0")/../lib/port.sh"
-PORT=$(br_free_port)
-ADDR="tcp://127.0.0.1:$PORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init serve_flood
 . "$(dirname "$0")/../lib/skip.sh"
 br_need_python_zmq
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 "$BIN" synth --preset tiny --embd 512 --heads 8 --kv-heads 2 --ff 512 --vocab 1030 --ctx 2048 \
     -o "$TMP/m.gguf" > /dev/null 2>&1
-"$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 8 > "$TMP/serve.log" 2>&1 &
-SPID=$!
-for _ in $(seq 300); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
-grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+br_serve_start "$TMP/serve.log" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --max-seqs 8
 rc=0
 /usr/bin/python3 "$(dirname "$0")/serve_flood.py" "$ADDR" "${BR_FLOOD_N:-30}" \
     "${BR_FLOOD_LIMIT_MS:-250}" || rc=1
@@ -36,7 +28,7 @@ if [ "$n_churn" -le 15 ] && [ "$total" -ge 250 ]; then
 else
     echo "FAIL client churn: $n_churn log lines for $total clients:"; grep -a "could not be sent" "$TMP/serve.log"; rc=1
 fi
-kill -TERM "$SPID"; wait "$SPID" || true; SPID=
+br_serve_stop
 if grep -q "Sanitizer" "$TMP/serve.log"; then echo "FAIL: sanitizer report"; rc=1; fi
 [ $rc = 0 ] || tail -20 "$TMP/serve.log"
 exit $rc

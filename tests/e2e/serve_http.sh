@@ -16,16 +16,11 @@ set -euo pipefail
 BIN=${BR_BIN:?}
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-TMP=${BR_TMP:-/tmp}/serve_http.$$
-mkdir -p "$TMP"
 PY=${PY:-/usr/bin/python3}
-free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-ZPORT=$(free_port)
-HPORT=$(free_port)
-ADDR="tcp://127.0.0.1:$ZPORT"
+. "$HERE/../lib/serve.sh"
+br_serve_init serve_http
+HPORT=$(br_free_port)
 BASE="http://127.0.0.1:$HPORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
 . "$HERE/../lib/skip.sh"
 br_need_python_zmq
 command -v curl > /dev/null || br_skip "curl is not installed"
@@ -46,21 +41,6 @@ N_GREEDY=$("$BIN" run -m "$TMP/m.gguf" -n 12 --temp 0 --ids -p "$PROMPT" 2> /dev
 export N_GREEDY
 rc=0
 
-start() { # start LOG ARGS...: a server on ADDR and BASE; waits for ready
-    local log=$1
-    shift
-    "$@" > "$log" 2>&1 &
-    SPID=$!
-    for _ in $(seq 300); do grep -q "bitrack serve: ready" "$log" && break; sleep 0.1; done
-    grep -q "bitrack serve: ready" "$log" || { cat "$log"; exit 1; }
-}
-stop() { # stop LOG: SIGTERM, a clean stop, no sanitizer report
-    kill -TERM "$SPID"
-    wait "$SPID" || true
-    SPID=
-    grep -q "bitrack serve: stopped" "$1" || { echo "FAIL: no clean stop"; cat "$1"; rc=1; }
-    if grep -q "Sanitizer" "$1"; then echo "FAIL: sanitizer report"; cat "$1"; rc=1; fi
-}
 server_pid() { # the rank-0 process (mpirun's child when launched under it)
     local p=$SPID
     if [ "$(ps -o comm= -p "$p")" != bitrack ]; then p=$(pgrep -P "$SPID" -x bitrack | head -1); fi
@@ -76,7 +56,7 @@ for layout in ${BR_SERVE_HTTP_LAYOUTS:-1x1 2x1}; do
     # HTTP front end allocated for these requests must be freed by its clean stop
     launcher=(env "ASAN_OPTIONS=${ASAN_OPTIONS}:detect_leaks=1")
     [ "$layout" = 1x1 ] || launcher=(mpirun --oversubscribe --bind-to none -np $((tp * pp)))
-    start "$TMP/serve.log" "${launcher[@]}" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
+    br_serve_start "$TMP/serve.log" "${launcher[@]}" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
         --http "127.0.0.1:$HPORT" --http-timeout 3 --max-seqs 40 --tp "$tp" --pp "$pp" \
         --log-format json --log-file "$TMP/requests.log"
     # chat's expected answer, over the ZeroMQ protocol (the template is rendered server-side)
@@ -129,7 +109,8 @@ assert r["config"]["api"] == sys.argv[2] and r["ttft_ms"]["n"] == 16, r["config"
         fi
     done
     "$BIN" generate --server "$ADDR" -n 3 --temp 0 "$PROMPT" > /dev/null
-    stop "$TMP/serve.log"
+    br_serve_stop
+    br_serve_check "$TMP/serve.log" || true
     for t in http zmq; do
         if grep -q "\"transport\":\"$t\"" "$TMP/requests.log"; then echo "ok   request log has $t lines"; else
             echo "FAIL no $t line in the request log"
@@ -147,15 +128,17 @@ for l in open(sys.argv[1]):
     if [ $first = 1 ]; then
         echo "=== API key"
         printf 'sk-test-%s\n' "$$" > "$TMP/key"
-        start "$TMP/auth.log" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --http "127.0.0.1:$HPORT" \
+        br_serve_start "$TMP/auth.log" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --http "127.0.0.1:$HPORT" \
             --api-key-file "$TMP/key"
         "$PY" "$HERE/http_check.py" auth "$BASE" "sk-test-$$" 0 || rc=1
         node "$HERE/node/openai_check.js" "$BASE" "sk-test-$$" m "$PROMPT" "$GREEDY" "$SEEDED" "$CHAT" || rc=1
-        stop "$TMP/auth.log"
-        start "$TMP/auth.log" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --http "127.0.0.1:$HPORT" \
+        br_serve_stop
+        br_serve_check "$TMP/auth.log" || true
+        br_serve_start "$TMP/auth.log" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" --http "127.0.0.1:$HPORT" \
             --api-key "sk-test-$$" --auth-probes
         "$PY" "$HERE/http_check.py" auth "$BASE" "sk-test-$$" 1 || rc=1
-        stop "$TMP/auth.log"
+        br_serve_stop
+        br_serve_check "$TMP/auth.log" || true
     fi
     first=0
 done

@@ -9,20 +9,12 @@
 # Needs BR_BIN (the tsan build's bitrack); run by tests/tsan/run.sh.
 set -euo pipefail
 BIN=${BR_BIN:?}
-TMP=${BR_TMP:-/tmp}/tsan-serve.$$
-mkdir -p "$TMP"
-. "$(dirname "$0")/../lib/port.sh"
-PORT=$(br_free_port)
-ADDR="tcp://127.0.0.1:$PORT"
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init tsan-serve
 "$BIN" synth --preset tiny --layers 2 --embd 256 --heads 4 --kv-heads 2 --ff 256 --vocab 512 \
     --ctx 128 -o "$TMP/m.gguf" >/dev/null
-"$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" -t 2 --max-seqs 8 --client-timeout 3 \
-    >"$TMP/serve.log" 2>&1 &
-SPID=$!
-for _ in $(seq 600); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
-grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+BR_SERVE_WAIT=600 br_serve_start "$TMP/serve.log" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" -t 2 \
+    --max-seqs 8 --client-timeout 3
 rc=0
 # four concurrent C clients, streaming and not
 pids=()

@@ -16,24 +16,17 @@
 # tests/tsan/run.sh.
 set -euo pipefail
 BIN=${BR_BIN:?}
-TMP=${BR_TMP:-/tmp}/tsan-serve-http.$$
-mkdir -p "$TMP"
 PY=${PY:-/usr/bin/python3}
-. "$(dirname "$0")/../lib/port.sh"
-ZADDR="tcp://127.0.0.1:$(br_free_port)"
+. "$(dirname "$0")/../lib/serve.sh"
+br_serve_init tsan-serve-http
 HPORT=$(br_free_port)
-cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
 "$BIN" synth --preset tiny --layers 2 --embd 256 --heads 4 --kv-heads 2 --ff 256 --vocab 512 \
     --ctx 256 -o "$TMP/m.gguf" >/dev/null
-"$BIN" serve -m "$TMP/m.gguf" --listen "$ZADDR" --http "127.0.0.1:$HPORT" -t 2 --max-seqs 8 \
-    --http-timeout 2 --http-threads 2 --model-name m >"$TMP/serve.log" 2>&1 &
-SPID=$!
-for _ in $(seq 600); do grep -q "ready on" "$TMP/serve.log" && break; sleep 0.1; done
-grep -q "ready on" "$TMP/serve.log" || { cat "$TMP/serve.log"; exit 1; }
+BR_SERVE_WAIT=600 br_serve_start "$TMP/serve.log" "$BIN" serve -m "$TMP/m.gguf" --listen "$ADDR" \
+    --http "127.0.0.1:$HPORT" -t 2 --max-seqs 8 --http-timeout 2 --http-threads 2 --model-name m
 rc=0
 # a ZeroMQ client and the load generator beside the HTTP traffic
-"$BIN" generate --server "$ZADDR" -n 8 --temp 0.8 --seed 7 --timeout 120000 --no-stream \
+"$BIN" generate --server "$ADDR" -n 8 --temp 0.8 --seed 7 --timeout 120000 --no-stream \
     --tokens "5,6,7" >"$TMP/zmq.out" 2>"$TMP/zmq.err" &
 GPID=$!
 "$BIN" bench --openai "http://127.0.0.1:$HPORT" --model m --concurrency 3 --requests 6 \

@@ -103,9 +103,17 @@ static void reply_error(struct fe *f, const struct br_client_key *c, const char 
 static int encode_event(const struct br_event *e, struct br_buf *b)
 {
     switch (e->kind) {
-    case BR_EVENT_TOKEN:
-        return br_proto_encode_token(b, e->id, e->index, e->token, e->text ? e->text : "",
-                                     e->text_len, e->has_logprob ? &e->logprob : NULL);
+    case BR_EVENT_TOKEN: {
+        /* the alternatives' bytes lie in the event's text (transport.h) */
+        struct br_resp_alt top[BR_REQ_MAX_TOP_LOGPROBS];
+        uint32_t n_top = e->text ? e->n_top : 0;
+        for (uint32_t i = 0; i < n_top; i++)
+            top[i] = (struct br_resp_alt){e->top[i].token, e->top[i].logprob,
+                                          e->text + e->top[i].off, e->top[i].len};
+        return br_proto_encode_token_top(b, e->id, e->index, e->token, e->text ? e->text : "",
+                                         e->text_len, e->has_logprob ? &e->logprob : NULL, top,
+                                         n_top);
+    }
     case BR_EVENT_DONE:
         return br_proto_encode_done(b, e->id, e->finish, &e->usage, &e->timings,
                                     e->stream ? NULL : (e->text ? e->text : ""), e->text_len);

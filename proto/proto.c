@@ -131,6 +131,8 @@ void br_resp_free(struct br_resp *r)
     free(r->text);
     free(r->message);
     free(r->tokens);
+    for (uint32_t i = 0; r->top && i < r->n_top; i++) free(r->top[i].text);
+    free(r->top);
     for (uint32_t i = 0; r->kv && i < r->n_kv; i++) {
         free((char *)r->kv[i].key);
         free((char *)r->kv[i].s);
@@ -849,8 +851,11 @@ static int read_generate(const msgpack_object *m, const struct br_proto_limits *
     if ((rc = opt_i32(m, "max_tokens", 1, lim->max_new_tokens, &r->max_tokens, err)) ||
         (rc = opt_bool(m, "stream", &r->stream, err)) ||
         (rc = opt_bool(m, "logprobs", &r->logprobs, err)) ||
+        (rc = opt_i32(m, "top_logprobs", 0, BR_REQ_MAX_TOP_LOGPROBS, &r->top_logprobs, err)) ||
         (rc = opt_bool(m, "add_bos", &r->add_bos, err)))
         return rc;
+    if (r->top_logprobs > 0 && !r->logprobs)
+        return bad(err, "%s: alternatives need logprobs true", "top_logprobs");
     if ((o = field(m, "chat_template")) &&
         (rc = read_str(o, 0, lim->max_template_bytes, &r->chat_template, &r->chat_template_len,
                        "chat_template", err)))
@@ -1173,7 +1178,7 @@ int br_proto_encode_request(const struct br_req *r, struct br_buf *out)
     case BR_REQ_GENERATE:
         if (r->input == BR_INPUT_NONE) return BR_E_INVALID;
         n += 1 + 4 + 8 + (r->chat_template != NULL) + (s->has_seed != 0) + (s->n_stop > 0) +
-             (s->n_stop_tokens > 0) + (s->n_logit_bias > 0);
+             (s->n_stop_tokens > 0) + (s->n_logit_bias > 0) + (r->top_logprobs > 0);
         put_head(&e, n, "generate", r->id);
         if (r->input == BR_INPUT_PROMPT) {
             put_key(&e, "prompt");
@@ -1193,6 +1198,7 @@ int br_proto_encode_request(const struct br_req *r, struct br_buf *out)
         put_kint(&e, "max_tokens", r->max_tokens);
         put_kbool(&e, "stream", r->stream);
         put_kbool(&e, "logprobs", r->logprobs);
+        if (r->top_logprobs > 0) put_kint(&e, "top_logprobs", r->top_logprobs);
         put_kbool(&e, "add_bos", r->add_bos);
         put_kdbl(&e, "temperature", s->temperature);
         put_kint(&e, "top_k", s->top_k);
@@ -1277,14 +1283,28 @@ int br_proto_encode_response(const struct br_resp *r, struct br_buf *out)
     enc_start(&e, out);
     const char *name = br_proto_resp_type_name(r->type);
     switch (r->type) {
-    case BR_RESP_TOKEN:
-        put_head(&e, 6 + (r->has_logprob ? 1 : 0), name, r->id);
+    case BR_RESP_TOKEN: {
+        uint32_t n_top = r->has_logprob && r->top ? r->n_top : 0;
+        if (n_top > BR_REQ_MAX_TOP_LOGPROBS) return BR_E_INVALID;
+        put_head(&e, 6 + (r->has_logprob ? 1 : 0) + (n_top > 0), name, r->id);
         put_kint(&e, "index", r->index);
         put_kint(&e, "token", r->token);
         put_key(&e, "text");
         put_text(&e, r->text, r->text_len);
         if (r->has_logprob) put_kdbl(&e, "logprob", r->logprob);
+        if (n_top > 0) {
+            put_key(&e, "top_logprobs");
+            e.fail |= msgpack_pack_array(&e.pk, n_top);
+            for (uint32_t i = 0; i < n_top; i++) {
+                e.fail |= msgpack_pack_map(&e.pk, 3);
+                put_kint(&e, "token", r->top[i].token);
+                put_kdbl(&e, "logprob", r->top[i].logprob);
+                put_key(&e, "text");
+                put_text(&e, r->top[i].text, r->top[i].text_len);
+            }
+        }
         break;
+    }
     case BR_RESP_DONE:
         put_head(&e, 6 + (r->text ? 1 : 0), name, r->id);
         put_kstr(&e, "finish_reason", br_proto_finish_name(r->finish_reason));
@@ -1342,6 +1362,22 @@ int br_proto_encode_token(struct br_buf *out, const char *id, uint32_t index, in
                         .token = token,
                         .text = (char *)piece,
                         .text_len = piece_len};
+    if (logprob) r.has_logprob = true, r.logprob = *logprob;
+    return br_proto_encode_response(&r, out);
+}
+
+int br_proto_encode_token_top(struct br_buf *out, const char *id, uint32_t index, int32_t token,
+                              const char *piece, size_t piece_len, const float *logprob,
+                              const struct br_resp_alt *top, uint32_t n_top)
+{
+    struct br_resp r = {.type = BR_RESP_TOKEN,
+                        .id = (char *)id,
+                        .index = index,
+                        .token = token,
+                        .text = (char *)piece,
+                        .text_len = piece_len,
+                        .top = (struct br_resp_alt *)top,
+                        .n_top = n_top};
     if (logprob) r.has_logprob = true, r.logprob = *logprob;
     return br_proto_encode_response(&r, out);
 }
@@ -1506,6 +1542,54 @@ static int read_kv_map(const msgpack_object *m, const char *key, size_t maxlen, 
     return BR_OK;
 }
 
+/* A log-probability: a number <= 0 (-inf is legitimate), never NaN. */
+static int read_logprob(const msgpack_object *o, const char *name, float *out, struct br_err *err)
+{
+    double d = 0;
+    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64) {
+        d = o->via.f64;
+        if (isnan(d)) return bad(err, "%s: NaN", name);
+    } else {
+        int rc = read_num(o, -1e300, 0.0, &d, name, err);
+        if (rc) return rc;
+    }
+    *out = (float)d;
+    return BR_OK;
+}
+
+/* A token message's top_logprobs: [{token, logprob, text}], at most
+ * BR_REQ_MAX_TOP_LOGPROBS. */
+static int read_alts(const msgpack_object *o, const struct br_proto_limits *lim,
+                     struct br_resp *out, struct br_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > BR_REQ_MAX_TOP_LOGPROBS)
+        return bad(err, "%s: must be an array of at most 20 alternatives", "top_logprobs");
+    uint32_t n = o->via.array.size;
+    if (n == 0) return BR_OK;
+    if (!(out->top = calloc(n, sizeof *out->top)))
+        return br_err_set(err, BR_E_NOMEM, "top_logprobs: %u alternatives", n);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *a = &o->via.array.ptr[i], *x;
+        struct br_resp_alt *t = &out->top[i];
+        int64_t v = 0;
+        int rc;
+        out->n_top = i + 1;
+        if (a->type != MSGPACK_OBJECT_MAP)
+            return bad(err, "%s: each alternative must be a map {token, logprob, text}",
+                       "top_logprobs");
+        if ((rc = req_field(a, "token", &x, err)) ||
+            (rc = read_int(x, 0, INT32_MAX, &v, "top_logprobs.token", err)) ||
+            (rc = req_field(a, "logprob", &x, err)) ||
+            (rc = read_logprob(x, "top_logprobs.logprob", &t->logprob, err)) ||
+            (rc = req_field(a, "text", &x, err)) ||
+            (rc = read_str(x, 0, lim->max_msg_bytes, &t->text, &t->text_len, "top_logprobs.text",
+                           err)))
+            return rc;
+        t->token = (int32_t)v;
+    }
+    return BR_OK;
+}
+
 int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_limits *lim,
                              struct br_resp *out, struct br_err *err)
 {
@@ -1548,19 +1632,10 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
             (rc = read_str(o, 0, lim->max_msg_bytes, &out->text, &out->text_len, "text", err)))
             break;
         if ((o = field(m, "logprob"))) {
-            double d = 0;
-            if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64) {
-                d = o->via.f64; /* -inf is a legitimate log-probability */
-                if (isnan(d)) {
-                    rc = bad(err, "%s: NaN", "logprob");
-                    break;
-                }
-            } else if ((rc = read_num(o, -1e300, 0.0, &d, "logprob", err))) {
-                break;
-            }
+            if ((rc = read_logprob(o, "logprob", &out->logprob, err))) break;
             out->has_logprob = true;
-            out->logprob = (float)d;
         }
+        if ((o = field(m, "top_logprobs"))) rc = read_alts(o, lim, out, err);
         break;
     case BR_RESP_DONE:
         if ((rc = read_enum(m, "finish_reason", finish_names, N_NAMES(finish_names), &e, err)))

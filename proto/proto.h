@@ -156,14 +156,13 @@ struct br_req {
     uint32_t n_tokens;
     struct br_chat_msg *messages; /* (n_messages) BR_INPUT_MESSAGES */
     uint32_t n_messages;
-    int32_t max_tokens; /* [1, max_new_tokens], default 256 */
-    bool stream;        /* default false */
-    bool logprobs;      /* default false */
-    /* alternatives per generated token, [0, BR_REQ_MAX_TOP_LOGPROBS], needs logprobs;
-     * default 0. Set by the HTTP front end (top_logprobs); the msgpack protocol leaves it 0 */
-    int32_t top_logprobs;
-    bool add_bos;        /* default true for prompt/messages/tokenize, false for tokens */
-    char *chat_template; /* NULL = the model's own */
+    int32_t max_tokens;   /* [1, max_new_tokens], default 256 */
+    bool stream;          /* default false */
+    bool logprobs;        /* default false */
+    int32_t top_logprobs; /* alternatives per token, 0..BR_REQ_MAX_TOP_LOGPROBS, default 0;
+                           * above 0 needs logprobs */
+    bool add_bos;         /* default true for prompt/messages/tokenize, false for tokens */
+    char *chat_template;  /* NULL = the model's own */
     size_t chat_template_len;
     struct br_req_sampling sampling;
 };
@@ -266,6 +265,16 @@ struct br_kv {
 };
 
 /* One decoded response. Fields are meaningful only for the types noted. */
+/* One alternative of a token message: a token id, its logprob and its bytes (as UTF-8 on
+ * the wire: U+FFFD for bytes that form no character, as a token may end inside one).
+ * Decoded: text owned (NUL-terminated); encoded: borrowed bytes. */
+struct br_resp_alt {
+    int32_t token;
+    float logprob;
+    char *text;
+    size_t text_len;
+};
+
 struct br_resp {
     enum br_resp_type type;
     char *id; /* owned; NULL on an `error` for a message whose id was unreadable */
@@ -280,6 +289,9 @@ struct br_resp {
      * detokenize: the text. Owned, NUL-terminated, valid UTF-8. */
     char *text;
     size_t text_len;
+    /* token, when the request asked for top_logprobs: the alternatives, most likely first */
+    struct br_resp_alt *top; /* (n_top) */
+    uint32_t n_top;
 
     /* done */
     enum br_finish finish_reason;
@@ -321,6 +333,11 @@ int br_proto_decode_response(const void *buf, size_t len, const struct br_proto_
  * token's. */
 int br_proto_encode_token(struct br_buf *out, const char *id, uint32_t index, int32_t token,
                           const char *piece, size_t piece_len, const float *logprob);
+/* The same with the alternatives top (n_top, at most BR_REQ_MAX_TOP_LOGPROBS; sent only
+ * with a logprob). */
+int br_proto_encode_token_top(struct br_buf *out, const char *id, uint32_t index, int32_t token,
+                              const char *piece, size_t piece_len, const float *logprob,
+                              const struct br_resp_alt *top, uint32_t n_top);
 /* text: the full completion for non-streaming requests, NULL when streaming. */
 int br_proto_encode_done(struct br_buf *out, const char *id, enum br_finish reason,
                          const struct br_usage *usage, const struct br_timings *timings,

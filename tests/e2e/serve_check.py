@@ -9,6 +9,8 @@ bitrack code) and checks the serving promises:
     freed after the heartbeat timeout;
   * 20 kinds of malformed message each get `bad_request`, and the server keeps serving;
     so do a message of two frames and a map with a key twice;
+  * top_logprobs: each token message lists the alternatives, sorted, with the sampled
+    token's exact logprob, and the tokens still equal `bitrack run`;
   * a generate reusing the id of one in flight gets `duplicate_id`, the first goes on;
   * a prompt longer than the context gets `too_long`; past the queue bound, `busy`.
 
@@ -106,6 +108,44 @@ for temp, seed in ((0.0, 0), (0.8, 7)):
     want = reference(prompt, 16, seed, temp)
     check(toks == want and end and end["type"] == "done",
           "stream equals bitrack run (temp %.1f seed %d): %s" % (temp, seed, toks[:8]))
+
+# --- top_logprobs: alternatives per token, the sampled token's logprob among them exactly
+def collect_top(s, rid, timeout=60.0):
+    msgs, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        r = recv(s, 0.5)
+        if r is None or r.get("id") != rid:
+            continue
+        if r["type"] != "token":
+            return msgs, r
+        if r["token"] >= 0:
+            msgs.append(r)
+    return msgs, None
+
+
+prompt = [5, 17, 300, 42, 9]
+for temp, seed in ((0.0, 0), (0.8, 7)):
+    send(s, gen(300 + seed, tokens=prompt, temperature=temp, seed=seed, max_tokens=16,
+                logprobs=True, top_logprobs=4))
+    msgs, end = collect_top(s, "r%d" % (300 + seed))
+    tops = [m.get("top_logprobs", []) for m in msgs]
+    ok = end is not None and end["type"] == "done" and len(msgs) > 0
+    ok &= [m["token"] for m in msgs] == reference(prompt, 16, seed, temp)
+    ok &= all(len(t) == 4 and len({a["token"] for a in t}) == 4 and
+              all(set(a) == {"token", "logprob", "text"} and a["logprob"] <= 0 for a in t) and
+              all(t[i]["logprob"] >= t[i + 1]["logprob"] for i in range(3)) for t in tops)
+    listed = [[a["logprob"] == m["logprob"] for a in t if a["token"] == m["token"]]
+              for m, t in zip(msgs, tops)]
+    ok &= all(all(x) for x in listed)
+    if temp == 0.0:
+        ok &= all(t[0]["token"] == m["token"] for m, t in zip(msgs, tops))
+    check(ok, "top_logprobs 4 (temp %.1f): the tokens of bitrack run, 4 sorted alternatives "
+          "each, the sampled token's logprob exact where listed (%d of %d)" %
+          (temp, sum(map(len, listed)), len(msgs)))
+send(s, gen(399, tokens=prompt, logprobs=True, top_logprobs=21))
+msgs, end = collect_top(s, "r399")
+check(end is not None and end.get("code") == "bad_request" and "top_logprobs" in end["message"],
+      "top_logprobs 21: bad_request naming it")
 
 # --- 32 concurrent clients, each its own prompt and seed
 clients = []

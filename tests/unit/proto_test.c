@@ -1103,6 +1103,96 @@ static void test_resp_round_trips(void **state)
     br_buf_free(&b2);
 }
 
+/* top_logprobs: a request's count (needs logprobs, at most 20) and a token message's
+ * alternatives, round trip and refusals. */
+static void test_top_logprobs(void **state)
+{
+    (void)state;
+    struct br_req in, out;
+    br_req_init(&in);
+    in.type = BR_REQ_GENERATE;
+    in.id = "t";
+    in.input = BR_INPUT_PROMPT;
+    in.prompt = "hi";
+    in.prompt_len = 2;
+    in.logprobs = true;
+    in.top_logprobs = 20;
+    encode_decode_req(&in, &out);
+    assert_int_equal(out.top_logprobs, 20);
+    br_req_free(&out);
+    in.top_logprobs = 0;
+    encode_decode_req(&in, &out);
+    assert_int_equal(out.top_logprobs, 0);
+    br_req_free(&out);
+    struct mb m;
+    mb_init(&m);
+    head(&m, "generate", 3);
+    kstr(&m, "prompt", "hi");
+    pstr(&m, "logprobs");
+    msgpack_pack_true(&m.pk);
+    kint(&m, "top_logprobs", 21);
+    expect_bad(&m, NULL, "top_logprobs");
+    mb_init(&m);
+    head(&m, "generate", 2);
+    kstr(&m, "prompt", "hi");
+    kint(&m, "top_logprobs", 2);
+    expect_bad(&m, NULL, "top_logprobs");
+
+    /* the token message: alternatives with their text (invalid UTF-8 becomes U+FFFD) */
+    struct br_buf b = {0}, b2 = {0};
+    struct br_resp r;
+    float lp = -0.5f;
+    const struct br_resp_alt top[2] = {{9, -0.5f, "ab", 2}, {4, -1.25f, "\xe2\x82", 2}};
+    assert_int_equal(br_proto_encode_token_top(&b, "g", 2, 9, "ab", 2, &lp, top, 2), BR_OK);
+    decode_resp(&b, &r);
+    assert_int_equal(r.n_top, 2);
+    assert_int_equal(r.top[0].token, 9);
+    assert_true(r.top[0].logprob == -0.5f && r.top[1].logprob == -1.25f);
+    assert_string_equal(r.top[0].text, "ab");
+    assert_string_equal(r.top[1].text, "\xef\xbf\xbd\xef\xbf\xbd");
+    assert_int_equal(br_proto_encode_response(&r, &b2), BR_OK);
+    decode_resp(&b2, &r);
+    assert_int_equal(r.n_top, 2);
+    assert_int_equal(r.top[1].token, 4);
+    br_resp_free(&r);
+    /* no logprob, no alternatives on the wire */
+    assert_int_equal(br_proto_encode_token_top(&b, "g", 2, 9, "ab", 2, NULL, top, 2), BR_OK);
+    decode_resp(&b, &r);
+    assert_int_equal(r.n_top, 0);
+    assert_null(r.top);
+    br_resp_free(&r);
+    br_buf_free(&b);
+    br_buf_free(&b2);
+    /* malformed alternatives are refused, naming them */
+    struct br_err e = {{0}};
+    for (int k = 0; k < 3; k++) {
+        mb_init(&m);
+        head(&m, "token", 4);
+        kint(&m, "index", 0);
+        kint(&m, "token", 1);
+        kstr(&m, "text", "x");
+        pstr(&m, "top_logprobs");
+        if (k == 0) {
+            msgpack_pack_array(&m.pk, 21);
+            for (int i = 0; i < 21; i++) msgpack_pack_map(&m.pk, 0);
+        } else {
+            msgpack_pack_array(&m.pk, 1);
+            msgpack_pack_map(&m.pk, 3);
+            kint(&m, "token", k == 1 ? -3 : 3);
+            kdbl(&m, "logprob", -1.0);
+            if (k == 2)
+                kint(&m, "text", 5);
+            else
+                kstr(&m, "text", "y");
+        }
+        assert_int_equal(br_proto_decode_response(m.sb.data, m.sb.size, NULL, &r, &e),
+                         BR_E_PROTOCOL);
+        assert_non_null(strstr(e.msg, "top_logprobs"));
+        br_resp_free(&r);
+        mb_free(&m);
+    }
+}
+
 static void test_bad_responses(void **state)
 {
     (void)state;
@@ -1233,6 +1323,7 @@ int main(void)
         cmocka_unit_test(test_bad_nesting),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_resp_round_trips),
+        cmocka_unit_test(test_top_logprobs),
         cmocka_unit_test(test_bad_responses),
         cmocka_unit_test(test_utf8),
     };

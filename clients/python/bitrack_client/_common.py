@@ -30,6 +30,7 @@ GENERATE_OPTIONS = frozenset(
         "stop_tokens",
         "logit_bias",
         "logprobs",
+        "top_logprobs",
         "add_bos",
         "chat_template",
     ]

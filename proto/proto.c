@@ -875,7 +875,8 @@ static int key_cmp(const void *a, const void *b)
     switch (x->type) {
     case MSGPACK_OBJECT_STR:
         if (x->via.str.size != y->via.str.size) return x->via.str.size < y->via.str.size ? -1 : 1;
-        return memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size);
+        /* an empty string's pointer may be NULL, which memcmp must not get */
+        return x->via.str.size ? memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size) : 0;
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
         return x->via.u64 < y->via.u64 ? -1 : x->via.u64 > y->via.u64;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:

@@ -335,6 +335,13 @@ static void test_duplicate_keys(void **state)
     kint(&m, "max_tokens", 100000000);
     expect_bad(&m, NULL, "key 'max_tokens' appears more than once");
 
+    /* two empty keys (msgpack gives an empty string no pointer) */
+    mb_init(&m);
+    head(&m, "ping", 2);
+    kstr(&m, "", "a");
+    kstr(&m, "", "b");
+    expect_bad(&m, NULL, "key '' appears more than once");
+
     /* inside messages[] and inside logit_bias (integer keys) */
     mb_init(&m);
     head(&m, "generate", 1);

@@ -1158,6 +1158,7 @@ static void test_top_logprobs(void **state)
     assert_string_equal(r.top[0].text, "ab");
     assert_string_equal(r.top[1].text, "\xef\xbf\xbd\xef\xbf\xbd");
     assert_int_equal(br_proto_encode_response(&r, &b2), BR_OK);
+    br_resp_free(&r);
     decode_resp(&b2, &r);
     assert_int_equal(r.n_top, 2);
     assert_int_equal(r.top[1].token, 4);

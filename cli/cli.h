@@ -27,9 +27,6 @@ int br_cmd_keygen(int argc, char **argv);
 #define BR_CLI_DEFAULT_MIN_P      0.05
 #define BR_CLI_DEFAULT_MAX_TOKENS 256
 
-/* Threads for one rank: the cores this process may run on, divided among `ranks_here`
- * ranks on this machine (at least 1). */
-int br_cli_threads_default(int ranks_here);
 /* A seed for "-1: random" (from the OS's random source, else the clock). */
 uint64_t br_cli_random_seed(void);
 

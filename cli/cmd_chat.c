@@ -23,12 +23,9 @@
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "coordinator/chat.h"
-#include "worker/sample.h"
-#include "coordinator/tokenizer.h"
-#include "kernels/pool.h"
+#include "coordinator/rank.h"
 #include "proto/client.h"
-#include "worker/engine.h"
-#include "worker/model.h"
+#include "worker/sample.h"
 
 struct convo {
     char **role, **content;
@@ -191,8 +188,7 @@ int br_cmd_chat(int argc, char **argv)
                                           "with --server");
     struct br_err err = {{0}};
     struct convo cv = {0};
-    struct br_model *m = NULL;
-    struct br_pool *pool = NULL;
+    struct br_rank *r = NULL;
     struct br_engine *e = NULL;
     struct br_tok *tok = NULL;
     struct br_client *cl = NULL;
@@ -213,17 +209,14 @@ int br_cmd_chat(int argc, char **argv)
         }
         br_client_set_connect_timeout(cl, (int)o.connect_ms);
     } else {
-        if (o.threads == 0) o.threads = br_cli_threads_default(1);
-        if (br_model_load(o.model, &m, &err) || br_tok_from_gguf(m->gguf, &tok, &err) ||
-            br_pool_create((int)o.threads, &pool)) {
+        struct br_rank_opts ro = {.model_path = o.model, .tp = 1, .pp = 1, .no_mpi = true};
+        ro.threads = (int)o.threads, ro.tok = BR_RANK_TOK_REQUIRED;
+        if (br_rank_open(&ro, &r, &err)) {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             goto done;
         }
-        struct br_engine_opts eo = {.pool = pool};
-        if (br_engine_create(m, &eo, &e, &err)) {
-            fprintf(stderr, "bitrack chat: %s\n", err.msg);
-            goto done;
-        }
+        e = r->engine, tok = r->tok;
+        const struct br_model *m = r->model;
         const char *t = o.tmpl ? o.tmpl : br_chat_template_detect(NULL, m->cfg.arch_name);
         snprintf(tmpl, sizeof tmpl, "%s", t ? t : "chatml");
         logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
@@ -328,8 +321,8 @@ int br_cmd_chat(int argc, char **argv)
         size_t rlen = 0;
         for (long long i = 0; i < o.n_max && n_cached < (size_t)ctx; i++) {
             struct br_sample_result res;
-            if (br_sample_full(&sp, logits, m->cfg.n_vocab, cached, n_cached, 0, n_cached, &res,
-                               &err))
+            if (br_sample_full(&sp, logits, r->model->cfg.n_vocab, cached, n_cached, 0, n_cached,
+                               &res, &err))
                 break;
             if (br_tok_is_eog(tok, res.token)) break;
             const char *piece;
@@ -356,9 +349,6 @@ done:
     convo_clear(&cv, 0);
     free(cv.role), free(cv.content), free(cached), free(logits);
     br_client_close(&cl);
-    br_engine_destroy(&e);
-    br_pool_destroy(&pool);
-    br_tok_destroy(&tok);
-    br_model_destroy(&m);
+    br_rank_close(&r);
     return exit_code;
 }

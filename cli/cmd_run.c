@@ -13,28 +13,17 @@
  * every evaluated position: the P prompt tokens, then the n-1 generated tokens fed back,
  * (P + n - 1, vocab).
  */
-#include <getopt.h>
-#include <math.h>
 #include <stdio.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
-#include "coordinator/cluster.h"
-#include "worker/step.h"
-#include "worker/sample.h"
-#include "coordinator/tokenizer.h"
-#include "kernels/pool.h"
-#include "sharding/config.h"
-#include "sharding/gguf.h"
-#include "sharding/plan.h"
+#include "coordinator/rank.h"
 #include "worker/comm_mpi.h"
-#include "worker/engine.h"
-#include "worker/model.h"
+#include "worker/sample.h"
+#include "worker/step.h"
 
 struct run_args {
     const char *model_path, *prompt, *prompt_file, *tokens_arg, *dump, *head;
@@ -156,11 +145,14 @@ static int parse(int argc, char **argv, struct run_args *a)
 /* Rank 0's generation: prompt in batches, then one token at a time. Greedy steps bring
  * back only each vocabulary slice's best token; sampling brings back the logits and draws
  * with the counter RNG keyed by (seed, 0, position), as the server does. */
-static int generate(const struct run_args *a, const struct br_model *model, struct br_engine *eng,
-                    const struct br_comm *comm, struct br_cluster *cl, const struct br_tok *tok,
-                    const int32_t *toks, int32_t n_prompt, FILE *df, struct br_err *err)
+static int generate(const struct run_args *a, const struct br_rank *r, const int32_t *toks,
+                    int32_t n_prompt, FILE *df, struct br_err *err)
 {
-    int32_t vocab = model->cfg.n_vocab, mb = br_engine_max_batch(eng);
+    const struct br_model *model = r->model;
+    const struct br_comm *comm = r->comm;
+    const struct br_tok *tok = r->tok;
+    struct br_cluster *cl = r->cluster;
+    int32_t vocab = model->cfg.n_vocab, mb = r->max_batch;
     struct br_sample_params sp;
     br_sample_params_default(&sp);
     sp.temperature = (float)a->temp;
@@ -240,7 +232,7 @@ static int generate(const struct run_args *a, const struct br_model *model, stru
     printf("\n");
     double t_gen = br_now() - t2;
     if (!rc && a->verbose && !comm) {
-        const float *rms = br_engine_layer_rms(eng);
+        const float *rms = br_engine_layer_rms(r->engine);
         fprintf(stderr, "residual rms by layer:");
         for (int l = 0; l <= model->cfg.n_layer; l++) fprintf(stderr, " %.3g", rms[l]);
         fprintf(stderr, "\n");
@@ -258,6 +250,43 @@ done:
     return rc;
 }
 
+/* Rank opening, after the model and the tokenizer: the prompt's tokens (every rank has the
+ * same arguments: all tokenize), how many to generate, and the context they need. */
+struct run_plan {
+    struct run_args *a;
+    int32_t *toks, n_prompt; /* (n_prompt,) owned */
+};
+
+static int run_size(void *ctx, struct br_rank *r, struct br_err *err)
+{
+    struct run_plan *p = ctx;
+    struct run_args *a = p->a;
+    int32_t model_ctx = r->model->cfg.n_ctx;
+    if (a->prompt) {
+        size_t n = 0;
+        int rc =
+            br_tok_encode(r->tok, a->prompt, strlen(a->prompt), BR_TOK_ADD_BOS, &p->toks, &n, err);
+        if (rc) return rc;
+        if ((p->n_prompt = (int32_t)n) == 0)
+            return br_err_set(err, BR_E_INVALID, "the prompt has no tokens");
+    }
+    if (a->n_gen < 0) { /* until end of text or the context is full */
+        long long ctx_n = a->n_ctx && a->n_ctx < model_ctx ? a->n_ctx : model_ctx;
+        if ((a->n_gen = ctx_n - p->n_prompt) < 1)
+            return br_err_set(err, BR_E_TOO_LONG, "the prompt's %d tokens fill the context of %lld",
+                              p->n_prompt, ctx_n);
+    }
+    int32_t need = p->n_prompt + (int32_t)a->n_gen;
+    long long n_ctx = a->n_ctx ? a->n_ctx : need;
+    if (need > n_ctx || need > model_ctx)
+        return br_err_set(
+            err, BR_E_TOO_LONG,
+            "%d prompt + %lld generated tokens exceed the context of %lld (model: %d)", p->n_prompt,
+            a->n_gen, n_ctx, model_ctx);
+    r->n_ctx = (int32_t)n_ctx;
+    return BR_OK;
+}
+
 int br_cmd_run(int argc, char **argv)
 {
     struct run_args a;
@@ -269,168 +298,79 @@ int br_cmd_run(int argc, char **argv)
 
     int exit_code = 1;
     struct br_err err = {{0}};
-    struct br_comm *comm = NULL;
-    struct br_plan *plan = NULL;
-    struct br_model *model = NULL;
-    struct br_pool *pool = NULL;
-    struct br_engine *eng = NULL;
-    struct br_cluster *cl = NULL; /* rank 0: drives the ranks */
-    int32_t *toks = NULL, n_prompt = 0;
+    struct br_rank *r = NULL;
+    struct run_plan rp = {&a, NULL, 0};
     FILE *df = NULL;
-    struct br_tok *tok = NULL;
-    int rank = 0;
 
-    if (a.tokens_arg && (br_cli_int_list(a.tokens_arg, &toks, &n_prompt) || n_prompt == 0)) {
+    if (a.tokens_arg &&
+        (br_cli_int_list(a.tokens_arg, &rp.toks, &rp.n_prompt) || rp.n_prompt == 0)) {
         exit_code =
             br_cli_usage_error("run", "bad --tokens '%s' (comma-separated ids)", a.tokens_arg);
         goto done;
     }
-    if (a.tp * a.pp > 1 || br_comm_mpi_launched()) {
-        if (br_comm_mpi_create(&argc, &argv, (int)a.tp, (int)a.pp, &comm, &err)) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            goto done;
-        }
-        rank = comm->world_rank;
-        /* where this machine's ranks and their threads outnumber its cores, a waiting rank
-         * naps instead of polling, so that the ranks with work get the cores */
-        br_comm_mpi_set_link(comm, a.link_us * 1e-6);
-        if (br_comm_mpi_oversubscribed(comm, (int)a.threads)) {
-            br_comm_mpi_watch(comm, 0, NULL, NULL);
-            br_comm_mpi_set_spin(comm, BR_COMM_MPI_NAP_SPIN_S);
-        }
-    }
-    double t0 = br_now();
-    /* -m is a model file or a directory written by `bitrack shard` (its own layout) */
-    struct stat mst;
-    int is_dir = stat(a.model_path, &mst) == 0 && S_ISDIR(mst.st_mode);
-    int layout = a.layout;
-    if (layout == BR_LAYOUT_AUTO && !is_dir && a.tp > 1) {
-        struct br_gguf *g = NULL;
-        struct br_model_config cfg;
-        if (br_gguf_open(a.model_path, &g, &err) || br_config_from_gguf(g, &cfg, &err)) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            br_gguf_close(&g);
-            goto done;
-        }
-        br_gguf_close(&g);
-        layout = br_plan_choose_layout(&cfg, (int32_t)a.tp, 1, a.link_gbit, a.link_us);
-    }
-    if (is_dir && a.layout == BR_LAYOUT_AUTO) layout = -1;
-    if (br_model_load_rank(a.model_path, (int)a.tp, (int)a.pp, rank, layout, &plan, &model, &err)) {
-        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
+    /* -m is a model file or a directory written by `bitrack shard` (its own layout); the
+     * tokenizer is for -p, to print text and to stop at end-of-generation tokens */
+    struct br_rank_opts ro = {.model_path = a.model_path, .argc = &argc, .argv = &argv};
+    ro.tp = (int)a.tp, ro.pp = (int)a.pp, ro.threads = (int)a.threads, ro.max_batch = 64;
+    ro.layout = a.layout, ro.link_gbit = a.link_gbit, ro.link_us = a.link_us;
+    ro.head_type = a.head_type, ro.describe = a.verbose, ro.on_model = run_size, ro.hook_ctx = &rp;
+    ro.tok = a.prompt ? BR_RANK_TOK_REQUIRED : BR_RANK_TOK_OPTIONAL;
+    if (br_rank_open(&ro, &r, &err)) {
+        fprintf(stderr, "bitrack run: %s\n", err.msg);
         goto done;
     }
-    if (a.head_type && br_model_quantize_head_as(model, a.head_type, &err)) {
-        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
-        goto done;
-    }
-    if (rank == 0 && a.verbose && plan) br_plan_describe(plan, 0, stderr);
-    double t_load = br_now() - t0;
-    if (a.threads == 0) /* like llama.cpp: every core, shared by the ranks on this machine */
-        a.threads = br_cli_threads_default(comm ? br_comm_mpi_ranks_here(comm) : 1);
-    if (br_pool_create((int)a.threads, &pool)) {
-        fprintf(stderr, "bitrack run: cannot start %lld threads\n", a.threads);
-        goto done;
-    }
-    if (a.prompt || rank == 0) { /* rank 0 also needs it to stop at end-of-generation tokens */
-        /* the model's own tokenizer: for -p, and to print text */
-        int trc = br_tok_from_gguf(model->gguf, &tok, &err);
-        if (trc && a.prompt) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            goto done;
-        }
-    }
-    if (a.prompt) { /* every rank has the same arguments: all tokenize */
-        size_t n = 0;
-        if (br_tok_encode(tok, a.prompt, strlen(a.prompt), BR_TOK_ADD_BOS, &toks, &n, &err)) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            goto done;
-        }
-        n_prompt = (int32_t)n;
-        if (n_prompt == 0) {
-            fprintf(stderr, "bitrack run: the prompt has no tokens\n");
-            goto done;
-        }
-    }
-    if (a.n_gen < 0) { /* until end of text or the context is full */
-        long long ctx_n = a.n_ctx ? a.n_ctx : model->cfg.n_ctx;
-        if (ctx_n > model->cfg.n_ctx) ctx_n = model->cfg.n_ctx;
-        a.n_gen = ctx_n - n_prompt;
-        if (a.n_gen < 1) {
-            fprintf(stderr, "bitrack run: the prompt's %d tokens fill the context of %lld\n",
-                    n_prompt, ctx_n);
-            goto done;
-        }
-    }
+    a.threads = r->threads;
     if (a.seed < 0) a.seed = (long long)br_cli_random_seed();
-    int32_t need = n_prompt + (int32_t)a.n_gen;
-    long long n_ctx = a.n_ctx ? a.n_ctx : need;
-    if (need > n_ctx || need > model->cfg.n_ctx) {
-        fprintf(stderr,
-                "bitrack run: %d prompt + %lld generated tokens exceed the context of %lld "
-                "(model: %d)\n",
-                n_prompt, a.n_gen, n_ctx, model->cfg.n_ctx);
-        goto done;
-    }
-    struct br_engine_opts eo = {
-        .n_ctx = (int32_t)n_ctx, .max_batch = 64, .pool = pool, .comm = comm};
-    if (br_engine_create(model, &eo, &eng, &err)) {
-        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
-        goto done;
-    }
-    if (rank != 0) {
-        if (br_step_follow(eng, comm, &err)) {
-            fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
+    if (r->rank != 0) {
+        if (br_step_follow(r->engine, r->comm, &err)) {
+            fprintf(stderr, "bitrack run: rank %d: %s\n", r->rank, err.msg);
             goto done;
         }
     } else {
-        if (br_cluster_create(eng, comm, &cl, &err)) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            goto done;
-        }
         if (a.dump && !(df = fopen(a.dump, "wb"))) {
             fprintf(stderr, "bitrack run: cannot write %s\n", a.dump);
-            br_cluster_stop(cl, &err);
+            br_cluster_stop(r->cluster, &err);
             goto done;
         }
-        if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", t_load);
-        int rc = generate(&a, model, eng, comm, cl, tok, toks, n_prompt, df, &err);
-        br_cluster_stop(cl, NULL);
+        if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", r->t_load);
+        int rc = generate(&a, r, rp.toks, rp.n_prompt, df, &err);
+        br_cluster_stop(r->cluster, NULL);
         if (rc) {
             fprintf(stderr, "bitrack run: %s\n", err.msg);
             goto done;
         }
     }
-    if (a.stats && comm) {
+    if (a.stats && r->comm) {
         /* what this run evaluated, to compare with the plan's prediction */
-        int32_t mb = br_engine_max_batch(eng);
-        uint64_t psteps = (uint64_t)((n_prompt + mb - 1) / mb);
+        int32_t mb = r->max_batch;
+        uint64_t psteps = (uint64_t)((rp.n_prompt + mb - 1) / mb);
         uint64_t steps = psteps + (uint64_t)(a.n_gen - 1);
-        uint64_t tokens = (uint64_t)n_prompt + (uint64_t)(a.n_gen - 1);
-        uint64_t rows = (a.dump ? (uint64_t)n_prompt : 1) + (uint64_t)(a.n_gen - 1);
+        uint64_t tokens = (uint64_t)rp.n_prompt + (uint64_t)(a.n_gen - 1);
+        uint64_t rows = (a.dump ? (uint64_t)rp.n_prompt : 1) + (uint64_t)(a.n_gen - 1);
         uint64_t row_steps = (a.dump ? psteps : 1) + (uint64_t)(a.n_gen - 1);
         uint64_t pb, pm;
-        br_plan_traffic(plan, rank, tokens, steps, rows, row_steps, mb, a.dump == NULL, &pb, &pm);
+        br_plan_traffic(r->plan, r->rank, tokens, steps, rows, row_steps, mb, a.dump == NULL, &pb,
+                        &pm);
         fprintf(stderr,
                 "rank %d stats: sent %llu bytes in %llu messages (%.0f bytes/token); plan "
                 "predicts %llu bytes in %llu messages%s\n",
-                rank, (unsigned long long)comm->stats.bytes_sent,
-                (unsigned long long)comm->stats.messages,
-                (double)comm->stats.bytes_sent / (double)tokens, (unsigned long long)pb,
+                r->rank, (unsigned long long)r->comm->stats.bytes_sent,
+                (unsigned long long)r->comm->stats.messages,
+                (double)r->comm->stats.bytes_sent / (double)tokens, (unsigned long long)pb,
                 (unsigned long long)pm,
-                pb == comm->stats.bytes_sent && pm == comm->stats.messages ? " (match)"
-                                                                           : " (MISMATCH)");
+                pb == r->comm->stats.bytes_sent && pm == r->comm->stats.messages ? " (match)"
+                                                                                 : " (MISMATCH)");
         /* decode (one token per step) as the plan sees it */
         uint64_t db, dm, db2, dm2;
-        br_plan_traffic(plan, rank, 1, 1, 1, 1, mb, 1, &db, &dm);
-        br_plan_traffic(plan, rank, 2, 2, 2, 2, mb, 1, &db2, &dm2);
+        br_plan_traffic(r->plan, r->rank, 1, 1, 1, 1, mb, 1, &db, &dm);
+        br_plan_traffic(r->plan, r->rank, 2, 2, 2, 2, mb, 1, &db2, &dm2);
         struct br_coll k[BR_PLAN_MAX_COLLS];
         fprintf(stderr,
                 "rank %d stats: %s residual, %d collectives per layer; per decoded token %llu "
                 "bytes in %llu messages; emulated link delay %g us\n",
-                rank, br_layout_name(plan->layout), br_plan_layer_colls(plan, 1, k),
+                r->rank, br_layout_name(r->plan->layout), br_plan_layer_colls(r->plan, 1, k),
                 (unsigned long long)(db2 - db), (unsigned long long)(dm2 - dm),
-                br_comm_mpi_link_delay_us(comm));
+                br_comm_mpi_link_delay_us(r->comm));
     }
     exit_code = 0;
 done:
@@ -438,17 +378,9 @@ done:
         fprintf(stderr, "bitrack run: closing %s failed\n", a.dump);
         exit_code = 1;
     }
-    free(toks);
+    free(rp.toks);
     free(a.file_text);
-    br_tok_destroy(&tok);
-    br_cluster_destroy(&cl);
-    br_engine_destroy(&eng);
-    br_pool_destroy(&pool);
-    br_model_destroy(&model);
-    br_plan_destroy(&plan);
-    if (comm) {
-        if (exit_code != 0) br_comm_mpi_abort(comm, exit_code);
-        br_comm_mpi_destroy(&comm);
-    }
+    if (exit_code) br_rank_abort(r, exit_code);
+    br_rank_close(&r);
     return exit_code;
 }

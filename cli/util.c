@@ -1,6 +1,5 @@
 /* Small parsers shared by the subcommands. */
 #include <errno.h>
-#include <sched.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,16 +66,6 @@ int br_cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return 2;
-}
-
-int br_cli_threads_default(int ranks_here)
-{
-    cpu_set_t set;
-    long cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
-                                                             : sysconf(_SC_NPROCESSORS_ONLN);
-    if (ranks_here < 1) ranks_here = 1;
-    long t = cores / ranks_here;
-    return t < 1 ? 1 : t > 1024 ? 1024 : (int)t;
 }
 
 uint64_t br_cli_random_seed(void)

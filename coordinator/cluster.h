@@ -7,10 +7,13 @@
  * steps before collecting the oldest one's results, so that every stage has work. Results
  * come back in issue order. Steps in flight must not depend on each other's sampled
  * tokens (a sequence has at most one decode step in flight); prompt chunks of one
- * sequence may follow each other, since every stage applies steps in order.
+ * sequence may follow each other, since every stage applies steps in order. When rank 0
+ * is the last stage (one stage) a step completes as it is issued, and one is in flight at
+ * a time.
  *
- * Memory: every buffer a step needs is kept from one step to the next and grows only when
- * a step needs more than any before it, so steady-state decoding allocates nothing.
+ * Memory: every buffer a step needs is sized for the engine's max_batch rows when the
+ * driver is created (the sampling candidates' records grow with the parameters), so
+ * decoding allocates nothing.
  * Threads: one thread (the one that owns the engine on rank 0) calls everything here.
  */
 #ifndef BR_COORDINATOR_CLUSTER_H

@@ -5,8 +5,9 @@
  *               [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]     (bitrack help run)
  *   mpirun -np T*P bitrack run ... --tp T --pp P [--stats]
  *
- * Under mpirun every rank loads only its part of the plan; rank 0 decides the steps,
- * prints the output and writes the logits. Results are bit-identical to one process.
+ * Under mpirun every rank loads only its part of the plan; rank 0 runs the prompt as one
+ * job of the scheduler (coordinator/sched.h), as the server runs a request, prints the
+ * output and writes the logits. Results are bit-identical to one process.
  *
  * --tokens are used exactly as given (no BOS). The generated text goes to stdout as it is
  * produced; diagnostics go to stderr. --dump-logits writes little-endian f32 logits of
@@ -21,8 +22,8 @@
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "coordinator/rank.h"
+#include "coordinator/sched.h"
 #include "worker/comm_mpi.h"
-#include "worker/sample.h"
 #include "worker/step.h"
 
 struct run_args {
@@ -36,28 +37,6 @@ struct run_args {
     int layout; /* enum br_layout, or BR_LAYOUT_AUTO */
     double link_gbit, link_us;
 };
-
-/* Reads a whole file (NUL-terminated, malloc'd); NULL with errno on failure. */
-static char *read_file(const char *path)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-        if (n == cap) {
-            char *nb = realloc(buf, 2 * cap + 1);
-            if (!nb) free(buf);
-            buf = nb, cap *= 2;
-        }
-    }
-    if (buf) buf[n] = '\0';
-    if (f != stdin) fclose(f);
-    return buf;
-}
 
 static int parse(int argc, char **argv, struct run_args *a)
 {
@@ -133,7 +112,7 @@ static int parse(int argc, char **argv, struct run_args *a)
     if (!!a->prompt + !!a->tokens_arg + !!a->prompt_file != 1)
         return br_cli_usage_error("run", "give exactly one of -p TEXT, -f FILE or --tokens 1,2,3");
     if (a->prompt_file) {
-        if (!(a->file_text = read_file(a->prompt_file))) {
+        if (!(a->file_text = br_cli_read_file(a->prompt_file, NULL))) {
             fprintf(stderr, "bitrack run: -f: cannot read %s\n", a->prompt_file);
             return 1;
         }
@@ -142,111 +121,131 @@ static int parse(int argc, char **argv, struct run_args *a)
     return 0;
 }
 
-/* Rank 0's generation: prompt in batches, then one token at a time. Greedy steps bring
- * back only each vocabulary slice's best token; sampling brings back the logits and draws
- * with the counter RNG keyed by (seed, 0, position), as the server does. */
-static int generate(const struct run_args *a, const struct br_rank *r, const int32_t *toks,
+/* What rank 0 prints as the scheduler's events come: the text (or the ids) as it streams,
+ * a newline at the end, and what the summary needs. */
+struct run_out {
+    bool ids;                        /* print token ids (--ids, or no tokenizer) */
+    long long produced;              /* tokens generated */
+    double t_first;                  /* br_now() at the first token */
+    char err[sizeof(struct br_err)]; /* the job's error, if it failed */
+};
+
+static void run_emit(void *ctx, uint64_t ticket, struct br_event *e)
+{
+    struct run_out *o = ctx;
+    (void)ticket;
+    if (e->kind == BR_EVENT_TOKEN) {
+        if (o->t_first == 0) o->t_first = br_now();
+        if (!o->ids) fwrite(e->text, 1, e->text_len, stdout);
+        if (o->ids && e->token >= 0) printf("%s%d", o->produced++ ? " " : "", e->token);
+        fflush(stdout);
+    } else if (e->kind == BR_EVENT_DONE) {
+        printf("\n");
+        o->produced = e->usage.completion_tokens;
+    } else if (e->kind == BR_EVENT_ERROR) {
+        snprintf(o->err, sizeof o->err, "%s", e->message ? e->message : "out of memory");
+    }
+    br_event_free_list(e);
+}
+
+/* --dump-logits: the cluster's executor asked for the logits of every token of each step
+ * (one in flight), which are written in order; the scheduler gets the rows it asked for,
+ * a TOP1 step's as the highest logit (ties to the lowest id, as the ranks choose). */
+struct dump_exec {
+    struct br_executor in;
+    FILE *f;
+    const char *path;
+    float *all;    /* (max_batch, vocab) */
+    int32_t *idx;  /* (2, max_batch): 0, 1, 2...; the rows the scheduler asked for */
+    int32_t n, nr; /* the step in flight's tokens and rows */
+};
+
+static int dump_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
+                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
+                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
+{
+    struct dump_exec *d = ctx;
+    (void)mode, (void)sp, (void)rseq, (void)rpos;
+    d->n = b->n, d->nr = n_rows;
+    memcpy(d->idx + d->in.max_batch, rows, (size_t)n_rows * sizeof *rows);
+    return d->in.issue(d->in.ctx, b, d->idx, b->n, BR_SCHED_FULL, NULL, NULL, NULL, err);
+}
+
+static int dump_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
+                        struct br_sample_result *res, int *row_rc, struct br_err *err)
+{
+    struct dump_exec *d = ctx;
+    size_t v = (size_t)d->in.vocab;
+    int rc = d->in.collect(d->in.ctx, BR_SCHED_FULL, d->all, NULL, res, row_rc, err);
+    if (!rc && fwrite(d->all, sizeof(float), (size_t)d->n * v, d->f) != (size_t)d->n * v)
+        rc = br_err_set(err, BR_E_IO, "write to %s failed", d->path);
+    for (int32_t r = 0, best = 0; r < d->nr && !rc; r++, best = 0) {
+        const float *x = d->all + (size_t)d->idx[d->in.max_batch + r] * v;
+        if (mode == BR_SCHED_FULL) memcpy(logits + (size_t)r * v, x, v * sizeof *x);
+        for (size_t t = 1; mode == BR_SCHED_TOP1 && t < v; t++)
+            best = x[t] > x[best] ? (int32_t)t : best;
+        if (mode == BR_SCHED_TOP1) top1[r] = best;
+    }
+    return rc;
+}
+
+/* Rank 0's generation: one job for the scheduler (coordinator/sched.h), as the server
+ * runs a request: the prompt in chunks of the batch, then one token per step. Greedy
+ * steps bring back only each vocabulary slice's best token; sampling draws with the
+ * counter RNG keyed by (seed, 0, position), on the last stage where it can. */
+static int generate(const struct run_args *a, const struct br_rank *r, int32_t **toks,
                     int32_t n_prompt, FILE *df, struct br_err *err)
 {
-    const struct br_model *model = r->model;
-    const struct br_comm *comm = r->comm;
-    const struct br_tok *tok = r->tok;
-    struct br_cluster *cl = r->cluster;
-    int32_t vocab = model->cfg.n_vocab, mb = r->max_batch;
-    struct br_sample_params sp;
-    br_sample_params_default(&sp);
-    sp.temperature = (float)a->temp;
-    sp.top_k = (int32_t)a->top_k;
-    sp.top_p = (float)a->top_p;
-    sp.min_p = (float)a->min_p;
-    sp.repeat_penalty = (float)a->repeat_penalty;
-    sp.seed = (uint64_t)a->seed;
-    int rc = br_sample_params_check(&sp, vocab, err);
-    if (rc) return rc;
-    int greedy = sp.temperature == 0.0f && sp.repeat_penalty == 1.0f;
-    int need_logits = df || !greedy;
-    float *logits = malloc((size_t)mb * (size_t)vocab * sizeof *logits);
-    int32_t *pos = malloc((size_t)mb * sizeof *pos), *seq = calloc((size_t)mb, sizeof *seq);
-    int32_t *rows = malloc((size_t)mb * sizeof *rows);
-    int32_t *hist = malloc(((size_t)n_prompt + (size_t)a->n_gen) * sizeof *hist);
-    struct br_detok *dt = NULL;
-    if (!logits || !pos || !seq || !rows || !hist || (tok && br_detok_create(tok, 0, &dt))) {
-        rc = br_err_set(err, BR_E_NOMEM, "out of memory for logits");
-        goto done;
+    struct run_out out = {.ids = a->print_ids || !r->tok};
+    struct br_sched_sink sink = {&out, run_emit};
+    struct br_sched_opts so = {.max_tokens_cap = (int32_t)a->n_gen, .micro_batches = df ? 1 : 0};
+    struct dump_exec d = {.f = df, .path = a->dump};
+    struct br_executor ex;
+    br_cluster_executor(r->cluster, &ex);
+    struct br_sched *s = NULL;
+    struct br_sched_job_in in = {.ticket = 1, .n_prompt = n_prompt, .ignore_eos = a->ignore_eos};
+    int rc = BR_OK;
+    if (df) { /* every row comes back whole: nothing is sampled on the last stage */
+        size_t mb = (size_t)ex.max_batch;
+        d.in = ex, d.all = malloc(mb * (size_t)ex.vocab * sizeof *d.all);
+        d.idx = malloc(2 * mb * sizeof *d.idx);
+        for (int32_t i = 0; d.idx && i < ex.max_batch; i++) d.idx[i] = i;
+        ex.ctx = &d, ex.can_sample = NULL, ex.issue = dump_issue, ex.collect = dump_collect;
+        if (!d.all || !d.idx) rc = br_err_set(err, BR_E_NOMEM, "out of memory");
     }
-    memcpy(hist, toks, (size_t)n_prompt * sizeof *hist);
-    int32_t n_hist = n_prompt;
-    for (int32_t i = 0; i < mb; i++) rows[i] = i;
-    double t1 = br_now();
-    int32_t next_tok = 0;
-    const float *last = NULL;
-    for (int32_t off = 0; off < n_prompt && !rc; off += mb) {
-        int32_t T = n_prompt - off < mb ? n_prompt - off : mb;
-        for (int32_t t = 0; t < T; t++) pos[t] = off + t;
-        struct br_batch b = {T, toks + off, pos, seq, 0, NULL};
-        int final = off + T == n_prompt;
-        int32_t nr = df ? T : final ? 1 : 0;
-        rc = br_cluster_step(cl, &b, df ? rows : rows + T - 1, nr, need_logits ? logits : NULL,
-                             &next_tok, err);
-        if (!rc && df && fwrite(logits, sizeof(float), (size_t)T * vocab, df) != (size_t)T * vocab)
-            rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
-        if (final && need_logits) last = logits + (size_t)(nr - 1) * vocab;
+    if (!rc) rc = br_sched_create(&so, &ex, &sink, r->tok, &s, err);
+    double t0 = br_now();
+    if (!rc) {
+        in.prompt = *toks, *toks = NULL; /* moves to the job */
+        br_req_init(&in.req);
+        in.req.type = BR_REQ_GENERATE, in.req.stream = true, in.req.max_tokens = (int32_t)a->n_gen;
+        struct br_req_sampling *q = &in.req.sampling;
+        q->temperature = (float)a->temp, q->top_k = (int32_t)a->top_k, q->top_p = (float)a->top_p;
+        q->min_p = (float)a->min_p, q->repeat_penalty = (float)a->repeat_penalty;
+        q->has_seed = true, q->seed = (uint64_t)a->seed;
+        in.t_arrival = t0;
+        br_sched_submit(s, &in);
     }
-    double t_prompt = br_now() - t1, t2 = br_now();
-    int32_t p = n_prompt;
-    long long produced = 0;
-    for (long long i = 0; i < a->n_gen && !rc; i++) {
-        int32_t next = next_tok;
-        if (need_logits) {
-            struct br_sample_result res;
-            if ((rc = br_sample_full(&sp, last, vocab, hist, (size_t)n_hist, 0, (uint64_t)p, &res,
-                                     err)))
-                break;
-            next = res.token;
-        }
-        hist[n_hist++] = next;
-        produced++;
-        if (a->print_ids || !tok) {
-            printf("%s%d", i ? " " : "", next);
-        } else {
-            const char *piece;
-            size_t len;
-            if (br_detok_push(dt, next, &piece, &len) == BR_OK) fwrite(piece, 1, len, stdout);
-        }
-        fflush(stdout);
-        if (!a->ignore_eos && tok && br_tok_is_eog(tok, next)) break;
-        if (i + 1 == a->n_gen) break;
-        pos[0] = p++;
-        struct br_batch b = {1, &next, pos, seq, 0, NULL};
-        rc = br_cluster_step(cl, &b, rows, 1, need_logits ? logits : NULL, &next_tok, err);
-        last = logits;
-        if (!rc && df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab)
-            rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
-    }
-    if (dt && !a->print_ids) {
-        const char *piece;
-        size_t len;
-        br_detok_flush(dt, &piece, &len);
-        fwrite(piece, 1, len, stdout);
-    }
-    printf("\n");
-    double t_gen = br_now() - t2;
-    if (!rc && a->verbose && !comm) {
+    while (!rc && br_sched_busy(s)) rc = br_sched_step(s, err);
+    if (s) br_sched_finish_all(s, !rc, BR_PROTO_UNAVAILABLE, err->msg);
+    if (!rc && out.err[0]) rc = br_err_set(err, BR_E_INVALID, "%s", out.err);
+    double t1 = out.t_first > 0 ? out.t_first : br_now(), t_prompt = t1 - t0, t_gen = br_now() - t1;
+    if (!rc && a->verbose && !r->comm) {
         const float *rms = br_engine_layer_rms(r->engine);
         fprintf(stderr, "residual rms by layer:");
-        for (int l = 0; l <= model->cfg.n_layer; l++) fprintf(stderr, " %.3g", rms[l]);
+        for (int l = 0; l <= r->model->cfg.n_layer; l++) fprintf(stderr, " %.3g", rms[l]);
         fprintf(stderr, "\n");
     }
     if (!rc)
         fprintf(stderr,
                 "bitrack run: prompt %d tokens in %.3f s (%.1f tok/s); generated %lld tokens "
                 "in %.3f s (%.2f tok/s after the first); %lld threads x %d ranks\n",
-                n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), produced, t_gen,
-                produced > 1 ? (double)(produced - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0,
-                a->threads, comm ? comm->world_size : 1);
-done:
-    br_detok_destroy(&dt);
-    free(logits), free(pos), free(seq), free(rows), free(hist);
+                n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), out.produced,
+                t_gen,
+                out.produced > 1 ? (double)(out.produced - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0,
+                a->threads, r->comm ? r->comm->world_size : 1);
+    br_sched_destroy(&s);
+    free(d.all), free(d.idx);
     return rc;
 }
 
@@ -333,7 +332,7 @@ int br_cmd_run(int argc, char **argv)
             goto done;
         }
         if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", r->t_load);
-        int rc = generate(&a, r, rp.toks, rp.n_prompt, df, &err);
+        int rc = generate(&a, r, &rp.toks, rp.n_prompt, df, &err);
         br_cluster_stop(r->cluster, NULL);
         if (rc) {
             fprintf(stderr, "bitrack run: %s\n", err.msg);

@@ -124,3 +124,21 @@ void br_cli_json_str(FILE *f, const char *s, size_t n)
     }
     fputc('"', f);
 }
+
+char *br_cli_read_file(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0, r;
+    char *buf = malloc(cap + 1);
+    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0)
+        if ((n += r) == cap) {
+            char *nb = realloc(buf, 2 * cap + 1);
+            if (!nb) free(buf);
+            buf = nb, cap *= 2;
+        }
+    if (buf) buf[n] = '\0';
+    if (len) *len = n;
+    if (f != stdin) fclose(f);
+    return buf;
+}

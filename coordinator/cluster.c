@@ -310,15 +310,6 @@ void br_cluster_clear(struct br_cluster *c)
     c->count = 0;
 }
 
-int br_cluster_step(struct br_cluster *c, const struct br_batch *b, const int32_t *rows,
-                    int32_t n_rows, float *logits, int32_t *top1, struct br_err *err)
-{
-    int rc = br_cluster_issue(c, b, rows, n_rows, logits != NULL, err);
-    if (!rc) rc = br_cluster_collect(c, logits, top1, err);
-    if (rc) br_cluster_clear(c);
-    return rc;
-}
-
 int br_cluster_stop(struct br_cluster *c, struct br_err *err)
 {
     struct br_comm *comm = c->comm;

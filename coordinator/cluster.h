@@ -1,7 +1,7 @@
 /*
  * Rank 0 driving the ranks of a TP x PP job through forward steps (the step protocol is
  * worker/step.h; every other rank runs br_step_follow). This is the scheduler's executor
- * in production (coordinator/sched.h), and `run` uses it for one step at a time.
+ * (coordinator/sched.h) of every command that generates.
  *
  * Steps in flight (pipeline parallelism): rank 0 may issue up to BR_CLUSTER_MAX_INFLIGHT
  * steps before collecting the oldest one's results, so that every stage has work. Results
@@ -65,10 +65,6 @@ int br_cluster_collect_sampled(struct br_cluster *c, struct br_sample_result *re
                                struct br_err *err);
 /* Forgets the steps in flight (after an error). */
 void br_cluster_clear(struct br_cluster *c);
-
-/* One step, issued and collected: logits (n_rows, vocab), or with logits NULL top1. */
-int br_cluster_step(struct br_cluster *c, const struct br_batch *b, const int32_t *rows,
-                    int32_t n_rows, float *logits, int32_t *top1, struct br_err *err);
 
 /* Tells every rank to leave br_step_follow. */
 int br_cluster_stop(struct br_cluster *c, struct br_err *err);

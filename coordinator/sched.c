@@ -33,7 +33,7 @@ struct job {
     struct br_detok *dt;
     char *text; /* detokenized output so far */
     size_t text_len, text_cap, emitted;
-    int cancelled;
+    int cancelled, ignore_eos;
     struct job *next;
 };
 
@@ -215,7 +215,7 @@ static int job_setup(struct br_sched *s, struct job *j, struct br_err *err)
         j->stop.strings = copy;
     }
     j->hist = malloc(((size_t)j->n_prompt + (size_t)j->max_new + 1) * sizeof *j->hist);
-    if (!j->hist || br_detok_create(s->tok, 0, &j->dt))
+    if (!j->hist || (s->tok && br_detok_create(s->tok, 0, &j->dt)))
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     memcpy(j->hist, j->prompt, (size_t)j->n_prompt * sizeof *j->hist);
     j->n_hist = j->n_prompt;
@@ -242,6 +242,7 @@ void br_sched_submit(struct br_sched *s, struct br_sched_job_in *in)
     j->prompt = in->prompt;
     j->n_prompt = in->n_prompt;
     j->t_arrival = in->t_arrival;
+    j->ignore_eos = in->ignore_eos;
     j->slot = -1;
     memset(in, 0, sizeof *in);
     struct br_err err = {{0}};
@@ -281,7 +282,7 @@ static int push_text(struct br_sched *s, struct job *j, int32_t token, const flo
 {
     const char *piece = NULL;
     size_t len = 0;
-    br_detok_push(j->dt, token, &piece, &len);
+    if (j->dt) br_detok_push(j->dt, token, &piece, &len);
     if (j->text_len + len + 1 > j->text_cap) {
         size_t cap = j->text_cap ? j->text_cap * 2 : 256;
         while (cap < j->text_len + len + 1) cap *= 2;
@@ -290,7 +291,7 @@ static int push_text(struct br_sched *s, struct job *j, int32_t token, const flo
         j->text = nt;
         j->text_cap = cap;
     }
-    memcpy(j->text + j->text_len, piece, len);
+    if (len) memcpy(j->text + j->text_len, piece, len);
     j->text_len += len;
     j->text[j->text_len] = '\0';
     size_t upto = 0;
@@ -311,7 +312,7 @@ static void flush_text(struct br_sched *s, struct job *j, int stopped_by_string)
     if (stopped_by_string) return;
     const char *piece = NULL;
     size_t len = 0;
-    br_detok_flush(j->dt, &piece, &len);
+    if (j->dt) br_detok_flush(j->dt, &piece, &len);
     if (len) {
         char *nt = realloc(j->text, j->text_len + len + 1);
         if (!nt) return;
@@ -500,7 +501,8 @@ static int collect(struct br_sched *s, struct br_err *err)
         j->hist[j->n_hist++] = tok;
         const float *lpp = j->req.logprobs ? &lp : NULL;
         enum br_sample_stop_reason why = br_sample_stop_token(&j->stop, tok, j->n_gen);
-        if (why == BR_SAMPLE_STOP_TOKEN || br_tok_is_eog(s->tok, tok)) {
+        if (why == BR_SAMPLE_STOP_TOKEN ||
+            (!j->ignore_eos && s->tok && br_tok_is_eog(s->tok, tok))) {
             /* a stop token is not part of the output */
             if (j->req.stream) emit_token(s, j, (uint32_t)(j->n_gen - 1), tok, "", 0, lpp);
             flush_text(s, j, 0);

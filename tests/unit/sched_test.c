@@ -200,11 +200,12 @@ static void world_free(struct world *w)
 }
 
 /* A greedy request for n_prompt tokens (all 'a') and max_tokens new ones. */
-static void submit(struct world *w, uint64_t ticket, int32_t n_prompt, int32_t max_tokens,
-                   bool stream)
+static void submit_in(struct world *w, uint64_t ticket, int32_t n_prompt, int32_t max_tokens,
+                      bool stream, bool ignore_eos)
 {
     struct br_sched_job_in in = {0};
     in.ticket = ticket;
+    in.ignore_eos = ignore_eos;
     br_req_init(&in.req);
     in.req.type = BR_REQ_GENERATE;
     in.req.id = strdup("x");
@@ -217,6 +218,12 @@ static void submit(struct world *w, uint64_t ticket, int32_t n_prompt, int32_t m
     in.n_prompt = n_prompt;
     in.t_arrival = br_now();
     br_sched_submit(w->s, &in);
+}
+
+static void submit(struct world *w, uint64_t ticket, int32_t n_prompt, int32_t max_tokens,
+                   bool stream)
+{
+    submit_in(w, ticket, n_prompt, max_tokens, stream, false);
 }
 
 static void run_until_idle(struct world *w, int max_steps)
@@ -403,6 +410,40 @@ static void test_eos(void **state)
     world_free(&w);
 }
 
+/* With ignore_eos an end-of-generation token is output like any other (as `run
+ * --ignore-eos` wants) and the job goes on to max_tokens. */
+static void test_ignore_eos(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w, 2, 256, 64, 1, 64);
+    w.fake.eos_at_pos = 5;
+    submit_in(&w, 1, 4, 5, true, true);
+    run_until_idle(&w, 100);
+    assert_string_equal(w.rec.log, "1 tok 0 11 'j'\n1 tok 1 14 'm'\n1 tok 2 1 ''\n"
+                                   "1 tok 3 20 's'\n1 tok 4 23 'v'\n1 done length 5 ''\n");
+    world_free(&w);
+}
+
+/* Without a tokenizer, events carry ids and no text; only max_tokens ends a job. */
+static void test_no_tokenizer(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w, 2, 256, 64, 1, 64);
+    br_sched_destroy(&w.s);
+    struct br_sched_opts o = {0};
+    struct br_sched_sink sink = {&w.rec, rec_emit};
+    struct br_err err = {{0}};
+    assert_int_equal(br_sched_create(&o, &w.ex, &sink, NULL, &w.s, &err), BR_OK);
+    w.fake.eos_at_pos = 5;
+    submit(&w, 1, 4, 4, true);
+    run_until_idle(&w, 100);
+    assert_string_equal(w.rec.log, "1 tok 0 11 ''\n1 tok 1 14 ''\n1 tok 2 1 ''\n"
+                                   "1 tok 3 20 ''\n1 done length 4 ''\n");
+    world_free(&w);
+}
+
 /* The same arrivals give the same events, in the same order, byte for byte. */
 static void schedule(struct world *w)
 {
@@ -560,6 +601,8 @@ int main(void)
         cmocka_unit_test(test_micro_batches),
         cmocka_unit_test(test_lost_rank),
         cmocka_unit_test(test_eos),
+        cmocka_unit_test(test_ignore_eos),
+        cmocka_unit_test(test_no_tokenizer),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_gateway_refusals),
     };

@@ -4,9 +4,10 @@
  *   bitrack chat -m MODEL [-t THREADS] [--system TEXT] [--chat-template NAME] [--temp T] ...
  *   bitrack chat --server ADDR [--system TEXT] ...
  *
- * Locally the conversation is rendered with the model's chat template each turn and only
- * the tokens past the part already in the KV cache are evaluated. With --server the
- * messages go to `bitrack serve`, which renders them.
+ * Locally the conversation is rendered with the model's chat template each turn and runs
+ * as one job of the scheduler (coordinator/sched.h) that continues the conversation's
+ * sequence: only the tokens past the part already in the KV cache are evaluated. With
+ * --server the messages go to `bitrack serve`, which renders them.
  *
  * Lines are read with libedit (line editing, history) when stdin is a terminal, plainly
  * otherwise (a pipe), until EOF or /exit. Lines starting with '/' are commands handled
@@ -20,12 +21,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "coordinator/chat.h"
 #include "coordinator/rank.h"
+#include "coordinator/sched.h"
 #include "proto/client.h"
-#include "worker/sample.h"
 
 struct convo {
     char **role, **content;
@@ -114,6 +116,35 @@ static int on_event(const struct br_resp *r, void *user)
     return 0;
 }
 
+/* A local reply as the scheduler's events come: its text through the turn's own
+ * detokenizer, printed as it grows; a reply ends with its last whole character and
+ * without the end-of-generation token. */
+struct chat_out {
+    const struct br_tok *tok;
+    struct br_detok *dt;
+    char *reply;
+    size_t len;
+    char err[sizeof(struct br_err)]; /* the turn's error, if it failed */
+};
+
+static void chat_emit(void *ctx, uint64_t ticket, struct br_event *e)
+{
+    struct chat_out *o = ctx;
+    const char *piece;
+    size_t pl;
+    (void)ticket;
+    if (e->kind == BR_EVENT_TOKEN && e->token >= 0 && !br_tok_is_eog(o->tok, e->token) &&
+        br_detok_push(o->dt, e->token, &piece, &pl) == BR_OK && pl) {
+        fwrite(piece, 1, pl, stdout);
+        fflush(stdout);
+        char *nr = realloc(o->reply, o->len + pl + 1);
+        if (nr) memcpy(nr + o->len, piece, pl), o->len += pl, o->reply = nr;
+    } else if (e->kind == BR_EVENT_ERROR) {
+        snprintf(o->err, sizeof o->err, "%s", e->message ? e->message : "out of memory");
+    }
+    br_event_free_list(e);
+}
+
 /* One reply from the server; appends it to the conversation. */
 static int server_turn(struct br_client *cl, const struct chat_opts *o, struct convo *c,
                        struct reply_buf *rb, struct br_err *err)
@@ -189,12 +220,10 @@ int br_cmd_chat(int argc, char **argv)
     struct br_err err = {{0}};
     struct convo cv = {0};
     struct br_rank *r = NULL;
-    struct br_engine *e = NULL;
+    struct br_sched *sc = NULL;
+    struct chat_out co = {0};
     struct br_tok *tok = NULL;
     struct br_client *cl = NULL;
-    int32_t *cached = NULL;
-    size_t n_cached = 0;
-    float *logits = NULL;
     char tmpl[32] = "bitnet", *line = NULL;
     int rc = 0, exit_code = 1, failed = 0;
     if (o.system && convo_add(&cv, "system", o.system, strlen(o.system))) goto done;
@@ -215,13 +244,17 @@ int br_cmd_chat(int argc, char **argv)
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             goto done;
         }
-        e = r->engine, tok = r->tok;
-        const struct br_model *m = r->model;
-        const char *t = o.tmpl ? o.tmpl : br_chat_template_detect(NULL, m->cfg.arch_name);
+        co.tok = tok = r->tok;
+        const char *t = o.tmpl ? o.tmpl : br_chat_template_detect(NULL, r->model->cfg.arch_name);
         snprintf(tmpl, sizeof tmpl, "%s", t ? t : "chatml");
-        logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
-        cached = malloc((size_t)br_engine_n_ctx(e) * sizeof *cached);
-        if (!logits || !cached) goto done;
+        struct br_executor ex;
+        br_cluster_executor(r->cluster, &ex);
+        struct br_sched_opts so = {.max_tokens_cap = (int32_t)o.n_max};
+        struct br_sched_sink sink = {&co, chat_emit};
+        if (br_sched_create(&so, &ex, &sink, tok, &sc, &err)) {
+            fprintf(stderr, "bitrack chat: %s\n", err.msg);
+            goto done;
+        }
     }
     /* a template that cannot render (locally; or one the server would refuse, as it
      * renders with the same module) fails now, before the banner */
@@ -246,7 +279,6 @@ int br_cmd_chat(int argc, char **argv)
             if (!strcmp(cmd, "exit") || !strcmp(cmd, "quit")) break;
             if (!strcmp(cmd, "reset")) {
                 convo_clear(&cv, keep);
-                n_cached = 0;
                 fprintf(stderr, "bitrack chat: the conversation starts over\n");
             } else if (!strcmp(cmd, "help")) {
                 fputs(chat_help, stderr);
@@ -277,78 +309,55 @@ int br_cmd_chat(int argc, char **argv)
             free(rb.text);
             continue;
         }
-        /* local: render, tokenize, evaluate what is new, generate */
+        /* local: render, tokenize, then one job of the conversation for the scheduler,
+         * which evaluates only what its cache does not hold */
         struct br_chat_turn *turns = calloc(cv.n, sizeof *turns);
         char *prompt = NULL;
-        size_t plen = 0;
-        int32_t *ids = NULL;
-        size_t n = 0;
+        size_t plen = 0, n = 0;
+        struct br_sched_job_in in = {.ticket = 1, .key = 1, .keep = true, .t_arrival = br_now()};
         for (size_t i = 0; turns && i < cv.n; i++)
             turns[i].role = cv.role[i], turns[i].content = cv.content[i];
         rc = !turns ? BR_E_NOMEM : br_chat_render(tmpl, turns, cv.n, 1, &prompt, &plen, &err);
         free(turns);
         if (!rc)
-            rc = br_tok_encode(tok, prompt, plen, BR_TOK_ADD_BOS | BR_TOK_PARSE_SPECIAL, &ids, &n,
-                               &err);
+            rc = br_tok_encode(tok, prompt, plen, BR_TOK_ADD_BOS | BR_TOK_PARSE_SPECIAL, &in.prompt,
+                               &n, &err);
         free(prompt);
-        int32_t ctx = br_engine_n_ctx(e);
-        if (!rc && (int64_t)n + 1 >= ctx)
+        if (!rc && (int64_t)n + 1 >= r->n_ctx)
             rc = br_err_set(&err, BR_E_TOO_LONG,
-                            "the conversation no longer fits the context (%d tokens); /reset", ctx);
-        size_t common = 0;
-        while (!rc && common < n && common < n_cached && cached[common] == ids[common]) common++;
-        if (!rc && common == n) common = n - 1; /* evaluate at least the last token */
-        if (!rc)
-            rc = br_engine_eval(e, ids + common, (int32_t)(n - common), (int32_t)common, logits,
-                                BR_LOGITS_LAST, &err);
-        if (rc) {
+                            "the conversation no longer fits the context (%d tokens); /reset",
+                            r->n_ctx);
+        if (!rc && !(rc = br_detok_create(tok, 0, &co.dt))) {
+            br_req_init(&in.req);
+            in.n_prompt = (int32_t)n, in.req.type = BR_REQ_GENERATE, in.req.stream = true;
+            struct br_req_sampling *q = &in.req.sampling;
+            q->temperature = (float)o.temp, q->top_k = (int32_t)o.top_k, q->top_p = (float)o.top_p;
+            q->min_p = (float)o.min_p, q->has_seed = true, q->seed = (uint64_t)o.seed;
+            in.req.max_tokens = (int32_t)o.n_max;
+            br_sched_submit(sc, &in);
+            while (!rc && br_sched_busy(sc)) rc = br_sched_step(sc, &err);
+            if (!rc && co.err[0]) rc = br_err_set(&err, BR_E_INVALID, "%s", co.err);
+        }
+        br_detok_destroy(&co.dt);
+        free(in.prompt);
+        if (!rc) {
+            fputc('\n', stdout);
+            convo_add(&cv, "assistant", co.reply ? co.reply : "", co.len);
+        } else {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             failed = 1;
-            free(ids);
             convo_clear(&cv, cv.n - 1);
-            continue;
         }
-        memcpy(cached, ids, n * sizeof *cached);
-        n_cached = n;
-        free(ids);
-        struct br_sample_params sp;
-        br_sample_params_default(&sp);
-        sp.temperature = (float)o.temp, sp.top_k = (int32_t)o.top_k, sp.top_p = (float)o.top_p;
-        sp.min_p = (float)o.min_p, sp.seed = (uint64_t)o.seed;
-        struct br_detok *dt = NULL;
-        br_detok_create(tok, 0, &dt);
-        char *reply = NULL;
-        size_t rlen = 0;
-        for (long long i = 0; i < o.n_max && n_cached < (size_t)ctx; i++) {
-            struct br_sample_result res;
-            if (br_sample_full(&sp, logits, r->model->cfg.n_vocab, cached, n_cached, 0, n_cached,
-                               &res, &err))
-                break;
-            if (br_tok_is_eog(tok, res.token)) break;
-            const char *piece;
-            size_t pl;
-            if (dt && br_detok_push(dt, res.token, &piece, &pl) == BR_OK && pl) {
-                fwrite(piece, 1, pl, stdout);
-                fflush(stdout);
-                char *nr = realloc(reply, rlen + pl + 1);
-                if (nr) memcpy(nr + rlen, piece, pl), rlen += pl, reply = nr;
-            }
-            cached[n_cached] = res.token;
-            if (br_engine_eval(e, &res.token, 1, (int32_t)n_cached, logits, BR_LOGITS_LAST, &err))
-                break;
-            n_cached++;
-        }
-        br_detok_destroy(&dt);
-        fputc('\n', stdout);
-        convo_add(&cv, "assistant", reply ? reply : "", rlen);
-        free(reply);
+        free(co.reply);
+        co = (struct chat_out){.tok = tok};
     }
     exit_code = failed; /* 1 when a turn failed */
 done:
     free(line);
     convo_clear(&cv, 0);
-    free(cv.role), free(cv.content), free(cached), free(logits);
+    free(cv.role), free(cv.content);
     br_client_close(&cl);
+    br_sched_destroy(&sc);
     br_rank_close(&r);
     return exit_code;
 }

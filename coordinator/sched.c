@@ -33,7 +33,8 @@ struct job {
     struct br_detok *dt;
     char *text; /* detokenized output so far */
     size_t text_len, text_cap, emitted;
-    int cancelled, ignore_eos;
+    int cancelled, ignore_eos, keep;
+    uint64_t key; /* the conversation, 0: none */
     struct job *next;
 };
 
@@ -44,6 +45,13 @@ struct inflight {
     struct job *row_job[BR_SCHED_MAX_BATCH];
 };
 
+/* A conversation's sequence kept in a free slot: its key, the tokens in the cache (n,)
+ * and the blocks they hold; toks NULL: none. */
+struct kept {
+    uint64_t key;
+    int32_t *toks, n, blocks;
+};
+
 struct br_sched {
     struct br_executor ex;
     struct br_sched_sink sink;
@@ -52,6 +60,7 @@ struct br_sched {
     int32_t max_tokens_cap, budget, depth;
     int32_t free_blocks; /* KV blocks not reserved by an admitted job: the one count */
     struct job **slots;  /* (n_seq,) */
+    struct kept *kept;   /* (n_seq,) sequences kept in free slots */
     struct job *waiting, *waiting_tail; /* FIFO */
     int32_t *to_free;                   /* slots to release in the next step, (2 n_seq,) */
     int32_t n_to_free;
@@ -141,6 +150,18 @@ static void release(struct br_sched *s, struct job *j)
     atomic_store(&s->stats->kv_blocks_used, s->ex.n_blocks - s->free_blocks);
 }
 
+/* A conversation's job that ended normally: its slot, cache and blocks stay for the next
+ * job of its key. The cache holds the prompt and every generated token but the last. */
+static void keep_seq(struct br_sched *s, struct job *j)
+{
+    struct kept *k = &s->kept[j->slot];
+    *k = (struct kept){j->key, j->hist, j->n_prompt + j->n_gen - 1, j->blocks};
+    j->hist = NULL;
+    s->slots[j->slot] = NULL;
+    j->slot = -1;
+    atomic_fetch_sub(&s->stats->running, 1);
+}
+
 /* The job's last event: done (err_msg NULL) or an error; the job is freed. */
 static void finish(struct br_sched *s, struct job *j, enum br_finish reason,
                    enum br_proto_code code, const char *err_msg)
@@ -167,6 +188,8 @@ static void finish(struct br_sched *s, struct job *j, enum br_finish reason,
             emit(s, j, e);
         }
     }
+    if (j->keep && j->key && j->slot >= 0 && !err_msg && reason != BR_FINISH_CANCELLED)
+        keep_seq(s, j);
     release(s, j);
     atomic_fetch_add(&s->stats->completed, 1);
     atomic_fetch_add(&s->stats->tokens_out, j->n_gen);
@@ -243,6 +266,8 @@ void br_sched_submit(struct br_sched *s, struct br_sched_job_in *in)
     j->n_prompt = in->n_prompt;
     j->t_arrival = in->t_arrival;
     j->ignore_eos = in->ignore_eos;
+    j->key = in->key;
+    j->keep = in->keep;
     j->slot = -1;
     memset(in, 0, sizeof *in);
     struct br_err err = {{0}};
@@ -353,10 +378,21 @@ static void admit(struct br_sched *s)
         }
     while (s->waiting) {
         struct job *j = s->waiting;
-        int32_t slot = -1;
+        int32_t slot = -1, reuse = 0;
+        for (int32_t i = 0; i < s->ex.n_seq && j->key && slot < 0; i++)
+            if (s->kept[i].toks && s->kept[i].key == j->key) slot = i, reuse = s->kept[i].blocks;
         for (int32_t i = 0; i < s->ex.n_seq && slot < 0; i++)
-            if (!s->slots[i]) slot = i;
-        if (slot < 0 || j->blocks > s->free_blocks) break;
+            if (!s->slots[i] && !s->kept[i].toks) slot = i;
+        if (slot < 0 || j->blocks > s->free_blocks + reuse) break;
+        if (reuse) { /* continues its conversation: what the cache holds is not fed again */
+            struct kept *k = &s->kept[slot];
+            while (j->n_fed < k->n && j->n_fed < j->n_prompt - 1 &&
+                   k->toks[j->n_fed] == j->prompt[j->n_fed])
+                j->n_fed++;
+            s->free_blocks += k->blocks;
+            free(k->toks);
+            *k = (struct kept){0};
+        }
         s->waiting = j->next;
         if (!s->waiting) s->waiting_tail = NULL;
         j->next = NULL;
@@ -555,6 +591,12 @@ void br_sched_finish_all(struct br_sched *s, int executor_ok, enum br_proto_code
         finish(s, j, BR_FINISH_ERROR, code, why);
     }
     s->waiting_tail = NULL;
+    for (int32_t i = 0; i < s->ex.n_seq; i++)
+        if (s->kept[i].toks) {
+            s->free_blocks += s->kept[i].blocks;
+            free(s->kept[i].toks);
+            s->kept[i] = (struct kept){0};
+        }
 }
 
 int br_sched_create(const struct br_sched_opts *o, const struct br_executor *ex,
@@ -582,8 +624,9 @@ int br_sched_create(const struct br_sched_opts *o, const struct br_executor *ex,
     atomic_store(&s->stats->kv_blocks_total, ex->n_blocks);
     s->slots = calloc((size_t)ex->n_seq, sizeof *s->slots);
     s->to_free = calloc(2 * (size_t)ex->n_seq, sizeof *s->to_free);
+    s->kept = calloc((size_t)ex->n_seq, sizeof *s->kept);
     s->logits = malloc((size_t)s->budget * (size_t)ex->vocab * sizeof *s->logits);
-    if (!s->slots || !s->to_free || !s->logits) {
+    if (!s->slots || !s->to_free || !s->kept || !s->logits) {
         br_sched_destroy(&s);
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
@@ -596,6 +639,8 @@ void br_sched_destroy(struct br_sched **sp)
     if (!sp || !*sp) return;
     struct br_sched *s = *sp;
     for (int32_t i = 0; s->slots && i < s->ex.n_seq; i++) job_free(s->slots[i]);
+    for (int32_t i = 0; s->kept && i < s->ex.n_seq; i++) free(s->kept[i].toks);
+    free(s->kept);
     while (s->waiting) {
         struct job *j = s->waiting;
         s->waiting = j->next;

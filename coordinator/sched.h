@@ -112,6 +112,13 @@ struct br_sched_job_in {
     int32_t n_prompt;  /* >= 1 */
     double t_arrival;  /* br_now() when the request arrived */
     bool ignore_eos;   /* end-of-generation tokens are output like any other */
+    /* A conversation: with keep, a job that ends by a stop or its length keeps its slot,
+     * its KV cache and its blocks for key (non-zero); the next job with that key continues
+     * the sequence: its prompt is the whole sequence again, and only what differs from
+     * the cached tokens (at least the last token) is evaluated. A kept sequence holds its
+     * slot until a job continues it or the scheduler is destroyed. */
+    uint64_t key;
+    bool keep;
 };
 
 struct br_sched;

@@ -444,6 +444,51 @@ static void test_no_tokenizer(void **state)
     world_free(&w);
 }
 
+/* A greedy request for the given prompt, of conversation key (0: none), kept or not. */
+static void submit_conv(struct world *w, uint64_t ticket, const int32_t *prompt, int32_t n,
+                        int32_t max_tokens, uint64_t key, bool keep)
+{
+    struct br_sched_job_in in = {.ticket = ticket, .n_prompt = n, .key = key, .keep = keep};
+    br_req_init(&in.req);
+    in.req.type = BR_REQ_GENERATE;
+    in.req.max_tokens = max_tokens;
+    in.prompt = malloc((size_t)n * sizeof *in.prompt);
+    memcpy(in.prompt, prompt, (size_t)n * sizeof *prompt);
+    in.t_arrival = br_now();
+    br_sched_submit(w->s, &in);
+}
+
+/* A conversation keeps its sequence between jobs: the next job of its key evaluates only
+ * what the cache does not hold (at least its last token), in the same slot (the fake
+ * model's tokens depend on the slot), and a job of no conversation takes another slot. */
+static void test_conversation(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w, 2, 256, 64, 1, 64);
+    const int32_t p1[4] = {2, 2, 2, 2}, p2[8] = {2, 2, 2, 2, 11, 14, 17, 2};
+    const int32_t p4[9] = {2, 2, 2, 2, 11, 14, 17, 2, 23};
+    submit_conv(&w, 1, p1, 4, 3, 7, true);
+    run_until_idle(&w, 100);
+    submit_conv(&w, 3, p1, 4, 1, 0, false);
+    run_until_idle(&w, 100);
+    submit_conv(&w, 2, p2, 8, 2, 7, true); /* 6 tokens cached: 2 fed */
+    run_until_idle(&w, 100);
+    submit_conv(&w, 4, p4, 9, 1, 7, false); /* all 9 cached: the last fed again */
+    run_until_idle(&w, 100);
+    assert_string_equal(w.rec.log, "1 done length 3 'jmp'\n3 done length 1 'k'\n"
+                                   "2 done length 2 'vy'\n4 done length 1 'y'\n");
+    assert_string_equal(w.fake.log, "n=4 rows=1 seqs=1 free=0\nn=1 rows=1 seqs=1 free=0\n"
+                                    "n=1 rows=1 seqs=1 free=0\nn=4 rows=1 seqs=1 free=0\n"
+                                    "n=2 rows=1 seqs=1 free=1\nn=1 rows=1 seqs=1 free=0\n"
+                                    "n=1 rows=1 seqs=1 free=0\n");
+    /* without keep the slot is released: a job of the same key starts over */
+    submit_conv(&w, 5, p1, 4, 1, 7, false);
+    run_until_idle(&w, 100);
+    assert_non_null(strstr(w.fake.log, "n=1 rows=1 seqs=1 free=0\nn=4 rows=1 seqs=1 free=1\n"));
+    world_free(&w);
+}
+
 /* The same arrivals give the same events, in the same order, byte for byte. */
 static void schedule(struct world *w)
 {
@@ -603,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_eos),
         cmocka_unit_test(test_ignore_eos),
         cmocka_unit_test(test_no_tokenizer),
+        cmocka_unit_test(test_conversation),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_gateway_refusals),
     };

@@ -201,10 +201,15 @@ int br_cmd_bench_model(int argc, char **argv)
     float *logits = malloc((size_t)cfg->n_vocab * sizeof *logits);
     int first = 1, rc = 0;
     for (int32_t ti = 0; ti < n_threads && toks && logits; ti++) {
-        if (ti > 0 && br_rank_set_threads(rk, threads[ti], &err)) {
-            fprintf(stderr, "bitrack bench model: %s\n", err.msg);
-            rc = 1;
-            break;
+        if (ti > 0) { /* a rank per thread count */
+            br_rank_close(&rk);
+            ro.threads = threads[ti];
+            if (br_rank_open(&ro, &rk, &err)) {
+                fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+                rc = 1;
+                break;
+            }
+            m = rk->model, cfg = &m->cfg;
         }
         struct br_pool *pool = rk->pool;
         struct br_engine *e = rk->engine;

@@ -99,20 +99,18 @@ struct reply_buf {
     size_t len;
 };
 
+/* Prints a piece of the reply as it comes and appends it to the reply. */
+static void reply_add(struct reply_buf *rb, const char *p, size_t n)
+{
+    fwrite(p, 1, n, stdout);
+    fflush(stdout);
+    char *nt = realloc(rb->text, rb->len + n + 1);
+    if (nt) memcpy(nt + rb->len, p, n), rb->len += n, nt[rb->len] = '\0', rb->text = nt;
+}
+
 static int on_event(const struct br_resp *r, void *user)
 {
-    struct reply_buf *rb = user;
-    if (r->type == BR_RESP_TOKEN && r->text) {
-        fwrite(r->text, 1, r->text_len, stdout);
-        fflush(stdout);
-        char *nt = realloc(rb->text, rb->len + r->text_len + 1);
-        if (nt) {
-            memcpy(nt + rb->len, r->text, r->text_len);
-            rb->len += r->text_len;
-            nt[rb->len] = '\0';
-            rb->text = nt;
-        }
-    }
+    if (r->type == BR_RESP_TOKEN && r->text) reply_add(user, r->text, r->text_len);
     return 0;
 }
 
@@ -122,8 +120,7 @@ static int on_event(const struct br_resp *r, void *user)
 struct chat_out {
     const struct br_tok *tok;
     struct br_detok *dt;
-    char *reply;
-    size_t len;
+    struct reply_buf rb;
     char err[sizeof(struct br_err)]; /* the turn's error, if it failed */
 };
 
@@ -135,10 +132,7 @@ static void chat_emit(void *ctx, uint64_t ticket, struct br_event *e)
     (void)ticket;
     if (e->kind == BR_EVENT_TOKEN && e->token >= 0 && !br_tok_is_eog(o->tok, e->token) &&
         br_detok_push(o->dt, e->token, &piece, &pl) == BR_OK && pl) {
-        fwrite(piece, 1, pl, stdout);
-        fflush(stdout);
-        char *nr = realloc(o->reply, o->len + pl + 1);
-        if (nr) memcpy(nr + o->len, piece, pl), o->len += pl, o->reply = nr;
+        reply_add(&o->rb, piece, pl);
     } else if (e->kind == BR_EVENT_ERROR) {
         snprintf(o->err, sizeof o->err, "%s", e->message ? e->message : "out of memory");
     }
@@ -342,13 +336,13 @@ int br_cmd_chat(int argc, char **argv)
         free(in.prompt);
         if (!rc) {
             fputc('\n', stdout);
-            convo_add(&cv, "assistant", co.reply ? co.reply : "", co.len);
+            convo_add(&cv, "assistant", co.rb.text ? co.rb.text : "", co.rb.len);
         } else {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             failed = 1;
             convo_clear(&cv, cv.n - 1);
         }
-        free(co.reply);
+        free(co.rb.text);
         co = (struct chat_out){.tok = tok};
     }
     exit_code = failed; /* 1 when a turn failed */

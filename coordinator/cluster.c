@@ -117,12 +117,6 @@ void br_cluster_destroy(struct br_cluster **cp)
     *cp = NULL;
 }
 
-bool br_cluster_can_sample(const struct br_cluster *c, const struct br_sample_params *const *sp,
-                           int32_t n_rows)
-{
-    return br_step_can_sample(c->e, sp, n_rows);
-}
-
 /* Issues the step whose pending slot p the caller filled (sampled: p->ext holds the
  * parameters); the slot joins the ring only when the step was sent. */
 static int issue_step(struct br_cluster *c, struct pending *p, const struct br_batch *b,
@@ -157,32 +151,27 @@ static int next_slot(struct br_cluster *c, const struct br_batch *b, int32_t n_r
     return BR_OK;
 }
 
-int br_cluster_issue(struct br_cluster *c, const struct br_batch *b, const int32_t *rows,
-                     int32_t n_rows, bool want_logits, struct br_err *err)
+/* Sends a step down the pipeline (and runs this rank's share): its rows' next tokens come
+ * back as mode says; SAMPLED rows are sampled on the last stage with sp[i] at (rseq[i],
+ * rpos[i]) of the counter RNG. */
+static int exec_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
+                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
+                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
 {
-    struct pending *p = NULL;
-    int rc = next_slot(c, b, n_rows, &p, err);
-    if (rc) return rc;
-    p->n_rows = n_rows;
-    p->want_logits = want_logits;
-    p->sampled = false;
-    return issue_step(c, p, b, rows, err);
-}
-
-int br_cluster_issue_sampled(struct br_cluster *c, const struct br_batch *b, const int32_t *rows,
-                             int32_t n_rows, const struct br_sample_params *const *sp,
-                             const uint64_t *seq, const uint64_t *pos, struct br_err *err)
-{
-    if (n_rows < 0 || n_rows > c->mb || !br_step_can_sample(c->e, sp, n_rows))
+    struct br_cluster *c = ctx;
+    bool sampled = mode == BR_SCHED_SAMPLED;
+    if (sampled && (n_rows < 0 || n_rows > c->mb || !br_step_can_sample(c->e, sp, n_rows)))
         return br_err_set(err, BR_E_INVALID, "these rows cannot be sampled on the last stage");
     struct pending *p = NULL;
     int rc = next_slot(c, b, n_rows, &p, err);
     if (rc) return rc;
-    memset(p->ext.p, 0, br_step_ext_ints(c->e) * sizeof(int32_t));
-    br_step_ext_pack(p->ext.p, c->mb, n_rows, sp, seq, pos);
+    if (sampled) {
+        memset(p->ext.p, 0, br_step_ext_ints(c->e) * sizeof(int32_t));
+        br_step_ext_pack(p->ext.p, c->mb, n_rows, sp, rseq, rpos);
+    }
     p->n_rows = n_rows;
-    p->want_logits = false;
-    p->sampled = true;
+    p->want_logits = mode == BR_SCHED_FULL;
+    p->sampled = sampled;
     return issue_step(c, p, b, rows, err);
 }
 
@@ -215,8 +204,11 @@ static int recv_last(struct br_cluster *c, int t, void *buf, size_t n, const cha
     return rc ? br_step_fail(err, comm, rc, what) : BR_OK;
 }
 
-int br_cluster_collect_sampled(struct br_cluster *c, struct br_sample_result *res, int *row_rc,
-                               struct br_err *err)
+/* The oldest step's results, issued sampled: res and row_rc (n_rows,), BR_OK or the status
+ * with which that row's sampling failed (a NaN logit, say). The return value is about the
+ * transport: BR_OK, or the error that ends the step. */
+static int collect_sampled(struct br_cluster *c, struct br_sample_result *res, int *row_rc,
+                           struct br_err *err)
 {
     struct pending *p = take_oldest(c, true, err);
     if (!p) return BR_E_INVALID;
@@ -262,7 +254,9 @@ int br_cluster_collect_sampled(struct br_cluster *c, struct br_sample_result *re
     return rc;
 }
 
-int br_cluster_collect(struct br_cluster *c, float *logits, int32_t *top1, struct br_err *err)
+/* The oldest step's results: logits (n_rows, vocab), or with logits NULL the greedy choice
+ * top1 (n_rows,): the highest logit, ties to the lowest id. */
+static int collect_rows(struct br_cluster *c, float *logits, int32_t *top1, struct br_err *err)
 {
     struct pending *p = take_oldest(c, false, err);
     if (!p) return BR_E_INVALID;
@@ -304,12 +298,6 @@ int br_cluster_collect(struct br_cluster *c, float *logits, int32_t *top1, struc
     return rc;
 }
 
-void br_cluster_clear(struct br_cluster *c)
-{
-    c->head = 0;
-    c->count = 0;
-}
-
 int br_cluster_stop(struct br_cluster *c, struct br_err *err)
 {
     struct br_comm *comm = c->comm;
@@ -327,28 +315,20 @@ int br_cluster_stop(struct br_cluster *c, struct br_err *err)
 
 static bool exec_can_sample(void *ctx, const struct br_sample_params *const *sp, int32_t n)
 {
-    return br_cluster_can_sample(ctx, sp, n);
-}
-
-static int exec_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
-                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
-                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
-{
-    if (mode == BR_SCHED_SAMPLED)
-        return br_cluster_issue_sampled(ctx, b, rows, n_rows, sp, rseq, rpos, err);
-    return br_cluster_issue(ctx, b, rows, n_rows, mode == BR_SCHED_FULL, err);
+    return br_step_can_sample(((struct br_cluster *)ctx)->e, sp, n);
 }
 
 static int exec_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
                         struct br_sample_result *res, int *row_rc, struct br_err *err)
 {
-    if (mode == BR_SCHED_SAMPLED) return br_cluster_collect_sampled(ctx, res, row_rc, err);
-    return br_cluster_collect(ctx, mode == BR_SCHED_FULL ? logits : NULL, top1, err);
+    if (mode == BR_SCHED_SAMPLED) return collect_sampled(ctx, res, row_rc, err);
+    return collect_rows(ctx, mode == BR_SCHED_FULL ? logits : NULL, top1, err);
 }
 
 static void exec_clear(void *ctx)
 {
-    br_cluster_clear(ctx);
+    struct br_cluster *c = ctx;
+    c->head = c->count = 0;
 }
 
 void br_cluster_executor(struct br_cluster *c, struct br_executor *ex)

@@ -69,8 +69,6 @@ struct br_rank {
  * undone but the communicator: *out holds only it (NULL for one process), so that the
  * caller reports the error, ends the job with br_rank_abort, then br_rank_close. */
 int br_rank_open(const struct br_rank_opts *o, struct br_rank **out, struct br_err *err);
-/* One process: a new pool of `threads` (0: the default) and engine and driver on it. */
-int br_rank_set_threads(struct br_rank *r, int threads, struct br_err *err);
 /* Ends the whole job with exit code `code` (MPI); nothing for one process or NULL. */
 void br_rank_abort(struct br_rank *r, int code);
 /* Closes everything in reverse order and finalizes MPI; NULL-safe, NULLs *r. */

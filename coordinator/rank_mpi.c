@@ -128,19 +128,6 @@ fail:
     return rc;
 }
 
-int br_rank_set_threads(struct br_rank *r, int threads, struct br_err *err)
-{
-    if (r->comm) return br_err_set(err, BR_E_INVALID, "a job's ranks change threads together");
-    br_cluster_destroy(&r->cluster);
-    br_engine_destroy(&r->engine);
-    br_pool_destroy(&r->pool);
-    r->threads = threads > 0 ? threads : threads_default(NULL);
-    int rc = open_engine(r, err);
-    if (!rc && (rc = br_cluster_create(r->engine, NULL, &r->cluster, err)))
-        br_engine_destroy(&r->engine), br_pool_destroy(&r->pool);
-    return rc;
-}
-
 void br_rank_abort(struct br_rank *r, int code)
 {
     if (r && r->comm) br_comm_mpi_abort(r->comm, code);

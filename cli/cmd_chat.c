@@ -139,21 +139,24 @@ static void chat_emit(void *ctx, uint64_t ticket, struct br_event *e)
     br_event_free_list(e);
 }
 
+/* A streamed reply's request with the options' sampling; a local chat always has a seed
+ * (-1 is the largest). */
+static void chat_req(const struct chat_opts *o, bool local, struct br_req *req)
+{
+    br_req_init(req);
+    req->type = BR_REQ_GENERATE, req->stream = true, req->max_tokens = (int32_t)o->n_max;
+    struct br_req_sampling *q = &req->sampling;
+    q->temperature = (float)o->temp, q->top_k = (int32_t)o->top_k, q->top_p = (float)o->top_p;
+    q->min_p = (float)o->min_p, q->has_seed = local || o->seed >= 0;
+    q->seed = q->has_seed ? (uint64_t)o->seed : 0;
+}
+
 /* One reply from the server; appends it to the conversation. */
 static int server_turn(struct br_client *cl, const struct chat_opts *o, struct convo *c,
                        struct reply_buf *rb, struct br_err *err)
 {
     struct br_req req;
-    br_req_init(&req);
-    req.type = BR_REQ_GENERATE;
-    req.stream = true;
-    req.max_tokens = (int32_t)o->n_max;
-    req.sampling.temperature = (float)o->temp;
-    req.sampling.top_k = (int32_t)o->top_k;
-    req.sampling.top_p = (float)o->top_p;
-    req.sampling.min_p = (float)o->min_p;
-    req.sampling.has_seed = o->seed >= 0;
-    req.sampling.seed = o->seed >= 0 ? (uint64_t)o->seed : 0;
+    chat_req(o, false, &req);
     struct br_chat_msg *msgs = calloc(c->n, sizeof *msgs);
     if (!msgs) return BR_E_NOMEM;
     for (size_t i = 0; i < c->n; i++) {
@@ -322,12 +325,8 @@ int br_cmd_chat(int argc, char **argv)
                             "the conversation no longer fits the context (%d tokens); /reset",
                             r->n_ctx);
         if (!rc && !(rc = br_detok_create(tok, 0, &co.dt))) {
-            br_req_init(&in.req);
-            in.n_prompt = (int32_t)n, in.req.type = BR_REQ_GENERATE, in.req.stream = true;
-            struct br_req_sampling *q = &in.req.sampling;
-            q->temperature = (float)o.temp, q->top_k = (int32_t)o.top_k, q->top_p = (float)o.top_p;
-            q->min_p = (float)o.min_p, q->has_seed = true, q->seed = (uint64_t)o.seed;
-            in.req.max_tokens = (int32_t)o.n_max;
+            chat_req(&o, true, &in.req);
+            in.n_prompt = (int32_t)n;
             br_sched_submit(sc, &in);
             while (!rc && br_sched_busy(sc)) rc = br_sched_step(sc, &err);
             if (!rc && co.err[0]) rc = br_err_set(&err, BR_E_INVALID, "%s", co.err);

@@ -22,7 +22,7 @@
 #include "worker/engine.h"
 #include "worker/model.h"
 
-/* No tokenizer; the model's if it has one (r->tok may be NULL); the model's or a failure */
+/* No tokenizer; the model's if it has one (r->tok may be NULL); the model's, or failure */
 enum br_rank_tok { BR_RANK_TOK_NONE = 0, BR_RANK_TOK_OPTIONAL, BR_RANK_TOK_REQUIRED };
 
 struct br_rank;
@@ -46,8 +46,8 @@ struct br_rank_opts {
     int32_t n_ctx, max_batch, n_seq; /* the engine's; 0 (n_ctx: or above the model's): default */
     enum br_rank_tok tok;
     /* on_comm: the communicator is up, nothing loaded (a server starts its front end and
-     * watches the ranks); on_model: the model and the tokenizer are loaded, the engine
-     * is not (r->n_ctx, max_batch, n_seq may change). Either may be NULL. */
+     * watches the ranks); on_model: the model and tokenizer are loaded, not the engine
+     * (r->n_ctx, max_batch, n_seq may change). Either may be NULL. */
     br_rank_hook on_comm, on_model;
     void *hook_ctx;
 };
@@ -65,9 +65,9 @@ struct br_rank {
     double t_load; /* seconds the model took to load */
 };
 
-/* Opens this rank; *out owns everything. On failure err says why and every step is
- * undone but the communicator: *out holds only it (NULL for one process), so that the
- * caller reports the error, ends the job with br_rank_abort, then br_rank_close. */
+/* Opens this rank; *out owns everything. On failure err says why and every step is undone
+ * but the communicator: *out holds only it (NULL for one process), for the caller to
+ * report the error, end the job with br_rank_abort, then br_rank_close. */
 int br_rank_open(const struct br_rank_opts *o, struct br_rank **out, struct br_err *err);
 /* Ends the whole job with exit code `code` (MPI); nothing for one process or NULL. */
 void br_rank_abort(struct br_rank *r, int code);

@@ -49,25 +49,6 @@ static int rank_err(const struct br_rank *r, int rc, struct br_err *err)
     return br_err_set(err, rc, "rank %d: %s", r->rank, e.msg);
 }
 
-static int open_engine(struct br_rank *r, struct br_err *err)
-{
-    if (br_pool_create(r->threads, &r->pool))
-        return br_err_set(err, BR_E_NOMEM, "cannot start %d threads", r->threads);
-    if (r->n_ctx <= 0 || r->n_ctx > r->model->cfg.n_ctx) r->n_ctx = r->model->cfg.n_ctx;
-    struct br_engine_opts eo = {.n_ctx = r->n_ctx,
-                                .max_batch = r->max_batch,
-                                .n_seq = r->n_seq,
-                                .pool = r->pool,
-                                .comm = r->comm};
-    int rc = br_engine_create(r->model, &eo, &r->engine, err);
-    if (rc) {
-        br_pool_destroy(&r->pool);
-        return rank_err(r, rc, err);
-    }
-    r->max_batch = br_engine_max_batch(r->engine);
-    return BR_OK;
-}
-
 int br_rank_open(const struct br_rank_opts *o, struct br_rank **out, struct br_err *err)
 {
     *out = NULL;
@@ -104,7 +85,17 @@ int br_rank_open(const struct br_rank_opts *o, struct br_rank **out, struct br_e
         rc = BR_OK;
     }
     if (o->on_model && (rc = o->on_model(o->hook_ctx, r, err))) goto fail_tok;
-    if ((rc = open_engine(r, err))) goto fail_tok;
+    if (br_pool_create(r->threads, &r->pool)) {
+        rc = br_err_set(err, BR_E_NOMEM, "cannot start %d threads", r->threads);
+        goto fail_tok;
+    }
+    if (r->n_ctx <= 0 || r->n_ctx > r->model->cfg.n_ctx) r->n_ctx = r->model->cfg.n_ctx;
+    struct br_engine_opts eo = {r->n_ctx, r->max_batch, r->n_seq, 0, r->pool, r->comm};
+    if ((rc = br_engine_create(r->model, &eo, &r->engine, err))) {
+        rank_err(r, rc, err);
+        goto fail_pool;
+    }
+    r->max_batch = br_engine_max_batch(r->engine);
     if (r->rank == 0 && (rc = br_cluster_create(r->engine, r->comm, &r->cluster, err)))
         goto fail_engine;
     *out = r;
@@ -112,6 +103,7 @@ int br_rank_open(const struct br_rank_opts *o, struct br_rank **out, struct br_e
 
 fail_engine:
     br_engine_destroy(&r->engine);
+fail_pool:
     br_pool_destroy(&r->pool);
 fail_tok:
     br_tok_destroy(&r->tok);

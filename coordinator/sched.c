@@ -591,12 +591,6 @@ void br_sched_finish_all(struct br_sched *s, int executor_ok, enum br_proto_code
         finish(s, j, BR_FINISH_ERROR, code, why);
     }
     s->waiting_tail = NULL;
-    for (int32_t i = 0; i < s->ex.n_seq; i++)
-        if (s->kept[i].toks) {
-            s->free_blocks += s->kept[i].blocks;
-            free(s->kept[i].toks);
-            s->kept[i] = (struct kept){0};
-        }
 }
 
 int br_sched_create(const struct br_sched_opts *o, const struct br_executor *ex,

@@ -5,8 +5,9 @@
  *
  * Buffers: the descriptor, each ring slot's sampling parameters, rank 0's own logits slice
  * and the gathering scratch are sized for max_batch rows when the driver is created, so a
- * step allocates nothing; only the sampling candidates' records, whose size depends on a
- * step's parameters, grow (never shrink) when a step needs more than any before it.
+ * step allocates nothing; only the sampling candidates' records and the merging's working
+ * memory, whose sizes depend on a step's parameters, grow (never shrink) when a step needs
+ * more than any before it (tests/unit/alloc_test.c).
  */
 #include "coordinator/cluster.h"
 
@@ -60,6 +61,7 @@ struct br_cluster {
     size_t *rec_bytes;    /* (tp,) */
     int32_t *cap;         /* (tp,) */
     struct br_sample_slice *sl;
+    struct br_sample_ws ws; /* merging's working memory */
 };
 
 int br_cluster_create(struct br_engine *e, struct br_comm *comm, struct br_cluster **out,
@@ -113,6 +115,7 @@ void br_cluster_destroy(struct br_cluster **cp)
     free(c->recs), free(c->rec_bytes), free(c->cap), free(c->sl);
     free(c->best.p), free(c->part.p), free(c->slice.p);
     free(c->desc);
+    br_sample_ws_free(&c->ws);
     free(c);
     *cp = NULL;
 }
@@ -249,7 +252,7 @@ static int collect_sampled(struct br_cluster *c, struct br_sample_result *res, i
             }
         }
         struct br_err serr = {{0}};
-        if (!row_rc[r]) row_rc[r] = br_sample_merge(&sp, c->sl, c->tp, &res[r], &serr);
+        if (!row_rc[r]) row_rc[r] = br_sample_merge(&sp, c->sl, c->tp, &c->ws, &res[r], &serr);
     }
     return rc;
 }

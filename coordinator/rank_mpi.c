@@ -90,7 +90,8 @@ int br_rank_open(const struct br_rank_opts *o, struct br_rank **out, struct br_e
         goto fail_tok;
     }
     if (r->n_ctx <= 0 || r->n_ctx > r->model->cfg.n_ctx) r->n_ctx = r->model->cfg.n_ctx;
-    struct br_engine_opts eo = {r->n_ctx, r->max_batch, r->n_seq, 0, r->pool, r->comm};
+    struct br_engine_opts eo = {.n_ctx = r->n_ctx, .max_batch = r->max_batch, .n_seq = r->n_seq};
+    eo.pool = r->pool, eo.comm = r->comm;
     if ((rc = br_engine_create(r->model, &eo, &r->engine, err))) {
         rank_err(r, rc, err);
         goto fail_pool;

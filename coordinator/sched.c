@@ -66,8 +66,9 @@ struct br_sched {
     int32_t n_to_free;
     struct inflight ring[BR_SCHED_MAX_INFLIGHT]; /* the steps in flight, oldest at head */
     int head, count;
-    int broken;    /* the executor failed: nothing more is issued */
-    float *logits; /* (max_batch, vocab) for FULL steps */
+    int broken;             /* the executor failed: nothing more is issued */
+    float *logits;          /* (max_batch, vocab) for FULL steps */
+    struct br_sample_ws ws; /* sampling's working memory for FULL steps */
     /* per-step scratch */
     int32_t tokens[BR_SCHED_MAX_BATCH], pos[BR_SCHED_MAX_BATCH], seqs[BR_SCHED_MAX_BATCH];
     int32_t rows[BR_SCHED_MAX_BATCH], top1[BR_SCHED_MAX_BATCH];
@@ -525,7 +526,7 @@ static int collect(struct br_sched *s, struct br_err *err)
             struct br_err serr = {{0}};
             if (br_sample_full(&j->sp, s->logits + (size_t)r * (size_t)s->ex.vocab, s->ex.vocab,
                                j->hist, (size_t)j->n_hist, 0, (uint64_t)(j->n_prompt + j->n_gen),
-                               &res, &serr)) {
+                               &s->ws, &res, &serr)) {
                 finish(s, j, BR_FINISH_ERROR, BR_PROTO_INTERNAL, serr.msg);
                 continue;
             }
@@ -643,6 +644,7 @@ void br_sched_destroy(struct br_sched **sp)
     free(s->slots);
     free(s->to_free);
     free(s->logits);
+    br_sample_ws_free(&s->ws);
     free(s);
     *sp = NULL;
 }

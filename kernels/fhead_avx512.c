@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "kernels/fhead_x86.h"
+#include "kernels/scratch.h"
 
 #define FH_PAIRS 4 /* token pairs per tile */
 
@@ -108,7 +109,7 @@ void br_fhead_gemm_avx512(const struct br_fhead *m, int64_t r0, int64_t r1, int3
                           const float *x, size_t x_stride, float *y, size_t y_stride)
 {
     int32_t groups = (m->cols + 7) / 8, npairs = (ntok + 1) / 2;
-    float *xi = ntok > 1 ? aligned_alloc(64, (size_t)npairs * (size_t)groups * 64) : NULL;
+    float *xi = ntok > 1 ? br_kernel_scratch(0, (size_t)npairs * (size_t)groups * 64) : NULL;
     if (!xi) { /* one token, or no memory for the interleaved copy */
         fh_gemm_x86(m, r0, r1, ntok, x, x_stride, y, y_stride);
         return;
@@ -127,5 +128,4 @@ void br_fhead_gemm_avx512(const struct br_fhead *m, int64_t r0, int64_t r1, int3
                 fh_tile2_part(m, r, R, nt, xt, yt, y_stride);
         }
     }
-    free(xi);
 }

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/ops.h"
 #include "kernels/ternary.h"
 
 /* Values of br_tmat.packed_kind. */
@@ -28,7 +29,6 @@ typedef void (*br_gemv_fn)(const struct br_tmat *m, int32_t r0, int32_t r1, cons
                            int32_t *acc);
 typedef void (*br_gemm_fn)(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
                            const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride);
-typedef float (*br_dot_f32_fn)(const float *a, const float *b, size_t n);
 typedef float (*br_dot_f16_fn)(const uint16_t *w, const float *x, size_t n);
 
 struct br_kernel_ops {

@@ -30,11 +30,11 @@ float br_dot_f16_f32_ref(const uint16_t *w_f16, const float *x, size_t n)
     return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
-void br_sumsq_chunks(const float *x, size_t n, float *out)
+void br_sumsq_chunks(br_dot_f32_fn dot, const float *x, size_t n, float *out)
 {
     for (size_t c = 0; c * BR_CHUNK < n; c++) {
         size_t len = n - c * BR_CHUNK < BR_CHUNK ? n - c * BR_CHUNK : BR_CHUNK;
-        out[c] = br_dot_f32(x + c * BR_CHUNK, x + c * BR_CHUNK, len);
+        out[c] = dot(x + c * BR_CHUNK, x + c * BR_CHUNK, len);
     }
 }
 
@@ -54,7 +54,8 @@ void br_rmsnorm(const float *x, const float *w, size_t n, float eps, float *y)
         /* groups of 64 chunks keep the stack small; summation order is unchanged */
         size_t cnt = nch - c0 < 64 ? nch - c0 : 64;
         size_t off = c0 * BR_CHUNK;
-        br_sumsq_chunks(x + off, n - off < cnt * BR_CHUNK ? n - off : cnt * BR_CHUNK, chunks);
+        br_sumsq_chunks(br_dot_f32, x + off, n - off < cnt * BR_CHUNK ? n - off : cnt * BR_CHUNK,
+                        chunks);
         for (size_t c = 0; c < cnt; c++) ss += chunks[c];
     }
     float scale = 1.0f / sqrtf(ss / (float)n + eps);
@@ -162,12 +163,13 @@ void br_act_mul(int relu2, float *g, const float *u, size_t n)
         for (size_t i = 0; i < n; i++) g[i] = br_silu(g[i]) * u[i];
 }
 
-float br_normq_stats(const float *x, const float *g, size_t n, size_t chunk, float *chunk_sums)
+float br_normq_stats(br_dot_f32_fn dot, const float *x, const float *g, size_t n, size_t chunk,
+                     float *chunk_sums)
 {
     float m = absmax_lanes(x, g, n);
     for (size_t c = 0; c * chunk < n; c++) {
         size_t len = n - c * chunk < chunk ? n - c * chunk : chunk;
-        chunk_sums[c] = br_dot_f32(x + c * chunk, x + c * chunk, len);
+        chunk_sums[c] = dot(x + c * chunk, x + c * chunk, len);
     }
     return m;
 }

@@ -22,14 +22,17 @@
  * returns the same bits as the scalar br_dot_f32_ref. */
 float br_dot_f32(const float *a, const float *b, size_t n);
 float br_dot_f32_ref(const float *a, const float *b, size_t n);
+/* A variant's br_dot_f32 (struct br_kernel_ops in kernels/kernel_impl.h). */
+typedef float (*br_dot_f32_fn)(const float *a, const float *b, size_t n);
 
 /* Dot of an F16 row (output head, embeddings) with a float vector: each w is widened to
  * float (exact) and the products summed in br_dot_f32's order. Dispatching and scalar. */
 float br_dot_f16_f32(const uint16_t *w_f16, const float *x, size_t n);
 float br_dot_f16_f32_ref(const uint16_t *w_f16, const float *x, size_t n);
 
-/* Chunk sums of squares: out[c] = dot(x[256c..], same) for c < ceil(n/256). */
-void br_sumsq_chunks(const float *x, size_t n, float *out);
+/* Chunk sums of squares: out[c] = dot(x[256c..], same) for c < ceil(n/256), with `dot`
+ * (br_dot_f32 or one variant's copy of it: the same bits). */
+void br_sumsq_chunks(br_dot_f32_fn dot, const float *x, size_t n, float *out);
 /* Combines chunk sums in order. */
 float br_sum_chunks(const float *chunks, size_t nchunks);
 
@@ -54,8 +57,10 @@ float br_absmax(const float *x, size_t n);
  *   q_i    = clamp(round_half_even(y_i * qm), -128, 127)
  *   s      = 127 / max(absmax * r, 1e-5)                 (BitLinear output = acc / s * w)
  * so a rank holding a slice of x needs only the global absmax and chunk sums. */
-/* Local part: returns absmax of y over x[0..n); writes ceil(n / chunk) chunk sums of x^2. */
-float br_normq_stats(const float *x, const float *g, size_t n, size_t chunk, float *chunk_sums);
+/* Local part: returns absmax of y over x[0..n); writes ceil(n / chunk) chunk sums of x^2,
+ * each a `dot` (as br_sumsq_chunks). */
+float br_normq_stats(br_dot_f32_fn dot, const float *x, const float *g, size_t n, size_t chunk,
+                     float *chunk_sums);
 /* r from the global statistics (1 when not normed). */
 float br_normq_r(float ss, size_t n_total, float eps, int normed);
 /* Quantizes x[0..n) with the global absmax and r; zero-fills q[n..npad). Returns s. */

@@ -13,6 +13,7 @@
 
 #include "bitrack/fp.h"
 #include "kernels/q8_impl.h"
+#include "kernels/scratch.h"
 
 int br_q8mat_init(struct br_q8mat *m, int64_t rows, int32_t cols)
 {
@@ -108,9 +109,9 @@ int br_q8_acts_group(const struct br_q8mat *m, int32_t ntok, const int8_t *q, si
                      const float *dx, size_t dx_stride, struct br_q8_acts *a)
 {
     a->lanes = (size_t)m->ng * BR_Q8_GROUP;
-    a->qg = aligned_alloc(64, (size_t)ntok * m->row_bytes);
-    a->nsum = aligned_alloc(64, (size_t)ntok * a->lanes * sizeof *a->nsum);
-    a->dxg = aligned_alloc(64, (size_t)ntok * a->lanes * sizeof *a->dxg);
+    a->qg = br_kernel_scratch(0, (size_t)ntok * m->row_bytes);
+    a->nsum = br_kernel_scratch(1, (size_t)ntok * a->lanes * sizeof *a->nsum);
+    a->dxg = br_kernel_scratch(2, (size_t)ntok * a->lanes * sizeof *a->dxg);
     if (!a->qg || !a->nsum || !a->dxg) {
         br_q8_acts_free(a);
         return BR_E_NOMEM;
@@ -124,10 +125,7 @@ int br_q8_acts_group(const struct br_q8mat *m, int32_t ntok, const int8_t *q, si
 
 void br_q8_acts_free(struct br_q8_acts *a)
 {
-    free(a->qg);
-    free(a->nsum);
-    free(a->dxg);
-    memset(a, 0, sizeof *a);
+    memset(a, 0, sizeof *a); /* the buffers are the thread's scratch (kernels/scratch.h) */
 }
 
 static float dot_ref(const struct br_q8mat *m, int64_t r, const int8_t *q, const float *dx)

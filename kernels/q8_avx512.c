@@ -6,16 +6,16 @@
  * blocks. Started from -128 * (each block's activation sum), the lanes are the exact block
  * products p_b; then one conversion, one multiply (the 16 scales s_b) and one FMA per 16
  * blocks. That is 8 dpbusd + 3 other instructions per 512 multiply-adds, where an FMA per
- * block and lane (the order this head had before) needed 24.
+ * block and lane would need 24.
  *
  * A tile is 4 rows x up to 6 tokens (one row x up to 6 for the last rows): 24 int32
  * accumulators in registers for the group in hand, the 16 float lanes of each in a small
  * array (a load, an FMA and a store per 16 blocks). Each weight vector meets T tokens, each
  * activation vector 4 rows. Rows are the outer loop: 4 rows (4 row_bytes) stay in L1 while
- * every token tile passes, and the next rows are prefetched a tile ahead. 4 x 6 measured
- * faster than 2 x 12 (bench model, 32 rows: 90-95 against 127-130 ms on one Zen 4 thread):
- * it reads half as many activation bytes per multiply-add, and 6 tokens' activations
- * (6 row_bytes) fit in L1 where 12 do not.
+ * every token tile passes, and the next rows are prefetched a tile ahead. 4 x 6 rather
+ * than 2 x 12: it reads half as many activation bytes per multiply-add, and 6 tokens'
+ * activations (6 row_bytes) fit in L1 where 12 do not (docs/PERFORMANCE.md, "Kernel
+ * shapes").
  */
 #include <immintrin.h>
 #include <stdlib.h>

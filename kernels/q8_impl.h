@@ -65,8 +65,9 @@ struct br_q8_acts {
     float *dxg;
     size_t lanes;
 };
-/* Allocates and fills a; BR_E_NOMEM (a zeroed) when memory runs out, and the caller then
- * takes the reference path. */
+/* Fills a, in this thread's kernel scratch (kernels/scratch.h, slots 0 to 2: valid until
+ * the thread's next grouping); BR_E_NOMEM (a zeroed) when memory runs out, and the caller
+ * then takes the reference path. br_q8_acts_free forgets the buffers. */
 int br_q8_acts_group(const struct br_q8mat *m, int32_t ntok, const int8_t *q, size_t q_stride,
                      const float *dx, size_t dx_stride, struct br_q8_acts *a);
 void br_q8_acts_free(struct br_q8_acts *a);

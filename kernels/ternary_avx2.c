@@ -19,9 +19,8 @@
  *
  * Where the CPU has AVX-VNNI (checked at run time; the functions carry their own target
  * attribute), the GEMM uses the VEX vpdpbusd instead: one instruction per 32 weights and
- * token into int32 lanes, no int16 budget. Measured with bench kernels on Sapphire Rapids
- * (one thread, 2B-4T shapes): 211-269 GOPS against 164-195 with vpmaddubsw (1.26-1.39x),
- * 58-73% of the vpdpbusd ymm peak (183-190 GMAC/s).
+ * token into int32 lanes, no int16 budget and no widening, so fewer instructions per
+ * multiply-add than vpmaddubsw (docs/PERFORMANCE.md, "Kernel shapes").
  */
 #include <immintrin.h>
 #include <stdint.h>

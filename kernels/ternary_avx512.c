@@ -1,6 +1,6 @@
 /*
  * AVX-512 kernels (F, BW, VL, DQ, VNNI): ternary GEMV/GEMM with vpdpbusd, the canonical
- * float dots, and an alternative 1.6-bit weight layout kept for measurement.
+ * float dots, and an alternative 1.6-bit weight layout that is not built by default.
  *
  * vpdpbusd multiplies unsigned bytes by signed bytes and adds groups of four into int32
  * lanes without saturation, so sum w*q = sum c*q - sum q needs no int16 budget.
@@ -17,13 +17,13 @@
  * is divided out exactly at the end (every lane sum is a multiple of its scale). Bound:
  * |64c*q| <= 16384, so a row of K columns stays below 4096*K < 2^31 for K < 524288.
  * Rows go four at a time (sharing the activation loads), and each load also prefetches
- * the same bytes of the next four rows: the hardware prefetcher alone left a third of
- * the DRAM bandwidth unused on these short interleaved streams.
+ * the same bytes of the next four rows: the hardware prefetcher alone does not keep these
+ * short interleaved streams at the DRAM bandwidth.
  *
  * GEMM. vpdpbusd runs on two ports (two per cycle on Sapphire Rapids) and every other
  * vector instruction takes one of those slots, so the GEMM counts instructions per
  * multiply-add. A tile is 2 rows x up to 12 tokens: 24 accumulators in named registers
- * (an array of them was stored to the stack on every iteration). Per block pair and bit
+ * (an array of them would be stored to the stack on every iteration). Per block pair and bit
  * pair, each row's 64 codes are decoded once into true codes by one gf2p8affineqb where
  * the CPU has GFNI (a shift and an AND otherwise) and meet up to 12 tokens, so decoding
  * costs 1 instruction per 12 vpdpbusd. A tile's activations are permuted with its tokens
@@ -31,24 +31,21 @@
  * loaded once into a register for both rows (as a memory operand of both multiply-adds
  * the loads alone would fill the load ports). The lane sums are reduced once per tile
  * (24 registers in 68 instructions); longer rows are cut into column chunks whose sums
- * are carried in memory, not reduced. Measured (bench kernels, one thread, 2B-4T
- * shapes): 74-79% of the vpdpbusd peak with GFNI, 72-76% with shift + AND, against
- * 61-66% for the previous 2 rows x 8 tokens tile reduced per chunk. A copy of each row
- * block's codes decoded once per 64 tokens (read back from L2 by every tile instead of
- * decoding in registers) measured slower (73-74%).
+ * are carried in memory, not reduced. Decoding in registers, per tile, beats reading
+ * back from L2 a copy of each row block's codes decoded once per 64 tokens. The shapes
+ * tried and their fractions of the peak are in docs/PERFORMANCE.md ("Kernel shapes").
  *
  * 1.6-bit layout (BR_PACK_T5, needs VBMI): a row is cut into chunks of 320 columns, 64
  * bytes each; byte p of chunk j holds the codes of columns 320j + 64n + p (n = 0..4) as
  * v = sum c_n 3^n (v < 243). Decoding looks each trit up in 256-entry tables with two
  * vpermi2b and a blend on v's top bit. Columns past kpad hold code 1 and meet q = 0.
  *
- * Why 2 bits is the default (measured with bench_kernels on a Sapphire Rapids VM, one
- * thread): the 1.6-bit GEMV is bound by its decode at about 8 GB/s of packed bytes (about
- * 41 G weights/s) even from cache, while the 2-bit GEMV streams DRAM at about 13 GB/s
- * (about 52 G weights/s) and runs near 29 GB/s from cache. Fewer bytes only pay off where
- * a core gets less than about 8 GB/s of DRAM bandwidth, and the packed copy would sit next
- * to the canonical codes (which must stay). So prepare() builds nothing; the 1.6-bit path
- * stays, tested, for machines where that balance differs.
+ * Why 2 bits is the default: the 1.6-bit GEMV is bound by its decode, even from cache,
+ * below the rate at which the 2-bit GEMV streams DRAM, so fewer bytes only pay off where
+ * a core gets little DRAM bandwidth, and the packed copy would sit next to the canonical
+ * codes (which must stay). So prepare() builds nothing; the 1.6-bit path stays, tested,
+ * for machines where that balance differs (the rates: docs/PERFORMANCE.md, "Kernel
+ * shapes").
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -58,6 +55,7 @@
 #include "kernels/combine_x86.h"
 #include "kernels/kernel_impl.h"
 #include "kernels/probe_impl.h"
+#include "kernels/scratch.h"
 #include "kernels/tune.h"
 #include "kernels/ops.h"
 
@@ -248,7 +246,7 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
     _Alignas(64) int8_t stack_qp[QP_STACK];
     int8_t *qp = stack_qp;
     if ((size_t)pairs * 256 > QP_STACK) {
-        qp = aligned_alloc(64, (size_t)pairs * 256);
+        qp = br_kernel_scratch(0, (size_t)pairs * 256);
         if (!qp) { /* no memory for the copy: the reference needs none */
             br_tmat_gemv_ref(m, r0, r1, q, acc);
             return;
@@ -267,7 +265,6 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
     for (; r < r1; r++)
         gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, 1, pf,
                   BR_PF_T1, acc + (r - r0));
-    if (qp != stack_qp) free(qp);
 }
 
 /* ---- GEMM, canonical codes ---- */
@@ -496,12 +493,10 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
     if (rb < 2) rb = 2;
     if (nchunks > 1 && rb > 64) rb = 64; /* the carried sums of a row block stay near L1 */
     int32_t ts_max = ntok < GEMM_TS ? ntok : GEMM_TS;
-    int8_t *qp = aligned_alloc(64, qp_stride * (size_t)ts_max + 64);
+    int8_t *qp = br_kernel_scratch(0, qp_stride * (size_t)ts_max + 64);
     __m512i *carry = NULL;
-    if (nchunks > 1) carry = aligned_alloc(64, (size_t)rb * GEMM_TMAX * sizeof *carry);
+    if (nchunks > 1) carry = br_kernel_scratch(1, (size_t)rb * GEMM_TMAX * sizeof *carry);
     if (!qp || (nchunks > 1 && !carry)) {
-        free(qp);
-        free(carry);
         br_tmat_gemm_ref(m, r0, r1, ntok, q, q_stride, acc, acc_stride);
         return;
     }
@@ -546,8 +541,6 @@ void br_tmat_gemm_avx512_unpack(const struct br_tmat *m, int32_t r0, int32_t r1,
             }
         }
     }
-    free(carry);
-    free(qp);
 }
 
 static void gemm_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
@@ -639,7 +632,7 @@ static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_
     _Alignas(64) int8_t stack_q[QP_STACK];
     int8_t *qz = stack_q;
     if (qlen > QP_STACK) {
-        qz = aligned_alloc(64, qlen);
+        qz = br_kernel_scratch(0, qlen);
         if (!qz) {
             br_tmat_gemv_ref(m, r0, r1, q, acc);
             return;
@@ -649,7 +642,6 @@ static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_
     memset(qz + kpad, 0, qlen - kpad);
     gemv_t5_rows((const uint8_t *)m->packed + (size_t)r0 * rb, rb, r1 - r0, qz,
                  sum_i8_avx512(q, kpad), acc);
-    if (qz != stack_q) free(qz);
 }
 
 /* ---- canonical float dots ---- */

@@ -12,39 +12,35 @@
 
 #include "sharding/types.h"
 
-static const char *const suffixes[BR_W_COUNT] = {
-    [BR_W_ATTN_NORM] = "attn_norm.weight",
-    [BR_W_Q] = "attn_q.weight",
-    [BR_W_K] = "attn_k.weight",
-    [BR_W_V] = "attn_v.weight",
-    [BR_W_ATTN_SUB_NORM] = "attn_sub_norm.weight",
-    [BR_W_O] = "attn_output.weight",
-    [BR_W_FFN_NORM] = "ffn_norm.weight",
-    [BR_W_GATE] = "ffn_gate.weight",
-    [BR_W_UP] = "ffn_up.weight",
-    [BR_W_FFN_SUB_NORM] = "ffn_sub_norm.weight",
-    [BR_W_DOWN] = "ffn_down.weight",
+const struct br_wtraits br_wtraits[BR_W_COUNT] = {
+#define BR_WTRAITS_ROW(NAME, field, suffix_, kind_, cols_, rows_, split_)                          \
+    [BR_W_##NAME] = {.suffix = suffix_,                                                            \
+                     .kind = BR_WKIND_##kind_,                                                     \
+                     .cols = BR_WDIM_##cols_,                                                      \
+                     .rows = BR_WDIM_##rows_,                                                      \
+                     .split = BR_WSPLIT_##split_},
+    BR_WNAMES(BR_WTRAITS_ROW)
+#undef BR_WTRAITS_ROW
 };
 
 const char *br_wname_suffix(enum br_wname w)
 {
-    return suffixes[w];
+    return br_wtraits[w].suffix;
 }
 
 void br_layer_tensor_name(char *buf, int layer, enum br_wname w)
 {
-    snprintf(buf, 64, "blk.%d.%s", layer, suffixes[w]);
+    snprintf(buf, 64, "blk.%d.%s", layer, br_wtraits[w].suffix);
 }
 
 bool br_wname_is_ternary(enum br_wname w)
 {
-    return w == BR_W_Q || w == BR_W_K || w == BR_W_V || w == BR_W_O || w == BR_W_GATE ||
-           w == BR_W_UP || w == BR_W_DOWN;
+    return br_wtraits[w].kind == BR_WKIND_TERNARY;
 }
 
 bool br_wname_is_subnorm(enum br_wname w)
 {
-    return w == BR_W_ATTN_SUB_NORM || w == BR_W_FFN_SUB_NORM;
+    return br_wtraits[w].kind == BR_WKIND_SUBNORM;
 }
 
 const char *br_arch_name(enum br_arch a)
@@ -60,47 +56,32 @@ const char *br_arch_name(enum br_arch a)
     return "?";
 }
 
+int64_t br_config_dim(const struct br_model_config *c, enum br_wdim dim)
+{
+    switch (dim) {
+    case BR_WDIM_ONE:
+        return 1;
+    case BR_WDIM_EMBD:
+        return c->n_embd;
+    case BR_WDIM_Q:
+        return (int64_t)c->n_head * c->head_dim;
+    case BR_WDIM_K:
+        return (int64_t)c->n_head_kv * c->head_dim;
+    case BR_WDIM_V:
+        return (int64_t)c->n_head_kv * c->head_dim_v;
+    case BR_WDIM_O:
+        return (int64_t)c->n_head * c->head_dim_v;
+    case BR_WDIM_FF:
+        return c->n_ff;
+    }
+    return 0;
+}
+
 void br_config_wshape(const struct br_model_config *c, enum br_wname w, int64_t *cols,
                       int64_t *rows)
 {
-    int64_t d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim;
-    int64_t kd = (int64_t)c->n_head_kv * c->head_dim, vd = (int64_t)c->n_head_kv * c->head_dim_v;
-    int64_t vo = (int64_t)c->n_head * c->head_dim_v;
-    *rows = 1;
-    switch (w) {
-    case BR_W_ATTN_NORM:
-    case BR_W_FFN_NORM:
-        *cols = d;
-        break;
-    case BR_W_ATTN_SUB_NORM:
-        *cols = vo;
-        break;
-    case BR_W_FFN_SUB_NORM:
-        *cols = c->n_ff;
-        break;
-    case BR_W_Q:
-        *cols = d, *rows = qd;
-        break;
-    case BR_W_K:
-        *cols = d, *rows = kd;
-        break;
-    case BR_W_V:
-        *cols = d, *rows = vd;
-        break;
-    case BR_W_O:
-        *cols = vo, *rows = d;
-        break;
-    case BR_W_GATE:
-    case BR_W_UP:
-        *cols = d, *rows = c->n_ff;
-        break;
-    case BR_W_DOWN:
-        *cols = c->n_ff, *rows = d;
-        break;
-    default:
-        *cols = 0;
-        break;
-    }
+    *cols = br_config_dim(c, br_wtraits[w].cols);
+    *rows = br_config_dim(c, br_wtraits[w].rows);
 }
 
 /* Reads an integer key "<arch>.<suffix>"; required keys must exist and be in 1..max. */

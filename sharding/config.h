@@ -35,27 +35,72 @@ struct br_model_config {
     uint32_t weight_type;          /* ggml type of blk.0.attn_q.weight */
 };
 
-/* Tensor names: "blk.%d.<suffix>" for layer tensors. */
+/* The layer tensors and everything the code decides per tensor, one row each (the one
+ * place to change when a tensor is added):
+ *   NAME   enum br_wname value BR_W_<NAME>
+ *   field  its short name: worker/model.h's struct br_layer_weights member holding it
+ *   suffix its GGUF name is "blk.<layer>.<suffix>"
+ *   kind   a norm vector (float), a sub-norm (a norm present only in models with
+ *          sub-norms) or a ternary BitLinear projection
+ *   cols, rows  its shape ne = {cols, rows} as model sizes (enum br_wdim)
+ *   split  the axis tensor parallelism cuts: a rank keeps the range of that axis its part
+ *          owns (br_shard_slice), the other axis whole.
+ * Every tensor of a layer lives on the pipeline stage that holds the layer. */
+/* clang-format off */
+#define BR_WNAMES(X)                                                                      \
+  /*  NAME           field          suffix                  kind     cols  rows  split */ \
+    X(ATTN_NORM,     attn_norm,     "attn_norm.weight",     NORM,    EMBD, ONE,  COLS)    \
+    X(Q,             q,             "attn_q.weight",        TERNARY, EMBD, Q,    ROWS)    \
+    X(K,             k,             "attn_k.weight",        TERNARY, EMBD, K,    ROWS)    \
+    X(V,             v,             "attn_v.weight",        TERNARY, EMBD, V,    ROWS)    \
+    X(ATTN_SUB_NORM, attn_sub_norm, "attn_sub_norm.weight", SUBNORM, O,    ONE,  COLS)    \
+    X(O,             o,             "attn_output.weight",   TERNARY, O,    EMBD, COLS)    \
+    X(FFN_NORM,      ffn_norm,      "ffn_norm.weight",      NORM,    EMBD, ONE,  COLS)    \
+    X(GATE,          gate,          "ffn_gate.weight",      TERNARY, EMBD, FF,   ROWS)    \
+    X(UP,            up,            "ffn_up.weight",        TERNARY, EMBD, FF,   ROWS)    \
+    X(FFN_SUB_NORM,  ffn_sub_norm,  "ffn_sub_norm.weight",  SUBNORM, FF,   ONE,  COLS)    \
+    X(DOWN,          down,          "ffn_down.weight",      TERNARY, FF,   EMBD, COLS)
+/* clang-format on */
+
 enum br_wname {
-    BR_W_ATTN_NORM,
-    BR_W_Q,
-    BR_W_K,
-    BR_W_V,
-    BR_W_ATTN_SUB_NORM,
-    BR_W_O,
-    BR_W_FFN_NORM,
-    BR_W_GATE,
-    BR_W_UP,
-    BR_W_FFN_SUB_NORM,
-    BR_W_DOWN,
-    BR_W_COUNT
+#define BR_WNAME_ENUM(NAME, field, suffix, kind, cols, rows, split) BR_W_##NAME,
+    BR_WNAMES(BR_WNAME_ENUM)
+#undef BR_WNAME_ENUM
+        BR_W_COUNT
 };
+
+enum br_wkind { BR_WKIND_NORM, BR_WKIND_SUBNORM, BR_WKIND_TERNARY };
+
+/* The model sizes a layer tensor's axes are made of (br_config_dim), and what a TP part
+ * owns of each (sharding/shard.c). */
+enum br_wdim {
+    BR_WDIM_ONE,  /* 1: the rows of a norm; never split */
+    BR_WDIM_EMBD, /* n_embd; a part owns residual columns [d0, d1) */
+    BR_WDIM_Q,    /* n_head * head_dim; its query heads' */
+    BR_WDIM_K,    /* n_head_kv * head_dim; its KV heads' */
+    BR_WDIM_V,    /* n_head_kv * head_dim_v; its KV heads' */
+    BR_WDIM_O,    /* n_head * head_dim_v (attention output); its query heads' */
+    BR_WDIM_FF,   /* n_ff; FFN rows [ff0, ff1) */
+};
+
+enum br_wsplit { BR_WSPLIT_ROWS, BR_WSPLIT_COLS };
+
+struct br_wtraits {
+    const char *suffix; /* e.g. "attn_q.weight" */
+    enum br_wkind kind;
+    enum br_wdim cols, rows;
+    enum br_wsplit split;
+};
+extern const struct br_wtraits br_wtraits[BR_W_COUNT];
+
 const char *br_wname_suffix(enum br_wname w); /* e.g. "attn_q.weight" */
 /* Writes "blk.<layer>.<suffix>" into buf (64 bytes). */
 void br_layer_tensor_name(char *buf, int layer, enum br_wname w);
 bool br_wname_is_ternary(enum br_wname w);
 bool br_wname_is_subnorm(enum br_wname w);
 
+/* The size `dim` stands for in this model. */
+int64_t br_config_dim(const struct br_model_config *c, enum br_wdim dim);
 /* Expected ne = {cols, rows} (rows = 1 for norms) of a layer tensor. */
 void br_config_wshape(const struct br_model_config *c, enum br_wname w, int64_t *cols,
                       int64_t *rows);

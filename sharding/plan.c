@@ -79,13 +79,15 @@ int br_plan_create_layout(const struct br_model_config *c, int32_t tp, int32_t p
                           struct br_plan **out, struct br_err *err)
 {
     *out = NULL;
-    if (tp < 1 || pp < 1 || tp > 4096 || pp > 4096)
-        return br_err_set(err, BR_E_INVALID, "--tp and --pp must be at least 1");
+    if (tp < 1 || pp < 1) return br_err_set(err, BR_E_INVALID, "--tp and --pp must be at least 1");
+    if (tp > BR_PLAN_MAX_TP)
+        return br_err_set(err, BR_E_INVALID,
+                          "--tp %d exceeds %d ranks per TP group (BR_PLAN_MAX_TP: the engine "
+                          "keeps per-rank arrays of that size)",
+                          tp, BR_PLAN_MAX_TP);
+    if (pp > 4096) return br_err_set(err, BR_E_INVALID, "--pp %d exceeds 4096 stages", pp);
     if (layout != BR_LAYOUT_REPLICATED && layout != BR_LAYOUT_SHARDED)
         return br_err_set(err, BR_E_INVALID, "unknown layout %d", layout);
-    if (tp > BR_PLAN_MAX_TP)
-        return br_err_set(err, BR_E_INVALID, "--tp %d exceeds %d ranks per TP group", tp,
-                          BR_PLAN_MAX_TP);
     int32_t d_chunks = (c->n_embd + BR_CHUNK - 1) / BR_CHUNK;
     int32_t ff_chunks = (c->n_ff + BR_CHUNK - 1) / BR_CHUNK;
     if (tp > c->n_head_kv)

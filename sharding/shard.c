@@ -27,47 +27,47 @@
 
 #define KEY_PREFIX "bitrack.shard."
 
+/* The range of size `dim` (enum br_wdim) that part p owns. */
+static void part_range(const struct br_model_config *c, const struct br_part *p, enum br_wdim dim,
+                       int64_t *lo, int64_t *hi)
+{
+    int64_t g = c->n_head / c->n_head_kv, qh0 = p->kv0 * g, qh1 = p->kv1 * g;
+    int64_t per = 1, a = 0, b = br_config_dim(c, dim);
+    switch (dim) {
+    case BR_WDIM_ONE:
+        break;
+    case BR_WDIM_EMBD:
+        a = p->d0, b = p->d1;
+        break;
+    case BR_WDIM_Q:
+        per = c->head_dim, a = qh0, b = qh1;
+        break;
+    case BR_WDIM_K:
+        per = c->head_dim, a = p->kv0, b = p->kv1;
+        break;
+    case BR_WDIM_V:
+        per = c->head_dim_v, a = p->kv0, b = p->kv1;
+        break;
+    case BR_WDIM_O:
+        per = c->head_dim_v, a = qh0, b = qh1;
+        break;
+    case BR_WDIM_FF:
+        a = p->ff0, b = p->ff1;
+        break;
+    }
+    *lo = a * per, *hi = b * per;
+}
+
 void br_shard_slice(const struct br_model_config *c, const struct br_part *p, enum br_wname w,
                     int64_t *r0, int64_t *r1, int64_t *c0, int64_t *c1)
 {
     int64_t cols, rows;
     br_config_wshape(c, w, &cols, &rows);
-    int64_t g = c->n_head / c->n_head_kv;
-    int64_t qh0 = p->kv0 * g, qh1 = p->kv1 * g;
     *r0 = 0, *r1 = rows, *c0 = 0, *c1 = cols;
-    switch (w) {
-    case BR_W_ATTN_NORM:
-    case BR_W_FFN_NORM:
-        *c0 = p->d0, *c1 = p->d1;
-        break;
-    case BR_W_ATTN_SUB_NORM:
-        *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v;
-        break;
-    case BR_W_FFN_SUB_NORM:
-        *c0 = p->ff0, *c1 = p->ff1;
-        break;
-    case BR_W_Q:
-        *r0 = qh0 * c->head_dim, *r1 = qh1 * c->head_dim;
-        break;
-    case BR_W_K:
-        *r0 = (int64_t)p->kv0 * c->head_dim, *r1 = (int64_t)p->kv1 * c->head_dim;
-        break;
-    case BR_W_V:
-        *r0 = (int64_t)p->kv0 * c->head_dim_v, *r1 = (int64_t)p->kv1 * c->head_dim_v;
-        break;
-    case BR_W_O:
-        *c0 = qh0 * c->head_dim_v, *c1 = qh1 * c->head_dim_v;
-        break;
-    case BR_W_GATE:
-    case BR_W_UP:
-        *r0 = p->ff0, *r1 = p->ff1;
-        break;
-    case BR_W_DOWN:
-        *c0 = p->ff0, *c1 = p->ff1;
-        break;
-    default:
-        break;
-    }
+    if (br_wtraits[w].split == BR_WSPLIT_ROWS)
+        part_range(c, p, br_wtraits[w].rows, r0, r1);
+    else
+        part_range(c, p, br_wtraits[w].cols, c0, c1);
 }
 
 int br_shard_path(char *buf, size_t cap, const char *dir, int32_t rank, struct br_err *err)

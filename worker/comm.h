@@ -68,4 +68,34 @@ struct br_comm {
     char why[256];
 };
 
+/* Traffic accounting as the header comment states it, one per kind of operation, for
+ * every transport to call so that their counts (and `--stats`) agree. */
+static inline void br_comm_count(struct br_comm *c, uint64_t bytes)
+{
+    c->stats.bytes_sent += bytes;
+    c->stats.messages++;
+}
+/* All-gather: this rank's block, counts[tp_rank] bytes, to each other rank. */
+static inline void br_comm_count_allgather(struct br_comm *c, const int *counts)
+{
+    br_comm_count(c, (uint64_t)counts[c->tp_rank] * (uint64_t)(c->tp - 1));
+}
+/* Int32 reduce-scatter: the other ranks' blocks of counts (int32s). */
+static inline void br_comm_count_reduce_scatter(struct br_comm *c, const int *counts)
+{
+    uint64_t total = 0;
+    for (int r = 0; r < c->tp; r++) total += (uint64_t)counts[r];
+    br_comm_count(c, 4 * (total - (uint64_t)counts[c->tp_rank]));
+}
+/* All-reduce of n 4-byte values: the buffer once. */
+static inline void br_comm_count_allreduce(struct br_comm *c, int n)
+{
+    br_comm_count(c, 4 * (uint64_t)n);
+}
+/* Broadcast: counted on the root only, its buffer to each other rank. */
+static inline void br_comm_count_bcast(struct br_comm *c, size_t bytes)
+{
+    if (c->tp_rank == 0) br_comm_count(c, (uint64_t)bytes * (uint64_t)(c->tp - 1));
+}
+
 #endif

@@ -8,7 +8,9 @@
  * scratch, in rank order, then copied into place after the second barrier.
  *
  * Point to point: one FIFO per (sender, receiver, kind); a send copies the message in and
- * returns, a receive waits for the oldest and checks its size.
+ * returns, a receive waits for the oldest and checks its size. A received message's
+ * memory goes back to its queue and carries the next message of at most its size, so a
+ * run of like steps allocates nothing, as an MPI send into the receiver's buffer does not.
  */
 #include "worker/comm_local.h"
 
@@ -22,12 +24,13 @@ enum { KIND_PIPE = 0, KIND_ROOT = 1, N_KINDS = 2 };
 
 struct msg {
     struct msg *next;
-    size_t bytes;
+    size_t bytes, cap; /* cap: the room of data */
     unsigned char data[];
 };
 
 struct queue {
     struct msg *head, *tail;
+    struct msg *spare; /* received messages, kept for the next ones */
 };
 
 struct post {
@@ -132,8 +135,7 @@ static void read_allgather(struct br_comm *c, void *arg)
 static int op_allgather(struct br_comm *c, const void *send, void *recv, const int *counts,
                         const int *displs)
 {
-    c->stats.bytes_sent += (uint64_t)counts[c->tp_rank] * (uint64_t)(c->tp - 1);
-    c->stats.messages++;
+    br_comm_count_allgather(c, counts);
     return collective(c, (struct post){send, recv, counts, displs, 0}, read_allgather, NULL);
 }
 
@@ -154,10 +156,7 @@ static void read_reduce_scatter(struct br_comm *c, void *arg)
 static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t *recv,
                                  const int *counts)
 {
-    uint64_t total = 0;
-    for (int r = 0; r < c->tp; r++) total += (uint64_t)counts[r];
-    c->stats.bytes_sent += 4 * (total - (uint64_t)counts[c->tp_rank]);
-    c->stats.messages++;
+    br_comm_count_reduce_scatter(c, counts);
     /* recv may alias nothing the others read: the sums go straight there */
     return collective(c, (struct post){send, recv, counts, NULL, 0}, read_reduce_scatter, NULL);
 }
@@ -193,8 +192,7 @@ static void read_allreduce(struct br_comm *c, void *arg)
 
 static int allreduce(struct br_comm *c, void *buf, int n, int max)
 {
-    c->stats.bytes_sent += 4 * (uint64_t)n;
-    c->stats.messages++;
+    br_comm_count_allreduce(c, n);
     if (n < 0) return BR_E_INVALID;
     struct reduce_arg a = {scratch(c, 4 * (size_t)n + 4), max};
     /* the others must still post and meet even when this rank has no scratch: fail after */
@@ -229,10 +227,7 @@ static void read_bcast(struct br_comm *c, void *arg)
 
 static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
 {
-    if (c->tp_rank == 0) {
-        c->stats.bytes_sent += bytes * (uint64_t)(c->tp - 1);
-        c->stats.messages++;
-    }
+    br_comm_count_bcast(c, bytes);
     if (c->tp == 1) return BR_OK;
     return collective(c, (struct post){buf, buf, NULL, NULL, (int)bytes}, read_bcast, NULL);
 }
@@ -251,17 +246,27 @@ static int put(struct br_comm *c, int to, int kind, const void *buf, size_t byte
         snprintf(c->why, sizeof c->why, "no rank %d in a world of %d", to, w->n);
         return BR_E_INVALID;
     }
-    c->stats.bytes_sent += bytes;
-    c->stats.messages++;
-    struct msg *m = malloc(sizeof *m + (bytes ? bytes : 1));
-    if (!m) return BR_E_NOMEM;
+    br_comm_count(c, bytes);
+    struct queue *q = queue_of(w, c->world_rank, to, kind);
+    /* the smallest spare that holds it: a queue carrying messages of a few sizes in turn
+     * (descriptor, residual) keeps one of each */
+    pthread_mutex_lock(&w->qmu);
+    struct msg **best = NULL;
+    for (struct msg **pm = &q->spare; *pm; pm = &(*pm)->next)
+        if ((*pm)->cap >= bytes && (!best || (*pm)->cap < (*best)->cap)) best = pm;
+    struct msg *m = best ? *best : NULL;
+    if (m) *best = m->next;
+    pthread_mutex_unlock(&w->qmu);
+    if (!m) {
+        if (!(m = malloc(sizeof *m + (bytes ? bytes : 1)))) return BR_E_NOMEM;
+        m->cap = bytes ? bytes : 1;
+    }
     m->next = NULL;
     m->bytes = bytes;
     if (bytes) memcpy(m->data, buf, bytes);
     pthread_mutex_lock(&w->qmu);
     int bad = w->aborted;
     if (!bad) {
-        struct queue *q = queue_of(w, c->world_rank, to, kind);
         if (q->tail)
             q->tail->next = m;
         else
@@ -302,7 +307,10 @@ static int take(struct br_comm *c, int from, int kind, void *buf, size_t bytes)
     } else if (bytes) {
         memcpy(buf, m->data, bytes);
     }
-    free(m);
+    pthread_mutex_lock(&w->qmu);
+    m->next = q->spare;
+    q->spare = m;
+    pthread_mutex_unlock(&w->qmu);
     return rc;
 }
 
@@ -416,10 +424,12 @@ void br_comm_local_destroy(struct br_comm_local **wp)
     struct br_comm_local *w = *wp;
     if (w->queues)
         for (size_t i = 0; i < (size_t)w->n * (size_t)w->n * N_KINDS; i++)
-            for (struct msg *m = w->queues[i].head, *next; m; m = next) {
-                next = m->next;
-                free(m);
-            }
+            for (int list = 0; list < 2; list++)
+                for (struct msg *m = list ? w->queues[i].spare : w->queues[i].head, *next; m;
+                     m = next) {
+                    next = m->next;
+                    free(m);
+                }
     if (w->stages)
         for (int s = 0; s < w->pp; s++)
             if (w->stages[s].posts) {

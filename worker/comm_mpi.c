@@ -307,8 +307,7 @@ static int op_allgather(struct br_comm *c, const void *send, void *recv, const i
                         const int *displs)
 {
     struct mpi_impl *m = impl(c);
-    c->stats.bytes_sent += (uint64_t)counts[c->tp_rank] * (uint64_t)(c->tp - 1);
-    c->stats.messages++;
+    br_comm_count_allgather(c, counts);
     double total = 0;
     for (int r = 0; r < c->tp; r++) total += counts[r];
     if (m->dreq && br_coll_direct(BR_COLL_ALLGATHER, c->tp, total, m->alpha_s)) {
@@ -324,18 +323,14 @@ static int op_allgather(struct br_comm *c, const void *send, void *recv, const i
 static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t *recv,
                                  const int *counts)
 {
-    uint64_t total = 0;
-    for (int r = 0; r < c->tp; r++) total += (uint64_t)counts[r];
-    c->stats.bytes_sent += 4 * (total - (uint64_t)counts[c->tp_rank]);
-    c->stats.messages++;
+    br_comm_count_reduce_scatter(c, counts);
     return mpi_status(collective_done(
         c, MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, impl(c)->stage)));
 }
 
 static int op_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
 {
-    c->stats.bytes_sent += 4 * (uint64_t)n;
-    c->stats.messages++;
+    br_comm_count_allreduce(c, n);
     return mpi_status(collective_done(
         c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_INT32_T, MPI_SUM, impl(c)->stage)));
 }
@@ -343,8 +338,7 @@ static int op_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
 static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
 {
     struct mpi_impl *m = impl(c);
-    c->stats.bytes_sent += 4 * (uint64_t)n;
-    c->stats.messages++;
+    br_comm_count_allreduce(c, n);
     if (m->dreq && br_coll_direct(BR_COLL_ALLREDUCE_MAX, c->tp, 4.0 * n, m->alpha_s)) {
         void *at[BR_PLAN_MAX_TP];
         int sizes[BR_PLAN_MAX_TP];
@@ -384,8 +378,7 @@ static void ring(struct br_comm *c)
 static int op_send_next(struct br_comm *c, const void *buf, size_t bytes)
 {
     ring(c);
-    c->stats.bytes_sent += bytes;
-    c->stats.messages++;
+    br_comm_count(c, bytes);
     int dest = c->world_rank + c->tp;
     MPI_Request req;
     if (MPI_Isend(buf, (int)bytes, MPI_BYTE, dest, TAG_PIPE, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
@@ -406,8 +399,7 @@ static int op_recv_prev(struct br_comm *c, void *buf, size_t bytes)
 
 static int op_send_root(struct br_comm *c, const void *buf, size_t bytes, void **pending)
 {
-    c->stats.bytes_sent += bytes;
-    c->stats.messages++;
+    br_comm_count(c, bytes);
     MPI_Request *req = malloc(sizeof *req);
     if (!req) return BR_E_NOMEM;
     int rc = MPI_Isend(buf, (int)bytes, MPI_BYTE, 0, TAG_ROOT, MPI_COMM_WORLD, req);
@@ -445,10 +437,7 @@ static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
 {
     struct mpi_impl *m = impl(c);
     ring(c);
-    if (c->tp_rank == 0) {
-        c->stats.bytes_sent += bytes * (uint64_t)(c->tp - 1);
-        c->stats.messages++;
-    }
+    br_comm_count_bcast(c, bytes);
     if (!m->nb_bcast) {
         int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, m->stage);
         /* the root's send returns at once; the others receive it a delay later */

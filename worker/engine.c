@@ -34,6 +34,7 @@
 #include "bitrack/fp.h"
 #include "kernels/attn.h"
 #include "kernels/fhead.h"
+#include "kernels/kset.h"
 #include "kernels/ops.h"
 #include "kernels/q6k.h"
 #include "kernels/q8.h"
@@ -57,6 +58,7 @@ struct group_dims {
 
 struct br_engine {
     const struct br_model *m;
+    const struct br_kernel_set *ks; /* every kernel call goes through this set */
     struct br_pool *pool;
     struct br_comm *comm;
     int tp, tp_rank;
@@ -150,6 +152,7 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     struct br_engine *e = xalloc(sizeof *e);
     if (!e) return br_err_set(err, BR_E_NOMEM, "out of memory");
     e->m = m;
+    e->ks = o && o->kernels ? o->kernels : br_kernel_set_active();
     e->pool = o ? o->pool : NULL;
     br_tune_init(e->pool); /* the kernels' parameters for this CPU (kernels/tune.h) */
     e->comm = o ? o->comm : NULL;
@@ -425,8 +428,8 @@ static void normq_stats_tok(struct br_engine *e, void *ctx, int32_t t)
     int32_t own = (int32_t)chunks_of(j->n_local, j->chunk);
     size_t tail = j->stride - 1 - j->own_off - (size_t)own;
     if (tail) memset(st + 1 + j->own_off + own, 0, tail * sizeof *st);
-    st[0] = br_normq_stats(j->x + (size_t)t * j->n_local, j->g, (size_t)j->n_local,
-                           (size_t)j->chunk, st + 1 + j->own_off);
+    st[0] = br_normq_stats(e->ks->ternary->dot_f32, j->x + (size_t)t * j->n_local, j->g,
+                           (size_t)j->n_local, (size_t)j->chunk, st + 1 + j->own_off);
 }
 
 /* Token t's statistics combined in rank (= chunk) order, then its quantization. */
@@ -542,6 +545,7 @@ static int residual_normq(struct br_engine *e, const float *g, int32_t T)
 /* ---- projections ---- */
 
 struct proj_job {
+    const struct br_kernel_ops *k;
     const struct br_tmat *w;
     const int8_t *q8;
     size_t kpad;
@@ -562,9 +566,9 @@ static void proj_task(void *ctx, int task, int n_tasks)
     int32_t r1 = (int32_t)((int64_t)rows * (task + 1) / n_tasks);
     if (r0 == r1) return;
     if (j->T == 1)
-        br_tmat_gemv(j->w, r0, r1, j->q8, j->acc + r0);
+        j->k->gemv(j->w, r0, r1, j->q8, j->acc + r0);
     else
-        br_tmat_gemm(j->w, r0, r1, j->T, j->q8, j->kpad, j->acc + r0, (size_t)rows);
+        j->k->gemm(j->w, r0, r1, j->T, j->q8, j->kpad, j->acc + r0, (size_t)rows);
     const float *sc = j->w->scale;
     for (int32_t t = 0; t < j->T && (j->y || j->x); t++) {
         const int32_t *a = j->acc + (size_t)t * (size_t)rows;
@@ -582,7 +586,7 @@ static void proj_task(void *ctx, int task, int n_tasks)
 static void integer_product(struct br_engine *e, const struct br_tmat *w, const int8_t *q8,
                             size_t kpad, int32_t T, float *y, float *x)
 {
-    struct proj_job j = {w, q8, kpad, T, e->acc, e->qs, y, x};
+    struct proj_job j = {e->ks->ternary, w, q8, kpad, T, e->acc, e->qs, y, x};
     int t = br_pool_threads(e->pool);
     int n = t == 1 ? 1 : t * (T == 1 ? br_tune_gemv_tasks(t) : 4);
     if (n > w->rows) n = w->rows;
@@ -663,7 +667,7 @@ static void attend(struct br_engine *e, int layer, const struct br_batch *b, int
                    int32_t G, float *scores)
 {
     const struct br_model_config *c = &e->m->cfg;
-    const struct br_attn_ops *ops = br_attn_active();
+    const struct br_attn_ops *ops = e->ks->attn;
     int32_t hd = c->head_dim, hdv = c->head_dim_v, kvh = h0 / e->g;
     const struct layer_cache *lc = &e->cache[layer];
     const uint16_t *kbase = lc->k + (size_t)kvh * hd, *vbase = lc->v + (size_t)kvh * hdv;
@@ -742,7 +746,7 @@ static void rope_store_tok(struct br_engine *e, void *ctx, int32_t t)
 {
     const struct br_model_config *c = &e->m->cfg;
     const struct layer_cache *lc = &e->cache[*(const int *)ctx];
-    const struct br_attn_ops *aops = br_attn_active();
+    const struct br_attn_ops *aops = e->ks->attn;
     int32_t hd = c->head_dim;
     const float *cs = e->rope_cs + (size_t)t * c->n_rot;
     for (int32_t h = 0; h < e->qhl; h++)
@@ -861,8 +865,8 @@ static void head_task(void *ctx, int task, int n_tasks)
             j->failed = 1;
             return;
         }
-        br_q6k_gemm(&q6, l0 + a, l0 + b, j->n_rows, e->hq, (size_t)h->cols, e->hdx,
-                    (size_t)h->cols / BR_Q8_BLOCK, j->logits + a, (size_t)vl);
+        e->ks->q6k(&q6, l0 + a, l0 + b, j->n_rows, e->hq, (size_t)h->cols, e->hdx,
+                   (size_t)h->cols / BR_Q8_BLOCK, j->logits + a, (size_t)vl);
         return;
     }
     if (!e->m->head_q8.rows && (h->type == BR_GGML_F16 || h->type == BR_GGML_BF16)) {
@@ -870,16 +874,16 @@ static void head_task(void *ctx, int task, int n_tasks)
         struct br_fhead fh = {h->data, h->row_bytes, h->rows, (int32_t)h->cols,
                               h->type == BR_GGML_BF16};
         int64_t l0 = v0 - h->row0;
-        br_fhead_gemm(&fh, l0 + a, l0 + b, j->n_rows, j->xn, (size_t)h->cols, j->logits + a,
-                      (size_t)vl);
+        e->ks->fhead(&fh, l0 + a, l0 + b, j->n_rows, j->xn, (size_t)h->cols, j->logits + a,
+                     (size_t)vl);
         return;
     }
     if (e->m->head_q8.rows) {
         /* Q8_0: every head row read once for all n_rows tokens (kernels/q8.h) */
         int64_t q0 = v0 - e->m->head_q8_row0;
         size_t d = (size_t)h->cols;
-        br_q8_gemm(&e->m->head_q8, q0 + a, q0 + b, j->n_rows, e->hq, d, e->hdx, d / BR_Q8_BLOCK,
-                   j->logits + a, (size_t)vl);
+        e->ks->q8->gemm(&e->m->head_q8, q0 + a, q0 + b, j->n_rows, e->hq, d, e->hdx,
+                        d / BR_Q8_BLOCK, j->logits + a, (size_t)vl);
         return;
     }
     float *row = malloc((size_t)h->cols * sizeof *row);
@@ -890,7 +894,7 @@ static void head_task(void *ctx, int task, int n_tasks)
     for (int64_t v = a; v < b; v++)
         for (int32_t t = 0; t < j->n_rows; t++)
             j->logits[(size_t)t * (size_t)vl + (size_t)v] =
-                br_dense_dot(h, v0 + v, j->xn + (size_t)t * (size_t)h->cols, row);
+                br_dense_dot(e->ks, h, v0 + v, j->xn + (size_t)t * (size_t)h->cols, row);
     free(row);
 }
 
@@ -916,7 +920,8 @@ int br_engine_head(struct br_engine *e, const struct br_batch *b, const int32_t 
     size_t ch = chunks_of(e->dl, BR_CHUNK);
     for (int32_t i = 0; i < n_rows; i++) {
         if (rows[i] < 0 || rows[i] >= b->n) return br_err_set(err, BR_E_RANGE, "bad head row");
-        br_sumsq_chunks(e->x + (size_t)rows[i] * e->dl, (size_t)e->dl, e->stats + (size_t)i * ch);
+        br_sumsq_chunks(e->ks->ternary->dot_f32, e->x + (size_t)rows[i] * e->dl, (size_t)e->dl,
+                        e->stats + (size_t)i * ch);
     }
     int32_t pr[BR_PLAN_MAX_TP], nblk = e->whole ? 1 : e->tp;
     const float *gs = e->stats;

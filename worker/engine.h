@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "bitrack/status.h"
+#include "kernels/kset.h"
 #include "kernels/pool.h"
 #include "worker/comm.h"
 #include "worker/model.h"
@@ -34,6 +35,10 @@ struct br_engine_opts {
     int32_t kv_blocks;    /* KV blocks in all; 0: enough for every slot's full context */
     struct br_pool *pool; /* borrowed; NULL: serial */
     struct br_comm *comm; /* borrowed; NULL: a single process holding the whole model */
+    /* The kernel variant every kernel call of the engine goes through (kernels/kset.h),
+     * borrowed (the sets are static); NULL: the process's, br_kernel_set_active(). Every
+     * set gives the same bits. */
+    const struct br_kernel_set *kernels;
 };
 
 /* The model (whole or one rank's part) is borrowed and must outlive the engine. */

@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,21 +34,22 @@ int br_dense_row(const struct br_dense *d, int64_t r, float *out, struct br_err 
                               out + d->col0, err);
 }
 
-float br_dense_dot(const struct br_dense *d, int64_t r, const float *x, float *scratch)
+float br_dense_dot(const struct br_kernel_set *ks, const struct br_dense *d, int64_t r,
+                   const float *x, float *scratch)
 {
     assert(r >= d->row0 && r < d->row0 + d->rows && d->col0 == 0 && d->cols == d->full_cols);
     const uint8_t *row = d->data + (size_t)(r - d->row0) * d->row_bytes;
     switch (d->type) {
     case BR_GGML_F16:
-        return br_dot_f16_f32((const uint16_t *)(const void *)row, x, (size_t)d->cols);
+        return ks->ternary->dot_f16_f32((const uint16_t *)(const void *)row, x, (size_t)d->cols);
     case BR_GGML_F32: {
         memcpy(scratch, row, (size_t)d->cols * sizeof(float)); /* the mapping may be unaligned */
-        return br_dot_f32(scratch, x, (size_t)d->cols);
+        return ks->ternary->dot_f32(scratch, x, (size_t)d->cols);
     }
     default:
         if (br_decode_rows_f32(d->type, row, (uint64_t)d->cols, 0, 1, scratch, NULL) != BR_OK)
             return NAN;
-        return br_dot_f32(scratch, x, (size_t)d->cols);
+        return ks->ternary->dot_f32(scratch, x, (size_t)d->cols);
     }
 }
 
@@ -200,42 +202,35 @@ static int load_norm(const struct br_gguf *g, const char *name, int64_t n, int64
     return BR_OK;
 }
 
+/* Where each layer tensor lives in struct br_layer_weights (sharding/config.h's table
+ * names the member). */
+static const size_t layer_field[BR_W_COUNT] = {
+#define BR_LAYER_FIELD(NAME, field, suffix, kind, cols, rows, split)                               \
+    [BR_W_##NAME] = offsetof(struct br_layer_weights, field),
+    BR_WNAMES(BR_LAYER_FIELD)
+#undef BR_LAYER_FIELD
+};
+/* ... and that member has the type the table's kind says. */
+#define BR_LAYER_FIELD_TYPE(NAME, field, suffix, kind, cols, rows, split)                          \
+    _Static_assert(_Generic(((struct br_layer_weights *)0)->field,                        \
+                       struct br_tmat: BR_WKIND_##kind == BR_WKIND_TERNARY,               \
+                       float *: BR_WKIND_##kind != BR_WKIND_TERNARY),                     \
+                   "struct br_layer_weights." #field " does not hold a " #kind " tensor");
+BR_WNAMES(BR_LAYER_FIELD_TYPE)
+#undef BR_LAYER_FIELD_TYPE
+
+/* The matrix of ternary tensor w, NULL for a norm. */
 static struct br_tmat *layer_tmat(struct br_layer_weights *lw, enum br_wname w)
 {
-    switch (w) {
-    case BR_W_Q:
-        return &lw->q;
-    case BR_W_K:
-        return &lw->k;
-    case BR_W_V:
-        return &lw->v;
-    case BR_W_O:
-        return &lw->o;
-    case BR_W_GATE:
-        return &lw->gate;
-    case BR_W_UP:
-        return &lw->up;
-    case BR_W_DOWN:
-        return &lw->down;
-    default:
-        return NULL;
-    }
+    if (!br_wname_is_ternary(w)) return NULL;
+    return (struct br_tmat *)((char *)lw + layer_field[w]);
 }
 
+/* The vector of norm w, NULL for a ternary tensor. */
 static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
 {
-    switch (w) {
-    case BR_W_ATTN_NORM:
-        return &lw->attn_norm;
-    case BR_W_ATTN_SUB_NORM:
-        return &lw->attn_sub_norm;
-    case BR_W_FFN_NORM:
-        return &lw->ffn_norm;
-    case BR_W_FFN_SUB_NORM:
-        return &lw->ffn_sub_norm;
-    default:
-        return NULL;
-    }
+    if (br_wname_is_ternary(w)) return NULL;
+    return (float **)((char *)lw + layer_field[w]);
 }
 
 /* The file's copy of a ternary tensor is not read again once decoded: hand its pages back

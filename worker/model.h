@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "bitrack/status.h"
+#include "kernels/kset.h"
 #include "kernels/q8.h"
 #include "kernels/ternary.h"
 #include "sharding/config.h"
@@ -37,10 +38,11 @@ struct br_dense {
 int br_dense_row(const struct br_dense *d, int64_t r, float *out, struct br_err *err);
 
 /* dot(row r, x) for a window holding whole rows (cols == full_cols), in the canonical
- * order of kernels/ops.h: F16 and F32 rows are read in place (SIMD), other types are
- * decoded into scratch (cols floats) first. Same bits either way. r must be in the
- * window (checked by assert). */
-float br_dense_dot(const struct br_dense *d, int64_t r, const float *x, float *scratch);
+ * order of kernels/ops.h with the dot products of kernel set ks: F16 and F32 rows are read
+ * in place (SIMD), other types are decoded into scratch (cols floats) first. Same bits
+ * either way. r must be in the window (checked by assert). */
+float br_dense_dot(const struct br_kernel_set *ks, const struct br_dense *d, int64_t r,
+                   const float *x, float *scratch);
 
 struct br_layer_weights {
     float *attn_norm, *attn_sub_norm, *ffn_norm, *ffn_sub_norm; /* NULL when absent */

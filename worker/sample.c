@@ -13,6 +13,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -398,9 +399,35 @@ static const struct br_cand *best_key(const struct br_cand *c, size_t n)
     return b;
 }
 
-int br_sample_merge(const struct br_sample_params *p, const struct br_sample_slice *slices,
-                    int32_t n_slices, struct br_sample_result *res, struct br_err *err)
+/* Makes *buf hold at least n elements of size sz (grow-only); false when out of memory. */
+static bool ws_need(void **buf, size_t *cap, size_t n, size_t sz)
 {
+    if (n <= *cap && *buf) return true;
+    void *q = malloc((n ? n : 1) * sz);
+    if (!q) return false;
+    free(*buf);
+    *buf = q;
+    *cap = n;
+    return true;
+}
+
+void br_sample_ws_free(struct br_sample_ws *ws)
+{
+    if (!ws) return;
+    free(ws->all), free(ws->cands), free(ws->stats);
+    memset(ws, 0, sizeof *ws);
+}
+
+int br_sample_merge(const struct br_sample_params *p, const struct br_sample_slice *slices,
+                    int32_t n_slices, struct br_sample_ws *ws, struct br_sample_result *res,
+                    struct br_err *err)
+{
+    if (!ws) {
+        struct br_sample_ws own = {0};
+        int rc = br_sample_merge(p, slices, n_slices, &own, res, err);
+        br_sample_ws_free(&own);
+        return rc;
+    }
     size_t total = 0;
     int rc = check_slices(p, slices, n_slices, &total, err);
     if (rc != BR_OK) return rc;
@@ -420,8 +447,9 @@ int br_sample_merge(const struct br_sample_params *p, const struct br_sample_sli
         }
     double lse = gmax + log(gsum);
 
-    struct br_cand *all = malloc(total * sizeof *all);
-    if (!all) return br_err_set(err, BR_E_NOMEM, "sample merge: %zu candidates", total);
+    if (!ws_need((void **)&ws->all, &ws->all_cap, total, sizeof *ws->all))
+        return br_err_set(err, BR_E_NOMEM, "sample merge: %zu candidates", total);
+    struct br_cand *all = ws->all;
     size_t n = 0;
     for (int32_t i = 0; i < n_slices; i++)
         for (int32_t j = 0; j < slices[i].n_cands; j++) all[n++] = slices[i].cands[j];
@@ -480,32 +508,29 @@ int br_sample_merge(const struct br_sample_params *p, const struct br_sample_sli
     res->logit = pick->logit;
     res->logprob = (double)pick->logit - lse;
     res->n_kept = n_kept;
-    free(all);
     return BR_OK;
 }
 
 int br_sample_full(const struct br_sample_params *p, const float *logits, int32_t n_vocab,
                    const int32_t *history, size_t n_history, uint64_t seq, uint64_t pos,
-                   struct br_sample_result *res, struct br_err *err)
+                   struct br_sample_ws *ws, struct br_sample_result *res, struct br_err *err)
 {
+    if (!ws) {
+        struct br_sample_ws own = {0};
+        int rc = br_sample_full(p, logits, n_vocab, history, n_history, seq, pos, &own, res, err);
+        br_sample_ws_free(&own);
+        return rc;
+    }
     if (n_vocab < 1) return br_err_set(err, BR_E_INVALID, "sampling: empty vocabulary");
     int32_t cap = br_sample_max_candidates(p);
     if (cap > n_vocab) cap = n_vocab;
-    struct br_cand *cands = malloc((size_t)cap * sizeof *cands);
-    struct br_sample_chunk_stat *stats =
-        malloc((size_t)br_sample_n_chunks(0, n_vocab) * sizeof *stats);
-    int rc = BR_E_NOMEM;
-    if (!cands || !stats) {
-        br_err_set(err, rc, "sampling: candidate buffers");
-        goto done;
-    }
-    rc = br_sample_candidates(p, logits, 0, n_vocab, history, n_history, seq, pos, cands, cap,
-                              stats, err);
-    if (rc < 0) goto done;
-    struct br_sample_slice s = {0, n_vocab, cands, rc, stats};
-    rc = br_sample_merge(p, &s, 1, res, err);
-done:
-    free(cands);
-    free(stats);
-    return rc;
+    if (!ws_need((void **)&ws->cands, &ws->cands_cap, (size_t)cap, sizeof *ws->cands) ||
+        !ws_need((void **)&ws->stats, &ws->stats_cap, (size_t)br_sample_n_chunks(0, n_vocab),
+                 sizeof *ws->stats))
+        return br_err_set(err, BR_E_NOMEM, "sampling: candidate buffers");
+    int rc = br_sample_candidates(p, logits, 0, n_vocab, history, n_history, seq, pos, ws->cands,
+                                  cap, ws->stats, err);
+    if (rc < 0) return rc;
+    struct br_sample_slice s = {0, n_vocab, ws->cands, rc, ws->stats};
+    return br_sample_merge(p, &s, 1, ws, res, err);
 }

@@ -144,17 +144,34 @@ struct br_sample_result {
     double logprob; /* log softmax at temperature 1 over the whole vocabulary */
 };
 
+/* Working memory of br_sample_merge and br_sample_full, kept by a caller that samples
+ * row after row so that sampling allocates nothing once the buffers have grown to the
+ * largest row: zero-initialise, pass to every call, free with br_sample_ws_free. */
+struct br_sample_ws {
+    struct br_cand *all; /* (all_cap,) merge: every slice's candidates */
+    size_t all_cap;
+    struct br_cand *cands; /* (cands_cap,) full: the one slice's candidates */
+    size_t cands_cap;
+    struct br_sample_chunk_stat *stats; /* (stats_cap,) full: its chunk statistics */
+    size_t stats_cap;
+};
+/* NULL-safe; leaves ws zeroed. */
+void br_sample_ws_free(struct br_sample_ws *ws);
+
 /*
  * Picks the token from the slices' candidates. slices (n_slices,) must be in vocabulary
- * order and cover [0, n_vocab) contiguously. Returns BR_OK, BR_E_INVALID (malformed
- * slices, or every token banned), BR_E_NOMEM.
+ * order and cover [0, n_vocab) contiguously. ws: working memory (NULL: allocated and
+ * freed in the call). Returns BR_OK, BR_E_INVALID (malformed slices, or every token
+ * banned), BR_E_NOMEM.
  */
 int br_sample_merge(const struct br_sample_params *p, const struct br_sample_slice *slices,
-                    int32_t n_slices, struct br_sample_result *res, struct br_err *err);
+                    int32_t n_slices, struct br_sample_ws *ws, struct br_sample_result *res,
+                    struct br_err *err);
 
-/* The unsplit case: candidates over [0, n_vocab) and merge. logits (n_vocab,). */
+/* The unsplit case: candidates over [0, n_vocab) and merge. logits (n_vocab,); ws as for
+ * br_sample_merge. */
 int br_sample_full(const struct br_sample_params *p, const float *logits, int32_t n_vocab,
                    const int32_t *history, size_t n_history, uint64_t seq, uint64_t pos,
-                   struct br_sample_result *res, struct br_err *err);
+                   struct br_sample_ws *ws, struct br_sample_result *res, struct br_err *err);
 
 #endif

@@ -35,7 +35,7 @@ sources() {
     shard)
         echo worker/model.c sharding/shard.c sharding/gguf.c sharding/types.c sharding/config.c \
             sharding/plan.c sharding/decode.c kernels/ternary.c kernels/dispatch.c kernels/ops.c \
-            kernels/q8.c kernels/kset.c kernels/attn.c kernels/q6k.c kernels/fhead.c \
+            kernels/q8.c kernels/kset.c kernels/attn.c kernels/q6k.c kernels/fhead.c kernels/scratch.c \
             common/status.c common/progress.c
         ;;
     *) return 1 ;;

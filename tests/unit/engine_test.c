@@ -3,7 +3,8 @@
  * written here with plain loops and double accumulation, on tiny synthetic models of each
  * architecture and each ternary storage type; plus the exactness properties the design
  * promises: identical logits whatever the thread count, whether tokens are evaluated as
- * one batch or one by one, and whatever the storage type of one seed's weights.
+ * one batch or one by one, whatever the storage type of one seed's weights, and whatever
+ * kernel set (kernels/kset.h) the engine is given.
  *
  * Tolerance of the comparison with the independent implementation: both quantize every
  * BitLinear input to int8 with the same rule, but they sum floats in different orders
@@ -27,6 +28,7 @@
 #include <string.h>
 
 #include "bitrack/fp.h"
+#include "kernels/kset.h"
 #include "kernels/pool.h"
 #include "sharding/synth.h"
 #include "sharding/types.h"
@@ -198,12 +200,14 @@ static char *make_model(const char *arch, uint32_t type, int tied, uint64_t seed
     return path;
 }
 
-static float *engine_logits(const struct br_model *m, int threads, const int32_t *tok, int n,
-                            int one_by_one)
+/* Logits of tok[0..n) (n, vocab), on `threads` threads with kernel set ks (NULL: the
+ * process's). */
+static float *engine_logits_ks(const struct br_model *m, const struct br_kernel_set *ks,
+                               int threads, const int32_t *tok, int n, int one_by_one)
 {
     struct br_pool *pool = NULL;
     assert_int_equal(br_pool_create(threads, &pool), 0);
-    struct br_engine_opts eo = {.n_ctx = 64, .max_batch = 8, .pool = pool};
+    struct br_engine_opts eo = {.n_ctx = 64, .max_batch = 8, .pool = pool, .kernels = ks};
     struct br_engine *e = NULL;
     struct br_err err = {{0}};
     assert_int_equal(br_engine_create(m, &eo, &e, &err), 0);
@@ -219,6 +223,12 @@ static float *engine_logits(const struct br_model *m, int threads, const int32_t
     br_engine_destroy(&e);
     br_pool_destroy(&pool);
     return lg;
+}
+
+static float *engine_logits(const struct br_model *m, int threads, const int32_t *tok, int n,
+                            int one_by_one)
+{
+    return engine_logits_ks(m, NULL, threads, tok, n, one_by_one);
 }
 
 static const int32_t prompt[] = {5, 77, 299, 0, 123, 42, 7, 250, 9, 31, 200};
@@ -347,6 +357,67 @@ static void test_threads_and_batching_exact(void **state)
     free(path);
 }
 
+/* A copy of the reference set whose ternary GEMV/GEMM and dot products count their calls:
+ * shows that the engine's kernel calls go through the set it is given. */
+static int counted_calls;
+static void counted_gemv(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
+                         int32_t *acc)
+{
+    __atomic_add_fetch(&counted_calls, 1, __ATOMIC_RELAXED);
+    br_kernels_ref.gemv(m, r0, r1, q, acc);
+}
+static void counted_gemm(const struct br_tmat *m, int32_t r0, int32_t r1, int32_t ntok,
+                         const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
+{
+    __atomic_add_fetch(&counted_calls, 1, __ATOMIC_RELAXED);
+    br_kernels_ref.gemm(m, r0, r1, ntok, q, q_stride, acc, acc_stride);
+}
+
+/* Every kernel set compiled in and runnable here gives the reference set's bits, for a
+ * float head read in place and for the Q8_0 head; a set of counting wrappers is called. */
+static void test_kernel_sets_exact(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"ref", "avx2", "avx512", "neon", "neon-nodot"};
+    char *path = make_model("llama", BR_GGML_TQ2_0, 0, 13);
+    for (int q8head = 0; q8head < 2; q8head++) {
+        struct br_model *m = NULL;
+        struct br_err err = {{0}};
+        if (br_model_load(path, &m, &err)) fail_msg("load: %s", err.msg);
+        if (q8head && br_model_quantize_head(m, &err)) fail_msg("q8 head: %s", err.msg);
+        size_t n = (size_t)NP * (size_t)m->cfg.n_vocab * sizeof(float);
+        struct br_kernel_set ref;
+        assert_int_equal(br_kernel_set_find("ref", &ref), BR_OK);
+        float *want = engine_logits_ks(m, &ref, 2, prompt, NP, 0);
+        int tried = 0;
+        for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+            struct br_kernel_set ks;
+            if (br_kernel_set_find(names[i], &ks) != BR_OK) continue;
+            float *got = engine_logits_ks(m, &ks, 2, prompt, NP, i % 2);
+            if (memcmp(want, got, n))
+                fail_msg("kernel set %s, q8 head %d: other bits", names[i], q8head);
+            free(got);
+            tried++;
+        }
+        assert_true(tried >= 1);
+        struct br_kernel_ops counting = br_kernels_ref;
+        counting.gemv = counted_gemv;
+        counting.gemm = counted_gemm;
+        struct br_kernel_set cks = ref;
+        cks.ternary = &counting;
+        counted_calls = 0;
+        float *got = engine_logits_ks(m, &cks, 1, prompt, NP, 1);
+        assert_memory_equal(want, got, n);
+        /* one call per projection per layer per token (evaluated one by one) at least */
+        assert_true(counted_calls >= NP * 7 * m->cfg.n_layer);
+        free(got);
+        free(want);
+        br_model_destroy(&m);
+    }
+    remove(path);
+    free(path);
+}
+
 /* Activations stay in a realistic range through every layer of each architecture. */
 static void test_activation_range(void **state)
 {
@@ -420,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_llama_i2s),
         cmocka_unit_test(test_types_bit_identical),
         cmocka_unit_test(test_threads_and_batching_exact),
+        cmocka_unit_test(test_kernel_sets_exact),
         cmocka_unit_test(test_activation_range),
         cmocka_unit_test(test_bad_token_and_context),
     };

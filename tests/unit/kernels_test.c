@@ -564,13 +564,17 @@ static void test_read_probe(void **state)
 }
 
 /* Every variant this CPU runs has a whole kernel set (each family present, the ternary
- * table the variant's own), one this CPU cannot run has none, and the process's set is the
- * active variant's. */
+ * table the variant's own, its dot giving the reference's norm statistics), one this CPU
+ * cannot run has none, and the process's set is the active variant's. */
 static void test_kernel_sets(void **state)
 {
     (void)state;
     static const char *const names[] = {"ref", "avx2", "avx512", "neon", "neon-nodot"};
     int n_found = 0;
+    enum { N = 3 * BR_CHUNK + 77 }; /* a partial last chunk */
+    float x[N], g[N], want[4], got[4];
+    for (int i = 0; i < N; i++) x[i] = sinf(0.37f * (float)i) * 3.0f, g[i] = 0.5f + 0.001f * i;
+    float want_max = br_normq_stats(br_dot_f32_ref, x, g, N, BR_CHUNK, want);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         struct br_kernel_set ks;
         int rc = br_kernel_set_find(names[i], &ks);
@@ -586,6 +590,11 @@ static void test_kernel_sets(void **state)
         assert_non_null(ks.q6k);
         assert_non_null(ks.fhead);
         assert_non_null(ks.attn);
+        float got_max = br_normq_stats(ks.ternary->dot_f32, x, g, N, BR_CHUNK, got);
+        assert_int_equal(br_fp32_to_bits(got_max), br_fp32_to_bits(want_max));
+        assert_memory_equal(got, want, sizeof got);
+        br_sumsq_chunks(ks.ternary->dot_f32, x, N, got);
+        assert_memory_equal(got, want, sizeof got);
         n_found++;
     }
     assert_true(n_found >= 1); /* the reference at least */

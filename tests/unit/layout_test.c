@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "kernels/ops.h"
 #include "kernels/pool.h"
 #include "sharding/plan.h"
 #include "sharding/synth.h"
@@ -307,6 +308,39 @@ static void test_choose_layout(void **state)
     assert_int_equal(br_plan_choose_layout(&c, 4, 64, 10, 3), BR_LAYOUT_REPLICATED);
 }
 
+/* TP is bounded by BR_PLAN_MAX_TP (the engine's per-rank arrays), refused where the plan is
+ * made with a message naming the bound, on a model whose heads, FFN and vocabulary
+ * chunks would otherwise split over more ranks; TP at the bound is accepted. */
+static void test_max_tp(void **state)
+{
+    (void)state;
+    struct br_synth_opts o;
+    br_synth_opts_default(&o);
+    o.preset = "100b";
+    struct br_model_config c;
+    struct br_err err = {{0}};
+    assert_int_equal(br_synth_shape(&o, &c, &err), BR_OK);
+    int32_t over = BR_PLAN_MAX_TP + 1;
+    c.n_head = c.n_head_kv = 2 * over;
+    c.n_embd = c.n_head * c.head_dim;
+    c.n_ff = 2 * over * BR_CHUNK;
+    c.n_vocab = 2 * over * BR_CHUNK;
+    struct br_plan *plan = NULL;
+    assert_int_equal(br_plan_create(&c, BR_PLAN_MAX_TP, 1, &plan, &err), BR_OK);
+    assert_int_equal(plan->tp, BR_PLAN_MAX_TP);
+    br_plan_destroy(&plan);
+    for (int layout = BR_LAYOUT_REPLICATED; layout <= BR_LAYOUT_SHARDED; layout++) {
+        assert_int_equal(br_plan_create_layout(&c, over, 1, layout, &plan, &err), BR_E_INVALID);
+        assert_null(plan);
+        char want[64];
+        snprintf(want, sizeof want, "exceeds %d ranks per TP group", BR_PLAN_MAX_TP);
+        if (!strstr(err.msg, want)) fail_msg("TP %d, layout %d: '%s'", over, layout, err.msg);
+    }
+    /* far beyond the bound the message still names it */
+    assert_int_equal(br_plan_create(&c, 100000, 1, &plan, &err), BR_E_INVALID);
+    assert_non_null(strstr(err.msg, "ranks per TP group"));
+}
+
 /* The communicator alone: collectives and queues give what comm.h promises. */
 struct comm_job {
     struct br_comm *c;
@@ -371,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_comm_local),   cmocka_unit_test(test_tiny),
         cmocka_unit_test(test_gqa_uneven),   cmocka_unit_test(test_llama_q6k),
         cmocka_unit_test(test_bound_lifted), cmocka_unit_test(test_choose_layout),
+        cmocka_unit_test(test_max_tp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,10 +34,17 @@ static struct br_sample_result full(const struct br_sample_params *p, const floa
                                     int32_t n, const int32_t *hist, size_t nh, uint64_t seq,
                                     uint64_t pos)
 {
-    struct br_sample_result r;
+    struct br_sample_result r, again;
     struct br_err e = {{0}};
-    int rc = br_sample_full(p, logits, n, hist, nh, seq, pos, &r, &e);
+    int rc = br_sample_full(p, logits, n, hist, nh, seq, pos, NULL, &r, &e);
     if (rc != BR_OK) fail_msg("br_sample_full: %s", e.msg);
+    /* with working memory kept from every earlier call (grown by other sizes): the same */
+    static struct br_sample_ws ws;
+    assert_int_equal(br_sample_full(p, logits, n, hist, nh, seq, pos, &ws, &again, &e), BR_OK);
+    assert_int_equal(r.token, again.token);
+    assert_int_equal(r.n_kept, again.n_kept);
+    assert_memory_equal(&r.logit, &again.logit, sizeof r.logit);
+    assert_memory_equal(&r.logprob, &again.logprob, sizeof r.logprob);
     return r;
 }
 
@@ -63,7 +70,7 @@ static struct br_sample_result split(const struct br_sample_params *p, const flo
     }
     struct br_sample_result r;
     struct br_err e = {{0}};
-    int rc = br_sample_merge(p, sl, n_slices, &r, &e);
+    int rc = br_sample_merge(p, sl, n_slices, NULL, &r, &e);
     if (rc != BR_OK) fail_msg("merge: %s", e.msg);
     for (int32_t i = 0; i < n_slices; i++) {
         free(cands[i]);
@@ -335,7 +342,7 @@ static void test_bias_bans(void **state)
     p.n_bias = 4;
     struct br_sample_result r;
     struct br_err e = {{0}};
-    assert_int_equal(br_sample_full(&p, l, 4, NULL, 0, 0, 0, &r, &e), BR_E_INVALID);
+    assert_int_equal(br_sample_full(&p, l, 4, NULL, 0, 0, 0, NULL, &r, &e), BR_E_INVALID);
     assert_non_null(strstr(e.msg, "banned"));
 }
 
@@ -743,7 +750,7 @@ static void test_errors(void **state)
     struct br_sample_chunk_stat s1[1] = {{0.0f, 1.0f}}, s2[1] = {{0.0f, 1.0f}};
     struct br_sample_slice sl[2] = {{0, 256, &c1, 1, s1}, {512, 700, &c2, 1, s2}};
     struct br_sample_result r;
-    assert_int_equal(br_sample_merge(&p, sl, 2, &r, &e), BR_E_INVALID);
+    assert_int_equal(br_sample_merge(&p, sl, 2, NULL, &r, &e), BR_E_INVALID);
     assert_non_null(strstr(e.msg, "slice 1"));
 }
 

@@ -12,6 +12,11 @@
  * and as a fraction of the peak MAC rate of the variant's own multiply-add instruction, measured by
  * a tight loop on the same threads. Every figure is the best of several repetitions.
  *
+ * The F16 output head of 2B-4T (128256 x 2560) is measured like a GEMV, one token. With
+ * --l2, every GEMV is also run from two copies of its first rows that stay in L2: what the
+ * kernel's instructions allow when memory plays no part, to compare with the read probe
+ * (a kernel that cannot beat the probe from L2 cannot reach it from memory).
+ *
  * Shapes: BitNet-b1.58-2B-4T (d 2560, ffn 6912: 2560x2560, 640x2560, 6912x2560,
  * 2560x6912) and the 100B benchmark shape (d 8192, ffn 45568). Rows are split over the
  * pool's threads in multiples of 4 (GEMV: the calibrated ranges per thread, as the engine
@@ -29,6 +34,7 @@
 #include <time.h>
 
 #include "kernels/dispatch.h"
+#include "kernels/fhead.h"
 #include "kernels/kernel_impl.h"
 #include "kernels/pool.h"
 #include "kernels/ternary.h"
@@ -51,6 +57,7 @@ struct opts {
     int quick;
     int gemv_only;
     int tune;
+    int l2; /* also each GEMV from matrices that stay in L2 */
 };
 
 struct shape {
@@ -555,6 +562,105 @@ static double time_gemm(struct br_pool *pool, const struct br_kernel_ops *k,
     return best;
 }
 
+/* One GEMV line of the table and its JSON record: `bytes` of weights per call, `n` calls
+ * per pass. */
+static void report_gemv(struct json_out *js, const char *model, const char *proj, int64_t rows,
+                        int32_t cols, const char *variant, const char *layout, int threads,
+                        size_t bytes, int n, struct gemv_time gt, double readbw, double triad)
+{
+    char shape_s[32];
+    snprintf(shape_s, sizeof shape_s, "%lldx%d", (long long)rows, cols);
+    double t = gt.pass;
+    double gbs = (double)bytes * n / t / 1e9;
+    double us = t / n * 1e6;
+    double wps = (double)rows * cols * n / t; /* weights per second */
+    double gbs_p10 = (double)bytes / gt.call_p10 / 1e9;
+    double gbs_med = (double)bytes / gt.call_med / 1e9;
+    printf("%-6s %-9s %-12s %-7s %-7s %3d %9.1f %8.2f %5.0f%% %6.0f%% | %8.2f %5.0f%% %8.2f\n",
+           model, proj, shape_s, variant, layout, threads, us, gbs, 100 * gbs / readbw,
+           100 * gbs / triad, gbs_p10, 100 * gbs_p10 / readbw, gbs_med);
+    json_record(js,
+                "{\"kind\": \"gemv\", \"model\": \"%s\", \"proj\": \"%s\", "
+                "\"rows\": %lld, \"cols\": %d, \"variant\": \"%s\", \"layout\": "
+                "\"%s\", \"threads\": %d, \"us_per_call\": %.3f, \"gbs\": %.3f, "
+                "\"gweights_per_s\": %.3f, \"frac_triad\": %.4f, \"frac_read\": %.4f, "
+                "\"call_p10_us\": %.3f, \"call_median_us\": %.3f, \"gbs_call_p10\": %.3f, "
+                "\"gbs_call_median\": %.3f, \"frac_triad_call_p10\": %.4f, "
+                "\"frac_read_call_p10\": %.4f, \"read_gbs\": %.3f, \"triad_gbs\": %.3f}",
+                model, proj, (long long)rows, cols, variant, layout, threads, us, gbs, wps / 1e9,
+                gbs / triad, gbs / readbw, gt.call_p10 * 1e6, gt.call_med * 1e6, gbs_p10, gbs_med,
+                gbs_p10 / triad, gbs_p10 / readbw, readbw, triad);
+}
+
+/* Bytes of weights that a GEMV row of --l2 keeps per copy: two copies, visited in turn,
+ * stay well inside a 1 MiB L2 with the activations and the code. */
+#define L2_COPY_BYTES (384 * 1024)
+
+/* The first rows of proto that fit in L2_COPY_BYTES (a multiple of 8, at least 8). */
+static struct br_tmat l2_view(const struct br_tmat *proto)
+{
+    struct br_tmat v = *proto;
+    int32_t rows = (int32_t)(L2_COPY_BYTES / proto->row_bytes) & ~7;
+    if (rows < 8) rows = 8;
+    if (rows < v.rows) v.rows = rows;
+    return v;
+}
+
+struct head_ctx {
+    br_fhead_gemm_fn f;
+    struct br_fhead m;
+    const float *x;
+    float *y;
+    struct task_clock tc;
+};
+
+static void head_task(void *v, int task, int n_tasks)
+{
+    struct head_ctx *c = v;
+    double t0 = thread_cpu_s();
+    int64_t r0 = c->m.rows * task / n_tasks, r1 = c->m.rows * (task + 1) / n_tasks;
+    if (r0 < r1) c->f(&c->m, r0, r1, 1, c->x, (size_t)c->m.cols, c->y + r0, (size_t)c->m.rows);
+    tc_record(&c->tc, task, t0);
+}
+
+/* The F16 head GEMV (one token, rows split evenly over the threads as the engine splits
+ * the head) over `n` copies of an (rows, cols) matrix in turn: best pass, and single calls'
+ * 10th percentile and median, as time_gemv_pass. */
+static struct gemv_time time_head_pass(struct br_pool *pool, br_fhead_gemm_fn f,
+                                       const uint8_t *data, int n, int64_t rows, int32_t cols,
+                                       const float *x, float *y)
+{
+    int nt = br_pool_threads(pool);
+    struct gemv_time r = {1e30, 0, 0};
+    double spent = 0;
+    size_t max_calls = (size_t)n * 20, n_calls = 0;
+    double *calls = malloc(max_calls * sizeof *calls);
+    size_t one = (size_t)rows * (size_t)cols * 2;
+    for (int rep = 0; rep < 20 && (rep < 3 || spent < 0.5); rep++) {
+        double t = 0;
+        for (int i = 0; i < n; i++) {
+            struct head_ctx c;
+            memset(&c, 0, sizeof c);
+            c.f = f;
+            c.m = (struct br_fhead){data + one * (size_t)i, (size_t)cols * 2, rows, cols, 0};
+            c.x = x;
+            c.y = y;
+            double tc = timed_run(pool, head_task, &c, nt, &c.tc);
+            if (calls && n_calls < max_calls) calls[n_calls++] = tc;
+            t += tc;
+        }
+        spent += t;
+        if (t < r.pass) r.pass = t;
+    }
+    if (calls && n_calls) {
+        qsort(calls, n_calls, sizeof *calls, cmp_double);
+        r.call_p10 = calls[n_calls / 10];
+        r.call_med = calls[n_calls / 2];
+    }
+    free(calls);
+    return r;
+}
+
 static int parse_list(const char *s, const char **items, int max, char *buf, size_t buflen)
 {
     if (strlen(s) + 1 > buflen) return -1;
@@ -583,6 +689,9 @@ static void usage(FILE *f)
                "                   take; wall; or cpu: process CPU / threads, a diagnostic\n"
                "                   (default: thread)\n"
                "  --gemv-only      skip the GEMM measurements (default: off)\n"
+               "  --l2             also run each GEMV from two copies of its first rows\n"
+               "                   that stay in L2 (384 KiB each): the kernel's instruction\n"
+               "                   rate without memory (default: off)\n"
                "  --tune           show the kernel parameters chosen for this CPU\n"
                "                   (kernels/tune.h), where they come from, and a fresh\n"
                "                   calibration with every candidate's figure (the cache is\n"
@@ -670,6 +779,8 @@ static int parse_args(int argc, char **argv, struct opts *o, char *tbuf, char *v
             o->tune = 1;
         } else if (strcmp(a, "--gemv-only") == 0) {
             o->gemv_only = 1;
+        } else if (strcmp(a, "--l2") == 0) {
+            o->l2 = 1;
         } else if (strcmp(a, "--quick") == 0) {
             o->quick = 1;
             if (!mb_given) o->ws_mb = 256;
@@ -787,7 +898,7 @@ int br_bench_kernels_main(int argc, char **argv)
     uint64_t rng = 0x9e3779b97f4a7c15ULL;
     printf("\nGEMV: whole passes over the working set (chosen clock) | single calls: fastest "
            "10%% and median\n");
-    printf("%-6s %-9s %-12s %-7s %-6s %3s %9s %8s %6s %7s | %8s %6s %8s\n", "model", "proj",
+    printf("%-6s %-9s %-12s %-7s %-7s %3s %9s %8s %6s %7s | %8s %6s %8s\n", "model", "proj",
            "shape", "variant", "layout", "thr", "us/call", "GB/s", "/read", "/triad", "p10 GB/s",
            "/read", "med GB/s");
     for (size_t s = 0; s < n_shapes; s++) {
@@ -823,30 +934,18 @@ int br_bench_kernels_main(int argc, char **argv)
                 const char *lname = lay ? "1.6bit" : "2bit";
                 for (int ti = 0; ti < o.n_threads; ti++) {
                     struct gemv_time gt = time_gemv_pass(pools[ti], k, &cp, q, acc);
-                    double t = gt.pass;
-                    double gbs = (double)bytes * cp.n / t / 1e9;
-                    double us = t / cp.n * 1e6;
-                    double wps = (double)sh->rows * sh->cols * cp.n / t; /* weights per second */
-                    double gbs_p10 = (double)bytes / gt.call_p10 / 1e9;
-                    double gbs_med = (double)bytes / gt.call_med / 1e9;
-                    printf("%-6s %-9s %-12s %-7s %-6s %3d %9.1f %8.2f %5.0f%% %6.0f%% | %8.2f "
-                           "%5.0f%% %8.2f\n",
-                           sh->model, sh->name, shape_s, k->name, lname, o.threads[ti], us, gbs,
-                           100 * gbs / readbw[ti], 100 * gbs / triad[ti], gbs_p10,
-                           100 * gbs_p10 / readbw[ti], gbs_med);
-                    json_record(
-                        &js,
-                        "{\"kind\": \"gemv\", \"model\": \"%s\", \"proj\": \"%s\", "
-                        "\"rows\": %d, \"cols\": %d, \"variant\": \"%s\", \"layout\": "
-                        "\"%s\", \"threads\": %d, \"us_per_call\": %.3f, \"gbs\": %.3f, "
-                        "\"gweights_per_s\": %.3f, \"frac_triad\": %.4f, \"frac_read\": %.4f, "
-                        "\"call_p10_us\": %.3f, \"call_median_us\": %.3f, \"gbs_call_p10\": %.3f, "
-                        "\"gbs_call_median\": %.3f, \"frac_triad_call_p10\": %.4f, "
-                        "\"frac_read_call_p10\": %.4f, \"read_gbs\": %.3f, \"triad_gbs\": %.3f}",
-                        sh->model, sh->name, sh->rows, sh->cols, k->name, lname, o.threads[ti], us,
-                        gbs, wps / 1e9, gbs / triad[ti], gbs / readbw[ti], gt.call_p10 * 1e6,
-                        gt.call_med * 1e6, gbs_p10, gbs_med, gbs_p10 / triad[ti],
-                        gbs_p10 / readbw[ti], readbw[ti], triad[ti]);
+                    report_gemv(&js, sh->model, sh->name, sh->rows, sh->cols, k->name, lname,
+                                o.threads[ti], bytes, cp.n, gt, readbw[ti], triad[ti]);
+                    if (o.l2 && !lay) {
+                        struct br_tmat v = l2_view(&proto);
+                        struct copies c2;
+                        if (make_copies(&v, 0, &c2) != 0) return 1;
+                        gt = time_gemv_pass(pools[ti], k, &c2, q, acc);
+                        report_gemv(&js, sh->model, sh->name, v.rows, v.cols, k->name, "2bit-L2",
+                                    o.threads[ti], (size_t)v.rows * v.row_bytes, c2.n, gt,
+                                    readbw[ti], triad[ti]);
+                        free_copies(&c2);
+                    }
                 }
             }
             for (int i = 0; i < cp.n; i++) cp.mats[i].packed_kind = BR_PACK_NONE;
@@ -905,6 +1004,41 @@ int br_bench_kernels_main(int argc, char **argv)
         free(q);
         free(acc);
         br_tmat_free(&proto);
+    }
+    /* The F16 output head of 2B-4T (128256 x 2560, 657 MB) for one token, as decode runs
+     * it: as many of its rows as the working set holds, and with --l2 two copies of its
+     * first rows that stay in L2. */
+    {
+        const int32_t cols = 2560;
+        int64_t rows = 128256;
+        if ((size_t)rows * cols * 2 > ws) rows = (int64_t)(ws / ((size_t)cols * 2)) & ~7;
+        int64_t rows_l2 = (int64_t)(L2_COPY_BYTES / ((size_t)cols * 2)) & ~7;
+        size_t n16 = (size_t)rows * cols;
+        if (o.l2 && n16 < 2 * (size_t)rows_l2 * cols) n16 = 2 * (size_t)rows_l2 * cols;
+        uint16_t *h = alloc64(n16 * 2);
+        float *x = alloc64((size_t)cols * sizeof *x), *y = alloc64((size_t)rows * sizeof *y);
+        if (!h || !x || !y) return 1;
+        for (size_t i = 0; i < n16; i++) /* finite halves of magnitude 2^-3 .. 2^-1 */
+            h[i] = (uint16_t)(0x3000 + (rng_next(&rng) & 0xfff)) | (uint16_t)((i & 1) << 15);
+        for (int32_t i = 0; i < cols; i++) x[i] = (float)(int)(rng_next(&rng) % 2001) / 1000 - 1;
+        for (int vi = 0; vi < o.n_variants; vi++) {
+            br_fhead_gemm_fn f = br_fhead_find(o.variants[vi]);
+            if (!f) continue;
+            for (int ti = 0; ti < o.n_threads; ti++) {
+                struct gemv_time gt =
+                    time_head_pass(pools[ti], f, (const uint8_t *)h, 1, rows, cols, x, y);
+                report_gemv(&js, "2B-4T", "head", rows, cols, o.variants[vi], "f16", o.threads[ti],
+                            (size_t)rows * cols * 2, 1, gt, readbw[ti], triad[ti]);
+                if (!o.l2) continue;
+                gt = time_head_pass(pools[ti], f, (const uint8_t *)h, 2, rows_l2, cols, x, y);
+                report_gemv(&js, "2B-4T", "head", rows_l2, cols, o.variants[vi], "f16-L2",
+                            o.threads[ti], (size_t)rows_l2 * cols * 2, 2, gt, readbw[ti],
+                            triad[ti]);
+            }
+        }
+        free(h);
+        free(x);
+        free(y);
     }
     for (int ti = 0; ti < o.n_threads; ti++) br_pool_destroy(&pools[ti]);
     if (js.f) {

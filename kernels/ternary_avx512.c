@@ -16,9 +16,12 @@
  * (x & 0x30) 16c, (x & 0x0C) 4c, (x & 0x03) c. Each scale gets its own accumulator and
  * is divided out exactly at the end (every lane sum is a multiple of its scale). Bound:
  * |64c*q| <= 16384, so a row of K columns stays below 4096*K < 2^31 for K < 524288.
- * Rows go four at a time (sharing the activation loads), and each load also prefetches
- * the same bytes of the next four rows: the hardware prefetcher alone does not keep these
- * short interleaved streams at the DRAM bandwidth.
+ * Rows go four at a time (sharing the activation loads; 1 and 2 are calibration choices),
+ * and each load also prefetches the same bytes of a later row group: the hardware
+ * prefetcher alone does not keep these short interleaved streams at the DRAM bandwidth.
+ * The four rows' lane sums are reduced together at the end of the group. The four
+ * activation vectors of a step are loaded once into registers for all rows of the group,
+ * except on rows longer than GEMV_QREG_MAX allows (see there).
  *
  * GEMM. vpdpbusd runs on two ports (two per cycle on Sapphire Rapids) and every other
  * vector instruction takes one of those slots, so the GEMM counts instructions per
@@ -145,64 +148,142 @@ static inline void reduce24(const __m512i *a, int32_t *sums)
 
 /* ---- GEMV, canonical codes ---- */
 
-static inline __attribute__((always_inline)) void gemv_rows(const uint8_t *w, size_t stride,
-                                                            int32_t blocks, const int8_t *q,
-                                                            const int8_t *qp, int32_t sumq, int R,
-                                                            size_t pf, int hint, int32_t *out)
+/* The lane sums of one row's four accumulators (a0..a3 hold 64, 16, 4 and 1 times their
+ * codes' products): every lane of a0, a1, a2 is a multiple of 64, 16, 4, so the lane-wise
+ * shifts divide exactly and one vector serves the row instead of four. */
+static inline __m512i row_lanes(__m512i a0, __m512i a1, __m512i a2, __m512i a3)
+{
+    return _mm512_add_epi32(_mm512_add_epi32(_mm512_srai_epi32(a0, 6), _mm512_srai_epi32(a1, 4)),
+                            _mm512_add_epi32(_mm512_srai_epi32(a2, 2), a3));
+}
+
+/* The odd last block of a row: natural activation order, 256-bit. */
+static inline int32_t odd_block(const uint8_t *w, const int8_t *qb)
+{
+    __m256i x = _mm256_loadu_si256((const __m256i *)w);
+    __m256i m3 = _mm256_set1_epi8(3), z = _mm256_setzero_si256();
+    __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
+    __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
+    __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
+    __m256i c3 = _mm256_and_si256(x, m3);
+    __m256i t = _mm256_dpbusd_epi32(z, c0, _mm256_loadu_si256((const __m256i *)qb));
+    t = _mm256_dpbusd_epi32(t, c1, _mm256_loadu_si256((const __m256i *)(qb + 32)));
+    t = _mm256_dpbusd_epi32(t, c2, _mm256_loadu_si256((const __m256i *)(qb + 64)));
+    t = _mm256_dpbusd_epi32(t, c3, _mm256_loadu_si256((const __m256i *)(qb + 96)));
+    return hsum256(t);
+}
+
+/* The lane sums of four vectors as one 128-bit vector [sum v0, sum v1, sum v2, sum v3]:
+ * a transpose-and-add tree of 13 instructions instead of four horizontal sums. */
+static inline __m128i reduce4(__m512i v0, __m512i v1, __m512i v2, __m512i v3)
+{
+    __m512i b0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v0, v1), _mm512_unpackhi_epi32(v0, v1));
+    __m512i b1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v2, v3), _mm512_unpackhi_epi32(v2, v3));
+    /* each 128-bit lane: partials of [v0, v1, v2, v3] */
+    __m512i c = _mm512_add_epi32(_mm512_unpacklo_epi64(b0, b1), _mm512_unpackhi_epi64(b0, b1));
+    __m256i d = _mm256_add_epi32(_mm512_castsi512_si256(c), _mm512_extracti64x4_epi64(c, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
+}
+
+/* acc + vpdpbusd(c, q), in place. GCC 12 compiles the intrinsic in a loop with many
+ * accumulators into a copy of each accumulator before the instruction and another after
+ * it (and spills some of them); the asm operand "+v" keeps every accumulator in its
+ * register. */
+static inline __attribute__((always_inline)) __m512i dpbusd(__m512i acc, __m512i c, __m512i q)
+{
+    __asm__("vpdpbusd %[q], %[c], %[a]" : [a] "+v"(acc) : [c] "v"(c), [q] "v"(q));
+    return acc;
+}
+
+/* The same with q read from memory (a folded load). */
+static inline __attribute__((always_inline)) __m512i dpbusd_m(__m512i acc, __m512i c,
+                                                              const int8_t *q)
+{
+    __asm__("vpdpbusd %[q], %[c], %[a]"
+            : [a] "+v"(acc)
+            : [c] "v"(c), [q] "m"(*(const __m512i *)(const void *)q));
+    return acc;
+}
+
+/* Permuted activation bytes up to which the GEMV keeps each step's four activation vectors
+ * in registers for all R rows; past it every row's vpdpbusd reads them from memory (folded
+ * loads). Longer rows leave their activations to L2 (beyond half of a 32 KiB L1), and then
+ * the four loads that open each step hold it up, so such rows stream memory faster with
+ * folded loads; on shorter rows the folded loads are the slower form, from memory and
+ * from L2 (docs/PERFORMANCE.md, "The decode GEMVs' instructions"). */
+#define GEMV_QREG_MAX 16384
+
+/* One pass over the activations for R rows (1, 2 or 4) of `blocks` blocks each. Per 64
+ * bytes of a row's codes (256 weights): one load, one prefetch, four ANDs and four
+ * vpdpbusd; the four permuted activation vectors are loaded once for all R rows. Every
+ * accumulator is a named variable and goes through dpbusd() or dpbusd_m(): with an array
+ * of them and the intrinsic, GCC 12 copied the sixteen registers into one another and
+ * five of them to the stack on every iteration. */
+static inline __attribute__((always_inline)) void
+gemv_rows(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q, const int8_t *qp,
+          int32_t sumq, int R, size_t pf, int hint, int qmem, int32_t *out)
 {
     const __m512i mC0 = _mm512_set1_epi8((char)0xC0), m30 = _mm512_set1_epi8(0x30);
     const __m512i m0C = _mm512_set1_epi8(0x0C), m03 = _mm512_set1_epi8(0x03);
-    __m512i a[4][4];
-    for (int r = 0; r < R; r++)
-        for (int g = 0; g < 4; g++) a[r][g] = _mm512_setzero_si512();
-    int32_t pairs = blocks / 2;
-    for (int32_t j = 0; j < pairs; j++) {
-        const int8_t *qj = qp + (size_t)j * 256;
-        __m512i q0 = _mm512_loadu_si512(qj), q1 = _mm512_loadu_si512(qj + 64);
-        __m512i q2 = _mm512_loadu_si512(qj + 128), q3 = _mm512_loadu_si512(qj + 192);
-        for (int r = 0; r < R; r++) {
-            __m512i x = _mm512_loadu_si512(w + (size_t)r * stride + (size_t)j * 64);
-            /* The hardware prefetcher ramps up too slowly on these short interleaved
-             * streams; asking for later rows' bytes now nearly doubles the DRAM throughput
-             * on 2560-column rows (Sapphire Rapids). How far ahead (pf bytes: row groups
-             * times the group's bytes) and into which cache is calibrated per CPU
-             * (kernels/tune.h): the default, T1 three groups ahead, took one-thread decode
-             * of 2B-4T on Zen 4 from 13.7 to 24-25 tokens/s against T0 one group ahead,
-             * whose lines crowd the 32 KiB L1 and its miss buffers. Prefetches past the
-             * matrix are harmless. */
-            br_prefetch(w + (size_t)r * stride + pf + (size_t)j * 64, hint);
-            a[r][0] = _mm512_dpbusd_epi32(a[r][0], _mm512_and_si512(x, mC0), q0);
-            a[r][1] = _mm512_dpbusd_epi32(a[r][1], _mm512_and_si512(x, m30), q1);
-            a[r][2] = _mm512_dpbusd_epi32(a[r][2], _mm512_and_si512(x, m0C), q2);
-            a[r][3] = _mm512_dpbusd_epi32(a[r][3], _mm512_and_si512(x, m03), q3);
+    const __m512i z = _mm512_setzero_si512();
+    __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    const uint8_t *w0 = w, *w1 = w + stride, *w2 = w + 2 * stride, *w3 = w + 3 * stride;
+    const int32_t pairs = blocks / 2;
+    const size_t end = (size_t)pairs * 64;
+    const int8_t *qj = qp;
+    for (size_t o = 0; o < end; o += 64, qj += 256) {
+        const __m512i q0 = qmem ? z : _mm512_loadu_si512(qj);
+        const __m512i q1 = qmem ? z : _mm512_loadu_si512(qj + 64);
+        const __m512i q2 = qmem ? z : _mm512_loadu_si512(qj + 128);
+        const __m512i q3 = qmem ? z : _mm512_loadu_si512(qj + 192);
+        /* The hardware prefetcher ramps up too slowly on these short interleaved streams;
+         * asking for later rows' bytes now nearly doubles the DRAM throughput on 2560-column
+         * rows (Sapphire Rapids). How far ahead (pf bytes: row groups times the group's
+         * bytes) and into which cache is calibrated per CPU (kernels/tune.h): the default,
+         * T1 three groups ahead, took one-thread decode of 2B-4T on Zen 4 from 13.7 to 24-25
+         * tokens/s against T0 one group ahead, whose lines crowd the 32 KiB L1 and its miss
+         * buffers. Prefetches past the matrix are harmless. */
+#define GEMV_ROW(r)                                                                                \
+    do {                                                                                           \
+        const __m512i x = _mm512_loadu_si512(w##r + o);                                            \
+        br_prefetch(w##r + pf + o, hint);                                                          \
+        if (qmem) {                                                                                \
+            a##r##0 = dpbusd_m(a##r##0, _mm512_and_si512(x, mC0), qj);                             \
+            a##r##1 = dpbusd_m(a##r##1, _mm512_and_si512(x, m30), qj + 64);                        \
+            a##r##2 = dpbusd_m(a##r##2, _mm512_and_si512(x, m0C), qj + 128);                       \
+            a##r##3 = dpbusd_m(a##r##3, _mm512_and_si512(x, m03), qj + 192);                       \
+        } else {                                                                                   \
+            a##r##0 = dpbusd(a##r##0, _mm512_and_si512(x, mC0), q0);                               \
+            a##r##1 = dpbusd(a##r##1, _mm512_and_si512(x, m30), q1);                               \
+            a##r##2 = dpbusd(a##r##2, _mm512_and_si512(x, m0C), q2);                               \
+            a##r##3 = dpbusd(a##r##3, _mm512_and_si512(x, m03), q3);                               \
+        }                                                                                          \
+    } while (0)
+        GEMV_ROW(0);
+        if (R > 1) GEMV_ROW(1);
+        if (R > 2) {
+            GEMV_ROW(2);
+            GEMV_ROW(3);
         }
+#undef GEMV_ROW
     }
-    for (int r = 0; r < R; r++) {
-        /* every lane of a[r][0], a[r][1], a[r][2] holds 64, 16, 4 times its sum, so the
-         * lane-wise shifts divide exactly and one reduction serves the row instead of four
-         * (the same bits; no speed difference measurable on Zen 4 beside the noise) */
-        __m512i v = _mm512_add_epi32(
-            _mm512_add_epi32(_mm512_srai_epi32(a[r][0], 6), _mm512_srai_epi32(a[r][1], 4)),
-            _mm512_add_epi32(_mm512_srai_epi32(a[r][2], 2), a[r][3]));
-        int32_t s3 = _mm512_reduce_add_epi32(v);
-        if (blocks & 1) {
-            /* the odd last block: natural activation order, 256-bit */
-            const int8_t *qb = q + (size_t)pairs * 256;
-            __m256i x =
-                _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)pairs * 64));
-            __m256i m3 = _mm256_set1_epi8(3), z = _mm256_setzero_si256();
-            __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
-            __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
-            __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
-            __m256i c3 = _mm256_and_si256(x, m3);
-            __m256i t = _mm256_dpbusd_epi32(z, c0, _mm256_loadu_si256((const __m256i *)qb));
-            t = _mm256_dpbusd_epi32(t, c1, _mm256_loadu_si256((const __m256i *)(qb + 32)));
-            t = _mm256_dpbusd_epi32(t, c2, _mm256_loadu_si256((const __m256i *)(qb + 64)));
-            t = _mm256_dpbusd_epi32(t, c3, _mm256_loadu_si256((const __m256i *)(qb + 96)));
-            s3 += hsum256(t);
-        }
-        out[r] = s3 - sumq;
+    const int8_t *qb = q + (size_t)pairs * 256;
+    if (R == 4) {
+        __m128i s = reduce4(row_lanes(a00, a01, a02, a03), row_lanes(a10, a11, a12, a13),
+                            row_lanes(a20, a21, a22, a23), row_lanes(a30, a31, a32, a33));
+        s = _mm_sub_epi32(s, _mm_set1_epi32(sumq));
+        if (blocks & 1)
+            s = _mm_add_epi32(s, _mm_setr_epi32(odd_block(w0 + end, qb), odd_block(w1 + end, qb),
+                                                odd_block(w2 + end, qb), odd_block(w3 + end, qb)));
+        _mm_storeu_si128((__m128i *)out, s);
+        return;
     }
+    out[0] = _mm512_reduce_add_epi32(row_lanes(a00, a01, a02, a03)) - sumq +
+             ((blocks & 1) ? odd_block(w0 + end, qb) : 0);
+    if (R > 1)
+        out[1] = _mm512_reduce_add_epi32(row_lanes(a10, a11, a12, a13)) - sumq +
+                 ((blocks & 1) ? odd_block(w1 + end, qb) : 0);
 }
 
 static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q, int32_t *acc);
@@ -210,29 +291,39 @@ static void gemv_t5(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_
 /* One function per (rows per group, prefetch hint), so each has constant shapes. */
 typedef void (*gemv_group_fn)(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q,
                               const int8_t *qp, int32_t sumq, size_t pf, int32_t *out);
-#define GEMV_FN(R, H)                                                                              \
-    static void gemv_##R##_##H(const uint8_t *w, size_t stride, int32_t blocks, const int8_t *q,   \
-                               const int8_t *qp, int32_t sumq, size_t pf, int32_t *out)            \
+#define GEMV_FN(R, H, M)                                                                           \
+    static void gemv_##R##_##H##_##M(const uint8_t *w, size_t stride, int32_t blocks,              \
+                                     const int8_t *q, const int8_t *qp, int32_t sumq, size_t pf,   \
+                                     int32_t *out)                                                 \
     {                                                                                              \
-        gemv_rows(w, stride, blocks, q, qp, sumq, R, pf, H, out);                                  \
+        gemv_rows(w, stride, blocks, q, qp, sumq, R, pf, H, M, out);                               \
     }
-GEMV_FN(1, 0)
-GEMV_FN(1, 1)
-GEMV_FN(1, 2)
-GEMV_FN(1, 3)
-GEMV_FN(2, 0)
-GEMV_FN(2, 1)
-GEMV_FN(2, 2)
-GEMV_FN(2, 3)
-GEMV_FN(4, 0)
-GEMV_FN(4, 1)
-GEMV_FN(4, 2)
-GEMV_FN(4, 3)
+#define GEMV_FNS(M)                                                                                \
+    GEMV_FN(1, 0, M)                                                                               \
+    GEMV_FN(1, 1, M)                                                                               \
+    GEMV_FN(1, 2, M)                                                                               \
+    GEMV_FN(1, 3, M)                                                                               \
+    GEMV_FN(2, 0, M)                                                                               \
+    GEMV_FN(2, 1, M)                                                                               \
+    GEMV_FN(2, 2, M)                                                                               \
+    GEMV_FN(2, 3, M)                                                                               \
+    GEMV_FN(4, 0, M)                                                                               \
+    GEMV_FN(4, 1, M)                                                                               \
+    GEMV_FN(4, 2, M)                                                                               \
+    GEMV_FN(4, 3, M)
+GEMV_FNS(0)
+GEMV_FNS(1)
+#define GEMV_ROWS(R, M)                                                                            \
+    {                                                                                              \
+        gemv_##R##_0_##M, gemv_##R##_1_##M, gemv_##R##_2_##M, gemv_##R##_3_##M                     \
+    }
+/* [activations from memory][rows per group: 1, 2, 4 -> 0, 1, 2][hint] */
+static const gemv_group_fn g_gemv_group[2][3][4] = {
+    {GEMV_ROWS(1, 0), GEMV_ROWS(2, 0), GEMV_ROWS(4, 0)},
+    {GEMV_ROWS(1, 1), GEMV_ROWS(2, 1), GEMV_ROWS(4, 1)}};
+#undef GEMV_ROWS
+#undef GEMV_FNS
 #undef GEMV_FN
-/* [rows per group: 1, 2, 4 -> 0, 1, 2][hint] */
-static const gemv_group_fn g_gemv_group[3][4] = {{gemv_1_0, gemv_1_1, gemv_1_2, gemv_1_3},
-                                                 {gemv_2_0, gemv_2_1, gemv_2_2, gemv_2_3},
-                                                 {gemv_4_0, gemv_4_1, gemv_4_2, gemv_4_3}};
 
 static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const int8_t *q,
                         int32_t *acc)
@@ -257,14 +348,15 @@ static void gemv_avx512(const struct br_tmat *m, int32_t r0, int32_t r1, const i
     const struct br_tune *tp = br_tune_active();
     int R = tp->gemv_rows == 1 ? 1 : tp->gemv_rows == 2 ? 2 : 4;
     size_t pf = (size_t)tp->gemv_ahead * (size_t)R * m->row_bytes;
-    gemv_group_fn group = g_gemv_group[R == 1 ? 0 : R == 2 ? 1 : 2][tp->gemv_hint & 3];
+    int qmem = (size_t)pairs * 256 > GEMV_QREG_MAX;
+    gemv_group_fn group = g_gemv_group[qmem][R == 1 ? 0 : R == 2 ? 1 : 2][tp->gemv_hint & 3];
     int32_t r = r0;
     for (; r + R <= r1; r += R)
         group(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, pf,
               acc + (r - r0));
     for (; r < r1; r++)
-        gemv_rows(m->codes + (size_t)r * m->row_bytes, m->row_bytes, m->blocks, q, qp, sumq, 1, pf,
-                  BR_PF_T1, acc + (r - r0));
+        g_gemv_group[qmem][0][BR_PF_T1](m->codes + (size_t)r * m->row_bytes, m->row_bytes,
+                                        m->blocks, q, qp, sumq, pf, acc + (r - r0));
 }
 
 /* ---- GEMM, canonical codes ---- */

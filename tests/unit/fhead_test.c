@@ -119,7 +119,8 @@ static void check(const char *name, br_fhead_gemm_fn f, const struct br_fhead *m
 static void test_shapes(void **state)
 {
     br_fhead_gemm_fn f = variant_or_skip(state);
-    static const int32_t shapes[][2] = {{1, 8}, {3, 13}, {5, 64}, {6, 203}, {9, 2560}, {4, 7}};
+    static const int32_t shapes[][2] = {{1, 8}, {3, 13},  {5, 64},   {6, 203}, {9, 2560},
+                                        {4, 7}, {16, 40}, {21, 100}, {8, 35}};
     uint64_t rng = 31;
     for (int bf16 = 0; bf16 < 2; bf16++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {

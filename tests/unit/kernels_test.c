@@ -118,9 +118,9 @@ static void check_gemv_layouts(const struct br_kernel_ops *k, struct br_tmat *m,
 static void test_gemv_shapes(void **state)
 {
     const struct br_kernel_ops *k = variant_or_skip(state);
-    static const int32_t shapes[][2] = {{1, 100},   {3, 128},   {5, 129},   {7, 256},
-                                        {9, 384},   {4, 2560},  {11, 8640}, {6, 6912},
-                                        {2, 45568}, {17, 1000}, {33, 640}};
+    static const int32_t shapes[][2] = {{1, 100},  {3, 128},   {5, 129},   {7, 256},   {9, 384},
+                                        {4, 2560}, {11, 8640}, {6, 6912},  {2, 45568}, {17, 1000},
+                                        {33, 640}, {9, 17000}, {8, 16384}, {5, 16640}};
     uint64_t rng = 12345;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         struct br_tmat m;
@@ -506,7 +506,7 @@ static int tune_restore(void **state)
 static void test_tune_choices(void **state)
 {
     const struct br_kernel_ops *k = variant_or_skip(state);
-    static const int32_t shapes[][2] = {{13, 2560}, {7, 384}, {11, 8640}};
+    static const int32_t shapes[][2] = {{13, 2560}, {7, 384}, {11, 8640}, {7, 16700}};
     static const int rows[] = {1, 2, 4}, ahead[] = {1, 2, 3, 4, 6, 8, 12, 16};
     static const int tmax[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, rb[] = {256, 512, 1024};
     const struct br_tune saved = *br_tune_active();

@@ -27,9 +27,6 @@ int br_cmd_keygen(int argc, char **argv);
 #define BR_CLI_DEFAULT_MIN_P      0.05
 #define BR_CLI_DEFAULT_MAX_TOKENS 256
 
-/* Threads for one rank: the cores this process may run on, divided among `ranks_here`
- * ranks on this machine (at least 1). */
-int br_cli_threads_default(int ranks_here);
 /* A seed for "-1: random" (from the OS's random source, else the clock). */
 uint64_t br_cli_random_seed(void);
 
@@ -42,6 +39,9 @@ uint32_t br_cli_head_type(const char *s);
 /* Writes n bytes as a JSON string: always valid JSON, since bytes that are not valid UTF-8
  * are written as \u00XX of the byte value and control characters are escaped. */
 void br_cli_json_str(FILE *f, const char *s, size_t n);
+/* A whole file (- for stdin), NUL-terminated and malloc'd, its length in *len (may be
+ * NULL); NULL when it cannot be read. */
+char *br_cli_read_file(const char *path, size_t *len);
 /* Prints "bitrack <cmd>: message" on stderr and returns exit code 2 (usage errors). */
 int br_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

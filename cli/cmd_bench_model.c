@@ -30,12 +30,10 @@
 #include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
+#include "coordinator/rank.h"
 #include "kernels/dispatch.h"
-#include "kernels/pool.h"
 #include "kernels/q8.h"
 #include "sharding/types.h"
-#include "worker/engine.h"
-#include "worker/model.h"
 
 int br_cmd_bench_model(int argc, char **argv);
 
@@ -166,18 +164,16 @@ int br_cmd_bench_model(int argc, char **argv)
     if (br_cli_int_list(tlist, &threads, &n_threads) || n_threads == 0)
         return br_cli_usage_error("bench model", "bad -t list '%s'", tlist);
     struct br_err err = {{0}};
-    struct br_model *m = NULL;
-    if (br_model_load(path, &m, &err)) {
+    struct br_rank *rk = NULL;
+    struct br_rank_opts ro = {.model_path = path, .tp = 1, .pp = 1, .no_mpi = true};
+    ro.threads = threads[0], ro.n_ctx = (int32_t)(p > n ? p : n) + 1;
+    ro.head_type = head ? br_cli_head_type(head) : 0;
+    if (br_rank_open(&ro, &rk, &err)) {
         fprintf(stderr, "bitrack bench model: %s\n", err.msg);
         free(threads);
         return 1;
     }
-    if (head && br_model_quantize_head_as(m, br_cli_head_type(head), &err)) {
-        fprintf(stderr, "bitrack bench model: %s\n", err.msg);
-        br_model_destroy(&m);
-        free(threads);
-        return 1;
-    }
+    const struct br_model *m = rk->model;
     const struct br_model_config *cfg = &m->cfg;
     uint64_t nw = ternary_weights(m);
     uint64_t head_bytes = (uint64_t)m->head.row_bytes * (uint64_t)m->head.rows;
@@ -187,7 +183,7 @@ int br_cmd_bench_model(int argc, char **argv)
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (json && !jf) {
         fprintf(stderr, "bitrack bench model: cannot write %s\n", json);
-        br_model_destroy(&m);
+        br_rank_close(&rk);
         free(threads);
         return 1;
     }
@@ -205,22 +201,21 @@ int br_cmd_bench_model(int argc, char **argv)
     float *logits = malloc((size_t)cfg->n_vocab * sizeof *logits);
     int first = 1, rc = 0;
     for (int32_t ti = 0; ti < n_threads && toks && logits; ti++) {
-        struct br_pool *pool = NULL;
-        struct br_engine *e = NULL;
-        if (br_pool_create(threads[ti], &pool)) {
-            rc = 1;
-            break;
+        if (ti > 0) { /* a rank per thread count */
+            br_rank_close(&rk);
+            ro.threads = threads[ti];
+            if (br_rank_open(&ro, &rk, &err)) {
+                fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+                rc = 1;
+                break;
+            }
+            m = rk->model, cfg = &m->cfg;
         }
+        struct br_pool *pool = rk->pool;
+        struct br_engine *e = rk->engine;
         double bw = 0, rbw = 0; /* triad, read probe */
         br_bench_bandwidth(pool, 768, &bw, &rbw);
         double peak = br_bench_peak_macs(pool);
-        struct br_engine_opts eo = {.n_ctx = (int32_t)(p > n ? p : n) + 1, .pool = pool};
-        if (br_engine_create(m, &eo, &e, &err)) {
-            fprintf(stderr, "bitrack bench model: %s\n", err.msg);
-            br_pool_destroy(&pool);
-            rc = 1;
-            break;
-        }
         uint64_t s = 12345;
         for (long long i = 0; i < (p > n ? p : n); i++) {
             s = s * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -287,7 +282,6 @@ int br_cmd_bench_model(int argc, char **argv)
             first = 0;
         }
         if (!rc) rc = bench_head(e, m, threads[ti], (int)reps, rbw, bw, head_bytes, jf, &err);
-        br_engine_destroy(&e);
         if (!rc && tg32 > 0) {
             double agg_cpu = 0;
             double agg = bench_lockstep(m, pool, (int32_t)tg32, (int)reps, &agg_cpu, &err);
@@ -309,7 +303,6 @@ int br_cmd_bench_model(int argc, char **argv)
                             threads[ti], agg, agg / tg);
             }
         }
-        br_pool_destroy(&pool);
     }
     if (jf) {
         fprintf(jf, "\n]\n");
@@ -318,6 +311,6 @@ int br_cmd_bench_model(int argc, char **argv)
     free(toks);
     free(logits);
     free(threads);
-    br_model_destroy(&m);
+    br_rank_close(&rk);
     return rc;
 }

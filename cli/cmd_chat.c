@@ -4,9 +4,10 @@
  *   bitrack chat -m MODEL [-t THREADS] [--system TEXT] [--chat-template NAME] [--temp T] ...
  *   bitrack chat --server ADDR [--system TEXT] ...
  *
- * Locally the conversation is rendered with the model's chat template each turn and only
- * the tokens past the part already in the KV cache are evaluated. With --server the
- * messages go to `bitrack serve`, which renders them.
+ * Locally the conversation is rendered with the model's chat template each turn and runs
+ * as one job of the scheduler (coordinator/sched.h) that continues the conversation's
+ * sequence: only the tokens past the part already in the KV cache are evaluated. With
+ * --server the messages go to `bitrack serve`, which renders them.
  *
  * Lines are read with libedit (line editing, history) when stdin is a terminal, plainly
  * otherwise (a pipe), until EOF or /exit. Lines starting with '/' are commands handled
@@ -20,15 +21,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "coordinator/chat.h"
-#include "worker/sample.h"
-#include "coordinator/tokenizer.h"
-#include "kernels/pool.h"
+#include "coordinator/rank.h"
+#include "coordinator/sched.h"
 #include "proto/client.h"
-#include "worker/engine.h"
-#include "worker/model.h"
 
 struct convo {
     char **role, **content;
@@ -100,21 +99,56 @@ struct reply_buf {
     size_t len;
 };
 
+/* Prints a piece of the reply as it comes and appends it to the reply. */
+static void reply_add(struct reply_buf *rb, const char *p, size_t n)
+{
+    fwrite(p, 1, n, stdout);
+    fflush(stdout);
+    char *nt = realloc(rb->text, rb->len + n + 1);
+    if (nt) memcpy(nt + rb->len, p, n), rb->len += n, nt[rb->len] = '\0', rb->text = nt;
+}
+
 static int on_event(const struct br_resp *r, void *user)
 {
-    struct reply_buf *rb = user;
-    if (r->type == BR_RESP_TOKEN && r->text) {
-        fwrite(r->text, 1, r->text_len, stdout);
-        fflush(stdout);
-        char *nt = realloc(rb->text, rb->len + r->text_len + 1);
-        if (nt) {
-            memcpy(nt + rb->len, r->text, r->text_len);
-            rb->len += r->text_len;
-            nt[rb->len] = '\0';
-            rb->text = nt;
-        }
-    }
+    if (r->type == BR_RESP_TOKEN && r->text) reply_add(user, r->text, r->text_len);
     return 0;
+}
+
+/* A local reply as the scheduler's events come: its text through the turn's own
+ * detokenizer, printed as it grows; a reply ends with its last whole character and
+ * without the end-of-generation token. */
+struct chat_out {
+    const struct br_tok *tok;
+    struct br_detok *dt;
+    struct reply_buf rb;
+    char err[sizeof(struct br_err)]; /* the turn's error, if it failed */
+};
+
+static void chat_emit(void *ctx, uint64_t ticket, struct br_event *e)
+{
+    struct chat_out *o = ctx;
+    const char *piece;
+    size_t pl;
+    (void)ticket;
+    if (e->kind == BR_EVENT_TOKEN && e->token >= 0 && !br_tok_is_eog(o->tok, e->token) &&
+        br_detok_push(o->dt, e->token, &piece, &pl) == BR_OK && pl) {
+        reply_add(&o->rb, piece, pl);
+    } else if (e->kind == BR_EVENT_ERROR) {
+        snprintf(o->err, sizeof o->err, "%s", e->message ? e->message : "out of memory");
+    }
+    br_event_free_list(e);
+}
+
+/* A streamed reply's request with the options' sampling; a local chat always has a seed
+ * (-1 is the largest). */
+static void chat_req(const struct chat_opts *o, bool local, struct br_req *req)
+{
+    br_req_init(req);
+    req->type = BR_REQ_GENERATE, req->stream = true, req->max_tokens = (int32_t)o->n_max;
+    struct br_req_sampling *q = &req->sampling;
+    q->temperature = (float)o->temp, q->top_k = (int32_t)o->top_k, q->top_p = (float)o->top_p;
+    q->min_p = (float)o->min_p, q->has_seed = local || o->seed >= 0;
+    q->seed = q->has_seed ? (uint64_t)o->seed : 0;
 }
 
 /* One reply from the server; appends it to the conversation. */
@@ -122,16 +156,7 @@ static int server_turn(struct br_client *cl, const struct chat_opts *o, struct c
                        struct reply_buf *rb, struct br_err *err)
 {
     struct br_req req;
-    br_req_init(&req);
-    req.type = BR_REQ_GENERATE;
-    req.stream = true;
-    req.max_tokens = (int32_t)o->n_max;
-    req.sampling.temperature = (float)o->temp;
-    req.sampling.top_k = (int32_t)o->top_k;
-    req.sampling.top_p = (float)o->top_p;
-    req.sampling.min_p = (float)o->min_p;
-    req.sampling.has_seed = o->seed >= 0;
-    req.sampling.seed = o->seed >= 0 ? (uint64_t)o->seed : 0;
+    chat_req(o, false, &req);
     struct br_chat_msg *msgs = calloc(c->n, sizeof *msgs);
     if (!msgs) return BR_E_NOMEM;
     for (size_t i = 0; i < c->n; i++) {
@@ -191,14 +216,11 @@ int br_cmd_chat(int argc, char **argv)
                                           "with --server");
     struct br_err err = {{0}};
     struct convo cv = {0};
-    struct br_model *m = NULL;
-    struct br_pool *pool = NULL;
-    struct br_engine *e = NULL;
+    struct br_rank *r = NULL;
+    struct br_sched *sc = NULL;
+    struct chat_out co = {0};
     struct br_tok *tok = NULL;
     struct br_client *cl = NULL;
-    int32_t *cached = NULL;
-    size_t n_cached = 0;
-    float *logits = NULL;
     char tmpl[32] = "bitnet", *line = NULL;
     int rc = 0, exit_code = 1, failed = 0;
     if (o.system && convo_add(&cv, "system", o.system, strlen(o.system))) goto done;
@@ -213,22 +235,23 @@ int br_cmd_chat(int argc, char **argv)
         }
         br_client_set_connect_timeout(cl, (int)o.connect_ms);
     } else {
-        if (o.threads == 0) o.threads = br_cli_threads_default(1);
-        if (br_model_load(o.model, &m, &err) || br_tok_from_gguf(m->gguf, &tok, &err) ||
-            br_pool_create((int)o.threads, &pool)) {
+        struct br_rank_opts ro = {.model_path = o.model, .tp = 1, .pp = 1, .no_mpi = true};
+        ro.threads = (int)o.threads, ro.tok = BR_RANK_TOK_REQUIRED;
+        if (br_rank_open(&ro, &r, &err)) {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             goto done;
         }
-        struct br_engine_opts eo = {.pool = pool};
-        if (br_engine_create(m, &eo, &e, &err)) {
-            fprintf(stderr, "bitrack chat: %s\n", err.msg);
-            goto done;
-        }
-        const char *t = o.tmpl ? o.tmpl : br_chat_template_detect(NULL, m->cfg.arch_name);
+        co.tok = tok = r->tok;
+        const char *t = o.tmpl ? o.tmpl : br_chat_template_detect(NULL, r->model->cfg.arch_name);
         snprintf(tmpl, sizeof tmpl, "%s", t ? t : "chatml");
-        logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
-        cached = malloc((size_t)br_engine_n_ctx(e) * sizeof *cached);
-        if (!logits || !cached) goto done;
+        struct br_executor ex;
+        br_cluster_executor(r->cluster, &ex);
+        struct br_sched_opts so = {.max_tokens_cap = (int32_t)o.n_max};
+        struct br_sched_sink sink = {&co, chat_emit};
+        if (br_sched_create(&so, &ex, &sink, tok, &sc, &err)) {
+            fprintf(stderr, "bitrack chat: %s\n", err.msg);
+            goto done;
+        }
     }
     /* a template that cannot render (locally; or one the server would refuse, as it
      * renders with the same module) fails now, before the banner */
@@ -253,7 +276,6 @@ int br_cmd_chat(int argc, char **argv)
             if (!strcmp(cmd, "exit") || !strcmp(cmd, "quit")) break;
             if (!strcmp(cmd, "reset")) {
                 convo_clear(&cv, keep);
-                n_cached = 0;
                 fprintf(stderr, "bitrack chat: the conversation starts over\n");
             } else if (!strcmp(cmd, "help")) {
                 fputs(chat_help, stderr);
@@ -284,81 +306,51 @@ int br_cmd_chat(int argc, char **argv)
             free(rb.text);
             continue;
         }
-        /* local: render, tokenize, evaluate what is new, generate */
+        /* local: render, tokenize, then one job of the conversation for the scheduler,
+         * which evaluates only what its cache does not hold */
         struct br_chat_turn *turns = calloc(cv.n, sizeof *turns);
         char *prompt = NULL;
-        size_t plen = 0;
-        int32_t *ids = NULL;
-        size_t n = 0;
+        size_t plen = 0, n = 0;
+        struct br_sched_job_in in = {.ticket = 1, .key = 1, .keep = true, .t_arrival = br_now()};
         for (size_t i = 0; turns && i < cv.n; i++)
             turns[i].role = cv.role[i], turns[i].content = cv.content[i];
         rc = !turns ? BR_E_NOMEM : br_chat_render(tmpl, turns, cv.n, 1, &prompt, &plen, &err);
         free(turns);
         if (!rc)
-            rc = br_tok_encode(tok, prompt, plen, BR_TOK_ADD_BOS | BR_TOK_PARSE_SPECIAL, &ids, &n,
-                               &err);
+            rc = br_tok_encode(tok, prompt, plen, BR_TOK_ADD_BOS | BR_TOK_PARSE_SPECIAL, &in.prompt,
+                               &n, &err);
         free(prompt);
-        int32_t ctx = br_engine_n_ctx(e);
-        if (!rc && (int64_t)n + 1 >= ctx)
+        if (!rc && (int64_t)n + 1 >= r->n_ctx)
             rc = br_err_set(&err, BR_E_TOO_LONG,
-                            "the conversation no longer fits the context (%d tokens); /reset", ctx);
-        size_t common = 0;
-        while (!rc && common < n && common < n_cached && cached[common] == ids[common]) common++;
-        if (!rc && common == n) common = n - 1; /* evaluate at least the last token */
-        if (!rc)
-            rc = br_engine_eval(e, ids + common, (int32_t)(n - common), (int32_t)common, logits,
-                                BR_LOGITS_LAST, &err);
-        if (rc) {
+                            "the conversation no longer fits the context (%d tokens); /reset",
+                            r->n_ctx);
+        if (!rc && !(rc = br_detok_create(tok, 0, &co.dt))) {
+            chat_req(&o, true, &in.req);
+            in.n_prompt = (int32_t)n;
+            br_sched_submit(sc, &in);
+            while (!rc && br_sched_busy(sc)) rc = br_sched_step(sc, &err);
+            if (!rc && co.err[0]) rc = br_err_set(&err, BR_E_INVALID, "%s", co.err);
+        }
+        br_detok_destroy(&co.dt);
+        free(in.prompt);
+        if (!rc) {
+            fputc('\n', stdout);
+            convo_add(&cv, "assistant", co.rb.text ? co.rb.text : "", co.rb.len);
+        } else {
             fprintf(stderr, "bitrack chat: %s\n", err.msg);
             failed = 1;
-            free(ids);
             convo_clear(&cv, cv.n - 1);
-            continue;
         }
-        memcpy(cached, ids, n * sizeof *cached);
-        n_cached = n;
-        free(ids);
-        struct br_sample_params sp;
-        br_sample_params_default(&sp);
-        sp.temperature = (float)o.temp, sp.top_k = (int32_t)o.top_k, sp.top_p = (float)o.top_p;
-        sp.min_p = (float)o.min_p, sp.seed = (uint64_t)o.seed;
-        struct br_detok *dt = NULL;
-        br_detok_create(tok, 0, &dt);
-        char *reply = NULL;
-        size_t rlen = 0;
-        for (long long i = 0; i < o.n_max && n_cached < (size_t)ctx; i++) {
-            struct br_sample_result res;
-            if (br_sample_full(&sp, logits, m->cfg.n_vocab, cached, n_cached, 0, n_cached, NULL,
-                               &res, &err))
-                break;
-            if (br_tok_is_eog(tok, res.token)) break;
-            const char *piece;
-            size_t pl;
-            if (dt && br_detok_push(dt, res.token, &piece, &pl) == BR_OK && pl) {
-                fwrite(piece, 1, pl, stdout);
-                fflush(stdout);
-                char *nr = realloc(reply, rlen + pl + 1);
-                if (nr) memcpy(nr + rlen, piece, pl), rlen += pl, reply = nr;
-            }
-            cached[n_cached] = res.token;
-            if (br_engine_eval(e, &res.token, 1, (int32_t)n_cached, logits, BR_LOGITS_LAST, &err))
-                break;
-            n_cached++;
-        }
-        br_detok_destroy(&dt);
-        fputc('\n', stdout);
-        convo_add(&cv, "assistant", reply ? reply : "", rlen);
-        free(reply);
+        free(co.rb.text);
+        co = (struct chat_out){.tok = tok};
     }
     exit_code = failed; /* 1 when a turn failed */
 done:
     free(line);
     convo_clear(&cv, 0);
-    free(cv.role), free(cv.content), free(cached), free(logits);
+    free(cv.role), free(cv.content);
     br_client_close(&cl);
-    br_engine_destroy(&e);
-    br_pool_destroy(&pool);
-    br_tok_destroy(&tok);
-    br_model_destroy(&m);
+    br_sched_destroy(&sc);
+    br_rank_close(&r);
     return exit_code;
 }

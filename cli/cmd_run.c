@@ -5,36 +5,26 @@
  *               [--dump-logits FILE] [-t THREADS] [-c CTX] [-v]     (bitrack help run)
  *   mpirun -np T*P bitrack run ... --tp T --pp P [--stats]
  *
- * Under mpirun every rank loads only its part of the plan; rank 0 decides the steps,
- * prints the output and writes the logits. Results are bit-identical to one process.
+ * Under mpirun every rank loads only its part of the plan; rank 0 runs the prompt as one
+ * job of the scheduler (coordinator/sched.h), as the server runs a request, prints the
+ * output and writes the logits. Results are bit-identical to one process.
  *
  * --tokens are used exactly as given (no BOS). The generated text goes to stdout as it is
  * produced; diagnostics go to stderr. --dump-logits writes little-endian f32 logits of
  * every evaluated position: the P prompt tokens, then the n-1 generated tokens fed back,
  * (P + n - 1, vocab).
  */
-#include <getopt.h>
-#include <math.h>
 #include <stdio.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
-#include "coordinator/cluster.h"
-#include "worker/step.h"
-#include "worker/sample.h"
-#include "coordinator/tokenizer.h"
-#include "kernels/pool.h"
-#include "sharding/config.h"
-#include "sharding/gguf.h"
-#include "sharding/plan.h"
+#include "coordinator/rank.h"
+#include "coordinator/sched.h"
 #include "worker/comm_mpi.h"
-#include "worker/engine.h"
-#include "worker/model.h"
+#include "worker/step.h"
 
 struct run_args {
     const char *model_path, *prompt, *prompt_file, *tokens_arg, *dump, *head;
@@ -47,28 +37,6 @@ struct run_args {
     int layout; /* enum br_layout, or BR_LAYOUT_AUTO */
     double link_gbit, link_us;
 };
-
-/* Reads a whole file (NUL-terminated, malloc'd); NULL with errno on failure. */
-static char *read_file(const char *path)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-        if (n == cap) {
-            char *nb = realloc(buf, 2 * cap + 1);
-            if (!nb) free(buf);
-            buf = nb, cap *= 2;
-        }
-    }
-    if (buf) buf[n] = '\0';
-    if (f != stdin) fclose(f);
-    return buf;
-}
 
 static int parse(int argc, char **argv, struct run_args *a)
 {
@@ -144,7 +112,7 @@ static int parse(int argc, char **argv, struct run_args *a)
     if (!!a->prompt + !!a->tokens_arg + !!a->prompt_file != 1)
         return br_cli_usage_error("run", "give exactly one of -p TEXT, -f FILE or --tokens 1,2,3");
     if (a->prompt_file) {
-        if (!(a->file_text = read_file(a->prompt_file))) {
+        if (!(a->file_text = br_cli_read_file(a->prompt_file, NULL))) {
             fprintf(stderr, "bitrack run: -f: cannot read %s\n", a->prompt_file);
             return 1;
         }
@@ -153,109 +121,169 @@ static int parse(int argc, char **argv, struct run_args *a)
     return 0;
 }
 
-/* Rank 0's generation: prompt in batches, then one token at a time. Greedy steps bring
- * back only each vocabulary slice's best token; sampling brings back the logits and draws
- * with the counter RNG keyed by (seed, 0, position), as the server does. */
-static int generate(const struct run_args *a, const struct br_model *model, struct br_engine *eng,
-                    const struct br_comm *comm, struct br_cluster *cl, const struct br_tok *tok,
-                    const int32_t *toks, int32_t n_prompt, FILE *df, struct br_err *err)
+/* What rank 0 prints as the scheduler's events come: the text (or the ids) as it streams,
+ * a newline at the end, and what the summary needs. */
+struct run_out {
+    bool ids;                        /* print token ids (--ids, or no tokenizer) */
+    long long produced;              /* tokens generated */
+    double t_first;                  /* br_now() at the first token */
+    char err[sizeof(struct br_err)]; /* the job's error, if it failed */
+};
+
+static void run_emit(void *ctx, uint64_t ticket, struct br_event *e)
 {
-    int32_t vocab = model->cfg.n_vocab, mb = br_engine_max_batch(eng);
-    struct br_sample_params sp;
-    br_sample_params_default(&sp);
-    sp.temperature = (float)a->temp;
-    sp.top_k = (int32_t)a->top_k;
-    sp.top_p = (float)a->top_p;
-    sp.min_p = (float)a->min_p;
-    sp.repeat_penalty = (float)a->repeat_penalty;
-    sp.seed = (uint64_t)a->seed;
-    int rc = br_sample_params_check(&sp, vocab, err);
-    if (rc) return rc;
-    int greedy = sp.temperature == 0.0f && sp.repeat_penalty == 1.0f;
-    int need_logits = df || !greedy;
-    float *logits = malloc((size_t)mb * (size_t)vocab * sizeof *logits);
-    int32_t *pos = malloc((size_t)mb * sizeof *pos), *seq = calloc((size_t)mb, sizeof *seq);
-    int32_t *rows = malloc((size_t)mb * sizeof *rows);
-    int32_t *hist = malloc(((size_t)n_prompt + (size_t)a->n_gen) * sizeof *hist);
-    struct br_detok *dt = NULL;
-    if (!logits || !pos || !seq || !rows || !hist || (tok && br_detok_create(tok, 0, &dt))) {
-        rc = br_err_set(err, BR_E_NOMEM, "out of memory for logits");
-        goto done;
-    }
-    memcpy(hist, toks, (size_t)n_prompt * sizeof *hist);
-    int32_t n_hist = n_prompt;
-    for (int32_t i = 0; i < mb; i++) rows[i] = i;
-    double t1 = br_now();
-    int32_t next_tok = 0;
-    const float *last = NULL;
-    for (int32_t off = 0; off < n_prompt && !rc; off += mb) {
-        int32_t T = n_prompt - off < mb ? n_prompt - off : mb;
-        for (int32_t t = 0; t < T; t++) pos[t] = off + t;
-        struct br_batch b = {T, toks + off, pos, seq, 0, NULL};
-        int final = off + T == n_prompt;
-        int32_t nr = df ? T : final ? 1 : 0;
-        rc = br_cluster_step(cl, &b, df ? rows : rows + T - 1, nr, need_logits ? logits : NULL,
-                             &next_tok, err);
-        if (!rc && df && fwrite(logits, sizeof(float), (size_t)T * vocab, df) != (size_t)T * vocab)
-            rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
-        if (final && need_logits) last = logits + (size_t)(nr - 1) * vocab;
-    }
-    double t_prompt = br_now() - t1, t2 = br_now();
-    int32_t p = n_prompt;
-    long long produced = 0;
-    for (long long i = 0; i < a->n_gen && !rc; i++) {
-        int32_t next = next_tok;
-        if (need_logits) {
-            struct br_sample_result res;
-            if ((rc = br_sample_full(&sp, last, vocab, hist, (size_t)n_hist, 0, (uint64_t)p, NULL,
-                                     &res, err)))
-                break;
-            next = res.token;
-        }
-        hist[n_hist++] = next;
-        produced++;
-        if (a->print_ids || !tok) {
-            printf("%s%d", i ? " " : "", next);
-        } else {
-            const char *piece;
-            size_t len;
-            if (br_detok_push(dt, next, &piece, &len) == BR_OK) fwrite(piece, 1, len, stdout);
-        }
+    struct run_out *o = ctx;
+    (void)ticket;
+    if (e->kind == BR_EVENT_TOKEN) {
+        if (o->t_first == 0) o->t_first = br_now();
+        if (!o->ids) fwrite(e->text, 1, e->text_len, stdout);
+        if (o->ids && e->token >= 0) printf("%s%d", o->produced++ ? " " : "", e->token);
         fflush(stdout);
-        if (!a->ignore_eos && tok && br_tok_is_eog(tok, next)) break;
-        if (i + 1 == a->n_gen) break;
-        pos[0] = p++;
-        struct br_batch b = {1, &next, pos, seq, 0, NULL};
-        rc = br_cluster_step(cl, &b, rows, 1, need_logits ? logits : NULL, &next_tok, err);
-        last = logits;
-        if (!rc && df && fwrite(logits, sizeof(float), (size_t)vocab, df) != (size_t)vocab)
-            rc = br_err_set(err, BR_E_IO, "write to %s failed", a->dump);
+    } else if (e->kind == BR_EVENT_DONE) {
+        printf("\n");
+        o->produced = e->usage.completion_tokens;
+    } else if (e->kind == BR_EVENT_ERROR) {
+        snprintf(o->err, sizeof o->err, "%s", e->message ? e->message : "out of memory");
     }
-    if (dt && !a->print_ids) {
-        const char *piece;
-        size_t len;
-        br_detok_flush(dt, &piece, &len);
-        fwrite(piece, 1, len, stdout);
+    br_event_free_list(e);
+}
+
+/* --dump-logits: the cluster's executor asked for the logits of every token of each step
+ * (one in flight), which are written in order; the scheduler gets the rows it asked for,
+ * a TOP1 step's as the highest logit (ties to the lowest id, as the ranks choose). */
+struct dump_exec {
+    struct br_executor in;
+    FILE *f;
+    const char *path;
+    float *all;    /* (max_batch, vocab) */
+    int32_t *idx;  /* (2, max_batch): 0, 1, 2...; the rows the scheduler asked for */
+    int32_t n, nr; /* the step in flight's tokens and rows */
+};
+
+static int dump_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
+                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
+                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
+{
+    struct dump_exec *d = ctx;
+    (void)mode, (void)sp, (void)rseq, (void)rpos;
+    d->n = b->n, d->nr = n_rows;
+    memcpy(d->idx + d->in.max_batch, rows, (size_t)n_rows * sizeof *rows);
+    return d->in.issue(d->in.ctx, b, d->idx, b->n, BR_SCHED_FULL, NULL, NULL, NULL, err);
+}
+
+static int dump_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
+                        struct br_sample_result *res, int *row_rc, struct br_err *err)
+{
+    struct dump_exec *d = ctx;
+    size_t v = (size_t)d->in.vocab;
+    int rc = d->in.collect(d->in.ctx, BR_SCHED_FULL, d->all, NULL, res, row_rc, err);
+    if (!rc && fwrite(d->all, sizeof(float), (size_t)d->n * v, d->f) != (size_t)d->n * v)
+        rc = br_err_set(err, BR_E_IO, "write to %s failed", d->path);
+    for (int32_t r = 0, best = 0; r < d->nr && !rc; r++, best = 0) {
+        const float *x = d->all + (size_t)d->idx[d->in.max_batch + r] * v;
+        if (mode == BR_SCHED_FULL) memcpy(logits + (size_t)r * v, x, v * sizeof *x);
+        for (size_t t = 1; mode == BR_SCHED_TOP1 && t < v; t++)
+            best = x[t] > x[best] ? (int32_t)t : best;
+        if (mode == BR_SCHED_TOP1) top1[r] = best;
     }
-    printf("\n");
-    double t_gen = br_now() - t2;
-    if (!rc && a->verbose && !comm) {
-        const float *rms = br_engine_layer_rms(eng);
+    return rc;
+}
+
+/* Rank 0's generation: one job for the scheduler (coordinator/sched.h), as the server
+ * runs a request: the prompt in chunks of the batch, then one token per step. Greedy
+ * steps bring back only each vocabulary slice's best token; sampling draws with the
+ * counter RNG keyed by (seed, 0, position), on the last stage where it can. */
+static int generate(const struct run_args *a, const struct br_rank *r, int32_t **toks,
+                    int32_t n_prompt, FILE *df, struct br_err *err)
+{
+    struct run_out out = {.ids = a->print_ids || !r->tok};
+    struct br_sched_sink sink = {&out, run_emit};
+    struct br_sched_opts so = {.max_tokens_cap = (int32_t)a->n_gen, .micro_batches = df ? 1 : 0};
+    struct dump_exec d = {.f = df, .path = a->dump};
+    struct br_executor ex;
+    br_cluster_executor(r->cluster, &ex);
+    struct br_sched *s = NULL;
+    struct br_sched_job_in in = {.ticket = 1, .n_prompt = n_prompt, .ignore_eos = a->ignore_eos};
+    int rc = BR_OK;
+    if (df) { /* every row comes back whole: nothing is sampled on the last stage */
+        size_t mb = (size_t)ex.max_batch;
+        d.in = ex, d.all = malloc(mb * (size_t)ex.vocab * sizeof *d.all);
+        d.idx = malloc(2 * mb * sizeof *d.idx);
+        for (int32_t i = 0; d.idx && i < ex.max_batch; i++) d.idx[i] = i;
+        ex.ctx = &d, ex.can_sample = NULL, ex.issue = dump_issue, ex.collect = dump_collect;
+        if (!d.all || !d.idx) rc = br_err_set(err, BR_E_NOMEM, "out of memory");
+    }
+    if (!rc) rc = br_sched_create(&so, &ex, &sink, r->tok, &s, err);
+    double t0 = br_now();
+    if (!rc) {
+        in.prompt = *toks, *toks = NULL; /* moves to the job */
+        br_req_init(&in.req);
+        in.req.type = BR_REQ_GENERATE, in.req.stream = true, in.req.max_tokens = (int32_t)a->n_gen;
+        struct br_req_sampling *q = &in.req.sampling;
+        q->temperature = (float)a->temp, q->top_k = (int32_t)a->top_k, q->top_p = (float)a->top_p;
+        q->min_p = (float)a->min_p, q->repeat_penalty = (float)a->repeat_penalty;
+        q->has_seed = true, q->seed = (uint64_t)a->seed;
+        in.t_arrival = t0;
+        br_sched_submit(s, &in);
+    }
+    while (!rc && br_sched_busy(s)) rc = br_sched_step(s, err);
+    if (s) br_sched_finish_all(s, !rc, BR_PROTO_UNAVAILABLE, err->msg);
+    if (!rc && out.err[0]) rc = br_err_set(err, BR_E_INVALID, "%s", out.err);
+    double t1 = out.t_first > 0 ? out.t_first : br_now(), t_prompt = t1 - t0, t_gen = br_now() - t1;
+    if (!rc && a->verbose && !r->comm) {
+        const float *rms = br_engine_layer_rms(r->engine);
         fprintf(stderr, "residual rms by layer:");
-        for (int l = 0; l <= model->cfg.n_layer; l++) fprintf(stderr, " %.3g", rms[l]);
+        for (int l = 0; l <= r->model->cfg.n_layer; l++) fprintf(stderr, " %.3g", rms[l]);
         fprintf(stderr, "\n");
     }
     if (!rc)
         fprintf(stderr,
                 "bitrack run: prompt %d tokens in %.3f s (%.1f tok/s); generated %lld tokens "
                 "in %.3f s (%.2f tok/s after the first); %lld threads x %d ranks\n",
-                n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), produced, t_gen,
-                produced > 1 ? (double)(produced - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0,
-                a->threads, comm ? comm->world_size : 1);
-done:
-    br_detok_destroy(&dt);
-    free(logits), free(pos), free(seq), free(rows), free(hist);
+                n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), out.produced,
+                t_gen,
+                out.produced > 1 ? (double)(out.produced - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0,
+                a->threads, r->comm ? r->comm->world_size : 1);
+    br_sched_destroy(&s);
+    free(d.all), free(d.idx);
     return rc;
+}
+
+/* Rank opening, after the model and the tokenizer: the prompt's tokens (every rank has the
+ * same arguments: all tokenize), how many to generate, and the context they need. */
+struct run_plan {
+    struct run_args *a;
+    int32_t *toks, n_prompt; /* (n_prompt,) owned */
+};
+
+static int run_size(void *ctx, struct br_rank *r, struct br_err *err)
+{
+    struct run_plan *p = ctx;
+    struct run_args *a = p->a;
+    int32_t model_ctx = r->model->cfg.n_ctx;
+    if (a->prompt) {
+        size_t n = 0;
+        int rc =
+            br_tok_encode(r->tok, a->prompt, strlen(a->prompt), BR_TOK_ADD_BOS, &p->toks, &n, err);
+        if (rc) return rc;
+        if ((p->n_prompt = (int32_t)n) == 0)
+            return br_err_set(err, BR_E_INVALID, "the prompt has no tokens");
+    }
+    if (a->n_gen < 0) { /* until end of text or the context is full */
+        long long ctx_n = a->n_ctx && a->n_ctx < model_ctx ? a->n_ctx : model_ctx;
+        if ((a->n_gen = ctx_n - p->n_prompt) < 1)
+            return br_err_set(err, BR_E_TOO_LONG, "the prompt's %d tokens fill the context of %lld",
+                              p->n_prompt, ctx_n);
+    }
+    int32_t need = p->n_prompt + (int32_t)a->n_gen;
+    long long n_ctx = a->n_ctx ? a->n_ctx : need;
+    if (need > n_ctx || need > model_ctx)
+        return br_err_set(
+            err, BR_E_TOO_LONG,
+            "%d prompt + %lld generated tokens exceed the context of %lld (model: %d)", p->n_prompt,
+            a->n_gen, n_ctx, model_ctx);
+    r->n_ctx = (int32_t)n_ctx;
+    return BR_OK;
 }
 
 int br_cmd_run(int argc, char **argv)
@@ -269,168 +297,79 @@ int br_cmd_run(int argc, char **argv)
 
     int exit_code = 1;
     struct br_err err = {{0}};
-    struct br_comm *comm = NULL;
-    struct br_plan *plan = NULL;
-    struct br_model *model = NULL;
-    struct br_pool *pool = NULL;
-    struct br_engine *eng = NULL;
-    struct br_cluster *cl = NULL; /* rank 0: drives the ranks */
-    int32_t *toks = NULL, n_prompt = 0;
+    struct br_rank *r = NULL;
+    struct run_plan rp = {&a, NULL, 0};
     FILE *df = NULL;
-    struct br_tok *tok = NULL;
-    int rank = 0;
 
-    if (a.tokens_arg && (br_cli_int_list(a.tokens_arg, &toks, &n_prompt) || n_prompt == 0)) {
+    if (a.tokens_arg &&
+        (br_cli_int_list(a.tokens_arg, &rp.toks, &rp.n_prompt) || rp.n_prompt == 0)) {
         exit_code =
             br_cli_usage_error("run", "bad --tokens '%s' (comma-separated ids)", a.tokens_arg);
         goto done;
     }
-    if (a.tp * a.pp > 1 || br_comm_mpi_launched()) {
-        if (br_comm_mpi_create(&argc, &argv, (int)a.tp, (int)a.pp, &comm, &err)) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            goto done;
-        }
-        rank = comm->world_rank;
-        /* where this machine's ranks and their threads outnumber its cores, a waiting rank
-         * naps instead of polling, so that the ranks with work get the cores */
-        br_comm_mpi_set_link(comm, a.link_us * 1e-6);
-        if (br_comm_mpi_oversubscribed(comm, (int)a.threads)) {
-            br_comm_mpi_watch(comm, 0, NULL, NULL);
-            br_comm_mpi_set_spin(comm, BR_COMM_MPI_NAP_SPIN_S);
-        }
-    }
-    double t0 = br_now();
-    /* -m is a model file or a directory written by `bitrack shard` (its own layout) */
-    struct stat mst;
-    int is_dir = stat(a.model_path, &mst) == 0 && S_ISDIR(mst.st_mode);
-    int layout = a.layout;
-    if (layout == BR_LAYOUT_AUTO && !is_dir && a.tp > 1) {
-        struct br_gguf *g = NULL;
-        struct br_model_config cfg;
-        if (br_gguf_open(a.model_path, &g, &err) || br_config_from_gguf(g, &cfg, &err)) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            br_gguf_close(&g);
-            goto done;
-        }
-        br_gguf_close(&g);
-        layout = br_plan_choose_layout(&cfg, (int32_t)a.tp, 1, a.link_gbit, a.link_us);
-    }
-    if (is_dir && a.layout == BR_LAYOUT_AUTO) layout = -1;
-    if (br_model_load_rank(a.model_path, (int)a.tp, (int)a.pp, rank, layout, &plan, &model, &err)) {
-        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
+    /* -m is a model file or a directory written by `bitrack shard` (its own layout); the
+     * tokenizer is for -p, to print text and to stop at end-of-generation tokens */
+    struct br_rank_opts ro = {.model_path = a.model_path, .argc = &argc, .argv = &argv};
+    ro.tp = (int)a.tp, ro.pp = (int)a.pp, ro.threads = (int)a.threads, ro.max_batch = 64;
+    ro.layout = a.layout, ro.link_gbit = a.link_gbit, ro.link_us = a.link_us;
+    ro.head_type = a.head_type, ro.describe = a.verbose, ro.on_model = run_size, ro.hook_ctx = &rp;
+    ro.tok = a.prompt ? BR_RANK_TOK_REQUIRED : BR_RANK_TOK_OPTIONAL;
+    if (br_rank_open(&ro, &r, &err)) {
+        fprintf(stderr, "bitrack run: %s\n", err.msg);
         goto done;
     }
-    if (a.head_type && br_model_quantize_head_as(model, a.head_type, &err)) {
-        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
-        goto done;
-    }
-    if (rank == 0 && a.verbose && plan) br_plan_describe(plan, 0, stderr);
-    double t_load = br_now() - t0;
-    if (a.threads == 0) /* like llama.cpp: every core, shared by the ranks on this machine */
-        a.threads = br_cli_threads_default(comm ? br_comm_mpi_ranks_here(comm) : 1);
-    if (br_pool_create((int)a.threads, &pool)) {
-        fprintf(stderr, "bitrack run: cannot start %lld threads\n", a.threads);
-        goto done;
-    }
-    if (a.prompt || rank == 0) { /* rank 0 also needs it to stop at end-of-generation tokens */
-        /* the model's own tokenizer: for -p, and to print text */
-        int trc = br_tok_from_gguf(model->gguf, &tok, &err);
-        if (trc && a.prompt) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            goto done;
-        }
-    }
-    if (a.prompt) { /* every rank has the same arguments: all tokenize */
-        size_t n = 0;
-        if (br_tok_encode(tok, a.prompt, strlen(a.prompt), BR_TOK_ADD_BOS, &toks, &n, &err)) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            goto done;
-        }
-        n_prompt = (int32_t)n;
-        if (n_prompt == 0) {
-            fprintf(stderr, "bitrack run: the prompt has no tokens\n");
-            goto done;
-        }
-    }
-    if (a.n_gen < 0) { /* until end of text or the context is full */
-        long long ctx_n = a.n_ctx ? a.n_ctx : model->cfg.n_ctx;
-        if (ctx_n > model->cfg.n_ctx) ctx_n = model->cfg.n_ctx;
-        a.n_gen = ctx_n - n_prompt;
-        if (a.n_gen < 1) {
-            fprintf(stderr, "bitrack run: the prompt's %d tokens fill the context of %lld\n",
-                    n_prompt, ctx_n);
-            goto done;
-        }
-    }
+    a.threads = r->threads;
     if (a.seed < 0) a.seed = (long long)br_cli_random_seed();
-    int32_t need = n_prompt + (int32_t)a.n_gen;
-    long long n_ctx = a.n_ctx ? a.n_ctx : need;
-    if (need > n_ctx || need > model->cfg.n_ctx) {
-        fprintf(stderr,
-                "bitrack run: %d prompt + %lld generated tokens exceed the context of %lld "
-                "(model: %d)\n",
-                n_prompt, a.n_gen, n_ctx, model->cfg.n_ctx);
-        goto done;
-    }
-    struct br_engine_opts eo = {
-        .n_ctx = (int32_t)n_ctx, .max_batch = 64, .pool = pool, .comm = comm};
-    if (br_engine_create(model, &eo, &eng, &err)) {
-        fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
-        goto done;
-    }
-    if (rank != 0) {
-        if (br_step_follow(eng, comm, &err)) {
-            fprintf(stderr, "bitrack run: rank %d: %s\n", rank, err.msg);
+    if (r->rank != 0) {
+        if (br_step_follow(r->engine, r->comm, &err)) {
+            fprintf(stderr, "bitrack run: rank %d: %s\n", r->rank, err.msg);
             goto done;
         }
     } else {
-        if (br_cluster_create(eng, comm, &cl, &err)) {
-            fprintf(stderr, "bitrack run: %s\n", err.msg);
-            goto done;
-        }
         if (a.dump && !(df = fopen(a.dump, "wb"))) {
             fprintf(stderr, "bitrack run: cannot write %s\n", a.dump);
-            br_cluster_stop(cl, &err);
+            br_cluster_stop(r->cluster, &err);
             goto done;
         }
-        if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", t_load);
-        int rc = generate(&a, model, eng, comm, cl, tok, toks, n_prompt, df, &err);
-        br_cluster_stop(cl, NULL);
+        if (a.verbose) fprintf(stderr, "bitrack run: loaded in %.2f s\n", r->t_load);
+        int rc = generate(&a, r, &rp.toks, rp.n_prompt, df, &err);
+        br_cluster_stop(r->cluster, NULL);
         if (rc) {
             fprintf(stderr, "bitrack run: %s\n", err.msg);
             goto done;
         }
     }
-    if (a.stats && comm) {
+    if (a.stats && r->comm) {
         /* what this run evaluated, to compare with the plan's prediction */
-        int32_t mb = br_engine_max_batch(eng);
-        uint64_t psteps = (uint64_t)((n_prompt + mb - 1) / mb);
+        int32_t mb = r->max_batch;
+        uint64_t psteps = (uint64_t)((rp.n_prompt + mb - 1) / mb);
         uint64_t steps = psteps + (uint64_t)(a.n_gen - 1);
-        uint64_t tokens = (uint64_t)n_prompt + (uint64_t)(a.n_gen - 1);
-        uint64_t rows = (a.dump ? (uint64_t)n_prompt : 1) + (uint64_t)(a.n_gen - 1);
+        uint64_t tokens = (uint64_t)rp.n_prompt + (uint64_t)(a.n_gen - 1);
+        uint64_t rows = (a.dump ? (uint64_t)rp.n_prompt : 1) + (uint64_t)(a.n_gen - 1);
         uint64_t row_steps = (a.dump ? psteps : 1) + (uint64_t)(a.n_gen - 1);
         uint64_t pb, pm;
-        br_plan_traffic(plan, rank, tokens, steps, rows, row_steps, mb, a.dump == NULL, &pb, &pm);
+        br_plan_traffic(r->plan, r->rank, tokens, steps, rows, row_steps, mb, a.dump == NULL, &pb,
+                        &pm);
         fprintf(stderr,
                 "rank %d stats: sent %llu bytes in %llu messages (%.0f bytes/token); plan "
                 "predicts %llu bytes in %llu messages%s\n",
-                rank, (unsigned long long)comm->stats.bytes_sent,
-                (unsigned long long)comm->stats.messages,
-                (double)comm->stats.bytes_sent / (double)tokens, (unsigned long long)pb,
+                r->rank, (unsigned long long)r->comm->stats.bytes_sent,
+                (unsigned long long)r->comm->stats.messages,
+                (double)r->comm->stats.bytes_sent / (double)tokens, (unsigned long long)pb,
                 (unsigned long long)pm,
-                pb == comm->stats.bytes_sent && pm == comm->stats.messages ? " (match)"
-                                                                           : " (MISMATCH)");
+                pb == r->comm->stats.bytes_sent && pm == r->comm->stats.messages ? " (match)"
+                                                                                 : " (MISMATCH)");
         /* decode (one token per step) as the plan sees it */
         uint64_t db, dm, db2, dm2;
-        br_plan_traffic(plan, rank, 1, 1, 1, 1, mb, 1, &db, &dm);
-        br_plan_traffic(plan, rank, 2, 2, 2, 2, mb, 1, &db2, &dm2);
+        br_plan_traffic(r->plan, r->rank, 1, 1, 1, 1, mb, 1, &db, &dm);
+        br_plan_traffic(r->plan, r->rank, 2, 2, 2, 2, mb, 1, &db2, &dm2);
         struct br_coll k[BR_PLAN_MAX_COLLS];
         fprintf(stderr,
                 "rank %d stats: %s residual, %d collectives per layer; per decoded token %llu "
                 "bytes in %llu messages; emulated link delay %g us\n",
-                rank, br_layout_name(plan->layout), br_plan_layer_colls(plan, 1, k),
+                r->rank, br_layout_name(r->plan->layout), br_plan_layer_colls(r->plan, 1, k),
                 (unsigned long long)(db2 - db), (unsigned long long)(dm2 - dm),
-                br_comm_mpi_link_delay_us(comm));
+                br_comm_mpi_link_delay_us(r->comm));
     }
     exit_code = 0;
 done:
@@ -438,17 +377,9 @@ done:
         fprintf(stderr, "bitrack run: closing %s failed\n", a.dump);
         exit_code = 1;
     }
-    free(toks);
+    free(rp.toks);
     free(a.file_text);
-    br_tok_destroy(&tok);
-    br_cluster_destroy(&cl);
-    br_engine_destroy(&eng);
-    br_pool_destroy(&pool);
-    br_model_destroy(&model);
-    br_plan_destroy(&plan);
-    if (comm) {
-        if (exit_code != 0) br_comm_mpi_abort(comm, exit_code);
-        br_comm_mpi_destroy(&comm);
-    }
+    if (exit_code) br_rank_abort(r, exit_code);
+    br_rank_close(&r);
     return exit_code;
 }

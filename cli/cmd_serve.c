@@ -35,18 +35,13 @@
 #include "bitrack/progress.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
-#include "coordinator/cluster.h"
 #include "coordinator/frontend_http.h"
 #include "coordinator/metrics.h"
+#include "coordinator/rank.h"
 #include "coordinator/reqlog.h"
 #include "coordinator/server.h"
-#include "coordinator/tokenizer.h"
-#include "kernels/pool.h"
-#include "sharding/plan.h"
 #include "worker/comm_mpi.h"
 #include "worker/step.h"
-#include "worker/engine.h"
-#include "worker/model.h"
 
 static volatile sig_atomic_t g_term; /* a signal arrived (ranks other than 0) */
 static pid_t g_parent;
@@ -159,12 +154,67 @@ static void *watchdog(void *arg)
     return NULL;
 }
 
-/* Rank 0, before serving: tells the other ranks to leave br_step_follow. */
-static void stop_followers(struct br_engine *eng, struct br_comm *comm)
+/* What rank 0 starts before the model loads (the front end answers `loading` meanwhile),
+ * and how every rank watches the others. */
+struct serve_start {
+    struct br_server_opts *so;
+    const struct br_http_opts *ho;
+    const char *const *info;
+    const char *log_file, *log_format;
+    long long pp, step_timeout;
+    struct br_metrics *metrics;
+    struct br_reqlog *reqlog;
+    struct br_server *srv;
+};
+
+static int serve_start(void *ctx, struct br_rank *r, struct br_err *err)
 {
-    struct br_cluster *cl = NULL;
-    if (br_cluster_create(eng, comm, &cl, NULL) == BR_OK) br_cluster_stop(cl, NULL);
-    br_cluster_destroy(&cl);
+    struct serve_start *st = ctx;
+    struct br_server_opts *so = st->so;
+    if (r->comm && so->micro_batches == 0) {
+        /* Micro-batches let the stages work at once; stages that share one machine's cores
+         * and memory bandwidth gain nothing from that (decode streams the weights), and
+         * each micro-batch streams every stage's weights again. So by default one step
+         * per machine is in flight. */
+        int machines = br_comm_mpi_machines(r->comm);
+        so->micro_batches = (int32_t)(machines < st->pp ? machines : st->pp);
+    }
+    /* --step-timeout bounds a whole step. Each wait inside it gives up after that long
+     * (naming the peer); a step that outlasts it by half a second more is stuck in a
+     * blocking MPI call (a collective), and the front end answers the clients itself. */
+    if (r->comm && st->step_timeout > 0) so->stuck_s = (double)st->step_timeout + 0.5;
+    so->loss = server_loss;
+    so->loss_ctx = r->comm;
+    if (r->rank == 0) {
+        /* the request log is asked for with --log-file or --log-format */
+        int rc =
+            br_metrics_create(&st->metrics) ? br_err_set(err, BR_E_NOMEM, "out of memory") : BR_OK;
+        if (!rc && (st->log_file || st->log_format))
+            rc = br_reqlog_open(st->log_file,
+                                st->log_format && !strcmp(st->log_format, "json") ? BR_REQLOG_JSON
+                                                                                  : BR_REQLOG_TEXT,
+                                &st->reqlog, err);
+        so->metrics = st->metrics;
+        so->log = st->reqlog;
+        so->http = st->ho->addr ? st->ho : NULL; /* a second transport on the same gateway */
+        if (rc || (rc = br_server_start(so, st->info, &st->srv, err))) return rc;
+        br_server_install_signals(st->srv);
+        fprintf(stderr, "bitrack serve: listening on %s (loading)\n",
+                so->listen ? so->listen : "tcp://127.0.0.1:5555");
+        if (st->ho->addr)
+            fprintf(stderr, "bitrack serve: HTTP on http://%s (model `%s`%s)\n", st->ho->addr,
+                    st->ho->model_name, st->ho->api_key ? ", API key required" : "");
+    }
+    if (!r->comm) return BR_OK;
+    /* rank 0 gives up on a silent rank after the step timeout; the others wait for steps
+     * as long as it takes (an idle server sends none) */
+    if (r->rank == 0)
+        br_comm_mpi_watch(r->comm, (double)st->step_timeout, server_interrupted, st->srv);
+    else
+        br_comm_mpi_watch(r->comm, 0, worker_interrupted, NULL);
+    /* an idle server sleeps: waiting ranks are woken as a step starts */
+    br_comm_mpi_doorbell(r->comm);
+    return BR_OK;
 }
 
 int br_cmd_serve(int argc, char **argv)
@@ -305,109 +355,31 @@ int br_cmd_serve(int argc, char **argv)
         if (br_server_curve_check(&so, &cerr)) return br_cli_usage_error("serve", "%s", cerr.msg);
     }
 
-    int exit_code = 1, rank = 0;
+    int exit_code = 1;
     struct br_err err = {{0}};
-    struct br_comm *comm = NULL;
-    struct br_plan *plan = NULL;
-    struct br_model *model = NULL;
-    struct br_pool *pool = NULL;
-    struct br_engine *eng = NULL;
-    struct br_tok *tok = NULL;
-    struct br_server *srv = NULL;
-    struct br_metrics *metrics = NULL;
-    struct br_reqlog *reqlog = NULL;
+    struct br_rank *r = NULL;
     /* static: the detached watchdog may outlive this call (it stops reading it first) */
     static struct watchdog_ctx wctx;
     pthread_t wd;
     g_parent = getppid();
-    if (tp * pp > 1 || br_comm_mpi_launched()) {
-        if (br_comm_mpi_create(&argc, &argv, (int)tp, (int)pp, &comm, &err)) {
-            fprintf(stderr, "bitrack serve: %s\n", err.msg);
-            return 1;
-        }
-        rank = comm->world_rank;
-        /* Micro-batches let the stages work at once; stages that share one machine's cores
-         * and memory bandwidth gain nothing from that (decode streams the weights), and
-         * each micro-batch streams every stage's weights again. So by default one step
-         * per machine is in flight. */
-        if (so.micro_batches == 0) {
-            int machines = br_comm_mpi_machines(comm);
-            so.micro_batches = (int32_t)(machines < pp ? machines : pp);
-        }
-    }
     char ranks[32], tpp[32];
     snprintf(ranks, sizeof ranks, "%lld", tp * pp);
     snprintf(tpp, sizeof tpp, "%lldx%lld", tp, pp);
     const char *info[] = {"model_path", model_path, "ranks",         ranks, "layout_tp_x_pp",
                           tpp,          "version",  "bitrack 0.1.0", NULL};
-    /* --step-timeout bounds a whole step. Each wait inside it gives up after that long
-     * (naming the peer); a step that outlasts it by half a second more is stuck in a
-     * blocking MPI call (a collective), and the front end answers the clients itself. */
-    if (comm && step_timeout > 0) so.stuck_s = (double)step_timeout + 0.5;
-    so.loss = server_loss;
-    so.loss_ctx = comm;
-    if (rank == 0) {
-        /* the request log is asked for with --log-file or --log-format */
-        if (br_metrics_create(&metrics) ||
-            ((log_file || log_format) &&
-             br_reqlog_open(log_file,
-                            log_format && !strcmp(log_format, "json") ? BR_REQLOG_JSON
-                                                                      : BR_REQLOG_TEXT,
-                            &reqlog, &err))) {
-            fprintf(stderr, "bitrack serve: %s\n", metrics ? err.msg : "out of memory");
-            goto done;
-        }
-        so.metrics = metrics;
-        so.log = reqlog;
-        so.http = ho.addr ? &ho : NULL; /* a second transport on the same gateway */
-        if (br_server_start(&so, info, &srv, &err)) {
-            fprintf(stderr, "bitrack serve: %s\n", err.msg);
-            goto done;
-        }
-        br_server_install_signals(srv);
-        fprintf(stderr, "bitrack serve: listening on %s (loading)\n",
-                so.listen ? so.listen : "tcp://127.0.0.1:5555");
-        if (ho.addr)
-            fprintf(stderr, "bitrack serve: HTTP on http://%s (model `%s`%s)\n", ho.addr,
-                    ho.model_name, ho.api_key ? ", API key required" : "");
-    }
-    /* rank 0 gives up on a silent rank after the step timeout; the others wait for steps
-     * as long as it takes (an idle server sends none) */
-    if (comm && rank == 0) br_comm_mpi_watch(comm, (double)step_timeout, server_interrupted, srv);
-    if (comm && rank != 0) br_comm_mpi_watch(comm, 0, worker_interrupted, NULL);
-    if (threads == 0) /* every core, shared by the ranks on this machine */
-        threads = br_cli_threads_default(comm ? br_comm_mpi_ranks_here(comm) : 1);
-    /* an idle server sleeps: waiting ranks are woken as a step starts */
-    if (comm) br_comm_mpi_doorbell(comm);
-    /* where ranks and threads outnumber the cores, waits nap instead of polling */
-    if (comm && br_comm_mpi_oversubscribed(comm, (int)threads))
-        br_comm_mpi_set_spin(comm, BR_COMM_MPI_NAP_SPIN_S);
-    double t0 = br_now();
+    struct serve_start st = {&so, &ho, info, log_file, log_format, pp, step_timeout, 0, 0, 0};
     /* -m is a model file or a directory written by `bitrack shard` */
-    if (br_model_load_rank(model_path, (int)tp, (int)pp, rank, -1, &plan, &model, &err)) {
-        fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
+    struct br_rank_opts ro = {.model_path = model_path, .argc = &argc, .argv = &argv};
+    ro.tp = (int)tp, ro.pp = (int)pp, ro.threads = (int)threads, ro.head_type = head_type;
+    ro.n_ctx = (int32_t)ctx, ro.max_batch = (int32_t)batch, ro.n_seq = (int32_t)seqs;
+    ro.layout = BR_LAYOUT_AUTO, ro.describe = true, ro.tok = BR_RANK_TOK_REQUIRED;
+    ro.on_comm = serve_start, ro.hook_ctx = &st;
+    double t0 = br_now();
+    if (br_rank_open(&ro, &r, &err)) {
+        fprintf(stderr, "bitrack serve: %s\n", err.msg);
         goto done;
     }
-    if (head_type && br_model_quantize_head_as(model, head_type, &err)) {
-        fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
-        goto done;
-    }
-    if (rank == 0 && plan) br_plan_describe(plan, 0, stderr);
-    if (br_pool_create((int)threads, &pool)) {
-        fprintf(stderr, "bitrack serve: cannot start %lld threads\n", threads);
-        goto done;
-    }
-    if (ctx == 0 || ctx > model->cfg.n_ctx) ctx = model->cfg.n_ctx;
-    struct br_engine_opts eo = {.n_ctx = (int32_t)ctx,
-                                .max_batch = (int32_t)batch,
-                                .n_seq = (int32_t)seqs,
-                                .pool = pool,
-                                .comm = comm};
-    if (br_engine_create(model, &eo, &eng, &err)) {
-        fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
-        goto done;
-    }
-    if (rank != 0) {
+    if (r->rank != 0) {
         /* mpirun forwards SIGINT/SIGTERM to every rank; only rank 0 acts on them, and the
          * others leave when its stop message arrives. A watchdog ends this rank if that
          * message never comes (rank 0 or mpirun died): it is blocked inside MPI. */
@@ -416,32 +388,28 @@ int br_cmd_serve(int argc, char **argv)
         sa.sa_handler = on_term;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
-        wctx.comm = comm;
+        wctx.comm = r->comm;
         if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
-        if (br_step_follow(eng, comm, &err)) {
-            fprintf(stderr, "bitrack serve: rank %d: %s\n", rank, err.msg);
+        if (br_step_follow(r->engine, r->comm, &err)) {
+            fprintf(stderr, "bitrack serve: rank %d: %s\n", r->rank, err.msg);
             goto done;
         }
         g_finished = 1;
         exit_code = 0;
         goto done;
     }
-    if (br_tok_from_gguf(model->gguf, &tok, &err)) {
-        fprintf(stderr, "bitrack serve: %s\n", err.msg);
-        stop_followers(eng, comm);
-        goto done;
-    }
     fprintf(stderr,
-            "bitrack serve: ready on %s (%s, %lld ranks, %lld threads, context %lld, %lld "
+            "bitrack serve: ready on %s (%s, %lld ranks, %d threads, context %d, %d "
             "sequences, %d step%s in flight, loaded in %.1f s)\n",
-            so.listen ? so.listen : "tcp://127.0.0.1:5555", model->cfg.arch_name, tp * pp, threads,
-            ctx, seqs, (int)(so.micro_batches > 0 && so.micro_batches < pp ? so.micro_batches : pp),
+            so.listen ? so.listen : "tcp://127.0.0.1:5555", r->model->cfg.arch_name, tp * pp,
+            r->threads, r->n_ctx, r->n_seq,
+            (int)(so.micro_batches > 0 && so.micro_batches < pp ? so.micro_batches : pp),
             so.micro_batches == 1 || pp == 1 ? "" : "s", br_now() - t0);
-    if (comm) {
-        wctx.comm = comm, wctx.srv = srv, wctx.stuck_s = so.stuck_s;
+    if (r->comm) {
+        wctx.comm = r->comm, wctx.srv = st.srv, wctx.stuck_s = so.stuck_s;
         if (pthread_create(&wd, NULL, watchdog, &wctx) == 0) pthread_detach(wd);
     }
-    int run_rc = br_server_run(srv, model, eng, comm, tok, &err);
+    int run_rc = br_server_run(st.srv, r->model, r->cluster, r->tok, &err);
     if (!run_rc) g_finished = 1;
     if (run_rc) {
         fprintf(stderr, "bitrack serve: rank 0: %s; ending the job\n", err.msg);
@@ -454,17 +422,10 @@ done:
     pthread_mutex_lock(&g_watch_mu);
     g_watch_quit = 1;
     pthread_mutex_unlock(&g_watch_mu);
-    br_server_destroy(&srv);
-    br_reqlog_close(&reqlog);
-    br_metrics_destroy(&metrics);
-    br_tok_destroy(&tok);
-    br_engine_destroy(&eng);
-    br_pool_destroy(&pool);
-    br_model_destroy(&model);
-    br_plan_destroy(&plan);
-    if (comm) {
-        if (exit_code != 0) br_comm_mpi_abort(comm, exit_code);
-        br_comm_mpi_destroy(&comm);
-    }
+    br_server_destroy(&st.srv);
+    br_reqlog_close(&st.reqlog);
+    br_metrics_destroy(&st.metrics);
+    if (exit_code) br_rank_abort(r, exit_code);
+    br_rank_close(&r);
     return exit_code;
 }

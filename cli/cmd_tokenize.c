@@ -18,29 +18,6 @@
 #include "coordinator/tokenizer.h"
 #include "sharding/gguf.h"
 
-/* JSON string body for bytes (invalid UTF-8 is escaped byte by byte as \u00XX of the
- * byte value, so the output stays valid JSON). */
-static char *read_all(FILE *f, size_t *len)
-{
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb, cap *= 2;
-        }
-    }
-    *len = n;
-    return buf;
-}
-
 /* Writes the JSON array: ids, or [id, "piece"] pairs. */
 static void print_json(const int32_t *ids, size_t n, char **pieces, const size_t *piece_len)
 {
@@ -119,7 +96,7 @@ int br_cmd_tokenize(int argc, char **argv)
     char *text = NULL;
     size_t len = 0;
     if (!strcmp(arg, "-")) {
-        text = read_all(stdin, &len);
+        text = br_cli_read_file("-", &len);
         if (!text) return br_cli_usage_error("tokenize", "cannot read stdin");
     } else {
         len = strlen(arg);

@@ -1,6 +1,5 @@
 /* Small parsers shared by the subcommands. */
 #include <errno.h>
-#include <sched.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,16 +68,6 @@ int br_cli_usage_error(const char *cmd, const char *fmt, ...)
     return 2;
 }
 
-int br_cli_threads_default(int ranks_here)
-{
-    cpu_set_t set;
-    long cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
-                                                             : sysconf(_SC_NPROCESSORS_ONLN);
-    if (ranks_here < 1) ranks_here = 1;
-    long t = cores / ranks_here;
-    return t < 1 ? 1 : t > 1024 ? 1024 : (int)t;
-}
-
 uint64_t br_cli_random_seed(void)
 {
     uint64_t s;
@@ -134,4 +123,22 @@ void br_cli_json_str(FILE *f, const char *s, size_t n)
         i += len ? len : 1;
     }
     fputc('"', f);
+}
+
+char *br_cli_read_file(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0, r;
+    char *buf = malloc(cap + 1);
+    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0)
+        if ((n += r) == cap) {
+            char *nb = realloc(buf, 2 * cap + 1);
+            if (!nb) free(buf);
+            buf = nb, cap *= 2;
+        }
+    if (buf) buf[n] = '\0';
+    if (len) *len = n;
+    if (f != stdin) fclose(f);
+    return buf;
 }

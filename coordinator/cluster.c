@@ -3,12 +3,11 @@
  * running rank 0's own share, and gathering the last stage's answers (logit slices, best
  * logits or sampling candidates) into one result per row.
  *
- * Buffers: the descriptor, each ring slot's sampling parameters and the greedy answers are
- * sized for max_batch at create; each slot's own logits slice, the other gathering scratch
- * and the merging's working memory are kept in the driver and grown (never shrunk) when a
- * step needs more than any before it, so a run of like steps allocates nothing
- * (tests/unit/alloc_test.c). An empty ring starts again at slot 0, so one step at a time
- * keeps using one slot's buffers.
+ * Buffers: the descriptor, each ring slot's sampling parameters, rank 0's own logits slice
+ * and the gathering scratch are sized for max_batch rows when the driver is created, so a
+ * step allocates nothing; only the sampling candidates' records and the merging's working
+ * memory, whose sizes depend on a step's parameters, grow (never shrink) when a step needs
+ * more than any before it (tests/unit/alloc_test.c).
  */
 #include "coordinator/cluster.h"
 
@@ -41,8 +40,7 @@ struct pending {
     int32_t n_rows;
     bool want_logits;
     bool sampled;
-    struct scratch ext;  /* (br_step_ext_ints,) int32: a sampled step's parameters */
-    struct scratch mine; /* (n_rows, slice) float: rank 0's logits when it is the last stage */
+    struct scratch ext; /* (br_step_ext_ints,) int32: a sampled step's parameters */
 };
 
 struct br_cluster {
@@ -54,6 +52,9 @@ struct br_cluster {
     struct pending ring[BR_CLUSTER_MAX_INFLIGHT];
     int head, count;
     int32_t *desc; /* (br_step_desc_ints,) */
+    /* (max_batch, slice) float: rank 0's logits slice when it is the last stage; one step
+     * is then in flight at a time (it completes as it is issued) */
+    struct scratch mine;
     /* gathering scratch */
     struct scratch best, part, slice;
     struct scratch *recs; /* (tp,) candidate records per TP rank */
@@ -82,11 +83,18 @@ int br_cluster_create(struct br_engine *e, struct br_comm *comm, struct br_clust
         br_cluster_destroy(&c);
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
-    /* what every step needs whatever its rows, sized for max_batch now: the steps in
-     * flight's sampling parameters (the ring turns through every slot when stages
-     * overlap) and the greedy answers */
-    size_t top1_bytes = (size_t)c->mb * sizeof(struct br_step_top1);
-    int rc = scratch_need(&c->best, top1_bytes, err) || scratch_need(&c->part, top1_bytes, err);
+    /* every per-step buffer, for max_batch rows */
+    int32_t v0, v1, wmax = 0;
+    for (int t = 0; t < c->tp; t++) {
+        br_engine_vocab_slice(e, t, &v0, &v1);
+        if (v1 - v0 > wmax) wmax = v1 - v0;
+    }
+    size_t rows = (size_t)c->mb, top1 = rows * sizeof(struct br_step_top1);
+    int rc = scratch_need(&c->best, top1, err);
+    if (!rc) rc = scratch_need(&c->part, top1, err);
+    if (!rc && (!c->last || c->tp > 1))
+        rc = scratch_need(&c->slice, rows * (size_t)wmax * sizeof(float), err);
+    if (!rc && c->last) rc = scratch_need(&c->mine, rows * (size_t)wmax * sizeof(float), err);
     for (int i = 0; i < BR_CLUSTER_MAX_INFLIGHT && !rc; i++)
         rc = scratch_need(&c->ring[i].ext, br_step_ext_ints(e) * sizeof(int32_t), err);
     if (rc) {
@@ -101,10 +109,8 @@ void br_cluster_destroy(struct br_cluster **cp)
 {
     struct br_cluster *c = cp ? *cp : NULL;
     if (!c) return;
-    for (int i = 0; i < BR_CLUSTER_MAX_INFLIGHT; i++) {
-        free(c->ring[i].ext.p);
-        free(c->ring[i].mine.p);
-    }
+    for (int i = 0; i < BR_CLUSTER_MAX_INFLIGHT; i++) free(c->ring[i].ext.p);
+    free(c->mine.p);
     for (int t = 0; c->recs && t < c->tp; t++) free(c->recs[t].p);
     free(c->recs), free(c->rec_bytes), free(c->cap), free(c->sl);
     free(c->best.p), free(c->part.p), free(c->slice.p);
@@ -112,12 +118,6 @@ void br_cluster_destroy(struct br_cluster **cp)
     br_sample_ws_free(&c->ws);
     free(c);
     *cp = NULL;
-}
-
-bool br_cluster_can_sample(const struct br_cluster *c, const struct br_sample_params *const *sp,
-                           int32_t n_rows)
-{
-    return br_step_can_sample(c->e, sp, n_rows);
 }
 
 /* Issues the step whose pending slot p the caller filled (sampled: p->ext holds the
@@ -134,16 +134,8 @@ static int issue_step(struct br_cluster *c, struct pending *p, const struct br_b
         ((rc = comm->ops->bcast(comm, c->desc, br_step_desc_ints(c->e) * 4)) ||
          (x && (rc = comm->ops->bcast(comm, x, br_step_ext_ints(c->e) * 4)))))
         return br_step_fail(err, comm, rc, "broadcast of the step failed");
-    float *mine = NULL;
-    if (c->last) {
-        /* this rank's own logits slice: the whole vocabulary when alone */
-        int32_t v0, v1;
-        br_engine_vocab_slice(c->e, 0, &v0, &v1);
-        size_t n = (size_t)p->n_rows * (size_t)(v1 - v0) * sizeof(float);
-        if ((rc = scratch_need(&p->mine, n, err))) return rc;
-        mine = p->mine.p;
-    }
-    if ((rc = br_step_run(c->e, comm, c->desc, x, mine, err))) return rc;
+    /* this rank's own logits slice when it is the last stage: the whole vocabulary alone */
+    if ((rc = br_step_run(c->e, comm, c->desc, x, c->last ? c->mine.p : NULL, err))) return rc;
     c->count++;
     return BR_OK;
 }
@@ -156,39 +148,33 @@ static int next_slot(struct br_cluster *c, const struct br_batch *b, int32_t n_r
     if (rc) return rc;
     if (n_rows < 0 || n_rows > b->n)
         return br_err_set(err, BR_E_INVALID, "%d rows for a step of %d tokens", n_rows, b->n);
-    if (c->count == BR_CLUSTER_MAX_INFLIGHT)
+    if (c->count == (c->last ? 1 : BR_CLUSTER_MAX_INFLIGHT))
         return br_err_set(err, BR_E_BUSY, "too many steps in flight");
     *out = &c->ring[(c->head + c->count) % BR_CLUSTER_MAX_INFLIGHT];
     return BR_OK;
 }
 
-int br_cluster_issue(struct br_cluster *c, const struct br_batch *b, const int32_t *rows,
-                     int32_t n_rows, bool want_logits, struct br_err *err)
+/* Sends a step down the pipeline (and runs this rank's share): its rows' next tokens come
+ * back as mode says; SAMPLED rows are sampled on the last stage with sp[i] at (rseq[i],
+ * rpos[i]) of the counter RNG. */
+static int exec_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
+                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
+                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
 {
-    struct pending *p = NULL;
-    int rc = next_slot(c, b, n_rows, &p, err);
-    if (rc) return rc;
-    p->n_rows = n_rows;
-    p->want_logits = want_logits;
-    p->sampled = false;
-    return issue_step(c, p, b, rows, err);
-}
-
-int br_cluster_issue_sampled(struct br_cluster *c, const struct br_batch *b, const int32_t *rows,
-                             int32_t n_rows, const struct br_sample_params *const *sp,
-                             const uint64_t *seq, const uint64_t *pos, struct br_err *err)
-{
-    if (n_rows < 0 || n_rows > c->mb || !br_step_can_sample(c->e, sp, n_rows))
+    struct br_cluster *c = ctx;
+    bool sampled = mode == BR_SCHED_SAMPLED;
+    if (sampled && (n_rows < 0 || n_rows > c->mb || !br_step_can_sample(c->e, sp, n_rows)))
         return br_err_set(err, BR_E_INVALID, "these rows cannot be sampled on the last stage");
     struct pending *p = NULL;
     int rc = next_slot(c, b, n_rows, &p, err);
-    if (rc || (rc = scratch_need(&p->ext, br_step_ext_ints(c->e) * sizeof(int32_t), err)))
-        return rc;
-    memset(p->ext.p, 0, br_step_ext_ints(c->e) * sizeof(int32_t));
-    br_step_ext_pack(p->ext.p, c->mb, n_rows, sp, seq, pos);
+    if (rc) return rc;
+    if (sampled) {
+        memset(p->ext.p, 0, br_step_ext_ints(c->e) * sizeof(int32_t));
+        br_step_ext_pack(p->ext.p, c->mb, n_rows, sp, rseq, rpos);
+    }
     p->n_rows = n_rows;
-    p->want_logits = false;
-    p->sampled = true;
+    p->want_logits = mode == BR_SCHED_FULL;
+    p->sampled = sampled;
     return issue_step(c, p, b, rows, err);
 }
 
@@ -207,9 +193,7 @@ static struct pending *take_oldest(struct br_cluster *c, bool sampled, struct br
         return NULL;
     }
     c->head = (c->head + 1) % BR_CLUSTER_MAX_INFLIGHT;
-    /* an empty ring starts again at slot 0: one step at a time (one stage) keeps using
-     * one slot's buffers instead of growing all of them in turn */
-    if (--c->count == 0) c->head = 0;
+    c->count--;
     return p;
 }
 
@@ -223,8 +207,11 @@ static int recv_last(struct br_cluster *c, int t, void *buf, size_t n, const cha
     return rc ? br_step_fail(err, comm, rc, what) : BR_OK;
 }
 
-int br_cluster_collect_sampled(struct br_cluster *c, struct br_sample_result *res, int *row_rc,
-                               struct br_err *err)
+/* The oldest step's results, issued sampled: res and row_rc (n_rows,), BR_OK or the status
+ * with which that row's sampling failed (a NaN logit, say). The return value is about the
+ * transport: BR_OK, or the error that ends the step. */
+static int collect_sampled(struct br_cluster *c, struct br_sample_result *res, int *row_rc,
+                           struct br_err *err)
 {
     struct pending *p = take_oldest(c, true, err);
     if (!p) return BR_E_INVALID;
@@ -238,7 +225,7 @@ int br_cluster_collect_sampled(struct br_cluster *c, struct br_sample_result *re
         c->rec_bytes[t] = br_step_rec_bytes(c->cap[t], a, z);
         if ((rc = scratch_need(&c->recs[t], (size_t)n_rows * c->rec_bytes[t], err))) break;
         if (c->last && t == 0)
-            br_step_records(c->e, x, mb, n_rows, p->mine.p, a, z, c->recs[t].p);
+            br_step_records(c->e, x, mb, n_rows, c->mine.p, a, z, c->recs[t].p);
         else
             rc = recv_last(c, t, c->recs[t].p, (size_t)n_rows * c->rec_bytes[t],
                            "receiving candidates failed", err);
@@ -270,7 +257,9 @@ int br_cluster_collect_sampled(struct br_cluster *c, struct br_sample_result *re
     return rc;
 }
 
-int br_cluster_collect(struct br_cluster *c, float *logits, int32_t *top1, struct br_err *err)
+/* The oldest step's results: logits (n_rows, vocab), or with logits NULL the greedy choice
+ * top1 (n_rows,): the highest logit, ties to the lowest id. */
+static int collect_rows(struct br_cluster *c, float *logits, int32_t *top1, struct br_err *err)
 {
     struct pending *p = take_oldest(c, false, err);
     if (!p) return BR_E_INVALID;
@@ -279,14 +268,12 @@ int br_cluster_collect(struct br_cluster *c, float *logits, int32_t *top1, struc
     if (n_rows == 0) return BR_OK;
     if (!p->want_logits) {
         size_t n = (size_t)n_rows * sizeof(struct br_step_top1);
-        if ((rc = scratch_need(&c->best, n, err)) || (rc = scratch_need(&c->part, n, err)))
-            return rc;
         struct br_step_top1 *best = c->best.p, *part = c->part.p;
         for (int t = 0; t < c->tp && !rc; t++) {
             int32_t a, z;
             br_engine_vocab_slice(c->e, t, &a, &z);
             if (c->last && t == 0)
-                br_step_top1(p->mine.p, n_rows, z - a, a, part);
+                br_step_top1(c->mine.p, n_rows, z - a, a, part);
             else if ((rc = recv_last(c, t, part, n, "receiving results failed", err)))
                 break;
             /* slices come in vocabulary order: a strictly greater value wins, so ties keep
@@ -302,32 +289,15 @@ int br_cluster_collect(struct br_cluster *c, float *logits, int32_t *top1, struc
         int32_t a, z;
         br_engine_vocab_slice(c->e, t, &a, &z);
         size_t w = (size_t)(z - a);
-        const float *slice = p->mine.p;
+        const float *slice = c->mine.p;
         if (!(c->last && t == 0)) {
             size_t n = (size_t)n_rows * w * sizeof(float);
-            if ((rc = scratch_need(&c->slice, n, err)) ||
-                (rc = recv_last(c, t, c->slice.p, n, "receiving logits failed", err)))
-                break;
+            if ((rc = recv_last(c, t, c->slice.p, n, "receiving logits failed", err))) break;
             slice = c->slice.p;
         }
         for (int32_t i = 0; i < n_rows; i++)
             memcpy(logits + (size_t)i * vocab + a, slice + (size_t)i * w, w * sizeof(float));
     }
-    return rc;
-}
-
-void br_cluster_clear(struct br_cluster *c)
-{
-    c->head = 0;
-    c->count = 0;
-}
-
-int br_cluster_step(struct br_cluster *c, const struct br_batch *b, const int32_t *rows,
-                    int32_t n_rows, float *logits, int32_t *top1, struct br_err *err)
-{
-    int rc = br_cluster_issue(c, b, rows, n_rows, logits != NULL, err);
-    if (!rc) rc = br_cluster_collect(c, logits, top1, err);
-    if (rc) br_cluster_clear(c);
     return rc;
 }
 
@@ -348,28 +318,20 @@ int br_cluster_stop(struct br_cluster *c, struct br_err *err)
 
 static bool exec_can_sample(void *ctx, const struct br_sample_params *const *sp, int32_t n)
 {
-    return br_cluster_can_sample(ctx, sp, n);
-}
-
-static int exec_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
-                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
-                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
-{
-    if (mode == BR_SCHED_SAMPLED)
-        return br_cluster_issue_sampled(ctx, b, rows, n_rows, sp, rseq, rpos, err);
-    return br_cluster_issue(ctx, b, rows, n_rows, mode == BR_SCHED_FULL, err);
+    return br_step_can_sample(((struct br_cluster *)ctx)->e, sp, n);
 }
 
 static int exec_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
                         struct br_sample_result *res, int *row_rc, struct br_err *err)
 {
-    if (mode == BR_SCHED_SAMPLED) return br_cluster_collect_sampled(ctx, res, row_rc, err);
-    return br_cluster_collect(ctx, mode == BR_SCHED_FULL ? logits : NULL, top1, err);
+    if (mode == BR_SCHED_SAMPLED) return collect_sampled(ctx, res, row_rc, err);
+    return collect_rows(ctx, mode == BR_SCHED_FULL ? logits : NULL, top1, err);
 }
 
 static void exec_clear(void *ctx)
 {
-    br_cluster_clear(ctx);
+    struct br_cluster *c = ctx;
+    c->head = c->count = 0;
 }
 
 void br_cluster_executor(struct br_cluster *c, struct br_executor *ex)

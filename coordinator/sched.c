@@ -33,7 +33,8 @@ struct job {
     struct br_detok *dt;
     char *text; /* detokenized output so far */
     size_t text_len, text_cap, emitted;
-    int cancelled;
+    int cancelled, ignore_eos, keep;
+    uint64_t key; /* the conversation, 0: none */
     struct job *next;
 };
 
@@ -44,6 +45,13 @@ struct inflight {
     struct job *row_job[BR_SCHED_MAX_BATCH];
 };
 
+/* A conversation's sequence kept in a free slot: its key, the tokens in the cache (n,)
+ * and the blocks they hold; toks NULL: none. */
+struct kept {
+    uint64_t key;
+    int32_t *toks, n, blocks;
+};
+
 struct br_sched {
     struct br_executor ex;
     struct br_sched_sink sink;
@@ -52,6 +60,7 @@ struct br_sched {
     int32_t max_tokens_cap, budget, depth;
     int32_t free_blocks; /* KV blocks not reserved by an admitted job: the one count */
     struct job **slots;  /* (n_seq,) */
+    struct kept *kept;   /* (n_seq,) sequences kept in free slots */
     struct job *waiting, *waiting_tail; /* FIFO */
     int32_t *to_free;                   /* slots to release in the next step, (2 n_seq,) */
     int32_t n_to_free;
@@ -183,6 +192,18 @@ static void release(struct br_sched *s, struct job *j)
     atomic_store(&s->stats->kv_blocks_used, s->ex.n_blocks - s->free_blocks);
 }
 
+/* A conversation's job that ended normally: its slot, cache and blocks stay for the next
+ * job of its key. The cache holds the prompt and every generated token but the last. */
+static void keep_seq(struct br_sched *s, struct job *j)
+{
+    struct kept *k = &s->kept[j->slot];
+    *k = (struct kept){j->key, j->hist, j->n_prompt + j->n_gen - 1, j->blocks};
+    j->hist = NULL;
+    s->slots[j->slot] = NULL;
+    j->slot = -1;
+    atomic_fetch_sub(&s->stats->running, 1);
+}
+
 /* The job's last event: done (err_msg NULL) or an error; the job is freed. */
 static void finish(struct br_sched *s, struct job *j, enum br_finish reason,
                    enum br_proto_code code, const char *err_msg)
@@ -209,6 +230,8 @@ static void finish(struct br_sched *s, struct job *j, enum br_finish reason,
             emit(s, j, e);
         }
     }
+    if (j->keep && j->key && j->slot >= 0 && !err_msg && reason != BR_FINISH_CANCELLED)
+        keep_seq(s, j);
     release(s, j);
     atomic_fetch_add(&s->stats->completed, 1);
     atomic_fetch_add(&s->stats->tokens_out, j->n_gen);
@@ -261,7 +284,7 @@ static int job_setup(struct br_sched *s, struct job *j, struct br_err *err)
         j->stop.strings = copy;
     }
     j->hist = malloc(((size_t)j->n_prompt + (size_t)j->max_new + 1) * sizeof *j->hist);
-    if (!j->hist || br_detok_create(s->tok, 0, &j->dt))
+    if (!j->hist || (s->tok && br_detok_create(s->tok, 0, &j->dt)))
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     memcpy(j->hist, j->prompt, (size_t)j->n_prompt * sizeof *j->hist);
     j->n_hist = j->n_prompt;
@@ -288,6 +311,9 @@ void br_sched_submit(struct br_sched *s, struct br_sched_job_in *in)
     j->prompt = in->prompt;
     j->n_prompt = in->n_prompt;
     j->t_arrival = in->t_arrival;
+    j->ignore_eos = in->ignore_eos;
+    j->key = in->key;
+    j->keep = in->keep;
     j->slot = -1;
     memset(in, 0, sizeof *in);
     struct br_err err = {{0}};
@@ -327,7 +353,7 @@ static int push_text(struct br_sched *s, struct job *j, int32_t token, const str
 {
     const char *piece = NULL;
     size_t len = 0;
-    br_detok_push(j->dt, token, &piece, &len);
+    if (j->dt) br_detok_push(j->dt, token, &piece, &len);
     if (j->text_len + len + 1 > j->text_cap) {
         size_t cap = j->text_cap ? j->text_cap * 2 : 256;
         while (cap < j->text_len + len + 1) cap *= 2;
@@ -336,7 +362,7 @@ static int push_text(struct br_sched *s, struct job *j, int32_t token, const str
         j->text = nt;
         j->text_cap = cap;
     }
-    memcpy(j->text + j->text_len, piece, len);
+    if (len) memcpy(j->text + j->text_len, piece, len);
     j->text_len += len;
     j->text[j->text_len] = '\0';
     size_t upto = 0;
@@ -357,7 +383,7 @@ static void flush_text(struct br_sched *s, struct job *j, int stopped_by_string)
     if (stopped_by_string) return;
     const char *piece = NULL;
     size_t len = 0;
-    br_detok_flush(j->dt, &piece, &len);
+    if (j->dt) br_detok_flush(j->dt, &piece, &len);
     if (len) {
         char *nt = realloc(j->text, j->text_len + len + 1);
         if (!nt) return;
@@ -398,10 +424,21 @@ static void admit(struct br_sched *s)
         }
     while (s->waiting) {
         struct job *j = s->waiting;
-        int32_t slot = -1;
+        int32_t slot = -1, reuse = 0;
+        for (int32_t i = 0; i < s->ex.n_seq && j->key && slot < 0; i++)
+            if (s->kept[i].toks && s->kept[i].key == j->key) slot = i, reuse = s->kept[i].blocks;
         for (int32_t i = 0; i < s->ex.n_seq && slot < 0; i++)
-            if (!s->slots[i]) slot = i;
-        if (slot < 0 || j->blocks > s->free_blocks) break;
+            if (!s->slots[i] && !s->kept[i].toks) slot = i;
+        if (slot < 0 || j->blocks > s->free_blocks + reuse) break;
+        if (reuse) { /* continues its conversation: what the cache holds is not fed again */
+            struct kept *k = &s->kept[slot];
+            while (j->n_fed < k->n && j->n_fed < j->n_prompt - 1 &&
+                   k->toks[j->n_fed] == j->prompt[j->n_fed])
+                j->n_fed++;
+            s->free_blocks += k->blocks;
+            free(k->toks);
+            *k = (struct kept){0};
+        }
         s->waiting = j->next;
         if (!s->waiting) s->waiting_tail = NULL;
         j->next = NULL;
@@ -556,7 +593,8 @@ static int collect(struct br_sched *s, struct br_err *err)
         j->hist[j->n_hist++] = tok;
         const struct token_lp *lpp = j->req.logprobs ? &lp : NULL;
         enum br_sample_stop_reason why = br_sample_stop_token(&j->stop, tok, j->n_gen);
-        if (why == BR_SAMPLE_STOP_TOKEN || br_tok_is_eog(s->tok, tok)) {
+        if (why == BR_SAMPLE_STOP_TOKEN ||
+            (!j->ignore_eos && s->tok && br_tok_is_eog(s->tok, tok))) {
             /* a stop token is not part of the output */
             if (j->req.stream) emit_token(s, j, (uint32_t)(j->n_gen - 1), tok, "", 0, lpp);
             flush_text(s, j, 0);
@@ -636,8 +674,9 @@ int br_sched_create(const struct br_sched_opts *o, const struct br_executor *ex,
     atomic_store(&s->stats->kv_blocks_total, ex->n_blocks);
     s->slots = calloc((size_t)ex->n_seq, sizeof *s->slots);
     s->to_free = calloc(2 * (size_t)ex->n_seq, sizeof *s->to_free);
+    s->kept = calloc((size_t)ex->n_seq, sizeof *s->kept);
     s->logits = malloc((size_t)s->budget * (size_t)ex->vocab * sizeof *s->logits);
-    if (!s->slots || !s->to_free || !s->logits) {
+    if (!s->slots || !s->to_free || !s->kept || !s->logits) {
         br_sched_destroy(&s);
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
@@ -650,6 +689,8 @@ void br_sched_destroy(struct br_sched **sp)
     if (!sp || !*sp) return;
     struct br_sched *s = *sp;
     for (int32_t i = 0; s->slots && i < s->ex.n_seq; i++) job_free(s->slots[i]);
+    for (int32_t i = 0; s->kept && i < s->ex.n_seq; i++) free(s->kept[i].toks);
+    free(s->kept);
     while (s->waiting) {
         struct job *j = s->waiting;
         s->waiting = j->next;

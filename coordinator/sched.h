@@ -113,11 +113,20 @@ struct br_sched_job_in {
     int32_t *prompt;   /* (n_prompt,) malloc'd token ids, each < the vocabulary */
     int32_t n_prompt;  /* >= 1 */
     double t_arrival;  /* br_now() when the request arrived */
+    bool ignore_eos;   /* end-of-generation tokens are output like any other */
+    /* A conversation: with keep, a job that ends by a stop or its length keeps its slot,
+     * its KV cache and its blocks for key (non-zero); the next job with that key continues
+     * the sequence: its prompt is the whole sequence again, and only what differs from
+     * the cached tokens (at least the last token) is evaluated. A kept sequence holds its
+     * slot until a job continues it or the scheduler is destroyed. */
+    uint64_t key;
+    bool keep;
 };
 
 struct br_sched;
 
-/* tok: detokenizes outputs and knows end-of-generation tokens (borrowed). */
+/* tok: detokenizes outputs and knows end-of-generation tokens (borrowed); NULL: events
+ * carry token ids without text, and only max_tokens and stop tokens end a job. */
 int br_sched_create(const struct br_sched_opts *o, const struct br_executor *ex,
                     const struct br_sched_sink *sink, const struct br_tok *tok,
                     struct br_sched **out, struct br_err *err);

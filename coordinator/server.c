@@ -146,12 +146,10 @@ static const char *chat_template_of(const struct br_model *m)
     return tmpl ? tmpl : "chatml";
 }
 
-int br_server_run(struct br_server *s, const struct br_model *m, struct br_engine *e,
-                  struct br_comm *comm, const struct br_tok *tok, struct br_err *err)
+int br_server_run(struct br_server *s, const struct br_model *m, struct br_cluster *cl,
+                  const struct br_tok *tok, struct br_err *err)
 {
-    struct br_cluster *cl = NULL;
-    int rc = br_cluster_create(e, comm, &cl, err);
-    if (rc) return rc;
+    int rc;
     struct br_executor ex;
     br_cluster_executor(cl, &ex);
     struct br_sched_opts so = {
@@ -162,10 +160,7 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     };
     struct br_sched_sink sink = br_gateway_sink(s->gw);
     struct br_sched *sc = NULL;
-    if ((rc = br_sched_create(&so, &ex, &sink, tok, &sc, err))) {
-        br_cluster_destroy(&cl);
-        return rc;
-    }
+    if ((rc = br_sched_create(&so, &ex, &sink, tok, &sc, err))) return rc;
     br_gateway_set_ready(s->gw, tok, m->cfg.n_vocab, ex.n_ctx, chat_template_of(m));
     struct pollfd pfd = {br_gateway_fd(s->gw), POLLIN, 0};
     while (atomic_load(&s->stop) == BR_STOP_NONE) {
@@ -193,6 +188,5 @@ int br_server_run(struct br_server *s, const struct br_model *m, struct br_engin
     br_gateway_answer_all(s->gw, rc ? why : "the server is shutting down; retry later");
     br_sched_destroy(&sc);
     if (!rc) rc = br_cluster_stop(cl, err);
-    br_cluster_destroy(&cl);
     return rc;
 }

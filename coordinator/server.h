@@ -20,6 +20,8 @@
 #include "worker/comm.h"
 #include "worker/engine.h"
 
+struct br_cluster;
+
 struct br_http_opts;
 struct br_metrics;
 struct br_reqlog;
@@ -79,9 +81,10 @@ int br_server_start(const struct br_server_opts *o, const char *const *info, str
                     struct br_err *err);
 
 /* Serves until br_server_request_stop (or SIGINT/SIGTERM via br_server_install_signals)
- * with the loaded model. The engine, model, tokenizer and comm are borrowed. */
-int br_server_run(struct br_server *s, const struct br_model *m, struct br_engine *e,
-                  struct br_comm *comm, const struct br_tok *tok, struct br_err *err);
+ * with the loaded model, driving the ranks through cl (which it stops at the end). The
+ * model, driver and tokenizer are borrowed. */
+int br_server_run(struct br_server *s, const struct br_model *m, struct br_cluster *cl,
+                  const struct br_tok *tok, struct br_err *err);
 
 /* Asks br_server_run to finish its current step and return (async-signal-safe). */
 void br_server_request_stop(struct br_server *s);

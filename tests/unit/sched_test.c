@@ -201,11 +201,12 @@ static void world_free(struct world *w)
 }
 
 /* A greedy request for n_prompt tokens (all 'a') and max_tokens new ones. */
-static void submit(struct world *w, uint64_t ticket, int32_t n_prompt, int32_t max_tokens,
-                   bool stream)
+static void submit_in(struct world *w, uint64_t ticket, int32_t n_prompt, int32_t max_tokens,
+                      bool stream, bool ignore_eos)
 {
     struct br_sched_job_in in = {0};
     in.ticket = ticket;
+    in.ignore_eos = ignore_eos;
     br_req_init(&in.req);
     in.req.type = BR_REQ_GENERATE;
     in.req.id = strdup("x");
@@ -218,6 +219,12 @@ static void submit(struct world *w, uint64_t ticket, int32_t n_prompt, int32_t m
     in.n_prompt = n_prompt;
     in.t_arrival = br_now();
     br_sched_submit(w->s, &in);
+}
+
+static void submit(struct world *w, uint64_t ticket, int32_t n_prompt, int32_t max_tokens,
+                   bool stream)
+{
+    submit_in(w, ticket, n_prompt, max_tokens, stream, false);
 }
 
 static void run_until_idle(struct world *w, int max_steps)
@@ -401,6 +408,85 @@ static void test_eos(void **state)
     submit(&w, 1, 4, 50, false);
     run_until_idle(&w, 100);
     assert_string_equal(w.rec.log, "1 done stop 3 'jm'\n");
+    world_free(&w);
+}
+
+/* With ignore_eos an end-of-generation token is output like any other (as `run
+ * --ignore-eos` wants) and the job goes on to max_tokens. */
+static void test_ignore_eos(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w, 2, 256, 64, 1, 64);
+    w.fake.eos_at_pos = 5;
+    submit_in(&w, 1, 4, 5, true, true);
+    run_until_idle(&w, 100);
+    assert_string_equal(w.rec.log, "1 tok 0 11 'j'\n1 tok 1 14 'm'\n1 tok 2 1 ''\n"
+                                   "1 tok 3 20 's'\n1 tok 4 23 'v'\n1 done length 5 ''\n");
+    world_free(&w);
+}
+
+/* Without a tokenizer, events carry ids and no text; only max_tokens ends a job. */
+static void test_no_tokenizer(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w, 2, 256, 64, 1, 64);
+    br_sched_destroy(&w.s);
+    struct br_sched_opts o = {0};
+    struct br_sched_sink sink = {&w.rec, rec_emit};
+    struct br_err err = {{0}};
+    assert_int_equal(br_sched_create(&o, &w.ex, &sink, NULL, &w.s, &err), BR_OK);
+    w.fake.eos_at_pos = 5;
+    submit(&w, 1, 4, 4, true);
+    run_until_idle(&w, 100);
+    assert_string_equal(w.rec.log, "1 tok 0 11 ''\n1 tok 1 14 ''\n1 tok 2 1 ''\n"
+                                   "1 tok 3 20 ''\n1 done length 4 ''\n");
+    world_free(&w);
+}
+
+/* A greedy request for the given prompt, of conversation key (0: none), kept or not. */
+static void submit_conv(struct world *w, uint64_t ticket, const int32_t *prompt, int32_t n,
+                        int32_t max_tokens, uint64_t key, bool keep)
+{
+    struct br_sched_job_in in = {.ticket = ticket, .n_prompt = n, .key = key, .keep = keep};
+    br_req_init(&in.req);
+    in.req.type = BR_REQ_GENERATE;
+    in.req.max_tokens = max_tokens;
+    in.prompt = malloc((size_t)n * sizeof *in.prompt);
+    memcpy(in.prompt, prompt, (size_t)n * sizeof *prompt);
+    in.t_arrival = br_now();
+    br_sched_submit(w->s, &in);
+}
+
+/* A conversation keeps its sequence between jobs: the next job of its key evaluates only
+ * what the cache does not hold (at least its last token), in the same slot (the fake
+ * model's tokens depend on the slot), and a job of no conversation takes another slot. */
+static void test_conversation(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w, 2, 256, 64, 1, 64);
+    const int32_t p1[4] = {2, 2, 2, 2}, p2[8] = {2, 2, 2, 2, 11, 14, 17, 2};
+    const int32_t p4[9] = {2, 2, 2, 2, 11, 14, 17, 2, 23};
+    submit_conv(&w, 1, p1, 4, 3, 7, true);
+    run_until_idle(&w, 100);
+    submit_conv(&w, 3, p1, 4, 1, 0, false);
+    run_until_idle(&w, 100);
+    submit_conv(&w, 2, p2, 8, 2, 7, true); /* 6 tokens cached: 2 fed */
+    run_until_idle(&w, 100);
+    submit_conv(&w, 4, p4, 9, 1, 7, false); /* all 9 cached: the last fed again */
+    run_until_idle(&w, 100);
+    assert_string_equal(w.rec.log, "1 done length 3 'jmp'\n3 done length 1 'k'\n"
+                                   "2 done length 2 'vy'\n4 done length 1 'y'\n");
+    assert_string_equal(w.fake.log, "n=4 rows=1 seqs=1 free=0\nn=1 rows=1 seqs=1 free=0\n"
+                                    "n=1 rows=1 seqs=1 free=0\nn=4 rows=1 seqs=1 free=0\n"
+                                    "n=2 rows=1 seqs=1 free=1\nn=1 rows=1 seqs=1 free=0\n"
+                                    "n=1 rows=1 seqs=1 free=0\n");
+    /* without keep the slot is released: a job of the same key starts over */
+    submit_conv(&w, 5, p1, 4, 1, 7, false);
+    run_until_idle(&w, 100);
+    assert_non_null(strstr(w.fake.log, "n=1 rows=1 seqs=1 free=0\nn=4 rows=1 seqs=1 free=1\n"));
     world_free(&w);
 }
 
@@ -642,6 +728,9 @@ int main(void)
         cmocka_unit_test(test_micro_batches),
         cmocka_unit_test(test_lost_rank),
         cmocka_unit_test(test_eos),
+        cmocka_unit_test(test_ignore_eos),
+        cmocka_unit_test(test_no_tokenizer),
+        cmocka_unit_test(test_conversation),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_top_logprobs),
         cmocka_unit_test(test_gateway_refusals),

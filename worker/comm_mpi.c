@@ -541,6 +541,13 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
 {
     *out = NULL;
     int up = 0, provided = 0;
+    /* Waits in MPI yield the core while they poll (unless the user chose otherwise). A rank
+     * has threads besides the one waiting (a server's front end and ZeroMQ I/O, the pool):
+     * a poll that never yields keeps them off a core for a scheduler slice, since after
+     * idleness their sleep earns them no priority over the pollers. Measured: the first
+     * token after a second of idleness took 8-28 ms on 2 ranks of 2 cores, 1.0-1.3 ms with
+     * the yield, and throughput did not change (docs/RELIABILITY.md, "Idle"). */
+    setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
     MPI_Initialized(&up);
     if (!up && MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return br_err_set(err, BR_E_UNAVAILABLE, "MPI_Init failed");

@@ -42,6 +42,19 @@ void br_cli_json_str(FILE *f, const char *s, size_t n);
 /* A whole file (- for stdin), NUL-terminated and malloc'd, its length in *len (may be
  * NULL); NULL when it cannot be read. */
 char *br_cli_read_file(const char *path, size_t *len);
+/* --layout and --link, as run and serve take them (option rows BR_CLI_LAYOUT_OPTS): the
+ * residual layout (BR_LAYOUT_AUTO when not given) and the link in Gbit/s and one-way us
+ * (25:25 when not given). Returns 0, or 2 after printing a usage error. */
+int br_cli_layout_link(const char *cmd, const char *layout_s, const char *link_s, int *layout,
+                       double *gbit, double *us);
+#define BR_CLI_LAYOUT_OPTS(layout_s, link_s)                                                       \
+    BR_O_CHOICE(0, "layout", layout_s, "replicated|sharded|auto",                                  \
+                "how a TP group holds the residual (sharding/plan.h); auto (the default): the "    \
+                "one whose collectives cost less for one token per step over --link; a shard "     \
+                "directory has its own"),                                                          \
+        BR_O_STR(0, "link", link_s, "GBIT:US",                                                     \
+                 "the link between the ranks, Gbit/s and one-way us (25:25): --layout auto "       \
+                 "and the choice of collective algorithms assume it")
 /* Prints "bitrack <cmd>: message" on stderr and returns exit code 2 (usage errors). */
 int br_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

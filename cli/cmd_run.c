@@ -78,12 +78,7 @@ static int parse(int argc, char **argv, struct run_args *a)
         BR_O_INT(0, "pp", &a->pp, 1, 4096, "P", "pipeline stages (under mpirun)"),
         BR_O_FLAG(0, "stats", &a->stats, "print each rank's traffic against the plan's"),
         BR_O_CHOICE(0, "head", &a->head, "q8_0|q6_k", "re-encode the output head at load"),
-        BR_O_CHOICE(0, "layout", &a->layout_s, "replicated|sharded|auto",
-                    "how a TP group holds the residual (sharding/plan.h); auto (the default): "
-                    "the one whose collectives cost less for one token per step over --link; a "
-                    "shard directory has its own"),
-        BR_O_STR(0, "link", &a->link_s, "GBIT:US",
-                 "the link --layout auto assumes: Gbit/s and one-way us (25:25)"),
+        BR_CLI_LAYOUT_OPTS(&a->layout_s, &a->link_s),
         BR_O_FLAG('v', "verbose", &a->verbose, "plan, load time and per-layer residual norms"),
     };
     const struct br_cmd_spec spec = {
@@ -100,14 +95,8 @@ static int parse(int argc, char **argv, struct run_args *a)
         return br_cli_usage_error("run", "-n: 0 tokens; give at least 1, or -1 for until end of "
                                          "text or context");
     if (a->head) a->head_type = br_cli_head_type(a->head);
-    a->layout = a->layout_s ? br_layout_parse(a->layout_s) : BR_LAYOUT_AUTO;
-    a->link_gbit = 25, a->link_us = 25;
-    if (a->link_s) {
-        int k = 0;
-        if (sscanf(a->link_s, "%lf:%lf%n", &a->link_gbit, &a->link_us, &k) != 2 || a->link_s[k] ||
-            !(a->link_gbit > 0 && a->link_gbit < 1e6) || !(a->link_us >= 0 && a->link_us < 1e6))
-            return br_cli_usage_error("run", "bad --link '%s' (GBIT:US, e.g. 25:25)", a->link_s);
-    }
+    if (br_cli_layout_link("run", a->layout_s, a->link_s, &a->layout, &a->link_gbit, &a->link_us))
+        return 2;
     if (!a->model_path) return br_cli_usage_error("run", "a model is required (-m MODEL.gguf)");
     if (!!a->prompt + !!a->tokens_arg + !!a->prompt_file != 1)
         return br_cli_usage_error("run", "give exactly one of -p TEXT, -f FILE or --tokens 1,2,3");

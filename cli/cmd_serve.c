@@ -219,7 +219,9 @@ static int serve_start(void *ctx, struct br_rank *r, struct br_err *err)
 
 int br_cmd_serve(int argc, char **argv)
 {
-    const char *model_path = NULL, *head = NULL;
+    const char *model_path = NULL, *head = NULL, *layout_s = NULL, *link_s = NULL;
+    int layout;
+    double link_gbit, link_us;
     struct br_server_opts so = {0};
     char listen[BR_ADDR_MAX] = BR_CLIENT_DEFAULT_ADDR;
     long long threads = 0, tp = 1, pp = 1, ctx = 0, seqs = 16, batch = 64, step_timeout = 3;
@@ -271,6 +273,7 @@ int br_cmd_serve(int argc, char **argv)
         BR_O_INT(0, "micro-batches", &micro, 0, 64, "N",
                  "pipeline steps in flight; 0: one per machine"),
         BR_O_CHOICE(0, "head", &head, "q8_0|q6_k", "re-encode the output head at load"),
+        BR_CLI_LAYOUT_OPTS(&layout_s, &link_s),
         BR_O_STR(0, "http", &ho.addr, "HOST:PORT",
                  "also the OpenAI-compatible HTTP API (docs/HTTP.md)"),
         BR_O_STR(0, "api-key", &ho.api_key, "KEY", "HTTP: require Authorization: Bearer KEY"),
@@ -296,6 +299,7 @@ int br_cmd_serve(int argc, char **argv)
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
     if (first < argc) return br_cli_usage_error("serve", "unexpected argument '%s'", argv[first]);
     if (!model_path) return br_cli_usage_error("serve", "a model is required (-m MODEL.gguf)");
+    if (br_cli_layout_link("serve", layout_s, link_s, &layout, &link_gbit, &link_us)) return 2;
     /* at least a few KiB: health, ping and cancel must always fit */
     if (max_bytes < 4096 || max_bytes > ((uint64_t)1 << 30))
         return br_cli_usage_error("serve", "--max-request-bytes: from 4096 to 1G");
@@ -372,7 +376,8 @@ int br_cmd_serve(int argc, char **argv)
     struct br_rank_opts ro = {.model_path = model_path, .argc = &argc, .argv = &argv};
     ro.tp = (int)tp, ro.pp = (int)pp, ro.threads = (int)threads, ro.head_type = head_type;
     ro.n_ctx = (int32_t)ctx, ro.max_batch = (int32_t)batch, ro.n_seq = (int32_t)seqs;
-    ro.layout = BR_LAYOUT_AUTO, ro.describe = true, ro.tok = BR_RANK_TOK_REQUIRED;
+    ro.layout = layout, ro.link_gbit = link_gbit, ro.link_us = link_us;
+    ro.describe = true, ro.tok = BR_RANK_TOK_REQUIRED;
     ro.on_comm = serve_start, ro.hook_ctx = &st;
     double t0 = br_now();
     if (br_rank_open(&ro, &r, &err)) {

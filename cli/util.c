@@ -9,12 +9,25 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "sharding/plan.h"
 #include "sharding/types.h"
 
 uint32_t br_cli_head_type(const char *s)
 {
     if (s && strcmp(s, "q8_0") == 0) return BR_GGML_Q8_0;
     if (s && strcmp(s, "q6_k") == 0) return BR_GGML_Q6_K;
+    return 0;
+}
+
+int br_cli_layout_link(const char *cmd, const char *layout_s, const char *link_s, int *layout,
+                       double *gbit, double *us)
+{
+    *layout = layout_s ? br_layout_parse(layout_s) : BR_LAYOUT_AUTO;
+    *gbit = 25, *us = 25;
+    int k = 0;
+    if (link_s && (sscanf(link_s, "%lf:%lf%n", gbit, us, &k) != 2 || link_s[k] ||
+                   !(*gbit > 0 && *gbit < 1e6) || !(*us >= 0 && *us < 1e6)))
+        return br_cli_usage_error(cmd, "bad --link '%s' (GBIT:US, e.g. 25:25)", link_s);
     return 0;
 }
 

@@ -505,6 +505,18 @@ struct gemv_time {
     double call_med;
 };
 
+/* r with its per-call percentiles from calls (n of them, freed here). */
+static struct gemv_time call_stats(struct gemv_time r, double *calls, size_t n)
+{
+    if (calls && n) {
+        qsort(calls, n, sizeof *calls, cmp_double);
+        r.call_p10 = calls[n / 10];
+        r.call_med = calls[n / 2];
+    }
+    free(calls);
+    return r;
+}
+
 /* One fork/join per matrix, as a forward pass would. Besides whole passes, every call is
  * kept: the fast end and the middle of their distribution show how steady the rate is. */
 static struct gemv_time time_gemv_pass(struct br_pool *pool, const struct br_kernel_ops *k,
@@ -533,13 +545,7 @@ static struct gemv_time time_gemv_pass(struct br_pool *pool, const struct br_ker
         spent += t;
         if (t < r.pass) r.pass = t;
     }
-    if (calls && n_calls) {
-        qsort(calls, n_calls, sizeof *calls, cmp_double);
-        r.call_p10 = calls[n_calls / 10];
-        r.call_med = calls[n_calls / 2];
-    }
-    free(calls);
-    return r;
+    return call_stats(r, calls, n_calls);
 }
 
 static double time_gemm(struct br_pool *pool, const struct br_kernel_ops *k,
@@ -652,13 +658,7 @@ static struct gemv_time time_head_pass(struct br_pool *pool, br_fhead_gemm_fn f,
         spent += t;
         if (t < r.pass) r.pass = t;
     }
-    if (calls && n_calls) {
-        qsort(calls, n_calls, sizeof *calls, cmp_double);
-        r.call_p10 = calls[n_calls / 10];
-        r.call_med = calls[n_calls / 2];
-    }
-    free(calls);
-    return r;
+    return call_stats(r, calls, n_calls);
 }
 
 static int parse_list(const char *s, const char **items, int max, char *buf, size_t buflen)

@@ -269,16 +269,22 @@ check(r is not None and r.get("code") == "bad_request" and "'type' appears more 
 
 # --- the same id twice in flight: the second is refused with duplicate_id, the first
 # streams on and ends with exactly one done
-# (back to back: waiting for the first token first let a fast server finish the request
-# before its duplicate arrived)
-send(s, gen(500, tokens=[3, 4, 5], max_tokens=40))
-send(s, gen(500, tokens=[3, 4, 5], max_tokens=40))
+# (the duplicate goes once the first has streamed a token, and the first is long enough
+# (200 tokens) that a fast server cannot finish it before the duplicate arrives; sent back
+# to back, the front end could be scheduled out between the two and read the second only
+# after the first had ended, when the id was free again)
+DUP_N = 200
+send(s, gen(500, tokens=[3, 4, 5], max_tokens=DUP_N))
 msgs = []
+sent_dup = False
 while True:
     r = recv(s)
     if r is None:
         break
     msgs.append(r)
+    if not sent_dup and r.get("id") == "r500" and r.get("type") == "token":
+        send(s, gen(500, tokens=[3, 4, 5], max_tokens=DUP_N))
+        sent_dup = True
     if r.get("type") == "done":
         break
 mine = [m for m in msgs if m and m.get("id") == "r500"]
@@ -286,7 +292,7 @@ errs = [m for m in mine if m["type"] == "error"]
 dones = [m for m in mine if m["type"] == "done"]
 toks = [m["token"] for m in mine if m["type"] == "token" and m["token"] >= 0]
 check(len(errs) == 1 and errs[0]["code"] == "duplicate_id" and len(dones) == 1 and
-      toks == reference([3, 4, 5], 40, 0, 0.0),
+      toks == reference([3, 4, 5], DUP_N, 0, 0.0),
       "a duplicate id in flight gets duplicate_id and the first ends once, intact "
       "(errors %r, %d done, %d tokens)" % ([e.get("code") for e in errs], len(dones), len(toks)))
 

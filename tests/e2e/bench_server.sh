@@ -73,7 +73,7 @@ EOF
 echo "=== usage errors and other benchmarks"
 if timeout 10 "$BIN" bench --server "$ADDR" --plot x.svg > /dev/null 2>&1; then echo "FAIL --plot without a sweep"; rc=1; fi
 if timeout 10 "$BIN" bench nosuch > /dev/null 2>&1; then echo "FAIL unknown benchmark accepted"; rc=1; fi
-timeout 10 "$BIN" bench --help | grep -q -- --concurrency || { echo "FAIL bench --help"; rc=1; }
+timeout 10 "$BIN" bench --help | grep -- --concurrency > /dev/null || { echo "FAIL bench --help"; rc=1; }
 
 br_serve_stop
 [ $rc = 0 ] && echo "ok   bench_server"

@@ -83,7 +83,9 @@ CEOF
 cd "$TMP/app"
 # A sanitizer build installs an instrumented library: its users link the runtime too.
 san=
-if ldd "$lib" 2> /dev/null | grep -q libasan; then
+# (ldd's output is read whole: with pipefail, grep -q quitting at the first match could
+# end ldd with SIGPIPE and fail the pipeline)
+if ldd "$lib" 2> /dev/null | grep libasan > /dev/null; then
     san="-fsanitize=address,undefined"
 fi
 flags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --cflags --libs bitrack-client) &&

@@ -138,8 +138,12 @@ print("     server RSS after the blast %.1f MiB" % proc_status()["VmRSS"], flush
 s = dealer()
 n_sent = MAX_PER_CLIENT + 6
 for i in range(n_sent):
+    # long enough (512 tokens; the synthetic vocabulary's end-of-text and end-of-turn,
+    # 1028 and 1029 of 1030, banned) that none ends while the burst is read, even if this
+    # process is scheduled out in the middle of it
     s.send(msgpack.packb({"v": 1, "type": "generate", "id": "pc%d" % i, "stream": True,
-                          "tokens": [1, 5, 9, 13], "max_tokens": 32, "temperature": 0.0},
+                          "tokens": [1, 5, 9, 13], "max_tokens": 512, "temperature": 0.0,
+                          "logit_bias": [[1028, float("-inf")], [1029, float("-inf")]]},
                          use_bin_type=True))
 finals, busy_msgs, extra = {}, [], 0
 t0 = time.time()

@@ -274,19 +274,25 @@ check(r is not None and r.get("code") == "bad_request" and "'type' appears more 
 # to back, the front end could be scheduled out between the two and read the second only
 # after the first had ended, when the id was free again)
 DUP_N = 200
+# (heartbeats as in collect(): a slow build's 200 tokens outlive --client-timeout)
 send(s, gen(500, tokens=[3, 4, 5], max_tokens=DUP_N))
-msgs = []
-sent_dup = False
-while True:
-    r = recv(s)
+msgs, sent_dup, done, pings, last_ping = [], False, False, 0, time.time()
+deadline = time.time() + 120
+while time.time() < deadline and not (done and pings <= 0):
+    if not done and time.time() - last_ping > 0.5:
+        send(s, {"v": 1, "type": "ping", "id": "r500"})
+        pings, last_ping = pings + 1, time.time()
+    r = recv(s, 0.5)
     if r is None:
-        break
+        continue
+    if r.get("type") == "pong":
+        pings -= 1
+        continue
     msgs.append(r)
     if not sent_dup and r.get("id") == "r500" and r.get("type") == "token":
         send(s, gen(500, tokens=[3, 4, 5], max_tokens=DUP_N))
         sent_dup = True
-    if r.get("type") == "done":
-        break
+    done = done or (r.get("id") == "r500" and r.get("type") == "done")
 mine = [m for m in msgs if m and m.get("id") == "r500"]
 errs = [m for m in mine if m["type"] == "error"]
 dones = [m for m in mine if m["type"] == "done"]

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/bigmem.h"
 #include "kernels/dispatch.h"
 #include "kernels/fhead.h"
 #include "kernels/kernel_impl.h"
@@ -275,9 +276,12 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
     struct bw_ctx c;
     memset(&c, 0, sizeof c);
     c.n = total_mb * 1024 * 1024 / 3 / sizeof(double);
-    c.a = alloc64(c.n * sizeof(double));
-    c.b = alloc64(c.n * sizeof(double));
-    c.c = alloc64(c.n * sizeof(double));
+    /* The arrays streamed from memory (these, the GEMVs' working sets) are held as a model's
+     * weights are, in huge pages where the system gives them (kernels/bigmem.h): a kernel
+     * and the probe it is measured against read the same kind of memory. */
+    c.a = br_big_alloc(c.n * sizeof(double));
+    c.b = br_big_alloc(c.n * sizeof(double));
+    c.c = br_big_alloc(c.n * sizeof(double));
     const struct br_kernel_ops *k = br_kernels_active();
     c.probe = k->read_probe ? k->read_probe : br_kernels_ref.read_probe;
     *triad_gbs = *read_gbs = 0;
@@ -340,9 +344,9 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
                     c.form_gbs[s], s + 1 < N_PROBE_STREAMS ? "," : "\n");
     }
 out:
-    free(c.a);
-    free(c.b);
-    free(c.c);
+    br_big_free(c.a, c.n * sizeof(double));
+    br_big_free(c.b, c.n * sizeof(double));
+    br_big_free(c.c, c.n * sizeof(double));
 }
 
 /* ---- peak multiply-add rate ---- */
@@ -444,6 +448,7 @@ static void fill_random(struct br_tmat *m, uint64_t *rng)
 struct copies {
     struct br_tmat *mats; /* (n,) views into one buffer; only `codes`/`packed` differ */
     uint8_t *codes, *packed;
+    size_t codes_bytes, packed_bytes;
     int n;
 };
 
@@ -453,7 +458,8 @@ static int make_copies(const struct br_tmat *proto, size_t ws_bytes, struct copi
     memset(cp, 0, sizeof *cp);
     cp->n = (int)((ws_bytes + one - 1) / one);
     if (cp->n < 2) cp->n = 2;
-    cp->codes = alloc64(one * (size_t)cp->n);
+    cp->codes_bytes = one * (size_t)cp->n;
+    cp->codes = br_big_alloc(cp->codes_bytes);
     cp->mats = calloc((size_t)cp->n, sizeof *cp->mats);
     if (!cp->codes || !cp->mats) return -1;
     for (int i = 0; i < cp->n; i++) {
@@ -472,7 +478,8 @@ static int add_t5(const struct br_tmat *proto, struct copies *cp, size_t *bytes_
 {
     size_t kpad = (size_t)proto->blocks * BR_TMAT_BLOCK;
     size_t rb = (kpad + 319) / 320 * 64, one = rb * (size_t)proto->rows;
-    cp->packed = alloc64(one * (size_t)cp->n);
+    cp->packed_bytes = one * (size_t)cp->n;
+    cp->packed = br_big_alloc(cp->packed_bytes);
     if (!cp->packed) return -1;
     for (int i = 0; i < cp->n; i++) {
         memcpy(cp->packed + one * (size_t)i, proto->packed, one);
@@ -486,8 +493,8 @@ static int add_t5(const struct br_tmat *proto, struct copies *cp, size_t *bytes_
 
 static void free_copies(struct copies *cp)
 {
-    free(cp->codes);
-    free(cp->packed);
+    br_big_free(cp->codes, cp->codes_bytes);
+    br_big_free(cp->packed, cp->packed_bytes);
     free(cp->mats);
     memset(cp, 0, sizeof *cp);
 }
@@ -1015,7 +1022,7 @@ int br_bench_kernels_main(int argc, char **argv)
         int64_t rows_l2 = (int64_t)(L2_COPY_BYTES / ((size_t)cols * 2)) & ~7;
         size_t n16 = (size_t)rows * cols;
         if (o.l2 && n16 < 2 * (size_t)rows_l2 * cols) n16 = 2 * (size_t)rows_l2 * cols;
-        uint16_t *h = alloc64(n16 * 2);
+        uint16_t *h = br_big_alloc(n16 * 2);
         float *x = alloc64((size_t)cols * sizeof *x), *y = alloc64((size_t)rows * sizeof *y);
         if (!h || !x || !y) return 1;
         for (size_t i = 0; i < n16; i++) /* finite halves of magnitude 2^-3 .. 2^-1 */
@@ -1036,7 +1043,7 @@ int br_bench_kernels_main(int argc, char **argv)
                             triad[ti]);
             }
         }
-        free(h);
+        br_big_free(h, n16 * 2);
         free(x);
         free(y);
     }

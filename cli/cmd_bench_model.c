@@ -31,6 +31,7 @@
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "coordinator/rank.h"
+#include "kernels/bigmem.h"
 #include "kernels/dispatch.h"
 #include "kernels/q8.h"
 #include "sharding/types.h"
@@ -49,6 +50,19 @@ static uint64_t ternary_weights(const struct br_model *m)
 }
 
 enum { HEAD_ROWS = 32, HEAD_ROWS_MAX = 32 };
+
+/* The process's memory in transparent huge pages (MiB), -1 where the system does not say. */
+static double huge_mib(void)
+{
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return -1;
+    char line[256];
+    double kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %lf kB", &kib) == 1) break;
+    fclose(f);
+    return kib < 0 ? -1 : kib / 1024.0;
+}
 
 static double cpu_seconds(void)
 {
@@ -193,6 +207,11 @@ int br_cmd_bench_model(int argc, char **argv)
            path, cfg->arch_name, (double)nw / 1e6, (double)m->ternary_bytes / 1048576.0,
            m->head_q8.rows ? "Q8_0" : br_ggml_type_name(m->head.type),
            cfg->tied_head ? " (tied)" : "", (double)head_bytes / 1048576.0, br_kernels_name());
+    double huge = huge_mib();
+    if (huge >= 0)
+        printf("weights, head and KV cache in huge pages: %.0f MiB (BITRACK_HUGEPAGES=0 leaves "
+               "them in 4 KiB pages%s)\n",
+               huge, br_big_huge() ? "" : ", as now");
     printf("| test  | threads | tokens/s | bytes/token | read GB/s | roofline tok/s | fraction | "
            "triad GB/s | of triad roofline |\n");
     printf("|-------|---------|----------|-------------|-----------|----------------|----------|"

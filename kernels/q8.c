@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "bitrack/fp.h"
+#include "kernels/bigmem.h"
 #include "kernels/q8_impl.h"
 #include "kernels/scratch.h"
 
@@ -22,10 +23,10 @@ int br_q8mat_init(struct br_q8mat *m, int64_t rows, int32_t cols)
     int32_t nb = cols / BR_Q8_BLOCK, ng = (nb + BR_Q8_GROUP - 1) / BR_Q8_GROUP;
     size_t row_bytes = (size_t)ng * BR_Q8_GROUP_BYTES;
     if ((size_t)rows > SIZE_MAX / row_bytes) return BR_E_NOMEM;
-    m->qs = aligned_alloc(64, (size_t)rows * row_bytes);
+    m->qs = br_big_alloc((size_t)rows * row_bytes); /* streamed per token: huge pages */
     m->d = calloc((size_t)rows * (size_t)ng * BR_Q8_GROUP, sizeof *m->d);
     if (!m->qs || !m->d) {
-        free(m->qs);
+        br_big_free(m->qs, (size_t)rows * row_bytes);
         free(m->d);
         memset(m, 0, sizeof *m);
         return BR_E_NOMEM;
@@ -42,7 +43,7 @@ int br_q8mat_init(struct br_q8mat *m, int64_t rows, int32_t cols)
 void br_q8mat_free(struct br_q8mat *m)
 {
     if (!m) return;
-    free(m->qs);
+    br_big_free(m->qs, (size_t)m->rows * m->row_bytes);
     free(m->d);
     memset(m, 0, sizeof *m);
 }

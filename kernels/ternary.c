@@ -8,11 +8,20 @@
  */
 #include "kernels/ternary.h"
 
+#include "kernels/bigmem.h"
+
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-int br_tmat_init(struct br_tmat *m, int32_t rows, int32_t cols)
+size_t br_tmat_bytes(int32_t rows, int32_t cols)
+{
+    if (rows <= 0 || cols <= 0) return 0;
+    size_t total = (size_t)br_tmat_blocks(cols) * BR_TMAT_BLOCK_BYTES * (size_t)rows;
+    return (total + 63) / 64 * 64;
+}
+
+int br_tmat_init_in(struct br_tmat *m, int32_t rows, int32_t cols, uint8_t *codes)
 {
     memset(m, 0, sizeof *m);
     if (rows <= 0 || cols <= 0) return BR_E_INVALID;
@@ -20,23 +29,31 @@ int br_tmat_init(struct br_tmat *m, int32_t rows, int32_t cols)
     m->cols = cols;
     m->blocks = br_tmat_blocks(cols);
     m->row_bytes = (size_t)m->blocks * BR_TMAT_BLOCK_BYTES;
-    size_t total = m->row_bytes * (size_t)rows;
-    size_t alloc = (total + 63) / 64 * 64;
-    m->codes = aligned_alloc(64, alloc);
+    size_t bytes = br_tmat_bytes(rows, cols);
+    if (!codes) {
+        codes = br_big_alloc(bytes);
+        m->codes_own = codes ? bytes : 0;
+    }
+    m->codes = codes;
     m->scale = malloc((size_t)rows * sizeof *m->scale);
     if (!m->codes || !m->scale) {
         br_tmat_free(m);
         return BR_E_NOMEM;
     }
-    memset(m->codes, 0x55, alloc); /* code 1 everywhere: weight 0 */
+    memset(m->codes, 0x55, bytes); /* code 1 everywhere: weight 0 */
     for (int32_t r = 0; r < rows; r++) m->scale[r] = 1.0f;
     return BR_OK;
+}
+
+int br_tmat_init(struct br_tmat *m, int32_t rows, int32_t cols)
+{
+    return br_tmat_init_in(m, rows, cols, NULL);
 }
 
 void br_tmat_free(struct br_tmat *m)
 {
     if (!m) return;
-    free(m->codes);
+    if (m->codes_own) br_big_free(m->codes, m->codes_own);
     free(m->scale);
     free(m->packed);
     memset(m, 0, sizeof *m);

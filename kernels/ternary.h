@@ -30,7 +30,9 @@ struct br_tmat {
     int32_t rows, cols;
     int32_t blocks;   /* per row */
     size_t row_bytes; /* blocks * 32 */
-    uint8_t *codes;   /* (rows, row_bytes), 64-byte aligned, owned */
+    uint8_t *codes;   /* (rows, row_bytes), 64-byte aligned */
+    size_t codes_own; /* bytes of codes allocated by br_tmat_init (kernels/bigmem.h), 0 when
+                         they are the caller's (br_tmat_init_in) */
     float *scale;     /* (rows,), owned */
     void *packed;     /* kernel-specific copy, owned by kernels/, may be NULL */
     int packed_kind;  /* which kernel layout `packed` holds; 0 = none */
@@ -41,9 +43,17 @@ static inline int32_t br_tmat_blocks(int32_t cols)
     return (cols + BR_TMAT_BLOCK - 1) / BR_TMAT_BLOCK;
 }
 
-/* Allocates rows x cols, all weights 0 (code 1), scales 1. */
+/* Bytes of the codes of a rows x cols matrix, a multiple of 64 (what br_tmat_init_in
+ * takes); 0 for an empty shape. */
+size_t br_tmat_bytes(int32_t rows, int32_t cols);
+/* Allocates rows x cols, all weights 0 (code 1), scales 1. The codes are huge-page backed
+ * where the system allows (kernels/bigmem.h). */
 int br_tmat_init(struct br_tmat *m, int32_t rows, int32_t cols);
-/* Frees everything; NULL-safe; leaves *m zeroed. */
+/* The same, with the codes in the caller's memory: br_tmat_bytes(rows, cols) bytes,
+ * 64-byte aligned, which must outlive the matrix (a model keeps all its matrices in one
+ * huge-page region this way); codes NULL allocates as br_tmat_init does. */
+int br_tmat_init_in(struct br_tmat *m, int32_t rows, int32_t cols, uint8_t *codes);
+/* Frees everything it owns; NULL-safe; leaves *m zeroed. */
 void br_tmat_free(struct br_tmat *m);
 
 /* Weight at (r, k) as -1, 0 or +1. */

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "bitrack/status.h"
+#include "kernels/bigmem.h"
 #include "kernels/dispatch.h"
 #include "kernels/fhead.h"
 #include "kernels/kernel_impl.h"
@@ -570,7 +571,7 @@ static void tune_rows_ahead(struct cal *c, struct br_tune *t, double bytes)
 
 static int cal_setup(struct cal *c)
 {
-    c->buf = aligned_alloc(64, CAL_BYTES);
+    c->buf = br_big_alloc(CAL_BYTES); /* the memory weights are held in */
     c->q = aligned_alloc(64, 32 * 8192);
     c->x = aligned_alloc(64, 2560 * sizeof(float));
     c->dx = aligned_alloc(64, 32 * 80 * sizeof(float));
@@ -612,7 +613,7 @@ static int cal_setup(struct cal *c)
 
 static void cal_free(struct cal *c)
 {
-    free(c->buf);
+    br_big_free(c->buf, CAL_BYTES);
     free(c->q);
     free(c->x);
     free(c->dx);

@@ -525,6 +525,12 @@ static int decode_rows(struct tsrc *s, int32_t row0, int32_t row1, int32_t col0,
 int br_decode_ternary(const struct br_gguf_tensor *t, int32_t row0, int32_t row1, int32_t col0,
                       int32_t col1, struct br_tmat *out, struct br_err *err)
 {
+    return br_decode_ternary_in(t, row0, row1, col0, col1, NULL, out, err);
+}
+
+int br_decode_ternary_in(const struct br_gguf_tensor *t, int32_t row0, int32_t row1, int32_t col0,
+                         int32_t col1, uint8_t *codes, struct br_tmat *out, struct br_err *err)
+{
     memset(out, 0, sizeof *out);
     const char *name = t->name ? t->name : "?";
     switch (t->type) {
@@ -587,7 +593,7 @@ int br_decode_ternary(const struct br_gguf_tensor *t, int32_t row0, int32_t row1
         break;
     }
 
-    int rc = br_tmat_init(out, row1 - row0, col1 - col0);
+    int rc = br_tmat_init_in(out, row1 - row0, col1 - col0, codes);
     if (rc)
         return br_err_set(err, rc, "tensor %s: cannot allocate %d x %d codes", name, row1 - row0,
                           col1 - col0);

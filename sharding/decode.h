@@ -34,6 +34,9 @@ int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t r
  * On error *out is freed and err names the tensor, row and reason. */
 int br_decode_ternary(const struct br_gguf_tensor *t, int32_t row0, int32_t row1, int32_t col0,
                       int32_t col1, struct br_tmat *out, struct br_err *err);
+/* The same with the codes in the caller's memory (br_tmat_init_in; NULL allocates). */
+int br_decode_ternary_in(const struct br_gguf_tensor *t, int32_t row0, int32_t row1, int32_t col0,
+                         int32_t col1, uint8_t *codes, struct br_tmat *out, struct br_err *err);
 
 /* Byte size of a rows x cols ternary tensor in `type` (I2_S, TQ1_0, TQ2_0, F16, F32,
  * BF16); 0 if the shape does not fit the type. */

@@ -33,6 +33,7 @@
 
 #include "bitrack/fp.h"
 #include "kernels/attn.h"
+#include "kernels/bigmem.h"
 #include "kernels/fhead.h"
 #include "kernels/kset.h"
 #include "kernels/ops.h"
@@ -69,12 +70,13 @@ struct br_engine {
     int32_t g;           /* query heads per KV head */
     int32_t attn_chunks; /* grouped attention: token strides per KV head (g), 0 = per head */
     int32_t dl, qhl, kvl, qdl, kdl, vdl, odl, ffl, vl;
-    size_t kpad_d, kpad_o, kpad_f; /* padded widths of the int8 inputs */
-    struct group_dims *grp;        /* (tp,) */
-    struct layer_cache *cache;     /* (n_layer,), only own layers allocated */
-    struct br_kv_alloc *kv;        /* block tables */
-    int64_t *rows;                 /* (max_batch,) cache row of each batch token */
-    float *rope_cs;                /* (max_batch, n_rot) RoPE cos/sin of each batch token */
+    size_t kpad_d, kpad_o, kpad_f;       /* padded widths of the int8 inputs */
+    struct group_dims *grp;              /* (tp,) */
+    struct layer_cache *cache;           /* (n_layer,), only own layers allocated */
+    size_t cache_k_bytes, cache_v_bytes; /* of each layer's k and v (kernels/bigmem.h) */
+    struct br_kv_alloc *kv;              /* block tables */
+    int64_t *rows;                       /* (max_batch,) cache row of each batch token */
+    float *rope_cs;                      /* (max_batch, n_rot) RoPE cos/sin of each batch token */
     /* scratch, all sized for max_batch tokens */
     float *x;      /* residual slice (T, dl) */
     int8_t *q8;    /* full or local int8 input (T, max kpad) */
@@ -126,8 +128,8 @@ void br_engine_destroy(struct br_engine **ep)
     struct br_engine *e = *ep;
     if (e->cache)
         for (int l = 0; l < e->m->cfg.n_layer; l++) {
-            free(e->cache[l].k);
-            free(e->cache[l].v);
+            br_big_free(e->cache[l].k, e->cache_k_bytes);
+            br_big_free(e->cache[l].v, e->cache_v_bytes);
         }
     free(e->cache);
     br_kv_alloc_destroy(&e->kv);
@@ -270,9 +272,11 @@ int br_engine_create(const struct br_model *m, const struct br_engine_opts *o,
     e->rope_cs = xalloc(T * (size_t)c->n_rot * sizeof *e->rope_cs);
     if (!e->rows || !e->rope_cs) goto nomem;
     size_t slots = (size_t)n_blocks * BR_KV_BLOCK;
-    for (int l = p->layer0; l < p->layer1; l++) {
-        e->cache[l].k = xalloc(slots * (size_t)e->kdl * sizeof(uint16_t));
-        e->cache[l].v = xalloc(slots * (size_t)e->vdl * sizeof(uint16_t));
+    e->cache_k_bytes = slots * (size_t)e->kdl * sizeof(uint16_t);
+    e->cache_v_bytes = slots * (size_t)e->vdl * sizeof(uint16_t);
+    for (int l = p->layer0; l < p->layer1; l++) { /* attention streams them: huge pages */
+        e->cache[l].k = br_big_alloc(e->cache_k_bytes);
+        e->cache[l].v = br_big_alloc(e->cache_v_bytes);
         if (!e->cache[l].k || !e->cache[l].v) goto nomem;
     }
     *out = e;

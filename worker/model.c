@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bitrack/progress.h"
+#include "kernels/bigmem.h"
 #include "kernels/ops.h"
 #include "sharding/decode.h"
 #include "sharding/shard.h"
@@ -112,8 +113,16 @@ static int head_to_q8(struct br_model *m, struct br_err *err)
     }
     free(x);
     free(blk);
-    if (rc) br_q8mat_free(&m->head_q8);
-    return rc;
+    if (rc) {
+        br_q8mat_free(&m->head_q8);
+        return rc;
+    }
+    if (m->head_own) { /* the Q8_0 rows replace the copy: back to the file's view */
+        br_big_free(m->head_own, m->head_own_bytes);
+        m->head_own = NULL;
+        m->head = m->head_file;
+    }
+    return BR_OK;
 }
 
 int br_model_quantize_head(struct br_model *m, struct br_err *err)
@@ -136,7 +145,8 @@ static int head_to_q6k(struct br_model *m, struct br_err *err)
                           "multiple of %d",
                           (long long)h->full_cols, BR_QK_K);
     uint64_t rb = br_encode_rows_size(BR_GGML_Q6_K, (uint64_t)h->cols, 1);
-    uint8_t *own = malloc((size_t)rb * (size_t)(v1 - v0));
+    size_t own_bytes = (size_t)rb * (size_t)(v1 - v0);
+    uint8_t *own = br_big_alloc(own_bytes);
     enum { CHUNK = 64 }; /* rows decoded and encoded at a time */
     float *x = malloc((size_t)CHUNK * (size_t)h->cols * sizeof *x);
     int rc = own && x ? BR_OK : br_err_set(err, BR_E_NOMEM, "out of memory for the Q6_K head");
@@ -150,11 +160,13 @@ static int head_to_q6k(struct br_model *m, struct br_err *err)
     }
     free(x);
     if (rc) {
-        free(own);
+        br_big_free(own, own_bytes);
         return rc;
     }
-    free(m->head_own);
+    if (!m->head_own) m->head_file = *h;
+    br_big_free(m->head_own, m->head_own_bytes);
     m->head_own = own;
+    m->head_own_bytes = own_bytes;
     h->type = BR_GGML_Q6_K;
     h->data = own;
     h->rows = v1 - v0;
@@ -233,15 +245,78 @@ static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
     return (float **)((char *)lw + layer_field[w]);
 }
 
+/* Sizes the region of the part's layer matrices (struct br_model's wmem) from the slices the
+ * loaders decode, and maps it. */
+static int weights_region(struct br_model *m, struct br_err *err)
+{
+    const struct br_model_config *c = &m->cfg;
+    const struct br_part *p = &m->part;
+    size_t total = 0;
+    for (int l = p->layer0; l < p->layer1; l++)
+        for (int w = 0; w < BR_W_COUNT; w++) {
+            int64_t r0, r1, c0, c1;
+            if (!br_wname_is_ternary((enum br_wname)w)) continue;
+            br_shard_slice(c, p, (enum br_wname)w, &r0, &r1, &c0, &c1);
+            total += br_tmat_bytes((int32_t)(r1 - r0), (int32_t)(c1 - c0));
+        }
+    if (!total) return BR_OK;
+    if (!(m->wmem = br_big_alloc(total)))
+        return br_err_set(err, BR_E_NOMEM, "out of memory for %zu bytes of weights", total);
+    m->wmem_bytes = total;
+    return BR_OK;
+}
+
+/* The region's next rows x cols codes. */
+static uint8_t *weights_next(struct br_model *m, int64_t rows, int64_t cols)
+{
+    size_t n = br_tmat_bytes((int32_t)rows, (int32_t)cols);
+    if (n > m->wmem_bytes - m->wmem_used) return NULL; /* not sized for it: allocate */
+    uint8_t *codes = m->wmem + m->wmem_used;
+    m->wmem_used += n;
+    return codes;
+}
+
+/* Hands back the pages wholly inside [p, p + n) of the mapping (see release_pages). */
+static void release_range(const void *p, size_t n)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+    uintptr_t b = ((uintptr_t)p + (uintptr_t)n) & ~(pg - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Copies the head rows this part evaluates, [v0, v1), out of the mapping into huge-page
+ * memory (kernels/bigmem.h): after the layers, the head is the largest matrix a token
+ * streams (a third of 2B-4T's bytes), and a file mapping is held in 4 KiB pages. The
+ * file's pages are handed back, so the copy costs no memory. Heads re-encoded later
+ * (head_to_q8, head_to_q6k) replace it. */
+static int head_to_own(struct br_model *m, struct br_err *err)
+{
+    struct br_dense *h = &m->head;
+    int64_t v0 = m->part.v0, v1 = m->part.v1;
+    if (!m->part.last_stage || v1 <= v0 || m->head_q8.rows || m->head_own) return BR_OK;
+    if (h->cols != h->full_cols || v0 < h->row0 || v1 > h->row0 + h->rows) return BR_OK;
+    size_t n = (size_t)(v1 - v0) * h->row_bytes;
+    uint8_t *own = br_big_alloc(n);
+    if (!own) return br_err_set(err, BR_E_NOMEM, "out of memory for %zu bytes of the head", n);
+    const uint8_t *src = h->data + (size_t)(v0 - h->row0) * h->row_bytes;
+    memcpy(own, src, n);
+    release_range(src, n);
+    m->head_file = *h;
+    m->head_own = own;
+    m->head_own_bytes = n;
+    h->data = own;
+    h->rows = v1 - v0;
+    h->row0 = v0;
+    return BR_OK;
+}
+
 /* The file's copy of a ternary tensor is not read again once decoded: hand its pages back
  * (only pages wholly inside the tensor), so that a rank's peak memory is its decoded
  * weights plus the tensor in hand, not the decoded weights plus the whole mapped file. */
 static void release_pages(const struct br_gguf_tensor *t)
 {
-    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)t->data + pg - 1) & ~(pg - 1);
-    uintptr_t b = ((uintptr_t)t->data + (uintptr_t)t->nbytes) & ~(pg - 1);
-    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    release_range(t->data, (size_t)t->nbytes);
 }
 
 int br_model_load_part(const char *path, const struct br_part *part, struct br_model **out,
@@ -283,6 +358,7 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
         goto fail;
     }
+    if ((rc = weights_region(m, err))) goto fail;
     struct br_progress prog;
     br_progress_begin(&prog, "loading", (uint64_t)(p->layer1 - p->layer0));
     for (int l = p->layer0; l < p->layer1; l++) {
@@ -297,8 +373,8 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
             const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
             if (br_wname_is_ternary((enum br_wname)w)) {
                 struct br_tmat *tm = layer_tmat(lw, (enum br_wname)w);
-                rc = br_decode_ternary(t, (int32_t)r0, (int32_t)r1, (int32_t)c0, (int32_t)c1, tm,
-                                       err);
+                rc = br_decode_ternary_in(t, (int32_t)r0, (int32_t)r1, (int32_t)c0, (int32_t)c1,
+                                          weights_next(m, r1 - r0, c1 - c0), tm, err);
                 if (!rc) release_pages(t);
                 if (!rc) rc = br_shard_apply_scale_tensor(g, name, tm, err);
                 if (!rc) rc = br_tmat_prepare(tm);
@@ -312,6 +388,7 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
         br_progress_add(&prog, 1);
     }
     br_progress_end(&prog);
+    if ((rc = head_to_own(m, err))) goto fail;
     *out = m;
     return BR_OK;
 fail_prog:
@@ -353,7 +430,7 @@ static int dense_window(const struct br_gguf *g, const char *name, uint32_t type
 /* A shard's ternary slice: I2_S, rows x round_up(cols, 128), canonical already; an optional
  * F32 "<blk.N.x>.rowscale" replaces the tail scale row by row. */
 static int load_shard_ternary(const struct br_gguf *g, const char *name, int64_t rows, int64_t cols,
-                              struct br_tmat *tm, struct br_err *err)
+                              uint8_t *codes, struct br_tmat *tm, struct br_err *err)
 {
     const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
     if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
@@ -365,7 +442,7 @@ static int load_shard_ternary(const struct br_gguf *g, const char *name, int64_t
                           br_ggml_type_name(t->type) ? br_ggml_type_name(t->type) : "?",
                           (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
                           (unsigned long long)padded, (long long)rows);
-    int rc = br_decode_ternary(t, 0, (int32_t)rows, 0, (int32_t)cols, tm, err);
+    int rc = br_decode_ternary_in(t, 0, (int32_t)rows, 0, (int32_t)cols, codes, tm, err);
     if (rc) return rc;
     release_pages(t);
     char sname[80];
@@ -412,6 +489,7 @@ int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_mod
         rc = br_err_set(err, BR_E_NOMEM, "out of memory");
         goto fail;
     }
+    if ((rc = weights_region(m, err))) goto fail;
     struct br_progress prog;
     br_progress_begin(&prog, "loading", (uint64_t)(p->layer1 - p->layer0));
     for (int l = p->layer0; l < p->layer1 && !rc; l++) {
@@ -424,7 +502,8 @@ int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_mod
             br_shard_slice(c, p, (enum br_wname)w, &r0, &r1, &c0, &c1);
             if (br_wname_is_ternary((enum br_wname)w)) {
                 struct br_tmat *tm = layer_tmat(lw, (enum br_wname)w);
-                rc = load_shard_ternary(g, name, r1 - r0, c1 - c0, tm, err);
+                rc = load_shard_ternary(g, name, r1 - r0, c1 - c0,
+                                        weights_next(m, r1 - r0, c1 - c0), tm, err);
                 if (!rc) rc = br_tmat_prepare(tm);
                 if (!rc) m->ternary_bytes += tm->row_bytes * (size_t)tm->rows;
             } else {
@@ -434,6 +513,7 @@ int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_mod
         br_progress_add(&prog, 1);
     }
     br_progress_end(&prog);
+    if (!rc) rc = head_to_own(m, err);
     if (rc) goto fail_path;
     *out = m;
     return BR_OK;
@@ -461,7 +541,8 @@ void br_model_destroy(struct br_model **mp)
     }
     free(m->output_norm);
     br_q8mat_free(&m->head_q8);
-    free(m->head_own);
+    br_big_free(m->head_own, m->head_own_bytes);
+    br_big_free(m->wmem, m->wmem_bytes);
     br_gguf_close(&m->gguf);
     free(m);
     *mp = NULL;

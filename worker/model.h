@@ -60,10 +60,20 @@ struct br_model {
      * head_q8_row0 + i. */
     struct br_q8mat head_q8;
     int64_t head_q8_row0;
-    uint8_t *head_own;               /* the head's rows when re-encoded at load (Q6_K), else NULL */
+    /* The head's rows [v0, v1) in huge-page memory of the model's own (kernels/bigmem.h),
+     * copied out of the mapping at load or re-encoded (Q6_K); head then describes them and
+     * head_file the file's view. NULL when the head is read in place or held as Q8_0. */
+    uint8_t *head_own;
+    size_t head_own_bytes;
+    struct br_dense head_file;
     float *output_norm;              /* (d1 - d0,) last stage only */
     struct br_layer_weights *layers; /* (n_layer,), only [layer0, layer1) loaded */
     uint64_t ternary_bytes;          /* packed weight bytes held */
+    /* Every layer matrix's codes, back to back in one huge-page region (kernels/bigmem.h):
+     * one mapping, so that matrices under 2 MiB (a sharded projection) are on huge pages
+     * too. The matrices borrow it; wmem_used of wmem_bytes are handed out. */
+    uint8_t *wmem;
+    size_t wmem_bytes, wmem_used;
 };
 
 /* Loads the whole model from a GGUF file. On failure *out is NULL and err says why. */

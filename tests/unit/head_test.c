@@ -12,6 +12,8 @@
  *    a model of the 2B-4T width (d 2560): max and RMS logit error and top-1 agreement,
  *    printed with BR_TEST_VERBOSE=1 and bounded (docs/PERFORMANCE.md quotes them);
  *  - a head width that is not a multiple of 32 is refused with a message;
+ *  - where the weights live: the layer matrices in one region, the head copied out of
+ *    the mapping (and given back when re-encoded);
  *  - `bitrack synth --rank` writes a Q8_0-head model's shard files byte for byte as
  *    `bitrack shard` cuts them from the whole file (tied and untied heads).
  */
@@ -348,14 +350,57 @@ static void test_rank_shards_untied(void **state)
     check_rank_shards(0);
 }
 
+/* Where the weights live (kernels/bigmem.h): every layer matrix inside the model's one
+ * region, back to back; an F16 head copied out of the mapping into memory of the model's
+ * own, byte for byte; a Q8_0 head quantized later gives the copy back and reads the file
+ * again; the region and the copy 2 MiB aligned (a heap block under AddressSanitizer). */
+static void test_weights_memory(void **state)
+{
+    (void)state;
+    struct br_synth_opts o;
+    tiny_head_opts(&o, 1, BR_GGML_F16);
+    char *path = make_model(&o);
+    struct br_model *m = load(path);
+    assert_non_null(m->wmem);
+    size_t used = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const struct br_tmat *t[] = {&m->layers[l].q,   &m->layers[l].k,    &m->layers[l].v,
+                                     &m->layers[l].o,   &m->layers[l].gate, &m->layers[l].up,
+                                     &m->layers[l].down};
+        for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+            assert_ptr_equal(t[i]->codes, m->wmem + used); /* in load order, back to back */
+            assert_int_equal(t[i]->codes_own, 0);
+            used += br_tmat_bytes(t[i]->rows, t[i]->cols);
+        }
+    }
+    assert_int_equal(used, m->wmem_bytes);
+    assert_int_equal(m->wmem_used, m->wmem_bytes);
+    size_t n = (size_t)m->cfg.n_vocab * m->head_file.row_bytes;
+    assert_non_null(m->head_own);
+    assert_int_equal(m->head_own_bytes, n);
+    assert_ptr_equal(m->head.data, m->head_own);
+    assert_true(m->head_file.data != m->head.data);
+    assert_memory_equal(m->head_own, m->head_file.data, n);
+#if !defined(__SANITIZE_ADDRESS__)
+    assert_int_equal((uintptr_t)m->wmem % (2u << 20), 0);
+    assert_int_equal((uintptr_t)m->head_own % (2u << 20), 0);
+#endif
+    struct br_err err = {{0}};
+    assert_int_equal(br_model_quantize_head(m, &err), BR_OK);
+    assert_null(m->head_own);
+    assert_ptr_equal(m->head.data, m->head_file.data);
+    assert_int_equal(m->head_q8.rows, m->cfg.n_vocab);
+    br_model_destroy(&m);
+    unlink(path);
+    free(path);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_tied_vs_independent),
-                                       cmocka_unit_test(test_untied_vs_independent),
-                                       cmocka_unit_test(test_exact_threads_batching),
-                                       cmocka_unit_test(test_error_vs_f16),
-                                       cmocka_unit_test(test_bad_width),
-                                       cmocka_unit_test(test_rank_shards_tied),
-                                       cmocka_unit_test(test_rank_shards_untied)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_weights_memory),        cmocka_unit_test(test_tied_vs_independent),
+        cmocka_unit_test(test_untied_vs_independent), cmocka_unit_test(test_exact_threads_batching),
+        cmocka_unit_test(test_error_vs_f16),          cmocka_unit_test(test_bad_width),
+        cmocka_unit_test(test_rank_shards_tied),      cmocka_unit_test(test_rank_shards_untied)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,10 +4,10 @@
  * a 2 MiB boundary, and the kernel is asked (madvise MADV_HUGEPAGE) to back it with
  * transparent huge pages.
  *
- * Why: with 4 KiB pages a token's ~1 GB of weights crosses ~250,000 pages, and the page
- * walks of the TLB misses sit on the path of every hardware prefetch stream; with 2 MiB
- * pages there are ~500. On the project's machines the same GEMV streams 1.2-1.4x faster
- * from huge pages (docs/PERFORMANCE.md, "Huge pages"). Systems whose transparent huge
+ * Why: with 4 KiB pages 2B-4T's 1.18 GB of weights cross ~290,000 pages a token, and the
+ * page walks of the TLB misses sit on the path of every hardware prefetch stream; with
+ * 2 MiB pages there are ~560. Decode ran 1.14-1.37x faster for it on the project's Zen 4
+ * machine (docs/PERFORMANCE.md, "huge pages"). Systems whose transparent huge
  * pages are set to `never` simply get 4 KiB pages; the contents never depend on it.
  *
  * BITRACK_HUGEPAGES=0 in the environment leaves the advice out (read once), to compare.

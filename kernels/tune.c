@@ -19,12 +19,13 @@
  * the full sets (k_*), which the tests run through.
  *
  * Cache. `$XDG_CACHE_HOME/bitrack/tune-<hash>.txt` (else ~/.cache/bitrack), hash of the
- * key: the CPU (vendor, brand string, family, model, stepping), the kernel variant, and
- * BR_KERNEL_BUILD_ID (a hash of the kernel sources, computed by the build). The file holds
- * the key and one `name value` line per parameter; a file whose key differs or whose
- * values fall outside their choice sets is ignored (and rewritten). Written to a temporary
- * name and renamed, so that processes starting together (ranks of one job) never read a
- * partial file.
+ * key: the CPU (vendor, brand string, family, model, stepping), the kernel variant,
+ * BR_KERNEL_BUILD_ID (a hash of the kernel sources, computed by the build), and whether
+ * huge pages are asked for (kernels/bigmem.h; the best prefetch distance depends on the
+ * pages). The file holds the key and one `name value` line per parameter; a file whose
+ * key differs or whose values fall outside their choice sets is ignored (and rewritten).
+ * Written to a temporary name and renamed, so that processes starting together (ranks of
+ * one job) never read a partial file.
  */
 #include "kernels/tune.h"
 
@@ -251,8 +252,8 @@ static void make_paths(void)
     if (atomic_load_explicit(&g_paths_ready, memory_order_acquire)) return;
     char cpu[160];
     cpu_string(cpu, sizeof cpu);
-    snprintf(g_key, sizeof g_key, "%s | kernels %s | build %s", cpu, br_kernels_name(),
-             BR_KERNEL_BUILD_ID);
+    snprintf(g_key, sizeof g_key, "%s | kernels %s | build %s%s", cpu, br_kernels_name(),
+             BR_KERNEL_BUILD_ID, br_big_huge() ? "" : " | small pages");
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     g_path[0] = 0;
     if (xdg && xdg[0] == '/')

@@ -43,7 +43,7 @@ static int lb_allgather(struct br_comm *c, const void *send, void *recv, const i
     }
     lb(c)->trace.allgather_n++;
     lb(c)->trace.allgather_bytes += total;
-    if (br_coll_small(BR_COLL_ALLGATHER, c->tp, (double)total))
+    if (br_coll_direct_fits(BR_COLL_ALLGATHER, c->tp, (double)total))
         lb(c)->trace.agd_n++, lb(c)->trace.agd_bytes += total;
     c->stats.bytes_sent += (uint64_t)mine * (uint64_t)(c->tp - 1);
     c->stats.messages++;
@@ -329,7 +329,7 @@ void br_scale_cost_from_plan(struct br_scale_cost *k, const struct br_plan *p)
         switch (c[i].kind) {
         case BR_COLL_ALLGATHER:
             k->ag_n++, k->ag_bytes += b;
-            if (br_coll_small(BR_COLL_ALLGATHER, p->tp, b)) k->agd_n++, k->agd_bytes += b;
+            if (br_coll_direct_fits(BR_COLL_ALLGATHER, p->tp, b)) k->agd_n++, k->agd_bytes += b;
             break;
         case BR_COLL_REDUCE_SCATTER:
             k->rs_n++, k->rs_bytes += b;
@@ -423,32 +423,36 @@ void br_scale_project_stages(int32_t d, int32_t tp, int32_t pp, const int32_t *l
      * with P steps in flight every stage is. */
     double f = env->compute_factor > 0 ? env->compute_factor : 1.0;
     double k1 = f * share(env, tp), kfull = f * share(env, tp * pp);
-    /* the collectives of one layer, each ceil(log2 T) a + (T-1) M_i/(T bw), summed over i,
-     * or in one round a + (T-1) (M_i/(T bw) + a message's cost) (sharding/plan.h);
-     * all-reduces per call of their kind's average size */
-    double steps = tp > 1 ? ceil(log2((double)tp)) : 0.0;
-    int direct = cost->agd_n > 0 &&
-                 br_coll_direct(BR_COLL_ALLGATHER, tp, cost->agd_bytes / cost->agd_n, n->alpha_s);
-    double agd_n = direct ? cost->agd_n : 0.0, ag_n = cost->ag_n - agd_n;
-    double layer_net = tp > 1
-                           ? steps * (ag_n + cost->rs_n) * n->alpha_s +
-                                 agd_n * (n->alpha_s + (tp - 1) * BR_COLL_MSG_S) +
-                                 (tp - 1) * (cost->ag_bytes + cost->rs_bytes) / tp / n->bw_bytes_s
-                           : 0.0;
-    if (tp > 1 && cost->ar_n > 0)
-        layer_net +=
-            cost->ar_n * br_coll_time(BR_COLL_ALLREDUCE_I32, tp, cost->ar_bytes / cost->ar_n,
-                                      n->alpha_s, n->bw_bytes_s);
-    if (tp > 1 && cost->arm_n > 0)
-        layer_net +=
-            cost->arm_n * br_coll_time(BR_COLL_ALLREDUCE_MAX, tp, cost->arm_bytes / cost->arm_n,
-                                       n->alpha_s, n->bw_bytes_s);
+    /* the collectives of one layer, each as br_coll_time says (MPI's algorithm or the
+     * direct one, sharding/plan.h), per call of its kind's average size; the all-gathers
+     * that fit the direct path apart from those that do not */
+    double a = n->alpha_s, bw = n->bw_bytes_s, layer_net = 0.0;
+    if (tp > 1) {
+        double agd_n = cost->agd_n, ag_n = cost->ag_n - agd_n;
+        if (agd_n > 0)
+            layer_net +=
+                agd_n * br_coll_time(BR_COLL_ALLGATHER, tp, cost->agd_bytes / agd_n, a, bw);
+        if (ag_n > 0)
+            layer_net += ag_n * br_coll_time(BR_COLL_ALLGATHER, tp,
+                                             (cost->ag_bytes - cost->agd_bytes) / ag_n, a, bw);
+        if (cost->rs_n > 0)
+            layer_net += cost->rs_n * br_coll_time(BR_COLL_REDUCE_SCATTER, tp,
+                                                   cost->rs_bytes / cost->rs_n, a, bw);
+        if (cost->ar_n > 0)
+            layer_net += cost->ar_n * br_coll_time(BR_COLL_ALLREDUCE_I32, tp,
+                                                   cost->ar_bytes / cost->ar_n, a, bw);
+        if (cost->arm_n > 0)
+            layer_net += cost->arm_n * br_coll_time(BR_COLL_ALLREDUCE_MAX, tp,
+                                                    cost->arm_bytes / cost->arm_n, a, bw);
+    }
     double ds = env->layout == BR_LAYOUT_SHARDED ? (double)d / tp : (double)d;
     double hop = pp > 1 ? 2.0 * n->alpha_s + (desc + 4.0 * B * ds) / n->bw_bytes_s : 0.0;
     double back = (pp > 1 ? tp : tp - 1) * (n->alpha_s + 8.0 * B / n->bw_bytes_s);
+    /* the final norm's all-gathers (sharded), per call of their average size */
     double head_net =
-        tp > 1
-            ? (tp - 1) * (cost->head_ag_n * n->alpha_s + cost->head_ag_bytes / tp / n->bw_bytes_s)
+        tp > 1 && cost->head_ag_n > 0
+            ? cost->head_ag_n *
+                  br_coll_time(BR_COLL_ALLGATHER, tp, cost->head_ag_bytes / cost->head_ag_n, a, bw)
             : 0.0;
     if (env->layer_net_s > 0) layer_net = env->layer_net_s;
     if (env->layer_net_s > 0) head_net = env->head_net_s > 0 ? env->head_net_s : 0.0;

@@ -17,8 +17,11 @@
  *                                                 rounds, each rank receiving (T-1)/T of M)
  *   net(all-reduce of an M-byte buffer) = min(ceil(log2 T) (a + M/bw),
  *                                             2 ceil(log2 T) a + 2 (T-1) M/(T bw))
- *            (recursive doubling, or reduce-scatter + all-gather; br_coll_time), per call
- *            of the kind's average size
+ *            (recursive doubling, or reduce-scatter + all-gather)
+ *   or, from T = 3 on where the link makes it faster (br_coll_direct), the direct ones:
+ *   a + (T-1) (M/(T bw) + g) for an all-gather or reduce-scatter, a + (T-1) (M/bw + g) for
+ *   a max-all-reduce, 2 a + 2 (T-1) (M/(T bw) + g) for an int32 sum-all-reduce (g: a
+ *   message's cost to its sender); each per call of the kind's average size (br_coll_time)
  *   net(broadcast of m bytes over T)                                 = ceil(log2 T) (a + m/bw)
  *   hop(B)   = 2 a + (desc + 4 B d_s)/bw         stage to stage: descriptor, then residual
  *                                               (d_s = d replicated, d/T sharded)
@@ -58,11 +61,11 @@
  * br_scale_trace). Destroy with br_scale_loopback_destroy (NULL-safe). */
 struct br_scale_trace {
     uint64_t allgather_n, allgather_bytes; /* calls, bytes of all ranks' blocks */
-    uint64_t agd_n, agd_bytes;             /* the small ones among them (br_coll_small) */
-    uint64_t rs_n, rs_bytes;               /* reduce-scatter: calls, bytes of all blocks */
-    uint64_t ar_n, ar_bytes;               /* int32 sum all-reduce: calls, bytes of the buffer */
-    uint64_t arm_n, arm_bytes;             /* float max all-reduce: calls, bytes of the buffer */
-    uint64_t other_n;                      /* p2p, bcast, root messages */
+    uint64_t agd_n, agd_bytes; /* those that fit the direct path (br_coll_direct_fits) */
+    uint64_t rs_n, rs_bytes;   /* reduce-scatter: calls, bytes of all blocks */
+    uint64_t ar_n, ar_bytes;   /* int32 sum all-reduce: calls, bytes of the buffer */
+    uint64_t arm_n, arm_bytes; /* float max all-reduce: calls, bytes of the buffer */
+    uint64_t other_n;          /* p2p, bcast, root messages */
 };
 int br_scale_loopback_create(int tp, int tp_rank, int pp, int pp_rank, struct br_comm **out);
 void br_scale_loopback_destroy(struct br_comm **c);
@@ -76,8 +79,8 @@ struct br_scale_cost {
     double layer_s; /* compute of one layer (median step / layers held) */
     double embed_s; /* first stage: the embedding; 0 when the rank is not first */
     double head_s;  /* last stage: final norm + head for `batch` rows; -1 when not measured */
-    double ag_n, ag_bytes, rs_n, rs_bytes;   /* collectives of one layer (struct br_scale_trace) */
-    double agd_n, agd_bytes;                 /* the small ones among them (br_coll_small) */
+    double ag_n, ag_bytes, rs_n, rs_bytes; /* collectives of one layer (struct br_scale_trace) */
+    double agd_n, agd_bytes; /* those that fit the direct path (br_coll_direct_fits) */
     double ar_n, ar_bytes, arm_n, arm_bytes; /* all-reduces of one layer: int32 sum, f32 max */
     double head_ag_n, head_ag_bytes;         /* last stage: the final norm's all-gathers */
 };

@@ -59,7 +59,8 @@ int br_rank_open(const struct br_rank_opts *o, struct br_rank **out, struct br_e
     if (!o->no_mpi && (o->tp * o->pp > 1 || br_comm_mpi_launched())) {
         if ((rc = br_comm_mpi_create(o->argc, o->argv, o->tp, o->pp, &r->comm, err))) goto fail;
         r->rank = r->comm->world_rank;
-        if (o->link_gbit > 0) br_comm_mpi_set_link(r->comm, o->link_us * 1e-6);
+        if (o->link_gbit > 0)
+            br_comm_mpi_set_link(r->comm, o->link_us * 1e-6, o->link_gbit * 1e9 / 8);
     }
     r->threads = o->threads > 0 ? o->threads : threads_default(r->comm);
     if (o->on_comm && (rc = o->on_comm(o->hook_ctx, r, err))) goto fail_comm;

@@ -283,35 +283,62 @@ const char *br_coll_kind_name(int kind)
     }
 }
 
-int br_coll_small(int kind, int32_t T, double bytes)
+int br_coll_direct_fits(int kind, int32_t T, double bytes)
 {
-    if (T < 3) return 0;
-    if (kind == BR_COLL_ALLGATHER) return bytes / T <= BR_COLL_DIRECT_MAX;
-    return kind == BR_COLL_ALLREDUCE_MAX && bytes <= BR_COLL_DIRECT_MAX;
+    if (T < 3 || !(bytes >= 0)) return 0;
+    switch (kind) {
+    case BR_COLL_ALLREDUCE_MAX:
+        return bytes <= BR_COLL_DIRECT_MAX;
+    case BR_COLL_ALLREDUCE_I32:
+    case BR_COLL_REDUCE_SCATTER:
+        /* whole int32s: the largest block holds ceil(n / T) of them */
+        return 4.0 * ceil(bytes / 4.0 / T) <= BR_COLL_DIRECT_BLOCK_MAX;
+    case BR_COLL_ALLGATHER:
+        return bytes / T <= BR_COLL_DIRECT_BLOCK_MAX;
+    default:
+        return 0;
+    }
 }
 
-int br_coll_direct(int kind, int32_t T, double bytes, double a)
+int br_coll_direct_mode(void)
 {
-    static volatile int off = -1; /* BITRACK_COLL_DIRECT=0: never (comm_mpi.h); read once */
-    if (off < 0) {
+    static volatile int mode = -2; /* read once (comm_mpi.h) */
+    if (mode == -2) {
         const char *v = getenv("BITRACK_COLL_DIRECT");
-        off = v && strcmp(v, "0") == 0;
+        mode = v && !strcmp(v, "0") ? 0 : v && !strcmp(v, "1") ? 1 : -1;
     }
-    return !off && br_coll_small(kind, T, bytes) &&
-           (T - 1) * BR_COLL_MSG_S < (ceil(log2((double)T)) - 1) * a;
+    return mode;
+}
+
+/* MPI's algorithms (plan.h) */
+static double mpi_time(int kind, int32_t T, double bytes, double a, double bw)
+{
+    double rounds = ceil(log2((double)T)), part = (T - 1) * (bytes / T) / bw;
+    if (kind == BR_COLL_ALLGATHER || kind == BR_COLL_REDUCE_SCATTER) return rounds * a + part;
+    double doubling = rounds * (a + bytes / bw), rabenseifner = 2 * rounds * a + 2 * part;
+    return doubling < rabenseifner ? doubling : rabenseifner;
+}
+
+/* The direct ones (plan.h) */
+static double direct_time(int kind, int32_t T, double bytes, double a, double bw)
+{
+    double round = a + (T - 1) * (bytes / T / bw + BR_COLL_MSG_S);
+    if (kind == BR_COLL_ALLREDUCE_MAX) return a + (T - 1) * (bytes / bw + BR_COLL_MSG_S);
+    return kind == BR_COLL_ALLREDUCE_I32 ? 2 * round : round;
+}
+
+int br_coll_direct(int kind, int32_t T, double bytes, double a, double bw)
+{
+    int mode = br_coll_direct_mode();
+    if (mode == 0 || !br_coll_direct_fits(kind, T, bytes)) return 0;
+    return mode == 1 || direct_time(kind, T, bytes, a, bw) < mpi_time(kind, T, bytes, a, bw);
 }
 
 double br_coll_time(int kind, int32_t T, double bytes, double a, double bw)
 {
     if (T <= 1) return 0.0;
-    if (br_coll_direct(kind, T, bytes, a)) {
-        double msg = kind == BR_COLL_ALLGATHER ? bytes / T : bytes;
-        return a + (T - 1) * (msg / bw + BR_COLL_MSG_S);
-    }
-    double rounds = ceil(log2((double)T)), part = (T - 1) * (bytes / T) / bw;
-    if (kind == BR_COLL_ALLGATHER || kind == BR_COLL_REDUCE_SCATTER) return rounds * a + part;
-    double doubling = rounds * (a + bytes / bw), rabenseifner = 2 * rounds * a + 2 * part;
-    return doubling < rabenseifner ? doubling : rabenseifner;
+    return br_coll_direct(kind, T, bytes, a, bw) ? direct_time(kind, T, bytes, a, bw)
+                                                 : mpi_time(kind, T, bytes, a, bw);
 }
 
 int br_plan_choose_layout(const struct br_model_config *c, int32_t tp, int32_t batch, double gbit,

@@ -93,27 +93,47 @@ int br_plan_head_colls(const struct br_plan *p, int64_t n, struct br_coll *out);
 const char *br_coll_kind_name(int kind);
 
 /* Alpha-beta time of one collective over T ranks (a: one-way time of a message, bw:
- * bytes/s). All-gather and reduce-scatter (recursive doubling / halving):
- * ceil(log2 T) a + (T-1)/T M/bw. All-reduce: the cheaper of recursive doubling,
- * ceil(log2 T) (a + M/bw), and reduce-scatter + all-gather (Rabenseifner),
- * 2 ceil(log2 T) a + 2 (T-1)/T M/bw. */
+ * bytes/s, g = BR_COLL_MSG_S: the sender's cost of one more message on the wire, about
+ * 1 us over kernel TCP; L = ceil(log2 T)). MPI's algorithms:
+ *   all-gather, reduce-scatter (recursive doubling / halving): L a + (T-1)/T M/bw;
+ *   all-reduce: the cheaper of recursive doubling, L (a + M/bw), and reduce-scatter +
+ *   all-gather (Rabenseifner), 2 L a + 2 (T-1)/T M/bw.
+ * The direct ones (worker/comm_mpi.c), each round every rank posting its T-1 messages at
+ * once (they leave one after the other, g apart, and arrive together a later):
+ *   all-gather, reduce-scatter: one round of T-1 blocks of M/T:  a + (T-1) (M/(T bw) + g);
+ *   max-all-reduce: one round, the whole buffer to each:        a + (T-1) (M/bw + g);
+ *   int32 sum all-reduce: a direct reduce-scatter (rank r gets every rank's part of block
+ *     r, M/T bytes, and sums them in rank order) and a direct all-gather of the sums:
+ *                                              2 a + 2 (T-1) (M/(T bw) + g).
+ * The direct all-gather and reduce-scatter beat MPI's where (T-1) g < (L-1) a, whatever
+ * M; the all-reduce beats Rabenseifner on the same condition, and recursive doubling
+ * where 2 a + 2 (T-1) g + 2 (T-1)/T M/bw < L (a + M/bw): on 25 us links from T = 5 on
+ * at every size, at T = 3 and 4 only once M/bw outweighs the extra messages (M above 6 and
+ * 12 us of the link), never at T = 2 (one round of doubling). br_coll_time gives the
+ * direct time where br_coll_direct takes it, else MPI's. */
 double br_coll_time(int kind, int32_t T, double bytes, double a, double bw);
 
-/* Small all-gathers and max-all-reduces (the statistics, and the int8 slices of small
- * steps) can go in one round instead of ceil(log2 T): each rank sends its message to the
- * T-1 others at once and takes theirs, in a + (T-1) (M/bw + BR_COLL_MSG_S) (M one
- * message, BR_COLL_MSG_S the sender's cost of one more small message on the wire, about
- * 1 us over kernel TCP). Small: T >= 3 and each message at most BR_COLL_DIRECT_MAX bytes
- * (an all-gather's block, bytes / T; a max-all-reduce's whole buffer). Taken where it
- * saves time on a link of one-way time a: (T-1) BR_COLL_MSG_S < (ceil(log2 T) - 1) a, so
- * over kernel TCP (25 us) but not over RDMA (3 us) at 16 ranks. The communicator and the
- * time model use this same rule (BITRACK_COLL_DIRECT=0 turns it off in both, to compare);
- * BR_COLL_ALPHA_S is the link both assume when not told. */
-#define BR_COLL_DIRECT_MAX 4096
-#define BR_COLL_MSG_S      1e-6
-#define BR_COLL_ALPHA_S    25e-6
-int br_coll_small(int kind, int32_t T, double bytes);
-int br_coll_direct(int kind, int32_t T, double bytes, double a);
+/* Whether a collective of `bytes` (as struct br_coll counts them) over T ranks goes the
+ * direct way on a link of one-way time a and bw bytes/s: T >= 3, it fits the direct
+ * path's buffers (br_coll_direct_fits) and the model above says it is faster than MPI's
+ * algorithm. The communicator and the time model use this one rule, so a projection
+ * times what a run does. BITRACK_COLL_DIRECT (read once) overrides it in both:
+ * 0 never (MPI's algorithms, to compare), 1 wherever it fits (to test the direct paths
+ * at any size and T >= 3). BR_COLL_ALPHA_S and BR_COLL_BW are the link both assume when
+ * not told (run --link). Fits: a max-all-reduce's buffer at most BR_COLL_DIRECT_MAX
+ * bytes (each rank holds the T-1 others'); an all-gather's, reduce-scatter's or
+ * all-reduce's block (bytes / T, rounded up to a whole element) at most
+ * BR_COLL_DIRECT_BLOCK_MAX (each rank holds T-1 blocks to sum). */
+#define BR_COLL_DIRECT_MAX       4096
+#define BR_COLL_DIRECT_BLOCK_MAX (256 * 1024)
+#define BR_COLL_MSG_S            1e-6
+#define BR_COLL_ALPHA_S          25e-6
+#define BR_COLL_BW               (25e9 / 8)
+int br_coll_direct_fits(int kind, int32_t T, double bytes);
+int br_coll_direct(int kind, int32_t T, double bytes, double a, double bw);
+/* The BITRACK_COLL_DIRECT setting: 0 off, 1 forced, -1 (unset or anything else) by the
+ * model. */
+int br_coll_direct_mode(void);
 
 /* The layout whose collectives cost less per layer for steps of `batch` tokens over a
  * link of gbit Gbit/s and alpha_us one-way; replicated where sharded cannot split. */

@@ -11,7 +11,7 @@
  * arrived and a rank on this machine is gone, and the others also when rank 0 reports a
  * lost rank on TAG_LOST. To name a lost rank, start-up gathers every rank's pid, host name
  * and pid namespace. MPI's own collectives stay blocking (a TP group lives on one host,
- * where mpirun sees a death); the small ones this file does in one round (direct()) are
+ * where mpirun sees a death); the direct ones this file does itself (direct()) are
  * point-to-point messages and watched like them. Unwatched, every wait is a plain blocking
  * one.
  */
@@ -35,6 +35,11 @@
 #include "sharding/plan.h"
 
 enum { TAG_PIPE = 101, TAG_ROOT = 102, TAG_LOST = 103, TAG_DIRECT = 104 };
+
+/* int32s of one block a direct reduce-scatter or all-reduce can sum: the plan's largest
+ * (BR_COLL_DIRECT_BLOCK_MAX bytes of an even split), and room for a split in whole
+ * 256-element chunks, whose largest block is up to 255 elements more. */
+#define DSUM_BLOCK ((BR_COLL_DIRECT_BLOCK_MAX + 4096) / 4)
 
 /* What start-up learns about every rank, to name a lost one. */
 struct peer {
@@ -66,11 +71,14 @@ struct mpi_impl {
     struct sockaddr_in *bell_to; /* rank 0: (world_size,) where each rank listens */
     int nb_bcast;                /* broadcasts are non-blocking and waited like the rest */
     double last_ring, woken;
-    /* one-round collectives (direct()): (2 (tp-1),) requests, and the others' buffers of
-     * a max-all-reduce ((tp-1) x BR_COLL_DIRECT_MAX bytes) */
+    /* direct collectives (direct()): (2 (tp-1),) requests; the others' buffers of a
+     * max-all-reduce ((tp-1) x BR_COLL_DIRECT_MAX bytes); the others' parts of this rank's
+     * block of a reduce-scatter or sum-all-reduce ((tp-1) x DSUM_BLOCK int32) */
     MPI_Request *dreq;
     float *dbuf;
-    double alpha_s; /* the link's one-way time the choice assumes (br_comm_mpi_set_link) */
+    int32_t *dsum;
+    double alpha_s, bw;    /* the link the choice assumes (br_comm_mpi_set_link) */
+    uint64_t direct_calls; /* collectives taken the direct way (br_comm_mpi_direct_calls) */
 };
 
 /* An emulated link delay (launch/netns-cluster sets BITRACK_EMULATED_DELAY_US where the
@@ -281,26 +289,43 @@ static int wait_req(struct br_comm *c, MPI_Request *req, int peer, const char *w
     }
 }
 
-/* A small collective in one round (sharding/plan.h, br_coll_direct): this rank's `bytes`
- * from send go to every other rank of the stage, and rank r's arrive at recv[r], all
- * posted at once and then waited for (watched, like point-to-point messages). */
-static int direct(struct br_comm *c, const void *send, int bytes, void *const *recv,
-                  const int *recv_bytes)
+/* One round of a direct collective (sharding/plan.h, br_coll_direct): rank r's send[r]
+ * (send_bytes[r] bytes) goes to rank r, and rank r's message arrives at recv[r]
+ * (recv_bytes[r] bytes), for every other rank of the stage; all posted at once, then waited
+ * for (watched, like point-to-point messages). Empty messages are not sent: both ends
+ * know the sizes. Between two ranks the messages of successive rounds and collectives
+ * keep their order (MPI's non-overtaking rule), so one tag serves them all. */
+static int direct(struct br_comm *c, const void *const *send, const int *send_bytes,
+                  void *const *recv, const int *recv_bytes)
 {
     struct mpi_impl *m = impl(c);
     int n = 0, rc = BR_OK;
     for (int r = 0; r < c->tp && !rc; r++)
-        if (r != c->tp_rank && MPI_Irecv(recv[r], recv_bytes[r], MPI_BYTE, r, TAG_DIRECT, m->stage,
-                                         &m->dreq[n++]) != MPI_SUCCESS)
+        if (r != c->tp_rank && recv_bytes[r] > 0 &&
+            MPI_Irecv(recv[r], recv_bytes[r], MPI_BYTE, r, TAG_DIRECT, m->stage, &m->dreq[n++]) !=
+                MPI_SUCCESS)
             rc = lost(c, "a one-round exchange in stage %d failed", c->pp_rank);
-    for (int r = 0; r < c->tp && !rc; r++)
-        if (r != c->tp_rank &&
-            MPI_Isend(send, bytes, MPI_BYTE, r, TAG_DIRECT, m->stage, &m->dreq[n++]) != MPI_SUCCESS)
+    /* the ranks after this one first: not every rank starts with rank 0 */
+    for (int k = 1; k < c->tp && !rc; k++) {
+        int r = (c->tp_rank + k) % c->tp;
+        if (send_bytes[r] > 0 && MPI_Isend(send[r], send_bytes[r], MPI_BYTE, r, TAG_DIRECT,
+                                           m->stage, &m->dreq[n++]) != MPI_SUCCESS)
             rc = lost(c, "a one-round exchange in stage %d failed", c->pp_rank);
+    }
     for (int i = 0; i < n && !rc; i++)
         rc = wait_req(c, &m->dreq[i], -1, "a one-round exchange with");
     if (!rc) emulate_delay(c, 1);
     return rc;
+}
+
+/* The same message to every other rank. */
+static int direct_same(struct br_comm *c, const void *send, int bytes, void *const *recv,
+                       const int *recv_bytes)
+{
+    const void *from[BR_PLAN_MAX_TP];
+    int sizes[BR_PLAN_MAX_TP];
+    for (int r = 0; r < c->tp; r++) from[r] = send, sizes[r] = bytes;
+    return direct(c, from, sizes, recv, recv_bytes);
 }
 
 static int op_allgather(struct br_comm *c, const void *send, void *recv, const int *counts,
@@ -310,43 +335,113 @@ static int op_allgather(struct br_comm *c, const void *send, void *recv, const i
     br_comm_count_allgather(c, counts);
     double total = 0;
     for (int r = 0; r < c->tp; r++) total += counts[r];
-    if (m->dreq && br_coll_direct(BR_COLL_ALLGATHER, c->tp, total, m->alpha_s)) {
+    if (m->dreq && br_coll_direct(BR_COLL_ALLGATHER, c->tp, total, m->alpha_s, m->bw)) {
         void *at[BR_PLAN_MAX_TP];
         for (int r = 0; r < c->tp; r++) at[r] = (char *)recv + displs[r];
         memmove(at[c->tp_rank], send, (size_t)counts[c->tp_rank]);
-        return direct(c, send, counts[c->tp_rank], at, counts);
+        m->direct_calls++;
+        return direct_same(c, at[c->tp_rank], counts[c->tp_rank], at, counts);
     }
     return mpi_status(collective_done(c, MPI_Allgatherv(send, counts[c->tp_rank], MPI_BYTE, recv,
                                                         counts, displs, MPI_BYTE, m->stage)));
 }
 
+/* Direct reduce-scatter (round 1 of the direct all-reduce): block r of every rank's
+ * `send` (counts[r] int32 at offs[r]) goes to rank r, and this rank's block becomes the
+ * sum of all ranks' parts of it, added in rank order (int32 addition wraps and is exact,
+ * so any order gives the same bits; rank order keeps it so should that change), into
+ * out. */
+static int direct_reduce_scatter(struct br_comm *c, const int32_t *send, int32_t *out,
+                                 const int *counts, const int *offs)
+{
+    struct mpi_impl *m = impl(c);
+    const void *from[BR_PLAN_MAX_TP];
+    void *into[BR_PLAN_MAX_TP];
+    int sizes[BR_PLAN_MAX_TP], mine[BR_PLAN_MAX_TP];
+    int me = c->tp_rank, nb = counts[me];
+    for (int r = 0, k = 0; r < c->tp; r++) {
+        from[r] = send + offs[r];
+        sizes[r] = 4 * counts[r];
+        mine[r] = 4 * nb;
+        into[r] = r == me ? NULL : m->dsum + (size_t)(k++) * DSUM_BLOCK;
+    }
+    int rc = direct(c, from, sizes, into, mine);
+    if (rc) return rc;
+    const int32_t *own = send + offs[me];
+    for (int i = 0; i < nb; i++) {
+        uint32_t s = 0;
+        for (int r = 0; r < c->tp; r++)
+            s += (uint32_t)(r == me ? own[i] : ((const int32_t *)into[r])[i]);
+        out[i] = (int32_t)s;
+    }
+    return BR_OK;
+}
+
+/* Whether every block of counts fits the direct path's scratch (the same on every rank:
+ * counts are). */
+static int blocks_fit(const struct br_comm *c, const int *counts)
+{
+    for (int r = 0; r < c->tp; r++)
+        if (counts[r] > DSUM_BLOCK) return 0;
+    return 1;
+}
+
 static int op_reduce_scatter_i32(struct br_comm *c, const int32_t *send, int32_t *recv,
                                  const int *counts)
 {
+    struct mpi_impl *m = impl(c);
     br_comm_count_reduce_scatter(c, counts);
-    return mpi_status(collective_done(
-        c, MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, impl(c)->stage)));
+    double total = 0;
+    for (int r = 0; r < c->tp; r++) total += 4.0 * counts[r];
+    if (m->dreq && br_coll_direct(BR_COLL_REDUCE_SCATTER, c->tp, total, m->alpha_s, m->bw) &&
+        blocks_fit(c, counts)) {
+        int offs[BR_PLAN_MAX_TP];
+        for (int r = 0, o = 0; r < c->tp; r++) offs[r] = o, o += counts[r];
+        m->direct_calls++;
+        return direct_reduce_scatter(c, send, recv, counts, offs);
+    }
+    return mpi_status(
+        collective_done(c, MPI_Reduce_scatter(send, recv, counts, MPI_INT32_T, MPI_SUM, m->stage)));
 }
 
 static int op_allreduce_i32(struct br_comm *c, int32_t *buf, int n)
 {
+    struct mpi_impl *m = impl(c);
     br_comm_count_allreduce(c, n);
-    return mpi_status(collective_done(
-        c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_INT32_T, MPI_SUM, impl(c)->stage)));
+    if (m->dreq && br_coll_direct(BR_COLL_ALLREDUCE_I32, c->tp, 4.0 * n, m->alpha_s, m->bw)) {
+        /* blocks of n / T, the first n % T one more (fits: at most DSUM_BLOCK) */
+        int counts[BR_PLAN_MAX_TP], offs[BR_PLAN_MAX_TP], bytes[BR_PLAN_MAX_TP];
+        void *at[BR_PLAN_MAX_TP];
+        for (int r = 0, o = 0; r < c->tp; r++) {
+            counts[r] = n / c->tp + (r < n % c->tp);
+            offs[r] = o, o += counts[r];
+            bytes[r] = 4 * counts[r];
+            at[r] = buf + offs[r];
+        }
+        int me = c->tp_rank;
+        m->direct_calls++;
+        /* round 1 sums this rank's block in place (the others' parts of it are in dsum,
+         * the rest of buf is sent before it is written), round 2 hands it to the others */
+        int rc = direct_reduce_scatter(c, buf, buf + offs[me], counts, offs);
+        return rc ? rc : direct_same(c, at[me], bytes[me], at, bytes);
+    }
+    return mpi_status(
+        collective_done(c, MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_INT32_T, MPI_SUM, m->stage)));
 }
 
 static int op_allreduce_max_f32(struct br_comm *c, float *buf, int n)
 {
     struct mpi_impl *m = impl(c);
     br_comm_count_allreduce(c, n);
-    if (m->dreq && br_coll_direct(BR_COLL_ALLREDUCE_MAX, c->tp, 4.0 * n, m->alpha_s)) {
+    if (m->dreq && br_coll_direct(BR_COLL_ALLREDUCE_MAX, c->tp, 4.0 * n, m->alpha_s, m->bw)) {
         void *at[BR_PLAN_MAX_TP];
         int sizes[BR_PLAN_MAX_TP];
         for (int r = 0, k = 0; r < c->tp; r++) {
             sizes[r] = 4 * n;
             at[r] = r == c->tp_rank ? NULL : m->dbuf + (size_t)(k++) * (size_t)n;
         }
-        int rc = direct(c, buf, 4 * n, at, sizes);
+        m->direct_calls++;
+        int rc = direct_same(c, buf, 4 * n, at, sizes);
         if (rc) return rc;
         /* the maximum is order-free: each slot is the one rank's value that is not 0 */
         for (int k = 0; k < c->tp - 1; k++)
@@ -585,15 +680,17 @@ int br_comm_mpi_create(int *argc, char ***argv, int tp, int pp, struct br_comm *
     }
     m->bell_fd = -1;
     m->alpha_s = BR_COLL_ALPHA_S;
+    m->bw = BR_COLL_BW;
     if (tp >= 3 && tp <= BR_PLAN_MAX_TP) {
         /* without them (out of memory) every collective takes MPI's own algorithm */
         m->dreq = malloc(2 * (size_t)(tp - 1) * sizeof *m->dreq);
         m->dbuf = malloc((size_t)(tp - 1) * BR_COLL_DIRECT_MAX);
-        int have = m->dreq && m->dbuf, all = 0;
+        m->dsum = malloc((size_t)(tp - 1) * DSUM_BLOCK * sizeof *m->dsum);
+        int have = m->dreq && m->dbuf && m->dsum, all = 0;
         /* every rank of the stage must choose alike */
         if (MPI_Allreduce(&have, &all, 1, MPI_INT, MPI_MIN, m->stage) != MPI_SUCCESS || !all) {
-            free(m->dreq), free(m->dbuf);
-            m->dreq = NULL, m->dbuf = NULL;
+            free(m->dreq), free(m->dbuf), free(m->dsum);
+            m->dreq = NULL, m->dbuf = NULL, m->dsum = NULL;
         }
     }
     m->peers = calloc((size_t)size, sizeof *m->peers);
@@ -668,9 +765,15 @@ int br_comm_mpi_doorbell(struct br_comm *c)
     return rc == MPI_SUCCESS ? BR_OK : BR_E_UNAVAILABLE;
 }
 
-void br_comm_mpi_set_link(struct br_comm *c, double alpha_s)
+void br_comm_mpi_set_link(struct br_comm *c, double alpha_s, double bw)
 {
     if (alpha_s >= 0) impl(c)->alpha_s = alpha_s;
+    if (bw > 0) impl(c)->bw = bw;
+}
+
+uint64_t br_comm_mpi_direct_calls(const struct br_comm *c)
+{
+    return impl(c)->direct_calls;
 }
 
 void br_comm_mpi_set_spin(struct br_comm *c, double spin_s)
@@ -722,6 +825,7 @@ void br_comm_mpi_destroy(struct br_comm **cp)
     free(m->peers);
     free(m->dreq);
     free(m->dbuf);
+    free(m->dsum);
     free(m);
     free(c);
     *cp = NULL;

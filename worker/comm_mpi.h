@@ -7,10 +7,13 @@
  * emulates N us of one-way link delay: every receive, and every one of a collective's
  * ceil(log2 tp) message rounds, completes N us later (polling the clock, yielding).
  *
- * From 3 TP ranks on, small all-gathers and max-all-reduces take one message round where
- * that is faster on the link (sharding/plan.h, br_coll_direct; br_comm_mpi_set_link): each
- * rank sends to the others at once. BITRACK_COLL_DIRECT=0 leaves every collective to MPI
- * (to compare the two).
+ * From 3 TP ranks on, collectives go the direct way where the time model says that is
+ * faster on the link (sharding/plan.h, br_coll_direct; br_comm_mpi_set_link): all-gathers,
+ * reduce-scatters and small max-all-reduces in one round, each rank sending to the others
+ * at once, int32 sum-all-reduces in two (a direct reduce-scatter, each rank summing its
+ * block in rank order, then a direct all-gather of the sums). BITRACK_COLL_DIRECT=0
+ * leaves every collective to MPI (to compare the two), =1 takes the direct way wherever
+ * its buffers allow (to test it).
  */
 #ifndef BR_WORKER_COMM_MPI_H
 #define BR_WORKER_COMM_MPI_H
@@ -43,10 +46,14 @@ void br_comm_mpi_abort(struct br_comm *c, int code);
  * interrupted may be NULL; it is called from the MPI thread and must be cheap. */
 void br_comm_mpi_watch(struct br_comm *c, double timeout_s, int (*interrupted)(void *), void *arg);
 
-/* The link's one-way message time (seconds) the choice of collective algorithms assumes
- * (sharding/plan.h, br_coll_direct); BR_COLL_ALPHA_S until set. Every rank must be given
- * the same value. */
-void br_comm_mpi_set_link(struct br_comm *c, double alpha_s);
+/* The link the choice of collective algorithms assumes (sharding/plan.h, br_coll_direct):
+ * one-way message time (seconds) and bandwidth (bytes/s); BR_COLL_ALPHA_S and BR_COLL_BW
+ * until set, a negative alpha_s or a bw <= 0 leaves that one as it is. Every rank must be
+ * given the same values. */
+void br_comm_mpi_set_link(struct br_comm *c, double alpha_s, double bw);
+
+/* How many collectives this rank has taken the direct way (each counted once). */
+uint64_t br_comm_mpi_direct_calls(const struct br_comm *c);
 
 /* How long a watched wait polls before it sleeps between polls (below the default, naps
  * of 1/20 of the time waited so far, 20 us to 1 ms; 100 us at or above it). Polling

@@ -95,19 +95,49 @@ static void collective_formulas(void **state)
     (void)state;
     struct br_scale_net n = {2e-5, 1e9};
     assert_close(br_scale_allgather_s(&n, 1, 1e6), 0);
-    /* small blocks (<= BR_COLL_DIRECT_MAX) in one round from 3 ranks on, others doubling */
+    /* blocks up to BR_COLL_DIRECT_BLOCK_MAX in one round from 3 ranks on where
+     * (T-1) g < (ceil(log2 T) - 1) a, others doubling */
     assert_close(br_scale_allgather_s(&n, 2, 4000), 2e-5 + 2000 / 1e9);
     assert_close(br_scale_allgather_s(&n, 4, 4000), 2e-5 + 3 * (1000 / 1e9 + BR_COLL_MSG_S));
-    assert_close(br_scale_allgather_s(&n, 5, 5e5), 3 * 2e-5 + 4 * 1e5 / 1e9);
-    assert_false(br_coll_small(BR_COLL_ALLGATHER, 4, 4.0 * (BR_COLL_DIRECT_MAX + 1)));
-    assert_true(br_coll_small(BR_COLL_ALLGATHER, 4, 4.0 * BR_COLL_DIRECT_MAX));
-    assert_false(br_coll_small(BR_COLL_ALLREDUCE_I32, 8, 4));
-    assert_false(br_coll_small(BR_COLL_REDUCE_SCATTER, 8, 4));
-    assert_false(br_coll_small(BR_COLL_ALLREDUCE_MAX, 2, 4));
+    assert_close(br_scale_allgather_s(&n, 5, 5e5), 2e-5 + 4 * (1e5 / 1e9 + BR_COLL_MSG_S));
+    assert_close(br_scale_allgather_s(&n, 5, 5e6), 3 * 2e-5 + 4 * 1e6 / 1e9);
+    assert_false(br_coll_direct_fits(BR_COLL_ALLGATHER, 4, 4.0 * (BR_COLL_DIRECT_BLOCK_MAX + 1)));
+    assert_true(br_coll_direct_fits(BR_COLL_ALLGATHER, 4, 4.0 * BR_COLL_DIRECT_BLOCK_MAX));
+    assert_false(br_coll_direct_fits(BR_COLL_ALLGATHER, 2, 4));
+    assert_false(br_coll_direct_fits(BR_COLL_ALLREDUCE_MAX, 4, BR_COLL_DIRECT_MAX + 4));
+    assert_true(br_coll_direct_fits(BR_COLL_ALLREDUCE_MAX, 4, BR_COLL_DIRECT_MAX));
+    assert_false(br_coll_direct_fits(BR_COLL_ALLREDUCE_MAX, 2, 4));
+    /* int32 blocks: the largest holds ceil(n / T) values */
+    assert_true(br_coll_direct_fits(BR_COLL_ALLREDUCE_I32, 3, 3.0 * BR_COLL_DIRECT_BLOCK_MAX));
+    assert_false(br_coll_direct_fits(BR_COLL_ALLREDUCE_I32, 3, 3.0 * BR_COLL_DIRECT_BLOCK_MAX + 4));
+    assert_true(br_coll_direct_fits(BR_COLL_REDUCE_SCATTER, 8, 4));
+    assert_false(br_coll_direct_fits(BR_COLL_REDUCE_SCATTER, 2, 4000));
     /* one round where it saves time: over 25 us links, not over 3 us ones at 16 ranks */
-    assert_true(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 16, 400, 25e-6));
-    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 16, 400, 3e-6));
-    assert_true(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 3, 400, 3e-6));
+    assert_true(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 16, 400, 25e-6, 1e9));
+    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 16, 400, 3e-6, 1e9));
+    assert_true(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 3, 400, 3e-6, 1e9));
+    /* the max-all-reduce sends its whole buffer to each: slow links keep doubling */
+    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_MAX, 64, 4096, 25e-6, 1.25e9));
+    /* the int32 all-reduce in two direct rounds: 2 (a + (T-1) (M/(T bw) + g)) */
+    assert_true(br_coll_direct(BR_COLL_ALLREDUCE_I32, 16, 32768, 25e-6, 25e9 / 8));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 16, 32768, 25e-6, 25e9 / 8),
+                 2 * (25e-6 + 15 * (2048 / (25e9 / 8) + BR_COLL_MSG_S)));
+    /* ... not at 16 ranks over 3 us (Rabenseifner: 8 a + 2 (15/16) M/bw is less) */
+    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_I32, 16, 32768, 3e-6, 25e9 / 8));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 16, 32768, 3e-6, 25e9 / 8),
+                 8 * 3e-6 + 2 * 15 * 2048 / (25e9 / 8));
+    /* ... never at 2 ranks (doubling is one round) */
+    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_I32, 2, 32768, 25e-6, 25e9 / 8));
+    /* ... at 4 ranks only where the bytes outweigh 2 (T-1) - 2 more messages: doubling
+     * 2 (a + M/bw), direct 2 a + 6 g + 1.5 M/bw */
+    assert_false(br_coll_direct(BR_COLL_ALLREDUCE_I32, 4, 4000, 2e-5, 1e9));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 4, 4000, 2e-5, 1e9), 2 * (2e-5 + 4000 / 1e9));
+    assert_true(br_coll_direct(BR_COLL_ALLREDUCE_I32, 4, 2e5, 2e-5, 1e9));
+    assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 4, 2e5, 2e-5, 1e9),
+                 2 * (2e-5 + 3 * (5e4 / 1e9 + BR_COLL_MSG_S)));
+    /* the sharded layout's reduce-scatter goes direct on the same condition as all-gathers */
+    assert_true(br_coll_direct(BR_COLL_REDUCE_SCATTER, 16, 32768, 25e-6, 25e9 / 8));
+    assert_false(br_coll_direct(BR_COLL_REDUCE_SCATTER, 16, 32768, 3e-6, 25e9 / 8));
     assert_close(br_coll_time(BR_COLL_ALLREDUCE_MAX, 16, 400, 3e-6, 1e9), 4 * (3e-6 + 400 / 1e9));
     assert_close(br_scale_bcast_s(&n, 1, 100), 0);
     assert_close(br_scale_bcast_s(&n, 5, 100), 3 * (2e-5 + 100 / 1e9));
@@ -121,7 +151,8 @@ static void collective_formulas(void **state)
     assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 8, 8e6, 2e-5, 1e9),
                  6 * 2e-5 + 2 * 7 * 1e6 / 1e9);
     assert_close(br_coll_time(BR_COLL_REDUCE_SCATTER, 4, 4000, 2e-5, 1e9),
-                 2 * 2e-5 + 3 * 1000 / 1e9);
+                 2e-5 + 3 * (1000 / 1e9 + BR_COLL_MSG_S));
+    assert_close(br_coll_time(BR_COLL_REDUCE_SCATTER, 4, 4e6, 2e-5, 1e9), 2 * 2e-5 + 3 * 1e6 / 1e9);
     assert_close(br_coll_time(BR_COLL_ALLREDUCE_I32, 1, 4000, 2e-5, 1e9), 0);
 }
 

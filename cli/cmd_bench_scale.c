@@ -481,6 +481,56 @@ struct measured {
     struct br_scale_cost cost[MAX_ITEMS];
 };
 
+/* --terms T: where one stream's network time goes on a T x 1 layout (batch 1, no
+ * pipeline): each collective of a layer and of the head (sharding/plan.h) with the way
+ * br_coll_direct takes on the link and its time (br_coll_time), per token over all layers. */
+static void print_terms(const struct br_model_config *cfg, int32_t t, const int *residuals,
+                        int n_res, const struct net_arg *nets, int n_nets)
+{
+    printf("\nwhere one stream's network time goes: %dx1, batch 1, per token over %d layers "
+           "(the head's once; bcast and back as in the projection)\n"
+           "| residual | network | collective | kind | bytes | way | us each | ms per token |\n"
+           "|---|---|---|---|---|---|---|---|\n",
+           t, cfg->n_layer);
+    for (int ri = 0; ri < n_res; ri++) {
+        struct br_plan *plan = NULL;
+        struct br_err err = {{0}};
+        if (br_plan_create_layout(cfg, t, 1, residuals[ri], &plan, &err)) {
+            printf("| %s | - | %s |\n", br_layout_name(residuals[ri]), err.msg);
+            continue;
+        }
+        for (int nn = 0; nn < n_nets; nn++) {
+            if (nets[nn].group) continue; /* measured, not modelled */
+            double a = nets[nn].alpha_us * 1e-6, bw = nets[nn].gbit * 1e9 / 8, sum = 0;
+            struct br_coll k[BR_PLAN_MAX_COLLS];
+            for (int head = 0; head < 2; head++) {
+                int n = head ? br_plan_head_colls(plan, 1, k) : br_plan_layer_colls(plan, 1, k);
+                double times = head ? 1 : cfg->n_layer;
+                for (int i = 0; i < n; i++) {
+                    double us = br_coll_time(k[i].kind, t, (double)k[i].bytes, a, bw) * 1e6;
+                    int direct = br_coll_direct(k[i].kind, t, (double)k[i].bytes, a, bw);
+                    sum += us * times;
+                    printf("| %s | %g Gbit/s, %g us | %s%s | %s | %llu | %s | %.1f | %.2f |\n",
+                           br_layout_name(residuals[ri]), nets[nn].gbit, nets[nn].alpha_us,
+                           k[i].what, head ? " (head)" : "", br_coll_kind_name(k[i].kind),
+                           (unsigned long long)k[i].bytes,
+                           !direct                              ? "MPI"
+                           : k[i].kind == BR_COLL_ALLREDUCE_I32 ? "direct, 2 rounds"
+                                                                : "direct, 1 round",
+                           us, us * times * 1e-3);
+                }
+            }
+            struct br_scale_net net = {a, bw};
+            double other = br_scale_bcast_s(&net, t, 4.0 * (4 + 5 * 64)) + (t - 1) * (a + 8 / bw);
+            printf("| %s | %g Gbit/s, %g us | all collectives | | | | | %.2f (+ %.2f step "
+                   "broadcast and top-1 back) |\n",
+                   br_layout_name(residuals[ri]), nets[nn].gbit, nets[nn].alpha_us, sum * 1e-3,
+                   other * 1e3);
+        }
+        br_plan_destroy(&plan);
+    }
+}
+
 int br_cmd_bench_scale(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "net")) return scale_net(argc - 1, argv + 1);
@@ -494,7 +544,7 @@ int br_cmd_bench_scale(int argc, char **argv)
     const char *reslist = "replicated,sharded", *netmeasured = NULL;
     struct br_scale_node node = {0, 0};
     enum br_scale_clock clock = BR_SCALE_WALL;
-    long long tp = 1, pp = 1, rank = 0;
+    long long tp = 1, pp = 1, rank = 0, terms = 0;
     const char *clock_s = "wall", *describe = NULL, *node_s = NULL;
     struct br_opt_list shard_list = {{0}, 0};
     const struct br_opt opts[] = {
@@ -529,6 +579,8 @@ int br_cmd_bench_scale(int argc, char **argv)
         BR_O_STR(0, "describe", &describe, "GIB",
                  "also describe the plan with this much memory per rank (16G)"),
         BR_O_CHOICE(0, "clock", &clock_s, "wall|cpu", "how step time is measured"),
+        BR_O_INT(0, "terms", &terms, 0, 4096, "T",
+                 "also print each collective's time per token for one stream on T x 1"),
     };
     const struct br_cmd_spec spec = {
         "bench scale", NULL,
@@ -908,6 +960,7 @@ int br_cmd_bench_scale(int argc, char **argv)
         }
     }
     if (jf) fprintf(jf, "\n ]}\n");
+    if (terms > 1) print_terms(&cfg, (int32_t)terms, residuals, n_res, nets, n_nets);
     rc = 0;
 done:
     if (jf && fclose(jf) != 0 && rc == 0) {

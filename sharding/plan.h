@@ -121,9 +121,10 @@ double br_coll_time(int kind, int32_t T, double bytes, double a, double bw);
  * 0 never (MPI's algorithms, to compare), 1 wherever it fits (to test the direct paths
  * at any size and T >= 3). BR_COLL_ALPHA_S and BR_COLL_BW are the link both assume when
  * not told (run --link). Fits: a max-all-reduce's buffer at most BR_COLL_DIRECT_MAX
- * bytes (each rank holds the T-1 others'); an all-gather's, reduce-scatter's or
- * all-reduce's block (bytes / T, rounded up to a whole element) at most
- * BR_COLL_DIRECT_BLOCK_MAX (each rank holds T-1 blocks to sum). */
+ * bytes (each rank holds the T-1 others'); an all-gather's block (bytes / T) or an int32
+ * reduce-scatter's or all-reduce's (ceil(n / T) values) at most BR_COLL_DIRECT_BLOCK_MAX
+ * bytes (each rank holds T-1 blocks to sum; the communicator's room also takes the
+ * larger blocks of a split in whole 256-element chunks). */
 #define BR_COLL_DIRECT_MAX       4096
 #define BR_COLL_DIRECT_BLOCK_MAX (256 * 1024)
 #define BR_COLL_MSG_S            1e-6

@@ -90,6 +90,31 @@ static void projection_by_hand(void **state)
     assert_close(p.tok_s_pipelined, p.tok_s);
 }
 
+/* 4 x 1, one layer, sharded, a = 10 us, bw = 1e9 B/s: (T-1) g = 3 us < (2-1) a, so the
+ * all-gathers and the reduce-scatters go in one direct round each:
+ *   2 all-gathers of 1000 B: 2 x (a + 3 (250 / bw + g)) = 27.5 us
+ *   2 reduce-scatters of 4000 B: 2 x (a + 3 (1000 / bw + g)) = 32 us (MPI: 2 x 46 us)
+ *   bcast(desc) = 2 (a + 1296 / bw) = 22.592 us; back = 3 (a + 8 / bw) = 30.024 us
+ *   latency = 1 ms + 27.5 + 32 + 22.592 + 30.024 us = 1.112116 ms */
+static void projection_direct_by_hand(void **state)
+{
+    (void)state;
+    const int32_t one[1] = {1};
+    const struct br_scale_cost k = {.tp = 4,
+                                    .batch = 1,
+                                    .layer_s = 1e-3,
+                                    .ag_n = 2,
+                                    .ag_bytes = 2000,
+                                    .agd_n = 2,
+                                    .agd_bytes = 2000,
+                                    .rs_n = 2,
+                                    .rs_bytes = 8000};
+    struct br_scale_env env = {.net = {1e-5, 1e9}, .max_batch = 64, .layout = BR_LAYOUT_SHARDED};
+    struct br_scale_proj p;
+    br_scale_project_stages(1024, 4, 1, one, &k, &env, &p);
+    assert_close(p.latency_s, 1.112116e-3);
+}
+
 static void collective_formulas(void **state)
 {
     (void)state;
@@ -278,9 +303,8 @@ static void measure_a_rank(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(projection_by_hand),
-        cmocka_unit_test(collective_formulas),
-        cmocka_unit_test(loopback_moves_and_counts),
+        cmocka_unit_test(projection_by_hand),  cmocka_unit_test(projection_direct_by_hand),
+        cmocka_unit_test(collective_formulas), cmocka_unit_test(loopback_moves_and_counts),
         cmocka_unit_test(measure_a_rank),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,9 +6,10 @@
  *
  * Why: with 4 KiB pages 2B-4T's 1.18 GB of weights cross ~290,000 pages a token, and the
  * page walks of the TLB misses sit on the path of every hardware prefetch stream; with
- * 2 MiB pages there are ~560. Decode ran 1.14-1.37x faster for it on the project's Zen 4
- * machine (docs/PERFORMANCE.md, "huge pages"). Systems whose transparent huge
- * pages are set to `never` simply get 4 KiB pages; the contents never depend on it.
+ * 2 MiB pages there are ~560. On the project's Zen 4 machine the ternary GEMVs stream
+ * 1.45-1.9x faster and decode runs 1.07-1.37x faster (docs/PERFORMANCE.md, "huge pages"). Systems
+ * whose transparent huge pages are set to `never` simply get 4 KiB pages; the contents never depend
+ * on it.
  *
  * BITRACK_HUGEPAGES=0 in the environment leaves the advice out (read once), to compare.
  * A mapping's tail past its last whole 2 MiB stays in small pages, so no allocation

@@ -144,31 +144,33 @@ struct dump_exec {
     struct br_executor in;
     FILE *f;
     const char *path;
-    float *all;    /* (max_batch, vocab) */
-    int32_t *idx;  /* (2, max_batch): 0, 1, 2...; the rows the scheduler asked for */
-    int32_t n, nr; /* the step in flight's tokens and rows */
+    float *all;   /* (max_batch, vocab) */
+    int32_t *idx; /* (2, max_batch): 0, 1, 2...; the rows the scheduler asked for */
+    int32_t n;    /* the step in flight's tokens */
 };
 
-static int dump_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
-                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
-                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
+static int dump_issue(void *ctx, void *step, const struct br_batch *b, const int32_t *rows,
+                      int32_t n_rows, enum br_sched_mode mode,
+                      const struct br_sample_params *const *sp, const uint64_t *rseq,
+                      const uint64_t *rpos, struct br_err *err)
 {
     struct dump_exec *d = ctx;
     (void)mode, (void)sp, (void)rseq, (void)rpos;
-    d->n = b->n, d->nr = n_rows;
+    d->n = b->n;
     memcpy(d->idx + d->in.max_batch, rows, (size_t)n_rows * sizeof *rows);
-    return d->in.issue(d->in.ctx, b, d->idx, b->n, BR_SCHED_FULL, NULL, NULL, NULL, err);
+    return d->in.issue(d->in.ctx, step, b, d->idx, b->n, BR_SCHED_FULL, NULL, NULL, NULL, err);
 }
 
-static int dump_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
-                        struct br_sample_result *res, int *row_rc, struct br_err *err)
+static int dump_collect(void *ctx, void *step, int32_t n_rows, enum br_sched_mode mode,
+                        float *logits, int32_t *top1, struct br_sample_result *res, int *row_rc,
+                        struct br_err *err)
 {
     struct dump_exec *d = ctx;
     size_t v = (size_t)d->in.vocab;
-    int rc = d->in.collect(d->in.ctx, BR_SCHED_FULL, d->all, NULL, res, row_rc, err);
+    int rc = d->in.collect(d->in.ctx, step, d->n, BR_SCHED_FULL, d->all, NULL, res, row_rc, err);
     if (!rc && fwrite(d->all, sizeof(float), (size_t)d->n * v, d->f) != (size_t)d->n * v)
         rc = br_err_set(err, BR_E_IO, "write to %s failed", d->path);
-    for (int32_t r = 0, best = 0; r < d->nr && !rc; r++, best = 0) {
+    for (int32_t r = 0, best = 0; r < n_rows && !rc; r++, best = 0) {
         const float *x = d->all + (size_t)d->idx[d->in.max_batch + r] * v;
         if (mode == BR_SCHED_FULL) memcpy(logits + (size_t)r * v, x, v * sizeof *x);
         for (size_t t = 1; mode == BR_SCHED_TOP1 && t < v; t++)

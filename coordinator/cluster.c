@@ -3,11 +3,12 @@
  * running rank 0's own share, and gathering the last stage's answers (logit slices, best
  * logits or sampling candidates) into one result per row.
  *
- * Buffers: the descriptor, each ring slot's sampling parameters, rank 0's own logits slice
- * and the gathering scratch are sized for max_batch rows when the driver is created, so a
- * step allocates nothing; only the sampling candidates' records and the merging's working
- * memory, whose sizes depend on a step's parameters, grow (never shrink) when a step needs
- * more than any before it (tests/unit/alloc_test.c).
+ * Buffers: the descriptor, rank 0's own logits slice and the gathering scratch are sized
+ * for max_batch rows when the driver is created, and a sampled step's parameters live in
+ * the scheduler's entry of that step in flight (its step state: br_step_ext_ints int32),
+ * so a step allocates nothing; only the sampling candidates' records and the merging's
+ * working memory, whose sizes depend on a step's parameters, grow (never shrink) when a
+ * step needs more than any before it (tests/unit/alloc_test.c).
  */
 #include "coordinator/cluster.h"
 
@@ -35,22 +36,12 @@ static int scratch_need(struct scratch *s, size_t n, struct br_err *err)
     return BR_OK;
 }
 
-/* One step in flight. */
-struct pending {
-    int32_t n_rows;
-    bool want_logits;
-    bool sampled;
-    struct scratch ext; /* (br_step_ext_ints,) int32: a sampled step's parameters */
-};
-
 struct br_cluster {
     struct br_engine *e;
     struct br_comm *comm;
     int tp;
     bool last; /* rank 0 is on the last stage (one stage) */
     int32_t mb;
-    struct pending ring[BR_CLUSTER_MAX_INFLIGHT];
-    int head, count;
     int32_t *desc; /* (br_step_desc_ints,) */
     /* (max_batch, slice) float: rank 0's logits slice when it is the last stage; one step
      * is then in flight at a time (it completes as it is issued) */
@@ -95,8 +86,6 @@ int br_cluster_create(struct br_engine *e, struct br_comm *comm, struct br_clust
     if (!rc && (!c->last || c->tp > 1))
         rc = scratch_need(&c->slice, rows * (size_t)wmax * sizeof(float), err);
     if (!rc && c->last) rc = scratch_need(&c->mine, rows * (size_t)wmax * sizeof(float), err);
-    for (int i = 0; i < BR_CLUSTER_MAX_INFLIGHT && !rc; i++)
-        rc = scratch_need(&c->ring[i].ext, br_step_ext_ints(e) * sizeof(int32_t), err);
     if (rc) {
         br_cluster_destroy(&c);
         return rc;
@@ -109,7 +98,6 @@ void br_cluster_destroy(struct br_cluster **cp)
 {
     struct br_cluster *c = cp ? *cp : NULL;
     if (!c) return;
-    for (int i = 0; i < BR_CLUSTER_MAX_INFLIGHT; i++) free(c->ring[i].ext.p);
     free(c->mine.p);
     for (int t = 0; c->recs && t < c->tp; t++) free(c->recs[t].p);
     free(c->recs), free(c->rec_bytes), free(c->cap), free(c->sl);
@@ -120,81 +108,35 @@ void br_cluster_destroy(struct br_cluster **cp)
     *cp = NULL;
 }
 
-/* Issues the step whose pending slot p the caller filled (sampled: p->ext holds the
- * parameters); the slot joins the ring only when the step was sent. */
-static int issue_step(struct br_cluster *c, struct pending *p, const struct br_batch *b,
-                      const int32_t *rows, struct br_err *err)
+/* Sends a step down the pipeline (and runs this rank's share): its rows' next tokens come
+ * back as mode says; SAMPLED rows are sampled on the last stage with sp[i] at (rseq[i],
+ * rpos[i]) of the counter RNG, their parameters packed into step until it is collected. */
+static int exec_issue(void *ctx, void *step, const struct br_batch *b, const int32_t *rows,
+                      int32_t n_rows, enum br_sched_mode mode,
+                      const struct br_sample_params *const *sp, const uint64_t *rseq,
+                      const uint64_t *rpos, struct br_err *err)
 {
+    struct br_cluster *c = ctx;
     struct br_comm *comm = c->comm;
-    int32_t *x = p->sampled ? p->ext.p : NULL;
-    int32_t flags = p->sampled ? BR_STEP_SAMPLE : p->want_logits ? 0 : BR_STEP_TOP1;
-    br_step_desc_pack(c->desc, c->mb, b, rows, p->n_rows, flags);
-    int rc;
+    int rc = br_engine_check(c->e, b, err);
+    if (rc) return rc;
+    if (n_rows < 0 || n_rows > b->n)
+        return br_err_set(err, BR_E_INVALID, "%d rows for a step of %d tokens", n_rows, b->n);
+    int32_t *x = mode == BR_SCHED_SAMPLED ? step : NULL;
+    if (x && !br_step_can_sample(c->e, sp, n_rows))
+        return br_err_set(err, BR_E_INVALID, "these rows cannot be sampled on the last stage");
+    if (x) {
+        memset(x, 0, br_step_ext_ints(c->e) * sizeof(int32_t));
+        br_step_ext_pack(x, c->mb, n_rows, sp, rseq, rpos);
+    }
+    int32_t flags = x ? BR_STEP_SAMPLE : mode == BR_SCHED_FULL ? 0 : BR_STEP_TOP1;
+    br_step_desc_pack(c->desc, c->mb, b, rows, n_rows, flags);
     if (comm && comm->tp > 1 &&
         ((rc = comm->ops->bcast(comm, c->desc, br_step_desc_ints(c->e) * 4)) ||
          (x && (rc = comm->ops->bcast(comm, x, br_step_ext_ints(c->e) * 4)))))
         return br_step_fail(err, comm, rc, "broadcast of the step failed");
     /* this rank's own logits slice when it is the last stage: the whole vocabulary alone */
-    if ((rc = br_step_run(c->e, comm, c->desc, x, c->last ? c->mine.p : NULL, err))) return rc;
-    c->count++;
-    return BR_OK;
-}
-
-/* The ring's next free slot for a step of batch b with n_rows result rows. */
-static int next_slot(struct br_cluster *c, const struct br_batch *b, int32_t n_rows,
-                     struct pending **out, struct br_err *err)
-{
-    int rc = br_engine_check(c->e, b, err);
-    if (rc) return rc;
-    if (n_rows < 0 || n_rows > b->n)
-        return br_err_set(err, BR_E_INVALID, "%d rows for a step of %d tokens", n_rows, b->n);
-    if (c->count == (c->last ? 1 : BR_CLUSTER_MAX_INFLIGHT))
-        return br_err_set(err, BR_E_BUSY, "too many steps in flight");
-    *out = &c->ring[(c->head + c->count) % BR_CLUSTER_MAX_INFLIGHT];
-    return BR_OK;
-}
-
-/* Sends a step down the pipeline (and runs this rank's share): its rows' next tokens come
- * back as mode says; SAMPLED rows are sampled on the last stage with sp[i] at (rseq[i],
- * rpos[i]) of the counter RNG. */
-static int exec_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
-                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
-                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
-{
-    struct br_cluster *c = ctx;
-    bool sampled = mode == BR_SCHED_SAMPLED;
-    if (sampled && (n_rows < 0 || n_rows > c->mb || !br_step_can_sample(c->e, sp, n_rows)))
-        return br_err_set(err, BR_E_INVALID, "these rows cannot be sampled on the last stage");
-    struct pending *p = NULL;
-    int rc = next_slot(c, b, n_rows, &p, err);
-    if (rc) return rc;
-    if (sampled) {
-        memset(p->ext.p, 0, br_step_ext_ints(c->e) * sizeof(int32_t));
-        br_step_ext_pack(p->ext.p, c->mb, n_rows, sp, rseq, rpos);
-    }
-    p->n_rows = n_rows;
-    p->want_logits = mode == BR_SCHED_FULL;
-    p->sampled = sampled;
-    return issue_step(c, p, b, rows, err);
-}
-
-/* Takes the oldest step in flight off the ring; NULL (BR_E_INVALID) when there is none
- * or it is not of the kind the caller collects. */
-static struct pending *take_oldest(struct br_cluster *c, bool sampled, struct br_err *err)
-{
-    if (c->count == 0) {
-        br_err_set(err, BR_E_INVALID, "no step in flight");
-        return NULL;
-    }
-    struct pending *p = &c->ring[c->head];
-    if (p->sampled != sampled) {
-        br_err_set(err, BR_E_INVALID, "the oldest step in flight was %s",
-                   p->sampled ? "sampled" : "not sampled");
-        return NULL;
-    }
-    c->head = (c->head + 1) % BR_CLUSTER_MAX_INFLIGHT;
-    c->count--;
-    return p;
+    return br_step_run(c->e, comm, c->desc, x, c->last ? c->mine.p : NULL, err);
 }
 
 /* Receives n bytes from TP rank t of the last stage. */
@@ -207,16 +149,13 @@ static int recv_last(struct br_cluster *c, int t, void *buf, size_t n, const cha
     return rc ? br_step_fail(err, comm, rc, what) : BR_OK;
 }
 
-/* The oldest step's results, issued sampled: res and row_rc (n_rows,), BR_OK or the status
- * with which that row's sampling failed (a NaN logit, say). The return value is about the
- * transport: BR_OK, or the error that ends the step. */
-static int collect_sampled(struct br_cluster *c, struct br_sample_result *res, int *row_rc,
-                           struct br_err *err)
+/* The oldest step's results, issued sampled with the parameters x: res and row_rc
+ * (n_rows,), BR_OK or the status with which that row's sampling failed (a NaN logit, say).
+ * The return value is about the transport: BR_OK, or the error that ends the step. */
+static int collect_sampled(struct br_cluster *c, const int32_t *x, int32_t n_rows,
+                           struct br_sample_result *res, int *row_rc, struct br_err *err)
 {
-    struct pending *p = take_oldest(c, true, err);
-    if (!p) return BR_E_INVALID;
-    int32_t n_rows = p->n_rows, mb = c->mb;
-    const int32_t *x = p->ext.p;
+    int32_t mb = c->mb;
     int rc = BR_OK;
     for (int t = 0; t < c->tp && !rc && n_rows > 0; t++) {
         int32_t a, z;
@@ -259,14 +198,13 @@ static int collect_sampled(struct br_cluster *c, struct br_sample_result *res, i
 
 /* The oldest step's results: logits (n_rows, vocab), or with logits NULL the greedy choice
  * top1 (n_rows,): the highest logit, ties to the lowest id. */
-static int collect_rows(struct br_cluster *c, float *logits, int32_t *top1, struct br_err *err)
+static int collect_rows(struct br_cluster *c, int32_t n_rows, float *logits, int32_t *top1,
+                        struct br_err *err)
 {
-    struct pending *p = take_oldest(c, false, err);
-    if (!p) return BR_E_INVALID;
-    int32_t n_rows = p->n_rows, vocab = br_engine_vocab(c->e);
+    int32_t vocab = br_engine_vocab(c->e);
     int rc = BR_OK;
     if (n_rows == 0) return BR_OK;
-    if (!p->want_logits) {
+    if (!logits) {
         size_t n = (size_t)n_rows * sizeof(struct br_step_top1);
         struct br_step_top1 *best = c->best.p, *part = c->part.p;
         for (int t = 0; t < c->tp && !rc; t++) {
@@ -321,17 +259,12 @@ static bool exec_can_sample(void *ctx, const struct br_sample_params *const *sp,
     return br_step_can_sample(((struct br_cluster *)ctx)->e, sp, n);
 }
 
-static int exec_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
-                        struct br_sample_result *res, int *row_rc, struct br_err *err)
+static int exec_collect(void *ctx, void *step, int32_t n_rows, enum br_sched_mode mode,
+                        float *logits, int32_t *top1, struct br_sample_result *res, int *row_rc,
+                        struct br_err *err)
 {
-    if (mode == BR_SCHED_SAMPLED) return collect_sampled(ctx, res, row_rc, err);
-    return collect_rows(ctx, mode == BR_SCHED_FULL ? logits : NULL, top1, err);
-}
-
-static void exec_clear(void *ctx)
-{
-    struct br_cluster *c = ctx;
-    c->head = c->count = 0;
+    if (mode == BR_SCHED_SAMPLED) return collect_sampled(ctx, step, n_rows, res, row_rc, err);
+    return collect_rows(ctx, n_rows, mode == BR_SCHED_FULL ? logits : NULL, top1, err);
 }
 
 void br_cluster_executor(struct br_cluster *c, struct br_executor *ex)
@@ -344,10 +277,10 @@ void br_cluster_executor(struct br_cluster *c, struct br_executor *ex)
         .n_ctx = br_engine_n_ctx(c->e),
         .n_blocks = br_engine_free_blocks(c->e),
         .vocab = br_engine_vocab(c->e),
-        .depth = depth > BR_CLUSTER_MAX_INFLIGHT ? BR_CLUSTER_MAX_INFLIGHT : depth,
+        .depth = depth > BR_SCHED_MAX_INFLIGHT ? BR_SCHED_MAX_INFLIGHT : depth,
+        .step_bytes = br_step_ext_ints(c->e) * sizeof(int32_t),
         .can_sample = exec_can_sample,
         .issue = exec_issue,
         .collect = exec_collect,
-        .clear = exec_clear,
     };
 }

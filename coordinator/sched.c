@@ -6,6 +6,7 @@
  */
 #include "coordinator/sched.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,10 +39,12 @@ struct job {
     struct job *next;
 };
 
-/* A step in flight: which job each requested row belongs to, and how it comes back. */
+/* A step in flight: which job each requested row belongs to, how it comes back, and the
+ * executor's state of it (ex.step_bytes, in `steps`). */
 struct inflight {
     int32_t n_rows;
     enum br_sched_mode mode;
+    void *xs;
     struct job *row_job[BR_SCHED_MAX_BATCH];
 };
 
@@ -66,6 +69,7 @@ struct br_sched {
     int32_t n_to_free;
     struct inflight ring[BR_SCHED_MAX_INFLIGHT]; /* the steps in flight, oldest at head */
     int head, count;
+    void *steps;            /* (BR_SCHED_MAX_INFLIGHT, ex.step_bytes rounded up): the ring's xs */
     int broken;             /* the executor failed: nothing more is issued */
     float *logits;          /* (max_batch, vocab) for FULL steps */
     struct br_sample_ws ws; /* sampling's working memory for FULL steps */
@@ -520,7 +524,7 @@ static int issue(struct br_sched *s, int *issued, struct br_err *err)
                                   : BR_SCHED_FULL;
     struct br_batch b = {n, s->tokens, s->pos, s->seqs, s->n_to_free, s->to_free};
     int sampled = mode == BR_SCHED_SAMPLED;
-    int rc = s->ex.issue(s->ex.ctx, &b, s->rows, n_rows, mode, sampled ? sp : NULL,
+    int rc = s->ex.issue(s->ex.ctx, st->xs, &b, s->rows, n_rows, mode, sampled ? sp : NULL,
                          sampled ? rseq : NULL, sampled ? rpos : NULL, err);
     if (rc) {
         /* the rows stay marked in flight: nothing is issued after an executor error */
@@ -540,8 +544,9 @@ static int issue(struct br_sched *s, int *issued, struct br_err *err)
 static int collect(struct br_sched *s, struct br_err *err)
 {
     struct inflight *st = &s->ring[s->head];
-    int rc = s->ex.collect(s->ex.ctx, st->mode, st->mode == BR_SCHED_FULL ? s->logits : NULL,
-                           s->top1, s->sres, s->row_rc, err);
+    int rc = s->ex.collect(s->ex.ctx, st->xs, st->n_rows, st->mode,
+                           st->mode == BR_SCHED_FULL ? s->logits : NULL, s->top1, s->sres,
+                           s->row_rc, err);
     s->head = (s->head + 1) % BR_SCHED_MAX_INFLIGHT;
     s->count--;
     if (rc) {
@@ -633,7 +638,6 @@ void br_sched_finish_all(struct br_sched *s, int executor_ok, enum br_proto_code
     struct br_err err = {{0}};
     while (executor_ok && !s->broken && s->count > 0)
         if (collect(s, &err)) break;
-    if (s->count > 0 && s->ex.clear) s->ex.clear(s->ex.ctx);
     s->count = 0;
     s->head = 0;
     for (int32_t i = 0; i < s->ex.n_seq; i++)
@@ -676,10 +680,14 @@ int br_sched_create(const struct br_sched_opts *o, const struct br_executor *ex,
     s->to_free = calloc(2 * (size_t)ex->n_seq, sizeof *s->to_free);
     s->kept = calloc((size_t)ex->n_seq, sizeof *s->kept);
     s->logits = malloc((size_t)s->budget * (size_t)ex->vocab * sizeof *s->logits);
-    if (!s->slots || !s->to_free || !s->kept || !s->logits) {
+    size_t align = _Alignof(max_align_t), stride = (ex->step_bytes + align - 1) / align * align;
+    if (stride) s->steps = calloc(BR_SCHED_MAX_INFLIGHT, stride);
+    if (!s->slots || !s->to_free || !s->kept || !s->logits || (stride && !s->steps)) {
         br_sched_destroy(&s);
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
+    for (int i = 0; stride && i < BR_SCHED_MAX_INFLIGHT; i++)
+        s->ring[i].xs = (char *)s->steps + (size_t)i * stride;
     *out = s;
     return BR_OK;
 }
@@ -699,6 +707,7 @@ void br_sched_destroy(struct br_sched **sp)
     free(s->slots);
     free(s->to_free);
     free(s->logits);
+    free(s->steps);
     br_sample_ws_free(&s->ws);
     free(s);
     *sp = NULL;

@@ -34,6 +34,15 @@
  * prompt (and to the server's cap); a prompt that leaves no room at all, or whose worst
  * case needs more KV blocks than the whole cache, is answered too_long.
  *
+ * Steps in flight: they live in one ring, the scheduler's. Each entry holds what the
+ * scheduler needs of a step (which job each row belongs to, how the rows come back) and
+ * the executor's own state of that step, step_bytes of it (the cluster's: the parameters
+ * a sampled step was issued with), allocated with the scheduler for BR_SCHED_MAX_INFLIGHT
+ * steps. The scheduler owns that memory and hands an entry's state to issue, which fills
+ * it, and to collect, which reads it; an executor keeps no ring of its own, so the steps
+ * in flight cannot disagree, nothing is allocated per step, and after an executor error
+ * forgetting them is the scheduler's alone.
+ *
  * Threads: one thread (the one that owns the executor) calls every function here.
  */
 #ifndef BR_COORDINATOR_SCHED_H
@@ -41,6 +50,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "bitrack/status.h"
@@ -59,7 +69,7 @@ struct br_tok;
 enum br_sched_mode { BR_SCHED_TOP1 = 0, BR_SCHED_SAMPLED, BR_SCHED_FULL };
 
 /* What runs the steps. Sizes are fixed for the executor's life. Steps are collected in
- * the order they were issued. */
+ * the order they were issued, never more than depth of them in flight. */
 struct br_executor {
     void *ctx;
     int32_t max_batch; /* tokens per step */
@@ -67,21 +77,22 @@ struct br_executor {
     int32_t n_ctx;     /* positions per sequence */
     int32_t n_blocks;  /* KV blocks of the whole cache (BR_KV_BLOCK positions each) */
     int32_t vocab;
-    int32_t depth; /* steps in flight that keep every stage busy (1: one at a time) */
+    int32_t depth;     /* steps in flight that keep every stage busy (1: one at a time) */
+    size_t step_bytes; /* the executor's state of one step in flight (see the header) */
     /* whether these rows can be sampled where the logits are (BR_SCHED_SAMPLED) */
     bool (*can_sample)(void *ctx, const struct br_sample_params *const *sp, int32_t n_rows);
     /* Starts a step: b's tokens; rows[0..n_rows) are the rows whose next token is wanted,
-     * in mode; for SAMPLED, sp/rseq/rpos give each row's sampling (else NULL). */
-    int (*issue)(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
-                 enum br_sched_mode mode, const struct br_sample_params *const *sp,
+     * in mode; for SAMPLED, sp/rseq/rpos give each row's sampling (else NULL). step
+     * (step_bytes, the scheduler's) is this step's state until it is collected. */
+    int (*issue)(void *ctx, void *step, const struct br_batch *b, const int32_t *rows,
+                 int32_t n_rows, enum br_sched_mode mode, const struct br_sample_params *const *sp,
                  const uint64_t *rseq, const uint64_t *rpos, struct br_err *err);
-    /* Finishes the oldest step: TOP1 fills top1 (n_rows,); FULL fills logits
-     * (n_rows, vocab); SAMPLED fills res and row_rc (n_rows,). An error ends the step and
-     * the executor (a lost rank): the scheduler issues nothing more. */
-    int (*collect)(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
-                   struct br_sample_result *res, int *row_rc, struct br_err *err);
-    /* Forgets the steps in flight after an error. */
-    void (*clear)(void *ctx);
+    /* Finishes the oldest step, issued with step, n_rows and mode: TOP1 fills top1
+     * (n_rows,); FULL fills logits (n_rows, vocab); SAMPLED fills res and row_rc
+     * (n_rows,). An error ends the step and the executor (a lost rank): the scheduler
+     * issues nothing more and forgets the steps in flight. */
+    int (*collect)(void *ctx, void *step, int32_t n_rows, enum br_sched_mode mode, float *logits,
+                   int32_t *top1, struct br_sample_result *res, int *row_rc, struct br_err *err);
 };
 
 /* Where events go. emit takes ownership of ev (kind, index, token, text, finish, usage,

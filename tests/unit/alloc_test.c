@@ -349,32 +349,29 @@ struct spy {
     int modes; /* bit per enum br_sched_mode issued */
 };
 
-static int spy_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
-                     enum br_sched_mode mode, const struct br_sample_params *const *sp,
-                     const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
+static int spy_issue(void *ctx, void *step, const struct br_batch *b, const int32_t *rows,
+                     int32_t n_rows, enum br_sched_mode mode,
+                     const struct br_sample_params *const *sp, const uint64_t *rseq,
+                     const uint64_t *rpos, struct br_err *err)
 {
     struct spy *s = ctx;
     if (b->n != n_rows) s->other_shapes++; /* a prompt chunk */
     s->last_n = b->n, s->last_rows = n_rows;
     s->rows += n_rows;
     s->modes |= 1 << mode;
-    return s->ex.issue(s->ex.ctx, b, rows, n_rows, mode, sp, rseq, rpos, err);
+    return s->ex.issue(s->ex.ctx, step, b, rows, n_rows, mode, sp, rseq, rpos, err);
 }
-static int spy_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
-                       struct br_sample_result *res, int *row_rc, struct br_err *err)
+static int spy_collect(void *ctx, void *step, int32_t n_rows, enum br_sched_mode mode,
+                       float *logits, int32_t *top1, struct br_sample_result *res, int *row_rc,
+                       struct br_err *err)
 {
     struct spy *s = ctx;
-    return s->ex.collect(s->ex.ctx, mode, logits, top1, res, row_rc, err);
+    return s->ex.collect(s->ex.ctx, step, n_rows, mode, logits, top1, res, row_rc, err);
 }
 static bool spy_can_sample(void *ctx, const struct br_sample_params *const *sp, int32_t n)
 {
     struct spy *s = ctx;
     return s->ex.can_sample(s->ex.ctx, sp, n);
-}
-static void spy_clear(void *ctx)
-{
-    struct spy *s = ctx;
-    s->ex.clear(s->ex.ctx);
 }
 
 /* The sink: counts events and final ones; frees them (it owns them). */
@@ -449,7 +446,7 @@ static long decode_allocs(const char *path, int tp, int pp, enum req_kind kind, 
     br_cluster_executor(cl, &spy.ex);
     struct br_executor ex = spy.ex;
     ex.ctx = &spy, ex.issue = spy_issue, ex.collect = spy_collect;
-    ex.can_sample = spy_can_sample, ex.clear = spy_clear;
+    ex.can_sample = spy_can_sample;
     struct br_tok *tok = make_tok();
     struct sink sk = {0};
     struct br_sched_sink sink = {&sk, sink_emit};

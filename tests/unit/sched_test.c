@@ -59,12 +59,8 @@ struct fake {
     int32_t depth;
     int32_t eos_at_pos;  /* a row at this position yields EOS; -1: never */
     int fail_at_collect; /* the n-th collect (1-based) fails like a lost rank; 0: never */
-    int n_collect, n_issue, cleared, n_full;
+    int n_collect, n_issue, n_full;
     int inflight, max_inflight;
-    struct pending {
-        int32_t n_rows, next[BR_SCHED_MAX_BATCH];
-    } q[BR_SCHED_MAX_INFLIGHT];
-    int qh, qn;
     char log[8192]; /* one line per issued step: "n=<tokens> rows=<n_rows> seqs=<distinct>" */
 };
 
@@ -74,18 +70,22 @@ static int32_t model_next(const struct fake *f, int32_t seq, int32_t pos)
     return 2 + (pos * 3 + seq) % 26;
 }
 
-static int fake_issue(void *ctx, const struct br_batch *b, const int32_t *rows, int32_t n_rows,
-                      enum br_sched_mode mode, const struct br_sample_params *const *sp,
-                      const uint64_t *rseq, const uint64_t *rpos, struct br_err *err)
+/* A step in flight, kept in the scheduler's ring: each row's next token. */
+struct fake_step {
+    int32_t next[BR_SCHED_MAX_BATCH];
+};
+
+static int fake_issue(void *ctx, void *step, const struct br_batch *b, const int32_t *rows,
+                      int32_t n_rows, enum br_sched_mode mode,
+                      const struct br_sample_params *const *sp, const uint64_t *rseq,
+                      const uint64_t *rpos, struct br_err *err)
 {
     (void)sp, (void)rseq, (void)rpos, (void)err;
     struct fake *f = ctx;
+    struct fake_step *p = step;
     f->n_full += mode == BR_SCHED_FULL;
-    struct pending *p = &f->q[(f->qh + f->qn) % BR_SCHED_MAX_INFLIGHT];
-    p->n_rows = n_rows;
     for (int32_t r = 0; r < n_rows; r++)
         p->next[r] = model_next(f, b->seq[rows[r]], b->pos[rows[r]]);
-    f->qn++;
     f->n_issue++;
     if (++f->inflight > f->max_inflight) f->max_inflight = f->inflight;
     int seen[64] = {0}, distinct = 0;
@@ -97,19 +97,18 @@ static int fake_issue(void *ctx, const struct br_batch *b, const int32_t *rows, 
     return BR_OK;
 }
 
-static int fake_collect(void *ctx, enum br_sched_mode mode, float *logits, int32_t *top1,
-                        struct br_sample_result *res, int *row_rc, struct br_err *err)
+static int fake_collect(void *ctx, void *step, int32_t n_rows, enum br_sched_mode mode,
+                        float *logits, int32_t *top1, struct br_sample_result *res, int *row_rc,
+                        struct br_err *err)
 {
     (void)res, (void)row_rc;
     struct fake *f = ctx;
+    const struct fake_step *p = step;
     f->n_collect++;
     f->inflight--;
-    struct pending *p = &f->q[f->qh];
-    f->qh = (f->qh + 1) % BR_SCHED_MAX_INFLIGHT;
-    f->qn--;
     if (f->fail_at_collect && f->n_collect == f->fail_at_collect)
         return br_err_set(err, BR_E_UNAVAILABLE, "rank 1 (on host h1) has died");
-    for (int32_t r = 0; r < p->n_rows; r++) {
+    for (int32_t r = 0; r < n_rows; r++) {
         if (mode == BR_SCHED_FULL) {
             for (int32_t v = 0; v < VOCAB; v++)
                 logits[(size_t)r * VOCAB + v] = v == p->next[r] ? 10.0f : 0.0f;
@@ -118,14 +117,6 @@ static int fake_collect(void *ctx, enum br_sched_mode mode, float *logits, int32
         }
     }
     return BR_OK;
-}
-
-static void fake_clear(void *ctx)
-{
-    struct fake *f = ctx;
-    f->cleared = 1;
-    f->qn = 0;
-    f->inflight = 0;
 }
 
 /* ---- a recording sink ---- */
@@ -185,9 +176,9 @@ static void world_init(struct world *w, int32_t n_seq, int32_t n_ctx, int32_t n_
                                  .n_blocks = n_blocks,
                                  .vocab = VOCAB,
                                  .depth = depth,
+                                 .step_bytes = sizeof(struct fake_step),
                                  .issue = fake_issue,
-                                 .collect = fake_collect,
-                                 .clear = fake_clear};
+                                 .collect = fake_collect};
     struct br_sched_opts o = {.batch_tokens = budget};
     struct br_sched_sink sink = {&w->rec, rec_emit};
     struct br_err err = {{0}};

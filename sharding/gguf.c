@@ -700,34 +700,20 @@ const struct br_gguf_tensor *br_gguf_tensor_at(const struct br_gguf *g, size_t i
     return i < g->n_tensors ? &g->tensors[i] : NULL;
 }
 
+/* Both look up the sorted pointers by bsearch, with the comparators that sorted them. */
 const struct br_gguf_kv *br_gguf_find_kv(const struct br_gguf *g, const char *key)
 {
-    size_t lo = 0, hi = g->n_kv;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(g->kv_sorted[mid]->key, key);
-        if (c == 0) return g->kv_sorted[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    const struct br_gguf_kv want = {.key = key}, *w = &want;
+    const struct br_gguf_kv *const *hit = bsearch(&w, g->kv_sorted, g->n_kv, sizeof w, cmp_kv);
+    return hit ? *hit : NULL;
 }
 
 const struct br_gguf_tensor *br_gguf_find_tensor(const struct br_gguf *g, const char *name)
 {
-    size_t lo = 0, hi = g->n_tensors;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(g->tensor_sorted[mid]->name, name);
-        if (c == 0) return g->tensor_sorted[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    const struct br_gguf_tensor want = {.name = name}, *w = &want;
+    const struct br_gguf_tensor *const *hit =
+        bsearch(&w, g->tensor_sorted, g->n_tensors, sizeof w, cmp_tensor_name);
+    return hit ? *hit : NULL;
 }
 
 /* ---- typed getters ---- */
@@ -775,7 +761,7 @@ int br_gguf_get_u64(const struct br_gguf *g, const char *key, uint64_t *out, str
 
 int br_gguf_get_u32(const struct br_gguf *g, const char *key, uint32_t *out, struct br_err *err)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int rc = br_gguf_get_u64(g, key, &v, err);
     if (rc) return rc;
     if (v > UINT32_MAX)

@@ -26,8 +26,10 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void json_num(FILE *f, double v)
+/* key (a JSON fragment such as `, "p50": `), then v; a NaN or an infinity as null */
+static void json_num(FILE *f, const char *key, double v)
 {
+    fputs(key, f);
     if (isfinite(v))
         fprintf(f, "%.10g", v);
     else
@@ -36,18 +38,13 @@ static void json_num(FILE *f, double v)
 
 static void json_dist(FILE *f, const char *name, const struct br_loadgen_dist *d)
 {
-    fprintf(f, "  \"%s\": {\"n\": %zu, \"mean\": ", name, d->n);
-    json_num(f, d->mean);
-    fputs(", \"p50\": ", f);
-    json_num(f, d->p50);
-    fputs(", \"p90\": ", f);
-    json_num(f, d->p90);
-    fputs(", \"p99\": ", f);
-    json_num(f, d->p99);
-    fputs(", \"min\": ", f);
-    json_num(f, d->min);
-    fputs(", \"max\": ", f);
-    json_num(f, d->max);
+    fprintf(f, "  \"%s\": {\"n\": %zu", name, d->n);
+    json_num(f, ", \"mean\": ", d->mean);
+    json_num(f, ", \"p50\": ", d->p50);
+    json_num(f, ", \"p90\": ", d->p90);
+    json_num(f, ", \"p99\": ", d->p99);
+    json_num(f, ", \"min\": ", d->min);
+    json_num(f, ", \"max\": ", d->max);
     fputs("},\n", f);
 }
 
@@ -58,22 +55,20 @@ static void json_result(FILE *f, const struct br_loadgen_result *r, bool per_req
     json_str(f, c->openai_url ? c->openai_url : c->server ? c->server : "tcp://127.0.0.1:5555");
     fprintf(f, ", \"api\": \"%s\"",
             c->openai_url ? (c->chat ? "openai-chat" : "openai-completions") : "bitrack-zmq");
-    fprintf(f,
-            ", \"mode\": \"%s\", \"concurrency\": %d, \"rate\": ", c->rate > 0 ? "open" : "closed",
+    fprintf(f, ", \"mode\": \"%s\", \"concurrency\": %d", c->rate > 0 ? "open" : "closed",
             c->rate > 0 ? 0 : c->concurrency);
-    json_num(f, c->rate);
+    json_num(f, ", \"rate\": ", c->rate);
     fprintf(f,
             ", \"max_concurrency\": %d, \"slots\": %d, \"requests\": %d, \"warmup\": %d, "
-            "\"seed\": %llu, \"temperature\": ",
+            "\"seed\": %llu",
             c->max_concurrency, r->slots, c->requests, c->warmup, (unsigned long long)c->seed);
-    json_num(f, c->temperature);
+    json_num(f, ", \"temperature\": ", c->temperature);
     fprintf(f, ", \"timeout_ms\": %d, \"banned_tokens\": [", c->timeout_ms);
     for (uint32_t i = 0; i < c->n_ban; i++) fprintf(f, "%s%d", i ? ", " : "", c->ban_tokens[i]);
     fputs("], \"workload\": ", f);
     json_str(f, c->workload ? c->workload : "");
     fputs(", \"percentiles\": \"nearest-rank\"},\n", f);
-    fputs("  \"duration_s\": ", f);
-    json_num(f, r->duration_s);
+    json_num(f, "  \"duration_s\": ", r->duration_s);
     fprintf(f, ",\n  \"completed\": %d,\n  \"failed\": %d,\n  \"errors\": {", r->completed,
             r->failed);
     for (int k = 1; k < BR_LOADGEN_N_CODES; k++)
@@ -81,14 +76,10 @@ static void json_result(FILE *f, const struct br_loadgen_result *r, bool per_req
                 r->errors[k]);
     fprintf(f, "},\n  \"input_tokens\": %llu,\n  \"output_tokens\": %llu,\n",
             (unsigned long long)r->in_tokens, (unsigned long long)r->out_tokens);
-    fputs("  \"request_throughput\": ", f);
-    json_num(f, r->req_per_s);
-    fputs(",\n  \"input_throughput\": ", f);
-    json_num(f, r->in_tok_per_s);
-    fputs(",\n  \"output_throughput\": ", f);
-    json_num(f, r->out_tok_per_s);
-    fputs(",\n  \"mean_lateness_ms\": ", f);
-    json_num(f, r->mean_lateness_ms);
+    json_num(f, "  \"request_throughput\": ", r->req_per_s);
+    json_num(f, ",\n  \"input_throughput\": ", r->in_tok_per_s);
+    json_num(f, ",\n  \"output_throughput\": ", r->out_tok_per_s);
+    json_num(f, ",\n  \"mean_lateness_ms\": ", r->mean_lateness_ms);
     fputs(",\n", f);
     json_dist(f, "ttft_ms", &r->ttft);
     json_dist(f, "tpot_ms", &r->tpot);
@@ -106,22 +97,11 @@ static void json_result(FILE *f, const struct br_loadgen_result *r, bool per_req
                 fprintf(f, "\"%s\"", br_proto_finish_name((enum br_finish)q->finish));
             else
                 fputs("null", f);
-            fputs(", \"sched_ms\": ", f);
-            json_num(f, q->sched_ms);
-            fputs(", \"start_ms\": ", f);
-            json_num(f, q->start_ms);
-            fputs(", \"ttft_ms\": ", f);
-            if (q->n_out >= 1)
-                json_num(f, q->ttft_ms);
-            else
-                fputs("null", f);
-            fputs(", \"tpot_ms\": ", f);
-            if (q->n_out >= 2)
-                json_num(f, q->tpot_ms);
-            else
-                fputs("null", f);
-            fputs(", \"e2e_ms\": ", f);
-            json_num(f, q->e2e_ms);
+            json_num(f, ", \"sched_ms\": ", q->sched_ms);
+            json_num(f, ", \"start_ms\": ", q->start_ms);
+            json_num(f, ", \"ttft_ms\": ", q->n_out >= 1 ? q->ttft_ms : NAN);
+            json_num(f, ", \"tpot_ms\": ", q->n_out >= 2 ? q->tpot_ms : NAN);
+            json_num(f, ", \"e2e_ms\": ", q->e2e_ms);
             fprintf(f, ", \"input_tokens\": %u, \"output_tokens\": %u, \"itl_ms\": [", q->n_in,
                     q->n_out);
             for (uint32_t k = 0; q->itl_ms && k + 1 < q->n_out; k++) {

@@ -209,9 +209,8 @@ static int bench_serve(int argc, char **argv)
         "server) and reports throughput and latency (docs/BENCH.md). The other benchmarks:\n"
         "bitrack bench kernels|model|scale --help.",
         opts, sizeof opts / sizeof *opts};
-    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    int prc = br_opts_parse_none(&spec, argc, argv);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
-    if (first < argc) return br_cli_usage_error("bench", "unexpected argument '%s'", argv[first]);
     if (ban_s && (br_cli_int_list(ban_s, &ban, &n_ban) || n_ban > 64)) {
         free(ban);
         return br_cli_usage_error("bench", "--ban-tokens: '%s' is not a list of at most 64 ids",

@@ -169,10 +169,8 @@ int br_cmd_bench_model(int argc, char **argv)
         "Single-process model throughput: prefill and decode tokens/s per thread count, and\n"
         "the head's time, against the memory bandwidth.",
         opts, sizeof opts / sizeof *opts};
-    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    int prc = br_opts_parse_none(&spec, argc, argv);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
-    if (operand < argc)
-        return br_cli_usage_error("bench model", "unexpected argument '%s'", argv[operand]);
     if (!path) return br_cli_usage_error("bench model", "a model is required (-m MODEL.gguf)");
     int32_t *threads = NULL, n_threads = 0;
     if (br_cli_int_list(tlist, &threads, &n_threads) || n_threads == 0)

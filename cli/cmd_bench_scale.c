@@ -259,10 +259,8 @@ static int scale_net(int argc, char **argv)
         "MPI job (mpirun -np W bitrack bench scale net); --sizes adds a sweep fitted to\n"
         "latency + size / bandwidth.",
         opts, sizeof opts / sizeof *opts};
-    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    int prc = br_opts_parse_none(&spec, argc, argv);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
-    if (operand < argc)
-        return br_cli_usage_error("bench scale net", "unexpected argument '%s'", argv[operand]);
     if (group == 1) return br_cli_usage_error("bench scale net", "--group: at least 2 (or 0)");
     struct br_err err = {{0}};
     struct br_model_config cfg;
@@ -589,10 +587,8 @@ int br_cmd_bench_scale(int argc, char **argv)
         "(docs/SCALING.md). The collectives' own cost: mpirun -np W bitrack bench scale net\n"
         "(bitrack help bench scale net).",
         opts, sizeof opts / sizeof *opts};
-    int operand, prc = br_opts_parse(&spec, argc, argv, &operand);
+    int prc = br_opts_parse_none(&spec, argc, argv);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
-    if (operand < argc)
-        return br_cli_usage_error("bench scale", "unexpected argument '%s'", argv[operand]);
     first.tp = (int)tp, first.pp = (int)pp, first.rank = (int)rank;
     for (uint32_t k = 0; k < shard_list.n; k++) {
         if (n_shards == MAX_SHARDS - 1 || parse_shard(shard_list.v[k], &shards[n_shards]))

@@ -206,9 +206,8 @@ int br_cmd_chat(int argc, char **argv)
         "An interactive chat, local (-m MODEL) or with a server (--server ADDR), streaming\n"
         "each reply. Lines starting with / are commands (/help, /reset, /exit), not messages.",
         opts, sizeof opts / sizeof *opts};
-    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    int prc = br_opts_parse_none(&spec, argc, argv);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
-    if (first < argc) return br_cli_usage_error("chat", "unexpected argument '%s'", argv[first]);
     if (!!o.model == !!o.server[0])
         return br_cli_usage_error("chat", "give -m MODEL or --server ADDR");
     if (!!curve_server_key != !!curve_key || (curve_key && !o.server[0]))

@@ -295,9 +295,8 @@ int br_cmd_serve(int argc, char **argv)
         "Serves the model over ZeroMQ (proto/PROTOCOL.md) with continuous batching; under\n"
         "mpirun with --tp T --pp P for a cluster (launch/bitrack-launch builds the line).",
         opts, sizeof opts / sizeof *opts};
-    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    int prc = br_opts_parse_none(&spec, argc, argv);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
-    if (first < argc) return br_cli_usage_error("serve", "unexpected argument '%s'", argv[first]);
     if (!model_path) return br_cli_usage_error("serve", "a model is required (-m MODEL.gguf)");
     if (br_cli_layout_link("serve", layout_s, link_s, &layout, &link_gbit, &link_us)) return 2;
     /* at least a few KiB: health, ping and cancel must always fit */

@@ -36,9 +36,8 @@ int br_cmd_shard(int argc, char **argv)
         "Writes DIR/rank-R.gguf for every rank R = pp_rank * T + tp_rank of a --tp x --pp\n"
         "plan; `run` and `serve -m DIR` load them.",
         opts, sizeof opts / sizeof *opts};
-    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    int prc = br_opts_parse_none(&spec, argc, argv);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
-    if (first < argc) return br_cli_usage_error("shard", "unexpected argument '%s'", argv[first]);
     if (head) head_type = (uint32_t)br_ggml_type_from_name(head);
     if (!model) return br_cli_usage_error("shard", "a model is required (-m MODEL.gguf)");
     if (!dir) return br_cli_usage_error("shard", "an output directory is required (-o DIR)");

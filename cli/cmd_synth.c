@@ -48,9 +48,8 @@ int br_cmd_synth(int argc, char **argv)
         "Writes a synthetic model with a real model's layout and random ternary weights\n"
         "(the built-in byte-level vocabulary), or with --rank only one rank's shard of it.",
         opts, sizeof opts / sizeof *opts};
-    int first, prc = br_opts_parse(&spec, argc, argv, &first);
+    int prc = br_opts_parse_none(&spec, argc, argv);
     if (prc) return prc == BR_OPTS_HELP ? 0 : prc;
-    if (first < argc) return br_cli_usage_error("synth", "unexpected argument '%s'", argv[first]);
     if (tied && untied) return br_cli_usage_error("synth", "--tied or --untied, not both");
     o.preset = preset;
     o.seed = (uint64_t)seed;

@@ -223,6 +223,14 @@ int br_opts_parse(const struct br_cmd_spec *spec, int argc, char **argv, int *fi
     return 0;
 }
 
+int br_opts_parse_none(const struct br_cmd_spec *spec, int argc, char **argv)
+{
+    int first, rc = br_opts_parse(spec, argc, argv, &first);
+    if (rc || first == argc) return rc;
+    fprintf(stderr, "bitrack %s: unexpected argument '%s'\n", spec->name, argv[first]);
+    return 2;
+}
+
 /* The default as text, read from the destination. */
 static void default_text(const struct br_opt *o, char *buf, size_t n)
 {

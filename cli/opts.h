@@ -115,6 +115,10 @@ struct br_cmd_spec {
  * returns 2 (the usage-error exit status). */
 int br_opts_parse(const struct br_cmd_spec *spec, int argc, char **argv, int *first_operand);
 
+/* br_opts_parse for a command that takes no operand: a word left after the options is a
+ * usage error ("unexpected argument"). Returns 0, BR_OPTS_HELP or 2 as br_opts_parse. */
+int br_opts_parse_none(const struct br_cmd_spec *spec, int argc, char **argv);
+
 /* Prints the help of spec: usage line, about, and every option with its default. */
 void br_opts_help(const struct br_cmd_spec *spec, FILE *f);
 

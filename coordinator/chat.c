@@ -77,28 +77,23 @@ static void render_bitnet(struct sbuf *b, const struct br_chat_turn *m, const en
     if (gen) put(b, "Assistant: ");
 }
 
-static void render_llama3(struct sbuf *b, const struct br_chat_turn *m, size_t n, int gen)
+/* Every turn as open ROLE mid CONTENT end (llama3, chatml); the generation prompt opens
+ * the assistant's turn. */
+static void render_tagged(struct sbuf *b, const struct br_chat_turn *m, size_t n, int gen,
+                          const char *open, const char *mid, const char *end)
 {
     for (size_t i = 0; i < n; i++) {
-        put(b, "<|start_header_id|>");
+        put(b, open);
         put(b, m[i].role);
-        put(b, "<|end_header_id|>\n\n");
+        put(b, mid);
         put(b, m[i].content);
-        put(b, "<|eot_id|>");
+        put(b, end);
     }
-    if (gen) put(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-}
-
-static void render_chatml(struct sbuf *b, const struct br_chat_turn *m, size_t n, int gen)
-{
-    for (size_t i = 0; i < n; i++) {
-        put(b, "<|im_start|>");
-        put(b, m[i].role);
-        put(b, "\n");
-        put(b, m[i].content);
-        put(b, "<|im_end|>\n");
+    if (gen) {
+        put(b, open);
+        put(b, "assistant");
+        put(b, mid);
     }
-    if (gen) put(b, "<|im_start|>assistant\n");
 }
 
 static void render_falcon3(struct sbuf *b, const struct br_chat_turn *m, const enum role *r,
@@ -203,9 +198,10 @@ int br_chat_render(const char *template_name, const struct br_chat_turn *msgs, s
     if (strcmp(template_name, "bitnet") == 0)
         render_bitnet(&b, msgs, roles, n, add_generation_prompt);
     else if (strcmp(template_name, "llama3") == 0)
-        render_llama3(&b, msgs, n, add_generation_prompt);
+        render_tagged(&b, msgs, n, add_generation_prompt, "<|start_header_id|>",
+                      "<|end_header_id|>\n\n", "<|eot_id|>");
     else if (strcmp(template_name, "chatml") == 0)
-        render_chatml(&b, msgs, n, add_generation_prompt);
+        render_tagged(&b, msgs, n, add_generation_prompt, "<|im_start|>", "\n", "<|im_end|>\n");
     else if (strcmp(template_name, "falcon3") == 0)
         render_falcon3(&b, msgs, roles, n, add_generation_prompt);
     else

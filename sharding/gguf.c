@@ -718,6 +718,13 @@ const struct br_gguf_tensor *br_gguf_find_tensor(const struct br_gguf *g, const 
 
 /* ---- typed getters ---- */
 
+/* The error of a value that is not of the type a getter reads (want: "an integer"). */
+static int wrong_type(const struct br_gguf_kv *kv, const char *want, struct br_err *err)
+{
+    return br_err_set(err, BR_E_FORMAT, "%s: expected %s, found %s (byte offset %llu)", kv->key,
+                      want, br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+}
+
 int br_gguf_get_i64(const struct br_gguf *g, const char *key, int64_t *out, struct br_err *err)
 {
     const struct br_gguf_kv *kv = br_gguf_find_kv(g, key);
@@ -736,8 +743,7 @@ int br_gguf_get_i64(const struct br_gguf *g, const char *key, int64_t *out, stru
         *out = (int64_t)u;
         return BR_OK;
     }
-    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)", key,
-                      br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    return wrong_type(kv, "an integer", err);
 }
 
 int br_gguf_get_u64(const struct br_gguf *g, const char *key, uint64_t *out, struct br_err *err)
@@ -755,8 +761,7 @@ int br_gguf_get_u64(const struct br_gguf *g, const char *key, uint64_t *out, str
         *out = (uint64_t)kv->v.i;
         return BR_OK;
     }
-    return br_err_set(err, BR_E_FORMAT, "%s: expected an integer, found %s (byte offset %llu)", key,
-                      br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    return wrong_type(kv, "an integer", err);
 }
 
 int br_gguf_get_u32(const struct br_gguf *g, const char *key, uint32_t *out, struct br_err *err)
@@ -788,8 +793,7 @@ int br_gguf_get_f32(const struct br_gguf *g, const char *key, float *out, struct
         *out = (float)kv->v.u;
         return BR_OK;
     }
-    return br_err_set(err, BR_E_FORMAT, "%s: expected a number, found %s (byte offset %llu)", key,
-                      br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    return wrong_type(kv, "a number", err);
 }
 
 int br_gguf_get_bool(const struct br_gguf *g, const char *key, bool *out, struct br_err *err)
@@ -804,8 +808,7 @@ int br_gguf_get_bool(const struct br_gguf *g, const char *key, bool *out, struct
         *out = is_signed_type(kv->type) ? kv->v.i != 0 : kv->v.u != 0;
         return BR_OK;
     }
-    return br_err_set(err, BR_E_FORMAT, "%s: expected a bool, found %s (byte offset %llu)", key,
-                      br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    return wrong_type(kv, "a bool", err);
 }
 
 int br_gguf_get_str(const struct br_gguf *g, const char *key, char *buf, size_t cap,
@@ -813,9 +816,7 @@ int br_gguf_get_str(const struct br_gguf *g, const char *key, char *buf, size_t 
 {
     const struct br_gguf_kv *kv = br_gguf_find_kv(g, key);
     if (!kv) return BR_E_NOTFOUND;
-    if (kv->type != BR_GGUF_STRING)
-        return br_err_set(err, BR_E_FORMAT, "%s: expected a string, found %s (byte offset %llu)",
-                          key, br_gguf_vtype_name(kv->type), (unsigned long long)kv->file_offset);
+    if (kv->type != BR_GGUF_STRING) return wrong_type(kv, "a string", err);
     if (kv->v.str.len >= cap)
         return br_err_set(err, BR_E_TOO_LONG,
                           "%s: string of %llu bytes does not fit a %zu-byte buffer", key,

@@ -31,8 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bitrack/progress.h"
 #include "kernels/bigmem.h"
 #include "kernels/dispatch.h"
 #include "kernels/fhead.h"
@@ -75,20 +75,6 @@ static const struct shape g_shapes[] = {
 };
 #define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Interval timing, three clocks (--clock):
  *  thread (default): per run, the CPU time of the busiest thread (struct task_clock);
  *    on a machine shared with other programs this is what dedicated cores would take.
@@ -104,13 +90,13 @@ struct stopwatch {
 
 static struct stopwatch sw_start(void)
 {
-    struct stopwatch s = {now_s(), cpu_s()};
+    struct stopwatch s = {br_now(), br_cpu_s()};
     return s;
 }
 
 static double sw_elapsed(struct stopwatch s, int threads)
 {
-    double wall = now_s() - s.wall, cpu = (cpu_s() - s.cpu) / threads;
+    double wall = br_now() - s.wall, cpu = (br_cpu_s() - s.cpu) / threads;
     if (g_clock == CLOCK_CPU) return cpu < wall ? cpu : wall;
     return wall;
 }
@@ -124,17 +110,10 @@ struct task_clock {
     double cpu[64];
 };
 
-static double thread_cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void tc_record(struct task_clock *tc, int task, double t0)
 {
     tc->who[task & 63] = pthread_self();
-    tc->cpu[task & 63] = thread_cpu_s() - t0;
+    tc->cpu[task & 63] = br_thread_cpu_s() - t0;
 }
 
 static double tc_elapsed(const struct task_clock *tc, int n_tasks)
@@ -232,7 +211,7 @@ static void bw_init_task(void *v, int task, int n_tasks)
 static void bw_triad_task(void *v, int task, int n_tasks)
 {
     struct bw_ctx *c = v;
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     size_t lo, hi;
     range_of(c->seg_n, task, n_tasks, &lo, &hi);
     lo += c->seg_off;
@@ -248,7 +227,7 @@ static void bw_triad_task(void *v, int task, int n_tasks)
 static void bw_read_task(void *v, int task, int n_tasks)
 {
     struct bw_ctx *c = v;
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     size_t lo, hi;
     range_of(c->seg_n, task, n_tasks, &lo, &hi);
     lo += c->seg_off;
@@ -362,7 +341,7 @@ static void peak_task(void *v, int task, int n_tasks)
 {
     (void)n_tasks;
     struct peak_ctx *c = v;
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     c->macs[task & 63] = c->k->peak_macs(c->iters);
     tc_record(&c->tc, task, t0);
 }
@@ -424,7 +403,7 @@ static void rows_of(int32_t rows, int task, int n_tasks, int32_t *r0, int32_t *r
 static void mm_task(void *v, int task, int n_tasks)
 {
     struct mm_ctx *c = v;
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     int32_t r0, r1;
     rows_of(c->m->rows, task, n_tasks, &r0, &r1);
     size_t kpad = (size_t)c->m->blocks * BR_TMAT_BLOCK;
@@ -630,7 +609,7 @@ struct head_ctx {
 static void head_task(void *v, int task, int n_tasks)
 {
     struct head_ctx *c = v;
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     int64_t r0 = c->m.rows * task / n_tasks, r1 = c->m.rows * (task + 1) / n_tasks;
     if (r0 < r1) c->f(&c->m, r0, r1, 1, c->x, (size_t)c->m.cols, c->y + r0, (size_t)c->m.rows);
     tc_record(&c->tc, task, t0);

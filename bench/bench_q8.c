@@ -16,17 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bitrack/progress.h"
 #include "kernels/q8.h"
 #include "kernels/q8_impl.h"
-
-static double cpu_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* Sum of all bytes, two 32-byte loads per step: the plain read the GEMV is compared with. */
 static int64_t read_all(const int8_t *p, size_t n)
@@ -56,9 +49,9 @@ int main(int argc, char **argv)
     double best_rd = 1e30;
     volatile int64_t sink = 0;
     for (int r = 0; r < 5; r++) {
-        double t0 = cpu_now();
+        double t0 = br_thread_cpu_s();
         sink += read_all((const int8_t *)m.qs, (size_t)rows * m.row_bytes);
-        double t = cpu_now() - t0;
+        double t = br_thread_cpu_s() - t0;
         if (t < best_rd) best_rd = t;
     }
     printf("plain read of the int8 rows: %.2f GB/s\n", (double)rows * cols / best_rd / 1e9);
@@ -87,9 +80,9 @@ int main(int argc, char **argv)
             if (!k || (k == &br_q8_ops_ref && ntok > 1)) continue; /* the reference is slow */
             double best = 1e30;
             for (int r = 0; r < (k == &br_q8_ops_ref ? 1 : 5); r++) {
-                double t0 = cpu_now();
+                double t0 = br_thread_cpu_s();
                 k->gemm(&m, 0, rows, ntok, q, (size_t)cols, dx, (size_t)nb, y, (size_t)rows);
-                double t = cpu_now() - t0;
+                double t = br_thread_cpu_s() - t0;
                 if (t < best) best = t;
             }
             for (int t = 0; t < ntok; t++)

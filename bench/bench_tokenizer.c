@@ -18,19 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bitrack/progress.h"
 #include "coordinator/tokenizer.h"
 #include "coordinator/unicode.h"
-
-/* Thread CPU time: the benchmark is single-threaded, and on a shared machine CPU time is
- * not inflated by time spent descheduled, as wall time would be. */
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static char *slurp(const char *dir, const char *name, size_t *len)
 {
@@ -163,10 +154,12 @@ int br_bench_tokenizer_main(int argc, char **argv)
     double mb = argc > 2 ? atof(argv[2]) : 1.0;
     if (mb <= 0) mb = 1.0;
     int rc = 1;
-    double t0 = now_s();
+    /* thread CPU time: the benchmark is single-threaded, and on a shared machine CPU time
+     * is not inflated by time spent descheduled, as wall time would be */
+    double t0 = br_thread_cpu_s();
     struct br_tok *t = load_llama3(dir);
     if (!t) return 1;
-    double t_load = now_s() - t0;
+    double t_load = br_thread_cpu_s() - t0;
 
     /* Texts: the reference cases, repeated to the requested size. */
     size_t clen;
@@ -196,7 +189,7 @@ int br_bench_tokenizer_main(int argc, char **argv)
     double best_calls = 1e30, best_whole = 1e30;
     size_t n_ids_total = 0;
     for (int round = 0; round < 5; round++) {
-        double s = now_s();
+        double s = br_thread_cpu_s();
         n_ids_total = 0;
         for (size_t i = 0; i < n_texts; i++) {
             int32_t *ids;
@@ -205,13 +198,13 @@ int br_bench_tokenizer_main(int argc, char **argv)
             n_ids_total += n;
             free(ids);
         }
-        double e = now_s() - s;
+        double e = br_thread_cpu_s() - s;
         if (e < best_calls) best_calls = e;
-        s = now_s();
+        s = br_thread_cpu_s();
         int32_t *ids;
         size_t n;
         if (br_tok_encode(t, text, total, 0, &ids, &n, NULL)) goto done;
-        e = now_s() - s;
+        e = br_thread_cpu_s() - s;
         if (e < best_whole) best_whole = e;
         char *back;
         size_t back_len;

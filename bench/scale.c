@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bitrack/progress.h"
 #include "sharding/plan.h"
@@ -201,10 +200,7 @@ static uint64_t lcg(uint64_t *s)
 
 static double now(enum br_scale_clock clock, const struct br_pool *pool)
 {
-    if (clock == BR_SCALE_WALL) return br_now();
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9) / br_pool_threads(pool);
+    return clock == BR_SCALE_WALL ? br_now() : br_cpu_s() / br_pool_threads(pool);
 }
 
 /* One batch size: a fresh engine, `batch` sequences decoding one token per step. */

@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bench/bench.h"
 #include "bitrack/progress.h"
@@ -64,13 +63,6 @@ static double huge_mib(void)
     return kib < 0 ? -1 : kib / 1024.0;
 }
 
-static double cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* HEAD_ROWS sequences decoding together for n steps: aggregate tokens/s (0 on error). */
 static double bench_lockstep(const struct br_model *m, struct br_pool *pool, int32_t n, int reps,
                              double *per_cpu_s, struct br_err *err)
@@ -84,7 +76,7 @@ static double bench_lockstep(const struct br_model *m, struct br_pool *pool, int
     double best = 1e30, best_cpu = 1e30;
     uint64_t s = 777;
     for (int r = 0; r < reps && lg; r++) {
-        double t0 = br_now(), c0 = cpu_seconds();
+        double t0 = br_now(), c0 = br_cpu_s();
         for (int32_t i = 0; i < n; i++) {
             for (int k = 0; k < HEAD_ROWS_MAX; k++) {
                 s = s * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -99,7 +91,7 @@ static double bench_lockstep(const struct br_model *m, struct br_pool *pool, int
                 return 0;
             }
         }
-        double t = br_now() - t0, c = cpu_seconds() - c0;
+        double t = br_now() - t0, c = br_cpu_s() - c0;
         if (t < best) best = t;
         if (c < best_cpu) best_cpu = c;
     }
@@ -240,14 +232,14 @@ int br_cmd_bench_model(int argc, char **argv)
         }
         double best_pp = 1e30, best_tg = 1e30, best_tg_cpu = 1e30, best_pp_cpu = 1e30;
         for (long long r = 0; r < reps && !rc; r++) {
-            double t0 = br_now(), c0 = cpu_seconds();
+            double t0 = br_now(), c0 = br_cpu_s();
             if (br_engine_eval(e, toks, (int32_t)p, 0, logits, BR_LOGITS_LAST, &err)) rc = 1;
-            double t1 = br_now(), c1 = cpu_seconds();
+            double t1 = br_now(), c1 = br_cpu_s();
             if (c1 - c0 < best_pp_cpu) best_pp_cpu = c1 - c0;
             for (long long i = 0; i < n && !rc; i++)
                 if (br_engine_eval(e, toks + i, 1, (int32_t)i, logits, BR_LOGITS_LAST, &err))
                     rc = 1;
-            double t2 = br_now(), c2 = cpu_seconds();
+            double t2 = br_now(), c2 = br_cpu_s();
             if (t1 - t0 < best_pp) best_pp = t1 - t0;
             if (t2 - t1 < best_tg) best_tg = t2 - t1;
             if (c2 - c1 < best_tg_cpu) best_tg_cpu = c2 - c1;

@@ -6,11 +6,26 @@
 #include <time.h>
 #include <unistd.h>
 
-double br_now(void)
+static double seconds(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double br_now(void)
+{
+    return seconds(CLOCK_MONOTONIC);
+}
+
+double br_cpu_s(void)
+{
+    return seconds(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+double br_thread_cpu_s(void)
+{
+    return seconds(CLOCK_THREAD_CPUTIME_ID);
 }
 
 static void draw(struct br_progress *p, int final)

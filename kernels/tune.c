@@ -36,9 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bitrack/progress.h"
 #include "bitrack/status.h"
 #include "kernels/bigmem.h"
 #include "kernels/dispatch.h"
@@ -377,20 +377,6 @@ static void cache_store(const struct br_tune *t)
 
 /* ---- calibration ---- */
 
-static double thread_cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double wall_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 struct cal {
     uint8_t *buf; /* CAL_BYTES */
     int8_t *q;    /* activations: int8 (32, 8192) */
@@ -408,48 +394,48 @@ struct cal {
 
 static double u_pass_gemv(struct cal *c)
 {
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     for (int i = 0; i < c->nmats; i++) br_tmat_gemv(&c->mats[i], 0, c->mats[i].rows, c->q, c->acc);
-    return thread_cpu_s() - t0;
+    return br_thread_cpu_s() - t0;
 }
 
 static double u_pass_fhead(struct cal *c)
 {
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     struct br_fhead fh = {c->buf, 2 * 2560, (int64_t)(CAL_BYTES / (2 * 2560)), 2560, 0};
     br_fhead_gemm(&fh, 0, fh.rows, 1, c->x, 2560, c->y, 0);
-    return thread_cpu_s() - t0;
+    return br_thread_cpu_s() - t0;
 }
 
 static double u_pass_q8(struct cal *c)
 {
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     struct br_q8mat m;
     m.cols = 2560, m.nb = 80, m.ng = 5, m.row_bytes = 5 * 512;
     m.rows = (int64_t)(CAL_BYTES / m.row_bytes);
     m.qs = c->buf, m.d = c->d8;
     br_q8_gemv(&m, 0, m.rows, c->q, c->dx, c->y);
-    return thread_cpu_s() - t0;
+    return br_thread_cpu_s() - t0;
 }
 
 static double u_pass_q6k(struct cal *c)
 {
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     struct br_q6kmat m;
     int64_t rows = (int64_t)(CAL_BYTES / ((2560 / 256) * BR_Q6K_BLOCK_BYTES));
     if (br_q6kmat_view(&m, c->buf, rows, 2560)) return 0;
     br_q6k_gemm(&m, 0, m.rows, 1, c->q, 2560, c->dx, 80, c->y, 0);
-    return thread_cpu_s() - t0;
+    return br_thread_cpu_s() - t0;
 }
 
 static double u_pass_gemm(struct cal *c)
 {
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     /* 32 tokens through the GEMM matrix (compute bound, about 2 ms) */
     for (int k = 0; k < 1; k++)
         br_tmat_gemm(&c->gm, 0, c->gm.rows, 32, c->q, (size_t)c->gm.blocks * BR_TMAT_BLOCK, c->acc,
                      (size_t)c->gm.rows);
-    return thread_cpu_s() - t0;
+    return br_thread_cpu_s() - t0;
 }
 
 struct split_job {
@@ -462,13 +448,13 @@ struct split_job {
 static void split_task(void *ctx, int task, int n_tasks)
 {
     struct split_job *j = ctx;
-    double t0 = thread_cpu_s();
+    double t0 = br_thread_cpu_s();
     const struct br_tmat *m = &j->c->mats[j->mat];
     int32_t r0 = (int32_t)((int64_t)m->rows * task / n_tasks);
     int32_t r1 = (int32_t)((int64_t)m->rows * (task + 1) / n_tasks);
     if (r0 < r1) br_tmat_gemv(m, r0, r1, j->c->q, j->c->acc + r0);
     j->who[task & 63] = pthread_self();
-    j->cpu[task & 63] = thread_cpu_s() - t0;
+    j->cpu[task & 63] = br_thread_cpu_s() - t0;
 }
 
 /* One pass of the split, timed as the busiest thread's CPU time per matrix (what
@@ -650,7 +636,7 @@ int br_tune_calibrate(struct br_pool *pool, struct br_tune *out, FILE *log)
         cal_free(&c);
         return rc;
     }
-    double t0 = wall_s(), c0 = thread_cpu_s();
+    double t0 = br_now(), c0 = br_thread_cpu_s();
     struct br_tune t = br_tune_defaults();
     size_t ternary = 0;
     for (int i = 0; i < c.nmats; i++) ternary += (size_t)c.mats[i].rows * c.mats[i].row_bytes;
@@ -679,7 +665,7 @@ int br_tune_calibrate(struct br_pool *pool, struct br_tune *out, FILE *log)
     }
     if (log)
         fprintf(log, "calibration took %.0f ms (%.0f ms of the calling thread's CPU time)\n",
-                (wall_s() - t0) * 1e3, (thread_cpu_s() - c0) * 1e3);
+                (br_now() - t0) * 1e3, (br_thread_cpu_s() - c0) * 1e3);
     cal_free(&c);
     if (was_set)
         br_tune_set(&saved);

@@ -19,7 +19,9 @@ void br_progress_begin(struct br_progress *p, const char *label, uint64_t total)
 void br_progress_add(struct br_progress *p, uint64_t n);
 void br_progress_end(struct br_progress *p);
 
-/* Monotonic seconds. */
+/* Seconds: monotonic (wall time), this process's CPU time, this thread's CPU time. */
 double br_now(void);
+double br_cpu_s(void);
+double br_thread_cpu_s(void);
 
 #endif

@@ -181,6 +181,15 @@ static int put(struct br_buf *b, const char *fmt, ...)
     return br_buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
+/* A counter with a value per transport (v: (N_TRANSPORTS,)). */
+static int put_by_transport(struct br_buf *b, const char *name, const char *help, const uint64_t *v)
+{
+    int rc = put(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (int t = 0; !rc && t < N_TRANSPORTS; t++)
+        rc = put(b, "%s{transport=\"%s\"} %llu\n", name, transports[t], (unsigned long long)v[t]);
+    return rc;
+}
+
 static int render_histo(struct histo *h, struct br_buf *b)
 {
     uint64_t counts[MAX_BUCKETS + 1], n;
@@ -227,17 +236,11 @@ int br_metrics_render(struct br_metrics *m, const struct br_metrics_gauges *g, s
         rc = put(b, "bitrack_http_responses_total{code=\"%d\"} %llu\n", c.status_code[k],
                  (unsigned long long)c.status_n[k]);
     if (!rc)
-        rc = put(b, "# HELP bitrack_prompt_tokens_total Prompt tokens of finished requests.\n"
-                    "# TYPE bitrack_prompt_tokens_total counter\n");
-    for (int t = 0; !rc && t < N_TRANSPORTS; t++)
-        rc = put(b, "bitrack_prompt_tokens_total{transport=\"%s\"} %llu\n", transports[t],
-                 (unsigned long long)c.prompt_tokens[t]);
+        rc = put_by_transport(b, "bitrack_prompt_tokens_total",
+                              "Prompt tokens of finished requests.", c.prompt_tokens);
     if (!rc)
-        rc = put(b, "# HELP bitrack_generation_tokens_total Generated tokens of finished "
-                    "requests.\n# TYPE bitrack_generation_tokens_total counter\n");
-    for (int t = 0; !rc && t < N_TRANSPORTS; t++)
-        rc = put(b, "bitrack_generation_tokens_total{transport=\"%s\"} %llu\n", transports[t],
-                 (unsigned long long)c.gen_tokens[t]);
+        rc = put_by_transport(b, "bitrack_generation_tokens_total",
+                              "Generated tokens of finished requests.", c.gen_tokens);
     uint64_t busy = c.requests[0][6] + c.requests[1][6];
     if (!rc)
         rc = put(b,

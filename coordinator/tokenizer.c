@@ -544,33 +544,37 @@ static int bpe_less(const struct bpe_cand *a, const struct bpe_cand *b)
     return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
 }
 
-static void bpe_heap_push(struct enc *e, struct bpe_cand c)
-{
-    struct bpe_cand *h = e->heap;
-    size_t i = e->heap_n++;
-    while (i > 0 && bpe_less(&c, &h[(i - 1) / 2])) {
-        h[i] = h[(i - 1) / 2];
-        i = (i - 1) / 2;
+/* The candidates' binary heaps: PUSH and POP over the e->heap_n entries of type T at
+ * e->heap, the least by LESS on top. One definition serves BPE's and SPM's candidates. */
+#define ENC_HEAP(T, LESS, PUSH, POP)                                                               \
+    static void PUSH(struct enc *e, T c)                                                           \
+    {                                                                                              \
+        T *h = e->heap;                                                                            \
+        size_t i = e->heap_n++;                                                                    \
+        while (i > 0 && LESS(&c, &h[(i - 1) / 2])) {                                               \
+            h[i] = h[(i - 1) / 2];                                                                 \
+            i = (i - 1) / 2;                                                                       \
+        }                                                                                          \
+        h[i] = c;                                                                                  \
+    }                                                                                              \
+    static T POP(struct enc *e)                                                                    \
+    {                                                                                              \
+        T *h = e->heap;                                                                            \
+        T top = h[0], last = h[--e->heap_n];                                                       \
+        size_t i = 0, n = e->heap_n;                                                               \
+        for (;;) {                                                                                 \
+            size_t c = 2 * i + 1;                                                                  \
+            if (c >= n) break;                                                                     \
+            if (c + 1 < n && LESS(&h[c + 1], &h[c])) c++;                                          \
+            if (!LESS(&h[c], &last)) break;                                                        \
+            h[i] = h[c];                                                                           \
+            i = c;                                                                                 \
+        }                                                                                          \
+        if (n) h[i] = last;                                                                        \
+        return top;                                                                                \
     }
-    h[i] = c;
-}
 
-static struct bpe_cand bpe_heap_pop(struct enc *e)
-{
-    struct bpe_cand *h = e->heap;
-    struct bpe_cand top = h[0], last = h[--e->heap_n];
-    size_t i = 0, n = e->heap_n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && bpe_less(&h[c + 1], &h[c])) c++;
-        if (!bpe_less(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (n) h[i] = last;
-    return top;
-}
+ENC_HEAP(struct bpe_cand, bpe_less, bpe_heap_push, bpe_heap_pop)
 
 static void bpe_cand_at(struct enc *e, int32_t pos)
 {
@@ -716,33 +720,7 @@ static int spm_less(const struct spm_cand *a, const struct spm_cand *b)
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-static void spm_heap_push(struct enc *e, struct spm_cand c)
-{
-    struct spm_cand *h = e->heap;
-    size_t i = e->heap_n++;
-    while (i > 0 && spm_less(&c, &h[(i - 1) / 2])) {
-        h[i] = h[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h[i] = c;
-}
-
-static struct spm_cand spm_heap_pop(struct enc *e)
-{
-    struct spm_cand *h = e->heap;
-    struct spm_cand top = h[0], last = h[--e->heap_n];
-    size_t i = 0, n = e->heap_n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && spm_less(&h[c + 1], &h[c])) c++;
-        if (!spm_less(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (n) h[i] = last;
-    return top;
-}
+ENC_HEAP(struct spm_cand, spm_less, spm_heap_push, spm_heap_pop)
 
 /* Symbol i: bytes buf[start[i] .. start[i] + len[i]); len 0 = merged away. */
 static void spm_cand_at(struct enc *e, int32_t l)

@@ -568,24 +568,27 @@ int br_client_health(struct br_client *c, enum br_health_state *state, struct br
     return BR_OK;
 }
 
-int br_client_info(struct br_client *c, struct br_resp *out, struct br_err *err)
+/* A request of type t without fields, its whole response moved to out. */
+static int whole_call(struct br_client *c, enum br_req_type t, struct br_resp *out,
+                      struct br_err *err)
 {
     struct br_req r;
-    if (!c || !out) return br_err_set(err, BR_E_INVALID, "info: bad arguments");
+    if (!c || !out)
+        return br_err_set(err, BR_E_INVALID, "%s: bad arguments", br_proto_req_type_name(t));
     memset(out, 0, sizeof *out);
     br_req_init(&r);
-    r.type = BR_REQ_INFO;
+    r.type = t;
     return simple_call(c, &r, out, err);
+}
+
+int br_client_info(struct br_client *c, struct br_resp *out, struct br_err *err)
+{
+    return whole_call(c, BR_REQ_INFO, out, err);
 }
 
 int br_client_metrics(struct br_client *c, struct br_resp *out, struct br_err *err)
 {
-    struct br_req r;
-    if (!c || !out) return br_err_set(err, BR_E_INVALID, "metrics: bad arguments");
-    memset(out, 0, sizeof *out);
-    br_req_init(&r);
-    r.type = BR_REQ_METRICS;
-    return simple_call(c, &r, out, err);
+    return whole_call(c, BR_REQ_METRICS, out, err);
 }
 
 int br_client_ping(struct br_client *c, struct br_err *err)

@@ -308,35 +308,29 @@ static struct clientq *queue_of(struct br_gateway *gw, struct br_outbox *box,
     return q;
 }
 
+/* Takes e off the list head..tail (linked by qnext) where it is on it. */
+static void list_unlink(struct entry **head, struct entry **tail, struct entry *e)
+{
+    struct entry *prev = NULL;
+    for (struct entry *x = *head; x; prev = x, x = x->qnext)
+        if (x == e) {
+            *(prev ? &prev->qnext : head) = x->qnext;
+            if (*tail == x) *tail = prev;
+            return;
+        }
+}
+
 static void queue_unlink(struct br_gateway *gw, struct entry *e)
 {
     struct clientq *q = queue_of(gw, e->box, &e->client, false);
     if (!q) return;
-    struct entry *prev = NULL;
-    for (struct entry *x = q->head; x; prev = x, x = x->qnext)
-        if (x == e) {
-            if (prev)
-                prev->qnext = x->qnext;
-            else
-                q->head = x->qnext;
-            if (q->tail == x) q->tail = prev;
-            break;
-        }
+    list_unlink(&q->head, &q->tail, e);
     gw->prep_bytes -= (int64_t)e->in_bytes;
 }
 
 static void ready_unlink(struct br_gateway *gw, struct entry *e)
 {
-    struct entry *prev = NULL;
-    for (struct entry *x = gw->ready_head; x; prev = x, x = x->qnext)
-        if (x == e) {
-            if (prev)
-                prev->qnext = x->qnext;
-            else
-                gw->ready_head = x->qnext;
-            if (gw->ready_tail == x) gw->ready_tail = prev;
-            break;
-        }
+    list_unlink(&gw->ready_head, &gw->ready_tail, e);
 }
 
 /* Drops empty queues from the ring (not the one at the ring position while it is served). */

@@ -826,55 +826,42 @@ int br_gguf_get_str(const struct br_gguf *g, const char *key, char *buf, size_t 
     return BR_OK;
 }
 
-double br_gguf_arr_f64(const struct br_gguf_kv *kv, uint64_t i)
+/* Element i of a numeric array, decoded into t; false for string elements, which have no
+ * numeric value. */
+static bool arr_elem(const struct br_gguf_kv *kv, uint64_t i, struct br_gguf_kv *t)
 {
     assert(kv->type == BR_GGUF_ARRAY && i < kv->v.arr.n);
     size_t sz = br_gguf_vtype_size(kv->v.arr.elem);
-    if (sz == 0) return 0; /* string elements have no numeric value */
-    struct br_gguf_kv tmp;
-    decode_scalar(kv->v.arr.elem, kv->v.arr.data + i * sz, &tmp);
-    switch (kv->v.arr.elem) {
-    case BR_GGUF_F32:
-    case BR_GGUF_F64:
-        return tmp.v.f;
-    case BR_GGUF_BOOL:
-        return tmp.v.b;
-    case BR_GGUF_I8:
-    case BR_GGUF_I16:
-    case BR_GGUF_I32:
-    case BR_GGUF_I64:
-        return (double)tmp.v.i;
-    default:
-        return (double)tmp.v.u;
-    }
+    if (sz == 0) return false;
+    decode_scalar(kv->v.arr.elem, kv->v.arr.data + i * sz, t);
+    return true;
+}
+
+double br_gguf_arr_f64(const struct br_gguf_kv *kv, uint64_t i)
+{
+    struct br_gguf_kv t;
+    enum br_gguf_vtype e = kv->v.arr.elem;
+    if (!arr_elem(kv, i, &t)) return 0;
+    if (e == BR_GGUF_F32 || e == BR_GGUF_F64) return t.v.f;
+    if (e == BR_GGUF_BOOL) return t.v.b;
+    return is_signed_type(e) ? (double)t.v.i : (double)t.v.u;
 }
 
 int64_t br_gguf_arr_i64(const struct br_gguf_kv *kv, uint64_t i)
 {
-    assert(kv->type == BR_GGUF_ARRAY && i < kv->v.arr.n);
-    size_t sz = br_gguf_vtype_size(kv->v.arr.elem);
-    if (sz == 0) return 0; /* string elements have no numeric value */
-    struct br_gguf_kv tmp;
-    decode_scalar(kv->v.arr.elem, kv->v.arr.data + i * sz, &tmp);
-    switch (kv->v.arr.elem) {
-    case BR_GGUF_F32:
-    case BR_GGUF_F64:
+    struct br_gguf_kv t;
+    enum br_gguf_vtype e = kv->v.arr.elem;
+    if (!arr_elem(kv, i, &t)) return 0;
+    if (e == BR_GGUF_F32 || e == BR_GGUF_F64) {
         /* A float outside int64's range (or NaN) would make the cast undefined; a file can
          * hold any bits, so truncate toward zero and saturate instead. */
-        if (tmp.v.f != tmp.v.f) return 0;
-        if (tmp.v.f >= 9223372036854775808.0) return INT64_MAX;
-        if (tmp.v.f < -9223372036854775808.0) return INT64_MIN;
-        return (int64_t)tmp.v.f;
-    case BR_GGUF_BOOL:
-        return tmp.v.b;
-    case BR_GGUF_I8:
-    case BR_GGUF_I16:
-    case BR_GGUF_I32:
-    case BR_GGUF_I64:
-        return tmp.v.i;
-    default:
-        return (int64_t)tmp.v.u;
+        if (t.v.f != t.v.f) return 0;
+        if (t.v.f >= 9223372036854775808.0) return INT64_MAX;
+        if (t.v.f < -9223372036854775808.0) return INT64_MIN;
+        return (int64_t)t.v.f;
     }
+    if (e == BR_GGUF_BOOL) return t.v.b;
+    return is_signed_type(e) ? t.v.i : (int64_t)t.v.u;
 }
 
 void br_gguf_arr_str(const struct br_gguf_kv *kv, uint64_t i, const char **ptr, uint64_t *len)

@@ -27,6 +27,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -380,6 +381,21 @@ static void gemm_avx512_shift(const struct br_tmat *m, int32_t r0, int32_t r1, i
                               const int8_t *q, size_t q_stride, int32_t *acc, size_t acc_stride)
 {
     br_tmat_gemm_avx512_unpack(m, r0, r1, ntok, q, q_stride, acc, acc_stride, 0);
+}
+#endif
+
+#if defined(BR_HAVE_AVX2) || defined(BR_HAVE_AVX512)
+/* A GEMM's forms to measure: the table's (forms[0]), which unpacks with `fast` where the
+ * CPU has it (has) and else with `other`; with has, also forms[1] with other_gemm, which
+ * always unpacks with `other`. Returns how many forms there are. */
+static int gemm_forms(struct br_kernel_ops forms[2], const char *unpack[2], bool has,
+                      const char *fast, const char *other, br_gemm_fn other_gemm)
+{
+    unpack[0] = has ? fast : other;
+    if (!has) return 1;
+    forms[1].gemm = other_gemm;
+    unpack[1] = other;
+    return 2;
 }
 #endif
 
@@ -949,24 +965,14 @@ int br_bench_kernels_main(int argc, char **argv)
             const char *unpack[2] = {"-", "-"};
             int nforms = 1;
 #if defined(BR_HAVE_AVX2)
-            if (k == br_kernels_find("avx2")) {
-                unpack[0] = br_cpu_has_avxvnni() ? "vnni" : "madd";
-                if (br_cpu_has_avxvnni()) {
-                    forms[1].gemm = gemm_avx2_madd;
-                    unpack[1] = "madd";
-                    nforms = 2;
-                }
-            }
+            if (k == br_kernels_find("avx2"))
+                nforms =
+                    gemm_forms(forms, unpack, br_cpu_has_avxvnni(), "vnni", "madd", gemm_avx2_madd);
 #endif
 #if defined(BR_HAVE_AVX512)
-            if (k == br_kernels_find("avx512")) {
-                unpack[0] = br_cpu_has_gfni() ? "gfni" : "shift";
-                if (br_cpu_has_gfni()) {
-                    forms[1].gemm = gemm_avx512_shift;
-                    unpack[1] = "shift";
-                    nforms = 2;
-                }
-            }
+            if (k == br_kernels_find("avx512"))
+                nforms = gemm_forms(forms, unpack, br_cpu_has_gfni(), "gfni", "shift",
+                                    gemm_avx512_shift);
 #endif
             for (int f = 0; f < nforms; f++)
                 for (size_t n = 0; n < sizeof ntoks / sizeof ntoks[0]; n++)

@@ -190,6 +190,8 @@ class AsyncClient:
                 continue
             try:
                 msg = decode((await sock.recv_multipart(zmq.NOBLOCK))[0], self.addr)
+            except zmq.Again:
+                continue  # readable by the poll, gone by the read (a dropped connection's)
             except BitrackError as e:
                 self._fail_all(e)
                 continue

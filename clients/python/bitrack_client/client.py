@@ -245,7 +245,13 @@ class Client:
                 )
             if sock not in ready:
                 continue
-            msg = decode(sock.recv_multipart(zmq.NOBLOCK)[0], self.addr)
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                # readable by the poll, gone by the read: a message queued from a peer
+                # whose connection then dropped is discarded with the pipe
+                continue
+            msg = decode(frames[0], self.addr)
             if self._route(msg, rid, want_pong):
                 self._last[rid] = time.monotonic()
                 return msg

@@ -1,7 +1,8 @@
 /*
- * A loaded model: configuration, ternary projections in the kernels' layout, norms as
- * float arrays, and the non-ternary embedding and head referenced in place in the file
- * mapping (they are the largest tensors and are read row by row).
+ * A loaded model: configuration, ternary projections in the kernels' layout (all in one
+ * huge-page region), norms as float arrays, the non-ternary embedding referenced in place
+ * in the file mapping (a token reads one row of it), and the head rows this part evaluates
+ * copied out of the mapping into huge pages (a token streams all of them).
  *
  * A model can be loaded whole or as one rank's part (a layer range, and a row or column
  * slice of every projection): the slice rules live in struct br_model_part so that the
@@ -56,7 +57,7 @@ struct br_model {
     struct br_dense embd, head;
     /* The head rows this part evaluates, [v0, v1), repacked as Q8_0 (kernels/q8.h) when
      * the head is stored as Q8_0 or was quantized at load (br_model_quantize_head); rows
-     * == 0 otherwise, and the head is read from `head` in place. Row i is global row
+     * == 0 otherwise, and the head is read from `head`. Row i is global row
      * head_q8_row0 + i. */
     struct br_q8mat head_q8;
     int64_t head_q8_row0;
@@ -82,7 +83,8 @@ int br_model_load(const char *path, struct br_model **out, struct br_err *err);
 /* Loads one rank's part (sharding/plan.h): only its layers and its slices are decoded.
  * Layer tensors are sliced as: Q/K/V rows of its query/KV heads, O columns of its heads,
  * gate/up rows [ff0, ff1), down columns [ff0, ff1); norms to the matching slices; the
- * embedding (first stage) and head rows [v0, v1) (last stage) stay in the mapping. */
+ * embedding (first stage) stays in the mapping, the head rows [v0, v1) (last stage) are
+ * copied out of it (head_own). */
 int br_model_load_part(const char *path, const struct br_part *part, struct br_model **out,
                        struct br_err *err);
 /* Loads rank `rank`'s shard file DIR/rank-<rank>.gguf of a tp x pp sharding (bitrack shard,

@@ -288,7 +288,7 @@ static void release_range(const void *p, size_t n)
 /* Copies the head rows this part evaluates, [v0, v1), out of the mapping into huge-page
  * memory (kernels/bigmem.h): after the layers, the head is the largest matrix a token
  * streams (a third of 2B-4T's bytes), and a file mapping is held in 4 KiB pages. The
- * file's pages are handed back, so the copy costs no memory. Heads re-encoded later
+ * file's pages are handed back as the copy goes, so it costs no memory. Heads re-encoded later
  * (head_to_q8, head_to_q6k) replace it. */
 static int head_to_own(struct br_model *m, struct br_err *err)
 {
@@ -300,8 +300,12 @@ static int head_to_own(struct br_model *m, struct br_err *err)
     uint8_t *own = br_big_alloc(n);
     if (!own) return br_err_set(err, BR_E_NOMEM, "out of memory for %zu bytes of the head", n);
     const uint8_t *src = h->data + (size_t)(v0 - h->row0) * h->row_bytes;
-    memcpy(own, src, n);
-    release_range(src, n);
+    enum { CHUNK = 32 << 20 }; /* handed back as it goes: the peak stays one chunk above */
+    for (size_t at = 0; at < n; at += CHUNK) {
+        size_t len = n - at < CHUNK ? n - at : CHUNK;
+        memcpy(own + at, src + at, len);
+        release_range(src + at, len);
+    }
     m->head_file = *h;
     m->head_own = own;
     m->head_own_bytes = n;

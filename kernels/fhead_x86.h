@@ -27,11 +27,11 @@ static inline __m256 fh_widen(__m128i h, int bf16)
                 : _mm256_cvtph_ps(h);
 }
 
-/* R rows from row r x N tokens; one token prefetches pf bytes ahead with `hint`. */
-static inline __attribute__((always_inline)) void fh_tile(const struct br_fhead *m, int64_t r,
-                                                          int R, int N, const float *x,
-                                                          size_t x_stride, float *y,
-                                                          size_t y_stride, size_t pf, int hint)
+/* R rows from row r x N tokens; one token prefetches pf bytes ahead with `hint`, and near
+ * bytes ahead into L1 when near is not 0. */
+static inline __attribute__((always_inline)) void
+fh_tile(const struct br_fhead *m, int64_t r, int R, int N, const float *x, size_t x_stride,
+        float *y, size_t y_stride, size_t pf, int hint, size_t near)
 {
     const int bf16 = m->bf16;
     const int32_t cols = m->cols, full = cols & ~7;
@@ -41,8 +41,11 @@ static inline __attribute__((always_inline)) void fh_tile(const struct br_fhead 
     for (int i = 0; i < 4; i++)
         for (int t = 0; t < 4; t++) acc[i][t] = _mm256_setzero_ps();
     for (int32_t k = 0; k < full; k += 8) {
-        if (N == 1 && (k & 31) == 0)
+        if (N == 1 && (k & 31) == 0) {
             for (int i = 0; i < R; i++) br_prefetch(w[i] + 2 * (size_t)k + pf, hint);
+            if (near)
+                for (int i = 0; i < R; i++) br_prefetch(w[i] + 2 * (size_t)k + near, BR_PF_T0);
+        }
         __m256 xv[4];
         for (int t = 0; t < N; t++) xv[t] = _mm256_loadu_ps(x + (size_t)t * x_stride + k);
         for (int i = 0; i < R; i++) {
@@ -79,14 +82,14 @@ static inline __attribute__((always_inline)) void fh_tile(const struct br_fhead 
     static void fh_tile_##R##_##N(const struct br_fhead *m, int64_t r, const float *x,             \
                                   size_t x_stride, float *y, size_t y_stride)                      \
     {                                                                                              \
-        fh_tile(m, r, R, N, x, x_stride, y, y_stride, 0, BR_PF_T1);                                \
+        fh_tile(m, r, R, N, x, x_stride, y, y_stride, 0, BR_PF_T1, 0);                             \
     }
 /* The GEMV's tiles, one per hint. */
 #define FH_GEMV(R, H)                                                                              \
     static void fh_gemv_##R##_##H(const struct br_fhead *m, int64_t r, const float *x, float *y,   \
-                                  size_t pf)                                                       \
+                                  size_t pf, size_t near)                                          \
     {                                                                                              \
-        fh_tile(m, r, R, 1, x, 0, y, 0, pf, H);                                                    \
+        fh_tile(m, r, R, 1, x, 0, y, 0, pf, H, near);                                              \
     }
 FH_GEMV(4, 0)
 FH_GEMV(4, 1)
@@ -97,8 +100,8 @@ FH_GEMV(1, 1)
 FH_GEMV(1, 2)
 FH_GEMV(1, 3)
 #undef FH_GEMV
-typedef void (*fh_gemv_fn)(const struct br_fhead *m, int64_t r, const float *x, float *y,
-                           size_t pf);
+typedef void (*fh_gemv_fn)(const struct br_fhead *m, int64_t r, const float *x, float *y, size_t pf,
+                           size_t near);
 /* [4 rows][hint] */
 static const fh_gemv_fn g_fh_gemv[2][4] = {{fh_gemv_1_0, fh_gemv_1_1, fh_gemv_1_2, fh_gemv_1_3},
                                            {fh_gemv_4_0, fh_gemv_4_1, fh_gemv_4_2, fh_gemv_4_3}};
@@ -118,9 +121,10 @@ static void fh_gemm_x86(const struct br_fhead *m, int64_t r0, int64_t r1, int32_
         const struct br_tune *tp = br_tune_active();
         size_t pf = tp->fhead_ahead > 0 ? (size_t)tp->fhead_ahead : 16384;
         int hint = tp->fhead_hint & 3;
+        size_t near = tp->fhead_near > 0 ? (size_t)tp->fhead_near : 0;
         int64_t r = r0;
-        for (; r + 3 < r1; r += 4) g_fh_gemv[1][hint](m, r, x, y + (r - r0), pf);
-        for (; r < r1; r++) g_fh_gemv[0][hint](m, r, x, y + (r - r0), pf);
+        for (; r + 3 < r1; r += 4) g_fh_gemv[1][hint](m, r, x, y + (r - r0), pf, near);
+        for (; r < r1; r++) g_fh_gemv[0][hint](m, r, x, y + (r - r0), pf, near);
         return;
     }
     /* pairs of rows (their 2 x cols values stay in L1) against groups of 4 tokens */

@@ -69,6 +69,7 @@ static const struct br_tune k_defaults = {
     .gemv_hint = BR_PF_T1,
     .fhead_ahead = 16384,
     .fhead_hint = BR_PF_T1,
+    .fhead_near = 0,
     .q8_ahead = 1,
     .q8_hint = BR_PF_T1,
     .q6k_ahead = 16384,
@@ -88,6 +89,7 @@ static const int k_ahead_groups[] = {1, 2, 3, 4, 6, 8, 12, 16};
 static const int k_hints[] = {BR_PF_T0, BR_PF_T1, BR_PF_T2, BR_PF_NTA};
 static const int k_tasks[] = {1, 2, 4, 8};
 static const int k_head_ahead[] = {4096, 8192, 16384, 32768, 65536};
+static const int k_near[] = {0, 256, 512, 1024, 2048, 4096};
 static const int k_q8_ahead[] = {1, 2, 3};
 static const int k_tmax[] = {6, 8, 10, 12};
 static const int k_rb_kib[] = {256, 512, 1024};
@@ -100,6 +102,7 @@ static const int c_rows_ahead[][2] = {{4, 2}, {4, 3}, {4, 4}, {4, 6},  {2, 3},
 static const int c_hints[] = {BR_PF_T0, BR_PF_T1, BR_PF_NTA};
 static const int c_head_hints[] = {BR_PF_T0, BR_PF_T1};
 static const int c_head_ahead[] = {8192, 16384, 32768, 65536};
+static const int c_near[] = {0, 512, 1024, 2048};
 static const int c_q8_ahead[] = {1, 2};
 static const int c_tmax[] = {8, 10, 12};
 #define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -121,6 +124,7 @@ static int tune_valid(const struct br_tune *t)
            in_set(t->gemv_hint, k_hints, NELEM(k_hints)) &&
            in_set(t->fhead_ahead, k_head_ahead, NELEM(k_head_ahead)) &&
            in_set(t->fhead_hint, k_hints, NELEM(k_hints)) &&
+           in_set(t->fhead_near, k_near, NELEM(k_near)) &&
            in_set(t->q8_ahead, k_q8_ahead, NELEM(k_q8_ahead)) &&
            in_set(t->q8_hint, k_hints, NELEM(k_hints)) &&
            in_set(t->q6k_ahead, k_head_ahead, NELEM(k_head_ahead)) &&
@@ -145,6 +149,7 @@ void br_tune_set(const struct br_tune *t)
     if (!in_set(v.gemv_rows, k_rows, NELEM(k_rows))) v.gemv_rows = d.gemv_rows;
     if (v.gemv_ahead < 1 || v.gemv_ahead > 64) v.gemv_ahead = d.gemv_ahead;
     if (v.fhead_ahead < 64 || v.fhead_ahead > (1 << 20)) v.fhead_ahead = d.fhead_ahead;
+    if (v.fhead_near < 0 || v.fhead_near > (1 << 20)) v.fhead_near = d.fhead_near;
     if (v.q6k_ahead < 64 || v.q6k_ahead > (1 << 20)) v.q6k_ahead = d.q6k_ahead;
     if (v.q8_ahead < 1 || v.q8_ahead > 16) v.q8_ahead = d.q8_ahead;
     if (v.gemm_tmax < 1 || v.gemm_tmax > 12) v.gemm_tmax = d.gemm_tmax;
@@ -183,7 +188,8 @@ void br_tune_print(const struct br_tune *t, FILE *f)
             hint_name(t->gemv_hint));
     for (int i = 2; i <= BR_TUNE_MAX_THREADS; i++)
         if (t->gemv_tasks[i]) fprintf(f, "gemv_tasks_%d %d\n", i, t->gemv_tasks[i]);
-    fprintf(f, "fhead_ahead %d\nfhead_hint %s\n", t->fhead_ahead, hint_name(t->fhead_hint));
+    fprintf(f, "fhead_ahead %d\nfhead_hint %s\nfhead_near %d\n", t->fhead_ahead,
+            hint_name(t->fhead_hint), t->fhead_near);
     fprintf(f, "q8_ahead %d\nq8_hint %s\n", t->q8_ahead, hint_name(t->q8_hint));
     fprintf(f, "q6k_ahead %d\nq6k_hint %s\n", t->q6k_ahead, hint_name(t->q6k_hint));
     fprintf(f, "gemm_tmax %d\ngemm_rb_kib %d\n", t->gemm_tmax, t->gemm_rb_kib);
@@ -318,6 +324,8 @@ static int cache_load(struct br_tune *out)
             t.fhead_ahead = (int)v;
         else if (strcmp(name, "fhead_hint") == 0 && h >= 0)
             t.fhead_hint = h;
+        else if (strcmp(name, "fhead_near") == 0 && is_num)
+            t.fhead_near = (int)v;
         else if (strcmp(name, "q8_ahead") == 0 && is_num)
             t.q8_ahead = (int)v;
         else if (strcmp(name, "q8_hint") == 0 && h >= 0)
@@ -651,6 +659,7 @@ int br_tune_calibrate(struct br_pool *pool, struct br_tune *out, FILE *log)
               full);
     tune_knob(&c, &t, &t.fhead_ahead, c_head_ahead, NELEM(c_head_ahead), "fhead_ahead",
               u_pass_fhead, full);
+    tune_knob(&c, &t, &t.fhead_near, c_near, NELEM(c_near), "fhead_near", u_pass_fhead, full);
     tune_knob(&c, &t, &t.q8_ahead, c_q8_ahead, NELEM(c_q8_ahead), "q8_ahead", u_pass_q8, full);
     tune_knob(&c, &t, &t.q8_hint, c_head_hints, NELEM(c_head_hints), "q8_hint", u_pass_q8, full);
     tune_knob(&c, &t, &t.q6k_hint, c_head_hints, NELEM(c_head_hints), "q6k_hint", u_pass_q6k, full);

@@ -38,8 +38,9 @@ struct br_tune {
     /* row ranges per thread of a decode projection (1, 2, 4, 8), by pool thread count;
      * 0 where not calibrated (the default, 4, applies) */
     int gemv_tasks[BR_TUNE_MAX_THREADS + 1];
-    /* F16/BF16 head GEMV: bytes ahead of the values in use, hint */
-    int fhead_ahead, fhead_hint;
+    /* F16/BF16 head GEMV: bytes ahead of the values in use, hint; and a second prefetch
+     * fhead_near bytes ahead into L1 (T0), 0 for none */
+    int fhead_ahead, fhead_hint, fhead_near;
     /* Q8_0 head: row tiles ahead (1..3), hint */
     int q8_ahead, q8_hint;
     /* Q6_K head GEMV: bytes ahead, hint */

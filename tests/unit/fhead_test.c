@@ -150,6 +150,7 @@ static void test_tune_choices(void **state)
 {
     br_fhead_gemm_fn f = variant_or_skip(state);
     static const int ahead[] = {4096, 8192, 16384, 32768, 65536};
+    static const int near[] = {0, 256, 4096};
     const struct br_tune saved = *br_tune_active();
     uint64_t rng = 77;
     for (int bf16 = 0; bf16 < 2; bf16++) {
@@ -160,12 +161,13 @@ static void test_tune_choices(void **state)
         struct br_fhead m = {data, rb, rows, cols, bf16};
         struct br_tune t = br_tune_defaults();
         for (int a = 0; a < 5; a++)
-            for (int h = 0; h < 4; h++) {
-                t.fhead_ahead = ahead[a], t.fhead_hint = h;
-                br_tune_set(&t);
-                check(*state, f, &m, 1, 0, rows, &rng);
-                check(*state, f, &m, 1, 1, rows - 1, &rng);
-            }
+            for (int h = 0; h < 4; h++)
+                for (int n = 0; n < 3; n++) {
+                    t.fhead_ahead = ahead[a], t.fhead_hint = h, t.fhead_near = near[n];
+                    br_tune_set(&t);
+                    check(*state, f, &m, 1, 0, rows, &rng);
+                    check(*state, f, &m, 1, 1, rows - 1, &rng);
+                }
         free(data);
     }
     br_tune_set(&saved);

@@ -25,7 +25,7 @@ if [ $# -gt 0 ]; then harnesses=("$@"); else harnesses=("${all[@]}"); fi
 sources() {
     case "$1" in
     gguf) echo sharding/gguf.c sharding/types.c common/status.c ;;
-    decode) echo sharding/decode.c sharding/types.c kernels/ternary.c common/status.c ;;
+    decode) echo sharding/decode.c sharding/types.c kernels/ternary.c kernels/bigmem.c common/status.c ;;
     request) echo proto/proto.c common/status.c ;;
     http_request) echo coordinator/http_api.c proto/proto.c common/status.c ;;
     tokenizer)
@@ -36,6 +36,7 @@ sources() {
         echo worker/model.c sharding/shard.c sharding/gguf.c sharding/types.c sharding/config.c \
             sharding/plan.c sharding/decode.c kernels/ternary.c kernels/dispatch.c kernels/ops.c \
             kernels/q8.c kernels/kset.c kernels/attn.c kernels/q6k.c kernels/fhead.c kernels/scratch.c \
+            kernels/bigmem.c \
             common/status.c common/progress.c
         ;;
     *) return 1 ;;

@@ -17,7 +17,7 @@ command -v qemu-aarch64 >/dev/null || { echo "skip: qemu-aarch64 not installed";
     -I"$root" -I"$root/include" \
     "$here/tools/kernel_check.c" "$here/ternary.c" "$here/ternary_neon.c" "$here/ops.c" \
     "$here/dispatch.c" "$here/q8.c" "$here/q8_neon.c" "$here/fhead.c" "$here/fhead_neon.c" \
-    "$here/q6k.c" "$here/q6k_neon.c" \
+    "$here/q6k.c" "$here/q6k_neon.c" "$here/scratch.c" "$here/bigmem.c" \
     -lm -o "$out/kernel_check"
 echo "== emulated CPU with SDOT (max)"
 qemu-aarch64 -cpu max "$out/kernel_check" neon neon-nodot ref

@@ -11,13 +11,8 @@
 set -euo pipefail
 BIN=${BR_BIN:?}
 CHECK=${BR_COMM_CHECK:?}
-TMP=${BR_TMP:-/tmp}/mpicomm.$$
-mkdir -p "$TMP"
-trap 'rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-MPIRUN=(mpirun --oversubscribe --bind-to none -np)
+. "$(dirname "$0")/../lib/mpi.sh"
+br_mpi_init mpicomm
 fails=0
 
 for np in 2 3 4; do

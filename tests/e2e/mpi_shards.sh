@@ -7,14 +7,8 @@
 # file from another model is refused.
 set -euo pipefail
 BIN=${BR_BIN:?}
-TMP=${BR_TMP:-/tmp}/mpishards.$$
-mkdir -p "$TMP"
-trap 'rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1
-# Open MPI's own allocations are not ours to leak-check.
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-MPIRUN=(mpirun --oversubscribe --bind-to none -np)
+. "$(dirname "$0")/../lib/mpi.sh"
+br_mpi_init mpishards
 
 KV5=(--preset tiny --arch bitnet-b1.58 --embd 1280 --heads 10 --kv-heads 5 --ff 1536 --layers 3
      --vocab 700 --type i2_s --seed 21)

@@ -38,8 +38,8 @@ grep -q "bitrack serve: ready" "$TMP/job.log" || { cat "$TMP/job.log"; exit 1; }
 victim=""
 for _ in $(seq 50); do
     for p in $(pgrep -f -- "$BIN serve" || true); do
-        if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" &&
-            tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then
+        if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -x "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" > /dev/null &&
+            tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -x "OMPI_COMM_WORLD_RANK=1" > /dev/null; then
             victim=$p
         fi
     done

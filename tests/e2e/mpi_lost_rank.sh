@@ -39,8 +39,8 @@ fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 rank_pid() {
     local p
     for p in $(pgrep -f -- "$BIN serve" || true); do
-        if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" &&
-            tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
+        if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -x "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" > /dev/null &&
+            tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -x "OMPI_COMM_WORLD_RANK=$1" > /dev/null; then
             echo "$p"
             return
         fi

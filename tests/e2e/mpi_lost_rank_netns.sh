@@ -50,7 +50,7 @@ JOB=""
 reap() {
     local p ns
     for p in $(pgrep -f -- "$BIN serve" || true); do
-        tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" &&
+        tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -x "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" > /dev/null &&
             kill -KILL "$p" 2> /dev/null
     done
     for ns in "$H0" "$H1"; do
@@ -74,8 +74,8 @@ fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 rank_pid() {
     local p
     for p in $(pgrep -f -- "$BIN serve" || true); do
-        if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" &&
-            tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
+        if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -x "BR_LOSTRANK_TAG=$BR_LOSTRANK_TAG" > /dev/null &&
+            tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -x "OMPI_COMM_WORLD_RANK=$1" > /dev/null; then
             echo "$p"
             return
         fi

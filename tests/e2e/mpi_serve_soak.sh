@@ -80,9 +80,13 @@ echo "=== soak: $N requests, 64 clients, 2x2 cluster"
 start_server "$TMP/soak.log" 2 2 mpirun --oversubscribe --bind-to none -np 4
 RANK0=
 for pid in $(pgrep -f "serve -m $TMP/m.gguf"); do
-    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0"; then RANK0=$pid; fi
+    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -x "OMPI_COMM_WORLD_RANK=0" > /dev/null; then RANK0=$pid; fi
 done
-[ -n "$RANK0" ] || { echo "FAIL: cannot find rank 0"; exit 1; }
+[ -n "$RANK0" ] || {
+    echo "FAIL: cannot find rank 0 among: $(pgrep -af "serve -m $TMP/m.gguf" || true)"
+    cat "$TMP/soak.log"
+    exit 1
+}
 timeout 900 "$PY" "$(dirname "$0")/serve_soak.py" "$ADDR" "$TMP/expected.json" "$RANK0" "$N" 64 || rc=1
 stop_server "$TMP/soak.log"
 exit $rc

@@ -289,18 +289,24 @@ static void test_bound_lifted(void **state)
     free(path);
 }
 
+/* The 100B preset's shapes (bitrack synth --preset 100b), without writing a file. */
+static void shape_100b(struct br_model_config *c)
+{
+    struct br_synth_opts o;
+    br_synth_opts_default(&o);
+    o.preset = "100b";
+    struct br_err err = {{0}};
+    assert_int_equal(br_synth_shape(&o, c, &err), BR_OK);
+}
+
 /* The plan's choice: few bytes per step on a latency-bound link take the replicated
  * residual (4 collectives), many tokens per step on a slow link with little latency the
  * sharded one (fewer bytes); a model the sharded layout cannot split stays replicated. */
 static void test_choose_layout(void **state)
 {
     (void)state;
-    struct br_synth_opts o;
-    br_synth_opts_default(&o);
-    o.preset = "100b";
     struct br_model_config c;
-    struct br_err err = {{0}};
-    assert_int_equal(br_synth_shape(&o, &c, &err), BR_OK);
+    shape_100b(&c);
     assert_int_equal(br_plan_choose_layout(&c, 16, 1, 25, 25), BR_LAYOUT_REPLICATED);
     assert_int_equal(br_plan_choose_layout(&c, 16, 64, 10, 3), BR_LAYOUT_SHARDED);
     c.n_embd = 512; /* 2 hidden chunks: no sharded layout for 4 ranks */
@@ -314,12 +320,9 @@ static void test_choose_layout(void **state)
 static void test_max_tp(void **state)
 {
     (void)state;
-    struct br_synth_opts o;
-    br_synth_opts_default(&o);
-    o.preset = "100b";
     struct br_model_config c;
+    shape_100b(&c);
     struct br_err err = {{0}};
-    assert_int_equal(br_synth_shape(&o, &c, &err), BR_OK);
     int32_t over = BR_PLAN_MAX_TP + 1;
     c.n_head = c.n_head_kv = 2 * over;
     c.n_embd = c.n_head * c.head_dim;

@@ -34,8 +34,9 @@ struct q8_acts {
     const int32_t *nsum; /* (ntok, lstride) */
     const float *dxg;    /* (ntok, lstride) */
     size_t qstride, lstride;
-    size_t pf_rows; /* prefetch distance in rows (tiles ahead x 4, kernels/tune.h) */
+    size_t pf_rows; /* prefetch distance in rows (tiles ahead x 4, kernels/tune.h); 0: none */
     int pf_hint;
+    size_t rgap; /* rows from one of a tile's rows to the next (1, or a stream's length) */
 };
 
 static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m, int64_t r, int R,
@@ -45,6 +46,7 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
     const size_t pf = a->pf_rows * m->row_bytes; /* the rows `pf_rows` ahead */
     const int hint = a->pf_hint;
     const size_t rb = m->row_bytes, dstride = (size_t)m->ng * BR_Q8_GROUP;
+    const size_t rs = a->rgap * rb, ds = a->rgap * dstride; /* tile row i: + i * rs */
     const uint8_t *w = m->qs + (size_t)r * rb;
     const uint16_t *d = br_q8mat_scale(m, r, 0);
     _Alignas(64) float facc[RMAX * TMAX][16];
@@ -65,11 +67,10 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
             __m512i x[RMAX];
 #pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
-                x[i] = _mm512_load_si512((const void *)(wg + (size_t)i * rb + 64 * (size_t)s));
-                /* the same bytes of the next tile's rows, into L2: into L1 (T0) they
-                 * crowd out the tile's weights and activations (bench_q8 on Zen 4, one
-                 * thread: 1 row 25.4 -> 16.7 ms, 6 rows 33-39 -> 19-24, 32 rows 87 -> 77) */
-                br_prefetch(wg + pf + (size_t)i * rb + 64 * (size_t)s, hint);
+                x[i] = _mm512_load_si512((const void *)(wg + (size_t)i * rs + 64 * (size_t)s));
+                /* the same bytes of the rows `pf_rows` on, into L2 (into L1 they crowd out
+                 * the tile's weights and activations) */
+                if (pf) br_prefetch(wg + pf + (size_t)i * rs + 64 * (size_t)s, hint);
             }
 #pragma GCC unroll 12
             for (int t = 0; t < T; t++) {
@@ -85,8 +86,8 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
         }
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
-            __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((
-                const __m256i *)(const void *)(d + (size_t)i * dstride + (size_t)G * BR_Q8_GROUP)));
+            __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(
+                (const __m256i *)(const void *)(d + (size_t)i * ds + (size_t)G * BR_Q8_GROUP)));
 #pragma GCC unroll 12
             for (int t = 0; t < T; t++) {
                 __m512 s = _mm512_mul_ps(
@@ -101,7 +102,7 @@ static inline __attribute__((always_inline)) void tile(const struct br_q8mat *m,
         for (int t = 0; t < T; t++) {
             __m512 f = _mm512_load_ps(facc[i * T + t]);
             __m256 h = _mm256_add_ps(_mm512_castps512_ps256(f), _mm512_extractf32x8_ps(f, 1));
-            y[(size_t)t * y_stride + (size_t)i] = br_combine8_m256(h);
+            y[(size_t)t * y_stride + (size_t)i * a->rgap] = br_combine8_m256(h);
         }
 }
 
@@ -123,6 +124,7 @@ typedef void (*tile_fn)(const struct br_q8mat *m, int64_t r, const struct q8_act
     TILE_FN(R, 6)
 TILE_FNS(1)
 TILE_FNS(4)
+TILE_FN(2, 1)
 #define TILE_ROW(R)                                                                                \
     {                                                                                              \
         NULL, tile_##R##_1, tile_##R##_2, tile_##R##_3, tile_##R##_4, tile_##R##_5, tile_##R##_6   \
@@ -133,11 +135,18 @@ static const tile_fn g_tiles[2][TMAX + 1] = {TILE_ROW(1), TILE_ROW(4)};
 #undef TILE_FNS
 #undef TILE_FN
 
+static void q8_gemv_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,
+                           const float *dx, float *y);
+
 static void q8_gemm_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, int32_t ntok,
                            const int8_t *q, size_t q_stride, const float *dx, size_t dx_stride,
                            float *y, size_t y_stride)
 {
     if (r0 >= r1 || ntok <= 0) return;
+    if (ntok == 1) {
+        q8_gemv_avx512(m, r0, r1, q, dx, y);
+        return;
+    }
     struct br_q8_acts g;
     if (br_q8_acts_group(m, ntok, q, q_stride, dx, dx_stride, &g)) { /* no memory: reference */
         br_q8_gemm_ref(m, r0, r1, ntok, q, q_stride, dx, dx_stride, y, y_stride);
@@ -147,7 +156,8 @@ static void q8_gemm_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, int
     struct q8_acts a = {.qstride = m->row_bytes,
                         .lstride = g.lanes,
                         .pf_rows = (size_t)(tp->q8_ahead > 0 ? tp->q8_ahead : 1) * RMAX,
-                        .pf_hint = tp->q8_hint & 3};
+                        .pf_hint = tp->q8_hint & 3,
+                        .rgap = 1};
     /* token tiles of nearly equal size, at most TMAX; rows RMAX at a time */
     int32_t ntiles = (ntok + TMAX - 1) / TMAX;
     int64_t r = r0;
@@ -174,10 +184,41 @@ static void q8_gemm_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, int
     br_q8_acts_free(&g);
 }
 
+/* One token. The rows are cut into q8_streams (kernels/tune.h) equal runs read in
+ * lockstep, a tile taking one row of each: several sequential streams far apart keep more
+ * misses in flight than one (or than a tile's adjacent rows, which the hardware sees as
+ * one), without software prefetch; the rows left over go one at a time, prefetched. */
 static void q8_gemv_avx512(const struct br_q8mat *m, int64_t r0, int64_t r1, const int8_t *q,
                            const float *dx, float *y)
 {
-    q8_gemm_avx512(m, r0, r1, 1, q, 0, dx, 0, y, 0);
+    if (r0 >= r1) return;
+    struct br_q8_acts g;
+    if (br_q8_acts_group(m, 1, q, 0, dx, 0, &g)) { /* no memory: reference */
+        br_q8_gemv_ref(m, r0, r1, q, dx, y);
+        return;
+    }
+    const struct br_tune *tp = br_tune_active();
+    int S = tp->q8_streams == 2 || tp->q8_streams == 4 ? tp->q8_streams : 1;
+    int64_t run = (r1 - r0) / S;
+    if (run < 1) S = 1, run = r1 - r0;
+    struct q8_acts a = {.qg = g.qg,
+                        .nsum = g.nsum,
+                        .dxg = g.dxg,
+                        .qstride = m->row_bytes,
+                        .lstride = g.lanes,
+                        .pf_rows = (size_t)(tp->q8_ahead > 0 ? tp->q8_ahead : 1) * RMAX,
+                        .pf_hint = tp->q8_hint & 3,
+                        .rgap = 1};
+    int64_t r = r0;
+    if (S > 1) {
+        struct q8_acts as = a;
+        as.pf_rows = 0, as.rgap = (size_t)run;
+        tile_fn f = S == 4 ? tile_4_1 : tile_2_1;
+        for (; r < r0 + run; r++) f(m, r, &as, y + (r - r0), 0);
+        r = r0 + (int64_t)S * run;
+    }
+    for (; r < r1; r++) tile_1_1(m, r, &a, y + (r - r0), 0);
+    br_q8_acts_free(&g);
 }
 
 const struct br_q8_ops br_q8_ops_avx512 = {

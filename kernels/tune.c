@@ -72,6 +72,7 @@ static const struct br_tune k_defaults = {
     .fhead_near = 0,
     .q8_ahead = 1,
     .q8_hint = BR_PF_T1,
+    .q8_streams = 1,
     .q6k_ahead = 16384,
     .q6k_hint = BR_PF_T1,
     .gemm_tmax = 12,
@@ -91,6 +92,7 @@ static const int k_tasks[] = {1, 2, 4, 8};
 static const int k_head_ahead[] = {4096, 8192, 16384, 32768, 65536};
 static const int k_near[] = {0, 256, 512, 1024, 2048, 4096};
 static const int k_q8_ahead[] = {1, 2, 3};
+static const int k_streams[] = {1, 2, 4};
 static const int k_tmax[] = {6, 8, 10, 12};
 static const int k_rb_kib[] = {256, 512, 1024};
 /* What the calibration tries (subsets of the above: T2 behaved as T1 wherever measured,
@@ -127,6 +129,7 @@ static int tune_valid(const struct br_tune *t)
            in_set(t->fhead_near, k_near, NELEM(k_near)) &&
            in_set(t->q8_ahead, k_q8_ahead, NELEM(k_q8_ahead)) &&
            in_set(t->q8_hint, k_hints, NELEM(k_hints)) &&
+           in_set(t->q8_streams, k_streams, NELEM(k_streams)) &&
            in_set(t->q6k_ahead, k_head_ahead, NELEM(k_head_ahead)) &&
            in_set(t->q6k_hint, k_hints, NELEM(k_hints)) &&
            in_set(t->gemm_tmax, k_tmax, NELEM(k_tmax)) &&
@@ -152,6 +155,7 @@ void br_tune_set(const struct br_tune *t)
     if (v.fhead_near < 0 || v.fhead_near > (1 << 20)) v.fhead_near = d.fhead_near;
     if (v.q6k_ahead < 64 || v.q6k_ahead > (1 << 20)) v.q6k_ahead = d.q6k_ahead;
     if (v.q8_ahead < 1 || v.q8_ahead > 16) v.q8_ahead = d.q8_ahead;
+    if (!in_set(v.q8_streams, k_streams, NELEM(k_streams))) v.q8_streams = d.q8_streams;
     if (v.gemm_tmax < 1 || v.gemm_tmax > 12) v.gemm_tmax = d.gemm_tmax;
     if (v.gemm_rb_kib < 16 || v.gemm_rb_kib > 65536) v.gemm_rb_kib = d.gemm_rb_kib;
     v.gemv_hint &= 3, v.fhead_hint &= 3, v.q8_hint &= 3, v.q6k_hint &= 3;
@@ -190,7 +194,8 @@ void br_tune_print(const struct br_tune *t, FILE *f)
         if (t->gemv_tasks[i]) fprintf(f, "gemv_tasks_%d %d\n", i, t->gemv_tasks[i]);
     fprintf(f, "fhead_ahead %d\nfhead_hint %s\nfhead_near %d\n", t->fhead_ahead,
             hint_name(t->fhead_hint), t->fhead_near);
-    fprintf(f, "q8_ahead %d\nq8_hint %s\n", t->q8_ahead, hint_name(t->q8_hint));
+    fprintf(f, "q8_ahead %d\nq8_hint %s\nq8_streams %d\n", t->q8_ahead, hint_name(t->q8_hint),
+            t->q8_streams);
     fprintf(f, "q6k_ahead %d\nq6k_hint %s\n", t->q6k_ahead, hint_name(t->q6k_hint));
     fprintf(f, "gemm_tmax %d\ngemm_rb_kib %d\n", t->gemm_tmax, t->gemm_rb_kib);
 }
@@ -330,6 +335,8 @@ static int cache_load(struct br_tune *out)
             t.q8_ahead = (int)v;
         else if (strcmp(name, "q8_hint") == 0 && h >= 0)
             t.q8_hint = h;
+        else if (strcmp(name, "q8_streams") == 0 && is_num)
+            t.q8_streams = (int)v;
         else if (strcmp(name, "q6k_ahead") == 0 && is_num)
             t.q6k_ahead = (int)v;
         else if (strcmp(name, "q6k_hint") == 0 && h >= 0)
@@ -662,6 +669,7 @@ int br_tune_calibrate(struct br_pool *pool, struct br_tune *out, FILE *log)
     tune_knob(&c, &t, &t.fhead_near, c_near, NELEM(c_near), "fhead_near", u_pass_fhead, full);
     tune_knob(&c, &t, &t.q8_ahead, c_q8_ahead, NELEM(c_q8_ahead), "q8_ahead", u_pass_q8, full);
     tune_knob(&c, &t, &t.q8_hint, c_head_hints, NELEM(c_head_hints), "q8_hint", u_pass_q8, full);
+    tune_knob(&c, &t, &t.q8_streams, k_streams, NELEM(k_streams), "q8_streams", u_pass_q8, full);
     tune_knob(&c, &t, &t.q6k_hint, c_head_hints, NELEM(c_head_hints), "q6k_hint", u_pass_q6k, full);
     tune_knob(&c, &t, &t.q6k_ahead, c_head_ahead, NELEM(c_head_ahead), "q6k_ahead", u_pass_q6k,
               full);

@@ -41,8 +41,9 @@ struct br_tune {
     /* F16/BF16 head GEMV: bytes ahead of the values in use, hint; and a second prefetch
      * fhead_near bytes ahead into L1 (T0), 0 for none */
     int fhead_ahead, fhead_hint, fhead_near;
-    /* Q8_0 head: row tiles ahead (1..3), hint */
-    int q8_ahead, q8_hint;
+    /* Q8_0 head: row tiles ahead (1..3), hint; and the one-token GEMV's streams (1, 2 or
+     * 4 runs of rows read in lockstep; with more than one, no software prefetch) */
+    int q8_ahead, q8_hint, q8_streams;
     /* Q6_K head GEMV: bytes ahead, hint */
     int q6k_ahead, q6k_hint;
     /* small-batch ternary GEMM: tokens per tile (4..12), weight bytes of a row block kept

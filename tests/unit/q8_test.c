@@ -159,8 +159,9 @@ static int tune_restore(void **state)
     return 0;
 }
 
-/* Every prefetch distance and hint of the calibration (kernels/tune.h) gives the same bits,
- * for one token and for the serving batch sizes. */
+/* Every prefetch distance, hint and stream count of the calibration (kernels/tune.h) gives
+ * the same bits, for one token and for the serving batch sizes; row ranges that the
+ * streams cut evenly, with rows left over, and with fewer rows than streams. */
 static void test_tune_choices(void **state)
 {
     const struct br_q8_ops *k = variant_or_skip(state);
@@ -170,14 +171,19 @@ static void test_tune_choices(void **state)
     assert_int_equal(br_q8mat_init(&m, 23, 2560), BR_OK);
     fill_q8mat(&m, W_RANDOM, &rng);
     struct br_tune t = br_tune_defaults();
+    static const int streams[] = {1, 2, 4};
     for (int a = 1; a <= 3; a++)
-        for (int h = 0; h < 4; h++) {
-            t.q8_ahead = a, t.q8_hint = h;
-            br_tune_set(&t);
-            check_gemm(k, &m, 1, X_RANDOM, 0, m.rows, &rng);
-            check_gemm(k, &m, 1, X_RANDOM, 1, m.rows - 1, &rng);
-            check_gemm(k, &m, 7, X_RANDOM, 0, m.rows, &rng);
-        }
+        for (int h = 0; h < 4; h++)
+            for (int s = 0; s < 3; s++) {
+                t.q8_ahead = a, t.q8_hint = h, t.q8_streams = streams[s];
+                br_tune_set(&t);
+                assert_int_equal(br_tune_active()->q8_streams, streams[s]);
+                check_gemm(k, &m, 1, X_RANDOM, 0, m.rows, &rng);
+                check_gemm(k, &m, 1, X_RANDOM, 1, m.rows - 1, &rng);
+                check_gemm(k, &m, 1, X_RANDOM, 3, 20, &rng);
+                check_gemm(k, &m, 1, X_RANDOM, 5, 7, &rng);
+                check_gemm(k, &m, 7, X_RANDOM, 0, m.rows, &rng);
+            }
     br_q8mat_free(&m);
     br_tune_set(&saved);
 }

@@ -3,12 +3,14 @@
  * end-to-end prefill (pp) and decode (tg) tokens/s on one process, like llama-bench's
  * tables, with the roofline measured in the same run.
  *
- *  tg: n tokens generated one at a time (each with its logits), from an empty cache.
+ *  tg: n tokens generated one at a time (each with its logits), from an empty cache, or
+ *      with --depth D after D tokens of context (filled once per thread count, untimed).
  *      Memory-bound: bytes_per_token = packed ternary weights + the head as the kernels
  *      read it (every row, for the logits: F16 2 bytes a weight, Q8_0 34 bytes per 32)
- *      + one embedding row; roofline = read bandwidth / bytes, the read bandwidth measured
- *      by the read-only streaming probe on the same threads (kernels/probe_impl.h); the
- *      fraction of the triad's roofline follows as a second column.
+ *      + one embedding row + the f16 KV cache that attention reads (every layer's keys
+ *      and values of the D + (n + 1) / 2 positions a token sees on average); roofline = read
+ * bandwidth / bytes, the read bandwidth measured by the read-only streaming probe on the same
+ * threads (kernels/probe_impl.h); the fraction of the triad's roofline follows as a second column.
  *      --head q8_0 quantizes an F16/BF16 head to Q8_0 at load (br_model_quantize_head).
  *  pp: p prompt tokens in batches of 64, logits of the last only. Compute-bound:
  *      roofline = the kernels' peak int8 multiply-add rate / ternary weights per token
@@ -144,12 +146,14 @@ static int bench_head(struct br_engine *e, const struct br_model *m, int threads
 int br_cmd_bench_model(int argc, char **argv)
 {
     const char *path = NULL, *json = NULL, *tlist = "1,2", *head = NULL;
-    long long p = 128, n = 32, reps = 3, tg32 = 0;
+    long long p = 128, n = 32, reps = 3, tg32 = 0, depth = 0;
     const struct br_opt opts[] = {
         BR_O_STR('m', "model", &path, "FILE", "the model"),
         BR_O_STR('t', "threads", &tlist, "LIST", "thread counts to measure (1,2,4)"),
         BR_O_INT('p', "prompt", &p, 1, 4096, "N", "prompt tokens (prefill test)"),
         BR_O_INT('n', "gen", &n, 1, 4096, "N", "generated tokens (decode test)"),
+        BR_O_INT('d', "depth", &depth, 0, 65536, "N",
+                 "decode after N tokens of context (the KV cache it reads counts as bytes)"),
         BR_O_INT('r', "reps", &reps, 1, 100, "N", "repetitions; the best counts"),
         BR_O_STR(0, "json", &json, "FILE", "also write the results as JSON"),
         BR_O_CHOICE(0, "head", &head, "q8_0|q6_k", "re-encode the output head at load"),
@@ -170,10 +174,20 @@ int br_cmd_bench_model(int argc, char **argv)
     struct br_err err = {{0}};
     struct br_rank *rk = NULL;
     struct br_rank_opts ro = {.model_path = path, .tp = 1, .pp = 1, .no_mpi = true};
-    ro.threads = threads[0], ro.n_ctx = (int32_t)(p > n ? p : n) + 1;
+    long long ntok = p > n + depth ? p : n + depth; /* positions used, and tokens drawn */
+    ro.threads = threads[0], ro.n_ctx = (int32_t)ntok + 1;
     ro.head_type = head ? br_cli_head_type(head) : 0;
     if (br_rank_open(&ro, &rk, &err)) {
         fprintf(stderr, "bitrack bench model: %s\n", err.msg);
+        free(threads);
+        return 1;
+    }
+    if (rk->n_ctx < ntok) {
+        fprintf(stderr,
+                "bitrack bench model: %lld positions (prompt %lld, or depth %lld + %lld "
+                "generated) exceed the model's context of %d\n",
+                ntok, p, depth, n, rk->n_ctx);
+        br_rank_close(&rk);
         free(threads);
         return 1;
     }
@@ -183,7 +197,11 @@ int br_cmd_bench_model(int argc, char **argv)
     uint64_t head_bytes = (uint64_t)m->head.row_bytes * (uint64_t)m->head.rows;
     if (m->head_q8.rows) /* what the Q8_0 kernels read: int8 values and f16 scales */
         head_bytes = (uint64_t)m->head_q8.rows * (uint64_t)m->head_q8.nb * BR_Q8_BLOCK_BYTES;
-    uint64_t tg_bytes = m->ternary_bytes + head_bytes + m->embd.row_bytes;
+    /* f16 keys and values of every layer, per position of context */
+    uint64_t kv_pos = (uint64_t)cfg->n_layer * (uint64_t)cfg->n_head_kv *
+                      (uint64_t)(cfg->head_dim + cfg->head_dim_v) * 2u;
+    uint64_t tg_bytes = m->ternary_bytes + head_bytes + m->embd.row_bytes +
+                        (uint64_t)((double)kv_pos * ((double)depth + (double)(n + 1) / 2.0));
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (json && !jf) {
         fprintf(stderr, "bitrack bench model: cannot write %s\n", json);
@@ -202,11 +220,14 @@ int br_cmd_bench_model(int argc, char **argv)
         printf("weights, head and KV cache in huge pages: %.0f MiB (BITRACK_HUGEPAGES=0 leaves "
                "them in 4 KiB pages%s)\n",
                huge, br_big_huge() ? "" : ", as now");
+    if (depth > 0)
+        printf("decode at depth %lld: the KV cache adds %.0f MiB to a token's bytes\n", depth,
+               (double)kv_pos * ((double)depth + (double)(n + 1) / 2.0) / 1048576.0);
     printf("| test  | threads | tokens/s | bytes/token | read GB/s | roofline tok/s | fraction | "
            "triad GB/s | of triad roofline |\n");
     printf("|-------|---------|----------|-------------|-----------|----------------|----------|"
            "------------|-------------------|\n");
-    int32_t *toks = malloc((size_t)(p > n ? p : n) * sizeof *toks);
+    int32_t *toks = malloc((size_t)ntok * sizeof *toks);
     float *logits = malloc((size_t)cfg->n_vocab * sizeof *logits);
     int first = 1, rc = 0;
     for (int32_t ti = 0; ti < n_threads && toks && logits; ti++) {
@@ -226,7 +247,7 @@ int br_cmd_bench_model(int argc, char **argv)
         br_bench_bandwidth(pool, 768, &bw, &rbw);
         double peak = br_bench_peak_macs(pool);
         uint64_t s = 12345;
-        for (long long i = 0; i < (p > n ? p : n); i++) {
+        for (long long i = 0; i < ntok; i++) {
             s = s * 6364136223846793005ULL + 1442695040888963407ULL;
             toks[i] = (int32_t)((s >> 33) % (uint64_t)cfg->n_vocab);
         }
@@ -235,12 +256,23 @@ int br_cmd_bench_model(int argc, char **argv)
             double t0 = br_now(), c0 = br_cpu_s();
             if (br_engine_eval(e, toks, (int32_t)p, 0, logits, BR_LOGITS_LAST, &err)) rc = 1;
             double t1 = br_now(), c1 = br_cpu_s();
+            if (t1 - t0 < best_pp) best_pp = t1 - t0;
             if (c1 - c0 < best_pp_cpu) best_pp_cpu = c1 - c0;
+        }
+        /* the context: written once, from position 0 (which drops the prompt's), untimed;
+         * each decode pass then starts again at position `depth` */
+        if (depth > 0 && !rc) {
+            fprintf(stderr, "bench model: filling %lld positions of context (%d thread%s)\n", depth,
+                    threads[ti], threads[ti] == 1 ? "" : "s");
+            if (br_engine_eval(e, toks, (int32_t)depth, 0, logits, BR_LOGITS_LAST, &err)) rc = 1;
+        }
+        for (long long r = 0; r < reps && !rc; r++) {
+            double t1 = br_now(), c1 = br_cpu_s();
             for (long long i = 0; i < n && !rc; i++)
-                if (br_engine_eval(e, toks + i, 1, (int32_t)i, logits, BR_LOGITS_LAST, &err))
+                if (br_engine_eval(e, toks + depth + i, 1, (int32_t)(depth + i), logits,
+                                   BR_LOGITS_LAST, &err))
                     rc = 1;
             double t2 = br_now(), c2 = br_cpu_s();
-            if (t1 - t0 < best_pp) best_pp = t1 - t0;
             if (t2 - t1 < best_tg) best_tg = t2 - t1;
             if (c2 - c1 < best_tg_cpu) best_tg_cpu = c2 - c1;
         }
@@ -279,15 +311,17 @@ int br_cmd_bench_model(int argc, char **argv)
             if (jf)
                 fprintf(
                     jf,
-                    "%s  {\"test\": \"%s\", \"threads\": %d, \"n_tokens\": %lld, \"tokens_per_s\": "
+                    "%s  {\"test\": \"%s\", \"threads\": %d, \"n_tokens\": %lld, \"depth\": %lld, "
+                    "\"tokens_per_s\": "
                     "%.4f, \"bytes_per_token\": %.0f, \"bandwidth_gbs\": %.3f, \"read_gbs\": %.3f, "
                     "\"triad_gbs\": %.3f, \"peak_int8_gmacs\": %.2f, \"roofline_tokens_per_s\": "
                     "%.4f, "
                     "\"roofline_fraction\": %.4f, \"triad_roofline_tokens_per_s\": %.4f, "
                     "\"triad_roofline_fraction\": %.4f, \"kernels\": \"%s\", \"model\": \"%s\"}",
-                    first ? "" : ",\n", rows[k].name, threads[ti], k == 0 ? n : p, rows[k].tps,
-                    rows[k].bytes, bw, rbw, bw, peak / 1e9, rows[k].roof, rows[k].frac,
-                    k == 0 ? tg_troof : 0.0, k == 0 ? tg / tg_troof : 0.0, br_kernels_name(), path);
+                    first ? "" : ",\n", rows[k].name, threads[ti], k == 0 ? n : p,
+                    k == 0 ? depth : 0, rows[k].tps, rows[k].bytes, bw, rbw, bw, peak / 1e9,
+                    rows[k].roof, rows[k].frac, k == 0 ? tg_troof : 0.0,
+                    k == 0 ? tg / tg_troof : 0.0, br_kernels_name(), path);
             first = 0;
         }
         if (!rc) rc = bench_head(e, m, threads[ti], (int)reps, rbw, bw, head_bytes, jf, &err);

@@ -654,6 +654,7 @@ struct attn_job {
     struct br_engine *e;
     int layer;
     const struct br_batch *b;
+    int32_t chunks; /* grouped: token strides per KV head (attn_group_task) */
 };
 
 _Static_assert(BR_MAX_HEAD_DIM <= BR_ATTN_MAX_HEAD_DIM,
@@ -713,7 +714,7 @@ static void attn_task(void *ctx, int h, int n_heads)
 }
 
 /* Grouped-query attention: task = kvh * C + c takes the g query heads of local KV head kvh
- * for the tokens t = c, c + C, ... (C = e->attn_chunks; strided, so that a long prompt's
+ * for the tokens t = c, c + C, ... (C = j->chunks; strided, so that a long prompt's
  * expensive last tokens spread over the tasks), reading each cache row once for the g
  * heads. */
 static void attn_group_task(void *ctx, int task, int n_tasks)
@@ -721,7 +722,7 @@ static void attn_group_task(void *ctx, int task, int n_tasks)
     (void)n_tasks;
     struct attn_job *j = ctx;
     struct br_engine *e = j->e;
-    int32_t G = e->g, C = e->attn_chunks;
+    int32_t G = e->g, C = j->chunks;
     float *scores = e->scores + (size_t)task * (size_t)G * e->n_ctx;
     for (int32_t t = task % C; t < j->b->n; t += C)
         attend(e, j->layer, j->b, t, task / C * G, G, scores);
@@ -815,11 +816,14 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         project(e, &lw->v, e->q8, e->kpad_d, T, e->v);
         int layer = l;
         for_tokens(e, T, rope_store_tok, &layer);
-        struct attn_job aj = {e, l, b};
-        /* grouped once every task has a token: one token (decode of one stream) keeps a
-         * task per head, so that both threads stay busy */
-        if (e->attn_chunks && T >= e->attn_chunks)
-            br_pool_run(e->pool, attn_group_task, &aj, e->kvl * e->attn_chunks);
+        struct attn_job aj = {e, l, b, e->attn_chunks};
+        /* grouped once every task has a token; fewer tokens (a decode step) go grouped,
+         * one task per KV head, where there are at least as many KV heads as threads, and
+         * otherwise keep a task per query head so that every thread has work */
+        if (e->attn_chunks && T < e->attn_chunks && e->kvl >= br_pool_threads(e->pool))
+            aj.chunks = 1;
+        if (e->attn_chunks && (T >= e->attn_chunks || aj.chunks == 1))
+            br_pool_run(e->pool, attn_group_task, &aj, e->kvl * aj.chunks);
         else
             br_pool_run(e->pool, attn_task, &aj, e->qhl);
         if ((rc =

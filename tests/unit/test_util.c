@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 static const char *env_or(const char *name, const char *fallback)
@@ -35,12 +37,38 @@ uint8_t *br_test_data_read(const char *rel, size_t *len)
     return b;
 }
 
+/* Every path handed out, so that the files a failed check left behind (cmocka leaves the
+ * test before its cleanup) are removed when the test program exits. */
+#define TMP_MAX_PATHS 256
+static char *g_tmp_paths[TMP_MAX_PATHS];
+static int g_tmp_count;
+static pid_t g_tmp_owner;
+
+static void remove_tmp_paths(void)
+{
+    if (getpid() != g_tmp_owner) return; /* a forked child's exit leaves them alone */
+    for (int i = 0; i < g_tmp_count; i++) {
+        struct stat st;
+        if (lstat(g_tmp_paths[i], &st) == 0 && S_ISREG(st.st_mode)) unlink(g_tmp_paths[i]);
+        free(g_tmp_paths[i]);
+    }
+    g_tmp_count = 0;
+}
+
 char *br_test_tmp_path(const char *stem)
 {
     static unsigned counter;
     char buf[4096];
     snprintf(buf, sizeof buf, "%s/%s-%ld-%u", env_or("BR_TMP", "/tmp"), stem, (long)getpid(),
              counter++);
+    if (g_tmp_count == 0 && g_tmp_owner == 0) {
+        g_tmp_owner = getpid();
+        atexit(remove_tmp_paths);
+    }
+    if (g_tmp_count < TMP_MAX_PATHS && getpid() == g_tmp_owner) {
+        char *copy = strdup(buf);
+        if (copy) g_tmp_paths[g_tmp_count++] = copy;
+    }
     return strdup(buf);
 }
 

@@ -215,12 +215,15 @@ static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
     return (float **)((char *)lw + layer_field[w]);
 }
 
-/* Sizes the region of the part's layer matrices (struct br_model's wmem) from the slices the
- * loaders decode, and maps it. */
+/* Allocates the layer table (n_layer entries, only the part's filled), sizes the region of
+ * the part's layer matrices (struct br_model's wmem) from the slices the loaders decode,
+ * and maps it. */
 static int weights_region(struct br_model *m, struct br_err *err)
 {
     const struct br_model_config *c = &m->cfg;
     const struct br_part *p = &m->part;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return br_err_set(err, BR_E_NOMEM, "out of memory");
     size_t total = 0;
     for (int l = p->layer0; l < p->layer1; l++)
         for (int w = 0; w < BR_W_COUNT; w++) {
@@ -327,11 +330,6 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
         (rc = load_norm(g, "output_norm.weight", c->n_embd, p->d0, p->d1, &m->output_norm, err)))
         goto fail;
     if (p->last_stage && m->head.type == BR_GGML_Q8_0 && (rc = head_to_q8(m, err))) goto fail;
-    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (!m->layers) {
-        rc = br_err_set(err, BR_E_NOMEM, "out of memory");
-        goto fail;
-    }
     if ((rc = weights_region(m, err))) goto fail;
     struct br_progress prog;
     br_progress_begin(&prog, "loading", (uint64_t)(p->layer1 - p->layer0));
@@ -458,11 +456,6 @@ int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_mod
                                           &m->output_norm, err)) ||
                           (m->head.type == BR_GGML_Q8_0 && (rc = head_to_q8(m, err)))))
         goto fail_path;
-    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (!m->layers) {
-        rc = br_err_set(err, BR_E_NOMEM, "out of memory");
-        goto fail;
-    }
     if ((rc = weights_region(m, err))) goto fail;
     struct br_progress prog;
     br_progress_begin(&prog, "loading", (uint64_t)(p->layer1 - p->layer0));

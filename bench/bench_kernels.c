@@ -191,17 +191,27 @@ struct bw_ctx {
 /* Where measure_bandwidth lists each probe form's figure (NULL: nowhere). */
 static FILE *g_probe_log;
 
-static void range_of(size_t n, int task, int n_tasks, size_t *lo, size_t *hi)
+/* Task `task` of n_tasks's share [*lo, *hi) of the n elements from off. */
+static void range_of(size_t off, size_t n, int task, int n_tasks, size_t *lo, size_t *hi)
 {
-    *lo = n * (size_t)task / (size_t)n_tasks;
-    *hi = n * (size_t)(task + 1) / (size_t)n_tasks;
+    *lo = off + n * (size_t)task / (size_t)n_tasks;
+    *hi = off + n * (size_t)(task + 1) / (size_t)n_tasks;
+}
+
+/* Makes piece g of n_segs of the arrays the part the next run covers. */
+static void bw_segment(struct bw_ctx *c, int g, int n_segs)
+{
+    size_t lo, hi;
+    range_of(0, c->n, g, n_segs, &lo, &hi);
+    c->seg_off = lo;
+    c->seg_n = hi - lo;
 }
 
 static void bw_init_task(void *v, int task, int n_tasks)
 {
     struct bw_ctx *c = v;
     size_t lo, hi;
-    range_of(c->n, task, n_tasks, &lo, &hi);
+    range_of(0, c->n, task, n_tasks, &lo, &hi);
     for (size_t i = lo; i < hi; i++) {
         c->a[i] = 0.0;
         c->b[i] = 1.0;
@@ -214,9 +224,7 @@ static void bw_triad_task(void *v, int task, int n_tasks)
     struct bw_ctx *c = v;
     double t0 = br_thread_cpu_s();
     size_t lo, hi;
-    range_of(c->seg_n, task, n_tasks, &lo, &hi);
-    lo += c->seg_off;
-    hi += c->seg_off;
+    range_of(c->seg_off, c->seg_n, task, n_tasks, &lo, &hi);
     double *restrict a = c->a;
     const double *restrict b = c->b, *restrict cc = c->c;
     for (size_t i = lo; i < hi; i++) a[i] = b[i] + 3.0 * cc[i];
@@ -230,9 +238,7 @@ static void bw_read_task(void *v, int task, int n_tasks)
     struct bw_ctx *c = v;
     double t0 = br_thread_cpu_s();
     size_t lo, hi;
-    range_of(c->seg_n, task, n_tasks, &lo, &hi);
-    lo += c->seg_off;
-    hi += c->seg_off;
+    range_of(c->seg_off, c->seg_n, task, n_tasks, &lo, &hi);
     size_t step = 128 * (size_t)c->streams / sizeof(double); /* doubles per probe step */
     lo = (lo + step - 1) / step * step;
     hi = hi / step * step;
@@ -284,19 +290,13 @@ static void measure_bandwidth(struct br_pool *pool, size_t total_mb, double *tri
      * caches (by the arrays' other pieces) before it is read again. */
     for (int rep = 0; rep < 8; rep++) {
         for (int g = 0; g < BW_SEGS; g++) {
-            size_t lo, hi;
-            range_of(c.n, g, BW_SEGS, &lo, &hi);
-            c.seg_off = lo;
-            c.seg_n = hi - lo;
+            bw_segment(&c, g, BW_SEGS);
             double t = timed_run(pool, bw_triad_task, &c, nt, &c.tc);
             if (t < best_triad[g]) best_triad[g] = t;
         }
         for (int s = 0; s < N_PROBE_STREAMS; s++)
             for (int g = 0; g < BW_SEGS; g++) {
-                size_t lo, hi;
-                range_of(c.n, g, BW_SEGS, &lo, &hi);
-                c.seg_off = lo;
-                c.seg_n = hi - lo;
+                bw_segment(&c, g, BW_SEGS);
                 c.streams = g_probe_forms[s].streams;
                 c.ahead = g_probe_forms[s].ahead;
                 double t = timed_run(pool, bw_read_task, &c, nt, &c.tc);

@@ -16,7 +16,7 @@
 static int print_json(const struct br_plan *p, uint64_t mem)
 {
     const struct br_model_config *c = &p->cfg;
-    int eb = c->embd_type == 0 ? 4 : 2, hb = c->head_type == 0 ? 4 : 2, over = 0;
+    int over = 0;
     printf("{\"tp\": %d, \"pp\": %d, \"ranks\": %d, \"residual\": \"%s\", \"arch\": \"%s\", "
            "\"n_embd\": %d, "
            "\"n_layer\": %d, \"n_head\": %d, \"n_head_kv\": %d, \"n_ff\": %d, \"n_vocab\": %d, "
@@ -25,21 +25,18 @@ static int print_json(const struct br_plan *p, uint64_t mem)
            c->n_layer, c->n_head, c->n_head_kv, c->n_ff, c->n_vocab, (unsigned long long)mem);
     for (int32_t r = 0; r < p->tp * p->pp; r++) {
         const struct br_part *q = &p->parts[r];
-        struct br_part_cost cost;
-        br_part_cost(c, q, eb, hb, &cost);
-        uint64_t tb, tm;
-        br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, 1, &tb, &tm);
-        int bad = mem && cost.weight_bytes + cost.kv_bytes_per_1k * 4 > mem;
-        over += bad;
+        struct br_rank_figures e;
+        br_plan_rank_figures(p, r, mem, &e);
+        over += e.over;
         printf("%s\n  {\"rank\": %d, \"tp_rank\": %d, \"stage\": %d, \"layers\": [%d, %d], "
                "\"kv_heads\": [%d, %d], \"ffn_rows\": [%d, %d], \"hidden\": [%d, %d], "
                "\"vocab\": [%d, %d], \"weight_bytes\": %llu, \"kv_bytes_per_1k\": %llu, "
                "\"decode_bytes_per_token\": %llu, \"messages_per_token\": %llu, \"fits\": %s}",
                r ? "," : "", r, q->tp_rank, q->pp_rank, q->layer0, q->layer1, q->kv0, q->kv1,
                q->ff0, q->ff1, q->d0, q->d1, q->last_stage ? q->v0 : 0, q->last_stage ? q->v1 : 0,
-               (unsigned long long)cost.weight_bytes, (unsigned long long)cost.kv_bytes_per_1k,
-               (unsigned long long)(tb / 1000), (unsigned long long)(tm / 1000),
-               bad ? "false" : "true");
+               (unsigned long long)e.cost.weight_bytes, (unsigned long long)e.cost.kv_bytes_per_1k,
+               (unsigned long long)e.decode_bytes, (unsigned long long)e.decode_messages,
+               e.over ? "false" : "true");
     }
     printf("\n]}\n");
     return over;

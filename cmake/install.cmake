@@ -2,14 +2,16 @@
 # file, and the docs, in the GNUInstallDirs places (bin, lib, include, share/doc/bitrack).
 #
 # The client library (libbitrack-client, shared) is the protocol codec and the DEALER
-# client of proto/ with the status codes of common/: what a C program needs to talk to
-# `bitrack serve`. Its headers keep their in-tree paths under include/bitrack-client, so
-# a program includes "proto/client.h" the same way inside and outside the tree:
+# client of proto/ with the status codes and byte buffer of common/: what a C program
+# needs to talk to `bitrack serve`. Its headers keep their in-tree paths under
+# include/bitrack-client, so a program includes "proto/client.h" the same way inside and
+# outside the tree:
 #   cc app.c $(pkg-config --cflags --libs bitrack-client)
 include(GNUInstallDirs)
 
 file(GLOB BR_CLIENT_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/proto/*.c)
-add_library(bitrack_client SHARED ${BR_CLIENT_SOURCES} ${CMAKE_SOURCE_DIR}/common/status.c)
+add_library(bitrack_client SHARED ${BR_CLIENT_SOURCES} ${CMAKE_SOURCE_DIR}/common/status.c
+  ${CMAKE_SOURCE_DIR}/common/buf.c)
 set_target_properties(bitrack_client PROPERTIES
   OUTPUT_NAME bitrack-client VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
   C_VISIBILITY_PRESET default)
@@ -24,7 +26,7 @@ install(TARGETS bitrack_client
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 set(BR_CLIENT_INCLUDEDIR ${CMAKE_INSTALL_INCLUDEDIR}/bitrack-client)
-install(FILES ${CMAKE_SOURCE_DIR}/include/bitrack/status.h
+install(FILES ${CMAKE_SOURCE_DIR}/include/bitrack/status.h ${CMAKE_SOURCE_DIR}/include/bitrack/buf.h
   DESTINATION ${BR_CLIENT_INCLUDEDIR}/bitrack)
 install(FILES ${CMAKE_SOURCE_DIR}/proto/client.h ${CMAKE_SOURCE_DIR}/proto/proto.h
   DESTINATION ${BR_CLIENT_INCLUDEDIR}/proto)

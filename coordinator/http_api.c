@@ -146,6 +146,14 @@ static json_t *opt(json_t *o, const char *key)
     return v && !json_is_null(v) ? v : NULL;
 }
 
+/* A field the request must have: NULL, with e a 400 naming it, when it is absent or null. */
+static json_t *required(json_t *o, const char *key, struct br_http_error *e)
+{
+    json_t *v = opt(o, key);
+    if (!v) br_http_error_set(e, 400, key, NULL, "%s: missing", key);
+    return v;
+}
+
 static int read_num(json_t *o, const char *key, double lo, double hi, bool lo_open, float *out,
                     struct br_http_error *e)
 {
@@ -233,11 +241,8 @@ static int read_ids(json_t *a, const char *param, const struct br_proto_limits *
 static int read_prompt(json_t *o, const struct br_proto_limits *lim, struct br_req *r,
                        struct br_http_error *e)
 {
-    json_t *v = opt(o, "prompt");
-    if (!v) {
-        br_http_error_set(e, 400, "prompt", NULL, "prompt: missing");
-        return BR_E_PROTOCOL;
-    }
+    json_t *v = required(o, "prompt", e);
+    if (!v) return BR_E_PROTOCOL;
     /* OpenAI also takes a list of prompts (a batch): one is accepted as the prompt */
     if (json_is_array(v) && json_array_size(v) >= 1 &&
         (json_is_string(json_array_get(v, 0)) || json_is_array(json_array_get(v, 0)))) {
@@ -335,11 +340,8 @@ static int read_content(json_t *v, const char *param, struct br_chat_msg *m,
 static int read_messages(json_t *o, const struct br_proto_limits *lim, struct br_req *r,
                          struct br_http_error *e)
 {
-    json_t *a = opt(o, "messages");
-    if (!a) {
-        br_http_error_set(e, 400, "messages", NULL, "messages: missing");
-        return BR_E_PROTOCOL;
-    }
+    json_t *a = required(o, "messages", e);
+    if (!a) return BR_E_PROTOCOL;
     if (!json_is_array(a)) return bad(e, "messages", a, "an array of {role, content} objects");
     size_t n = json_array_size(a);
     if (n < 1 || n > lim->max_messages) {

@@ -27,27 +27,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bitrack/buf.h"
 #include "bitrack/status.h"
 
 #define BR_PROTO_VERSION 1
-
-/* ---- growable byte buffer ------------------------------------------------------------ */
-
-/* Bytes owned by the buffer: data[0..len) valid, cap bytes allocated. Zero-initialise
- * (struct br_buf b = {0}) or br_buf_init; release with br_buf_free. */
-struct br_buf {
-    uint8_t *data;
-    size_t len;
-    size_t cap;
-};
-
-void br_buf_init(struct br_buf *b);
-/* Frees the bytes and zeroes the struct; NULL-safe. */
-void br_buf_free(struct br_buf *b);
-/* Sets len to 0, keeping the allocation. */
-void br_buf_reset(struct br_buf *b);
-/* Appends n bytes; BR_E_NOMEM on failure (buffer unchanged). */
-int br_buf_append(struct br_buf *b, const void *p, size_t n);
 
 /* ---- limits ---------------------------------------------------------------------------- */
 

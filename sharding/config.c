@@ -84,7 +84,8 @@ void br_config_wshape(const struct br_model_config *c, enum br_wname w, int64_t 
     *rows = br_config_dim(c, br_wtraits[w].rows);
 }
 
-/* Reads an integer key "<arch>.<suffix>"; required keys must exist and be in 1..max. */
+/* Reads an integer key "<arch>.<suffix>", in 1..max; a required key must exist, an optional
+ * one that is absent leaves *out (its default) as it is. */
 static int get_int(const struct br_gguf *g, const char *arch, const char *suffix, bool required,
                    int64_t max, int32_t *out, struct br_err *err)
 {
@@ -92,10 +93,8 @@ static int get_int(const struct br_gguf *g, const char *arch, const char *suffix
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
     int64_t v;
     int rc = br_gguf_get_i64(g, key, &v, err);
-    if (rc == BR_E_NOTFOUND) {
-        if (required) return br_err_set(err, BR_E_FORMAT, "missing metadata key %s", key);
-        return BR_E_NOTFOUND;
-    }
+    if (rc == BR_E_NOTFOUND)
+        return required ? br_err_set(err, BR_E_FORMAT, "missing metadata key %s", key) : BR_OK;
     if (rc) return rc;
     if (v < 1 || v > max)
         return br_err_set(err, BR_E_FORMAT, "%s = %lld is out of range 1..%lld", key, (long long)v,
@@ -104,6 +103,7 @@ static int get_int(const struct br_gguf *g, const char *arch, const char *suffix
     return BR_OK;
 }
 
+/* Reads an optional float key "<arch>.<suffix>", finite; absent, *out keeps its default. */
 static int get_float(const struct br_gguf *g, const char *arch, const char *suffix, float *out,
                      struct br_err *err)
 {
@@ -112,7 +112,7 @@ static int get_float(const struct br_gguf *g, const char *arch, const char *suff
     int rc = br_gguf_get_f32(g, key, out, err);
     if (rc == BR_OK && !isfinite(*out))
         return br_err_set(err, BR_E_FORMAT, "%s is not finite", key);
-    return rc;
+    return rc == BR_E_NOTFOUND ? BR_OK : rc;
 }
 
 static int check_tensor(const struct br_gguf *g, const char *name, int64_t cols, int64_t rows,
@@ -172,12 +172,9 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
         (rc = get_int(g, a, "attention.head_count", true, 65536, &c->n_head, err)))
         return rc;
     c->n_ctx = 4096;
-    if ((rc = get_int(g, a, "context_length", false, (int64_t)1 << 22, &c->n_ctx, err)) &&
-        rc != BR_E_NOTFOUND)
-        return rc;
+    if ((rc = get_int(g, a, "context_length", false, (int64_t)1 << 22, &c->n_ctx, err))) return rc;
     c->n_head_kv = c->n_head;
-    if ((rc = get_int(g, a, "attention.head_count_kv", false, 65536, &c->n_head_kv, err)) &&
-        rc != BR_E_NOTFOUND)
+    if ((rc = get_int(g, a, "attention.head_count_kv", false, 65536, &c->n_head_kv, err)))
         return rc;
     if (c->n_embd % c->n_head != 0)
         return br_err_set(err, BR_E_FORMAT,
@@ -185,12 +182,9 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
                           "head_count %d",
                           a, c->n_embd, c->n_head);
     c->head_dim = c->n_embd / c->n_head;
-    if ((rc = get_int(g, a, "attention.key_length", false, 65536, &c->head_dim, err)) &&
-        rc != BR_E_NOTFOUND)
-        return rc;
+    if ((rc = get_int(g, a, "attention.key_length", false, 65536, &c->head_dim, err))) return rc;
     c->head_dim_v = c->head_dim;
-    if ((rc = get_int(g, a, "attention.value_length", false, 65536, &c->head_dim_v, err)) &&
-        rc != BR_E_NOTFOUND)
+    if ((rc = get_int(g, a, "attention.value_length", false, 65536, &c->head_dim_v, err)))
         return rc;
     if (c->head_dim > 512 || c->head_dim_v > 512)
         return br_err_set(err, BR_E_UNSUPPORTED, "head dimension %d/%d is above the supported 512",
@@ -199,17 +193,14 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
         return br_err_set(err, BR_E_FORMAT, "head_count %d is not a multiple of head_count_kv %d",
                           c->n_head, c->n_head_kv);
     c->n_rot = c->head_dim;
-    if ((rc = get_int(g, a, "rope.dimension_count", false, 65536, &c->n_rot, err)) &&
-        rc != BR_E_NOTFOUND)
-        return rc;
+    if ((rc = get_int(g, a, "rope.dimension_count", false, 65536, &c->n_rot, err))) return rc;
     if (c->n_rot > c->head_dim || c->n_rot % 2)
         return br_err_set(err, BR_E_FORMAT,
                           "rope.dimension_count %d must be even and at most "
                           "the head dimension %d",
                           c->n_rot, c->head_dim);
     c->rope_base = 10000.0f;
-    if ((rc = get_float(g, a, "rope.freq_base", &c->rope_base, err)) && rc != BR_E_NOTFOUND)
-        return rc;
+    if ((rc = get_float(g, a, "rope.freq_base", &c->rope_base, err))) return rc;
     c->rope_scale = 1.0f;
     char key[160], stype[32];
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
@@ -218,8 +209,7 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
             return br_err_set(err, BR_E_UNSUPPORTED, "%s '%s' is not supported (linear, none)", key,
                               stype);
         float f = 1.0f;
-        if ((rc = get_float(g, a, "rope.scaling.factor", &f, err)) && rc != BR_E_NOTFOUND)
-            return rc;
+        if ((rc = get_float(g, a, "rope.scaling.factor", &f, err))) return rc;
         if (f <= 0.0f) return br_err_set(err, BR_E_FORMAT, "rope.scaling.factor must be > 0");
         /* refused rather than ignored: positions would be wrong, silently */
         if (f != 1.0f)
@@ -228,9 +218,7 @@ int br_config_from_meta(const struct br_gguf *g, struct br_model_config *c, stru
         c->rope_scale = f;
     }
     c->eps = 1e-5f;
-    if ((rc = get_float(g, a, "attention.layer_norm_rms_epsilon", &c->eps, err)) &&
-        rc != BR_E_NOTFOUND)
-        return rc;
+    if ((rc = get_float(g, a, "attention.layer_norm_rms_epsilon", &c->eps, err))) return rc;
     if (!(c->eps > 0.0f)) return br_err_set(err, BR_E_FORMAT, "rms epsilon must be > 0");
     snprintf(key, sizeof key, "%s.hidden_activation", a);
     char act[32];
@@ -263,15 +251,10 @@ int br_config_from_gguf(const struct br_gguf *g, struct br_model_config *c, stru
     c->n_vocab = (int32_t)emb->ne[1];
     c->embd_type = emb->type;
     int32_t vocab_kv = 0;
-    if ((rc = get_int(g, a, "vocab_size", false, (int64_t)1 << 26, &vocab_kv, err)) == BR_OK) {
-        if (vocab_kv != c->n_vocab)
-            return br_err_set(err, BR_E_FORMAT,
-                              "%s.vocab_size %d disagrees with token_embd's %d "
-                              "rows",
-                              a, vocab_kv, c->n_vocab);
-    } else if (rc != BR_E_NOTFOUND) {
-        return rc;
-    }
+    if ((rc = get_int(g, a, "vocab_size", false, (int64_t)1 << 26, &vocab_kv, err))) return rc;
+    if (vocab_kv && vocab_kv != c->n_vocab) /* 0: the key is absent (get_int takes 1 up) */
+        return br_err_set(err, BR_E_FORMAT, "%s.vocab_size %d disagrees with token_embd's %d rows",
+                          a, vocab_kv, c->n_vocab);
     for (int l = 0; l < c->n_layer; l++) {
         for (int w = 0; w < BR_W_COUNT; w++) {
             if (br_wname_is_subnorm((enum br_wname)w) && !c->has_subnorm) continue;

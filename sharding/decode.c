@@ -83,8 +83,7 @@ static void dequant_q6_k_block(const uint8_t *blk, float *y)
     }
 }
 
-int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t row0, uint64_t nrows,
-                       float *out, struct br_err *err)
+bool br_decode_rows_supported(uint32_t type)
 {
     switch (type) {
     case BR_GGML_F32:
@@ -92,12 +91,19 @@ int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t r
     case BR_GGML_BF16:
     case BR_GGML_Q8_0:
     case BR_GGML_Q6_K:
-        break;
-    default: {
+        return true;
+    default:
+        return false;
+    }
+}
+
+int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t row0, uint64_t nrows,
+                       float *out, struct br_err *err)
+{
+    if (!br_decode_rows_supported(type)) {
         const char *name = br_ggml_type_name(type);
         return br_err_set(err, BR_E_UNSUPPORTED, "cannot decode type %s (%u) to float rows",
                           name ? name : "?", type);
-    }
     }
     uint64_t row_bytes;
     if (!br_ggml_type_nbytes(type, ne0, ne0, &row_bytes))
@@ -136,6 +142,31 @@ int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t r
             dequant_q6_k_block(src + b * sizeof(struct br_block_q6_k), out + b * BR_QK_K);
         break;
     }
+    return BR_OK;
+}
+
+int br_decode_norm(const struct br_gguf_tensor *t, const char *name, int64_t n, int64_t e0,
+                   int64_t e1, float *out, struct br_err *err)
+{
+    if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
+    if (t->nelem != (uint64_t)n)
+        return br_err_set(err, BR_E_FORMAT, "tensor %s has %llu elements, expected %lld", name,
+                          (unsigned long long)t->nelem, (long long)n);
+    float *all = malloc((size_t)n * sizeof *all);
+    if (!all) return br_err_set(err, BR_E_NOMEM, "out of memory for %s", name);
+    int rc = br_decode_rows_f32(t->type, t->data, (uint64_t)n, 0, 1, all, err);
+    if (rc) {
+        free(all);
+        return br_err_prefix(err, rc, "tensor %s", name);
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(all[i])) {
+            free(all);
+            return br_err_set(err, BR_E_FORMAT, "tensor %s: element %lld is not finite", name,
+                              (long long)i);
+        }
+    memcpy(out, all + e0, (size_t)(e1 - e0) * sizeof *out);
+    free(all);
     return BR_OK;
 }
 

@@ -16,6 +16,7 @@
 #ifndef BR_SHARDING_DECODE_H
 #define BR_SHARDING_DECODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,14 @@
  * byte. BR_E_UNSUPPORTED for other types. */
 int br_decode_rows_f32(uint32_t type, const void *data, uint64_t ne0, uint64_t row0, uint64_t nrows,
                        float *out, struct br_err *err);
+/* Whether br_decode_rows_f32 decodes `type` (F32, F16, BF16, Q8_0, Q6_K). */
+bool br_decode_rows_supported(uint32_t type);
+
+/* Decodes t, the 1-D (or 1 x n) float tensor `name`, which must hold n elements, all finite,
+ * and copies its elements [e0, e1) to out (e1 - e0 floats). BR_E_FORMAT names the tensor
+ * when it is missing (t NULL), of another size or not finite. */
+int br_decode_norm(const struct br_gguf_tensor *t, const char *name, int64_t n, int64_t e0,
+                   int64_t e1, float *out, struct br_err *err);
 
 /* Decodes the sub-rectangle of a ternary weight tensor t (ne = {cols, rows}) into *out,
  * which this function initializes (br_tmat_init) with (row1-row0) x (col1-col0).

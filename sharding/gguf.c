@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bitrack/buf.h"
 #include "sharding/types.h"
 
 #define GGUF_MAGIC    "GGUF"
@@ -881,13 +882,8 @@ struct wtensor {
     uint64_t nbytes, offset;
 };
 
-struct buf {
-    uint8_t *p;
-    size_t len, cap;
-};
-
 struct br_gguf_writer {
-    struct buf kv;
+    struct br_buf kv;
     uint64_t n_kv;
     char **keys;
     struct wtensor *tensors;
@@ -900,39 +896,22 @@ struct br_gguf_writer {
     uint64_t data_bytes; /* offset from data start of the write position */
 };
 
-static int buf_put(struct buf *b, const void *p, size_t n)
-{
-    if (n == 0) return BR_OK; /* p may be NULL (an empty array), and memcpy forbids that */
-    if (n > SIZE_MAX / 2 - b->len) return BR_E_NOMEM;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n) cap *= 2;
-        uint8_t *np = realloc(b->p, cap);
-        if (!np) return BR_E_NOMEM;
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return BR_OK;
-}
-
-static int buf_u32(struct buf *b, uint32_t v)
+static int buf_u32(struct br_buf *b, uint32_t v)
 {
     uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    return buf_put(b, x, 4);
+    return br_buf_append(b, x, 4);
 }
 
-static int buf_u64(struct buf *b, uint64_t v)
+static int buf_u64(struct br_buf *b, uint64_t v)
 {
     int rc = buf_u32(b, (uint32_t)v);
     return rc ? rc : buf_u32(b, (uint32_t)(v >> 32));
 }
 
-static int buf_str(struct buf *b, const char *s, size_t n)
+static int buf_str(struct br_buf *b, const char *s, size_t n)
 {
     int rc = buf_u64(b, n);
-    return rc ? rc : buf_put(b, s, n);
+    return rc ? rc : br_buf_append(b, s, n);
 }
 
 int br_gguf_writer_create(struct br_gguf_writer **out)
@@ -950,7 +929,7 @@ void br_gguf_writer_destroy(struct br_gguf_writer **wp)
     if (w->f) fclose(w->f);
     for (uint64_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
     free(w->keys);
-    free(w->kv.p);
+    br_buf_free(&w->kv);
     free(w->tensors);
     free(w->path);
     free(w);
@@ -977,9 +956,9 @@ static int kv_begin(struct br_gguf_writer *w, const char *key, uint32_t type)
     return rc ? rc : buf_u32(&w->kv, type);
 }
 
-static int put_scalar(struct buf *b, enum br_gguf_vtype t, const void *v)
+static int put_scalar(struct br_buf *b, enum br_gguf_vtype t, const void *v)
 {
-    return buf_put(b, v, br_gguf_vtype_size(t)); /* host is little-endian (checked below) */
+    return br_buf_append(b, v, br_gguf_vtype_size(t)); /* host is little-endian (checked below) */
 }
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "GGUF writer assumes little-endian");
@@ -1035,7 +1014,7 @@ int br_gguf_writer_set_arr(struct br_gguf_writer *w, const char *key, enum br_gg
     int rc = kv_begin(w, key, BR_GGUF_ARRAY);
     if (!rc) rc = buf_u32(&w->kv, elem);
     if (!rc) rc = buf_u64(&w->kv, n);
-    if (!rc) rc = buf_put(&w->kv, data, (size_t)n * sz);
+    if (!rc) rc = br_buf_append(&w->kv, data, (size_t)n * sz);
     return rc;
 }
 
@@ -1116,12 +1095,12 @@ int br_gguf_writer_begin(struct br_gguf_writer *w, const char *path, struct br_e
                               w->tensors[i].name);
         off = (off + w->tensors[i].nbytes + w->alignment - 1) / w->alignment * w->alignment;
     }
-    struct buf h = {0};
-    int rc = buf_put(&h, GGUF_MAGIC, 4);
+    struct br_buf h = {0};
+    int rc = br_buf_append(&h, GGUF_MAGIC, 4);
     if (!rc) rc = buf_u32(&h, 3);
     if (!rc) rc = buf_u64(&h, w->n_tensors);
     if (!rc) rc = buf_u64(&h, w->n_kv);
-    if (!rc) rc = buf_put(&h, w->kv.p, w->kv.len);
+    if (!rc) rc = br_buf_append(&h, w->kv.data, w->kv.len);
     for (size_t i = 0; !rc && i < w->n_tensors; i++) {
         const struct wtensor *t = &w->tensors[i];
         rc = buf_str(&h, t->name, strlen(t->name));
@@ -1131,24 +1110,24 @@ int br_gguf_writer_begin(struct br_gguf_writer *w, const char *path, struct br_e
         if (!rc) rc = buf_u64(&h, t->offset);
     }
     if (rc) {
-        free(h.p);
+        br_buf_free(&h);
         return br_err_set(err, rc, "out of memory building the header");
     }
     w->f = fopen(path, "wb");
     if (!w->f) {
-        free(h.p);
+        br_buf_free(&h);
         return br_err_set(err, BR_E_IO, "%s: %s", path, strerror(errno));
     }
     free(w->path);
     if (!(w->path = strdup(path))) {
-        free(h.p);
+        br_buf_free(&h);
         fclose(w->f);
         w->f = NULL;
         return br_err_set(err, BR_E_NOMEM, "out of memory");
     }
     uint64_t pad = (w->alignment - h.len % w->alignment) % w->alignment;
-    if (fwrite(h.p, 1, h.len, w->f) != h.len || write_zeros(w->f, pad)) rc = BR_E_IO;
-    free(h.p);
+    if (fwrite(h.data, 1, h.len, w->f) != h.len || write_zeros(w->f, pad)) rc = BR_E_IO;
+    br_buf_free(&h);
     if (rc) return br_err_set(err, rc, "%s: write failed: %s", path, strerror(errno));
     w->cur = 0;
     w->cur_done = 0;

@@ -433,11 +433,23 @@ static double mib(uint64_t b)
     return (double)b / (1024.0 * 1024.0);
 }
 
+void br_plan_rank_figures(const struct br_plan *p, int32_t r, uint64_t mem_limit,
+                          struct br_rank_figures *out)
+{
+    const struct br_model_config *c = &p->cfg;
+    int eb = c->embd_type == 0 ? 4 : 2, hb = c->head_type == 0 ? 4 : 2;
+    br_part_cost(c, &p->parts[r], eb, hb, &out->cost);
+    uint64_t tb, tm;
+    br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, 1, &tb, &tm);
+    out->decode_bytes = tb / 1000;
+    out->decode_messages = tm / 1000;
+    out->over = mem_limit && out->cost.weight_bytes + out->cost.kv_bytes_per_1k * 4 > mem_limit;
+}
+
 int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
 {
     const struct br_model_config *c = &p->cfg;
     int over = 0;
-    int eb = c->embd_type == 0 ? 4 : 2, hb = c->head_type == 0 ? 4 : 2;
     fprintf(f,
             "plan: tp %d x pp %d = %d ranks, %s residual; %s d %d, %d layers, %d/%d heads, ffn "
             "%d, vocab %d\n",
@@ -449,25 +461,20 @@ int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f)
     uint64_t maxw = 0, minw = UINT64_MAX;
     for (int32_t r = 0; r < p->tp * p->pp; r++) {
         const struct br_part *q = &p->parts[r];
-        struct br_part_cost cost;
-        br_part_cost(c, q, eb, hb, &cost);
-        /* decode traffic: one token per step, one logits row (descriptors of a 64-token
-         * batch limit included) */
-        uint64_t tb, tm;
-        br_plan_traffic(p, r, 1000, 1000, 1000, 1000, 64, 1, &tb, &tm);
-
+        struct br_rank_figures e;
+        br_plan_rank_figures(p, r, mem_limit, &e);
         char layers[32], heads[32], ff[32], hid[32];
         snprintf(layers, sizeof layers, "%d-%d", q->layer0, q->layer1 - 1);
         snprintf(heads, sizeof heads, "%d-%d", q->kv0, q->kv1 - 1);
         snprintf(ff, sizeof ff, "%d-%d", q->ff0, q->ff1 - 1);
         snprintf(hid, sizeof hid, "%d-%d", q->d0, q->d1 - 1);
-        int bad = mem_limit && cost.weight_bytes + cost.kv_bytes_per_1k * 4 > mem_limit;
-        over += bad;
+        over += e.over;
         fprintf(f, "%5d %5d %9s %9s %11s %11s %12.1f %11.1f %12llu %10u%s\n", r, q->pp_rank, layers,
-                heads, ff, hid, mib(cost.weight_bytes), mib(cost.kv_bytes_per_1k),
-                (unsigned long long)(tb / 1000), (unsigned)(tm / 1000), bad ? "  OVER" : "");
-        if (cost.weight_bytes > maxw) maxw = cost.weight_bytes;
-        if (cost.weight_bytes < minw) minw = cost.weight_bytes;
+                heads, ff, hid, mib(e.cost.weight_bytes), mib(e.cost.kv_bytes_per_1k),
+                (unsigned long long)e.decode_bytes, (unsigned)e.decode_messages,
+                e.over ? "  OVER" : "");
+        if (e.cost.weight_bytes > maxw) maxw = e.cost.weight_bytes;
+        if (e.cost.weight_bytes < minw) minw = e.cost.weight_bytes;
     }
     fprintf(f, "imbalance: largest rank holds %.2fx the smallest's weights\n",
             minw ? (double)maxw / (double)minw : 0.0);

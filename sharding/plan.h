@@ -162,6 +162,18 @@ void br_plan_traffic(const struct br_plan *p, int32_t rank, uint64_t tokens, uin
                      uint64_t rows, uint64_t row_steps, int32_t max_batch, int top1,
                      uint64_t *bytes, uint64_t *messages);
 
+/* What br_plan_describe shows of rank r: its cost (br_part_cost with the model's embedding
+ * and head element sizes), its decode traffic per token (one token a step, one logits row,
+ * a 64-token batch's descriptors: br_plan_traffic) and whether its weights plus KV for 4k
+ * tokens exceed mem_limit (bytes, 0 = none). */
+struct br_rank_figures {
+    struct br_part_cost cost;
+    uint64_t decode_bytes, decode_messages; /* per token */
+    int over;
+};
+void br_plan_rank_figures(const struct br_plan *p, int32_t r, uint64_t mem_limit,
+                          struct br_rank_figures *out);
+
 /* Prints the per-rank table; mem_limit (bytes, 0 = none) marks ranks that do not fit.
  * Returns the number of ranks over the limit. */
 int br_plan_describe(const struct br_plan *p, uint64_t mem_limit, FILE *f);

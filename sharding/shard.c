@@ -353,27 +353,7 @@ static int file_norm(void *ctx, const char *name, int64_t n, int64_t c0, int64_t
                      struct br_err *err)
 {
     struct file_src *f = ctx;
-    const struct br_gguf_tensor *t = br_gguf_find_tensor(f->g, name);
-    if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
-    if (t->nelem != (uint64_t)n)
-        return br_err_set(err, BR_E_FORMAT, "tensor %s has %llu elements, expected %lld", name,
-                          (unsigned long long)t->nelem, (long long)n);
-    float *all = malloc((size_t)n * sizeof *all);
-    if (!all) return br_err_set(err, BR_E_NOMEM, "out of memory for %s", name);
-    int rc = br_decode_rows_f32(t->type, t->data, (uint64_t)n, 0, 1, all, err);
-    if (rc) {
-        free(all);
-        return br_err_prefix(err, rc, "tensor %s", name);
-    }
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(all[i])) {
-            free(all);
-            return br_err_set(err, BR_E_FORMAT, "tensor %s: element %lld is not finite", name,
-                              (long long)i);
-        }
-    memcpy(out, all + c0, (size_t)(c1 - c0) * sizeof *out);
-    free(all);
-    return BR_OK;
+    return br_decode_norm(br_gguf_find_tensor(f->g, name), name, n, c0, c1, out, err);
 }
 
 static int file_dense_rows(void *ctx, int head, int64_t r0, int64_t nrows, const void **rows,

@@ -55,6 +55,17 @@ struct br_comm_ops {
     int (*bcast)(struct br_comm *c, void *buf, size_t bytes);
 };
 
+/* The ops table of a transport whose operations are its static functions op_<member>
+ * (comm_local.c, comm_mpi.c). One list for both: a member added above is in both tables,
+ * and a transport without its op_<member> does not compile (rather than holding NULL). */
+#define BR_COMM_OPS_OF_OP_FUNCTIONS                                                                \
+    {                                                                                              \
+        .allgather = op_allgather, .reduce_scatter_i32 = op_reduce_scatter_i32,                    \
+        .allreduce_i32 = op_allreduce_i32, .allreduce_max_f32 = op_allreduce_max_f32,              \
+        .send_next = op_send_next, .recv_prev = op_recv_prev, .send_root = op_send_root,           \
+        .wait_root = op_wait_root, .recv_from = op_recv_from, .bcast = op_bcast                    \
+    }
+
 struct br_comm {
     const struct br_comm_ops *ops;
     void *impl;

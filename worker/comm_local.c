@@ -342,18 +342,7 @@ static int op_recv_from(struct br_comm *c, int world_rank, void *buf, size_t byt
     return take(c, world_rank, KIND_ROOT, buf, bytes);
 }
 
-static const struct br_comm_ops local_ops = {
-    .allgather = op_allgather,
-    .reduce_scatter_i32 = op_reduce_scatter_i32,
-    .allreduce_i32 = op_allreduce_i32,
-    .allreduce_max_f32 = op_allreduce_max_f32,
-    .send_next = op_send_next,
-    .recv_prev = op_recv_prev,
-    .send_root = op_send_root,
-    .wait_root = op_wait_root,
-    .recv_from = op_recv_from,
-    .bcast = op_bcast,
-};
+static const struct br_comm_ops local_ops = BR_COMM_OPS_OF_OP_FUNCTIONS;
 
 /* ---- the world ---- */
 

@@ -549,18 +549,7 @@ static int op_bcast(struct br_comm *c, void *buf, size_t bytes)
     return rc;
 }
 
-static const struct br_comm_ops mpi_ops = {
-    .allgather = op_allgather,
-    .reduce_scatter_i32 = op_reduce_scatter_i32,
-    .allreduce_i32 = op_allreduce_i32,
-    .allreduce_max_f32 = op_allreduce_max_f32,
-    .send_next = op_send_next,
-    .recv_prev = op_recv_prev,
-    .send_root = op_send_root,
-    .wait_root = op_wait_root,
-    .recv_from = op_recv_from,
-    .bcast = op_bcast,
-};
+static const struct br_comm_ops mpi_ops = BR_COMM_OPS_OF_OP_FUNCTIONS;
 
 /* This process's pid, host and pid namespace (struct peer). */
 static void describe_self(struct peer *p)

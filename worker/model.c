@@ -56,19 +56,11 @@ float br_dense_dot(const struct br_kernel_set *ks, const struct br_dense *d, int
 
 static int dense_from(const struct br_gguf_tensor *t, struct br_dense *d, struct br_err *err)
 {
-    switch (t->type) {
-    case BR_GGML_F32:
-    case BR_GGML_F16:
-    case BR_GGML_BF16:
-    case BR_GGML_Q8_0:
-    case BR_GGML_Q6_K:
-        break;
-    default:
+    if (!br_decode_rows_supported(t->type))
         return br_err_set(err, BR_E_UNSUPPORTED,
                           "tensor %s: type %s is not supported for embeddings/head (F32, F16, "
                           "BF16, Q8_0, Q6_K)",
                           t->name, br_ggml_type_name(t->type));
-    }
     d->type = t->type;
     d->data = t->data;
     d->cols = (int64_t)t->ne[0];
@@ -187,31 +179,9 @@ int br_model_quantize_head_as(struct br_model *m, uint32_t type, struct br_err *
 static int load_norm(const struct br_gguf *g, const char *name, int64_t n, int64_t e0, int64_t e1,
                      float **out, struct br_err *err)
 {
-    const struct br_gguf_tensor *t = br_gguf_find_tensor(g, name);
-    if (!t) return br_err_set(err, BR_E_FORMAT, "missing tensor %s", name);
-    if (t->nelem != (uint64_t)n)
-        return br_err_set(err, BR_E_FORMAT, "tensor %s has %llu elements, expected %lld", name,
-                          (unsigned long long)t->nelem, (long long)n);
-    float *all = malloc((size_t)n * sizeof *all);
     *out = malloc((size_t)(e1 - e0 > 0 ? e1 - e0 : 1) * sizeof **out);
-    if (!all || !*out) {
-        free(all);
-        return br_err_set(err, BR_E_NOMEM, "out of memory for %s", name);
-    }
-    int rc = br_decode_rows_f32(t->type, t->data, (uint64_t)n, 0, 1, all, err);
-    if (rc) {
-        free(all);
-        return br_err_prefix(err, rc, "tensor %s", name);
-    }
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(all[i])) {
-            free(all);
-            return br_err_set(err, BR_E_FORMAT, "tensor %s: element %lld is not finite", name,
-                              (long long)i);
-        }
-    memcpy(*out, all + e0, (size_t)(e1 - e0) * sizeof **out);
-    free(all);
-    return BR_OK;
+    if (!*out) return br_err_set(err, BR_E_NOMEM, "out of memory for %s", name);
+    return br_decode_norm(br_gguf_find_tensor(g, name), name, n, e0, e1, *out, err);
 }
 
 /* Where each layer tensor lives in struct br_layer_weights (sharding/config.h's table
@@ -245,12 +215,15 @@ static float **layer_norm(struct br_layer_weights *lw, enum br_wname w)
     return (float **)((char *)lw + layer_field[w]);
 }
 
-/* Sizes the region of the part's layer matrices (struct br_model's wmem) from the slices the
- * loaders decode, and maps it. */
+/* Allocates the layer table (n_layer entries, only the part's filled), sizes the region of
+ * the part's layer matrices (struct br_model's wmem) from the slices the loaders decode,
+ * and maps it. */
 static int weights_region(struct br_model *m, struct br_err *err)
 {
     const struct br_model_config *c = &m->cfg;
     const struct br_part *p = &m->part;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return br_err_set(err, BR_E_NOMEM, "out of memory");
     size_t total = 0;
     for (int l = p->layer0; l < p->layer1; l++)
         for (int w = 0; w < BR_W_COUNT; w++) {
@@ -357,11 +330,6 @@ int br_model_load_part(const char *path, const struct br_part *part, struct br_m
         (rc = load_norm(g, "output_norm.weight", c->n_embd, p->d0, p->d1, &m->output_norm, err)))
         goto fail;
     if (p->last_stage && m->head.type == BR_GGML_Q8_0 && (rc = head_to_q8(m, err))) goto fail;
-    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (!m->layers) {
-        rc = br_err_set(err, BR_E_NOMEM, "out of memory");
-        goto fail;
-    }
     if ((rc = weights_region(m, err))) goto fail;
     struct br_progress prog;
     br_progress_begin(&prog, "loading", (uint64_t)(p->layer1 - p->layer0));
@@ -488,11 +456,6 @@ int br_model_load_shard(const char *dir, int tp, int pp, int rank, struct br_mod
                                           &m->output_norm, err)) ||
                           (m->head.type == BR_GGML_Q8_0 && (rc = head_to_q8(m, err)))))
         goto fail_path;
-    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (!m->layers) {
-        rc = br_err_set(err, BR_E_NOMEM, "out of memory");
-        goto fail;
-    }
     if ((rc = weights_region(m, err))) goto fail;
     struct br_progress prog;
     br_progress_begin(&prog, "loading", (uint64_t)(p->layer1 - p->layer0));

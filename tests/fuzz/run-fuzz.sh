@@ -24,20 +24,20 @@ if [ $# -gt 0 ]; then harnesses=("$@"); else harnesses=("${all[@]}"); fi
 # The library sources each harness needs (paths from the repository root).
 sources() {
     case "$1" in
-    gguf) echo sharding/gguf.c sharding/types.c common/status.c ;;
+    gguf) echo sharding/gguf.c sharding/types.c common/status.c common/buf.c ;;
     decode) echo sharding/decode.c sharding/types.c kernels/ternary.c kernels/bigmem.c common/status.c ;;
-    request) echo proto/proto.c common/status.c ;;
-    http_request) echo coordinator/http_api.c proto/proto.c common/status.c ;;
+    request) echo proto/proto.c common/status.c common/buf.c ;;
+    http_request) echo coordinator/http_api.c proto/proto.c common/status.c common/buf.c ;;
     tokenizer)
         echo coordinator/tokenizer.c coordinator/tokenizer_gguf.c coordinator/tokenizer_pre.c \
-            coordinator/unicode.c sharding/gguf.c sharding/types.c common/status.c
+            coordinator/unicode.c sharding/gguf.c sharding/types.c common/status.c common/buf.c
         ;;
     shard)
         echo worker/model.c sharding/shard.c sharding/gguf.c sharding/types.c sharding/config.c \
             sharding/plan.c sharding/decode.c kernels/ternary.c kernels/dispatch.c kernels/ops.c \
             kernels/q8.c kernels/kset.c kernels/attn.c kernels/q6k.c kernels/fhead.c kernels/scratch.c \
             kernels/bigmem.c \
-            common/status.c common/progress.c
+            common/status.c common/progress.c common/buf.c
         ;;
     *) return 1 ;;
     esac

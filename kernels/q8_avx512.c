@@ -15,7 +15,9 @@
  * every token tile passes, and the next rows are prefetched a tile ahead. 4 x 6 rather
  * than 2 x 12: it reads half as many activation bytes per multiply-add, and 6 tokens'
  * activations (6 row_bytes) fit in L1 where 12 do not (docs/PERFORMANCE.md, "Kernel
- * shapes").
+ * shapes"). One token (decode) has no activations to share between rows and is bound by
+ * memory: its tiles take one row from each of q8_streams runs of rows far apart
+ * (q8_gemv_avx512), so that several sequential streams are in flight.
  */
 #include <immintrin.h>
 #include <stdlib.h>

@@ -7,7 +7,10 @@
 #                           runs CMD (a launcher such as mpirun or timeout may come first)
 #                           in the background, output to LOG, its pid in SPID, and waits
 #                           for "ready on" in LOG (BR_SERVE_WAIT tenths of a second, default
-#                           300); prints LOG and exits 1 when it never comes
+#                           300); prints LOG and exits 1 when it never comes. A server that
+#                           exits because its port was taken in the meantime ("Address
+#                           already in use") is started again on a new PORT/ADDR (every
+#                           argument holding the old ADDR rewritten), up to three times
 #   br_serve_stop           SIGTERM to SPID and waits for it (its status is not checked)
 #   br_serve_check LOG      the server stopped cleanly ("bitrack serve: stopped" in LOG) and no sanitizer
 #                           reported; otherwise prints FAIL and LOG, sets rc=1, returns 1
@@ -28,12 +31,34 @@ br_serve_cleanup() {
 }
 
 br_serve_start() {
-    local log=$1
+    local log=$1 try a old
     shift
-    "$@" > "$log" 2>&1 &
-    SPID=$!
-    for _ in $(seq "${BR_SERVE_WAIT:-300}"); do grep -q "ready on" "$log" && break; sleep 0.1; done
-    grep -q "ready on" "$log" || { cat "$log"; exit 1; }
+    for try in 1 2 3; do
+        "$@" > "$log" 2>&1 &
+        SPID=$!
+        for _ in $(seq "${BR_SERVE_WAIT:-300}"); do
+            grep -q "ready on" "$log" && return 0
+            kill -0 "$SPID" 2> /dev/null || break
+            sleep 0.1
+        done
+        grep -q "ready on" "$log" && return 0
+        # the port was free when br_serve_init picked it, but something (Open MPI's own
+        # connections take ports from the same range) bound it since: another free port
+        if [ "$try" -lt 3 ] && grep -q "Address already in use" "$log" &&
+           ! kill -0 "$SPID" 2> /dev/null; then
+            wait "$SPID" 2> /dev/null || true
+            old=$ADDR
+            PORT=$(br_free_port)
+            ADDR="tcp://127.0.0.1:$PORT"
+            local args=()
+            for a in "$@"; do args+=("${a//"$old"/"$ADDR"}"); done
+            set -- "${args[@]}"
+            echo "port of $old taken before the server bound it; again on $ADDR"
+            continue
+        fi
+        cat "$log"
+        exit 1
+    done
 }
 
 br_serve_stop() {

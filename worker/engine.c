@@ -816,14 +816,13 @@ int br_engine_layers(struct br_engine *e, const struct br_batch *b, struct br_er
         project(e, &lw->v, e->q8, e->kpad_d, T, e->v);
         int layer = l;
         for_tokens(e, T, rope_store_tok, &layer);
-        struct attn_job aj = {e, l, b, e->attn_chunks};
-        /* grouped once every task has a token; fewer tokens (a decode step) go grouped,
-         * one task per KV head, where there are at least as many KV heads as threads, and
-         * otherwise keep a task per query head so that every thread has work */
-        if (e->attn_chunks && T < e->attn_chunks && e->kvl >= br_pool_threads(e->pool))
-            aj.chunks = 1;
-        if (e->attn_chunks && (T >= e->attn_chunks || aj.chunks == 1))
-            br_pool_run(e->pool, attn_group_task, &aj, e->kvl * aj.chunks);
+        /* grouped: attn_chunks tasks per KV head once every task has a token; fewer tokens
+         * (a decode step) one task per KV head, where there are at least as many KV heads
+         * as threads; otherwise a task per query head, so that every thread has work */
+        int32_t chunks = T >= e->attn_chunks ? e->attn_chunks : 1;
+        struct attn_job aj = {e, l, b, chunks};
+        if (e->attn_chunks && (chunks > 1 || e->kvl >= br_pool_threads(e->pool)))
+            br_pool_run(e->pool, attn_group_task, &aj, e->kvl * chunks);
         else
             br_pool_run(e->pool, attn_task, &aj, e->qhl);
         if ((rc =

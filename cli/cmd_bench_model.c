@@ -8,9 +8,10 @@
  *      Memory-bound: bytes_per_token = packed ternary weights + the head as the kernels
  *      read it (every row, for the logits: F16 2 bytes a weight, Q8_0 34 bytes per 32)
  *      + one embedding row + the f16 KV cache that attention reads (every layer's keys
- *      and values of the D + (n + 1) / 2 positions a token sees on average); roofline = read
- * bandwidth / bytes, the read bandwidth measured by the read-only streaming probe on the same
- * threads (kernels/probe_impl.h); the fraction of the triad's roofline follows as a second column.
+ *      and values of the D + (n + 1) / 2 positions a token sees on average);
+ *      roofline = read bandwidth / bytes, the read bandwidth measured by the read-only
+ *      streaming probe on the same threads (kernels/probe_impl.h); the fraction of the
+ *      triad's roofline follows as a second column.
  *      --head q8_0 quantizes an F16/BF16 head to Q8_0 at load (br_model_quantize_head).
  *  pp: p prompt tokens in batches of 64, logits of the last only. Compute-bound:
  *      roofline = the kernels' peak int8 multiply-add rate / ternary weights per token
@@ -200,8 +201,8 @@ int br_cmd_bench_model(int argc, char **argv)
     /* f16 keys and values of every layer, per position of context */
     uint64_t kv_pos = (uint64_t)cfg->n_layer * (uint64_t)cfg->n_head_kv *
                       (uint64_t)(cfg->head_dim + cfg->head_dim_v) * 2u;
-    uint64_t tg_bytes = m->ternary_bytes + head_bytes + m->embd.row_bytes +
-                        (uint64_t)((double)kv_pos * ((double)depth + (double)(n + 1) / 2.0));
+    uint64_t kv_bytes = (uint64_t)((double)kv_pos * ((double)depth + (double)(n + 1) / 2.0));
+    uint64_t tg_bytes = m->ternary_bytes + head_bytes + m->embd.row_bytes + kv_bytes;
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (json && !jf) {
         fprintf(stderr, "bitrack bench model: cannot write %s\n", json);
@@ -222,7 +223,7 @@ int br_cmd_bench_model(int argc, char **argv)
                huge, br_big_huge() ? "" : ", as now");
     if (depth > 0)
         printf("decode at depth %lld: the KV cache adds %.0f MiB to a token's bytes\n", depth,
-               (double)kv_pos * ((double)depth + (double)(n + 1) / 2.0) / 1048576.0);
+               (double)kv_bytes / 1048576.0);
     printf("| test  | threads | tokens/s | bytes/token | read GB/s | roofline tok/s | fraction | "
            "triad GB/s | of triad roofline |\n");
     printf("|-------|---------|----------|-------------|-----------|----------------|----------|"
